@@ -1,0 +1,92 @@
+package rendr
+
+import (
+	"net"
+	"time"
+
+	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/status"
+)
+
+// Conn is one flow: a net.Conn whose bytes survive the loss of any path. Read, Write and the
+// deadlines follow the net.Conn contract; Close delivers what was written, then the peer reads
+// io.EOF.
+type Conn struct {
+	s     *session
+	st    *flow.Stream
+	mig0  int
+	local Addr
+	peer  Addr
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+func newConn(s *session, st *flow.Stream) *Conn {
+	s.mu.Lock()
+	m := s.mu.migrations
+	s.mu.Unlock()
+	return &Conn{s: s, st: st, mig0: m,
+		local: Addr{Key: PublicKey(s.c.key.Public), Flow: st.ID()},
+		peer:  Addr{Key: s.peerKey, Flow: st.ID()}}
+}
+
+func (c *Conn) Read(p []byte) (int, error)  { return c.st.Read(p) }
+func (c *Conn) Write(p []byte) (int, error) { return c.st.Write(p) }
+
+// Close closes the flow. It does not block: written bytes are delivered in the background.
+func (c *Conn) Close() error {
+	c.s.mu.Lock()
+	delete(c.s.mu.watchers, c)
+	c.s.mu.Unlock()
+	return c.st.Close()
+}
+
+// CloseWrite half-closes the flow: the peer reads io.EOF after everything written; reading
+// goes on.
+func (c *Conn) CloseWrite() error { return c.st.CloseWrite() }
+
+// CloseRead stops reading: unread bytes are dropped and the peer's writes fail with
+// ErrStopped.
+func (c *Conn) CloseRead() error { return c.st.CloseRead() }
+
+func (c *Conn) LocalAddr() net.Addr  { return c.local }
+func (c *Conn) RemoteAddr() net.Addr { return c.peer }
+
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.st.SetReadDeadline(t)
+	return c.st.SetWriteDeadline(t)
+}
+func (c *Conn) SetReadDeadline(t time.Time) error  { return c.st.SetReadDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }
+
+// FlowID is the flow's id within its session.
+func (c *Conn) FlowID() uint64 { return c.st.ID() }
+
+// Status describes the flow's session: its paths, their state and quality, and which one is
+// active.
+func (c *Conn) Status() status.Session { return c.s.snapshot() }
+
+// Paths is Status().Paths.
+func (c *Conn) Paths() []status.Path { return c.s.snapshot().Paths }
+
+// Migrations counts the moves of the session's traffic since this flow opened.
+func (c *Conn) Migrations() int {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	return c.s.mu.migrations - c.mig0
+}
+
+// OnMigrate sets a callback for each migration while the flow is open (nil removes it). It
+// runs on rendr's engine goroutine and must return quickly.
+func (c *Conn) OnMigrate(f func(status.Migration)) {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	if f == nil {
+		delete(c.s.mu.watchers, c)
+		return
+	}
+	if c.s.mu.watchers == nil {
+		c.s.mu.watchers = map[*Conn]func(status.Migration){}
+	}
+	c.s.mu.watchers[c] = f
+}

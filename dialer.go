@@ -1,0 +1,376 @@
+package rendr
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/path"
+	"github.com/rendr-go/rendr/policy"
+	"github.com/rendr-go/rendr/status"
+)
+
+// DialerConfig configures a Dialer.
+type DialerConfig struct {
+	Key     PrivateKey // this side's static key
+	PeerKey PublicKey  // the listener's static key
+	Root    *Target    // the target graph: a Path or a Selector of targets
+	Options
+}
+
+// Dialer opens flows to one peer over its target graph. Flows share one session: the first
+// DialContext starts it (dialing every path), later ones reuse it with no handshake. If the
+// session fails (the peer restarted, or no path came back within ReconnectTimeout), the next
+// DialContext starts a new one.
+type Dialer struct {
+	c     *common
+	peer  PublicKey
+	root  *Target
+	clock handshake.Clock
+
+	mu struct {
+		sync.Mutex
+		s      *session
+		closed bool
+	}
+}
+
+// NewDialer checks cfg and returns a Dialer. It opens nothing until the first DialContext.
+func NewDialer(cfg DialerConfig) (*Dialer, error) {
+	if cfg.Root == nil {
+		return nil, errors.New("rendr: DialerConfig.Root is nil")
+	}
+	if err := checkTarget(cfg.Root, map[string]bool{}); err != nil {
+		return nil, err
+	}
+	if cfg.PeerKey == (PublicKey{}) {
+		return nil, errors.New("rendr: DialerConfig.PeerKey is empty")
+	}
+	return &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey, root: cfg.Root}, nil
+}
+
+func checkTarget(t *Target, names map[string]bool) error {
+	switch t.kind {
+	case kindPath:
+		if t.dial == nil {
+			return fmt.Errorf("rendr: path %q has no dialer", t.name)
+		}
+		if names[t.name] {
+			return fmt.Errorf("rendr: two paths are named %q", t.name)
+		}
+		names[t.name] = true
+	case kindSelector:
+		if len(t.children) == 0 {
+			return fmt.Errorf("rendr: selector %q has no children", t.name)
+		}
+		for _, c := range t.children {
+			if c == nil {
+				return fmt.Errorf("rendr: selector %q has a nil child", t.name)
+			}
+			if err := checkTarget(c, names); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("%w: target kind %d", ErrUnsupported, t.kind)
+	}
+	return nil
+}
+
+// node builds the policy graph for one session, remembering which Target each leaf is.
+func (t *Target) node(tuning policy.Tuning, leaves map[*policy.Node]*Target) *policy.Node {
+	n := &policy.Node{Name: t.name, Tier: t.tier, Tuning: tuning}
+	if t.kind == kindPath {
+		n.Kind = policy.KindPath
+		leaves[n] = t
+		return n
+	}
+	n.Kind = policy.KindSelector
+	for _, c := range t.children {
+		n.Children = append(n.Children, c.node(tuning, leaves))
+	}
+	return n
+}
+
+// Dial opens a flow with no deadline beyond the session's own timeouts.
+func (d *Dialer) Dial() (*Conn, error) { return d.DialContext(context.Background()) }
+
+// DialContext opens a new flow. The first call waits for the session's first path (bounded by
+// ctx); later calls cost no round trip.
+func (d *Dialer) DialContext(ctx context.Context) (*Conn, error) {
+	for range 3 {
+		s, err := d.session()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-s.established:
+		case <-s.done:
+			continue // failed before it started: a fresh session may succeed
+		case <-ctx.Done():
+			return nil, fmt.Errorf("rendr: dial: %w (%s)", ctx.Err(), lastDialError(s))
+		}
+		st, err := s.engine.Open()
+		if err != nil {
+			if s.err() != nil {
+				continue
+			}
+			return nil, err
+		}
+		return newConn(s, st), nil
+	}
+	return nil, fmt.Errorf("rendr: dial: %w", d.lastErr())
+}
+
+func (d *Dialer) lastErr() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.closed {
+		return ErrClosed
+	}
+	if d.mu.s != nil {
+		if err := d.mu.s.err(); err != nil {
+			return err
+		}
+	}
+	return ErrNoPath
+}
+
+func lastDialError(s *session) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ls := range s.mu.leaves {
+		if ls.lastErr != "" {
+			return "last path error: " + ls.lastErr
+		}
+	}
+	return "no path attached yet"
+}
+
+// session returns the live session, starting one if there is none.
+func (d *Dialer) session() (*session, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.closed {
+		return nil, ErrClosed
+	}
+	if s := d.mu.s; s != nil && s.err() == nil {
+		return s, nil
+	}
+	var id [16]byte
+	if _, err := io.ReadFull(rand.Reader, id[:]); err != nil {
+		return nil, err
+	}
+	leaves := map[*policy.Node]*Target{}
+	root := d.root.node(d.c.tuning, leaves)
+	root.Init()
+	s := newSession(d.c, id, d.peer, true, root)
+	s.onEnd = func(s *session) {
+		d.mu.Lock()
+		if d.mu.s == s {
+			d.mu.s = nil
+		}
+		d.mu.Unlock()
+	}
+	for _, n := range root.Leaves() {
+		s.mu.leaves[n] = &leafState{target: leaves[n], node: n, state: status.Connecting, since: time.Now()}
+	}
+	for _, n := range root.Leaves() {
+		s.wg.Add(1)
+		go d.routineLeaf(s, s.mu.leaves[n])
+	}
+	d.mu.s = s
+	return s, nil
+}
+
+// Status describes the current session (an empty snapshot if none is running).
+func (d *Dialer) Status() status.Session {
+	d.mu.Lock()
+	s := d.mu.s
+	d.mu.Unlock()
+	if s == nil {
+		return status.Session{}
+	}
+	return s.snapshot()
+}
+
+// Close ends the session (the peer's flows fail with ErrSessionClosed, local ones with
+// ErrClosed) and waits for every goroutine to stop. Close the Conns first to deliver what
+// they hold.
+func (d *Dialer) Close() error {
+	d.mu.Lock()
+	s := d.mu.s
+	d.mu.closed = true
+	d.mu.s = nil
+	d.mu.Unlock()
+	if s != nil {
+		s.close()
+	}
+	return nil
+}
+
+// Backoff between carrier attempts of one path: doubling from minBackoff to maxBackoff, back
+// to the minimum after a path has lived for stableAfter.
+const (
+	minBackoff  = 50 * time.Millisecond
+	maxBackoff  = 2 * time.Second
+	stableAfter = 5 * time.Second
+)
+
+// routineLeaf keeps one configured path attached: dial, handshake, attach, wait for death,
+// back off, again, until the session ends.
+func (d *Dialer) routineLeaf(s *session, ls *leafState) {
+	defer s.wg.Done()
+	backoff := time.Duration(0)
+	for {
+		if backoff > 0 {
+			select {
+			case <-time.After(backoff):
+			case <-s.done:
+				return
+			}
+		}
+		backoff = min(max(2*backoff, minBackoff), maxBackoff)
+		mode, ok := d.founder(s)
+		if !ok {
+			return
+		}
+		started := time.Now()
+		err := d.attempt(s, ls, mode)
+		if mode == handshake.ModeNew {
+			s.mu.Lock()
+			s.mu.founding = false
+			s.mu.Unlock()
+		}
+		if err != nil {
+			s.mu.Lock()
+			ls.lastErr = err.Error()
+			if ls.state != status.Down {
+				ls.state, ls.since = status.Down, time.Now()
+			}
+			s.mu.Unlock()
+			if errors.Is(err, ErrPeerRestarted) {
+				s.fail(err)
+				return
+			}
+			continue
+		}
+		if time.Since(started) >= stableAfter {
+			backoff = 0
+		}
+	}
+}
+
+// founder decides whether this leaf founds the session (mode New) or joins it, waiting while
+// another leaf is founding. ok is false once the session is over.
+func (d *Dialer) founder(s *session) (mode uint8, ok bool) {
+	for {
+		select {
+		case <-s.established:
+			return handshake.ModeJoin, true
+		case <-s.done:
+			return 0, false
+		default:
+		}
+		s.mu.Lock()
+		if !s.mu.founding {
+			s.mu.founding = true
+			s.mu.Unlock()
+			return handshake.ModeNew, true
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.established:
+		case <-s.done:
+			return 0, false
+		case <-time.After(minBackoff):
+		}
+	}
+}
+
+// attempt dials one carrier, handshakes, attaches it and returns when it dies.
+func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
+	t := ls.target
+	s.mu.Lock()
+	ls.dials++
+	if ls.state != status.Down {
+		ls.state, ls.since = status.Connecting, time.Now()
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(s.ctx, d.c.hsTimeout)
+	defer cancel()
+	conn, err := t.dial(ctx)
+	if err != nil {
+		return err
+	}
+	h := handshake.Hello{Time: d.clock.Now(), Instance: d.c.instance, Session: s.id, Mode: mode,
+		Tier: uint8(min(t.tier, 255)), Name: t.name}
+	if t.secure {
+		h.Flags |= handshake.FlagPlain
+	}
+	res, err := handshake.Initiate(ctx, conn, d.c.key, d.peer, h)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	switch res.Reply.Status {
+	case handshake.StatusOK:
+	case handshake.StatusUnknownSession:
+		conn.Close()
+		return ErrPeerRestarted
+	default:
+		conn.Close()
+		return errors.New("rendr: listener refused the path")
+	}
+	if t.secure && res.Reply.Flags&handshake.FlagPlain == 0 {
+		conn.Close()
+		return errors.New("rendr: listener does not treat this carrier as secure (SecureSource)")
+	}
+	if mode == handshake.ModeNew {
+		s.establish(res.Hash, res.Reply.Instance)
+	} else {
+		s.mu.Lock()
+		same := s.mu.peerInst == res.Reply.Instance
+		s.mu.Unlock()
+		if !same {
+			conn.Close()
+			return ErrPeerRestarted
+		}
+	}
+	l := s.newLink(t.name, t.tier, ls.node)
+	send, recv := res.Send, res.Recv
+	if res.Reply.Flags&handshake.FlagPlain != 0 {
+		send, recv = nil, nil
+	}
+	pc := d.c.path
+	pc.Name, pc.Tier = t.name, t.tier
+	l.p = path.New(l.id, conn, send, recv, pc, l)
+	l.joined.Store(true)
+	if mode == handshake.ModeJoin {
+		s.mu.Lock()
+		secret := s.mu.secret
+		s.mu.Unlock()
+		mac := handshake.JoinProof(secret, res.Hash)
+		r := path.NewRecord()
+		r.B = wire.AppendJoinProof(r.B, &mac)
+		l.p.SendControl(r)
+	}
+	s.wg.Add(1) // released by l.Down
+	l.p.Start()
+	if err := s.attach(l); err != nil {
+		l.p.Close(err)
+	}
+	select {
+	case <-l.p.Closed():
+	case <-s.done:
+		l.p.Close(s.err())
+	}
+	l.p.Wait()
+	return nil
+}

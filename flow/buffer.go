@@ -1,0 +1,78 @@
+package flow
+
+import "sync"
+
+// chunkSize is the unit stream buffers grow and shrink by. Buffers hold only the chunks their
+// bytes need, so an idle flow, whose buffers are empty, holds none.
+const chunkSize = 16 << 10
+
+var chunkPool = sync.Pool{New: func() any { return new([chunkSize]byte) }}
+
+// buffer is a FIFO of bytes in pooled chunks. It is not safe for concurrent use; the engine's
+// lock guards every buffer.
+type buffer struct {
+	chunks []*[chunkSize]byte
+	head   int // read position in chunks[0]
+	n      int // bytes buffered
+}
+
+// len is the number of bytes buffered.
+func (b *buffer) len() int { return b.n }
+
+// write appends p.
+func (b *buffer) write(p []byte) {
+	for len(p) > 0 {
+		tail := (b.head + b.n) % chunkSize
+		if tail == 0 && (b.head+b.n)/chunkSize == len(b.chunks) {
+			b.chunks = append(b.chunks, chunkPool.Get().(*[chunkSize]byte))
+		}
+		c := b.chunks[(b.head+b.n)/chunkSize]
+		k := copy(c[tail:], p)
+		b.n += k
+		p = p[k:]
+	}
+}
+
+// readAt copies bytes starting off bytes past the head into dst, without consuming them.
+func (b *buffer) readAt(dst []byte, off int) int {
+	if off >= b.n {
+		return 0
+	}
+	want := min(len(dst), b.n-off)
+	pos := b.head + off
+	done := 0
+	for done < want {
+		c := b.chunks[pos/chunkSize]
+		k := copy(dst[done:want], c[pos%chunkSize:])
+		done += k
+		pos += k
+	}
+	return done
+}
+
+// discard drops n bytes from the head, returning emptied chunks to the pool.
+func (b *buffer) discard(n int) {
+	n = min(n, b.n)
+	b.head += n
+	b.n -= n
+	free := b.head / chunkSize
+	if b.n == 0 {
+		free = len(b.chunks)
+		b.head = 0
+	}
+	if free > 0 {
+		for i := range free {
+			chunkPool.Put(b.chunks[i])
+		}
+		rest := copy(b.chunks, b.chunks[free:])
+		clear(b.chunks[rest:])
+		b.chunks = b.chunks[:rest]
+		b.head %= chunkSize
+	}
+	if len(b.chunks) == 0 {
+		b.chunks = nil // release the slice too: idle flows keep nothing
+	}
+}
+
+// reset releases everything.
+func (b *buffer) reset() { b.discard(b.n) }

@@ -1,0 +1,463 @@
+// Package flow is rendr's migration engine: it multiplexes a session's flows, keyed by flow
+// id, over whichever link the policy picks. It sequences bytes by offset, keeps every byte until
+// the peer acknowledges delivering it to the application's buffer, resends from the last
+// acknowledged offset when traffic moves to another link, drops duplicates, enforces flow
+// control at flow and session level with windows that grow with the bandwidth-delay product,
+// and carries half-close and reset. It never opens a socket.
+//
+// Outbound (engine.go):
+//  1. Write copies bytes into the stream's send buffer and queues the stream as ready.
+//  2. The engine goroutine asks the Router for a link; if the link changed since the last
+//     round, every flow rewinds to its acknowledged offset (the old link may have lost anything
+//     in flight, mid-frame included) and its control state is re-armed.
+//  3. It fills records round-robin over ready streams, control frames first, then DATA within
+//     the flow window and the session window, and hands them to the link until it is full.
+//  4. If data stays unacknowledged past the link's stall timeout, it tells the Router, which
+//     may pick another link before the path is declared dead.
+//
+// Inbound (recv.go): Handle takes one frame from a path's reader and applies it under the lock.
+package flow
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/path"
+)
+
+// Link is one path as the engine sees it.
+type Link interface {
+	LinkID() uint32
+	// Space is how many record bytes may be queued now.
+	Space() int
+	// Send queues a record and owns it from then on; false means the link is gone.
+	Send(r *path.Record) bool
+	// SRTT is the link's smoothed round trip (with queueing), zero if unknown.
+	SRTT() (srtt, rttvar time.Duration)
+}
+
+// Router chooses links. Its methods are called from the engine goroutine without the
+// engine's lock held, and may call back into the engine.
+type Router interface {
+	// Route returns the link to send on now, or nil when none is usable.
+	Route() Link
+	// Stalled says data sent on l has gone unacknowledged for too long.
+	Stalled(l Link)
+}
+
+// Config tunes an engine. The zero value gives the documented defaults.
+type Config struct {
+	// Dialer is true on the side that opens flows.
+	Dialer bool
+	// InitialWindow is a flow's starting receive window; zero means 256 KiB. It grows
+	// (doubling) while the application drains it within two round trips, up to MaxWindow.
+	InitialWindow int
+	// MaxWindow bounds a flow's receive window; zero means 16 MiB.
+	MaxWindow int
+	// InitialSessionWindow and MaxSessionWindow do the same for the sum over all flows; zero
+	// means 1 MiB and 64 MiB.
+	InitialSessionWindow, MaxSessionWindow int
+	// MaxFlows bounds the flows open at once in the session; zero means 65536.
+	MaxFlows int
+	// Backlog bounds flows waiting in Accept; zero means 1024. Beyond it, new flows are refused.
+	Backlog int
+	// StallFloor and StallCeil clamp the stall timeout 2*srtt+4*rttvar; zero means 40ms and 1s.
+	StallFloor, StallCeil time.Duration
+}
+
+func (c *Config) defaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.InitialWindow, 256<<10)
+	def(&c.MaxWindow, 16<<20)
+	def(&c.InitialSessionWindow, 1<<20)
+	def(&c.MaxSessionWindow, 64<<20)
+	def(&c.MaxFlows, 65536)
+	def(&c.Backlog, 1024)
+	c.MaxWindow = max(c.MaxWindow, c.InitialWindow)
+	c.MaxSessionWindow = max(c.MaxSessionWindow, c.InitialSessionWindow)
+	if c.StallFloor == 0 {
+		c.StallFloor = 40 * time.Millisecond
+	}
+	if c.StallCeil == 0 {
+		c.StallCeil = time.Second
+	}
+}
+
+// Protocol constants both sides assume before hearing from each other (docs/wire.md).
+const (
+	// PeerInitialWindow is the flow window a sender may use before the first ACK.
+	PeerInitialWindow = 256 << 10
+	// PeerInitialSessionWindow is the session window before the first MAX_DATA.
+	PeerInitialSessionWindow = 1 << 20
+	// dataQuantum is the most one flow sends per turn before the next ready flow.
+	dataQuantum = 32 << 10
+)
+
+// Engine multiplexes the flows of one session.
+type Engine struct {
+	cfg    Config
+	router Router
+	kick   chan struct{}
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	// mu guards everything below and every Stream's state. Lock order: Engine.mu, then a
+	// Link's own lock (Space/Send). The engine never calls the Router with mu held.
+	mu struct {
+		sync.Mutex
+		flows    map[uint64]*Stream
+		ready    []*Stream // streams with something to send, FIFO
+		sessWait []*Stream // streams whose data waits for session credit
+		nextID   uint64    // last flow id opened locally (dialer) or seen (listener)
+		linkID   uint32    // link of the last round; 0 before the first
+		err      error     // set when the session failed or closed
+
+		sendMax, sendUsed         uint64 // session credit: peer's limit, new bytes sent
+		recvMax, recvUsed         uint64 // session limit we gave, new bytes received
+		recvRead, recvWindow      uint64 // bytes consumed by the application; window size
+		recvTuned                 time.Time
+		maxDataPending            bool
+		outstanding               int // streams with bytes or a FIN/RESET not yet acknowledged
+		progress                  time.Time
+		accept                    []*Stream
+		acceptSig                 chan struct{}
+		migrations                int
+		dupBytes, gapDrops, opened uint64
+		sendBuffered              int       // bytes in all send buffers
+		capWait                   []*Stream // writers waiting for sendBuffered to drop
+		srtt                      time.Duration
+		ctrl                      []byte // stateless replies for flows that no longer exist
+	}
+}
+
+// New returns a running engine. Close stops it.
+func New(cfg Config, r Router) *Engine {
+	cfg.defaults()
+	e := &Engine{cfg: cfg, router: r, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	e.mu.flows = make(map[uint64]*Stream)
+	e.mu.sendMax = PeerInitialSessionWindow
+	e.mu.recvWindow = uint64(cfg.InitialSessionWindow)
+	e.mu.recvMax = PeerInitialSessionWindow
+	if uint64(cfg.InitialSessionWindow) > e.mu.recvMax {
+		e.mu.recvMax = uint64(cfg.InitialSessionWindow)
+		e.mu.maxDataPending = true
+	}
+	e.mu.acceptSig = make(chan struct{}, 1)
+	e.wg.Add(1)
+	go e.routineRun()
+	return e
+}
+
+// Kick wakes the engine: a link became writable or the route may have changed.
+func (e *Engine) Kick() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Open starts a new flow (dialer side). It costs no round trip: the OPEN frame goes out with
+// the flow's first bytes, and the peer's initial windows are known in advance.
+func (e *Engine) Open() (*Stream, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mu.err != nil {
+		return nil, e.mu.err
+	}
+	if !e.cfg.Dialer {
+		return nil, errors.New("rendr: only the dialing side opens flows")
+	}
+	if len(e.mu.flows) >= e.cfg.MaxFlows {
+		return nil, ErrTooManyFlows
+	}
+	e.mu.nextID++
+	s := e.newStreamLocked(e.mu.nextID)
+	s.openPending = true
+	e.readyLocked(s)
+	return s, nil
+}
+
+// Accept waits for a flow the peer opened.
+func (e *Engine) Accept(ctx context.Context) (*Stream, error) {
+	for {
+		e.mu.Lock()
+		if len(e.mu.accept) > 0 {
+			s := e.mu.accept[0]
+			e.mu.accept[0] = nil
+			e.mu.accept = e.mu.accept[1:]
+			if len(e.mu.accept) == 0 {
+				e.mu.accept = nil
+			}
+			e.mu.Unlock()
+			return s, nil
+		}
+		err := e.mu.err
+		sig := e.mu.acceptSig
+		e.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-sig:
+		case <-e.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Fail ends every flow with err (the session is gone) and stops the engine. Bytes already
+// delivered to a flow's buffer can still be read; then reads return err.
+func (e *Engine) Fail(err error) {
+	e.mu.Lock()
+	if e.mu.err == nil {
+		e.mu.err = err
+		for _, s := range e.mu.flows {
+			s.failLocked(err)
+		}
+		e.mu.ready, e.mu.sessWait = nil, nil
+		for _, s := range e.mu.accept {
+			s.failLocked(err)
+		}
+		e.mu.accept = nil
+	}
+	e.mu.Unlock()
+	select {
+	case <-e.done:
+	default:
+		close(e.done)
+	}
+	e.wg.Wait()
+}
+
+// Err is the error the engine failed with, or nil.
+func (e *Engine) Err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.mu.err
+}
+
+// Done is closed when the engine has failed or closed.
+func (e *Engine) Done() <-chan struct{} { return e.done }
+
+// Stats is a snapshot of engine counters.
+type Stats struct {
+	Flows      int    // open now
+	Opened     uint64 // flows ever opened or accepted
+	Migrations int    // link changes that caused a rewind
+	DupBytes   uint64 // received bytes dropped as duplicates (already delivered)
+	GapDrops   uint64 // DATA frames dropped because they started beyond the delivered offset
+	Busy       int    // flows with unacknowledged data
+}
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Stats{Flows: len(e.mu.flows), Opened: e.mu.opened, Migrations: e.mu.migrations,
+		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Busy: e.mu.outstanding}
+}
+
+// Idle reports whether no flow is open.
+func (e *Engine) Idle() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.mu.flows) == 0
+}
+
+func (e *Engine) newStreamLocked(id uint64) *Stream {
+	s := &Stream{e: e, id: id,
+		peerLimit: PeerInitialWindow,
+		window:    uint64(e.cfg.InitialWindow),
+		recvLimit: PeerInitialWindow,
+		readSig:   make(chan struct{}, 1),
+		writeSig:  make(chan struct{}, 1),
+	}
+	if s.window > s.recvLimit {
+		s.recvLimit = s.window
+		s.ackPending = true
+	}
+	e.mu.flows[id] = s
+	e.mu.opened++
+	return s
+}
+
+// readyLocked queues s to be visited by the engine loop.
+func (e *Engine) readyLocked(s *Stream) {
+	if !s.queued {
+		s.queued = true
+		e.mu.ready = append(e.mu.ready, s)
+	}
+	e.Kick()
+}
+
+// setOutstandingLocked keeps e.mu.outstanding in step with s: a stream is outstanding while
+// it has sent bytes, a FIN or a RESET the peer has not acknowledged.
+func (e *Engine) setOutstandingLocked(s *Stream) {
+	o := s.sendHigh > s.sendBase || (s.finSent && !s.finAcked) || (s.resetSent && !s.finAcked)
+	if o == s.outstanding {
+		return
+	}
+	s.outstanding = o
+	if o {
+		if e.mu.outstanding == 0 {
+			e.mu.progress = time.Now()
+		}
+		e.mu.outstanding++
+	} else {
+		e.mu.outstanding--
+	}
+}
+
+func (e *Engine) srttLocked() time.Duration { return e.mu.srtt }
+
+// removeLocked forgets s once both directions are finished and the application closed it.
+func (e *Engine) maybeRemoveLocked(s *Stream) {
+	if s.removed || !s.appClosed || !s.sendDone() || !s.recvDone() {
+		return
+	}
+	s.removed = true
+	if s.outstanding {
+		s.outstanding = false
+		e.mu.outstanding--
+	}
+	delete(e.mu.flows, s.id)
+}
+
+func (e *Engine) routineRun() {
+	defer e.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-e.kick:
+		case <-timer.C:
+		case <-e.done:
+			return
+		}
+		wait := e.pump()
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		if wait > 0 {
+			timer.Reset(wait)
+		}
+	}
+}
+
+// pump sends what it can and returns when the stall check should run again (0: no need).
+func (e *Engine) pump() time.Duration {
+	for range 4 { // a stall verdict changes the route: try again, a bounded number of times
+		l := e.router.Route()
+		if l == nil {
+			return 0 // the Router kicks us when a link appears
+		}
+		stalled, wait := e.fill(l)
+		if !stalled {
+			return wait
+		}
+		e.router.Stalled(l)
+	}
+	return 10 * time.Millisecond
+}
+
+// fill sends on l and reports whether l looks stalled, or else when to check again.
+func (e *Engine) fill(l Link) (stalled bool, wait time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mu.err != nil {
+		return false, 0
+	}
+	now := time.Now()
+	if id := l.LinkID(); id != e.mu.linkID {
+		if e.mu.linkID != 0 {
+			e.rewindLocked()
+			e.mu.migrations++
+		}
+		e.mu.linkID = id
+		e.mu.progress = now
+	}
+	for l.Space() > 0 {
+		r := path.NewRecord()
+		e.buildLocked(r)
+		if len(r.B) == 2 {
+			r.Release()
+			break
+		}
+		if !l.Send(r) {
+			return false, 0 // the link died; its Down kicks us
+		}
+	}
+	if e.mu.outstanding == 0 {
+		return false, 0
+	}
+	srtt, rttvar := l.SRTT()
+	e.mu.srtt = srtt
+	limit := min(max(2*srtt+4*rttvar, e.cfg.StallFloor), e.cfg.StallCeil)
+	if since := now.Sub(e.mu.progress); since >= limit {
+		e.mu.progress = now // one verdict per timeout, even if the Router keeps the link
+		return true, 0
+	} else {
+		return false, limit - since
+	}
+}
+
+// rewindLocked makes every flow resend from its acknowledged offset and re-arms control state
+// the old link may have lost.
+func (e *Engine) rewindLocked() {
+	e.mu.maxDataPending = true
+	for _, s := range e.mu.flows {
+		s.sendNext = s.sendBase
+		if !s.finAcked {
+			s.finSent = false
+			if s.resetSent {
+				s.resetPending = true
+			}
+		}
+		if !s.openAcked && e.cfg.Dialer {
+			s.openPending = true
+		}
+		if s.stopSent && !s.recvDone() {
+			s.stopPending = true
+		}
+		s.ackPending = s.ackPending || s.recvNext > 0 || s.finRecv || s.resetRecv
+		e.readyLocked(s)
+	}
+}
+
+// buildLocked fills r with frames: the session window first, then round-robin over ready
+// streams, each adding its control frames and at most one quantum of data.
+func (e *Engine) buildLocked(r *path.Record) {
+	if e.mu.maxDataPending && r.Room() >= 9 {
+		r.B = wire.AppendMaxData(r.B, e.mu.recvMax)
+		e.mu.maxDataPending = false
+	}
+	if len(e.mu.ctrl) > 0 && r.Room() > len(e.mu.ctrl) {
+		r.B = append(r.B, e.mu.ctrl...)
+		e.mu.ctrl = nil
+	}
+	for n := len(e.mu.ready); n > 0 && r.Room() > 64; n-- {
+		s := e.mu.ready[0]
+		e.mu.ready[0] = nil
+		e.mu.ready = e.mu.ready[1:]
+		s.queued = false
+		more := s.emitLocked(r)
+		if more {
+			s.queued = true
+			e.mu.ready = append(e.mu.ready, s)
+		}
+	}
+	if len(e.mu.ready) == 0 {
+		e.mu.ready = nil
+	}
+}

@@ -1,0 +1,45 @@
+package flow
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+)
+
+// Errors a Stream returns. Local closes wrap net.ErrClosed; deadlines are net.Errors with
+// Timeout() true wrapping os.ErrDeadlineExceeded.
+var (
+	// ErrClosed: the stream was closed locally.
+	ErrClosed = fmt.Errorf("rendr: flow closed: %w", net.ErrClosed)
+	// ErrWriteClosed: Write after CloseWrite.
+	ErrWriteClosed = errors.New("rendr: write after CloseWrite")
+	// ErrReset: the peer abandoned its direction of the flow (it closed without delivering),
+	// or refused the flow.
+	ErrReset = errors.New("rendr: flow reset by peer")
+	// ErrStopped: the peer will read no more (it closed the flow); writes cannot be delivered.
+	ErrStopped = errors.New("rendr: flow stopped by peer")
+	// ErrTooManyFlows: the session's flow limit is reached.
+	ErrTooManyFlows = errors.New("rendr: too many flows")
+	// ErrFlowControl: the peer sent beyond the window it was given.
+	ErrFlowControl = errors.New("rendr: flow control violated by peer")
+)
+
+// timeoutError is returned when a deadline passes. It is returned bare, never wrapped, because
+// callers (nettest among them) check it with a type assertion to net.Error.
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "rendr: i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+func (timeoutError) Unwrap() error   { return os.ErrDeadlineExceeded }
+
+// ErrTimeout is the deadline error.
+var ErrTimeout net.Error = timeoutError{}
+
+// Reset codes carried by RESET and STOP.
+const (
+	CodeClosed  = 0 // the application closed the flow
+	CodeRefused = 1 // the listener refused the flow (accept backlog full, or closing)
+	CodeUnknown = 2 // the flow does not exist (any more)
+)

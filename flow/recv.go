@@ -1,0 +1,240 @@
+package flow
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/rendr-go/rendr/internal/wire"
+)
+
+// maxCtrl bounds queued stateless replies. They answer retransmissions, so dropping some only
+// delays convergence until the peer retransmits again.
+const maxCtrl = 16 << 10
+
+// Handle applies one frame received from the peer. A returned error is a protocol violation by
+// the (authenticated) peer: the caller closes the path that carried the frame.
+func (e *Engine) Handle(f *wire.Frame) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mu.err != nil {
+		return nil
+	}
+	switch f.Type {
+	case wire.TypeMaxData:
+		if f.Limit > e.mu.sendMax {
+			e.mu.sendMax = f.Limit
+			for _, s := range e.mu.sessWait {
+				s.sessBlocked = false
+				e.readyLocked(s)
+			}
+			clear(e.mu.sessWait)
+			e.mu.sessWait = e.mu.sessWait[:0]
+		}
+		return nil
+	case wire.TypeOpen, wire.TypeData, wire.TypeDataFin, wire.TypeAck, wire.TypeReset, wire.TypeStop:
+	default:
+		return fmt.Errorf("rendr: unexpected %v frame", f.Type)
+	}
+	s, err := e.lookupLocked(f)
+	if s == nil || err != nil {
+		return err
+	}
+	switch f.Type {
+	case wire.TypeData, wire.TypeDataFin:
+		return s.dataLocked(f)
+	case wire.TypeAck:
+		return s.ackLocked(f)
+	case wire.TypeReset:
+		if !s.resetRecv && !s.recvDone() {
+			s.resetRecv = true
+			if n := s.rbuf.len(); n > 0 {
+				s.rbuf.reset()
+				s.consumedLocked(uint64(n))
+			}
+			signal(s.readSig)
+		}
+		s.ackPending = true // AckFin confirms the RESET
+		e.readyLocked(s)
+		e.maybeRemoveLocked(s)
+	case wire.TypeStop:
+		if !s.finAcked && !s.resetSent && !s.resetPending {
+			s.sendErr = ErrStopped
+			if f.Code == CodeRefused {
+				s.sendErr = ErrReset
+			}
+			e.mu.sendBuffered -= s.sbuf.len()
+			s.sbuf.reset()
+			s.sendNext, s.sendBase = s.sendHigh, s.sendHigh
+			s.resetPending = true
+			e.readyLocked(s)
+			signal(s.writeSig)
+			e.wakeCapLocked()
+		}
+	}
+	return nil
+}
+
+// lookupLocked finds the stream a frame is for. On the listening side a new id opens it (and
+// every lower id not yet seen, as flows are numbered in order). For a flow that no longer
+// exists it queues the stateless reply that lets the peer finish, and returns nil.
+func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
+	if s := e.mu.flows[f.Flow]; s != nil {
+		return s, nil
+	}
+	if f.Flow == 0 {
+		return nil, fmt.Errorf("rendr: frame for flow 0")
+	}
+	if f.Flow <= e.mu.nextID {
+		e.statelessLocked(f)
+		return nil, nil
+	}
+	if e.cfg.Dialer {
+		return nil, fmt.Errorf("rendr: peer used flow %d, which was never opened", f.Flow)
+	}
+	if f.Type == wire.TypeAck || f.Type == wire.TypeStop {
+		return nil, fmt.Errorf("rendr: %v for flow %d, which was never opened", f.Type, f.Flow)
+	}
+	first := e.mu.nextID + 1
+	e.mu.nextID = f.Flow
+	for id := first; id <= f.Flow; id++ {
+		if len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept) >= e.cfg.Backlog {
+			e.refuseLocked(id)
+			continue
+		}
+		s := e.newStreamLocked(id)
+		s.openAcked = true
+		e.mu.accept = append(e.mu.accept, s)
+		signal(e.mu.acceptSig)
+	}
+	if s := e.mu.flows[f.Flow]; s != nil {
+		return s, nil
+	}
+	e.statelessLocked(f)
+	return nil, nil
+}
+
+// refuseLocked turns a new flow away without keeping state for it.
+func (e *Engine) refuseLocked(id uint64) {
+	if len(e.mu.ctrl) < maxCtrl {
+		e.mu.ctrl = wire.AppendReset(e.mu.ctrl, id, CodeRefused)
+		e.mu.ctrl = wire.AppendStop(e.mu.ctrl, id, CodeRefused)
+		e.Kick()
+	}
+}
+
+// statelessLocked answers a retransmission for a flow that is gone: a FIN or RESET is
+// confirmed (we only forget a flow after it ended), and data is refused with STOP.
+func (e *Engine) statelessLocked(f *wire.Frame) {
+	if len(e.mu.ctrl) >= maxCtrl {
+		return
+	}
+	switch f.Type {
+	case wire.TypeDataFin:
+		end := f.Offset + uint64(len(f.Payload))
+		e.mu.ctrl = wire.AppendAck(e.mu.ctrl, f.Flow, end, end, wire.AckFin)
+	case wire.TypeReset:
+		e.mu.ctrl = wire.AppendAck(e.mu.ctrl, f.Flow, 0, 0, wire.AckFin)
+	case wire.TypeData:
+		e.mu.ctrl = wire.AppendStop(e.mu.ctrl, f.Flow, CodeUnknown)
+	default:
+		return
+	}
+	e.Kick()
+}
+
+func (s *Stream) dataLocked(f *wire.Frame) error {
+	e := s.e
+	start := f.Offset
+	end := start + uint64(len(f.Payload))
+	if s.finRecv && (end > s.finOffset || (f.Fin() && end != s.finOffset)) {
+		return fmt.Errorf("rendr: flow %d: data beyond its end", s.id)
+	}
+	if end > s.recvLimit {
+		return fmt.Errorf("%w: flow %d sent to %d, window ends at %d", ErrFlowControl, s.id, end, s.recvLimit)
+	}
+	s.ackPending = true
+	e.readyLocked(s)
+	if s.resetRecv {
+		return nil
+	}
+	if f.Fin() && !s.finRecv {
+		if end < s.recvNext {
+			return fmt.Errorf("rendr: flow %d: end before delivered data", s.id)
+		}
+		s.finRecv, s.finOffset = true, end
+	}
+	switch {
+	case start > s.recvNext:
+		// Never produced by a conforming sender over ordered carriers: a rewind restarts at
+		// the acknowledged offset, which is at or below what we delivered. The ACK we send
+		// tells the sender where we are.
+		e.mu.gapDrops++
+	case end <= s.recvNext:
+		e.mu.dupBytes += end - start
+	default:
+		skip := s.recvNext - start
+		e.mu.dupBytes += skip
+		n := end - s.recvNext
+		e.mu.recvUsed += n
+		if e.mu.recvUsed > e.mu.recvMax {
+			return fmt.Errorf("%w: session window", ErrFlowControl)
+		}
+		s.recvNext = end
+		if s.readClosed {
+			s.consumedLocked(n) // nobody will read it: drop it, return the credit
+		} else {
+			s.rbuf.write(f.Payload[skip:])
+		}
+	}
+	if s.recvNext > 0 || s.recvDone() {
+		signal(s.readSig)
+	}
+	e.maybeRemoveLocked(s)
+	return nil
+}
+
+func (s *Stream) ackLocked(f *wire.Frame) error {
+	e := s.e
+	d := f.Delivered()
+	if d > s.sendHigh {
+		return fmt.Errorf("rendr: flow %d: ACK of %d, only %d sent", s.id, d, s.sendHigh)
+	}
+	s.openAcked = true
+	if d > s.sendBase {
+		n := d - s.sendBase
+		s.sbuf.discard(int(n))
+		e.mu.sendBuffered -= int(n)
+		s.sendBase = d
+		s.sendNext = max(s.sendNext, d)
+		e.mu.progress = time.Now()
+		signal(s.writeSig)
+		e.wakeCapLocked()
+	}
+	if f.Limit > s.peerLimit {
+		s.peerLimit = f.Limit
+		e.readyLocked(s)
+		signal(s.writeSig)
+	}
+	if f.Flags&wire.AckFin != 0 && !s.finAcked {
+		if s.resetSent || (s.finSent && d == s.finOffset) {
+			s.finAcked = true
+			e.mu.progress = time.Now()
+		}
+	}
+	e.setOutstandingLocked(s)
+	e.maybeRemoveLocked(s)
+	return nil
+}
+
+// wakeCapLocked wakes writers that waited for the session's send buffers to drain.
+func (e *Engine) wakeCapLocked() {
+	if len(e.mu.capWait) == 0 || e.mu.sendBuffered >= e.cfg.MaxSessionWindow {
+		return
+	}
+	for _, s := range e.mu.capWait {
+		s.capWaiter = false
+		signal(s.writeSig)
+	}
+	clear(e.mu.capWait)
+	e.mu.capWait = e.mu.capWait[:0]
+}

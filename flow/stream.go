@@ -1,0 +1,386 @@
+package flow
+
+import (
+	"io"
+	"time"
+
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/path"
+)
+
+// writeChunk bounds how much one Write copies per lock hold, so a large Write does not keep
+// the engine goroutine waiting.
+const writeChunk = 64 << 10
+
+// Stream is one stream flow: an ordered, reliable byte stream with deadlines, half-close and
+// back-pressure. All its state is guarded by its engine's lock; it has no goroutine.
+type Stream struct {
+	e  *Engine
+	id uint64
+
+	readSig, writeSig chan struct{} // capacity 1: "something changed", passed on by waiters
+	rdl, wdl          *deadline     // nil until first set
+
+	// Guarded by e.mu.
+	queued, removed, outstanding bool
+	openPending, openAcked       bool
+
+	sbuf                         buffer // bytes from sendBase to the end of what was written
+	sendBase, sendNext, sendHigh uint64 // acknowledged; next to send; highest ever sent
+	peerLimit                    uint64 // the peer's flow window end
+	finQueued, finSent, finAcked bool   // finAcked also confirms a RESET
+	resetPending, resetSent      bool
+	sendErr                      error
+
+	rbuf                   buffer // delivered and not yet read
+	recvNext, recvRead     uint64 // delivered offset; read offset
+	recvLimit, window      uint64
+	tuned                  time.Time
+	finRecv, resetRecv     bool
+	finOffset              uint64
+	ackPending             bool
+	stopPending, stopSent  bool
+	readClosed, appClosed  bool
+	err                    error
+	sessBlocked, capWaiter bool
+}
+
+// ID is the flow id.
+func (s *Stream) ID() uint64 { return s.id }
+
+func (s *Stream) sendDone() bool { return s.finAcked }
+func (s *Stream) recvDone() bool {
+	return s.resetRecv || (s.finRecv && s.recvNext == s.finOffset)
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Read reads delivered bytes; it returns io.EOF after the peer's FIN and every byte before it.
+func (s *Stream) Read(p []byte) (int, error) {
+	e := s.e
+	for {
+		e.mu.Lock()
+		var dl <-chan struct{}
+		if s.rdl != nil {
+			dl = s.rdl.wait()
+			if isClosed(dl) {
+				e.mu.Unlock()
+				return 0, ErrTimeout
+			}
+		}
+		if s.appClosed || s.readClosed {
+			e.mu.Unlock()
+			return 0, ErrClosed
+		}
+		if s.rbuf.len() > 0 {
+			if len(p) == 0 {
+				e.mu.Unlock()
+				return 0, nil
+			}
+			n := s.rbuf.readAt(p, 0)
+			s.rbuf.discard(n)
+			s.consumedLocked(uint64(n))
+			more := s.rbuf.len() > 0
+			e.mu.Unlock()
+			if more {
+				signal(s.readSig) // another reader may be waiting
+			}
+			return n, nil
+		}
+		var err error
+		switch {
+		case s.resetRecv:
+			err = ErrReset
+		case s.finRecv && s.recvNext == s.finOffset:
+			err = io.EOF
+		case s.err != nil:
+			err = s.err
+		}
+		e.mu.Unlock()
+		if err != nil {
+			signal(s.readSig)
+			return 0, err
+		}
+		select {
+		case <-s.readSig:
+		case <-dl:
+		}
+	}
+}
+
+// consumedLocked returns n read (or discarded) bytes to the flow and session windows, growing
+// a window that the application drains within two round trips.
+func (s *Stream) consumedLocked(n uint64) {
+	e := s.e
+	s.recvRead += n
+	now := time.Now()
+	srtt := max(2*e.srttLocked(), time.Millisecond)
+	if s.recvLimit-s.recvRead < s.window/2 && !s.recvDone() {
+		if !s.tuned.IsZero() && now.Sub(s.tuned) < srtt && s.window < uint64(e.cfg.MaxWindow) {
+			s.window = min(2*s.window, uint64(e.cfg.MaxWindow))
+		}
+		s.tuned = now
+		s.recvLimit = s.recvRead + s.window
+		s.ackPending = true
+		e.readyLocked(s)
+	}
+	e.mu.recvRead += n
+	if e.mu.recvMax-e.mu.recvRead < e.mu.recvWindow/2 {
+		if !e.mu.recvTuned.IsZero() && now.Sub(e.mu.recvTuned) < srtt && e.mu.recvWindow < uint64(e.cfg.MaxSessionWindow) {
+			e.mu.recvWindow = min(2*e.mu.recvWindow, uint64(e.cfg.MaxSessionWindow))
+		}
+		e.mu.recvTuned = now
+		e.mu.recvMax = e.mu.recvRead + e.mu.recvWindow
+		e.mu.maxDataPending = true
+		e.Kick()
+	}
+}
+
+// Write writes p, blocking while the flow's send buffer is full (back-pressure from the
+// peer's window). It returns only when every byte is buffered or an error stops it.
+func (s *Stream) Write(p []byte) (int, error) {
+	e := s.e
+	n := 0
+	for {
+		e.mu.Lock()
+		var dl <-chan struct{}
+		if s.wdl != nil {
+			dl = s.wdl.wait()
+			if isClosed(dl) {
+				e.mu.Unlock()
+				return n, ErrTimeout
+			}
+		}
+		var err error
+		switch {
+		case s.appClosed:
+			err = ErrClosed
+		case s.sendErr != nil:
+			err = s.sendErr
+		case s.err != nil:
+			err = s.err
+		case s.finQueued:
+			err = ErrWriteClosed
+		}
+		if err != nil || len(p) == 0 {
+			e.mu.Unlock()
+			return n, err
+		}
+		room := int(s.peerLimit-s.sendBase) + writeChunk - s.sbuf.len()
+		room = min(room, e.cfg.MaxSessionWindow-e.mu.sendBuffered)
+		if room > 0 {
+			k := min(room, len(p), writeChunk)
+			s.sbuf.write(p[:k])
+			e.mu.sendBuffered += k
+			p = p[k:]
+			n += k
+			e.readyLocked(s)
+			e.mu.Unlock()
+			continue
+		}
+		if !s.capWaiter && e.mu.sendBuffered >= e.cfg.MaxSessionWindow {
+			s.capWaiter = true
+			e.mu.capWait = append(e.mu.capWait, s)
+		}
+		e.mu.Unlock()
+		select {
+		case <-s.writeSig:
+		case <-dl:
+		}
+	}
+}
+
+// CloseWrite ends the sending direction: the peer reads io.EOF after every byte written.
+func (s *Stream) CloseWrite() error {
+	e := s.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.appClosed {
+		return ErrClosed
+	}
+	if s.err != nil {
+		return s.err
+	}
+	if !s.finQueued && s.sendErr == nil {
+		s.finQueued = true
+		e.readyLocked(s)
+	}
+	return nil
+}
+
+// CloseRead ends the receiving direction: buffered bytes are dropped, and the peer's writes
+// fail with ErrStopped.
+func (s *Stream) CloseRead() error {
+	e := s.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.appClosed {
+		return ErrClosed
+	}
+	s.closeReadLocked()
+	signal(s.readSig)
+	return nil
+}
+
+func (s *Stream) closeReadLocked() {
+	if s.readClosed {
+		return
+	}
+	s.readClosed = true
+	if n := s.rbuf.len(); n > 0 {
+		s.rbuf.reset()
+		s.consumedLocked(uint64(n))
+	}
+	if !s.recvDone() && s.err == nil {
+		s.stopPending = true
+		s.e.readyLocked(s)
+	}
+}
+
+// Close closes the flow: bytes already written are still delivered, then the peer reads
+// io.EOF (like a TCP close); the receiving direction closes as in CloseRead. Pending and later
+// calls return ErrClosed. It never blocks. Closing twice is a no-op.
+func (s *Stream) Close() error {
+	e := s.e
+	e.mu.Lock()
+	if s.appClosed {
+		e.mu.Unlock()
+		return nil
+	}
+	if !s.finQueued && s.sendErr == nil && s.err == nil {
+		s.finQueued = true
+		e.readyLocked(s)
+	}
+	s.closeReadLocked()
+	s.appClosed = true
+	e.maybeRemoveLocked(s)
+	e.mu.Unlock()
+	signal(s.readSig)
+	signal(s.writeSig)
+	return nil
+}
+
+// SetReadDeadline sets the deadline for pending and future Reads.
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	s.deadline(&s.rdl, t, s.readSig)
+	return nil
+}
+
+// SetWriteDeadline sets the deadline for pending and future Writes.
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.deadline(&s.wdl, t, s.writeSig)
+	return nil
+}
+
+func (s *Stream) deadline(d **deadline, t time.Time, sig chan struct{}) {
+	s.e.mu.Lock()
+	if *d == nil {
+		if t.IsZero() {
+			s.e.mu.Unlock()
+			return
+		}
+		*d = newDeadline()
+	}
+	dl := *d
+	s.e.mu.Unlock()
+	dl.set(t)
+	signal(sig) // waiters re-read the deadline channel, which set may have replaced
+}
+
+// SendQueued is how many written bytes the peer has not yet acknowledged.
+func (s *Stream) SendQueued() int {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	return s.sbuf.len()
+}
+
+func (s *Stream) failLocked(err error) {
+	if s.err != nil {
+		return
+	}
+	s.err = err
+	s.e.mu.sendBuffered -= s.sbuf.len()
+	s.sbuf.reset()
+	signal(s.readSig)
+	signal(s.writeSig)
+}
+
+// emitLocked appends s's pending frames to r and reports whether s has more to send.
+func (s *Stream) emitLocked(r *path.Record) bool {
+	e := s.e
+	const ctl = 1 + 8 + 8 + 8 + 1 // the largest control frame
+	if r.Room() < 4*ctl {
+		return true
+	}
+	if s.openPending {
+		r.B = wire.AppendOpen(r.B, s.id, wire.KindStream)
+		s.openPending = false
+	}
+	if s.ackPending {
+		var flags uint8
+		if s.recvDone() {
+			flags = wire.AckFin
+		}
+		r.B = wire.AppendAck(r.B, s.id, s.recvNext, max(s.recvLimit, s.recvNext), flags)
+		s.ackPending = false
+	}
+	if s.stopPending {
+		r.B = wire.AppendStop(r.B, s.id, CodeClosed)
+		s.stopPending, s.stopSent = false, true
+	}
+	if s.resetPending {
+		r.B = wire.AppendReset(r.B, s.id, CodeClosed)
+		s.resetPending, s.resetSent = false, true
+		e.setOutstandingLocked(s)
+	}
+	if s.resetSent || s.err != nil {
+		return false
+	}
+	end := s.sendBase + uint64(s.sbuf.len())
+	limit := min(end, s.peerLimit)
+	if s.sendNext >= limit && !(s.finQueued && !s.finSent && s.sendNext == end) {
+		return false // nothing to send, or blocked by the flow window until an ACK
+	}
+	n := min(limit-s.sendNext, dataQuantum)
+	room := r.Room() - wire.DataOverhead(s.id, s.sendNext, int(n))
+	if room <= 0 {
+		return true
+	}
+	n = min(n, uint64(room))
+	// New bytes (beyond sendHigh) spend session credit; resent ones do not.
+	if s.sendNext+n > s.sendHigh {
+		credit := e.mu.sendMax - e.mu.sendUsed
+		fresh := s.sendNext + n - max(s.sendNext, s.sendHigh)
+		if fresh > credit {
+			n -= fresh - credit
+			if !s.sessBlocked {
+				s.sessBlocked = true
+				e.mu.sessWait = append(e.mu.sessWait, s)
+			}
+		}
+	}
+	fin := s.finQueued && s.sendNext+n == end
+	if n == 0 && !fin {
+		return false
+	}
+	r.B = wire.AppendDataHeader(r.B, s.id, s.sendNext, fin, int(n))
+	off := len(r.B)
+	r.B = r.B[:off+int(n)]
+	s.sbuf.readAt(r.B[off:], int(s.sendNext-s.sendBase))
+	s.sendNext += n
+	if s.sendNext > s.sendHigh {
+		e.mu.sendUsed += s.sendNext - s.sendHigh
+		s.sendHigh = s.sendNext
+	}
+	if fin {
+		s.finSent = true
+		s.finOffset = end
+	}
+	e.setOutstandingLocked(s)
+	return s.sendNext < min(end, s.peerLimit) && !s.sessBlocked
+}

@@ -1,0 +1,343 @@
+// Package handshake runs rendr's path handshake: a preface naming the wire version, then
+// Noise_IK_25519_AESGCM_SHA256 between two static X25519 keys, carrying the session hello.
+//
+// Why IK and not XX: the dialing side is always configured with the listener's public key, so
+// IK authenticates both ends in one round trip instead of XX's one and a half. Paths are
+// re-dialed on every failure, so that round trip is paid often, exactly when the user is
+// waiting. IK's first message is replayable and weak against key compromise impersonation on
+// its own; like WireGuard, we pair it with a strictly fresh timestamp the responder checks
+// (see Replay), and a replayed first message gets no reply. The initiator's identity is still
+// encrypted (to the responder's static key), so a passive observer does not learn it.
+package handshake
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/flynn/noise"
+
+	"github.com/rendr-go/rendr/internal/wire"
+)
+
+// KeySize is the size of X25519 keys.
+const KeySize = 32
+
+// Preface is what an initiator writes before its first handshake message. It names the wire
+// version and is mixed into the Noise prologue, so a changed preface fails the handshake.
+var Preface = [8]byte{'R', 'N', 'D', 'R', wire.Version, 0, 0, 0}
+
+// Suite is the Noise cipher suite: AES-GCM because every CPU rendr targets accelerates it, and
+// SHA-256 for the same reason.
+var suite = noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256)
+
+// Modes of a hello.
+const (
+	ModeNew  = 0 // start a new session with the given id
+	ModeJoin = 1 // attach this path to an existing session
+)
+
+// Hello flags.
+const (
+	FlagPlain = 0x01 // the carrier is already secure: records after the handshake are not encrypted
+)
+
+// Status of a reply.
+const (
+	StatusOK             = 0
+	StatusUnknownSession = 1 // the responder has no such session (it restarted, or the session ended)
+	StatusRefused        = 2 // the responder will not take this path (closing, or plain records refused)
+)
+
+// Errors.
+var (
+	ErrBadPreface = errors.New("handshake: bad preface or unsupported version")
+	ErrUnknownKey = errors.New("handshake: peer key is not allowed")
+	ErrReplay     = errors.New("handshake: replayed or stale handshake")
+	ErrMalformed  = errors.New("handshake: malformed message")
+)
+
+// Hello is the initiator's payload, encrypted inside the first Noise message.
+type Hello struct {
+	Time     uint64   // unix nanoseconds, strictly increasing per initiator key (Clock)
+	Instance [16]byte // the initiator's runtime
+	Session  [16]byte
+	Mode     uint8
+	Flags    uint8
+	Tier     uint8  // the path's priority tier at the initiator, for the responder's policy
+	Name     string // the path's name at the initiator, for status; at most 64 bytes
+}
+
+// Reply is the responder's payload in the second Noise message.
+type Reply struct {
+	Status   uint8
+	Instance [16]byte
+	Flags    uint8
+}
+
+// Result is what a completed handshake yields.
+type Result struct {
+	Send, Recv *noise.CipherState
+	Hash       []byte // handshake hash: binds everything to this path's handshake
+	Peer       [KeySize]byte
+	Hello      Hello
+	Reply      Reply
+}
+
+// Keypair holds a static key.
+type Keypair struct {
+	Private, Public [KeySize]byte
+}
+
+// NewKeypair generates a static key pair.
+func NewKeypair() (Keypair, error) {
+	var k Keypair
+	if _, err := rand.Read(k.Private[:]); err != nil {
+		return k, err
+	}
+	return KeypairFrom(k.Private)
+}
+
+// KeypairFrom derives the public half of priv.
+func KeypairFrom(priv [KeySize]byte) (Keypair, error) {
+	p, err := ecdh.X25519().NewPrivateKey(priv[:])
+	if err != nil {
+		return Keypair{}, err
+	}
+	k := Keypair{Private: priv}
+	copy(k.Public[:], p.PublicKey().Bytes())
+	return k, nil
+}
+
+func (k Keypair) noise() noise.DHKey {
+	return noise.DHKey{Private: k.Private[:], Public: k.Public[:]}
+}
+
+const maxMsg = 512 // handshake messages are small; anything larger is not ours
+
+// Initiate runs the initiator side over c. It writes the preface and the first message, then
+// reads the reply. ctx bounds the whole exchange.
+func Initiate(ctx context.Context, c net.Conn, key Keypair, peer [KeySize]byte, h Hello) (*Result, error) {
+	stop := deadlineFromContext(ctx, c)
+	defer stop()
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite: suite, Pattern: noise.HandshakeIK, Initiator: true,
+		Prologue: Preface[:], StaticKeypair: key.noise(), PeerStatic: peer[:],
+	})
+	if err != nil {
+		return nil, err
+	}
+	msg := make([]byte, 0, maxMsg)
+	msg = append(msg, Preface[:]...)
+	msg = append(msg, 0, 0)
+	msg, _, _, err = hs.WriteMessage(msg, encodeHello(h))
+	if err != nil {
+		return nil, err
+	}
+	binary.BigEndian.PutUint16(msg[len(Preface):], uint16(len(msg)-len(Preface)-2))
+	if _, err := c.Write(msg); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	in, err := readMsg(c)
+	if err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	payload, cs1, cs2, err := hs.ReadMessage(nil, in)
+	if err != nil {
+		return nil, fmt.Errorf("handshake: reply does not authenticate: %w", err)
+	}
+	r, err := decodeReply(payload)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Send: cs1, Recv: cs2, Hash: hs.ChannelBinding(), Peer: peer, Hello: h, Reply: r}
+	return res, nil
+}
+
+// Responder answers handshakes. Accept decides, from the authenticated hello, what to reply.
+type Responder struct {
+	Key    Keypair
+	Allow  func(peer [KeySize]byte) bool // reports whether a static key may connect
+	Replay *Replay
+}
+
+// Respond runs the responder side over c. It returns (nil, err) without writing anything when
+// the input does not authenticate, is replayed, or comes from a key Allow refuses: the
+// unauthenticated get silence. decide sees the authenticated hello and returns the reply.
+func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [KeySize]byte, h *Hello) Reply) (*Result, error) {
+	stop := deadlineFromContext(ctx, c)
+	defer stop()
+	var pre [len(Preface)]byte
+	if _, err := io.ReadFull(c, pre[:]); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	if pre != Preface {
+		return nil, ErrBadPreface
+	}
+	in, err := readMsg(c)
+	if err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite: suite, Pattern: noise.HandshakeIK, Initiator: false,
+		Prologue: Preface[:], StaticKeypair: r.Key.noise(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	payload, _, _, err := hs.ReadMessage(nil, in)
+	if err != nil {
+		return nil, fmt.Errorf("handshake: first message does not authenticate: %w", err)
+	}
+	var peer [KeySize]byte
+	copy(peer[:], hs.PeerStatic())
+	if r.Allow == nil || !r.Allow(peer) {
+		return nil, ErrUnknownKey
+	}
+	h, err := decodeHello(payload)
+	if err != nil {
+		return nil, err
+	}
+	if r.Replay != nil && !r.Replay.Check(peer, h.Time) {
+		return nil, ErrReplay
+	}
+	reply := decide(peer, &h)
+	out := make([]byte, 2, maxMsg)
+	out, cs1, cs2, err := hs.WriteMessage(out, encodeReply(reply))
+	if err != nil {
+		return nil, err
+	}
+	binary.BigEndian.PutUint16(out, uint16(len(out)-2))
+	if _, err := c.Write(out); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	return &Result{Send: cs2, Recv: cs1, Hash: hs.ChannelBinding(), Peer: peer, Hello: h, Reply: reply}, nil
+}
+
+func readMsg(c net.Conn) ([]byte, error) {
+	var l [2]byte
+	if _, err := io.ReadFull(c, l[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(l[:]))
+	if n == 0 || n > maxMsg {
+		return nil, ErrMalformed
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// deadlineFromContext makes ctx's deadline and cancellation interrupt blocking I/O on c.
+func deadlineFromContext(ctx context.Context, c net.Conn) (stop func()) {
+	if d, ok := ctx.Deadline(); ok {
+		c.SetDeadline(d)
+	}
+	unhook := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	return func() {
+		unhook()
+		c.SetDeadline(time.Time{})
+	}
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+const helloFixed = 8 + 16 + 16 + 1 + 1 + 1 + 1
+
+func encodeHello(h Hello) []byte {
+	name := h.Name
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	b := make([]byte, 0, helloFixed+len(name))
+	b = binary.BigEndian.AppendUint64(b, h.Time)
+	b = append(b, h.Instance[:]...)
+	b = append(b, h.Session[:]...)
+	b = append(b, h.Mode, h.Flags, h.Tier, byte(len(name)))
+	return append(b, name...)
+}
+
+func decodeHello(b []byte) (Hello, error) {
+	var h Hello
+	if len(b) < helloFixed {
+		return h, ErrMalformed
+	}
+	h.Time = binary.BigEndian.Uint64(b)
+	copy(h.Instance[:], b[8:24])
+	copy(h.Session[:], b[24:40])
+	h.Mode, h.Flags, h.Tier = b[40], b[41], b[42]
+	n := int(b[43])
+	if h.Mode > ModeJoin || h.Flags&^FlagPlain != 0 || n > 64 || len(b) != helloFixed+n {
+		return h, ErrMalformed
+	}
+	h.Name = string(b[helloFixed:])
+	return h, nil
+}
+
+const replySize = 1 + 16 + 1
+
+func encodeReply(r Reply) []byte {
+	b := make([]byte, 0, replySize)
+	b = append(b, r.Status)
+	b = append(b, r.Instance[:]...)
+	return append(b, r.Flags)
+}
+
+func decodeReply(b []byte) (Reply, error) {
+	var r Reply
+	if len(b) != replySize {
+		return r, ErrMalformed
+	}
+	r.Status = b[0]
+	copy(r.Instance[:], b[1:17])
+	r.Flags = b[17]
+	if r.Status > StatusRefused || r.Flags&^FlagPlain != 0 {
+		return r, ErrMalformed
+	}
+	return r, nil
+}
+
+// SessionSecret derives a session's secret from the handshake hash of the path that created it.
+func SessionSecret(hash []byte) [32]byte {
+	k, err := hkdf.Key(sha256.New, hash, nil, "rendr session secret v1", 32)
+	if err != nil {
+		panic(err) // only fails for lengths we do not ask for
+	}
+	return [32]byte(k)
+}
+
+// JoinProof is the MAC a joining path sends as its first frame: keyed by the session secret,
+// over the joining path's own handshake hash, which includes the responder's fresh ephemeral
+// key, so the proof is bound to a nonce the verifier chose and cannot be replayed elsewhere.
+func JoinProof(secret [32]byte, pathHash []byte) [wire.MACSize]byte {
+	jk, err := hkdf.Key(sha256.New, secret[:], nil, "rendr join key v1", 32)
+	if err != nil {
+		panic(err)
+	}
+	m := hmac.New(sha256.New, jk)
+	m.Write([]byte("rendr join proof v1"))
+	m.Write(pathHash)
+	return [wire.MACSize]byte(m.Sum(nil))
+}
+
+// VerifyJoin checks a JOIN_PROOF in constant time.
+func VerifyJoin(secret [32]byte, pathHash []byte, mac [wire.MACSize]byte) bool {
+	want := JoinProof(secret, pathHash)
+	return hmac.Equal(want[:], mac[:])
+}

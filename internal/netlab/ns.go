@@ -1,0 +1,169 @@
+package netlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sockets are created inside a namespace by switching one OS thread into
+// it for the duration of the socket call. A socket keeps the namespace it
+// was created in, so the result can be used from any goroutine afterwards.
+//
+// Only the calling thread switches. Anything the wrapped call hands to
+// other goroutines (the Go resolver does, for host names) runs in the
+// process's own namespace, so callers should pass IP literals.
+
+// within runs fn on a fresh goroutine whose thread is locked and moved
+// into namespace ns. A fresh goroutine is used rather than the caller's so
+// that a caller which is itself locked to a thread is never disturbed, and
+// so that a failed restore can kill just this thread.
+func within[T io.Closer](ns string, fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		v, restored, err := enterAndRun(ns, fn)
+		if restored {
+			runtime.UnlockOSThread()
+		}
+		// If the thread could not be moved back it stays locked, and
+		// the runtime terminates it when this goroutine returns instead
+		// of reusing a thread that sits in the wrong namespace.
+		done <- result{v, err}
+	}()
+	r := <-done
+	return r.v, r.err
+}
+
+// enterAndRun must be called on a locked thread. restored reports whether
+// the thread is back in its original namespace.
+func enterAndRun[T io.Closer](ns string, fn func() (T, error)) (v T, restored bool, err error) {
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return v, true, fmt.Errorf("netlab: open current netns: %w", err)
+	}
+	defer orig.Close()
+	target, err := os.Open(filepath.Join(netnsDir, ns))
+	if err != nil {
+		return v, true, fmt.Errorf("netlab: open netns %s: %w", ns, err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		// A failed setns leaves the thread where it was.
+		return v, true, fmt.Errorf("netlab: setns %s: %w", ns, err)
+	}
+	v, err = fn()
+	if rerr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); rerr != nil {
+		if err == nil {
+			v.Close()
+		}
+		var zero T
+		return zero, false, errors.Join(err, fmt.Errorf("netlab: restore netns after %s: %w", ns, rerr))
+	}
+	return v, true, err
+}
+
+// Listen creates a listener inside the namespace of side. Use IP literal
+// addresses (see the note on name resolution above).
+func (l *Lab) Listen(side Side, network, address string) (net.Listener, error) {
+	return l.ListenConfig(side, nil, network, address)
+}
+
+// ListenConfig is Listen with the caller's ListenConfig, for options such
+// as SetMultipathTCP or Control. lc may be nil.
+func (l *Lab) ListenConfig(side Side, lc *net.ListenConfig, network, address string) (net.Listener, error) {
+	ns, err := l.nsName(side)
+	if err != nil {
+		return nil, err
+	}
+	if lc == nil {
+		lc = &net.ListenConfig{}
+	}
+	return within(ns, func() (net.Listener, error) {
+		return lc.Listen(context.Background(), network, address)
+	})
+}
+
+// ListenPacket creates a packet socket (for example UDP) inside the
+// namespace of side.
+func (l *Lab) ListenPacket(side Side, network, address string) (net.PacketConn, error) {
+	ns, err := l.nsName(side)
+	if err != nil {
+		return nil, err
+	}
+	return within(ns, func() (net.PacketConn, error) {
+		var lc net.ListenConfig
+		return lc.ListenPacket(context.Background(), network, address)
+	})
+}
+
+// Dialer returns a dial function whose sockets are created, and connected,
+// inside the namespace of side. d may be nil; otherwise it is copied, so
+// its LocalAddr, Timeout, Control, MPTCP setting and so on apply, and
+// later changes to *d do not.
+func (l *Lab) Dialer(side Side, d *net.Dialer) func(ctx context.Context, network, address string) (net.Conn, error) {
+	ns, nsErr := l.nsName(side)
+	var dd net.Dialer
+	if d != nil {
+		dd = *d
+	}
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		if nsErr != nil {
+			return nil, nsErr
+		}
+		return within(ns, func() (net.Conn, error) {
+			return dd.DialContext(ctx, network, address)
+		})
+	}
+}
+
+// Exec runs a command inside the namespace of side via `ip netns exec` and
+// returns its combined output. The error includes the command line and
+// the output.
+func (l *Lab) Exec(side Side, name string, args ...string) ([]byte, error) {
+	ns, err := l.nsName(side)
+	if err != nil {
+		return nil, err
+	}
+	full := append([]string{"netns", "exec", ns, name}, args...)
+	out, err := exec.Command("ip", full...).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("netlab: %s: %w: %s", cmdLine("ip", full), err, strings.TrimSpace(string(out)))
+	}
+	return out, nil
+}
+
+// nopCloser lets within run calls that produce no socket.
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
+
+// writeFileIn writes a file (a per-namespace sysctl under /proc/sys/net)
+// from a thread inside the namespace of side. /proc/sys/net shows the
+// namespace of the thread that opens it, so no sysctl binary is needed.
+func (l *Lab) writeFileIn(side Side, name, data string) error {
+	ns, err := l.nsName(side)
+	if err != nil {
+		return err
+	}
+	_, err = within(ns, func() (nopCloser, error) {
+		if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
+			return nopCloser{}, fmt.Errorf("netlab: write %s in %s: %w", name, ns, err)
+		}
+		return nopCloser{}, nil
+	})
+	return err
+}

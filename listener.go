@@ -1,0 +1,372 @@
+package rendr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/path"
+	"github.com/rendr-go/rendr/status"
+)
+
+// ListenConfig configures a Listener.
+type ListenConfig struct {
+	Key   PrivateKey  // this side's static key
+	Peers []PublicKey // the keys allowed to connect
+	// MaxHandshakes bounds handshakes in progress at once; carriers beyond it are closed
+	// unanswered, so a flood costs bounded memory. Zero means 256.
+	MaxHandshakes int
+	Options
+}
+
+// Listener accepts flows from its peers' Dialers. It is a net.Listener. Carrier connections
+// come from its sources; a source is any net.Listener (kernel TCP, a TLS listener, an
+// in-memory listener...).
+type Listener struct {
+	c      *common
+	resp   handshake.Responder
+	peers  map[PublicKey]bool
+	accept chan *Conn
+	done   chan struct{}
+	ctx    context.Context // canceled by Close: aborts handshakes in progress
+	cancel context.CancelFunc
+	sem    chan struct{}
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		sessions map[[16]byte]*session
+		sources  []net.Listener
+		closed   bool
+	}
+}
+
+// SourceOption configures a source.
+type SourceOption func(*sourceOpts)
+
+type sourceOpts struct{ secure bool }
+
+// SecureSource declares that carriers from this source are already encrypted and
+// authenticated, so paths that ask for it (SecureCarrier) skip rendr's record encryption.
+func SecureSource() SourceOption { return func(o *sourceOpts) { o.secure = true } }
+
+// Listen starts a Listener on the given sources. More can be added with AddSource. The
+// Listener owns its sources: Close closes them.
+func Listen(cfg ListenConfig, sources ...net.Listener) (*Listener, error) {
+	if len(cfg.Peers) == 0 {
+		return nil, errors.New("rendr: ListenConfig.Peers is empty: no one could connect")
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = 256
+	}
+	l := &Listener{
+		c:      cfg.Options.common(cfg.Key),
+		peers:  map[PublicKey]bool{},
+		accept: make(chan *Conn),
+		done:   make(chan struct{}),
+		sem:    make(chan struct{}, cfg.MaxHandshakes),
+	}
+	for _, p := range cfg.Peers {
+		l.peers[p] = true
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.mu.sessions = map[[16]byte]*session{}
+	l.resp = handshake.Responder{Key: l.c.key, Replay: &handshake.Replay{},
+		Allow: func(k [32]byte) bool { return l.peers[PublicKey(k)] }}
+	for _, src := range sources {
+		if err := l.AddSource(src); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// AddSource starts accepting carriers from src.
+func (l *Listener) AddSource(src net.Listener, opts ...SourceOption) error {
+	var o sourceOpts
+	for _, f := range opts {
+		f(&o)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return ErrClosed
+	}
+	l.mu.sources = append(l.mu.sources, src)
+	l.wg.Add(1)
+	go l.routineSource(src, o)
+	return nil
+}
+
+func (l *Listener) routineSource(src net.Listener, o sourceOpts) {
+	defer l.wg.Done()
+	delay := time.Duration(0)
+	for {
+		c, err := src.Accept()
+		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off instead of spinning.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(delay):
+			case <-l.done:
+				return
+			}
+			continue
+		}
+		delay = 0
+		select {
+		case l.sem <- struct{}{}:
+		default:
+			c.Close() // flooded: drop unanswered, keep no state
+			continue
+		}
+		l.wg.Add(1)
+		go l.routineHandshake(c, o)
+	}
+}
+
+// routineHandshake authenticates one carrier and attaches it. Anything that does not
+// authenticate gets no reply and the carrier is closed.
+func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
+	defer l.wg.Done()
+	ctx, cancel := context.WithTimeout(l.ctx, l.c.hsTimeout)
+	res, err := l.resp.Respond(ctx, c, func(peer [32]byte, h *handshake.Hello) handshake.Reply {
+		return l.decide(PublicKey(peer), h, o)
+	})
+	cancel()
+	<-l.sem
+	if err != nil {
+		l.c.log.Debug("rendr: handshake refused", "remote", c.RemoteAddr(), "err", err)
+		c.Close()
+		return
+	}
+	if res.Reply.Status != handshake.StatusOK {
+		c.Close()
+		return
+	}
+	if err := l.attach(c, res); err != nil {
+		l.c.log.Debug("rendr: path not attached", "remote", c.RemoteAddr(), "err", err)
+		c.Close()
+	}
+}
+
+// decide answers an authenticated hello.
+func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts) handshake.Reply {
+	r := handshake.Reply{Status: handshake.StatusOK, Instance: l.c.instance}
+	if h.Flags&handshake.FlagPlain != 0 {
+		if !o.secure {
+			r.Status = handshake.StatusRefused
+			return r
+		}
+		r.Flags = handshake.FlagPlain
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		r.Status = handshake.StatusRefused
+		return r
+	}
+	s := l.mu.sessions[h.Session]
+	switch h.Mode {
+	case handshake.ModeNew:
+		if s != nil {
+			r.Status = handshake.StatusRefused
+		}
+	case handshake.ModeJoin:
+		if s == nil || s.peerKey != peer || s.err() != nil {
+			r.Status = handshake.StatusUnknownSession
+		}
+	}
+	return r
+}
+
+func (l *Listener) attach(c net.Conn, res *handshake.Result) error {
+	h := res.Hello
+	peer := PublicKey(res.Peer)
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	s := l.mu.sessions[h.Session]
+	var restarted []*session
+	if h.Mode == handshake.ModeNew {
+		if s != nil {
+			l.mu.Unlock()
+			return errors.New("rendr: session exists")
+		}
+		s = newSession(l.c, h.Session, peer, false, nil)
+		s.establish(res.Hash, h.Instance)
+		s.onEnd = l.forget
+		l.mu.sessions[h.Session] = s
+		// A new instance of a peer whose old sessions have no path left: it restarted.
+		// (Sessions that still have paths may belong to another live process with the key.)
+		for _, o := range l.mu.sessions {
+			if o != s && o.peerKey == peer && o.peerInstance() != h.Instance && o.pathCount() == 0 {
+				restarted = append(restarted, o)
+			}
+		}
+		s.wg.Add(1)
+		go l.routineSessionAccept(s)
+	} else if s == nil || s.peerKey != peer {
+		l.mu.Unlock()
+		return errors.New("rendr: unknown session")
+	}
+	l.mu.Unlock()
+	for _, o := range restarted {
+		go o.fail(ErrPeerRestarted)
+	}
+	lk := s.newLink(h.Name, int(h.Tier), nil)
+	lk.hash = res.Hash
+	send, recv := res.Send, res.Recv
+	if res.Reply.Flags&handshake.FlagPlain != 0 {
+		send, recv = nil, nil
+	}
+	pc := l.c.path
+	pc.Name, pc.Tier = h.Name, int(h.Tier)
+	lk.p = path.New(lk.id, c, send, recv, pc, lk)
+	s.wg.Add(1) // released by lk.Down
+	if h.Mode == handshake.ModeNew {
+		lk.joined.Store(true)
+		if err := s.attach(lk); err != nil {
+			s.wg.Done()
+			return err
+		}
+	}
+	select {
+	case <-s.done:
+		lk.p.Close(s.err())
+	default:
+	}
+	lk.p.Start()
+	return nil
+}
+
+func (s *session) peerInstance() [16]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.peerInst
+}
+
+func (s *session) pathCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.mu.links)
+}
+
+func (l *Listener) forget(s *session) {
+	l.mu.Lock()
+	if l.mu.sessions[s.id] == s {
+		delete(l.mu.sessions, s.id)
+	}
+	l.mu.Unlock()
+}
+
+// routineSessionAccept hands a session's new flows to Accept.
+func (l *Listener) routineSessionAccept(s *session) {
+	defer s.wg.Done()
+	for {
+		st, err := s.engine.Accept(s.ctx)
+		if err != nil {
+			return
+		}
+		c := newConn(s, st)
+		select {
+		case l.accept <- c:
+		case <-s.done:
+			c.Close()
+			return
+		case <-l.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+// Accept waits for the next flow. It implements net.Listener; the net.Conn is a *Conn.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.AcceptContext(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// AcceptContext waits for the next flow or for ctx.
+func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
+	select {
+	case c := <-l.accept:
+		return c, nil
+	case <-l.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Addr is the first source's address.
+func (l *Listener) Addr() net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.mu.sources) == 0 {
+		return Addr{}
+	}
+	return l.mu.sources[0].Addr()
+}
+
+// Sessions describes the live sessions.
+func (l *Listener) Sessions() []status.Session {
+	l.mu.Lock()
+	ss := make([]*session, 0, len(l.mu.sessions))
+	for _, s := range l.mu.sessions {
+		ss = append(ss, s)
+	}
+	l.mu.Unlock()
+	out := make([]status.Session, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, s.snapshot())
+	}
+	return out
+}
+
+// Close closes the sources, ends every session (peers' flows fail with ErrSessionClosed) and
+// waits for every goroutine to stop.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.mu.closed = true
+	close(l.done)
+	l.cancel()
+	srcs := l.mu.sources
+	ss := make([]*session, 0, len(l.mu.sessions))
+	for _, s := range l.mu.sessions {
+		ss = append(ss, s)
+	}
+	l.mu.Unlock()
+	var err error
+	for _, src := range srcs {
+		if e := src.Close(); e != nil && !errors.Is(e, net.ErrClosed) {
+			err = fmt.Errorf("rendr: closing source: %w", e)
+		}
+	}
+	for _, s := range ss {
+		s.close()
+	}
+	l.wg.Wait()
+	return err
+}

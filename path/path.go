@@ -1,0 +1,454 @@
+// Package path runs one live path: a carrier connection after its handshake, with record
+// framing, a writer and a reader goroutine, liveness probes, round-trip estimators and death
+// classification. It knows nothing of flows; it hands frames to a Handler.
+//
+// Outbound:
+//  1. The engine fills a Record with frames and calls Send, which queues it (bounded by Space).
+//  2. The writer goroutine takes every queued record, control records first, seals each in
+//     place and writes them in one vectored write.
+//
+// Inbound:
+//  1. The reader goroutine reads one record, opens it in place, and parses its frames.
+//  2. PING is answered with PONG, PONG feeds the estimator; every other frame goes to Handler.
+//
+// Death: an error from the carrier, a record that does not authenticate or parse, or a probe
+// left unanswered past its deadline closes the carrier; once both goroutines have exited the
+// Handler hears Down exactly once.
+package path
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flynn/noise"
+
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/status"
+)
+
+// Handler receives what a path reads. Frame calls come from the path's reader goroutine, one
+// at a time; Writable may come from the writer goroutine; Down comes once, last.
+type Handler interface {
+	// Frame handles one frame other than PING and PONG. f.Payload is valid only during the
+	// call. A non-nil error closes the path with that cause.
+	Frame(p *Path, f *wire.Frame) error
+	// Writable says the path's queue has room again after Space reported none.
+	Writable(p *Path)
+	// Down says the path is gone, and why.
+	Down(p *Path, cause error)
+}
+
+// Config tunes a path. The zero value gives the documented defaults.
+type Config struct {
+	Name string
+	Tier int
+	// QueueBytes bounds records queued and not yet written; zero means 256 KiB.
+	QueueBytes int
+	// ProbeIdle is the probe interval of a path that carries no data; zero means 1s.
+	ProbeIdle time.Duration
+	// ProbeActive is the probe interval while the path carries data; zero means 50ms.
+	ProbeActive time.Duration
+	// DeadFloor and DeadCeil clamp the probe deadline 3*srtt+4*rttvar; zero means 250ms and
+	// 1.5s. An idle blackholed path is declared dead within ProbeIdle+DeadCeil (2.5s).
+	DeadFloor, DeadCeil time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.QueueBytes == 0 {
+		c.QueueBytes = 256 << 10
+	}
+	if c.ProbeIdle == 0 {
+		c.ProbeIdle = time.Second
+	}
+	if c.ProbeActive == 0 {
+		c.ProbeActive = 50 * time.Millisecond
+	}
+	if c.DeadFloor == 0 {
+		c.DeadFloor = 250 * time.Millisecond
+	}
+	if c.DeadCeil == 0 {
+		c.DeadCeil = 1500 * time.Millisecond
+	}
+}
+
+// Causes of death. Carrier errors are passed through as they are.
+var (
+	// ErrSilent: a probe went unanswered past its deadline.
+	ErrSilent = errors.New("rendr: path silent")
+	// ErrClosed: the path was closed locally.
+	ErrClosed = errors.New("rendr: path closed")
+)
+
+// Path is one attached path.
+type Path struct {
+	ID   uint32
+	cfg  Config
+	conn net.Conn
+	h    Handler
+
+	sealer sealer
+	opener opener
+
+	kick  chan struct{} // wakes the writer
+	done  chan struct{} // closed by Close
+	wg    sync.WaitGroup
+	alive atomic.Int32 // goroutines still running; the last one out calls Down
+
+	// Fields accessed atomically.
+	bytesSent, bytesRecv atomic.Int64
+	lastData             atomic.Int64 // unix nanos of the last record sent that was not a probe
+
+	// mu guards the queue, the probe state and the estimator. Lock order: a Handler may hold
+	// its own lock while calling Send or Space; Path never calls the Handler with mu held.
+	mu struct {
+		sync.Mutex
+		q, pq        []*Record // data and control (probe) records, oldest first
+		qBytes       int
+		wantWritable bool
+		closed       bool
+		cause        error
+		pingSeq      uint64
+		pingAt       time.Time // zero when no probe is outstanding
+		nextPing     time.Time
+		est          estimator
+		probe        *time.Timer
+	}
+}
+
+// New wraps an authenticated carrier. send and recv are the record ciphers; both nil means
+// the carrier is already secure and records travel unencrypted. Call Start to run it.
+func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h Handler) *Path {
+	cfg.defaults()
+	p := &Path{
+		ID: id, cfg: cfg, conn: conn, h: h,
+		sealer: sealer{cs: send},
+		opener: opener{r: conn, cs: recv},
+		kick:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+	return p
+}
+
+// Name is the path's configured name.
+func (p *Path) Name() string { return p.cfg.Name }
+
+// Tier is the path's priority tier.
+func (p *Path) Tier() int { return p.cfg.Tier }
+
+// Conn is the carrier.
+func (p *Path) Conn() net.Conn { return p.conn }
+
+// Start runs the reader and writer goroutines and the probe timer. Records sent before Start
+// are written first.
+func (p *Path) Start() {
+	p.wg.Add(2)
+	p.alive.Store(2)
+	go p.routineWrite()
+	go p.routineRead()
+	p.mu.Lock()
+	p.mu.nextPing = time.Now()
+	p.mu.probe = time.AfterFunc(0, p.probe)
+	p.mu.Unlock()
+}
+
+// Space is how many more bytes of records may be queued. When it returns zero or less, the
+// Handler hears Writable once the queue drains.
+func (p *Path) Space() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.cfg.QueueBytes - p.mu.qBytes
+	if s <= 0 {
+		p.mu.wantWritable = true
+	}
+	return s
+}
+
+// Send queues a record of frames and takes ownership of it. It reports false (and releases
+// r) when the path is closed.
+func (p *Path) Send(r *Record) bool {
+	return p.enqueue(r, false)
+}
+
+// SendControl queues a record ahead of every data record. Records sent this way before Start
+// are the first the peer reads (a JOIN_PROOF).
+func (p *Path) SendControl(r *Record) bool {
+	return p.enqueue(r, true)
+}
+
+func (p *Path) enqueue(r *Record, control bool) bool {
+	p.mu.Lock()
+	if p.mu.closed {
+		p.mu.Unlock()
+		r.Release()
+		return false
+	}
+	if control {
+		p.mu.pq = append(p.mu.pq, r)
+	} else {
+		p.mu.q = append(p.mu.q, r)
+		p.mu.qBytes += len(r.B)
+		p.lastData.Store(time.Now().UnixNano())
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// Close closes the path with cause (nil means ErrClosed). It does not wait; Down follows.
+func (p *Path) Close(cause error) {
+	if cause == nil {
+		cause = ErrClosed
+	}
+	p.mu.Lock()
+	if p.mu.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.mu.closed = true
+	p.mu.cause = cause
+	if p.mu.probe != nil {
+		p.mu.probe.Stop()
+	}
+	q, pq := p.mu.q, p.mu.pq
+	p.mu.q, p.mu.pq, p.mu.qBytes = nil, nil, 0
+	p.mu.Unlock()
+	close(p.done)
+	p.conn.Close()
+	// The writer may still hold records it took; it releases those itself.
+	for _, r := range q {
+		r.Release()
+	}
+	for _, r := range pq {
+		r.Release()
+	}
+}
+
+// Wait blocks until the path's goroutines have exited.
+func (p *Path) Wait() { p.wg.Wait() }
+
+// Closed is closed when the path is closed.
+func (p *Path) Closed() <-chan struct{} { return p.done }
+
+// Cause is why the path closed, or nil while it is open.
+func (p *Path) Cause() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.cause
+}
+
+// Quality is the path's current estimate. srtt is zero until the first probe is answered.
+type Quality struct {
+	SRTT, RTTVar, MinRTT time.Duration
+	Loss                 float64
+	Samples              int
+	// ProbeAge is how long the outstanding probe has waited (zero when none is).
+	ProbeAge time.Duration
+}
+
+// Quality returns the current estimate.
+func (p *Path) Quality() Quality {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := Quality{SRTT: p.mu.est.srtt, RTTVar: p.mu.est.rttvar, MinRTT: p.mu.est.minRTT, Loss: p.mu.est.loss, Samples: p.mu.est.samples}
+	if !p.mu.pingAt.IsZero() {
+		q.ProbeAge = time.Since(p.mu.pingAt)
+	}
+	return q
+}
+
+// Bytes returns carrier bytes sent and received.
+func (p *Path) Bytes() (sent, recv int64) { return p.bytesSent.Load(), p.bytesRecv.Load() }
+
+// Fill writes the path's part of a status snapshot.
+func (p *Path) Fill(s *status.Path) {
+	q := p.Quality()
+	s.ID = p.ID
+	s.Name = p.cfg.Name
+	s.Tier = p.cfg.Tier
+	s.Local, s.Remote = p.conn.LocalAddr(), p.conn.RemoteAddr()
+	s.SRTT, s.Jitter, s.MinRTT, s.Loss = q.SRTT, q.RTTVar, q.MinRTT, q.Loss
+	s.BytesSent, s.BytesRecv = p.Bytes()
+}
+
+// deadlineLocked is how long a probe may stay unanswered.
+func (p *Path) deadlineLocked() time.Duration {
+	e := &p.mu.est
+	if e.samples == 0 {
+		return p.cfg.DeadCeil
+	}
+	return min(max(3*e.srtt+4*e.rttvar, p.cfg.DeadFloor), p.cfg.DeadCeil)
+}
+
+// probe runs on the probe timer: it declares death when the outstanding probe is overdue,
+// sends the next probe when it is due, and re-arms the timer for whichever comes first.
+func (p *Path) probe() {
+	now := time.Now()
+	p.mu.Lock()
+	if p.mu.closed {
+		p.mu.Unlock()
+		return
+	}
+	if !p.mu.pingAt.IsZero() {
+		if d := p.deadlineLocked(); now.Sub(p.mu.pingAt) >= d {
+			p.mu.Unlock()
+			p.Close(fmt.Errorf("%w: no probe answer in %v", ErrSilent, d.Round(time.Millisecond)))
+			return
+		}
+	}
+	var ping *Record
+	if p.mu.pingAt.IsZero() && !now.Before(p.mu.nextPing) {
+		p.mu.pingSeq++
+		p.mu.pingAt = now
+		ping = NewRecord()
+		ping.B = wire.AppendPing(ping.B, p.mu.pingSeq)
+	}
+	next := p.mu.nextPing
+	if !p.mu.pingAt.IsZero() {
+		next = p.mu.pingAt.Add(p.deadlineLocked())
+	}
+	p.mu.probe.Reset(max(next.Sub(now), time.Millisecond))
+	p.mu.Unlock()
+	if ping != nil {
+		p.enqueue(ping, true)
+	}
+}
+
+// interval is the probe interval: short while data flowed within the last idle interval.
+func (p *Path) interval(now time.Time) time.Duration {
+	if now.UnixNano()-p.lastData.Load() < int64(p.cfg.ProbeIdle) {
+		return p.cfg.ProbeActive
+	}
+	return p.cfg.ProbeIdle
+}
+
+func (p *Path) pong(seq uint64) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.pingAt.IsZero() || seq != p.mu.pingSeq {
+		return // an answer to a probe we gave up on; it proves nothing about the current one
+	}
+	rtt := now.Sub(p.mu.pingAt)
+	late := p.mu.est.samples > 0 && rtt > 2*p.mu.est.srtt+4*p.mu.est.rttvar
+	p.mu.est.sample(rtt, late)
+	p.mu.pingAt = time.Time{}
+	p.mu.nextPing = now.Add(p.interval(now))
+	if p.mu.probe != nil && !p.mu.closed {
+		p.mu.probe.Reset(p.mu.nextPing.Sub(now))
+	}
+}
+
+// exit is deferred by both goroutines: whichever leaves last reports Down, so the Handler
+// hears it once and only when nothing of the path still runs.
+func (p *Path) exit() {
+	if p.alive.Add(-1) == 0 {
+		p.h.Down(p, p.Cause())
+	}
+	p.wg.Done()
+}
+
+func (p *Path) routineWrite() {
+	defer p.exit()
+	var batch []*Record
+	var vec [64][]byte
+	for {
+		select {
+		case <-p.kick:
+		case <-p.done:
+			return
+		}
+		for {
+			p.mu.Lock()
+			batch = append(batch[:0], p.mu.pq...)
+			clear(p.mu.pq)
+			p.mu.pq = p.mu.pq[:0]
+			n := min(len(p.mu.q), len(vec)-len(batch))
+			batch = append(batch, p.mu.q[:n]...)
+			rest := copy(p.mu.q, p.mu.q[n:])
+			clear(p.mu.q[rest:])
+			p.mu.q = p.mu.q[:rest]
+			p.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			var total, dataBytes int
+			v := vec[:0]
+			for i, r := range batch {
+				if i >= len(batch)-n {
+					dataBytes += len(r.B)
+				}
+				if err := p.sealer.seal(r); err != nil {
+					p.Close(err) // only when a key is exhausted; the path must not go on
+				}
+				total += len(r.B)
+				v = append(v, r.B)
+			}
+			bufs := net.Buffers(v)
+			_, err := bufs.WriteTo(p.conn)
+			for _, r := range batch {
+				r.Release()
+			}
+			clear(batch)
+			clear(vec[:])
+			if err != nil {
+				p.Close(err)
+				return
+			}
+			p.bytesSent.Add(int64(total))
+			p.mu.Lock()
+			p.mu.qBytes -= dataBytes
+			notify := p.mu.wantWritable && p.mu.qBytes < p.cfg.QueueBytes && !p.mu.closed
+			if notify {
+				p.mu.wantWritable = false
+			}
+			p.mu.Unlock()
+			if notify {
+				p.h.Writable(p)
+			}
+		}
+	}
+}
+
+func (p *Path) routineRead() {
+	defer p.exit()
+	var cause error
+	for cause == nil {
+		frames, n, err := p.opener.next()
+		if err != nil {
+			cause = err
+			break
+		}
+		p.bytesRecv.Add(int64(n))
+		for len(frames) > 0 {
+			f, k, err := wire.Parse(frames)
+			if err != nil {
+				cause = fmt.Errorf("%w: %w", ErrRecord, err)
+				break
+			}
+			frames = frames[k:]
+			switch f.Type {
+			case wire.TypePing:
+				r := NewRecord()
+				r.B = wire.AppendPong(r.B, f.Seq)
+				p.enqueue(r, true)
+			case wire.TypePong:
+				p.pong(f.Seq)
+			default:
+				if err := p.h.Frame(p, &f); err != nil {
+					cause = err
+				}
+			}
+			if cause != nil {
+				break
+			}
+		}
+	}
+	p.Close(cause)
+}

@@ -1,0 +1,115 @@
+package path
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/flynn/noise"
+
+	"github.com/rendr-go/rendr/internal/wire"
+)
+
+// Record is one outgoing record: a 2-byte length header, then frames, with room for the AEAD
+// tag. The engine appends frames to B (which starts with the header's 2 bytes) and hands the
+// record to Path.Send; the path owns it from then on.
+type Record struct {
+	B []byte
+}
+
+// Frames returns the frames appended so far.
+func (r *Record) Frames() []byte { return r.B[2:] }
+
+// Room is how many more frame bytes fit.
+func (r *Record) Room() int { return 2 + wire.MaxPlaintext - len(r.B) }
+
+var recordPool = sync.Pool{New: func() any {
+	return &Record{B: make([]byte, 0, 2+wire.MaxRecord)}
+}}
+
+// NewRecord returns an empty record from the pool.
+func NewRecord() *Record {
+	r := recordPool.Get().(*Record)
+	r.B = append(r.B[:0], 0, 0)
+	return r
+}
+
+// Release returns r to the pool. r must not be used afterwards.
+func (r *Record) Release() {
+	r.B = r.B[:0]
+	recordPool.Put(r)
+}
+
+// rekeyEvery is how many records a key protects before both sides move to the next one, far
+// below AES-GCM's limits (2^32 records of 64 KiB is 2^48 bytes; we stop at 2^30 records).
+const rekeyEvery = 1 << 30
+
+// ErrRecord is the cause of a path closed by bad input: a record that does not authenticate or
+// frames that do not parse. It never reaches a flow; only the path dies.
+var ErrRecord = errors.New("rendr: bad record")
+
+// sealer encrypts records in place; nil cipher means a secure carrier and plain records.
+type sealer struct {
+	cs *noise.CipherState
+	n  uint64
+}
+
+func (s *sealer) seal(r *Record) error {
+	if s.cs != nil {
+		out, err := s.cs.Encrypt(r.B[2:2], nil, r.B[2:])
+		if err != nil {
+			return err
+		}
+		r.B = r.B[:2+len(out)]
+		if s.n++; s.n%rekeyEvery == 0 {
+			s.cs.Rekey()
+		}
+	}
+	binary.BigEndian.PutUint16(r.B, uint16(len(r.B)-2))
+	return nil
+}
+
+// opener reads and decrypts records from a byte stream.
+type opener struct {
+	r   io.Reader
+	cs  *noise.CipherState
+	n   uint64
+	buf []byte
+}
+
+// next returns the next record's frames; the slice is valid until the next call.
+func (o *opener) next() ([]byte, int, error) {
+	if o.buf == nil {
+		o.buf = make([]byte, wire.MaxRecord)
+	}
+	var h [2]byte
+	if _, err := io.ReadFull(o.r, h[:]); err != nil {
+		return nil, 0, err
+	}
+	n := int(binary.BigEndian.Uint16(h[:]))
+	if _, err := io.ReadFull(o.r, o.buf[:n]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // the carrier ended mid-record
+		}
+		return nil, 0, err
+	}
+	if o.cs == nil {
+		if n == 0 {
+			return nil, 0, fmt.Errorf("%w: empty record", ErrRecord)
+		}
+		return o.buf[:n], n + 2, nil
+	}
+	if n <= wire.TagSize {
+		return nil, 0, fmt.Errorf("%w: record of %d bytes", ErrRecord, n)
+	}
+	p, err := o.cs.Decrypt(o.buf[:0], nil, o.buf[:n])
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: does not authenticate", ErrRecord)
+	}
+	if o.n++; o.n%rekeyEvery == 0 {
+		o.cs.Rekey()
+	}
+	return p, n + 2, nil
+}

@@ -1,0 +1,179 @@
+// Package rendr gives applications a stable net.Conn over network paths that come and go.
+//
+// A Dialer holds a target graph of paths (any func(ctx) (net.Conn, error) is a path) and a
+// Listener takes carrier connections from any net.Listener. The two ends authenticate each
+// other with static X25519 keys and form a session; flows (each a Conn) share the session and
+// its paths. When the path carrying traffic dies or stalls, traffic moves to another path and
+// every byte not yet acknowledged is sent again there: the application sees no reset, no EOF
+// and no lost, duplicated or reordered byte.
+//
+//	srvKey, cliKey := rendr.MustNewKey(), rendr.MustNewKey()
+//	ln, _ := rendr.Listen(rendr.ListenConfig{Key: srvKey, Peers: []rendr.PublicKey{cliKey.Public()}},
+//		l1, l2)
+//	d, _ := rendr.NewDialer(rendr.DialerConfig{Key: cliKey, PeerKey: srvKey.Public(),
+//		Root: rendr.Selector("uplinks",
+//			rendr.Path("wifi", tcp.Dialer("192.0.2.7:7001")),
+//			rendr.Path("lte", tcp.Dialer("192.0.2.7:7002"), rendr.Backup()))})
+//	c, _ := d.DialContext(ctx) // a net.Conn that survives the loss of any path
+//
+// The wire protocol is specified in docs/wire.md.
+package rendr
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/transport"
+)
+
+// Errors. Match them with errors.Is.
+var (
+	// ErrClosed: the Conn, Dialer or Listener was closed locally. It wraps net.ErrClosed.
+	ErrClosed = flow.ErrClosed
+	// ErrSessionClosed: the peer closed the session (its Dialer or Listener closed). It wraps
+	// net.ErrClosed.
+	ErrSessionClosed = fmt.Errorf("rendr: session closed by peer: %w", net.ErrClosed)
+	// ErrPeerRestarted: the peer is a new instance (it restarted) and does not know this
+	// session. Its flows are not resumed: they fail with this error.
+	ErrPeerRestarted = errors.New("rendr: peer restarted; flow cannot resume")
+	// ErrNoPath: no path could be attached for longer than the reconnect timeout.
+	ErrNoPath = errors.New("rendr: no usable path")
+	// ErrReset: the peer reset its direction of the flow, or refused it.
+	ErrReset = flow.ErrReset
+	// ErrStopped: the peer closed its reading direction; what is written is not delivered.
+	ErrStopped = flow.ErrStopped
+	// ErrWriteClosed: Write after CloseWrite.
+	ErrWriteClosed = flow.ErrWriteClosed
+	// ErrTooManyFlows: the session's flow limit is reached.
+	ErrTooManyFlows = flow.ErrTooManyFlows
+	// ErrUnsupported: the configuration asks for something this version cannot do.
+	ErrUnsupported = errors.New("rendr: unsupported")
+)
+
+// PrivateKey is a static X25519 private key.
+type PrivateKey [32]byte
+
+// PublicKey is a static X25519 public key.
+type PublicKey [32]byte
+
+// NewKey generates a private key.
+func NewKey() (PrivateKey, error) {
+	k, err := handshake.NewKeypair()
+	return PrivateKey(k.Private), err
+}
+
+// MustNewKey is NewKey for programs and tests that cannot go on without randomness.
+func MustNewKey() PrivateKey {
+	k, err := NewKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// Public returns the key's public half.
+func (k PrivateKey) Public() PublicKey {
+	kp, err := handshake.KeypairFrom(k)
+	if err != nil {
+		panic(err) // X25519 accepts every 32-byte scalar
+	}
+	return PublicKey(kp.Public)
+}
+
+func (k PrivateKey) keypair() handshake.Keypair {
+	kp, _ := handshake.KeypairFrom(k)
+	return kp
+}
+
+// String encodes the public key in base64.
+func (k PublicKey) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
+
+// ParsePublicKey decodes a base64 public key.
+func ParsePublicKey(s string) (PublicKey, error) {
+	var k PublicKey
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != len(k) {
+		return k, fmt.Errorf("rendr: bad public key %q", s)
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+// Target is a node of the target graph: a Path leaf or a group of targets. Build it with Path
+// and Selector. A Target is only a description; each Dialer runs its own copy.
+type Target struct {
+	kind     targetKind
+	name     string
+	dial     transport.DialFunc
+	tier     int
+	secure   bool
+	children []*Target
+}
+
+type targetKind int
+
+const (
+	kindPath targetKind = iota
+	kindSelector
+)
+
+// Name is the target's name.
+func (t *Target) Name() string { return t.name }
+
+// PathOption configures a Path or a group.
+type PathOption func(*Target)
+
+// Backup puts the target in the backup tier: it carries traffic only while no primary sibling
+// is usable.
+func Backup() PathOption { return func(t *Target) { t.tier = 1 } }
+
+// Tier sets the priority tier directly (0 is primary; higher is used only when every lower
+// tier is unusable).
+func Tier(n int) PathOption { return func(t *Target) { t.tier = max(n, 0) } }
+
+// SecureCarrier declares that the path's carrier is already encrypted and authenticated (TLS,
+// an SSH channel, WireGuard): after the handshake, which still authenticates both ends and the
+// session, records are not encrypted again. The listening side must agree: the source it
+// arrives on must be added with SecureSource. Use it only when the carrier really is secure.
+func SecureCarrier() PathOption { return func(t *Target) { t.secure = true } }
+
+// Path is a leaf: one path whose carrier connections come from dial, re-dialed with backoff
+// whenever the path dies.
+func Path(name string, dial transport.DialFunc, opts ...PathOption) *Target {
+	t := &Target{kind: kindPath, name: name, dial: dial}
+	for _, o := range opts {
+		o(t)
+	}
+	return t
+}
+
+// Selector is a group that sends on its best child at a time and migrates on death, stall or
+// sustained better quality (see package policy for the score, hysteresis and dwell). Options
+// such as Backup apply to the group within its parent.
+func Selector(name string, children ...*Target) *Target {
+	return &Target{kind: kindSelector, name: name, children: children}
+}
+
+// With applies options to a target (for groups: rendr.Selector(...).With(rendr.Backup())).
+func (t *Target) With(opts ...PathOption) *Target {
+	for _, o := range opts {
+		o(t)
+	}
+	return t
+}
+
+// Addr is a Conn's address: the peer's key and the flow. Carrier addresses change as traffic
+// moves; they are in Status.
+type Addr struct {
+	Key  PublicKey
+	Flow uint64
+}
+
+// Network returns "rendr".
+func (a Addr) Network() string { return "rendr" }
+
+func (a Addr) String() string { return fmt.Sprintf("%s/%d", a.Key.String()[:8], a.Flow) }

@@ -1,0 +1,453 @@
+package rendr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/path"
+	"github.com/rendr-go/rendr/policy"
+	"github.com/rendr-go/rendr/status"
+)
+
+// common is what Dialer and Listener configure alike.
+type common struct {
+	log       *slog.Logger
+	onMigrate func(status.Migration)
+	reconnect time.Duration
+	hsTimeout time.Duration
+	engine    flow.Config
+	path      path.Config
+	tuning    policy.Tuning
+	instance  [16]byte
+	key       handshake.Keypair
+}
+
+// routeCache bounds how often the policy graph is evaluated when nothing changed: the engine
+// asks for a route on every round, and quality moves slowly.
+const routeCache = 20 * time.Millisecond
+
+// session is one authenticated peer session: its paths, its flow engine and its policy.
+//
+// Lock order: session.mu, then the engine's lock (via Stats), then a path's lock. The engine
+// calls Route and Stalled without its lock held.
+type session struct {
+	c       *common
+	id      [16]byte
+	peerKey PublicKey
+	dialer  bool
+	engine  *flow.Engine
+	root    *policy.Node // dialing side; nil on the listening side
+
+	ctx         context.Context // canceled when the session ends
+	cancel      context.CancelFunc
+	established chan struct{} // closed once the secret is known
+	done        chan struct{} // closed when the session ends
+	wg          sync.WaitGroup
+	onEnd       func(*session)
+
+	lastPeer atomic.Pointer[link] // listening side: path the peer last sent flow frames on
+	dirty    atomic.Bool          // path set or states changed: re-evaluate the route
+
+	mu struct {
+		sync.Mutex
+		secret     [32]byte
+		peerInst   [16]byte
+		founding   bool
+		links      map[uint32]*link
+		nextID     uint32
+		route      *link
+		routeAt    time.Time
+		migrations int
+		err        error
+		noPath     *time.Timer
+		leaves     map[*policy.Node]*leafState
+		watchers   map[*Conn]func(status.Migration)
+	}
+}
+
+// leafState is the dialing side's record of a configured path between its carriers.
+type leafState struct {
+	target  *Target
+	node    *policy.Node
+	link    *link
+	state   status.PathState
+	since   time.Time
+	lastErr string
+	dials   int
+}
+
+func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *policy.Node) *session {
+	s := &session{c: c, id: id, peerKey: peer, dialer: dialer, root: root,
+		established: make(chan struct{}), done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.mu.links = make(map[uint32]*link)
+	s.mu.leaves = make(map[*policy.Node]*leafState)
+	ec := c.engine
+	ec.Dialer = dialer
+	s.engine = flow.New(ec, s)
+	s.mu.noPath = time.AfterFunc(c.reconnect, func() {
+		s.fail(fmt.Errorf("%w: none attached for %v", ErrNoPath, c.reconnect))
+	})
+	return s
+}
+
+// establish records the session secret from the founding path's handshake.
+func (s *session) establish(hash []byte, peerInst [16]byte) {
+	s.mu.Lock()
+	s.mu.secret = handshake.SessionSecret(hash)
+	s.mu.peerInst = peerInst
+	s.mu.Unlock()
+	close(s.established)
+}
+
+func (s *session) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.err
+}
+
+// fail ends the session: flows fail with err, paths close, goroutines stop. Idempotent.
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	if s.mu.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.err = err
+	s.mu.noPath.Stop()
+	links := make([]*link, 0, len(s.mu.links))
+	for _, l := range s.mu.links {
+		links = append(links, l)
+	}
+	s.mu.Unlock()
+	s.c.log.Debug("rendr: session ended", "session", fmt.Sprintf("%x", s.id[:4]), "err", err)
+	close(s.done)
+	s.cancel()
+	s.engine.Fail(err)
+	for _, l := range links {
+		l.p.Close(err)
+	}
+	if s.onEnd != nil {
+		s.onEnd(s)
+	}
+}
+
+// close ends the session locally, telling the peer first (best effort).
+func (s *session) close() {
+	s.mu.Lock()
+	r := s.mu.route
+	s.mu.Unlock()
+	if r != nil {
+		rec := path.NewRecord()
+		rec.B = wire.AppendClose(rec.B, 0)
+		r.p.SendControl(rec)
+		// Give the writer a moment to put CLOSE on the wire before the carrier closes.
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-r.p.Closed():
+		}
+	}
+	s.fail(ErrClosed)
+	s.wg.Wait()
+}
+
+// newLink hands out path ids; 0 is never used.
+func (s *session) newLink(name string, tier int, leaf *policy.Node) *link {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.nextID++
+	return &link{s: s, id: s.mu.nextID, name: name, tier: tier, leaf: leaf}
+}
+
+// attach makes a path routable.
+func (s *session) attach(l *link) error {
+	s.mu.Lock()
+	if s.mu.err != nil {
+		err := s.mu.err
+		s.mu.Unlock()
+		return err
+	}
+	l.state, l.since = status.Up, time.Now()
+	s.mu.links[l.id] = l
+	if ls := s.mu.leaves[l.leaf]; ls != nil {
+		ls.link, ls.state, ls.since = l, status.Up, l.since
+	}
+	s.mu.noPath.Stop()
+	s.mu.Unlock()
+	s.dirty.Store(true)
+	s.engine.Kick()
+	return nil
+}
+
+// detach forgets a dead path.
+func (s *session) detach(l *link, cause error) {
+	s.mu.Lock()
+	if s.mu.links[l.id] == l {
+		delete(s.mu.links, l.id)
+		if len(s.mu.links) == 0 && s.mu.err == nil {
+			s.mu.noPath.Reset(s.c.reconnect)
+		}
+	}
+	l.state = status.Down
+	if ls := s.mu.leaves[l.leaf]; ls != nil && ls.link == l {
+		ls.link, ls.state, ls.since = nil, status.Down, time.Now()
+		if cause != nil {
+			ls.lastErr = cause.Error()
+		}
+	}
+	s.mu.Unlock()
+	s.lastPeer.CompareAndSwap(l, nil)
+	s.dirty.Store(true)
+	s.engine.Kick()
+}
+
+// Route implements flow.Router.
+func (s *session) Route() flow.Link {
+	now := time.Now()
+	s.mu.Lock()
+	cur := s.mu.route
+	if cur != nil && cur.state == status.Up && !s.dirty.Load() && now.Sub(s.mu.routeAt) < routeCache {
+		s.mu.Unlock()
+		return cur
+	}
+	s.dirty.Store(false)
+	s.mu.routeAt = now
+	s.refreshSuspectsLocked()
+	var next *link
+	var why status.Cause
+	if s.root != nil {
+		leaf, _, ok, cause, _ := s.root.Pick(now, s.lookupLocked)
+		if ok {
+			next = s.mu.leaves[leaf].link
+			why = cause
+		}
+	} else {
+		next, why = s.followLocked()
+	}
+	var ev *status.Migration
+	if next != cur {
+		switch {
+		case cur == nil:
+			why = status.CauseFirst
+		case cur.state == status.Down:
+			why = status.CauseDeath
+		case cur.state == status.Suspect:
+			why = status.CauseStall
+		}
+		m := status.Migration{Time: now, Session: s.id, Cause: why}
+		if cur != nil {
+			m.From, m.FromID = cur.name, cur.id
+		}
+		if next != nil {
+			m.To, m.ToID = next.name, next.id
+		}
+		if cur != nil || next != nil {
+			s.mu.migrations++
+			ev = &m
+		}
+		s.mu.route = next
+	}
+	var watchers []func(status.Migration)
+	if ev != nil {
+		for _, w := range s.mu.watchers {
+			watchers = append(watchers, w)
+		}
+	}
+	s.mu.Unlock()
+	if ev != nil {
+		s.c.log.Debug("rendr: migration", "from", ev.From, "to", ev.To, "cause", ev.Cause.String())
+		if s.c.onMigrate != nil {
+			s.c.onMigrate(*ev)
+		}
+		for _, w := range watchers {
+			w(*ev)
+		}
+	}
+	if next == nil {
+		return nil // an untyped nil: the engine compares with nil
+	}
+	return next
+}
+
+// followLocked is the listening side's policy: send where the peer sends (its policy chose
+// that path), unless that path is not Up; then the best Up path by tier and score.
+func (s *session) followLocked() (*link, status.Cause) {
+	if lp := s.lastPeer.Load(); lp != nil && lp.state == status.Up && s.mu.links[lp.id] == lp {
+		return lp, status.CausePeer
+	}
+	var best *link
+	var bestC policy.Candidate
+	for _, l := range s.mu.links {
+		if l.state == status.Down || (!l.joined.Load()) {
+			continue
+		}
+		c := l.candidate()
+		better := best == nil ||
+			(l.state == status.Up && best.state != status.Up) ||
+			(l.state == best.state && (l.tier < best.tier || (l.tier == best.tier && c.Score() < bestC.Score())))
+		if better {
+			best, bestC = l, c
+		}
+	}
+	return best, status.CauseDeath
+}
+
+func (s *session) lookupLocked(n *policy.Node) (policy.Candidate, bool) {
+	ls := s.mu.leaves[n]
+	if ls == nil || ls.link == nil || ls.link.state == status.Down {
+		return policy.Candidate{}, false
+	}
+	return ls.link.candidate(), true
+}
+
+// refreshSuspectsLocked returns a suspect path to Up once it has answered two probes since it
+// was suspected: it is moving data again.
+func (s *session) refreshSuspectsLocked() {
+	for _, l := range s.mu.links {
+		if l.state == status.Suspect && l.p.Quality().Samples >= l.suspectSamples+2 {
+			l.state, l.since = status.Up, time.Now()
+		}
+	}
+}
+
+// Stalled implements flow.Router: data on l went unacknowledged too long. The path is
+// suspected if another path is Up to take over; with nothing better, traffic stays.
+func (s *session) Stalled(fl flow.Link) {
+	l := fl.(*link)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l.state != status.Up {
+		return
+	}
+	for _, o := range s.mu.links {
+		if o != l && o.state == status.Up && o.joined.Load() {
+			l.state, l.since = status.Suspect, time.Now()
+			l.suspectSamples = l.p.Quality().Samples
+			s.dirty.Store(true)
+			s.c.log.Debug("rendr: path stalled", "path", l.name)
+			return
+		}
+	}
+}
+
+// snapshot builds a status.Session.
+func (s *session) snapshot() status.Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := status.Session{ID: s.id, PeerInstance: s.mu.peerInst, Migrations: s.mu.migrations}
+	seen := map[*link]bool{}
+	add := func(l *link) {
+		var p status.Path
+		l.p.Fill(&p)
+		p.State, p.Since, p.Active = l.state, l.since, l == s.mu.route
+		out.Paths = append(out.Paths, p)
+		seen[l] = true
+	}
+	if s.root != nil {
+		for _, n := range s.root.Leaves() {
+			ls := s.mu.leaves[n]
+			if ls == nil {
+				continue
+			}
+			if ls.link != nil {
+				add(ls.link)
+				out.Paths[len(out.Paths)-1].Dials = ls.dials
+				out.Paths[len(out.Paths)-1].LastError = ls.lastErr
+				continue
+			}
+			out.Paths = append(out.Paths, status.Path{Name: ls.target.name, Tier: ls.target.tier,
+				State: ls.state, Since: ls.since, LastError: ls.lastErr, Dials: ls.dials})
+		}
+	}
+	for _, l := range s.mu.links {
+		if !seen[l] {
+			add(l)
+		}
+	}
+	out.Flows = s.engine.Stats().Flows
+	return out
+}
+
+// link is one attached (or attaching) path of a session. It is the path's Handler and the
+// engine's Link.
+type link struct {
+	s    *session
+	p    *path.Path
+	id   uint32
+	name string
+	tier int
+	leaf *policy.Node
+	hash []byte // this path's handshake hash, which a JOIN_PROOF must cover
+
+	joined atomic.Bool // listening side: the JOIN_PROOF checked out (or the path founded the session)
+
+	// Guarded by s.mu.
+	state          status.PathState
+	since          time.Time
+	suspectSamples int
+}
+
+func (l *link) LinkID() uint32               { return l.id }
+func (l *link) Space() int                   { return l.p.Space() }
+func (l *link) Send(r *path.Record) bool     { return l.p.Send(r) }
+func (l *link) SRTT() (time.Duration, time.Duration) {
+	q := l.p.Quality()
+	return q.SRTT, q.RTTVar
+}
+
+func (l *link) candidate() policy.Candidate {
+	q := l.p.Quality()
+	return policy.Candidate{ID: l.id, State: l.state, SRTT: q.SRTT, RTTVar: q.RTTVar, Loss: q.Loss, Samples: q.Samples}
+}
+
+var errJoin = errors.New("rendr: path did not prove session membership")
+
+// Frame implements path.Handler.
+func (l *link) Frame(p *path.Path, f *wire.Frame) error {
+	s := l.s
+	if !l.joined.Load() {
+		// A joining path's first frame must prove it belongs to the session.
+		if f.Type != wire.TypeJoinProof {
+			return errJoin
+		}
+		s.mu.Lock()
+		secret := s.mu.secret
+		s.mu.Unlock()
+		if !handshake.VerifyJoin(secret, l.hash, f.MAC) {
+			return errJoin
+		}
+		l.joined.Store(true)
+		return s.attach(l)
+	}
+	switch f.Type {
+	case wire.TypeJoinProof:
+		return fmt.Errorf("rendr: unexpected %v", f.Type)
+	case wire.TypeClose:
+		go s.fail(ErrSessionClosed) // fail waits for paths; not from their reader
+		return nil
+	case wire.TypeData, wire.TypeDataFin, wire.TypeOpen:
+		if !s.dialer && s.lastPeer.Load() != l {
+			s.lastPeer.Store(l)
+			s.dirty.Store(true)
+		}
+	}
+	return s.engine.Handle(f)
+}
+
+// Writable implements path.Handler.
+func (l *link) Writable(*path.Path) { l.s.engine.Kick() }
+
+// Down implements path.Handler.
+func (l *link) Down(p *path.Path, cause error) {
+	l.s.c.log.Debug("rendr: path down", "path", l.name, "cause", cause)
+	l.s.detach(l, cause)
+	l.s.wg.Done()
+}

@@ -1,0 +1,114 @@
+// Package status describes a running rendr session for people and programs watching it:
+// per-path state and quality, which path carries traffic, and migration events.
+package status
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// PathState is where a path is in its life.
+type PathState int
+
+const (
+	// Connecting: the path is being dialed or is handshaking.
+	Connecting PathState = iota
+	// Up: the path is attached and answering probes.
+	Up
+	// Suspect: data sent on the path went unacknowledged for longer than its round trip
+	// allows; the policy routes around it until it answers again.
+	Suspect
+	// Down: the path died (error or silence) and is waiting to be re-dialed.
+	Down
+)
+
+func (s PathState) String() string {
+	switch s {
+	case Connecting:
+		return "connecting"
+	case Up:
+		return "up"
+	case Suspect:
+		return "suspect"
+	case Down:
+		return "down"
+	}
+	return fmt.Sprintf("PathState(%d)", int(s))
+}
+
+// Path is a snapshot of one path.
+type Path struct {
+	Name   string
+	ID     uint32 // unique within the session; a re-dialed path gets a new ID
+	State  PathState
+	Active bool // the policy currently sends on this path
+	Tier   int  // 0 is primary; higher tiers carry traffic only while no lower tier is usable
+	Local  net.Addr
+	Remote net.Addr
+
+	SRTT      time.Duration
+	Jitter    time.Duration // RTT variation (rttvar)
+	MinRTT    time.Duration
+	Loss      float64 // fraction of probes answered late or not at all, smoothed
+	BytesSent int64   // carrier bytes written, headers and tags included
+	BytesRecv int64
+	Since     time.Time // when the path entered State
+	LastError string    // why it last went down, if it did
+	Dials     int       // connection attempts so far
+}
+
+// Session is a snapshot of a peer session.
+type Session struct {
+	ID           [16]byte
+	PeerInstance [16]byte
+	Paths        []Path
+	Flows        int
+	Migrations   int
+}
+
+// Cause says why traffic moved.
+type Cause int
+
+const (
+	// CauseDeath: the active path died (error or silence).
+	CauseDeath Cause = iota
+	// CauseStall: data on the active path stopped being acknowledged.
+	CauseStall
+	// CauseQuality: another path has been better for longer than the dwell time.
+	CauseQuality
+	// CauseRecovery: a preferred (higher-priority) path is usable again.
+	CauseRecovery
+	// CausePeer: the peer moved its traffic, and this side followed.
+	CausePeer
+	// CauseFirst: traffic starts on a path after there was none.
+	CauseFirst
+)
+
+func (c Cause) String() string {
+	switch c {
+	case CauseDeath:
+		return "death"
+	case CauseStall:
+		return "stall"
+	case CauseQuality:
+		return "quality"
+	case CauseRecovery:
+		return "recovery"
+	case CausePeer:
+		return "peer"
+	case CauseFirst:
+		return "first"
+	}
+	return fmt.Sprintf("Cause(%d)", int(c))
+}
+
+// Migration is one change of the path carrying a session's traffic.
+type Migration struct {
+	Time     time.Time
+	Session  [16]byte
+	From, To string // path names; From is empty for CauseFirst, To is empty when no path is left
+	FromID   uint32
+	ToID     uint32
+	Cause    Cause
+}

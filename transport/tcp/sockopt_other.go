@@ -1,0 +1,7 @@
+//go:build !linux
+
+package tcp
+
+import "syscall"
+
+func tune(syscall.RawConn, int) error { return nil }

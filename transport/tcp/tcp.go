@@ -1,0 +1,135 @@
+// Package tcp is rendr's kernel TCP carrier: dialers and listeners with socket options tuned
+// for failover.
+//
+// TCP_NOTSENT_LOWAT keeps the kernel from queueing more than a little unsent data per socket.
+// Without it Linux grows a socket's send buffer to megabytes; a dying path would then hold
+// seconds of data in the kernel, acknowledgements would lag by that much, and rendr could not
+// tell a stalled path from a full one. With it, unsent bytes wait in rendr, where they can
+// move to another path.
+package tcp
+
+import (
+	"context"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/rendr-go/rendr/transport"
+)
+
+// DefaultNotSentLowat is the unsent-bytes limit set on every socket (Linux only).
+const DefaultNotSentLowat = 128 << 10
+
+// Option configures a dialer or listener.
+type Option func(*options)
+
+type options struct {
+	local     net.Addr
+	lowat     int
+	keepAlive time.Duration
+	dialer    *net.Dialer
+}
+
+// LocalAddr binds the dialing socket to a local address (an interface's address, to pin a
+// path to one uplink). Port 0 picks any.
+func LocalAddr(ip string) Option {
+	return func(o *options) {
+		if a, err := net.ResolveTCPAddr("tcp", net.JoinHostPort(ip, "0")); err == nil {
+			o.local = a
+		}
+	}
+}
+
+// NotSentLowat sets TCP_NOTSENT_LOWAT in bytes; 0 leaves the kernel default.
+func NotSentLowat(n int) Option { return func(o *options) { o.lowat = n } }
+
+// WithDialer uses d (its Control, LocalAddr, MPTCP setting...) as the base dialer.
+func WithDialer(d *net.Dialer) Option { return func(o *options) { o.dialer = d } }
+
+func build(opts []Option) options {
+	o := options{lowat: DefaultNotSentLowat, keepAlive: -1}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// Dialer returns a path dialer for address ("host:port").
+func Dialer(address string, opts ...Option) transport.DialFunc {
+	o := build(opts)
+	d := net.Dialer{}
+	if o.dialer != nil {
+		d = *o.dialer
+	}
+	if o.local != nil {
+		d.LocalAddr = o.local
+	}
+	// rendr probes paths itself, far faster than TCP keepalive.
+	d.KeepAlive = o.keepAlive
+	ctl := d.Control
+	d.Control = func(network, address string, c syscall.RawConn) error {
+		if ctl != nil {
+			if err := ctl(network, address, c); err != nil {
+				return err
+			}
+		}
+		return tune(c, o.lowat)
+	}
+	return func(ctx context.Context) (net.Conn, error) {
+		c, err := d.DialContext(ctx, "tcp", address)
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		return c, nil
+	}
+}
+
+// Listen listens on address with the same socket tuning as Dialer.
+func Listen(address string, opts ...Option) (net.Listener, error) {
+	return ListenConfig(context.Background(), &net.ListenConfig{}, address, opts...)
+}
+
+// ListenConfig listens with the caller's ListenConfig (for Control hooks, MPTCP, a network
+// namespace's socket...) plus rendr's tuning.
+func ListenConfig(ctx context.Context, lc *net.ListenConfig, address string, opts ...Option) (net.Listener, error) {
+	o := build(opts)
+	c := *lc
+	c.KeepAlive = o.keepAlive
+	ctl := c.Control
+	c.Control = func(network, address string, rc syscall.RawConn) error {
+		if ctl != nil {
+			if err := ctl(network, address, rc); err != nil {
+				return err
+			}
+		}
+		return tune(rc, o.lowat)
+	}
+	l, err := c.Listen(ctx, "tcp", address)
+	if err != nil {
+		return nil, err
+	}
+	return tunedListener{Listener: l, lowat: o.lowat}, nil
+}
+
+// tunedListener applies the socket tuning to accepted connections too: Linux does not copy
+// TCP_NOTSENT_LOWAT from a listening socket to the sockets it accepts.
+type tunedListener struct {
+	net.Listener
+	lowat int
+}
+
+func (l tunedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			tune(rc, l.lowat)
+		}
+	}
+	return c, nil
+}
