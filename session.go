@@ -395,9 +395,9 @@ type link struct {
 	suspectSamples int
 }
 
-func (l *link) LinkID() uint32               { return l.id }
-func (l *link) Space() int                   { return l.p.Space() }
-func (l *link) Send(r *path.Record) bool     { return l.p.Send(r) }
+func (l *link) LinkID() uint32           { return l.id }
+func (l *link) Space() int               { return l.p.Space() }
+func (l *link) Send(r *path.Record) bool { return l.p.Send(r) }
 func (l *link) SRTT() (time.Duration, time.Duration) {
 	q := l.p.Quality()
 	return q.SRTT, q.RTTVar

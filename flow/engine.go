@@ -119,21 +119,21 @@ type Engine struct {
 		linkID   uint32    // link of the last round; 0 before the first
 		err      error     // set when the session failed or closed
 
-		sendMax, sendUsed         uint64 // session credit: peer's limit, new bytes sent
-		recvMax, recvUsed         uint64 // session limit we gave, new bytes received
-		recvRead, recvWindow      uint64 // bytes consumed by the application; window size
-		recvTuned                 time.Time
-		maxDataPending            bool
-		outstanding               int // streams with bytes or a FIN/RESET not yet acknowledged
-		progress                  time.Time
-		accept                    []*Stream
-		acceptSig                 chan struct{}
-		migrations                int
+		sendMax, sendUsed          uint64 // session credit: peer's limit, new bytes sent
+		recvMax, recvUsed          uint64 // session limit we gave, new bytes received
+		recvRead, recvWindow       uint64 // bytes consumed by the application; window size
+		recvTuned                  time.Time
+		maxDataPending             bool
+		outstanding                int // streams with bytes or a FIN/RESET not yet acknowledged
+		progress                   time.Time
+		accept                     []*Stream
+		acceptSig                  chan struct{}
+		migrations                 int
 		dupBytes, gapDrops, opened uint64
-		sendBuffered              int       // bytes in all send buffers
-		capWait                   []*Stream // writers waiting for sendBuffered to drop
-		srtt                      time.Duration
-		ctrl                      []byte // stateless replies for flows that no longer exist
+		sendBuffered               int       // bytes in all send buffers
+		capWait                    []*Stream // writers waiting for sendBuffered to drop
+		srtt                       time.Duration
+		ctrl                       []byte // stateless replies for flows that no longer exist
 	}
 }
 
