@@ -361,6 +361,10 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		r.B = wire.AppendJoinProof(r.B, &mac)
 		l.p.SendControl(r)
 	}
+	if err := s.track(l); err != nil {
+		conn.Close()
+		return err
+	}
 	s.wg.Add(1) // released by l.Down
 	l.p.Start()
 	if err := s.attach(l); err != nil {

@@ -237,20 +237,17 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result) error {
 	pc := l.c.path
 	pc.Name, pc.Tier = h.Name, int(h.Tier)
 	lk.p = path.New(lk.id, c, send, recv, pc, lk)
+	if err := s.track(lk); err != nil {
+		return err
+	}
 	s.wg.Add(1) // released by lk.Down
+	lk.p.Start()
 	if h.Mode == handshake.ModeNew {
 		lk.joined.Store(true)
 		if err := s.attach(lk); err != nil {
-			s.wg.Done()
-			return err
+			lk.p.Close(err)
 		}
 	}
-	select {
-	case <-s.done:
-		lk.p.Close(s.err())
-	default:
-	}
-	lk.p.Start()
 	return nil
 }
 

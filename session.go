@@ -55,13 +55,16 @@ type session struct {
 
 	lastPeer atomic.Pointer[link] // listening side: path the peer last sent flow frames on
 	dirty    atomic.Bool          // path set or states changed: re-evaluate the route
+	current  atomic.Pointer[link] // the route, for lock-free checks on the receive path
+	movedAt  atomic.Int64         // unix nanos of the last route change
 
 	mu struct {
 		sync.Mutex
 		secret     [32]byte
 		peerInst   [16]byte
 		founding   bool
-		links      map[uint32]*link
+		links      map[uint32]*link // attached: routable
+		pending    map[uint32]*link // started, not yet attached (a join awaiting its proof)
 		nextID     uint32
 		route      *link
 		routeAt    time.Time
@@ -89,6 +92,7 @@ func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *polic
 		established: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mu.links = make(map[uint32]*link)
+	s.mu.pending = make(map[uint32]*link)
 	s.mu.leaves = make(map[*policy.Node]*leafState)
 	ec := c.engine
 	ec.Dialer = dialer
@@ -123,8 +127,11 @@ func (s *session) fail(err error) {
 	}
 	s.mu.err = err
 	s.mu.noPath.Stop()
-	links := make([]*link, 0, len(s.mu.links))
+	links := make([]*link, 0, len(s.mu.links)+len(s.mu.pending))
 	for _, l := range s.mu.links {
+		links = append(links, l)
+	}
+	for _, l := range s.mu.pending {
 		links = append(links, l)
 	}
 	s.mu.Unlock()
@@ -167,7 +174,19 @@ func (s *session) newLink(name string, tier int, leaf *policy.Node) *link {
 	return &link{s: s, id: s.mu.nextID, name: name, tier: tier, leaf: leaf}
 }
 
-// attach makes a path routable.
+// track registers a started path so that the session's end closes it, attached or not. The
+// caller has set l.p.
+func (s *session) track(l *link) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.err != nil {
+		return s.mu.err
+	}
+	s.mu.pending[l.id] = l
+	return nil
+}
+
+// attach makes a tracked path routable.
 func (s *session) attach(l *link) error {
 	s.mu.Lock()
 	if s.mu.err != nil {
@@ -175,6 +194,7 @@ func (s *session) attach(l *link) error {
 		s.mu.Unlock()
 		return err
 	}
+	delete(s.mu.pending, l.id)
 	l.state, l.since = status.Up, time.Now()
 	s.mu.links[l.id] = l
 	if ls := s.mu.leaves[l.leaf]; ls != nil {
@@ -190,6 +210,7 @@ func (s *session) attach(l *link) error {
 // detach forgets a dead path.
 func (s *session) detach(l *link, cause error) {
 	s.mu.Lock()
+	delete(s.mu.pending, l.id)
 	if s.mu.links[l.id] == l {
 		delete(s.mu.links, l.id)
 		if len(s.mu.links) == 0 && s.mu.err == nil {
@@ -254,6 +275,8 @@ func (s *session) Route() flow.Link {
 			ev = &m
 		}
 		s.mu.route = next
+		s.current.Store(next)
+		s.movedAt.Store(now.UnixNano())
 	}
 	var watchers []func(status.Migration)
 	if ev != nil {
@@ -336,6 +359,33 @@ func (s *session) Stalled(fl flow.Link) {
 			return
 		}
 	}
+}
+
+// peerData notes flow data from the peer on l (dialing side). The listening side follows our
+// route, so data that keeps arriving on another path, longer than a round trip after we last
+// moved, means the peer found our route stalled for its traffic (a download: we have nothing
+// outstanding, so our own stall check cannot fire). Suspect the route then, as the peer did,
+// instead of waiting for the probes to declare it dead.
+func (s *session) peerData(l *link) {
+	cur := s.current.Load()
+	if cur == nil || cur == l {
+		return
+	}
+	q := l.p.Quality()
+	grace := max(2*q.SRTT+4*q.RTTVar, 50*time.Millisecond)
+	if time.Now().UnixNano()-s.movedAt.Load() < int64(grace) {
+		return // the peer has not seen our move yet: its data on the old path is in flight
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.route != cur || cur.state != status.Up || l.state != status.Up {
+		return
+	}
+	cur.state, cur.since = status.Suspect, time.Now()
+	cur.suspectSamples = cur.p.Quality().Samples
+	s.dirty.Store(true)
+	s.c.log.Debug("rendr: peer moved away from route", "route", cur.name, "peer", l.name)
+	s.engine.Kick()
 }
 
 // snapshot builds a status.Session.
@@ -433,10 +483,14 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 	case wire.TypeClose:
 		go s.fail(ErrSessionClosed) // fail waits for paths; not from their reader
 		return nil
-	case wire.TypeData, wire.TypeDataFin, wire.TypeOpen:
+	case wire.TypeData, wire.TypeDataFin, wire.TypeOpen, wire.TypeAck:
+		// Follow the peer's choice of path, so both directions use the path its policy picked.
 		if !s.dialer && s.lastPeer.Load() != l {
 			s.lastPeer.Store(l)
 			s.dirty.Store(true)
+		}
+		if s.dialer && f.Type != wire.TypeAck {
+			s.peerData(l)
 		}
 	}
 	return s.engine.Handle(f)
