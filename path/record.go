@@ -71,40 +71,69 @@ func (s *sealer) seal(r *Record) error {
 	return nil
 }
 
-// opener reads and decrypts records from a byte stream.
+// opener reads and decrypts records from a byte stream. It reads in large chunks and opens
+// records in place, so a carrier read brings in several records with one system call.
 type opener struct {
-	r   io.Reader
-	cs  *noise.CipherState
-	n   uint64
-	buf []byte
+	r    io.Reader
+	cs   *noise.CipherState
+	n    uint64
+	buf  []byte
+	head int // start of unread bytes in buf
+	tail int // end of unread bytes in buf
+}
+
+// readBuffer holds several maximum-size records.
+const readBuffer = 4 * (2 + wire.MaxRecord)
+
+// fill makes at least need bytes available from head, reading as much as the carrier has.
+func (o *opener) fill(need int) error {
+	if o.buf == nil {
+		o.buf = make([]byte, readBuffer)
+	}
+	if o.head+need > len(o.buf) {
+		o.tail = copy(o.buf, o.buf[o.head:o.tail])
+		o.head = 0
+	}
+	for o.tail-o.head < need {
+		k, err := o.r.Read(o.buf[o.tail:])
+		o.tail += k
+		if o.tail-o.head >= need {
+			return nil
+		}
+		if err != nil {
+			if err == io.EOF && o.tail > o.head {
+				err = io.ErrUnexpectedEOF // the carrier ended mid-record
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // next returns the next record's frames; the slice is valid until the next call.
 func (o *opener) next() ([]byte, int, error) {
-	if o.buf == nil {
-		o.buf = make([]byte, wire.MaxRecord)
-	}
-	var h [2]byte
-	if _, err := io.ReadFull(o.r, h[:]); err != nil {
+	if err := o.fill(2); err != nil {
 		return nil, 0, err
 	}
-	n := int(binary.BigEndian.Uint16(h[:]))
-	if _, err := io.ReadFull(o.r, o.buf[:n]); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF // the carrier ended mid-record
-		}
+	n := int(binary.BigEndian.Uint16(o.buf[o.head:]))
+	if err := o.fill(2 + n); err != nil {
 		return nil, 0, err
+	}
+	body := o.buf[o.head+2 : o.head+2+n]
+	o.head += 2 + n
+	if o.head == o.tail {
+		o.head, o.tail = 0, 0
 	}
 	if o.cs == nil {
 		if n == 0 {
 			return nil, 0, fmt.Errorf("%w: empty record", ErrRecord)
 		}
-		return o.buf[:n], n + 2, nil
+		return body, n + 2, nil
 	}
 	if n <= wire.TagSize {
 		return nil, 0, fmt.Errorf("%w: record of %d bytes", ErrRecord, n)
 	}
-	p, err := o.cs.Decrypt(o.buf[:0], nil, o.buf[:n])
+	p, err := o.cs.Decrypt(body[:0], nil, body)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: does not authenticate", ErrRecord)
 	}
