@@ -1,0 +1,63 @@
+package rendr_test
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestImportBoundaries keeps the layering of DESIGN.md honest: carriers never reach into the
+// engine, the engine never opens sockets through a transport, and examples use only the
+// public API (plus the fault-injecting relay the demo needs to kill paths).
+func TestImportBoundaries(t *testing.T) {
+	const mod = "github.com/rendr-go/rendr/"
+	rules := []struct {
+		dir       string
+		forbidden []string
+		allowed   []string // exceptions to forbidden, by exact import path
+	}{
+		{dir: "transport", forbidden: []string{mod + "flow", mod + "path", mod + "policy", "github.com/rendr-go/rendr"}},
+		{dir: "flow", forbidden: []string{mod + "transport", "net/http"}},
+		{dir: "policy", forbidden: []string{mod + "flow", mod + "path", mod + "transport"}},
+		{dir: "status", forbidden: []string{mod}},
+		{dir: "examples", forbidden: []string{mod + "internal/", mod + "flow", mod + "path"},
+			allowed: []string{mod + "internal/relay"}},
+	}
+	for _, r := range rules {
+		filepath.WalkDir(r.dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+				return err
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), p, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Error(err)
+				return nil
+			}
+			for _, imp := range f.Imports {
+				ip, _ := strconv.Unquote(imp.Path.Value)
+				ok := true
+				for _, bad := range r.forbidden {
+					// "x/" forbids x's subtree; "x" forbids x and its sub-packages, except
+					// for the module root, which forbids only the facade package itself.
+					sub := strings.HasSuffix(bad, "/") || (bad+"/" != mod && strings.HasPrefix(ip, bad+"/"))
+					if ip == strings.TrimSuffix(bad, "/") || (sub && strings.HasPrefix(ip, strings.TrimSuffix(bad, "/")+"/")) {
+						ok = false
+					}
+				}
+				for _, good := range r.allowed {
+					if ip == good {
+						ok = true
+					}
+				}
+				if !ok {
+					t.Errorf("%s imports %s, which %s/ must not use", p, ip, r.dir)
+				}
+			}
+			return nil
+		})
+	}
+}
