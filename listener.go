@@ -34,7 +34,7 @@ type Listener struct {
 	done   chan struct{}
 	ctx    context.Context // canceled by Close: aborts handshakes in progress
 	cancel context.CancelFunc
-	sem    chan struct{}
+	maxHS  int
 	wg     sync.WaitGroup
 
 	mu struct {
@@ -42,6 +42,7 @@ type Listener struct {
 		sessions map[[16]byte]*session
 		sources  []net.Listener
 		closed   bool
+		hs       map[net.Conn]time.Time // handshakes in progress, by start time
 	}
 }
 
@@ -68,13 +69,14 @@ func Listen(cfg ListenConfig, sources ...net.Listener) (*Listener, error) {
 		peers:  map[PublicKey]bool{},
 		accept: make(chan *Conn),
 		done:   make(chan struct{}),
-		sem:    make(chan struct{}, cfg.MaxHandshakes),
+		maxHS:  cfg.MaxHandshakes,
 	}
 	for _, p := range cfg.Peers {
 		l.peers[p] = true
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.mu.sessions = map[[16]byte]*session{}
+	l.mu.hs = map[net.Conn]time.Time{}
 	l.resp = handshake.Responder{Key: l.c.key, Replay: &handshake.Replay{},
 		Allow: func(k [32]byte) bool { return l.peers[PublicKey(k)] }}
 	for _, src := range sources {
@@ -126,15 +128,39 @@ func (l *Listener) routineSource(src net.Listener, o sourceOpts) {
 			continue
 		}
 		delay = 0
-		select {
-		case l.sem <- struct{}{}:
-		default:
-			c.Close() // flooded: drop unanswered, keep no state
+		if !l.admit(c) {
+			c.Close()
 			continue
 		}
 		l.wg.Add(1)
 		go l.routineHandshake(c, o)
 	}
+}
+
+// admit bounds handshakes in progress. At the limit it closes the oldest one to make room: a
+// real peer finishes its handshake within a round trip, so the oldest is almost always a
+// connection that sent nothing (a slow-loris flood), and evicting it keeps real peers
+// connecting while memory stays flat. Evicted handshakes release their place once their
+// goroutine sees the close; if that many are still unwinding, the new carrier is dropped.
+func (l *Listener) admit(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.mu.hs) >= 2*l.maxHS {
+		return false
+	}
+	if len(l.mu.hs) >= l.maxHS {
+		var oldest net.Conn
+		var at time.Time
+		for hc, t := range l.mu.hs {
+			if oldest == nil || t.Before(at) {
+				oldest, at = hc, t
+			}
+		}
+		oldest.Close()
+		l.mu.hs[oldest] = time.Now().Add(time.Hour) // evicted: never chosen again
+	}
+	l.mu.hs[c] = time.Now()
+	return true
 }
 
 // routineHandshake authenticates one carrier and attaches it. Anything that does not
@@ -146,7 +172,9 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 		return l.decide(PublicKey(peer), h, o)
 	})
 	cancel()
-	<-l.sem
+	l.mu.Lock()
+	delete(l.mu.hs, c)
+	l.mu.Unlock()
 	if err != nil {
 		l.c.log.Debug("rendr: handshake refused", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
