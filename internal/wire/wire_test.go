@@ -1,0 +1,517 @@
+package wire_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rendr-go/rendr/internal/wire"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata from the tables in the tests")
+
+const framesFile = "frames.txt"
+
+// Varint boundaries: the largest value of each encoded size and the smallest of the next.
+const (
+	b1 = 1<<6 - 1
+	b2 = 1<<14 - 1
+	b4 = 1<<30 - 1
+	bM = wire.MaxVarint
+)
+
+func fill(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+
+func seqMAC(start byte) (m [wire.MACSize]byte) {
+	for i := range m {
+		m[i] = start + byte(i)
+	}
+	return m
+}
+
+func fillMAC(b byte) (m [wire.MACSize]byte) {
+	for i := range m {
+		m[i] = b
+	}
+	return m
+}
+
+// golden lists one frame per line of testdata/frames.txt. Every frame type appears, and every
+// varint field takes values on both sides of each encoding-size boundary.
+var golden = []struct {
+	name string
+	f    wire.Frame
+}{
+	{"ping.0", wire.Frame{Type: wire.TypePing, Seq: 0}},
+	{"ping.63", wire.Frame{Type: wire.TypePing, Seq: b1}},
+	{"ping.64", wire.Frame{Type: wire.TypePing, Seq: b1 + 1}},
+	{"ping.16383", wire.Frame{Type: wire.TypePing, Seq: b2}},
+	{"ping.16384", wire.Frame{Type: wire.TypePing, Seq: b2 + 1}},
+	{"ping.2^30-1", wire.Frame{Type: wire.TypePing, Seq: b4}},
+	{"ping.2^30", wire.Frame{Type: wire.TypePing, Seq: b4 + 1}},
+	{"ping.2^62-1", wire.Frame{Type: wire.TypePing, Seq: bM}},
+	{"pong.1", wire.Frame{Type: wire.TypePong, Seq: 1}},
+	{"pong.2^62-1", wire.Frame{Type: wire.TypePong, Seq: bM}},
+	{"open.1", wire.Frame{Type: wire.TypeOpen, Flow: 1, Kind: wire.KindStream}},
+	{"open.64", wire.Frame{Type: wire.TypeOpen, Flow: b1 + 1, Kind: wire.KindStream}},
+	{"open.packet", wire.Frame{Type: wire.TypeOpen, Flow: 2, Kind: wire.KindPacket}},
+	{"open.2^62-1", wire.Frame{Type: wire.TypeOpen, Flow: bM, Kind: wire.KindStream}},
+	{"data.hello", wire.Frame{Type: wire.TypeData, Flow: 1, Offset: 0, Payload: []byte("hello")}},
+	{"data.empty", wire.Frame{Type: wire.TypeData, Flow: 1, Offset: 0}},
+	{"data.flow63.off16383", wire.Frame{Type: wire.TypeData, Flow: b1, Offset: b2, Payload: []byte{0x2a}}},
+	{"data.flow16384.off2^30-1", wire.Frame{Type: wire.TypeData, Flow: b2 + 1, Offset: b4, Payload: []byte{1, 2}}},
+	{"data.flow2^30.off2^30", wire.Frame{Type: wire.TypeData, Flow: b4 + 1, Offset: b4 + 1, Payload: []byte{3}}},
+	{"data.off2^62-1.empty", wire.Frame{Type: wire.TypeData, Flow: bM, Offset: bM}},
+	{"data.len63", wire.Frame{Type: wire.TypeData, Flow: 3, Offset: 64, Payload: fill(0x11, b1)}},
+	{"data.len64", wire.Frame{Type: wire.TypeData, Flow: 3, Offset: 127, Payload: fill(0x22, b1+1)}},
+	{"data.len16383", wire.Frame{Type: wire.TypeData, Flow: 4, Offset: 0, Payload: fill(0x33, b2)}},
+	{"data.len16384", wire.Frame{Type: wire.TypeData, Flow: 4, Offset: b2, Payload: fill(0x44, b2+1)}},
+	// The largest DATA that fits an encrypted record: 7 header bytes + 65512 = MaxPlaintext.
+	{"data.fills-record", wire.Frame{Type: wire.TypeData, Flow: 1, Offset: 0, Payload: fill(0x55, wire.MaxPlaintext-7)}},
+	// The largest length Parse accepts (MaxRecord); only a plain record could carry most of it.
+	{"data.len-max", wire.Frame{Type: wire.TypeData, Flow: 1, Offset: 0, Payload: fill(0x66, wire.MaxRecord)}},
+	{"data_fin.empty", wire.Frame{Type: wire.TypeDataFin, Flow: 1, Offset: 0}},
+	{"data_fin.empty.off1000", wire.Frame{Type: wire.TypeDataFin, Flow: 1, Offset: 1000}},
+	{"data_fin.bye", wire.Frame{Type: wire.TypeDataFin, Flow: 9, Offset: 5, Payload: []byte("bye")}},
+	{"data_fin.ends-at-2^62-1", wire.Frame{Type: wire.TypeDataFin, Flow: 1, Offset: bM - 3, Payload: []byte{7, 8, 9}}},
+	{"ack.initial", wire.Frame{Type: wire.TypeAck, Flow: 1, Seq: 0, Limit: 256 << 10}},
+	{"ack.fin", wire.Frame{Type: wire.TypeAck, Flow: 1, Seq: 5, Limit: 5, Flags: wire.AckFin}},
+	{"ack.63.64", wire.Frame{Type: wire.TypeAck, Flow: b1, Seq: b1, Limit: b1 + 1}},
+	{"ack.16383.16384", wire.Frame{Type: wire.TypeAck, Flow: b2, Seq: b2, Limit: b2 + 1}},
+	{"ack.2^30-1.2^30", wire.Frame{Type: wire.TypeAck, Flow: b4, Seq: b4, Limit: b4 + 1}},
+	{"ack.2^62-1", wire.Frame{Type: wire.TypeAck, Flow: bM, Seq: bM, Limit: bM, Flags: wire.AckFin}},
+	{"max_data.0", wire.Frame{Type: wire.TypeMaxData, Limit: 0}},
+	{"max_data.1MiB", wire.Frame{Type: wire.TypeMaxData, Limit: 1 << 20}},
+	{"max_data.2^62-1", wire.Frame{Type: wire.TypeMaxData, Limit: bM}},
+	{"reset.closed", wire.Frame{Type: wire.TypeReset, Flow: 1, Code: 0}},
+	{"reset.refused", wire.Frame{Type: wire.TypeReset, Flow: b4 + 1, Code: 1}},
+	{"reset.2^62-1", wire.Frame{Type: wire.TypeReset, Flow: bM, Code: bM}},
+	{"stop.closed", wire.Frame{Type: wire.TypeStop, Flow: 1, Code: 0}},
+	{"stop.refused", wire.Frame{Type: wire.TypeStop, Flow: 5, Code: 1}},
+	{"stop.unknown", wire.Frame{Type: wire.TypeStop, Flow: b2 + 1, Code: 2}},
+	{"join_proof.zero", wire.Frame{Type: wire.TypeJoinProof}},
+	{"join_proof.seq", wire.Frame{Type: wire.TypeJoinProof, MAC: seqMAC(0)}},
+	{"join_proof.ff", wire.Frame{Type: wire.TypeJoinProof, MAC: fillMAC(0xff)}},
+	{"close.0", wire.Frame{Type: wire.TypeClose, Code: 0}},
+	{"close.2^62-1", wire.Frame{Type: wire.TypeClose, Code: bM}},
+}
+
+// encode writes f with the Append function of its type.
+func encode(b []byte, f *wire.Frame) []byte {
+	switch f.Type {
+	case wire.TypePing:
+		return wire.AppendPing(b, f.Seq)
+	case wire.TypePong:
+		return wire.AppendPong(b, f.Seq)
+	case wire.TypeOpen:
+		return wire.AppendOpen(b, f.Flow, f.Kind)
+	case wire.TypeData, wire.TypeDataFin:
+		return wire.AppendData(b, f.Flow, f.Offset, f.Fin(), f.Payload)
+	case wire.TypeAck:
+		return wire.AppendAck(b, f.Flow, f.Delivered(), f.Limit, f.Flags)
+	case wire.TypeMaxData:
+		return wire.AppendMaxData(b, f.Limit)
+	case wire.TypeReset:
+		return wire.AppendReset(b, f.Flow, f.Code)
+	case wire.TypeStop:
+		return wire.AppendStop(b, f.Flow, f.Code)
+	case wire.TypeJoinProof:
+		return wire.AppendJoinProof(b, &f.MAC)
+	case wire.TypeClose:
+		return wire.AppendClose(b, f.Code)
+	}
+	panic(fmt.Sprintf("no encoder for %v", f.Type))
+}
+
+// sameFrame compares the fields meaningful for f's type (Payload nil and empty are equal).
+func sameFrame(a, b *wire.Frame) bool {
+	return a.Type == b.Type && a.Flow == b.Flow && a.Offset == b.Offset && a.Seq == b.Seq &&
+		a.Limit == b.Limit && a.Code == b.Code && a.Kind == b.Kind && a.Flags == b.Flags &&
+		bytes.Equal(a.Payload, b.Payload) && a.MAC == b.MAC
+}
+
+// packHex writes b in hex, with runs of 16 or more equal bytes written as (xx*N) so that
+// large frames stay readable.
+func packHex(b []byte) string {
+	var sb strings.Builder
+	for i := 0; i < len(b); {
+		j := i
+		for j < len(b) && b[j] == b[i] {
+			j++
+		}
+		if j-i >= 16 {
+			fmt.Fprintf(&sb, "(%02x*%d)", b[i], j-i)
+		} else {
+			sb.WriteString(hex.EncodeToString(b[i:j]))
+		}
+		i = j
+	}
+	return sb.String()
+}
+
+func unpackHex(s string) ([]byte, error) {
+	var out []byte
+	for s != "" {
+		if s[0] == '(' {
+			end := strings.IndexByte(s, ')')
+			if end < 0 {
+				return nil, fmt.Errorf("unterminated run in %q", s)
+			}
+			bs, count, ok := strings.Cut(s[1:end], "*")
+			n, err := strconv.Atoi(count)
+			v, err2 := hex.DecodeString(bs)
+			if !ok || err != nil || err2 != nil || len(v) != 1 || n < 0 {
+				return nil, fmt.Errorf("bad run %q", s[:end+1])
+			}
+			out = append(out, bytes.Repeat(v, n)...)
+			s = s[end+1:]
+			continue
+		}
+		end := strings.IndexByte(s, '(')
+		if end < 0 {
+			end = len(s)
+		}
+		v, err := hex.DecodeString(s[:end])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v...)
+		s = s[end:]
+	}
+	return out, nil
+}
+
+// describe renders the fields of f's type as the golden file shows them.
+func describe(f *wire.Frame) string {
+	switch f.Type {
+	case wire.TypePing, wire.TypePong:
+		return fmt.Sprintf("%v seq=%d", f.Type, f.Seq)
+	case wire.TypeOpen:
+		return fmt.Sprintf("%v flow=%d kind=%d", f.Type, f.Flow, f.Kind)
+	case wire.TypeData, wire.TypeDataFin:
+		p := packHex(f.Payload)
+		if p == "" {
+			p = "-"
+		}
+		return fmt.Sprintf("%v flow=%d offset=%d payload=%s", f.Type, f.Flow, f.Offset, p)
+	case wire.TypeAck:
+		return fmt.Sprintf("%v flow=%d delivered=%d limit=%d flags=%d", f.Type, f.Flow, f.Delivered(), f.Limit, f.Flags)
+	case wire.TypeMaxData:
+		return fmt.Sprintf("%v limit=%d", f.Type, f.Limit)
+	case wire.TypeReset, wire.TypeStop:
+		return fmt.Sprintf("%v flow=%d code=%d", f.Type, f.Flow, f.Code)
+	case wire.TypeJoinProof:
+		return fmt.Sprintf("%v mac=%s", f.Type, packHex(f.MAC[:]))
+	case wire.TypeClose:
+		return fmt.Sprintf("%v code=%d", f.Type, f.Code)
+	}
+	return f.Type.String()
+}
+
+type goldenLine struct {
+	name, desc string
+	enc        []byte
+}
+
+// readGolden parses "name TYPE field=value... hex" lines; # starts a comment.
+func readGolden(t *testing.T, file string) []goldenLine {
+	t.Helper()
+	fd, err := os.Open(filepath.Join("testdata", file))
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	defer fd.Close()
+	var out []goldenLine
+	sc := bufio.NewScanner(fd)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		fs := strings.Fields(line)
+		if len(fs) < 3 {
+			t.Fatalf("%s: short line %q", file, line)
+		}
+		enc, err := unpackHex(fs[len(fs)-1])
+		if err != nil {
+			t.Fatalf("%s: %s: %v", file, fs[0], err)
+		}
+		out = append(out, goldenLine{name: fs[0], desc: strings.Join(fs[1:len(fs)-1], " "), enc: enc})
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func writeGolden(t *testing.T) {
+	var sb strings.Builder
+	sb.WriteString("# rendr wire version 1: frame test vectors (docs/wire.md, \"Frames\").\n")
+	sb.WriteString("# One frame per line: name, frame type, fields, encoding in hex.\n")
+	sb.WriteString("# In hex, (xx*N) stands for the byte xx repeated N times; payload=- is empty.\n")
+	sb.WriteString("# Generated by: go test ./internal/wire -run TestGolden -update\n")
+	for _, g := range golden {
+		fmt.Fprintf(&sb, "%s %s %s\n", g.name, describe(&g.f), packHex(encode(nil, &g.f)))
+	}
+	if err := os.WriteFile(filepath.Join("testdata", framesFile), []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGoldenFrames encodes every table frame with the Append functions and compares with the
+// file, then decodes every line of the file and compares with the table.
+func TestGoldenFrames(t *testing.T) {
+	if *update {
+		writeGolden(t)
+	}
+	lines := readGolden(t, framesFile)
+	if len(lines) != len(golden) {
+		t.Fatalf("%s has %d frames, the table %d (run with -update)", framesFile, len(lines), len(golden))
+	}
+	types := map[wire.Type]bool{}
+	for i, g := range golden {
+		l := lines[i]
+		if l.name != g.name {
+			t.Fatalf("line %d is %q, want %q", i, l.name, g.name)
+		}
+		if enc := encode(nil, &g.f); !bytes.Equal(enc, l.enc) {
+			t.Errorf("%s: encoded %s, file has %s", g.name, packHex(enc), packHex(l.enc))
+		}
+		f, n, err := wire.Parse(l.enc)
+		if err != nil {
+			t.Errorf("%s: Parse: %v", g.name, err)
+			continue
+		}
+		if n != len(l.enc) {
+			t.Errorf("%s: Parse used %d of %d bytes", g.name, n, len(l.enc))
+		}
+		if !sameFrame(&f, &g.f) {
+			t.Errorf("%s: decoded %+v, want %+v", g.name, f, g.f)
+		}
+		if d := describe(&f); d != l.desc {
+			t.Errorf("%s: decoded fields %q, file says %q", g.name, d, l.desc)
+		}
+		types[f.Type] = true
+	}
+	for ty := wire.TypePing; ty <= wire.TypeClose; ty++ {
+		if !types[ty] {
+			t.Errorf("no vector for %v", ty)
+		}
+	}
+}
+
+// TestParseSequence decodes every golden frame from one buffer, as a record carries them.
+func TestParseSequence(t *testing.T) {
+	var buf []byte
+	for _, g := range golden {
+		if len(g.f.Payload) > 1000 {
+			continue
+		}
+		buf = encode(buf, &g.f)
+	}
+	i := 0
+	for rest := buf; len(rest) > 0; i++ {
+		for len(golden[i].f.Payload) > 1000 {
+			i++
+		}
+		f, n, err := wire.Parse(rest)
+		if err != nil {
+			t.Fatalf("frame %d (%s): %v", i, golden[i].name, err)
+		}
+		if !sameFrame(&f, &golden[i].f) {
+			t.Fatalf("frame %d: got %+v, want %+v", i, f, golden[i].f)
+		}
+		rest = rest[n:]
+	}
+}
+
+func TestParseAliasesPayload(t *testing.T) {
+	b := wire.AppendData(nil, 1, 0, false, []byte("abc"))
+	f, _, err := wire.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] = 'z'
+	if string(f.Payload) != "abz" {
+		t.Fatalf("payload %q does not alias the input", f.Payload)
+	}
+	if cap(f.Payload) != len(f.Payload) {
+		t.Fatalf("payload cap %d > len %d: appending to it would overwrite the next frame", cap(f.Payload), len(f.Payload))
+	}
+}
+
+// checkErr asserts a failed Parse: the sentinel, no bytes used, a zero frame.
+func checkErr(t *testing.T, what string, b []byte, want error) {
+	t.Helper()
+	f, n, err := wire.Parse(b)
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: Parse(%x) = %v, want %v", what, b, err, want)
+	}
+	if n != 0 || !sameFrame(&f, &wire.Frame{}) {
+		t.Fatalf("%s: failed Parse returned n=%d frame %+v", what, n, f)
+	}
+}
+
+func TestParseTruncatedEverywhere(t *testing.T) {
+	checkErr(t, "empty", nil, wire.ErrTruncated)
+	for _, g := range golden {
+		enc := encode(nil, &g.f)
+		for i := range len(enc) {
+			checkErr(t, fmt.Sprintf("%s cut at %d", g.name, i), enc[:i], wire.ErrTruncated)
+		}
+	}
+}
+
+func TestParseUnknownType(t *testing.T) {
+	for v := range 256 {
+		ty := wire.Type(v)
+		if ty >= wire.TypePing && ty <= wire.TypeClose {
+			continue
+		}
+		checkErr(t, ty.String(), []byte{byte(v)}, wire.ErrUnknownType)
+		checkErr(t, ty.String()+" with more", []byte{byte(v), 0, 0, 0, 0, 0, 0, 0, 0}, wire.ErrUnknownType)
+	}
+}
+
+func TestParseAckBadFlags(t *testing.T) {
+	for fl := 2; fl < 256; fl++ {
+		b := wire.AppendAck(nil, 1, 0, 10, uint8(fl))
+		checkErr(t, fmt.Sprintf("flags %#x", fl), b, wire.ErrMalformed)
+	}
+}
+
+func TestParseAckLimitBelowDelivered(t *testing.T) {
+	for _, c := range [][2]uint64{{1, 0}, {64, 63}, {b2 + 1, b2}, {b4 + 1, b4}, {bM, bM - 1}, {bM, 0}} {
+		for _, fl := range []uint8{0, wire.AckFin} {
+			b := wire.AppendAck(nil, 1, c[0], c[1], fl)
+			checkErr(t, fmt.Sprintf("delivered %d limit %d", c[0], c[1]), b, wire.ErrMalformed)
+		}
+	}
+}
+
+func TestParseDataTooLong(t *testing.T) {
+	for _, ty := range []wire.Type{wire.TypeData, wire.TypeDataFin} {
+		for _, l := range []uint64{wire.MaxRecord + 1, b4 + 1, bM} {
+			hdr := wire.AppendVarint(wire.AppendVarint(wire.AppendVarint([]byte{byte(ty)}, 1), 0), l)
+			checkErr(t, fmt.Sprintf("%v length %d", ty, l), hdr, wire.ErrMalformed)
+		}
+		// With the whole payload present: the limit, not truncation, refuses it.
+		b := wire.AppendData(nil, 1, 0, ty == wire.TypeDataFin, make([]byte, wire.MaxRecord+1))
+		checkErr(t, fmt.Sprintf("%v full payload", ty), b, wire.ErrMalformed)
+		// Past the largest offset a varint can carry.
+		b = wire.AppendData(nil, 1, bM, ty == wire.TypeDataFin, []byte{1})
+		checkErr(t, fmt.Sprintf("%v end beyond 2^62-1", ty), b, wire.ErrMalformed)
+		b = wire.AppendData(nil, 1, bM-10, ty == wire.TypeDataFin, make([]byte, 11))
+		checkErr(t, fmt.Sprintf("%v end 2^62", ty), b, wire.ErrMalformed)
+	}
+}
+
+func TestParseOpenBadKind(t *testing.T) {
+	for k := 2; k < 256; k++ {
+		checkErr(t, fmt.Sprintf("kind %d", k), wire.AppendOpen(nil, 1, uint8(k)), wire.ErrMalformed)
+	}
+}
+
+// TestParseNonMinimal pins that a peer's non-minimal varints are accepted, as in QUIC.
+func TestParseNonMinimal(t *testing.T) {
+	b := []byte{byte(wire.TypePing), 0xc0, 0, 0, 0, 0, 0, 0, 0x25}
+	f, n, err := wire.Parse(b)
+	if err != nil || n != len(b) || f.Seq != 0x25 {
+		t.Fatalf("Parse(%x) = %+v, %d, %v", b, f, n, err)
+	}
+}
+
+func TestParseNoAlloc(t *testing.T) {
+	var buf []byte
+	for _, g := range golden {
+		buf = encode(buf[:0], &g.f)
+		b := buf
+		allocs := testing.AllocsPerRun(20, func() {
+			if _, _, err := wire.Parse(b); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Fatalf("%s: Parse allocated %v times", g.name, allocs)
+		}
+	}
+}
+
+// TestVarint checks the examples of RFC 9000 (appendix A.1) and every size boundary.
+func TestVarint(t *testing.T) {
+	for _, c := range []struct {
+		v   uint64
+		enc string
+	}{
+		{0, "00"}, {37, "25"}, {b1, "3f"}, {b1 + 1, "4040"}, {15293, "7bbd"}, {b2, "7fff"},
+		{b2 + 1, "80004000"}, {494878333, "9d7f3e7d"}, {b4, "bfffffff"},
+		{b4 + 1, "c000000040000000"}, {151288809941952652, "c2197c5eff14e88c"}, {bM, "ffffffffffffffff"},
+	} {
+		enc, _ := hex.DecodeString(c.enc)
+		if got := wire.AppendVarint(nil, c.v); !bytes.Equal(got, enc) {
+			t.Errorf("AppendVarint(%d) = %x, want %s", c.v, got, c.enc)
+		}
+		if n := wire.VarintLen(c.v); n != len(enc) {
+			t.Errorf("VarintLen(%d) = %d, want %d", c.v, n, len(enc))
+		}
+		v, n := wire.ReadVarint(append(enc, 0xee))
+		if v != c.v || n != len(enc) {
+			t.Errorf("ReadVarint(%s) = %d, %d", c.enc, v, n)
+		}
+		for i := range len(enc) {
+			if _, n := wire.ReadVarint(enc[:i]); n != 0 {
+				t.Errorf("ReadVarint(%x) read %d bytes of a truncated varint", enc[:i], n)
+			}
+		}
+	}
+	// RFC 9000's non-minimal example: 0x4025 is 37 in two bytes.
+	if v, n := wire.ReadVarint([]byte{0x40, 0x25}); v != 37 || n != 2 {
+		t.Errorf("ReadVarint(4025) = %d, %d", v, n)
+	}
+}
+
+func TestAppendVarintOutOfRange(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("AppendVarint(2^62) did not panic")
+		}
+	}()
+	wire.AppendVarint(nil, bM+1)
+}
+
+// TestDataOverhead checks that the engine's size estimate covers the header exactly.
+func TestDataOverhead(t *testing.T) {
+	for _, flow := range []uint64{1, b1 + 1, b2 + 1, b4 + 1} {
+		for _, off := range []uint64{0, b1, b2 + 1, bM - wire.MaxRecord} {
+			for _, n := range []int{0, b1, b1 + 1, b2 + 1, wire.MaxPlaintext} {
+				want := len(wire.AppendDataHeader(nil, flow, off, false, n))
+				if got := wire.DataOverhead(flow, off, n); got != want {
+					t.Errorf("DataOverhead(%d, %d, %d) = %d, header is %d", flow, off, n, got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestTypeString(t *testing.T) {
+	names := map[string]bool{}
+	for ty := wire.TypePing; ty <= wire.TypeClose; ty++ {
+		s := ty.String()
+		if strings.HasPrefix(s, "TYPE(") || names[s] {
+			t.Errorf("type %#x has name %q", uint8(ty), s)
+		}
+		names[s] = true
+	}
+	if s := wire.Type(0xee).String(); s != "TYPE(0xee)" {
+		t.Errorf("unknown type prints as %q", s)
+	}
+}

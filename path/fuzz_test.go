@@ -1,0 +1,79 @@
+package path
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/rendr-go/rendr/internal/wire"
+)
+
+// FuzzRecord feeds arbitrary carrier bytes to the record opener, with and without a cipher.
+// It must return errors, never panic, and hand out only what the carrier framed: with a
+// cipher, exactly the records the matching sealer produces (so at most MaxPlaintext bytes of
+// frames each); without one, the record bodies as they are.
+func FuzzRecord(f *testing.F) {
+	for _, encrypted := range []bool{true, false} {
+		var s sealer
+		if encrypted {
+			s.cs, _ = recordCipherPair()
+		}
+		recs := sampleRecords()
+		f.Add(sealRecords(f, &s, recs[0]), encrypted)
+		stream := sealRecords(f, &s, recs[1], recs[3], wire.AppendPong(nil, 9))
+		f.Add(stream, encrypted)
+		f.Add(stream[:len(stream)-3], encrypted)
+	}
+	f.Add([]byte{0, 0}, false)
+	f.Add([]byte{0, wire.TagSize + 1, 1}, true)
+	f.Add([]byte{0xff, 0xff, 1, 2, 3}, false)
+	f.Fuzz(func(t *testing.T, b []byte, encrypted bool) {
+		o := opener{r: bytes.NewReader(b)}
+		var check sealer // follows the opener: what opened must be what it seals
+		if encrypted {
+			check.cs, o.cs = recordCipherPair()
+		}
+		consumed := 0
+		for range len(b) + 1 { // every record consumes at least 2 bytes
+			frames, n, err := o.next()
+			if err != nil {
+				switch {
+				case err == io.EOF:
+					if consumed != len(b) {
+						t.Fatalf("io.EOF with %d of %d bytes consumed", consumed, len(b))
+					}
+				case err == io.ErrUnexpectedEOF:
+					if consumed == len(b) {
+						t.Fatal("io.ErrUnexpectedEOF at a record boundary")
+					}
+				case !errors.Is(err, ErrRecord):
+					t.Fatalf("unexpected error %v", err)
+				}
+				if frames != nil || n != 0 {
+					t.Fatalf("error %v with %d bytes, n=%d", err, len(frames), n)
+				}
+				return
+			}
+			if len(frames) == 0 {
+				t.Fatal("an empty record opened")
+			}
+			in := b[consumed : consumed+n]
+			consumed += n
+			if !encrypted {
+				if n != len(frames)+2 || len(frames) > wire.MaxRecord || !bytes.Equal(frames, in[2:]) {
+					t.Fatalf("plain record of %d bytes returned %d bytes", n, len(frames))
+				}
+				continue
+			}
+			if len(frames) > wire.MaxPlaintext || n != len(frames)+2+wire.TagSize {
+				t.Fatalf("encrypted record of %d bytes returned %d bytes", n, len(frames))
+			}
+			resealed := sealRecords(t, &check, frames)
+			if !bytes.Equal(resealed, in) {
+				t.Fatalf("opened a record the sealer would not produce:\n in  %x\n out %x", in, resealed)
+			}
+		}
+		t.Fatalf("no error after %d records from %d bytes", len(b)+1, len(b))
+	})
+}
