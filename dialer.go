@@ -309,7 +309,22 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	if err != nil {
 		return err
 	}
-	h := handshake.Hello{Time: d.clock.Now(), Instance: d.c.instance, Session: s.id, Mode: mode,
+	if mode == handshake.ModeNew {
+		// A fresh id for every founding attempt: if an earlier attempt's reply was lost, the
+		// listener holds an orphan session under the old id and would refuse a second NEW.
+		var id [16]byte
+		if _, err := io.ReadFull(rand.Reader, id[:]); err != nil {
+			conn.Close()
+			return err
+		}
+		s.mu.Lock()
+		s.id = id
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	sid := s.id
+	s.mu.Unlock()
+	h := handshake.Hello{Time: d.clock.Now(), Instance: d.c.instance, Session: sid, Mode: mode,
 		Tier: uint8(min(t.tier, 255)), Name: t.name}
 	if t.secure {
 		h.Flags |= handshake.FlagPlain
@@ -332,8 +347,12 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		conn.Close()
 		return errors.New("rendr: listener does not treat this carrier as secure (SecureSource)")
 	}
+	if !t.secure && res.Reply.Flags&handshake.FlagPlain != 0 {
+		conn.Close() // never drop encryption we did not ask to drop
+		return errors.New("rendr: listener offered plain records that were not requested")
+	}
 	if mode == handshake.ModeNew {
-		s.establish(res.Hash, res.Reply.Instance)
+		s.establish(res.Secret, res.Reply.Instance)
 	} else {
 		s.mu.Lock()
 		same := s.mu.peerInst == res.Reply.Instance

@@ -236,7 +236,7 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result) error {
 			return errors.New("rendr: session exists")
 		}
 		s = newSession(l.c, h.Session, peer, false, nil)
-		s.establish(res.Hash, h.Instance)
+		s.establish(res.Secret, h.Instance)
 		s.onEnd = l.forget
 		l.mu.sessions[h.Session] = s
 		// A new instance of a peer whose old sessions have no path left: it restarted.

@@ -40,7 +40,7 @@ const routeCache = 20 * time.Millisecond
 // calls Route and Stalled without its lock held.
 type session struct {
 	c       *common
-	id      [16]byte
+	id      [16]byte // fixed on the listening side; on the dialing side set by each founding attempt, guarded by mu
 	peerKey PublicKey
 	dialer  bool
 	engine  *flow.Engine
@@ -104,9 +104,9 @@ func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *polic
 }
 
 // establish records the session secret from the founding path's handshake.
-func (s *session) establish(hash []byte, peerInst [16]byte) {
+func (s *session) establish(secret [32]byte, peerInst [16]byte) {
 	s.mu.Lock()
-	s.mu.secret = handshake.SessionSecret(hash)
+	s.mu.secret = secret
 	s.mu.peerInst = peerInst
 	s.mu.Unlock()
 	close(s.established)
@@ -134,8 +134,9 @@ func (s *session) fail(err error) {
 	for _, l := range s.mu.pending {
 		links = append(links, l)
 	}
+	id := s.id
 	s.mu.Unlock()
-	s.c.log.Debug("rendr: session ended", "session", fmt.Sprintf("%x", s.id[:4]), "err", err)
+	s.c.log.Debug("rendr: session ended", "session", fmt.Sprintf("%x", id[:4]), "err", err)
 	close(s.done)
 	s.cancel()
 	s.engine.Fail(err)

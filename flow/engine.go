@@ -133,7 +133,8 @@ type Engine struct {
 		sendBuffered               int       // bytes in all send buffers
 		capWait                    []*Stream // writers waiting for sendBuffered to drop
 		srtt                       time.Duration
-		ctrl                       []byte // stateless replies for flows that no longer exist
+		ctrl                       []byte              // stateless replies for flows that no longer exist
+		refused                    map[uint64]struct{} // refused flows the peer has not yet confirmed
 	}
 }
 
@@ -316,7 +317,25 @@ func (e *Engine) setOutstandingLocked(s *Stream) {
 	}
 }
 
-func (e *Engine) srttLocked() time.Duration { return e.mu.srtt }
+// tuneIntervalLocked is how soon after the last window update the next must be due for the
+// window to double: two round trips, and at least a millisecond so that loopback scheduling
+// noise does not read as a tiny round trip.
+func (e *Engine) tuneIntervalLocked() time.Duration { return max(2*e.mu.srtt, time.Millisecond) }
+
+// consumedLocked returns n bytes of session credit (read, discarded or never coming).
+func (e *Engine) consumedLocked(n uint64) {
+	e.mu.recvRead += n
+	if e.mu.recvMax-e.mu.recvRead < e.mu.recvWindow/2 {
+		now := time.Now()
+		if !e.mu.recvTuned.IsZero() && now.Sub(e.mu.recvTuned) < e.tuneIntervalLocked() && e.mu.recvWindow < uint64(e.cfg.MaxSessionWindow) {
+			e.mu.recvWindow = min(2*e.mu.recvWindow, uint64(e.cfg.MaxSessionWindow))
+		}
+		e.mu.recvTuned = now
+		e.mu.recvMax = e.mu.recvRead + e.mu.recvWindow
+		e.mu.maxDataPending = true
+		e.Kick()
+	}
+}
 
 // removeLocked forgets s once both directions are finished and the application closed it.
 func (e *Engine) maybeRemoveLocked(s *Stream) {
@@ -416,6 +435,9 @@ func (e *Engine) fill(l Link) (stalled bool, wait time.Duration) {
 // the old link may have lost.
 func (e *Engine) rewindLocked() {
 	e.mu.maxDataPending = true
+	for id := range e.mu.refused {
+		e.queueRefusalLocked(id)
+	}
 	for _, s := range e.mu.flows {
 		s.sendNext = s.sendBase
 		if !s.finAcked {

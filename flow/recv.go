@@ -46,10 +46,19 @@ func (e *Engine) Handle(f *wire.Frame) error {
 		return s.ackLocked(f)
 	case wire.TypeReset:
 		if !s.resetRecv && !s.recvDone() {
+			if f.Final < s.recvNext || f.Final > s.recvLimit || (s.finRecv && f.Final != s.finOffset) {
+				return fmt.Errorf("rendr: flow %d: RESET final size %d does not fit", s.id, f.Final)
+			}
 			s.resetRecv = true
 			if n := s.rbuf.len(); n > 0 {
 				s.rbuf.reset()
 				s.consumedLocked(uint64(n))
+			}
+			// Bytes sent but never to arrive spent the peer's session credit: return it.
+			if n := f.Final - s.recvNext; n > 0 {
+				s.recvNext = f.Final
+				e.mu.recvUsed += n
+				e.consumedLocked(n)
 			}
 			signal(s.readSig)
 		}
@@ -85,7 +94,11 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 		return nil, fmt.Errorf("rendr: frame for flow 0")
 	}
 	if f.Flow <= e.mu.nextID {
-		e.statelessLocked(f)
+		if _, ok := e.mu.refused[f.Flow]; ok {
+			e.refusedLocked(f)
+		} else {
+			e.statelessLocked(f)
+		}
 		return nil, nil
 	}
 	if e.cfg.Dialer {
@@ -94,10 +107,14 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	if f.Type == wire.TypeAck || f.Type == wire.TypeStop {
 		return nil, fmt.Errorf("rendr: %v for flow %d, which was never opened", f.Type, f.Flow)
 	}
+	if len(e.mu.refused)+int(min(f.Flow-e.mu.nextID, maxRefused)) > maxRefused {
+		return nil, fmt.Errorf("rendr: peer opens flows beyond %d refused ones", maxRefused)
+	}
 	first := e.mu.nextID + 1
 	e.mu.nextID = f.Flow
 	for id := first; id <= f.Flow; id++ {
-		if len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept) >= e.cfg.Backlog {
+		if len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept) >= e.cfg.Backlog ||
+			(id == f.Flow && f.Type == wire.TypeOpen && f.Kind != wire.KindStream) {
 			e.refuseLocked(id)
 			continue
 		}
@@ -113,12 +130,46 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	return nil, nil
 }
 
-// refuseLocked turns a new flow away without keeping state for it.
+// maxRefused bounds refused flows awaiting the peer's confirmation. A peer that keeps opening
+// flows while this many are refused is broken or hostile: its path is closed.
+const maxRefused = 4096
+
+// refuseLocked turns a new flow away. Only its id is kept, until the peer confirms the
+// refusal: without it, a retransmitted DATA_FIN for the flow would get the stateless answer
+// meant for flows that completed, and the peer would count undelivered bytes as delivered.
 func (e *Engine) refuseLocked(id uint64) {
+	if e.mu.refused == nil {
+		e.mu.refused = make(map[uint64]struct{})
+	}
+	e.mu.refused[id] = struct{}{}
+	e.queueRefusalLocked(id)
+}
+
+func (e *Engine) queueRefusalLocked(id uint64) {
 	if len(e.mu.ctrl) < maxCtrl {
-		e.mu.ctrl = wire.AppendReset(e.mu.ctrl, id, CodeRefused)
+		e.mu.ctrl = wire.AppendReset(e.mu.ctrl, id, CodeRefused, 0)
 		e.mu.ctrl = wire.AppendStop(e.mu.ctrl, id, CodeRefused)
 		e.Kick()
+	}
+}
+
+// refusedLocked answers a frame for a refused flow: the refusal again, until the peer's
+// ACK_FIN confirms our RESET (its STOP travelled in the same record, so by then the peer
+// knows both); its own RESET is confirmed like any other.
+func (e *Engine) refusedLocked(f *wire.Frame) {
+	switch f.Type {
+	case wire.TypeAck:
+		if f.Flags&wire.AckFin != 0 {
+			delete(e.mu.refused, f.Flow)
+		}
+	case wire.TypeReset:
+		if len(e.mu.ctrl) < maxCtrl {
+			e.mu.ctrl = wire.AppendAck(e.mu.ctrl, f.Flow, f.Final, f.Final, wire.AckFin)
+			e.Kick()
+		}
+	case wire.TypeStop:
+	default:
+		e.queueRefusalLocked(f.Flow)
 	}
 }
 
@@ -133,7 +184,7 @@ func (e *Engine) statelessLocked(f *wire.Frame) {
 		end := f.Offset + uint64(len(f.Payload))
 		e.mu.ctrl = wire.AppendAck(e.mu.ctrl, f.Flow, end, end, wire.AckFin)
 	case wire.TypeReset:
-		e.mu.ctrl = wire.AppendAck(e.mu.ctrl, f.Flow, 0, 0, wire.AckFin)
+		e.mu.ctrl = wire.AppendAck(e.mu.ctrl, f.Flow, f.Final, f.Final, wire.AckFin)
 	case wire.TypeData:
 		e.mu.ctrl = wire.AppendStop(e.mu.ctrl, f.Flow, CodeUnknown)
 	default:

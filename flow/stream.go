@@ -118,10 +118,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 func (s *Stream) consumedLocked(n uint64) {
 	e := s.e
 	s.recvRead += n
-	now := time.Now()
-	srtt := max(2*e.srttLocked(), time.Millisecond)
 	if s.recvLimit-s.recvRead < s.window/2 && !s.recvDone() {
-		if !s.tuned.IsZero() && now.Sub(s.tuned) < srtt && s.window < uint64(e.cfg.MaxWindow) {
+		now := time.Now()
+		if !s.tuned.IsZero() && now.Sub(s.tuned) < e.tuneIntervalLocked() && s.window < uint64(e.cfg.MaxWindow) {
 			s.window = min(2*s.window, uint64(e.cfg.MaxWindow))
 		}
 		s.tuned = now
@@ -129,16 +128,7 @@ func (s *Stream) consumedLocked(n uint64) {
 		s.ackPending = true
 		e.readyLocked(s)
 	}
-	e.mu.recvRead += n
-	if e.mu.recvMax-e.mu.recvRead < e.mu.recvWindow/2 {
-		if !e.mu.recvTuned.IsZero() && now.Sub(e.mu.recvTuned) < srtt && e.mu.recvWindow < uint64(e.cfg.MaxSessionWindow) {
-			e.mu.recvWindow = min(2*e.mu.recvWindow, uint64(e.cfg.MaxSessionWindow))
-		}
-		e.mu.recvTuned = now
-		e.mu.recvMax = e.mu.recvRead + e.mu.recvWindow
-		e.mu.maxDataPending = true
-		e.Kick()
-	}
+	e.consumedLocked(n)
 }
 
 // Write writes p, blocking while the flow's send buffer is full (back-pressure from the
@@ -334,7 +324,7 @@ func (s *Stream) emitLocked(r *path.Record) bool {
 		s.stopPending, s.stopSent = false, true
 	}
 	if s.resetPending {
-		r.B = wire.AppendReset(r.B, s.id, CodeClosed)
+		r.B = wire.AppendReset(r.B, s.id, CodeClosed, s.sendHigh)
 		s.resetPending, s.resetSent = false, true
 		e.setOutstandingLocked(s)
 	}

@@ -379,16 +379,24 @@ func (p *Path) routineWrite() {
 				break
 			}
 			var total, dataBytes int
+			var serr error
 			v := vec[:0]
 			for i, r := range batch {
 				if i >= len(batch)-n {
 					dataBytes += len(r.B)
 				}
-				if err := p.sealer.seal(r); err != nil {
-					p.Close(err) // only when a key is exhausted; the path must not go on
+				if serr = p.sealer.seal(r); serr != nil {
+					break // only when a key is exhausted; nothing more may be written
 				}
 				total += len(r.B)
 				v = append(v, r.B)
+			}
+			if serr != nil {
+				for _, r := range batch {
+					r.Release()
+				}
+				p.Close(serr)
+				return
 			}
 			bufs := net.Buffers(v)
 			_, err := bufs.WriteTo(p.conn)

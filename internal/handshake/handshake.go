@@ -87,7 +87,10 @@ type Reply struct {
 // Result is what a completed handshake yields.
 type Result struct {
 	Send, Recv *noise.CipherState
-	Hash       []byte // handshake hash: binds everything to this path's handshake
+	Hash       []byte // handshake hash: binds everything to this path's handshake (public)
+	// Secret is known only to the two ends: derived from the transport keys, which come from
+	// the DH results. The hash alone would not do: it is computed from public bytes.
+	Secret [32]byte
 	Peer       [KeySize]byte
 	Hello      Hello
 	Reply      Reply
@@ -159,7 +162,9 @@ func Initiate(ctx context.Context, c net.Conn, key Keypair, peer [KeySize]byte, 
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Send: cs1, Recv: cs2, Hash: hs.ChannelBinding(), Peer: peer, Hello: h, Reply: r}
+	hash := hs.ChannelBinding()
+	res := &Result{Send: cs1, Recv: cs2, Hash: hash, Peer: peer, Hello: h, Reply: r,
+		Secret: SessionSecret(cs1.UnsafeKey(), cs2.UnsafeKey(), hash)}
 	return res, nil
 }
 
@@ -220,7 +225,9 @@ func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [K
 	if _, err := c.Write(out); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	return &Result{Send: cs2, Recv: cs1, Hash: hs.ChannelBinding(), Peer: peer, Hello: h, Reply: reply}, nil
+	hash := hs.ChannelBinding()
+	return &Result{Send: cs2, Recv: cs1, Hash: hash, Peer: peer, Hello: h, Reply: reply,
+		Secret: SessionSecret(cs1.UnsafeKey(), cs2.UnsafeKey(), hash)}, nil
 }
 
 func readMsg(c net.Conn) ([]byte, error) {
@@ -313,9 +320,12 @@ func decodeReply(b []byte) (Reply, error) {
 	return r, nil
 }
 
-// SessionSecret derives a session's secret from the handshake hash of the path that created it.
-func SessionSecret(hash []byte) [32]byte {
-	k, err := hkdf.Key(sha256.New, hash, nil, "rendr session secret v1", 32)
+// SessionSecret derives a path handshake's secret from its two transport keys (initiator to
+// responder, then responder to initiator) with the handshake hash as salt. The secret of the
+// path that founded a session is the session's secret.
+func SessionSecret(i2r, r2i [32]byte, hash []byte) [32]byte {
+	ikm := append(i2r[:], r2i[:]...)
+	k, err := hkdf.Key(sha256.New, ikm, hash, "rendr session secret v1", 32)
 	if err != nil {
 		panic(err) // only fails for lengths we do not ask for
 	}

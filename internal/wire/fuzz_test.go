@@ -85,10 +85,10 @@ func minimal(enc []byte) bool {
 	switch wire.Type(enc[0]) {
 	case wire.TypePing, wire.TypePong, wire.TypeMaxData, wire.TypeClose:
 		varint()
-	case wire.TypeOpen, wire.TypeReset, wire.TypeStop:
+	case wire.TypeOpen, wire.TypeStop:
 		varint()
 		varint()
-	case wire.TypeData, wire.TypeDataFin:
+	case wire.TypeData, wire.TypeDataFin, wire.TypeReset:
 		varint()
 		varint()
 		varint()

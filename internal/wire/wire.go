@@ -100,6 +100,7 @@ type Frame struct {
 	Seq     uint64 // PING, PONG: probe sequence; ACK: delivered offset
 	Limit   uint64 // ACK: flow window end; MAX_DATA: session window end
 	Code    uint64 // RESET, STOP, CLOSE: error code
+	Final   uint64 // RESET: the final size, one past the highest offset ever sent
 	Kind    uint8  // OPEN
 	Flags   uint8  // ACK
 	Payload []byte // DATA
@@ -205,9 +206,11 @@ func AppendMaxData(b []byte, limit uint64) []byte {
 	return AppendVarint(append(b, byte(TypeMaxData)), limit)
 }
 
-// AppendReset appends a RESET frame.
-func AppendReset(b []byte, flow, code uint64) []byte {
-	return AppendVarint(AppendVarint(append(b, byte(TypeReset)), flow), code)
+// AppendReset appends a RESET frame. final is one past the highest offset the sender ever
+// sent on the flow, so the receiver can return the session credit of bytes it never got.
+func AppendReset(b []byte, flow, code, final uint64) []byte {
+	b = AppendVarint(AppendVarint(append(b, byte(TypeReset)), flow), code)
+	return AppendVarint(b, final)
 }
 
 // AppendStop appends a STOP frame.
@@ -226,7 +229,7 @@ func AppendClose(b []byte, code uint64) []byte {
 }
 
 // Parse decodes the frame at the start of b and returns it with the number of bytes it used.
-// It never panics and never allocates; errors wrap ErrTruncated, ErrUnknownType or ErrMalformed.
+// It never panics and allocates only to describe an error; errors wrap ErrTruncated, ErrUnknownType or ErrMalformed.
 func Parse(b []byte) (f Frame, n int, err error) {
 	if len(b) == 0 {
 		return f, 0, ErrTruncated
@@ -260,7 +263,11 @@ func Parse(b []byte) (f Frame, n int, err error) {
 		}
 	case TypeMaxData:
 		f.Limit = r.varint()
-	case TypeReset, TypeStop:
+	case TypeReset:
+		f.Flow = r.varint()
+		f.Code = r.varint()
+		f.Final = r.varint()
+	case TypeStop:
 		f.Flow = r.varint()
 		f.Code = r.varint()
 	case TypeJoinProof:

@@ -91,9 +91,9 @@ var golden = []struct {
 	{"max_data.0", wire.Frame{Type: wire.TypeMaxData, Limit: 0}},
 	{"max_data.1MiB", wire.Frame{Type: wire.TypeMaxData, Limit: 1 << 20}},
 	{"max_data.2^62-1", wire.Frame{Type: wire.TypeMaxData, Limit: bM}},
-	{"reset.closed", wire.Frame{Type: wire.TypeReset, Flow: 1, Code: 0}},
-	{"reset.refused", wire.Frame{Type: wire.TypeReset, Flow: b4 + 1, Code: 1}},
-	{"reset.2^62-1", wire.Frame{Type: wire.TypeReset, Flow: bM, Code: bM}},
+	{"reset.closed", wire.Frame{Type: wire.TypeReset, Flow: 1, Code: 0, Final: 0}},
+	{"reset.refused", wire.Frame{Type: wire.TypeReset, Flow: b4 + 1, Code: 1, Final: b2}},
+	{"reset.2^62-1", wire.Frame{Type: wire.TypeReset, Flow: bM, Code: bM, Final: bM}},
 	{"stop.closed", wire.Frame{Type: wire.TypeStop, Flow: 1, Code: 0}},
 	{"stop.refused", wire.Frame{Type: wire.TypeStop, Flow: 5, Code: 1}},
 	{"stop.unknown", wire.Frame{Type: wire.TypeStop, Flow: b2 + 1, Code: 2}},
@@ -120,7 +120,7 @@ func encode(b []byte, f *wire.Frame) []byte {
 	case wire.TypeMaxData:
 		return wire.AppendMaxData(b, f.Limit)
 	case wire.TypeReset:
-		return wire.AppendReset(b, f.Flow, f.Code)
+		return wire.AppendReset(b, f.Flow, f.Code, f.Final)
 	case wire.TypeStop:
 		return wire.AppendStop(b, f.Flow, f.Code)
 	case wire.TypeJoinProof:
@@ -206,7 +206,9 @@ func describe(f *wire.Frame) string {
 		return fmt.Sprintf("%v flow=%d delivered=%d limit=%d flags=%d", f.Type, f.Flow, f.Delivered(), f.Limit, f.Flags)
 	case wire.TypeMaxData:
 		return fmt.Sprintf("%v limit=%d", f.Type, f.Limit)
-	case wire.TypeReset, wire.TypeStop:
+	case wire.TypeReset:
+		return fmt.Sprintf("%v flow=%d code=%d final=%d", f.Type, f.Flow, f.Code, f.Final)
+	case wire.TypeStop:
 		return fmt.Sprintf("%v flow=%d code=%d", f.Type, f.Flow, f.Code)
 	case wire.TypeJoinProof:
 		return fmt.Sprintf("%v mac=%s", f.Type, packHex(f.MAC[:]))
