@@ -34,6 +34,10 @@ type Options struct {
 	MaxSessionWindow int
 	// MaxFlows bounds the flows open at once per session; zero means 65536.
 	MaxFlows int
+	// Backlog bounds the flows per session that wait for Accept; beyond it new flows are
+	// refused (the dialer's Conn fails with ErrReset), as a TCP listen backlog does. Zero
+	// means 1024.
+	Backlog int
 	// ProbeIdle is the probe interval of an idle path; zero means 1s. A silently dead idle
 	// path is detected within ProbeIdle plus the probe deadline (at most 1.5s).
 	ProbeIdle time.Duration
@@ -50,7 +54,7 @@ func (o *Options) common(key PrivateKey) *common {
 		reconnect: o.ReconnectTimeout,
 		hsTimeout: o.HandshakeTimeout,
 		engine: flow.Config{InitialWindow: o.InitialWindow, MaxWindow: o.MaxWindow,
-			MaxSessionWindow: o.MaxSessionWindow, MaxFlows: o.MaxFlows},
+			MaxSessionWindow: o.MaxSessionWindow, MaxFlows: o.MaxFlows, Backlog: o.Backlog},
 		path:   path.Config{ProbeIdle: o.ProbeIdle},
 		tuning: policy.Tuning{Dwell: o.Dwell, Hysteresis: o.Hysteresis, RecoverDwell: o.RecoverDwell},
 		key:    key.keypair(),

@@ -417,11 +417,12 @@ func (e *Engine) fill(l Link) (stalled bool, wait time.Duration) {
 			return false, 0 // the link died; its Down kicks us
 		}
 	}
+	// The round trip sizes window growth too, so a side that only receives needs it as well.
+	srtt, rttvar := l.SRTT()
+	e.mu.srtt = srtt
 	if e.mu.outstanding == 0 {
 		return false, 0
 	}
-	srtt, rttvar := l.SRTT()
-	e.mu.srtt = srtt
 	limit := min(max(2*srtt+4*rttvar, e.cfg.StallFloor), e.cfg.StallCeil)
 	if since := now.Sub(e.mu.progress); since >= limit {
 		e.mu.progress = now // one verdict per timeout, even if the Router keeps the link

@@ -267,7 +267,9 @@ func (s *Stream) ackLocked(f *wire.Frame) error {
 		signal(s.writeSig)
 	}
 	if f.Flags&wire.AckFin != 0 && !s.finAcked {
-		if s.resetSent || (s.finSent && d == s.finOffset) {
+		// Our FIN is confirmed once every byte before it is: the final size is where the
+		// send buffer ends, as nothing can be written after CloseWrite.
+		if s.resetSent || (s.finQueued && s.sbuf.len() == 0 && s.sendBase == d) {
 			s.finAcked = true
 			e.mu.progress = time.Now()
 		}

@@ -37,7 +37,7 @@ type Stream struct {
 	recvLimit, window      uint64
 	tuned                  time.Time
 	finRecv, resetRecv     bool
-	finOffset              uint64
+	finOffset              uint64 // the peer's final size, once finRecv
 	ackPending             bool
 	stopPending, stopSent  bool
 	readClosed, appClosed  bool
@@ -369,7 +369,6 @@ func (s *Stream) emitLocked(r *path.Record) bool {
 	}
 	if fin {
 		s.finSent = true
-		s.finOffset = end
 	}
 	e.setOutstandingLocked(s)
 	return s.sendNext < min(end, s.peerLimit) && !s.sessBlocked

@@ -52,8 +52,11 @@ type Config struct {
 	ProbeIdle time.Duration
 	// ProbeActive is the probe interval while the path carries data; zero means 50ms.
 	ProbeActive time.Duration
-	// DeadFloor and DeadCeil clamp the probe deadline 3*srtt+4*rttvar; zero means 250ms and
-	// 1.5s. An idle blackholed path is declared dead within ProbeIdle+DeadCeil (2.5s).
+	// DeadFloor and DeadCeil clamp the probe deadline 3*srtt+4*rttvar; zero means 400ms and
+	// 1.5s. An idle blackholed path is declared dead within ProbeIdle+DeadCeil (2.5s), a busy
+	// one within ProbeActive plus the deadline. The floor keeps a sudden latency spike (a
+	// cellular link's buffer filling) from reading as death; the engine's stall check moves
+	// traffic long before that anyway.
 	DeadFloor, DeadCeil time.Duration
 }
 
@@ -68,7 +71,7 @@ func (c *Config) defaults() {
 		c.ProbeActive = 50 * time.Millisecond
 	}
 	if c.DeadFloor == 0 {
-		c.DeadFloor = 250 * time.Millisecond
+		c.DeadFloor = 400 * time.Millisecond
 	}
 	if c.DeadCeil == 0 {
 		c.DeadCeil = 1500 * time.Millisecond
@@ -101,6 +104,7 @@ type Path struct {
 	// Fields accessed atomically.
 	bytesSent, bytesRecv atomic.Int64
 	lastData             atomic.Int64 // unix nanos of the last record sent that was not a probe
+	lastRecv             atomic.Int64 // unix nanos of the last record received
 
 	// mu guards the queue, the probe state and the estimator. Lock order: a Handler may hold
 	// its own lock while calling Send or Space; Path never calls the Handler with mu held.
@@ -286,6 +290,18 @@ func (p *Path) deadlineLocked() time.Duration {
 	return min(max(3*e.srtt+4*e.rttvar, p.cfg.DeadFloor), p.cfg.DeadCeil)
 }
 
+// silentSinceLocked is when the path last showed life while a probe is outstanding: the probe
+// itself, or any record received after it. A busy carrier can hold a PONG behind megabytes of
+// data the peer is still delivering; records arriving meanwhile show the path is alive.
+// (A path that stops carrying our direction only is caught by the engine's stall check.)
+func (p *Path) silentSinceLocked() time.Time {
+	t := p.mu.pingAt
+	if r := p.lastRecv.Load(); r > t.UnixNano() {
+		return time.Unix(0, r)
+	}
+	return t
+}
+
 // probe runs on the probe timer: it declares death when the outstanding probe is overdue,
 // sends the next probe when it is due, and re-arms the timer for whichever comes first.
 func (p *Path) probe() {
@@ -296,7 +312,7 @@ func (p *Path) probe() {
 		return
 	}
 	if !p.mu.pingAt.IsZero() {
-		if d := p.deadlineLocked(); now.Sub(p.mu.pingAt) >= d {
+		if d := p.deadlineLocked(); now.Sub(p.silentSinceLocked()) >= d {
 			p.mu.Unlock()
 			p.Close(fmt.Errorf("%w: no probe answer in %v", ErrSilent, d.Round(time.Millisecond)))
 			return
@@ -311,7 +327,7 @@ func (p *Path) probe() {
 	}
 	next := p.mu.nextPing
 	if !p.mu.pingAt.IsZero() {
-		next = p.mu.pingAt.Add(p.deadlineLocked())
+		next = p.silentSinceLocked().Add(p.deadlineLocked())
 	}
 	p.mu.probe.Reset(max(next.Sub(now), time.Millisecond))
 	p.mu.Unlock()
@@ -434,6 +450,7 @@ func (p *Path) routineRead() {
 			break
 		}
 		p.bytesRecv.Add(int64(n))
+		p.lastRecv.Store(time.Now().UnixNano())
 		for len(frames) > 0 {
 			f, k, err := wire.Parse(frames)
 			if err != nil {

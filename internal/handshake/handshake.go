@@ -91,9 +91,9 @@ type Result struct {
 	// Secret is known only to the two ends: derived from the transport keys, which come from
 	// the DH results. The hash alone would not do: it is computed from public bytes.
 	Secret [32]byte
-	Peer       [KeySize]byte
-	Hello      Hello
-	Reply      Reply
+	Peer   [KeySize]byte
+	Hello  Hello
+	Reply  Reply
 }
 
 // Keypair holds a static key.

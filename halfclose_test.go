@@ -1,0 +1,75 @@
+package rendr_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/rendr-go/rendr"
+)
+
+// TestHalfCloseBothWays closes the two directions one after the other with different final
+// sizes: each side must read exactly what the other wrote, then io.EOF, and the flow must be
+// forgotten by both ends once both close.
+func TestHalfCloseBothWays(t *testing.T) {
+	d, ln := pair(t, 1, rendr.Options{})
+	defer ln.Close()
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, rendr.ErrWriteClosed) {
+		t.Fatalf("Write after CloseWrite: %v, want ErrWriteClosed", err)
+	}
+	s, err := ln.AcceptContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A missing EOF must fail the test, not hang it.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(s)
+	if err != nil || string(got) != "0123456789" {
+		t.Fatalf("listener read %q, %v", got, err)
+	}
+	if _, err := s.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := io.ReadAll(c)
+	if err != nil || string(back) != "abc" {
+		t.Fatalf("dialer read %q, %v", back, err)
+	}
+	// Reading again at the end keeps returning io.EOF on both sides.
+	for _, x := range []interface{ Read([]byte) (int, error) }{c, s} {
+		if n, err := x.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+			t.Fatalf("read after EOF: %d, %v", n, err)
+		}
+	}
+	c.Close()
+	s.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ss := ln.Sessions()
+		if len(ss) == 1 && ss[0].Flows == 0 && d.Status().Flows == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flows not forgotten after both ends closed: listener %+v, dialer %d", ss, d.Status().Flows)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,368 @@
+package rendr_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testlink"
+	"github.com/rendr-go/rendr/status"
+)
+
+// The rig of the synctest scenarios: a Listener and a Dialer joined by in-memory links, one
+// testlink listener per path, with every carrier's Link kept so a test can inject faults on the
+// path's live carrier. Everything here must be created inside the bubble that uses it.
+
+// stLinkSpec describes one path: its name, the shaping of each direction, and target options.
+type stLinkSpec struct {
+	name   string
+	ab, ba testlink.Config // dialer->listener and listener->dialer
+	opts   []rendr.PathOption
+}
+
+// stPath is one configured path and every carrier it has dialed.
+type stPath struct {
+	name string
+	src  *testlink.Listener
+
+	mu struct {
+		sync.Mutex
+		ab, ba testlink.Config
+		links  []*testlink.Link
+		cut    bool // while set, dials fail: the path cannot come back
+	}
+}
+
+var stErrCut = errors.New("test: path is cut")
+
+func (p *stPath) dial(ctx context.Context) (net.Conn, error) {
+	p.mu.Lock()
+	ab, ba, cut := p.mu.ab, p.mu.ba, p.mu.cut
+	p.mu.Unlock()
+	if cut {
+		return nil, stErrCut
+	}
+	c, l, err := p.src.Dial(ctx, ab, ba)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.mu.links = append(p.mu.links, l)
+	p.mu.Unlock()
+	return c, nil
+}
+
+// live is the newest carrier: the one the path runs on while it is Up.
+func (p *stPath) live() *testlink.Link {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.mu.links) == 0 {
+		return nil
+	}
+	return p.mu.links[len(p.mu.links)-1]
+}
+
+// dials is how many carriers the path has dialed so far.
+func (p *stPath) dials() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.mu.links)
+}
+
+// setShape changes the shaping of the live carrier and of every later one.
+func (p *stPath) setShape(ab, ba testlink.Config) {
+	p.mu.Lock()
+	p.mu.ab, p.mu.ba = ab, ba
+	p.mu.Unlock()
+	if l := p.live(); l != nil {
+		l.Set(ab, ba)
+	}
+}
+
+func (p *stPath) setCut(on bool) {
+	p.mu.Lock()
+	p.mu.cut = on
+	p.mu.Unlock()
+}
+
+// stLab is a Listener and a Dialer over stPaths.
+type stLab struct {
+	t     *testing.T
+	ln    *rendr.Listener
+	d     *rendr.Dialer
+	paths map[string]*stPath
+	logs  *stLogSink
+}
+
+// stNewLab builds the lab with a Selector over the specs, in order. Close runs in Cleanup.
+func stNewLab(t *testing.T, opts rendr.Options, specs ...stLinkSpec) *stLab {
+	t.Helper()
+	lb := &stLab{t: t, paths: map[string]*stPath{}, logs: &stLogSink{}}
+	opts.Logger = slog.New(lb.logs)
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	var srcs []net.Listener
+	var targets []*rendr.Target
+	for _, s := range specs {
+		p := &stPath{name: s.name, src: testlink.Listen(s.name)}
+		p.mu.ab, p.mu.ba = s.ab, s.ba
+		lb.paths[s.name] = p
+		srcs = append(srcs, p.src)
+		targets = append(targets, rendr.Path(s.name, p.dial, s.opts...))
+	}
+	var err error
+	lb.ln, err = rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}, Options: opts}, srcs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb.d, err = rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
+		Root: rendr.Selector("root", targets...), Options: opts})
+	if err != nil {
+		lb.ln.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(lb.close)
+	return lb
+}
+
+func (lb *stLab) close() {
+	lb.d.Close()
+	lb.ln.Close()
+}
+
+// open dials a flow and accepts it on the other side.
+func (lb *stLab) open() (dc, lc *rendr.Conn) {
+	lb.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dc, err := lb.d.DialContext(ctx)
+	if err != nil {
+		lb.t.Fatalf("DialContext: %v", err)
+	}
+	lc, err = lb.ln.AcceptContext(ctx)
+	if err != nil {
+		dc.Close()
+		lb.t.Fatalf("AcceptContext: %v", err)
+	}
+	return dc, lc
+}
+
+// status is the dialer's view of its session.
+func (lb *stLab) status() status.Session { return lb.d.Status() }
+
+// pathStatus is the dialer's snapshot of one path.
+func (lb *stLab) pathStatus(name string) status.Path {
+	for _, p := range lb.d.Status().Paths {
+		if p.Name == name {
+			return p
+		}
+	}
+	return status.Path{Name: name, State: status.Connecting}
+}
+
+// active is the name of the path the dialer sends on ("" for none).
+func (lb *stLab) active() string {
+	for _, p := range lb.d.Status().Paths {
+		if p.Active {
+			return p.Name
+		}
+	}
+	return ""
+}
+
+// allUp reports whether every path is Up.
+func (lb *stLab) allUp() bool {
+	st := lb.d.Status()
+	if len(st.Paths) != len(lb.paths) {
+		return false
+	}
+	for _, p := range st.Paths {
+		if p.State != status.Up {
+			return false
+		}
+	}
+	return true
+}
+
+// stWaitUntil polls cond every step of virtual time for at most limit, and returns how long it
+// took and whether cond came true.
+func stWaitUntil(limit, step time.Duration, cond func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for range int(limit/step) + 1 {
+		if cond() {
+			return time.Since(start), true
+		}
+		time.Sleep(step)
+	}
+	return time.Since(start), cond()
+}
+
+// mustWait is stWaitUntil that fails the test.
+func (lb *stLab) mustWait(what string, limit time.Duration, cond func() bool) time.Duration {
+	lb.t.Helper()
+	d, ok := stWaitUntil(limit, time.Millisecond, cond)
+	if !ok {
+		lb.t.Fatalf("%s: not within %v; status %s", what, limit, stDescribe(lb.d.Status()))
+	}
+	return d
+}
+
+func stDescribe(st status.Session) string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "migrations=%d flows=%d", st.Migrations, st.Flows)
+	for _, p := range st.Paths {
+		fmt.Fprintf(&b, " [%s id=%d %v active=%v srtt=%v dials=%d err=%q]", p.Name, p.ID, p.State, p.Active, p.SRTT, p.Dials, p.LastError)
+	}
+	return b.String()
+}
+
+// stLogSink keeps the errors the library logs (a path's cause of death among them), so tests can
+// match them with errors.Is.
+type stLogSink struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (h *stLogSink) Enabled(context.Context, slog.Level) bool { return true }
+func (h *stLogSink) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *stLogSink) WithGroup(string) slog.Handler            { return h }
+func (h *stLogSink) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && err != nil {
+			h.mu.Lock()
+			h.errs = append(h.errs, err)
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+// logged reports whether an error matching target was logged.
+func (h *stLogSink) logged(target error) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range h.errs {
+		if errors.Is(e, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// stStream sends n pseudo-random bytes from w to r (w half-closes at the end) and checks that r
+// reads exactly those bytes, then io.EOF.
+type stStream struct {
+	n        int64
+	read     atomic.Int64 // bytes read so far
+	done     chan struct{}
+	start    time.Time
+	finished time.Time // when the reader saw io.EOF
+
+	// Set before done closes.
+	werr, rerr    error
+	sent, got     [sha256.Size]byte
+	count, wcount int64
+}
+
+// stSend starts both halves of a stream; Writes have random sizes up to 96 KiB.
+func stSend(w, r net.Conn, n int64, seed uint64) *stStream {
+	s := &stStream{n: n, done: make(chan struct{}), start: time.Now()}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(seed, 1))
+		h := sha256.New()
+		buf := make([]byte, 96<<10)
+		for s.wcount < n {
+			k := min(int64(1+rng.IntN(len(buf))), n-s.wcount)
+			stFill(buf[:k], rng)
+			h.Write(buf[:k])
+			m, err := w.Write(buf[:k])
+			s.wcount += int64(m)
+			if err != nil {
+				s.werr = err
+				return
+			}
+		}
+		h.Sum(s.sent[:0])
+		if cw, ok := w.(interface{ CloseWrite() error }); ok {
+			if err := cw.CloseWrite(); err != nil {
+				s.werr = fmt.Errorf("CloseWrite: %w", err)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		h := sha256.New()
+		buf := make([]byte, 80<<10)
+		for {
+			m, err := r.Read(buf)
+			h.Write(buf[:m])
+			s.count += int64(m)
+			s.read.Add(int64(m))
+			if err == io.EOF {
+				s.finished = time.Now()
+				break
+			}
+			if err != nil {
+				s.rerr = err
+				return
+			}
+		}
+		h.Sum(s.got[:0])
+	}()
+	go func() {
+		wg.Wait()
+		close(s.done)
+	}()
+	return s
+}
+
+// check waits for the stream (at most limit of virtual time) and fails the test unless every
+// byte arrived exactly once and in order.
+func (s *stStream) check(t *testing.T, what string, limit time.Duration) {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(limit):
+		t.Fatalf("%s: not done within %v: read %d of %d", what, limit, s.read.Load(), s.n)
+	}
+	if s.werr != nil || s.rerr != nil {
+		t.Fatalf("%s: write error %v, read error %v (wrote %d, read %d of %d)", what, s.werr, s.rerr, s.wcount, s.count, s.n)
+	}
+	if s.count != s.n || s.wcount != s.n {
+		t.Fatalf("%s: wrote %d, read %d, want %d", what, s.wcount, s.count, s.n)
+	}
+	if s.sent != s.got {
+		t.Fatalf("%s: SHA-256 of the bytes read differs from the bytes written", what)
+	}
+}
+
+// stFill fills b with pseudo-random bytes, eight at a time.
+func stFill(b []byte, rng *rand.Rand) {
+	for len(b) >= 8 {
+		binary.LittleEndian.PutUint64(b, rng.Uint64())
+		b = b[8:]
+	}
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+}
+
+// stDuplex runs a stream each way over a flow.
+func stDuplex(dc, lc net.Conn, n int64, seed uint64) (up, down *stStream) {
+	return stSend(dc, lc, n, seed), stSend(lc, dc, n, seed+1)
+}
