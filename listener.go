@@ -168,10 +168,16 @@ func (l *Listener) admit(c net.Conn) bool {
 func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 	defer l.wg.Done()
 	ctx, cancel := context.WithTimeout(l.ctx, l.c.hsTimeout)
+	var created *session
 	res, err := l.resp.Respond(ctx, c, func(peer [32]byte, h *handshake.Hello) handshake.Reply {
-		return l.decide(PublicKey(peer), h, o)
+		r, s := l.decide(PublicKey(peer), h, o)
+		created = s
+		return r
 	})
 	cancel()
+	if created != nil && (err != nil || res.Reply.Status != handshake.StatusOK) {
+		created.fail(fmt.Errorf("rendr: founding handshake failed: %w", err))
+	}
 	l.mu.Lock()
 	delete(l.mu.hs, c)
 	l.mu.Unlock()
@@ -184,19 +190,22 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 		c.Close()
 		return
 	}
-	if err := l.attach(c, res); err != nil {
+	if err := l.attach(c, res, created); err != nil {
+		if created != nil {
+			created.fail(err)
+		}
 		l.c.log.Debug("rendr: path not attached", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
 	}
 }
 
 // decide answers an authenticated hello.
-func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts) handshake.Reply {
+func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts) (handshake.Reply, *session) {
 	r := handshake.Reply{Status: handshake.StatusOK, Instance: l.c.instance}
 	if h.Flags&handshake.FlagPlain != 0 {
 		if !o.secure {
 			r.Status = handshake.StatusRefused
-			return r
+			return r, nil
 		}
 		r.Flags = handshake.FlagPlain
 	}
@@ -204,23 +213,31 @@ func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts) hand
 	defer l.mu.Unlock()
 	if l.mu.closed {
 		r.Status = handshake.StatusRefused
-		return r
+		return r, nil
 	}
 	s := l.mu.sessions[h.Session]
 	switch h.Mode {
 	case handshake.ModeNew:
 		if s != nil {
 			r.Status = handshake.StatusRefused
+			return r, nil
 		}
+		// Register the session before the reply leaves: the dialer joins its other paths
+		// the moment it reads the reply, and those joins must find the session. Its secret
+		// follows when the handshake completes; a JOIN_PROOF is checked only after that.
+		s = newSession(l.c, h.Session, peer, false, nil)
+		s.onEnd = l.forget
+		l.mu.sessions[h.Session] = s
+		return r, s
 	case handshake.ModeJoin:
 		if s == nil || s.peerKey != peer || s.err() != nil {
 			r.Status = handshake.StatusUnknownSession
 		}
 	}
-	return r
+	return r, nil
 }
 
-func (l *Listener) attach(c net.Conn, res *handshake.Result) error {
+func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session) error {
 	h := res.Hello
 	peer := PublicKey(res.Peer)
 	l.mu.Lock()
@@ -231,14 +248,11 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result) error {
 	s := l.mu.sessions[h.Session]
 	var restarted []*session
 	if h.Mode == handshake.ModeNew {
-		if s != nil {
+		if s != created {
 			l.mu.Unlock()
-			return errors.New("rendr: session exists")
+			return errors.New("rendr: session replaced during its handshake")
 		}
-		s = newSession(l.c, h.Session, peer, false, nil)
 		s.establish(res.Secret, h.Instance)
-		s.onEnd = l.forget
-		l.mu.sessions[h.Session] = s
 		// A new instance of a peer whose old sessions have no path left: it restarted.
 		// (Sessions that still have paths may belong to another live process with the key.)
 		for _, o := range l.mu.sessions {

@@ -469,6 +469,12 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 		if f.Type != wire.TypeJoinProof {
 			return errJoin
 		}
+		// The founding path's handshake may still be finishing on the listening side.
+		select {
+		case <-s.established:
+		case <-s.done:
+			return s.err()
+		}
 		s.mu.Lock()
 		secret := s.mu.secret
 		s.mu.Unlock()
