@@ -1,0 +1,491 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/transport/tcp"
+)
+
+const (
+	failRateMbit  = 100
+	failSteady    = 2 * time.Second // flow before the fault, so estimators have settled
+	failAfter     = 3 * time.Second // flow after a blackhole
+	failAfterKill = 2 * time.Second // flow after a reset
+	failTargetMs  = 100
+)
+
+// A failover case: which stack carries the stream and how the path fails.
+type failCase struct {
+	metric string
+	mptcp  bool
+	reset  bool // kill the path's sockets with RST instead of blackholing it
+}
+
+func runFailover(c *config) []result {
+	if err := netlab.Available(); err != nil {
+		return []result{{Scenario: "failover", Metric: "gap", Skipped: err.Error()}}
+	}
+	lab, err := netlab.New(netlab.Config{Paths: 2, RateMbit: []int{failRateMbit, failRateMbit}, Name: "rbench"})
+	if err != nil {
+		return []result{failure("failover", fmt.Errorf("building the lab: %w", err))}
+	}
+	defer lab.Close()
+	defer atExit(func() { lab.Close() })()
+	keys, err := newBenchKeys()
+	if err != nil {
+		return []result{failure("failover", err)}
+	}
+	mptcpSkip := ""
+	if _, err := os.Stat("/proc/sys/net/mptcp/enabled"); err != nil {
+		mptcpSkip = "kernel without MPTCP: " + err.Error()
+	} else if err := lab.EnableMPTCP(); err != nil {
+		mptcpSkip = "enabling MPTCP in the lab: " + err.Error()
+	}
+	cases := []failCase{
+		{metric: "rendr_blackhole_gap"},
+		{metric: "mptcp_blackhole_gap", mptcp: true},
+		{metric: "rendr_reset_gap", reset: true},
+		{metric: "mptcp_reset_gap", mptcp: true, reset: true},
+	}
+	type acc struct {
+		gap, raw, delay, steady, fault, detect []float64
+		stuck                                  int
+	}
+	accs := make([]acc, len(cases))
+	errs := make([]string, len(cases))
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	c.logf("failover: 2 paths at %d Mbit/s, %d runs per case", failRateMbit, c.runs)
+	for run := range c.runs {
+		for i, fc := range cases {
+			if fc.mptcp && mptcpSkip != "" {
+				continue
+			}
+			var r gapRun
+			var det time.Duration
+			var err error
+			if fc.mptcp {
+				r, err = mptcpRun(lab, fc.reset)
+			} else {
+				r, det, err = rendrRun(lab, keys, fc.reset, c.logf)
+			}
+			// Heal the lab whatever happened, so the next case starts clean.
+			if herr := heal(lab, r.path); herr != nil {
+				err = errors.Join(err, herr)
+			}
+			if err != nil {
+				c.logf("failover: run %d %s: %v", run, fc.metric, err)
+				errs[i] = fmt.Sprintf("run %d: %v", run, err)
+				continue
+			}
+			a := &accs[i]
+			a.gap = append(a.gap, ms(r.gap))
+			a.raw = append(a.raw, ms(r.rawGap))
+			a.delay = append(a.delay, ms(r.delay))
+			a.steady = append(a.steady, ms(r.steady))
+			a.fault = append(a.fault, ms(r.fault))
+			if r.stuck {
+				a.stuck++
+			}
+			if det > 0 {
+				a.detect = append(a.detect, ms(det))
+			}
+			c.logf("failover: run %d %-20s path %d gap %6.1f ms (raw %6.1f, worst delay %6.1f, before fault %5.1f, fault applied in %5.1f, detect %5.1f)",
+				run, fc.metric, r.path, ms(r.gap), ms(r.rawGap), ms(r.delay), ms(r.steady), ms(r.fault), ms(det))
+		}
+	}
+	out := make([]result, len(cases))
+	for i, fc := range cases {
+		r := &out[i]
+		*r = result{Scenario: "failover", Metric: fc.metric, Unit: "ms"}
+		if fc.mptcp && mptcpSkip != "" {
+			r.Skipped = mptcpSkip
+			continue
+		}
+		a := accs[i]
+		measured(r, a.gap)
+		if len(a.gap) > 0 {
+			r.Note = fmt.Sprintf("longest delivery gap after the fault (1 KiB chunk per ms, sender stalls excluded); "+
+				"medians: raw inter-read gap %.1f ms, worst send-to-delivery delay %.1f ms, gap in the second before the fault %.1f ms, fault applied in %.1f ms",
+				round(median(a.raw)), round(median(a.delay)), round(median(a.steady)), round(median(a.fault)))
+		}
+		if a.stuck > 0 {
+			r.Note += fmt.Sprintf("; in %d runs the stream was still stuck %v after the sender stopped, so those gaps are lower bounds", a.stuck, drainLimit)
+		}
+		if errs[i] != "" {
+			r.Error = errs[i]
+			r.Note += fmt.Sprintf("; %d of %d runs failed", c.runs-len(a.gap), c.runs)
+		}
+	}
+	// Cases come in pairs: rendr, then MPTCP under the same fault.
+	for i := 0; i < len(cases); i += 2 {
+		rr, mr := &out[i], &out[i+1]
+		against(rr, mr, 0, false)
+		if rr.Value != nil {
+			rr.Target = ptr(fmt.Sprintf("value <= %d ms", failTargetMs))
+			rr.Pass = ptr(*rr.Value <= failTargetMs)
+		}
+	}
+	for i, fc := range cases {
+		if fc.mptcp {
+			continue
+		}
+		kind := pick(fc.reset, "reset", "blackhole")
+		det := result{Scenario: "failover", Metric: "rendr_" + kind + "_detect", Unit: "ms",
+			Note: "informational: from the start of the fault command to the migration event (Conn.OnMigrate); the gap is the outage at the receiver"}
+		measured(&det, accs[i].detect)
+		out = append(out, det)
+	}
+	return out
+}
+
+// rendrRun runs one rendr case: a fresh Listener in the server namespace with a source on
+// each path, a fresh Dialer in the client namespace with a path per veth pair.
+func rendrRun(lab *netlab.Lab, k benchKeys, reset bool, logf func(string, ...any)) (gapRun, time.Duration, error) {
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}})
+	if err != nil {
+		return gapRun{}, 0, err
+	}
+	defer ln.Close()
+	var paths []*rendr.Target
+	for i := range lab.Paths() {
+		lc := &net.ListenConfig{KeepAlive: -1, Control: lowatControl}
+		src, err := lab.ListenConfig(netlab.Server, lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(i), 0).String())
+		if err != nil {
+			return gapRun{}, 0, err
+		}
+		if err := ln.AddSource(lowatListener{src}); err != nil {
+			src.Close()
+			return gapRun{}, 0, err
+		}
+		dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: lowatControl,
+			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(i), 0))})
+		addr := src.Addr().String()
+		paths = append(paths, rendr.Path(fmt.Sprintf("p%d", i), func(ctx context.Context) (net.Conn, error) {
+			return dial(ctx, "tcp", addr)
+		}))
+	}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(),
+		Root: rendr.Selector("paths", paths...)})
+	if err != nil {
+		return gapRun{}, 0, err
+	}
+	defer d.Close()
+	snd, rcv, err := rendrPair(ctx, d, ln)
+	if err != nil {
+		return gapRun{}, 0, err
+	}
+	defer snd.Close()
+	defer rcv.Close()
+	if err := waitPathsUp(ctx, snd, lab.Paths()); err != nil {
+		return gapRun{}, 0, err
+	}
+	var mu sync.Mutex
+	var moves []status.Migration
+	snd.OnMigrate(func(m status.Migration) {
+		mu.Lock()
+		moves = append(moves, m)
+		mu.Unlock()
+	})
+	var tf time.Time
+	ends := &gapEnds{snd: snd, rcv: rcv, active: func() (int, error) { return activePath(snd) }}
+	r, err := measureGap(ends, failSteady, pick(reset, failAfterKill, failAfter), func(i int) error {
+		tf = time.Now()
+		return fault(lab, i, reset)
+	})
+	var det time.Duration
+	mu.Lock()
+	if r.gap > failTargetMs*time.Millisecond {
+		// Say what the session did, to tell a slow failover from a starved machine.
+		for _, m := range moves {
+			logf("failover: migration %v after the fault: %s -> %s (%v)", m.Time.Sub(tf).Round(time.Millisecond/10), m.From, m.To, m.Cause)
+		}
+		for _, p := range snd.Paths() {
+			logf("failover: path %s %v active=%v srtt=%v dials=%d last error: %s", p.Name, p.State, p.Active, p.SRTT, p.Dials, p.LastError)
+		}
+	}
+	for _, m := range moves {
+		if m.Time.After(tf) && m.FromID != 0 {
+			det = m.Time.Sub(tf)
+			break
+		}
+	}
+	mu.Unlock()
+	return r, det, err
+}
+
+func pick[T any](cond bool, a, b T) T {
+	if cond {
+		return a
+	}
+	return b
+}
+
+// waitPathsUp waits until n paths of c's session are Up, so that every run starts with a
+// path to fail over to.
+func waitPathsUp(ctx context.Context, c *rendr.Conn, n int) error {
+	for {
+		up := 0
+		for _, p := range c.Paths() {
+			if p.State == status.Up {
+				up++
+			}
+		}
+		if up >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("only %d of %d paths up: %w", up, n, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func activePath(c *rendr.Conn) (int, error) {
+	for _, p := range c.Paths() {
+		if p.Active {
+			var i int
+			if _, err := fmt.Sscanf(p.Name, "p%d", &i); err != nil {
+				return 0, fmt.Errorf("path name %q: %w", p.Name, err)
+			}
+			return i, nil
+		}
+	}
+	return 0, errors.New("no active path")
+}
+
+// lowatControl and lowatListener give the lab's sockets the tuning transport/tcp gives its
+// own (TCP_NOTSENT_LOWAT; keepalive off), since the lab creates sockets inside a namespace
+// with its own dialer and listener.
+func lowatControl(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, tcp.DefaultNotSentLowat)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+type lowatListener struct{ net.Listener }
+
+func (l lowatListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			lowatControl("", "", rc)
+		}
+	}
+	return c, nil
+}
+
+// fault breaks path i: a silent blackhole of both directions, or a reset of its sockets.
+func fault(lab *netlab.Lab, i int, reset bool) error {
+	if reset {
+		return killPath(lab, i)
+	}
+	if err := cutPath(lab, i); err != nil {
+		return err
+	}
+	return lab.Blackhole(i, true)
+}
+
+// heal undoes fault on path i, whichever kind it was.
+func heal(lab *netlab.Lab, i int) error {
+	var errs []error
+	if out, err := lab.Exec(netlab.Server, "nft", "list", "tables"); err != nil {
+		errs = append(errs, err)
+	} else if strings.Contains(string(out), cutTable) {
+		_, err := lab.Exec(netlab.Server, "nft", "delete", "table", "netdev", cutTable)
+		errs = append(errs, err)
+	}
+	errs = append(errs, lab.Blackhole(i, false))
+	return errors.Join(errs...)
+}
+
+const cutTable = "rendrbench"
+
+// cutPath drops both directions of path i at one instant: a single nft transaction in the
+// server namespace hooks ingress and egress of the path's server end. lab.Blackhole alone
+// updates the client namespace first and the server's some milliseconds later (two nft
+// runs); while only the client end drops, data still reaches the server and only the
+// acknowledgements are lost, which hides part of a failover from the receiver's clock and
+// rewards a stack that happens to have nothing in flight at the cut. The lab's own blackhole
+// is applied right after, so the lab's state says what happened. Egress drops are silent to
+// TCP: the segment is lost, the socket sees no error.
+func cutPath(lab *netlab.Lab, i int) error {
+	script := fmt.Sprintf(`add table netdev %[1]s
+add chain netdev %[1]s in { type filter hook ingress device %[2]q priority -10; policy accept; }
+add chain netdev %[1]s out { type filter hook egress device %[2]q priority -10; policy accept; }
+add rule netdev %[1]s in drop
+add rule netdev %[1]s out drop
+`, cutTable, lab.ServerIface(i))
+	f, err := os.CreateTemp("", "rendrbench-*.nft")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(script); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	_, err = lab.Exec(netlab.Server, "nft", "-f", f.Name())
+	return err
+}
+
+// killPath aborts every established TCP socket of path i in the client namespace (ss -K): the
+// kernel sends a RST to the peer and fails the local socket, like an abrupt reset.
+func killPath(lab *netlab.Lab, i int) error {
+	_, err := lab.Exec(netlab.Client, "ss", "-K", "-tn", "state", "established",
+		"src", lab.ClientAddr(i).String())
+	return err
+}
+
+// mptcpRun runs one Linux MPTCP case in the same lab: the initial subflow on path 0, the
+// second added by the kernel from the client's endpoint on path 1.
+func mptcpRun(lab *netlab.Lab, reset bool) (gapRun, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(true)
+	ln, err := lab.ListenConfig(netlab.Server, &lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(0), 0).String())
+	if err != nil {
+		return gapRun{}, err
+	}
+	defer ln.Close()
+	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(0), 0))}
+	d.SetMultipathTCP(true)
+	snd, rcv, err := tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+		return lab.Dialer(netlab.Client, d)(ctx, "tcp", ln.Addr().String())
+	})
+	if err != nil {
+		return gapRun{}, err
+	}
+	defer snd.Close()
+	defer rcv.Close()
+	for _, c := range []net.Conn{snd, rcv} {
+		if mp, err := c.(*net.TCPConn).MultipathTCP(); err != nil || !mp {
+			return gapRun{}, fmt.Errorf("%v: not an MPTCP connection (%v)", c.LocalAddr(), err)
+		}
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	// The kernel's path manager adds the second subflow once the connection is fully
+	// established, which takes the first data: wait for it once the stream runs.
+	ready := func() error {
+		for {
+			sf, err := subflows(lab, port)
+			if err != nil {
+				return err
+			}
+			all := true
+			for i := range lab.Paths() {
+				_, ok := sf[lab.ClientAddr(i)]
+				all = all && ok
+			}
+			if all {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("MPTCP subflows from %v only, not one per path, once data flowed: %v",
+					slices.Collect(maps.Keys(sf)), ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	ends := &gapEnds{snd: snd, rcv: rcv, ready: ready, active: func() (int, error) { return mptcpActive(lab, port) }}
+	return measureGap(ends, failSteady, pick(reset, failAfterKill, failAfter), func(i int) error {
+		return fault(lab, i, reset)
+	})
+}
+
+// subflows maps the client address of each established subflow to the number of bytes the
+// server has acknowledged on it (ss -ti in the client namespace).
+func subflows(lab *netlab.Lab, port int) (map[netip.Addr]uint64, error) {
+	out, err := lab.Exec(netlab.Client, "ss", "-Htni", "state", "established", "dport", "=", fmt.Sprintf(":%d", port))
+	if err != nil {
+		return nil, err
+	}
+	sf := map[netip.Addr]uint64{}
+	var cur netip.Addr
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "\t") && !strings.HasPrefix(line, " ") {
+			// "recv-q send-q local:port peer:port": the first address is ours.
+			cur = netip.Addr{}
+			for _, f := range strings.Fields(line) {
+				// A socket bound to a device prints as addr%dev:port.
+				if i, j := strings.IndexByte(f, '%'), strings.LastIndexByte(f, ':'); i >= 0 && j > i {
+					f = f[:i] + f[j:]
+				}
+				if ap, err := netip.ParseAddrPort(f); err == nil {
+					cur = ap.Addr()
+					sf[cur] = 0
+					break
+				}
+			}
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "bytes_acked:"); ok && cur.IsValid() {
+				n, _ := strconv.ParseUint(v, 10, 64)
+				sf[cur] = n
+			}
+		}
+	}
+	return sf, nil
+}
+
+// mptcpActive picks the path whose subflow the kernel's scheduler is using: the one whose
+// acknowledged bytes grow the most over a short interval.
+func mptcpActive(lab *netlab.Lab, port int) (int, error) {
+	a, err := subflows(lab, port)
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(200 * time.Millisecond)
+	b, err := subflows(lab, port)
+	if err != nil {
+		return 0, err
+	}
+	best, bestGrow := -1, uint64(0)
+	for i := range lab.Paths() {
+		ip := lab.ClientAddr(i)
+		g := b[ip] - min(a[ip], b[ip])
+		if best < 0 || g > bestGrow {
+			best, bestGrow = i, g
+		}
+	}
+	if bestGrow == 0 {
+		return 0, fmt.Errorf("no subflow is moving data (ss: %v then %v)", a, b)
+	}
+	return best, nil
+}

@@ -1,0 +1,263 @@
+// Command rendrbench measures rendr against baselines run in the same invocation and prints
+// one JSON object per result line on stdout (progress goes to stderr; -v=false silences it).
+//
+//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|all] [-runs N] [-bytes N]
+//		[-seconds N] [-cpuprofile DIR] [-flows N]
+//
+// Scenarios:
+//   - throughput: one flow over one loopback TCP path, bulk transfer one way (-bytes, or
+//     -seconds when set), 64 KiB writes and reads, rate measured at the receiver. Rows: raw
+//     TCP, TCP with rendr's socket options, crypto/tls 1.3, rendr with encrypted records and
+//     rendr over a carrier declared secure. Runs are interleaved (run i of every row, then
+//     run i+1, in a rotating order) so that machine noise hits every row alike; each row
+//     reports the median of its runs, and the process CPU time per GiB beside the rate.
+//     -cpuprofile DIR writes a CPU profile of every measured transfer.
+//   - failover: two 100 Mbit/s veth paths between two network namespaces (needs root); a
+//     paced stream client to server; the longest delivery gap when the path carrying it is
+//     silently blackholed or reset, for rendr and, in the same lab, for Linux MPTCP.
+//   - idle: -flows idle flows on one session; goroutines and live heap per flow.
+//
+// Every line carries scenario, metric, value, unit, baseline, baseline_value, ratio, runs,
+// target and pass (null where they do not apply), plus min and max of the runs and a note.
+// ratio is always value/baseline_value. For throughput that is rendr's rate as a fraction of
+// the baseline's: higher is better and the targets read "ratio >= x". For failover it is
+// rendr's gap as a fraction of MPTCP's: lower is better, and the target applies to the value
+// itself ("value <= 100 ms"). A scenario that cannot run here prints one line with "skipped"
+// set to the reason; one that fails prints a line with "error" and the exit status is 1.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	scenario string
+	runs     int
+	bytes    int64
+	seconds  float64
+	cpuDir   string
+	flows    int
+	verbose  bool
+}
+
+// result is one output line. Pointer fields print as null when they do not apply.
+type result struct {
+	Scenario      string   `json:"scenario"`
+	Metric        string   `json:"metric"`
+	Value         *float64 `json:"value"`
+	Unit          string   `json:"unit"`
+	Baseline      *string  `json:"baseline"`
+	BaselineValue *float64 `json:"baseline_value"`
+	Ratio         *float64 `json:"ratio"`
+	Runs          int      `json:"runs"`
+	Target        *string  `json:"target"`
+	Pass          *bool    `json:"pass"`
+
+	// Spread of the runs behind Value, and anything else worth knowing about the line.
+	Min *float64 `json:"min,omitempty"`
+	Max *float64 `json:"max,omitempty"`
+	// CPU seconds the whole process (both ends) spent per GiB moved, median of the runs:
+	// less sensitive than the rate to what else the machine is running.
+	CPUPerGiB *float64 `json:"cpu_s_per_gib,omitempty"`
+	// The baseline's CPU per GiB over this row's: the rate ratio to expect when the machine
+	// is the limit. Oriented like ratio (higher is better for rendr).
+	CPURatio *float64 `json:"cpu_ratio,omitempty"`
+	Note     string   `json:"note,omitempty"`
+	Skipped  string   `json:"skipped,omitempty"`
+	Error    string   `json:"error,omitempty"`
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// round keeps the output readable: four decimal places (one from 1000 up) are far below the
+// run-to-run noise.
+func round(v float64) float64 {
+	if math.Abs(v) >= 1000 {
+		return math.Round(v*10) / 10
+	}
+	return math.Round(v*10000) / 10000
+}
+
+// measured fills Value, Min, Max and Runs from the samples of one row.
+func measured(r *result, samples []float64) {
+	r.Runs = len(samples)
+	if len(samples) == 0 {
+		return
+	}
+	r.Value = ptr(round(median(samples)))
+	r.Min = ptr(round(slices.Min(samples)))
+	r.Max = ptr(round(slices.Max(samples)))
+}
+
+// against compares r with a baseline row. higherBetter orients the target: the ratio must be
+// at least target when higher is better, at most target otherwise.
+func against(r *result, base *result, target float64, higherBetter bool) {
+	if base == nil || base.Value == nil || r.Value == nil {
+		return
+	}
+	r.Baseline = ptr(base.Metric)
+	r.BaselineValue = base.Value
+	if *base.Value != 0 {
+		r.Ratio = ptr(round(*r.Value / *base.Value))
+	}
+	if base.CPUPerGiB != nil && r.CPUPerGiB != nil && *r.CPUPerGiB != 0 {
+		r.CPURatio = ptr(round(*base.CPUPerGiB / *r.CPUPerGiB))
+	}
+	if target == 0 {
+		return
+	}
+	if higherBetter {
+		r.Target = ptr(fmt.Sprintf("ratio >= %g", target))
+		r.Pass = ptr(r.Ratio != nil && *r.Ratio >= target)
+	} else {
+		r.Target = ptr(fmt.Sprintf("ratio <= %g", target))
+		r.Pass = ptr(r.Ratio != nil && *r.Ratio <= target)
+	}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func emit(r result) {
+	// No HTML escaping: targets contain ">=" and should read as written.
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		fmt.Fprintln(os.Stderr, "rendrbench: writing result:", err)
+		cleanUp(1)
+	}
+}
+
+// logf reports progress on stderr, so stdout stays one JSON object per line.
+func (c *config) logf(format string, args ...any) {
+	if c.verbose {
+		fmt.Fprintf(os.Stderr, "rendrbench: "+format+"\n", args...)
+	}
+}
+
+// cleanups run when a signal ends the program early, so that nothing outlives it (network
+// namespaces above all, which the kernel would otherwise keep).
+var cleanups struct {
+	sync.Mutex
+	fns map[int]func()
+	seq int
+}
+
+// atExit registers f to run if a signal ends the program; the returned func unregisters it.
+func atExit(f func()) (remove func()) {
+	cleanups.Lock()
+	defer cleanups.Unlock()
+	if cleanups.fns == nil {
+		cleanups.fns = map[int]func(){}
+	}
+	cleanups.seq++
+	id := cleanups.seq
+	cleanups.fns[id] = f
+	return func() {
+		cleanups.Lock()
+		delete(cleanups.fns, id)
+		cleanups.Unlock()
+	}
+}
+
+func handleSignals() {
+	// A closed stdout must not kill the program before it cleans up: with SIGPIPE ignored
+	// the write fails instead, and emit exits through cleanUp. (Notifying SIGPIPE would not
+	// do: it also fires for sockets whose peer went away, which the benchmarks cause.)
+	signal.Ignore(syscall.SIGPIPE)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		sig := <-ch
+		fmt.Fprintf(os.Stderr, "rendrbench: %v: cleaning up\n", sig)
+		cleanUp(1)
+	}()
+}
+
+// cleanUp runs the registered cleanups and exits.
+func cleanUp(code int) {
+	cleanups.Lock()
+	for _, f := range cleanups.fns {
+		f()
+	}
+	cleanups.Unlock()
+	os.Exit(code)
+}
+
+func main() {
+	handleSignals()
+	var c config
+	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle or all")
+	flag.IntVar(&c.runs, "runs", 5, "measured runs per row; each row reports the median")
+	flag.Int64Var(&c.bytes, "bytes", 1<<30, "throughput: bytes per transfer")
+	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes")
+	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory")
+	flag.IntVar(&c.flows, "flows", 10000, "idle: flows to open")
+	flag.BoolVar(&c.verbose, "v", true, "progress on stderr")
+	flag.Parse()
+	if c.runs < 1 || c.bytes < 1 || c.seconds < 0 || c.flows < 1 {
+		fmt.Fprintln(os.Stderr, "rendrbench: -runs, -bytes and -flows must be positive, -seconds not negative")
+		os.Exit(2)
+	}
+	scenarios := map[string]func(*config) []result{
+		"throughput": runThroughput,
+		"failover":   runFailover,
+		"idle":       runIdle,
+	}
+	var order []string
+	switch c.scenario {
+	case "all":
+		order = []string{"throughput", "failover", "idle"}
+	case "throughput", "failover", "idle":
+		order = []string{c.scenario}
+	default:
+		fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle or all)\n", c.scenario)
+		os.Exit(2)
+	}
+	if c.cpuDir != "" {
+		if err := os.MkdirAll(c.cpuDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "rendrbench: -cpuprofile:", err)
+			os.Exit(2)
+		}
+	}
+	failed := false
+	for _, name := range order {
+		start := time.Now()
+		c.logf("%s: start", name)
+		for _, r := range scenarios[name](&c) {
+			// A missed target is a result, not a failure of the tool.
+			if r.Error != "" {
+				failed = true
+			}
+			emit(r)
+		}
+		c.logf("%s: done in %v", name, time.Since(start).Round(time.Millisecond))
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+// failure is the line printed when a scenario cannot complete.
+func failure(scenario string, err error) result {
+	fmt.Fprintf(os.Stderr, "rendrbench: %s: %v\n", scenario, err)
+	return result{Scenario: scenario, Metric: "error", Error: err.Error()}
+}
