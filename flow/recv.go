@@ -234,7 +234,7 @@ func (s *Stream) dataLocked(f *wire.Frame) error {
 		if s.readClosed {
 			s.consumedLocked(n) // nobody will read it: drop it, return the credit
 		} else {
-			s.rbuf.write(f.Payload[skip:])
+			s.deliverLocked(f.Payload[skip:])
 		}
 	}
 	if s.recvNext > 0 || s.recvDone() {
