@@ -1,0 +1,506 @@
+package rendr_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/transport/tcp"
+)
+
+// The listener's handshake timeout in these tests: small, so silent carriers end quickly.
+const rtHandshakeTimeout = 500 * time.Millisecond
+
+// rtVictim is a rig with a flow that carries traffic, for attacks to leave unharmed.
+type rtVictim struct {
+	*rtRig
+	c1, c2  *rendr.Conn
+	session [16]byte
+	paths   int // paths the listener had attached before the attack
+	seed    uint64
+	up      int64 // bytes the flow carried from dialer to listener so far
+}
+
+func rtNewVictim(t *testing.T, extraPeers ...rendr.PublicKey) *rtVictim {
+	t.Helper()
+	r := rtNewRig(t, rtRigConfig{Paths: 2, ExtraPeers: extraPeers,
+		Options: rendr.Options{HandshakeTimeout: rtHandshakeTimeout}})
+	v := &rtVictim{rtRig: r, seed: 100}
+	v.c1, v.c2 = r.open()
+	v.exchange()
+	rtWaitUp(t, "listener", v.c2.Status, 2, 20*time.Second)
+	ss := r.ln.Sessions()
+	if len(ss) != 1 {
+		t.Fatalf("%d sessions before the attack", len(ss))
+	}
+	v.session, v.paths = ss[0].ID, len(ss[0].Paths)
+	return v
+}
+
+// exchange checks that the flow still moves exact bytes both ways.
+func (v *rtVictim) exchange() {
+	v.t.Helper()
+	v.seed += 2
+	v.c1.SetDeadline(time.Now().Add(30 * time.Second))
+	v.c2.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := rtBoth(v.c1, v.c2, 128<<10, v.seed, nil); err != nil {
+		v.t.Fatalf("existing flow: %v", err)
+	}
+	v.up += 128 << 10
+}
+
+// intact checks that the attack left the session, its paths and its flow as they were.
+func (v *rtVictim) intact() {
+	v.t.Helper()
+	v.exchange()
+	ss := v.ln.Sessions()
+	if len(ss) != 1 || ss[0].ID != v.session {
+		v.t.Fatalf("listener sessions changed: %d sessions", len(ss))
+	}
+	for _, p := range ss[0].Paths {
+		if p.Name == "intruder" {
+			v.t.Fatalf("the intruder's path is attached: %s", rtDescribe(ss[0]))
+		}
+	}
+	if len(ss[0].Paths) > v.paths {
+		v.t.Fatalf("session has %d paths, had %d: %s", len(ss[0].Paths), v.paths, rtDescribe(ss[0]))
+	}
+}
+
+// rtSilentCarriers checks that src accepted at least one carrier, that the listener closed
+// every one (bounded wait) and wrote not one byte on any.
+func rtSilentCarriers(t *testing.T, src *rtSource) {
+	t.Helper()
+	cs := src.carriers()
+	if len(cs) == 0 {
+		t.Fatal("the attacker never reached the listener: the test proves nothing")
+	}
+	if !rtWait(20*time.Second, func() bool {
+		for _, c := range cs {
+			if !c.closed.Load() {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("the listener kept an unauthenticated carrier open")
+	}
+	for i, c := range cs {
+		if n := c.written.Load(); n != 0 {
+			t.Fatalf("carrier %d of %d: the listener wrote %d bytes to an unauthenticated peer", i, len(cs), n)
+		}
+	}
+}
+
+func rtKeypair(t *testing.T, k rendr.PrivateKey) handshake.Keypair {
+	t.Helper()
+	kp, err := handshake.KeypairFrom(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// TestAdversarialUnknownKey: a Dialer whose key is not among the listener's peers gets no
+// byte back, its dial fails only by its own deadline, and the real flow is untouched.
+func TestAdversarialUnknownKey(t *testing.T) {
+	v := rtNewVictim(t)
+	src := v.extraSource()
+	stranger, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: v.srv.Public(),
+		Root:    rendr.Selector("root", rendr.Path("intruder", tcp.Dialer(src.Addr().String()))),
+		Options: rendr.Options{HandshakeTimeout: rtHandshakeTimeout}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := stranger.DialContext(ctx)
+	if err == nil {
+		c.Close()
+		stranger.Close()
+		t.Fatal("a dialer with an unknown key opened a flow")
+	}
+	stranger.Close()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("dial = %v; want the dial's own deadline", err)
+	}
+	rtSilentCarriers(t, src)
+	v.intact()
+}
+
+// TestAdversarialForeignJoin: attempts to attach a path to the live session without the right
+// to: an unknown key, another allowed peer, and the session's own key without the session's
+// secret. None may attach a path, read or inject a byte.
+func TestAdversarialForeignJoin(t *testing.T) {
+	other := rendr.MustNewKey()
+	v := rtNewVictim(t, other.Public())
+	src := v.extraSource()
+	var clock handshake.Clock
+	join := func(t *testing.T, key rendr.PrivateKey) (net.Conn, *handshake.Result, error) {
+		var inst [16]byte
+		rand.Read(inst[:])
+		c := rtRawDial(t, src.Addr().String())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := handshake.Initiate(ctx, c, rtKeypair(t, key), v.srv.Public(), handshake.Hello{
+			Time: clock.Now(), Instance: inst, Session: v.session, Mode: handshake.ModeJoin, Name: "intruder"})
+		return c, res, err
+	}
+
+	t.Run("UnknownKey", func(t *testing.T) {
+		c, _, err := join(t, rendr.MustNewKey())
+		if err == nil {
+			t.Fatal("handshake from an unknown key completed")
+		}
+		rtExpectSilentClose(t, c, 20*time.Second)
+		if rc := src.carrierFrom(c.LocalAddr()); rc == nil || rc.written.Load() != 0 {
+			t.Fatalf("the listener answered an unknown key (carrier %v)", rc != nil)
+		}
+		v.intact()
+	})
+
+	t.Run("SecondDialerUnknownKey", func(t *testing.T) {
+		// The same through a whole Dialer, which retries with backoff.
+		before := len(src.carriers())
+		d, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: v.srv.Public(),
+			Root:    rendr.Selector("root", rendr.Path("intruder", tcp.Dialer(src.Addr().String()))),
+			Options: rendr.Options{HandshakeTimeout: rtHandshakeTimeout}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if c, err := d.DialContext(ctx); err == nil {
+			c.Close()
+			d.Close()
+			t.Fatal("a dialer with an unknown key opened a flow")
+		}
+		d.Close()
+		if len(src.carriers()) == before {
+			t.Fatal("the second dialer never reached the listener")
+		}
+		rtSilentCarriers(t, src)
+		v.intact()
+	})
+
+	t.Run("OtherPeersSession", func(t *testing.T) {
+		c, res, err := join(t, other)
+		if err != nil {
+			t.Fatalf("handshake from an allowed peer failed: %v", err)
+		}
+		if res.Reply.Status != handshake.StatusUnknownSession {
+			t.Fatalf("an allowed peer joining another peer's session got status %d, want %d",
+				res.Reply.Status, handshake.StatusUnknownSession)
+		}
+		c.Close()
+		v.intact()
+	})
+
+	t.Run("OwnKeyWithoutSecret", func(t *testing.T) {
+		// The listener cannot tell before the JOIN_PROOF: the handshake succeeds, then the path
+		// must die on a proof made without the session secret.
+		c, res, err := join(t, v.cli)
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		if res.Reply.Status != handshake.StatusOK {
+			t.Fatalf("status %d; the listener should only learn at the proof", res.Reply.Status)
+		}
+		var mac [wire.MACSize]byte
+		rand.Read(mac[:])
+		if err := rtSendRecord(c, res, wire.AppendJoinProof(nil, &mac)); err != nil {
+			t.Fatal(err)
+		}
+		rtDrainUntilClosed(t, c, res)
+		v.intact()
+	})
+
+	t.Run("OwnKeyInjectsData", func(t *testing.T) {
+		// No proof at all: a DATA frame at exactly the offset the listener expects next. Had it
+		// been delivered, the next exchange's SHA-256 would not match.
+		c, res, err := join(t, v.cli)
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		if res.Reply.Status != handshake.StatusOK {
+			t.Fatalf("status %d", res.Reply.Status)
+		}
+		off := uint64(v.up)
+		if err := rtSendRecord(c, res, wire.AppendData(nil, v.c1.FlowID(), off, false, []byte("injected"))); err != nil {
+			t.Fatal(err)
+		}
+		rtDrainUntilClosed(t, c, res)
+		v.intact()
+	})
+}
+
+// rtSendRecord seals frames into one record with the path's send cipher and writes it.
+func rtSendRecord(c net.Conn, res *handshake.Result, frames []byte) error {
+	ct, err := res.Send.Encrypt(nil, nil, frames)
+	if err != nil {
+		return err
+	}
+	_, err = c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(ct))), ct...))
+	return err
+}
+
+// rtDrainUntilClosed plays a live path on c, answering every probe so that only a refusal
+// can end it, until the listener closes c; it fails if that does not happen within a
+// generous bound.
+func rtDrainUntilClosed(t *testing.T, c net.Conn, res *handshake.Result) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var head [2]byte
+	for range 100000 {
+		if _, err := io.ReadFull(c, head[:]); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the listener kept a path that failed its join open")
+			}
+			return
+		}
+		body := make([]byte, binary.BigEndian.Uint16(head[:]))
+		if _, err := io.ReadFull(c, body); err != nil {
+			return
+		}
+		frames, err := res.Recv.Decrypt(nil, nil, body)
+		if err != nil {
+			t.Fatalf("record from the listener does not authenticate: %v", err)
+		}
+		for len(frames) > 0 {
+			f, n, err := wire.Parse(frames)
+			if err != nil {
+				t.Fatalf("frame from the listener: %v", err)
+			}
+			frames = frames[n:]
+			if f.Type == wire.TypePing {
+				if rtSendRecord(c, res, wire.AppendPong(nil, f.Seq)) != nil {
+					return // closed under us: that is the refusal
+				}
+			}
+		}
+	}
+	t.Fatal("the listener kept a path that failed its join open")
+}
+
+// rtFirstMessage is what an initiator with key sends first on a carrier: preface, length,
+// Noise message.
+func rtFirstMessage(t *testing.T, key rendr.PrivateKey, peer rendr.PublicKey, h handshake.Hello) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wg.Go(func() { handshake.Initiate(ctx, a, rtKeypair(t, key), peer, h) })
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	head := make([]byte, len(handshake.Preface)+2)
+	if _, err := io.ReadFull(b, head); err != nil {
+		t.Fatal(err)
+	}
+	msg := make([]byte, binary.BigEndian.Uint16(head[len(handshake.Preface):]))
+	if _, err := io.ReadFull(b, msg); err != nil {
+		t.Fatal(err)
+	}
+	return append(head, msg...)
+}
+
+// TestAdversarialGarbage: input that is not a handshake gets no byte back and its carrier is
+// closed (at the latest by the handshake timeout); the live flow does not notice.
+func TestAdversarialGarbage(t *testing.T) {
+	v := rtNewVictim(t)
+	src := v.extraSource()
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		rand.Read(b)
+		return b
+	}
+	pre := handshake.Preface[:]
+	valid := rtFirstMessage(t, v.cli, v.srv.Public(), handshake.Hello{Time: uint64(time.Now().UnixNano()), Name: "x"})
+	badVersion := append([]byte(nil), valid...)
+	badVersion[4] ^= 0x7f
+	cases := []struct {
+		name string
+		in   []byte
+	}{
+		{"Nothing", nil},
+		{"Garbage", random(4096)},
+		{"PrefaceOnly", pre},
+		{"PrefaceThenGarbage", append(append(append([]byte(nil), pre...), 1, 44), random(300)...)},
+		{"ZeroLength", append(append([]byte(nil), pre...), 0, 0)},
+		{"OversizedLength", append(append(append([]byte(nil), pre...), 0xff, 0xff), random(1000)...)},
+		{"TruncatedHandshake", valid[:len(valid)/2]},
+		{"WrongVersion", badVersion},
+		{"FlippedBitInHandshake", rtFlipBit(valid, len(valid)-5)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := rtRawDial(t, src.Addr().String())
+			if len(tc.in) > 0 {
+				if _, err := c.Write(tc.in); err != nil {
+					t.Fatalf("write: %v", err)
+				}
+			}
+			rtExpectSilentClose(t, c, 20*time.Second)
+			rc := src.carrierFrom(c.LocalAddr())
+			if rc == nil {
+				t.Fatal("the source never saw the carrier")
+			}
+			if n := rc.written.Load(); n != 0 {
+				t.Fatalf("the listener wrote %d bytes", n)
+			}
+		})
+	}
+	rtSilentCarriers(t, src)
+	v.intact()
+}
+
+func rtFlipBit(b []byte, i int) []byte {
+	out := append([]byte(nil), b...)
+	out[i] ^= 0x10
+	return out
+}
+
+// TestAdversarialCorruption: one bit flipped on an established path, mid-stream, must close
+// that path (the record fails authentication), move the traffic, and leave the flow's bytes
+// exact.
+func TestAdversarialCorruption(t *testing.T) {
+	for _, dir := range []string{"TowardListener", "TowardDialer"} {
+		t.Run(dir, func(t *testing.T) {
+			seed := rtSeed(t)
+			rng := mrand.New(mrand.NewPCG(seed, 4))
+			// Idle paths carry only probes, so the first carrier to reach this offset is the
+			// one carrying the flow.
+			at := int64(64<<10 + rng.IntN(448<<10))
+			bit := byte(1) << rng.IntN(8)
+			var hit atomic.Int64
+			hit.Store(-1)
+			proxies := make([]*rtProxy, 2)
+			r := rtNewRig(t, rtRigConfig{Paths: 2,
+				Front: func(i int, src string) string {
+					flip := func(conn int, off int64, b []byte) {
+						if off <= at && at < off+int64(len(b)) && hit.CompareAndSwap(-1, int64(i)) {
+							b[at-off] ^= bit
+						}
+					}
+					if dir == "TowardListener" {
+						proxies[i] = rtNewProxy(t, src, flip, nil)
+					} else {
+						proxies[i] = rtNewProxy(t, src, nil, flip)
+					}
+					return proxies[i].addr()
+				}})
+			c1, c2 := r.open()
+			size := int64(8 << 20)
+			if testing.Short() {
+				size = 2 << 20
+			}
+			c1.SetDeadline(time.Now().Add(60 * time.Second))
+			c2.SetDeadline(time.Now().Add(60 * time.Second))
+			if err := rtBoth(c1, c2, size, seed, nil); err != nil {
+				t.Fatalf("flow after a flipped bit at byte %d: %v (migrations %v)", at, err, r.mig)
+			}
+			i := int(hit.Load())
+			if i < 0 {
+				t.Fatalf("byte %d never passed a proxy: the test proves nothing (migrations %v)", at, r.mig)
+			}
+			if !rtWait(20*time.Second, func() bool { return proxies[i].ended.Load() > 0 }) {
+				t.Fatalf("the corrupted carrier of %s is still open", rtName(i))
+			}
+			moved := false
+			for _, ev := range r.mig.all() {
+				moved = moved || ev.From == rtName(i)
+			}
+			if !moved {
+				t.Fatalf("traffic never left the corrupted path %s: %v", rtName(i), r.mig)
+			}
+			if n := len(r.ln.Sessions()); n != 1 {
+				t.Fatalf("%d sessions", n)
+			}
+			c1.Close()
+			c2.Close()
+		})
+	}
+}
+
+// TestAdversarialReplay: the first handshake message of a real path, recorded on the wire and
+// replayed on a fresh connection, gets no byte back and creates nothing.
+func TestAdversarialReplay(t *testing.T) {
+	type recorder struct {
+		mu  sync.Mutex
+		buf map[int][]byte
+	}
+	recs := []*recorder{{buf: map[int][]byte{}}, {buf: map[int][]byte{}}}
+	r := rtNewRig(t, rtRigConfig{Paths: 2, Options: rendr.Options{HandshakeTimeout: rtHandshakeTimeout},
+		Front: func(i int, src string) string {
+			rec := recs[i]
+			return rtNewProxy(t, src, func(conn int, off int64, b []byte) {
+				rec.mu.Lock()
+				defer rec.mu.Unlock()
+				if room := 4096 - len(rec.buf[conn]); room > 0 {
+					rec.buf[conn] = append(rec.buf[conn], b[:min(room, len(b))]...)
+				}
+			}, nil).addr()
+		}})
+	c1, c2 := r.open()
+	rtWaitUp(t, "listener", c2.Status, 2, 20*time.Second)
+	c1.SetDeadline(time.Now().Add(30 * time.Second))
+	c2.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := rtBoth(c1, c2, 128<<10, 9, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := r.ln.Sessions()
+	if len(before) != 1 {
+		t.Fatalf("%d sessions", len(before))
+	}
+	// One path founded the session, the other joined it: replay both first messages, alone
+	// and followed by everything recorded after them.
+	for i, rec := range recs {
+		rec.mu.Lock()
+		got := append([]byte(nil), rec.buf[0]...)
+		rec.mu.Unlock()
+		head := len(handshake.Preface) + 2
+		if len(got) < head || !bytes.Equal(got[:len(handshake.Preface)], handshake.Preface[:]) {
+			t.Fatalf("path %d: recorded %d bytes, not a handshake", i, len(got))
+		}
+		first := head + int(binary.BigEndian.Uint16(got[len(handshake.Preface):]))
+		if len(got) < first {
+			t.Fatalf("path %d: recorded only %d of %d handshake bytes", i, len(got), first)
+		}
+		for _, replay := range [][]byte{got[:first], got} {
+			c := rtRawDial(t, r.addrs[i])
+			if _, err := c.Write(replay); err != nil {
+				t.Fatal(err)
+			}
+			rtExpectSilentClose(t, c, 20*time.Second)
+			rc := r.srcs[i].carrierFrom(c.LocalAddr())
+			if rc == nil || rc.written.Load() != 0 {
+				t.Fatalf("path %d: the listener answered a replayed handshake", i)
+			}
+		}
+	}
+	after := r.ln.Sessions()
+	if len(after) != 1 || after[0].ID != before[0].ID || len(after[0].Paths) != len(before[0].Paths) {
+		t.Fatalf("replays changed the sessions: before %d with %d paths, after %d", len(before),
+			len(before[0].Paths), len(after))
+	}
+	if err := rtBoth(c1, c2, 128<<10, 11, nil); err != nil {
+		t.Fatalf("flow after the replays: %v", err)
+	}
+	c1.Close()
+	c2.Close()
+}

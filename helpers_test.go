@@ -1,0 +1,622 @@
+package rendr_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/transport/tcp"
+)
+
+// Shared pieces of the real-carrier tests: rigs of listener, dialer and relays over loopback
+// TCP, sources that watch what the listener sends, a hooking proxy, and SHA-256 checked
+// transfers.
+
+// rtName is the name of path i in a rig; rtIndex maps it back (-1 for anything else).
+func rtName(i int) string { return fmt.Sprintf("p%d", i) }
+
+func rtIndex(name string) int {
+	var i int
+	if _, err := fmt.Sscanf(name, "p%d", &i); err != nil || rtName(i) != name {
+		return -1
+	}
+	return i
+}
+
+// rtSource wraps a carrier source so a test can see every carrier the listener accepted, how
+// many bytes the listener wrote back on it, and whether the listener closed it. Strangers must
+// get zero bytes.
+type rtSource struct {
+	net.Listener
+	mu struct {
+		sync.Mutex
+		carriers []*rtCarrier
+	}
+}
+
+type rtCarrier struct {
+	net.Conn
+	written atomic.Int64
+	closed  atomic.Bool
+}
+
+func (c *rtCarrier) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+func (c *rtCarrier) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
+func (s *rtSource) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	rc := &rtCarrier{Conn: c}
+	s.mu.Lock()
+	s.mu.carriers = append(s.mu.carriers, rc)
+	s.mu.Unlock()
+	return rc, nil
+}
+
+func (s *rtSource) carriers() []*rtCarrier {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*rtCarrier(nil), s.mu.carriers...)
+}
+
+// carrierFrom finds the carrier whose remote end is local (the test's own socket).
+func (s *rtSource) carrierFrom(local net.Addr) *rtCarrier {
+	for _, c := range s.carriers() {
+		if c.RemoteAddr().String() == local.String() {
+			return c
+		}
+	}
+	return nil
+}
+
+// rtListen opens a tuned loopback TCP source wrapped in an rtSource. addr may name a port to
+// take again after a restart; the kernel may hold it a moment, so it retries a bounded number
+// of times.
+func rtListen(t testing.TB, addr string) *rtSource {
+	t.Helper()
+	var err error
+	for range 100 {
+		var l net.Listener
+		if l, err = tcp.Listen(addr); err == nil {
+			return &rtSource{Listener: l}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("listen %s: %v", addr, err)
+	return nil
+}
+
+// rtMigrations records the migrations a side reports through OnMigrate.
+type rtMigrations struct {
+	mu  sync.Mutex
+	evs []status.Migration
+}
+
+func (m *rtMigrations) record(ev status.Migration) {
+	m.mu.Lock()
+	m.evs = append(m.evs, ev)
+	m.mu.Unlock()
+}
+
+func (m *rtMigrations) all() []status.Migration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]status.Migration(nil), m.evs...)
+}
+
+// moves counts migrations away from a path (every one but the first choice of a path).
+func (m *rtMigrations) moves() int {
+	n := 0
+	for _, ev := range m.all() {
+		if ev.From != "" {
+			n++
+		}
+	}
+	return n
+}
+
+func (m *rtMigrations) String() string {
+	var b strings.Builder
+	for _, ev := range m.all() {
+		fmt.Fprintf(&b, "%s->%s(%v) ", ev.From, ev.To, ev.Cause)
+	}
+	return b.String()
+}
+
+// rtRigConfig describes a rig.
+type rtRigConfig struct {
+	Paths   int
+	Options rendr.Options
+	// Front returns the address path i dials to reach the source at src; nil puts a relay in
+	// front of every source (Rig.relays).
+	Front func(i int, src string) string
+	// PathOpts are the options of path i (Backup, Tier...); nil means none.
+	PathOpts func(i int) []rendr.PathOption
+	// ExtraPeers are keys the listener accepts besides the rig's dialer.
+	ExtraPeers []rendr.PublicKey
+	// ListenOptions, if set, are the listener's options instead of Options.
+	ListenOptions *rendr.Options
+}
+
+// rtRig is a listener with one source per path and a dialer whose paths reach the sources
+// through relays (or the config's Front).
+type rtRig struct {
+	t        testing.TB
+	cfg      rtRigConfig
+	srv, cli rendr.PrivateKey
+	addrs    []string // source addresses, kept so a restarted listener can take them again
+	srcs     []*rtSource
+	relays   []*relay.Relay
+	ln       *rendr.Listener
+	d        *rendr.Dialer
+	mig      *rtMigrations // the dialer's migrations
+	once     sync.Once
+}
+
+func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
+	t.Helper()
+	r := &rtRig{t: t, cfg: cfg, srv: rendr.MustNewKey(), cli: rendr.MustNewKey(), mig: &rtMigrations{}}
+	t.Cleanup(r.close)
+	for range cfg.Paths {
+		s := rtListen(t, "127.0.0.1:0")
+		r.srcs = append(r.srcs, s)
+		r.addrs = append(r.addrs, s.Addr().String())
+	}
+	r.ln = r.listen(r.srcs)
+	var paths []*rendr.Target
+	for i, a := range r.addrs {
+		dial := a
+		if cfg.Front != nil {
+			dial = cfg.Front(i, a)
+		} else {
+			rl, err := relay.New(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.relays = append(r.relays, rl)
+			dial = rl.Addr()
+		}
+		var po []rendr.PathOption
+		if cfg.PathOpts != nil {
+			po = cfg.PathOpts(i)
+		}
+		paths = append(paths, rendr.Path(rtName(i), tcp.Dialer(dial), po...))
+	}
+	opts := cfg.Options
+	opts.OnMigrate = r.mig.record
+	var err error
+	r.d, err = rendr.NewDialer(rendr.DialerConfig{Key: r.cli, PeerKey: r.srv.Public(),
+		Root: rendr.Selector("root", paths...), Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *rtRig) listen(srcs []*rtSource) *rendr.Listener {
+	r.t.Helper()
+	ls := make([]net.Listener, len(srcs))
+	for i, s := range srcs {
+		ls[i] = s
+	}
+	opts := r.cfg.Options
+	if r.cfg.ListenOptions != nil {
+		opts = *r.cfg.ListenOptions
+	}
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: r.srv,
+		Peers: append([]rendr.PublicKey{r.cli.Public()}, r.cfg.ExtraPeers...), Options: opts}, ls...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return ln
+}
+
+// relisten replaces the listener with a new one (same key, same source addresses), as a
+// restarted process would. The old one must be closed already.
+func (r *rtRig) relisten() {
+	r.t.Helper()
+	r.srcs = nil
+	for _, a := range r.addrs {
+		r.srcs = append(r.srcs, rtListen(r.t, a))
+	}
+	r.ln = r.listen(r.srcs)
+}
+
+// extraSource adds one more watched source to the listener, for strangers to knock on.
+func (r *rtRig) extraSource() *rtSource {
+	r.t.Helper()
+	s := rtListen(r.t, "127.0.0.1:0")
+	if err := r.ln.AddSource(s); err != nil {
+		r.t.Fatal(err)
+	}
+	return s
+}
+
+// close tears the rig down; it is idempotent so a pipe's stop and the test's cleanup may
+// both call it.
+func (r *rtRig) close() {
+	r.once.Do(func() {
+		if r.d != nil {
+			r.d.Close()
+		}
+		if r.ln != nil {
+			r.ln.Close()
+		}
+		for _, rl := range r.relays {
+			rl.Close()
+		}
+	})
+}
+
+// open dials a flow and accepts it, bounded by a generous deadline.
+func (r *rtRig) open() (*rendr.Conn, *rendr.Conn) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c1, err := r.d.DialContext(ctx)
+	if err != nil {
+		r.t.Fatalf("dial: %v", err)
+	}
+	c2, err := r.ln.AcceptContext(ctx)
+	if err != nil {
+		r.t.Fatalf("accept: %v", err)
+	}
+	if c1.FlowID() != c2.FlowID() {
+		r.t.Fatalf("dialed flow %d, accepted flow %d", c1.FlowID(), c2.FlowID())
+	}
+	return c1, c2
+}
+
+// rtActive is the index of the path carrying traffic in st, or -1.
+func rtActive(st status.Session) int {
+	i, _ := rtActiveID(st)
+	return i
+}
+
+// rtActiveID is rtActive plus the path's id, which changes each time the path is re-dialed.
+func rtActiveID(st status.Session) (int, uint32) {
+	for _, p := range st.Paths {
+		if p.Active && p.State != status.Down {
+			return rtIndex(p.Name), p.ID
+		}
+	}
+	return -1, 0
+}
+
+// rtWaitUp polls get until it shows n paths, all Up, for at most within; it fails the test
+// with the last snapshot otherwise. The bound is generous: it stops a broken run, it does not
+// measure anything.
+func rtWaitUp(t testing.TB, what string, get func() status.Session, n int, within time.Duration) {
+	t.Helper()
+	end := time.Now().Add(within)
+	var st status.Session
+	for time.Now().Before(end) {
+		st = get()
+		up := 0
+		for _, p := range st.Paths {
+			if p.State == status.Up {
+				up++
+			}
+		}
+		if up == n && len(st.Paths) == n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: paths not all back up within %v: %s", what, within, rtDescribe(st))
+}
+
+func rtDescribe(st status.Session) string {
+	var b strings.Builder
+	for _, p := range st.Paths {
+		fmt.Fprintf(&b, "[%s id=%d %v active=%v err=%q] ", p.Name, p.ID, p.State, p.Active, p.LastError)
+	}
+	return b.String()
+}
+
+// rtWait polls cond every few milliseconds for at most within and reports whether it held.
+func rtWait(within time.Duration, cond func() bool) bool {
+	end := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(end) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// rtSend writes n pseudo-random bytes drawn from seed to w, in writes of random sizes that
+// reuse one buffer (the flow must not keep it), and returns their SHA-256.
+func rtSend(w io.Writer, n int64, seed uint64) ([32]byte, error) {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	src := rand.NewChaCha8(key)
+	sizes := rand.New(rand.NewPCG(seed, 0x5e1d))
+	h := sha256.New()
+	buf := make([]byte, 192<<10)
+	for sent := int64(0); sent < n; {
+		b := buf[:min(int64(1+sizes.IntN(len(buf))), n-sent)]
+		src.Read(b)
+		h.Write(b)
+		k, err := w.Write(b)
+		sent += int64(k)
+		if err == nil && k < len(b) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return [32]byte(h.Sum(nil)), fmt.Errorf("write at byte %d of %d: %w", sent, n, err)
+		}
+	}
+	return [32]byte(h.Sum(nil)), nil
+}
+
+// rtRecv reads exactly n bytes from r and returns their SHA-256, adding each read to
+// progress (which may be nil).
+func rtRecv(r io.Reader, n int64, progress *atomic.Int64) ([32]byte, int64, error) {
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	var got int64
+	for got < n {
+		k, err := r.Read(buf[:min(int64(len(buf)), n-got)])
+		h.Write(buf[:k])
+		got += int64(k)
+		if progress != nil {
+			progress.Add(int64(k))
+		}
+		if err != nil {
+			return [32]byte(h.Sum(nil)), got, fmt.Errorf("read at byte %d of %d: %w", got, n, err)
+		}
+	}
+	return [32]byte(h.Sum(nil)), got, nil
+}
+
+// rtTransfer sends n seeded bytes from w to r and checks that r got exactly those bytes. If
+// the reading side fails, the writer is released through its write deadline, so the call
+// always returns.
+func rtTransfer(w, r net.Conn, n int64, seed uint64, progress *atomic.Int64) error {
+	type sent struct {
+		sum [32]byte
+		err error
+	}
+	done := make(chan sent, 1)
+	go func() {
+		sum, err := rtSend(w, n, seed)
+		done <- sent{sum, err}
+	}()
+	got, count, rerr := rtRecv(r, n, progress)
+	if rerr != nil {
+		w.SetWriteDeadline(time.Unix(1, 0))
+	}
+	s := <-done
+	switch {
+	case rerr != nil || s.err != nil:
+		return errors.Join(rerr, s.err)
+	case count != n:
+		return fmt.Errorf("received %d bytes, sent %d", count, n)
+	case got != s.sum:
+		return fmt.Errorf("SHA-256 of %d bytes differs: sent %x, received %x", n, s.sum[:8], got[:8])
+	}
+	return nil
+}
+
+// rtBoth runs rtTransfer in both directions at once (a to b with seed, b to a with seed+1).
+func rtBoth(a, b net.Conn, n int64, seed uint64, progress *atomic.Int64) error {
+	errc := make(chan error, 1)
+	go func() { errc <- rtTransfer(b, a, n, seed+1, progress) }()
+	err := rtTransfer(a, b, n, seed, progress)
+	if err != nil {
+		b.SetWriteDeadline(time.Unix(1, 0)) // release the other direction's writer too
+		a.SetReadDeadline(time.Unix(1, 0))
+	}
+	back := <-errc
+	if err != nil || back != nil {
+		return errors.Join(rtDir("a->b", err), rtDir("b->a", back))
+	}
+	return nil
+}
+
+func rtDir(dir string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", dir, err)
+}
+
+// rtExpectEOF checks that c has nothing more to read and reports io.EOF.
+func rtExpectEOF(c net.Conn) error {
+	var b [1]byte
+	n, err := c.Read(b[:])
+	if n != 0 || err != io.EOF {
+		return fmt.Errorf("read after the peer's CloseWrite: %d bytes, %v; want 0, io.EOF", n, err)
+	}
+	return nil
+}
+
+// rtProxy is a loopback TCP proxy in front of one source. Bytes going up (dialer to listener)
+// and down pass through hooks that may record or change them in place; conn numbers the
+// proxied connections from 0 and off is the chunk's offset in that direction.
+type rtProxy struct {
+	ln       net.Listener
+	target   string
+	up, down func(conn int, off int64, b []byte)
+	wg       sync.WaitGroup
+	mu       struct {
+		sync.Mutex
+		conns  []net.Conn
+		n      int
+		closed bool
+	}
+	ended atomic.Int64 // proxied connections that ended
+}
+
+func rtNewProxy(t testing.TB, target string, up, down func(conn int, off int64, b []byte)) *rtProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &rtProxy{ln: ln, target: target, up: up, down: down}
+	p.wg.Add(1)
+	go p.routineAccept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *rtProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *rtProxy) routineAccept() {
+	defer p.wg.Done()
+	for {
+		a, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+		if err != nil {
+			a.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.mu.closed {
+			p.mu.Unlock()
+			a.Close()
+			b.Close()
+			return
+		}
+		id := p.mu.n
+		p.mu.n++
+		p.mu.conns = append(p.mu.conns, a, b)
+		p.mu.Unlock()
+		var once sync.Once
+		end := func() {
+			once.Do(func() {
+				a.Close()
+				b.Close()
+				p.ended.Add(1)
+			})
+		}
+		p.wg.Add(2)
+		go p.routineCopy(b, a, id, p.up, end)
+		go p.routineCopy(a, b, id, p.down, end)
+	}
+}
+
+// routineCopy forwards src to dst through hook; any end or error ends both directions, as a
+// carrier dies whole.
+func (p *rtProxy) routineCopy(dst, src net.Conn, id int, hook func(int, int64, []byte), end func()) {
+	defer p.wg.Done()
+	defer end()
+	buf := make([]byte, 32<<10)
+	var off int64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if hook != nil {
+				hook(id, off, buf[:n])
+			}
+			off += int64(n)
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *rtProxy) close() {
+	p.mu.Lock()
+	p.mu.closed = true
+	conns := p.mu.conns
+	p.mu.Unlock()
+	p.ln.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	p.wg.Wait()
+}
+
+// rtRawDial opens a plain TCP connection, for speaking to a source without rendr.
+func rtRawDial(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// rtExpectSilentClose reads from c until the peer closes it and fails if any byte arrives or
+// nothing happens for within (a bound against hanging, not a measurement).
+func rtExpectSilentClose(t testing.TB, c net.Conn, within time.Duration) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(within))
+	n, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("carrier still open after %v (read %d bytes)", within, n)
+	}
+	if n != 0 {
+		t.Fatalf("listener sent %d bytes to an unauthenticated carrier", n)
+	}
+}
+
+// rtRing keeps the last lines written to it, so a failing test can show what rendr logged
+// just before without flooding a passing run.
+type rtRing struct {
+	mu    sync.Mutex
+	lines []string
+	next  int
+}
+
+func (r *rtRing) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	const keep = 200
+	line := time.Now().Format("15:04:05.000 ") + strings.TrimRight(string(p), "\n")
+	if len(r.lines) < keep {
+		r.lines = append(r.lines, line)
+	} else {
+		r.lines[r.next] = line
+		r.next = (r.next + 1) % keep
+	}
+	return len(p), nil
+}
+
+func (r *rtRing) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(append(append([]string(nil), r.lines[r.next:]...), r.lines[:r.next]...), "\n")
+}
+
+// rtLogger logs rendr's debug events, prefixed with side, into ring.
+func rtLogger(ring *rtRing, side string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(ring, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", side)
+}

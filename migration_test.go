@@ -1,0 +1,453 @@
+package rendr_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/nettest"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/status"
+)
+
+// rtSeed picks a fresh seed for a randomized test and logs it, so a failure can be replayed by
+// pinning the value here.
+func rtSeed(t testing.TB) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	return seed
+}
+
+// rtKiller kills whichever path carries traffic, again and again, until stopped.
+type rtKiller struct {
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	kills atomic.Int64
+}
+
+// rtStartKiller kills the active path of r every 100-200ms, alternating a FIN and an RST.
+func rtStartKiller(r *rtRig, seed uint64) *rtKiller {
+	k := &rtKiller{stop: make(chan struct{})}
+	rng := rand.New(rand.NewPCG(seed, 7))
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		modes := []relay.Mode{relay.Close, relay.Reset}
+		for n := 0; n < 100000; n++ {
+			t := time.NewTimer(time.Duration(100+rng.IntN(101)) * time.Millisecond)
+			select {
+			case <-k.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if i := rtActive(r.d.Status()); i >= 0 {
+				r.relays[i].Kill(modes[k.kills.Load()%2])
+				k.kills.Add(1)
+			}
+		}
+	}()
+	return k
+}
+
+func (k *rtKiller) halt() int64 {
+	close(k.stop)
+	k.wg.Wait()
+	return k.kills.Load()
+}
+
+// TestNettestMigrating runs the net.Conn conformance suite while the path carrying the flow
+// is killed every 100-200ms. Each pipe also starts with its active path just killed, so even
+// the shortest subtest does its I/O across a migration: it must be invisible to every net.Conn
+// behaviour.
+func TestNettestMigrating(t *testing.T) {
+	seed := rtSeed(t)
+	var pipes, kills, moves, still atomic.Int64
+	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+		n := pipes.Add(1)
+		r := rtNewRig(t, rtRigConfig{Paths: 2})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		d, err := r.d.DialContext(ctx)
+		if err != nil {
+			r.close()
+			return nil, nil, nil, err
+		}
+		a, err := r.ln.AcceptContext(ctx)
+		if err != nil {
+			r.close()
+			return nil, nil, nil, err
+		}
+		first := rtActive(d.Status())
+		if first < 0 {
+			r.close()
+			return nil, nil, nil, fmt.Errorf("no active path after the flow opened: %s", rtDescribe(d.Status()))
+		}
+		r.relays[first].Kill([]relay.Mode{relay.Close, relay.Reset}[n%2])
+		k := rtStartKiller(r, seed+uint64(n))
+		return d, a, func() {
+			kills.Add(1 + k.halt())
+			// The first kill may be moments old when a short subtest ends: give the
+			// session a bounded while to notice it.
+			rtWait(10*time.Second, func() bool { return r.mig.moves() > 0 })
+			m := r.mig.moves()
+			moves.Add(int64(m))
+			if m == 0 {
+				still.Add(1)
+			}
+			d.Close()
+			a.Close()
+			r.close()
+		}, nil
+	})
+	t.Logf("%d pipes, %d kills of the active path, %d migrations", pipes.Load(), kills.Load(), moves.Load())
+	if still.Load() > 0 {
+		t.Fatalf("%d of %d pipes never migrated although their active path was killed", still.Load(), pipes.Load())
+	}
+}
+
+// rtKillPlan kills the active path each time progress crosses the next threshold, so every
+// kill lands while bytes flow (mid-frame included). A stalled path is blocked until the next
+// kill (or the end), then released with a FIN.
+type rtKillPlan struct {
+	r     *rtRig
+	at    []int64
+	modes []relay.Mode
+
+	hits    int             // kills that hit the path carrying traffic
+	events  []string        // what happened, for the log
+	blocked int             // relay blocked by a stall, or -1
+	killed  map[uint32]bool // path ids already killed: a dead carrier may look active a moment longer
+}
+
+// rtNewKillPlan draws n thresholds within [5%, 90%] of total and a mix of modes containing
+// each of modes at least once (when n allows).
+func rtNewKillPlan(r *rtRig, rng *rand.Rand, n int, total int64, modes []relay.Mode) *rtKillPlan {
+	p := &rtKillPlan{r: r, blocked: -1, killed: map[uint32]bool{}}
+	for range n {
+		p.at = append(p.at, total/20+rng.Int64N(total*85/100))
+	}
+	slices.Sort(p.at)
+	for i := range n {
+		if i < len(modes) {
+			p.modes = append(p.modes, modes[i])
+		} else {
+			p.modes = append(p.modes, modes[rng.IntN(len(modes))])
+		}
+	}
+	rng.Shuffle(len(p.modes), func(i, j int) { p.modes[i], p.modes[j] = p.modes[j], p.modes[i] })
+	return p
+}
+
+// run executes the plan until it is done or stop closes.
+func (p *rtKillPlan) run(progress *atomic.Int64, stop <-chan struct{}) {
+	for i, at := range p.at {
+		target := -1
+		for target < 0 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if progress.Load() < at {
+				continue
+			}
+			// Never pick the stalled path (it is still routed until the stall is noticed) nor
+			// a carrier already killed: each kill must hit a live carrier that carries traffic.
+			if a, id := rtActiveID(p.r.d.Status()); a >= 0 && a != p.blocked && !p.killed[id] {
+				target = a
+				p.killed[id] = true
+			}
+		}
+		p.release()
+		rl := p.r.relays[target]
+		switch p.modes[i] {
+		case relay.Stall:
+			rl.Block(true)
+			p.blocked = target
+		default:
+			rl.Kill(p.modes[i])
+		}
+		p.hits++
+		p.events = append(p.events, fmt.Sprintf("%s@%d:%v", rtName(target), progress.Load(), p.modes[i]))
+	}
+}
+
+// release lets a blocked path come back: its stalled carriers are closed and new ones pass.
+func (p *rtKillPlan) release() {
+	if p.blocked >= 0 {
+		p.r.relays[p.blocked].Block(false)
+		p.r.relays[p.blocked].Kill(relay.Close)
+		p.blocked = -1
+	}
+}
+
+// TestLosslessMigration moves 64 MiB each way at once over one flow while the carrying path
+// dies at least 10 times by FIN, RST or silent stall: both ends must get every byte exactly
+// once and in order, then a clean EOF, and the paths must all come back.
+func TestLosslessMigration(t *testing.T) {
+	size, kills := int64(64<<20), 10
+	if testing.Short() {
+		size, kills = 8<<20, 4
+	}
+	seed := rtSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	r := rtNewRig(t, rtRigConfig{Paths: 3, Options: rendr.Options{HandshakeTimeout: time.Second}})
+	c1, c2 := r.open()
+	plan := rtNewKillPlan(r, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
+
+	var progress atomic.Int64
+	stop := make(chan struct{})
+	planDone := make(chan struct{})
+	go func() {
+		defer close(planDone)
+		plan.run(&progress, stop)
+	}()
+	// A bound against a hang, far above what the transfer needs.
+	c1.SetDeadline(time.Now().Add(150 * time.Second))
+	c2.SetDeadline(time.Now().Add(150 * time.Second))
+	start := time.Now()
+	err := rtBoth(c1, c2, size, seed, &progress)
+	close(stop)
+	<-planDone
+	plan.release()
+	t.Logf("%d MiB each way in %v; kills: %v", size>>20, time.Since(start).Round(time.Millisecond), plan.events)
+	t.Logf("migrations: %v", r.mig)
+	if err != nil {
+		t.Fatalf("transfer: %v", err)
+	}
+	if plan.hits != kills {
+		t.Fatalf("only %d of %d kills happened during the transfer", plan.hits, kills)
+	}
+	if m := r.mig.moves(); m < plan.hits {
+		t.Fatalf("%d migrations for %d kills of the active path", m, plan.hits)
+	}
+	if got := c1.Migrations(); got < plan.hits {
+		t.Fatalf("Conn.Migrations() = %d, want at least %d", got, plan.hits)
+	}
+
+	c1.SetDeadline(time.Now().Add(30 * time.Second))
+	c2.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := c1.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rtExpectEOF(c2); err != nil {
+		t.Fatalf("dialer to listener: %v", err)
+	}
+	if err := c2.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rtExpectEOF(c1); err != nil {
+		t.Fatalf("listener to dialer: %v", err)
+	}
+	rtWaitUp(t, "dialer", c1.Status, 3, 30*time.Second)
+	rtWaitUp(t, "listener", c2.Status, 3, 30*time.Second)
+}
+
+// TestMultipleFlowsShareSession runs 50 flows at once on one Dialer while paths die: every
+// flow's bytes arrive exact, the listener sees one session, and flows never cost a handshake
+// of their own.
+func TestMultipleFlowsShareSession(t *testing.T) {
+	const flows, paths, kills = 50, 3, 5
+	size := int64(320 << 10)
+	if testing.Short() {
+		size = 128 << 10
+	}
+	seed := rtSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	r := rtNewRig(t, rtRigConfig{Paths: paths})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// Dial concurrently; the listener pairs its side by flow id.
+	dialed := make([]*rendr.Conn, flows)
+	errs := make([]error, flows)
+	var wg sync.WaitGroup
+	for i := range flows {
+		wg.Go(func() { dialed[i], errs[i] = r.d.DialContext(ctx) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	accepted := map[uint64]*rendr.Conn{}
+	for range flows {
+		c, err := r.ln.AcceptContext(ctx)
+		if err != nil {
+			t.Fatalf("accept after %d flows: %v", len(accepted), err)
+		}
+		accepted[c.FlowID()] = c
+	}
+	for i, c := range dialed {
+		if accepted[c.FlowID()] == nil {
+			t.Fatalf("flow %d (id %d) was not accepted", i, c.FlowID())
+		}
+		if c.Status().ID != dialed[0].Status().ID {
+			t.Fatalf("flow %d is on another session", i)
+		}
+	}
+
+	var progress atomic.Int64
+	plan := rtNewKillPlan(r, rng, kills, 2*flows*size, []relay.Mode{relay.Close, relay.Reset})
+	stop := make(chan struct{})
+	planDone := make(chan struct{})
+	go func() {
+		defer close(planDone)
+		plan.run(&progress, stop)
+	}()
+	for i, c := range dialed {
+		a := accepted[c.FlowID()]
+		c.SetDeadline(time.Now().Add(100 * time.Second))
+		a.SetDeadline(time.Now().Add(100 * time.Second))
+		wg.Go(func() {
+			if err := rtBoth(c, a, size, seed+uint64(2*i), &progress); err != nil {
+				errs[i] = fmt.Errorf("flow %d: %w", c.FlowID(), err)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-planDone
+	t.Logf("kills: %v; migrations: %v", plan.events, r.mig)
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if plan.hits != kills {
+		t.Fatalf("only %d of %d kills happened during the transfer", plan.hits, kills)
+	}
+	if n := len(r.ln.Sessions()); n != 1 {
+		t.Fatalf("listener has %d sessions for one dialer, want 1", n)
+	}
+	carriers := 0
+	for _, s := range r.srcs {
+		carriers += len(s.carriers())
+	}
+	t.Logf("%d carriers accepted for %d flows over %d paths with %d kills", carriers, flows, paths, kills)
+	if carriers > paths*(kills+1) || carriers >= flows {
+		t.Fatalf("%d carriers accepted: handshakes are repeated per flow (bound %d)", carriers, paths*(kills+1))
+	}
+	for _, c := range dialed {
+		c.Close()
+		accepted[c.FlowID()].Close()
+	}
+}
+
+// TestMigrationWithSessionCreditSpent: the path dies silently while all the session credit
+// is in flight on it, and the writer is held by the flow window. After the move every lost
+// byte must be sent again on the new path, although no new credit can come (the receiver waits
+// for exactly those bytes) and the writer adds nothing: resending costs no credit.
+func TestMigrationWithSessionCreditSpent(t *testing.T) {
+	// The receiver's flow window (2 MiB) is larger than its session window (1 MiB), so the
+	// session credit runs out first; the sender's own buffer cap stays the default 64 MiB, so
+	// what holds its writer is the flow window.
+	r := rtNewRig(t, rtRigConfig{Paths: 2, ListenOptions: &rendr.Options{
+		InitialWindow: 2 << 20, MaxWindow: 2 << 20, MaxSessionWindow: 1 << 20}})
+	c1, c2 := r.open()
+	c1.SetDeadline(time.Now().Add(30 * time.Second))
+	c2.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := rtBoth(c1, c2, 64<<10, 21, nil); err != nil {
+		t.Fatal(err)
+	}
+	active := rtActive(c1.Status())
+	if active < 0 {
+		t.Fatalf("no active path: %s", rtDescribe(c1.Status()))
+	}
+	// Everything written from here on goes into a blackhole until the stall is noticed.
+	r.relays[active].Block(true)
+	if err := rtTransfer(c1, c2, 3<<20, 22, nil); err != nil {
+		t.Fatalf("after the silent death of %s: %v (migrations %v; dialer %s)", rtName(active), err, r.mig,
+			rtDescribe(c1.Status()))
+	}
+	if r.mig.moves() == 0 {
+		t.Fatalf("traffic never left the blackholed path: %v", r.mig)
+	}
+	c1.Close()
+	c2.Close()
+}
+
+// rtGate holds the bytes of a proxy in place while closed, like a link that goes quiet for a
+// moment and comes back.
+type rtGate struct {
+	mu   sync.Mutex
+	open chan struct{} // closed while bytes may pass
+}
+
+func rtNewGate() *rtGate {
+	g := &rtGate{open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+func (g *rtGate) hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+		g.open = make(chan struct{})
+	default:
+	}
+}
+
+func (g *rtGate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}
+
+func (g *rtGate) pass(int, int64, []byte) {
+	g.mu.Lock()
+	ch := g.open
+	g.mu.Unlock()
+	<-ch
+}
+
+// TestSuspectPathRecoversWhenIdle: a path that went quiet just long enough to be suspected,
+// and then answers again, must be reported Up again even if the session has nothing more to
+// send.
+func TestSuspectPathRecoversWhenIdle(t *testing.T) {
+	gates := []*rtGate{rtNewGate(), rtNewGate()}
+	r := rtNewRig(t, rtRigConfig{Paths: 2, Front: func(i int, src string) string {
+		p := rtNewProxy(t, src, gates[i].pass, gates[i].pass)
+		t.Cleanup(gates[i].release) // runs before the proxy closes: nothing stays held
+		return p.addr()
+	}})
+	c1, c2 := r.open()
+	rtWaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
+	c1.SetDeadline(time.Now().Add(30 * time.Second))
+	c2.SetDeadline(time.Now().Add(30 * time.Second))
+	active := rtActive(c1.Status())
+	if active < 0 {
+		t.Fatalf("no active path: %s", rtDescribe(c1.Status()))
+	}
+	// Quiet just long enough for the stall check (tens of milliseconds) to move the traffic,
+	// far less than it takes to declare the path dead.
+	gates[active].hold()
+	err := rtTransfer(c1, c2, 256<<10, 31, nil)
+	gates[active].release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	suspected := false
+	for _, ev := range r.mig.all() {
+		suspected = suspected || (ev.From == rtName(active) && ev.Cause == status.CauseStall)
+	}
+	if !suspected {
+		t.Skipf("%s died instead of being suspected: nothing to check (migrations %v)", rtName(active), r.mig)
+	}
+	rtWaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
+	c1.Close()
+	c2.Close()
+}

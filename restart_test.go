@@ -1,0 +1,244 @@
+package rendr_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/transport/tcp"
+)
+
+// rtExpectRestarted waits (bounded by a deadline, not measured) for c's Read to fail, and
+// checks that the failure, and a later Write's, is ErrPeerRestarted.
+func rtExpectRestarted(t *testing.T, side string, c *rendr.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	if !errors.Is(err, rendr.ErrPeerRestarted) {
+		t.Fatalf("%s: old flow's Read = %d, %v; want ErrPeerRestarted", side, n, err)
+	}
+	c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte("x")); !errors.Is(err, rendr.ErrPeerRestarted) {
+		t.Fatalf("%s: old flow's Write = %v; want ErrPeerRestarted", side, err)
+	}
+}
+
+// TestRestartListener: the listening process dies without a word (its paths go silent) and
+// comes back with the same key on the same ports. The idle flow must fail with
+// ErrPeerRestarted, never be resumed by the new instance, and the same Dialer must open new
+// flows on it.
+func TestRestartListener(t *testing.T) {
+	r := rtNewRig(t, rtRigConfig{Paths: 2, Options: rendr.Options{HandshakeTimeout: time.Second}})
+	c1, c2 := r.open()
+	if err := rtBoth(c1, c2, 64<<10, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	oldSession := c1.Status().ID
+
+	// A crash: nothing the old listener says on its way out may reach the dialer (a clean
+	// Close would send CLOSE, which is ErrSessionClosed, not a restart).
+	for _, rl := range r.relays {
+		rl.Block(true)
+	}
+	r.ln.Close()
+	r.relisten()
+	for _, rl := range r.relays {
+		rl.Block(false)
+		rl.Kill(relay.Close) // the stalled carriers of the dead process end
+	}
+
+	rtExpectRestarted(t, "dialer", c1)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n1, err := r.d.DialContext(ctx)
+	if err != nil {
+		t.Fatalf("dial after the listener restarted: %v", err)
+	}
+	n2, err := r.ln.AcceptContext(ctx)
+	if err != nil {
+		t.Fatalf("accept on the restarted listener: %v", err)
+	}
+	if n1.Status().ID == oldSession {
+		t.Fatal("the new flow runs on the old session")
+	}
+	n1.SetDeadline(time.Now().Add(30 * time.Second))
+	n2.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := rtBoth(n1, n2, 256<<10, 2, nil); err != nil {
+		t.Fatalf("new flow: %v", err)
+	}
+	if len(r.ln.Sessions()) != 1 {
+		t.Fatalf("restarted listener has %d sessions, want 1", len(r.ln.Sessions()))
+	}
+	n1.Close()
+	n2.Close()
+	c2.Close()
+}
+
+// TestRestartDialer: the dialing process dies without a word (its carriers are reset and its
+// paths go dark) and a new process with the same key dials again. Once the new session is up,
+// the listener's old flow must fail with ErrPeerRestarted, and the new flow must work.
+func TestRestartDialer(t *testing.T) {
+	r := rtNewRig(t, rtRigConfig{Paths: 2, Options: rendr.Options{HandshakeTimeout: time.Second}})
+	c1, c2 := r.open()
+	if err := rtBoth(c1, c2, 64<<10, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	oldSession := c2.Status().ID
+
+	// A crash: the old dialer's carriers die and its paths stay dark (its Close, which would
+	// send CLOSE, comes only at cleanup).
+	for _, rl := range r.relays {
+		rl.Block(true)
+		rl.Kill(relay.Reset)
+	}
+	if !rtWait(20*time.Second, func() bool {
+		for _, s := range r.ln.Sessions() {
+			if s.ID == oldSession {
+				return len(s.Paths) == 0
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("the listener kept paths of the crashed dialer: %v", r.ln.Sessions())
+	}
+
+	var paths []*rendr.Target
+	for i, a := range r.addrs {
+		paths = append(paths, rendr.Path(rtName(i), tcp.Dialer(a)))
+	}
+	d2, err := rendr.NewDialer(rendr.DialerConfig{Key: r.cli, PeerKey: r.srv.Public(),
+		Root: rendr.Selector("root", paths...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n1, err := d2.DialContext(ctx)
+	if err != nil {
+		t.Fatalf("dial from the restarted dialer: %v", err)
+	}
+	n2, err := r.ln.AcceptContext(ctx)
+	if err != nil {
+		t.Fatalf("accept from the restarted dialer: %v", err)
+	}
+
+	rtExpectRestarted(t, "listener", c2)
+
+	if n2.Status().ID == oldSession {
+		t.Fatal("the new flow was accepted into the old session")
+	}
+	n1.SetDeadline(time.Now().Add(30 * time.Second))
+	n2.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := rtBoth(n1, n2, 256<<10, 4, nil); err != nil {
+		t.Fatalf("new flow: %v", err)
+	}
+	n1.Close()
+	n2.Close()
+	c1.Close()
+}
+
+// rtSlowFirstReply holds up the listener for a moment right after it wrote the reply to the
+// first handshake on a source: the dialer has its answer and joins its other paths while the
+// listener is still between answering and registering the session.
+type rtSlowFirstReply struct {
+	net.Listener
+	hold  time.Duration
+	first *atomic.Bool // shared by the sources of one listener
+}
+
+type rtSlowReplyConn struct {
+	net.Conn
+	hold time.Duration
+	once atomic.Bool
+}
+
+func (s *rtSlowFirstReply) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil || !s.first.CompareAndSwap(false, true) {
+		return c, err
+	}
+	return &rtSlowReplyConn{Conn: c, hold: s.hold}, nil
+}
+
+func (c *rtSlowReplyConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.once.CompareAndSwap(false, true) {
+		time.Sleep(c.hold)
+	}
+	return n, err
+}
+
+// TestJoinDuringFoundingIsNotARestart: a path that joins the session while the listener is
+// still registering it (its reply to the founding path is already on the wire) must not be
+// taken for a restarted listener. A session that fails here would fail every flow with
+// ErrPeerRestarted although both ends are alive.
+func TestJoinDuringFoundingIsNotARestart(t *testing.T) {
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	l0, err := tcp.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1, err := tcp.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the founding path dials before the session is established, so the first carrier
+	// either source accepts is the founding one.
+	var first atomic.Bool
+	hold := 300 * time.Millisecond
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}},
+		&rtSlowFirstReply{Listener: l0, hold: hold, first: &first},
+		&rtSlowFirstReply{Listener: l1, hold: hold, first: &first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(), Root: rendr.Selector("root",
+		rendr.Path("p0", tcp.Dialer(l0.Addr().String())),
+		rendr.Path("p1", tcp.Dialer(l1.Addr().String())))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c1, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	c2, err := ln.AcceptContext(ctx)
+	if err != nil {
+		t.Fatalf("accept: %v (dialer: %s)", err, rtDescribe(d.Status()))
+	}
+	defer c2.Close()
+	// Wait for the joining path's verdict: attached, or the session failed (a zero-length
+	// Write reports the session's error and sends nothing).
+	rtWait(20*time.Second, func() bool {
+		up := 0
+		for _, p := range c1.Status().Paths {
+			if p.State == status.Up {
+				up++
+			}
+		}
+		_, err := c1.Write(nil)
+		return up == 2 || err != nil
+	})
+	if _, err := c1.Write(nil); err != nil {
+		t.Fatalf("the session failed while its second path joined: %v", err)
+	}
+	rtWaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
+	c1.SetDeadline(time.Now().Add(20 * time.Second))
+	c2.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := rtBoth(c1, c2, 64<<10, 5, nil); err != nil {
+		t.Fatal(err)
+	}
+}
