@@ -268,7 +268,7 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session) e
 	}
 	l.mu.Unlock()
 	for _, o := range restarted {
-		go o.fail(ErrPeerRestarted)
+		l.wg.Go(func() { o.fail(ErrPeerRestarted) })
 	}
 	lk := s.newLink(h.Name, int(h.Tier), nil)
 	lk.hash = res.Hash
@@ -403,9 +403,11 @@ func (l *Listener) Close() error {
 			err = fmt.Errorf("rendr: closing source: %w", e)
 		}
 	}
+	var wg sync.WaitGroup
 	for _, s := range ss {
-		s.close()
+		wg.Go(s.close) // each may linger to deliver what its flows wrote
 	}
+	wg.Wait()
 	l.wg.Wait()
 	return err
 }

@@ -39,9 +39,11 @@ var (
 	ErrSessionClosed = fmt.Errorf("rendr: session closed by peer: %w", net.ErrClosed)
 	// ErrPeerRestarted: the peer is a new instance (it restarted) and does not know this
 	// session. Its flows are not resumed: they fail with this error.
-	ErrPeerRestarted = errors.New("rendr: peer restarted; flow cannot resume")
-	// ErrNoPath: no path could be attached for longer than the reconnect timeout.
-	ErrNoPath = errors.New("rendr: no usable path")
+	// It wraps net.ErrClosed, like every error that ends a flow for good.
+	ErrPeerRestarted = fmt.Errorf("rendr: peer restarted; flow cannot resume: %w", net.ErrClosed)
+	// ErrNoPath: no path could be attached for longer than the reconnect timeout. It wraps
+	// net.ErrClosed.
+	ErrNoPath = fmt.Errorf("rendr: no usable path: %w", net.ErrClosed)
 	// ErrReset: the peer reset its direction of the flow, or refused it.
 	ErrReset = flow.ErrReset
 	// ErrStopped: the peer closed its reading direction; what is written is not delivered.

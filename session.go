@@ -148,19 +148,36 @@ func (s *session) fail(err error) {
 	}
 }
 
-// close ends the session locally, telling the peer first (best effort).
+// closeLinger bounds how long closing a session waits for bytes already written to be
+// acknowledged, as a TCP close delivers what was written before its FIN.
+const closeLinger = 2 * time.Second
+
+// close ends the session locally: it lets written bytes (and FINs of closed flows) reach the
+// peer for up to closeLinger while a path is up, then sends CLOSE behind them and tears down.
 func (s *session) close() {
+	deadline := time.Now().Add(closeLinger)
+	for s.pathCount() > 0 && !s.engine.Drained() && time.Now().Before(deadline) {
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-s.done:
+		}
+	}
 	s.mu.Lock()
 	r := s.mu.route
 	s.mu.Unlock()
-	if r != nil {
+	if r != nil && r.state != status.Down {
 		rec := path.NewRecord()
 		rec.B = wire.AppendClose(rec.B, 0)
-		r.p.SendControl(rec)
-		// Give the writer a moment to put CLOSE on the wire before the carrier closes.
-		select {
-		case <-time.After(20 * time.Millisecond):
-		case <-r.p.Closed():
+		// Behind any data still queued on the path, so the peer reads everything first.
+		if r.p.Send(rec) {
+			flushed := time.Now().Add(100 * time.Millisecond)
+			for !r.p.Flushed() && time.Now().Before(flushed) {
+				select {
+				case <-time.After(2 * time.Millisecond):
+				case <-r.p.Closed():
+					flushed = time.Time{}
+				}
+			}
 		}
 	}
 	s.fail(ErrClosed)
@@ -488,7 +505,11 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 	case wire.TypeJoinProof:
 		return fmt.Errorf("rendr: unexpected %v", f.Type)
 	case wire.TypeClose:
-		go s.fail(ErrSessionClosed) // fail waits for paths; not from their reader
+		s.wg.Add(1)
+		go func() { // fail waits for the engine; not from a path's reader
+			defer s.wg.Done()
+			s.fail(ErrSessionClosed)
+		}()
 		return nil
 	case wire.TypeData, wire.TypeDataFin, wire.TypeOpen, wire.TypeAck:
 		// Follow the peer's choice of path, so both directions use the path its policy picked.
@@ -501,6 +522,14 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 		}
 	}
 	return s.engine.Handle(f)
+}
+
+// Measured implements path.Handler: re-evaluate the route, so a suspect path that answers
+// again, or a primary path back past its recovery dwell, is taken up without waiting for
+// traffic to ask.
+func (l *link) Measured(*path.Path) {
+	l.s.dirty.Store(true)
+	l.s.engine.Kick()
 }
 
 // Writable implements path.Handler.

@@ -126,6 +126,7 @@ type Engine struct {
 		maxDataPending             bool
 		outstanding                int // streams with bytes or a FIN/RESET not yet acknowledged
 		progress                   time.Time
+		stallShift                 uint // stall timeout backoff: doubled per verdict, reset on progress
 		accept                     []*Stream
 		acceptSig                  chan struct{}
 		migrations                 int
@@ -266,6 +267,14 @@ func (e *Engine) Stats() Stats {
 		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Busy: e.mu.outstanding}
 }
 
+// Drained reports whether everything written has been acknowledged and nothing is left to
+// send: no unacknowledged bytes, FINs or RESETs, and no stream waiting to send a frame.
+func (e *Engine) Drained() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.mu.outstanding == 0 && e.mu.sendBuffered == 0 && len(e.mu.ready) == 0
+}
+
 // Idle reports whether no flow is open.
 func (e *Engine) Idle() bool {
 	e.mu.Lock()
@@ -321,6 +330,23 @@ func (e *Engine) setOutstandingLocked(s *Stream) {
 // window to double: two round trips, and at least a millisecond so that loopback scheduling
 // noise does not read as a tiny round trip.
 func (e *Engine) tuneIntervalLocked() time.Duration { return max(2*e.mu.srtt, time.Millisecond) }
+
+// growSessionWindowLocked is called when a Read is about to wait on an empty buffer. If the
+// peer has (nearly) no session credit left, bytes for this flow may be held back by flows
+// nobody reads (waiting in the accept backlog, or read by no one): grow the session window, up
+// to its maximum, so those flows cannot starve the ones being read.
+func (e *Engine) growSessionWindowLocked() {
+	left := e.mu.recvMax - e.mu.recvUsed
+	if left >= uint64(e.cfg.InitialWindow) || e.mu.recvWindow >= uint64(e.cfg.MaxSessionWindow) {
+		return
+	}
+	e.mu.recvWindow = min(2*e.mu.recvWindow, uint64(e.cfg.MaxSessionWindow))
+	if m := e.mu.recvRead + e.mu.recvWindow; m > e.mu.recvMax {
+		e.mu.recvMax = m
+		e.mu.maxDataPending = true
+		e.Kick()
+	}
+}
 
 // consumedLocked returns n bytes of session credit (read, discarded or never coming).
 func (e *Engine) consumedLocked(n uint64) {
@@ -423,9 +449,13 @@ func (e *Engine) fill(l Link) (stalled bool, wait time.Duration) {
 	if e.mu.outstanding == 0 {
 		return false, 0
 	}
-	limit := min(max(2*srtt+4*rttvar, e.cfg.StallFloor), e.cfg.StallCeil)
+	// Each verdict without acknowledged progress since the last one doubles the next timeout,
+	// as TCP backs off its retransmission timer: a machine starved of CPU, or a path slow to
+	// drain a resent window, must not bounce traffic between healthy paths.
+	limit := min(max(2*srtt+4*rttvar, e.cfg.StallFloor)<<e.mu.stallShift, e.cfg.StallCeil)
 	if since := now.Sub(e.mu.progress); since >= limit {
 		e.mu.progress = now // one verdict per timeout, even if the Router keeps the link
+		e.mu.stallShift = min(e.mu.stallShift+1, 4)
 		return true, 0
 	} else {
 		return false, limit - since
@@ -436,6 +466,12 @@ func (e *Engine) fill(l Link) (stalled bool, wait time.Duration) {
 // the old link may have lost.
 func (e *Engine) rewindLocked() {
 	e.mu.maxDataPending = true
+	// Resent bytes need no session credit: every flow is visited again, blocked or not.
+	for _, s := range e.mu.sessWait {
+		s.sessBlocked = false
+	}
+	clear(e.mu.sessWait)
+	e.mu.sessWait = e.mu.sessWait[:0]
 	for id := range e.mu.refused {
 		e.queueRefusalLocked(id)
 	}

@@ -70,6 +70,15 @@ func (e *Engine) Handle(f *wire.Frame) error {
 			s.sendErr = ErrStopped
 			if f.Code == CodeRefused {
 				s.sendErr = ErrReset
+				// The peer refused the flow without counting any of its bytes against the
+				// session window: give back the credit we spent on them.
+				e.mu.sendUsed -= min(s.sendHigh, e.mu.sendUsed)
+				for _, w := range e.mu.sessWait {
+					w.sessBlocked = false
+					e.readyLocked(w)
+				}
+				clear(e.mu.sessWait)
+				e.mu.sessWait = e.mu.sessWait[:0]
 			}
 			e.mu.sendBuffered -= s.sbuf.len()
 			s.sbuf.reset()
@@ -258,6 +267,7 @@ func (s *Stream) ackLocked(f *wire.Frame) error {
 		s.sendBase = d
 		s.sendNext = max(s.sendNext, d)
 		e.mu.progress = time.Now()
+		e.mu.stallShift = 0
 		signal(s.writeSig)
 		e.wakeCapLocked()
 	}

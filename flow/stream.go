@@ -96,7 +96,12 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 		if s.appClosed || s.readClosed {
 			e.mu.Unlock()
+			signal(s.readSig) // pass the wake-up on to any other blocked Read
 			return 0, ErrClosed
+		}
+		if len(p) == 0 && s.rbuf.len() == 0 {
+			e.mu.Unlock()
+			return 0, nil // nothing asked for: never block (io.Reader convention)
 		}
 		if s.rbuf.len() > 0 {
 			if len(p) == 0 {
@@ -122,9 +127,14 @@ func (s *Stream) Read(p []byte) (int, error) {
 		case s.err != nil:
 			err = s.err
 		}
+		var mine chan struct{}
 		if err == nil && len(p) > 0 && s.direct == nil {
-			req = &readReq{p: p}
+			req = &readReq{p: p, ready: make(chan struct{}, 1)}
 			s.direct = req
+			mine = req.ready
+		}
+		if err == nil {
+			s.e.growSessionWindowLocked()
 		}
 		e.mu.Unlock()
 		if err != nil {
@@ -133,6 +143,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 		select {
 		case <-s.readSig:
+		case <-mine: // bytes landed in our buffer: the wake-up is ours alone
 		case <-dl:
 		}
 	}
@@ -140,8 +151,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 
 // readReq is a waiting Read's buffer, filled by the receive path under the engine's lock.
 type readReq struct {
-	p []byte
-	n int
+	p     []byte
+	n     int
+	ready chan struct{} // signalled when bytes land in p
 }
 
 // deliverLocked hands received bytes to the application: into a waiting Read's buffer when
@@ -152,6 +164,7 @@ func (s *Stream) deliverLocked(p []byte) {
 		r.n += k
 		p = p[k:]
 		s.consumedLocked(uint64(k))
+		signal(r.ready)
 	}
 	if len(p) > 0 {
 		s.rbuf.write(p)
@@ -204,6 +217,9 @@ func (s *Stream) Write(p []byte) (int, error) {
 		}
 		if err != nil || len(p) == 0 {
 			e.mu.Unlock()
+			if err != nil {
+				signal(s.writeSig) // pass the wake-up on to any other blocked Write
+			}
 			return n, err
 		}
 		room := int(s.peerLimit-s.sendBase) + writeChunk - s.sbuf.len()
@@ -416,5 +432,6 @@ func (s *Stream) emitLocked(r *path.Record) bool {
 		s.finSent = true
 	}
 	e.setOutstandingLocked(s)
-	return s.sendNext < min(end, s.peerLimit) && !s.sessBlocked
+	// Resending (below sendHigh) needs no session credit, so a blocked flow goes on resending.
+	return s.sendNext < min(end, s.peerLimit) && (!s.sessBlocked || s.sendNext < s.sendHigh)
 }

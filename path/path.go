@@ -38,6 +38,10 @@ type Handler interface {
 	Frame(p *Path, f *wire.Frame) error
 	// Writable says the path's queue has room again after Space reported none.
 	Writable(p *Path)
+	// Measured says a probe was answered and Quality changed: a suspect path may be usable
+	// again, and a policy waiting on quality or dwell times may decide now, even on a session
+	// with no traffic to make it look.
+	Measured(p *Path)
 	// Down says the path is gone, and why.
 	Down(p *Path, cause error)
 }
@@ -116,6 +120,8 @@ type Path struct {
 		closed       bool
 		cause        error
 		pingSeq      uint64
+		pongSeq      uint64 // the latest PING to answer, when pongPending
+		pongPending  bool
 		pingAt       time.Time // zero when no probe is outstanding
 		nextPing     time.Time
 		est          estimator
@@ -234,6 +240,13 @@ func (p *Path) Close(cause error) {
 	}
 }
 
+// Flushed reports whether every queued record has been handed to the carrier.
+func (p *Path) Flushed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.mu.q) == 0 && len(p.mu.pq) == 0 && p.mu.qBytes == 0
+}
+
 // Wait blocks until the path's goroutines have exited.
 func (p *Path) Wait() { p.wg.Wait() }
 
@@ -345,11 +358,17 @@ func (p *Path) interval(now time.Time) time.Duration {
 }
 
 func (p *Path) pong(seq uint64) {
+	if p.measure(seq) {
+		p.h.Measured(p)
+	}
+}
+
+func (p *Path) measure(seq uint64) bool {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.mu.pingAt.IsZero() || seq != p.mu.pingSeq {
-		return // an answer to a probe we gave up on; it proves nothing about the current one
+		return false // an answer to a probe we gave up on; it proves nothing about the current one
 	}
 	rtt := now.Sub(p.mu.pingAt)
 	late := p.mu.est.samples > 0 && rtt > 2*p.mu.est.srtt+4*p.mu.est.rttvar
@@ -359,6 +378,7 @@ func (p *Path) pong(seq uint64) {
 	if p.mu.probe != nil && !p.mu.closed {
 		p.mu.probe.Reset(p.mu.nextPing.Sub(now))
 	}
+	return true
 }
 
 // exit is deferred by both goroutines: whichever leaves last reports Down, so the Handler
@@ -382,12 +402,23 @@ func (p *Path) routineWrite() {
 		}
 		for {
 			p.mu.Lock()
-			batch = append(batch[:0], p.mu.pq...)
-			clear(p.mu.pq)
-			p.mu.pq = p.mu.pq[:0]
+			batch = batch[:0]
+			if p.mu.pongPending {
+				// One PONG answers the latest PING: older ones are moot for the peer, and a
+				// flood of PINGs costs us one pending number, not a record each.
+				r := NewRecord()
+				r.B = wire.AppendPong(r.B, p.mu.pongSeq)
+				batch = append(batch, r)
+				p.mu.pongPending = false
+			}
+			k := min(len(p.mu.pq), len(vec)/2-len(batch))
+			batch = append(batch, p.mu.pq[:k]...)
+			rest := copy(p.mu.pq, p.mu.pq[k:])
+			clear(p.mu.pq[rest:])
+			p.mu.pq = p.mu.pq[:rest]
 			n := min(len(p.mu.q), len(vec)-len(batch))
 			batch = append(batch, p.mu.q[:n]...)
-			rest := copy(p.mu.q, p.mu.q[n:])
+			rest = copy(p.mu.q, p.mu.q[n:])
 			clear(p.mu.q[rest:])
 			p.mu.q = p.mu.q[:rest]
 			p.mu.Unlock()
@@ -460,9 +491,13 @@ func (p *Path) routineRead() {
 			frames = frames[k:]
 			switch f.Type {
 			case wire.TypePing:
-				r := NewRecord()
-				r.B = wire.AppendPong(r.B, f.Seq)
-				p.enqueue(r, true)
+				p.mu.Lock()
+				p.mu.pongSeq, p.mu.pongPending = f.Seq, true
+				p.mu.Unlock()
+				select {
+				case p.kick <- struct{}{}:
+				default:
+				}
 			case wire.TypePong:
 				p.pong(f.Seq)
 			default:

@@ -25,6 +25,7 @@ type handler struct {
 		sync.Mutex
 		frames    []wire.Type
 		writable  int
+		measured  int
 		downs     int
 		cause     error
 		downAt    time.Time
@@ -56,6 +57,15 @@ func (h *handler) Writable(p *Path) {
 		h.mu.lateCalls++
 	}
 	h.mu.writable++
+}
+
+func (h *handler) Measured(p *Path) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.mu.measured++
+	if h.mu.downs > 0 {
+		h.mu.lateCalls++
+	}
 }
 
 func (h *handler) Down(p *Path, cause error) {
@@ -104,6 +114,12 @@ func TestProbesMeasureRTT(t *testing.T) {
 		}
 		if q.RTTVar >= 10*time.Millisecond {
 			t.Errorf("RTTVar = %v: constant samples must shrink it from its initial srtt/2", q.RTTVar)
+		}
+		ha.mu.Lock()
+		measured := ha.mu.measured
+		ha.mu.Unlock()
+		if measured != q.Samples {
+			t.Errorf("Measured called %d times for %d probe answers", measured, q.Samples)
 		}
 		// The link gets slower: the estimate follows.
 		slow := testlink.Config{Delay: 40 * time.Millisecond}
