@@ -200,9 +200,10 @@ func (d *Dialer) Status() status.Session {
 	return s.snapshot()
 }
 
-// Close ends the session (the peer's flows fail with ErrSessionClosed, local ones with
-// ErrClosed) and waits for every goroutine to stop. Close the Conns first to deliver what
-// they hold.
+// Close ends the session: it gives bytes already written on its flows up to 2s to be
+// acknowledged, tells the peer (whose flows then fail with ErrSessionClosed once they have read
+// what arrived; local ones fail with ErrClosed), and waits for every goroutine to stop. It
+// must not be called from an OnMigrate callback.
 func (d *Dialer) Close() error {
 	d.mu.Lock()
 	s := d.mu.s

@@ -160,6 +160,9 @@ type rtRigConfig struct {
 	ExtraPeers []rendr.PublicKey
 	// ListenOptions, if set, are the listener's options instead of Options.
 	ListenOptions *rendr.Options
+	// Secure declares every carrier already secure (SecureCarrier, SecureSource): records are
+	// not encrypted, and the engine sends payload by reference instead of copying it.
+	Secure bool
 }
 
 // rtRig is a listener with one source per path and a dialer whose paths reach the sources
@@ -204,6 +207,9 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 		if cfg.PathOpts != nil {
 			po = cfg.PathOpts(i)
 		}
+		if cfg.Secure {
+			po = append(po, rendr.SecureCarrier())
+		}
 		paths = append(paths, rendr.Path(rtName(i), tcp.Dialer(dial), po...))
 	}
 	opts := cfg.Options
@@ -227,10 +233,21 @@ func (r *rtRig) listen(srcs []*rtSource) *rendr.Listener {
 	if r.cfg.ListenOptions != nil {
 		opts = *r.cfg.ListenOptions
 	}
+	var direct []net.Listener
+	if !r.cfg.Secure {
+		direct = ls
+	}
 	ln, err := rendr.Listen(rendr.ListenConfig{Key: r.srv,
-		Peers: append([]rendr.PublicKey{r.cli.Public()}, r.cfg.ExtraPeers...), Options: opts}, ls...)
+		Peers: append([]rendr.PublicKey{r.cli.Public()}, r.cfg.ExtraPeers...), Options: opts}, direct...)
 	if err != nil {
 		r.t.Fatal(err)
+	}
+	if r.cfg.Secure {
+		for _, l := range ls {
+			if err := ln.AddSource(l, rendr.SecureSource()); err != nil {
+				r.t.Fatal(err)
+			}
+		}
 	}
 	return ln
 }

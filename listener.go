@@ -380,8 +380,10 @@ func (l *Listener) Sessions() []status.Session {
 	return out
 }
 
-// Close closes the sources, ends every session (peers' flows fail with ErrSessionClosed) and
-// waits for every goroutine to stop.
+// Close closes the sources and ends every session as Dialer.Close does (each gets up to 2s,
+// all at once, for written bytes to be acknowledged; peers' flows then fail with
+// ErrSessionClosed), and waits for every goroutine to stop. It must not be called from an
+// OnMigrate callback.
 func (l *Listener) Close() error {
 	l.mu.Lock()
 	if l.mu.closed {

@@ -1,17 +1,43 @@
 package flow
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/rendr-go/rendr/path"
+)
 
 // chunkSize is the unit stream buffers grow and shrink by. Buffers hold only the chunks their
 // bytes need, so an idle flow, whose buffers are empty, holds none.
 const chunkSize = 16 << 10
 
-var chunkPool = sync.Pool{New: func() any { return new([chunkSize]byte) }}
+var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
+
+// chunk is a unit of buffer memory. Records on plain paths may refer to a send buffer's chunk
+// instead of copying from it; the chunk goes back to the pool only when the buffer and every
+// such record have let it go.
+type chunk struct {
+	b    [chunkSize]byte
+	refs atomic.Int32 // the buffer's own reference, plus one per record pinning it
+}
+
+func newChunk() *chunk {
+	c := chunkPool.Get().(*chunk)
+	c.refs.Store(1)
+	return c
+}
+
+// Unpin implements path.Pin.
+func (c *chunk) Unpin() {
+	if c.refs.Add(-1) == 0 {
+		chunkPool.Put(c)
+	}
+}
 
 // buffer is a FIFO of bytes in pooled chunks. It is not safe for concurrent use; the engine's
 // lock guards every buffer.
 type buffer struct {
-	chunks []*[chunkSize]byte
+	chunks []*chunk
 	head   int // read position in chunks[0]
 	n      int // bytes buffered
 }
@@ -24,10 +50,10 @@ func (b *buffer) write(p []byte) {
 	for len(p) > 0 {
 		tail := (b.head + b.n) % chunkSize
 		if tail == 0 && (b.head+b.n)/chunkSize == len(b.chunks) {
-			b.chunks = append(b.chunks, chunkPool.Get().(*[chunkSize]byte))
+			b.chunks = append(b.chunks, newChunk())
 		}
 		c := b.chunks[(b.head+b.n)/chunkSize]
-		k := copy(c[tail:], p)
+		k := copy(c.b[tail:], p)
 		b.n += k
 		p = p[k:]
 	}
@@ -43,11 +69,27 @@ func (b *buffer) readAt(dst []byte, off int) int {
 	done := 0
 	for done < want {
 		c := b.chunks[pos/chunkSize]
-		k := copy(dst[done:want], c[pos%chunkSize:])
+		k := copy(dst[done:want], c.b[pos%chunkSize:])
 		done += k
 		pos += k
 	}
 	return done
+}
+
+// pin ends r with the n bytes starting off bytes past the head, by reference: each chunk they
+// lie in is pinned until r is written. The bytes must not change meanwhile, and they do not:
+// a buffer only appends after its end and drops from its head.
+func (b *buffer) pin(r *path.Record, off, n int) {
+	pos := b.head + off
+	for n > 0 {
+		c := b.chunks[pos/chunkSize]
+		i := pos % chunkSize
+		k := min(n, chunkSize-i)
+		c.refs.Add(1)
+		r.AppendExt(c.b[i:i+k:i+k], c)
+		pos += k
+		n -= k
+	}
 }
 
 // discard drops n bytes from the head, returning emptied chunks to the pool.
@@ -62,7 +104,7 @@ func (b *buffer) discard(n int) {
 	}
 	if free > 0 {
 		for i := range free {
-			chunkPool.Put(b.chunks[i])
+			b.chunks[i].Unpin()
 		}
 		rest := copy(b.chunks, b.chunks[free:])
 		clear(b.chunks[rest:])

@@ -39,6 +39,14 @@ type Link interface {
 	SRTT() (srtt, rttvar time.Duration)
 }
 
+// ZeroCopyLink is a Link that may take records ending in send-buffer bytes by reference
+// (path.Record.Ext) when ZeroCopy is true: a plain path, where no encryption needs the bytes in
+// one piece. Checked with a type assertion; other links get copies.
+type ZeroCopyLink interface {
+	Link
+	ZeroCopy() bool
+}
+
 // Router chooses links. Its methods are called from the engine goroutine without the
 // engine's lock held, and may call back into the engine.
 type Router interface {
@@ -432,9 +440,13 @@ func (e *Engine) fill(l Link) (stalled bool, wait time.Duration) {
 		e.mu.linkID = id
 		e.mu.progress = now
 	}
+	zc := false
+	if z, ok := l.(ZeroCopyLink); ok {
+		zc = z.ZeroCopy()
+	}
 	for l.Space() > 0 {
 		r := path.NewRecord()
-		e.buildLocked(r)
+		e.buildLocked(r, zc)
 		if len(r.B) == 2 {
 			r.Release()
 			break
@@ -496,7 +508,7 @@ func (e *Engine) rewindLocked() {
 
 // buildLocked fills r with frames: the session window first, then round-robin over ready
 // streams, each adding its control frames and at most one quantum of data.
-func (e *Engine) buildLocked(r *path.Record) {
+func (e *Engine) buildLocked(r *path.Record, zc bool) {
 	if e.mu.maxDataPending && r.Room() >= 9 {
 		r.B = wire.AppendMaxData(r.B, e.mu.recvMax)
 		e.mu.maxDataPending = false
@@ -510,7 +522,7 @@ func (e *Engine) buildLocked(r *path.Record) {
 		e.mu.ready[0] = nil
 		e.mu.ready = e.mu.ready[1:]
 		s.queued = false
-		more := s.emitLocked(r)
+		more := s.emitLocked(r, zc)
 		if more {
 			s.queued = true
 			e.mu.ready = append(e.mu.ready, s)

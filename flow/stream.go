@@ -8,6 +8,10 @@ import (
 	"github.com/rendr-go/rendr/path"
 )
 
+// zeroCopyMin is the smallest payload sent by reference on a plain path; smaller ones are
+// copied, so that a record full of small frames is not cut short.
+const zeroCopyMin = 4 << 10
+
 // writeChunk bounds how much one Write copies per lock hold, so a large Write does not keep
 // the engine goroutine waiting.
 const writeChunk = 64 << 10
@@ -362,7 +366,7 @@ func (s *Stream) failLocked(err error) {
 }
 
 // emitLocked appends s's pending frames to r and reports whether s has more to send.
-func (s *Stream) emitLocked(r *path.Record) bool {
+func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	e := s.e
 	const ctl = 1 + 8 + 8 + 8 + 1 // the largest control frame
 	if r.Room() < 4*ctl {
@@ -420,9 +424,13 @@ func (s *Stream) emitLocked(r *path.Record) bool {
 		return false
 	}
 	r.B = wire.AppendDataHeader(r.B, s.id, s.sendNext, fin, int(n))
-	off := len(r.B)
-	r.B = r.B[:off+int(n)]
-	s.sbuf.readAt(r.B[off:], int(s.sendNext-s.sendBase))
+	if zc && n >= zeroCopyMin {
+		s.sbuf.pin(r, int(s.sendNext-s.sendBase), int(n)) // the record ends here
+	} else {
+		off := len(r.B)
+		r.B = r.B[:off+int(n)]
+		s.sbuf.readAt(r.B[off:], int(s.sendNext-s.sendBase))
+	}
 	s.sendNext += n
 	if s.sendNext > s.sendHigh {
 		e.mu.sendUsed += s.sendNext - s.sendHigh

@@ -143,6 +143,10 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 	return p
 }
 
+// Plain reports whether records travel unencrypted (a secure carrier). Only plain paths take
+// records with Ext bytes without copying them.
+func (p *Path) Plain() bool { return p.sealer.cs == nil }
+
 // Name is the path's configured name.
 func (p *Path) Name() string { return p.cfg.Name }
 
@@ -200,7 +204,7 @@ func (p *Path) enqueue(r *Record, control bool) bool {
 		p.mu.pq = append(p.mu.pq, r)
 	} else {
 		p.mu.q = append(p.mu.q, r)
-		p.mu.qBytes += len(r.B)
+		p.mu.qBytes += r.Len()
 		p.lastData.Store(time.Now().UnixNano())
 	}
 	p.mu.Unlock()
@@ -393,7 +397,8 @@ func (p *Path) exit() {
 func (p *Path) routineWrite() {
 	defer p.exit()
 	var batch []*Record
-	var vec [64][]byte
+	const maxBatch = 64 // records per vectored write
+	var iov [][]byte    // B and Ext slices of a batch, reused
 	for {
 		select {
 		case <-p.kick:
@@ -411,12 +416,12 @@ func (p *Path) routineWrite() {
 				batch = append(batch, r)
 				p.mu.pongPending = false
 			}
-			k := min(len(p.mu.pq), len(vec)/2-len(batch))
+			k := min(len(p.mu.pq), maxBatch/2-len(batch))
 			batch = append(batch, p.mu.pq[:k]...)
 			rest := copy(p.mu.pq, p.mu.pq[k:])
 			clear(p.mu.pq[rest:])
 			p.mu.pq = p.mu.pq[:rest]
-			n := min(len(p.mu.q), len(vec)-len(batch))
+			n := min(len(p.mu.q), maxBatch-len(batch))
 			batch = append(batch, p.mu.q[:n]...)
 			rest = copy(p.mu.q, p.mu.q[n:])
 			clear(p.mu.q[rest:])
@@ -427,16 +432,17 @@ func (p *Path) routineWrite() {
 			}
 			var total, dataBytes int
 			var serr error
-			v := vec[:0]
+			v := iov[:0]
 			for i, r := range batch {
 				if i >= len(batch)-n {
-					dataBytes += len(r.B)
+					dataBytes += r.Len()
 				}
 				if serr = p.sealer.seal(r); serr != nil {
 					break // only when a key is exhausted; nothing more may be written
 				}
-				total += len(r.B)
+				total += r.Len()
 				v = append(v, r.B)
+				v = append(v, r.Ext...)
 			}
 			if serr != nil {
 				for _, r := range batch {
@@ -445,13 +451,14 @@ func (p *Path) routineWrite() {
 				p.Close(serr)
 				return
 			}
+			iov = v
 			bufs := net.Buffers(v)
 			_, err := bufs.WriteTo(p.conn)
+			clear(iov)
 			for _, r := range batch {
 				r.Release()
 			}
 			clear(batch)
-			clear(vec[:])
 			if err != nil {
 				p.Close(err)
 				return

@@ -15,15 +15,41 @@ import (
 // Record is one outgoing record: a 2-byte length header, then frames, with room for the AEAD
 // tag. The engine appends frames to B (which starts with the header's 2 bytes) and hands the
 // record to Path.Send; the path owns it from then on.
+//
+// On a plain path (a secure carrier) the record may end with bytes it does not copy: Ext
+// holds slices of the engine's send buffers, written after B with one vectored write, and
+// Pins keeps those buffers from being reused until the write is done. Nothing can follow
+// Ext, so a record with Ext has no Room.
 type Record struct {
-	B []byte
+	B    []byte
+	Ext  [][]byte
+	Pins []Pin
+	ext  int // bytes in Ext
 }
 
-// Frames returns the frames appended so far.
+// Pin holds memory a Record refers to; Unpin lets it go once the record is written or dropped.
+type Pin interface{ Unpin() }
+
+// Frames returns the frames appended so far (not counting Ext).
 func (r *Record) Frames() []byte { return r.B[2:] }
 
 // Room is how many more frame bytes fit.
-func (r *Record) Room() int { return 2 + wire.MaxPlaintext - len(r.B) }
+func (r *Record) Room() int {
+	if r.ext > 0 {
+		return 0
+	}
+	return 2 + wire.MaxPlaintext - len(r.B)
+}
+
+// Len is the record's size before sealing: B and Ext.
+func (r *Record) Len() int { return len(r.B) + r.ext }
+
+// AppendExt ends the record with p, which stays owned by pin's holder until Unpin.
+func (r *Record) AppendExt(p []byte, pin Pin) {
+	r.Ext = append(r.Ext, p)
+	r.Pins = append(r.Pins, pin)
+	r.ext += len(p)
+}
 
 var recordPool = sync.Pool{New: func() any {
 	return &Record{B: make([]byte, 0, 2+wire.MaxRecord)}
@@ -36,9 +62,14 @@ func NewRecord() *Record {
 	return r
 }
 
-// Release returns r to the pool. r must not be used afterwards.
+// Release unpins what r refers to and returns it to the pool. r must not be used afterwards.
 func (r *Record) Release() {
-	r.B = r.B[:0]
+	for _, p := range r.Pins {
+		p.Unpin()
+	}
+	clear(r.Ext)
+	clear(r.Pins)
+	r.B, r.Ext, r.Pins, r.ext = r.B[:0], r.Ext[:0], r.Pins[:0], 0
 	recordPool.Put(r)
 }
 
@@ -57,6 +88,19 @@ type sealer struct {
 }
 
 func (s *sealer) seal(r *Record) error {
+	if s.cs != nil && r.ext > 0 {
+		// Encryption needs the plaintext in one piece: bring Ext into B (engines only use
+		// Ext on plain paths; this keeps any record correct on any path).
+		for _, p := range r.Ext {
+			r.B = append(r.B, p...)
+		}
+		for _, p := range r.Pins {
+			p.Unpin()
+		}
+		clear(r.Ext)
+		clear(r.Pins)
+		r.Ext, r.Pins, r.ext = r.Ext[:0], r.Pins[:0], 0
+	}
 	if s.cs != nil {
 		out, err := s.cs.Encrypt(r.B[2:2], nil, r.B[2:])
 		if err != nil {
@@ -67,7 +111,7 @@ func (s *sealer) seal(r *Record) error {
 			s.cs.Rekey()
 		}
 	}
-	binary.BigEndian.PutUint16(r.B, uint16(len(r.B)-2))
+	binary.BigEndian.PutUint16(r.B, uint16(len(r.B)-2+r.ext))
 	return nil
 }
 
