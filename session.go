@@ -466,6 +466,15 @@ type link struct {
 func (l *link) LinkID() uint32           { return l.id }
 func (l *link) Space() int               { return l.p.Space() }
 func (l *link) Send(r *path.Record) bool { return l.p.Send(r) }
+
+// ZeroCopy implements flow.ZeroCopyLink: plain paths take payload by reference.
+func (l *link) ZeroCopy() bool { return l.p.Plain() }
+
+var (
+	_ flow.ZeroCopyLink = (*link)(nil)
+	_ path.Handler      = (*link)(nil)
+)
+
 func (l *link) SRTT() (time.Duration, time.Duration) {
 	q := l.p.Quality()
 	return q.SRTT, q.RTTVar

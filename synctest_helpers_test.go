@@ -142,6 +142,18 @@ func (lb *stLab) close() {
 }
 
 // open dials a flow and accepts it on the other side.
+// stTwoGoodPaths is the common start: a lab of two good paths "a" and "b", default options, one
+// flow open, both paths up.
+func stTwoGoodPaths(t *testing.T) (lb *stLab, dc, lc *rendr.Conn) {
+	t.Helper()
+	lb = stNewLab(t, rendr.Options{},
+		stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink},
+		stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink})
+	dc, lc = lb.open()
+	lb.mustWait("all paths up", 10*time.Second, lb.allUp)
+	return lb, dc, lc
+}
+
 func (lb *stLab) open() (dc, lc *rendr.Conn) {
 	lb.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -186,13 +186,9 @@ func (lb *stLab) deadAfter() (name string, took time.Duration) {
 
 func TestSynctestBlackholeActive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{},
-			stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
+		lb, dc, lc := stTwoGoodPaths(t)
 		defer dc.Close()
 		defer lc.Close()
-		lb.mustWait("all paths up", 10*time.Second, lb.allUp)
 		m := stWatch(dc)
 		const size = 16 << 20
 		up, down := stDuplex(dc, lc, size, 40)
@@ -227,13 +223,9 @@ func TestSynctestBlackholeActive(t *testing.T) {
 
 func TestSynctestCorruptActive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{},
-			stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
+		lb, dc, lc := stTwoGoodPaths(t)
 		defer dc.Close()
 		defer lc.Close()
-		lb.mustWait("all paths up", 10*time.Second, lb.allUp)
 		const size = 8 << 20
 		up, down := stDuplex(dc, lc, size, 50)
 		lb.mustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
@@ -592,13 +584,9 @@ func TestSynctestPriorityTiers(t *testing.T) {
 
 func TestSynctestAllPathsDownThenBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{},
-			stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
+		lb, dc, lc := stTwoGoodPaths(t)
 		defer dc.Close()
 		defer lc.Close()
-		lb.mustWait("all paths up", 10*time.Second, lb.allUp)
 		const size = 8 << 20
 		up, down := stDuplex(dc, lc, size, 100)
 		lb.mustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
@@ -685,13 +673,9 @@ func TestSynctestDeepBufferPathStaysUp(t *testing.T) {
 func TestSynctestCloseDuringMigration(t *testing.T) {
 	for i := range 4 {
 		synctest.Test(t, func(t *testing.T) {
-			lb := stNewLab(t, rendr.Options{},
-				stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink},
-				stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink})
-			dc, lc := lb.open()
+			lb, dc, lc := stTwoGoodPaths(t)
 			defer dc.Close()
 			defer lc.Close()
-			lb.mustWait("all paths up", 10*time.Second, lb.allUp)
 			const size = 8 << 20
 			up, down := stDuplex(dc, lc, size, 130)
 			lb.mustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
