@@ -297,6 +297,7 @@ func (e *Engine) newStreamLocked(id uint64) *Stream {
 		recvLimit: PeerInitialWindow,
 		readSig:   make(chan struct{}, 1),
 		writeSig:  make(chan struct{}, 1),
+		wlock:     make(chan struct{}, 1),
 	}
 	if s.window > s.recvLimit {
 		s.recvLimit = s.window

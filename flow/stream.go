@@ -23,6 +23,7 @@ type Stream struct {
 	id uint64
 
 	readSig, writeSig chan struct{} // capacity 1: "something changed", passed on by waiters
+	wlock             chan struct{} // capacity 1: held by the Write in progress
 	rdl, wdl          *deadline     // nil until first set
 
 	// Guarded by e.mu.
@@ -195,7 +196,13 @@ func (s *Stream) consumedLocked(n uint64) {
 
 // Write writes p, blocking while the flow's send buffer is full (back-pressure from the
 // peer's window). It returns only when every byte is buffered or an error stops it.
+//
+// Concurrent Writes do not interleave: each goes in whole, as on a TCP connection.
 func (s *Stream) Write(p []byte) (int, error) {
+	if err := s.lockWrite(); err != nil {
+		return 0, err
+	}
+	defer func() { <-s.wlock }()
 	e := s.e
 	n := 0
 	for {
@@ -247,6 +254,29 @@ func (s *Stream) Write(p []byte) (int, error) {
 		case <-s.writeSig:
 		case <-dl:
 		}
+	}
+}
+
+// lockWrite waits for the Write in progress to finish. A channel, not a mutex: a waiter can
+// give up when its deadline passes (a Write that holds it returns at the same deadline, or on
+// Close, so waiters never wait on a Write that cannot end).
+func (s *Stream) lockWrite() error {
+	select {
+	case s.wlock <- struct{}{}:
+		return nil
+	default:
+	}
+	s.e.mu.Lock()
+	var dl <-chan struct{}
+	if s.wdl != nil {
+		dl = s.wdl.wait()
+	}
+	s.e.mu.Unlock()
+	select {
+	case s.wlock <- struct{}{}:
+		return nil
+	case <-dl:
+		return ErrTimeout
 	}
 }
 
