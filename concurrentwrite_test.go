@@ -2,32 +2,17 @@ package rendr_test
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/rendr-go/rendr"
 )
 
 // TestConcurrentWritesDoNotInterleave: two Writes of 1 MiB racing on one Conn arrive each in
 // one piece, as on a TCP connection, even though each is larger than the flow's window and so
 // blocks on the way.
 func TestConcurrentWritesDoNotInterleave(t *testing.T) {
-	d, ln := pair(t, 1, rendr.Options{})
-	defer ln.Close()
-	defer d.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := d.DialContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.AcceptContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, c, s := flowPair(t)
 	const n = 1 << 20
 	var wg sync.WaitGroup
 	for _, b := range []byte{'a', 'b'} {

@@ -38,6 +38,26 @@ func pair(t testing.TB, n int, opts rendr.Options) (*rendr.Dialer, *rendr.Listen
 	return d, ln
 }
 
+// flowPair is pair with one path and one flow open: the dialer's end c and the listener's s.
+// Everything is closed when the test ends.
+func flowPair(t *testing.T) (d *rendr.Dialer, ln *rendr.Listener, c, s *rendr.Conn) {
+	t.Helper()
+	d, ln = pair(t, 1, rendr.Options{})
+	t.Cleanup(func() { ln.Close() })
+	t.Cleanup(func() { d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = ln.AcceptContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, ln, c, s
+}
+
 func TestNettestOnePath(t *testing.T) {
 	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
 		d, ln := pair(t, 1, rendr.Options{})
