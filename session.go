@@ -370,13 +370,18 @@ func (s *session) Stalled(fl flow.Link) {
 	}
 	for _, o := range s.mu.links {
 		if o != l && o.state == status.Up && o.joined.Load() {
-			l.state, l.since = status.Suspect, time.Now()
-			l.suspectSamples = l.p.Quality().Samples
-			s.dirty.Store(true)
+			s.suspectLocked(l)
 			s.c.log.Debug("rendr: path stalled", "path", l.name)
 			return
 		}
 	}
+}
+
+// suspectLocked routes around l until it answers probes again (refreshSuspectsLocked).
+func (s *session) suspectLocked(l *link) {
+	l.state, l.since = status.Suspect, time.Now()
+	l.suspectSamples = l.p.Quality().Samples
+	s.dirty.Store(true)
 }
 
 // peerData notes flow data from the peer on l (dialing side). The listening side follows our
@@ -399,9 +404,7 @@ func (s *session) peerData(l *link) {
 	if s.mu.route != cur || cur.state != status.Up || l.state != status.Up {
 		return
 	}
-	cur.state, cur.since = status.Suspect, time.Now()
-	cur.suspectSamples = cur.p.Quality().Samples
-	s.dirty.Store(true)
+	s.suspectLocked(cur)
 	s.c.log.Debug("rendr: peer moved away from route", "route", cur.name, "peer", l.name)
 	s.engine.Kick()
 }

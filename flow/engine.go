@@ -475,16 +475,23 @@ func (e *Engine) fill(l Link) (stalled bool, wait time.Duration) {
 	}
 }
 
+// wakeSessWaitLocked queues again every flow that waited for session credit: credit came
+// back, or what they send next needs none.
+func (e *Engine) wakeSessWaitLocked() {
+	for _, s := range e.mu.sessWait {
+		s.sessBlocked = false
+		e.readyLocked(s)
+	}
+	clear(e.mu.sessWait)
+	e.mu.sessWait = e.mu.sessWait[:0]
+}
+
 // rewindLocked makes every flow resend from its acknowledged offset and re-arms control state
 // the old link may have lost.
 func (e *Engine) rewindLocked() {
 	e.mu.maxDataPending = true
 	// Resent bytes need no session credit: every flow is visited again, blocked or not.
-	for _, s := range e.mu.sessWait {
-		s.sessBlocked = false
-	}
-	clear(e.mu.sessWait)
-	e.mu.sessWait = e.mu.sessWait[:0]
+	e.wakeSessWaitLocked()
 	for id := range e.mu.refused {
 		e.queueRefusalLocked(id)
 	}

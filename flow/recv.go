@@ -23,12 +23,7 @@ func (e *Engine) Handle(f *wire.Frame) error {
 	case wire.TypeMaxData:
 		if f.Limit > e.mu.sendMax {
 			e.mu.sendMax = f.Limit
-			for _, s := range e.mu.sessWait {
-				s.sessBlocked = false
-				e.readyLocked(s)
-			}
-			clear(e.mu.sessWait)
-			e.mu.sessWait = e.mu.sessWait[:0]
+			e.wakeSessWaitLocked()
 		}
 		return nil
 	case wire.TypeOpen, wire.TypeData, wire.TypeDataFin, wire.TypeAck, wire.TypeReset, wire.TypeStop:
@@ -73,12 +68,7 @@ func (e *Engine) Handle(f *wire.Frame) error {
 				// The peer refused the flow without counting any of its bytes against the
 				// session window: give back the credit we spent on them.
 				e.mu.sendUsed -= min(s.sendHigh, e.mu.sendUsed)
-				for _, w := range e.mu.sessWait {
-					w.sessBlocked = false
-					e.readyLocked(w)
-				}
-				clear(e.mu.sessWait)
-				e.mu.sessWait = e.mu.sessWait[:0]
+				e.wakeSessWaitLocked()
 			}
 			e.mu.sendBuffered -= s.sbuf.len()
 			s.sbuf.reset()
