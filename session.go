@@ -470,8 +470,9 @@ func (l *link) LinkID() uint32           { return l.id }
 func (l *link) Space() int               { return l.p.Space() }
 func (l *link) Send(r *path.Record) bool { return l.p.Send(r) }
 
-// ZeroCopy implements flow.ZeroCopyLink: plain paths take payload by reference.
-func (l *link) ZeroCopy() bool { return l.p.Plain() }
+// ZeroCopy implements flow.ZeroCopyLink: a path takes payload by reference, writing it as it
+// is on a secure carrier and sealing it from the send buffer otherwise.
+func (l *link) ZeroCopy() bool { return true }
 
 var (
 	_ flow.ZeroCopyLink = (*link)(nil)

@@ -40,8 +40,9 @@ type Link interface {
 }
 
 // ZeroCopyLink is a Link that may take records ending in send-buffer bytes by reference
-// (path.Record.Ext) when ZeroCopy is true: a plain path, where no encryption needs the bytes in
-// one piece. Checked with a type assertion; other links get copies.
+// (path.Record.Ext) when ZeroCopy is true: the link writes them as they are (a plain path) or
+// seals them straight from the send buffer (an encrypted path), and lets them go with
+// Record.Release. Checked with a type assertion; other links get copies.
 type ZeroCopyLink interface {
 	Link
 	ZeroCopy() bool

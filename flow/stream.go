@@ -8,7 +8,7 @@ import (
 	"github.com/rendr-go/rendr/path"
 )
 
-// zeroCopyMin is the smallest payload sent by reference on a plain path; smaller ones are
+// zeroCopyMin is the smallest payload sent by reference to a ZeroCopyLink; smaller ones are
 // copied, so that a record full of small frames is not cut short.
 const zeroCopyMin = 4 << 10
 

@@ -11,8 +11,9 @@ import (
 
 // FuzzRecord feeds arbitrary carrier bytes to the record opener, with and without a cipher.
 // It must return errors, never panic, and hand out only what the carrier framed: with a
-// cipher, exactly the records the matching sealer produces (so at most MaxPlaintext bytes of
-// frames each); without one, the record bodies as they are.
+// cipher, exactly the records the matching sealer produces, split records included (so at
+// most MaxPlaintext bytes of frames and payload each); without one, the record bodies as they
+// are.
 func FuzzRecord(f *testing.F) {
 	for _, encrypted := range []bool{true, false} {
 		var s sealer
@@ -25,6 +26,16 @@ func FuzzRecord(f *testing.F) {
 		f.Add(stream, encrypted)
 		f.Add(stream[:len(stream)-3], encrypted)
 	}
+	var s sealer
+	s.cs, _ = recordCipherPair()
+	r := splitRecord(wire.AppendPing(nil, 3), 1, 0, true, payloadParts(40, 50), &countPin{})
+	if err := s.seal(r); err != nil {
+		f.Fatal(err)
+	}
+	split := append(bytes.Clone(r.B), sealRecords(f, &s, wire.AppendPing(nil, 4))...)
+	r.Release()
+	f.Add(split, true)
+	f.Add(split[:20], true)
 	f.Add([]byte{0, 0}, false)
 	f.Add([]byte{0, wire.TagSize + 1, 1}, true)
 	f.Add([]byte{0xff, 0xff, 1, 2, 3}, false)
@@ -66,10 +77,26 @@ func FuzzRecord(f *testing.F) {
 				}
 				continue
 			}
-			if len(frames) > wire.MaxPlaintext || n != len(frames)+2+wire.TagSize {
+			plain := len(frames)
+			for _, p := range o.parts {
+				plain += len(p)
+			}
+			if plain > wire.MaxPlaintext || len(o.parts) > wire.MaxParts-1 {
+				t.Fatalf("encrypted record of %d bytes returned %d bytes in %d parts", n, plain, 1+len(o.parts))
+			}
+			if len(o.parts) == 0 && n != len(frames)+2+wire.TagSize {
 				t.Fatalf("encrypted record of %d bytes returned %d bytes", n, len(frames))
 			}
-			resealed := sealRecords(t, &check, frames)
+			r := NewRecord()
+			r.B = append(r.B, frames...)
+			for _, p := range o.parts {
+				r.AppendExt(bytes.Clone(p), &countPin{})
+			}
+			if err := check.seal(r); err != nil {
+				t.Fatal(err)
+			}
+			resealed := bytes.Clone(r.B)
+			r.Release()
 			if !bytes.Equal(resealed, in) {
 				t.Fatalf("opened a record the sealer would not produce:\n in  %x\n out %x", in, resealed)
 			}

@@ -489,7 +489,15 @@ func (p *Path) routineRead() {
 		}
 		p.bytesRecv.Add(int64(n))
 		p.lastRecv.Store(time.Now().UnixNano())
+		parts := p.opener.parts
 		for len(frames) > 0 {
+			if len(parts) > 0 {
+				if f, k, l, ok := wire.DataHeader(frames); ok && k == len(frames) {
+					cause = p.splitData(f, l, parts)
+					parts, frames = nil, nil
+					break
+				}
+			}
 			f, k, err := wire.Parse(frames)
 			if err != nil {
 				cause = fmt.Errorf("%w: %w", ErrRecord, err)
@@ -516,6 +524,33 @@ func (p *Path) routineRead() {
 				break
 			}
 		}
+		if cause == nil && len(parts) > 0 {
+			cause = fmt.Errorf("%w: split record without its DATA header", ErrRecord)
+		}
 	}
 	p.Close(cause)
+}
+
+// splitData hands the Handler the DATA frame f whose payload is a split record's parts, as one
+// DATA frame per part: the same bytes at the same offsets, the end of stream on the last.
+func (p *Path) splitData(f wire.Frame, length uint64, parts [][]byte) error {
+	total := 0
+	for _, b := range parts {
+		total += len(b)
+	}
+	if uint64(total) != length {
+		return fmt.Errorf("%w: split record of %d payload bytes for a DATA frame of %d", ErrRecord, total, length)
+	}
+	fin := f.Type == wire.TypeDataFin
+	for i, b := range parts {
+		f.Type, f.Payload = wire.TypeData, b
+		if fin && i == len(parts)-1 {
+			f.Type = wire.TypeDataFin
+		}
+		if err := p.h.Frame(p, &f); err != nil {
+			return err
+		}
+		f.Offset += uint64(len(b))
+	}
+	return nil
 }

@@ -16,10 +16,13 @@ import (
 // tag. The engine appends frames to B (which starts with the header's 2 bytes) and hands the
 // record to Path.Send; the path owns it from then on.
 //
-// On a plain path (a secure carrier) the record may end with bytes it does not copy: Ext
-// holds slices of the engine's send buffers, written after B with one vectored write, and
-// Pins keeps those buffers from being reused until the write is done. Nothing can follow
-// Ext, so a record with Ext has no Room.
+// A record may end with bytes it does not copy: Ext holds slices of the engine's send
+// buffers, the payload of the last DATA frame in B, and Pins keeps those buffers from being
+// reused until the path is done with them. On a plain path (a secure carrier) they are written
+// after B with one vectored write. On an encrypted path the record is split (docs/wire.md,
+// section 5): B's frames and each Ext slice are sealed as AEAD messages of their own, straight
+// from the send buffer into the record, so the payload is read once, by the cipher, instead of
+// being copied into B first. Nothing can follow Ext, so a record with Ext has no Room.
 type Record struct {
 	B    []byte
 	Ext  [][]byte
@@ -52,7 +55,7 @@ func (r *Record) AppendExt(p []byte, pin Pin) {
 }
 
 var recordPool = sync.Pool{New: func() any {
-	return &Record{B: make([]byte, 0, 2+wire.MaxRecord)}
+	return &Record{B: make([]byte, 0, 2+wire.MaxSplitBody)}
 }}
 
 // NewRecord returns an empty record from the pool.
@@ -64,17 +67,13 @@ func NewRecord() *Record {
 
 // Release unpins what r refers to and returns it to the pool. r must not be used afterwards.
 func (r *Record) Release() {
-	for _, p := range r.Pins {
-		p.Unpin()
-	}
-	clear(r.Ext)
-	clear(r.Pins)
-	r.B, r.Ext, r.Pins, r.ext = r.B[:0], r.Ext[:0], r.Pins[:0], 0
+	r.unpin()
+	r.B = r.B[:0]
 	recordPool.Put(r)
 }
 
-// rekeyEvery is how many records a key protects before both sides move to the next one, far
-// below AES-GCM's limits (2^32 records of 64 KiB is 2^48 bytes; we stop at 2^30 records).
+// rekeyEvery is how many AEAD messages a key protects before both sides move to the next one,
+// far below AES-GCM's limits (2^32 messages of 64 KiB is 2^48 bytes; we stop at 2^30).
 const rekeyEvery = 1 << 30
 
 // ErrRecord is the cause of a path closed by bad input: a record that does not authenticate or
@@ -87,47 +86,105 @@ type sealer struct {
 	n  uint64
 }
 
+// encrypt appends the AEAD message of plaintext to dst's tail (dst may start where plaintext
+// does, to seal in place) and counts it toward the next rekey.
+func (s *sealer) encrypt(dst, ad, plaintext []byte) ([]byte, error) {
+	out, err := s.cs.Encrypt(dst, ad, plaintext)
+	if err != nil {
+		return nil, err
+	}
+	if s.n++; s.n%rekeyEvery == 0 {
+		s.cs.Rekey()
+	}
+	return out, nil
+}
+
 func (s *sealer) seal(r *Record) error {
-	if s.cs != nil && r.ext > 0 {
-		// Encryption needs the plaintext in one piece: bring Ext into B (engines only use
-		// Ext on plain paths; this keeps any record correct on any path).
+	if s.cs == nil {
+		binary.BigEndian.PutUint16(r.B, uint16(len(r.B)-2+r.ext))
+		return nil
+	}
+	if r.ext > 0 {
+		if 1+len(r.Ext) <= wire.MaxParts {
+			return s.sealSplit(r)
+		}
+		// More pieces than a split record takes (engines do not produce this): bring Ext
+		// into B, which keeps any record correct on any path.
 		for _, p := range r.Ext {
 			r.B = append(r.B, p...)
 		}
-		for _, p := range r.Pins {
-			p.Unpin()
-		}
-		clear(r.Ext)
-		clear(r.Pins)
-		r.Ext, r.Pins, r.ext = r.Ext[:0], r.Pins[:0], 0
+		r.unpin()
 	}
-	if s.cs != nil {
-		out, err := s.cs.Encrypt(r.B[2:2], nil, r.B[2:])
+	out, err := s.encrypt(r.B[2:2], nil, r.B[2:])
+	if err != nil {
+		return err
+	}
+	r.B = r.B[:2+len(out)]
+	binary.BigEndian.PutUint16(r.B, uint16(len(out)))
+	return nil
+}
+
+// sealSplit seals r as a split record: a zero length, the part count k, k part lengths, then
+// B's frames and each Ext slice as AEAD messages of their own. Every message takes the header
+// as associated data, so the parts cannot be moved between records or regrouped.
+func (s *sealer) sealSplit(r *Record) error {
+	k := 1 + len(r.Ext)
+	frames := len(r.B) - 2
+	hdr := 3 + 2*k
+	total := hdr + frames + r.ext + k*wire.TagSize
+	if cap(r.B) < total {
+		r.B = append(make([]byte, 0, total), r.B...)
+	}
+	r.B = r.B[:hdr+frames]
+	copy(r.B[hdr:], r.B[2:2+frames]) // a few dozen bytes: the frames make room for the header
+	var ad [3 + 2*wire.MaxParts]byte
+	ad[2] = byte(k)
+	binary.BigEndian.PutUint16(ad[3:], uint16(frames+wire.TagSize))
+	for i, p := range r.Ext {
+		binary.BigEndian.PutUint16(ad[5+2*i:], uint16(len(p)+wire.TagSize))
+	}
+	copy(r.B, ad[:hdr])
+	out, err := s.encrypt(r.B[hdr:hdr], ad[:hdr], r.B[hdr:])
+	if err != nil {
+		return err
+	}
+	r.B = r.B[:hdr+len(out)]
+	for _, p := range r.Ext {
+		end := len(r.B)
+		out, err := s.encrypt(r.B[end:end], ad[:hdr], p)
 		if err != nil {
 			return err
 		}
-		r.B = r.B[:2+len(out)]
-		if s.n++; s.n%rekeyEvery == 0 {
-			s.cs.Rekey()
-		}
+		r.B = r.B[:end+len(out)]
 	}
-	binary.BigEndian.PutUint16(r.B, uint16(len(r.B)-2+r.ext))
+	r.unpin() // the payload now lives, sealed, in B
 	return nil
+}
+
+// unpin lets go of Ext once its bytes are in B.
+func (r *Record) unpin() {
+	for _, p := range r.Pins {
+		p.Unpin()
+	}
+	clear(r.Ext)
+	clear(r.Pins)
+	r.Ext, r.Pins, r.ext = r.Ext[:0], r.Pins[:0], 0
 }
 
 // opener reads and decrypts records from a byte stream. It reads in large chunks and opens
 // records in place, so a carrier read brings in several records with one system call.
 type opener struct {
-	r    io.Reader
-	cs   *noise.CipherState
-	n    uint64
-	buf  []byte
-	head int // start of unread bytes in buf
-	tail int // end of unread bytes in buf
+	r     io.Reader
+	cs    *noise.CipherState
+	n     uint64
+	buf   []byte
+	head  int      // start of unread bytes in buf
+	tail  int      // end of unread bytes in buf
+	parts [][]byte // the payload parts of the last split record opened
 }
 
 // readBuffer holds several maximum-size records.
-const readBuffer = 4 * (2 + wire.MaxRecord)
+const readBuffer = 4 * (2 + wire.MaxSplitBody)
 
 // fill makes at least need bytes available from head, reading as much as the carrier has.
 func (o *opener) fill(need int) error {
@@ -154,20 +211,34 @@ func (o *opener) fill(need int) error {
 	return nil
 }
 
-// next returns the next record's frames; the slice is valid until the next call.
+// decrypt opens one AEAD message in place and counts it toward the next rekey.
+func (o *opener) decrypt(ad, body []byte) ([]byte, error) {
+	p, err := o.cs.Decrypt(body[:0], ad, body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: does not authenticate", ErrRecord)
+	}
+	if o.n++; o.n%rekeyEvery == 0 {
+		o.cs.Rekey()
+	}
+	return p, nil
+}
+
+// next returns the next record's frames and how many carrier bytes it took. After a split
+// record, Parts returns its payload parts. Both are valid until the next call.
 func (o *opener) next() ([]byte, int, error) {
+	o.parts = o.parts[:0]
 	if err := o.fill(2); err != nil {
 		return nil, 0, err
 	}
 	n := int(binary.BigEndian.Uint16(o.buf[o.head:]))
+	if n == 0 && o.cs != nil {
+		return o.nextSplit()
+	}
 	if err := o.fill(2 + n); err != nil {
 		return nil, 0, err
 	}
 	body := o.buf[o.head+2 : o.head+2+n]
-	o.head += 2 + n
-	if o.head == o.tail {
-		o.head, o.tail = 0, 0
-	}
+	o.consume(2 + n)
 	if o.cs == nil {
 		if n == 0 {
 			return nil, 0, fmt.Errorf("%w: empty record", ErrRecord)
@@ -177,12 +248,67 @@ func (o *opener) next() ([]byte, int, error) {
 	if n <= wire.TagSize {
 		return nil, 0, fmt.Errorf("%w: record of %d bytes", ErrRecord, n)
 	}
-	p, err := o.cs.Decrypt(body[:0], nil, body)
+	p, err := o.decrypt(nil, body)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: does not authenticate", ErrRecord)
-	}
-	if o.n++; o.n%rekeyEvery == 0 {
-		o.cs.Rekey()
+		return nil, 0, err
 	}
 	return p, n + 2, nil
+}
+
+// nextSplit opens a split record: every part is checked before any is used, so a record
+// hands out all of its frames or none.
+func (o *opener) nextSplit() ([]byte, int, error) {
+	if err := o.fill(3); err != nil {
+		return nil, 0, err
+	}
+	k := int(o.buf[o.head+2])
+	if k < 2 || k > wire.MaxParts {
+		return nil, 0, fmt.Errorf("%w: split record of %d parts", ErrRecord, k)
+	}
+	hdr := 3 + 2*k
+	if err := o.fill(hdr); err != nil {
+		return nil, 0, err
+	}
+	var lens [wire.MaxParts]int
+	plain := 0
+	for i := range k {
+		lens[i] = int(binary.BigEndian.Uint16(o.buf[o.head+3+2*i:]))
+		if lens[i] <= wire.TagSize {
+			return nil, 0, fmt.Errorf("%w: split record part of %d bytes", ErrRecord, lens[i])
+		}
+		plain += lens[i] - wire.TagSize
+	}
+	if plain > wire.MaxPlaintext {
+		return nil, 0, fmt.Errorf("%w: split record of %d bytes of frames", ErrRecord, plain)
+	}
+	size := hdr + plain + k*wire.TagSize
+	if err := o.fill(size); err != nil {
+		return nil, 0, err
+	}
+	rec := o.buf[o.head : o.head+size]
+	o.consume(size)
+	ad, off := rec[:hdr], hdr
+	var frames []byte
+	for i := range k {
+		p, err := o.decrypt(ad, rec[off:off+lens[i]])
+		if err != nil {
+			o.parts = o.parts[:0]
+			return nil, 0, err
+		}
+		if i == 0 {
+			frames = p
+		} else {
+			o.parts = append(o.parts, p)
+		}
+		off += lens[i]
+	}
+	return frames, size, nil
+}
+
+// consume moves past n bytes of buf (whose contents stay valid until the next fill).
+func (o *opener) consume(n int) {
+	o.head += n
+	if o.head == o.tail {
+		o.head, o.tail = 0, 0
+	}
 }

@@ -22,6 +22,12 @@ const (
 	TagSize = 16
 	// MaxPlaintext is the largest run of frames one encrypted record can carry.
 	MaxPlaintext = MaxRecord - TagSize
+	// MaxParts bounds the AEAD messages of one split record: its frames, then the payload of
+	// its last DATA frame in up to MaxParts-1 pieces (docs/wire.md, section 5).
+	MaxParts = 8
+	// MaxSplitBody is the largest split record after its 2-byte zero prefix: the part count,
+	// a 2-byte length per part, and MaxParts messages carrying MaxPlaintext bytes in all.
+	MaxSplitBody = 1 + MaxParts*(2+TagSize) + MaxPlaintext
 	// MaxVarint is the largest value a varint can carry (RFC 9000, section 16).
 	MaxVarint = 1<<62 - 1
 	// MACSize is the size of a JOIN_PROOF authenticator.
@@ -226,6 +232,25 @@ func AppendJoinProof(b []byte, mac *[MACSize]byte) []byte {
 // AppendClose appends a CLOSE frame.
 func AppendClose(b []byte, code uint64) []byte {
 	return AppendVarint(append(b, byte(TypeClose)), code)
+}
+
+// DataHeader decodes a DATA or DATA_FIN header at the start of b without its payload: the
+// last frame of a split record's first part, whose payload is the record's other parts. It
+// returns the frame (Payload nil), the header's size and the payload length; ok is false when
+// b does not start with a well-formed DATA header.
+func DataHeader(b []byte) (f Frame, n int, length uint64, ok bool) {
+	if len(b) == 0 || (Type(b[0]) != TypeData && Type(b[0]) != TypeDataFin) {
+		return Frame{}, 0, 0, false
+	}
+	f.Type = Type(b[0])
+	r := reader{b: b, off: 1}
+	f.Flow = r.varint()
+	f.Offset = r.varint()
+	length = r.varint()
+	if r.err != nil || length > MaxRecord || f.Offset+length > MaxVarint {
+		return Frame{}, 0, 0, false
+	}
+	return f, r.off, length, true
 }
 
 // Parse decodes the frame at the start of b and returns it with the number of bytes it used.
