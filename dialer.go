@@ -369,7 +369,7 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		send, recv = nil, nil
 	}
 	pc := d.c.path
-	pc.Name, pc.Tier = t.name, t.tier
+	pc.Name, pc.Tier, pc.Hold = t.name, t.tier, s.hold
 	l.p = path.New(l.id, conn, send, recv, pc, l)
 	l.joined.Store(true)
 	if mode == handshake.ModeJoin {

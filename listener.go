@@ -277,7 +277,7 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session) e
 		send, recv = nil, nil
 	}
 	pc := l.c.path
-	pc.Name, pc.Tier = h.Name, int(h.Tier)
+	pc.Name, pc.Tier, pc.Hold = h.Name, int(h.Tier), s.hold
 	lk.p = path.New(lk.id, c, send, recv, pc, lk)
 	if err := s.track(lk); err != nil {
 		return err

@@ -45,6 +45,7 @@ type session struct {
 	dialer  bool
 	engine  *flow.Engine
 	root    *policy.Node // dialing side; nil on the listening side
+	hold    *path.HoldBudget
 
 	ctx         context.Context // canceled when the session ends
 	cancel      context.CancelFunc
@@ -97,6 +98,11 @@ func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *polic
 	ec := c.engine
 	ec.Dialer = dialer
 	s.engine = flow.New(ec, s)
+	// Large payloads stay in the read blocks they arrived in until the application reads
+	// them, instead of being copied into the flow's buffer. What that keeps alive beyond
+	// the paths' own read buffers is bounded per session, at a quarter of the most the
+	// session's flows may buffer; past it, payloads are copied.
+	s.hold = &path.HoldBudget{Limit: int64(s.engine.Config().MaxSessionWindow) / 4}
 	s.mu.noPath = time.AfterFunc(c.reconnect, func() {
 		s.fail(fmt.Errorf("%w: none attached for %v", ErrNoPath, c.reconnect))
 	})
@@ -534,7 +540,7 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 			s.peerData(l)
 		}
 	}
-	return s.engine.Handle(f)
+	return s.engine.HandleFrom(f, p)
 }
 
 // Measured implements path.Handler: re-evaluate the route, so a suspect path that answers

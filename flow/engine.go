@@ -166,6 +166,9 @@ func New(cfg Config, r Router) *Engine {
 	return e
 }
 
+// Config returns the engine's configuration with its defaults filled in.
+func (e *Engine) Config() Config { return e.cfg }
+
 // Kick wakes the engine: a link became writable or the route may have changed.
 func (e *Engine) Kick() {
 	select {

@@ -5,15 +5,26 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/path"
 )
 
 // maxCtrl bounds queued stateless replies. They answer retransmissions, so dropping some only
 // delays convergence until the peer retransmits again.
 const maxCtrl = 16 << 10
 
+// Holder is where a frame came from, when its payload may be kept by reference: Hold keeps
+// the frame's memory alive until the returned Pin is let go, or returns nil to say "copy it".
+type Holder interface {
+	Hold() path.Pin
+}
+
 // Handle applies one frame received from the peer. A returned error is a protocol violation by
 // the (authenticated) peer: the caller closes the path that carried the frame.
-func (e *Engine) Handle(f *wire.Frame) error {
+func (e *Engine) Handle(f *wire.Frame) error { return e.HandleFrom(f, nil) }
+
+// HandleFrom is Handle for a frame whose payload src may let the engine keep by reference
+// instead of copying it; src is called, if at all, before HandleFrom returns.
+func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.err != nil {
@@ -36,7 +47,7 @@ func (e *Engine) Handle(f *wire.Frame) error {
 	}
 	switch f.Type {
 	case wire.TypeData, wire.TypeDataFin:
-		return s.dataLocked(f)
+		return s.dataLocked(f, src)
 	case wire.TypeAck:
 		return s.ackLocked(f)
 	case wire.TypeReset:
@@ -192,7 +203,7 @@ func (e *Engine) statelessLocked(f *wire.Frame) {
 	e.Kick()
 }
 
-func (s *Stream) dataLocked(f *wire.Frame) error {
+func (s *Stream) dataLocked(f *wire.Frame, src Holder) error {
 	e := s.e
 	start := f.Offset
 	end := start + uint64(len(f.Payload))
@@ -233,7 +244,7 @@ func (s *Stream) dataLocked(f *wire.Frame) error {
 		if s.readClosed {
 			s.consumedLocked(n) // nobody will read it: drop it, return the credit
 		} else {
-			s.deliverLocked(f.Payload[skip:])
+			s.deliverLocked(f.Payload[skip:], src)
 		}
 	}
 	if s.recvNext > 0 || s.recvDone() {

@@ -37,7 +37,7 @@ type Stream struct {
 	resetPending, resetSent      bool
 	sendErr                      error
 
-	rbuf                   buffer   // delivered and not yet read
+	rbuf                   rope     // delivered and not yet read
 	direct                 *readReq // a waiting Read's buffer
 	recvNext, recvRead     uint64   // delivered offset; read offset
 	recvLimit, window      uint64
@@ -113,8 +113,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 				e.mu.Unlock()
 				return 0, nil
 			}
-			n := s.rbuf.readAt(p, 0)
-			s.rbuf.discard(n)
+			n := s.rbuf.read(p)
 			s.consumedLocked(uint64(n))
 			more := s.rbuf.len() > 0
 			e.mu.Unlock()
@@ -162,14 +161,21 @@ type readReq struct {
 }
 
 // deliverLocked hands received bytes to the application: into a waiting Read's buffer when
-// nothing is buffered ahead of them, the rest into the receive buffer.
-func (s *Stream) deliverLocked(p []byte) {
+// nothing is buffered ahead of them, the rest into the receive buffer, by reference when src
+// lets a large payload be held where it was received.
+func (s *Stream) deliverLocked(p []byte, src Holder) {
 	if r := s.direct; r != nil && s.rbuf.len() == 0 && r.n < len(r.p) {
 		k := copy(r.p[r.n:], p)
 		r.n += k
 		p = p[k:]
 		s.consumedLocked(uint64(k))
 		signal(r.ready)
+	}
+	if len(p) >= holdMin && src != nil {
+		if pin := src.Hold(); pin != nil {
+			s.rbuf.writeHeld(p, pin)
+			return
+		}
 	}
 	if len(p) > 0 {
 		s.rbuf.write(p)

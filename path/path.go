@@ -62,6 +62,9 @@ type Config struct {
 	// cellular link's buffer filling) from reading as death; the engine's stall check moves
 	// traffic long before that anyway.
 	DeadFloor, DeadCeil time.Duration
+	// Hold, when set, lets the Handler keep DATA payloads where the path opened them
+	// (Path.Hold) within this budget, shared by the paths of one session. Nil: no holds.
+	Hold *HoldBudget
 }
 
 func (c *Config) defaults() {
@@ -136,15 +139,14 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 	p := &Path{
 		ID: id, cfg: cfg, conn: conn, h: h,
 		sealer: sealer{cs: send},
-		opener: opener{r: conn, cs: recv},
+		opener: opener{r: conn, cs: recv, hold: cfg.Hold},
 		kick:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
 	return p
 }
 
-// Plain reports whether records travel unencrypted (a secure carrier). Only plain paths take
-// records with Ext bytes without copying them.
+// Plain reports whether records travel unencrypted (a secure carrier).
 func (p *Path) Plain() bool { return p.sealer.cs == nil }
 
 // Name is the path's configured name.
@@ -528,6 +530,7 @@ func (p *Path) routineRead() {
 			cause = fmt.Errorf("%w: split record without its DATA header", ErrRecord)
 		}
 	}
+	p.opener.release()
 	p.Close(cause)
 }
 

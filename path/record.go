@@ -177,10 +177,12 @@ type opener struct {
 	r     io.Reader
 	cs    *noise.CipherState
 	n     uint64
-	buf   []byte
-	head  int      // start of unread bytes in buf
-	tail  int      // end of unread bytes in buf
-	parts [][]byte // the payload parts of the last split record opened
+	hold  *HoldBudget // charged for blocks left behind while payloads in them are held
+	blk   *block      // the block being read into; nil before the first read
+	buf   []byte      // blk.b
+	head  int         // start of unread bytes in buf
+	tail  int         // end of unread bytes in buf
+	parts [][]byte    // the payload parts of the last split record opened
 }
 
 // readBuffer holds several maximum-size records.
@@ -188,12 +190,29 @@ const readBuffer = 4 * (2 + wire.MaxSplitBody)
 
 // fill makes at least need bytes available from head, reading as much as the carrier has.
 func (o *opener) fill(need int) error {
-	if o.buf == nil {
-		o.buf = make([]byte, readBuffer)
+	if o.blk == nil {
+		o.blk = newBlock(o.hold)
+		o.buf = o.blk.b
+	}
+	if o.head == o.tail && !o.blk.held() {
+		// Everything read was used, and the last record's handlers let go of it (they
+		// have run by now: fill is only called for the next record): start over at the
+		// front.
+		o.head, o.tail = 0, 0
 	}
 	if o.head+need > len(o.buf) {
-		o.tail = copy(o.buf, o.buf[o.head:o.tail])
+		// Move the unread bytes to the front; if a handler still holds payloads before
+		// them, into a new block, and leave the old one to its holders.
+		dst := o.blk
+		if dst.held() {
+			dst = newBlock(o.hold)
+		}
+		o.tail = copy(dst.b, o.buf[o.head:o.tail])
 		o.head = 0
+		if dst != o.blk {
+			o.blk.retire()
+			o.blk, o.buf = dst, dst.b
+		}
 	}
 	for o.tail-o.head < need {
 		k, err := o.r.Read(o.buf[o.tail:])
@@ -305,10 +324,14 @@ func (o *opener) nextSplit() ([]byte, int, error) {
 	return frames, size, nil
 }
 
-// consume moves past n bytes of buf (whose contents stay valid until the next fill).
-func (o *opener) consume(n int) {
-	o.head += n
-	if o.head == o.tail {
-		o.head, o.tail = 0, 0
+// consume moves past n bytes of buf. They stay as they are until the next fill: the record
+// just opened is handled (and its payloads perhaps held) in between.
+func (o *opener) consume(n int) { o.head += n }
+
+// release lets go of the read block; payloads held in it stay valid until their holders let go.
+func (o *opener) release() {
+	if o.blk != nil {
+		o.blk.retire()
+		o.blk, o.buf = nil, nil
 	}
 }
