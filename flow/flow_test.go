@@ -601,3 +601,65 @@ func TestEngineFailWakesCalls(t *testing.T) {
 		}
 	})
 }
+
+// TestEngineUnsentBound: with a large window from the peer but no path to send on, Write buffers
+// at most maxUnsent (plus one write chunk) instead of the whole window, and goes on once the
+// engine can send again; every byte arrives.
+func TestEngineUnsentBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{}, Config{InitialWindow: 8 << 20, InitialSessionWindow: 16 << 20})
+		s, err := r.a.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Write([]byte{1})
+		r.settle() // b's ACK carries its 8 MiB window
+		peer := accept(t, r.b)
+		if got := readN(t, peer, 1); got[0] != 1 {
+			t.Fatal("first byte differs")
+		}
+		r.settle()
+		r.ra.set(nil) // nowhere to send
+		data := payload(4<<20, 9)
+		var mu sync.Mutex
+		written := 0
+		done := make(chan error, 1)
+		go func() {
+			for i := 0; i < len(data); i += 16 << 10 {
+				n, err := s.Write(data[i : i+16<<10])
+				mu.Lock()
+				written += n
+				mu.Unlock()
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		synctest.Wait()
+		mu.Lock()
+		w := written
+		mu.Unlock()
+		if w < maxUnsent || w > maxUnsent+writeChunk {
+			t.Fatalf("Write buffered %d unsent bytes with an 8 MiB window, want %d..%d", w, maxUnsent, maxUnsent+writeChunk)
+		}
+		r.ra.set(r.ab)
+		r.a.Kick()
+		got := make(chan []byte, 1)
+		go func() { got <- readN(t, peer, len(data)) }()
+		for range 1000 {
+			r.settle()
+			if len(got) == 1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		if !bytes.Equal(<-got, data) {
+			t.Fatal("the bytes read differ from the bytes written")
+		}
+	})
+}

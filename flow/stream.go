@@ -16,6 +16,15 @@ const zeroCopyMin = 4 << 10
 // the engine goroutine waiting.
 const writeChunk = 64 << 10
 
+// maxUnsent bounds the bytes a flow buffers that it has not sent yet (TCP_NOTSENT_LOWAT in
+// spirit): Write waits while more are queued, and wakes when the engine has sent half. The
+// flow window still bounds what is sent and unacknowledged. Without it a fast writer fills
+// the whole window (up to MaxWindow) before the first of it is sent, and every byte is cold
+// in the cache by the time the path's write reads it back; with it, a byte goes out soon
+// after Write copied it. It is four of the path's records, so a path never waits on a writer
+// that keeps up.
+const maxUnsent = 256 << 10
+
 // Stream is one stream flow: an ordered, reliable byte stream with deadlines, half-close and
 // back-pressure. All its state is guarded by its engine's lock; it has no goroutine.
 type Stream struct {
@@ -49,6 +58,7 @@ type Stream struct {
 	readClosed, appClosed  bool
 	err                    error
 	sessBlocked, capWaiter bool
+	unsentWait             bool // a Write waits for maxUnsent/2 of the unsent bytes to go out
 }
 
 // ID is the flow id.
@@ -241,6 +251,10 @@ func (s *Stream) Write(p []byte) (int, error) {
 		}
 		room := int(s.peerLimit-s.sendBase) + writeChunk - s.sbuf.len()
 		room = min(room, e.cfg.MaxSessionWindow-e.mu.sendBuffered)
+		if unsent := s.sendBase + uint64(s.sbuf.len()) - s.sendNext; unsent >= maxUnsent {
+			room = 0
+			s.unsentWait = true // emitLocked wakes us once half of it is sent
+		}
 		if room > 0 {
 			k := min(room, len(p), writeChunk)
 			s.sbuf.write(p[:k])
@@ -468,6 +482,10 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 		s.sbuf.readAt(r.B[off:], int(s.sendNext-s.sendBase))
 	}
 	s.sendNext += n
+	if s.unsentWait && end-s.sendNext <= maxUnsent/2 {
+		s.unsentWait = false
+		signal(s.writeSig)
+	}
 	if s.sendNext > s.sendHigh {
 		e.mu.sendUsed += s.sendNext - s.sendHigh
 		s.sendHigh = s.sendNext
