@@ -170,8 +170,9 @@ func (s *session) close() {
 	}
 	s.mu.Lock()
 	r := s.mu.route
+	alive := r != nil && r.state != status.Down // state is guarded by mu: a path may be dying now
 	s.mu.Unlock()
-	if r != nil && r.state != status.Down {
+	if alive {
 		rec := path.NewRecord()
 		rec.B = wire.AppendClose(rec.B, 0)
 		// Behind any data still queued on the path, so the peer reads everything first.

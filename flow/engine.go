@@ -140,6 +140,8 @@ type Engine struct {
 		acceptSig                  chan struct{}
 		migrations                 int
 		dupBytes, gapDrops, opened uint64
+		reorderPieces              int       // pieces held ahead of gaps, over all flows
+		reordered                  uint64    // bytes that arrived ahead of a gap and were kept
 		sendBuffered               int       // bytes in all send buffers
 		capWait                    []*Stream // writers waiting for sendBuffered to drop
 		srtt                       time.Duration
@@ -267,7 +269,8 @@ type Stats struct {
 	Opened     uint64 // flows ever opened or accepted
 	Migrations int    // link changes that caused a rewind
 	DupBytes   uint64 // received bytes dropped as duplicates (already delivered)
-	GapDrops   uint64 // DATA frames dropped because they started beyond the delivered offset
+	GapDrops   uint64 // DATA frames ahead of a gap dropped: the reader had closed, or too many pieces waited
+	Reordered  uint64 // received bytes kept ahead of a gap until the bytes before them came
 	Busy       int    // flows with unacknowledged data
 }
 
@@ -276,7 +279,7 @@ func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return Stats{Flows: len(e.mu.flows), Opened: e.mu.opened, Migrations: e.mu.migrations,
-		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Busy: e.mu.outstanding}
+		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Reordered: e.mu.reordered, Busy: e.mu.outstanding}
 }
 
 // Drained reports whether everything written has been acknowledged and nothing is left to

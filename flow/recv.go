@@ -52,7 +52,7 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 		return s.ackLocked(f)
 	case wire.TypeReset:
 		if !s.resetRecv && !s.recvDone() {
-			if f.Final < s.recvNext || f.Final > s.recvLimit || (s.finRecv && f.Final != s.finOffset) {
+			if f.Final < s.recvHigh || f.Final > s.recvLimit || (s.finRecv && f.Final != s.finOffset) {
 				return fmt.Errorf("rendr: flow %d: RESET final size %d does not fit", s.id, f.Final)
 			}
 			s.resetRecv = true
@@ -60,10 +60,15 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 				s.rbuf.reset()
 				s.consumedLocked(uint64(n))
 			}
-			// Bytes sent but never to arrive spent the peer's session credit: return it.
+			s.dropReorderLocked()
+			// Bytes sent but never to arrive spent the peer's session credit, and bytes that
+			// arrived ahead of a gap are never delivered: return the credit of both.
+			if f.Final > s.recvHigh {
+				e.mu.recvUsed += f.Final - s.recvHigh
+				s.recvHigh = f.Final
+			}
 			if n := f.Final - s.recvNext; n > 0 {
 				s.recvNext = f.Final
-				e.mu.recvUsed += n
 				e.consumedLocked(n)
 			}
 			signal(s.readSig)
@@ -219,32 +224,54 @@ func (s *Stream) dataLocked(f *wire.Frame, src Holder) error {
 		return nil
 	}
 	if f.Fin() && !s.finRecv {
-		if end < s.recvNext {
-			return fmt.Errorf("rendr: flow %d: end before delivered data", s.id)
+		if end < s.recvHigh {
+			return fmt.Errorf("rendr: flow %d: end before data already received", s.id)
 		}
 		s.finRecv, s.finOffset = true, end
 	}
+	// Bytes beyond the highest offset seen are new: the sender spent session credit on them,
+	// whichever path brought them and whether or not bytes before them have arrived.
+	if end > s.recvHigh {
+		e.mu.recvUsed += end - s.recvHigh
+		s.recvHigh = end
+		if e.mu.recvUsed > e.mu.recvMax {
+			return fmt.Errorf("%w: session window", ErrFlowControl)
+		}
+	}
 	switch {
 	case start > s.recvNext:
-		// Never produced by a conforming sender over ordered carriers: a rewind restarts at
-		// the acknowledged offset, which is at or below what we delivered. The ACK we send
-		// tells the sender where we are.
-		e.mu.gapDrops++
+		// Ahead of a gap: another path carries the bytes before it. Keep it until they come
+		// (a reader that closed keeps nothing: the peer's RESET settles the credit).
+		if s.readClosed {
+			e.mu.gapDrops++
+			break
+		}
+		budget := maxReorderPieces - e.mu.reorderPieces
+		before := s.ooo.n
+		if added := s.ooo.insert(start, f.Payload, src, budget); added > 0 {
+			e.mu.reorderPieces += added
+			e.mu.reordered += uint64(s.ooo.n - before)
+		} else if budget <= 0 {
+			e.mu.gapDrops++ // resent after the sender's stall check rewinds
+		} else {
+			e.mu.dupBytes += end - start // every byte of it was already held
+		}
 	case end <= s.recvNext:
 		e.mu.dupBytes += end - start
 	default:
 		skip := s.recvNext - start
 		e.mu.dupBytes += skip
-		n := end - s.recvNext
-		e.mu.recvUsed += n
-		if e.mu.recvUsed > e.mu.recvMax {
-			return fmt.Errorf("%w: session window", ErrFlowControl)
-		}
-		s.recvNext = end
-		if s.readClosed {
-			s.consumedLocked(n) // nobody will read it: drop it, return the credit
-		} else {
-			s.deliverLocked(f.Payload[skip:], src)
+		s.acceptLocked(f.Payload[skip:], nil, src)
+		// The gap may be closed now: take what was waiting behind it.
+		for s.ooo.pieces() > 0 {
+			before := s.ooo.pieces()
+			seg, dup, ok := s.ooo.next(s.recvNext)
+			e.mu.reorderPieces -= before - s.ooo.pieces()
+			e.mu.dupBytes += dup
+			if !ok {
+				break
+			}
+			s.acceptLocked(seg.b, seg.pin, nil)
 		}
 	}
 	if s.recvNext > 0 || s.recvDone() {
@@ -252,6 +279,26 @@ func (s *Stream) dataLocked(f *wire.Frame, src Holder) error {
 	}
 	e.maybeRemoveLocked(s)
 	return nil
+}
+
+// acceptLocked takes p, which starts at recvNext, as delivered: to the application, or dropped
+// with its credit returned when nobody will read it. pin, when set, keeps p alive and passes
+// to the receive buffer; otherwise src may let p be held.
+func (s *Stream) acceptLocked(p []byte, pin path.Pin, src Holder) {
+	n := uint64(len(p))
+	s.recvNext += n
+	if s.readClosed {
+		if pin != nil {
+			pin.Unpin()
+		}
+		s.consumedLocked(n) // nobody will read it: drop it, return the credit
+		return
+	}
+	if pin != nil {
+		s.deliverHeldLocked(p, pin)
+		return
+	}
+	s.deliverLocked(p, src)
 }
 
 func (s *Stream) ackLocked(f *wire.Frame) error {

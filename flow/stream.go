@@ -47,8 +47,10 @@ type Stream struct {
 	sendErr                      error
 
 	rbuf                   rope     // delivered and not yet read
+	ooo                    reorder  // received ahead of a gap, not yet delivered
 	direct                 *readReq // a waiting Read's buffer
 	recvNext, recvRead     uint64   // delivered offset; read offset
+	recvHigh               uint64   // one past the highest offset received
 	recvLimit, window      uint64
 	tuned                  time.Time
 	finRecv, resetRecv     bool
@@ -173,6 +175,23 @@ type readReq struct {
 // deliverLocked hands received bytes to the application: into a waiting Read's buffer when
 // nothing is buffered ahead of them, the rest into the receive buffer, by reference when src
 // lets a large payload be held where it was received.
+// deliverHeldLocked is deliverLocked for bytes already held by pin, which passes to the
+// receive buffer (or is let go when a waiting Read took every byte).
+func (s *Stream) deliverHeldLocked(p []byte, pin path.Pin) {
+	if r := s.direct; r != nil && s.rbuf.len() == 0 && r.n < len(r.p) {
+		k := copy(r.p[r.n:], p)
+		r.n += k
+		p = p[k:]
+		s.consumedLocked(uint64(k))
+		signal(r.ready)
+	}
+	if len(p) == 0 {
+		pin.Unpin()
+		return
+	}
+	s.rbuf.writeHeld(p, pin)
+}
+
 func (s *Stream) deliverLocked(p []byte, src Holder) {
 	if r := s.direct; r != nil && s.rbuf.len() == 0 && r.n < len(r.p) {
 		k := copy(r.p[r.n:], p)
@@ -341,6 +360,7 @@ func (s *Stream) closeReadLocked() {
 		s.rbuf.reset()
 		s.consumedLocked(uint64(n))
 	}
+	s.dropReorderLocked() // the peer's RESET, which STOP asks for, settles their credit
 	if !s.recvDone() && s.err == nil {
 		s.stopPending = true
 		s.e.readyLocked(s)
@@ -496,4 +516,10 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	e.setOutstandingLocked(s)
 	// Resending (below sendHigh) needs no session credit, so a blocked flow goes on resending.
 	return s.sendNext < min(end, s.peerLimit) && (!s.sessBlocked || s.sendNext < s.sendHigh)
+}
+
+// dropReorderLocked lets go of the bytes held ahead of a gap.
+func (s *Stream) dropReorderLocked() {
+	s.e.mu.reorderPieces -= s.ooo.pieces()
+	s.ooo.reset()
 }
