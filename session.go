@@ -196,7 +196,9 @@ func (s *session) newLink(name string, tier int, leaf *policy.Node) *link {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mu.nextID++
-	return &link{s: s, id: s.mu.nextID, name: name, tier: tier, leaf: leaf}
+	l := &link{s: s, id: s.mu.nextID, name: name, tier: tier, leaf: leaf}
+	l.one = flow.Route{Mode: flow.ModeLink, Link: l}
+	return l
 }
 
 // track registers a started path so that the session's end closes it, attached or not. The
@@ -256,7 +258,16 @@ func (s *session) detach(l *link, cause error) {
 }
 
 // Route implements flow.Router.
-func (s *session) Route() flow.Link {
+func (s *session) Route() *flow.Route {
+	l := s.route()
+	if l == nil {
+		return nil
+	}
+	return &l.one
+}
+
+// route picks the path to send on.
+func (s *session) route() *link {
 	now := time.Now()
 	s.mu.Lock()
 	cur := s.mu.route
@@ -318,9 +329,6 @@ func (s *session) Route() flow.Link {
 		for _, w := range watchers {
 			w(*ev)
 		}
-	}
-	if next == nil {
-		return nil // an untyped nil: the engine compares with nil
 	}
 	return next
 }
@@ -463,7 +471,8 @@ type link struct {
 	name string
 	tier int
 	leaf *policy.Node
-	hash []byte // this path's handshake hash, which a JOIN_PROOF must cover
+	hash []byte     // this path's handshake hash, which a JOIN_PROOF must cover
+	one  flow.Route // the route of this path alone, made once
 
 	joined atomic.Bool // listening side: the JOIN_PROOF checked out (or the path founded the session)
 
@@ -474,6 +483,8 @@ type link struct {
 }
 
 func (l *link) LinkID() uint32           { return l.id }
+func (l *link) Backlog() int             { return l.p.Backlog() }
+func (l *link) Rate() float64            { return l.p.Rate() }
 func (l *link) Space() int               { return l.p.Space() }
 func (l *link) Send(r *path.Record) bool { return l.p.Send(r) }
 
@@ -483,6 +494,7 @@ func (l *link) ZeroCopy() bool { return true }
 
 var (
 	_ flow.ZeroCopyLink = (*link)(nil)
+	_ flow.Estimator    = (*link)(nil)
 	_ path.Handler      = (*link)(nil)
 )
 

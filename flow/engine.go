@@ -51,8 +51,9 @@ type ZeroCopyLink interface {
 // Router chooses links. Its methods are called from the engine goroutine without the
 // engine's lock held, and may call back into the engine.
 type Router interface {
-	// Route returns the link to send on now, or nil when none is usable.
-	Route() Link
+	// Route returns where to send now, or nil when no link is usable. The engine does not
+	// keep it past the round, so a Router may return the same Route while nothing changes.
+	Route() *Route
 	// Stalled says data sent on l has gone unacknowledged for too long.
 	Stalled(l Link)
 }
@@ -117,6 +118,8 @@ type Engine struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 
+	links, dests []Link // scratch for fill, which only the engine goroutine runs
+
 	// mu guards everything below and every Stream's state. Lock order: Engine.mu, then a
 	// Link's own lock (Space/Send). The engine never calls the Router with mu held.
 	mu struct {
@@ -125,7 +128,7 @@ type Engine struct {
 		ready    []*Stream // streams with something to send, FIFO
 		sessWait []*Stream // streams whose data waits for session credit
 		nextID   uint64    // last flow id opened locally (dialer) or seen (listener)
-		linkID   uint32    // link of the last round; 0 before the first
+		linkIDs  []uint32  // links of the last round's route
 		err      error     // set when the session failed or closed
 
 		sendMax, sendUsed          uint64 // session credit: peer's limit, new bytes sent
@@ -419,67 +422,138 @@ func (e *Engine) routineRun() {
 // pump sends what it can and returns when the stall check should run again (0: no need).
 func (e *Engine) pump() time.Duration {
 	for range 4 { // a stall verdict changes the route: try again, a bounded number of times
-		l := e.router.Route()
-		if l == nil {
+		rt := e.router.Route()
+		if rt == nil {
 			return 0 // the Router kicks us when a link appears
 		}
-		stalled, wait := e.fill(l)
-		if !stalled {
+		stalled, wait := e.fill(rt)
+		if stalled == nil {
 			return wait
 		}
-		e.router.Stalled(l)
+		e.router.Stalled(stalled)
 	}
 	return 10 * time.Millisecond
 }
 
-// fill sends on l and reports whether l looks stalled, or else when to check again.
-func (e *Engine) fill(l Link) (stalled bool, wait time.Duration) {
+// fill sends on rt and returns the link that looks stalled, if any, or else when to check
+// again.
+func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.err != nil {
-		return false, 0
+		return nil, 0
+	}
+	links := rt.links(e.links[:0])
+	e.links = links
+	if len(links) == 0 {
+		return nil, 0
 	}
 	now := time.Now()
-	if id := l.LinkID(); id != e.mu.linkID {
-		if e.mu.linkID != 0 {
-			e.rewindLocked()
-			e.mu.migrations++
+	e.routeLocked(links, now)
+	for {
+		dests := rt.pick(e.dests[:0])
+		e.dests = dests
+		if len(dests) == 0 {
+			break
 		}
-		e.mu.linkID = id
-		e.mu.progress = now
-	}
-	zc := false
-	if z, ok := l.(ZeroCopyLink); ok {
-		zc = z.ZeroCopy()
-	}
-	for l.Space() > 0 {
+		// A record for one link may end in send-buffer bytes by reference; copies for
+		// several (a Race) are built whole and cloned.
+		zc := false
+		if z, ok := dests[0].(ZeroCopyLink); ok && len(dests) == 1 {
+			zc = z.ZeroCopy()
+		}
 		r := path.NewRecord()
 		e.buildLocked(r, zc)
 		if len(r.B) == 2 {
 			r.Release()
 			break
 		}
-		if !l.Send(r) {
-			return false, 0 // the link died; its Down kicks us
+		dead := false
+		for _, d := range dests[1:] {
+			c := path.NewRecord()
+			c.B = append(c.B[:0], r.B...)
+			dead = !d.Send(c) || dead
+		}
+		if !dests[0].Send(r) || dead {
+			return nil, 0 // a link died; its Down kicks us with a new route
 		}
 	}
+	clear(e.dests)
 	// The round trip sizes window growth too, so a side that only receives needs it as well.
-	srtt, rttvar := l.SRTT()
+	// Over several links the slowest sets both: data on it takes longest to be acknowledged.
+	var srtt, rttvar time.Duration
+	for _, l := range links {
+		s, v := l.SRTT()
+		srtt, rttvar = max(srtt, s), max(rttvar, v)
+	}
 	e.mu.srtt = srtt
 	if e.mu.outstanding == 0 {
-		return false, 0
+		clear(e.links)
+		return nil, 0
 	}
 	// Each verdict without acknowledged progress since the last one doubles the next timeout,
 	// as TCP backs off its retransmission timer: a machine starved of CPU, or a path slow to
 	// drain a resent window, must not bounce traffic between healthy paths.
 	limit := min(max(2*srtt+4*rttvar, e.cfg.StallFloor)<<e.mu.stallShift, e.cfg.StallCeil)
-	if since := now.Sub(e.mu.progress); since >= limit {
-		e.mu.progress = now // one verdict per timeout, even if the Router keeps the link
-		e.mu.stallShift = min(e.mu.stallShift+1, 4)
-		return true, 0
-	} else {
-		return false, limit - since
+	if since := now.Sub(e.mu.progress); since < limit {
+		clear(e.links)
+		return nil, limit - since
 	}
+	e.mu.progress = now // one verdict per timeout, even if the Router keeps the route
+	e.mu.stallShift = min(e.mu.stallShift+1, 4)
+	stalled = culprit(links)
+	clear(e.links)
+	return stalled, 0
+}
+
+// culprit picks the link to blame when acknowledgements stop over a route of several: the
+// one with the most bytes it cannot get out (a blackholed carrier stops draining its queue),
+// and among equals the slowest.
+func culprit(links []Link) Link {
+	best, bestBacklog := links[0], -1
+	var bestRTT time.Duration
+	for _, l := range links {
+		backlog := 0
+		if est, ok := l.(Estimator); ok {
+			backlog = est.Backlog()
+		}
+		srtt, _ := l.SRTT()
+		if backlog > bestBacklog || (backlog == bestBacklog && srtt > bestRTT) {
+			best, bestBacklog, bestRTT = l, backlog, srtt
+		}
+	}
+	return best
+}
+
+// routeLocked notes the links of this round. When a link that carried traffic in the last
+// round is gone from the route, anything in flight on it may be lost, mid-frame included:
+// every flow rewinds and resends from its acknowledged offset over what remains.
+func (e *Engine) routeLocked(links []Link, now time.Time) {
+	same := len(links) == len(e.mu.linkIDs)
+	lost := false
+	for _, id := range e.mu.linkIDs {
+		found := false
+		for _, l := range links {
+			if l.LinkID() == id {
+				found = true
+				break
+			}
+		}
+		lost = lost || !found
+		same = same && found
+	}
+	if same {
+		return
+	}
+	if lost {
+		e.rewindLocked()
+		e.mu.migrations++
+	}
+	e.mu.linkIDs = e.mu.linkIDs[:0]
+	for _, l := range links {
+		e.mu.linkIDs = append(e.mu.linkIDs, l.LinkID())
+	}
+	e.mu.progress = now
 }
 
 // wakeSessWaitLocked queues again every flow that waited for session credit: credit came

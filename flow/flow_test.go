@@ -21,18 +21,29 @@ import (
 // synctest bubble: synctest.Wait lets the engine goroutines settle.
 
 type fakeLink struct {
-	id uint32
-	mu struct {
+	id   uint32
+	rate float64 // Estimator rate; 0: unknown
+	mu   struct {
 		sync.Mutex
-		recs [][]byte // frames of each record sent, oldest first
-		dead bool
+		recs  [][]byte // frames of each record sent, oldest first
+		bytes int      // bytes in recs
+		dead  bool
 	}
 }
 
-var _ Link = (*fakeLink)(nil)
+var (
+	_ Link      = (*fakeLink)(nil)
+	_ Estimator = (*fakeLink)(nil)
+)
 
 func (l *fakeLink) LinkID() uint32 { return l.id }
 func (l *fakeLink) Space() int     { return 1 << 20 }
+func (l *fakeLink) Rate() float64  { return l.rate }
+func (l *fakeLink) Backlog() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.bytes
+}
 func (l *fakeLink) SRTT() (time.Duration, time.Duration) {
 	return 10 * time.Millisecond, time.Millisecond
 }
@@ -45,6 +56,7 @@ func (l *fakeLink) Send(r *path.Record) bool {
 		return false
 	}
 	l.mu.recs = append(l.mu.recs, bytes.Clone(r.Frames()))
+	l.mu.bytes += r.Len()
 	return true
 }
 
@@ -53,7 +65,7 @@ func (l *fakeLink) take() [][]byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := l.mu.recs
-	l.mu.recs = nil
+	l.mu.recs, l.mu.bytes = nil, 0
 	return r
 }
 
@@ -67,13 +79,13 @@ type fakeRouter struct {
 
 var _ Router = (*fakeRouter)(nil)
 
-func (r *fakeRouter) Route() Link {
+func (r *fakeRouter) Route() *Route {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.mu.link == nil {
 		return nil
 	}
-	return r.mu.link
+	return One(r.mu.link)
 }
 
 func (r *fakeRouter) Stalled(Link) {

@@ -19,6 +19,7 @@ package path
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -110,8 +111,9 @@ type Path struct {
 
 	// Fields accessed atomically.
 	bytesSent, bytesRecv atomic.Int64
-	lastData             atomic.Int64 // unix nanos of the last record sent that was not a probe
-	lastRecv             atomic.Int64 // unix nanos of the last record received
+	lastData             atomic.Int64  // unix nanos of the last record sent that was not a probe
+	lastRecv             atomic.Int64  // unix nanos of the last record received
+	rate                 atomic.Uint64 // math.Float64bits of the write rate estimate, bytes/s
 
 	// mu guards the queue, the probe state and the estimator. Lock order: a Handler may hold
 	// its own lock while calling Send or Space; Path never calls the Handler with mu held.
@@ -455,7 +457,9 @@ func (p *Path) routineWrite() {
 			}
 			iov = v
 			bufs := net.Buffers(v)
+			t0 := time.Now()
 			_, err := bufs.WriteTo(p.conn)
+			p.sampleRate(total, time.Since(t0))
 			clear(iov)
 			for _, r := range batch {
 				r.Release()
@@ -478,6 +482,36 @@ func (p *Path) routineWrite() {
 			}
 		}
 	}
+}
+
+// rateMinWrite is the shortest write that says something about the carrier's rate: a write
+// that returns sooner went into free buffer space, at memory speed.
+const rateMinWrite = 200 * time.Microsecond
+
+// sampleRate folds one write into the rate estimate (an average weighted 1/8 to the newest).
+// Only writes that waited for the carrier count, so the estimate is how fast the carrier
+// takes bytes when it is the bottleneck; while it never is, the rate stays unknown (0).
+func (p *Path) sampleRate(n int, d time.Duration) {
+	if d < rateMinWrite || n == 0 {
+		return
+	}
+	sample := float64(n) / d.Seconds()
+	old := math.Float64frombits(p.rate.Load())
+	if old > 0 {
+		sample = old + (sample-old)/8
+	}
+	p.rate.Store(math.Float64bits(sample))
+}
+
+// Rate is how fast the carrier has taken bytes while it was the bottleneck, in bytes per
+// second; 0 while unknown.
+func (p *Path) Rate() float64 { return math.Float64frombits(p.rate.Load()) }
+
+// Backlog is the bytes of data records queued and not yet written to the carrier.
+func (p *Path) Backlog() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.qBytes
 }
 
 func (p *Path) routineRead() {

@@ -1,0 +1,219 @@
+package flow
+
+import (
+	"bytes"
+	"io"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rendr-go/rendr/internal/wire"
+)
+
+// routeRouter routes by a Route the test sets.
+type routeRouter struct {
+	mu     sync.Mutex
+	rt     *Route
+	stalls []Link
+}
+
+func (r *routeRouter) Route() *Route {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rt
+}
+
+func (r *routeRouter) Stalled(l Link) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stalls = append(r.stalls, l)
+}
+
+func (r *routeRouter) set(rt *Route) {
+	r.mu.Lock()
+	r.rt = rt
+	r.mu.Unlock()
+}
+
+// multiRig is a dialing engine a sending over two links (a Route of them) to a listening
+// engine b, which answers over one.
+type multiRig struct {
+	t      *testing.T
+	a, b   *Engine
+	ra     *routeRouter
+	rb     *fakeRouter
+	l1, l2 *fakeLink
+	ba     *fakeLink
+}
+
+func newMultiRig(t *testing.T, mode Mode) *multiRig {
+	r := &multiRig{t: t, ra: &routeRouter{}, rb: &fakeRouter{},
+		l1: &fakeLink{id: 1}, l2: &fakeLink{id: 2}, ba: &fakeLink{id: 1}}
+	r.ra.set(&Route{Mode: mode, Kids: []*Route{One(r.l1), One(r.l2)}})
+	r.rb.set(r.ba)
+	r.a = New(Config{Dialer: true}, r.ra)
+	r.b = New(Config{}, r.rb)
+	t.Cleanup(func() {
+		r.a.Fail(ErrClosed)
+		r.b.Fail(ErrClosed)
+	})
+	return r
+}
+
+// exchange moves one round of records: l2's before l1's (l2 is the faster path), then b's
+// answers. lose2 drops what l2 carried instead.
+func (r *multiRig) exchange(lose2 bool) (n1, n2 int) {
+	synctest.Wait()
+	f1, f2 := frames(r.t, r.l1.take()), frames(r.t, r.l2.take())
+	for _, f := range f1 {
+		n1 += len(f.Payload)
+	}
+	for _, f := range f2 {
+		n2 += len(f.Payload)
+	}
+	deliver := func(fs []wire.Frame) {
+		for i := range fs {
+			fs[i].Payload = bytes.Clone(fs[i].Payload)
+			if err := r.b.Handle(&fs[i]); err != nil {
+				r.t.Fatalf("b: %v", err)
+			}
+		}
+	}
+	if !lose2 {
+		deliver(f2)
+	}
+	deliver(f1)
+	synctest.Wait()
+	for _, f := range frames(r.t, r.ba.take()) {
+		if err := r.a.Handle(&f); err != nil {
+			r.t.Fatalf("a: %v", err)
+		}
+	}
+	return n1, n2
+}
+
+// transfer writes data on a new flow and runs rounds until b has read all of it; each round
+// calls between first.
+func (r *multiRig) transfer(data []byte, between func(round int)) (got []byte, sent1, sent2 int) {
+	s, err := r.a.Open()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	go func() {
+		s.Write(data)
+		s.CloseWrite()
+	}()
+	out := make(chan []byte, 1)
+	go func() {
+		peer, err := r.b.Accept(r.t.Context())
+		if err != nil {
+			out <- nil
+			return
+		}
+		peer.SetReadDeadline(time.Now().Add(time.Minute))
+		b, _ := io.ReadAll(peer)
+		out <- b
+	}()
+	for round := range 5000 {
+		if between != nil {
+			between(round)
+		}
+		n1, n2 := r.exchange(false)
+		sent1, sent2 = sent1+n1, sent2+n2
+		if len(out) == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return <-out, sent1, sent2
+}
+
+// TestRouteRace: every record goes on both links; the receiver keeps the first copy of each
+// byte (here always l2's) and drops the other as a duplicate.
+func TestRouteRace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newMultiRig(t, ModeRace)
+		data := payload(2<<20, 21)
+		got, sent1, sent2 := r.transfer(data, nil)
+		if !bytes.Equal(got, data) {
+			t.Fatalf("read %d bytes, want the %d written", len(got), len(data))
+		}
+		if sent1 < len(data) || sent2 < len(data) {
+			t.Fatalf("link 1 carried %d payload bytes, link 2 %d: a Race sends all %d on each", sent1, sent2, len(data))
+		}
+		if st := r.b.Stats(); st.DupBytes < uint64(len(data)) {
+			t.Fatalf("%d duplicate bytes dropped, want every byte's second copy (%d)", st.DupBytes, len(data))
+		}
+	})
+}
+
+// TestRouteBond: records are spread by expected delivery time, so the link that takes bytes
+// twice as fast carries about twice as many; the receiver reorders, and every byte arrives
+// once.
+func TestRouteBond(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newMultiRig(t, ModeBond)
+		r.l1.rate, r.l2.rate = 2e6, 1e6
+		data := payload(3<<20, 22)
+		got, sent1, sent2 := r.transfer(data, nil)
+		if !bytes.Equal(got, data) {
+			t.Fatalf("read %d bytes, want the %d written", len(got), len(data))
+		}
+		share := float64(sent1) / float64(sent1+sent2)
+		if sent1+sent2 != len(data) || share < 0.55 || share > 0.8 {
+			t.Fatalf("link 1 carried %d bytes and link 2 %d (%.2f on the faster): want each byte once, about 2/3 on the faster", sent1, sent2, share)
+		}
+		if st := r.b.Stats(); st.Reordered == 0 {
+			t.Fatal("nothing arrived ahead of a gap, though the slower link's records came first")
+		}
+	})
+}
+
+// TestRouteBondLosesLink: one child of a Bond dies with records in flight; when the route
+// drops it, every flow rewinds and the survivor carries everything that was not acknowledged.
+func TestRouteBondLosesLink(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newMultiRig(t, ModeBond)
+		r.l1.rate, r.l2.rate = 1e6, 1e6
+		data := payload(2<<20, 23)
+		got, _, _ := r.transfer(data, func(round int) {
+			if round == 3 {
+				synctest.Wait()
+				r.l2.take() // what link 2 carried is lost with it
+				r.ra.set(One(r.l1))
+				r.a.Kick()
+			}
+		})
+		if !bytes.Equal(got, data) {
+			t.Fatalf("read %d bytes, want the %d written", len(got), len(data))
+		}
+		if m := r.a.Stats().Migrations; m != 1 {
+			t.Fatalf("%d rewinds, want 1 (link 2 left the route)", m)
+		}
+	})
+}
+
+// TestRouteAddLinkNoRewind: a link joining the route loses nothing, so nothing is resent.
+func TestRouteAddLinkNoRewind(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newMultiRig(t, ModeBond)
+		r.ra.set(One(r.l1))
+		data := payload(1<<20, 24)
+		got, _, sent2 := r.transfer(data, func(round int) {
+			if round == 2 {
+				r.ra.set(&Route{Mode: ModeBond, Kids: []*Route{One(r.l1), One(r.l2)}})
+				r.a.Kick()
+			}
+		})
+		if !bytes.Equal(got, data) {
+			t.Fatalf("read %d bytes, want the %d written", len(got), len(data))
+		}
+		if st := r.a.Stats(); st.Migrations != 0 || r.b.Stats().DupBytes != 0 {
+			t.Fatalf("%d rewinds and %d duplicate bytes after a link joined", st.Migrations, r.b.Stats().DupBytes)
+		}
+		if sent2 == 0 {
+			t.Fatal("the joining link carried nothing")
+		}
+	})
+}
