@@ -65,13 +65,13 @@ func checkTarget(t *Target, names map[string]bool) error {
 			return fmt.Errorf("rendr: two paths are named %q", t.name)
 		}
 		names[t.name] = true
-	case kindSelector:
+	case kindSelector, kindRace, kindBond:
 		if len(t.children) == 0 {
-			return fmt.Errorf("rendr: selector %q has no children", t.name)
+			return fmt.Errorf("rendr: %v %q has no children", t.kind, t.name)
 		}
 		for _, c := range t.children {
 			if c == nil {
-				return fmt.Errorf("rendr: selector %q has a nil child", t.name)
+				return fmt.Errorf("rendr: %v %q has a nil child", t.kind, t.name)
 			}
 			if err := checkTarget(c, names); err != nil {
 				return err
@@ -91,7 +91,8 @@ func (t *Target) node(tuning policy.Tuning, leaves map[*policy.Node]*Target) *po
 		leaves[n] = t
 		return n
 	}
-	n.Kind = policy.KindSelector
+	n.Kind = map[targetKind]policy.Kind{kindSelector: policy.KindSelector,
+		kindRace: policy.KindRace, kindBond: policy.KindBond}[t.kind]
 	for _, c := range t.children {
 		n.Children = append(n.Children, c.node(tuning, leaves))
 	}

@@ -121,7 +121,13 @@ type targetKind int
 const (
 	kindPath targetKind = iota
 	kindSelector
+	kindRace
+	kindBond
 )
+
+func (k targetKind) String() string {
+	return [...]string{"path", "selector", "race", "bond"}[k]
+}
 
 // Name is the target's name.
 func (t *Target) Name() string { return t.name }
@@ -158,6 +164,22 @@ func Path(name string, dial transport.DialFunc, opts ...PathOption) *Target {
 // such as Backup apply to the group within its parent.
 func Selector(name string, children ...*Target) *Target {
 	return &Target{kind: kindSelector, name: name, children: children}
+}
+
+// Race is a group that sends every frame on every usable child; the receiver keeps the first
+// copy of each byte and drops the others. Latency follows the best child at each moment, so
+// it stays flat when one link turns lossy or dies, at the cost of sending everything once
+// per child. A child that cannot keep up misses frames instead of holding back the others.
+func Race(name string, children ...*Target) *Target {
+	return &Target{kind: kindRace, name: name, children: children}
+}
+
+// Bond is a group that spreads one flow's frames across its usable children, each frame on
+// the child expected to deliver it first (from its round trip, backlog and measured rate),
+// so throughput adds up across links of different speeds. The receiver puts bytes back in
+// order; a child that dies has its unacknowledged bytes sent again on the others.
+func Bond(name string, children ...*Target) *Target {
+	return &Target{kind: kindBond, name: name, children: children}
 }
 
 // With applies options to a target (for groups: rendr.Selector(...).With(rendr.Backup())).

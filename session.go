@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,10 +55,10 @@ type session struct {
 	wg          sync.WaitGroup
 	onEnd       func(*session)
 
-	lastPeer atomic.Pointer[link] // listening side: path the peer last sent flow frames on
-	dirty    atomic.Bool          // path set or states changed: re-evaluate the route
-	current  atomic.Pointer[link] // the route, for lock-free checks on the receive path
-	movedAt  atomic.Int64         // unix nanos of the last route change
+	lastPeer  atomic.Pointer[link]    // listening side: path the peer last sent flow frames on
+	dirty     atomic.Bool             // path set or states changed: re-evaluate the route
+	activeSet atomic.Pointer[[]*link] // every path of the route (never modified once stored)
+	movedAt   atomic.Int64            // unix nanos of the last route change
 
 	mu struct {
 		sync.Mutex
@@ -67,7 +68,8 @@ type session struct {
 		links      map[uint32]*link // attached: routable
 		pending    map[uint32]*link // started, not yet attached (a join awaiting its proof)
 		nextID     uint32
-		route      *link
+		active     []*link     // paths carrying traffic now (the route's links)
+		rt         *flow.Route // the route they form
 		routeAt    time.Time
 		migrations int
 		err        error
@@ -169,7 +171,10 @@ func (s *session) close() {
 		}
 	}
 	s.mu.Lock()
-	r := s.mu.route
+	var r *link
+	if len(s.mu.active) > 0 {
+		r = s.mu.active[0]
+	}
 	alive := r != nil && r.state != status.Down // state is guarded by mu: a path may be dying now
 	s.mu.Unlock()
 	if alive {
@@ -257,63 +262,30 @@ func (s *session) detach(l *link, cause error) {
 	s.engine.Kick()
 }
 
-// Route implements flow.Router.
+// Route implements flow.Router: the dialing side evaluates its target graph, the listening
+// side follows the peer.
 func (s *session) Route() *flow.Route {
-	l := s.route()
-	if l == nil {
-		return nil
-	}
-	return &l.one
-}
-
-// route picks the path to send on.
-func (s *session) route() *link {
 	now := time.Now()
 	s.mu.Lock()
-	cur := s.mu.route
-	if cur != nil && cur.state == status.Up && !s.dirty.Load() && now.Sub(s.mu.routeAt) < routeCache {
+	if rt := s.mu.rt; rt != nil && !s.dirty.Load() && now.Sub(s.mu.routeAt) < routeCache && s.activeUpLocked() {
 		s.mu.Unlock()
-		return cur
+		return rt
 	}
 	s.dirty.Store(false)
 	s.mu.routeAt = now
 	s.refreshSuspectsLocked()
-	var next *link
+	var next []*link
+	var rt *flow.Route
 	var why status.Cause
 	if s.root != nil {
-		leaf, _, ok, cause, _ := s.root.Pick(now, s.lookupLocked)
-		if ok {
-			next = s.mu.leaves[leaf].link
-			why = cause
-		}
-	} else {
-		next, why = s.followLocked()
+		ch, cause, _ := s.root.Choose(now, s.lookupLocked)
+		rt, next = s.routeOfLocked(ch, nil)
+		why = cause
+	} else if l, cause := s.followLocked(); l != nil {
+		rt, next, why = &l.one, []*link{l}, cause
 	}
-	var ev *status.Migration
-	if next != cur {
-		switch {
-		case cur == nil:
-			why = status.CauseFirst
-		case cur.state == status.Down:
-			why = status.CauseDeath
-		case cur.state == status.Suspect:
-			why = status.CauseStall
-		}
-		m := status.Migration{Time: now, Session: s.id, Cause: why}
-		if cur != nil {
-			m.From, m.FromID = cur.name, cur.id
-		}
-		if next != nil {
-			m.To, m.ToID = next.name, next.id
-		}
-		if cur != nil || next != nil {
-			s.mu.migrations++
-			ev = &m
-		}
-		s.mu.route = next
-		s.current.Store(next)
-		s.movedAt.Store(now.UnixNano())
-	}
+	s.mu.rt = rt
+	ev := s.movedLocked(next, why, now)
 	var watchers []func(status.Migration)
 	if ev != nil {
 		for _, w := range s.mu.watchers {
@@ -322,7 +294,7 @@ func (s *session) route() *link {
 	}
 	s.mu.Unlock()
 	if ev != nil {
-		s.c.log.Debug("rendr: migration", "from", ev.From, "to", ev.To, "cause", ev.Cause.String())
+		s.c.log.Debug("rendr: migration", "from", ev.From, "to", ev.To, "cause", ev.Cause.String(), "active", ev.Active)
 		if s.c.onMigrate != nil {
 			s.c.onMigrate(*ev)
 		}
@@ -330,7 +302,84 @@ func (s *session) route() *link {
 			w(*ev)
 		}
 	}
-	return next
+	return rt
+}
+
+// activeUpLocked reports whether every path of the route is Up (else the route is re-evaluated).
+func (s *session) activeUpLocked() bool {
+	for _, l := range s.mu.active {
+		if l.state != status.Up {
+			return false
+		}
+	}
+	return true
+}
+
+// routeOfLocked turns a policy choice into the engine's route and appends its paths to links.
+func (s *session) routeOfLocked(ch *policy.Choice, links []*link) (*flow.Route, []*link) {
+	if ch == nil {
+		return nil, links
+	}
+	if ch.Kind == policy.KindPath {
+		l := s.mu.leaves[ch.Leaf].link
+		return &l.one, append(links, l)
+	}
+	rt := &flow.Route{Mode: flow.ModeRace}
+	if ch.Kind == policy.KindBond {
+		rt.Mode = flow.ModeBond
+	}
+	for _, k := range ch.Kids {
+		var kr *flow.Route
+		kr, links = s.routeOfLocked(k, links)
+		rt.Kids = append(rt.Kids, kr)
+	}
+	return rt, links
+}
+
+// movedLocked records the paths carrying traffic now and returns the migration event when they
+// changed. From and To name the first path that left and the first that joined; Active lists
+// every path carrying traffic after the change.
+func (s *session) movedLocked(next []*link, why status.Cause, now time.Time) *status.Migration {
+	cur := s.mu.active
+	var left, joined []*link
+	for _, l := range cur {
+		if !slices.Contains(next, l) {
+			left = append(left, l)
+		}
+	}
+	for _, l := range next {
+		if !slices.Contains(cur, l) {
+			joined = append(joined, l)
+		}
+	}
+	if len(left) == 0 && len(joined) == 0 {
+		return nil
+	}
+	switch {
+	case len(cur) == 0:
+		why = status.CauseFirst
+	case len(left) > 0 && left[0].state == status.Down:
+		why = status.CauseDeath
+	case len(left) > 0 && left[0].state == status.Suspect:
+		why = status.CauseStall
+	case len(left) == 0 && why == 0:
+		why = status.CauseJoin
+	}
+	m := &status.Migration{Time: now, Session: s.id, Cause: why}
+	if len(left) > 0 {
+		m.From, m.FromID = left[0].name, left[0].id
+	}
+	if len(joined) > 0 {
+		m.To, m.ToID = joined[0].name, joined[0].id
+	}
+	for _, l := range next {
+		m.Active = append(m.Active, l.name)
+	}
+	s.mu.migrations++
+	s.mu.active = next
+	s.activeSet.Store(&next)
+	s.movedAt.Store(now.UnixNano())
+	return m
 }
 
 // followLocked is the listening side's policy: send where the peer sends (its policy chose
@@ -404,11 +453,15 @@ func (s *session) suspectLocked(l *link) {
 // moved, means the peer found our route stalled for its traffic (a download: we have nothing
 // outstanding, so our own stall check cannot fire). Suspect the route then, as the peer did,
 // instead of waiting for the probes to declare it dead.
+//
+// Over a route of several paths (Race, Bond) the peer's answers may come on any of them; only
+// data on a path outside the route counts, and only a route of one path is suspected.
 func (s *session) peerData(l *link) {
-	cur := s.current.Load()
-	if cur == nil || cur == l {
+	set := s.activeSet.Load()
+	if set == nil || len(*set) != 1 || slices.Contains(*set, l) {
 		return
 	}
+	cur := (*set)[0]
 	q := l.p.Quality()
 	grace := max(2*q.SRTT+4*q.RTTVar, 50*time.Millisecond)
 	if time.Now().UnixNano()-s.movedAt.Load() < int64(grace) {
@@ -416,7 +469,7 @@ func (s *session) peerData(l *link) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.mu.route != cur || cur.state != status.Up || l.state != status.Up {
+	if len(s.mu.active) != 1 || s.mu.active[0] != cur || cur.state != status.Up || l.state != status.Up {
 		return
 	}
 	s.suspectLocked(cur)
@@ -433,7 +486,7 @@ func (s *session) snapshot() status.Session {
 	add := func(l *link) {
 		var p status.Path
 		l.p.Fill(&p)
-		p.State, p.Since, p.Active = l.state, l.since, l == s.mu.route
+		p.State, p.Since, p.Active = l.state, l.since, slices.Contains(s.mu.active, l)
 		out.Paths = append(out.Paths, p)
 		seen[l] = true
 	}

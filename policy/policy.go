@@ -1,6 +1,12 @@
-// Package policy decides which path carries a session's traffic. A target graph of Path
-// leaves under Selector groups (Race and Bond join them later) is evaluated against the live
-// paths' quality each time the engine asks where to send.
+// Package policy decides which paths carry a session's traffic. A target graph of Path leaves
+// under Selector, Race and Bond groups, nested to any depth, is evaluated against the live
+// paths' quality each time the engine asks where to send. The result is a Choice: the leaves
+// that carry traffic now, grouped as Race and Bond say the engine should use them.
+//
+// Race and Bond use every usable child of the lowest usable tier: a backup child joins only
+// while no primary child is usable, and a primary that comes back replaces the backups once
+// it has stayed usable for RecoverDwell. While any child is Up, Suspect children are left
+// out. A group with one such child is that child.
 //
 // Selector picks one child:
 //  1. Only usable children count: a leaf is usable when its path is Up; a group when one of
@@ -17,6 +23,7 @@
 package policy
 
 import (
+	"slices"
 	"time"
 
 	"github.com/rendr-go/rendr/status"
@@ -70,7 +77,32 @@ type Kind int
 const (
 	KindPath Kind = iota
 	KindSelector
+	KindRace
+	KindBond
 )
+
+// Choice is what a node carries traffic on now: a leaf, or a Race or Bond of two or more
+// choices. C is the leaf's candidate; for a group, its best child's, and Up if any child is.
+type Choice struct {
+	Kind Kind // KindPath, KindRace or KindBond
+	Leaf *Node
+	Kids []*Choice
+	C    Candidate
+}
+
+// Leaves appends the choice's leaves to dst.
+func (c *Choice) Leaves(dst []*Node) []*Node {
+	if c == nil {
+		return dst
+	}
+	if c.Kind == KindPath {
+		return append(dst, c.Leaf)
+	}
+	for _, k := range c.Kids {
+		dst = k.Leaves(dst)
+	}
+	return dst
+}
 
 // Node is one node of the target graph with its selection state. Build the graph once; Pick
 // is not safe for concurrent use (the session calls it under its lock).
@@ -81,83 +113,110 @@ type Node struct {
 	Children []*Node
 	Tuning   Tuning
 
-	cur         int // index of the current child, -1 for none
-	better      int // child that has looked better since betterSince
+	cur         int // Selector: index of the current child, -1 for none
+	better      int // Selector: child that has looked better since betterSince
 	betterSince time.Time
-	usableSince map[int]time.Time // children of a lower tier than cur: when they became usable
+	usableSince map[int]time.Time // children of a lower tier than in use: when they became usable
+	members     []int             // Race, Bond: children carrying traffic, in order
+	tier        int               // Race, Bond: the tier in use, -1 for none
 }
 
 // Lookup returns the live candidate for a leaf, if its path is attached.
 type Lookup func(leaf *Node) (Candidate, bool)
 
-// Pick returns the leaf that should carry traffic and the candidate of its path, and, when the
-// choice of some Selector on the way changed, why.
+// Pick returns the first leaf of Choose's choice and its candidate: for a graph of Selectors,
+// the one leaf that carries traffic.
 func (n *Node) Pick(now time.Time, look Lookup) (leaf *Node, c Candidate, ok bool, cause status.Cause, changed bool) {
-	if n.Kind == KindPath {
-		c, ok = look(n)
-		return n, c, ok, 0, false
+	ch, cause, changed := n.Choose(now, look)
+	for ch != nil && ch.Kind != KindPath {
+		ch = ch.Kids[0]
 	}
-	n.Tuning.defaults()
-	type opt struct {
-		leaf *Node
-		c    Candidate
-		tier int
-		sub  status.Cause
-		chg  bool
+	if ch == nil {
+		return nil, Candidate{}, false, cause, changed
 	}
-	opts := make([]opt, len(n.Children))
-	oks := make([]bool, len(n.Children))
-	bestTier, anyUp := -1, false
-	for i, ch := range n.Children {
-		l, c, ok, sub, chg := ch.Pick(now, look)
-		opts[i] = opt{l, c, ch.Tier, sub, chg}
-		oks[i] = ok
-		if ok && c.State == status.Up {
+	return ch.Leaf, ch.C, true, cause, changed
+}
+
+// Choose returns what should carry traffic now (nil: nothing is usable) and, when the choice
+// of some group on the way changed, why.
+func (n *Node) Choose(now time.Time, look Lookup) (ch *Choice, cause status.Cause, changed bool) {
+	switch n.Kind {
+	case KindPath:
+		c, ok := look(n)
+		if !ok {
+			return nil, 0, false
+		}
+		return &Choice{Kind: KindPath, Leaf: n, C: c}, 0, false
+	case KindRace, KindBond:
+		return n.chooseGroup(now, look)
+	}
+	return n.chooseSelector(now, look)
+}
+
+// child is one child's choice as its parent weighs it.
+type child struct {
+	ch   *Choice
+	tier int
+	sub  status.Cause
+	chg  bool
+}
+
+// children evaluates every child and returns them with the lowest tier among usable ones
+// (-1: none) and whether any is Up.
+func (n *Node) children(now time.Time, look Lookup) (opts []child, bestTier int, anyUp bool) {
+	opts = make([]child, len(n.Children))
+	bestTier = -1
+	for i, c := range n.Children {
+		ch, sub, chg := c.Choose(now, look)
+		opts[i] = child{ch, c.Tier, sub, chg}
+		if ch != nil && ch.C.State == status.Up {
 			anyUp = true
 		}
 	}
-	for i := range n.Children {
-		if oks[i] && (!anyUp || opts[i].c.State == status.Up) && (bestTier < 0 || opts[i].tier < bestTier) {
-			bestTier = opts[i].tier
+	for _, o := range opts {
+		if o.ch != nil && (!anyUp || o.ch.C.State == status.Up) && (bestTier < 0 || o.tier < bestTier) {
+			bestTier = o.tier
 		}
 	}
+	return opts, bestTier, anyUp
+}
+
+func (n *Node) chooseSelector(now time.Time, look Lookup) (*Choice, status.Cause, bool) {
+	n.Tuning.defaults()
+	opts, bestTier, anyUp := n.children(now, look)
+	usable := func(i int) bool { return i >= 0 && i < len(opts) && opts[i].ch != nil }
 	cand := func(i int) bool {
-		return i >= 0 && oks[i] && (!anyUp || opts[i].c.State == status.Up) && opts[i].tier == bestTier
+		return usable(i) && (!anyUp || opts[i].ch.C.State == status.Up) && opts[i].tier == bestTier
 	}
 	best := -1
-	for i := range n.Children {
-		if cand(i) && (best < 0 || opts[i].c.Score() < opts[best].c.Score()) {
+	for i := range opts {
+		if cand(i) && (best < 0 || opts[i].ch.C.Score() < opts[best].ch.C.Score()) {
 			best = i
 		}
 	}
 	if best < 0 {
 		n.cur = -1
-		return nil, Candidate{}, false, 0, false
+		return nil, 0, false
 	}
 	if n.usableSince == nil {
 		n.usableSince = make(map[int]time.Time)
 	}
 	next, why := n.cur, status.Cause(0)
 	switch {
-	case n.cur < 0 || n.cur >= len(n.Children) || !oks[n.cur]:
+	case !usable(n.cur):
 		next, why = best, status.CauseDeath
 		if n.cur < 0 {
 			why = status.CauseFirst
 		}
-	case anyUp && opts[n.cur].c.State != status.Up:
+	case anyUp && opts[n.cur].ch.C.State != status.Up:
 		next, why = best, status.CauseStall
 	case opts[n.cur].tier > bestTier:
 		// A preferred tier is usable again: move once it has stayed usable for RecoverDwell.
-		since, seen := n.usableSince[best]
-		if !seen {
-			n.usableSince[best] = now
-			since = now
-		}
-		if now.Sub(since) >= n.Tuning.RecoverDwell {
+		if n.recovered(best, now) {
 			next, why = best, status.CauseRecovery
 		}
 	case best != n.cur:
-		cs, bs := opts[n.cur].c.Score(), opts[best].c.Score()
+		cs, bs := opts[n.cur].ch.C.Score(), opts[best].ch.C.Score()
 		margin := max(time.Duration(float64(cs)*n.Tuning.Hysteresis), time.Millisecond)
 		if bs < cs-margin {
 			if n.better != best || n.betterSince.IsZero() {
@@ -172,19 +231,128 @@ func (n *Node) Pick(now time.Time, look Lookup) (leaf *Node, c Candidate, ok boo
 	default:
 		n.betterSince = time.Time{}
 	}
-	for i := range n.Children {
-		if !oks[i] || opts[i].tier >= opts[next].tier {
-			delete(n.usableSince, i)
-		}
-	}
+	n.forgetUsable(opts, opts[next].tier)
 	if next != n.cur {
 		n.cur = next
 		n.betterSince = time.Time{}
-		o := opts[next]
-		return o.leaf, o.c, true, why, true
+		return opts[next].ch, why, true
 	}
 	o := opts[n.cur]
-	return o.leaf, o.c, true, o.sub, o.chg
+	return o.ch, o.sub, o.chg
+}
+
+// recovered notes that child i of a preferred tier is usable and reports whether it has been
+// for RecoverDwell.
+func (n *Node) recovered(i int, now time.Time) bool {
+	since, seen := n.usableSince[i]
+	if !seen {
+		n.usableSince[i] = now
+		since = now
+	}
+	return now.Sub(since) >= n.Tuning.RecoverDwell
+}
+
+// forgetUsable drops the recovery clocks of children that are not usable or not of a tier
+// preferred to the one in use.
+func (n *Node) forgetUsable(opts []child, inUse int) {
+	for i := range opts {
+		if opts[i].ch == nil || opts[i].tier >= inUse {
+			delete(n.usableSince, i)
+		}
+	}
+}
+
+func (n *Node) chooseGroup(now time.Time, look Lookup) (*Choice, status.Cause, bool) {
+	n.Tuning.defaults()
+	opts, bestTier, anyUp := n.children(now, look)
+	if n.usableSince == nil {
+		n.usableSince = make(map[int]time.Time)
+	}
+	in := func(i, tier int) bool {
+		return opts[i].ch != nil && (!anyUp || opts[i].ch.C.State == status.Up) && opts[i].tier == tier
+	}
+	// Stay on the tier in use while it has a usable child and a preferred tier has not been
+	// usable for RecoverDwell yet; otherwise take the best usable tier.
+	tier := bestTier
+	why := status.CauseDeath
+	if n.tier >= 0 && bestTier >= 0 && bestTier < n.tier {
+		still := false
+		for i := range opts {
+			still = still || in(i, n.tier)
+		}
+		recovered := false
+		for i := range opts {
+			if in(i, bestTier) && n.recovered(i, now) {
+				recovered = true
+			}
+		}
+		if still && !recovered {
+			tier = n.tier
+		} else if still {
+			why = status.CauseRecovery
+		}
+	}
+	var members []int
+	if tier >= 0 {
+		for i := range opts {
+			if in(i, tier) {
+				members = append(members, i)
+			}
+		}
+	}
+	n.forgetUsable(opts, max(tier, 0))
+	if tier < 0 {
+		n.forgetUsable(opts, -1)
+	}
+	// Why the set changed: a member lost (death, or stall while others are Up), a preferred
+	// tier back, or a child joining.
+	changed := len(members) != len(n.members)
+	for k := 0; !changed && k < len(members); k++ {
+		changed = members[k] != n.members[k]
+	}
+	cause, chg := status.Cause(0), false
+	if changed {
+		chg = true
+		cause = status.CauseJoin
+		if n.tier < 0 || len(n.members) == 0 {
+			cause = status.CauseFirst
+		}
+		for _, old := range n.members {
+			if old < len(opts) && !slices.Contains(members, old) {
+				cause = why
+				if opts[old].ch != nil && opts[old].ch.C.State != status.Up {
+					cause = status.CauseStall
+				}
+				break
+			}
+		}
+	}
+	n.members = members
+	n.tier = tier
+	if len(members) == 0 {
+		n.tier = -1
+		return nil, cause, chg
+	}
+	for _, i := range members {
+		if !chg && opts[i].chg {
+			cause, chg = opts[i].sub, true
+		}
+	}
+	if len(members) == 1 {
+		return opts[members[0]].ch, cause, chg
+	}
+	g := &Choice{Kind: n.Kind}
+	for _, i := range members {
+		c := opts[i].ch
+		g.Kids = append(g.Kids, c)
+		if len(g.Kids) == 1 || c.C.Score() < g.C.Score() {
+			g.C = c.C
+		}
+		if c.C.State == status.Up {
+			g.C.State = status.Up
+		}
+	}
+	return g, cause, chg
 }
 
 // Leaves returns the graph's Path leaves in order.
@@ -201,7 +369,7 @@ func (n *Node) Leaves() []*Node {
 
 // Init prepares the graph for its first Pick.
 func (n *Node) Init() {
-	n.cur = -1
+	n.cur, n.tier, n.members = -1, -1, nil
 	for _, c := range n.Children {
 		c.Init()
 	}

@@ -83,6 +83,8 @@ const (
 	CausePeer
 	// CauseFirst: traffic starts on a path after there was none.
 	CauseFirst
+	// CauseJoin: a path became usable and joined a Race or Bond that already carried traffic.
+	CauseJoin
 )
 
 func (c Cause) String() string {
@@ -99,11 +101,13 @@ func (c Cause) String() string {
 		return "peer"
 	case CauseFirst:
 		return "first"
+	case CauseJoin:
+		return "join"
 	}
 	return fmt.Sprintf("Cause(%d)", int(c))
 }
 
-// Migration is one change of the path carrying a session's traffic.
+// Migration is one change of the paths carrying a session's traffic.
 type Migration struct {
 	Time     time.Time
 	Session  [16]byte
@@ -111,4 +115,8 @@ type Migration struct {
 	FromID   uint32
 	ToID     uint32
 	Cause    Cause
+	// Active names every path carrying traffic after the change: the one path of a Selector,
+	// or every member of a Race or Bond. With several, From is the first path that left
+	// (empty when one only joined) and To the first that joined (empty when one only left).
+	Active []string
 }
