@@ -109,17 +109,29 @@ type stLab struct {
 // stNewLab builds the lab with a Selector over the specs, in order. Close runs in Cleanup.
 func stNewLab(t *testing.T, opts rendr.Options, specs ...stLinkSpec) *stLab {
 	t.Helper()
+	return stNewLabGraph(t, opts, func(paths map[string]*rendr.Target) *rendr.Target {
+		var targets []*rendr.Target
+		for _, s := range specs {
+			targets = append(targets, paths[s.name])
+		}
+		return rendr.Selector("root", targets...)
+	}, specs...)
+}
+
+// stNewLabGraph builds the lab with the target graph root makes from the specs' paths.
+func stNewLabGraph(t *testing.T, opts rendr.Options, root func(map[string]*rendr.Target) *rendr.Target, specs ...stLinkSpec) *stLab {
+	t.Helper()
 	lb := &stLab{t: t, paths: map[string]*stPath{}, logs: &stLogSink{}}
 	opts.Logger = slog.New(lb.logs)
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
 	var srcs []net.Listener
-	var targets []*rendr.Target
+	targets := map[string]*rendr.Target{}
 	for _, s := range specs {
 		p := &stPath{name: s.name, src: testlink.Listen(s.name)}
 		p.mu.ab, p.mu.ba = s.ab, s.ba
 		lb.paths[s.name] = p
 		srcs = append(srcs, p.src)
-		targets = append(targets, rendr.Path(s.name, p.dial, s.opts...))
+		targets[s.name] = rendr.Path(s.name, p.dial, s.opts...)
 	}
 	var err error
 	lb.ln, err = rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}, Options: opts}, srcs...)
@@ -127,7 +139,7 @@ func stNewLab(t *testing.T, opts rendr.Options, specs ...stLinkSpec) *stLab {
 		t.Fatal(err)
 	}
 	lb.d, err = rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
-		Root: rendr.Selector("root", targets...), Options: opts})
+		Root: root(targets), Options: opts})
 	if err != nil {
 		lb.ln.Close()
 		t.Fatal(err)

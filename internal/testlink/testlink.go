@@ -42,6 +42,12 @@ type Config struct {
 	// the peer) before Write blocks; 0 means DefaultBuffer. This gives
 	// back-pressure like a kernel socket buffer.
 	Buffer int
+	// Loss models a lossy network under a reliable byte stream, as TCP sees it: each segment
+	// is lost with this probability and delivered only after Retransmit, and because the
+	// stream is ordered, every segment behind it waits too (head-of-line blocking).
+	Loss float64
+	// Retransmit is how late a lost segment arrives; zero means 200ms (TCP's minimum RTO).
+	Retransmit time.Duration
 	// Seed seeds the jitter/corruption PRNG so runs are repeatable.
 	Seed int64
 }
@@ -115,6 +121,13 @@ func (h *half) schedule(now time.Time, n int) time.Time {
 	at := h.txFree.Add(h.cfg.Delay)
 	if h.cfg.Jitter > 0 {
 		at = at.Add(time.Duration(h.rng.Int64N(int64(h.cfg.Jitter))))
+	}
+	if h.cfg.Loss > 0 && h.rng.Float64() < h.cfg.Loss {
+		rto := h.cfg.Retransmit
+		if rto <= 0 {
+			rto = 200 * time.Millisecond
+		}
+		at = at.Add(rto)
 	}
 	if at.Before(h.lastAt) {
 		at = h.lastAt

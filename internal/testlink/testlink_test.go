@@ -485,3 +485,56 @@ func TestIntegrity(t *testing.T) {
 		}
 	})
 }
+
+// TestLossDelaysLikeTCP: with Loss, about that share of segments arrives Retransmit late, and a
+// segment written right behind a lost one waits for it (the stream stays ordered).
+func TestLossDelaysLikeTCP(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const delay, rto = 10 * time.Millisecond, 200 * time.Millisecond
+		a, b, _ := Pipe(Config{Delay: delay, Loss: 0.3, Retransmit: rto, Seed: 3}, Config{})
+		defer a.Close()
+		defer b.Close()
+		const n = 400
+		const spacing = rto + 50*time.Millisecond // far apart: no segment waits behind another
+		late := 0
+		t0 := time.Now()
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			for i := range n {
+				if i > 0 {
+					time.Sleep(spacing)
+				}
+				a.Write([]byte{byte(i)})
+			}
+		}()
+		defer func() { <-wrote }()
+		buf := make([]byte, 1)
+		for i := range n {
+			if _, err := io.ReadFull(b, buf); err != nil || buf[0] != byte(i) {
+				t.Fatalf("segment %d: %v (got %d)", i, err, buf[0])
+			}
+			switch d := time.Since(t0.Add(time.Duration(i) * spacing)); d {
+			case delay:
+			case delay + rto:
+				late++
+			default:
+				t.Fatalf("segment %d arrived after %v: want %v, or %v when lost", i, d, delay, delay+rto)
+			}
+		}
+		if share := float64(late) / n; share < 0.22 || share > 0.38 {
+			t.Fatalf("%d of %d segments lost (%.2f), want about 0.3", late, n, share)
+		}
+		// Two segments back to back: when the first is lost, the second waits behind it.
+		c, d, _ := Pipe(Config{Delay: delay, Loss: 1, Retransmit: rto}, Config{})
+		defer c.Close()
+		defer d.Close()
+		start := time.Now()
+		c.Write([]byte{1})
+		c.Write([]byte{2})
+		two := make([]byte, 2)
+		if _, err := io.ReadFull(d, two); err != nil || time.Since(start) != delay+rto {
+			t.Fatalf("both segments after %v (%v), want %v", time.Since(start), err, delay+rto)
+		}
+	})
+}

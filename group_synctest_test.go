@@ -1,0 +1,203 @@
+package rendr_test
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testlink"
+)
+
+// Race, Bond and nested graphs over in-memory links, in virtual time.
+
+// stLossy is a path whose network loses 30% of segments: its byte stream delivers them a
+// retransmission timeout late, and everything behind them waits.
+var stLossy = testlink.Config{Delay: 2 * time.Millisecond, Rate: 20 << 20, Buffer: 256 << 10,
+	Loss: 0.3, Retransmit: 200 * time.Millisecond, Seed: 9}
+
+// stLatency writes n chunks, one every interval, each stamped with its send time and sequence
+// number, and returns the one-way delay of each as the reader saw it. A chunk lost, repeated
+// or out of order fails the test.
+func stLatency(t *testing.T, w, r net.Conn, n int, every time.Duration) []time.Duration {
+	t.Helper()
+	const size = 512
+	go func() {
+		b := make([]byte, size)
+		for i := range n {
+			binary.BigEndian.PutUint64(b, uint64(i))
+			binary.BigEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+			time.Sleep(every)
+		}
+	}()
+	delays := make([]time.Duration, 0, n)
+	b := make([]byte, size)
+	r.SetReadDeadline(time.Now().Add(time.Duration(n)*every + time.Minute))
+	for i := range n {
+		if _, err := io.ReadFull(r, b); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		if seq := binary.BigEndian.Uint64(b); seq != uint64(i) {
+			t.Fatalf("chunk %d arrived as number %d", i, seq)
+		}
+		sent := time.Unix(0, int64(binary.BigEndian.Uint64(b[8:])))
+		delays = append(delays, time.Since(sent))
+	}
+	return delays
+}
+
+func p99(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)*99/100]
+}
+
+// TestSynctestRaceFlatLatency: a Race over a good path and one that loses 30% and is then
+// blackholed delivers every chunk, in order, with a p99 one-way latency within 10% of the
+// good path alone.
+func TestSynctestRaceFlatLatency(t *testing.T) {
+	const chunks, every = 1500, 4 * time.Millisecond
+	var alone, lossy, raced time.Duration
+	synctest.Test(t, func(t *testing.T) {
+		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink})
+		dc, lc := lb.open()
+		lb.mustWait("path up", 10*time.Second, lb.allUp)
+		alone = p99(stLatency(t, dc, lc, chunks, every))
+	})
+	// What the Race saves us from: the lossy path alone.
+	synctest.Test(t, func(t *testing.T) {
+		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+		dc, lc := lb.open()
+		lb.mustWait("path up", 10*time.Second, lb.allUp)
+		lossy = p99(stLatency(t, dc, lc, chunks/3, every))
+	})
+	if lossy < 10*alone {
+		t.Fatalf("p99 on the lossy path alone is %v, on the good one %v: the lossy path is not lossy enough to test anything", lossy, alone)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+			return rendr.Race("race", p["good"], p["lossy"])
+		}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
+			stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+		dc, lc := lb.open()
+		lb.mustWait("paths up", 10*time.Second, lb.allUp)
+		go func() {
+			time.Sleep(chunks * every / 2)
+			lb.paths["lossy"].live().Blackhole(true)
+		}()
+		raced = p99(stLatency(t, dc, lc, chunks, every))
+		if got := len(lb.status().Paths); got != 2 {
+			t.Fatalf("%d paths in status", got)
+		}
+	})
+	t.Logf("p99 one-way latency: good path alone %v, lossy path alone %v, raced with the lossy path (later blackholed) %v", alone, lossy, raced)
+	if raced > alone+alone/10 {
+		t.Fatalf("p99 latency %v under Race, more than 10%% above the good path alone (%v)", raced, alone)
+	}
+}
+
+// TestSynctestRaceLossless: bulk streams both ways under a Race whose second path loses 30%,
+// is blackholed, and comes back: every byte arrives once, in order.
+func TestSynctestRaceLossless(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+			return rendr.Race("race", p["good"], p["lossy"])
+		}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
+			stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+		dc, lc := lb.open()
+		lb.mustWait("paths up", 10*time.Second, lb.allUp)
+		up, down := stDuplex(dc, lc, 8<<20, 41)
+		time.Sleep(300 * time.Millisecond)
+		lb.paths["lossy"].live().Blackhole(true)
+		time.Sleep(3 * time.Second)
+		lb.paths["lossy"].live().Blackhole(false)
+		up.check(t, "up", 2*time.Minute)
+		down.check(t, "down", 2*time.Minute)
+	})
+}
+
+// TestSynctestBondAddsUp: a Bond over paths of unequal rate and round trip moves one flow
+// faster than its fastest path could alone, with every path carrying a share; a child killed
+// mid-transfer and later restored loses nothing.
+func TestSynctestBondAddsUp(t *testing.T) {
+	fast := testlink.Config{Delay: 5 * time.Millisecond, Rate: 4 << 20, Buffer: 256 << 10, Seed: 11}
+	slow := testlink.Config{Delay: 20 * time.Millisecond, Rate: 2 << 20, Buffer: 256 << 10, Seed: 12}
+	mid := testlink.Config{Delay: 10 * time.Millisecond, Rate: 3 << 20, Buffer: 256 << 10, Seed: 13}
+	for _, tc := range []struct {
+		name  string
+		specs []stLinkSpec
+		kill  string
+	}{
+		{"2 paths", []stLinkSpec{{name: "fast", ab: fast, ba: fast}, {name: "slow", ab: slow, ba: slow}}, "slow"},
+		{"3 paths", []stLinkSpec{{name: "fast", ab: fast, ba: fast}, {name: "slow", ab: slow, ba: slow},
+			{name: "mid", ab: mid, ba: mid}}, "fast"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+					var kids []*rendr.Target
+					for _, s := range tc.specs {
+						kids = append(kids, p[s.name])
+					}
+					return rendr.Bond("bond", kids...)
+				}, tc.specs...)
+				dc, lc := lb.open()
+				lb.mustWait("paths up", 10*time.Second, lb.allUp)
+				const n = 24 << 20
+				start := time.Now()
+				s := stSend(dc, lc, n, 51)
+				s.check(t, "bond", 5*time.Minute)
+				took := time.Since(start)
+				alone := time.Duration(float64(n) / float64(fast.Rate) * float64(time.Second))
+				t.Logf("%d MiB in %v over the bond; %v on the fastest path alone at its line rate", n>>20, took, alone)
+				if took >= alone {
+					t.Fatalf("the bond took %v, no faster than the fastest path alone (%v)", took, alone)
+				}
+				for _, p := range lb.status().Paths {
+					if p.BytesSent < n/10 {
+						t.Fatalf("path %s sent %d bytes of %d: the bond did not use it", p.Name, p.BytesSent, n)
+					}
+				}
+				// Again on a new flow, with one child killed mid-transfer and restored.
+				dc, lc = lb.open()
+				s = stSend(dc, lc, n, 52)
+				time.Sleep(500 * time.Millisecond)
+				lb.paths[tc.kill].setCut(true)
+				lb.paths[tc.kill].live().Kill(true)
+				time.Sleep(2 * time.Second)
+				lb.paths[tc.kill].setCut(false)
+				s.check(t, "bond with a kill", 5*time.Minute)
+				lb.mustWait("killed path back", 30*time.Second, lb.allUp)
+			})
+		})
+	}
+}
+
+// TestSynctestNestedGraph: Race(Selector(a, b), Bond(c, d)) with kills in every branch, both
+// ways, SHA-exact.
+func TestSynctestNestedGraph(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		specs := []stLinkSpec{{name: "a", ab: stGoodLink, ba: stGoodLink}, {name: "b", ab: stPoorLink, ba: stPoorLink},
+			{name: "c", ab: stGoodLink, ba: stGoodLink}, {name: "d", ab: stPoorLink, ba: stPoorLink}}
+		lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+			return rendr.Race("root", rendr.Selector("sel", p["a"], p["b"]), rendr.Bond("bond", p["c"], p["d"]))
+		}, specs...)
+		dc, lc := lb.open()
+		lb.mustWait("paths up", 10*time.Second, lb.allUp)
+		up, down := stDuplex(dc, lc, 8<<20, 61)
+		for i, name := range []string{"a", "c", "b", "d", "a", "c"} {
+			time.Sleep(400 * time.Millisecond)
+			lb.paths[name].live().Kill(i%2 == 0)
+		}
+		up.check(t, "up", 2*time.Minute)
+		down.check(t, "down", 2*time.Minute)
+		lb.mustWait("all paths back", 30*time.Second, lb.allUp)
+	})
+}
