@@ -101,6 +101,40 @@ func TestSynctestRaceFlatLatency(t *testing.T) {
 	if raced > alone+alone/10 {
 		t.Fatalf("p99 latency %v under Race, more than 10%% above the good path alone (%v)", raced, alone)
 	}
+	// The listening side races its own traffic too: the dialing side's ROUTE frame tells it
+	// how the paths are used.
+	var down time.Duration
+	synctest.Test(t, func(t *testing.T) {
+		lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+			return rendr.Race("race", p["good"], p["lossy"])
+		}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
+			stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+		dc, lc := lb.open()
+		lb.mustWait("paths up", 10*time.Second, lb.allUp)
+		lb.mustWait("the listening side racing", 10*time.Second, func() bool { return len(lb.listenerActive()) == 2 })
+		go func() {
+			time.Sleep(chunks * every / 2)
+			lb.paths["lossy"].live().Blackhole(true)
+		}()
+		down = p99(stLatency(t, lc, dc, chunks, every))
+	})
+	t.Logf("p99 one-way latency, listener to dialer under Race: %v", down)
+	if down > alone+alone/10 {
+		t.Fatalf("p99 latency %v from the listening side under Race, more than 10%% above the good path alone (%v)", down, alone)
+	}
+}
+
+// listenerActive names the paths the listening side sends on.
+func (lb *stLab) listenerActive() []string {
+	var out []string
+	for _, s := range lb.ln.Sessions() {
+		for _, p := range s.Paths {
+			if p.Active {
+				out = append(out, p.Name)
+			}
+		}
+	}
+	return out
 }
 
 // TestSynctestRaceLossless: bulk streams both ways under a Race whose second path loses 30%,
@@ -164,6 +198,14 @@ func TestSynctestBondAddsUp(t *testing.T) {
 					if p.BytesSent < n/10 {
 						t.Fatalf("path %s sent %d bytes of %d: the bond did not use it", p.Name, p.BytesSent, n)
 					}
+				}
+				// The other way: the listening side bonds its traffic as the dialing side's
+				// ROUTE frame says.
+				start = time.Now()
+				s = stSend(lc, dc, n, 53)
+				s.check(t, "bond download", 5*time.Minute)
+				if took := time.Since(start); took >= alone {
+					t.Fatalf("the download took %v over the bond, no faster than the fastest path alone (%v)", took, alone)
 				}
 				// Again on a new flow, with one child killed mid-transfer and restored.
 				dc, lc = lb.open()

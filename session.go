@@ -1,6 +1,7 @@
 package rendr
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -68,8 +69,11 @@ type session struct {
 		links      map[uint32]*link // attached: routable
 		pending    map[uint32]*link // started, not yet attached (a join awaiting its proof)
 		nextID     uint32
-		active     []*link     // paths carrying traffic now (the route's links)
-		rt         *flow.Route // the route they form
+		active     []*link         // paths carrying traffic now (the route's links)
+		rt         *flow.Route     // the route they form
+		planSeq    uint64          // dialing side: ROUTE frames sent; listening side: the newest taken
+		planSent   []byte          // dialing side: the plan of the last ROUTE frame
+		plan       *wire.RouteNode // listening side: the peer's newest plan
 		routeAt    time.Time
 		migrations int
 		err        error
@@ -277,12 +281,24 @@ func (s *session) Route() *flow.Route {
 	var next []*link
 	var rt *flow.Route
 	var why status.Cause
+	var routeFrame []byte
 	if s.root != nil {
 		ch, cause, _ := s.root.Choose(now, s.lookupLocked)
 		rt, next = s.routeOfLocked(ch, nil)
 		why = cause
-	} else if l, cause := s.followLocked(); l != nil {
-		rt, next, why = &l.one, []*link{l}, cause
+		routeFrame = s.planChangedLocked(ch)
+	} else {
+		// The peer's plan, when it sent one and any of its paths are here; else follow
+		// the peer to the path its traffic arrives on.
+		if s.mu.plan != nil {
+			rt, next = s.planRouteLocked(*s.mu.plan, nil)
+			why = status.CausePeer
+		}
+		if rt == nil {
+			if l, cause := s.followLocked(); l != nil {
+				rt, next, why = &l.one, []*link{l}, cause
+			}
+		}
 	}
 	s.mu.rt = rt
 	ev := s.movedLocked(next, why, now)
@@ -293,6 +309,9 @@ func (s *session) Route() *flow.Route {
 		}
 	}
 	s.mu.Unlock()
+	if routeFrame != nil {
+		s.engine.SetRoute(routeFrame)
+	}
 	if ev != nil {
 		s.c.log.Debug("rendr: migration", "from", ev.From, "to", ev.To, "cause", ev.Cause.String(), "active", ev.Active)
 		if s.c.onMigrate != nil {
@@ -334,6 +353,91 @@ func (s *session) routeOfLocked(ch *policy.Choice, links []*link) (*flow.Route, 
 		rt.Kids = append(rt.Kids, kr)
 	}
 	return rt, links
+}
+
+// planChangedLocked returns the ROUTE frame that tells the listening side how this side uses
+// its paths, when that changed since the last one: it then uses them the same way for its own
+// traffic (Race and Bond in both directions). Nil when nothing changed or nothing is usable.
+func (s *session) planChangedLocked(ch *policy.Choice) []byte {
+	if ch == nil {
+		return nil
+	}
+	plan := wire.AppendRoute(nil, 0, planOf(ch))[2:]
+	if bytes.Equal(plan, s.mu.planSent) {
+		return nil
+	}
+	s.mu.planSent = plan
+	s.mu.planSeq++
+	return append(wire.AppendVarint([]byte{byte(wire.TypeRoute)}, s.mu.planSeq), plan...)
+}
+
+// planOf is a policy choice as a ROUTE frame's plan: leaves by path name.
+func planOf(ch *policy.Choice) wire.RouteNode {
+	if ch.Kind == policy.KindPath {
+		return wire.RouteNode{Kind: wire.RouteLeaf, Name: ch.Leaf.Name}
+	}
+	n := wire.RouteNode{Kind: wire.RouteRace}
+	if ch.Kind == policy.KindBond {
+		n.Kind = wire.RouteBond
+	}
+	for _, k := range ch.Kids {
+		n.Kids = append(n.Kids, planOf(k))
+	}
+	return n
+}
+
+// planRouteLocked is the listening side's route from the peer's plan: each leaf is the newest
+// Up path of that name; a group keeps the leaves it has, and collapses when one is left.
+func (s *session) planRouteLocked(n wire.RouteNode, links []*link) (*flow.Route, []*link) {
+	if n.Kind == wire.RouteLeaf {
+		var best *link
+		for _, l := range s.mu.links {
+			if l.name == n.Name && l.state == status.Up && l.joined.Load() && (best == nil || l.id > best.id) {
+				best = l
+			}
+		}
+		if best == nil {
+			return nil, links
+		}
+		return &best.one, append(links, best)
+	}
+	rt := &flow.Route{Mode: flow.ModeRace}
+	if n.Kind == wire.RouteBond {
+		rt.Mode = flow.ModeBond
+	}
+	for _, k := range n.Kids {
+		var kr *flow.Route
+		kr, links = s.planRouteLocked(k, links)
+		if kr != nil {
+			rt.Kids = append(rt.Kids, kr)
+		}
+	}
+	switch len(rt.Kids) {
+	case 0:
+		return nil, links
+	case 1:
+		return rt.Kids[0], links
+	}
+	return rt, links
+}
+
+// peerRoute takes the dialing side's plan from a ROUTE frame (listening side).
+func (s *session) peerRoute(f *wire.Frame) error {
+	if s.dialer {
+		return fmt.Errorf("rendr: unexpected %v from the listening side", f.Type)
+	}
+	plan, err := wire.DecodeRoute(f.Payload)
+	if err != nil {
+		return fmt.Errorf("rendr: %v: %w", f.Type, err)
+	}
+	s.mu.Lock()
+	if f.Seq > s.mu.planSeq {
+		s.mu.planSeq, s.mu.plan = f.Seq, &plan
+	}
+	s.mu.Unlock()
+	s.dirty.Store(true)
+	s.engine.Kick()
+	return nil
 }
 
 // movedLocked records the paths carrying traffic now and returns the migration event when they
@@ -538,6 +642,7 @@ type link struct {
 func (l *link) LinkID() uint32           { return l.id }
 func (l *link) Backlog() int             { return l.p.Backlog() }
 func (l *link) Rate() float64            { return l.p.Rate() }
+func (l *link) Silence() time.Duration   { return l.p.Silence() }
 func (l *link) Space() int               { return l.p.Space() }
 func (l *link) Send(r *path.Record) bool { return l.p.Send(r) }
 
@@ -548,6 +653,7 @@ func (l *link) ZeroCopy() bool { return true }
 var (
 	_ flow.ZeroCopyLink = (*link)(nil)
 	_ flow.Estimator    = (*link)(nil)
+	_ flow.Listener     = (*link)(nil)
 	_ path.Handler      = (*link)(nil)
 )
 
@@ -589,6 +695,8 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 	switch f.Type {
 	case wire.TypeJoinProof:
 		return fmt.Errorf("rendr: unexpected %v", f.Type)
+	case wire.TypeRoute:
+		return s.peerRoute(f)
 	case wire.TypeClose:
 		s.wg.Add(1)
 		go func() { // fail waits for the engine; not from a path's reader

@@ -1,21 +1,24 @@
 // Package flow is rendr's migration engine: it multiplexes a session's flows, keyed by flow
-// id, over whichever link the policy picks. It sequences bytes by offset, keeps every byte until
-// the peer acknowledges delivering it to the application's buffer, resends from the last
-// acknowledged offset when traffic moves to another link, drops duplicates, enforces flow
-// control at flow and session level with windows that grow with the bandwidth-delay product,
-// and carries half-close and reset. It never opens a socket.
+// id, over the links the policy picks (a Route: one link, or Race and Bond groups of them). It
+// sequences bytes by offset, keeps every byte until the peer acknowledges delivering it to the
+// application's buffer, resends from the last acknowledged offset when a link leaves the route,
+// reorders bytes that arrive ahead of a gap and drops duplicates, enforces flow control at flow
+// and session level with windows that grow with the bandwidth-delay product, and carries
+// half-close and reset. It never opens a socket.
 //
-// Outbound (engine.go):
+// Outbound (engine.go, route.go):
 //  1. Write copies bytes into the stream's send buffer and queues the stream as ready.
-//  2. The engine goroutine asks the Router for a link; if the link changed since the last
-//     round, every flow rewinds to its acknowledged offset (the old link may have lost anything
-//     in flight, mid-frame included) and its control state is re-armed.
+//  2. The engine goroutine asks the Router for a Route; if a link of the last round's route is
+//     gone, every flow rewinds to its acknowledged offset (that link may have lost anything in
+//     flight, mid-frame included) and its control state is re-armed.
 //  3. It fills records round-robin over ready streams, control frames first, then DATA within
-//     the flow window and the session window, and hands them to the link until it is full.
-//  4. If data stays unacknowledged past the link's stall timeout, it tells the Router, which
-//     may pick another link before the path is declared dead.
+//     the flow window and the session window, and hands each to the link(s) the route picks:
+//     every link with room for a Race, the one expected to deliver first for a Bond.
+//  4. If data stays unacknowledged past the stall timeout, it tells the Router which link looks
+//     stalled, and the Router may route around it before the path is declared dead.
 //
-// Inbound (recv.go): Handle takes one frame from a path's reader and applies it under the lock.
+// Inbound (recv.go, reorder.go): HandleFrom takes one frame from a path's reader and applies it
+// under the lock.
 package flow
 
 import (
@@ -143,6 +146,8 @@ type Engine struct {
 		acceptSig                  chan struct{}
 		migrations                 int
 		dupBytes, gapDrops, opened uint64
+		routeFrame                 []byte    // the last ROUTE frame given to SetRoute
+		routePending               bool      // routeFrame is to be sent
 		reorderPieces              int       // pieces held ahead of gaps, over all flows
 		reordered                  uint64    // bytes that arrived ahead of a gap and were kept
 		sendBuffered               int       // bytes in all send buffers
@@ -169,6 +174,16 @@ func New(cfg Config, r Router) *Engine {
 	e.wg.Add(1)
 	go e.routineRun()
 	return e
+}
+
+// SetRoute sends frame, a ROUTE frame, to the peer at the next opportunity, and again after
+// every rewind (the link that carried it may have lost it). Only the latest frame is kept.
+func (e *Engine) SetRoute(frame []byte) {
+	e.mu.Lock()
+	e.mu.routeFrame = append(e.mu.routeFrame[:0], frame...)
+	e.mu.routePending = true
+	e.mu.Unlock()
+	e.Kick()
 }
 
 // Config returns the engine's configuration with its defaults filled in.
@@ -503,23 +518,32 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 	e.mu.stallShift = min(e.mu.stallShift+1, 4)
 	stalled = culprit(links)
 	clear(e.links)
+	if stalled == nil {
+		return nil, limit // nobody to blame yet: look again after the (backed-off) timeout
+	}
 	return stalled, 0
 }
 
-// culprit picks the link to blame when acknowledgements stop over a route of several: the
-// one with the most bytes it cannot get out (a blackholed carrier stops draining its queue),
-// and among equals the slowest.
+// culprit picks the link to blame when acknowledgements stop. Over one link, that link. Over
+// several, the one that has gone longest without an answer to its probes, if that is longer
+// than its own round trip allows (2*srtt + 4*rttvar, at least 5ms): a link whose probes are
+// answered is carrying traffic, and acknowledgements may be late for reasons of the peer's
+// own route. Nil when no link is to blame.
 func culprit(links []Link) Link {
-	best, bestBacklog := links[0], -1
-	var bestRTT time.Duration
+	if len(links) == 1 {
+		return links[0]
+	}
+	var best Link
+	var worst time.Duration
 	for _, l := range links {
-		backlog := 0
-		if est, ok := l.(Estimator); ok {
-			backlog = est.Backlog()
+		ln, ok := l.(Listener)
+		if !ok {
+			continue
 		}
-		srtt, _ := l.SRTT()
-		if backlog > bestBacklog || (backlog == bestBacklog && srtt > bestRTT) {
-			best, bestBacklog, bestRTT = l, backlog, srtt
+		srtt, rttvar := l.SRTT()
+		over := ln.Silence() - max(2*srtt+4*rttvar, 5*time.Millisecond)
+		if over > worst {
+			best, worst = l, over
 		}
 	}
 	return best
@@ -571,6 +595,7 @@ func (e *Engine) wakeSessWaitLocked() {
 // the old link may have lost.
 func (e *Engine) rewindLocked() {
 	e.mu.maxDataPending = true
+	e.mu.routePending = len(e.mu.routeFrame) > 0
 	// Resent bytes need no session credit: every flow is visited again, blocked or not.
 	e.wakeSessWaitLocked()
 	for id := range e.mu.refused {
@@ -601,6 +626,10 @@ func (e *Engine) buildLocked(r *path.Record, zc bool) {
 	if e.mu.maxDataPending && r.Room() >= 9 {
 		r.B = wire.AppendMaxData(r.B, e.mu.recvMax)
 		e.mu.maxDataPending = false
+	}
+	if e.mu.routePending && r.Room() >= len(e.mu.routeFrame) {
+		r.B = append(r.B, e.mu.routeFrame...)
+		e.mu.routePending = false
 	}
 	if len(e.mu.ctrl) > 0 && r.Room() > len(e.mu.ctrl) {
 		r.B = append(r.B, e.mu.ctrl...)

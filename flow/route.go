@@ -54,6 +54,13 @@ type Estimator interface {
 	Rate() float64
 }
 
+// Listener is a Link that knows how long it has been waiting to hear from the peer (an
+// unanswered probe). Over a route of several links it tells a stalled link from a healthy one
+// whose acknowledgements are merely late.
+type Listener interface {
+	Silence() time.Duration
+}
+
 // links appends every link of rt to dst.
 func (rt *Route) links(dst []Link) []Link {
 	if rt == nil {

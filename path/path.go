@@ -507,6 +507,17 @@ func (p *Path) sampleRate(n int, d time.Duration) {
 // second; 0 while unknown.
 func (p *Path) Rate() float64 { return math.Float64frombits(p.rate.Load()) }
 
+// Silence is how long the path has waited for its peer: since the later of the outstanding
+// probe and the last record received, while a probe is outstanding; zero when none is.
+func (p *Path) Silence() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.pingAt.IsZero() {
+		return 0
+	}
+	return time.Since(p.silentSinceLocked())
+}
+
 // Backlog is the bytes of data records queued and not yet written to the carrier.
 func (p *Path) Backlog() int {
 	p.mu.Lock()

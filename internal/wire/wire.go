@@ -50,6 +50,7 @@ const (
 	TypeStop      Type = 0x09 // the receiver will read no more of a flow
 	TypeJoinProof Type = 0x0a // first frame on a path that joins an existing session
 	TypeClose     Type = 0x0b // the session ends (Code says why)
+	TypeRoute     Type = 0x0c // the dialing side's route: which of its paths carry traffic, and how
 )
 
 func (t Type) String() string {
@@ -76,6 +77,8 @@ func (t Type) String() string {
 		return "JOIN_PROOF"
 	case TypeClose:
 		return "CLOSE"
+	case TypeRoute:
+		return "ROUTE"
 	}
 	return fmt.Sprintf("TYPE(0x%02x)", uint8(t))
 }
@@ -299,6 +302,17 @@ func Parse(b []byte) (f Frame, n int, err error) {
 		copy(f.MAC[:], r.bytes(MACSize))
 	case TypeClose:
 		f.Code = r.varint()
+	case TypeRoute:
+		f.Seq = r.varint()
+		if r.err == nil {
+			nodes := 0
+			n, err := walkPlan(b[r.off:], 1, &nodes)
+			if err != nil {
+				r.err = err
+			} else {
+				f.Payload = r.bytes(n)
+			}
+		}
 	default:
 		return Frame{}, 0, fmt.Errorf("%w 0x%02x", ErrUnknownType, b[0])
 	}
@@ -351,4 +365,107 @@ func (r *reader) bytes(n int) []byte {
 	p := r.b[r.off : r.off+n : r.off+n]
 	r.off += n
 	return p
+}
+
+// Route plans: the tree a ROUTE frame carries (docs/wire.md, section 6).
+const (
+	RouteLeaf = 0 // a path, by its name in the Hello
+	RouteRace = 1 // every frame on every child
+	RouteBond = 2 // each frame on one child
+
+	MaxRouteNodes = 64 // nodes in one plan
+	MaxRouteDepth = 8  // levels, the root's included
+	MaxRouteKids  = 16 // children of one group
+)
+
+// RouteNode is one node of a route plan: a leaf naming a path, or a Race or Bond of two or
+// more nodes.
+type RouteNode struct {
+	Kind uint8
+	Name string
+	Kids []RouteNode
+}
+
+// AppendRoute appends a ROUTE frame.
+func AppendRoute(b []byte, seq uint64, plan RouteNode) []byte {
+	return appendPlan(AppendVarint(append(b, byte(TypeRoute)), seq), plan)
+}
+
+func appendPlan(b []byte, n RouteNode) []byte {
+	b = append(b, n.Kind)
+	if n.Kind == RouteLeaf {
+		return append(append(b, byte(len(n.Name))), n.Name...)
+	}
+	b = append(b, byte(len(n.Kids)))
+	for _, k := range n.Kids {
+		b = appendPlan(b, k)
+	}
+	return b
+}
+
+// walkPlan checks the plan node at the start of b and returns its size.
+func walkPlan(b []byte, depth int, nodes *int) (int, error) {
+	if *nodes++; *nodes > MaxRouteNodes || depth > MaxRouteDepth {
+		return 0, ErrMalformed
+	}
+	if len(b) < 2 {
+		return 0, ErrTruncated
+	}
+	switch b[0] {
+	case RouteLeaf:
+		n := int(b[1])
+		if n == 0 || n > 64 {
+			return 0, ErrMalformed
+		}
+		if len(b) < 2+n {
+			return 0, ErrTruncated
+		}
+		return 2 + n, nil
+	case RouteRace, RouteBond:
+		k := int(b[1])
+		if k < 2 || k > MaxRouteKids {
+			return 0, ErrMalformed
+		}
+		off := 2
+		for range k {
+			n, err := walkPlan(b[off:], depth+1, nodes)
+			if err != nil {
+				return 0, err
+			}
+			off += n
+		}
+		return off, nil
+	}
+	return 0, ErrMalformed
+}
+
+// DecodeRoute decodes the plan of a ROUTE frame that Parse accepted (its Payload).
+func DecodeRoute(p []byte) (RouteNode, error) {
+	nodes := 0
+	n, err := walkPlan(p, 1, &nodes)
+	if err != nil {
+		return RouteNode{}, err
+	}
+	if n != len(p) {
+		return RouteNode{}, ErrMalformed
+	}
+	node, _ := decodePlan(p)
+	return node, nil
+}
+
+// decodePlan decodes a node walkPlan accepted.
+func decodePlan(b []byte) (RouteNode, int) {
+	n := RouteNode{Kind: b[0]}
+	if n.Kind == RouteLeaf {
+		l := int(b[1])
+		n.Name = string(b[2 : 2+l])
+		return n, 2 + l
+	}
+	off := 2
+	for range int(b[1]) {
+		k, m := decodePlan(b[off:])
+		n.Kids = append(n.Kids, k)
+		off += m
+	}
+	return n, off
 }

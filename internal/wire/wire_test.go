@@ -102,6 +102,29 @@ var golden = []struct {
 	{"join_proof.ff", wire.Frame{Type: wire.TypeJoinProof, MAC: fillMAC(0xff)}},
 	{"close.0", wire.Frame{Type: wire.TypeClose, Code: 0}},
 	{"close.2^62-1", wire.Frame{Type: wire.TypeClose, Code: bM}},
+	{"route.leaf", wire.Frame{Type: wire.TypeRoute, Seq: 1, Payload: planBytes(leafNode("wifi"))}},
+	{"route.nested", wire.Frame{Type: wire.TypeRoute, Seq: b1 + 1, Payload: planBytes(wire.RouteNode{Kind: wire.RouteRace,
+		Kids: []wire.RouteNode{leafNode("a"), {Kind: wire.RouteBond, Kids: []wire.RouteNode{leafNode("lte1"), leafNode("lte2")}}}})}},
+}
+
+func leafNode(name string) wire.RouteNode { return wire.RouteNode{Kind: wire.RouteLeaf, Name: name} }
+
+// planBytes is the encoding of a route plan alone, as Parse leaves it in Payload.
+func planBytes(n wire.RouteNode) []byte { return wire.AppendRoute(nil, 0, n)[2:] }
+
+// planText renders a plan: a leaf's name, or race(...) / bond(...).
+func planText(n wire.RouteNode) string {
+	switch n.Kind {
+	case wire.RouteLeaf:
+		return n.Name
+	case wire.RouteRace, wire.RouteBond:
+		var kids []string
+		for _, k := range n.Kids {
+			kids = append(kids, planText(k))
+		}
+		return map[uint8]string{wire.RouteRace: "race", wire.RouteBond: "bond"}[n.Kind] + "(" + strings.Join(kids, ",") + ")"
+	}
+	return "?"
 }
 
 // encode writes f with the Append function of its type.
@@ -127,6 +150,12 @@ func encode(b []byte, f *wire.Frame) []byte {
 		return wire.AppendJoinProof(b, &f.MAC)
 	case wire.TypeClose:
 		return wire.AppendClose(b, f.Code)
+	case wire.TypeRoute:
+		plan, err := wire.DecodeRoute(f.Payload)
+		if err != nil {
+			panic(err)
+		}
+		return wire.AppendRoute(b, f.Seq, plan)
 	}
 	panic(fmt.Sprintf("no encoder for %v", f.Type))
 }
@@ -214,6 +243,12 @@ func describe(f *wire.Frame) string {
 		return fmt.Sprintf("%v mac=%s", f.Type, packHex(f.MAC[:]))
 	case wire.TypeClose:
 		return fmt.Sprintf("%v code=%d", f.Type, f.Code)
+	case wire.TypeRoute:
+		plan, err := wire.DecodeRoute(f.Payload)
+		if err != nil {
+			return fmt.Sprintf("%v seq=%d plan=invalid", f.Type, f.Seq)
+		}
+		return fmt.Sprintf("%v seq=%d plan=%s", f.Type, f.Seq, planText(plan))
 	}
 	return f.Type.String()
 }
@@ -376,7 +411,7 @@ func TestParseTruncatedEverywhere(t *testing.T) {
 func TestParseUnknownType(t *testing.T) {
 	for v := range 256 {
 		ty := wire.Type(v)
-		if ty >= wire.TypePing && ty <= wire.TypeClose {
+		if ty >= wire.TypePing && ty <= wire.TypeRoute {
 			continue
 		}
 		checkErr(t, ty.String(), []byte{byte(v)}, wire.ErrUnknownType)
@@ -515,5 +550,53 @@ func TestTypeString(t *testing.T) {
 	}
 	if s := wire.Type(0xee).String(); s != "TYPE(0xee)" {
 		t.Errorf("unknown type prints as %q", s)
+	}
+}
+
+// TestRoutePlanLimits: plans that break the rules of docs/wire.md section 6 are malformed.
+func TestRoutePlanLimits(t *testing.T) {
+	leaves := func(n int) []wire.RouteNode {
+		var out []wire.RouteNode
+		for i := range n {
+			out = append(out, leafNode(fmt.Sprintf("p%d", i)))
+		}
+		return out
+	}
+	deep := leafNode("x")
+	for range wire.MaxRouteDepth - 1 {
+		deep = wire.RouteNode{Kind: wire.RouteRace, Kids: []wire.RouteNode{deep, leafNode("y")}}
+	}
+	wide := wire.RouteNode{Kind: wire.RouteBond, Kids: leaves(wire.MaxRouteKids)}
+	for _, ok := range []wire.RouteNode{leafNode("a"), deep, wide} {
+		b := wire.AppendRoute(nil, 5, ok)
+		f, n, err := wire.Parse(b)
+		if err != nil || n != len(b) {
+			t.Fatalf("%s: Parse = %d of %d, %v", planText(ok), n, len(b), err)
+		}
+		back, err := wire.DecodeRoute(f.Payload)
+		if err != nil || planText(back) != planText(ok) {
+			t.Fatalf("%s: decoded as %s, %v", planText(ok), planText(back), err)
+		}
+	}
+	tooDeep := wire.RouteNode{Kind: wire.RouteRace, Kids: []wire.RouteNode{deep, leafNode("z")}}
+	tooWide := wire.RouteNode{Kind: wire.RouteBond, Kids: leaves(wire.MaxRouteKids + 1)}
+	lonely := wire.RouteNode{Kind: wire.RouteRace, Kids: leaves(1)}
+	many := wire.RouteNode{Kind: wire.RouteRace}
+	for range 8 {
+		many.Kids = append(many.Kids, wire.RouteNode{Kind: wire.RouteBond, Kids: leaves(8)})
+	}
+	for name, bad := range map[string][]byte{
+		"too deep":       wire.AppendRoute(nil, 1, tooDeep),
+		"too wide":       wire.AppendRoute(nil, 1, tooWide),
+		"one child":      wire.AppendRoute(nil, 1, lonely),
+		"too many nodes": wire.AppendRoute(nil, 1, many),
+		"empty name":     wire.AppendRoute(nil, 1, leafNode("")),
+		"name too long":  wire.AppendRoute(nil, 1, leafNode(strings.Repeat("n", 65))),
+		"unknown kind":   {byte(wire.TypeRoute), 1, 3, 1, 'a'},
+	} {
+		checkErr(t, name, bad, wire.ErrMalformed)
+	}
+	if _, err := wire.DecodeRoute(append(planBytes(leafNode("a")), 0)); !errors.Is(err, wire.ErrMalformed) {
+		t.Fatalf("a plan with a trailing byte decoded: %v", err)
 	}
 }
