@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/netlab"
+)
+
+const (
+	bondWarm     = 2 * time.Second // not counted: slow start, rate estimates, subflows
+	bondMeasure  = 8 * time.Second // counted
+	bondChunk    = 64 << 10        // one Write; its first 16 bytes carry the send time
+	bondTarget   = 0.95
+	bondMaxDrain = 20 * time.Second
+)
+
+// bondCase is one pair of path rates.
+type bondCase struct {
+	name  string
+	rates []int // Mbit/s per path
+}
+
+// bulkRun is one measured bulk transfer.
+type bulkRun struct {
+	mbit   float64       // goodput over the measured window
+	p99    time.Duration // p99 send-to-delivery delay of a chunk in the measured window
+	minDel time.Duration // smallest such delay: the unloaded path
+}
+
+func runBond(c *config) []result {
+	if err := netlab.Available(); err != nil {
+		return []result{{Scenario: "bond", Metric: "goodput", Skipped: err.Error()}}
+	}
+	keys, err := newBenchKeys()
+	if err != nil {
+		return []result{failure("bond", err)}
+	}
+	var out []result
+	for _, bc := range []bondCase{{"100+100", []int{100, 100}}, {"100+20", []int{100, 20}}} {
+		res, err := bondCaseRun(c, keys, bc)
+		if err != nil {
+			return append(out, failure("bond", fmt.Errorf("%s: %w", bc.name, err)))
+		}
+		out = append(out, res...)
+	}
+	return out
+}
+
+func bondCaseRun(c *config, keys benchKeys, bc bondCase) ([]result, error) {
+	lab, err := netlab.New(netlab.Config{Paths: len(bc.rates), RateMbit: bc.rates, Name: "rbond"})
+	if err != nil {
+		return nil, fmt.Errorf("building the lab: %w", err)
+	}
+	defer lab.Close()
+	defer atExit(func() { lab.Close() })()
+	mptcpSkip := ""
+	if _, err := os.Stat("/proc/sys/net/mptcp/enabled"); err != nil {
+		mptcpSkip = "kernel without MPTCP: " + err.Error()
+	} else if err := lab.EnableMPTCP(); err != nil {
+		mptcpSkip = "enabling MPTCP in the lab: " + err.Error()
+	}
+	var single [][]bulkRun // per path: plain TCP alone on it
+	single = make([][]bulkRun, lab.Paths())
+	var rendrRuns, mptcpRuns []bulkRun
+	c.logf("bond %s: %d runs, %v warm-up + %v measured per transfer", bc.name, c.runs, bondWarm, bondMeasure)
+	for run := range c.runs {
+		for i := range lab.Paths() {
+			r, err := tcpBulk(lab, i)
+			if err != nil {
+				return nil, fmt.Errorf("tcp on path %d: %w", i, err)
+			}
+			c.logf("bond %s: run %d tcp_path%d %7.1f Mbit/s p99 delay %v", bc.name, run, i, r.mbit, r.p99)
+			single[i] = append(single[i], r)
+		}
+		r, err := rendrBulk(lab, keys)
+		if err != nil {
+			return nil, fmt.Errorf("rendr: %w", err)
+		}
+		c.logf("bond %s: run %d rendr_bond %7.1f Mbit/s p99 delay %v", bc.name, run, r.mbit, r.p99)
+		rendrRuns = append(rendrRuns, r)
+		if mptcpSkip == "" {
+			r, err := mptcpBulk(lab)
+			if err != nil {
+				return nil, fmt.Errorf("mptcp: %w", err)
+			}
+			c.logf("bond %s: run %d mptcp %7.1f Mbit/s p99 delay %v", bc.name, run, r.mbit, r.p99)
+			mptcpRuns = append(mptcpRuns, r)
+		}
+	}
+	mbits := func(rs []bulkRun) []float64 {
+		var v []float64
+		for _, r := range rs {
+			v = append(v, r.mbit)
+		}
+		return v
+	}
+	p99s := func(rs []bulkRun) []float64 {
+		var v []float64
+		for _, r := range rs {
+			v = append(v, float64(r.p99)/float64(time.Millisecond))
+		}
+		return v
+	}
+	sum := 0.0
+	nominal := 0
+	for i, rs := range single {
+		sum += median(mbits(rs))
+		nominal += bc.rates[i]
+	}
+	name := "bond_" + bc.name
+	sumRes := result{Scenario: "bond", Metric: name + "_tcp_sum", Unit: "Mbit/s",
+		Note: fmt.Sprintf("sum over the paths of plain TCP's goodput alone on each (medians); nominal rates %v Mbit/s, sum %d", bc.rates, nominal)}
+	measured(&sumRes, nil)
+	sumRes.Value, sumRes.Runs = ptr(round(sum)), c.runs
+	rendrRes := result{Scenario: "bond", Metric: name + "_rendr", Unit: "Mbit/s",
+		Note: "one rendr flow, Bond over the paths (transport TCP, encrypted records), goodput at the receiver"}
+	measured(&rendrRes, mbits(rendrRuns))
+	against(&rendrRes, &sumRes, bondTarget, true)
+	out := []result{sumRes, rendrRes}
+	mptcpRes := result{Scenario: "bond", Metric: name + "_mptcp", Unit: "Mbit/s",
+		Note: "one Linux MPTCP connection, a subflow per path, default scheduler"}
+	if mptcpSkip != "" {
+		mptcpRes.Skipped = mptcpSkip
+	} else {
+		measured(&mptcpRes, mbits(mptcpRuns))
+		against(&mptcpRes, &sumRes, 0, true)
+		mptcpRes.Target, mptcpRes.Pass = nil, nil
+	}
+	out = append(out, mptcpRes)
+	// Delay: send-to-delivery of a 64 KiB chunk, p99, against plain TCP on the fastest path.
+	base := result{Scenario: "bond", Metric: name + "_tcp_path0_p99_delay", Unit: "ms",
+		Note: "p99 send-to-delivery delay of a 64 KiB write, plain TCP alone on path 0 (bulk)"}
+	measured(&base, p99s(single[0]))
+	rd := result{Scenario: "bond", Metric: name + "_rendr_p99_delay", Unit: "ms",
+		Note: "p99 send-to-delivery delay of a 64 KiB write through the bond (bulk); ratio against plain TCP on path 0"}
+	measured(&rd, p99s(rendrRuns))
+	against(&rd, &base, 0, false)
+	rd.Target, rd.Pass = nil, nil
+	out = append(out, base, rd)
+	if mptcpSkip == "" {
+		md := result{Scenario: "bond", Metric: name + "_mptcp_p99_delay", Unit: "ms",
+			Note: "the same through MPTCP"}
+		measured(&md, p99s(mptcpRuns))
+		against(&md, &base, 0, false)
+		md.Target, md.Pass = nil, nil
+		out = append(out, md)
+	}
+	return out, nil
+}
+
+// bulk writes stamped chunks from snd as fast as it takes them for warm-up plus measure, and
+// returns the goodput and chunk delays the receiver saw over the measured window.
+func bulk(snd, rcv net.Conn) (bulkRun, error) {
+	start := time.Now()
+	stop := start.Add(bondWarm + bondMeasure)
+	werr := make(chan error, 1)
+	go func() {
+		b := make([]byte, bondChunk)
+		for seq := uint64(0); time.Now().Before(stop); seq++ {
+			binary.BigEndian.PutUint64(b, seq)
+			binary.BigEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
+			if _, err := snd.Write(b); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- nil
+	}()
+	b := make([]byte, bondChunk)
+	var counted int64
+	var delays []time.Duration
+	rcv.SetReadDeadline(stop.Add(bondMaxDrain))
+	measureFrom := start.Add(bondWarm)
+	for seq := uint64(0); ; seq++ {
+		if _, err := io.ReadFull(rcv, b); err != nil {
+			return bulkRun{}, fmt.Errorf("reading chunk %d: %w", seq, err)
+		}
+		if got := binary.BigEndian.Uint64(b); got != seq {
+			return bulkRun{}, fmt.Errorf("chunk %d arrived as %d", seq, got)
+		}
+		now := time.Now()
+		if now.After(stop) {
+			break
+		}
+		if now.After(measureFrom) {
+			counted += bondChunk
+			delays = append(delays, now.Sub(time.Unix(0, int64(binary.BigEndian.Uint64(b[8:])))))
+		}
+	}
+	// Unblock the writer (its peer stops reading now) and collect it.
+	snd.Close()
+	rcv.Close()
+	if err := <-werr; err != nil && !errors.Is(err, net.ErrClosed) && !isConnReset(err) {
+		return bulkRun{}, fmt.Errorf("writer: %w", err)
+	}
+	if len(delays) == 0 {
+		return bulkRun{}, errors.New("nothing arrived in the measured window")
+	}
+	slices.Sort(delays)
+	return bulkRun{
+		mbit:   float64(counted) * 8 / bondMeasure.Seconds() / 1e6,
+		p99:    delays[len(delays)*99/100],
+		minDel: delays[0],
+	}, nil
+}
+
+func isConnReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne) || errors.Is(err, rendr.ErrClosed) || errors.Is(err, rendr.ErrReset)
+}
+
+// tcpBulk is plain TCP alone on path i (with rendr's socket options).
+func tcpBulk(lab *netlab.Lab, i int) (bulkRun, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lc := &net.ListenConfig{KeepAlive: -1, Control: lowatControl}
+	ln, err := lab.ListenConfig(netlab.Server, lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(i), 0).String())
+	if err != nil {
+		return bulkRun{}, err
+	}
+	defer ln.Close()
+	dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: lowatControl,
+		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(i), 0))})
+	snd, rcv, err := tcpPair(ctx, lowatListener{ln}, func(ctx context.Context) (net.Conn, error) {
+		return dial(ctx, "tcp", ln.Addr().String())
+	})
+	if err != nil {
+		return bulkRun{}, err
+	}
+	return bulk(snd, rcv)
+}
+
+// rendrBulk is one rendr flow over Bond(p0, p1, ...).
+func rendrBulk(lab *netlab.Lab, k benchKeys) (bulkRun, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ln, d, err := labRendr(lab, k, func(paths []*rendr.Target) *rendr.Target { return rendr.Bond("bond", paths...) })
+	if err != nil {
+		return bulkRun{}, err
+	}
+	defer ln.Close()
+	defer d.Close()
+	snd, rcv, err := rendrPair(ctx, d, ln)
+	if err != nil {
+		return bulkRun{}, err
+	}
+	if err := waitPathsUp(ctx, snd, lab.Paths()); err != nil {
+		return bulkRun{}, err
+	}
+	return bulk(snd, rcv)
+}
+
+// mptcpBulk is one MPTCP connection with a subflow per path.
+func mptcpBulk(lab *netlab.Lab) (bulkRun, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(true)
+	ln, err := lab.ListenConfig(netlab.Server, &lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(0), 0).String())
+	if err != nil {
+		return bulkRun{}, err
+	}
+	defer ln.Close()
+	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(0), 0))}
+	d.SetMultipathTCP(true)
+	snd, rcv, err := tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+		return lab.Dialer(netlab.Client, d)(ctx, "tcp", ln.Addr().String())
+	})
+	if err != nil {
+		return bulkRun{}, err
+	}
+	for _, c := range []net.Conn{snd, rcv} {
+		if mp, err := c.(*net.TCPConn).MultipathTCP(); err != nil || !mp {
+			snd.Close()
+			rcv.Close()
+			return bulkRun{}, fmt.Errorf("%v: not an MPTCP connection (%v)", c.LocalAddr(), err)
+		}
+	}
+	return bulk(snd, rcv)
+}
+
+// labRendr starts a Listener in the server namespace with one source per path and a Dialer in
+// the client namespace whose paths each dial from their own client address, under the graph
+// root makes of them.
+func labRendr(lab *netlab.Lab, k benchKeys, root func([]*rendr.Target) *rendr.Target) (*rendr.Listener, *rendr.Dialer, error) {
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}})
+	if err != nil {
+		return nil, nil, err
+	}
+	var paths []*rendr.Target
+	for i := range lab.Paths() {
+		lc := &net.ListenConfig{KeepAlive: -1, Control: lowatControl}
+		src, err := lab.ListenConfig(netlab.Server, lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(i), 0).String())
+		if err != nil {
+			ln.Close()
+			return nil, nil, err
+		}
+		if err := ln.AddSource(lowatListener{src}); err != nil {
+			src.Close()
+			ln.Close()
+			return nil, nil, err
+		}
+		dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: lowatControl,
+			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(i), 0))})
+		addr := src.Addr().String()
+		paths = append(paths, rendr.Path(fmt.Sprintf("p%d", i), func(ctx context.Context) (net.Conn, error) {
+			return dial(ctx, "tcp", addr)
+		}))
+	}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(), Root: root(paths)})
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	return ln, d, nil
+}
