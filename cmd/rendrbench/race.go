@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/netlab"
+)
+
+const (
+	raceRateMbit = 100
+	raceLoss     = 10 // percent, on path 1, both directions
+	raceStream   = 10 * time.Second
+)
+
+// raceRun is one paced stream's send-to-delivery delays; every chunk arrived, in order (the
+// receiver checks, and a run that loses one fails).
+type raceRun struct {
+	p50, p99, max time.Duration
+}
+
+// runRace streams paced 1 KiB chunks (one per millisecond) over two 100 Mbit/s paths, path 1
+// dropping 10% of its packets at random: through Race(p0, p1), and through each path alone.
+func runRace(c *config) []result {
+	if err := netlab.Available(); err != nil {
+		return []result{{Scenario: "race", Metric: "p99_delay", Skipped: err.Error()}}
+	}
+	keys, err := newBenchKeys()
+	if err != nil {
+		return []result{failure("race", err)}
+	}
+	lab, err := netlab.New(netlab.Config{Paths: 2, RateMbit: []int{raceRateMbit, raceRateMbit}, Name: "rrace"})
+	if err != nil {
+		return []result{failure("race", fmt.Errorf("building the lab: %w", err))}
+	}
+	defer lab.Close()
+	defer atExit(func() { lab.Close() })()
+	if err := lab.Loss(1, raceLoss); err != nil {
+		return []result{failure("race", err)}
+	}
+	rows := []struct {
+		metric, note string
+		paths        int
+		root         func([]*rendr.Target) *rendr.Target
+	}{
+		{"race_clean_alone", "rendr over the clean path alone", 1,
+			func(p []*rendr.Target) *rendr.Target { return p[0] }},
+		{"race_lossy_alone", fmt.Sprintf("rendr over the path losing %d%% alone", raceLoss), 1,
+			func(p []*rendr.Target) *rendr.Target { return p[1] }},
+		{"race_both", fmt.Sprintf("rendr over Race(clean, lossy %d%%)", raceLoss), 2,
+			func(p []*rendr.Target) *rendr.Target { return rendr.Race("race", p...) }},
+	}
+	runs := make([][]raceRun, len(rows))
+	c.logf("race: 2 paths at %d Mbit/s, path 1 losing %d%%, %v of 1 KiB chunks every %v, %d runs", raceRateMbit, raceLoss, raceStream, chunkEvery, c.runs)
+	for run := range c.runs {
+		for k := range rows {
+			i := (k + run) % len(rows)
+			r, err := raceOnce(lab, keys, rows[i].paths, rows[i].root)
+			if err != nil {
+				return []result{failure("race", fmt.Errorf("%s run %d: %w", rows[i].metric, run, err))}
+			}
+			c.logf("race: run %d %-17s p50 %v p99 %v max %v", run, rows[i].metric, r.p50, r.p99, r.max)
+			runs[i] = append(runs[i], r)
+		}
+	}
+	var out []result
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	var clean *result
+	for i, row := range rows {
+		var p99s []float64
+		for _, r := range runs[i] {
+			p99s = append(p99s, ms(r.p99))
+		}
+		d := result{Scenario: "race", Metric: row.metric + "_p99_delay", Unit: "ms",
+			Note: row.note + ": p99 send-to-delivery delay of a chunk; every chunk arrived, in order"}
+		measured(&d, p99s)
+		if clean != nil {
+			against(&d, clean, 0, false)
+		}
+		out = append(out, d)
+		if clean == nil {
+			clean = &out[0]
+		}
+	}
+	// The target of the issue: the race's p99 within 10% of the clean path alone.
+	last := &out[len(out)-1]
+	last.Target = ptr("ratio <= 1.1")
+	last.Pass = ptr(last.Ratio != nil && *last.Ratio <= 1.1)
+	return out
+}
+
+func raceOnce(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.Target) *rendr.Target) (raceRun, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ln, d, err := labRendr(lab, k, root)
+	if err != nil {
+		return raceRun{}, err
+	}
+	defer ln.Close()
+	defer d.Close()
+	snd, rcv, err := rendrPair(ctx, d, ln)
+	if err != nil {
+		return raceRun{}, err
+	}
+	defer snd.Close()
+	defer rcv.Close()
+	if err := waitPathsUp(ctx, snd, paths); err != nil {
+		return raceRun{}, err
+	}
+	base := time.Now()
+	stop := make(chan struct{})
+	sent := make(chan error, 1)
+	go func() { sent <- pacedSend(snd, base, stop) }()
+	got := make(chan []arrival, 1)
+	rerr := make(chan error, 1)
+	go func() {
+		a, err := timedReceive(rcv, base)
+		got <- a
+		rerr <- err
+	}()
+	time.Sleep(raceStream)
+	close(stop)
+	if err := <-sent; err != nil {
+		return raceRun{}, err
+	}
+	var arr []arrival
+	select {
+	case arr = <-got:
+	case <-time.After(20 * time.Second):
+		return raceRun{}, fmt.Errorf("the stream did not end within 20s of its last chunk")
+	}
+	if err := <-rerr; err != nil {
+		return raceRun{}, err
+	}
+	if len(arr) == 0 {
+		return raceRun{}, fmt.Errorf("nothing arrived")
+	}
+	delays := make([]time.Duration, len(arr))
+	for i, a := range arr {
+		delays[i] = a.at.Sub(a.sent)
+	}
+	slices.Sort(delays)
+	return raceRun{p50: delays[len(delays)/2], p99: delays[len(delays)*99/100], max: delays[len(delays)-1]}, nil
+}
