@@ -39,6 +39,8 @@ type Dialer struct {
 		s      *session
 		closed bool
 	}
+	// root and selected change with Add, Remove, SetTier and Select; guarded by mu.
+	selected string
 }
 
 // NewDialer checks cfg and returns a Dialer. It opens nothing until the first DialContext.
@@ -52,7 +54,8 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	if cfg.PeerKey == (PublicKey{}) {
 		return nil, errors.New("rendr: DialerConfig.PeerKey is empty")
 	}
-	return &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey, root: cfg.Root}, nil
+	// The graph is copied: the Dialer changes it (Add, Remove...), never the caller's Targets.
+	return &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey, root: cfg.Root.clone()}, nil
 }
 
 func checkTarget(t *Target, names map[string]bool) error {
@@ -180,7 +183,14 @@ func (d *Dialer) session() (*session, error) {
 		d.mu.Unlock()
 	}
 	for _, n := range root.Leaves() {
-		s.mu.leaves[n] = &leafState{target: leaves[n], node: n, state: status.Connecting, since: time.Now()}
+		ls := &leafState{target: leaves[n], node: n, state: status.Connecting, since: time.Now(), stop: make(chan struct{})}
+		s.mu.leaves[n] = ls
+		s.mu.targets[leaves[n].name] = ls
+	}
+	if d.selected != "" {
+		if sel := root.Find(d.selected); sel != nil {
+			s.root = sel
+		}
 	}
 	for _, n := range root.Leaves() {
 		s.wg.Add(1)
@@ -236,7 +246,14 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 			case <-time.After(backoff):
 			case <-s.done:
 				return
+			case <-ls.stop:
+				return
 			}
+		}
+		select {
+		case <-ls.stop:
+			return // removed from the graph
+		default:
 		}
 		backoff = min(max(2*backoff, minBackoff), maxBackoff)
 		mode, ok := d.founder(s)
@@ -298,8 +315,8 @@ func (d *Dialer) founder(s *session) (mode uint8, ok bool) {
 
 // attempt dials one carrier, handshakes, attaches it and returns when it dies.
 func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
-	t := ls.target
 	s.mu.Lock()
+	t := ls.target // a Target is never changed once in a graph; SetTier replaces it
 	ls.dials++
 	if ls.state != status.Down {
 		ls.state, ls.since = status.Connecting, time.Now()
@@ -307,6 +324,13 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(s.ctx, d.c.hsTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-ls.stop:
+			cancel() // removed while dialing or handshaking
+		case <-ctx.Done():
+		}
+	}()
 	conn, err := t.dial(ctx)
 	if err != nil {
 		return err
@@ -364,7 +388,7 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 			return ErrPeerRestarted
 		}
 	}
-	l := s.newLink(t.name, t.tier, ls.node)
+	l := s.newLink(t.name, t.tier, ls)
 	send, recv := res.Send, res.Recv
 	if res.Reply.Flags&handshake.FlagPlain != 0 {
 		send, recv = nil, nil

@@ -46,7 +46,7 @@ type session struct {
 	peerKey PublicKey
 	dialer  bool
 	engine  *flow.Engine
-	root    *policy.Node // dialing side; nil on the listening side
+	root    *policy.Node // dialing side: the graph that carries traffic, guarded by mu; nil on the listening side
 	hold    *path.HoldBudget
 
 	ctx         context.Context // canceled when the session ends
@@ -69,11 +69,13 @@ type session struct {
 		links      map[uint32]*link // attached: routable
 		pending    map[uint32]*link // started, not yet attached (a join awaiting its proof)
 		nextID     uint32
-		active     []*link         // paths carrying traffic now (the route's links)
-		rt         *flow.Route     // the route they form
-		planSeq    uint64          // dialing side: ROUTE frames sent; listening side: the newest taken
-		planSent   []byte          // dialing side: the plan of the last ROUTE frame
-		plan       *wire.RouteNode // listening side: the peer's newest plan
+		active     []*link               // paths carrying traffic now (the route's links)
+		rt         *flow.Route           // the route they form
+		planSeq    uint64                // dialing side: ROUTE frames sent; listening side: the newest taken
+		planSent   []byte                // dialing side: the plan of the last ROUTE frame
+		plan       *wire.RouteNode       // listening side: the peer's newest plan
+		full       *policy.Node          // dialing side: the whole graph (root is it, or the part Select chose)
+		targets    map[string]*leafState // dialing side: every configured path, by name
 		routeAt    time.Time
 		migrations int
 		err        error
@@ -87,6 +89,8 @@ type session struct {
 type leafState struct {
 	target  *Target
 	node    *policy.Node
+	stop    chan struct{} // closed when the path is removed from the graph (Dialer.Remove)
+	removed bool
 	link    *link
 	state   status.PathState
 	since   time.Time
@@ -97,10 +101,12 @@ type leafState struct {
 func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *policy.Node) *session {
 	s := &session{c: c, id: id, peerKey: peer, dialer: dialer, root: root,
 		established: make(chan struct{}), done: make(chan struct{})}
+	s.mu.full = root
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mu.links = make(map[uint32]*link)
 	s.mu.pending = make(map[uint32]*link)
 	s.mu.leaves = make(map[*policy.Node]*leafState)
+	s.mu.targets = make(map[string]*leafState)
 	ec := c.engine
 	ec.Dialer = dialer
 	s.engine = flow.New(ec, s)
@@ -201,11 +207,11 @@ func (s *session) close() {
 }
 
 // newLink hands out path ids; 0 is never used.
-func (s *session) newLink(name string, tier int, leaf *policy.Node) *link {
+func (s *session) newLink(name string, tier int, ls *leafState) *link {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mu.nextID++
-	l := &link{s: s, id: s.mu.nextID, name: name, tier: tier, leaf: leaf}
+	l := &link{s: s, id: s.mu.nextID, name: name, tier: tier, ls: ls}
 	l.one = flow.Route{Mode: flow.ModeLink, Link: l}
 	return l
 }
@@ -230,10 +236,14 @@ func (s *session) attach(l *link) error {
 		s.mu.Unlock()
 		return err
 	}
+	if l.ls != nil && l.ls.removed {
+		s.mu.Unlock()
+		return errRemoved
+	}
 	delete(s.mu.pending, l.id)
 	l.state, l.since = status.Up, time.Now()
 	s.mu.links[l.id] = l
-	if ls := s.mu.leaves[l.leaf]; ls != nil {
+	if ls := l.ls; ls != nil {
 		ls.link, ls.state, ls.since = l, status.Up, l.since
 	}
 	s.mu.noPath.Stop()
@@ -254,7 +264,7 @@ func (s *session) detach(l *link, cause error) {
 		}
 	}
 	l.state = status.Down
-	if ls := s.mu.leaves[l.leaf]; ls != nil && ls.link == l {
+	if ls := l.ls; ls != nil && ls.link == l {
 		ls.link, ls.state, ls.since = nil, status.Down, time.Now()
 		if cause != nil {
 			ls.lastErr = cause.Error()
@@ -282,7 +292,7 @@ func (s *session) Route() *flow.Route {
 	var rt *flow.Route
 	var why status.Cause
 	var routeFrame []byte
-	if s.root != nil {
+	if s.dialer {
 		ch, cause, _ := s.root.Choose(now, s.lookupLocked)
 		rt, next = s.routeOfLocked(ch, nil)
 		why = cause
@@ -594,8 +604,8 @@ func (s *session) snapshot() status.Session {
 		out.Paths = append(out.Paths, p)
 		seen[l] = true
 	}
-	if s.root != nil {
-		for _, n := range s.root.Leaves() {
+	if s.mu.full != nil {
+		for _, n := range s.mu.full.Leaves() {
 			ls := s.mu.leaves[n]
 			if ls == nil {
 				continue
@@ -627,7 +637,7 @@ type link struct {
 	id   uint32
 	name string
 	tier int
-	leaf *policy.Node
+	ls   *leafState // dialing side: the configured path this carrier serves
 	hash []byte     // this path's handshake hash, which a JOIN_PROOF must cover
 	one  flow.Route // the route of this path alone, made once
 

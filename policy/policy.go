@@ -355,6 +355,19 @@ func (n *Node) chooseGroup(now time.Time, look Lookup) (*Choice, status.Cause, b
 	return g, cause, chg
 }
 
+// Find returns the node of the graph with that name, or nil.
+func (n *Node) Find(name string) *Node {
+	if n.Name == name {
+		return n
+	}
+	for _, c := range n.Children {
+		if f := c.Find(name); f != nil {
+			return f
+		}
+	}
+	return nil
+}
+
 // Leaves returns the graph's Path leaves in order.
 func (n *Node) Leaves() []*Node {
 	if n.Kind == KindPath {

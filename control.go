@@ -1,0 +1,214 @@
+package rendr
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/rendr-go/rendr/policy"
+	"github.com/rendr-go/rendr/status"
+)
+
+// Runtime control of a Dialer's target graph. Each change applies to the running session at
+// once and to every later one: the session's policy graph is rebuilt from the new targets and
+// evaluated afresh (Selectors pick their best child again, dwell times restart), paths that
+// were added start dialing, and paths that were removed are closed once traffic has moved
+// off them. Flows carry on throughout: a change is a migration like any other, with every
+// unacknowledged byte resent on the paths that remain.
+
+// errRemoved is the cause of a path closed because its target left the graph.
+var errRemoved = errors.New("rendr: path removed from the target graph")
+
+// Add adds t (a Path or a group) as the last child of the group named parent. Names must stay
+// unique across the graph.
+func (d *Dialer) Add(parent string, t *Target) error {
+	if t == nil {
+		return errors.New("rendr: Add: nil target")
+	}
+	return d.change(func(root *Target) error {
+		p := root.find(parent)
+		if p == nil {
+			return fmt.Errorf("rendr: Add: no target named %q", parent)
+		}
+		if p.kind == kindPath {
+			return fmt.Errorf("rendr: Add: %q is a path, not a group", parent)
+		}
+		p.children = append(p.children, t.clone())
+		return nil
+	})
+}
+
+// Remove removes the target with that name (a path, or a group and everything under it). The
+// root cannot be removed, nor the last child of a group.
+func (d *Dialer) Remove(name string) error {
+	return d.change(func(root *Target) error {
+		if root.name == name {
+			return fmt.Errorf("rendr: Remove: %q is the root", name)
+		}
+		p := root.parentOf(name)
+		if p == nil {
+			return fmt.Errorf("rendr: Remove: no target named %q", name)
+		}
+		if len(p.children) == 1 {
+			return fmt.Errorf("rendr: Remove: %q is the last child of %q", name, p.name)
+		}
+		p.children = slices.DeleteFunc(p.children, func(c *Target) bool { return c.name == name })
+		return nil
+	})
+}
+
+// SetTier sets the priority tier of the target with that name within its group: 0 is primary,
+// 1 is Backup; a higher tier carries traffic only while no lower one is usable.
+func (d *Dialer) SetTier(name string, tier int) error {
+	return d.change(func(root *Target) error {
+		t := root.find(name)
+		if t == nil {
+			return fmt.Errorf("rendr: SetTier: no target named %q", name)
+		}
+		t.tier = max(tier, 0)
+		return nil
+	})
+}
+
+// Select makes the target with that name, and only it, carry traffic: a path, or a group with
+// its own policy. The other paths stay connected and probed, ready for the next Select. An
+// empty name returns traffic to the whole graph.
+func (d *Dialer) Select(name string) error {
+	d.mu.Lock()
+	if name != "" && d.root.find(name) == nil {
+		d.mu.Unlock()
+		return fmt.Errorf("rendr: Select: no target named %q", name)
+	}
+	d.selected = name
+	s, root := d.mu.s, d.root
+	d.mu.Unlock()
+	if s != nil {
+		s.reconfigure(d, root, name)
+	}
+	return nil
+}
+
+// change applies edit to a copy of the graph, checks the result and, if it is valid, makes it
+// the Dialer's graph and the running session's.
+func (d *Dialer) change(edit func(root *Target) error) error {
+	d.mu.Lock()
+	if d.mu.closed {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	next := d.root.clone()
+	if err := edit(next); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	if err := checkTarget(next, map[string]bool{}); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	if d.selected != "" && next.find(d.selected) == nil {
+		d.selected = "" // the selected target was removed: back to the whole graph
+	}
+	d.root = next
+	s, sel := d.mu.s, d.selected
+	d.mu.Unlock()
+	if s != nil {
+		s.reconfigure(d, next, sel)
+	}
+	return nil
+}
+
+// reconfigure rebuilds the session's policy graph from root. Paths are matched to the new
+// graph by name (unique in a graph), so one that stays keeps its carrier, state and counters.
+func (s *session) reconfigure(d *Dialer, root *Target, selected string) {
+	targets := map[*policy.Node]*Target{}
+	full := root.node(d.c.tuning, targets)
+	full.Init()
+	eff := full
+	if selected != "" {
+		if n := full.Find(selected); n != nil {
+			eff = n
+		}
+	}
+	s.mu.Lock()
+	if s.mu.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	leaves := make(map[*policy.Node]*leafState, len(targets))
+	keep := make(map[string]bool, len(targets))
+	var start, gone []*leafState
+	for n, t := range targets {
+		ls := s.mu.targets[t.name]
+		if ls == nil {
+			ls = &leafState{state: status.Connecting, since: time.Now(), stop: make(chan struct{})}
+			s.mu.targets[t.name] = ls
+			start = append(start, ls)
+		}
+		ls.target, ls.node = t, n
+		leaves[n] = ls
+		keep[t.name] = true
+	}
+	for name, ls := range s.mu.targets {
+		if !keep[name] {
+			delete(s.mu.targets, name)
+			ls.removed = true
+			gone = append(gone, ls)
+		}
+	}
+	s.mu.leaves, s.mu.full, s.root = leaves, full, eff
+	s.mu.Unlock()
+	s.dirty.Store(true)
+	s.engine.Kick()
+	// The route no longer holds removed paths once the engine asks again: let it, then close
+	// them (anything they still carried is resent from the acknowledged offset).
+	for _, ls := range gone {
+		close(ls.stop)
+		s.mu.Lock()
+		l := ls.link
+		s.mu.Unlock()
+		if l != nil {
+			l.p.Close(errRemoved)
+		}
+	}
+	for _, ls := range start {
+		s.wg.Add(1)
+		go d.routineLeaf(s, ls)
+	}
+}
+
+// find returns the target named name in t's graph, or nil.
+func (t *Target) find(name string) *Target {
+	if t.name == name {
+		return t
+	}
+	for _, c := range t.children {
+		if f := c.find(name); f != nil {
+			return f
+		}
+	}
+	return nil
+}
+
+// parentOf returns the group whose child is named name, or nil.
+func (t *Target) parentOf(name string) *Target {
+	for _, c := range t.children {
+		if c.name == name {
+			return t
+		}
+		if p := c.parentOf(name); p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+// clone copies t's whole graph: every node is new.
+func (t *Target) clone() *Target {
+	c := *t
+	c.children = nil
+	for _, k := range t.children {
+		c.children = append(c.children, k.clone())
+	}
+	return &c
+}
