@@ -27,15 +27,16 @@ type ListenConfig struct {
 // come from its sources; a source is any net.Listener (kernel TCP, a TLS listener, an
 // in-memory listener...).
 type Listener struct {
-	c      *common
-	resp   handshake.Responder
-	peers  map[PublicKey]bool
-	accept chan *Conn
-	done   chan struct{}
-	ctx    context.Context // canceled by Close: aborts handshakes in progress
-	cancel context.CancelFunc
-	maxHS  int
-	wg     sync.WaitGroup
+	c        *common
+	resp     handshake.Responder
+	peers    map[PublicKey]bool
+	accept   chan *Conn
+	acceptPk chan *PacketConn
+	done     chan struct{}
+	ctx      context.Context // canceled by Close: aborts handshakes in progress
+	cancel   context.CancelFunc
+	maxHS    int
+	wg       sync.WaitGroup
 
 	mu struct {
 		sync.Mutex
@@ -67,9 +68,9 @@ func Listen(cfg ListenConfig, sources ...net.Listener) (*Listener, error) {
 	l := &Listener{
 		c:      cfg.Options.common(cfg.Key),
 		peers:  map[PublicKey]bool{},
-		accept: make(chan *Conn),
-		done:   make(chan struct{}),
-		maxHS:  cfg.MaxHandshakes,
+		accept: make(chan *Conn), acceptPk: make(chan *PacketConn),
+		done:  make(chan struct{}),
+		maxHS: cfg.MaxHandshakes,
 	}
 	for _, p := range cfg.Peers {
 		l.peers[p] = true
@@ -260,8 +261,9 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session) e
 				restarted = append(restarted, o)
 			}
 		}
-		s.wg.Add(1)
+		s.wg.Add(2)
 		go l.routineSessionAccept(s)
+		go l.routineSessionAcceptPacket(s)
 	} else if s == nil || s.peerKey != peer {
 		l.mu.Unlock()
 		return errors.New("rendr: unknown session")

@@ -130,7 +130,7 @@ type Engine struct {
 		flows    map[uint64]*Stream
 		ready    []*Stream // streams with something to send, FIFO
 		sessWait []*Stream // streams whose data waits for session credit
-		nextID   uint64    // last flow id opened locally (dialer) or seen (listener)
+		nextID   [2]uint64 // by kind: last flow id opened locally (dialer) or seen (listener)
 		linkIDs  []uint32  // links of the last round's route
 		err      error     // set when the session failed or closed
 
@@ -141,9 +141,9 @@ type Engine struct {
 		maxDataPending             bool
 		outstanding                int // streams with bytes or a FIN/RESET not yet acknowledged
 		progress                   time.Time
-		stallShift                 uint // stall timeout backoff: doubled per verdict, reset on progress
-		accept                     []*Stream
-		acceptSig                  chan struct{}
+		stallShift                 uint         // stall timeout backoff: doubled per verdict, reset on progress
+		accept                     [2][]*Stream // by kind: flows the peer opened, not yet accepted
+		acceptSig                  [2]chan struct{}
 		migrations                 int
 		dupBytes, gapDrops, opened uint64
 		routeFrame                 []byte    // the last ROUTE frame given to SetRoute
@@ -170,7 +170,7 @@ func New(cfg Config, r Router) *Engine {
 		e.mu.recvMax = uint64(cfg.InitialSessionWindow)
 		e.mu.maxDataPending = true
 	}
-	e.mu.acceptSig = make(chan struct{}, 1)
+	e.mu.acceptSig = [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)}
 	e.wg.Add(1)
 	go e.routineRun()
 	return e
@@ -211,29 +211,59 @@ func (e *Engine) Open() (*Stream, error) {
 	if len(e.mu.flows) >= e.cfg.MaxFlows {
 		return nil, ErrTooManyFlows
 	}
-	e.mu.nextID++
-	s := e.newStreamLocked(e.mu.nextID)
+	s := e.newStreamLocked(e.nextIDLocked(wire.KindStream))
 	s.openPending = true
 	e.readyLocked(s)
 	return s, nil
 }
 
-// Accept waits for a flow the peer opened.
+// nextIDLocked allocates the next flow id of a kind: streams are odd, packet flows even.
+func (e *Engine) nextIDLocked(kind uint8) uint64 {
+	hi := &e.mu.nextID[kind]
+	if *hi == 0 {
+		*hi = firstID(kind)
+	} else {
+		*hi += 2
+	}
+	return *hi
+}
+
+// kindOf is the kind of a flow id (docs/wire.md 8.1): streams are odd, packet flows even.
+func kindOf(id uint64) uint8 {
+	if id%2 == 1 {
+		return wire.KindStream
+	}
+	return wire.KindPacket
+}
+
+// firstID is the first flow id of a kind.
+func firstID(kind uint8) uint64 {
+	if kind == wire.KindStream {
+		return 1
+	}
+	return 2
+}
+
+// Accept waits for a stream flow the peer opened.
 func (e *Engine) Accept(ctx context.Context) (*Stream, error) {
+	return e.accept(ctx, wire.KindStream)
+}
+
+func (e *Engine) accept(ctx context.Context, kind uint8) (*Stream, error) {
 	for {
 		e.mu.Lock()
-		if len(e.mu.accept) > 0 {
-			s := e.mu.accept[0]
-			e.mu.accept[0] = nil
-			e.mu.accept = e.mu.accept[1:]
-			if len(e.mu.accept) == 0 {
-				e.mu.accept = nil
+		if q := e.mu.accept[kind]; len(q) > 0 {
+			s := q[0]
+			q[0] = nil
+			e.mu.accept[kind] = q[1:]
+			if len(q) == 1 {
+				e.mu.accept[kind] = nil
 			}
 			e.mu.Unlock()
 			return s, nil
 		}
 		err := e.mu.err
-		sig := e.mu.acceptSig
+		sig := e.mu.acceptSig[kind]
 		e.mu.Unlock()
 		if err != nil {
 			return nil, err
@@ -257,10 +287,12 @@ func (e *Engine) Fail(err error) {
 			s.failLocked(err)
 		}
 		e.mu.ready, e.mu.sessWait = nil, nil
-		for _, s := range e.mu.accept {
-			s.failLocked(err)
+		for k := range e.mu.accept {
+			for _, s := range e.mu.accept[k] {
+				s.failLocked(err)
+			}
+			e.mu.accept[k] = nil
 		}
-		e.mu.accept = nil
 	}
 	e.mu.Unlock()
 	select {
@@ -403,6 +435,10 @@ func (e *Engine) maybeRemoveLocked(s *Stream) {
 		return
 	}
 	s.removed = true
+	if s.pk != nil {
+		s.pk.send.release()
+		s.pk.recv.release()
+	}
 	if s.outstanding {
 		s.outstanding = false
 		e.mu.outstanding--

@@ -380,7 +380,7 @@ func TestEngineFlowWindowViolation(t *testing.T) {
 		for sent := 0; sent <= PeerInitialSessionWindow && err == nil; sent += PeerInitialWindow {
 			f := wire.Frame{Type: wire.TypeData, Flow: id, Payload: make([]byte, PeerInitialWindow)}
 			err = r2.b.Handle(&f)
-			id++
+			id += 2 // stream ids are odd
 		}
 		if !errors.Is(err, ErrFlowControl) {
 			t.Fatalf("DATA beyond the session window = %v, want ErrFlowControl", err)
@@ -451,13 +451,14 @@ func TestEngineStatelessReplies(t *testing.T) {
 func TestEngineImplicitOpen(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, Config{}, Config{})
-		// Flow 3's first frame arrives before 1 and 2 ever did: all three exist, in order.
-		f := wire.Frame{Type: wire.TypeData, Flow: 3, Payload: []byte("three")}
+		// Stream 5's first frame arrives before 1 and 3 ever did: all three exist, in order
+		// (stream ids are odd; even ones are packet flows, opened separately).
+		f := wire.Frame{Type: wire.TypeData, Flow: 5, Payload: []byte("three")}
 		if err := r.b.Handle(&f); err != nil {
 			t.Fatal(err)
 		}
 		var ss []*Stream
-		for want := uint64(1); want <= 3; want++ {
+		for want := uint64(1); want <= 5; want += 2 {
 			s := accept(t, r.b)
 			if s.ID() != want {
 				t.Fatalf("accepted flow %d, want %d", s.ID(), want)
@@ -472,7 +473,7 @@ func TestEngineImplicitOpen(t *testing.T) {
 			t.Errorf("flow 1 read %q", b)
 		}
 		if b := readN(t, ss[2], 5); string(b) != "three" {
-			t.Errorf("flow 3 read %q", b)
+			t.Errorf("flow 5 read %q", b)
 		}
 		// An ACK or STOP for a flow never seen is an error: it cannot open a flow.
 		for _, typ := range []wire.Type{wire.TypeAck, wire.TypeStop} {

@@ -37,7 +37,7 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 			e.wakeSessWaitLocked()
 		}
 		return nil
-	case wire.TypeOpen, wire.TypeData, wire.TypeDataFin, wire.TypeAck, wire.TypeReset, wire.TypeStop:
+	case wire.TypeOpen, wire.TypeData, wire.TypeDataFin, wire.TypeAck, wire.TypeReset, wire.TypeStop, wire.TypeDatagram:
 	default:
 		return fmt.Errorf("rendr: unexpected %v frame", f.Type)
 	}
@@ -46,7 +46,12 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 		return err
 	}
 	switch f.Type {
+	case wire.TypeDatagram:
+		return s.datagramLocked(f)
 	case wire.TypeData, wire.TypeDataFin:
+		if s.pk != nil && (len(f.Payload) > 0 || f.Offset > 0) {
+			return fmt.Errorf("rendr: stream bytes for packet flow %d", s.id)
+		}
 		return s.dataLocked(f, src)
 	case wire.TypeAck:
 		return s.ackLocked(f)
@@ -61,6 +66,9 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 				s.consumedLocked(uint64(n))
 			}
 			s.dropReorderLocked()
+			if s.pk != nil {
+				s.pk.recv.release()
+			}
 			// Bytes sent but never to arrive spent the peer's session credit, and bytes that
 			// arrived ahead of a gap are never delivered: return the credit of both.
 			if f.Final > s.recvHigh {
@@ -88,6 +96,9 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 			}
 			e.mu.sendBuffered -= s.sbuf.len()
 			s.sbuf.reset()
+			if s.pk != nil {
+				s.pk.send.release()
+			}
 			s.sendNext, s.sendBase = s.sendHigh, s.sendHigh
 			s.resetPending = true
 			e.readyLocked(s)
@@ -108,7 +119,12 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	if f.Flow == 0 {
 		return nil, fmt.Errorf("rendr: frame for flow 0")
 	}
-	if f.Flow <= e.mu.nextID {
+	kind := kindOf(f.Flow)
+	hi := &e.mu.nextID[kind]
+	if f.Flow <= *hi {
+		if f.Type == wire.TypeDatagram {
+			return nil, nil // a datagram for a flow that is gone: nothing to answer
+		}
 		if _, ok := e.mu.refused[f.Flow]; ok {
 			e.refusedLocked(f)
 		} else {
@@ -122,24 +138,35 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	if f.Type == wire.TypeAck || f.Type == wire.TypeStop {
 		return nil, fmt.Errorf("rendr: %v for flow %d, which was never opened", f.Type, f.Flow)
 	}
-	if len(e.mu.refused)+int(min(f.Flow-e.mu.nextID, maxRefused)) > maxRefused {
+	if f.Type == wire.TypeOpen && f.Kind != kind {
+		return nil, fmt.Errorf("rendr: OPEN of kind %d for flow %d, whose id says kind %d", f.Kind, f.Flow, kind)
+	}
+	if len(e.mu.refused)+int(min((f.Flow-*hi)/2, maxRefused)) > maxRefused {
 		return nil, fmt.Errorf("rendr: peer opens flows beyond %d refused ones", maxRefused)
 	}
-	first := e.mu.nextID + 1
-	e.mu.nextID = f.Flow
-	for id := first; id <= f.Flow; id++ {
-		if len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept) >= e.cfg.Backlog ||
-			(id == f.Flow && f.Type == wire.TypeOpen && f.Kind != wire.KindStream) {
+	first := *hi + 2
+	if *hi == 0 {
+		first = firstID(kind)
+	}
+	*hi = f.Flow
+	for id := first; id <= f.Flow; id += 2 {
+		if len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept[kind]) >= e.cfg.Backlog {
 			e.refuseLocked(id)
 			continue
 		}
 		s := e.newStreamLocked(id)
+		if kind == wire.KindPacket {
+			s.pk = newPacketState()
+		}
 		s.openAcked = true
-		e.mu.accept = append(e.mu.accept, s)
-		signal(e.mu.acceptSig)
+		e.mu.accept[kind] = append(e.mu.accept[kind], s)
+		signal(e.mu.acceptSig[kind])
 	}
 	if s := e.mu.flows[f.Flow]; s != nil {
 		return s, nil
+	}
+	if f.Type == wire.TypeDatagram {
+		return nil, nil // refused
 	}
 	e.statelessLocked(f)
 	return nil, nil

@@ -60,7 +60,8 @@ type Stream struct {
 	readClosed, appClosed  bool
 	err                    error
 	sessBlocked, capWaiter bool
-	unsentWait             bool // a Write waits for maxUnsent/2 of the unsent bytes to go out
+	unsentWait             bool         // a Write waits for maxUnsent/2 of the unsent bytes to go out
+	pk                     *packetState // packet flows only
 }
 
 // ID is the flow id.
@@ -361,6 +362,9 @@ func (s *Stream) closeReadLocked() {
 		s.consumedLocked(uint64(n))
 	}
 	s.dropReorderLocked() // the peer's RESET, which STOP asks for, settles their credit
+	if s.pk != nil {
+		s.pk.recv.release()
+	}
 	if !s.recvDone() && s.err == nil {
 		s.stopPending = true
 		s.e.readyLocked(s)
@@ -431,6 +435,9 @@ func (s *Stream) failLocked(err error) {
 	s.err = err
 	s.e.mu.sendBuffered -= s.sbuf.len()
 	s.sbuf.reset()
+	if s.pk != nil {
+		s.pk.send.release()
+	}
 	signal(s.readSig)
 	signal(s.writeSig)
 }
@@ -443,7 +450,7 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 		return true
 	}
 	if s.openPending {
-		r.B = wire.AppendOpen(r.B, s.id, wire.KindStream)
+		r.B = wire.AppendOpen(r.B, s.id, kindOf(s.id))
 		s.openPending = false
 	}
 	if s.ackPending {
@@ -465,6 +472,9 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	}
 	if s.resetSent || s.err != nil {
 		return false
+	}
+	if s.pk != nil && s.emitDatagramsLocked(r) {
+		return true // datagrams first; a FIN follows the last of them
 	}
 	end := s.sendBase + uint64(s.sbuf.len())
 	limit := min(end, s.peerLimit)

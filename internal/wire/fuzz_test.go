@@ -27,7 +27,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(wire.AppendAck(nil, 1, 9, 3, 0))                           // limit < delivered
 	f.Add(wire.AppendAck(nil, 1, 0, 3, 2))                           // bad flags
 	f.Add(wire.AppendOpen(nil, 1, 7))                                // bad kind
-	f.Add([]byte{0x0d})                                              // unknown type
+	f.Add([]byte{0x0e})                                              // unknown type
 	f.Add([]byte{byte(wire.TypeRoute), 1, 1, 2, 0, 1, 'a', 0, 0})    // a leaf with an empty name
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for rest := b; len(rest) > 0; {
@@ -89,7 +89,7 @@ func minimal(enc []byte) bool {
 	case wire.TypeOpen, wire.TypeStop:
 		varint()
 		varint()
-	case wire.TypeData, wire.TypeDataFin, wire.TypeReset:
+	case wire.TypeData, wire.TypeDataFin, wire.TypeReset, wire.TypeDatagram:
 		varint()
 		varint()
 		varint()

@@ -28,6 +28,9 @@ const (
 	// MaxSplitBody is the largest split record after its 2-byte zero prefix: the part count,
 	// a 2-byte length per part, and MaxParts messages carrying MaxPlaintext bytes in all.
 	MaxSplitBody = 1 + MaxParts*(2+TagSize) + MaxPlaintext
+	// MaxDatagram is the largest DATAGRAM payload: it must fit one record with its header
+	// (type, an 8-byte flow id and sequence number, a 4-byte length).
+	MaxDatagram = MaxPlaintext - 1 - 8 - 8 - 4
 	// MaxVarint is the largest value a varint can carry (RFC 9000, section 16).
 	MaxVarint = 1<<62 - 1
 	// MACSize is the size of a JOIN_PROOF authenticator.
@@ -51,6 +54,7 @@ const (
 	TypeJoinProof Type = 0x0a // first frame on a path that joins an existing session
 	TypeClose     Type = 0x0b // the session ends (Code says why)
 	TypeRoute     Type = 0x0c // the dialing side's route: which of its paths carry traffic, and how
+	TypeDatagram  Type = 0x0d // one datagram of a packet flow: never resent
 )
 
 func (t Type) String() string {
@@ -79,6 +83,8 @@ func (t Type) String() string {
 		return "CLOSE"
 	case TypeRoute:
 		return "ROUTE"
+	case TypeDatagram:
+		return "DATAGRAM"
 	}
 	return fmt.Sprintf("TYPE(0x%02x)", uint8(t))
 }
@@ -201,6 +207,18 @@ func AppendDataHeader(b []byte, flow, offset uint64, fin bool, n int) []byte {
 	return AppendVarint(b, uint64(n))
 }
 
+// AppendDatagram appends a DATAGRAM frame: payload p, sequence number seq (from 1, per flow
+// and direction).
+func AppendDatagram(b []byte, flow, seq uint64, p []byte) []byte {
+	b = AppendVarint(AppendVarint(append(b, byte(TypeDatagram)), flow), seq)
+	return append(AppendVarint(b, uint64(len(p))), p...)
+}
+
+// DatagramOverhead is the largest header a DATAGRAM frame adds to a payload of n bytes.
+func DatagramOverhead(flow, seq uint64, n int) int {
+	return 1 + VarintLen(flow) + VarintLen(seq) + VarintLen(uint64(n))
+}
+
 // AppendAck appends an ACK frame: delivered is the count of bytes handed to the application
 // buffer, limit the offset the sender may send up to.
 func AppendAck(b []byte, flow, delivered, limit uint64, flags uint8) []byte {
@@ -302,6 +320,14 @@ func Parse(b []byte) (f Frame, n int, err error) {
 		copy(f.MAC[:], r.bytes(MACSize))
 	case TypeClose:
 		f.Code = r.varint()
+	case TypeDatagram:
+		f.Flow = r.varint()
+		f.Seq = r.varint()
+		l := r.varint()
+		if r.err == nil && (l > MaxDatagram || f.Seq == 0) {
+			r.err = ErrMalformed
+		}
+		f.Payload = r.bytes(int(l))
 	case TypeRoute:
 		f.Seq = r.varint()
 		if r.err == nil {

@@ -102,6 +102,9 @@ var golden = []struct {
 	{"join_proof.ff", wire.Frame{Type: wire.TypeJoinProof, MAC: fillMAC(0xff)}},
 	{"close.0", wire.Frame{Type: wire.TypeClose, Code: 0}},
 	{"close.2^62-1", wire.Frame{Type: wire.TypeClose, Code: bM}},
+	{"datagram.small", wire.Frame{Type: wire.TypeDatagram, Flow: 2, Seq: 1, Payload: []byte("ping")}},
+	{"datagram.empty", wire.Frame{Type: wire.TypeDatagram, Flow: b1 + 1, Seq: b2 + 1}},
+	{"datagram.max", wire.Frame{Type: wire.TypeDatagram, Flow: bM, Seq: bM, Payload: fill(0xd7, wire.MaxDatagram)}},
 	{"route.leaf", wire.Frame{Type: wire.TypeRoute, Seq: 1, Payload: planBytes(leafNode("wifi"))}},
 	{"route.nested", wire.Frame{Type: wire.TypeRoute, Seq: b1 + 1, Payload: planBytes(wire.RouteNode{Kind: wire.RouteRace,
 		Kids: []wire.RouteNode{leafNode("a"), {Kind: wire.RouteBond, Kids: []wire.RouteNode{leafNode("lte1"), leafNode("lte2")}}}})}},
@@ -150,6 +153,8 @@ func encode(b []byte, f *wire.Frame) []byte {
 		return wire.AppendJoinProof(b, &f.MAC)
 	case wire.TypeClose:
 		return wire.AppendClose(b, f.Code)
+	case wire.TypeDatagram:
+		return wire.AppendDatagram(b, f.Flow, f.Seq, f.Payload)
 	case wire.TypeRoute:
 		plan, err := wire.DecodeRoute(f.Payload)
 		if err != nil {
@@ -243,6 +248,12 @@ func describe(f *wire.Frame) string {
 		return fmt.Sprintf("%v mac=%s", f.Type, packHex(f.MAC[:]))
 	case wire.TypeClose:
 		return fmt.Sprintf("%v code=%d", f.Type, f.Code)
+	case wire.TypeDatagram:
+		p := packHex(f.Payload)
+		if p == "" {
+			p = "-"
+		}
+		return fmt.Sprintf("%v flow=%d seq=%d payload=%s", f.Type, f.Flow, f.Seq, p)
 	case wire.TypeRoute:
 		plan, err := wire.DecodeRoute(f.Payload)
 		if err != nil {
@@ -411,7 +422,7 @@ func TestParseTruncatedEverywhere(t *testing.T) {
 func TestParseUnknownType(t *testing.T) {
 	for v := range 256 {
 		ty := wire.Type(v)
-		if ty >= wire.TypePing && ty <= wire.TypeRoute {
+		if ty >= wire.TypePing && ty <= wire.TypeDatagram {
 			continue
 		}
 		checkErr(t, ty.String(), []byte{byte(v)}, wire.ErrUnknownType)
@@ -599,4 +610,12 @@ func TestRoutePlanLimits(t *testing.T) {
 	if _, err := wire.DecodeRoute(append(planBytes(leafNode("a")), 0)); !errors.Is(err, wire.ErrMalformed) {
 		t.Fatalf("a plan with a trailing byte decoded: %v", err)
 	}
+}
+
+func TestDatagramLimits(t *testing.T) {
+	if got := len(wire.AppendDatagram(nil, wire.MaxVarint, wire.MaxVarint, make([]byte, wire.MaxDatagram))); got != wire.MaxPlaintext {
+		t.Fatalf("the largest DATAGRAM frame is %d bytes, want MaxPlaintext (%d)", got, wire.MaxPlaintext)
+	}
+	checkErr(t, "too long", wire.AppendDatagram(nil, 2, 1, make([]byte, wire.MaxDatagram+1)), wire.ErrMalformed)
+	checkErr(t, "sequence 0", wire.AppendDatagram(nil, 2, 0, []byte("x")), wire.ErrMalformed)
 }

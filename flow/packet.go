@@ -1,0 +1,308 @@
+package flow
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/path"
+)
+
+// Packet flows (docs/wire.md 8.11) carry datagrams: each write is one DATAGRAM frame, sent
+// once and never again, and delivered at most once. They are Streams whose byte stream stays
+// empty: OPEN, FIN (a DATA_FIN at offset 0), RESET and STOP work as for streams, so opening
+// and closing are reliable while datagrams are not.
+
+// Queue bounds of a packet flow. A datagram that finds its queue full is dropped and counted,
+// as a UDP socket drops what its buffer cannot hold: a writer never blocks, and a reader that
+// falls behind loses datagrams instead of growing memory.
+const (
+	maxSendDatagrams = 256
+	maxSendBytes     = 1 << 20
+	maxRecvDatagrams = 512
+	maxRecvBytes     = 2 << 20
+	dedupWindow      = 1024 // sequence numbers remembered, to drop copies (a Race sends several)
+)
+
+// ErrTooLarge is returned for a datagram larger than a packet flow can carry (MaxDatagram).
+var ErrTooLarge = errors.New("rendr: datagram too large")
+
+// MaxDatagram is the largest datagram a packet flow carries.
+const MaxDatagram = wire.MaxDatagram
+
+// PacketStats counts a packet flow's datagrams.
+type PacketStats struct {
+	Sent, Received uint64 // handed to a path; delivered to the reader's queue
+	SendDrops      uint64 // dropped by WriteDatagram: the send queue was full
+	RecvDrops      uint64 // dropped on arrival: the receive queue was full
+	Duplicates     uint64 // copies of a datagram already received (Race), dropped
+	TooOld         uint64 // arrived more than 1024 sequence numbers behind the newest, dropped
+	Truncated      uint64 // longer than the reader's buffer: the rest was cut off
+	QueuedSend     int    // waiting to be sent now
+	QueuedRecv     int    // waiting to be read now
+}
+
+// packetState is what a packet flow adds to a Stream. Guarded by the engine's lock.
+type packetState struct {
+	send, recv dgRing
+	nextSeq    uint64 // last sequence number sent
+	top        uint64 // highest sequence number received
+	seen       [dedupWindow / 64]uint64
+	stats      PacketStats
+}
+
+func newPacketState() *packetState {
+	return &packetState{
+		send: dgRing{max: maxSendDatagrams, maxBytes: maxSendBytes},
+		recv: dgRing{max: maxRecvDatagrams, maxBytes: maxRecvBytes},
+	}
+}
+
+// dgRing is a bounded FIFO of datagrams in reused buffers: once warm, queueing a datagram
+// copies it and allocates nothing.
+type dgRing struct {
+	slots          [][]byte
+	head, n, bytes int
+	max, maxBytes  int
+}
+
+// push copies p in; false when the ring is full.
+func (r *dgRing) push(p []byte) bool {
+	if r.n == r.max || (r.bytes+len(p) > r.maxBytes && r.n > 0) {
+		return false
+	}
+	if r.n == len(r.slots) {
+		// Grow, keeping the order and every buffer (allocation happens only while warming up).
+		ns := make([][]byte, min(max(2*len(r.slots), 8), r.max))
+		for i := range r.n {
+			ns[i] = r.slots[(r.head+i)%len(r.slots)]
+		}
+		r.slots, r.head = ns, 0
+	}
+	i := (r.head + r.n) % len(r.slots)
+	r.slots[i] = append(r.slots[i][:0], p...)
+	r.n++
+	r.bytes += len(p)
+	return true
+}
+
+// front is the oldest datagram; valid until pop.
+func (r *dgRing) front() []byte { return r.slots[r.head] }
+
+func (r *dgRing) pop() {
+	r.bytes -= len(r.slots[r.head])
+	r.head = (r.head + 1) % len(r.slots)
+	r.n--
+	if r.n == 0 {
+		r.head = 0
+	}
+}
+
+// release forgets the buffers (an idle or closed flow keeps no memory).
+func (r *dgRing) release() { r.slots, r.head, r.n, r.bytes = nil, 0, 0, 0 }
+
+// OpenPacket starts a new packet flow (dialer side); no round trip.
+func (e *Engine) OpenPacket() (*Stream, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mu.err != nil {
+		return nil, e.mu.err
+	}
+	if !e.cfg.Dialer {
+		return nil, errors.New("rendr: only the dialing side opens flows")
+	}
+	if len(e.mu.flows) >= e.cfg.MaxFlows {
+		return nil, ErrTooManyFlows
+	}
+	s := e.newStreamLocked(e.nextIDLocked(wire.KindPacket))
+	s.pk = newPacketState()
+	s.openPending = true
+	e.readyLocked(s)
+	return s, nil
+}
+
+// AcceptPacket waits for a packet flow the peer opened.
+func (e *Engine) AcceptPacket(ctx context.Context) (*Stream, error) {
+	return e.accept(ctx, wire.KindPacket)
+}
+
+// IsPacket reports whether s is a packet flow.
+func (s *Stream) IsPacket() bool { return s.pk != nil }
+
+// WriteDatagram queues p as one datagram. It never blocks: when the send queue is full the
+// datagram is dropped and counted (SendDrops), and WriteDatagram still returns nil, as a UDP
+// socket would. A datagram over MaxDatagram is refused with ErrTooLarge.
+func (s *Stream) WriteDatagram(p []byte) error {
+	if s.pk == nil {
+		return errors.New("rendr: not a packet flow")
+	}
+	if len(p) > MaxDatagram {
+		return ErrTooLarge
+	}
+	e := s.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.wdl != nil && isClosed(s.wdl.wait()) {
+		return ErrTimeout
+	}
+	switch {
+	case s.appClosed:
+		return ErrClosed
+	case s.sendErr != nil:
+		return s.sendErr
+	case s.err != nil:
+		return s.err
+	case s.finQueued:
+		return ErrWriteClosed
+	}
+	if !s.pk.send.push(p) {
+		s.pk.stats.SendDrops++
+		return nil
+	}
+	e.readyLocked(s)
+	return nil
+}
+
+// ReadDatagram reads the next datagram into p and returns its length; a datagram longer than
+// p is cut to fit (Truncated counts it). It returns io.EOF once the peer closed the flow and
+// every datagram that arrived before was read.
+func (s *Stream) ReadDatagram(p []byte) (int, error) {
+	if s.pk == nil {
+		return 0, errors.New("rendr: not a packet flow")
+	}
+	e := s.e
+	for {
+		e.mu.Lock()
+		var dl <-chan struct{}
+		if s.rdl != nil {
+			dl = s.rdl.wait()
+			if isClosed(dl) {
+				e.mu.Unlock()
+				return 0, ErrTimeout
+			}
+		}
+		if s.appClosed || s.readClosed {
+			e.mu.Unlock()
+			signal(s.readSig)
+			return 0, ErrClosed
+		}
+		if q := &s.pk.recv; q.n > 0 {
+			d := q.front()
+			n := copy(p, d)
+			if n < len(d) {
+				s.pk.stats.Truncated++
+			}
+			q.pop()
+			more := q.n > 0
+			e.mu.Unlock()
+			if more {
+				signal(s.readSig)
+			}
+			return n, nil
+		}
+		var err error
+		switch {
+		case s.resetRecv:
+			err = ErrReset
+		case s.finRecv:
+			err = io.EOF
+		case s.err != nil:
+			err = s.err
+		}
+		e.mu.Unlock()
+		if err != nil {
+			signal(s.readSig)
+			return 0, err
+		}
+		select {
+		case <-s.readSig:
+		case <-dl:
+		}
+	}
+}
+
+// PacketStats returns the flow's datagram counters.
+func (s *Stream) PacketStats() PacketStats {
+	if s.pk == nil {
+		return PacketStats{}
+	}
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	st := s.pk.stats
+	st.QueuedSend, st.QueuedRecv = s.pk.send.n, s.pk.recv.n
+	return st
+}
+
+// datagramLocked takes one DATAGRAM: dropped if it is a copy already received, too far behind
+// to tell, or the receive queue is full; queued for the reader otherwise.
+func (s *Stream) datagramLocked(f *wire.Frame) error {
+	pk := s.pk
+	if pk == nil {
+		return errors.New("rendr: DATAGRAM for a stream flow")
+	}
+	if s.readClosed || s.resetRecv || s.finRecv {
+		return nil // nobody will read it (after FIN, the peer sends none: a late copy)
+	}
+	switch seq := f.Seq; {
+	case seq > pk.top:
+		pk.shift(seq - pk.top)
+		pk.top = seq
+		pk.mark(0)
+	case pk.top-seq >= dedupWindow:
+		pk.stats.TooOld++
+		return nil
+	case pk.marked(pk.top - seq):
+		pk.stats.Duplicates++
+		return nil
+	default:
+		pk.mark(pk.top - seq)
+	}
+	if !pk.recv.push(f.Payload) {
+		pk.stats.RecvDrops++
+		return nil
+	}
+	pk.stats.Received++
+	signal(s.readSig)
+	return nil
+}
+
+// The dedup window: bit i of seen says sequence number top-i was received.
+func (pk *packetState) mark(i uint64)        { pk.seen[i/64] |= 1 << (i % 64) }
+func (pk *packetState) marked(i uint64) bool { return pk.seen[i/64]&(1<<(i%64)) != 0 }
+
+// shift moves the window forward by n sequence numbers.
+func (pk *packetState) shift(n uint64) {
+	if n >= dedupWindow {
+		clear(pk.seen[:])
+		return
+	}
+	words, bits := int(n/64), n%64
+	for i := len(pk.seen) - 1; i >= 0; i-- {
+		var v uint64
+		if j := i - words; j >= 0 {
+			v = pk.seen[j] << bits
+			if bits > 0 && j > 0 {
+				v |= pk.seen[j-1] >> (64 - bits)
+			}
+		}
+		pk.seen[i] = v
+	}
+}
+
+// emitDatagramsLocked appends queued datagrams to r while they fit, and reports whether more
+// are waiting. A datagram that does not fit the room left waits for the next record.
+func (s *Stream) emitDatagramsLocked(r *path.Record) bool {
+	pk := s.pk
+	for pk.send.n > 0 {
+		d := pk.send.front()
+		if wire.DatagramOverhead(s.id, pk.nextSeq+1, len(d))+len(d) > r.Room() {
+			return true
+		}
+		pk.nextSeq++
+		r.B = wire.AppendDatagram(r.B, s.id, pk.nextSeq, d)
+		pk.send.pop()
+		pk.stats.Sent++
+	}
+	return false
+}

@@ -1,0 +1,154 @@
+package rendr
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/status"
+)
+
+// PacketConn is one packet flow: a net.PacketConn between two peers that rides the session's
+// paths like a Conn. Each write is one datagram; datagrams are never resent and never
+// delivered twice (a Race sends copies; the receiver keeps the first), and may be lost when a
+// path dies with them in flight or a queue is full (Stats counts every drop). Opening and
+// closing are reliable: ReadFrom returns io.EOF once the peer has closed and every datagram
+// that arrived before is read.
+type PacketConn struct {
+	s     *session
+	st    *flow.Stream
+	local Addr
+	peer  Addr
+}
+
+var (
+	_ net.PacketConn = (*PacketConn)(nil)
+	_ net.Conn       = (*PacketConn)(nil)
+)
+
+// MaxDatagram is the largest datagram a PacketConn carries; a longer one gets ErrTooLarge.
+const MaxDatagram = flow.MaxDatagram
+
+// ErrTooLarge is returned for a datagram over MaxDatagram.
+var ErrTooLarge = flow.ErrTooLarge
+
+// PacketStats counts a packet flow's datagrams: sent and received, and every drop by cause.
+type PacketStats = flow.PacketStats
+
+func newPacketConn(s *session, st *flow.Stream) *PacketConn {
+	return &PacketConn{s: s, st: st,
+		local: Addr{Key: PublicKey(s.c.key.Public), Flow: st.ID()},
+		peer:  Addr{Key: s.peerKey, Flow: st.ID()}}
+}
+
+// ReadFrom reads one datagram into p (cut to len(p) if longer) and returns the peer's address.
+func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, err := c.st.ReadDatagram(p)
+	if err != nil {
+		return n, nil, err
+	}
+	return n, c.peer, nil
+}
+
+// WriteTo sends p as one datagram to the flow's peer; addr must be nil or the peer's address
+// (RemoteAddr). It never blocks: a datagram that finds the send queue full is dropped and
+// counted (Stats().SendDrops), as a UDP socket would.
+func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if addr != nil && addr.String() != c.peer.String() {
+		return 0, fmt.Errorf("rendr: WriteTo %v: a packet flow only reaches its peer %v", addr, c.peer)
+	}
+	if err := c.st.WriteDatagram(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Read is ReadFrom without the address.
+func (c *PacketConn) Read(p []byte) (int, error) { return c.st.ReadDatagram(p) }
+
+// Write is WriteTo the peer.
+func (c *PacketConn) Write(p []byte) (int, error) { return c.WriteTo(p, nil) }
+
+// Close closes the flow: datagrams already queued are sent, then the peer reads io.EOF.
+func (c *PacketConn) Close() error { return c.st.Close() }
+
+func (c *PacketConn) LocalAddr() net.Addr  { return c.local }
+func (c *PacketConn) RemoteAddr() net.Addr { return c.peer }
+
+func (c *PacketConn) SetDeadline(t time.Time) error {
+	c.st.SetReadDeadline(t)
+	return c.st.SetWriteDeadline(t)
+}
+func (c *PacketConn) SetReadDeadline(t time.Time) error  { return c.st.SetReadDeadline(t) }
+func (c *PacketConn) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }
+
+// FlowID is the flow's id within its session (even: packet flows).
+func (c *PacketConn) FlowID() uint64 { return c.st.ID() }
+
+// Stats returns the flow's datagram counters.
+func (c *PacketConn) Stats() PacketStats { return c.st.PacketStats() }
+
+// Status describes the flow's session.
+func (c *PacketConn) Status() status.Session { return c.s.snapshot() }
+
+// DialPacket opens a new packet flow. Like DialContext, the first call waits for the
+// session's first path; later ones cost no round trip.
+func (d *Dialer) DialPacket(ctx context.Context) (*PacketConn, error) {
+	for range 3 {
+		s, err := d.session()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-s.established:
+		case <-s.done:
+			continue
+		case <-ctx.Done():
+			return nil, fmt.Errorf("rendr: dial: %w (%s)", ctx.Err(), lastDialError(s))
+		}
+		st, err := s.engine.OpenPacket()
+		if err != nil {
+			if s.err() != nil {
+				continue
+			}
+			return nil, err
+		}
+		return newPacketConn(s, st), nil
+	}
+	return nil, fmt.Errorf("rendr: dial: %w", d.lastErr())
+}
+
+// AcceptPacket waits for the next packet flow a peer opened.
+func (l *Listener) AcceptPacket(ctx context.Context) (*PacketConn, error) {
+	select {
+	case c := <-l.acceptPk:
+		return c, nil
+	case <-l.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// routineSessionAcceptPacket hands a session's new packet flows to AcceptPacket.
+func (l *Listener) routineSessionAcceptPacket(s *session) {
+	defer s.wg.Done()
+	for {
+		st, err := s.engine.AcceptPacket(s.ctx)
+		if err != nil {
+			return
+		}
+		c := newPacketConn(s, st)
+		select {
+		case l.acceptPk <- c:
+		case <-s.done:
+			c.Close()
+			return
+		case <-l.done:
+			c.Close()
+			return
+		}
+	}
+}
