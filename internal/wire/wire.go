@@ -92,7 +92,7 @@ func (t Type) String() string {
 // Flow kinds carried by OPEN.
 const (
 	KindStream = 0
-	KindPacket = 1 // reserved for packet flows
+	KindPacket = 1 // a packet flow: datagrams (docs/wire.md 8.11)
 )
 
 // AckFin is set in an ACK's Flags when the receiver has seen the end of the stream.
