@@ -528,14 +528,35 @@ func (s *session) lookupLocked(n *policy.Node) (policy.Candidate, bool) {
 }
 
 // refreshSuspectsLocked returns a suspect path to Up once it has answered two probes since it
-// was suspected: it is moving data again.
+// was suspected: it is moving data again. It also suspects a path that carries traffic and
+// has not answered a probe within silenceFloor or 3*srtt + 4*rttvar: datagrams are
+// never acknowledged, so for packet flows nothing else would notice a blackhole before the
+// path is declared dead.
 func (s *session) refreshSuspectsLocked() {
 	for _, l := range s.mu.links {
 		if l.state == status.Suspect && l.p.Quality().Samples >= l.suspectSamples+2 {
 			l.state, l.since = status.Up, time.Now()
 		}
 	}
+	if len(s.mu.active) < 2 {
+		return // one path: nowhere to move to; the stall check and probes handle it
+	}
+	for _, l := range s.mu.active {
+		if l.state != status.Up {
+			continue
+		}
+		q := l.p.Quality()
+		if l.p.Silence() > max(3*q.SRTT+4*q.RTTVar, silenceFloor) {
+			s.suspectLocked(l)
+			s.c.log.Debug("rendr: path silent", "path", l.name)
+		}
+	}
 }
+
+// silenceFloor is the shortest wait for a probe answer that makes a path of a Race or Bond
+// suspect: long enough that a loaded machine's scheduling delays do not move traffic, short
+// enough that datagrams stop going into a blackhole well before the path is declared dead.
+const silenceFloor = 100 * time.Millisecond
 
 // Stalled implements flow.Router: data on l went unacknowledged too long. The path is
 // suspected if another path is Up to take over; with nothing better, traffic stays.
