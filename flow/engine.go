@@ -128,11 +128,11 @@ type Engine struct {
 	mu struct {
 		sync.Mutex
 		flows    map[uint64]*Stream
-		ready    []*Stream // streams with something to send, FIFO
-		sessWait []*Stream // streams whose data waits for session credit
-		nextID   [2]uint64 // by kind: last flow id opened locally (dialer) or seen (listener)
-		linkIDs  []uint32  // links of the last round's route
-		err      error     // set when the session failed or closed
+		ready    streamQueue // streams with something to send
+		sessWait []*Stream   // streams whose data waits for session credit
+		nextID   [2]uint64   // by kind: last flow id opened locally (dialer) or seen (listener)
+		linkIDs  []uint32    // links of the last round's route
+		err      error       // set when the session failed or closed
 
 		sendMax, sendUsed          uint64 // session credit: peer's limit, new bytes sent
 		recvMax, recvUsed          uint64 // session limit we gave, new bytes received
@@ -286,7 +286,8 @@ func (e *Engine) Fail(err error) {
 		for _, s := range e.mu.flows {
 			s.failLocked(err)
 		}
-		e.mu.ready, e.mu.sessWait = nil, nil
+		e.mu.ready.reset()
+		e.mu.sessWait = nil
 		for k := range e.mu.accept {
 			for _, s := range e.mu.accept[k] {
 				s.failLocked(err)
@@ -337,7 +338,7 @@ func (e *Engine) Stats() Stats {
 func (e *Engine) Drained() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.mu.outstanding == 0 && e.mu.sendBuffered == 0 && len(e.mu.ready) == 0
+	return e.mu.outstanding == 0 && e.mu.sendBuffered == 0 && e.mu.ready.len() == 0
 }
 
 // Idle reports whether no flow is open.
@@ -369,7 +370,7 @@ func (e *Engine) newStreamLocked(id uint64) *Stream {
 func (e *Engine) readyLocked(s *Stream) {
 	if !s.queued {
 		s.queued = true
-		e.mu.ready = append(e.mu.ready, s)
+		e.mu.ready.push(s)
 	}
 	e.Kick()
 }
@@ -671,18 +672,46 @@ func (e *Engine) buildLocked(r *path.Record, zc bool) {
 		r.B = append(r.B, e.mu.ctrl...)
 		e.mu.ctrl = nil
 	}
-	for n := len(e.mu.ready); n > 0 && r.Room() > 64; n-- {
-		s := e.mu.ready[0]
-		e.mu.ready[0] = nil
-		e.mu.ready = e.mu.ready[1:]
+	for n := e.mu.ready.len(); n > 0 && r.Room() > 64; n-- {
+		s := e.mu.ready.pop()
 		s.queued = false
 		more := s.emitLocked(r, zc)
 		if more {
 			s.queued = true
-			e.mu.ready = append(e.mu.ready, s)
+			e.mu.ready.push(s)
 		}
 	}
-	if len(e.mu.ready) == 0 {
-		e.mu.ready = nil
+}
+
+// streamQueue is a FIFO of streams that keeps reusing its array: the engine pops each ready
+// stream and pushes it back while it has more to send, many times a second.
+type streamQueue struct {
+	s    []*Stream
+	head int
+}
+
+func (q *streamQueue) len() int { return len(q.s) - q.head }
+
+func (q *streamQueue) push(x *Stream) {
+	if q.head > 0 && len(q.s) == cap(q.s) {
+		n := copy(q.s, q.s[q.head:])
+		clear(q.s[n:])
+		q.s, q.head = q.s[:n], 0
 	}
+	q.s = append(q.s, x)
+}
+
+func (q *streamQueue) pop() *Stream {
+	x := q.s[q.head]
+	q.s[q.head] = nil
+	q.head++
+	if q.head == len(q.s) {
+		q.s, q.head = q.s[:0], 0
+	}
+	return x
+}
+
+func (q *streamQueue) reset() {
+	clear(q.s)
+	q.s, q.head = nil, 0
 }

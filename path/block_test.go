@@ -64,7 +64,8 @@ func TestHeldPayloadsSurviveReads(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			near, far := net.Pipe()
-			send, recv := recordCipherPair()
+			nsend, recv := noiseCipherPair()
+			send := newRecordCipher(nsend)
 			budget := &HoldBudget{Limit: tc.limit}
 			h := &holdingHandler{down: make(chan error, 1)}
 			p := New(1, far, nil, recv, Config{ProbeIdle: time.Hour, Hold: budget}, h)

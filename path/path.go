@@ -140,8 +140,8 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 	cfg.defaults()
 	p := &Path{
 		ID: id, cfg: cfg, conn: conn, h: h,
-		sealer: sealer{cs: send},
-		opener: opener{r: conn, cs: recv, hold: cfg.Hold},
+		sealer: sealer{cs: newRecordCipher(send)},
+		opener: opener{r: conn, cs: newRecordCipher(recv), hold: cfg.Hold},
 		kick:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
@@ -528,6 +528,9 @@ func (p *Path) Backlog() int {
 func (p *Path) routineRead() {
 	defer p.exit()
 	var cause error
+	// One Frame for the life of the reader: the Handler gets a pointer to it, which would
+	// otherwise escape and cost an allocation per frame (per datagram, on a packet flow).
+	f := new(wire.Frame)
 	for cause == nil {
 		frames, n, err := p.opener.next()
 		if err != nil {
@@ -539,13 +542,16 @@ func (p *Path) routineRead() {
 		parts := p.opener.parts
 		for len(frames) > 0 {
 			if len(parts) > 0 {
-				if f, k, l, ok := wire.DataHeader(frames); ok && k == len(frames) {
+				if h, k, l, ok := wire.DataHeader(frames); ok && k == len(frames) {
+					*f = h
 					cause = p.splitData(f, l, parts)
 					parts, frames = nil, nil
 					break
 				}
 			}
-			f, k, err := wire.Parse(frames)
+			var k int
+			var err error
+			*f, k, err = wire.Parse(frames)
 			if err != nil {
 				cause = fmt.Errorf("%w: %w", ErrRecord, err)
 				break
@@ -563,7 +569,7 @@ func (p *Path) routineRead() {
 			case wire.TypePong:
 				p.pong(f.Seq)
 			default:
-				if err := p.h.Frame(p, &f); err != nil {
+				if err := p.h.Frame(p, f); err != nil {
 					cause = err
 				}
 			}
@@ -581,7 +587,7 @@ func (p *Path) routineRead() {
 
 // splitData hands the Handler the DATA frame f whose payload is a split record's parts, as one
 // DATA frame per part: the same bytes at the same offsets, the end of stream on the last.
-func (p *Path) splitData(f wire.Frame, length uint64, parts [][]byte) error {
+func (p *Path) splitData(f *wire.Frame, length uint64, parts [][]byte) error {
 	total := 0
 	for _, b := range parts {
 		total += len(b)
@@ -595,7 +601,7 @@ func (p *Path) splitData(f wire.Frame, length uint64, parts [][]byte) error {
 		if fin && i == len(parts)-1 {
 			f.Type = wire.TypeDataFin
 		}
-		if err := p.h.Frame(p, &f); err != nil {
+		if err := p.h.Frame(p, f); err != nil {
 			return err
 		}
 		f.Offset += uint64(len(b))

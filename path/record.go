@@ -1,10 +1,13 @@
 package path
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 
 	"github.com/flynn/noise"
@@ -80,21 +83,95 @@ const rekeyEvery = 1 << 30
 // frames that do not parse. It never reaches a flow; only the path dies.
 var ErrRecord = errors.New("rendr: bad record")
 
+// recordCipher is one direction's record AEAD, exactly Noise's CipherState for
+// AESGCM: AES-256-GCM under the key the handshake derived, the nonce 4 zero bytes and a
+// 64-bit big-endian counter, REKEY as in the Noise specification. The record layer keeps its
+// own because flynn/noise's Encrypt and Decrypt allocate a nonce on every call, which a
+// packet flow would pay for every few datagrams.
+type recordCipher struct {
+	aead  cipher.AEAD
+	n     uint64 // the next nonce
+	nonce [12]byte
+}
+
+// newRecordCipher takes over a CipherState from the handshake (nil stays nil: plain records).
+func newRecordCipher(cs *noise.CipherState) *recordCipher {
+	if cs == nil {
+		return nil
+	}
+	c := &recordCipher{n: cs.Nonce()}
+	c.setKey(cs.UnsafeKey())
+	return c
+}
+
+func (c *recordCipher) setKey(k [32]byte) {
+	blk, err := aes.NewCipher(k[:])
+	if err != nil {
+		panic(err) // a 32-byte key is always valid
+	}
+	if c.aead, err = cipher.NewGCM(blk); err != nil {
+		panic(err)
+	}
+}
+
+func (c *recordCipher) nonceOf(n uint64) []byte {
+	binary.BigEndian.PutUint64(c.nonce[4:], n)
+	return c.nonce[:]
+}
+
+// errNonce: the counter would reach the value REKEY reserves. Rekeying every 2^30 messages
+// keeps it unreachable; the check keeps it impossible.
+var errNonce = errors.New("rendr: record nonces exhausted")
+
+func (c *recordCipher) seal(dst, ad, plaintext []byte) ([]byte, error) {
+	if c.n == math.MaxUint64 {
+		return nil, errNonce
+	}
+	out := c.aead.Seal(dst, c.nonceOf(c.n), plaintext, ad)
+	c.n++
+	return out, nil
+}
+
+func (c *recordCipher) open(dst, ad, ciphertext []byte) ([]byte, error) {
+	if c.n == math.MaxUint64 {
+		return nil, errNonce
+	}
+	out, err := c.aead.Open(dst, c.nonceOf(c.n), ciphertext, ad)
+	if err != nil {
+		return nil, err
+	}
+	c.n++
+	return out, nil
+}
+
+// rekey is Noise's REKEY: the new key is the first 32 bytes of sealing 32 zero bytes at nonce
+// 2^64-1 with empty associated data. The counter goes on.
+func (c *recordCipher) rekey() {
+	var zeros [32]byte
+	out := c.aead.Seal(nil, c.nonceOf(math.MaxUint64), zeros[:], nil)
+	var k [32]byte
+	copy(k[:], out)
+	c.setKey(k)
+}
+
+// setNonce moves the counter (tests only start near the rekey boundary with it).
+func (c *recordCipher) setNonce(n uint64) { c.n = n }
+
 // sealer encrypts records in place; nil cipher means a secure carrier and plain records.
 type sealer struct {
-	cs *noise.CipherState
+	cs *recordCipher
 	n  uint64
 }
 
 // encrypt appends the AEAD message of plaintext to dst's tail (dst may start where plaintext
 // does, to seal in place) and counts it toward the next rekey.
 func (s *sealer) encrypt(dst, ad, plaintext []byte) ([]byte, error) {
-	out, err := s.cs.Encrypt(dst, ad, plaintext)
+	out, err := s.cs.seal(dst, ad, plaintext)
 	if err != nil {
 		return nil, err
 	}
 	if s.n++; s.n%rekeyEvery == 0 {
-		s.cs.Rekey()
+		s.cs.rekey()
 	}
 	return out, nil
 }
@@ -175,7 +252,7 @@ func (r *Record) unpin() {
 // records in place, so a carrier read brings in several records with one system call.
 type opener struct {
 	r     io.Reader
-	cs    *noise.CipherState
+	cs    *recordCipher
 	n     uint64
 	hold  *HoldBudget // charged for blocks left behind while payloads in them are held
 	blk   *block      // the block being read into; nil before the first read
@@ -232,12 +309,12 @@ func (o *opener) fill(need int) error {
 
 // decrypt opens one AEAD message in place and counts it toward the next rekey.
 func (o *opener) decrypt(ad, body []byte) ([]byte, error) {
-	p, err := o.cs.Decrypt(body[:0], ad, body)
+	p, err := o.cs.open(body[:0], ad, body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: does not authenticate", ErrRecord)
 	}
 	if o.n++; o.n%rekeyEvery == 0 {
-		o.cs.Rekey()
+		o.cs.rekey()
 	}
 	return p, nil
 }

@@ -21,8 +21,14 @@ var recordSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.
 var recordKey = [32]byte{0: 0x01, 7: 0x77, 31: 0xfe}
 
 // recordCipherPair returns the two ends of one direction: what the sender seals, the receiver opens.
-func recordCipherPair() (send, recv *noise.CipherState) {
+// noiseCipherPair is the same as the handshake hands it to New.
+func noiseCipherPair() (send, recv *noise.CipherState) {
 	return noise.UnsafeNewCipherState(recordSuite, recordKey, 0), noise.UnsafeNewCipherState(recordSuite, recordKey, 0)
+}
+
+func recordCipherPair() (send, recv *recordCipher) {
+	return newRecordCipher(noise.UnsafeNewCipherState(recordSuite, recordKey, 0)),
+		newRecordCipher(noise.UnsafeNewCipherState(recordSuite, recordKey, 0))
 }
 
 // sealRecords seals one record per frames slice and returns the carrier bytes.
@@ -167,8 +173,8 @@ func TestRecordRekey(t *testing.T) {
 	var s sealer
 	var o opener
 	s.cs, o.cs = recordCipherPair()
-	s.cs.SetNonce(start)
-	o.cs.SetNonce(start)
+	s.cs.setNonce(start)
+	o.cs.setNonce(start)
 	s.n, o.n = start, start
 	recs := [][]byte{wire.AppendPing(nil, 1), wire.AppendPing(nil, 2), wire.AppendPing(nil, 3), wire.AppendPing(nil, 4)}
 	stream := sealRecords(t, &s, recs...)
@@ -199,7 +205,7 @@ func TestRecordRekey(t *testing.T) {
 	// A receiver that does not rekey fails right after the boundary.
 	var stale opener
 	_, stale.cs = recordCipherPair()
-	stale.cs.SetNonce(start)
+	stale.cs.setNonce(start)
 	stale.r = bytes.NewReader(stream)
 	for i := range 2 {
 		if _, _, err := stale.next(); err != nil {
@@ -207,7 +213,7 @@ func TestRecordRekey(t *testing.T) {
 		}
 	}
 	stale.n = 0 // forgets to count, so it never rekeys
-	stale.cs.SetNonce(rekeyEvery)
+	stale.cs.setNonce(rekeyEvery)
 	if _, _, err := stale.next(); !errors.Is(err, ErrRecord) {
 		t.Fatalf("the first record after the boundary opened with the old key: %v", err)
 	}

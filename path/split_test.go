@@ -243,8 +243,8 @@ func TestSplitRecordRekey(t *testing.T) {
 	var s sealer
 	var o opener
 	s.cs, o.cs = recordCipherPair()
-	s.cs.SetNonce(start)
-	o.cs.SetNonce(start)
+	s.cs.setNonce(start)
+	o.cs.setNonce(start)
 	s.n, o.n = start, start
 	parts := payloadParts(5000, 6000, 7000)
 	r := splitRecord(nil, 1, 0, false, parts, &countPin{})
@@ -325,7 +325,8 @@ func TestSplitRecordPath(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			near, far := net.Pipe()
-			send, recv := recordCipherPair()
+			nsend, recv := noiseCipherPair()
+			send := newRecordCipher(nsend)
 			h := &payloadHandler{down: make(chan error, 1)}
 			p := New(1, far, nil, recv, Config{ProbeIdle: time.Hour}, h)
 			p.Start()

@@ -205,7 +205,7 @@ func cleanUp(code int) {
 func main() {
 	handleSignals()
 	var c config
-	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race or all")
+	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps or all")
 	flag.IntVar(&c.runs, "runs", 5, "measured runs per row; each row reports the median")
 	flag.Int64Var(&c.bytes, "bytes", 1<<30, "throughput: bytes per transfer")
 	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes")
@@ -223,15 +223,16 @@ func main() {
 		"idle":       runIdle,
 		"bond":       runBond,
 		"race":       runRace,
+		"pps":        runPPS,
 	}
 	var order []string
 	switch c.scenario {
 	case "all":
-		order = []string{"throughput", "failover", "idle", "bond", "race"}
-	case "throughput", "failover", "idle", "bond", "race":
+		order = []string{"throughput", "failover", "idle", "bond", "race", "pps"}
+	case "throughput", "failover", "idle", "bond", "race", "pps":
 		order = []string{c.scenario}
 	default:
-		fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race or all)\n", c.scenario)
+		fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race, pps or all)\n", c.scenario)
 		os.Exit(2)
 	}
 	if c.cpuDir != "" {

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/transport/tcp"
+)
+
+const (
+	ppsSize    = 1200
+	ppsWarm    = 1 * time.Second
+	ppsMeasure = 4 * time.Second
+	ppsTarget  = 300000
+)
+
+// ppsRun is one measured packet-flow transfer.
+type ppsRun struct {
+	pps       float64 // datagrams delivered to the reader per second
+	offered   float64 // datagrams written per second
+	allocs    float64 // heap allocations per delivered datagram, both ends, whole process
+	drops     uint64  // send- and receive-queue drops in the measured window
+	cpuPerPkt float64 // process CPU microseconds per delivered datagram
+}
+
+// runPPS measures one packet flow over one loopback path: a writer sends 1200-byte datagrams
+// in batches of 64, waiting while more than half the send queue is full, and a reader reads
+// them, both in this process.
+func runPPS(c *config) []result {
+	keys, err := newBenchKeys()
+	if err != nil {
+		return []result{failure("pps", err)}
+	}
+	rows := []struct {
+		name, note string
+		secure     bool
+	}{
+		{"pps_encrypted", "one rendr packet flow, one transport/tcp loopback path, Noise AES-256-GCM records", false},
+		{"pps_secure_carrier", "the same, path declared secure: records not encrypted", true},
+	}
+	var out []result
+	c.logf("pps: %d-byte datagrams, %v warm-up + %v measured, %d runs per row", ppsSize, ppsWarm, ppsMeasure, c.runs)
+	samples := make([][]ppsRun, len(rows))
+	for run := range c.runs {
+		for k := range rows {
+			i := (k + run) % len(rows)
+			r, err := ppsOnce(keys, rows[i].secure)
+			if err != nil {
+				return []result{failure("pps", fmt.Errorf("%s run %d: %w", rows[i].name, run, err))}
+			}
+			c.logf("pps: run %d %-18s %9.0f pps delivered (%9.0f offered), %.3f allocs, %.2f CPU µs per datagram, %d dropped",
+				run, rows[i].name, r.pps, r.offered, r.allocs, r.cpuPerPkt, r.drops)
+			samples[i] = append(samples[i], r)
+		}
+	}
+	for i, row := range rows {
+		var pps, allocs, cpu []float64
+		var drops uint64
+		for _, r := range samples[i] {
+			pps = append(pps, r.pps)
+			allocs = append(allocs, r.allocs)
+			cpu = append(cpu, r.cpuPerPkt)
+			drops += r.drops
+		}
+		p := result{Scenario: "pps", Metric: row.name, Unit: "datagrams/s",
+			Note: fmt.Sprintf("%s; delivered to the reader; %d dropped by full queues over all runs; %.2f CPU µs per datagram (median)", row.note, drops, median(cpu))}
+		measured(&p, pps)
+		p.Target = ptr(fmt.Sprintf("value >= %d", ppsTarget))
+		p.Pass = ptr(p.Value != nil && *p.Value >= ppsTarget)
+		a := result{Scenario: "pps", Metric: row.name + "_allocs", Unit: "allocs/datagram",
+			Note: "heap allocations (runtime.MemStats.Mallocs) per delivered datagram over the measured window, both ends"}
+		measured(&a, allocs)
+		a.Target = ptr("value < 0.01")
+		a.Pass = ptr(a.Value != nil && *a.Value < 0.01)
+		out = append(out, p, a)
+	}
+	return out
+}
+
+func ppsOnce(k benchKeys, secure bool) (ppsRun, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	src, err := tcp.Listen("127.0.0.1:0")
+	if err != nil {
+		return ppsRun{}, err
+	}
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}})
+	if err != nil {
+		src.Close()
+		return ppsRun{}, err
+	}
+	defer ln.Close()
+	var po []rendr.PathOption
+	var so []rendr.SourceOption
+	if secure {
+		po, so = append(po, rendr.SecureCarrier()), append(so, rendr.SecureSource())
+	}
+	if err := ln.AddSource(src, so...); err != nil {
+		src.Close()
+		return ppsRun{}, err
+	}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(),
+		Root: rendr.Path("lo", tcp.Dialer(src.Addr().String()), po...)})
+	if err != nil {
+		return ppsRun{}, err
+	}
+	defer d.Close()
+	snd, err := d.DialPacket(ctx)
+	if err != nil {
+		return ppsRun{}, err
+	}
+	defer snd.Close()
+	if _, err := snd.Write([]byte("open")); err != nil {
+		return ppsRun{}, err
+	}
+	rcv, err := ln.AcceptPacket(ctx)
+	if err != nil {
+		return ppsRun{}, err
+	}
+	defer rcv.Close()
+
+	var written, read atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]byte, ppsSize)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for range 64 {
+				if _, err := snd.Write(b); err != nil {
+					return
+				}
+			}
+			written.Add(64)
+			// Offer what the flow can take: past half its send queue, wait for the engine
+			// to drain it (a writer that never waits only fills the queue and drops).
+			for snd.Stats().QueuedSend > 128 {
+				runtime.Gosched()
+			}
+		}
+	}()
+	rdone := make(chan struct{})
+	go func() {
+		defer close(rdone)
+		b := make([]byte, ppsSize+100)
+		for {
+			if _, err := rcv.Read(b); err != nil {
+				return
+			}
+			read.Add(1)
+		}
+	}()
+	time.Sleep(ppsWarm)
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	c0, w0, r0 := cpuTime(), written.Load(), read.Load()
+	s0, q0 := snd.Stats(), rcv.Stats()
+	t0 := time.Now()
+	time.Sleep(ppsMeasure)
+	el := time.Since(t0)
+	c1, w1, r1 := cpuTime(), written.Load(), read.Load()
+	runtime.ReadMemStats(&m1)
+	s1, q1 := snd.Stats(), rcv.Stats()
+	close(stop)
+	<-done
+	rcv.Close()
+	<-rdone
+	got := float64(r1 - r0)
+	if got == 0 {
+		return ppsRun{}, fmt.Errorf("no datagram delivered in %v", el)
+	}
+	return ppsRun{
+		pps:       got / el.Seconds(),
+		offered:   float64(w1-w0) / el.Seconds(),
+		allocs:    float64(m1.Mallocs-m0.Mallocs) / got,
+		drops:     (s1.SendDrops - s0.SendDrops) + (q1.RecvDrops - q0.RecvDrops),
+		cpuPerPkt: float64(c1-c0) / float64(time.Microsecond) / got,
+	}, nil
+}
