@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/path"
@@ -39,6 +40,7 @@ type PacketStats struct {
 	Duplicates     uint64 // copies of a datagram already received (Race), dropped
 	TooOld         uint64 // arrived more than 1024 sequence numbers behind the newest, dropped
 	Truncated      uint64 // longer than the reader's buffer: the rest was cut off
+	Late           uint64 // arrived after the peer closed the flow (over a slower path), dropped
 	QueuedSend     int    // waiting to be sent now
 	QueuedRecv     int    // waiting to be read now
 }
@@ -59,12 +61,43 @@ func newPacketState() *packetState {
 	}
 }
 
-// dgRing is a bounded FIFO of datagrams in reused buffers: once warm, queueing a datagram
-// copies it and allocates nothing.
+// dgRing is a bounded FIFO of datagrams. Each datagram is copied into a buffer from a pool
+// shared by every flow, returned when the datagram is read or sent: a warm flow allocates
+// nothing per datagram, and an idle one holds no datagram memory.
 type dgRing struct {
-	slots          [][]byte
+	slots          []*dgBuf
 	head, n, bytes int
 	max, maxBytes  int
+}
+
+// dgBuf is a pooled datagram buffer; a pointer, so the pool holds it without allocating.
+type dgBuf struct{ b []byte }
+
+// dgPools hold buffers by size class, so a small datagram never pins a 64 KiB buffer.
+var dgClasses = [...]int{2 << 10, 16 << 10, MaxDatagram}
+
+var dgPools = [len(dgClasses)]sync.Pool{}
+
+func getBuf(n int) *dgBuf {
+	for i, c := range dgClasses {
+		if n <= c {
+			if b, ok := dgPools[i].Get().(*dgBuf); ok {
+				return b
+			}
+			return &dgBuf{b: make([]byte, 0, c)}
+		}
+	}
+	panic("rendr: datagram over MaxDatagram")
+}
+
+func putBuf(b *dgBuf) {
+	for i, c := range dgClasses {
+		if cap(b.b) == c {
+			b.b = b.b[:0]
+			dgPools[i].Put(b)
+			return
+		}
+	}
 }
 
 // push copies p in; false when the ring is full.
@@ -73,25 +106,29 @@ func (r *dgRing) push(p []byte) bool {
 		return false
 	}
 	if r.n == len(r.slots) {
-		// Grow, keeping the order and every buffer (allocation happens only while warming up).
-		ns := make([][]byte, min(max(2*len(r.slots), 8), r.max))
+		// Grow, keeping the order (only while the flow warms up).
+		ns := make([]*dgBuf, min(max(2*len(r.slots), 8), r.max))
 		for i := range r.n {
 			ns[i] = r.slots[(r.head+i)%len(r.slots)]
 		}
 		r.slots, r.head = ns, 0
 	}
-	i := (r.head + r.n) % len(r.slots)
-	r.slots[i] = append(r.slots[i][:0], p...)
+	b := getBuf(len(p))
+	b.b = append(b.b[:0], p...)
+	r.slots[(r.head+r.n)%len(r.slots)] = b
 	r.n++
 	r.bytes += len(p)
 	return true
 }
 
 // front is the oldest datagram; valid until pop.
-func (r *dgRing) front() []byte { return r.slots[r.head] }
+func (r *dgRing) front() []byte { return r.slots[r.head].b }
 
 func (r *dgRing) pop() {
-	r.bytes -= len(r.slots[r.head])
+	b := r.slots[r.head]
+	r.slots[r.head] = nil
+	r.bytes -= len(b.b)
+	putBuf(b)
 	r.head = (r.head + 1) % len(r.slots)
 	r.n--
 	if r.n == 0 {
@@ -99,8 +136,13 @@ func (r *dgRing) pop() {
 	}
 }
 
-// release forgets the buffers (an idle or closed flow keeps no memory).
-func (r *dgRing) release() { r.slots, r.head, r.n, r.bytes = nil, 0, 0, 0 }
+// release drops every queued datagram and the slot array (a closed flow keeps no memory).
+func (r *dgRing) release() {
+	for r.n > 0 {
+		r.pop()
+	}
+	r.slots, r.head, r.bytes = nil, 0, 0
+}
 
 // OpenPacket starts a new packet flow (dialer side); no round trip.
 func (e *Engine) OpenPacket() (*Stream, error) {
@@ -241,8 +283,14 @@ func (s *Stream) datagramLocked(f *wire.Frame) error {
 	if pk == nil {
 		return errors.New("rendr: DATAGRAM for a stream flow")
 	}
-	if s.readClosed || s.resetRecv || s.finRecv {
-		return nil // nobody will read it (after FIN, the peer sends none: a late copy)
+	if s.readClosed || s.resetRecv {
+		return nil // nobody will read it
+	}
+	if s.finRecv {
+		// Sent before the FIN but over a slower path (a Bond): the reader may have seen
+		// io.EOF already, so it is dropped rather than delivered after the end.
+		pk.stats.Late++
+		return nil
 	}
 	switch seq := f.Seq; {
 	case seq > pk.top:

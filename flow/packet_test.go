@@ -198,3 +198,43 @@ func TestPacketImplicitOpen(t *testing.T) {
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
+
+// TestPacketIdleHoldsNothing: a packet flow that has sent and read everything holds no
+// datagram buffer, and a datagram that arrives after the peer's FIN (over a slower path) is
+// dropped and counted, never delivered after io.EOF.
+func TestPacketIdleHoldsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{}, Config{})
+		s, _ := r.a.OpenPacket()
+		for i := range 100 {
+			s.WriteDatagram(dgram(i, 3000))
+		}
+		r.settle()
+		peer := acceptPacket(t, r.b)
+		buf := make([]byte, 4000)
+		for range 100 {
+			if _, err := peer.ReadDatagram(buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.b.mu.Lock()
+		for _, q := range []*dgRing{&s.pk.send, &peer.pk.recv} {
+			for i, b := range q.slots {
+				if b != nil {
+					t.Errorf("slot %d still holds a %d-byte buffer", i, cap(b.b))
+				}
+			}
+		}
+		r.b.mu.Unlock()
+		s.Close()
+		r.settle()
+		late := wire.Frame{Type: wire.TypeDatagram, Flow: s.ID(), Seq: 500, Payload: []byte("late")}
+		r.deliver(r.b, []wire.Frame{late})
+		if _, err := peer.ReadDatagram(buf); err != io.EOF {
+			t.Fatalf("after the FIN: %v, want io.EOF", err)
+		}
+		if st := peer.PacketStats(); st.Late != 1 {
+			t.Fatalf("stats %+v, want one late datagram", st)
+		}
+	})
+}

@@ -1,8 +1,8 @@
 // Command rendrbench measures rendr against baselines run in the same invocation and prints
 // one JSON object per result line on stdout (progress goes to stderr; -v=false silences it).
 //
-//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|all] [-runs N] [-bytes N]
-//		[-seconds N] [-cpuprofile DIR] [-flows N]
+//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|all] [-runs N]
+//		[-bytes N] [-seconds N] [-cpuprofile DIR] [-flows N]
 //
 // Scenarios:
 //   - throughput: one flow over one loopback TCP path, bulk transfer one way (-bytes, or
@@ -16,6 +16,13 @@
 //     paced stream client to server; the longest delivery gap when the path carrying it is
 //     silently blackholed or reset, for rendr and, in the same lab, for Linux MPTCP.
 //   - idle: -flows idle flows on one session; goroutines and live heap per flow.
+//   - bond: one flow over Bond(p0, p1) on veth paths of 100+100 and 100+20 Mbit/s (needs
+//     root): goodput against the sum of plain TCP's on each path alone, beside one Linux
+//     MPTCP connection with a subflow per path; p99 delay of a 64 KiB write.
+//   - race: paced 1 KiB chunks over Race(clean, lossy) where the lossy path drops 10% by
+//     nftables (needs root), beside each path alone: p99 send-to-delivery delay.
+//   - pps: one packet flow over one loopback path, 1200-byte datagrams: datagrams per second
+//     delivered and heap allocations per datagram, encrypted and over a secure carrier.
 //
 // Every line carries scenario, metric, value, unit, baseline, baseline_value, ratio, runs,
 // target and pass (null where they do not apply), plus min and max of the runs and a note.
