@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/status"
 )
 
 const (
@@ -20,10 +23,12 @@ const (
 // receiver checks, and a run that loses one fails).
 type raceRun struct {
 	p50, p99, max time.Duration
+	lost, sent    int // packet runs: datagrams never delivered, of those sent
 }
 
 // runRace streams paced 1 KiB chunks (one per millisecond) over two 100 Mbit/s paths, path 1
-// dropping 10% of its packets at random: through Race(p0, p1), and through each path alone.
+// dropping 10% of its packets at random: through Race(p0, p1), and through each path alone;
+// first on a stream flow, then as datagrams on a packet flow.
 func runRace(c *config) []result {
 	if err := netlab.Available(); err != nil {
 		return []result{{Scenario: "race", Metric: "p99_delay", Skipped: err.Error()}}
@@ -54,6 +59,7 @@ func runRace(c *config) []result {
 			func(p []*rendr.Target) *rendr.Target { return rendr.Race("race", p...) }},
 	}
 	runs := make([][]raceRun, len(rows))
+	pruns := make([][]raceRun, len(rows))
 	c.logf("race: 2 paths at %d Mbit/s, path 1 losing %d%%, %v of 1 KiB chunks every %v, %d runs", raceRateMbit, raceLoss, raceStream, chunkEvery, c.runs)
 	for run := range c.runs {
 		for k := range rows {
@@ -62,8 +68,14 @@ func runRace(c *config) []result {
 			if err != nil {
 				return []result{failure("race", fmt.Errorf("%s run %d: %w", rows[i].metric, run, err))}
 			}
-			c.logf("race: run %d %-17s p50 %v p99 %v max %v", run, rows[i].metric, r.p50, r.p99, r.max)
+			c.logf("race: run %d %-17s stream  p50 %v p99 %v max %v", run, rows[i].metric, r.p50, r.p99, r.max)
 			runs[i] = append(runs[i], r)
+			pr, err := raceOncePacket(lab, keys, rows[i].paths, rows[i].root)
+			if err != nil {
+				return []result{failure("race", fmt.Errorf("%s packet run %d: %w", rows[i].metric, run, err))}
+			}
+			c.logf("race: run %d %-17s packet  p50 %v p99 %v max %v lost %d of %d", run, rows[i].metric, pr.p50, pr.p99, pr.max, pr.lost, pr.sent)
+			pruns[i] = append(pruns[i], pr)
 		}
 	}
 	var out []result
@@ -89,7 +101,111 @@ func runRace(c *config) []result {
 	last := &out[len(out)-1]
 	last.Target = ptr("ratio <= 1.1")
 	last.Pass = ptr(last.Ratio != nil && *last.Ratio <= 1.1)
+	// The same graphs carrying a packet flow: datagrams lost and p99 delay.
+	var pclean *result
+	for i, row := range rows {
+		var p99s, lost []float64
+		for _, r := range pruns[i] {
+			p99s = append(p99s, ms(r.p99))
+			lost = append(lost, float64(r.lost))
+		}
+		d := result{Scenario: "race", Metric: "race_packet_" + strings.TrimPrefix(row.metric, "race_") + "_p99_delay", Unit: "ms",
+			Note: row.note + ", a packet flow: p99 send-to-delivery delay of a 1 KiB datagram"}
+		measured(&d, p99s)
+		if pclean != nil {
+			against(&d, pclean, 0, false)
+		}
+		l := result{Scenario: "race", Metric: "race_packet_" + strings.TrimPrefix(row.metric, "race_") + "_lost", Unit: "datagrams",
+			Note: row.note + fmt.Sprintf(", a packet flow: datagrams of %d never delivered (none may arrive twice; each run checks)", int(raceStream/chunkEvery))}
+		measured(&l, lost)
+		out = append(out, d, l)
+		if pclean == nil {
+			pclean = &out[len(out)-2]
+		}
+	}
 	return out
+}
+
+// raceOncePacket streams paced 1 KiB datagrams with their number and send time and returns
+// the delays of those delivered and how many never were.
+func raceOncePacket(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.Target) *rendr.Target) (raceRun, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ln, d, err := labRendr(lab, k, root)
+	if err != nil {
+		return raceRun{}, err
+	}
+	defer ln.Close()
+	defer d.Close()
+	snd, err := d.DialPacket(ctx)
+	if err != nil {
+		return raceRun{}, err
+	}
+	defer snd.Close()
+	if _, err := snd.Write([]byte("open")); err != nil {
+		return raceRun{}, err
+	}
+	rcv, err := ln.AcceptPacket(ctx)
+	if err != nil {
+		return raceRun{}, err
+	}
+	defer rcv.Close()
+	for up := 0; up < paths; {
+		up = 0
+		for _, p := range d.Status().Paths {
+			if p.State == status.Up {
+				up++
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return raceRun{}, fmt.Errorf("only %d of %d paths up", up, paths)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	b := make([]byte, gapChunk)
+	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rcv.Read(b); err != nil { // "open"
+		return raceRun{}, err
+	}
+	n := int(raceStream / chunkEvery)
+	go func() {
+		t := time.NewTicker(chunkEvery)
+		defer t.Stop()
+		w := make([]byte, gapChunk)
+		for i := range n {
+			<-t.C
+			binary.BigEndian.PutUint64(w, uint64(i))
+			binary.BigEndian.PutUint64(w[8:], uint64(time.Now().UnixNano()))
+			if _, err := snd.Write(w); err != nil {
+				return
+			}
+		}
+	}()
+	seen := make([]bool, n)
+	var delays []time.Duration
+	rcv.SetReadDeadline(time.Now().Add(raceStream + 3*time.Second))
+	for len(delays) < n {
+		k, err := rcv.Read(b)
+		if err != nil {
+			break // the deadline: the rest is lost
+		}
+		if k != gapChunk {
+			return raceRun{}, fmt.Errorf("a datagram of %d bytes", k)
+		}
+		i := binary.BigEndian.Uint64(b)
+		if i >= uint64(n) || seen[i] {
+			return raceRun{}, fmt.Errorf("datagram %d delivered twice or out of range", i)
+		}
+		seen[i] = true
+		delays = append(delays, time.Since(time.Unix(0, int64(binary.BigEndian.Uint64(b[8:])))))
+	}
+	if len(delays) == 0 {
+		return raceRun{}, fmt.Errorf("no datagram arrived")
+	}
+	slices.Sort(delays)
+	return raceRun{p50: delays[len(delays)/2], p99: delays[len(delays)*99/100], max: delays[len(delays)-1],
+		lost: n - len(delays), sent: n}, nil
 }
 
 func raceOnce(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.Target) *rendr.Target) (raceRun, error) {
