@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rendr-go/rendr/flow"
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/path"
@@ -108,28 +109,37 @@ func (d *Dialer) Dial() (*Conn, error) { return d.DialContext(context.Background
 // DialContext opens a new flow. The first call waits for the session's first path (bounded by
 // ctx); later calls cost no round trip.
 func (d *Dialer) DialContext(ctx context.Context) (*Conn, error) {
+	s, st, err := d.open(ctx, (*flow.Engine).Open)
+	if err != nil {
+		return nil, err
+	}
+	return newConn(s, st), nil
+}
+
+// open waits for the session and opens a flow on it with open.
+func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream, error)) (*session, *flow.Stream, error) {
 	for range 3 {
 		s, err := d.session()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		select {
 		case <-s.established:
 		case <-s.done:
 			continue // failed before it started: a fresh session may succeed
 		case <-ctx.Done():
-			return nil, fmt.Errorf("rendr: dial: %w (%s)", ctx.Err(), lastDialError(s))
+			return nil, nil, fmt.Errorf("rendr: dial: %w (%s)", ctx.Err(), lastDialError(s))
 		}
-		st, err := s.engine.Open()
+		st, err := open(s.engine)
 		if err != nil {
 			if s.err() != nil {
 				continue
 			}
-			return nil, err
+			return nil, nil, err
 		}
-		return newConn(s, st), nil
+		return s, st, nil
 	}
-	return nil, fmt.Errorf("rendr: dial: %w", d.lastErr())
+	return nil, nil, fmt.Errorf("rendr: dial: %w", d.lastErr())
 }
 
 func (d *Dialer) lastErr() error {

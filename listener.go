@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rendr-go/rendr/flow"
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/status"
@@ -317,23 +318,7 @@ func (l *Listener) forget(s *session) {
 
 // routineSessionAccept hands a session's new flows to Accept.
 func (l *Listener) routineSessionAccept(s *session) {
-	defer s.wg.Done()
-	for {
-		st, err := s.engine.Accept(s.ctx)
-		if err != nil {
-			return
-		}
-		c := newConn(s, st)
-		select {
-		case l.accept <- c:
-		case <-s.done:
-			c.Close()
-			return
-		case <-l.done:
-			c.Close()
-			return
-		}
-	}
+	handOff(l, s, (*flow.Engine).Accept, newConn, l.accept)
 }
 
 // Accept waits for the next flow. It implements net.Listener; the net.Conn is a *Conn.

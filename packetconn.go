@@ -96,28 +96,11 @@ func (c *PacketConn) Status() status.Session { return c.s.snapshot() }
 // DialPacket opens a new packet flow. Like DialContext, the first call waits for the
 // session's first path; later ones cost no round trip.
 func (d *Dialer) DialPacket(ctx context.Context) (*PacketConn, error) {
-	for range 3 {
-		s, err := d.session()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case <-s.established:
-		case <-s.done:
-			continue
-		case <-ctx.Done():
-			return nil, fmt.Errorf("rendr: dial: %w (%s)", ctx.Err(), lastDialError(s))
-		}
-		st, err := s.engine.OpenPacket()
-		if err != nil {
-			if s.err() != nil {
-				continue
-			}
-			return nil, err
-		}
-		return newPacketConn(s, st), nil
+	s, st, err := d.open(ctx, (*flow.Engine).OpenPacket)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("rendr: dial: %w", d.lastErr())
+	return newPacketConn(s, st), nil
 }
 
 // AcceptPacket waits for the next packet flow a peer opened.
@@ -134,15 +117,23 @@ func (l *Listener) AcceptPacket(ctx context.Context) (*PacketConn, error) {
 
 // routineSessionAcceptPacket hands a session's new packet flows to AcceptPacket.
 func (l *Listener) routineSessionAcceptPacket(s *session) {
+	handOff(l, s, (*flow.Engine).AcceptPacket, newPacketConn, l.acceptPk)
+}
+
+// handOff passes the flows a session accepts with accept, wrapped, to out until the session
+// or the Listener ends; a flow nobody takes by then is closed.
+func handOff[C interface{ Close() error }](l *Listener, s *session,
+	accept func(*flow.Engine, context.Context) (*flow.Stream, error),
+	wrap func(*session, *flow.Stream) C, out chan C) {
 	defer s.wg.Done()
 	for {
-		st, err := s.engine.AcceptPacket(s.ctx)
+		st, err := accept(s.engine, s.ctx)
 		if err != nil {
 			return
 		}
-		c := newPacketConn(s, st)
+		c := wrap(s, st)
 		select {
-		case l.acceptPk <- c:
+		case out <- c:
 		case <-s.done:
 			c.Close()
 			return

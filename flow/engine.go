@@ -199,7 +199,10 @@ func (e *Engine) Kick() {
 
 // Open starts a new flow (dialer side). It costs no round trip: the OPEN frame goes out with
 // the flow's first bytes, and the peer's initial windows are known in advance.
-func (e *Engine) Open() (*Stream, error) {
+func (e *Engine) Open() (*Stream, error) { return e.open(wire.KindStream) }
+
+// open starts a new flow of a kind (dialer side).
+func (e *Engine) open(kind uint8) (*Stream, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.err != nil {
@@ -211,7 +214,10 @@ func (e *Engine) Open() (*Stream, error) {
 	if len(e.mu.flows) >= e.cfg.MaxFlows {
 		return nil, ErrTooManyFlows
 	}
-	s := e.newStreamLocked(e.nextIDLocked(wire.KindStream))
+	s := e.newStreamLocked(e.nextIDLocked(kind))
+	if kind == wire.KindPacket {
+		s.pk = newPacketState()
+	}
 	s.openPending = true
 	e.readyLocked(s)
 	return s, nil

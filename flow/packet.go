@@ -145,24 +145,7 @@ func (r *dgRing) release() {
 }
 
 // OpenPacket starts a new packet flow (dialer side); no round trip.
-func (e *Engine) OpenPacket() (*Stream, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.mu.err != nil {
-		return nil, e.mu.err
-	}
-	if !e.cfg.Dialer {
-		return nil, errors.New("rendr: only the dialing side opens flows")
-	}
-	if len(e.mu.flows) >= e.cfg.MaxFlows {
-		return nil, ErrTooManyFlows
-	}
-	s := e.newStreamLocked(e.nextIDLocked(wire.KindPacket))
-	s.pk = newPacketState()
-	s.openPending = true
-	e.readyLocked(s)
-	return s, nil
-}
+func (e *Engine) OpenPacket() (*Stream, error) { return e.open(wire.KindPacket) }
 
 // AcceptPacket waits for a packet flow the peer opened.
 func (e *Engine) AcceptPacket(ctx context.Context) (*Stream, error) {

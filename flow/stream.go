@@ -176,9 +176,9 @@ type readReq struct {
 // deliverLocked hands received bytes to the application: into a waiting Read's buffer when
 // nothing is buffered ahead of them, the rest into the receive buffer, by reference when src
 // lets a large payload be held where it was received.
-// deliverHeldLocked is deliverLocked for bytes already held by pin, which passes to the
-// receive buffer (or is let go when a waiting Read took every byte).
-func (s *Stream) deliverHeldLocked(p []byte, pin path.Pin) {
+// directLocked copies the start of p into a waiting Read's buffer, when nothing is buffered
+// ahead of it, and returns the rest.
+func (s *Stream) directLocked(p []byte) []byte {
 	if r := s.direct; r != nil && s.rbuf.len() == 0 && r.n < len(r.p) {
 		k := copy(r.p[r.n:], p)
 		r.n += k
@@ -186,6 +186,13 @@ func (s *Stream) deliverHeldLocked(p []byte, pin path.Pin) {
 		s.consumedLocked(uint64(k))
 		signal(r.ready)
 	}
+	return p
+}
+
+// deliverHeldLocked is deliverLocked for bytes already held by pin, which passes to the
+// receive buffer (or is let go when a waiting Read took every byte).
+func (s *Stream) deliverHeldLocked(p []byte, pin path.Pin) {
+	p = s.directLocked(p)
 	if len(p) == 0 {
 		pin.Unpin()
 		return
@@ -194,13 +201,7 @@ func (s *Stream) deliverHeldLocked(p []byte, pin path.Pin) {
 }
 
 func (s *Stream) deliverLocked(p []byte, src Holder) {
-	if r := s.direct; r != nil && s.rbuf.len() == 0 && r.n < len(r.p) {
-		k := copy(r.p[r.n:], p)
-		r.n += k
-		p = p[k:]
-		s.consumedLocked(uint64(k))
-		signal(r.ready)
-	}
+	p = s.directLocked(p)
 	if len(p) >= holdMin && src != nil {
 		if pin := src.Hold(); pin != nil {
 			s.rbuf.writeHeld(p, pin)

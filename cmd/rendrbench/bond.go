@@ -264,29 +264,41 @@ func rendrBulk(lab *netlab.Lab, k benchKeys) (bulkRun, error) {
 func mptcpBulk(lab *netlab.Lab) (bulkRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(true)
-	ln, err := lab.ListenConfig(netlab.Server, &lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(0), 0).String())
+	ln, snd, rcv, err := mptcpPair(ctx, lab)
 	if err != nil {
 		return bulkRun{}, err
 	}
 	defer ln.Close()
+	return bulk(snd, rcv)
+}
+
+// mptcpPair connects an MPTCP client on path 0's client address to an MPTCP listener on path
+// 0's server address; the kernel adds a subflow per other path once data flows.
+func mptcpPair(ctx context.Context, lab *netlab.Lab) (ln net.Listener, snd, rcv net.Conn, err error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(true)
+	ln, err = lab.ListenConfig(netlab.Server, &lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(0), 0).String())
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(0), 0))}
 	d.SetMultipathTCP(true)
-	snd, rcv, err := tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+	snd, rcv, err = tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
 		return lab.Dialer(netlab.Client, d)(ctx, "tcp", ln.Addr().String())
 	})
 	if err != nil {
-		return bulkRun{}, err
+		ln.Close()
+		return nil, nil, nil, err
 	}
 	for _, c := range []net.Conn{snd, rcv} {
 		if mp, err := c.(*net.TCPConn).MultipathTCP(); err != nil || !mp {
 			snd.Close()
 			rcv.Close()
-			return bulkRun{}, fmt.Errorf("%v: not an MPTCP connection (%v)", c.LocalAddr(), err)
+			ln.Close()
+			return nil, nil, nil, fmt.Errorf("%v: not an MPTCP connection (%v)", c.LocalAddr(), err)
 		}
 	}
-	return bulk(snd, rcv)
+	return ln, snd, rcv, nil
 }
 
 // labRendr starts a Listener in the server namespace with one source per path and a Dialer in

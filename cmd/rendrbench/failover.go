@@ -162,34 +162,11 @@ func rendrRun(lab *netlab.Lab, k benchKeys, reset bool, logf func(string, ...any
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}})
+	ln, d, err := labRendr(lab, k, func(paths []*rendr.Target) *rendr.Target { return rendr.Selector("paths", paths...) })
 	if err != nil {
 		return gapRun{}, 0, err
 	}
 	defer ln.Close()
-	var paths []*rendr.Target
-	for i := range lab.Paths() {
-		lc := &net.ListenConfig{KeepAlive: -1, Control: lowatControl}
-		src, err := lab.ListenConfig(netlab.Server, lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(i), 0).String())
-		if err != nil {
-			return gapRun{}, 0, err
-		}
-		if err := ln.AddSource(lowatListener{src}); err != nil {
-			src.Close()
-			return gapRun{}, 0, err
-		}
-		dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: lowatControl,
-			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(i), 0))})
-		addr := src.Addr().String()
-		paths = append(paths, rendr.Path(fmt.Sprintf("p%d", i), func(ctx context.Context) (net.Conn, error) {
-			return dial(ctx, "tcp", addr)
-		}))
-	}
-	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(),
-		Root: rendr.Selector("paths", paths...)})
-	if err != nil {
-		return gapRun{}, 0, err
-	}
 	defer d.Close()
 	snd, rcv, err := rendrPair(ctx, d, ln)
 	if err != nil {
@@ -373,28 +350,13 @@ func killPath(lab *netlab.Lab, i int) error {
 func mptcpRun(lab *netlab.Lab, reset bool) (gapRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(true)
-	ln, err := lab.ListenConfig(netlab.Server, &lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(0), 0).String())
+	ln, snd, rcv, err := mptcpPair(ctx, lab)
 	if err != nil {
 		return gapRun{}, err
 	}
 	defer ln.Close()
-	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(0), 0))}
-	d.SetMultipathTCP(true)
-	snd, rcv, err := tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
-		return lab.Dialer(netlab.Client, d)(ctx, "tcp", ln.Addr().String())
-	})
-	if err != nil {
-		return gapRun{}, err
-	}
 	defer snd.Close()
 	defer rcv.Close()
-	for _, c := range []net.Conn{snd, rcv} {
-		if mp, err := c.(*net.TCPConn).MultipathTCP(); err != nil || !mp {
-			return gapRun{}, fmt.Errorf("%v: not an MPTCP connection (%v)", c.LocalAddr(), err)
-		}
-	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	// The kernel's path manager adds the second subflow once the connection is fully
 	// established, which takes the first data: wait for it once the stream runs.
