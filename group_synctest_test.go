@@ -26,17 +26,22 @@ var stLossy = testlink.Config{Delay: 2 * time.Millisecond, Rate: 20 << 20, Buffe
 func stLatency(t *testing.T, w, r net.Conn, n int, every time.Duration) []time.Duration {
 	t.Helper()
 	const size = 512
+	wrote := make(chan struct{})
 	go func() {
+		defer close(wrote)
 		b := make([]byte, size)
 		for i := range n {
+			if i > 0 {
+				time.Sleep(every)
+			}
 			binary.BigEndian.PutUint64(b, uint64(i))
 			binary.BigEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
 			if _, err := w.Write(b); err != nil {
 				return
 			}
-			time.Sleep(every)
 		}
 	}()
+	defer func() { <-wrote }() // the writer ends inside the bubble, before the test does
 	delays := make([]time.Duration, 0, n)
 	b := make([]byte, size)
 	r.SetReadDeadline(time.Now().Add(time.Duration(n)*every + time.Minute))

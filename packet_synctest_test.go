@@ -59,17 +59,24 @@ func (r dgResult) received() int {
 // and send time, and reads them on the other side until the last one's deadline passed.
 func stDatagrams(t *testing.T, w, r net.Conn, n, size int, every time.Duration) dgResult {
 	t.Helper()
+	wrote := make(chan struct{})
 	go func() {
+		defer close(wrote)
 		b := make([]byte, size)
 		for i := range n {
+			if i > 0 {
+				time.Sleep(every)
+			}
 			binary.BigEndian.PutUint64(b, uint64(i))
 			binary.BigEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
 			if _, err := w.Write(b); err != nil {
 				return
 			}
-			time.Sleep(every)
 		}
 	}()
+	// The writer must be done before the bubble ends, even when the reader got everything
+	// while the writer was still between two writes.
+	defer func() { <-wrote }()
 	res := dgResult{got: make([]bool, n)}
 	b := make([]byte, size+100)
 	r.SetReadDeadline(time.Now().Add(time.Duration(n)*every + 5*time.Second))
