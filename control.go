@@ -75,6 +75,8 @@ func (d *Dialer) SetTier(name string, tier int) error {
 // its own policy. The other paths stay connected and probed, ready for the next Select. An
 // empty name returns traffic to the whole graph.
 func (d *Dialer) Select(name string) error {
+	d.ctl.Lock() // one change at a time, applied to the session in the order made
+	defer d.ctl.Unlock()
 	d.mu.Lock()
 	if name != "" && d.root.find(name) == nil {
 		d.mu.Unlock()
@@ -92,6 +94,8 @@ func (d *Dialer) Select(name string) error {
 // change applies edit to a copy of the graph, checks the result and, if it is valid, makes it
 // the Dialer's graph and the running session's.
 func (d *Dialer) change(edit func(root *Target) error) error {
+	d.ctl.Lock() // one change at a time, applied to the session in the order made
+	defer d.ctl.Unlock()
 	d.mu.Lock()
 	if d.mu.closed {
 		d.mu.Unlock()
@@ -102,7 +106,7 @@ func (d *Dialer) change(edit func(root *Target) error) error {
 		d.mu.Unlock()
 		return err
 	}
-	if err := checkTarget(next, map[string]bool{}); err != nil {
+	if err := checkGraph(next); err != nil {
 		d.mu.Unlock()
 		return err
 	}
@@ -157,6 +161,14 @@ func (s *session) reconfigure(d *Dialer, root *Target, selected string) {
 		}
 	}
 	s.mu.leaves, s.mu.full, s.root = leaves, full, eff
+	s.mu.controlled = true // the next route change is the user's doing
+	for _, ls := range leaves {
+		if ls.link != nil {
+			ls.link.tier = ls.target.tier // SetTier shows in the status at once
+		}
+	}
+	// Counted before the lock is let go: a Close from now on waits for these goroutines.
+	s.wg.Add(len(start))
 	s.mu.Unlock()
 	s.dirty.Store(true)
 	s.engine.Kick()
@@ -172,7 +184,6 @@ func (s *session) reconfigure(d *Dialer, root *Target, selected string) {
 		}
 	}
 	for _, ls := range start {
-		s.wg.Add(1)
 		go d.routineLeaf(s, ls)
 	}
 }

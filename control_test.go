@@ -1,6 +1,12 @@
 package rendr_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -40,6 +46,13 @@ func TestSynctestControlUnderLoad(t *testing.T) {
 		up, down := stDuplex(dc, lc, 16<<20, 71)
 		time.Sleep(200 * time.Millisecond)
 
+		var causes []status.Cause
+		var cmu sync.Mutex
+		dc.OnMigrate(func(m status.Migration) {
+			cmu.Lock()
+			causes = append(causes, m.Cause)
+			cmu.Unlock()
+		})
 		// Remove the path carrying traffic.
 		first := lb.active()
 		if err := lb.d.Remove(first); err != nil {
@@ -61,6 +74,11 @@ func TestSynctestControlUnderLoad(t *testing.T) {
 			t.Fatalf("the removed path came back: %d dials", lb.paths[first].dials())
 		}
 		other := map[string]string{"a": "b", "b": "a"}[first]
+		cmu.Lock()
+		if len(causes) == 0 || causes[0] != status.CauseControl {
+			t.Errorf("the move off the removed path was reported with causes %v, want control", causes)
+		}
+		cmu.Unlock()
 		if lb.active() != other {
 			t.Fatalf("after removing %s, %q carries traffic; want %s", first, lb.active(), other)
 		}
@@ -96,6 +114,9 @@ func TestSynctestControlUnderLoad(t *testing.T) {
 			"select unknown":     lb.d.Select("zz"),
 			"tier of unknown":    lb.d.SetTier("zz", 1),
 			"remove last of two": func() error { lb.d.Remove(other); return lb.d.Remove("c") }(),
+			"empty name":         lb.d.Add("root", rendr.Path("", noDial)),
+			"long name":          lb.d.Add("root", rendr.Path(strings.Repeat("n", 65), noDial)),
+			"group named a path": lb.d.Add("root", rendr.Race("c", rendr.Path("x", noDial), rendr.Path("y", noDial))),
 		} {
 			if err == nil {
 				t.Errorf("%s: accepted", name)
@@ -105,4 +126,83 @@ func TestSynctestControlUnderLoad(t *testing.T) {
 			t.Fatal("the last path was removed")
 		}
 	})
+}
+
+func noDial(context.Context) (net.Conn, error) { return nil, errors.New("test: no dial") }
+
+// blockDial never connects: paths stay Connecting, which is all these tests need.
+func blockDial(ctx context.Context) (net.Conn, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestControlConcurrentChanges: changes made at once from many goroutines are applied to the
+// running session in the order they were made, so it ends with the Dialer's graph.
+func TestControlConcurrentChanges(t *testing.T) {
+	for iter := range 20 {
+		var kids []*rendr.Target
+		for i := range 16 {
+			kids = append(kids, rendr.Path(fmt.Sprintf("p%d", i), blockDial))
+		}
+		d, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: rendr.MustNewKey().Public(),
+			Root: rendr.Selector("root", kids...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		d.DialContext(ctx) // starts the session; no path can connect
+		cancel()
+		var wg sync.WaitGroup
+		for i := 1; i < 16; i++ {
+			wg.Go(func() { d.Remove(fmt.Sprintf("p%d", i)) })
+		}
+		wg.Wait()
+		var names []string
+		for _, p := range d.Status().Paths {
+			names = append(names, p.Name)
+		}
+		d.Close()
+		if len(names) != 1 || names[0] != "p0" {
+			t.Fatalf("iteration %d: the session runs %v after every path but p0 was removed", iter, names)
+		}
+	}
+}
+
+// TestGraphLimits: a graph whose routes would not fit a ROUTE frame is refused up front.
+func TestGraphLimits(t *testing.T) {
+	leaves := func(n int) []*rendr.Target {
+		var out []*rendr.Target
+		for i := range n {
+			out = append(out, rendr.Path(fmt.Sprintf("l%d", i), blockDial))
+		}
+		return out
+	}
+	deep := rendr.Path("leaf", blockDial)
+	for i := range 8 {
+		deep = rendr.Selector(fmt.Sprintf("g%d", i), deep)
+	}
+	many := []*rendr.Target{}
+	for g := range 5 {
+		var kids []*rendr.Target
+		for i := range 13 {
+			kids = append(kids, rendr.Path(fmt.Sprintf("m%d.%d", g, i), blockDial))
+		}
+		many = append(many, rendr.Bond(fmt.Sprintf("b%d", g), kids...))
+	}
+	for name, root := range map[string]*rendr.Target{
+		"17 children":   rendr.Race("r", leaves(17)...),
+		"a long name":   rendr.Path(strings.Repeat("n", 65), blockDial),
+		"an empty name": rendr.Selector("", rendr.Path("p", blockDial)),
+		"9 levels":      deep,
+		"71 targets":    rendr.Selector("root", many...),
+		"a name twice":  rendr.Selector("p", rendr.Path("p", blockDial)),
+	} {
+		if _, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: rendr.MustNewKey().Public(), Root: root}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: rendr.MustNewKey().Public(),
+		Root: rendr.Race("r", leaves(16)...)}); err != nil {
+		t.Errorf("16 children: %v", err)
+	}
 }

@@ -42,6 +42,7 @@ type Dialer struct {
 	}
 	// root and selected change with Add, Remove, SetTier and Select; guarded by mu.
 	selected string
+	ctl      sync.Mutex // held by each of those changes from start to end
 }
 
 // NewDialer checks cfg and returns a Dialer. It opens nothing until the first DialContext.
@@ -49,7 +50,7 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	if cfg.Root == nil {
 		return nil, errors.New("rendr: DialerConfig.Root is nil")
 	}
-	if err := checkTarget(cfg.Root, map[string]bool{}); err != nil {
+	if err := checkGraph(cfg.Root); err != nil {
 		return nil, err
 	}
 	if cfg.PeerKey == (PublicKey{}) {
@@ -59,25 +60,53 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	return &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey, root: cfg.Root.clone()}, nil
 }
 
-func checkTarget(t *Target, names map[string]bool) error {
+// Graph limits, so that every route the graph can take fits a ROUTE frame (docs/wire.md 8.9):
+// names of 1..64 bytes (the Hello carries a path's name), at most 16 children per group, 64
+// targets and 8 levels in all.
+const (
+	maxNameLen  = 64
+	maxChildren = 16
+	maxTargets  = 64
+	maxDepth    = 8
+)
+
+// checkGraph checks a whole target graph.
+func checkGraph(root *Target) error {
+	count := 0
+	return checkTarget(root, map[string]bool{}, 1, &count)
+}
+
+func checkTarget(t *Target, names map[string]bool, depth int, count *int) error {
+	if t.name == "" || len(t.name) > maxNameLen {
+		return fmt.Errorf("rendr: target name %q: names are 1 to %d bytes", t.name, maxNameLen)
+	}
+	if names[t.name] {
+		return fmt.Errorf("rendr: two targets are named %q", t.name)
+	}
+	names[t.name] = true
+	if *count++; *count > maxTargets {
+		return fmt.Errorf("rendr: more than %d targets in the graph", maxTargets)
+	}
+	if depth > maxDepth {
+		return fmt.Errorf("rendr: target %q is deeper than %d levels", t.name, maxDepth)
+	}
 	switch t.kind {
 	case kindPath:
 		if t.dial == nil {
 			return fmt.Errorf("rendr: path %q has no dialer", t.name)
 		}
-		if names[t.name] {
-			return fmt.Errorf("rendr: two paths are named %q", t.name)
-		}
-		names[t.name] = true
 	case kindSelector, kindRace, kindBond:
 		if len(t.children) == 0 {
 			return fmt.Errorf("rendr: %v %q has no children", t.kind, t.name)
+		}
+		if len(t.children) > maxChildren {
+			return fmt.Errorf("rendr: %v %q has more than %d children", t.kind, t.name, maxChildren)
 		}
 		for _, c := range t.children {
 			if c == nil {
 				return fmt.Errorf("rendr: %v %q has a nil child", t.kind, t.name)
 			}
-			if err := checkTarget(c, names); err != nil {
+			if err := checkTarget(c, names, depth+1, count); err != nil {
 				return err
 			}
 		}

@@ -75,6 +75,7 @@ type session struct {
 		planSent   []byte                // dialing side: the plan of the last ROUTE frame
 		plan       *wire.RouteNode       // listening side: the peer's newest plan
 		full       *policy.Node          // dialing side: the whole graph (root is it, or the part Select chose)
+		controlled bool                  // dialing side: the graph was changed (Dialer.Add...) since the last route change
 		targets    map[string]*leafState // dialing side: every configured path, by name
 		routeAt    time.Time
 		migrations int
@@ -312,6 +313,7 @@ func (s *session) Route() *flow.Route {
 	}
 	s.mu.rt = rt
 	ev := s.movedLocked(next, why, now)
+	s.mu.controlled = false // a graph change that moved nothing at once is not the cause of later moves
 	var watchers []func(status.Migration)
 	if ev != nil {
 		for _, w := range s.mu.watchers {
@@ -470,6 +472,8 @@ func (s *session) movedLocked(next []*link, why status.Cause, now time.Time) *st
 		return nil
 	}
 	switch {
+	case s.mu.controlled:
+		why = status.CauseControl
 	case len(cur) == 0:
 		why = status.CauseFirst
 	case len(left) > 0 && left[0].state == status.Down:

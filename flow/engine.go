@@ -121,7 +121,8 @@ type Engine struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 
-	links, dests []Link // scratch for fill, which only the engine goroutine runs
+	links, dests []Link   // scratch for fill, which only the engine goroutine runs
+	ids          []uint32 // the same, for routeLocked
 
 	// mu guards everything below and every Stream's state. Lock order: Engine.mu, then a
 	// Link's own lock (Space/Send). The engine never calls the Router with mu held.
@@ -146,6 +147,9 @@ type Engine struct {
 		acceptSig                  [2]chan struct{}
 		migrations                 int
 		dupBytes, gapDrops, opened uint64
+		resendScan                 time.Time // when resendStuckLocked looks next
+		dgQueued                   int       // buffer bytes of datagrams waiting to be read, all flows (at most MaxSessionWindow)
+		resends                    uint64    // flows that resent on their own (resendStuckLocked)
 		routeFrame                 []byte    // the last ROUTE frame given to SetRoute
 		routePending               bool      // routeFrame is to be sent
 		reorderPieces              int       // pieces held ahead of gaps, over all flows
@@ -328,6 +332,7 @@ type Stats struct {
 	DupBytes   uint64 // received bytes dropped as duplicates (already delivered)
 	GapDrops   uint64 // DATA frames ahead of a gap dropped: the reader had closed, or too many pieces waited
 	Reordered  uint64 // received bytes kept ahead of a gap until the bytes before them came
+	Resends    uint64 // times a flow resent its unacknowledged bytes after no acknowledgement came
 	Busy       int    // flows with unacknowledged data
 }
 
@@ -336,7 +341,7 @@ func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return Stats{Flows: len(e.mu.flows), Opened: e.mu.opened, Migrations: e.mu.migrations,
-		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Reordered: e.mu.reordered, Busy: e.mu.outstanding}
+		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Reordered: e.mu.reordered, Resends: e.mu.resends, Busy: e.mu.outstanding}
 }
 
 // Drained reports whether everything written has been acknowledged and nothing is left to
@@ -393,6 +398,7 @@ func (e *Engine) setOutstandingLocked(s *Stream) {
 		if e.mu.outstanding == 0 {
 			e.mu.progress = time.Now()
 		}
+		s.ackedAt = time.Now()
 		e.mu.outstanding++
 	} else {
 		e.mu.outstanding--
@@ -444,7 +450,7 @@ func (e *Engine) maybeRemoveLocked(s *Stream) {
 	s.removed = true
 	if s.pk != nil {
 		s.pk.send.release()
-		s.pk.recv.release()
+		s.releaseRecvLocked()
 	}
 	if s.outstanding {
 		s.outstanding = false
@@ -553,6 +559,10 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 	// as TCP backs off its retransmission timer: a machine starved of CPU, or a path slow to
 	// drain a resent window, must not bounce traffic between healthy paths.
 	limit := min(max(2*srtt+4*rttvar, e.cfg.StallFloor)<<e.mu.stallShift, e.cfg.StallCeil)
+	if now.After(e.mu.resendScan) {
+		e.mu.resendScan = now.Add(limit)
+		e.resendStuckLocked(now, max(4*limit, minResendAfter))
+	}
 	if since := now.Sub(e.mu.progress); since < limit {
 		clear(e.links)
 		return nil, limit - since
@@ -565,6 +575,33 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		return nil, limit // nobody to blame yet: look again after the (backed-off) timeout
 	}
 	return stalled, 0
+}
+
+// minResendAfter is the shortest time a flow waits for an acknowledgement before it sends its
+// unacknowledged bytes again on its own.
+const minResendAfter = 200 * time.Millisecond
+
+// resendStuckLocked makes every flow whose acknowledgements have not moved for after send its
+// unacknowledged bytes again, as TCP does on a retransmission timeout. Rewinds after a path
+// change resend what a dead path lost; this covers what a receiver dropped while every path
+// stayed healthy (bytes ahead of a gap beyond its bound), which the session-wide stall check
+// cannot see while other flows make progress.
+func (e *Engine) resendStuckLocked(now time.Time, after time.Duration) {
+	for _, s := range e.mu.flows {
+		if !s.outstanding || now.Sub(s.ackedAt) < after || s.sendNext == s.sendBase && (s.finAcked || !s.finSent) {
+			continue
+		}
+		s.sendNext = s.sendBase
+		if !s.finAcked {
+			s.finSent = false
+			if s.resetSent {
+				s.resetPending = true
+			}
+		}
+		s.ackedAt = now
+		e.mu.resends++
+		e.readyLocked(s)
+	}
 }
 
 // culprit picks the link to blame when acknowledgements stop. Over one link, that link. Over
@@ -596,30 +633,36 @@ func culprit(links []Link) Link {
 // round is gone from the route, anything in flight on it may be lost, mid-frame included:
 // every flow rewinds and resends from its acknowledged offset over what remains.
 func (e *Engine) routeLocked(links []Link, now time.Time) {
-	same := len(links) == len(e.mu.linkIDs)
-	lost := false
-	for _, id := range e.mu.linkIDs {
-		found := false
-		for _, l := range links {
-			if l.LinkID() == id {
-				found = true
-				break
+	has := func(ids []uint32, id uint32) bool {
+		for _, x := range ids {
+			if x == id {
+				return true
 			}
 		}
-		lost = lost || !found
-		same = same && found
+		return false
 	}
-	if same {
+	ids := e.ids[:0] // engine goroutine only, like links and dests
+	for _, l := range links {
+		if id := l.LinkID(); !has(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	e.ids = ids
+	lost, gained := false, false
+	for _, id := range e.mu.linkIDs {
+		lost = lost || !has(ids, id)
+	}
+	for _, id := range ids {
+		gained = gained || !has(e.mu.linkIDs, id)
+	}
+	if !lost && !gained {
 		return
 	}
 	if lost {
 		e.rewindLocked()
 		e.mu.migrations++
 	}
-	e.mu.linkIDs = e.mu.linkIDs[:0]
-	for _, l := range links {
-		e.mu.linkIDs = append(e.mu.linkIDs, l.LinkID())
-	}
+	e.mu.linkIDs = append(e.mu.linkIDs[:0], ids...)
 	e.mu.progress = now
 }
 
@@ -678,14 +721,24 @@ func (e *Engine) buildLocked(r *path.Record, zc bool) {
 		r.B = append(r.B, e.mu.ctrl...)
 		e.mu.ctrl = nil
 	}
+	var first *Stream
 	for n := e.mu.ready.len(); n > 0 && r.Room() > 64; n-- {
 		s := e.mu.ready.pop()
 		s.queued = false
 		more := s.emitLocked(r, zc)
-		if more {
-			s.queued = true
-			e.mu.ready.push(s)
+		if !more {
+			continue
 		}
+		s.queued = true
+		if s.first && first == nil {
+			first = s // leads the next record, after this round
+			continue
+		}
+		e.mu.ready.push(s)
+	}
+	if first != nil {
+		first.first = false
+		e.mu.ready.pushFront(first)
 	}
 }
 
@@ -705,6 +758,17 @@ func (q *streamQueue) push(x *Stream) {
 		q.s, q.head = q.s[:n], 0
 	}
 	q.s = append(q.s, x)
+}
+
+func (q *streamQueue) pushFront(x *Stream) {
+	if q.head > 0 {
+		q.head--
+		q.s[q.head] = x
+		return
+	}
+	q.s = append(q.s, nil)
+	copy(q.s[1:], q.s)
+	q.s[0] = x
 }
 
 func (q *streamQueue) pop() *Stream {

@@ -78,6 +78,16 @@ var dgClasses = [...]int{2 << 10, 16 << 10, MaxDatagram}
 
 var dgPools = [len(dgClasses)]sync.Pool{}
 
+// bufClass is the size of the buffer a datagram of n bytes takes.
+func bufClass(n int) int {
+	for _, c := range dgClasses {
+		if n <= c {
+			return c
+		}
+	}
+	return n
+}
+
 func getBuf(n int) *dgBuf {
 	for i, c := range dgClasses {
 		if n <= c {
@@ -102,7 +112,7 @@ func putBuf(b *dgBuf) {
 
 // push copies p in; false when the ring is full.
 func (r *dgRing) push(p []byte) bool {
-	if r.n == r.max || (r.bytes+len(p) > r.maxBytes && r.n > 0) {
+	if r.n == r.max || (r.bytes+bufClass(len(p)) > r.maxBytes && r.n > 0) {
 		return false
 	}
 	if r.n == len(r.slots) {
@@ -117,7 +127,7 @@ func (r *dgRing) push(p []byte) bool {
 	b.b = append(b.b[:0], p...)
 	r.slots[(r.head+r.n)%len(r.slots)] = b
 	r.n++
-	r.bytes += len(p)
+	r.bytes += cap(b.b) // what the datagram keeps alive, not just its length
 	return true
 }
 
@@ -127,7 +137,7 @@ func (r *dgRing) front() []byte { return r.slots[r.head].b }
 func (r *dgRing) pop() {
 	b := r.slots[r.head]
 	r.slots[r.head] = nil
-	r.bytes -= len(b.b)
+	r.bytes -= cap(b.b)
 	putBuf(b)
 	r.head = (r.head + 1) % len(r.slots)
 	r.n--
@@ -218,6 +228,7 @@ func (s *Stream) ReadDatagram(p []byte) (int, error) {
 			if n < len(d) {
 				s.pk.stats.Truncated++
 			}
+			e.mu.dgQueued -= bufClass(len(d))
 			q.pop()
 			more := q.n > 0
 			e.mu.Unlock()
@@ -275,24 +286,27 @@ func (s *Stream) datagramLocked(f *wire.Frame) error {
 		pk.stats.Late++
 		return nil
 	}
-	switch seq := f.Seq; {
-	case seq > pk.top:
-		pk.shift(seq - pk.top)
-		pk.top = seq
-		pk.mark(0)
-	case pk.top-seq >= dedupWindow:
+	seq := f.Seq
+	switch {
+	case seq <= pk.top && pk.top-seq >= dedupWindow:
 		pk.stats.TooOld++
 		return nil
-	case pk.marked(pk.top - seq):
+	case seq <= pk.top && pk.marked(pk.top-seq):
 		pk.stats.Duplicates++
 		return nil
-	default:
-		pk.mark(pk.top - seq)
 	}
-	if !pk.recv.push(f.Payload) {
+	e := s.e
+	if e.mu.dgQueued+bufClass(len(f.Payload)) > e.cfg.MaxSessionWindow || !pk.recv.push(f.Payload) {
+		// Not marked as received: a copy on another path may still find room.
 		pk.stats.RecvDrops++
 		return nil
 	}
+	e.mu.dgQueued += bufClass(len(f.Payload))
+	if seq > pk.top {
+		pk.shift(seq - pk.top)
+		pk.top = seq
+	}
+	pk.mark(pk.top - seq)
 	pk.stats.Received++
 	signal(s.readSig)
 	return nil
@@ -328,6 +342,9 @@ func (s *Stream) emitDatagramsLocked(r *path.Record) bool {
 	for pk.send.n > 0 {
 		d := pk.send.front()
 		if wire.DatagramOverhead(s.id, pk.nextSeq+1, len(d))+len(d) > r.Room() {
+			// It needs more room than this record has left: go first in the next one, or a
+			// large datagram could wait forever behind a stream that fills part of each.
+			s.first = true
 			return true
 		}
 		pk.nextSeq++
@@ -336,4 +353,10 @@ func (s *Stream) emitDatagramsLocked(r *path.Record) bool {
 		pk.stats.Sent++
 	}
 	return false
+}
+
+// releaseRecvLocked drops the datagrams waiting to be read and their session-wide count.
+func (s *Stream) releaseRecvLocked() {
+	s.e.mu.dgQueued -= s.pk.recv.bytes
+	s.pk.recv.release()
 }

@@ -67,7 +67,7 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 			}
 			s.dropReorderLocked()
 			if s.pk != nil {
-				s.pk.recv.release()
+				s.releaseRecvLocked()
 			}
 			// Bytes sent but never to arrive spent the peer's session credit, and bytes that
 			// arrived ahead of a gap are never delivered: return the credit of both.
@@ -273,13 +273,13 @@ func (s *Stream) dataLocked(f *wire.Frame, src Holder) error {
 			e.mu.gapDrops++
 			break
 		}
-		budget := maxReorderPieces - e.mu.reorderPieces
+		budget := min(maxReorderPieces-e.mu.reorderPieces, maxReorderFlow-s.ooo.pieces())
 		before := s.ooo.n
 		if added := s.ooo.insert(start, f.Payload, src, budget); added > 0 {
 			e.mu.reorderPieces += added
 			e.mu.reordered += uint64(s.ooo.n - before)
-		} else if budget <= 0 {
-			e.mu.gapDrops++ // resent after the sender's stall check rewinds
+		} else if s.ooo.wouldAdd(start, f.Payload) > 0 {
+			e.mu.gapDrops++ // over the bound: the sender resends it when no ACK comes
 		} else {
 			e.mu.dupBytes += end - start // every byte of it was already held
 		}
@@ -342,6 +342,7 @@ func (s *Stream) ackLocked(f *wire.Frame) error {
 		s.sendBase = d
 		s.sendNext = max(s.sendNext, d)
 		e.mu.progress = time.Now()
+		s.ackedAt = e.mu.progress
 		e.mu.stallShift = 0
 		signal(s.writeSig)
 		e.wakeCapLocked()

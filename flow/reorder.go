@@ -1,16 +1,21 @@
 package flow
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/rendr-go/rendr/path"
 )
 
-// maxReorderPieces bounds the pieces a session keeps ahead of gaps, over all its flows. Every
-// byte of them is within a flow window, but a peer sending one-byte frames at every other
-// offset would otherwise cost a piece per byte. Past the bound, bytes ahead of a gap are
-// dropped and counted; the sender sends them again when its stall check rewinds.
-const maxReorderPieces = 16384
+// maxReorderPieces bounds the pieces a session keeps ahead of gaps, over all its flows, and
+// maxReorderFlow those of one flow, so that one flow cannot take them all. Every byte of them
+// is within a flow window, but a peer sending one-byte frames at every other offset would
+// otherwise cost a piece per byte. Past a bound, bytes ahead of a gap are dropped and counted;
+// the sender sends them again when no acknowledgement comes (Engine.resendStuckLocked).
+const (
+	maxReorderPieces = 16384
+	maxReorderFlow   = 4096
+)
 
 // reorder holds a stream's bytes that arrived ahead of a gap: when several paths carry one
 // flow (Race, Bond), a faster path delivers later offsets before a slower one delivers
@@ -36,13 +41,11 @@ func (s *oooSeg) release() {
 	*s = oooSeg{}
 }
 
-// insert keeps the bytes of p at off that no piece holds yet, and returns how many pieces it
-// added. budget is how many more pieces may be added; src may let a large payload be held.
-func (q *reorder) insert(off uint64, p []byte, src Holder, budget int) (added int) {
+// gaps returns the parts of [off, off+len(p)) that no piece holds yet, in order, and the index
+// of the first piece that ends after off.
+func (q *reorder) gaps(off uint64, p []byte) (adds []oooSeg, i int) {
 	end := off + uint64(len(p))
-	i := sort.Search(len(q.segs), func(i int) bool { return q.segs[i].end() > off })
-	// Walk the gaps between existing pieces that [off, end) covers.
-	var adds []oooSeg
+	i = sort.Search(len(q.segs), func(i int) bool { return q.segs[i].end() > off })
 	cur := off
 	for j := i; cur < end; j++ {
 		next := end
@@ -57,6 +60,19 @@ func (q *reorder) insert(off uint64, p []byte, src Holder, budget int) (added in
 		}
 		cur = max(cur, q.segs[j].end())
 	}
+	return adds, i
+}
+
+// wouldAdd is how many pieces insert would add for p at off.
+func (q *reorder) wouldAdd(off uint64, p []byte) int {
+	adds, _ := q.gaps(off, p)
+	return len(adds)
+}
+
+// insert keeps the bytes of p at off that no piece holds yet, and returns how many pieces it
+// added: none if that would be more than budget. src may let a large payload be held.
+func (q *reorder) insert(off uint64, p []byte, src Holder, budget int) (added int) {
+	adds, i := q.gaps(off, p)
 	if len(adds) == 0 || len(adds) > budget {
 		return 0
 	}
@@ -72,8 +88,15 @@ func (q *reorder) insert(off uint64, p []byte, src Holder, budget int) (added in
 		}
 		q.n += len(a.b)
 	}
-	q.segs = append(q.segs, adds...)
-	sort.Slice(q.segs, func(a, b int) bool { return q.segs[a].off < q.segs[b].off })
+	// The new pieces fill gaps between existing ones, in order: insert each where it goes.
+	j := i
+	for _, a := range adds {
+		for j < len(q.segs) && q.segs[j].off < a.off {
+			j++
+		}
+		q.segs = slices.Insert(q.segs, j, a)
+		j++
+	}
 	return len(adds)
 }
 

@@ -217,3 +217,92 @@ func TestRouteAddLinkNoRewind(t *testing.T) {
 		}
 	})
 }
+
+// TestReorderBudgetResend: with the session's budget of pieces ahead of gaps spent (here by
+// another flow's bytes that never complete), a Bond's reordered bytes are dropped by the
+// receiver. The sender must send them again on its own, although every link stays healthy and
+// no path change rewinds it.
+func TestReorderBudgetResend(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newMultiRig(t, ModeBond)
+		r.l1.rate, r.l2.rate = 1e6, 1e6
+		// Four other flows take the session's budget, a flow's share each.
+		for k := range maxReorderPieces / maxReorderFlow {
+			for i := range maxReorderFlow {
+				f := wire.Frame{Type: wire.TypeData, Flow: uint64(3 + 2*k), Offset: uint64(2 + 2*i), Payload: []byte{1}}
+				if err := r.b.Handle(&f); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if r.b.mu.reorderPieces != maxReorderPieces {
+			t.Fatalf("%d pieces held, want the session's %d", r.b.mu.reorderPieces, maxReorderPieces)
+		}
+		s, err := r.a.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := payload(512<<10, 25)
+		go func() {
+			s.Write(data)
+			s.CloseWrite()
+		}()
+		out := make(chan []byte, 1)
+		go func() {
+			peer, err := r.b.Accept(t.Context())
+			if err != nil {
+				out <- nil
+				return
+			}
+			for peer.ID() != 1 { // flows 3 to 9, opened by the pieces above, come first
+				if peer, err = r.b.Accept(t.Context()); err != nil {
+					out <- nil
+					return
+				}
+			}
+			peer.SetReadDeadline(time.Now().Add(10 * time.Minute))
+			b, err := io.ReadAll(peer)
+			if err != nil {
+				t.Errorf("reading: %v after %d bytes", err, len(b))
+			}
+			out <- b
+		}()
+		// Slow by design: every byte that overtakes is dropped, so each resend, backed off
+		// as TCP backs off its timer, moves the flow on by what arrives in order.
+		for range 300000 {
+			synctest.Wait()
+			f1, f2 := frames(t, r.l1.take()), frames(t, r.l2.take())
+			for _, fs := range [][]wire.Frame{f2, f1} { // l2's records overtake l1's
+				for i := range fs {
+					fs[i].Payload = bytes.Clone(fs[i].Payload)
+					if err := r.b.Handle(&fs[i]); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			synctest.Wait()
+			for _, f := range frames(t, r.ba.take()) {
+				if f.Flow != 1 {
+					continue // flows 3 to 9 exist only on b's side
+				}
+				if err := r.a.Handle(&f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(out) == 1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		got := <-out
+		if !bytes.Equal(got, data) {
+			t.Fatalf("read %d of %d bytes", len(got), len(data))
+		}
+		if st := r.b.Stats(); st.GapDrops == 0 {
+			t.Fatal("no bytes were dropped for the budget: the test did not test anything")
+		}
+		if st := r.a.Stats(); st.Resends == 0 {
+			t.Fatal("the sender never resent on its own")
+		}
+	})
+}

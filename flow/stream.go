@@ -39,10 +39,11 @@ type Stream struct {
 	queued, removed, outstanding bool
 	openPending, openAcked       bool
 
-	sbuf                         buffer // bytes from sendBase to the end of what was written
-	sendBase, sendNext, sendHigh uint64 // acknowledged; next to send; highest ever sent
-	peerLimit                    uint64 // the peer's flow window end
-	finQueued, finSent, finAcked bool   // finAcked also confirms a RESET
+	sbuf                         buffer    // bytes from sendBase to the end of what was written
+	sendBase, sendNext, sendHigh uint64    // acknowledged; next to send; highest ever sent
+	peerLimit                    uint64    // the peer's flow window end
+	ackedAt                      time.Time // last acknowledgement progress (or when data became outstanding)
+	finQueued, finSent, finAcked bool      // finAcked also confirms a RESET
 	resetPending, resetSent      bool
 	sendErr                      error
 
@@ -62,6 +63,7 @@ type Stream struct {
 	sessBlocked, capWaiter bool
 	unsentWait             bool         // a Write waits for maxUnsent/2 of the unsent bytes to go out
 	pk                     *packetState // packet flows only
+	first                  bool         // wants to start the next record (a datagram that did not fit)
 }
 
 // ID is the flow id.
@@ -364,7 +366,7 @@ func (s *Stream) closeReadLocked() {
 	}
 	s.dropReorderLocked() // the peer's RESET, which STOP asks for, settles their credit
 	if s.pk != nil {
-		s.pk.recv.release()
+		s.releaseRecvLocked()
 	}
 	if !s.recvDone() && s.err == nil {
 		s.stopPending = true

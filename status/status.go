@@ -85,6 +85,9 @@ const (
 	CauseFirst
 	// CauseJoin: a path became usable and joined a Race or Bond that already carried traffic.
 	CauseJoin
+	// CauseControl: the application changed the target graph (Dialer.Add, Remove, SetTier,
+	// Select).
+	CauseControl
 )
 
 func (c Cause) String() string {
@@ -103,6 +106,8 @@ func (c Cause) String() string {
 		return "first"
 	case CauseJoin:
 		return "join"
+	case CauseControl:
+		return "control"
 	}
 	return fmt.Sprintf("Cause(%d)", int(c))
 }
