@@ -244,3 +244,67 @@ func TestPacketIdleHoldsNothing(t *testing.T) {
 		}
 	})
 }
+
+// tightLink queues at most 128 KiB until taken, so each round has room for two records.
+type tightLink struct{ fakeLink }
+
+func (l *tightLink) Space() int { return max(0, 128<<10-l.Backlog()) }
+
+// TestPacketLargeBesideBulk: a datagram too large for what a bulk stream leaves of a record
+// still goes out (first in the next record). Without that, with the stream always ahead of it
+// in the ready queue, it waited for ever while the stream moved megabytes.
+func TestPacketLargeBesideBulk(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ra, rb := &routeRouter{}, &fakeRouter{}
+		ab, ba := &tightLink{fakeLink{id: 1}}, &fakeLink{id: 1}
+		ra.set(One(ab))
+		rb.set(ba)
+		a := New(Config{Dialer: true}, ra)
+		b := New(Config{InitialWindow: 16 << 20, InitialSessionWindow: 64 << 20}, rb)
+		defer a.Fail(ErrClosed)
+		defer b.Fail(ErrClosed)
+		bulk, _ := a.Open()
+		pk, _ := a.OpenPacket()
+		go func() {
+			p := payload(1<<20, 3)
+			for {
+				if _, err := bulk.Write(p); err != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			if peer, err := b.Accept(t.Context()); err == nil {
+				io.Copy(io.Discard, peer)
+			}
+		}()
+		round := func() {
+			synctest.Wait()
+			for _, f := range frames(t, ab.take()) {
+				if err := b.Handle(&f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a.Kick() // the link has room again (a path says so with Writable)
+			synctest.Wait()
+			for _, f := range frames(t, ba.take()) {
+				if err := a.Handle(&f); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for range 50 { // the stream gets going: it is ahead in the ready queue from now on
+			round()
+		}
+		if err := pk.WriteDatagram(make([]byte, 40000)); err != nil {
+			t.Fatal(err)
+		}
+		for range 300 {
+			round()
+			if pk.PacketStats().Sent == 1 {
+				return
+			}
+		}
+		t.Fatalf("the large datagram was not sent: %+v", pk.PacketStats())
+	})
+}
