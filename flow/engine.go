@@ -22,8 +22,10 @@
 package flow
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -123,6 +125,12 @@ type Engine struct {
 
 	links, dests []Link   // scratch for fill, which only the engine goroutine runs
 	ids          []uint32 // the same, for routeLocked
+	// While fill builds a record: the links pinned datagrams are spread over (ordered by id;
+	// nil when nothing is pinned or the route is one link or a Race), the record's one
+	// destination (nil for several), and whether it carries pinned datagrams only.
+	pin        []Link
+	dest       Link
+	pinnedOnly bool
 
 	// mu guards everything below and every Stream's state. Lock order: Engine.mu, then a
 	// Link's own lock (Space/Send). The engine never calls the Router with mu held.
@@ -148,6 +156,7 @@ type Engine struct {
 		migrations                 int
 		dupBytes, gapDrops, opened uint64
 		resendScan                 time.Time // when resendStuckLocked looks next
+		pinnedQueued               int       // pinned datagrams waiting to be sent, all flows
 		dgQueued                   int       // buffer bytes of datagrams waiting to be read, all flows (at most MaxSessionWindow)
 		resends                    uint64    // flows that resent on their own (resendStuckLocked)
 		routeFrame                 []byte    // the last ROUTE frame given to SetRoute
@@ -449,7 +458,7 @@ func (e *Engine) maybeRemoveLocked(s *Stream) {
 	}
 	s.removed = true
 	if s.pk != nil {
-		s.pk.send.release()
+		s.releaseSendLocked()
 		s.releaseRecvLocked()
 	}
 	if s.outstanding {
@@ -514,11 +523,25 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 	}
 	now := time.Now()
 	e.routeLocked(links, now)
+	e.pin = e.pin[:0]
+	if e.mu.pinnedQueued > 0 && rt.Mode != ModeRace {
+		for _, l := range links {
+			if !slices.Contains(e.pin, l) {
+				e.pin = append(e.pin, l)
+			}
+		}
+		slices.SortFunc(e.pin, func(a, b Link) int { return cmp.Compare(a.LinkID(), b.LinkID()) })
+	}
+	defer func() { clear(e.pin); e.dest = nil }()
 	for {
 		dests := rt.pick(e.dests[:0])
 		e.dests = dests
 		if len(dests) == 0 {
 			break
+		}
+		e.dest = nil
+		if len(dests) == 1 {
+			e.dest = dests[0]
 		}
 		// A record for one link may end in send-buffer bytes by reference; copies for
 		// several (a Race) are built whole and cloned.
@@ -543,6 +566,24 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		}
 	}
 	clear(e.dests)
+	// Pinned datagrams for links the route's own choice did not reach this round.
+	if len(e.pin) > 1 {
+		for _, l := range e.pin {
+			for e.mu.pinnedQueued > 0 && l.Space() > 0 {
+				r := path.NewRecord()
+				e.dest, e.pinnedOnly = l, true
+				e.buildLocked(r, false)
+				e.pinnedOnly = false
+				if len(r.B) == 2 {
+					r.Release()
+					break
+				}
+				if !l.Send(r) {
+					return nil, 0
+				}
+			}
+		}
+	}
 	// The round trip sizes window growth too, so a side that only receives needs it as well.
 	// Over several links the slowest sets both: data on it takes longest to be acknowledged.
 	var srtt, rttvar time.Duration
@@ -724,6 +765,10 @@ func (e *Engine) buildLocked(r *path.Record, zc bool) {
 	var first *Stream
 	for n := e.mu.ready.len(); n > 0 && r.Room() > 64; n-- {
 		s := e.mu.ready.pop()
+		if e.pinnedOnly && (s.pk == nil || s.pk.send.n == 0) {
+			e.mu.ready.push(s) // this record carries pinned datagrams only
+			continue
+		}
 		s.queued = false
 		more := s.emitLocked(r, zc)
 		if !more {

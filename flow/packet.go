@@ -71,7 +71,11 @@ type dgRing struct {
 }
 
 // dgBuf is a pooled datagram buffer; a pointer, so the pool holds it without allocating.
-type dgBuf struct{ b []byte }
+type dgBuf struct {
+	b      []byte
+	hash   uint64 // pinned datagrams: which link of a Bond carries it (hash mod links)
+	pinned bool
+}
 
 // dgPools hold buffers by size class, so a small datagram never pins a 64 KiB buffer.
 var dgClasses = [...]int{2 << 10, 16 << 10, MaxDatagram}
@@ -111,7 +115,10 @@ func putBuf(b *dgBuf) {
 }
 
 // push copies p in; false when the ring is full.
-func (r *dgRing) push(p []byte) bool {
+func (r *dgRing) push(p []byte) bool { return r.pushPinned(p, 0, false) }
+
+// pushPinned copies p in with its pin; false when the ring is full.
+func (r *dgRing) pushPinned(p []byte, hash uint64, pinned bool) bool {
 	if r.n == r.max || (r.bytes+bufClass(len(p)) > r.maxBytes && r.n > 0) {
 		return false
 	}
@@ -125,6 +132,7 @@ func (r *dgRing) push(p []byte) bool {
 	}
 	b := getBuf(len(p))
 	b.b = append(b.b[:0], p...)
+	b.hash, b.pinned = hash, pinned
 	r.slots[(r.head+r.n)%len(r.slots)] = b
 	r.n++
 	r.bytes += cap(b.b) // what the datagram keeps alive, not just its length
@@ -133,6 +141,25 @@ func (r *dgRing) push(p []byte) bool {
 
 // front is the oldest datagram; valid until pop.
 func (r *dgRing) front() []byte { return r.slots[r.head].b }
+
+// at is the i-th oldest datagram's buffer.
+func (r *dgRing) at(i int) *dgBuf { return r.slots[(r.head+i)%len(r.slots)] }
+
+// remove takes the i-th oldest datagram out, keeping the order of the others.
+func (r *dgRing) remove(i int) {
+	if i == 0 {
+		r.pop()
+		return
+	}
+	b := r.at(i)
+	for j := i; j < r.n-1; j++ {
+		r.slots[(r.head+j)%len(r.slots)] = r.slots[(r.head+j+1)%len(r.slots)]
+	}
+	r.slots[(r.head+r.n-1)%len(r.slots)] = nil
+	r.n--
+	r.bytes -= cap(b.b)
+	putBuf(b)
+}
 
 func (r *dgRing) pop() {
 	b := r.slots[r.head]
@@ -168,7 +195,17 @@ func (s *Stream) IsPacket() bool { return s.pk != nil }
 // WriteDatagram queues p as one datagram. It never blocks: when the send queue is full the
 // datagram is dropped and counted (SendDrops), and WriteDatagram still returns nil, as a UDP
 // socket would. A datagram over MaxDatagram is refused with ErrTooLarge.
-func (s *Stream) WriteDatagram(p []byte) error {
+func (s *Stream) WriteDatagram(p []byte) error { return s.writeDatagram(p, 0, false) }
+
+// WriteDatagramPinned is WriteDatagram for a datagram pinned by hash: over a Bond, every
+// datagram with the same hash goes on the same path (the hash modulo the paths carrying
+// traffic, ordered by id), as ECMP keeps one connection on one link; a Race still sends it on
+// every path.
+func (s *Stream) WriteDatagramPinned(p []byte, hash uint64) error {
+	return s.writeDatagram(p, hash, true)
+}
+
+func (s *Stream) writeDatagram(p []byte, hash uint64, pinned bool) error {
 	if s.pk == nil {
 		return errors.New("rendr: not a packet flow")
 	}
@@ -191,9 +228,12 @@ func (s *Stream) WriteDatagram(p []byte) error {
 	case s.finQueued:
 		return ErrWriteClosed
 	}
-	if !s.pk.send.push(p) {
+	if !s.pk.send.pushPinned(p, hash, pinned) {
 		s.pk.stats.SendDrops++
 		return nil
+	}
+	if pinned {
+		e.mu.pinnedQueued++
 	}
 	e.readyLocked(s)
 	return nil
@@ -336,23 +376,47 @@ func (pk *packetState) shift(n uint64) {
 }
 
 // emitDatagramsLocked appends queued datagrams to r while they fit, and reports whether more
-// are waiting. A datagram that does not fit the room left waits for the next record.
+// are waiting. A datagram that does not fit the room left waits for the next record. When the
+// engine routes over several links (e.pin), a pinned datagram goes only in a record for its
+// link (e.dest); others wait for a record of theirs.
 func (s *Stream) emitDatagramsLocked(r *path.Record) bool {
-	pk := s.pk
-	for pk.send.n > 0 {
-		d := pk.send.front()
-		if wire.DatagramOverhead(s.id, pk.nextSeq+1, len(d))+len(d) > r.Room() {
+	pk, e := s.pk, s.e
+	for i := 0; i < pk.send.n; {
+		d := pk.send.at(i)
+		if d.pinned && len(e.pin) > 1 {
+			if e.dest == nil || e.pin[d.hash%uint64(len(e.pin))] != e.dest {
+				i++ // another link's
+				continue
+			}
+		} else if e.pinnedOnly {
+			i++ // this record is for pinned datagrams only
+			continue
+		}
+		if wire.DatagramOverhead(s.id, pk.nextSeq+1, len(d.b))+len(d.b) > r.Room() {
 			// It needs more room than this record has left: go first in the next one, or a
 			// large datagram could wait forever behind a stream that fills part of each.
 			s.first = true
 			return true
 		}
 		pk.nextSeq++
-		r.B = wire.AppendDatagram(r.B, s.id, pk.nextSeq, d)
-		pk.send.pop()
+		r.B = wire.AppendDatagram(r.B, s.id, pk.nextSeq, d.b)
+		if d.pinned {
+			e.mu.pinnedQueued--
+		}
+		pk.send.remove(i)
 		pk.stats.Sent++
 	}
-	return false
+	return pk.send.n > 0
+}
+
+// releaseSendLocked drops the datagrams waiting to be sent.
+func (s *Stream) releaseSendLocked() {
+	for i := range s.pk.send.n {
+		if s.pk.send.at(i).pinned {
+			s.e.mu.pinnedQueued--
+		}
+	}
+	s.pk.send.release()
 }
 
 // releaseRecvLocked drops the datagrams waiting to be read and their session-wide count.

@@ -97,7 +97,7 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 			e.mu.sendBuffered -= s.sbuf.len()
 			s.sbuf.reset()
 			if s.pk != nil {
-				s.pk.send.release()
+				s.releaseSendLocked()
 			}
 			s.sendNext, s.sendBase = s.sendHigh, s.sendHigh
 			s.resetPending = true

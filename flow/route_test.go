@@ -306,3 +306,56 @@ func TestReorderBudgetResend(t *testing.T) {
 		}
 	})
 }
+
+// TestRoutePinnedDatagrams: over a Bond, datagrams pinned by hash go on one link per hash
+// (hash modulo the links, ordered by id), whatever the Bond's own choice; unpinned ones and
+// stream bytes are spread as usual; with one link left, everything takes it.
+func TestRoutePinnedDatagrams(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newMultiRig(t, ModeBond)
+		r.l1.rate, r.l2.rate = 4e6, 1e6 // the Bond itself would favour link 1
+		s, err := r.a.OpenPacket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		onLink := map[int]map[uint64]int{1: {}, 2: {}} // link -> hash -> datagrams
+		run := func(n int) {
+			for i := range n {
+				b := make([]byte, 100)
+				b[0] = byte(i % 4)
+				if err := s.WriteDatagramPinned(b, uint64(i%4)); err != nil {
+					t.Fatal(err)
+				}
+				if i%50 == 49 {
+					synctest.Wait()
+				}
+			}
+			synctest.Wait()
+			for id, l := range map[int]*fakeLink{1: r.l1, 2: r.l2} {
+				for _, f := range frames(t, l.take()) {
+					if f.Type == wire.TypeDatagram {
+						onLink[id][uint64(f.Payload[0])]++
+					}
+				}
+			}
+		}
+		run(200)
+		for h := uint64(0); h < 4; h++ {
+			want := 1 + int(h%2) // hash mod 2 links, ordered by id
+			if onLink[want][h] != 50 || onLink[3-want][h] != 0 {
+				t.Fatalf("hash %d: %d datagrams on link %d and %d on link %d; want all 50 on link %d",
+					h, onLink[want][h], want, onLink[3-want][h], 3-want, want)
+			}
+		}
+		if st := s.PacketStats(); st.Sent != 200 || st.QueuedSend != 0 {
+			t.Fatalf("stats %+v", st)
+		}
+		// One link left: every pinned datagram takes it.
+		r.ra.set(One(r.l2))
+		onLink = map[int]map[uint64]int{1: {}, 2: {}}
+		run(100)
+		if n := onLink[2][0] + onLink[2][1] + onLink[2][2] + onLink[2][3]; n != 100 {
+			t.Fatalf("%d of 100 datagrams on the one link left", n)
+		}
+	})
+}

@@ -439,7 +439,7 @@ func (s *Stream) failLocked(err error) {
 	s.e.mu.sendBuffered -= s.sbuf.len()
 	s.sbuf.reset()
 	if s.pk != nil {
-		s.pk.send.release()
+		s.releaseSendLocked()
 	}
 	signal(s.readSig)
 	signal(s.writeSig)
