@@ -26,6 +26,28 @@ var stLossy = testlink.Config{Delay: 2 * time.Millisecond, Rate: 20 << 20, Buffe
 func stLatency(t *testing.T, w, r net.Conn, n int, every time.Duration) []time.Duration {
 	t.Helper()
 	const size = 512
+	defer stPaced(w, n, size, every)()
+	delays := make([]time.Duration, 0, n)
+	b := make([]byte, size)
+	r.SetReadDeadline(time.Now().Add(time.Duration(n)*every + time.Minute))
+	for i := range n {
+		if _, err := io.ReadFull(r, b); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		if seq := binary.BigEndian.Uint64(b); seq != uint64(i) {
+			t.Fatalf("chunk %d arrived as number %d", i, seq)
+		}
+		sent := time.Unix(0, int64(binary.BigEndian.Uint64(b[8:])))
+		delays = append(delays, time.Since(sent))
+	}
+	return delays
+}
+
+// stPaced writes n messages of size bytes to w, one every interval, each stamped with its
+// number and send time (the first 16 bytes), and returns a wait for the writer: the writer
+// must end inside the synctest bubble, even when the reader got everything while the writer
+// was still between two writes.
+func stPaced(w net.Conn, n, size int, every time.Duration) (wait func()) {
 	wrote := make(chan struct{})
 	go func() {
 		defer close(wrote)
@@ -41,21 +63,16 @@ func stLatency(t *testing.T, w, r net.Conn, n int, every time.Duration) []time.D
 			}
 		}
 	}()
-	defer func() { <-wrote }() // the writer ends inside the bubble, before the test does
-	delays := make([]time.Duration, 0, n)
-	b := make([]byte, size)
-	r.SetReadDeadline(time.Now().Add(time.Duration(n)*every + time.Minute))
-	for i := range n {
-		if _, err := io.ReadFull(r, b); err != nil {
-			t.Fatalf("chunk %d: %v", i, err)
-		}
-		if seq := binary.BigEndian.Uint64(b); seq != uint64(i) {
-			t.Fatalf("chunk %d arrived as number %d", i, seq)
-		}
-		sent := time.Unix(0, int64(binary.BigEndian.Uint64(b[8:])))
-		delays = append(delays, time.Since(sent))
-	}
-	return delays
+	return func() { <-wrote }
+}
+
+// stRaceLab is a lab of a good path and one losing 30%, under Race("race", good, lossy).
+func stRaceLab(t *testing.T) *stLab {
+	t.Helper()
+	return stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+		return rendr.Race("race", p["good"], p["lossy"])
+	}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
+		stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
 }
 
 func p99(d []time.Duration) time.Duration {
@@ -87,10 +104,7 @@ func TestSynctestRaceFlatLatency(t *testing.T) {
 		t.Fatalf("p99 on the lossy path alone is %v, on the good one %v: the lossy path is not lossy enough to test anything", lossy, alone)
 	}
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
-			return rendr.Race("race", p["good"], p["lossy"])
-		}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+		lb := stRaceLab(t)
 		dc, lc := lb.open()
 		lb.mustWait("paths up", 10*time.Second, lb.allUp)
 		go func() {
@@ -110,10 +124,7 @@ func TestSynctestRaceFlatLatency(t *testing.T) {
 	// how the paths are used.
 	var down time.Duration
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
-			return rendr.Race("race", p["good"], p["lossy"])
-		}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+		lb := stRaceLab(t)
 		dc, lc := lb.open()
 		lb.mustWait("paths up", 10*time.Second, lb.allUp)
 		lb.mustWait("the listening side racing", 10*time.Second, func() bool { return len(lb.listenerActive()) == 2 })
@@ -146,10 +157,7 @@ func (lb *stLab) listenerActive() []string {
 // is blackholed, and comes back: every byte arrives once, in order.
 func TestSynctestRaceLossless(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
-			return rendr.Race("race", p["good"], p["lossy"])
-		}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+		lb := stRaceLab(t)
 		dc, lc := lb.open()
 		lb.mustWait("paths up", 10*time.Second, lb.allUp)
 		up, down := stDuplex(dc, lc, 8<<20, 41)

@@ -59,24 +59,7 @@ func (r dgResult) received() int {
 // and send time, and reads them on the other side until the last one's deadline passed.
 func stDatagrams(t *testing.T, w, r net.Conn, n, size int, every time.Duration) dgResult {
 	t.Helper()
-	wrote := make(chan struct{})
-	go func() {
-		defer close(wrote)
-		b := make([]byte, size)
-		for i := range n {
-			if i > 0 {
-				time.Sleep(every)
-			}
-			binary.BigEndian.PutUint64(b, uint64(i))
-			binary.BigEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
-			if _, err := w.Write(b); err != nil {
-				return
-			}
-		}
-	}()
-	// The writer must be done before the bubble ends, even when the reader got everything
-	// while the writer was still between two writes.
-	defer func() { <-wrote }()
+	defer stPaced(w, n, size, every)()
 	res := dgResult{got: make([]bool, n)}
 	b := make([]byte, size+100)
 	r.SetReadDeadline(time.Now().Add(time.Duration(n)*every + 5*time.Second))
@@ -123,10 +106,7 @@ func TestSynctestPacketRace(t *testing.T) {
 	for _, dir := range []string{"dialer to listener", "listener to dialer"} {
 		t.Run(dir, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
-					return rendr.Race("race", p["good"], p["lossy"])
-				}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
-					stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+				lb := stRaceLab(t)
 				dc, lc := lb.packetPair()
 				lb.mustWait("paths up", 10*time.Second, lb.allUp)
 				lb.mustWait("the listening side racing", 10*time.Second, func() bool { return len(lb.listenerActive()) == 2 })

@@ -221,9 +221,14 @@ func pick[T any](cond bool, a, b T) T {
 // waitPathsUp waits until n paths of c's session are Up, so that every run starts with a
 // path to fail over to.
 func waitPathsUp(ctx context.Context, c *rendr.Conn, n int) error {
+	return waitUp(ctx, c.Status, n)
+}
+
+// waitUp waits until n paths of the session st describes are Up.
+func waitUp(ctx context.Context, st func() status.Session, n int) error {
 	for {
 		up := 0
-		for _, p := range c.Paths() {
+		for _, p := range st().Paths {
 			if p.State == status.Up {
 				up++
 			}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
-	"github.com/rendr-go/rendr/status"
 )
 
 const (
@@ -150,18 +149,8 @@ func raceOncePacket(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.
 		return raceRun{}, err
 	}
 	defer rcv.Close()
-	for up := 0; up < paths; {
-		up = 0
-		for _, p := range d.Status().Paths {
-			if p.State == status.Up {
-				up++
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return raceRun{}, fmt.Errorf("only %d of %d paths up", up, paths)
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := waitUp(ctx, d.Status, paths); err != nil {
+		return raceRun{}, err
 	}
 	b := make([]byte, gapChunk)
 	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))
