@@ -35,6 +35,7 @@ type bulkRun struct {
 	mbit   float64       // goodput over the measured window
 	p99    time.Duration // p99 send-to-delivery delay of a chunk in the measured window
 	minDel time.Duration // smallest such delay: the unloaded path
+	moves  int           // rendr: route changes during the transfer (each may resend)
 }
 
 func runBond(c *config) []result {
@@ -86,7 +87,7 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase) ([]result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("rendr: %w", err)
 		}
-		c.logf("bond %s: run %d rendr_bond %7.1f Mbit/s p99 delay %v", bc.name, run, r.mbit, r.p99)
+		c.logf("bond %s: run %d rendr_bond %7.1f Mbit/s p99 delay %v, %d route changes", bc.name, run, r.mbit, r.p99, r.moves)
 		rendrRuns = append(rendrRuns, r)
 		if mptcpSkip == "" {
 			r, err := mptcpBulk(lab)
@@ -257,7 +258,10 @@ func rendrBulk(lab *netlab.Lab, k benchKeys) (bulkRun, error) {
 	if err := waitPathsUp(ctx, snd, lab.Paths()); err != nil {
 		return bulkRun{}, err
 	}
-	return bulk(snd, rcv)
+	m0 := snd.Status().Migrations
+	r, err := bulk(snd, rcv)
+	r.moves = d.Status().Migrations - m0
+	return r, err
 }
 
 // mptcpBulk is one MPTCP connection with a subflow per path.
