@@ -3,7 +3,6 @@ package flow
 import (
 	"context"
 	"errors"
-	"io"
 	"sync"
 
 	"github.com/rendr-go/rendr/internal/wire"
@@ -249,18 +248,9 @@ func (s *Stream) ReadDatagram(p []byte) (int, error) {
 	e := s.e
 	for {
 		e.mu.Lock()
-		var dl <-chan struct{}
-		if s.rdl != nil {
-			dl = s.rdl.wait()
-			if isClosed(dl) {
-				e.mu.Unlock()
-				return 0, ErrTimeout
-			}
-		}
-		if s.appClosed || s.readClosed {
-			e.mu.Unlock()
-			signal(s.readSig)
-			return 0, ErrClosed
+		dl, err := s.readGateLocked()
+		if err != nil {
+			return 0, err
 		}
 		if q := &s.pk.recv; q.n > 0 {
 			d := q.front()
@@ -277,15 +267,7 @@ func (s *Stream) ReadDatagram(p []byte) (int, error) {
 			}
 			return n, nil
 		}
-		var err error
-		switch {
-		case s.resetRecv:
-			err = ErrReset
-		case s.finRecv:
-			err = io.EOF
-		case s.err != nil:
-			err = s.err
-		}
+		err = s.readEndLocked()
 		e.mu.Unlock()
 		if err != nil {
 			signal(s.readSig)

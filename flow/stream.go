@@ -106,18 +106,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 			}
 			req = nil
 		}
-		var dl <-chan struct{}
-		if s.rdl != nil {
-			dl = s.rdl.wait()
-			if isClosed(dl) {
-				e.mu.Unlock()
-				return 0, ErrTimeout
-			}
-		}
-		if s.appClosed || s.readClosed {
-			e.mu.Unlock()
-			signal(s.readSig) // pass the wake-up on to any other blocked Read
-			return 0, ErrClosed
+		dl, err := s.readGateLocked()
+		if err != nil {
+			return 0, err
 		}
 		if len(p) == 0 && s.rbuf.len() == 0 {
 			e.mu.Unlock()
@@ -137,15 +128,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			}
 			return n, nil
 		}
-		var err error
-		switch {
-		case s.resetRecv:
-			err = ErrReset
-		case s.finRecv && s.recvNext == s.finOffset:
-			err = io.EOF
-		case s.err != nil:
-			err = s.err
-		}
+		err = s.readEndLocked()
 		var mine chan struct{}
 		if err == nil && len(p) > 0 && s.direct == nil {
 			req = &readReq{p: p, ready: make(chan struct{}, 1)}
@@ -166,6 +149,38 @@ func (s *Stream) Read(p []byte) (int, error) {
 		case <-dl:
 		}
 	}
+}
+
+// readGateLocked starts every read (Read, ReadDatagram) under the engine's lock: it returns
+// the read deadline to wait on, or, with the lock let go, the error that ends the read at
+// once: the deadline passed, or the flow is closed for reading.
+func (s *Stream) readGateLocked() (dl <-chan struct{}, err error) {
+	if s.rdl != nil {
+		dl = s.rdl.wait()
+		if isClosed(dl) {
+			s.e.mu.Unlock()
+			return nil, ErrTimeout
+		}
+	}
+	if s.appClosed || s.readClosed {
+		s.e.mu.Unlock()
+		signal(s.readSig) // pass the wake-up on to any other blocked read
+		return nil, ErrClosed
+	}
+	return dl, nil
+}
+
+// readEndLocked is why a read finds nothing and never will, or nil while more may come: the
+// peer reset the flow, it ended (every byte before its FIN delivered; a packet flow's FIN is
+// at offset 0), or the session failed.
+func (s *Stream) readEndLocked() error {
+	switch {
+	case s.resetRecv:
+		return ErrReset
+	case s.finRecv && s.recvNext == s.finOffset:
+		return io.EOF
+	}
+	return s.err
 }
 
 // readReq is a waiting Read's buffer, filled by the receive path under the engine's lock.

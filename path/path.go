@@ -148,9 +148,6 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 	return p
 }
 
-// Plain reports whether records travel unencrypted (a secure carrier).
-func (p *Path) Plain() bool { return p.sealer.cs == nil }
-
 // Name is the path's configured name.
 func (p *Path) Name() string { return p.cfg.Name }
 
