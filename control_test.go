@@ -91,6 +91,9 @@ func TestSynctestControlUnderLoad(t *testing.T) {
 		if err := lb.d.SetTier(other, 1); err != nil {
 			t.Fatal(err)
 		}
+		if tier := lb.pathStatus(other).Tier; tier != 1 {
+			t.Fatalf("the status shows tier %d for %s after SetTier(1)", tier, other)
+		}
 		lb.mustWait("traffic off the backup", 5*time.Second, func() bool { return lb.active() == "c" })
 		// Select the backup by name: it alone carries traffic, whatever its tier; then back.
 		if err := lb.d.Select(other); err != nil {

@@ -626,6 +626,7 @@ func (s *session) snapshot() status.Session {
 		var p status.Path
 		l.p.Fill(&p)
 		p.State, p.Since, p.Active = l.state, l.since, slices.Contains(s.mu.active, l)
+		p.Tier = l.tier // the path's own config has the tier it dialed with; SetTier changes this
 		out.Paths = append(out.Paths, p)
 		seen[l] = true
 	}

@@ -359,3 +359,24 @@ func TestRoutePinnedDatagrams(t *testing.T) {
 		}
 	})
 }
+
+// TestRouteSetsCompareAsSets: a route naming one link twice is the set of its links, so a link
+// that joins later is known, and its leaving rewinds.
+func TestRouteSetsCompareAsSets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newMultiRig(t, ModeBond)
+		e := r.a
+		now := time.Now()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.routeLocked([]Link{r.l1, r.l1}, now)
+		e.routeLocked([]Link{r.l1, r.l2}, now) // l2 joins: no rewind
+		if e.mu.migrations != 0 {
+			t.Fatalf("%d rewinds after a link joined", e.mu.migrations)
+		}
+		e.routeLocked([]Link{r.l1}, now) // l2 leaves: rewind
+		if e.mu.migrations != 1 {
+			t.Fatalf("%d rewinds after a link left, want 1", e.mu.migrations)
+		}
+	})
+}
