@@ -4,6 +4,7 @@ go 1.26.3
 
 require (
 	github.com/flynn/noise v1.1.0
+	github.com/quic-go/quic-go v0.65.0
 	go.uber.org/goleak v1.3.0
 	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.49.0

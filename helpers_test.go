@@ -3,6 +3,7 @@ package rendr_test
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,6 +20,9 @@ import (
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
 	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/internal/testcert"
+	"github.com/rendr-go/rendr/transport"
+	"github.com/rendr-go/rendr/transport/quic"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
 
@@ -65,6 +69,13 @@ func (c *rtCarrier) Close() error {
 	return c.Conn.Close()
 }
 
+// rtDgCarrier is an rtCarrier over a carrier that carries datagrams too (QUIC): the wrapper
+// must not hide them.
+type rtDgCarrier struct {
+	*rtCarrier
+	transport.Datagrammer
+}
+
 func (s *rtSource) Accept() (net.Conn, error) {
 	c, err := s.Listener.Accept()
 	if err != nil {
@@ -74,6 +85,9 @@ func (s *rtSource) Accept() (net.Conn, error) {
 	s.mu.Lock()
 	s.mu.carriers = append(s.mu.carriers, rc)
 	s.mu.Unlock()
+	if dg, ok := c.(transport.Datagrammer); ok {
+		return &rtDgCarrier{rtCarrier: rc, Datagrammer: dg}, nil
+	}
 	return rc, nil
 }
 
@@ -108,6 +122,77 @@ func rtListen(t testing.TB, addr string) *rtSource {
 	}
 	t.Fatalf("listen %s: %v", addr, err)
 	return nil
+}
+
+// rtListenQUIC opens a loopback QUIC source wrapped in an rtSource.
+func rtListenQUIC(t testing.TB, tlsConf *tls.Config) *rtSource {
+	t.Helper()
+	l, err := quic.Listen("127.0.0.1:0", tlsConf)
+	if err != nil {
+		t.Fatalf("listen quic: %v", err)
+	}
+	return &rtSource{Listener: l}
+}
+
+// rtPathCtl is what a rig can do to the path in front of a source: a TCP relay, or for QUIC a
+// UDP relay plus the carriers at both ends, which a UDP relay cannot close.
+type rtPathCtl interface {
+	Addr() string
+	// Kill ends the path's carriers: Close and Reset at once (for QUIC: the dialing end,
+	// then the listening end, closes its carriers), Stall silently.
+	Kill(relay.Mode) int
+	// Block blackholes the path, new carriers included, while on.
+	Block(on bool)
+	Close() error
+}
+
+// rtQUICPath controls one QUIC path of a rig.
+type rtQUICPath struct {
+	*relay.UDP
+	src *rtSource
+	mu  sync.Mutex
+	out []net.Conn // carriers dialed through this path
+}
+
+func (q *rtQUICPath) dial(d *quic.Dialer) func(ctx context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		c, err := d.Dial(ctx)
+		if err == nil {
+			q.mu.Lock()
+			q.out = append(q.out, c)
+			q.mu.Unlock()
+		}
+		return c, err
+	}
+}
+
+func (q *rtQUICPath) Kill(m relay.Mode) int {
+	switch m {
+	case relay.Close:
+		q.mu.Lock()
+		out := q.out
+		q.out = nil
+		q.mu.Unlock()
+		for _, c := range out {
+			c.Close()
+		}
+		return len(out)
+	case relay.Reset:
+		n := 0
+		for _, c := range q.src.carriers() {
+			if !c.closed.Load() {
+				c.Close()
+				n++
+			}
+		}
+		return n
+	}
+	return q.UDP.Kill(m)
+}
+
+func (q *rtQUICPath) Close() error {
+	q.Kill(relay.Close)
+	return q.UDP.Close()
 }
 
 // rtMigrations records the migrations a side reports through OnMigrate.
@@ -163,6 +248,8 @@ type rtRigConfig struct {
 	// Secure declares every carrier already secure (SecureCarrier, SecureSource): records are
 	// not encrypted, and the engine sends payload by reference instead of copying it.
 	Secure bool
+	// Carrier is "tcp" (the default) or "quic".
+	Carrier string
 }
 
 // rtRig is a listener with one source per path and a dialer whose paths reach the sources
@@ -173,7 +260,7 @@ type rtRig struct {
 	srv, cli rendr.PrivateKey
 	addrs    []string // source addresses, kept so a restarted listener can take them again
 	srcs     []*rtSource
-	relays   []*relay.Relay
+	relays   []rtPathCtl
 	ln       *rendr.Listener
 	d        *rendr.Dialer
 	mig      *rtMigrations // the dialer's migrations
@@ -184,24 +271,42 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 	t.Helper()
 	r := &rtRig{t: t, cfg: cfg, srv: rendr.MustNewKey(), cli: rendr.MustNewKey(), mig: &rtMigrations{}}
 	t.Cleanup(r.close)
+	srvTLS, cliTLS := testcert.Must()
 	for range cfg.Paths {
-		s := rtListen(t, "127.0.0.1:0")
+		var s *rtSource
+		switch cfg.Carrier {
+		case "", "tcp":
+			s = rtListen(t, "127.0.0.1:0")
+		case "quic":
+			s = rtListenQUIC(t, srvTLS)
+		default:
+			t.Fatalf("no carrier %q", cfg.Carrier)
+		}
 		r.srcs = append(r.srcs, s)
 		r.addrs = append(r.addrs, s.Addr().String())
 	}
 	r.ln = r.listen(r.srcs)
 	var paths []*rendr.Target
 	for i, a := range r.addrs {
-		dial := a
-		if cfg.Front != nil {
-			dial = cfg.Front(i, a)
-		} else {
+		var dial transport.DialFunc
+		switch {
+		case cfg.Carrier == "quic":
+			u, err := relay.NewUDP(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := &rtQUICPath{UDP: u, src: r.srcs[i]}
+			r.relays = append(r.relays, q)
+			dial = q.dial(quic.NewDialer(u.Addr(), cliTLS))
+		case cfg.Front != nil:
+			dial = tcp.Dialer(cfg.Front(i, a))
+		default:
 			rl, err := relay.New(a)
 			if err != nil {
 				t.Fatal(err)
 			}
 			r.relays = append(r.relays, rl)
-			dial = rl.Addr()
+			dial = tcp.Dialer(rl.Addr())
 		}
 		var po []rendr.PathOption
 		if cfg.PathOpts != nil {
@@ -210,7 +315,7 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 		if cfg.Secure {
 			po = append(po, rendr.SecureCarrier())
 		}
-		paths = append(paths, rendr.Path(rtName(i), tcp.Dialer(dial), po...))
+		paths = append(paths, rendr.Path(rtName(i), dial, po...))
 	}
 	opts := cfg.Options
 	opts.OnMigrate = r.mig.record

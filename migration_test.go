@@ -70,11 +70,17 @@ func (k *rtKiller) halt() int64 {
 // the shortest subtest does its I/O across a migration: it must be invisible to every net.Conn
 // behaviour.
 func TestNettestMigrating(t *testing.T) {
+	for _, carrier := range rtCarriers {
+		t.Run(carrier, func(t *testing.T) { testNettestMigrating(t, carrier) })
+	}
+}
+
+func testNettestMigrating(t *testing.T, carrier string) {
 	seed := rtSeed(t)
 	var pipes, kills, moves, still atomic.Int64
 	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
 		n := pipes.Add(1)
-		r := rtNewRig(t, rtRigConfig{Paths: 2})
+		r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier})
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		d, err := r.d.DialContext(ctx)
@@ -197,24 +203,32 @@ func (p *rtKillPlan) release() {
 // TestLosslessMigration runs over encrypted records and over carriers declared secure, where
 // the engine sends payload by reference into the path's vectored writes: a path dying with
 // such a record half written must lose nothing either.
+// Every carrier runs the same plan: for QUIC, Close and Reset close the carrier at the dialing
+// and at the listening end (a UDP relay cannot), and Stall blackholes its datagrams.
 func TestLosslessMigration(t *testing.T) {
-	for _, secure := range []bool{false, true} {
-		name := "encrypted"
-		if secure {
-			name = "secure-carrier"
+	for _, carrier := range rtCarriers {
+		for _, secure := range []bool{false, true} {
+			name := carrier + "/encrypted"
+			if secure {
+				name = carrier + "/secure-carrier"
+			}
+			t.Run(name, func(t *testing.T) { testLosslessMigration(t, carrier, secure) })
 		}
-		t.Run(name, func(t *testing.T) { testLosslessMigration(t, secure) })
 	}
 }
 
-func testLosslessMigration(t *testing.T, secure bool) {
+// rtCarriers are the carriers the shared suites run over.
+var rtCarriers = []string{"tcp", "quic"}
+
+func testLosslessMigration(t *testing.T, carrier string, secure bool) {
 	size, kills := int64(64<<20), 10
 	if testing.Short() {
 		size, kills = 8<<20, 4
 	}
 	seed := rtSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	r := rtNewRig(t, rtRigConfig{Paths: 3, Options: rendr.Options{HandshakeTimeout: time.Second}, Secure: secure})
+	r := rtNewRig(t, rtRigConfig{Paths: 3, Options: rendr.Options{HandshakeTimeout: time.Second}, Secure: secure,
+		Carrier: carrier})
 	c1, c2 := r.open()
 	plan := rtNewKillPlan(r, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
 

@@ -709,6 +709,11 @@ var errJoin = errors.New("rendr: path did not prove session membership")
 func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 	s := l.s
 	if !l.joined.Load() {
+		if f.Type == wire.TypeDatagram {
+			// From the peer (the path's records authenticate), sent as a carrier datagram
+			// that overtook the JOIN_PROOF in the stream: dropped, as a datagram may be.
+			return nil
+		}
 		// A joining path's first frame must prove it belongs to the session.
 		if f.Type != wire.TypeJoinProof {
 			return errJoin

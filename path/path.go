@@ -29,6 +29,7 @@ import (
 
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/transport"
 )
 
 // Handler receives what a path reads. Frame calls come from the path's reader goroutine, one
@@ -103,6 +104,8 @@ type Path struct {
 
 	sealer sealer
 	opener opener
+	dg     *dgChannel // nil unless the carrier carries datagrams too
+	gather []byte     // writer's buffer for carriers without vectored writes; nil for those with
 
 	kick  chan struct{} // wakes the writer
 	done  chan struct{} // closed by Close
@@ -145,6 +148,18 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 		kick:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
+	if dc, ok := conn.(transport.Datagrammer); ok {
+		p.dg = newDgChannel(dc, send, recv)
+	}
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		// net.Buffers makes one writev of a batch on these.
+	default:
+		// On any other carrier net.Buffers costs one Write per piece, and a record is
+		// several pieces (its frames, then payload slices): gathering them first costs a
+		// copy but saves dozens of calls into the carrier per batch (QUIC streams, TLS).
+		p.gather = make([]byte, 0, gatherSize)
+	}
 	return p
 }
 
@@ -160,10 +175,17 @@ func (p *Path) Conn() net.Conn { return p.conn }
 // Start runs the reader and writer goroutines and the probe timer. Records sent before Start
 // are written first.
 func (p *Path) Start() {
-	p.wg.Add(2)
-	p.alive.Store(2)
+	n := 2
+	if p.dg != nil {
+		n++
+	}
+	p.wg.Add(n)
+	p.alive.Store(int32(n))
 	go p.routineWrite()
 	go p.routineRead()
+	if p.dg != nil {
+		go p.routineDatagrams()
+	}
 	p.mu.Lock()
 	p.mu.nextPing = time.Now()
 	p.mu.probe = time.AfterFunc(0, p.probe)
@@ -235,6 +257,9 @@ func (p *Path) Close(cause error) {
 	p.mu.q, p.mu.pq, p.mu.qBytes = nil, nil, 0
 	p.mu.Unlock()
 	close(p.done)
+	if p.dg != nil {
+		p.dg.cancel()
+	}
 	p.conn.Close()
 	// The writer may still hold records it took; it releases those itself.
 	for _, r := range q {
@@ -438,6 +463,16 @@ func (p *Path) routineWrite() {
 				if i >= len(batch)-n {
 					dataBytes += r.Len()
 				}
+				if p.dg != nil && r.ext == 0 {
+					k, empty, err := p.dg.offload(r)
+					p.bytesSent.Add(int64(k))
+					if serr = err; serr != nil {
+						break
+					}
+					if empty {
+						continue // datagrams only, all sent as such
+					}
+				}
 				if serr = p.sealer.seal(r); serr != nil {
 					break // only when a key is exhausted; nothing more may be written
 				}
@@ -453,10 +488,17 @@ func (p *Path) routineWrite() {
 				return
 			}
 			iov = v
-			bufs := net.Buffers(v)
-			t0 := time.Now()
-			_, err := bufs.WriteTo(p.conn)
-			p.sampleRate(total, time.Since(t0))
+			var err error
+			if len(v) > 0 {
+				t0 := time.Now()
+				if p.gather != nil {
+					err = p.writeGathered(v)
+				} else {
+					bufs := net.Buffers(v)
+					_, err = bufs.WriteTo(p.conn)
+				}
+				p.sampleRate(total, time.Since(t0))
+			}
 			clear(iov)
 			for _, r := range batch {
 				r.Release()
@@ -479,6 +521,35 @@ func (p *Path) routineWrite() {
 			}
 		}
 	}
+}
+
+// gatherSize is the most one gathered write carries.
+const gatherSize = 256 << 10
+
+// writeGathered writes the pieces of a batch with as few carrier writes as fit gatherSize.
+func (p *Path) writeGathered(v [][]byte) error {
+	b := p.gather[:0]
+	for _, piece := range v {
+		if len(b)+len(piece) > cap(b) && len(b) > 0 {
+			if _, err := p.conn.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+		if len(piece) > cap(b) {
+			if _, err := p.conn.Write(piece); err != nil {
+				return err
+			}
+			continue
+		}
+		b = append(b, piece...)
+	}
+	if len(b) > 0 {
+		if _, err := p.conn.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // rateMinWrite is the shortest write that says something about the carrier's rate: a write

@@ -2,16 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testcert"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
 
@@ -64,6 +60,12 @@ func runThroughput(c *config) []result {
 			setup: func(ctx context.Context) (*stream, error) { return setupRendr(ctx, keys, false) }},
 		{name: "rendr_secure_carrier", note: "one rendr flow, one transport/tcp path declared secure (SecureCarrier/SecureSource): records not encrypted",
 			setup: func(ctx context.Context) (*stream, error) { return setupRendr(ctx, keys, true) }},
+		{name: "quic_go", note: "bare quic-go " + quicVersion() + ": one stream of one connection, transport/quic's configuration (its own quic.Transport per side, datagrams on)",
+			setup: func(ctx context.Context) (*stream, error) { return setupQUIC(ctx, tlsCfg) }},
+		{name: "rendr_quic", note: "one rendr flow, one transport/quic path, Noise AES-256-GCM records inside QUIC's own encryption",
+			setup: func(ctx context.Context) (*stream, error) { return setupRendrQUIC(ctx, keys, tlsCfg, false) }},
+		{name: "rendr_quic_secure", note: "one rendr flow, one transport/quic path declared secure: QUIC's TLS 1.3 alone encrypts",
+			setup: func(ctx context.Context) (*stream, error) { return setupRendrQUIC(ctx, keys, tlsCfg, true) }},
 	}
 	mode := fmt.Sprintf("%d bytes", c.bytes)
 	if c.seconds > 0 {
@@ -113,6 +115,8 @@ func runThroughput(c *config) []result {
 	}
 	against(byName["rendr_encrypted"], byName["tls13"], 0.9, true)
 	against(byName["rendr_secure_carrier"], byName["raw_tcp"], 0.8, true)
+	against(byName["rendr_quic_secure"], byName["quic_go"], 0.9, true)
+	against(byName["rendr_quic"], byName["quic_go"], 0, true)
 	return out
 }
 
@@ -293,35 +297,11 @@ type tlsConfigs struct{ server, client *tls.Config }
 // newTLSConfigs makes a self-signed ECDSA P-256 certificate and configs that accept only TLS
 // 1.3 and only that certificate. Go picks the 1.3 suite (AES-GCM on hardware with AES).
 func newTLSConfigs() (*tlsConfigs, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	srv, cli, err := testcert.New()
 	if err != nil {
 		return nil, err
 	}
-	const name = "rendrbench.test"
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tlsConfigs{
-		server: &tls.Config{MinVersion: tls.VersionTLS13,
-			Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}}},
-		client: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: name},
-	}, nil
+	return &tlsConfigs{server: srv, client: cli}, nil
 }
 
 func setupTLS(ctx context.Context, cfg *tlsConfigs) (*stream, error) {

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime/debug"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/transport/quic"
+)
+
+// quicVersion is the quic-go module version this binary was built with.
+func quicVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == "github.com/quic-go/quic-go" {
+				return m.Version
+			}
+		}
+	}
+	return "(version unknown)"
+}
+
+// setupQUIC connects transport/quic's dialer to its listener on loopback: bare quic-go, one
+// stream, with exactly the configuration rendr's QUIC paths run with.
+func setupQUIC(ctx context.Context, cfg *tlsConfigs) (*stream, error) {
+	ln, err := quic.Listen("127.0.0.1:0", cfg.server)
+	if err != nil {
+		return nil, err
+	}
+	d := quic.NewDialer(ln.Addr().String(), cfg.client)
+	snd, err := d.Dial(ctx)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	// The listener sees the stream once a byte is on it; the receiver drops that byte.
+	if _, err := snd.Write([]byte{0}); err != nil {
+		snd.Close()
+		ln.Close()
+		return nil, err
+	}
+	type acc struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan acc, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- acc{c, err}
+	}()
+	var a acc
+	select {
+	case a = <-ch:
+	case <-ctx.Done():
+		a.err = ctx.Err()
+	}
+	if a.err == nil {
+		_, a.err = a.c.Read(make([]byte, 1))
+	}
+	if a.err != nil {
+		snd.Close()
+		ln.Close()
+		return nil, fmt.Errorf("quic accept: %w", a.err)
+	}
+	return &stream{snd: snd, rcv: a.c, close: func() {
+		snd.Close()
+		a.c.Close()
+		ln.Close()
+	}}, nil
+}
+
+// setupRendrQUIC is setupRendr over one transport/quic path.
+func setupRendrQUIC(ctx context.Context, k benchKeys, cfg *tlsConfigs, secure bool) (*stream, error) {
+	src, err := quic.Listen("127.0.0.1:0", cfg.server)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}})
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	var opts []rendr.PathOption
+	var srcOpts []rendr.SourceOption
+	if secure {
+		opts = append(opts, rendr.SecureCarrier())
+		srcOpts = append(srcOpts, rendr.SecureSource())
+	}
+	if err := ln.AddSource(src, srcOpts...); err != nil {
+		src.Close()
+		ln.Close()
+		return nil, err
+	}
+	qd := quic.NewDialer(src.Addr().String(), cfg.client)
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(),
+		Root: rendr.Path("quic", qd.Dial, opts...)})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	snd, rcv, err := rendrPair(ctx, d, ln)
+	if err != nil {
+		d.Close()
+		ln.Close()
+		return nil, err
+	}
+	return &stream{snd: snd, rcv: rcv, close: func() {
+		snd.Close()
+		rcv.Close()
+		d.Close()
+		ln.Close()
+	}}, nil
+}

@@ -1,0 +1,166 @@
+package relay
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// UDP is a loopback UDP relay, a small NAT: each client address gets a mapping, an upstream
+// socket of its own towards the target. It can blackhole mappings (Stall, Block) and rebind
+// them (Rebind: the target sees the same client arrive from a new port, as after a NAT
+// timeout). It cannot close what flows through it: UDP carriers end their connections
+// themselves.
+type UDP struct {
+	pc     *net.UDPConn // faces the clients
+	target *net.UDPAddr
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		maps    map[string]*mapping
+		blocked bool
+		closed  bool
+	}
+}
+
+type mapping struct {
+	client  *net.UDPAddr
+	up      *net.UDPConn
+	stalled atomic.Bool
+}
+
+// maxUDP is the largest datagram the relay forwards.
+const maxUDP = 64 << 10
+
+// NewUDP starts a relay to target on a free loopback port.
+func NewUDP(target string) (*UDP, error) {
+	ta, err := net.ResolveUDPAddr("udp", target)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	u := &UDP{pc: pc, target: ta}
+	u.mu.maps = map[string]*mapping{}
+	u.wg.Add(1)
+	go u.routineIn()
+	return u, nil
+}
+
+// Addr is the address to send to.
+func (u *UDP) Addr() string { return u.pc.LocalAddr().String() }
+
+// Kill applies m to every mapping: Stall blackholes them for good (a client that moves to a
+// new port gets through again). Close and Reset have no UDP meaning and do nothing.
+func (u *UDP) Kill(m Mode) int {
+	if m != Stall {
+		return 0
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, mp := range u.mu.maps {
+		mp.stalled.Store(true)
+	}
+	return len(u.mu.maps)
+}
+
+// Block blackholes every mapping, new ones included, while on.
+func (u *UDP) Block(on bool) {
+	u.mu.Lock()
+	u.mu.blocked = on
+	u.mu.Unlock()
+	if on {
+		u.Kill(Stall)
+	}
+}
+
+// Rebind drops every mapping that is not stalled: the next datagram from each client gets a
+// new upstream port.
+func (u *UDP) Rebind() int {
+	u.mu.Lock()
+	var n int
+	for k, mp := range u.mu.maps {
+		if !mp.stalled.Load() {
+			mp.up.Close()
+			delete(u.mu.maps, k)
+			n++
+		}
+	}
+	u.mu.Unlock()
+	return n
+}
+
+// Close stops the relay.
+func (u *UDP) Close() error {
+	u.mu.Lock()
+	u.mu.closed = true
+	for k, mp := range u.mu.maps {
+		mp.up.Close()
+		delete(u.mu.maps, k)
+	}
+	u.mu.Unlock()
+	err := u.pc.Close()
+	u.wg.Wait()
+	return err
+}
+
+func (u *UDP) routineIn() {
+	defer u.wg.Done()
+	buf := make([]byte, maxUDP)
+	for {
+		n, from, err := u.pc.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		mp := u.lookup(from)
+		if mp == nil || mp.stalled.Load() {
+			continue
+		}
+		mp.up.Write(buf[:n])
+	}
+}
+
+// lookup finds or makes from's mapping; nil once the relay is closed.
+func (u *UDP) lookup(from *net.UDPAddr) *mapping {
+	key := from.String()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.mu.closed {
+		return nil
+	}
+	if mp := u.mu.maps[key]; mp != nil {
+		return mp
+	}
+	up, err := net.DialUDP("udp", nil, u.target)
+	if err != nil {
+		return nil
+	}
+	mp := &mapping{client: from, up: up}
+	mp.stalled.Store(u.mu.blocked)
+	u.mu.maps[key] = mp
+	u.wg.Add(1)
+	go u.routineOut(mp)
+	return mp
+}
+
+func (u *UDP) routineOut(mp *mapping) {
+	defer u.wg.Done()
+	buf := make([]byte, maxUDP)
+	for {
+		n, err := mp.up.Read(buf)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue // ICMP unreachable from a target not up yet: the next reply may come
+		}
+		if mp.stalled.Load() {
+			continue
+		}
+		u.pc.WriteToUDP(buf[:n], mp.client)
+	}
+}

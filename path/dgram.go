@@ -1,0 +1,333 @@
+package path
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flynn/noise"
+
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/transport"
+)
+
+// Datagram records (docs/wire.md, section 5.3). On a carrier that also carries datagrams
+// (transport.Datagrammer: QUIC), the writer takes packet flows' DATAGRAM frames out of the
+// records it is about to write and sends them as carrier datagrams, several to one when they
+// fit, so a lost one is simply gone instead of holding back the stream behind it. Only
+// DATAGRAM frames travel this way; everything else, and any DATAGRAM frame too large for the
+// carrier at that moment, stays in the stream.
+//
+// Encrypted, a datagram record is an 8-byte big-endian counter, then the frames sealed under a
+// key of their own with that counter as nonce and associated data. The counter is explicit
+// because datagrams are lost and reordered; the receiver keeps a sliding replay window and
+// drops what it has seen or what fell behind it. Plain (a secure carrier), it is the frames
+// alone.
+
+const (
+	dgCounterSize = 8
+	// dgWindow is the replay window in datagrams: how far behind the newest one a datagram may
+	// arrive and still count (WireGuard keeps 8128 of its 8192 bits).
+	dgWindow = 8192
+	// dgEpoch is how many datagrams one key seals: counter n uses the key REKEY'd n/dgEpoch
+	// times from the first, so both ends find each datagram's key from its counter alone.
+	dgEpoch = rekeyEvery
+)
+
+// dgKeyLabel separates the datagram key from the stream key it is derived from.
+var dgKeyLabel = []byte("rendr v1 datagram records")
+
+// dgKey derives a direction's datagram key from that direction's stream key, as the handshake
+// left it: both ends hold the same stream key for a direction, so they derive the same one.
+func dgKey(cs *noise.CipherState) [32]byte {
+	k := cs.UnsafeKey()
+	m := hmac.New(sha256.New, k[:])
+	m.Write(dgKeyLabel)
+	var out [32]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// dgChannel is a path's datagram side: the carrier's datagram methods and both directions'
+// datagram ciphers (nil on a secure carrier).
+type dgChannel struct {
+	c transport.Datagrammer
+
+	// Writer goroutine only.
+	seal  *recordCipher
+	sent  uint64 // datagram records sent: the next counter
+	buf   []byte // the datagram record being packed
+	spill []byte // DATAGRAM frames that go back in the stream
+	nfr   int    // frames in buf
+
+	// Datagram reader goroutine only.
+	open       *recordCipher // the key of epoch openEpoch
+	openEpoch  uint64
+	prev       *recordCipher // the epoch before, for stragglers across a rekey
+	high       uint64        // the highest counter accepted, plus one (0: none yet)
+	seen       [dgWindow / 64]uint64
+	replays    uint64 // copies dropped
+	tooOld     uint64 // dropped as behind the window
+	ctx        context.Context // ends when the path closes
+	cancel     context.CancelFunc
+}
+
+func newDgChannel(c transport.Datagrammer, send, recv *noise.CipherState) *dgChannel {
+	d := &dgChannel{c: c}
+	if send != nil && recv != nil {
+		d.buf = make([]byte, dgCounterSize, 2048)
+		d.seal = &recordCipher{}
+		d.seal.setKey(dgKey(send))
+		d.open = &recordCipher{}
+		d.open.setKey(dgKey(recv))
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	return d
+}
+
+// overhead is what a datagram record adds to its frames.
+func (d *dgChannel) overhead() int {
+	if d.seal == nil {
+		return 0
+	}
+	return dgCounterSize + wire.TagSize
+}
+
+// offload sends r's DATAGRAM frames that fit the carrier's datagrams as datagram records and
+// removes them from r. It reports the bytes sent and whether r has nothing left for the stream.
+func (d *dgChannel) offload(r *Record) (sent int, empty bool, err error) {
+	max := d.c.MaxDatagramSize() - d.overhead()
+	frames := r.Frames()
+	if max <= 0 || !hasDatagram(frames) {
+		return 0, false, nil
+	}
+	keep := 0 // frames kept for the stream are moved down to frames[:keep]
+	d.spill = d.spill[:0]
+	for off := 0; off < len(frames); {
+		f, n, perr := wire.Parse(frames[off:])
+		if perr != nil {
+			return sent, false, fmt.Errorf("%w: outgoing record: %w", ErrRecord, perr)
+		}
+		fr := frames[off : off+n]
+		off += n
+		if f.Type != wire.TypeDatagram || n > max {
+			keep += copy(frames[keep:], fr)
+			continue
+		}
+		if len(d.buf)-d.head()+n > max {
+			k, err := d.flush()
+			sent += k
+			if err != nil {
+				return sent, false, err
+			}
+		}
+		d.buf = append(d.buf, fr...)
+		d.nfr++
+	}
+	k, err := d.flush()
+	sent += k
+	if err != nil {
+		return sent, false, err
+	}
+	// Frames the carrier refused as too large go back in the stream, after the rest.
+	keep += copy(frames[keep:], d.spill)
+	r.B = r.B[:2+keep]
+	return sent, keep == 0, nil
+}
+
+func hasDatagram(frames []byte) bool {
+	for off := 0; off < len(frames); {
+		f, n, err := wire.Parse(frames[off:])
+		if err != nil {
+			return true // let offload report it
+		}
+		if f.Type == wire.TypeDatagram {
+			return true
+		}
+		off += n
+	}
+	return false
+}
+
+// head is where frames start in a datagram record.
+func (d *dgChannel) head() int {
+	if d.seal == nil {
+		return 0
+	}
+	return dgCounterSize
+}
+
+// flush seals and sends the datagram record being packed. A record the carrier finds too
+// large (its MTU shrank) is not lost: its frames go to spill, for the stream. Any other send
+// error is the carrier's death, which the stream side reports too; the record is dropped, as
+// a datagram may be.
+func (d *dgChannel) flush() (int, error) {
+	if d.nfr == 0 {
+		return 0, nil
+	}
+	d.nfr = 0
+	h := d.head()
+	defer func() { d.buf = d.buf[:h] }()
+	if d.seal != nil {
+		if d.sent > 0 && d.sent%dgEpoch == 0 {
+			d.seal.rekey()
+		}
+		if d.sent == 1<<62 {
+			return 0, errNonce // out of counters, far beyond any path's life
+		}
+		binary.BigEndian.PutUint64(d.buf, d.sent)
+		d.seal.n = d.sent
+		out, err := d.seal.seal(d.buf[h:h], d.buf[:h], d.buf[h:])
+		if err != nil {
+			return 0, err
+		}
+		d.buf = d.buf[:h+len(out)]
+		d.sent++
+	}
+	err := d.c.SendDatagram(d.buf)
+	var tl *transport.DatagramTooLargeError
+	if errors.As(err, &tl) {
+		frames := d.buf[h:]
+		if d.seal != nil {
+			// Open what was just sealed: cheaper than keeping a copy of every record.
+			frames, err = d.seal.aead.Open(frames[:0], d.seal.nonceOf(d.sent-1), frames, d.buf[:h])
+			if err != nil {
+				return 0, err
+			}
+		}
+		d.spill = append(d.spill, frames...)
+		return 0, nil
+	}
+	if err != nil {
+		return 0, nil
+	}
+	return len(d.buf), nil
+}
+
+// errReplay and errOld are datagrams dropped by the replay window; neither closes the path.
+var (
+	errReplay = errors.New("replayed datagram")
+	errOld    = errors.New("datagram behind the replay window")
+)
+
+// openRecord authenticates one received datagram record in place and returns its frames.
+// errReplay and errOld mean drop it; any other error is bad input.
+func (d *dgChannel) openRecord(b []byte) ([]byte, error) {
+	if d.open == nil {
+		return b, nil
+	}
+	if len(b) < dgCounterSize+wire.TagSize {
+		return nil, fmt.Errorf("%w: datagram record of %d bytes", ErrRecord, len(b))
+	}
+	n := binary.BigEndian.Uint64(b)
+	if err := d.check(n); err != nil {
+		return nil, err
+	}
+	c, err := d.cipherFor(n / dgEpoch)
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.aead.Open(b[dgCounterSize:dgCounterSize], c.nonceOf(n), b[dgCounterSize:], b[:dgCounterSize])
+	if err != nil {
+		return nil, fmt.Errorf("%w: datagram record does not authenticate", ErrRecord)
+	}
+	if e := n / dgEpoch; e > d.openEpoch {
+		d.prev, d.open, d.openEpoch = d.open, c, e
+	}
+	d.mark(n)
+	return out, nil
+}
+
+// cipherFor finds epoch e's key: the current one, the one before, or the next (derived, and
+// kept only once a datagram authenticates under it).
+func (d *dgChannel) cipherFor(e uint64) (*recordCipher, error) {
+	switch {
+	case e == d.openEpoch:
+		return d.open, nil
+	case e+1 == d.openEpoch && d.prev != nil:
+		return d.prev, nil
+	case e == d.openEpoch+1:
+		next := &recordCipher{aead: d.open.aead}
+		next.rekey()
+		return next, nil
+	}
+	return nil, errOld
+}
+
+// check rejects a counter seen before or too far behind the newest.
+func (d *dgChannel) check(n uint64) error {
+	if n >= d.high {
+		return nil
+	}
+	if d.high-n > dgWindow {
+		return errOld
+	}
+	if d.seen[(n/64)%uint64(len(d.seen))]&(1<<(n%64)) != 0 {
+		return errReplay
+	}
+	return nil
+}
+
+// mark records n as seen, sliding the window forward when n is the newest: the counters it
+// skips over are unseen so far.
+func (d *dgChannel) mark(n uint64) {
+	if n >= d.high {
+		if n-d.high >= dgWindow {
+			clear(d.seen[:])
+		} else {
+			for c := d.high; c < n; c++ {
+				d.seen[(c/64)%uint64(len(d.seen))] &^= 1 << (c % 64)
+			}
+		}
+		d.high = n + 1
+	}
+	d.seen[(n/64)%uint64(len(d.seen))] |= 1 << (n % 64)
+}
+
+// routineDatagrams reads the carrier's datagrams and hands their frames to the Handler.
+func (p *Path) routineDatagrams() {
+	defer p.exit()
+	d := p.dg
+	f := new(wire.Frame)
+	for {
+		b, err := d.c.ReceiveDatagram(d.ctx)
+		if err != nil {
+			return // the carrier is closed: the stream side reports why
+		}
+		frames, err := d.openRecord(b)
+		if errors.Is(err, errReplay) {
+			d.replays++
+			continue
+		}
+		if errors.Is(err, errOld) {
+			d.tooOld++
+			continue
+		}
+		if err != nil {
+			p.Close(err)
+			return
+		}
+		p.bytesRecv.Add(int64(len(b)))
+		p.lastRecv.Store(time.Now().UnixNano())
+		for len(frames) > 0 {
+			var k int
+			*f, k, err = wire.Parse(frames)
+			if err == nil && f.Type != wire.TypeDatagram {
+				err = fmt.Errorf("%v frame in a datagram record", f.Type)
+			}
+			if err != nil {
+				p.Close(fmt.Errorf("%w: %w", ErrRecord, err))
+				return
+			}
+			frames = frames[k:]
+			if err := p.h.Frame(p, f); err != nil {
+				p.Close(err)
+				return
+			}
+		}
+	}
+}

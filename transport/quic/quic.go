@@ -1,0 +1,454 @@
+// Package quic is rendr's QUIC carrier (github.com/quic-go/quic-go): a path is one QUIC
+// connection. rendr's records ride one bidirectional QUIC stream; packet flows' datagrams ride
+// QUIC DATAGRAM frames (RFC 9221), so a lost one never holds back the stream. A datagram
+// larger than a QUIC packet can hold travels in the stream instead.
+//
+// Each dialed connection has a UDP socket and a quic.Transport of its own, so it can move in
+// place: when the host's address changes (Wi-Fi to cellular), Dialer.Migrate probes the new
+// local address, switches the live connections to it (QUIC connection migration, RFC 9000
+// section 9) and keeps the path up: rendr sees no failover at all. A dialer whose socket is not
+// bound to an address needs no call: the kernel picks the new source address by itself and
+// the listening side follows the connection to it.
+//
+// TLS is the embedder's: Dialer and Listen take a *tls.Config, and this package has no
+// certificate of its own. QUIC's handshake answers anyone who sends a valid Initial packet,
+// unlike a rendr source on TCP that stays silent to strangers; rendr's own handshake, inside
+// the connection, still admits only the configured peers. Verify the server certificate (or
+// pin it) so a stranger cannot even open the QUIC connection; rendr's records are encrypted
+// with the session's keys either way unless the path is declared a secure carrier.
+package quic
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	qgo "github.com/quic-go/quic-go"
+
+	"github.com/rendr-go/rendr/transport"
+)
+
+// ALPN is the application protocol rendr negotiates when the tls.Config names none.
+const ALPN = "rendr/1"
+
+// Option configures a Dialer or a Listener.
+type Option func(*options)
+
+type options struct {
+	local     string
+	conf      *qgo.Config
+	streamTTL time.Duration
+	pending   int
+}
+
+// LocalAddr binds the dialing socket to a local address (an interface's address, to pin a
+// path to one uplink). Dialer.Migrate moves it later.
+func LocalAddr(ip string) Option { return func(o *options) { o.local = ip } }
+
+// WithConfig bases the QUIC configuration on c (windows, idle timeout, tracing...). rendr
+// turns datagrams on in its copy; c itself is not changed.
+func WithConfig(c *qgo.Config) Option { return func(o *options) { o.conf = c } }
+
+// MaxPending bounds how many accepted connections may wait for their first stream at once on a
+// Listener; more are closed at once. Zero means 256.
+func MaxPending(n int) Option { return func(o *options) { o.pending = n } }
+
+func build(opts []Option) options {
+	o := options{streamTTL: 10 * time.Second, pending: 256}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.pending <= 0 {
+		o.pending = 256
+	}
+	return o
+}
+
+// config is the QUIC configuration rendr runs with: the embedder's, with datagrams on and no
+// keep-alives (rendr probes its paths itself, and faster).
+func (o *options) config() *qgo.Config {
+	c := &qgo.Config{}
+	if o.conf != nil {
+		c = o.conf.Clone()
+	}
+	c.EnableDatagrams = true
+	if c.MaxIdleTimeout == 0 {
+		// Longer than rendr's own death deadlines, so a path dies by rendr's verdict (and
+		// its cause) rather than by QUIC's timer first.
+		c.MaxIdleTimeout = 30 * time.Second
+	}
+	return c
+}
+
+// tlsConfig clones t and names rendr's ALPN if t names none: QUIC requires one.
+func tlsConfig(t *tls.Config) *tls.Config {
+	if t == nil {
+		t = &tls.Config{}
+	}
+	t = t.Clone()
+	if len(t.NextProtos) == 0 {
+		t.NextProtos = []string{ALPN}
+	}
+	if t.MinVersion < tls.VersionTLS13 {
+		t.MinVersion = tls.VersionTLS13
+	}
+	return t
+}
+
+// Dialer opens QUIC carriers to one address and can move the live ones to a new local address.
+// Its Dial method is a transport.DialFunc.
+type Dialer struct {
+	addr string
+	tls  *tls.Config
+	conf *qgo.Config
+
+	mu struct {
+		sync.Mutex
+		local string
+		live  map[*Carrier]struct{}
+	}
+}
+
+// NewDialer returns a Dialer for address ("host:port") with the embedder's TLS configuration.
+func NewDialer(address string, tlsConf *tls.Config, opts ...Option) *Dialer {
+	o := build(opts)
+	d := &Dialer{addr: address, tls: tlsConfig(tlsConf), conf: o.config()}
+	d.mu.local = o.local
+	d.mu.live = map[*Carrier]struct{}{}
+	return d
+}
+
+// Dial opens one carrier: a UDP socket of its own, a QUIC connection and its first stream.
+func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
+	raddr, err := net.ResolveUDPAddr("udp", d.addr)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	local := d.mu.local
+	d.mu.Unlock()
+	tr, err := openTransport(local)
+	if err != nil {
+		return nil, err
+	}
+	qc, err := tr.Dial(ctx, raddr, d.tls, d.conf)
+	if err != nil {
+		tr.close()
+		return nil, err
+	}
+	st, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		qc.CloseWithError(0, "")
+		tr.close()
+		return nil, err
+	}
+	c := newCarrier(qc, st)
+	c.mu.trs = []*ownTransport{tr}
+	c.forget = d.forget
+	d.mu.Lock()
+	d.mu.live[c] = struct{}{}
+	d.mu.Unlock()
+	return c, nil
+}
+
+func (d *Dialer) forget(c *Carrier) {
+	d.mu.Lock()
+	delete(d.mu.live, c)
+	d.mu.Unlock()
+}
+
+// Migrate moves every live carrier to a socket on localIP ("" for any address) without
+// closing it, and makes later dials use localIP. It returns the first error; a carrier that
+// cannot move stays where it was, and rendr fails over from it if its old address is gone.
+func (d *Dialer) Migrate(ctx context.Context, localIP string) error {
+	d.mu.Lock()
+	d.mu.local = localIP
+	live := make([]*Carrier, 0, len(d.mu.live))
+	for c := range d.mu.live {
+		live = append(live, c)
+	}
+	d.mu.Unlock()
+	var first error
+	for _, c := range live {
+		if err := c.Migrate(ctx, localIP); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// ownTransport is a quic.Transport with the socket it was given: quic-go does not close a
+// socket it did not open.
+type ownTransport struct {
+	*qgo.Transport
+	pc *net.UDPConn
+}
+
+func openTransport(localIP string) (*ownTransport, error) {
+	var laddr *net.UDPAddr
+	if localIP != "" {
+		ip := net.ParseIP(localIP)
+		if ip == nil {
+			return nil, &net.AddrError{Err: "not an IP address", Addr: localIP}
+		}
+		laddr = &net.UDPAddr{IP: ip}
+	}
+	pc, err := net.ListenUDP("udp", laddr)
+	if err != nil {
+		return nil, err
+	}
+	return &ownTransport{Transport: &qgo.Transport{Conn: pc}, pc: pc}, nil
+}
+
+func (t *ownTransport) close() {
+	t.Transport.Close()
+	t.pc.Close()
+}
+
+// Listener accepts QUIC connections and hands each one's first stream to rendr as a carrier.
+// It is a net.Listener: give it to rendr.Listen or Listener.AddSource.
+type Listener struct {
+	tr     *ownTransport
+	ln     *qgo.Listener
+	o      options
+	out    chan *Carrier
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
+	once   sync.Once
+	wg     sync.WaitGroup
+	sem    chan struct{} // one slot per connection waiting for its stream
+}
+
+// Listen listens for QUIC connections on address ("host:port") with the embedder's TLS
+// configuration (it needs a certificate).
+func Listen(address string, tlsConf *tls.Config, opts ...Option) (*Listener, error) {
+	o := build(opts)
+	laddr, err := net.ResolveUDPAddr("udp", address)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenUDP("udp", laddr)
+	if err != nil {
+		return nil, err
+	}
+	tr := &ownTransport{Transport: &qgo.Transport{Conn: pc}, pc: pc}
+	ln, err := tr.Listen(tlsConfig(tlsConf), o.config())
+	if err != nil {
+		tr.close()
+		return nil, err
+	}
+	l := &Listener{tr: tr, ln: ln, o: o, out: make(chan *Carrier), sem: make(chan struct{}, o.pending)}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Add(1)
+	go l.routineAccept()
+	return l, nil
+}
+
+func (l *Listener) routineAccept() {
+	defer l.wg.Done()
+	for {
+		qc, err := l.ln.Accept(l.ctx)
+		if err != nil {
+			return
+		}
+		select {
+		case l.sem <- struct{}{}:
+		default:
+			qc.CloseWithError(0, "busy")
+			continue
+		}
+		l.wg.Add(1)
+		go l.routineStream(qc)
+	}
+}
+
+// routineStream waits a bounded time for the connection's first stream, which the dialer
+// opens with rendr's handshake in it.
+func (l *Listener) routineStream(qc *qgo.Conn) {
+	defer l.wg.Done()
+	ctx, cancel := context.WithTimeout(l.ctx, l.o.streamTTL)
+	st, err := qc.AcceptStream(ctx)
+	cancel()
+	<-l.sem
+	if err != nil {
+		qc.CloseWithError(0, "")
+		return
+	}
+	c := newCarrier(qc, st)
+	select {
+	case l.out <- c:
+	case <-l.ctx.Done():
+		c.Close()
+	}
+}
+
+// Accept returns the next carrier.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.out:
+		return c, nil
+	case <-l.ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and closes the socket. Carriers it accepted share that socket, so they
+// end with it.
+func (l *Listener) Close() error {
+	l.once.Do(func() {
+		l.cancel()
+		l.ln.Close()
+		l.tr.close()
+	})
+	l.wg.Wait()
+	return nil
+}
+
+// Addr is the UDP address the Listener is bound to.
+func (l *Listener) Addr() net.Addr { return l.tr.pc.LocalAddr() }
+
+// Carrier is one QUIC connection as a rendr carrier: a net.Conn over its first stream, and a
+// transport.Datagrammer over its DATAGRAM frames.
+type Carrier struct {
+	conn   *qgo.Conn
+	st     *qgo.Stream
+	forget func(*Carrier)
+	once   sync.Once
+
+	mu struct {
+		sync.Mutex
+		trs     []*ownTransport // dialing side: every socket the connection has used, newest last
+		maxDG   int
+		probeAt time.Time
+		closed  bool
+	}
+}
+
+var (
+	_ net.Conn              = (*Carrier)(nil)
+	_ transport.Datagrammer = (*Carrier)(nil)
+)
+
+// initialMaxDatagram is the datagram size tried first: what fits a 1452-byte QUIC packet,
+// quic-go's largest, less its headers. A failure teaches the real limit; it is tried again
+// now and then, as path MTU discovery may have raised it since.
+const (
+	initialMaxDatagram = 1400
+	retryMaxDatagram   = 10 * time.Second
+)
+
+func newCarrier(qc *qgo.Conn, st *qgo.Stream) *Carrier {
+	c := &Carrier{conn: qc, st: st}
+	c.mu.maxDG = initialMaxDatagram
+	return c
+}
+
+// Conn is the QUIC connection under the carrier.
+func (c *Carrier) Conn() *qgo.Conn { return c.conn }
+
+func (c *Carrier) Read(p []byte) (int, error)  { return c.st.Read(p) }
+func (c *Carrier) Write(p []byte) (int, error) { return c.st.Write(p) }
+
+// Close closes the connection at once (a CONNECTION_CLOSE tells the peer) and the sockets it
+// owns.
+func (c *Carrier) Close() error {
+	c.once.Do(func() {
+		c.st.CancelRead(0)
+		c.st.CancelWrite(0)
+		c.conn.CloseWithError(0, "")
+		c.mu.Lock()
+		c.mu.closed = true
+		trs := c.mu.trs
+		c.mu.trs = nil
+		c.mu.Unlock()
+		for _, t := range trs {
+			t.close()
+		}
+		if c.forget != nil {
+			c.forget(c)
+		}
+	})
+	return nil
+}
+
+// CloseWrite ends the stream's sending side (a FIN); reading goes on.
+func (c *Carrier) CloseWrite() error { return c.st.Close() }
+
+func (c *Carrier) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
+func (c *Carrier) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
+func (c *Carrier) SetDeadline(t time.Time) error      { return c.st.SetDeadline(t) }
+func (c *Carrier) SetReadDeadline(t time.Time) error  { return c.st.SetReadDeadline(t) }
+func (c *Carrier) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }
+
+// SendDatagram sends b in one QUIC DATAGRAM frame.
+func (c *Carrier) SendDatagram(b []byte) error {
+	err := c.conn.SendDatagram(b)
+	var tl *qgo.DatagramTooLargeError
+	if errors.As(err, &tl) {
+		c.mu.Lock()
+		c.mu.maxDG = int(tl.MaxDatagramPayloadSize)
+		c.mu.probeAt = time.Now().Add(retryMaxDatagram)
+		c.mu.Unlock()
+		return &transport.DatagramTooLargeError{Max: int(tl.MaxDatagramPayloadSize)}
+	}
+	return err
+}
+
+// ReceiveDatagram returns the next DATAGRAM frame's payload.
+func (c *Carrier) ReceiveDatagram(ctx context.Context) ([]byte, error) {
+	return c.conn.ReceiveDatagram(ctx)
+}
+
+// MaxDatagramSize is the largest datagram believed to fit now; zero when the peer did not
+// enable datagrams.
+func (c *Carrier) MaxDatagramSize() int {
+	if !c.conn.ConnectionState().SupportsDatagrams.Remote {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.maxDG < initialMaxDatagram && !c.mu.probeAt.IsZero() && time.Now().After(c.mu.probeAt) {
+		c.mu.maxDG = initialMaxDatagram
+	}
+	return c.mu.maxDG
+}
+
+// Migrate moves the connection to a new socket on localIP ("" for any address): it validates
+// the new path with the peer (QUIC PATH_CHALLENGE), then switches to it. The stream and every
+// byte in flight carry on. Only the dialing side can migrate.
+func (c *Carrier) Migrate(ctx context.Context, localIP string) error {
+	c.mu.Lock()
+	if c.mu.closed || c.mu.trs == nil {
+		c.mu.Unlock()
+		return errors.New("rendr/quic: only an open dialed carrier can migrate")
+	}
+	c.mu.Unlock()
+	tr, err := openTransport(localIP)
+	if err != nil {
+		return err
+	}
+	p, err := c.conn.AddPath(tr.Transport)
+	if err == nil {
+		if err = p.Probe(ctx); err == nil {
+			err = p.Switch()
+		}
+		if err != nil {
+			p.Close()
+		}
+	}
+	c.mu.Lock()
+	if err == nil && !c.mu.closed {
+		// The connection stays registered with its earlier transports (closing one would
+		// end it), so they stay open until the carrier closes.
+		c.mu.trs = append(c.mu.trs, tr)
+		tr = nil
+	}
+	c.mu.Unlock()
+	if tr != nil {
+		tr.close()
+	}
+	return err
+}
