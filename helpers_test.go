@@ -19,8 +19,8 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
-	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/internal/testcert"
+	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/quic"
 	"github.com/rendr-go/rendr/transport/tcp"

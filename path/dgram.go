@@ -65,15 +65,15 @@ type dgChannel struct {
 	nfr   int    // frames in buf
 
 	// Datagram reader goroutine only.
-	open       *recordCipher // the key of epoch openEpoch
-	openEpoch  uint64
-	prev       *recordCipher // the epoch before, for stragglers across a rekey
-	high       uint64        // the highest counter accepted, plus one (0: none yet)
-	seen       [dgWindow / 64]uint64
-	replays    uint64 // copies dropped
-	tooOld     uint64 // dropped as behind the window
-	ctx        context.Context // ends when the path closes
-	cancel     context.CancelFunc
+	open      *recordCipher // the key of epoch openEpoch
+	openEpoch uint64
+	prev      *recordCipher // the epoch before, for stragglers across a rekey
+	high      uint64        // the highest counter accepted, plus one (0: none yet)
+	seen      [dgWindow / 64]uint64
+	replays   uint64          // copies dropped
+	tooOld    uint64          // dropped as behind the window
+	ctx       context.Context // ends when the path closes
+	cancel    context.CancelFunc
 }
 
 func newDgChannel(c transport.Datagrammer, send, recv *noise.CipherState) *dgChannel {
