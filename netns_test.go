@@ -2,6 +2,7 @@ package rendr_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/internal/testcert"
 	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/transport/quic"
 )
 
 // TestNetnsBlackhole runs a flow over two real kernel paths (veth pairs between two network
@@ -168,5 +171,112 @@ func TestNetnsBlackhole(t *testing.T) {
 	}
 	if err := rtExpectEOF(c2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNetnsQUICAddressChange: over real kernel links, the dialing host moves from one uplink to
+// another mid-transfer, as a phone leaving Wi-Fi for cellular does: a route through the second
+// interface appears, the embedder calls Migrate with that interface's address, and the first
+// address is then deleted, so nothing could still flow through it. The QUIC connection
+// validates the new address and moves; the flow never notices: no rendr migration, the same
+// path, every byte both ways.
+func TestNetnsQUICAddressChange(t *testing.T) {
+	if err := netlab.Available(); err != nil {
+		t.Skip(err)
+	}
+	lab, err := netlab.New(netlab.Config{Paths: 2, Name: "rendrq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	srvTLS, cliTLS := testcert.Must()
+	in := func(side netlab.Side) quic.Option {
+		return quic.ListenPacket(func(network, address string) (net.PacketConn, error) {
+			return lab.ListenPacket(side, network, address)
+		})
+	}
+	src, err := quic.Listen(netip.AddrPortFrom(lab.ServerAddr(0), 0).String(), srvTLS, in(netlab.Server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	old := lab.ClientAddr(0)
+	qd := quic.NewDialer(src.Addr().String(), cliTLS, quic.LocalAddr(old.String()), in(netlab.Client))
+	mig := &rtMigrations{}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
+		Root: rendr.Path("p0", qd.Dial), Options: rendr.Options{OnMigrate: mig.record}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c1, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	c2, err := ln.AcceptContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	before, m0 := c1.Status().Paths, c1.Migrations()
+
+	next := lab.ClientAddr(1)
+	const size = 32 << 20
+	var progress atomic.Int64
+	moved := make(chan error, 1)
+	go func() {
+		for progress.Load() < size/2 {
+			time.Sleep(time.Millisecond)
+		}
+		// The server's address is now reached through the second interface.
+		if out, err := lab.Exec(netlab.Client, "ip", "route", "add", lab.ServerAddr(0).String()+"/32",
+			"dev", lab.ClientIface(1), "src", next.String()); err != nil {
+			moved <- fmt.Errorf("add route: %v: %s", err, out)
+			return
+		}
+		mctx, mcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer mcancel()
+		if err := qd.Migrate(mctx, next.String()); err != nil {
+			moved <- fmt.Errorf("Migrate: %w", err)
+			return
+		}
+		if out, err := lab.Exec(netlab.Client, "ip", "addr", "del", old.String()+"/24", "dev", lab.ClientIface(0)); err != nil {
+			moved <- fmt.Errorf("delete address: %v: %s", err, out)
+			return
+		}
+		moved <- nil
+	}()
+	c1.SetDeadline(time.Now().Add(90 * time.Second))
+	c2.SetDeadline(time.Now().Add(90 * time.Second))
+	if err := rtBoth(c1, c2, size, 12, &progress); err != nil {
+		t.Logf("dialer: %s", rtDescribe(c1.Status()))
+		t.Logf("listener: %s", rtDescribe(c2.Status()))
+		select {
+		case merr := <-moved:
+			t.Logf("address change: %v", merr)
+		default:
+		}
+		t.Fatal(err)
+	}
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+	after := c1.Status().Paths
+	if len(after) != 1 || after[0].ID != before[0].ID || after[0].State != status.Up || after[0].Dials != before[0].Dials {
+		t.Fatalf("the path did not carry on: before %s, after %s", rtDescribe(status.Session{Paths: before}), rtDescribe(c1.Status()))
+	}
+	if got := after[0].Local.(*net.UDPAddr).AddrPort().Addr().Unmap(); got != next {
+		t.Fatalf("dialer's path is at %s after the address change", got)
+	}
+	if m := mig.moves(); m != 0 || c1.Migrations() != m0 {
+		t.Fatalf("%d rendr migrations (%v) for an in-place QUIC migration", m, mig)
 	}
 }

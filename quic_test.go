@@ -11,6 +11,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/testcert"
+	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/quic"
 )
@@ -191,5 +192,77 @@ func testPacketFlowOverQUIC(t *testing.T, secure bool) {
 		if dir == 0 && sent < n/2 {
 			t.Fatalf("the dialer sent %d QUIC datagrams for %d datagrams: they went in the stream", sent, n)
 		}
+	}
+}
+
+// TestQUICMigratesInPlace: the dialing host's address changes mid-transfer (127.0.0.1 to
+// 127.0.0.2 here; Wi-Fi to cellular on a phone) and the embedder calls Migrate. The QUIC
+// connection moves under the path: the same path id carries on, no rendr migration or path
+// death is counted, every byte arrives both ways, and the path reports its new address.
+func TestQUICMigratesInPlace(t *testing.T) {
+	srvTLS, cliTLS := testcert.Must()
+	src := rtListenQUIC(t, srvTLS)
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	qd := quic.NewDialer(src.Addr().String(), cliTLS, quic.LocalAddr("127.0.0.1"))
+	mig := &rtMigrations{}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
+		Root: rendr.Path("p0", qd.Dial), Options: rendr.Options{OnMigrate: mig.record}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c1, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	c2, err := ln.AcceptContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	before, m0 := c1.Status().Paths, c1.Migrations()
+	if len(before) != 1 || before[0].Local.(*net.UDPAddr).IP.String() != "127.0.0.1" {
+		t.Fatalf("before: %s", rtDescribe(c1.Status()))
+	}
+
+	const size = 32 << 20
+	var progress atomic.Int64
+	moved := make(chan error, 1)
+	go func() {
+		for progress.Load() < size/2 {
+			time.Sleep(time.Millisecond)
+		}
+		mctx, mcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer mcancel()
+		moved <- qd.Migrate(mctx, "127.0.0.2")
+	}()
+	c1.SetDeadline(time.Now().Add(60 * time.Second))
+	c2.SetDeadline(time.Now().Add(60 * time.Second))
+	if err := rtBoth(c1, c2, size, 11, &progress); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-moved; err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	after := c1.Status().Paths
+	if len(after) != 1 || after[0].ID != before[0].ID || after[0].State != status.Up {
+		t.Fatalf("the path did not carry on: before %s, after %s", rtDescribe(status.Session{Paths: before}), rtDescribe(c1.Status()))
+	}
+	if ip := after[0].Local.(*net.UDPAddr).IP.String(); ip != "127.0.0.2" {
+		t.Fatalf("dialer's path is at %s after Migrate", ip)
+	}
+	if m := mig.moves(); m != 0 || c1.Migrations() != m0 {
+		t.Fatalf("%d rendr migrations (%v) for an in-place QUIC migration", m, mig)
+	}
+	if after[0].Dials != before[0].Dials {
+		t.Fatalf("the path was dialed again: %d dials, %d before", after[0].Dials, before[0].Dials)
 	}
 }

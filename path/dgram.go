@@ -2,7 +2,7 @@ package path
 
 import (
 	"context"
-	"crypto/hmac"
+	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -15,7 +15,7 @@ import (
 	"github.com/rendr-go/rendr/transport"
 )
 
-// Datagram records (docs/wire.md, section 5.3). On a carrier that also carries datagrams
+// Datagram records (docs/wire.md, section 5, "Datagram records"). On a carrier that also carries datagrams
 // (transport.Datagrammer: QUIC), the writer takes packet flows' DATAGRAM frames out of the
 // records it is about to write and sends them as carrier datagrams, several to one when they
 // fit, so a lost one is simply gone instead of holding back the stream behind it. Only
@@ -38,18 +38,16 @@ const (
 	dgEpoch = rekeyEvery
 )
 
-// dgKeyLabel separates the datagram key from the stream key it is derived from.
-var dgKeyLabel = []byte("rendr v1 datagram records")
-
 // dgKey derives a direction's datagram key from that direction's stream key, as the handshake
-// left it: both ends hold the same stream key for a direction, so they derive the same one.
+// left it (docs/wire.md, section 5): both ends hold the same stream key for a direction, so they
+// derive the same one, and it differs from every stream key.
 func dgKey(cs *noise.CipherState) [32]byte {
 	k := cs.UnsafeKey()
-	m := hmac.New(sha256.New, k[:])
-	m.Write(dgKeyLabel)
-	var out [32]byte
-	copy(out[:], m.Sum(nil))
-	return out
+	out, err := hkdf.Key(sha256.New, k[:], nil, "rendr datagram key v1", 32)
+	if err != nil {
+		panic(err) // 32 bytes of SHA-256 HKDF output cannot fail
+	}
+	return [32]byte(out)
 }
 
 // dgChannel is a path's datagram side: the carrier's datagram methods and both directions'

@@ -3,6 +3,8 @@ package path
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"slices"
 	"sync"
@@ -245,5 +247,25 @@ func TestDgRekey(t *testing.T) {
 	}
 	if rcv.openEpoch != 1 {
 		t.Fatalf("receiver at epoch %d", rcv.openEpoch)
+	}
+}
+
+// TestDgKeyDerivation pins the datagram key to docs/wire.md, section 5: HKDF-SHA256 of the direction's
+// stream key with an empty salt and the info "rendr datagram key v1", written out here from
+// RFC 5869 so the test does not share the code it checks.
+func TestDgKeyDerivation(t *testing.T) {
+	send, _ := noiseCipherPair()
+	k := send.UnsafeKey()
+	prk := hmac.New(sha256.New, make([]byte, sha256.Size))
+	prk.Write(k[:])
+	okm := hmac.New(sha256.New, prk.Sum(nil))
+	okm.Write([]byte("rendr datagram key v1"))
+	okm.Write([]byte{1})
+	got := dgKey(send)
+	if !bytes.Equal(got[:], okm.Sum(nil)) {
+		t.Fatal("datagram key is not HKDF-SHA256(stream key, salt empty, \"rendr datagram key v1\")")
+	}
+	if bytes.Equal(got[:], k[:]) {
+		t.Fatal("datagram key equals the stream key")
 	}
 }

@@ -23,7 +23,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	qgo "github.com/quic-go/quic-go"
@@ -38,6 +40,7 @@ const ALPN = "rendr/1"
 type Option func(*options)
 
 type options struct {
+	listen    func(network, address string) (net.PacketConn, error)
 	local     string
 	conf      *qgo.Config
 	streamTTL time.Duration
@@ -48,6 +51,13 @@ type options struct {
 // path to one uplink). Dialer.Migrate moves it later.
 func LocalAddr(ip string) Option { return func(o *options) { o.local = ip } }
 
+// ListenPacket opens every UDP socket the Dialer or Listener uses with f instead of
+// net.ListenPacket: to set socket options, bind to a device, or open sockets in another
+// network namespace. address is "ip:port", the ip empty for any address.
+func ListenPacket(f func(network, address string) (net.PacketConn, error)) Option {
+	return func(o *options) { o.listen = f }
+}
+
 // WithConfig bases the QUIC configuration on c (windows, idle timeout, tracing...). rendr
 // turns datagrams on in its copy; c itself is not changed.
 func WithConfig(c *qgo.Config) Option { return func(o *options) { o.conf = c } }
@@ -57,7 +67,7 @@ func WithConfig(c *qgo.Config) Option { return func(o *options) { o.conf = c } }
 func MaxPending(n int) Option { return func(o *options) { o.pending = n } }
 
 func build(opts []Option) options {
-	o := options{streamTTL: 10 * time.Second, pending: 256}
+	o := options{streamTTL: 10 * time.Second, pending: 256, listen: net.ListenPacket}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -101,9 +111,10 @@ func tlsConfig(t *tls.Config) *tls.Config {
 // Dialer opens QUIC carriers to one address and can move the live ones to a new local address.
 // Its Dial method is a transport.DialFunc.
 type Dialer struct {
-	addr string
-	tls  *tls.Config
-	conf *qgo.Config
+	addr   string
+	tls    *tls.Config
+	conf   *qgo.Config
+	listen func(network, address string) (net.PacketConn, error)
 
 	mu struct {
 		sync.Mutex
@@ -115,7 +126,7 @@ type Dialer struct {
 // NewDialer returns a Dialer for address ("host:port") with the embedder's TLS configuration.
 func NewDialer(address string, tlsConf *tls.Config, opts ...Option) *Dialer {
 	o := build(opts)
-	d := &Dialer{addr: address, tls: tlsConfig(tlsConf), conf: o.config()}
+	d := &Dialer{addr: address, tls: tlsConfig(tlsConf), conf: o.config(), listen: o.listen}
 	d.mu.local = o.local
 	d.mu.live = map[*Carrier]struct{}{}
 	return d
@@ -130,7 +141,7 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 	d.mu.Lock()
 	local := d.mu.local
 	d.mu.Unlock()
-	tr, err := openTransport(local)
+	tr, err := openTransport(d.listen, local)
 	if err != nil {
 		return nil, err
 	}
@@ -145,9 +156,10 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 		tr.close()
 		return nil, err
 	}
-	c := newCarrier(qc, st)
+	tr.up.Store(true)
+	c := newCarrier(qc, st, tr.pc.LocalAddr())
 	c.mu.trs = []*ownTransport{tr}
-	c.forget = d.forget
+	c.forget, c.listen = d.forget, d.listen
 	d.mu.Lock()
 	d.mu.live[c] = struct{}{}
 	d.mu.Unlock()
@@ -184,23 +196,23 @@ func (d *Dialer) Migrate(ctx context.Context, localIP string) error {
 // socket it did not open.
 type ownTransport struct {
 	*qgo.Transport
-	pc *net.UDPConn
+	pc net.PacketConn
+	up atomic.Bool // the connection on it is up: routing errors on send are loss (tolerant)
 }
 
-func openTransport(localIP string) (*ownTransport, error) {
-	var laddr *net.UDPAddr
+func openTransport(listen func(network, address string) (net.PacketConn, error), localIP string) (*ownTransport, error) {
 	if localIP != "" {
-		ip := net.ParseIP(localIP)
-		if ip == nil {
+		if _, err := netip.ParseAddr(localIP); err != nil {
 			return nil, &net.AddrError{Err: "not an IP address", Addr: localIP}
 		}
-		laddr = &net.UDPAddr{IP: ip}
 	}
-	pc, err := net.ListenUDP("udp", laddr)
+	pc, err := listen("udp", net.JoinHostPort(localIP, "0"))
 	if err != nil {
 		return nil, err
 	}
-	return &ownTransport{Transport: &qgo.Transport{Conn: pc}, pc: pc}, nil
+	t := &ownTransport{pc: pc}
+	t.Transport = &qgo.Transport{Conn: tolerant(pc, &t.up)}
+	return t, nil
 }
 
 func (t *ownTransport) close() {
@@ -226,15 +238,13 @@ type Listener struct {
 // configuration (it needs a certificate).
 func Listen(address string, tlsConf *tls.Config, opts ...Option) (*Listener, error) {
 	o := build(opts)
-	laddr, err := net.ResolveUDPAddr("udp", address)
+	pc, err := o.listen("udp", address)
 	if err != nil {
 		return nil, err
 	}
-	pc, err := net.ListenUDP("udp", laddr)
-	if err != nil {
-		return nil, err
-	}
-	tr := &ownTransport{Transport: &qgo.Transport{Conn: pc}, pc: pc}
+	tr := &ownTransport{pc: pc}
+	tr.up.Store(true) // one client's vanished route must not end the others' connections
+	tr.Transport = &qgo.Transport{Conn: tolerant(pc, &tr.up)}
 	ln, err := tr.Listen(tlsConfig(tlsConf), o.config())
 	if err != nil {
 		tr.close()
@@ -277,7 +287,7 @@ func (l *Listener) routineStream(qc *qgo.Conn) {
 		qc.CloseWithError(0, "")
 		return
 	}
-	c := newCarrier(qc, st)
+	c := newCarrier(qc, st, l.tr.pc.LocalAddr())
 	select {
 	case l.out <- c:
 	case <-l.ctx.Done():
@@ -315,12 +325,16 @@ func (l *Listener) Addr() net.Addr { return l.tr.pc.LocalAddr() }
 type Carrier struct {
 	conn   *qgo.Conn
 	st     *qgo.Stream
+	dg     bool // the peer takes datagrams
+	remote net.Addr
 	forget func(*Carrier)
+	listen func(network, address string) (net.PacketConn, error) // dialing side: for Migrate
 	once   sync.Once
 
 	mu struct {
 		sync.Mutex
 		trs     []*ownTransport // dialing side: every socket the connection has used, newest last
+		local   net.Addr
 		maxDG   int
 		probeAt time.Time
 		closed  bool
@@ -340,8 +354,12 @@ const (
 	retryMaxDatagram   = 10 * time.Second
 )
 
-func newCarrier(qc *qgo.Conn, st *qgo.Stream) *Carrier {
-	c := &Carrier{conn: qc, st: st}
+// newCarrier wraps a connection whose handshake is done. It reads the connection's state and
+// addresses once, here: quic-go's Conn reads them unsynchronized with a path switch on its own
+// goroutine, so asking again during a migration would be a data race.
+func newCarrier(qc *qgo.Conn, st *qgo.Stream, local net.Addr) *Carrier {
+	c := &Carrier{conn: qc, st: st, dg: qc.ConnectionState().SupportsDatagrams.Remote, remote: qc.RemoteAddr()}
+	c.mu.local = local
 	c.mu.maxDG = initialMaxDatagram
 	return c
 }
@@ -377,8 +395,18 @@ func (c *Carrier) Close() error {
 // CloseWrite ends the stream's sending side (a FIN); reading goes on.
 func (c *Carrier) CloseWrite() error { return c.st.Close() }
 
-func (c *Carrier) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
-func (c *Carrier) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
+// LocalAddr is the local socket's address: on the dialing side, the one Migrate last moved
+// to.
+func (c *Carrier) LocalAddr() net.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.local
+}
+
+// RemoteAddr is the peer's address when the connection was set up. On the listening side it
+// does not follow a dialer that migrated: quic-go offers no race-free way to read the new one.
+func (c *Carrier) RemoteAddr() net.Addr { return c.remote }
+
 func (c *Carrier) SetDeadline(t time.Time) error      { return c.st.SetDeadline(t) }
 func (c *Carrier) SetReadDeadline(t time.Time) error  { return c.st.SetReadDeadline(t) }
 func (c *Carrier) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }
@@ -405,7 +433,7 @@ func (c *Carrier) ReceiveDatagram(ctx context.Context) ([]byte, error) {
 // MaxDatagramSize is the largest datagram believed to fit now; zero when the peer did not
 // enable datagrams.
 func (c *Carrier) MaxDatagramSize() int {
-	if !c.conn.ConnectionState().SupportsDatagrams.Remote {
+	if !c.dg {
 		return 0
 	}
 	c.mu.Lock()
@@ -426,13 +454,14 @@ func (c *Carrier) Migrate(ctx context.Context, localIP string) error {
 		return errors.New("rendr/quic: only an open dialed carrier can migrate")
 	}
 	c.mu.Unlock()
-	tr, err := openTransport(localIP)
+	tr, err := openTransport(c.listen, localIP)
 	if err != nil {
 		return err
 	}
 	p, err := c.conn.AddPath(tr.Transport)
 	if err == nil {
 		if err = p.Probe(ctx); err == nil {
+			tr.up.Store(true)
 			err = p.Switch()
 		}
 		if err != nil {
@@ -444,6 +473,7 @@ func (c *Carrier) Migrate(ctx context.Context, localIP string) error {
 		// The connection stays registered with its earlier transports (closing one would
 		// end it), so they stay open until the carrier closes.
 		c.mu.trs = append(c.mu.trs, tr)
+		c.mu.local = tr.pc.LocalAddr()
 		tr = nil
 	}
 	c.mu.Unlock()
