@@ -248,8 +248,20 @@ type rtRigConfig struct {
 	// Secure declares every carrier already secure (SecureCarrier, SecureSource): records are
 	// not encrypted, and the engine sends payload by reference instead of copying it.
 	Secure bool
-	// Carrier is "tcp" (the default) or "quic".
+	// Carrier is "tcp" (the default) or "quic", or a comma-separated list naming path i's
+	// carrier at i (mod its length): "tcp,quic" alternates.
 	Carrier string
+	// Group makes the root of the dialer's graph; nil means Selector.
+	Group func(name string, children ...*rendr.Target) *rendr.Target
+}
+
+// carrier is path i's carrier kind.
+func (c *rtRigConfig) carrier(i int) string {
+	kinds := strings.Split(c.Carrier, ",")
+	if k := kinds[i%len(kinds)]; k != "" {
+		return k
+	}
+	return "tcp"
 }
 
 // rtRig is a listener with one source per path and a dialer whose paths reach the sources
@@ -272,15 +284,15 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 	r := &rtRig{t: t, cfg: cfg, srv: rendr.MustNewKey(), cli: rendr.MustNewKey(), mig: &rtMigrations{}}
 	t.Cleanup(r.close)
 	srvTLS, cliTLS := testcert.Must()
-	for range cfg.Paths {
+	for i := range cfg.Paths {
 		var s *rtSource
-		switch cfg.Carrier {
-		case "", "tcp":
+		switch cfg.carrier(i) {
+		case "tcp":
 			s = rtListen(t, "127.0.0.1:0")
 		case "quic":
 			s = rtListenQUIC(t, srvTLS)
 		default:
-			t.Fatalf("no carrier %q", cfg.Carrier)
+			t.Fatalf("no carrier %q", cfg.carrier(i))
 		}
 		r.srcs = append(r.srcs, s)
 		r.addrs = append(r.addrs, s.Addr().String())
@@ -290,7 +302,7 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 	for i, a := range r.addrs {
 		var dial transport.DialFunc
 		switch {
-		case cfg.Carrier == "quic":
+		case cfg.carrier(i) == "quic":
 			u, err := relay.NewUDP(a)
 			if err != nil {
 				t.Fatal(err)
@@ -320,8 +332,12 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 	opts := cfg.Options
 	opts.OnMigrate = r.mig.record
 	var err error
+	group := cfg.Group
+	if group == nil {
+		group = rendr.Selector
+	}
 	r.d, err = rendr.NewDialer(rendr.DialerConfig{Key: r.cli, PeerKey: r.srv.Public(),
-		Root: rendr.Selector("root", paths...), Options: opts})
+		Root: group("root", paths...), Options: opts})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/relay"
 	"github.com/rendr-go/rendr/internal/testcert"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
@@ -264,5 +267,55 @@ func TestQUICMigratesInPlace(t *testing.T) {
 	}
 	if after[0].Dials != before[0].Dials {
 		t.Fatalf("the path was dialed again: %d dials, %d before", after[0].Dials, before[0].Dials)
+	}
+}
+
+// TestMixedCarriers: one flow over a Bond, then a Race, of a TCP path and a QUIC path, while the
+// path the status names active is killed by close, reset and silent stall: every byte arrives
+// both ways, SHA-256 checked, whichever carrier kind carried it.
+func TestMixedCarriers(t *testing.T) {
+	groups := map[string]func(string, ...*rendr.Target) *rendr.Target{"bond": rendr.Bond, "race": rendr.Race}
+	for _, name := range []string{"bond", "race"} {
+		t.Run(name, func(t *testing.T) {
+			size, kills := int64(32<<20), 6
+			if testing.Short() {
+				size, kills = 8<<20, 3
+			}
+			seed := rtSeed(t)
+			rng := rand.New(rand.NewPCG(seed, 3))
+			r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: "tcp,quic", Group: groups[name],
+				Options: rendr.Options{HandshakeTimeout: time.Second}})
+			c1, c2 := r.open()
+			plan := rtNewKillPlan(r, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
+			var progress atomic.Int64
+			stop := make(chan struct{})
+			planDone := make(chan struct{})
+			go func() {
+				defer close(planDone)
+				plan.run(&progress, stop)
+			}()
+			c1.SetDeadline(time.Now().Add(150 * time.Second))
+			c2.SetDeadline(time.Now().Add(150 * time.Second))
+			err := rtBoth(c1, c2, size, seed, &progress)
+			close(stop)
+			<-planDone
+			plan.release()
+			t.Logf("kills: %v; migrations: %v", plan.events, r.mig)
+			if err != nil {
+				t.Fatalf("transfer: %v", err)
+			}
+			if plan.hits != kills {
+				t.Fatalf("only %d of %d kills happened during the transfer", plan.hits, kills)
+			}
+			rtWaitUp(t, "dialer", c1.Status, 2, 30*time.Second)
+			var kinds []string
+			for _, p := range c1.Status().Paths {
+				kinds = append(kinds, p.Local.Network())
+			}
+			slices.Sort(kinds)
+			if !slices.Equal(kinds, []string{"tcp", "udp"}) {
+				t.Fatalf("carriers after the transfer: %v", kinds)
+			}
+		})
 	}
 }
