@@ -22,6 +22,7 @@ import (
 	"github.com/rendr-go/rendr/internal/testcert"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
+	"github.com/rendr-go/rendr/transport/gvisor"
 	"github.com/rendr-go/rendr/transport/quic"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
@@ -134,8 +135,9 @@ func rtListenQUIC(t testing.TB, tlsConf *tls.Config) *rtSource {
 	return &rtSource{Listener: l}
 }
 
-// rtPathCtl is what a rig can do to the path in front of a source: a TCP relay, or for QUIC a
-// UDP relay plus the carriers at both ends, which a UDP relay cannot close.
+// rtPathCtl is what a rig can do to the path in front of a source: a TCP relay, or for a carrier
+// over UDP (QUIC, gVisor) a UDP relay plus the carriers at both ends, which a UDP relay cannot
+// close.
 type rtPathCtl interface {
 	Addr() string
 	// Kill ends the path's carriers: Close and Reset at once (for QUIC: the dialing end,
@@ -146,17 +148,17 @@ type rtPathCtl interface {
 	Close() error
 }
 
-// rtQUICPath controls one QUIC path of a rig.
-type rtQUICPath struct {
+// rtUDPPath controls one path of a rig whose carrier runs over UDP.
+type rtUDPPath struct {
 	*relay.UDP
 	src *rtSource
 	mu  sync.Mutex
 	out []net.Conn // carriers dialed through this path
 }
 
-func (q *rtQUICPath) dial(d *quic.Dialer) func(ctx context.Context) (net.Conn, error) {
+func (q *rtUDPPath) dial(d transport.DialFunc) transport.DialFunc {
 	return func(ctx context.Context) (net.Conn, error) {
-		c, err := d.Dial(ctx)
+		c, err := d(ctx)
 		if err == nil {
 			q.mu.Lock()
 			q.out = append(q.out, c)
@@ -166,7 +168,7 @@ func (q *rtQUICPath) dial(d *quic.Dialer) func(ctx context.Context) (net.Conn, e
 	}
 }
 
-func (q *rtQUICPath) Kill(m relay.Mode) int {
+func (q *rtUDPPath) Kill(m relay.Mode) int {
 	switch m {
 	case relay.Close:
 		q.mu.Lock()
@@ -190,7 +192,7 @@ func (q *rtQUICPath) Kill(m relay.Mode) int {
 	return q.UDP.Kill(m)
 }
 
-func (q *rtQUICPath) Close() error {
+func (q *rtUDPPath) Close() error {
 	q.Kill(relay.Close)
 	return q.UDP.Close()
 }
@@ -248,7 +250,7 @@ type rtRigConfig struct {
 	// Secure declares every carrier already secure (SecureCarrier, SecureSource): records are
 	// not encrypted, and the engine sends payload by reference instead of copying it.
 	Secure bool
-	// Carrier is "tcp" (the default) or "quic", or a comma-separated list naming path i's
+	// Carrier is "tcp" (the default), "quic" or "gvisor", or a comma-separated list naming path i's
 	// carrier at i (mod its length): "tcp,quic" alternates.
 	Carrier string
 	// Group makes the root of the dialer's graph; nil means Selector.
@@ -291,6 +293,12 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 			s = rtListen(t, "127.0.0.1:0")
 		case "quic":
 			s = rtListenQUIC(t, srvTLS)
+		case "gvisor":
+			l, err := gvisor.Listen("127.0.0.1:0")
+			if err != nil {
+				t.Fatalf("listen gvisor: %v", err)
+			}
+			s = &rtSource{Listener: l}
 		default:
 			t.Fatalf("no carrier %q", cfg.carrier(i))
 		}
@@ -302,14 +310,18 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 	for i, a := range r.addrs {
 		var dial transport.DialFunc
 		switch {
-		case cfg.carrier(i) == "quic":
+		case cfg.carrier(i) == "quic" || cfg.carrier(i) == "gvisor":
 			u, err := relay.NewUDP(a)
 			if err != nil {
 				t.Fatal(err)
 			}
-			q := &rtQUICPath{UDP: u, src: r.srcs[i]}
+			q := &rtUDPPath{UDP: u, src: r.srcs[i]}
 			r.relays = append(r.relays, q)
-			dial = q.dial(quic.NewDialer(u.Addr(), cliTLS))
+			if cfg.carrier(i) == "quic" {
+				dial = q.dial(quic.NewDialer(u.Addr(), cliTLS).Dial)
+			} else {
+				dial = q.dial(gvisor.Dialer(u.Addr()))
+			}
 		case cfg.Front != nil:
 			dial = tcp.Dialer(cfg.Front(i, a))
 		default:

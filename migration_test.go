@@ -129,6 +129,7 @@ type rtKillPlan struct {
 	at    []int64
 	modes []relay.Mode
 
+	rng     *rand.Rand
 	hits    int             // kills that hit the path carrying traffic
 	events  []string        // what happened, for the log
 	blocked int             // relay blocked by a stall, or -1
@@ -138,7 +139,7 @@ type rtKillPlan struct {
 // rtNewKillPlan draws n thresholds within [5%, 90%] of total and a mix of modes containing
 // each of modes at least once (when n allows).
 func rtNewKillPlan(r *rtRig, rng *rand.Rand, n int, total int64, modes []relay.Mode) *rtKillPlan {
-	p := &rtKillPlan{r: r, blocked: -1, killed: map[uint32]bool{}}
+	p := &rtKillPlan{r: r, blocked: -1, killed: map[uint32]bool{}, rng: rng}
 	for range n {
 		p.at = append(p.at, total/20+rng.Int64N(total*85/100))
 	}
@@ -169,9 +170,17 @@ func (p *rtKillPlan) run(progress *atomic.Int64, stop <-chan struct{}) {
 			}
 			// Never pick the stalled path (it is still routed until the stall is noticed) nor
 			// a carrier already killed: each kill must hit a live carrier that carries traffic.
-			if a, id := rtActiveID(p.r.d.Status()); a >= 0 && a != p.blocked && !p.killed[id] {
-				target = a
-				p.killed[id] = true
+			// Under a Race or a Bond several carry it: any of them.
+			var cands []status.Path
+			for _, ps := range p.r.d.Status().Paths {
+				if i := rtIndex(ps.Name); ps.Active && ps.State != status.Down && i >= 0 && i != p.blocked && !p.killed[ps.ID] {
+					cands = append(cands, ps)
+				}
+			}
+			if len(cands) > 0 {
+				c := cands[p.rng.IntN(len(cands))]
+				target = rtIndex(c.Name)
+				p.killed[c.ID] = true
 			}
 		}
 		p.release()
@@ -218,7 +227,7 @@ func TestLosslessMigration(t *testing.T) {
 }
 
 // rtCarriers are the carriers the shared suites run over.
-var rtCarriers = []string{"tcp", "quic"}
+var rtCarriers = []string{"tcp", "quic", "gvisor"}
 
 func testLosslessMigration(t *testing.T, carrier string, secure bool) {
 	size, kills := int64(64<<20), 10

@@ -66,6 +66,10 @@ func runThroughput(c *config) []result {
 			setup: func(ctx context.Context) (*stream, error) { return setupRendrQUIC(ctx, keys, tlsCfg, false) }},
 		{name: "rendr_quic_secure", note: "one rendr flow, one transport/quic path declared secure: QUIC's TLS 1.3 alone encrypts",
 			setup: func(ctx context.Context) (*stream, error) { return setupRendrQUIC(ctx, keys, tlsCfg, true) }},
+		{name: "gvisor_tcp", note: "bare transport/gvisor: one gVisor netstack TCP connection between two user-space stacks, IP packets in UDP datagrams (MTU 1400)",
+			setup: setupGVisor},
+		{name: "rendr_gvisor", note: "one rendr flow, one transport/gvisor path, Noise AES-256-GCM records",
+			setup: func(ctx context.Context) (*stream, error) { return setupRendrGVisor(ctx, keys) }},
 	}
 	mode := fmt.Sprintf("%d bytes", c.bytes)
 	if c.seconds > 0 {
@@ -117,6 +121,7 @@ func runThroughput(c *config) []result {
 	against(byName["rendr_secure_carrier"], byName["raw_tcp"], 0.8, true)
 	against(byName["rendr_quic_secure"], byName["quic_go"], 0.9, true)
 	against(byName["rendr_quic"], byName["quic_go"], 0, true)
+	against(byName["rendr_gvisor"], byName["gvisor_tcp"], 0, true)
 	return out
 }
 

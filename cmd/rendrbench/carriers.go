@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/transport/gvisor"
 	"github.com/rendr-go/rendr/transport/quic"
 )
 
@@ -96,6 +97,56 @@ func setupRendrQUIC(ctx context.Context, k benchKeys, cfg *tlsConfigs, secure bo
 	qd := quic.NewDialer(src.Addr().String(), cfg.client)
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(),
 		Root: rendr.Path("quic", qd.Dial, opts...)})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	snd, rcv, err := rendrPair(ctx, d, ln)
+	if err != nil {
+		d.Close()
+		ln.Close()
+		return nil, err
+	}
+	return &stream{snd: snd, rcv: rcv, close: func() {
+		snd.Close()
+		rcv.Close()
+		d.Close()
+		ln.Close()
+	}}, nil
+}
+
+// setupGVisor connects transport/gvisor's dialer to its listener on loopback: two user-space
+// stacks, one TCP connection, IP packets in UDP datagrams.
+func setupGVisor(ctx context.Context) (*stream, error) {
+	ln, err := gvisor.Listen("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	snd, rcv, err := tcpPair(ctx, ln, gvisor.Dialer(ln.Addr().String()))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &stream{snd: snd, rcv: rcv, close: func() {
+		snd.Close()
+		rcv.Close()
+		ln.Close()
+	}}, nil
+}
+
+// setupRendrGVisor is setupRendr over one transport/gvisor path.
+func setupRendrGVisor(ctx context.Context, k benchKeys) (*stream, error) {
+	src, err := gvisor.Listen("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}}, src)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(),
+		Root: rendr.Path("gvisor", gvisor.Dialer(src.Addr().String()))})
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -1,0 +1,481 @@
+// Package gvisor is rendr's user-space TCP carrier: a path is one TCP connection of gVisor's
+// netstack, whose IP packets travel as UDP datagrams. Each end runs a small stack of its own,
+// so nothing of the host's TCP is used: no kernel TCP socket, no kernel congestion control,
+// no firewall rule about TCP.
+//
+// Pick it where kernel TCP paths are unusable but UDP passes: a network that throttles or
+// resets TCP, a host where the program may not open TCP sockets the way it needs, or a
+// platform whose TCP stack behaves badly on a lossy link. It costs more CPU per byte than
+// kernel TCP or QUIC (the stack runs in Go), and its path survives no change of the peer's
+// address: a NAT that rebinds the port ends the path, and rendr re-dials. Where kernel TCP
+// works, transport/tcp is cheaper; where the address changes under a live path,
+// transport/quic moves with it.
+//
+// The stacks speak plain IPv4 and TCP between two private addresses inside the UDP
+// datagrams; rendr's records inside the TCP stream are encrypted and authenticated as on any
+// carrier, so the stack carries nothing readable.
+package gvisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/rendr-go/rendr/transport"
+)
+
+// The addresses and port of the two stacks of a pair. Each pair of stacks is alone on its
+// link, so every pair uses the same ones.
+var (
+	dialerIP   = tcpip.AddrFrom4([4]byte{10, 255, 0, 1})
+	listenerIP = tcpip.AddrFrom4([4]byte{10, 255, 0, 2})
+)
+
+const (
+	listenerPort = 1
+	nicID        = 1
+	// DefaultMTU is the largest IP packet a stack sends, so one UDP datagram of it fits a
+	// 1500-byte Ethernet link with room for an IPv6 header.
+	DefaultMTU = 1400
+	// queueLen is how many packets a stack's link holds for the socket writer.
+	queueLen = 1024
+)
+
+// Option configures a Dialer or a Listener.
+type Option func(*options)
+
+type options struct {
+	mtu      int
+	local    string
+	listen   func(network, address string) (net.PacketConn, error)
+	maxPeers int
+	bufSize  int
+}
+
+// MTU sets the largest IP packet the stack sends (one UDP datagram each); 576 to 65000.
+func MTU(n int) Option { return func(o *options) { o.mtu = min(max(n, 576), 65000) } }
+
+// LocalAddr binds the dialing socket to a local address (an interface's address).
+func LocalAddr(ip string) Option { return func(o *options) { o.local = ip } }
+
+// ListenPacket opens the UDP socket with f instead of net.ListenPacket: for socket options, a
+// device binding, or another network namespace. address is "ip:port".
+func ListenPacket(f func(network, address string) (net.PacketConn, error)) Option {
+	return func(o *options) { o.listen = f }
+}
+
+// MaxPeers bounds the stacks a Listener runs at once (one per dialing address); a SYN from
+// one more address is dropped. Zero means 256.
+func MaxPeers(n int) Option { return func(o *options) { o.maxPeers = n } }
+
+// BufferSize sets each TCP connection's send and receive buffer, in bytes; zero means 4 MiB.
+func BufferSize(n int) Option { return func(o *options) { o.bufSize = n } }
+
+func build(opts []Option) options {
+	o := options{mtu: DefaultMTU, listen: net.ListenPacket, maxPeers: 256, bufSize: 4 << 20}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.maxPeers <= 0 {
+		o.maxPeers = 256
+	}
+	return o
+}
+
+// netstack is one user-space stack with one link, whose packets go out through send.
+type netstack struct {
+	s    *stack.Stack
+	ep   *channel.Endpoint
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newNetstack(o *options, addr tcpip.Address, send func([]byte) error) (*netstack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	ep := channel.New(queueLen, uint32(o.mtu), "")
+	n := &netstack{s: s, ep: ep, done: make(chan struct{})}
+	if err := n.configure(o, addr); err != nil {
+		s.Close()
+		s.Wait()
+		return nil, err
+	}
+	n.wg.Add(1)
+	go n.routineSend(send)
+	return n, nil
+}
+
+func (n *netstack) configure(o *options, addr tcpip.Address) error {
+	if err := n.s.CreateNIC(nicID, n.ep); err != nil {
+		return fmt.Errorf("rendr/gvisor: create NIC: %v", err)
+	}
+	pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: addr.WithPrefix()}
+	if err := n.s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+		return fmt.Errorf("rendr/gvisor: add address: %v", err)
+	}
+	n.s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}})
+	sack := tcpip.TCPSACKEnabled(true)
+	cc := tcpip.CongestionControlOption("cubic")
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &cc, &moderate,
+		&tcpip.TCPSendBufferSizeRangeOption{Min: 4096, Default: o.bufSize, Max: o.bufSize},
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4096, Default: o.bufSize, Max: o.bufSize},
+	} {
+		if err := n.s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
+			return fmt.Errorf("rendr/gvisor: TCP option %T: %v", opt, err)
+		}
+	}
+	return nil
+}
+
+// routineSend takes the packets the stack sends and hands each to send, as one datagram.
+func (n *netstack) routineSend(send func([]byte) error) {
+	defer n.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-n.done
+		cancel()
+	}()
+	for {
+		pkt := n.ep.ReadContext(ctx)
+		if pkt == nil {
+			return
+		}
+		v := pkt.ToView()
+		send(v.AsSlice()) // a datagram that cannot go is lost; TCP sends it again
+		v.Release()
+		pkt.DecRef()
+	}
+}
+
+// inject hands the stack one received IP packet.
+func (n *netstack) inject(b []byte) {
+	if len(b) < header.IPv4MinimumSize || header.IPVersion(b) != header.IPv4Version {
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	n.ep.InjectInbound(ipv4.ProtocolNumber, pkt)
+	pkt.DecRef()
+}
+
+// flushed waits, a bounded while, until the stack has handed its queued packets (a FIN) to
+// the socket.
+func (n *netstack) flushed(within time.Duration) {
+	end := time.Now().Add(within)
+	for n.ep.NumQueued() > 0 && time.Now().Before(end) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (n *netstack) close() {
+	close(n.done)
+	n.wg.Wait()
+	n.ep.Close()
+	n.s.Close()
+	n.s.Wait()
+}
+
+// Dialer returns a path dialer: each call opens a UDP socket towards address ("host:port"),
+// starts a stack and connects one TCP connection through it to the Listener there.
+func Dialer(address string, opts ...Option) transport.DialFunc {
+	o := build(opts)
+	return func(ctx context.Context) (net.Conn, error) {
+		raddr, err := net.ResolveUDPAddr("udp", address)
+		if err != nil {
+			return nil, err
+		}
+		local := ""
+		if o.local != "" {
+			local = net.JoinHostPort(o.local, "0")
+		} else if raddr.IP.To4() != nil {
+			local = "0.0.0.0:0"
+		} else {
+			local = "[::]:0"
+		}
+		pc, err := o.listen("udp", local)
+		if err != nil {
+			return nil, err
+		}
+		ns, err := newNetstack(&o, dialerIP, func(b []byte) error {
+			_, err := pc.WriteTo(b, raddr)
+			return err
+		})
+		if err != nil {
+			pc.Close()
+			return nil, err
+		}
+		c := &Conn{ns: ns, pc: pc, remote: raddr}
+		c.wg.Add(1)
+		go c.routineReceive(raddr.String())
+		tc, err := gonet.DialContextTCP(ctx, ns.s,
+			tcpip.FullAddress{NIC: nicID, Addr: listenerIP, Port: listenerPort}, ipv4.ProtocolNumber)
+		if err != nil {
+			c.teardown()
+			return nil, err
+		}
+		c.TCPConn = tc
+		return c, nil
+	}
+}
+
+// Conn is one gVisor TCP connection as a rendr carrier.
+type Conn struct {
+	*gonet.TCPConn
+	ns      *netstack
+	pc      net.PacketConn // the dialing side's own socket; nil on the listening side
+	remote  net.Addr
+	release func() // the listening side: drop this peer
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+// routineReceive feeds the dialing side's stack the datagrams from its peer's address.
+func (c *Conn) routineReceive(peer string) {
+	defer c.wg.Done()
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := c.pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // ICMP errors from a peer not up yet, and the like
+		}
+		if from.String() != peer {
+			continue // only the peer's datagrams reach the stack
+		}
+		c.ns.inject(buf[:n])
+	}
+}
+
+// Close closes the TCP connection (a FIN, given a moment to leave) and everything under it.
+func (c *Conn) Close() error {
+	var err error
+	c.once.Do(func() {
+		if c.TCPConn != nil {
+			err = c.TCPConn.Close()
+			c.ns.flushed(50 * time.Millisecond)
+		}
+		c.teardown()
+	})
+	return err
+}
+
+func (c *Conn) teardown() {
+	if c.pc != nil {
+		c.pc.Close()
+	}
+	c.wg.Wait()
+	c.ns.close()
+	if c.release != nil {
+		c.release()
+	}
+}
+
+// LocalAddr is the UDP socket's address; RemoteAddr the peer's.
+func (c *Conn) LocalAddr() net.Addr {
+	if c.pc != nil {
+		return c.pc.LocalAddr()
+	}
+	return c.TCPConn.LocalAddr()
+}
+
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+// Listener takes TCP connections from dialing stacks: one UDP socket, and a stack per dialing
+// address, started by a SYN to the listening stack's port. It is a net.Listener: give it to
+// rendr.Listen or Listener.AddSource.
+type Listener struct {
+	pc   net.PacketConn
+	o    options
+	out  chan *Conn
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+
+	mu    sync.RWMutex
+	peers map[string]*peer // by dialing address
+}
+
+// peer is one dialing address's stack on the listening side.
+type peer struct {
+	addr   net.Addr
+	key    string
+	ns     *netstack
+	gl     *gonet.TCPListener
+	handed bool // its connection went to Accept: the Conn owns the stack now
+}
+
+// Listen listens on address ("host:port") for dialing stacks.
+func Listen(address string, opts ...Option) (*Listener, error) {
+	o := build(opts)
+	pc, err := o.listen("udp", address)
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{pc: pc, o: o, out: make(chan *Conn), done: make(chan struct{}), peers: map[string]*peer{}}
+	l.wg.Add(1)
+	go l.routineRead()
+	return l, nil
+}
+
+func (l *Listener) routineRead() {
+	defer l.wg.Done()
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := l.pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		key := from.String()
+		l.mu.RLock()
+		p := l.peers[key]
+		l.mu.RUnlock()
+		if p == nil {
+			if !isSYN(buf[:n]) {
+				continue // a stray packet starts nothing
+			}
+			if p = l.start(from, key); p == nil {
+				continue
+			}
+		}
+		p.ns.inject(buf[:n])
+	}
+}
+
+// isSYN reports whether b is an IPv4 TCP segment with SYN alone, to the listening stack's
+// address and port: the only packet that may start a stack.
+func isSYN(b []byte) bool {
+	if len(b) < header.IPv4MinimumSize || header.IPVersion(b) != header.IPv4Version {
+		return false
+	}
+	ip := header.IPv4(b)
+	if !ip.IsValid(len(b)) || ip.Protocol() != uint8(tcp.ProtocolNumber) || ip.DestinationAddress() != listenerIP {
+		return false
+	}
+	seg := header.TCP(ip.Payload())
+	if len(seg) < header.TCPMinimumSize {
+		return false
+	}
+	return seg.DestinationPort() == listenerPort && seg.Flags() == header.TCPFlagSyn
+}
+
+// start makes a stack for a new dialing address; nil when the bound is reached or the
+// Listener is closing.
+func (l *Listener) start(from net.Addr, key string) *peer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.peers) >= l.o.maxPeers {
+		return nil
+	}
+	select {
+	case <-l.done:
+		return nil
+	default:
+	}
+	ns, err := newNetstack(&l.o, listenerIP, func(b []byte) error {
+		_, err := l.pc.WriteTo(b, from)
+		return err
+	})
+	if err != nil {
+		return nil
+	}
+	gl, err := gonet.ListenTCP(ns.s, tcpip.FullAddress{NIC: nicID, Addr: listenerIP, Port: listenerPort}, ipv4.ProtocolNumber)
+	if err != nil {
+		ns.close()
+		return nil
+	}
+	p := &peer{addr: from, key: key, ns: ns, gl: gl}
+	l.peers[key] = p
+	l.wg.Add(1)
+	go l.routineAccept(p)
+	return p
+}
+
+// acceptWithin bounds how long a started stack waits for its connection's handshake.
+const acceptWithin = 10 * time.Second
+
+// routineAccept takes the one connection a peer's stack carries.
+func (l *Listener) routineAccept(p *peer) {
+	defer l.wg.Done()
+	timer := time.AfterFunc(acceptWithin, func() { p.gl.Close() })
+	c, err := p.gl.Accept()
+	timer.Stop()
+	p.gl.Close()
+	if err != nil {
+		l.drop(p)
+		return
+	}
+	l.mu.Lock()
+	p.handed = true
+	l.mu.Unlock()
+	conn := &Conn{TCPConn: c.(*gonet.TCPConn), ns: p.ns, remote: p.addr, release: func() { l.forget(p) }}
+	select {
+	case l.out <- conn:
+	case <-l.done:
+		conn.Close()
+	}
+}
+
+// drop ends a peer whose connection never came.
+func (l *Listener) drop(p *peer) {
+	l.forget(p)
+	p.ns.close()
+}
+
+func (l *Listener) forget(p *peer) {
+	l.mu.Lock()
+	if l.peers[p.key] == p {
+		delete(l.peers, p.key)
+	}
+	l.mu.Unlock()
+}
+
+// Accept returns the next connection.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.out:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops listening and closes the socket. Connections already accepted send through it,
+// so they end with it.
+func (l *Listener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		l.pc.Close()
+		l.mu.Lock()
+		for _, p := range l.peers {
+			if !p.handed {
+				p.gl.Close() // its accept routine drops it
+			}
+		}
+		l.mu.Unlock()
+	})
+	l.wg.Wait()
+	return nil
+}
+
+// Addr is the UDP address the Listener is bound to.
+func (l *Listener) Addr() net.Addr { return l.pc.LocalAddr() }
