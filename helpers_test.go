@@ -65,6 +65,14 @@ func (c *rtCarrier) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// CloseWrite passes a half-close to the carrier, when it has one.
+func (c *rtCarrier) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("carrier cannot half-close")
+}
+
 func (c *rtCarrier) Close() error {
 	c.closed.Store(true)
 	return c.Conn.Close()
@@ -255,6 +263,77 @@ type rtRigConfig struct {
 	Carrier string
 	// Group makes the root of the dialer's graph; nil means Selector.
 	Group func(name string, children ...*rendr.Target) *rendr.Target
+	// Hooks, if set, gives path i's hooks: every byte the dialer writes on one of its
+	// carriers passes up (which may change it) before the carrier takes it, and every byte it
+	// reads passes down, with the carrier's index on the path and the offset. It works the
+	// same on every carrier kind, as a hostile carrier would.
+	Hooks func(i int) (up, down rtHook)
+}
+
+// rtHook sees (and may change) bytes crossing a hooked carrier.
+type rtHook func(conn int, off int64, b []byte)
+
+// rtHookConn is a dialed carrier with hooks on both directions.
+type rtHookConn struct {
+	net.Conn
+	idx        int
+	up, down   rtHook
+	upOff      int64
+	downOff    int64
+	scratch    []byte
+	closed     atomic.Bool
+	writeMutex sync.Mutex
+}
+
+func (c *rtHookConn) Write(b []byte) (int, error) {
+	if c.up == nil {
+		return c.Conn.Write(b)
+	}
+	c.writeMutex.Lock()
+	defer c.writeMutex.Unlock()
+	c.scratch = append(c.scratch[:0], b...)
+	c.up(c.idx, c.upOff, c.scratch)
+	n, err := c.Conn.Write(c.scratch)
+	c.upOff += int64(n)
+	return n, err
+}
+
+func (c *rtHookConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.down != nil {
+		c.down(c.idx, c.downOff, b[:n])
+	}
+	c.downOff += int64(n)
+	return n, err
+}
+
+func (c *rtHookConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
+// anyClosed reports whether one of path i's hooked carriers was closed.
+func (r *rtRig) anyClosed(i int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.hooked[i] {
+		if c.closed.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// rawDialer dials the rig's carrier kind (path 0's) to addr with nothing of rendr on top, from
+// 127.0.0.1 so that a source can match the carrier by address (rtSource.carrierFrom).
+func (r *rtRig) rawDialer(addr string) transport.DialFunc {
+	switch r.cfg.carrier(0) {
+	case "quic":
+		return quic.NewDialer(addr, r.cliTLS, quic.LocalAddr("127.0.0.1")).Dial
+	case "gvisor":
+		return gvisor.Dialer(addr, gvisor.LocalAddr("127.0.0.1"))
+	}
+	return tcp.Dialer(addr)
 }
 
 // carrier is path i's carrier kind.
@@ -272,6 +351,9 @@ type rtRig struct {
 	t        testing.TB
 	cfg      rtRigConfig
 	srv, cli rendr.PrivateKey
+	srvTLS   *tls.Config // QUIC sources' identity
+	cliTLS   *tls.Config // trusts exactly srvTLS
+	hooked   [][]*rtHookConn // path i's carriers, when Hooks is set
 	addrs    []string // source addresses, kept so a restarted listener can take them again
 	srcs     []*rtSource
 	relays   []rtPathCtl
@@ -279,13 +361,16 @@ type rtRig struct {
 	d        *rendr.Dialer
 	mig      *rtMigrations // the dialer's migrations
 	once     sync.Once
+	mu       sync.Mutex // guards hooked
 }
 
 func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 	t.Helper()
 	r := &rtRig{t: t, cfg: cfg, srv: rendr.MustNewKey(), cli: rendr.MustNewKey(), mig: &rtMigrations{}}
 	t.Cleanup(r.close)
-	srvTLS, cliTLS := testcert.Must()
+	r.srvTLS, r.cliTLS = testcert.Must()
+	srvTLS, cliTLS := r.srvTLS, r.cliTLS
+	r.hooked = make([][]*rtHookConn, cfg.Paths)
 	for i := range cfg.Paths {
 		var s *rtSource
 		switch cfg.carrier(i) {
@@ -331,6 +416,21 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 			}
 			r.relays = append(r.relays, rl)
 			dial = tcp.Dialer(rl.Addr())
+		}
+		if cfg.Hooks != nil {
+			up, down := cfg.Hooks(i)
+			inner, i := dial, i
+			dial = func(ctx context.Context) (net.Conn, error) {
+				c, err := inner(ctx)
+				if err != nil {
+					return nil, err
+				}
+				r.mu.Lock()
+				hc := &rtHookConn{Conn: c, idx: len(r.hooked[i]), up: up, down: down}
+				r.hooked[i] = append(r.hooked[i], hc)
+				r.mu.Unlock()
+				return hc, nil
+			}
 		}
 		var po []rendr.PathOption
 		if cfg.PathOpts != nil {
@@ -399,7 +499,19 @@ func (r *rtRig) relisten() {
 // extraSource adds one more watched source to the listener, for strangers to knock on.
 func (r *rtRig) extraSource() *rtSource {
 	r.t.Helper()
-	s := rtListen(r.t, "127.0.0.1:0")
+	var s *rtSource
+	switch r.cfg.carrier(0) {
+	case "quic":
+		s = rtListenQUIC(r.t, r.srvTLS)
+	case "gvisor":
+		l, err := gvisor.Listen("127.0.0.1:0")
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		s = &rtSource{Listener: l}
+	default:
+		s = rtListen(r.t, "127.0.0.1:0")
+	}
 	if err := r.ln.AddSource(s); err != nil {
 		r.t.Fatal(err)
 	}
@@ -713,9 +825,11 @@ func (p *rtProxy) close() {
 }
 
 // rtRawDial opens a plain TCP connection, for speaking to a source without rendr.
-func rtRawDial(t testing.TB, addr string) net.Conn {
+func rtRawDial(t testing.TB, r *rtRig, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := r.rawDialer(addr)(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

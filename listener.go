@@ -189,7 +189,7 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 		return
 	}
 	if res.Reply.Status != handshake.StatusOK {
-		c.Close()
+		l.closeAfterReply(c)
 		return
 	}
 	if err := l.attach(c, res, created); err != nil {
@@ -198,6 +198,30 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 		}
 		l.c.log.Debug("rendr: path not attached", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
+	}
+}
+
+// replyLinger bounds how long a carrier that got a refusal stays open for the reply to arrive.
+const replyLinger = 2 * time.Second
+
+// closeAfterReply closes a carrier whose peer was just told no (unknown session, refused), so
+// that the reply reaches it: a carrier closed at once may drop it (QUIC discards unsent stream
+// data on close; TCP resets when unread bytes remain). It half-closes, waits a bounded while
+// for the peer to close its end, then closes.
+func (l *Listener) closeAfterReply(c net.Conn) {
+	defer c.Close()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(min(replyLinger, l.c.hsTimeout)))
+	stop := context.AfterFunc(l.ctx, func() { c.SetReadDeadline(time.Now()) })
+	defer stop()
+	var buf [512]byte
+	for range 1024 { // what a peer may still send before it reads the reply is small
+		if _, err := c.Read(buf[:]); err != nil {
+			return
+		}
 	}
 }
 
