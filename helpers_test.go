@@ -351,10 +351,10 @@ type rtRig struct {
 	t        testing.TB
 	cfg      rtRigConfig
 	srv, cli rendr.PrivateKey
-	srvTLS   *tls.Config // QUIC sources' identity
-	cliTLS   *tls.Config // trusts exactly srvTLS
+	srvTLS   *tls.Config     // QUIC sources' identity
+	cliTLS   *tls.Config     // trusts exactly srvTLS
 	hooked   [][]*rtHookConn // path i's carriers, when Hooks is set
-	addrs    []string // source addresses, kept so a restarted listener can take them again
+	addrs    []string        // source addresses, kept so a restarted listener can take them again
 	srcs     []*rtSource
 	relays   []rtPathCtl
 	ln       *rendr.Listener
