@@ -366,8 +366,11 @@ func testAdversarialGarbage(t *testing.T, carrier string) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := rtRawDial(t, v.rtRig, src.Addr().String())
 			if len(tc.in) > 0 {
+				// The listener may refuse before the write returns (a QUIC stream's Write
+				// waits for the data to leave): the carrier is then closed already, which is
+				// what the checks below look for.
 				if _, err := c.Write(tc.in); err != nil {
-					t.Fatalf("write: %v", err)
+					t.Logf("write: %v", err)
 				}
 			}
 			rtExpectSilentClose(t, c, 20*time.Second)
