@@ -41,20 +41,38 @@ func (c *rtCountingDg) ReceiveDatagram(ctx context.Context) ([]byte, error) {
 func (c *rtCountingDg) MaxDatagramSize() int { return c.dg.MaxDatagramSize() }
 
 // TestPacketFlowOverQUICDatagrams: a packet flow over a QUIC path sends its datagrams as QUIC
-// DATAGRAM frames (counted at the carrier), every one arrives at most once and intact, one
-// too large for a QUIC packet still arrives (it rides the stream), and one over MaxDatagram
-// gets ErrTooLarge. Both directions, encrypted records and a secure carrier.
+// DATAGRAM frames, both ways (counted at each end's carrier), every one arrives at most once
+// and intact, one too large for a QUIC packet still arrives (it rides the stream), and one
+// over MaxDatagram gets ErrTooLarge. Encrypted records and a secure carrier. When one end's
+// carrier is wrapped in something that hides its datagrams, the handshake says so and every
+// datagram rides the stream instead, both ways: none is sent where it would not be read.
 func TestPacketFlowOverQUICDatagrams(t *testing.T) {
-	for _, secure := range []bool{false, true} {
-		name := "encrypted"
-		if secure {
-			name = "secure-carrier"
-		}
-		t.Run(name, func(t *testing.T) { testPacketFlowOverQUIC(t, secure) })
+	for _, tc := range []struct {
+		name         string
+		secure, hide bool
+	}{{"encrypted", false, false}, {"secure-carrier", true, false}, {"dialer-hides-datagrams", false, true}} {
+		t.Run(tc.name, func(t *testing.T) { testPacketFlowOverQUIC(t, tc.secure, tc.hide) })
 	}
 }
 
-func testPacketFlowOverQUIC(t *testing.T, secure bool) {
+// rtCountingSource counts what the carriers it accepts send as QUIC datagrams.
+type rtCountingSource struct {
+	net.Listener
+	sent *atomic.Int64
+}
+
+func (s rtCountingSource) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &rtCountingDg{Conn: c, dg: c.(transport.Datagrammer), sent: s.sent}, nil
+}
+
+// rtPlainConn hides everything of a carrier but net.Conn, as an embedder's wrapper might.
+type rtPlainConn struct{ net.Conn }
+
+func testPacketFlowOverQUIC(t *testing.T, secure, hide bool) {
 	srvTLS, cliTLS := testcert.Must()
 	ql, err := quic.Listen("127.0.0.1:0", srvTLS)
 	if err != nil {
@@ -72,15 +90,18 @@ func testPacketFlowOverQUIC(t *testing.T, secure bool) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	if err := ln.AddSource(ql, sopts...); err != nil {
+	var dgSent, lnSent atomic.Int64
+	if err := ln.AddSource(rtCountingSource{Listener: ql, sent: &lnSent}, sopts...); err != nil {
 		t.Fatal(err)
 	}
-	var dgSent atomic.Int64
 	qd := quic.NewDialer(ql.Addr().String(), cliTLS)
 	dial := func(ctx context.Context) (net.Conn, error) {
 		c, err := qd.Dial(ctx)
 		if err != nil {
 			return nil, err
+		}
+		if hide {
+			return rtPlainConn{c}, nil
 		}
 		return &rtCountingDg{Conn: c, dg: c.(transport.Datagrammer), sent: &dgSent}, nil
 	}
@@ -110,7 +131,8 @@ func testPacketFlowOverQUIC(t *testing.T, secure bool) {
 	const n = 2000
 	for dir, ends := range [][2]*rendr.PacketConn{{a, b}, {b, a}} {
 		w, r := ends[0], ends[1]
-		before := dgSent.Load()
+		counter := []*atomic.Int64{&dgSent, &lnSent}[dir]
+		before := counter.Load()
 		got := make(map[uint32]bool)
 		bigSeen := false
 		buf := make([]byte, 8192)
@@ -179,8 +201,8 @@ func testPacketFlowOverQUIC(t *testing.T, secure bool) {
 			t.Fatal(err)
 		}
 		st := r.Stats()
-		sent := dgSent.Load() - before
-		t.Logf("direction %d: %d of %d datagrams arrived; dialer's QUIC datagrams %d; receiver %+v", dir, len(got), n, sent, st)
+		sent := counter.Load() - before
+		t.Logf("direction %d: %d of %d datagrams arrived; the sender's QUIC datagrams %d; receiver %+v", dir, len(got), n, sent, st)
 		if !bigSeen {
 			t.Fatal("the datagram too large for a QUIC packet never arrived")
 		}
@@ -192,8 +214,15 @@ func testPacketFlowOverQUIC(t *testing.T, secure bool) {
 		if st.Duplicates != 0 || st.Truncated != 0 {
 			t.Fatalf("receiver stats %+v", st)
 		}
-		if dir == 0 && sent < n/2 {
-			t.Fatalf("the dialer sent %d QUIC datagrams for %d datagrams: they went in the stream", sent, n)
+		if hide {
+			if sent != 0 || dgSent.Load() != 0 {
+				t.Fatalf("%d QUIC datagrams sent although the dialer's carrier hides its datagrams", sent+dgSent.Load())
+			}
+			if len(got) != n {
+				t.Fatalf("in the stream, %d of %d datagrams arrived", len(got), n)
+			}
+		} else if sent < n/2 {
+			t.Fatalf("the sender sent %d QUIC datagrams for %d datagrams: they went in the stream", sent, n)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/policy"
 	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/transport"
 )
 
 // DialerConfig configures a Dialer.
@@ -394,6 +395,9 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	if t.secure {
 		h.Flags |= handshake.FlagPlain
 	}
+	if _, ok := conn.(transport.Datagrammer); ok {
+		h.Flags |= handshake.FlagDatagrams
+	}
 	res, err := handshake.Initiate(ctx, conn, d.c.key, d.peer, h)
 	if err != nil {
 		conn.Close()
@@ -416,6 +420,10 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		conn.Close() // never drop encryption we did not ask to drop
 		return errors.New("rendr: listener offered plain records that were not requested")
 	}
+	if h.Flags&handshake.FlagDatagrams == 0 && res.Reply.Flags&handshake.FlagDatagrams != 0 {
+		conn.Close()
+		return errors.New("rendr: listener offered datagram records that were not requested")
+	}
 	if mode == handshake.ModeNew {
 		s.establish(res.Secret, res.Reply.Instance)
 	} else {
@@ -434,6 +442,7 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	}
 	pc := d.c.path
 	pc.Name, pc.Tier, pc.Hold = t.name, t.tier, s.hold
+	pc.Datagrams = res.Reply.Flags&handshake.FlagDatagrams != 0
 	l.p = path.New(l.id, conn, send, recv, pc, l)
 	l.joined.Store(true)
 	if mode == handshake.ModeJoin {

@@ -264,9 +264,10 @@ type rtRigConfig struct {
 	// Group makes the root of the dialer's graph; nil means Selector.
 	Group func(name string, children ...*rendr.Target) *rendr.Target
 	// Hooks, if set, gives path i's hooks: every byte the dialer writes on one of its
-	// carriers passes up (which may change it) before the carrier takes it, and every byte it
-	// reads passes down, with the carrier's index on the path and the offset. It works the
-	// same on every carrier kind, as a hostile carrier would.
+	// carriers' streams passes up (which may change it) before the carrier takes it, and every
+	// byte it reads passes down, with the carrier's index on the path and the offset. It works
+	// the same on every carrier kind, as a hostile carrier would. The hooked carrier hides a
+	// QUIC carrier's datagrams, so packet flows ride the stream, hooked too.
 	Hooks func(i int) (up, down rtHook)
 }
 

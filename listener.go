@@ -12,6 +12,7 @@ import (
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/transport"
 )
 
 // ListenConfig configures a Listener.
@@ -171,8 +172,9 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 	defer l.wg.Done()
 	ctx, cancel := context.WithTimeout(l.ctx, l.c.hsTimeout)
 	var created *session
+	_, dg := c.(transport.Datagrammer)
 	res, err := l.resp.Respond(ctx, c, func(peer [32]byte, h *handshake.Hello) handshake.Reply {
-		r, s := l.decide(PublicKey(peer), h, o)
+		r, s := l.decide(PublicKey(peer), h, o, dg)
 		created = s
 		return r
 	})
@@ -214,7 +216,9 @@ func (l *Listener) closeAfterReply(c net.Conn) {
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(min(replyLinger, l.c.hsTimeout)))
+	if c.SetReadDeadline(time.Now().Add(min(replyLinger, l.c.hsTimeout))) != nil {
+		return // no bound on the wait: close now
+	}
 	stop := context.AfterFunc(l.ctx, func() { c.SetReadDeadline(time.Now()) })
 	defer stop()
 	var buf [512]byte
@@ -225,15 +229,18 @@ func (l *Listener) closeAfterReply(c net.Conn) {
 	}
 }
 
-// decide answers an authenticated hello.
-func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts) (handshake.Reply, *session) {
+// decide answers an authenticated hello; dg says the carrier carries datagrams too.
+func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, dg bool) (handshake.Reply, *session) {
 	r := handshake.Reply{Status: handshake.StatusOK, Instance: l.c.instance}
+	if dg && h.Flags&handshake.FlagDatagrams != 0 {
+		r.Flags |= handshake.FlagDatagrams
+	}
 	if h.Flags&handshake.FlagPlain != 0 {
 		if !o.secure {
 			r.Status = handshake.StatusRefused
 			return r, nil
 		}
-		r.Flags = handshake.FlagPlain
+		r.Flags |= handshake.FlagPlain
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -305,14 +312,19 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session) e
 	}
 	pc := l.c.path
 	pc.Name, pc.Tier, pc.Hold = h.Name, int(h.Tier), s.hold
+	pc.Datagrams = res.Reply.Flags&handshake.FlagDatagrams != 0
 	lk.p = path.New(lk.id, c, send, recv, pc, lk)
 	if err := s.track(lk); err != nil {
 		return err
 	}
+	// The founding path needs no JOIN_PROOF: mark it before its reader starts, or the
+	// dialer's first record, already buffered, could be taken for a missing proof.
+	if h.Mode == handshake.ModeNew {
+		lk.joined.Store(true)
+	}
 	s.wg.Add(1) // released by lk.Down
 	lk.p.Start()
 	if h.Mode == handshake.ModeNew {
-		lk.joined.Store(true)
 		if err := s.attach(lk); err != nil {
 			lk.p.Close(err)
 		}

@@ -58,6 +58,7 @@ type dgChannel struct {
 	// Writer goroutine only.
 	seal  *recordCipher
 	sent  uint64 // datagram records sent: the next counter
+	pend  []byte // DATAGRAM frames taken from records, to send
 	buf   []byte // the datagram record being packed
 	spill []byte // DATAGRAM frames that go back in the stream
 	nfr   int    // frames in buf
@@ -95,20 +96,21 @@ func (d *dgChannel) overhead() int {
 	return dgCounterSize + wire.TagSize
 }
 
-// offload sends r's DATAGRAM frames that fit the carrier's datagrams as datagram records and
-// removes them from r. It reports the bytes sent and whether r has nothing left for the stream.
-func (d *dgChannel) offload(r *Record) (sent int, empty bool, err error) {
+// take moves r's DATAGRAM frames that fit the carrier's datagrams out of r, to be sent by
+// send once the stream's records are written: a carrier may block while its datagram queue
+// is full, and probes and control records must not wait behind datagrams. It reports
+// whether r has nothing left for the stream.
+func (d *dgChannel) take(r *Record) (empty bool, err error) {
 	max := d.c.MaxDatagramSize() - d.overhead()
 	frames := r.Frames()
 	if max <= 0 || !hasDatagram(frames) {
-		return 0, false, nil
+		return false, nil
 	}
 	keep := 0 // frames kept for the stream are moved down to frames[:keep]
-	d.spill = d.spill[:0]
 	for off := 0; off < len(frames); {
 		f, n, perr := wire.Parse(frames[off:])
 		if perr != nil {
-			return sent, false, fmt.Errorf("%w: outgoing record: %w", ErrRecord, perr)
+			return false, fmt.Errorf("%w: outgoing record: %w", ErrRecord, perr)
 		}
 		fr := frames[off : off+n]
 		off += n
@@ -116,11 +118,35 @@ func (d *dgChannel) offload(r *Record) (sent int, empty bool, err error) {
 			keep += copy(frames[keep:], fr)
 			continue
 		}
+		d.pend = append(d.pend, fr...)
+	}
+	r.B = r.B[:2+keep]
+	return keep == 0, nil
+}
+
+// send packs the frames take collected into datagram records and sends them. It returns the
+// bytes sent and the frames the carrier refused as too large (its MTU shrank), which the
+// caller sends in the stream instead; they stay valid until the next take.
+func (d *dgChannel) send() (sent int, spill []byte, err error) {
+	max := d.c.MaxDatagramSize() - d.overhead()
+	d.spill = d.spill[:0]
+	frames := d.pend
+	for off := 0; off < len(frames); {
+		_, n, perr := wire.Parse(frames[off:])
+		if perr != nil {
+			return sent, nil, fmt.Errorf("%w: outgoing datagram: %w", ErrRecord, perr)
+		}
+		fr := frames[off : off+n]
+		off += n
+		if n > max {
+			d.spill = append(d.spill, fr...) // the limit fell since take
+			continue
+		}
 		if len(d.buf)-d.head()+n > max {
 			k, err := d.flush()
 			sent += k
 			if err != nil {
-				return sent, false, err
+				return sent, nil, err
 			}
 		}
 		d.buf = append(d.buf, fr...)
@@ -128,13 +154,8 @@ func (d *dgChannel) offload(r *Record) (sent int, empty bool, err error) {
 	}
 	k, err := d.flush()
 	sent += k
-	if err != nil {
-		return sent, false, err
-	}
-	// Frames the carrier refused as too large go back in the stream, after the rest.
-	keep += copy(frames[keep:], d.spill)
-	r.B = r.B[:2+keep]
-	return sent, keep == 0, nil
+	d.pend = d.pend[:0]
+	return sent, d.spill, err
 }
 
 func hasDatagram(frames []byte) bool {
@@ -216,9 +237,12 @@ var (
 // errReplay and errOld mean drop it; any other error is bad input.
 func (d *dgChannel) openRecord(b []byte) ([]byte, error) {
 	if d.open == nil {
+		if len(b) == 0 {
+			return nil, fmt.Errorf("%w: empty datagram record", ErrRecord)
+		}
 		return b, nil
 	}
-	if len(b) < dgCounterSize+wire.TagSize {
+	if len(b) <= dgCounterSize+wire.TagSize {
 		return nil, fmt.Errorf("%w: datagram record of %d bytes", ErrRecord, len(b))
 	}
 	n := binary.BigEndian.Uint64(b)
@@ -241,7 +265,9 @@ func (d *dgChannel) openRecord(b []byte) ([]byte, error) {
 }
 
 // cipherFor finds epoch e's key: the current one, the one before, or the next (derived, and
-// kept only once a datagram authenticates under it).
+// kept only once a datagram authenticates under it). Any other epoch is dropped unopened: a
+// sender moves one epoch per 2^30 datagrams, so only a very old straggler, or a forgery,
+// names one.
 func (d *dgChannel) cipherFor(e uint64) (*recordCipher, error) {
 	switch {
 	case e == d.openEpoch:
@@ -297,13 +323,8 @@ func (p *Path) routineDatagrams() {
 			return // the carrier is closed: the stream side reports why
 		}
 		frames, err := d.openRecord(b)
-		if errors.Is(err, errReplay) {
-			d.replays++
-			continue
-		}
-		if errors.Is(err, errOld) {
-			d.tooOld++
-			continue
+		if errors.Is(err, errReplay) || errors.Is(err, errOld) {
+			continue // a copy, or too old to tell: dropped, as a datagram may be
 		}
 		if err != nil {
 			p.Close(err)

@@ -5,10 +5,13 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/flynn/noise"
 
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/transport"
@@ -47,14 +50,29 @@ func (c *fakeDgCarrier) MaxDatagramSize() int {
 	return c.max
 }
 
+// offload is what the path writer does with one record: take its datagrams, then send them.
+// It returns the bytes sent, whether r is left empty, and the frames refused as too large.
+func offload(d *dgChannel, r *Record) (int, bool, []byte, error) {
+	empty, err := d.take(r)
+	if err != nil {
+		return 0, false, nil, err
+	}
+	n, spill, err := d.send()
+	return n, empty, spill, err
+}
+
 // dgPair returns a sending and a receiving channel sharing keys (encrypted) or none.
 func dgPair(encrypted bool, max int) (*dgChannel, *dgChannel, *fakeDgCarrier) {
 	car := &fakeDgCarrier{max: max}
 	if !encrypted {
 		return newDgChannel(car, nil, nil), newDgChannel(car, nil, nil), car
 	}
+	// One key per direction, so that a channel that mixed up its send and receive keys
+	// would open nothing.
+	other := [32]byte{0: 0x02, 9: 0x99}
 	s1, r1 := noiseCipherPair()
-	s2, r2 := noiseCipherPair()
+	s2 := noise.UnsafeNewCipherState(recordSuite, other, 0)
+	r2 := noise.UnsafeNewCipherState(recordSuite, other, 0)
 	return newDgChannel(car, s1, r2), newDgChannel(car, s2, r1), car
 }
 
@@ -94,9 +112,9 @@ func TestDgOffload(t *testing.T) {
 		}
 		big := bytes.Repeat([]byte{9}, 1500) // over the carrier's limit: stays in the stream
 		r.B = wire.AppendDatagram(r.B, 2, 6, big)
-		n, empty, err := snd.offload(r)
-		if err != nil || empty || n == 0 {
-			t.Fatalf("offload: %d bytes, empty %v, %v", n, empty, err)
+		n, empty, spill, err := offload(snd, r)
+		if err != nil || empty || n == 0 || len(spill) != 0 {
+			t.Fatalf("offload: %d bytes, empty %v, spill %d, %v", n, empty, len(spill), err)
 		}
 		types, left := frameTypes(t, r.Frames())
 		if !slices.Equal(types, []wire.Type{wire.TypeAck, wire.TypeMaxData, wire.TypeDatagram}) || !bytes.Equal(left[0], big) {
@@ -126,7 +144,7 @@ func TestDgOffload(t *testing.T) {
 
 		only := NewRecord()
 		only.B = wire.AppendDatagram(only.B, 2, 7, []byte("x"))
-		if _, empty, err := snd.offload(only); err != nil || !empty {
+		if _, empty, _, err := offload(snd, only); err != nil || !empty {
 			t.Fatalf("a record of one small datagram: empty %v, %v", empty, err)
 		}
 		only.Release()
@@ -134,7 +152,7 @@ func TestDgOffload(t *testing.T) {
 }
 
 // TestDgSpill: a carrier whose limit shrinks under the channel refuses the datagram; its
-// frames go back into the stream record instead of being lost.
+// frames come back for the stream instead of being lost.
 func TestDgSpill(t *testing.T) {
 	for _, enc := range []bool{false, true} {
 		snd, _, car := dgPair(enc, 1200)
@@ -144,13 +162,16 @@ func TestDgSpill(t *testing.T) {
 		car.max = 1 << 20 // MaxDatagramSize says plenty...
 		shrink := &shrinkCarrier{fakeDgCarrier: car, limit: 600}
 		snd.c = shrink // ...but the send finds the limit lower
-		_, empty, err := snd.offload(r)
+		_, empty, spill, err := offload(snd, r)
 		if err != nil || empty {
 			t.Fatalf("offload: empty %v, %v", empty, err)
 		}
-		types, p := frameTypes(t, r.Frames())
-		if !slices.Equal(types, []wire.Type{wire.TypeAck, wire.TypeDatagram}) || len(p[0]) != 900 {
-			t.Fatalf("after a refused datagram the record holds %v", types)
+		if types, _ := frameTypes(t, r.Frames()); !slices.Equal(types, []wire.Type{wire.TypeAck}) {
+			t.Fatalf("the record kept %v", types)
+		}
+		types, p := frameTypes(t, spill)
+		if !slices.Equal(types, []wire.Type{wire.TypeDatagram}) || len(p[0]) != 900 {
+			t.Fatalf("after a refused datagram the spill holds %v", types)
 		}
 		r.Release()
 	}
@@ -175,7 +196,7 @@ func TestDgReplayWindow(t *testing.T) {
 	send := func() []byte {
 		r := NewRecord()
 		r.B = wire.AppendDatagram(r.B, 2, 1, []byte("payload"))
-		if _, _, err := snd.offload(r); err != nil {
+		if _, _, _, err := offload(snd, r); err != nil {
 			t.Fatal(err)
 		}
 		r.Release()
@@ -222,6 +243,36 @@ func TestDgReplayWindow(t *testing.T) {
 	if err := open([]byte("short")); !errors.Is(err, ErrRecord) {
 		t.Fatalf("a truncated datagram: %v", err)
 	}
+	// A record with no frame at all is malformed too.
+	empty := make([]byte, dgCounterSize, 64)
+	binary.BigEndian.PutUint64(empty, dgWindow+100)
+	empty = snd.seal.aead.Seal(empty, snd.seal.nonceOf(dgWindow+100), nil, empty[:dgCounterSize])
+	if err := open(empty); !errors.Is(err, ErrRecord) {
+		t.Fatalf("an empty datagram record: %v", err)
+	}
+}
+
+// TestDgWindowEdge: with the newest counter N accepted, N-8191 (the oldest the window holds)
+// is taken and N-8192 is not.
+func TestDgWindowEdge(t *testing.T) {
+	snd, rcv, car := dgPair(true, 1200)
+	for range dgWindow + 8 {
+		r := NewRecord()
+		r.B = wire.AppendDatagram(r.B, 2, 1, []byte("x"))
+		if _, _, _, err := offload(snd, r); err != nil {
+			t.Fatal(err)
+		}
+		r.Release()
+	}
+	newest := len(car.sent) - 1
+	for _, tc := range []struct {
+		i    int
+		want error
+	}{{newest, nil}, {newest - (dgWindow - 1), nil}, {newest - dgWindow, errOld}, {newest - 1, nil}} {
+		if _, err := rcv.openRecord(bytes.Clone(car.sent[tc.i])); !errors.Is(err, tc.want) {
+			t.Fatalf("counter %d with %d the newest: %v, want %v", tc.i, newest, err, tc.want)
+		}
+	}
 }
 
 // TestDgRekey: counters cross a key epoch; datagrams from both sides of the boundary open,
@@ -232,7 +283,7 @@ func TestDgRekey(t *testing.T) {
 	for range 4 { // counters epoch-2 .. epoch+1
 		r := NewRecord()
 		r.B = wire.AppendDatagram(r.B, 2, 1, []byte("x"))
-		if _, _, err := snd.offload(r); err != nil {
+		if _, _, _, err := offload(snd, r); err != nil {
 			t.Fatal(err)
 		}
 		r.Release()
@@ -247,6 +298,14 @@ func TestDgRekey(t *testing.T) {
 	}
 	if rcv.openEpoch != 1 {
 		t.Fatalf("receiver at epoch %d", rcv.openEpoch)
+	}
+	// Two epochs ahead of the receiver's is dropped unopened, as is two behind.
+	for _, n := range []uint64{3 * dgEpoch, 3*dgEpoch + 5} {
+		b := make([]byte, dgCounterSize+wire.TagSize+4)
+		binary.BigEndian.PutUint64(b, n)
+		if _, err := rcv.openRecord(b); !errors.Is(err, errOld) {
+			t.Fatalf("counter in epoch %d: %v", n/dgEpoch, err)
+		}
 	}
 }
 

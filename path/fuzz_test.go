@@ -113,7 +113,7 @@ func FuzzDatagramRecord(f *testing.F) {
 	snd, _, car := dgPair(true, 1200)
 	r := NewRecord()
 	r.B = wire.AppendDatagram(r.B, 2, 1, []byte("seed datagram"))
-	if _, _, err := snd.offload(r); err != nil {
+	if _, _, _, err := offload(snd, r); err != nil {
 		f.Fatal(err)
 	}
 	r.Release()

@@ -33,7 +33,8 @@ import (
 )
 
 // Handler receives what a path reads. Frame calls come from the path's reader goroutine, one
-// at a time; Writable may come from the writer goroutine; Down comes once, last.
+// at a time, and for DATAGRAM frames that came as carrier datagrams from its datagram reader,
+// so two may run at once; Writable may come from the writer goroutine; Down comes once, last.
 type Handler interface {
 	// Frame handles one frame other than PING and PONG. f.Payload is valid only during the
 	// call. A non-nil error closes the path with that cause.
@@ -64,6 +65,9 @@ type Config struct {
 	// cellular link's buffer filling) from reading as death; the engine's stall check moves
 	// traffic long before that anyway.
 	DeadFloor, DeadCeil time.Duration
+	// Datagrams: both ends agreed (in the handshake) to read datagram records from the
+	// carrier's datagrams; the carrier must implement transport.Datagrammer.
+	Datagrams bool
 	// Hold, when set, lets the Handler keep DATA payloads where the path opened them
 	// (Path.Hold) within this budget, shared by the paths of one session. Nil: no holds.
 	Hold *HoldBudget
@@ -105,7 +109,7 @@ type Path struct {
 	sealer sealer
 	opener opener
 	dg     *dgChannel // nil unless the carrier carries datagrams too
-	gather []byte     // writer's buffer for carriers without vectored writes; nil for those with
+	gather bool       // the carrier has no vectored write: gather each batch (writeGathered)
 
 	kick  chan struct{} // wakes the writer
 	done  chan struct{} // closed by Close
@@ -148,7 +152,7 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 		kick:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
-	if dc, ok := conn.(transport.Datagrammer); ok {
+	if dc, ok := conn.(transport.Datagrammer); ok && cfg.Datagrams {
 		p.dg = newDgChannel(dc, send, recv)
 	}
 	switch conn.(type) {
@@ -158,7 +162,7 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 		// On any other carrier net.Buffers costs one Write per piece, and a record is
 		// several pieces (its frames, then payload slices): gathering them first costs a
 		// copy but saves dozens of calls into the carrier per batch (QUIC streams, TLS).
-		p.gather = make([]byte, 0, gatherSize)
+		p.gather = true
 	}
 	return p
 }
@@ -464,13 +468,12 @@ func (p *Path) routineWrite() {
 					dataBytes += r.Len()
 				}
 				if p.dg != nil && r.ext == 0 {
-					k, empty, err := p.dg.offload(r)
-					p.bytesSent.Add(int64(k))
+					empty, err := p.dg.take(r)
 					if serr = err; serr != nil {
 						break
 					}
 					if empty {
-						continue // datagrams only, all sent as such
+						continue // datagrams only: they go as carrier datagrams, below
 					}
 				}
 				if serr = p.sealer.seal(r); serr != nil {
@@ -491,7 +494,7 @@ func (p *Path) routineWrite() {
 			var err error
 			if len(v) > 0 {
 				t0 := time.Now()
-				if p.gather != nil {
+				if p.gather {
 					err = p.writeGathered(v)
 				} else {
 					bufs := net.Buffers(v)
@@ -504,6 +507,9 @@ func (p *Path) routineWrite() {
 				r.Release()
 			}
 			clear(batch)
+			if err == nil && p.dg != nil {
+				err = p.sendDatagrams()
+			}
 			if err != nil {
 				p.Close(err)
 				return
@@ -523,12 +529,51 @@ func (p *Path) routineWrite() {
 	}
 }
 
+// sendDatagrams sends the DATAGRAM frames the batch's records gave up, as carrier datagrams,
+// and queues in the stream those the carrier refused as too large.
+func (p *Path) sendDatagrams() error {
+	k, spill, err := p.dg.send()
+	p.bytesSent.Add(int64(k))
+	if err != nil {
+		return err
+	}
+	for len(spill) > 0 {
+		r := NewRecord()
+		for len(spill) > 0 {
+			_, n, err := wire.Parse(spill)
+			if err != nil {
+				r.Release()
+				return fmt.Errorf("%w: %w", ErrRecord, err)
+			}
+			if n > r.Room() {
+				if len(r.Frames()) == 0 {
+					r.Release()
+					return fmt.Errorf("%w: a %d-byte DATAGRAM frame fits no record", ErrRecord, n)
+				}
+				break
+			}
+			r.B = append(r.B, spill[:n]...)
+			spill = spill[n:]
+		}
+		p.enqueue(r, false)
+	}
+	return nil
+}
+
 // gatherSize is the most one gathered write carries.
 const gatherSize = 256 << 10
 
+// gatherPool lends writers their gather buffers for one batch each, so an idle path holds none.
+var gatherPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, gatherSize)
+	return &b
+}}
+
 // writeGathered writes the pieces of a batch with as few carrier writes as fit gatherSize.
 func (p *Path) writeGathered(v [][]byte) error {
-	b := p.gather[:0]
+	bp := gatherPool.Get().(*[]byte)
+	defer gatherPool.Put(bp)
+	b := (*bp)[:0]
 	for _, piece := range v {
 		if len(b)+len(piece) > cap(b) && len(b) > 0 {
 			if _, err := p.conn.Write(b); err != nil {

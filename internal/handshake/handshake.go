@@ -46,9 +46,14 @@ const (
 	ModeJoin = 1 // attach this path to an existing session
 )
 
-// Hello flags.
+// Hello and Reply flags.
 const (
 	FlagPlain = 0x01 // the carrier is already secure: records after the handshake are not encrypted
+	// FlagDatagrams: this end reads datagram records from the carrier's datagrams (docs/wire.md
+	// section 5). Both ends must set it before either sends any.
+	FlagDatagrams = 0x02
+
+	knownFlags = FlagPlain | FlagDatagrams
 )
 
 // Status of a reply.
@@ -290,7 +295,7 @@ func decodeHello(b []byte) (Hello, error) {
 	copy(h.Session[:], b[24:40])
 	h.Mode, h.Flags, h.Tier = b[40], b[41], b[42]
 	n := int(b[43])
-	if h.Mode > ModeJoin || h.Flags&^FlagPlain != 0 || n > 64 || len(b) != helloFixed+n {
+	if h.Mode > ModeJoin || h.Flags&^knownFlags != 0 || n > 64 || len(b) != helloFixed+n {
 		return h, ErrMalformed
 	}
 	h.Name = string(b[helloFixed:])
@@ -314,7 +319,7 @@ func decodeReply(b []byte) (Reply, error) {
 	r.Status = b[0]
 	copy(r.Instance[:], b[1:17])
 	r.Flags = b[17]
-	if r.Status > StatusRefused || r.Flags&^FlagPlain != 0 {
+	if r.Status > StatusRefused || r.Flags&^knownFlags != 0 {
 		return r, ErrMalformed
 	}
 	return r, nil

@@ -14,6 +14,12 @@
 // The stacks speak plain IPv4 and TCP between two private addresses inside the UDP
 // datagrams; rendr's records inside the TCP stream are encrypted and authenticated as on any
 // carrier, so the stack carries nothing readable.
+//
+// Like a kernel TCP listener, the listening side answers a SYN before it knows who sent it:
+// a valid SYN-shaped datagram starts a stack (bounded by MaxPeers; the oldest one still
+// handshaking gives way at the bound, and it is gone after 3 s) and gets a SYN-ACK, to the
+// source address the datagram claims. rendr's handshake inside the connection admits only the
+// configured peers.
 package gvisor
 
 import (
@@ -27,6 +33,7 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -80,7 +87,8 @@ func ListenPacket(f func(network, address string) (net.PacketConn, error)) Optio
 // one more address is dropped. Zero means 256.
 func MaxPeers(n int) Option { return func(o *options) { o.maxPeers = n } }
 
-// BufferSize sets each TCP connection's send and receive buffer, in bytes; zero means 4 MiB.
+// BufferSize sets each TCP connection's send buffer and the most its receive buffer grows to,
+// in bytes; zero means 4 MiB.
 func BufferSize(n int) Option { return func(o *options) { o.bufSize = n } }
 
 func build(opts []Option) options {
@@ -133,7 +141,10 @@ func (n *netstack) configure(o *options, addr tcpip.Address) error {
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
 	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &cc, &moderate,
 		&tcpip.TCPSendBufferSizeRangeOption{Min: 4096, Default: o.bufSize, Max: o.bufSize},
-		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4096, Default: o.bufSize, Max: o.bufSize},
+		// A connection starts with a small receive window and grows it with what it carries
+		// (moderation), so a peer that is not yet authenticated cannot make the stack hold
+		// megabytes of out-of-order data.
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4096, Default: 64 << 10, Max: o.bufSize},
 	} {
 		if err := n.s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			return fmt.Errorf("rendr/gvisor: TCP option %T: %v", opt, err)
@@ -173,11 +184,19 @@ func (n *netstack) inject(b []byte) {
 	pkt.DecRef()
 }
 
-// flushed waits, a bounded while, until the stack has handed its queued packets (a FIN) to
-// the socket.
-func (n *netstack) flushed(within time.Duration) {
+// segmentsSent counts the TCP segments the stack has sent.
+func (n *netstack) segmentsSent() uint64 { return n.s.Stats().TCP.SegmentsSent.Value() }
+
+// flushed waits, a bounded while, until the stack has sent a segment more than before (the
+// FIN that Close makes, on the stack's own goroutine) and handed everything queued to the
+// socket.
+func (n *netstack) flushed(before uint64, within time.Duration) {
 	end := time.Now().Add(within)
-	for n.ep.NumQueued() > 0 && time.Now().Before(end) {
+	for time.Now().Before(end) {
+		if n.segmentsSent() > before && n.ep.NumQueued() == 0 {
+			time.Sleep(time.Millisecond) // the writer may still be in its last WriteTo
+			return
+		}
 		time.Sleep(time.Millisecond)
 	}
 }
@@ -268,8 +287,9 @@ func (c *Conn) Close() error {
 	var err error
 	c.once.Do(func() {
 		if c.TCPConn != nil {
+			before := c.ns.segmentsSent()
 			err = c.TCPConn.Close()
-			c.ns.flushed(50 * time.Millisecond)
+			c.ns.flushed(before, 100*time.Millisecond)
 		}
 		c.teardown()
 	})
@@ -314,11 +334,12 @@ type Listener struct {
 
 // peer is one dialing address's stack on the listening side.
 type peer struct {
-	addr   net.Addr
-	key    string
-	ns     *netstack
-	gl     *gonet.TCPListener
-	handed bool // its connection went to Accept: the Conn owns the stack now
+	addr    net.Addr
+	key     string
+	ns      *netstack
+	gl      *gonet.TCPListener
+	started time.Time
+	handed  bool // its connection went to Accept: the Conn owns the stack now
 }
 
 // Listen listens on address ("host:port") for dialing stacks.
@@ -362,34 +383,51 @@ func (l *Listener) routineRead() {
 }
 
 // isSYN reports whether b is an IPv4 TCP segment with SYN alone, to the listening stack's
-// address and port: the only packet that may start a stack.
+// address and port, with valid checksums: the only packet that may start a stack.
 func isSYN(b []byte) bool {
 	if len(b) < header.IPv4MinimumSize || header.IPVersion(b) != header.IPv4Version {
 		return false
 	}
 	ip := header.IPv4(b)
-	if !ip.IsValid(len(b)) || ip.Protocol() != uint8(tcp.ProtocolNumber) || ip.DestinationAddress() != listenerIP {
+	if !ip.IsValid(len(b)) || !ip.IsChecksumValid() || ip.Protocol() != uint8(tcp.ProtocolNumber) ||
+		ip.DestinationAddress() != listenerIP || ip.SourceAddress() != dialerIP {
 		return false
 	}
 	seg := header.TCP(ip.Payload())
-	if len(seg) < header.TCPMinimumSize {
+	if len(seg) < header.TCPMinimumSize || int(seg.DataOffset()) < header.TCPMinimumSize || int(seg.DataOffset()) > len(seg) {
+		return false
+	}
+	data := seg[seg.DataOffset():]
+	if !seg.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), checksum.Checksum(data, 0), uint16(len(data))) {
 		return false
 	}
 	return seg.DestinationPort() == listenerPort && seg.Flags() == header.TCPFlagSyn
 }
 
-// start makes a stack for a new dialing address; nil when the bound is reached or the
-// Listener is closing.
+// start makes a stack for a new dialing address; nil when the Listener is closing. At the
+// bound, the oldest stack still waiting for its handshake gives way, so that SYN-shaped
+// datagrams from many addresses (which anyone can send, with any source) cannot keep real
+// dialers out.
 func (l *Listener) start(from net.Addr, key string) *peer {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.peers) >= l.o.maxPeers {
-		return nil
-	}
 	select {
 	case <-l.done:
 		return nil
 	default:
+	}
+	if len(l.peers) >= l.o.maxPeers {
+		var oldest *peer
+		for _, p := range l.peers {
+			if !p.handed && (oldest == nil || p.started.Before(oldest.started)) {
+				oldest = p
+			}
+		}
+		if oldest == nil {
+			return nil // every stack carries a live connection
+		}
+		delete(l.peers, oldest.key)
+		oldest.gl.Close() // its accept routine ends it
 	}
 	ns, err := newNetstack(&l.o, listenerIP, func(b []byte) error {
 		_, err := l.pc.WriteTo(b, from)
@@ -403,15 +441,16 @@ func (l *Listener) start(from net.Addr, key string) *peer {
 		ns.close()
 		return nil
 	}
-	p := &peer{addr: from, key: key, ns: ns, gl: gl}
+	p := &peer{addr: from, key: key, ns: ns, gl: gl, started: time.Now()}
 	l.peers[key] = p
 	l.wg.Add(1)
 	go l.routineAccept(p)
 	return p
 }
 
-// acceptWithin bounds how long a started stack waits for its connection's handshake.
-const acceptWithin = 10 * time.Second
+// acceptWithin bounds how long a started stack waits for its connection's handshake: a
+// SYN-ACK's round trip, with room for a few retransmissions.
+const acceptWithin = 3 * time.Second
 
 // routineAccept takes the one connection a peer's stack carries.
 func (l *Listener) routineAccept(p *peer) {

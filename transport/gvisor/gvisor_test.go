@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/rendr-go/rendr/transport/gvisor"
 )
@@ -108,4 +110,79 @@ func TestStrayPacketsStartNothing(t *testing.T) {
 	if n, err := u.Read(make([]byte, 100)); err == nil {
 		t.Fatalf("a stray datagram got %d bytes back", n)
 	}
+}
+
+// syn builds the IPv4 TCP SYN a dialing stack sends first, from port, with valid checksums
+// when valid is set and a wrong TCP checksum otherwise.
+func syn(port uint16, valid bool) []byte {
+	src := tcpip.AddrFrom4([4]byte{10, 255, 0, 1})
+	dst := tcpip.AddrFrom4([4]byte{10, 255, 0, 2})
+	b := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize)
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
+		SrcAddr: src, DstAddr: dst})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	seg := header.TCP(b[header.IPv4MinimumSize:])
+	seg.Encode(&header.TCPFields{SrcPort: port, DstPort: 1, SeqNum: 1000, DataOffset: header.TCPMinimumSize,
+		Flags: header.TCPFlagSyn, WindowSize: 65535})
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, header.TCPMinimumSize)
+	seg.SetChecksum(^seg.CalculateChecksum(xsum))
+	if !valid {
+		seg.SetChecksum(seg.Checksum() + 1)
+	}
+	return b
+}
+
+// TestSYNFlood: SYN-shaped datagrams with a bad checksum start nothing and get no answer;
+// valid SYNs from as many addresses as MaxPeers each start a stack (and get a SYN-ACK, as a
+// kernel listener would), but a real dialer still gets in: the oldest half-open stack gives
+// way.
+func TestSYNFlood(t *testing.T) {
+	ln, err := gvisor.Listen("127.0.0.1:0", gvisor.MaxPeers(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	send := func(b []byte) net.Conn {
+		u, err := net.Dial("udp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { u.Close() })
+		if _, err := u.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	for i := range 8 {
+		u := send(syn(uint16(4000+i), false))
+		u.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, err := u.Read(make([]byte, 100)); err == nil {
+			t.Fatalf("a SYN with a bad checksum got %d bytes back", n)
+		}
+	}
+	answered := 0
+	for i := range 4 {
+		u := send(syn(uint16(5000+i), true))
+		u.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := u.Read(make([]byte, 100)); err == nil {
+			answered++
+		}
+	}
+	if answered == 0 {
+		t.Fatal("no valid SYN was answered: the flood below proves nothing")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := gvisor.Dialer(ln.Addr().String())(ctx)
+	if err != nil {
+		t.Fatalf("a real dialer after %d half-open stacks: %v", answered, err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stream(t, c, s, 1<<20)
 }

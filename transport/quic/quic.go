@@ -19,9 +19,11 @@
 package quic
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -62,12 +64,13 @@ func ListenPacket(f func(network, address string) (net.PacketConn, error)) Optio
 // turns datagrams on in its copy; c itself is not changed.
 func WithConfig(c *qgo.Config) Option { return func(o *options) { o.conf = c } }
 
-// MaxPending bounds how many accepted connections may wait for their first stream at once on a
-// Listener; more are closed at once. Zero means 256.
+// MaxPending bounds how many connections a Listener holds that have not reached Accept yet
+// (waiting for their first stream, at most 5 s, or for Accept); one more closes the oldest.
+// Zero means 256.
 func MaxPending(n int) Option { return func(o *options) { o.pending = n } }
 
 func build(opts []Option) options {
-	o := options{streamTTL: 10 * time.Second, pending: 256, listen: net.ListenPacket}
+	o := options{streamTTL: 5 * time.Second, pending: 256, listen: net.ListenPacket}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -85,6 +88,9 @@ func (o *options) config() *qgo.Config {
 		c = o.conf.Clone()
 	}
 	c.EnableDatagrams = true
+	// rendr uses one stream per connection, opened by the dialing side.
+	c.MaxIncomingStreams = 1
+	c.MaxIncomingUniStreams = -1
 	if c.MaxIdleTimeout == 0 {
 		// Longer than rendr's own death deadlines, so a path dies by rendr's verdict (and
 		// its cause) rather than by QUIC's timer first.
@@ -176,6 +182,9 @@ func (d *Dialer) forget(c *Carrier) {
 // closing it, and makes later dials use localIP. It returns the first error; a carrier that
 // cannot move stays where it was, and rendr fails over from it if its old address is gone.
 func (d *Dialer) Migrate(ctx context.Context, localIP string) error {
+	if err := checkIP(localIP); err != nil {
+		return err // and later dials keep the address they had
+	}
 	d.mu.Lock()
 	d.mu.local = localIP
 	live := make([]*Carrier, 0, len(d.mu.live))
@@ -200,11 +209,20 @@ type ownTransport struct {
 	up atomic.Bool // the connection on it is up: routing errors on send are loss (tolerant)
 }
 
+// checkIP accepts an IP address or "" (any address).
+func checkIP(ip string) error {
+	if ip == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(ip); err != nil {
+		return &net.AddrError{Err: "not an IP address", Addr: ip}
+	}
+	return nil
+}
+
 func openTransport(listen func(network, address string) (net.PacketConn, error), localIP string) (*ownTransport, error) {
-	if localIP != "" {
-		if _, err := netip.ParseAddr(localIP); err != nil {
-			return nil, &net.AddrError{Err: "not an IP address", Addr: localIP}
-		}
+	if err := checkIP(localIP); err != nil {
+		return nil, err
 	}
 	pc, err := listen("udp", net.JoinHostPort(localIP, "0"))
 	if err != nil {
@@ -231,7 +249,8 @@ type Listener struct {
 	cancel context.CancelFunc
 	once   sync.Once
 	wg     sync.WaitGroup
-	sem    chan struct{} // one slot per connection waiting for its stream
+	mu     sync.Mutex
+	pend   list.List // *pending, oldest first: connections not yet taken by Accept
 }
 
 // Listen listens for QUIC connections on address ("host:port") with the embedder's TLS
@@ -250,11 +269,17 @@ func Listen(address string, tlsConf *tls.Config, opts ...Option) (*Listener, err
 		tr.close()
 		return nil, err
 	}
-	l := &Listener{tr: tr, ln: ln, o: o, out: make(chan *Carrier), sem: make(chan struct{}, o.pending)}
+	l := &Listener{tr: tr, ln: ln, o: o, out: make(chan *Carrier)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.routineAccept()
 	return l, nil
+}
+
+// pending is an accepted connection that has not reached Accept yet.
+type pending struct {
+	cancel context.CancelFunc
+	elem   *list.Element
 }
 
 func (l *Listener) routineAccept() {
@@ -264,25 +289,38 @@ func (l *Listener) routineAccept() {
 		if err != nil {
 			return
 		}
-		select {
-		case l.sem <- struct{}{}:
-		default:
-			qc.CloseWithError(0, "busy")
-			continue
+		ctx, cancel := context.WithTimeout(l.ctx, l.o.streamTTL)
+		p := &pending{cancel: cancel}
+		l.mu.Lock()
+		if l.pend.Len() >= l.o.pending {
+			// Full: the oldest gives way, as rendr's own handshake slots do, so that a
+			// flood of connections that never open a stream cannot keep real peers out.
+			old := l.pend.Remove(l.pend.Front()).(*pending)
+			old.elem = nil
+			old.cancel()
 		}
+		p.elem = l.pend.PushBack(p)
+		l.mu.Unlock()
 		l.wg.Add(1)
-		go l.routineStream(qc)
+		go l.routineStream(ctx, qc, p)
 	}
 }
 
 // routineStream waits a bounded time for the connection's first stream, which the dialer
-// opens with rendr's handshake in it.
-func (l *Listener) routineStream(qc *qgo.Conn) {
+// opens with rendr's handshake in it, then for Accept to take it. The connection holds its
+// pending slot until then.
+func (l *Listener) routineStream(ctx context.Context, qc *qgo.Conn, p *pending) {
 	defer l.wg.Done()
-	ctx, cancel := context.WithTimeout(l.ctx, l.o.streamTTL)
+	defer func() {
+		p.cancel()
+		l.mu.Lock()
+		if p.elem != nil {
+			l.pend.Remove(p.elem)
+			p.elem = nil
+		}
+		l.mu.Unlock()
+	}()
 	st, err := qc.AcceptStream(ctx)
-	cancel()
-	<-l.sem
 	if err != nil {
 		qc.CloseWithError(0, "")
 		return
@@ -290,7 +328,7 @@ func (l *Listener) routineStream(qc *qgo.Conn) {
 	c := newCarrier(qc, st, l.tr.pc.LocalAddr())
 	select {
 	case l.out <- c:
-	case <-l.ctx.Done():
+	case <-ctx.Done():
 		c.Close()
 	}
 }
@@ -352,6 +390,9 @@ var (
 const (
 	initialMaxDatagram = 1400
 	retryMaxDatagram   = 10 * time.Second
+	// maxSockets bounds the sockets one dialed connection keeps: every address it was moved
+	// to, or tried, stays registered with the connection until it closes.
+	maxSockets = 16
 )
 
 // newCarrier wraps a connection whose handshake is done. It reads the connection's state and
@@ -453,32 +494,49 @@ func (c *Carrier) Migrate(ctx context.Context, localIP string) error {
 		c.mu.Unlock()
 		return errors.New("rendr/quic: only an open dialed carrier can migrate")
 	}
+	if len(c.mu.trs) >= maxSockets {
+		c.mu.Unlock()
+		return fmt.Errorf("rendr/quic: %d sockets used by one connection already; close it and dial again", maxSockets)
+	}
 	c.mu.Unlock()
 	tr, err := openTransport(c.listen, localIP)
 	if err != nil {
 		return err
 	}
 	p, err := c.conn.AddPath(tr.Transport)
-	if err == nil {
-		if err = p.Probe(ctx); err == nil {
-			tr.up.Store(true)
-			err = p.Switch()
-		}
-		if err != nil {
-			p.Close()
-		}
+	if err != nil {
+		tr.close() // nothing of the connection is on it yet
+		return err
 	}
+	// quic-go's Probe waits only for its context: end it when the connection ends too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.conn.Context(), cancel)
+	defer stop()
+	if err = p.Probe(ctx); err == nil {
+		tr.up.Store(true)
+		err = p.Switch()
+	}
+	if err != nil {
+		p.Close()
+	}
+	// Once probed, the connection is registered with the new transport, and closing that
+	// transport would end the connection, whether the switch happened or not: like the
+	// earlier ones, it stays open until the carrier closes.
 	c.mu.Lock()
-	if err == nil && !c.mu.closed {
-		// The connection stays registered with its earlier transports (closing one would
-		// end it), so they stay open until the carrier closes.
+	closed := c.mu.closed
+	if !closed {
 		c.mu.trs = append(c.mu.trs, tr)
-		c.mu.local = tr.pc.LocalAddr()
-		tr = nil
+		if err == nil {
+			c.mu.local = tr.pc.LocalAddr()
+		}
 	}
 	c.mu.Unlock()
-	if tr != nil {
+	if closed {
 		tr.close()
+		if err == nil {
+			err = net.ErrClosed
+		}
 	}
 	return err
 }

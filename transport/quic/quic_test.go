@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,5 +171,151 @@ func TestCloseEndsPeer(t *testing.T) {
 	s.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := s.Read(make([]byte, 10)); err == nil || errors.Is(err, io.EOF) {
 		t.Fatalf("read after the peer closed: %v (want an error that is not EOF)", err)
+	}
+}
+
+// blackhole is a socket whose sends vanish: a new address that no packet leaves from.
+type blackhole struct{ net.PacketConn }
+
+func (b blackhole) WriteTo(p []byte, a net.Addr) (int, error) { return len(p), nil }
+
+// sockets opens real sockets for the first k calls, then blackholed ones.
+func sockets(k int32) quic.Option {
+	var n atomic.Int32
+	return quic.ListenPacket(func(network, addr string) (net.PacketConn, error) {
+		pc, err := net.ListenPacket(network, addr)
+		if err == nil && n.Add(1) > k {
+			return blackhole{pc}, nil
+		}
+		return pc, err
+	})
+}
+
+// TestFailedMigrateKeepsCarrier: a Migrate whose new address never validates fails, and the
+// connection carries on where it was (quic-go ends every connection registered with a
+// transport that closes, so the failed attempt's socket must stay open).
+func TestFailedMigrateKeepsCarrier(t *testing.T) {
+	srv, cli := testcert.Must()
+	ln, err := quic.Listen("127.0.0.1:0", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"), sockets(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(s, buf); err != nil {
+		t.Fatal(err)
+	}
+	mctx, mcancel := context.WithTimeout(context.Background(), time.Second)
+	err = d.Migrate(mctx, "127.0.0.2")
+	mcancel()
+	if err == nil {
+		t.Fatal("Migrate to an address nothing leaves from succeeded")
+	}
+	if got := c.LocalAddr().(*net.UDPAddr).IP.String(); got != "127.0.0.1" {
+		t.Fatalf("after a failed Migrate the carrier says it is at %s", got)
+	}
+	stream(t, c, s, 1<<20, nil)
+	// A bad address is refused without touching later dials.
+	d2 := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
+	if err := d2.Migrate(context.Background(), "wlan0"); err == nil {
+		t.Fatal("Migrate to a name that is not an address succeeded")
+	}
+	c2, err := d2.Dial(ctx)
+	if err != nil {
+		t.Fatalf("dial after a refused Migrate: %v", err)
+	}
+	c2.Close()
+}
+
+// TestMigrateEndsWithCarrier: a Migrate still probing when its carrier closes returns.
+func TestMigrateEndsWithCarrier(t *testing.T) {
+	srv, cli := testcert.Must()
+	ln, err := quic.Listen("127.0.0.1:0", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := quic.NewDialer(ln.Addr().String(), cli, sockets(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Migrate(context.Background(), "127.0.0.1") }()
+	time.Sleep(300 * time.Millisecond)
+	c.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Migrate of a closed carrier succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Migrate still probing 5 s after its carrier closed")
+	}
+}
+
+// TestPendingEvictsOldest: connections that never open a stream fill MaxPending; the next
+// one pushes the oldest out instead of being refused, so a real peer still gets in.
+func TestPendingEvictsOldest(t *testing.T) {
+	srv, cli := testcert.Must()
+	ln, err := quic.Listen("127.0.0.1:0", srv, quic.MaxPending(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var idle []net.Conn
+	for range 2 {
+		c, err := quic.NewDialer(ln.Addr().String(), cli).Dial(ctx) // no byte ever sent
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	time.Sleep(200 * time.Millisecond)
+	c, err := quic.NewDialer(ln.Addr().String(), cli).Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	got := make(chan error, 1)
+	go func() {
+		s, err := ln.Accept()
+		if err == nil {
+			s.Close()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a real peer was kept out by connections that never opened a stream")
+	}
+	// The oldest idle connection was closed to make room.
+	idle[0].SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := idle[0].Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the oldest idle connection is still open: %v", err)
 	}
 }
