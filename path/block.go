@@ -66,8 +66,9 @@ func (h *HoldBudget) Used() int64 { return h.used.Load() }
 
 // Hold keeps the memory of the frame being handled alive until the returned Pin is let go:
 // the payload of a DATA frame may then be kept by reference instead of copied. It may only be
-// called from Handler.Frame, and returns nil (copy the payload) when the path has no
-// HoldBudget or the budget is spent.
+// called from Handler.Frame for a DATA frame, which only the stream reader delivers (a
+// DATAGRAM frame from a carrier datagram has no read block to hold), and returns nil (copy
+// the payload) when the path has no HoldBudget or the budget is spent.
 func (p *Path) Hold() Pin {
 	b := p.opener.blk
 	h := p.cfg.Hold
