@@ -491,10 +491,39 @@ func (r *rtRig) listen(srcs []*rtSource) *rendr.Listener {
 func (r *rtRig) relisten() {
 	r.t.Helper()
 	r.srcs = nil
-	for _, a := range r.addrs {
-		r.srcs = append(r.srcs, rtListen(r.t, a))
+	for i, a := range r.addrs {
+		r.srcs = append(r.srcs, r.listenAgain(r.cfg.carrier(i), a))
 	}
 	r.ln = r.listen(r.srcs)
+	for i, rl := range r.relays {
+		if q, ok := rl.(*rtUDPPath); ok {
+			q.src = r.srcs[i]
+		}
+	}
+}
+
+// listenAgain opens a source of the given kind on addr, which a closed one just held; the
+// kernel may hold the port a moment, so it retries a bounded number of times.
+func (r *rtRig) listenAgain(kind, addr string) *rtSource {
+	r.t.Helper()
+	if kind == "tcp" {
+		return rtListen(r.t, addr)
+	}
+	var err error
+	for range 100 {
+		var l net.Listener
+		if kind == "quic" {
+			l, err = quic.Listen(addr, r.srvTLS)
+		} else {
+			l, err = gvisor.Listen(addr)
+		}
+		if err == nil {
+			return &rtSource{Listener: l}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.t.Fatalf("listen %s %s: %v", kind, addr, err)
+	return nil
 }
 
 // extraSource adds one more watched source to the listener, for strangers to knock on.

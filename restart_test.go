@@ -33,8 +33,10 @@ func rtExpectRestarted(t *testing.T, side string, c *rendr.Conn) {
 // comes back with the same key on the same ports. The idle flow must fail with
 // ErrPeerRestarted, never be resumed by the new instance, and the same Dialer must open new
 // flows on it.
-func TestRestartListener(t *testing.T) {
-	r := rtNewRig(t, rtRigConfig{Paths: 2, Options: rendr.Options{HandshakeTimeout: time.Second}})
+func TestRestartListener(t *testing.T) { rtEachCarrier(t, testRestartListener) }
+
+func testRestartListener(t *testing.T, carrier string) {
+	r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
 	c1, c2 := r.open()
 	if err := rtBoth(c1, c2, 64<<10, 1, nil); err != nil {
 		t.Fatal(err)
@@ -84,8 +86,10 @@ func TestRestartListener(t *testing.T) {
 // TestRestartDialer: the dialing process dies without a word (its carriers are reset and its
 // paths go dark) and a new process with the same key dials again. Once the new session is up,
 // the listener's old flow must fail with ErrPeerRestarted, and the new flow must work.
-func TestRestartDialer(t *testing.T) {
-	r := rtNewRig(t, rtRigConfig{Paths: 2, Options: rendr.Options{HandshakeTimeout: time.Second}})
+func TestRestartDialer(t *testing.T) { rtEachCarrier(t, testRestartDialer) }
+
+func testRestartDialer(t *testing.T, carrier string) {
+	r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
 	c1, c2 := r.open()
 	if err := rtBoth(c1, c2, 64<<10, 3, nil); err != nil {
 		t.Fatal(err)
@@ -111,7 +115,7 @@ func TestRestartDialer(t *testing.T) {
 
 	var paths []*rendr.Target
 	for i, a := range r.addrs {
-		paths = append(paths, rendr.Path(rtName(i), tcp.Dialer(a)))
+		paths = append(paths, rendr.Path(rtName(i), r.rawDialer(a)))
 	}
 	d2, err := rendr.NewDialer(rendr.DialerConfig{Key: r.cli, PeerKey: r.srv.Public(),
 		Root: rendr.Selector("root", paths...)})
