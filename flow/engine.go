@@ -44,6 +44,21 @@ type Link interface {
 	SRTT() (srtt, rttvar time.Duration)
 }
 
+// LossyLink is a Link that may lose records without dying: a datagram path. Records for it
+// are at most MaxRecord bytes of frames (at least minLossyRecord) and list what they carry
+// (path.Record.Carried); the link hands the list of each record it declares lost to
+// Engine.Lost, and the engine sends those bytes and frames again, on whatever link the route
+// picks then. Lost takes the engine's lock, which Send is called with: a link must report
+// losses from its own goroutine, never from within Send.
+type LossyLink interface {
+	Link
+	MaxRecord() int
+}
+
+// minLossyRecord is the smallest record a LossyLink is given, whatever its MaxRecord says:
+// smaller ones could not hold a DATA frame beside the control frames a flow may need to send.
+const minLossyRecord = 512
+
 // ZeroCopyLink is a Link that may take records ending in send-buffer bytes by reference
 // (path.Record.Ext) when ZeroCopy is true: the link writes them as they are (a plain path) or
 // seals them straight from the send buffer (an encrypted path), and lets them go with
@@ -125,6 +140,8 @@ type Engine struct {
 
 	links, dests []Link   // scratch for fill, which only the engine goroutine runs
 	ids          []uint32 // the same, for routeLocked
+	// While fill builds a record: whether it lists what it carries (a lossy link takes it).
+	collect bool
 	// While fill builds a record: the links pinned datagrams are spread over (ordered by id;
 	// nil when nothing is pinned or the route is one link or a Race), the record's one
 	// destination (nil for several), and whether it carries pinned datagrams only.
@@ -159,6 +176,7 @@ type Engine struct {
 		pinnedQueued               int       // pinned datagrams waiting to be sent, all flows
 		dgQueued                   int       // buffer bytes of datagrams waiting to be read, all flows (at most MaxSessionWindow)
 		resends                    uint64    // flows that resent on their own (resendStuckLocked)
+		lostResent                 uint64    // bytes queued again because a lossy link lost them
 		routeFrame                 []byte    // the last ROUTE frame given to SetRoute
 		routePending               bool      // routeFrame is to be sent
 		reorderPieces              int       // pieces held ahead of gaps, over all flows
@@ -342,6 +360,7 @@ type Stats struct {
 	GapDrops   uint64 // DATA frames ahead of a gap dropped: the reader had closed, or too many pieces waited
 	Reordered  uint64 // received bytes kept ahead of a gap until the bytes before them came
 	Resends    uint64 // times a flow resent its unacknowledged bytes after no acknowledgement came
+	LostResent uint64 // bytes queued to be sent again because a lossy link reported them lost
 	Busy       int    // flows with unacknowledged data
 }
 
@@ -350,7 +369,8 @@ func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return Stats{Flows: len(e.mu.flows), Opened: e.mu.opened, Migrations: e.mu.migrations,
-		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Reordered: e.mu.reordered, Resends: e.mu.resends, Busy: e.mu.outstanding}
+		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Reordered: e.mu.reordered, Resends: e.mu.resends,
+		LostResent: e.mu.lostResent, Busy: e.mu.outstanding}
 }
 
 // Drained reports whether everything written has been acknowledged and nothing is left to
@@ -532,7 +552,7 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		}
 		slices.SortFunc(e.pin, func(a, b Link) int { return cmp.Compare(a.LinkID(), b.LinkID()) })
 	}
-	defer func() { clear(e.pin); e.dest = nil }()
+	defer func() { clear(e.pin); e.dest, e.collect = nil, false }()
 	for {
 		dests := rt.pick(e.dests[:0])
 		e.dests = dests
@@ -550,6 +570,17 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 			zc = z.ZeroCopy()
 		}
 		r := path.NewRecord()
+		e.collect = false
+		for _, d := range dests {
+			if l, ok := d.(LossyLink); ok {
+				// A record for a lossy link fits its packets and says what it carries;
+				// a Race's copies for other links are cut to the same size.
+				if m := max(l.MaxRecord(), minLossyRecord); !e.collect || m < r.Room() {
+					r.SetLimit(m)
+				}
+				e.collect = true
+			}
+		}
 		e.buildLocked(r, zc)
 		if len(r.B) == 2 {
 			r.Release()
@@ -559,6 +590,7 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		for _, d := range dests[1:] {
 			c := path.NewRecord()
 			c.B = append(c.B[:0], r.B...)
+			c.Carried = append(c.Carried[:0], r.Carried...)
 			dead = !d.Send(c) || dead
 		}
 		if !dests[0].Send(r) || dead {
@@ -572,6 +604,11 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 			for e.mu.pinnedQueued > 0 && l.Space() > 0 {
 				r := path.NewRecord()
 				e.dest, e.pinnedOnly = l, true
+				e.collect = false
+				if ll, ok := l.(LossyLink); ok {
+					r.SetLimit(max(ll.MaxRecord(), minLossyRecord))
+					e.collect = true
+				}
 				e.buildLocked(r, false)
 				e.pinnedOnly = false
 				if len(r.B) == 2 {
@@ -618,6 +655,65 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 	return stalled, 0
 }
 
+// carriedLocked notes in r what it carries, when the record is for a lossy link.
+func (e *Engine) carriedLocked(r *path.Record, c path.Carried) {
+	if e.collect {
+		r.Carried = append(r.Carried, c)
+	}
+}
+
+// Lost takes back what a record a LossyLink lost carried: flow bytes not acknowledged since
+// are sent again, before new ones; control frames are sent again with their current values
+// (a later ACK or MAX_DATA says more than the lost one did). Datagrams are not resent: packet
+// flows never resend.
+func (e *Engine) Lost(cs []path.Carried) {
+	e.mu.Lock()
+	for _, c := range cs {
+		switch c.Kind {
+		case path.CarriedMaxData:
+			e.mu.maxDataPending = true
+			continue
+		case path.CarriedRoute:
+			e.mu.routePending = len(e.mu.routeFrame) > 0
+			continue
+		}
+		s := e.mu.flows[c.Flow]
+		if s == nil {
+			// Finished and forgotten: only its final ACK is still owed, or the peer would
+			// wait for its timeout to learn that everything arrived.
+			if c.Kind == path.CarriedAck && c.Fin && len(e.mu.ctrl) < maxCtrl {
+				e.mu.ctrl = wire.AppendAck(e.mu.ctrl, c.Flow, c.Off, c.Off, wire.AckFin)
+			}
+			continue
+		}
+		switch c.Kind {
+		case path.CarriedData:
+			if s.resetSent || s.err != nil {
+				continue // the peer is told the flow is over; its bytes are not owed
+			}
+			if lo, hi := max(c.Off, s.sendBase), c.Off+uint64(c.Len); hi > lo && lo < s.sendNext {
+				hi = min(hi, s.sendNext) // a rewind since may be sending these again already
+				s.retx.add(lo, hi)
+				e.mu.lostResent += hi - lo
+			}
+			if c.Fin && !s.finAcked {
+				s.finSent = false
+			}
+		case path.CarriedOpen:
+			s.openPending = s.openPending || !s.openAcked
+		case path.CarriedAck:
+			s.ackPending = true
+		case path.CarriedStop:
+			s.stopPending = s.stopPending || (s.stopSent && !s.recvDone())
+		case path.CarriedReset:
+			s.resetPending = s.resetPending || (s.resetSent && !s.finAcked)
+		}
+		e.readyLocked(s)
+	}
+	e.mu.Unlock()
+	e.Kick()
+}
+
 // minResendAfter is the shortest time a flow waits for an acknowledgement before it sends its
 // unacknowledged bytes again on its own.
 const minResendAfter = 200 * time.Millisecond
@@ -633,6 +729,7 @@ func (e *Engine) resendStuckLocked(now time.Time, after time.Duration) {
 			continue
 		}
 		s.sendNext = s.sendBase
+		s.retx = s.retx[:0]
 		if !s.finAcked {
 			s.finSent = false
 			if s.resetSent {
@@ -730,6 +827,7 @@ func (e *Engine) rewindLocked() {
 	}
 	for _, s := range e.mu.flows {
 		s.sendNext = s.sendBase
+		s.retx = s.retx[:0] // all of it goes again from sendBase
 		if !s.finAcked {
 			s.finSent = false
 			if s.resetSent {
@@ -753,14 +851,29 @@ func (e *Engine) buildLocked(r *path.Record, zc bool) {
 	if e.mu.maxDataPending && r.Room() >= 9 {
 		r.B = wire.AppendMaxData(r.B, e.mu.recvMax)
 		e.mu.maxDataPending = false
+		e.carriedLocked(r, path.Carried{Kind: path.CarriedMaxData})
 	}
 	if e.mu.routePending && r.Room() >= len(e.mu.routeFrame) {
 		r.B = append(r.B, e.mu.routeFrame...)
 		e.mu.routePending = false
+		e.carriedLocked(r, path.Carried{Kind: path.CarriedRoute})
 	}
-	if len(e.mu.ctrl) > 0 && r.Room() > len(e.mu.ctrl) {
-		r.B = append(r.B, e.mu.ctrl...)
-		e.mu.ctrl = nil
+	if len(e.mu.ctrl) > 0 {
+		// Whole frames, as many as fit: a small record (a datagram link's) takes a part.
+		k := 0
+		for k < len(e.mu.ctrl) {
+			_, n, err := wire.Parse(e.mu.ctrl[k:])
+			if err != nil || n > r.Room()-(len(e.mu.ctrl[:k])) {
+				break
+			}
+			k += n
+		}
+		r.B = append(r.B, e.mu.ctrl[:k]...)
+		if k == len(e.mu.ctrl) {
+			e.mu.ctrl = nil
+		} else {
+			e.mu.ctrl = e.mu.ctrl[k:]
+		}
 	}
 	var first *Stream
 	for n := e.mu.ready.len(); n > 0 && r.Room() > 64; n-- {

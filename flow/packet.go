@@ -40,6 +40,7 @@ type PacketStats struct {
 	TooOld         uint64 // arrived more than 1024 sequence numbers behind the newest, dropped
 	Truncated      uint64 // longer than the reader's buffer: the rest was cut off
 	Late           uint64 // arrived after the peer closed the flow (over a slower path), dropped
+	Oversize       uint64 // larger than the packets of the path it was to go on (a datagram path), dropped
 	QueuedSend     int    // waiting to be sent now
 	QueuedRecv     int    // waiting to be read now
 }
@@ -372,6 +373,16 @@ func (s *Stream) emitDatagramsLocked(r *path.Record) bool {
 			}
 		} else if e.pinnedOnly {
 			i++ // this record is for pinned datagrams only
+			continue
+		}
+		if need := wire.DatagramOverhead(s.id, pk.nextSeq+1, len(d.b)) + len(d.b); need > r.Cap() {
+			// Larger than this link's packets (a datagram path) can ever hold: it would
+			// block every datagram and the FIN behind it.
+			if d.pinned {
+				e.mu.pinnedQueued--
+			}
+			pk.send.remove(i)
+			pk.stats.Oversize++
 			continue
 		}
 		if wire.DatagramOverhead(s.id, pk.nextSeq+1, len(d.b))+len(d.b) > r.Room() {

@@ -341,6 +341,7 @@ func (s *Stream) ackLocked(f *wire.Frame) error {
 		e.mu.sendBuffered -= int(n)
 		s.sendBase = d
 		s.sendNext = max(s.sendNext, d)
+		s.retx.trim(d)
 		e.mu.progress = time.Now()
 		s.ackedAt = e.mu.progress
 		e.mu.stallShift = 0

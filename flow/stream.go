@@ -40,6 +40,7 @@ type Stream struct {
 	openPending, openAcked       bool
 
 	sbuf                         buffer    // bytes from sendBase to the end of what was written
+	retx                         spans     // bytes below sendNext to send again: a lossy link lost them
 	sendBase, sendNext, sendHigh uint64    // acknowledged; next to send; highest ever sent
 	peerLimit                    uint64    // the peer's flow window end
 	ackedAt                      time.Time // last acknowledgement progress (or when data became outstanding)
@@ -470,6 +471,7 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	if s.openPending {
 		r.B = wire.AppendOpen(r.B, s.id, kindOf(s.id))
 		s.openPending = false
+		e.carriedLocked(r, path.Carried{Kind: path.CarriedOpen, Flow: s.id})
 	}
 	if s.ackPending {
 		var flags uint8
@@ -478,21 +480,28 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 		}
 		r.B = wire.AppendAck(r.B, s.id, s.recvNext, max(s.recvLimit, s.recvNext), flags)
 		s.ackPending = false
+		// Off and Fin let a lost final ACK go again after the flow is forgotten (Lost).
+		e.carriedLocked(r, path.Carried{Kind: path.CarriedAck, Flow: s.id, Off: s.recvNext, Fin: flags&wire.AckFin != 0})
 	}
 	if s.stopPending {
 		r.B = wire.AppendStop(r.B, s.id, CodeClosed)
 		s.stopPending, s.stopSent = false, true
+		e.carriedLocked(r, path.Carried{Kind: path.CarriedStop, Flow: s.id})
 	}
 	if s.resetPending {
 		r.B = wire.AppendReset(r.B, s.id, CodeClosed, s.sendHigh)
 		s.resetPending, s.resetSent = false, true
 		e.setOutstandingLocked(s)
+		e.carriedLocked(r, path.Carried{Kind: path.CarriedReset, Flow: s.id})
 	}
 	if s.resetSent || s.err != nil {
 		return false
 	}
 	if s.pk != nil && s.emitDatagramsLocked(r) {
 		return true // datagrams first; a FIN follows the last of them
+	}
+	if s.retx.trim(s.sendBase); len(s.retx) > 0 {
+		return s.emitRetxLocked(r, zc)
 	}
 	end := s.sendBase + uint64(s.sbuf.len())
 	limit := min(end, s.peerLimit)
@@ -522,13 +531,8 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 		return false
 	}
 	r.B = wire.AppendDataHeader(r.B, s.id, s.sendNext, fin, int(n))
-	if zc && n >= zeroCopyMin {
-		s.sbuf.pin(r, int(s.sendNext-s.sendBase), int(n)) // the record ends here
-	} else {
-		off := len(r.B)
-		r.B = r.B[:off+int(n)]
-		s.sbuf.readAt(r.B[off:], int(s.sendNext-s.sendBase))
-	}
+	s.appendPayloadLocked(r, zc, s.sendNext, n)
+	e.carriedLocked(r, path.Carried{Kind: path.CarriedData, Flow: s.id, Off: s.sendNext, Len: uint32(n), Fin: fin})
 	s.sendNext += n
 	if s.unsentWait && end-s.sendNext <= maxUnsent/2 {
 		s.unsentWait = false
@@ -544,6 +548,37 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	e.setOutstandingLocked(s)
 	// Resending (below sendHigh) needs no session credit, so a blocked flow goes on resending.
 	return s.sendNext < min(end, s.peerLimit) && (!s.sessBlocked || s.sendNext < s.sendHigh)
+}
+
+// appendPayloadLocked ends r with the n bytes at offset off of the send buffer: by reference on
+// a zero-copy record when they are many, copied otherwise.
+func (s *Stream) appendPayloadLocked(r *path.Record, zc bool, off, n uint64) {
+	if zc && n >= zeroCopyMin {
+		s.sbuf.pin(r, int(off-s.sendBase), int(n)) // the record ends here
+		return
+	}
+	at := len(r.B)
+	r.B = r.B[:at+int(n)]
+	s.sbuf.readAt(r.B[at:], int(off-s.sendBase))
+}
+
+// emitRetxLocked sends again the first of the bytes a lossy link lost. They were sent before,
+// so they need no credit of the flow or the session window; a lost FIN goes again with the
+// new bytes (finSent, cleared by Lost). It reports whether the flow has more to send.
+func (s *Stream) emitRetxLocked(r *path.Record, zc bool) bool {
+	x := s.retx.first()
+	n := min(x.hi-x.lo, dataQuantum)
+	room := r.Room() - wire.DataOverhead(s.id, x.lo, int(n))
+	if room <= 0 {
+		return true
+	}
+	n = min(n, uint64(room))
+	r.B = wire.AppendDataHeader(r.B, s.id, x.lo, false, int(n))
+	s.appendPayloadLocked(r, zc, x.lo, n)
+	s.e.carriedLocked(r, path.Carried{Kind: path.CarriedData, Flow: s.id, Off: x.lo, Len: uint32(n)})
+	s.retx.cut(n)
+	s.e.setOutstandingLocked(s)
+	return true
 }
 
 // dropReorderLocked lets go of the bytes held ahead of a gap.

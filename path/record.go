@@ -31,6 +31,45 @@ type Record struct {
 	Ext  [][]byte
 	Pins []Pin
 	ext  int // bytes in Ext
+
+	// Carried lists what the record carries that must not be lost with it, when it is for a
+	// link that may lose records (a datagram path): such a link hands the list of a record
+	// it declares lost back to the engine, which sends those bytes and frames again.
+	Carried []Carried
+	limit   int // the most frame bytes the record may hold; 0: MaxPlaintext
+}
+
+// Carried is one thing a record carries that must not be lost with it.
+type Carried struct {
+	Kind CarriedKind
+	Flow uint64
+	Off  uint64 // CarriedData: the first byte's offset
+	Len  uint32 // CarriedData: how many bytes
+	Fin  bool   // CarriedData: the frame was a DATA_FIN
+}
+
+// CarriedKind says what a Carried entry stands for.
+type CarriedKind uint8
+
+const (
+	CarriedData    CarriedKind = iota + 1 // a DATA or DATA_FIN frame of Flow
+	CarriedOpen                           // an OPEN of Flow
+	CarriedAck                            // an ACK of Flow
+	CarriedStop                           // a STOP of Flow
+	CarriedReset                          // a RESET of Flow
+	CarriedMaxData                        // the session's MAX_DATA
+	CarriedRoute                          // the session's ROUTE
+)
+
+// SetLimit makes the record hold at most n bytes of frames (a datagram path's packet size).
+func (r *Record) SetLimit(n int) { r.limit = n }
+
+// Cap is how many bytes of frames the record holds when empty.
+func (r *Record) Cap() int {
+	if r.limit > 0 {
+		return min(r.limit, wire.MaxPlaintext)
+	}
+	return wire.MaxPlaintext
 }
 
 // Pin holds memory a Record refers to; Unpin lets it go once the record is written or dropped.
@@ -44,7 +83,11 @@ func (r *Record) Room() int {
 	if r.ext > 0 {
 		return 0
 	}
-	return 2 + wire.MaxPlaintext - len(r.B)
+	max := wire.MaxPlaintext
+	if r.limit > 0 {
+		max = min(max, r.limit)
+	}
+	return 2 + max - len(r.B)
 }
 
 // Len is the record's size before sealing: B and Ext.
@@ -72,6 +115,8 @@ func NewRecord() *Record {
 func (r *Record) Release() {
 	r.unpin()
 	r.B = r.B[:0]
+	r.Carried = r.Carried[:0]
+	r.limit = 0
 	recordPool.Put(r)
 }
 
