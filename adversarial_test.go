@@ -508,11 +508,16 @@ func testAdversarialReplay(t *testing.T, carrier string) {
 		for _, replay := range [][]byte{got[:first], got} {
 			c := rtRawDial(t, r, r.addrs[i])
 			if _, err := c.Write(replay); err != nil {
-				t.Fatal(err)
+				// Refused before the write returned (a QUIC stream's Write waits for its data
+				// to leave): the checks below still hold.
+				t.Logf("write: %v", err)
 			}
 			rtExpectSilentClose(t, c, 20*time.Second)
 			rc := r.srcs[i].carrierFrom(c.LocalAddr())
-			if rc == nil || rc.written.Load() != 0 {
+			if rc == nil {
+				t.Fatalf("path %d: the replay never reached the listener", i)
+			}
+			if rc.written.Load() != 0 {
 				t.Fatalf("path %d: the listener answered a replayed handshake", i)
 			}
 		}

@@ -248,18 +248,7 @@ func TestQUICMigratesInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c1, err := d.DialContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c1.Close()
-	c2, err := ln.AcceptContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c1, c2 := rtDialAccept(t, d, ln)
 	before, m0 := c1.Status().Paths, c1.Migrations()
 	if len(before) != 1 || before[0].Local.(*net.UDPAddr).IP.String() != "127.0.0.1" {
 		t.Fatalf("before: %s", rtDescribe(c1.Status()))

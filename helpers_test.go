@@ -567,18 +567,27 @@ func (r *rtRig) close() {
 // open dials a flow and accepts it, bounded by a generous deadline.
 func (r *rtRig) open() (*rendr.Conn, *rendr.Conn) {
 	r.t.Helper()
+	return rtDialAccept(r.t, r.d, r.ln)
+}
+
+// rtDialAccept dials a flow on d and accepts it on ln, bounded by a generous deadline, and
+// closes both when the test ends.
+func rtDialAccept(t testing.TB, d *rendr.Dialer, ln *rendr.Listener) (*rendr.Conn, *rendr.Conn) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c1, err := r.d.DialContext(ctx)
+	c1, err := d.DialContext(ctx)
 	if err != nil {
-		r.t.Fatalf("dial: %v", err)
+		t.Fatalf("dial: %v", err)
 	}
-	c2, err := r.ln.AcceptContext(ctx)
+	t.Cleanup(func() { c1.Close() })
+	c2, err := ln.AcceptContext(ctx)
 	if err != nil {
-		r.t.Fatalf("accept: %v", err)
+		t.Fatalf("accept: %v (dialer: %s)", err, rtDescribe(d.Status()))
 	}
+	t.Cleanup(func() { c2.Close() })
 	if c1.FlowID() != c2.FlowID() {
-		r.t.Fatalf("dialed flow %d, accepted flow %d", c1.FlowID(), c2.FlowID())
+		t.Fatalf("dialed flow %d, accepted flow %d", c1.FlowID(), c2.FlowID())
 	}
 	return c1, c2
 }

@@ -214,18 +214,7 @@ func TestNetnsQUICAddressChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c1, err := d.DialContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c1.Close()
-	c2, err := ln.AcceptContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c1, c2 := rtDialAccept(t, d, ln)
 	before, m0 := c1.Status().Paths, c1.Migrations()
 
 	next := lab.ClientAddr(1)

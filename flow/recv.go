@@ -275,7 +275,7 @@ func (s *Stream) dataLocked(f *wire.Frame, src Holder) error {
 		}
 		budget := min(maxReorderPieces-e.mu.reorderPieces, maxReorderFlow-s.ooo.pieces())
 		before := s.ooo.n
-		if added := s.ooo.insert(start, f.Payload, src, budget); added > 0 {
+		if added, kept := s.ooo.insert(start, f.Payload, src, budget); kept {
 			e.mu.reorderPieces += added
 			e.mu.reordered += uint64(s.ooo.n - before)
 		} else if s.ooo.wouldAdd(start, f.Payload) > 0 {

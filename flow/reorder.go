@@ -69,15 +69,52 @@ func (q *reorder) wouldAdd(off uint64, p []byte) int {
 	return len(adds)
 }
 
-// insert keeps the bytes of p at off that no piece holds yet, and returns how many pieces it
-// added: none if that would be more than budget. src may let a large payload be held.
-func (q *reorder) insert(off uint64, p []byte, src Holder, budget int) (added int) {
+// mergeMax bounds a piece grown by merging: a run of small pieces (a datagram path's records
+// after a loss) becomes one piece instead of thousands, without one huge buffer.
+const mergeMax = 256 << 10
+
+// insert keeps the bytes of p at off that no piece holds yet. It reports how many pieces it
+// added, and false when it kept nothing because the new pieces would be more than budget. A
+// small piece that continues a copied one is appended to it instead of added, so a run of
+// small frames costs one piece. src may let a large payload be held where it arrived.
+func (q *reorder) insert(off uint64, p []byte, src Holder, budget int) (added int, kept bool) {
 	adds, i := q.gaps(off, p)
-	if len(adds) == 0 || len(adds) > budget {
-		return 0
+	if len(adds) == 0 {
+		return 0, false
 	}
-	for k := range adds {
-		a := &adds[k]
+	// Where each goes, and whether it extends the copied piece just before it.
+	type place struct {
+		at    int
+		merge bool
+	}
+	places := make([]place, len(adds))
+	need := 0
+	j := i
+	for k, a := range adds {
+		for j < len(q.segs) && q.segs[j].off < a.off {
+			j++
+		}
+		places[k].at = j
+		if j > 0 {
+			l := &q.segs[j-1]
+			places[k].merge = l.pin == nil && l.end() == a.off && len(a.b) < holdMin && len(l.b)+len(a.b) <= mergeMax
+		}
+		if !places[k].merge {
+			need++
+		}
+	}
+	if need > budget {
+		return 0, false
+	}
+	// Insert from the last, so that earlier positions stay valid.
+	for k := len(adds) - 1; k >= 0; k-- {
+		a := adds[k]
+		q.n += len(a.b)
+		if pl := places[k]; pl.merge {
+			l := &q.segs[pl.at-1]
+			l.b = append(l.b, a.b...)
+			continue
+		}
 		if len(adds) == 1 && len(a.b) >= holdMin && src != nil {
 			a.pin = src.Hold()
 		}
@@ -86,18 +123,10 @@ func (q *reorder) insert(off uint64, p []byte, src Holder, budget int) (added in
 		} else {
 			a.b = a.b[:len(a.b):len(a.b)]
 		}
-		q.n += len(a.b)
+		q.segs = slices.Insert(q.segs, places[k].at, a)
+		added++
 	}
-	// The new pieces fill gaps between existing ones, in order: insert each where it goes.
-	j := i
-	for _, a := range adds {
-		for j < len(q.segs) && q.segs[j].off < a.off {
-			j++
-		}
-		q.segs = slices.Insert(q.segs, j, a)
-		j++
-	}
-	return len(adds)
+	return added, true
 }
 
 // next removes and returns the first piece if it starts at or before at, trimmed to begin at

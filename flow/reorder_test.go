@@ -153,3 +153,35 @@ func TestEngineReordersAcrossPaths(t *testing.T) {
 		}
 	})
 }
+
+// TestReorderMergesRuns: small pieces that continue one another (a datagram path's records
+// after one lost) become a few pieces, not one each, within the same bounds; filling the gap
+// gives every byte back in order.
+func TestReorderMergesRuns(t *testing.T) {
+	const rec, n = 1200, 5000
+	data := payload(rec*(n+1), 11)
+	var q reorder
+	for i := 1; i <= n; i++ { // record 0 is the lost one
+		off := i * rec
+		if _, kept := q.insert(uint64(off), bytes.Clone(data[off:off+rec]), nil, 16); !kept {
+			t.Fatalf("record %d refused with %d pieces held", i, q.pieces())
+		}
+	}
+	if want := rec*n/mergeMax + 1; q.pieces() > want {
+		t.Fatalf("%d records after a gap take %d pieces; want at most %d", n, q.pieces(), want)
+	}
+	got := bytes.Clone(data[:rec]) // the lost record, resent
+	next := uint64(rec)
+	for {
+		seg, _, ok := q.next(next)
+		if !ok {
+			break
+		}
+		got = append(got, seg.b...)
+		next += uint64(len(seg.b))
+		seg.release()
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("reassembled %d bytes differ from the %d sent", len(got), len(data))
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"runtime/debug"
 
-	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/transport/gvisor"
 	"github.com/rendr-go/rendr/transport/quic"
 )
@@ -78,41 +77,7 @@ func setupRendrQUIC(ctx context.Context, k benchKeys, cfg *tlsConfigs, secure bo
 	if err != nil {
 		return nil, err
 	}
-	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}})
-	if err != nil {
-		src.Close()
-		return nil, err
-	}
-	var opts []rendr.PathOption
-	var srcOpts []rendr.SourceOption
-	if secure {
-		opts = append(opts, rendr.SecureCarrier())
-		srcOpts = append(srcOpts, rendr.SecureSource())
-	}
-	if err := ln.AddSource(src, srcOpts...); err != nil {
-		src.Close()
-		ln.Close()
-		return nil, err
-	}
-	qd := quic.NewDialer(src.Addr().String(), cfg.client)
-	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(),
-		Root: rendr.Path("quic", qd.Dial, opts...)})
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	snd, rcv, err := rendrPair(ctx, d, ln)
-	if err != nil {
-		d.Close()
-		ln.Close()
-		return nil, err
-	}
-	return &stream{snd: snd, rcv: rcv, close: func() {
-		snd.Close()
-		rcv.Close()
-		d.Close()
-		ln.Close()
-	}}, nil
+	return setupRendrOver(ctx, k, src, quic.NewDialer(src.Addr().String(), cfg.client).Dial, secure)
 }
 
 // setupGVisor connects transport/gvisor's dialer to its listener on loopback: two user-space
@@ -140,27 +105,5 @@ func setupRendrGVisor(ctx context.Context, k benchKeys) (*stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}}, src)
-	if err != nil {
-		src.Close()
-		return nil, err
-	}
-	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(),
-		Root: rendr.Path("gvisor", gvisor.Dialer(src.Addr().String()))})
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	snd, rcv, err := rendrPair(ctx, d, ln)
-	if err != nil {
-		d.Close()
-		ln.Close()
-		return nil, err
-	}
-	return &stream{snd: snd, rcv: rcv, close: func() {
-		snd.Close()
-		rcv.Close()
-		d.Close()
-		ln.Close()
-	}}, nil
+	return setupRendrOver(ctx, k, src, gvisor.Dialer(src.Addr().String()), false)
 }

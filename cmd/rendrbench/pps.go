@@ -212,21 +212,35 @@ func ppsOnce(k benchKeys, secure bool, carrier ppsCarrier) (ppsRun, error) {
 			read.Add(1)
 		}
 	}()
+	drops := func() uint64 { return snd.Stats().SendDrops + rcv.Stats().RecvDrops }
+	return ppsMeasureWindow(&written, &read, drops, func() {
+		close(stop)
+		<-done
+		rcv.Close()
+		<-rdone
+	})
+}
+
+// ppsMeasureWindow waits out the warm-up, then measures written and read over ppsMeasure,
+// with drops (optional) counted over the same window; stop ends the transfer.
+func ppsMeasureWindow(written, read *atomic.Int64, drops func() uint64, stop func()) (ppsRun, error) {
 	time.Sleep(ppsWarm)
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	c0, w0, r0 := cpuTime(), written.Load(), read.Load()
-	s0, q0 := snd.Stats(), rcv.Stats()
+	var d0, d1 uint64
+	if drops != nil {
+		d0 = drops()
+	}
 	t0 := time.Now()
 	time.Sleep(ppsMeasure)
 	el := time.Since(t0)
 	c1, w1, r1 := cpuTime(), written.Load(), read.Load()
 	runtime.ReadMemStats(&m1)
-	s1, q1 := snd.Stats(), rcv.Stats()
-	close(stop)
-	<-done
-	rcv.Close()
-	<-rdone
+	if drops != nil {
+		d1 = drops()
+	}
+	stop()
 	got := float64(r1 - r0)
 	if got == 0 {
 		return ppsRun{}, fmt.Errorf("no datagram delivered in %v", el)
@@ -235,7 +249,7 @@ func ppsOnce(k benchKeys, secure bool, carrier ppsCarrier) (ppsRun, error) {
 		pps:       got / el.Seconds(),
 		offered:   float64(w1-w0) / el.Seconds(),
 		allocs:    float64(m1.Mallocs-m0.Mallocs) / got,
-		drops:     (s1.SendDrops - s0.SendDrops) + (q1.RecvDrops - q0.RecvDrops),
+		drops:     d1 - d0,
 		cpuPerPkt: float64(c1-c0) / float64(time.Microsecond) / got,
 	}, nil
 }
@@ -281,28 +295,11 @@ func ppsBareQUIC(cfg *tlsConfigs) (ppsRun, error) {
 			read.Add(1)
 		}
 	}()
-	time.Sleep(ppsWarm)
-	var m0, m1 runtime.MemStats
-	runtime.ReadMemStats(&m0)
-	c0, w0, r0 := cpuTime(), written.Load(), read.Load()
-	t0 := time.Now()
-	time.Sleep(ppsMeasure)
-	el := time.Since(t0)
-	c1, w1, r1 := cpuTime(), written.Load(), read.Load()
-	runtime.ReadMemStats(&m1)
-	close(stop)
-	cancel()
-	st.close()
-	<-done
-	<-rdone
-	got := float64(r1 - r0)
-	if got == 0 {
-		return ppsRun{}, fmt.Errorf("no datagram delivered in %v", el)
-	}
-	return ppsRun{
-		pps:       got / el.Seconds(),
-		offered:   float64(w1-w0) / el.Seconds(),
-		allocs:    float64(m1.Mallocs-m0.Mallocs) / got,
-		cpuPerPkt: float64(c1-c0) / float64(time.Microsecond) / got,
-	}, nil
+	return ppsMeasureWindow(&written, &read, nil, func() {
+		close(stop)
+		cancel()
+		st.close()
+		<-done
+		<-rdone
+	})
 }

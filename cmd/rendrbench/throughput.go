@@ -16,6 +16,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/testcert"
+	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
 
@@ -349,6 +350,12 @@ func setupRendr(ctx context.Context, k benchKeys, secure bool) (*stream, error) 
 	if err != nil {
 		return nil, err
 	}
+	return setupRendrOver(ctx, k, src, tcp.Dialer(src.Addr().String()), secure)
+}
+
+// setupRendrOver starts a Listener on src and a Dialer with one path dialed by dial, and opens
+// one flow. It owns src from then on.
+func setupRendrOver(ctx context.Context, k benchKeys, src net.Listener, dial transport.DialFunc, secure bool) (*stream, error) {
 	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}})
 	if err != nil {
 		src.Close()
@@ -366,7 +373,7 @@ func setupRendr(ctx context.Context, k benchKeys, secure bool) (*stream, error) 
 		return nil, err
 	}
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(),
-		Root: rendr.Path("lo", tcp.Dialer(src.Addr().String()), opts...)})
+		Root: rendr.Path("bench", dial, opts...)})
 	if err != nil {
 		ln.Close()
 		return nil, err
