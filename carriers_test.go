@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
-	"github.com/rendr-go/rendr/internal/relay"
 	"github.com/rendr-go/rendr/internal/testcert"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
@@ -304,20 +303,7 @@ func TestMixedCarriers(t *testing.T) {
 			r := rtNewRig(t, rtRigConfig{Paths: 3, Carrier: "tcp,quic,gvisor", Group: groups[name],
 				Options: rendr.Options{HandshakeTimeout: time.Second}})
 			c1, c2 := r.open()
-			plan := rtNewKillPlan(r, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
-			var progress atomic.Int64
-			stop := make(chan struct{})
-			planDone := make(chan struct{})
-			go func() {
-				defer close(planDone)
-				plan.run(&progress, stop)
-			}()
-			c1.SetDeadline(time.Now().Add(150 * time.Second))
-			c2.SetDeadline(time.Now().Add(150 * time.Second))
-			err := rtBoth(c1, c2, size, seed, &progress)
-			close(stop)
-			<-planDone
-			plan.release()
+			plan, err := rtTransferUnderKills(r, rng, c1, c2, size, kills, seed)
 			t.Logf("kills: %v; migrations: %v", plan.events, r.mig)
 			if err != nil {
 				t.Fatalf("transfer: %v", err)

@@ -121,6 +121,28 @@ func testNettestMigrating(t *testing.T, carrier string) {
 	}
 }
 
+// rtTransferUnderKills moves size bytes each way between c1 and c2 (SHA-256 checked) while a
+// kill plan of kills kills (close, reset and stall each at least once) runs against r, and
+// returns the plan with the transfer's error. The stalled path, if any, is released after.
+func rtTransferUnderKills(r *rtRig, rng *rand.Rand, c1, c2 net.Conn, size int64, kills int, seed uint64) (*rtKillPlan, error) {
+	plan := rtNewKillPlan(r, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
+	var progress atomic.Int64
+	stop := make(chan struct{})
+	planDone := make(chan struct{})
+	go func() {
+		defer close(planDone)
+		plan.run(&progress, stop)
+	}()
+	// A bound against a hang, far above what the transfer needs.
+	c1.SetDeadline(time.Now().Add(150 * time.Second))
+	c2.SetDeadline(time.Now().Add(150 * time.Second))
+	err := rtBoth(c1, c2, size, seed, &progress)
+	close(stop)
+	<-planDone
+	plan.release()
+	return plan, err
+}
+
 // rtKillPlan kills the active path each time progress crosses the next threshold, so every
 // kill lands while bytes flow (mid-frame included). A stalled path is blocked until the next
 // kill (or the end), then released with a FIN.
@@ -239,23 +261,8 @@ func testLosslessMigration(t *testing.T, carrier string, secure bool) {
 	r := rtNewRig(t, rtRigConfig{Paths: 3, Options: rendr.Options{HandshakeTimeout: time.Second}, Secure: secure,
 		Carrier: carrier})
 	c1, c2 := r.open()
-	plan := rtNewKillPlan(r, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
-
-	var progress atomic.Int64
-	stop := make(chan struct{})
-	planDone := make(chan struct{})
-	go func() {
-		defer close(planDone)
-		plan.run(&progress, stop)
-	}()
-	// A bound against a hang, far above what the transfer needs.
-	c1.SetDeadline(time.Now().Add(150 * time.Second))
-	c2.SetDeadline(time.Now().Add(150 * time.Second))
 	start := time.Now()
-	err := rtBoth(c1, c2, size, seed, &progress)
-	close(stop)
-	<-planDone
-	plan.release()
+	plan, err := rtTransferUnderKills(r, rng, c1, c2, size, kills, seed)
 	t.Logf("%d MiB each way in %v; kills: %v", size>>20, time.Since(start).Round(time.Millisecond), plan.events)
 	t.Logf("migrations: %v", r.mig)
 	if err != nil {

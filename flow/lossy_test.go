@@ -172,11 +172,7 @@ func TestLossyLinkResendsWhatWasLost(t *testing.T) {
 // the flow still ends both ways with every byte and no resend on a timeout.
 func TestLossyLinkControlFrames(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ab, ba := &lossyLink{id: 1, max: 1200}, &lossyLink{id: 1, max: 1200}
-		a := New(Config{Dialer: true}, lossyRouter{ab})
-		b := New(Config{}, lossyRouter{ba})
-		defer a.Fail(ErrClosed)
-		defer b.Fail(ErrClosed)
+		p := newLossyPair(t, Config{})
 		dropped := map[path.CarriedKind]int{}
 		var fins int
 		drop := func(car []path.Carried) bool {
@@ -194,26 +190,7 @@ func TestLossyLinkControlFrames(t *testing.T) {
 			}
 			return false
 		}
-		cross := func(from *lossyLink, fromEng, to *Engine) {
-			recs, car := from.take()
-			for i, rec := range recs {
-				if drop(car[i]) {
-					fromEng.Lost(car[i])
-					continue
-				}
-				for len(rec) > 0 {
-					f, n, err := wire.Parse(rec)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := to.Handle(&f); err != nil {
-						t.Fatalf("Handle(%v): %v", f.Type, err)
-					}
-					rec = rec[n:]
-				}
-			}
-		}
-		s, err := a.Open()
+		s, err := p.a.Open()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,14 +205,11 @@ func TestLossyLinkControlFrames(t *testing.T) {
 			gotDown <- all
 		}()
 		var peer *Stream
-		for round := 0; round < 20000 && (len(gotUp) == 0 || len(gotDown) == 0); round++ {
-			synctest.Wait()
-			cross(ab, a, b)
-			cross(ba, b, a)
+		p.exchange(20000, drop, drop, func() bool {
 			if peer == nil {
 				now, cancel := context.WithCancel(context.Background())
 				cancel()
-				if st, err := b.Accept(now); err == nil {
+				if st, err := p.b.Accept(now); err == nil {
 					peer = st
 					go func() {
 						all, _ := io.ReadAll(peer)
@@ -247,10 +221,10 @@ func TestLossyLinkControlFrames(t *testing.T) {
 					}()
 				}
 			}
-			time.Sleep(time.Millisecond)
-		}
+			return len(gotUp) > 0 && len(gotDown) > 0
+		})
 		if len(gotUp) == 0 || len(gotDown) == 0 {
-			t.Fatalf("the flow did not end both ways; dropped %v and %d FINs; a %+v, b %+v", dropped, fins, a.Stats(), b.Stats())
+			t.Fatalf("the flow did not end both ways; dropped %v and %d FINs; a %+v, b %+v", dropped, fins, p.a.Stats(), p.b.Stats())
 		}
 		if !bytes.Equal(<-gotUp, up) || !bytes.Equal(<-gotDown, down) {
 			t.Fatal("bytes differ")
@@ -258,8 +232,8 @@ func TestLossyLinkControlFrames(t *testing.T) {
 		if dropped[path.CarriedOpen] != 1 || dropped[path.CarriedAck] != 1 || dropped[path.CarriedMaxData] != 1 || fins != 2 {
 			t.Fatalf("the losses the test is about did not all happen: %v, %d FINs", dropped, fins)
 		}
-		if a.Stats().Resends+b.Stats().Resends != 0 {
-			t.Fatalf("resends on a timeout: a %+v, b %+v", a.Stats(), b.Stats())
+		if p.a.Stats().Resends+p.b.Stats().Resends != 0 {
+			t.Fatalf("resends on a timeout: a %+v, b %+v", p.a.Stats(), p.b.Stats())
 		}
 	})
 }
