@@ -215,57 +215,21 @@ func TestNetnsQUICAddressChange(t *testing.T) {
 	}
 	t.Cleanup(func() { d.Close() })
 	c1, c2 := rtDialAccept(t, d, ln)
-	before, m0 := c1.Status().Paths, c1.Migrations()
-
 	next := lab.ClientAddr(1)
-	const size = 32 << 20
-	var progress atomic.Int64
-	moved := make(chan error, 1)
-	go func() {
-		for progress.Load() < size/2 {
-			time.Sleep(time.Millisecond)
-		}
+	rtTransferMovingInPlace(t, c1, c2, mig, 12, next, func() error {
 		// The server's address is now reached through the second interface.
 		if out, err := lab.Exec(netlab.Client, "ip", "route", "add", lab.ServerAddr(0).String()+"/32",
 			"dev", lab.ClientIface(1), "src", next.String()); err != nil {
-			moved <- fmt.Errorf("add route: %v: %s", err, out)
-			return
+			return fmt.Errorf("add route: %v: %s", err, out)
 		}
 		mctx, mcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer mcancel()
 		if err := qd.Migrate(mctx, next.String()); err != nil {
-			moved <- fmt.Errorf("Migrate: %w", err)
-			return
+			return fmt.Errorf("Migrate: %w", err)
 		}
 		if out, err := lab.Exec(netlab.Client, "ip", "addr", "del", old.String()+"/24", "dev", lab.ClientIface(0)); err != nil {
-			moved <- fmt.Errorf("delete address: %v: %s", err, out)
-			return
+			return fmt.Errorf("delete address: %v: %s", err, out)
 		}
-		moved <- nil
-	}()
-	c1.SetDeadline(time.Now().Add(90 * time.Second))
-	c2.SetDeadline(time.Now().Add(90 * time.Second))
-	if err := rtBoth(c1, c2, size, 12, &progress); err != nil {
-		t.Logf("dialer: %s", rtDescribe(c1.Status()))
-		t.Logf("listener: %s", rtDescribe(c2.Status()))
-		select {
-		case merr := <-moved:
-			t.Logf("address change: %v", merr)
-		default:
-		}
-		t.Fatal(err)
-	}
-	if err := <-moved; err != nil {
-		t.Fatal(err)
-	}
-	after := c1.Status().Paths
-	if len(after) != 1 || after[0].ID != before[0].ID || after[0].State != status.Up || after[0].Dials != before[0].Dials {
-		t.Fatalf("the path did not carry on: before %s, after %s", rtDescribe(status.Session{Paths: before}), rtDescribe(c1.Status()))
-	}
-	if got := after[0].Local.(*net.UDPAddr).AddrPort().Addr().Unmap(); got != next {
-		t.Fatalf("dialer's path is at %s after the address change", got)
-	}
-	if m := mig.moves(); m != 0 || c1.Migrations() != m0 {
-		t.Fatalf("%d rendr migrations (%v) for an in-place QUIC migration", m, mig)
-	}
+		return nil
+	})
 }

@@ -56,6 +56,17 @@ func (l *lossyLink) take() ([][]byte, [][]path.Carried) {
 	return r, c
 }
 
+// acceptNow takes a flow already waiting for accept, or nil: it never waits.
+func acceptNow(accept func(context.Context) (*Stream, error)) *Stream {
+	now, cancel := context.WithCancel(context.Background())
+	cancel()
+	st, err := accept(now)
+	if err != nil {
+		return nil
+	}
+	return st
+}
+
 type lossyRouter struct{ l *lossyLink }
 
 func (r lossyRouter) Route() *Route { return One(r.l) }
@@ -130,9 +141,7 @@ func TestLossyLinkResendsWhatWasLost(t *testing.T) {
 			cross(ab, a, b, true)
 			cross(ba, b, a, false)
 			if peer == nil {
-				now, cancel := context.WithCancel(context.Background())
-				cancel() // take a flow that is there, do not wait for one
-				if st, err := b.Accept(now); err == nil {
+				if st := acceptNow(b.Accept); st != nil {
 					peer = st
 					go func() {
 						all, _ := io.ReadAll(peer) // a short read shows in the comparison below
@@ -207,9 +216,7 @@ func TestLossyLinkControlFrames(t *testing.T) {
 		var peer *Stream
 		p.exchange(20000, drop, drop, func() bool {
 			if peer == nil {
-				now, cancel := context.WithCancel(context.Background())
-				cancel()
-				if st, err := p.b.Accept(now); err == nil {
+				if st := acceptNow(p.b.Accept); st != nil {
 					peer = st
 					go func() {
 						all, _ := io.ReadAll(peer)
@@ -333,9 +340,7 @@ func TestLossyLinkFinalAckOfForgottenFlow(t *testing.T) {
 		}
 		p.exchange(5000, nil, dropB, func() bool {
 			if peer == nil {
-				now, cancel := context.WithCancel(context.Background())
-				cancel()
-				if st, err := p.b.Accept(now); err == nil {
+				if st := acceptNow(p.b.Accept); st != nil {
 					peer = st
 					go func() {
 						peer.CloseWrite() // its direction ends first: only ACKs go back after
@@ -405,9 +410,7 @@ func TestLossyLinkOversizeDatagram(t *testing.T) {
 		eof := false
 		p.exchange(1000, nil, nil, func() bool {
 			if peer == nil {
-				now, cancel := context.WithCancel(context.Background())
-				cancel()
-				if st, err := p.b.AcceptPacket(now); err == nil {
+				if st := acceptNow(p.b.AcceptPacket); st != nil {
 					peer = st
 				}
 			}
@@ -471,9 +474,7 @@ func TestLossyLinkLongRunAfterOneLoss(t *testing.T) {
 		rounds := 0
 		p.exchange(20000, dropA, nil, func() bool {
 			if peer == nil {
-				now, cancel := context.WithCancel(context.Background())
-				cancel()
-				if st, err := p.b.Accept(now); err == nil {
+				if st := acceptNow(p.b.Accept); st != nil {
 					peer = st
 					go func() {
 						all, _ := io.ReadAll(peer)

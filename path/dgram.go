@@ -102,23 +102,29 @@ func (d *dgChannel) overhead() int {
 // whether r has nothing left for the stream.
 func (d *dgChannel) take(r *Record) (empty bool, err error) {
 	max := d.c.MaxDatagramSize() - d.overhead()
-	frames := r.Frames()
-	if max <= 0 || !hasDatagram(frames) {
+	if max <= 0 {
 		return false, nil
 	}
-	keep := 0 // frames kept for the stream are moved down to frames[:keep]
+	frames := r.Frames()
+	keep := -1 // once a DATAGRAM is taken: frames kept for the stream move down to frames[:keep]
 	for off := 0; off < len(frames); {
 		f, n, perr := wire.Parse(frames[off:])
 		if perr != nil {
 			return false, fmt.Errorf("%w: outgoing record: %w", ErrRecord, perr)
 		}
 		fr := frames[off : off+n]
-		off += n
-		if f.Type != wire.TypeDatagram || n > max {
+		if f.Type == wire.TypeDatagram && n <= max {
+			if keep < 0 {
+				keep = off // everything before stays where it is
+			}
+			d.pend = append(d.pend, fr...)
+		} else if keep >= 0 {
 			keep += copy(frames[keep:], fr)
-			continue
 		}
-		d.pend = append(d.pend, fr...)
+		off += n
+	}
+	if keep < 0 {
+		return false, nil // no datagram: the record goes as it is
 	}
 	r.B = r.B[:2+keep]
 	return keep == 0, nil
@@ -156,20 +162,6 @@ func (d *dgChannel) send() (sent int, spill []byte, err error) {
 	sent += k
 	d.pend = d.pend[:0]
 	return sent, d.spill, err
-}
-
-func hasDatagram(frames []byte) bool {
-	for off := 0; off < len(frames); {
-		f, n, err := wire.Parse(frames[off:])
-		if err != nil {
-			return true // let offload report it
-		}
-		if f.Type == wire.TypeDatagram {
-			return true
-		}
-		off += n
-	}
-	return false
 }
 
 // head is where frames start in a datagram record.

@@ -30,43 +30,29 @@ func setupQUIC(ctx context.Context, cfg *tlsConfigs) (*stream, error) {
 		return nil, err
 	}
 	d := quic.NewDialer(ln.Addr().String(), cfg.client)
-	snd, err := d.Dial(ctx)
+	// The listener sees the stream once a byte is on it; the receiver drops that byte.
+	snd, rcv, err := tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+		c, err := d.Dial(ctx)
+		if err == nil {
+			if _, err = c.Write([]byte{0}); err != nil {
+				c.Close()
+			}
+		}
+		return c, err
+	})
+	if err == nil {
+		if _, err = rcv.Read(make([]byte, 1)); err != nil {
+			snd.Close()
+			rcv.Close()
+		}
+	}
 	if err != nil {
 		ln.Close()
-		return nil, err
+		return nil, fmt.Errorf("quic pair: %w", err)
 	}
-	// The listener sees the stream once a byte is on it; the receiver drops that byte.
-	if _, err := snd.Write([]byte{0}); err != nil {
+	return &stream{snd: snd, rcv: rcv, close: func() {
 		snd.Close()
-		ln.Close()
-		return nil, err
-	}
-	type acc struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan acc, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- acc{c, err}
-	}()
-	var a acc
-	select {
-	case a = <-ch:
-	case <-ctx.Done():
-		a.err = ctx.Err()
-	}
-	if a.err == nil {
-		_, a.err = a.c.Read(make([]byte, 1))
-	}
-	if a.err != nil {
-		snd.Close()
-		ln.Close()
-		return nil, fmt.Errorf("quic accept: %w", a.err)
-	}
-	return &stream{snd: snd, rcv: a.c, close: func() {
-		snd.Close()
-		a.c.Close()
+		rcv.Close()
 		ln.Close()
 	}}, nil
 }

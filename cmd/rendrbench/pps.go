@@ -176,6 +176,25 @@ func ppsOnce(k benchKeys, secure bool, carrier ppsCarrier) (ppsRun, error) {
 	}
 	defer rcv.Close()
 
+	b := make([]byte, ppsSize+100)
+	return ppsPump(
+		func(p []byte) error { _, err := snd.Write(p); return err },
+		// Offer what the flow can take: past half its send queue, wait for the engine to
+		// drain it (a writer that never waits only fills the queue and drops).
+		func() {
+			for snd.Stats().QueuedSend > 128 {
+				runtime.Gosched()
+			}
+		},
+		func() error { _, err := rcv.Read(b); return err },
+		func() { rcv.Close() },
+		func() uint64 { return snd.Stats().SendDrops + rcv.Stats().RecvDrops })
+}
+
+// ppsPump runs a writer that sends ppsSize-byte datagrams with send in batches of 64, calling
+// pace (if set) after each, and a reader that takes them with recv, and measures both
+// (ppsMeasureWindow). closeRecv ends the reader and unblocks a writer blocked in send.
+func ppsPump(send func([]byte) error, pace func(), recv func() error, closeRecv func(), drops func() uint64) (ppsRun, error) {
 	var written, read atomic.Int64
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -189,34 +208,27 @@ func ppsOnce(k benchKeys, secure bool, carrier ppsCarrier) (ppsRun, error) {
 			default:
 			}
 			for range 64 {
-				if _, err := snd.Write(b); err != nil {
+				if err := send(b); err != nil {
 					return
 				}
 			}
 			written.Add(64)
-			// Offer what the flow can take: past half its send queue, wait for the engine
-			// to drain it (a writer that never waits only fills the queue and drops).
-			for snd.Stats().QueuedSend > 128 {
-				runtime.Gosched()
+			if pace != nil {
+				pace()
 			}
 		}
 	}()
 	rdone := make(chan struct{})
 	go func() {
 		defer close(rdone)
-		b := make([]byte, ppsSize+100)
-		for {
-			if _, err := rcv.Read(b); err != nil {
-				return
-			}
+		for recv() == nil {
 			read.Add(1)
 		}
 	}()
-	drops := func() uint64 { return snd.Stats().SendDrops + rcv.Stats().RecvDrops }
 	return ppsMeasureWindow(&written, &read, drops, func() {
 		close(stop)
+		closeRecv()
 		<-done
-		rcv.Close()
 		<-rdone
 	})
 }
@@ -264,42 +276,8 @@ func ppsBareQUIC(cfg *tlsConfigs) (ppsRun, error) {
 	}
 	defer st.close()
 	snd, rcv := st.snd.(*quic.Carrier), st.rcv.(*quic.Carrier)
-	var written, read atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b := make([]byte, ppsSize)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			for range 64 {
-				if err := snd.SendDatagram(b); err != nil {
-					return
-				}
-			}
-			written.Add(64)
-		}
-	}()
-	rdone := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		defer close(rdone)
-		for {
-			if _, err := rcv.ReceiveDatagram(ctx); err != nil {
-				return
-			}
-			read.Add(1)
-		}
-	}()
-	return ppsMeasureWindow(&written, &read, nil, func() {
-		close(stop)
-		cancel()
-		st.close()
-		<-done
-		<-rdone
-	})
+	return ppsPump(snd.SendDatagram, nil,
+		func() error { _, err := rcv.ReceiveDatagram(ctx); return err },
+		func() { cancel(); st.close() }, nil)
 }

@@ -3,10 +3,8 @@ package gvisor_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/rendr-go/rendr/internal/carriertest"
 	"github.com/rendr-go/rendr/transport/gvisor"
 )
 
@@ -42,44 +41,10 @@ func pair(t *testing.T, opts ...gvisor.Option) (*gvisor.Listener, net.Conn, net.
 	return ln, c, s
 }
 
-func stream(t *testing.T, w, r net.Conn, n int) {
-	t.Helper()
-	rng := rand.New(rand.NewPCG(uint64(n), 2))
-	sent := sha256.New()
-	errc := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 32<<10)
-		for left := n; left > 0; {
-			k := min(left, len(buf))
-			for i := range buf[:k] {
-				buf[i] = byte(rng.Uint32())
-			}
-			sent.Write(buf[:k])
-			if _, err := w.Write(buf[:k]); err != nil {
-				errc <- err
-				return
-			}
-			left -= k
-		}
-		errc <- nil
-	}()
-	got := sha256.New()
-	r.SetReadDeadline(time.Now().Add(60 * time.Second))
-	if _, err := io.CopyN(got, r, int64(n)); err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
-		t.Fatal("SHA-256 of the bytes read differs from the bytes written")
-	}
-}
-
 func TestStreamBothWays(t *testing.T) {
 	_, c, s := pair(t)
-	stream(t, c, s, 8<<20)
-	stream(t, s, c, 8<<20)
+	carriertest.Stream(t, c, s, 8<<20, nil)
+	carriertest.Stream(t, s, c, 8<<20, nil)
 }
 
 // TestCloseEndsPeer: closing one end reaches the other as the end of the stream.
@@ -184,5 +149,5 @@ func TestSYNFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	stream(t, c, s, 1<<20)
+	carriertest.Stream(t, c, s, 1<<20, nil)
 }

@@ -3,10 +3,8 @@ package quic_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"sync/atomic"
@@ -15,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/rendr-go/rendr/internal/carriertest"
 	"github.com/rendr-go/rendr/internal/testcert"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/quic"
@@ -55,48 +54,10 @@ func pair(t *testing.T, local string) (*quic.Dialer, *quic.Carrier, *quic.Carrie
 	return d, c.(*quic.Carrier), s.(*quic.Carrier)
 }
 
-// stream sends n random bytes from w to r while mid runs once, halfway; SHA-256 must match.
-func stream(t *testing.T, w, r net.Conn, n int, mid func()) {
-	t.Helper()
-	rng := rand.New(rand.NewPCG(uint64(n), 1))
-	sent := sha256.New()
-	errc := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 32<<10)
-		for left := n; left > 0; {
-			k := min(left, len(buf))
-			for i := range buf[:k] {
-				buf[i] = byte(rng.Uint32())
-			}
-			sent.Write(buf[:k])
-			if _, err := w.Write(buf[:k]); err != nil {
-				errc <- err
-				return
-			}
-			left -= k
-			if left <= n/2 && left+k > n/2 && mid != nil {
-				mid()
-			}
-		}
-		errc <- nil
-	}()
-	got := sha256.New()
-	r.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.CopyN(got, r, int64(n)); err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
-		t.Fatal("SHA-256 of the bytes read differs from the bytes written")
-	}
-}
-
 func TestStreamBothWays(t *testing.T) {
 	_, c, s := pair(t, "127.0.0.1")
-	stream(t, c, s, 8<<20, nil)
-	stream(t, s, c, 8<<20, nil)
+	carriertest.Stream(t, c, s, 8<<20, nil)
+	carriertest.Stream(t, s, c, 8<<20, nil)
 }
 
 // TestMigrateInPlace moves the dialing side from 127.0.0.1 to 127.0.0.2 halfway through a
@@ -104,7 +65,7 @@ func TestStreamBothWays(t *testing.T) {
 func TestMigrateInPlace(t *testing.T) {
 	d, c, s := pair(t, "127.0.0.1")
 	var merr error
-	stream(t, c, s, 8<<20, func() {
+	carriertest.Stream(t, c, s, 8<<20, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		merr = d.Migrate(ctx, "127.0.0.2")
@@ -115,7 +76,7 @@ func TestMigrateInPlace(t *testing.T) {
 	if got := c.LocalAddr().(*net.UDPAddr).IP.String(); got != "127.0.0.2" {
 		t.Fatalf("dialer's local address after migrating is %s", got)
 	}
-	stream(t, s, c, 4<<20, nil)
+	carriertest.Stream(t, s, c, 4<<20, nil)
 	// A later dial uses the new address too.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -228,7 +189,7 @@ func TestFailedMigrateKeepsCarrier(t *testing.T) {
 	if got := c.LocalAddr().(*net.UDPAddr).IP.String(); got != "127.0.0.1" {
 		t.Fatalf("after a failed Migrate the carrier says it is at %s", got)
 	}
-	stream(t, c, s, 1<<20, nil)
+	carriertest.Stream(t, c, s, 1<<20, nil)
 	// A bad address is refused without touching later dials.
 	d2 := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
 	if err := d2.Migrate(context.Background(), "wlan0"); err == nil {
