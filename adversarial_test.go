@@ -3,7 +3,11 @@ package rendr_test
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -17,6 +21,7 @@ import (
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/transport"
 )
 
 // The listener's handshake timeout in these tests: small, so silent carriers end quickly.
@@ -165,10 +170,15 @@ func testAdversarialForeignJoin(t *testing.T, carrier string) {
 		var inst [16]byte
 		rand.Read(inst[:])
 		c := rtRawDial(t, v.rtRig, src.Addr().String())
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		h := handshake.Hello{Time: clock.Now(), Instance: inst, Session: v.session, Mode: handshake.ModeJoin, Name: "intruder"}
+		wait := 10 * time.Second
+		if _, ok := c.(transport.PacketCarrier); ok {
+			h.Flags |= handshake.FlagPackets
+			wait = 4 * rtHandshakeTimeout // silence is the only refusal a datagram carrier sees
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		res, err := handshake.Initiate(ctx, c, rtKeypair(t, key), v.srv.Public(), handshake.Hello{
-			Time: clock.Now(), Instance: inst, Session: v.session, Mode: handshake.ModeJoin, Name: "intruder"})
+		res, err := handshake.Initiate(ctx, c, rtKeypair(t, key), v.srv.Public(), h)
 		return c, res, err
 	}
 
@@ -236,7 +246,7 @@ func testAdversarialForeignJoin(t *testing.T, carrier string) {
 		if err := rtSendRecord(c, res, wire.AppendJoinProof(nil, &mac)); err != nil {
 			t.Fatal(err)
 		}
-		rtDrainUntilClosed(t, c, res)
+		rtDrainUntilClosed(t, c, res, src)
 		v.intact()
 	})
 
@@ -254,13 +264,16 @@ func testAdversarialForeignJoin(t *testing.T, carrier string) {
 		if err := rtSendRecord(c, res, wire.AppendData(nil, v.c1.FlowID(), off, false, []byte("injected"))); err != nil {
 			t.Fatal(err)
 		}
-		rtDrainUntilClosed(t, c, res)
+		rtDrainUntilClosed(t, c, res, src)
 		v.intact()
 	})
 }
 
 // rtSendRecord seals frames into one record with the path's send cipher and writes it.
 func rtSendRecord(c net.Conn, res *handshake.Result, frames []byte) error {
+	if _, ok := c.(transport.PacketCarrier); ok {
+		return rtSendPacket(c, res, frames)
+	}
 	ct, err := res.Send.Encrypt(nil, nil, frames)
 	if err != nil {
 		return err
@@ -269,11 +282,52 @@ func rtSendRecord(c net.Conn, res *handshake.Result, frames []byte) error {
 	return err
 }
 
+// rtPacketNumbers are the next packet numbers of raw datagram carriers a test plays a path on.
+var rtPacketNumbers sync.Map // net.Conn -> *atomic.Uint64
+
+// rtDatagramAEAD is a direction's datagram cipher as docs/wire.md gives it: AES-256-GCM under
+// HKDF-SHA256 of the direction's stream key, info "rendr datagram key v1".
+func rtDatagramAEAD(cs interface{ UnsafeKey() [32]byte }) cipher.AEAD {
+	k := cs.UnsafeKey()
+	key, err := hkdf.Key(sha256.New, k[:], nil, "rendr datagram key v1", 32)
+	if err != nil {
+		panic(err)
+	}
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		panic(err)
+	}
+	a, err := cipher.NewGCM(blk)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// rtPacketNonce is the AEAD nonce of packet n: 4 zero bytes and n, big-endian.
+func rtPacketNonce(n uint64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 4, 12), n) }
+
+// rtSendPacket sends frames as one packet of a packet path (docs/wire.md section 9): its
+// number, then the frames sealed under the datagram key with the number as nonce and
+// associated data.
+func rtSendPacket(c net.Conn, res *handshake.Result, frames []byte) error {
+	v, _ := rtPacketNumbers.LoadOrStore(c, new(atomic.Uint64))
+	n := v.(*atomic.Uint64).Add(1) - 1
+	head := binary.BigEndian.AppendUint64(nil, n)
+	_, err := c.Write(rtDatagramAEAD(res.Send).Seal(head, rtPacketNonce(n), frames, head))
+	return err
+}
+
 // rtDrainUntilClosed plays a live path on c, answering every probe so that only a refusal
 // can end it, until the listener closes c; it fails if that does not happen within a
-// generous bound.
-func rtDrainUntilClosed(t *testing.T, c net.Conn, res *handshake.Result) {
+// generous bound. A datagram carrier cannot see its far end close: there the listener's end,
+// found at src, must.
+func rtDrainUntilClosed(t *testing.T, c net.Conn, res *handshake.Result, src *rtSource) {
 	t.Helper()
+	if _, ok := c.(transport.PacketCarrier); ok {
+		rtDrainPacketsUntilClosed(t, c, res, src)
+		return
+	}
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	var head [2]byte
 	for range 100000 {
@@ -292,18 +346,45 @@ func rtDrainUntilClosed(t *testing.T, c net.Conn, res *handshake.Result) {
 		if err != nil {
 			t.Fatalf("record from the listener does not authenticate: %v", err)
 		}
-		for len(frames) > 0 {
-			f, n, err := wire.Parse(frames)
-			if err != nil {
-				t.Fatalf("frame from the listener: %v", err)
-			}
-			frames = frames[n:]
-			if f.Type == wire.TypePing {
-				if rtSendRecord(c, res, wire.AppendPong(nil, f.Seq)) != nil {
-					return // closed under us: that is the refusal
-				}
-			}
+		rtAnswerPings(t, c, res, frames)
+	}
+	t.Fatal("the listener kept a path that failed its join open")
+}
+
+// rtAnswerPings answers each PING among frames with a PONG.
+func rtAnswerPings(t *testing.T, c net.Conn, res *handshake.Result, frames []byte) {
+	t.Helper()
+	for len(frames) > 0 {
+		f, n, err := wire.Parse(frames)
+		if err != nil {
+			t.Fatalf("frame from the listener: %v", err)
 		}
+		frames = frames[n:]
+		if f.Type == wire.TypePing {
+			rtSendRecord(c, res, wire.AppendPong(nil, f.Seq))
+		}
+	}
+}
+
+func rtDrainPacketsUntilClosed(t *testing.T, c net.Conn, res *handshake.Result, src *rtSource) {
+	t.Helper()
+	open := rtDatagramAEAD(res.Recv)
+	buf := make([]byte, 64<<10)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if rc := src.carrierFrom(c.LocalAddr()); rc != nil && rc.closed.Load() {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err != nil || n < 8 {
+			continue
+		}
+		frames, err := open.Open(nil, rtPacketNonce(binary.BigEndian.Uint64(buf)), buf[8:n], buf[:8])
+		if err != nil {
+			t.Fatalf("packet from the listener does not authenticate: %v", err)
+		}
+		rtAnswerPings(t, c, res, frames)
 	}
 	t.Fatal("the listener kept a path that failed its join open")
 }
@@ -375,8 +456,8 @@ func testAdversarialGarbage(t *testing.T, carrier string) {
 			}
 			rtExpectSilentClose(t, c, 20*time.Second)
 			rc := src.carrierFrom(c.LocalAddr())
-			if rc == nil && len(tc.in) == 0 && carrier == "quic" {
-				return // a QUIC stream with no byte on it never reaches the listener: closed unseen
+			if rc == nil && len(tc.in) == 0 && (carrier == "quic" || carrier == "udpflow") {
+				return // a QUIC stream or a udpflow carrier with nothing on it never reaches the listener
 			}
 			if rc == nil {
 				t.Fatal("the source never saw the carrier")
@@ -398,7 +479,8 @@ func rtFlipBit(b []byte, i int) []byte {
 
 // TestAdversarialCorruption: one bit flipped on an established path, mid-stream, must close
 // that path (the record fails authentication), move the traffic, and leave the flow's bytes
-// exact. The bit is flipped between rendr and the carrier, as a hostile carrier (a proxy hop,
+// exact. On a datagram carrier, which anyone can send to, the datagram is dropped and counted
+// instead, and what it carried goes again. The bit is flipped between rendr and the carrier, as a hostile carrier (a proxy hop,
 // a broken middlebox inside a tunnel) would, so the same attack runs over every carrier kind.
 func TestAdversarialCorruption(t *testing.T) { rtEachCarrier(t, testAdversarialCorruption) }
 
@@ -438,6 +520,29 @@ func testAdversarialCorruption(t *testing.T, carrier string) {
 			i := int(hit.Load())
 			if i < 0 {
 				t.Fatalf("byte %d never passed a carrier: the test proves nothing (migrations %v)", at, r.mig)
+			}
+			if carrier == "udpflow" {
+				// Anyone can send a datagram: one that does not authenticate is dropped and
+				// counted, its bytes go again, and the path stays.
+				st := c2.Status()
+				if dir == "TowardDialer" {
+					st = c1.Status()
+				}
+				forged := uint64(0)
+				for _, p := range st.Paths {
+					if p.Packets != nil && p.Name == rtName(i) {
+						forged += p.Packets.Forged
+					}
+				}
+				if forged == 0 {
+					t.Fatalf("no forged datagram counted on %s: %s", rtName(i), rtDescribe(st))
+				}
+				if r.anyClosed(i) {
+					t.Fatalf("a datagram that did not authenticate closed the carrier of %s", rtName(i))
+				}
+				c1.Close()
+				c2.Close()
+				return
 			}
 			if !rtWait(20*time.Second, func() bool { return r.anyClosed(i) }) {
 				t.Fatalf("the corrupted carrier of %s is still open", rtName(i))

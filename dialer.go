@@ -398,6 +398,10 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	if _, ok := conn.(transport.Datagrammer); ok {
 		h.Flags |= handshake.FlagDatagrams
 	}
+	_, packets := conn.(transport.PacketCarrier)
+	if packets {
+		h.Flags |= handshake.FlagPackets
+	}
 	res, err := handshake.Initiate(ctx, conn, d.c.key, d.peer, h)
 	if err != nil {
 		conn.Close()
@@ -424,6 +428,10 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		conn.Close()
 		return errors.New("rendr: listener offered datagram records that were not requested")
 	}
+	if packets != (res.Reply.Flags&handshake.FlagPackets != 0) {
+		conn.Close()
+		return errors.New("rendr: one end's carrier moves datagrams and the other's a stream")
+	}
 	if mode == handshake.ModeNew {
 		s.establish(res.Secret, res.Reply.Instance)
 	} else {
@@ -443,7 +451,7 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	pc := d.c.path
 	pc.Name, pc.Tier, pc.Hold = t.name, t.tier, s.hold
 	pc.Datagrams = res.Reply.Flags&handshake.FlagDatagrams != 0
-	l.p = path.New(l.id, conn, send, recv, pc, l)
+	l.setPath(path.New(l.id, conn, send, recv, pc, l))
 	l.joined.Store(true)
 	if mode == handshake.ModeJoin {
 		s.mu.Lock()
@@ -460,8 +468,15 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	}
 	s.wg.Add(1) // released by l.Down
 	l.p.Start()
-	if err := s.attach(l); err != nil {
-		l.p.Close(err)
+	// A packet path may lose its JOIN_PROOF, and the listening side refuses anything before
+	// it: carry traffic only once the peer acknowledged it (at once on a stream path).
+	select {
+	case <-l.p.Confirmed():
+		if err := s.attach(l); err != nil {
+			l.p.Close(err)
+		}
+	case <-l.p.Closed():
+	case <-s.done:
 	}
 	select {
 	case <-l.p.Closed():

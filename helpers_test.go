@@ -25,6 +25,7 @@ import (
 	"github.com/rendr-go/rendr/transport/gvisor"
 	"github.com/rendr-go/rendr/transport/quic"
 	"github.com/rendr-go/rendr/transport/tcp"
+	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
 // Shared pieces of the real-carrier tests: rigs of listener, dialer and relays over loopback
@@ -97,7 +98,48 @@ func (s *rtSource) Accept() (net.Conn, error) {
 	if dg, ok := c.(transport.Datagrammer); ok {
 		return &rtDgCarrier{rtCarrier: rc, Datagrammer: dg}, nil
 	}
+	if pk, ok := c.(transport.Rebinder); ok {
+		return &rtPkCarrier{rtCarrier: rc, pk: pk}, nil
+	}
 	return rc, nil
+}
+
+// rtPkCarrier is an rtCarrier over a datagram carrier (udpflow): the wrapper keeps its
+// datagram methods, and counts what they write too.
+type rtPkCarrier struct {
+	*rtCarrier
+	pk transport.Rebinder
+}
+
+func (c *rtPkCarrier) MaxDatagramSize() int  { return c.pk.MaxDatagramSize() }
+func (c *rtPkCarrier) BaseDatagramSize() int { return c.pk.BaseDatagramSize() }
+func (c *rtPkCarrier) SetPeer(a net.Addr)    { c.pk.SetPeer(a) }
+
+func (c *rtPkCarrier) ReadFrom(b []byte) (int, net.Addr, error) { return c.pk.ReadFrom(b) }
+
+func (c *rtPkCarrier) WriteTo(b []byte, a net.Addr) (int, error) {
+	n, err := c.pk.WriteTo(b, a)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+func (c *rtPkCarrier) WriteBatch(b [][]byte) error {
+	bw, ok := c.pk.(transport.BatchWriter)
+	if !ok {
+		for _, d := range b {
+			if _, err := c.Write(d); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err := bw.WriteBatch(b)
+	if err == nil {
+		for _, d := range b {
+			c.written.Add(int64(len(d)))
+		}
+	}
+	return err
 }
 
 func (s *rtSource) carriers() []*rtCarrier {
@@ -313,6 +355,33 @@ func (c *rtHookConn) Close() error {
 	return c.Conn.Close()
 }
 
+// rtHookPkConn is an rtHookConn over a datagram carrier: each datagram passes the hooks
+// whole, at its offset in the run of datagrams written (or read) so far.
+type rtHookPkConn struct {
+	*rtHookConn
+	pk transport.Rebinder
+}
+
+func (c *rtHookPkConn) MaxDatagramSize() int  { return c.pk.MaxDatagramSize() }
+func (c *rtHookPkConn) BaseDatagramSize() int { return c.pk.BaseDatagramSize() }
+func (c *rtHookPkConn) SetPeer(a net.Addr)    { c.pk.SetPeer(a) }
+
+func (c *rtHookPkConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.pk.ReadFrom(b)
+	if n > 0 && c.down != nil {
+		c.down(c.idx, c.downOff, b[:n])
+	}
+	c.downOff += int64(n)
+	return n, from, err
+}
+
+func (c *rtHookPkConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if a == nil {
+		return c.Write(b)
+	}
+	return c.pk.WriteTo(b, a)
+}
+
 // anyClosed reports whether one of path i's hooked carriers was closed.
 func (r *rtRig) anyClosed(i int) bool {
 	r.mu.Lock()
@@ -333,6 +402,8 @@ func (r *rtRig) rawDialer(addr string) transport.DialFunc {
 		return quic.NewDialer(addr, r.cliTLS, quic.LocalAddr("127.0.0.1")).Dial
 	case "gvisor":
 		return gvisor.Dialer(addr, gvisor.LocalAddr("127.0.0.1"))
+	case "udpflow":
+		return udpflow.NewDialer(addr, udpflow.LocalAddr("127.0.0.1")).Dial
 	}
 	return tcp.Dialer(addr)
 }
@@ -385,6 +456,12 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 				t.Fatalf("listen gvisor: %v", err)
 			}
 			s = &rtSource{Listener: l}
+		case "udpflow":
+			l, err := udpflow.Listen("udp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatalf("listen udpflow: %v", err)
+			}
+			s = &rtSource{Listener: l}
 		default:
 			t.Fatalf("no carrier %q", cfg.carrier(i))
 		}
@@ -396,16 +473,19 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 	for i, a := range r.addrs {
 		var dial transport.DialFunc
 		switch {
-		case cfg.carrier(i) == "quic" || cfg.carrier(i) == "gvisor":
+		case cfg.carrier(i) == "quic" || cfg.carrier(i) == "gvisor" || cfg.carrier(i) == "udpflow":
 			u, err := relay.NewUDP(a)
 			if err != nil {
 				t.Fatal(err)
 			}
 			q := &rtUDPPath{UDP: u, src: r.srcs[i]}
 			r.relays = append(r.relays, q)
-			if cfg.carrier(i) == "quic" {
+			switch cfg.carrier(i) {
+			case "quic":
 				dial = q.dial(quic.NewDialer(u.Addr(), cliTLS).Dial)
-			} else {
+			case "udpflow":
+				dial = q.dial(udpflow.NewDialer(u.Addr()).Dial)
+			default:
 				dial = q.dial(gvisor.Dialer(u.Addr()))
 			}
 		case cfg.Front != nil:
@@ -430,6 +510,9 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 				hc := &rtHookConn{Conn: c, idx: len(r.hooked[i]), up: up, down: down}
 				r.hooked[i] = append(r.hooked[i], hc)
 				r.mu.Unlock()
+				if pk, ok := c.(transport.Rebinder); ok {
+					return &rtHookPkConn{rtHookConn: hc, pk: pk}, nil
+				}
 				return hc, nil
 			}
 		}
@@ -512,9 +595,12 @@ func (r *rtRig) listenAgain(kind, addr string) *rtSource {
 	var err error
 	for range 100 {
 		var l net.Listener
-		if kind == "quic" {
+		switch kind {
+		case "quic":
 			l, err = quic.Listen(addr, r.srvTLS)
-		} else {
+		case "udpflow":
+			l, err = udpflow.Listen("udp4", addr)
+		default:
 			l, err = gvisor.Listen(addr)
 		}
 		if err == nil {
@@ -535,6 +621,12 @@ func (r *rtRig) extraSource() *rtSource {
 		s = rtListenQUIC(r.t, r.srvTLS)
 	case "gvisor":
 		l, err := gvisor.Listen("127.0.0.1:0")
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		s = &rtSource{Listener: l}
+	case "udpflow":
+		l, err := udpflow.Listen("udp4", "127.0.0.1:0")
 		if err != nil {
 			r.t.Fatal(err)
 		}
@@ -880,6 +972,15 @@ func rtRawDial(t testing.TB, r *rtRig, addr string) net.Conn {
 // nothing happens for within (a bound against hanging, not a measurement).
 func rtExpectSilentClose(t testing.TB, c net.Conn, within time.Duration) {
 	t.Helper()
+	if _, ok := c.(transport.PacketCarrier); ok {
+		// A datagram carrier never sees its far end close: nothing may arrive for as long as
+		// the listener may take to give up (the callers check it did, at the source).
+		c.SetReadDeadline(time.Now().Add(rtHandshakeTimeout + time.Second))
+		if n, err := c.Read(make([]byte, 64<<10)); err == nil {
+			t.Fatalf("listener sent a %d-byte datagram to an unauthenticated carrier", n)
+		}
+		return
+	}
 	c.SetReadDeadline(time.Now().Add(within))
 	n, err := io.Copy(io.Discard, c)
 	var ne net.Error

@@ -173,8 +173,9 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.c.hsTimeout)
 	var created *session
 	_, dg := c.(transport.Datagrammer)
+	_, packets := c.(transport.PacketCarrier)
 	res, err := l.resp.Respond(ctx, c, func(peer [32]byte, h *handshake.Hello) handshake.Reply {
-		r, s := l.decide(PublicKey(peer), h, o, dg)
+		r, s := l.decide(PublicKey(peer), h, o, dg, packets)
 		created = s
 		return r
 	})
@@ -229,11 +230,19 @@ func (l *Listener) closeAfterReply(c net.Conn) {
 	}
 }
 
-// decide answers an authenticated hello; dg says the carrier carries datagrams too.
-func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, dg bool) (handshake.Reply, *session) {
+// decide answers an authenticated hello; dg says the carrier carries datagrams too, packets
+// that it moves datagrams only.
+func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, dg, packets bool) (handshake.Reply, *session) {
 	r := handshake.Reply{Status: handshake.StatusOK, Instance: l.c.instance}
 	if dg && h.Flags&handshake.FlagDatagrams != 0 {
 		r.Flags |= handshake.FlagDatagrams
+	}
+	if packets {
+		r.Flags |= handshake.FlagPackets
+	}
+	if packets != (h.Flags&handshake.FlagPackets != 0) {
+		r.Status = handshake.StatusRefused // one end reads packets, the other a stream
+		return r, nil
 	}
 	if h.Flags&handshake.FlagPlain != 0 {
 		if !o.secure {
@@ -313,7 +322,7 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session) e
 	pc := l.c.path
 	pc.Name, pc.Tier, pc.Hold = h.Name, int(h.Tier), s.hold
 	pc.Datagrams = res.Reply.Flags&handshake.FlagDatagrams != 0
-	lk.p = path.New(lk.id, c, send, recv, pc, lk)
+	lk.setPath(path.New(lk.id, c, send, recv, pc, lk))
 	if err := s.track(lk); err != nil {
 		return err
 	}

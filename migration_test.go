@@ -249,7 +249,7 @@ func TestLosslessMigration(t *testing.T) {
 }
 
 // rtCarriers are the carriers the shared suites run over.
-var rtCarriers = []string{"tcp", "quic", "gvisor"}
+var rtCarriers = []string{"tcp", "quic", "gvisor", "udpflow"}
 
 func testLosslessMigration(t *testing.T, carrier string, secure bool) {
 	size, kills := int64(64<<20), 10

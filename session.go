@@ -565,7 +565,10 @@ const silenceFloor = 100 * time.Millisecond
 // Stalled implements flow.Router: data on l went unacknowledged too long. The path is
 // suspected if another path is Up to take over; with nothing better, traffic stays.
 func (s *session) Stalled(fl flow.Link) {
-	l := fl.(*link)
+	l, ok := fl.(*link)
+	if !ok {
+		l = fl.(lossyLink).link
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l.state != status.Up {
@@ -675,6 +678,23 @@ type link struct {
 	suspectSamples int
 }
 
+// setPath gives the link its path. A packet path's link is a flow.LossyLink to the engine.
+func (l *link) setPath(p *path.Path) {
+	l.p = p
+	if p.Packets() {
+		l.one.Link = lossyLink{l}
+	}
+}
+
+// lossyLink is the engine's view of a packet path: records cut to fit its packets, and
+// listing what they carry for Lost.
+type lossyLink struct{ *link }
+
+func (l lossyLink) MaxRecord() int { return l.p.MaxRecord() }
+
+// Lost implements path.LossHandler: what a lost packet carried goes again.
+func (l *link) Lost(_ *path.Path, cs []path.Carried) { l.s.engine.Lost(cs) }
+
 func (l *link) LinkID() uint32           { return l.id }
 func (l *link) Backlog() int             { return l.p.Backlog() }
 func (l *link) Rate() float64            { return l.p.Rate() }
@@ -691,6 +711,8 @@ var (
 	_ flow.Estimator    = (*link)(nil)
 	_ flow.Listener     = (*link)(nil)
 	_ path.Handler      = (*link)(nil)
+	_ path.LossHandler  = (*link)(nil)
+	_ flow.LossyLink    = lossyLink{}
 )
 
 func (l *link) SRTT() (time.Duration, time.Duration) {

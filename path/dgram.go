@@ -56,32 +56,97 @@ type dgChannel struct {
 	c transport.Datagrammer
 
 	// Writer goroutine only.
-	seal  *recordCipher
-	sent  uint64 // datagram records sent: the next counter
+	dgSeal
 	pend  []byte // DATAGRAM frames taken from records, to send
 	buf   []byte // the datagram record being packed
 	spill []byte // DATAGRAM frames that go back in the stream
 	nfr   int    // frames in buf
 
 	// Datagram reader goroutine only.
-	open      *recordCipher // the key of epoch openEpoch
+	dgOpen
+	ctx    context.Context // ends when the path closes
+	cancel context.CancelFunc
+}
+
+// dgSeal seals records that carry their own counter: datagram records, and every record of a
+// packet path, whose counter is its packet number.
+type dgSeal struct {
+	seal *recordCipher // nil: plain records, the counter alone in front
+	sent uint64        // records sealed: the next counter
+}
+
+// sealCounted writes the next counter into b[:8] and seals b[8:] in place after it. It
+// returns the record, which needs wire.TagSize bytes of b's capacity beyond len(b).
+func (s *dgSeal) sealCounted(b []byte) ([]byte, uint64, error) {
+	n := s.sent
+	if n == 1<<62 {
+		return nil, 0, errNonce // out of counters, far beyond any path's life
+	}
+	binary.BigEndian.PutUint64(b, n)
+	s.sent++
+	if s.seal == nil {
+		return b, n, nil
+	}
+	if n > 0 && n%dgEpoch == 0 {
+		s.seal.rekey()
+	}
+	s.seal.n = n
+	out, err := s.seal.seal(b[dgCounterSize:dgCounterSize], b[:dgCounterSize], b[dgCounterSize:])
+	if err != nil {
+		return nil, 0, err
+	}
+	return b[:dgCounterSize+len(out)], n, nil
+}
+
+// dgOpen opens records that carry their own counter, keeping the replay window.
+type dgOpen struct {
+	open      *recordCipher // the key of epoch openEpoch; nil: plain records
 	openEpoch uint64
 	prev      *recordCipher // the epoch before, for stragglers across a rekey
 	high      uint64        // the highest counter accepted, plus one (0: none yet)
 	seen      [dgWindow / 64]uint64
-	replays   uint64          // copies dropped
-	tooOld    uint64          // dropped as behind the window
-	ctx       context.Context // ends when the path closes
-	cancel    context.CancelFunc
+	replays   uint64 // copies dropped
+	tooOld    uint64 // dropped as behind the window
+}
+
+// openCounted authenticates one record in place and returns its frames and counter. errReplay
+// and errOld mean drop it; errForged that it does not authenticate.
+func (d *dgOpen) openCounted(b []byte) ([]byte, uint64, error) {
+	tag := wire.TagSize
+	if d.open == nil {
+		tag = 0
+	}
+	if len(b) <= dgCounterSize+tag {
+		return nil, 0, fmt.Errorf("%w: a record of %d bytes", errForged, len(b))
+	}
+	n := binary.BigEndian.Uint64(b)
+	if err := d.check(n); err != nil {
+		return nil, n, err
+	}
+	out := b[dgCounterSize:]
+	if d.open != nil {
+		c, err := d.cipherFor(n / dgEpoch)
+		if err != nil {
+			return nil, n, err
+		}
+		out, err = c.aead.Open(b[dgCounterSize:dgCounterSize], c.nonceOf(n), b[dgCounterSize:], b[:dgCounterSize])
+		if err != nil {
+			return nil, n, errForged
+		}
+		if e := n / dgEpoch; e > d.openEpoch {
+			d.prev, d.open, d.openEpoch = d.open, c, e
+		}
+	}
+	d.mark(n)
+	return out, n, nil
 }
 
 func newDgChannel(c transport.Datagrammer, send, recv *noise.CipherState) *dgChannel {
 	d := &dgChannel{c: c}
 	if send != nil && recv != nil {
+		d.dgSeal.seal, d.dgOpen.open = &recordCipher{}, &recordCipher{}
 		d.buf = make([]byte, dgCounterSize, 2048)
-		d.seal = &recordCipher{}
 		d.seal.setKey(dgKey(send))
-		d.open = &recordCipher{}
 		d.open.setKey(dgKey(recv))
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -184,20 +249,11 @@ func (d *dgChannel) flush() (int, error) {
 	h := d.head()
 	defer func() { d.buf = d.buf[:h] }()
 	if d.seal != nil {
-		if d.sent > 0 && d.sent%dgEpoch == 0 {
-			d.seal.rekey()
-		}
-		if d.sent == 1<<62 {
-			return 0, errNonce // out of counters, far beyond any path's life
-		}
-		binary.BigEndian.PutUint64(d.buf, d.sent)
-		d.seal.n = d.sent
-		out, err := d.seal.seal(d.buf[h:h], d.buf[:h], d.buf[h:])
+		out, _, err := d.sealCounted(d.buf)
 		if err != nil {
 			return 0, err
 		}
-		d.buf = d.buf[:h+len(out)]
-		d.sent++
+		d.buf = out
 	}
 	err := d.c.SendDatagram(d.buf)
 	var tl *transport.DatagramTooLargeError
@@ -223,6 +279,7 @@ func (d *dgChannel) flush() (int, error) {
 var (
 	errReplay = errors.New("replayed datagram")
 	errOld    = errors.New("datagram behind the replay window")
+	errForged = errors.New("record does not authenticate")
 )
 
 // openRecord authenticates one received datagram record in place and returns its frames.
@@ -234,33 +291,18 @@ func (d *dgChannel) openRecord(b []byte) ([]byte, error) {
 		}
 		return b, nil
 	}
-	if len(b) <= dgCounterSize+wire.TagSize {
-		return nil, fmt.Errorf("%w: datagram record of %d bytes", ErrRecord, len(b))
-	}
-	n := binary.BigEndian.Uint64(b)
-	if err := d.check(n); err != nil {
-		return nil, err
-	}
-	c, err := d.cipherFor(n / dgEpoch)
-	if err != nil {
-		return nil, err
-	}
-	out, err := c.aead.Open(b[dgCounterSize:dgCounterSize], c.nonceOf(n), b[dgCounterSize:], b[:dgCounterSize])
-	if err != nil {
+	out, _, err := d.openCounted(b)
+	if errors.Is(err, errForged) {
 		return nil, fmt.Errorf("%w: datagram record does not authenticate", ErrRecord)
 	}
-	if e := n / dgEpoch; e > d.openEpoch {
-		d.prev, d.open, d.openEpoch = d.open, c, e
-	}
-	d.mark(n)
-	return out, nil
+	return out, err
 }
 
 // cipherFor finds epoch e's key: the current one, the one before, or the next (derived, and
 // kept only once a datagram authenticates under it). Any other epoch is dropped unopened: a
 // sender moves one epoch per 2^30 datagrams, so only a very old straggler, or a forgery,
 // names one.
-func (d *dgChannel) cipherFor(e uint64) (*recordCipher, error) {
+func (d *dgOpen) cipherFor(e uint64) (*recordCipher, error) {
 	switch {
 	case e == d.openEpoch:
 		return d.open, nil
@@ -275,7 +317,7 @@ func (d *dgChannel) cipherFor(e uint64) (*recordCipher, error) {
 }
 
 // check rejects a counter seen before or too far behind the newest.
-func (d *dgChannel) check(n uint64) error {
+func (d *dgOpen) check(n uint64) error {
 	if n >= d.high {
 		return nil
 	}
@@ -290,7 +332,7 @@ func (d *dgChannel) check(n uint64) error {
 
 // mark records n as seen, sliding the window forward when n is the newest: the counters it
 // skips over are unseen so far.
-func (d *dgChannel) mark(n uint64) {
+func (d *dgOpen) mark(n uint64) {
 	if n >= d.high {
 		if n-d.high >= dgWindow {
 			clear(d.seen[:])

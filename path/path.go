@@ -109,6 +109,7 @@ type Path struct {
 	sealer sealer
 	opener opener
 	dg     *dgChannel // nil unless the carrier carries datagrams too
+	pk     *pkState   // nil unless the carrier moves datagrams only (a packet path)
 	gather bool       // the carrier has no vectored write: gather each batch (writeGathered)
 
 	kick  chan struct{} // wakes the writer
@@ -152,6 +153,10 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 		kick:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
+	if pc, ok := conn.(transport.PacketCarrier); ok {
+		p.pk = newPkState(pc, send, recv)
+		return p
+	}
 	if dc, ok := conn.(transport.Datagrammer); ok && cfg.Datagrams {
 		p.dg = newDgChannel(dc, send, recv)
 	}
@@ -179,6 +184,10 @@ func (p *Path) Conn() net.Conn { return p.conn }
 // Start runs the reader and writer goroutines and the probe timer. Records sent before Start
 // are written first.
 func (p *Path) Start() {
+	if p.pk != nil {
+		p.startPackets()
+		return
+	}
 	n := 2
 	if p.dg != nil {
 		n++
@@ -201,9 +210,19 @@ func (p *Path) Start() {
 func (p *Path) Space() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.cfg.QueueBytes - p.mu.qBytes
+	s := p.spaceLocked()
 	if s <= 0 {
 		p.mu.wantWritable = true
+	}
+	return s
+}
+
+// spaceLocked is Space without its side effect. A packet path's is also bounded by what its
+// congestion window lets out, so the engine never queues far ahead of what it can send.
+func (p *Path) spaceLocked() int {
+	s := p.cfg.QueueBytes - p.mu.qBytes
+	if p.pk != nil {
+		s = min(s, p.pk.spaceLocked(p.mu.qBytes))
 	}
 	return s
 }
@@ -256,6 +275,10 @@ func (p *Path) Close(cause error) {
 	p.mu.cause = cause
 	if p.mu.probe != nil {
 		p.mu.probe.Stop()
+	}
+	if p.pk != nil && p.pk.timer != nil {
+		p.pk.timer.Stop()
+		p.pk.ackTimer.Stop()
 	}
 	q, pq := p.mu.q, p.mu.pq
 	p.mu.q, p.mu.pq, p.mu.qBytes = nil, nil, 0
@@ -326,6 +349,11 @@ func (p *Path) Fill(s *status.Path) {
 	s.Local, s.Remote = p.conn.LocalAddr(), p.conn.RemoteAddr()
 	s.SRTT, s.Jitter, s.MinRTT, s.Loss = q.SRTT, q.RTTVar, q.MinRTT, q.Loss
 	s.BytesSent, s.BytesRecv = p.Bytes()
+	if p.pk != nil {
+		k := p.PacketStats()
+		s.Packets = &status.Packets{Sent: k.Sent, Lost: k.Lost, Forged: k.Forged, MTU: k.MTU,
+			Window: k.Window, InFlight: k.InFlight, Rebinds: int(k.Rebinds)}
+	}
 }
 
 // deadlineLocked is how long a probe may stay unanswered.
@@ -404,9 +432,13 @@ func (p *Path) measure(seq uint64) bool {
 	if p.mu.pingAt.IsZero() || seq != p.mu.pingSeq {
 		return false // an answer to a probe we gave up on; it proves nothing about the current one
 	}
-	rtt := now.Sub(p.mu.pingAt)
-	late := p.mu.est.samples > 0 && rtt > 2*p.mu.est.srtt+4*p.mu.est.rttvar
-	p.mu.est.sample(rtt, late)
+	if p.pk == nil {
+		// A packet path measures every acknowledged packet instead; its PING may have
+		// been sent again, so its answer would time the wrong copy.
+		rtt := now.Sub(p.mu.pingAt)
+		late := p.mu.est.samples > 0 && rtt > 2*p.mu.est.srtt+4*p.mu.est.rttvar
+		p.mu.est.sample(rtt, late)
+	}
 	p.mu.pingAt = time.Time{}
 	p.mu.nextPing = now.Add(p.interval(now))
 	if p.mu.probe != nil && !p.mu.closed {

@@ -36,7 +36,8 @@ type Record struct {
 	// link that may lose records (a datagram path): such a link hands the list of a record
 	// it declares lost back to the engine, which sends those bytes and frames again.
 	Carried []Carried
-	limit   int // the most frame bytes the record may hold; 0: MaxPlaintext
+	limit   int  // the most frame bytes the record may hold; 0: MaxPlaintext
+	crit    bool // on a packet path: sent again until acknowledged (a JOIN_PROOF)
 }
 
 // Carried is one thing a record carries that must not be lost with it.
@@ -117,6 +118,7 @@ func (r *Record) Release() {
 	r.B = r.B[:0]
 	r.Carried = r.Carried[:0]
 	r.limit = 0
+	r.crit = false
 	recordPool.Put(r)
 }
 

@@ -56,6 +56,20 @@ type Path struct {
 	Since     time.Time // when the path entered State
 	LastError string    // why it last went down, if it did
 	Dials     int       // connection attempts so far
+
+	// Packet paths (a datagram carrier: udpflow) only; zero on a stream path.
+	Packets *Packets
+}
+
+// Packets are the counters of a path over a datagram carrier, where rendr numbers, paces and
+// resends itself.
+type Packets struct {
+	Sent, Lost uint64 // packets sent, and those declared lost (sent again as needed)
+	Forged     uint64 // datagrams received that did not authenticate, dropped
+	MTU        int    // the datagram size in use, after the path MTU search
+	Window     int    // congestion window, bytes
+	InFlight   int    // bytes sent and not yet acknowledged or declared lost
+	Rebinds    int    // moves to a new peer address (NAT rebinding), each validated first
 }
 
 // Session is a snapshot of a peer session.

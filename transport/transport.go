@@ -7,6 +7,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 )
@@ -56,3 +57,51 @@ type DatagramTooLargeError struct {
 func (e *DatagramTooLargeError) Error() string {
 	return fmt.Sprintf("rendr: datagram larger than the carrier's limit of %d bytes", e.Max)
 }
+
+// PacketCarrier is a carrier that moves datagrams rather than a byte stream: Read returns
+// one whole datagram (a buffer too small for it is an error or truncation, so rendr always
+// reads with one of MaxDatagramSize bytes) and Write sends one. Datagrams may be lost,
+// reordered or duplicated; rendr numbers, acknowledges and paces them itself and resends
+// what stream flows lost (docs/datagram-paths.md). transport/udpflow is one over UDP; a
+// WebSocket's messages or a proxy's UDP association can be another.
+//
+// The handshake's two messages are one datagram each. A carrier that may lose them should
+// resend the first until an answer arrives (udpflow does); without that, a lost one costs a
+// new dial after the handshake timeout.
+type PacketCarrier interface {
+	net.Conn
+	// MaxDatagramSize is the largest datagram Write takes.
+	MaxDatagramSize() int
+	// BaseDatagramSize is the size every network path is assumed to carry (1200 bytes of UDP
+	// payload, as QUIC assumes). When it is below MaxDatagramSize rendr probes the sizes
+	// between and uses the largest its peer acknowledges (RFC 8899); a carrier that knows its
+	// limit returns MaxDatagramSize.
+	BaseDatagramSize() int
+}
+
+// Rebinder is a PacketCarrier whose peer may change address (UDP through NATs). rendr moves
+// the path to a new address only once its peer proved, from that address, that it holds the
+// path's keys (a PATH_CHALLENGE answered); until then the carrier keeps sending to the old one.
+type Rebinder interface {
+	PacketCarrier
+	// ReadFrom is Read that also says where the datagram came from: nil for the current peer.
+	ReadFrom(b []byte) (int, net.Addr, error)
+	// WriteTo sends one datagram to addr rather than to the current peer.
+	WriteTo(b []byte, addr net.Addr) (int, error)
+	// SetPeer makes addr the current peer, for Write and for ReadFrom's nil.
+	SetPeer(addr net.Addr)
+}
+
+// BatchWriter is a PacketCarrier that sends several datagrams with one system call
+// (sendmmsg, UDP GSO). rendr's path writer hands it each batch it has.
+type BatchWriter interface {
+	PacketCarrier
+	// WriteBatch sends each element of b as one datagram to the current peer, in order. It
+	// must not keep b after it returns.
+	WriteBatch(b [][]byte) error
+}
+
+// ErrDatagramTooLarge may be returned (wrapped) by a PacketCarrier's Write for a datagram
+// the network refused as larger than its MTU (EMSGSIZE): rendr treats the size as failed,
+// not the carrier as dead.
+var ErrDatagramTooLarge = errors.New("rendr: datagram larger than the path MTU")

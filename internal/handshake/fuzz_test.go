@@ -20,7 +20,7 @@ func FuzzHello(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if h.Mode > ModeJoin || h.Flags&^(FlagPlain|FlagDatagrams) != 0 || len(h.Name) > 64 {
+		if h.Mode > ModeJoin || h.Flags&^(FlagPlain|FlagDatagrams|FlagPackets) != 0 || len(h.Name) > 64 {
 			t.Fatalf("decoded an invalid hello %+v", h)
 		}
 		if out := encodeHello(h); !bytes.Equal(out, b) {
@@ -40,7 +40,7 @@ func FuzzReply(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if r.Status > StatusRefused || r.Flags&^(FlagPlain|FlagDatagrams) != 0 {
+		if r.Status > StatusRefused || r.Flags&^(FlagPlain|FlagDatagrams|FlagPackets) != 0 {
 			t.Fatalf("decoded an invalid reply %+v", r)
 		}
 		if out := encodeReply(r); !bytes.Equal(out, b) {

@@ -27,6 +27,7 @@ import (
 	"github.com/flynn/noise"
 
 	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/transport"
 )
 
 // KeySize is the size of X25519 keys.
@@ -52,8 +53,11 @@ const (
 	// FlagDatagrams: this end reads datagram records from the carrier's datagrams (docs/wire.md
 	// section 5). Both ends must set it before either sends any.
 	FlagDatagrams = 0x02
+	// FlagPackets: the sender's carrier moves datagrams only (a transport.PacketCarrier), so
+	// every record is a packet (docs/wire.md section 9). Both ends must have one.
+	FlagPackets = 0x04
 
-	knownFlags = FlagPlain | FlagDatagrams
+	knownFlags = FlagPlain | FlagDatagrams | FlagPackets
 )
 
 // Status of a reply.
@@ -155,7 +159,7 @@ func Initiate(ctx context.Context, c net.Conn, key Keypair, peer [KeySize]byte, 
 	if _, err := c.Write(msg); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	in, err := readMsg(c)
+	in, err := readMsg(c, false)
 	if err != nil {
 		return nil, ctxErr(ctx, err)
 	}
@@ -186,14 +190,7 @@ type Responder struct {
 func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [KeySize]byte, h *Hello) Reply) (*Result, error) {
 	stop := deadlineFromContext(ctx, c)
 	defer stop()
-	var pre [len(Preface)]byte
-	if _, err := io.ReadFull(c, pre[:]); err != nil {
-		return nil, ctxErr(ctx, err)
-	}
-	if pre != Preface {
-		return nil, ErrBadPreface
-	}
-	in, err := readMsg(c)
+	in, err := readMsg(c, true)
 	if err != nil {
 		return nil, ctxErr(ctx, err)
 	}
@@ -235,7 +232,41 @@ func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [K
 		Secret: SessionSecret(cs1.UnsafeKey(), cs2.UnsafeKey(), hash)}, nil
 }
 
-func readMsg(c net.Conn) ([]byte, error) {
+// readMsg reads one handshake message, after the preface when preface is set. On a carrier
+// of datagrams (transport.PacketCarrier) the preface, the length and the message are one
+// datagram, as the writer sent them in one Write.
+func readMsg(c net.Conn, preface bool) ([]byte, error) {
+	head := 2
+	if preface {
+		head += len(Preface)
+	}
+	if _, ok := c.(transport.PacketCarrier); ok {
+		b := make([]byte, head+maxMsg+1)
+		n, err := c.Read(b)
+		if err != nil {
+			return nil, err
+		}
+		if n < head {
+			return nil, ErrMalformed
+		}
+		if preface && [len(Preface)]byte(b[:len(Preface)]) != Preface {
+			return nil, ErrBadPreface
+		}
+		l := int(binary.BigEndian.Uint16(b[head-2:]))
+		if l == 0 || l > maxMsg || head+l != n {
+			return nil, ErrMalformed
+		}
+		return b[head:n], nil
+	}
+	if preface {
+		var pre [len(Preface)]byte
+		if _, err := io.ReadFull(c, pre[:]); err != nil {
+			return nil, err
+		}
+		if pre != Preface {
+			return nil, ErrBadPreface
+		}
+	}
 	var l [2]byte
 	if _, err := io.ReadFull(c, l[:]); err != nil {
 		return nil, err

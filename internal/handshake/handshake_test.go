@@ -468,7 +468,7 @@ func TestRespondHonorsContext(t *testing.T) {
 func TestInitiateRefusesBadReply(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	ik, rk := keypair(t, 1), keypair(t, 100)
-	for _, bad := range []Reply{{Status: StatusRefused + 1}, {Flags: 0x04}} {
+	for _, bad := range []Reply{{Status: StatusRefused + 1}, {Flags: 0x08}} {
 		r := &Responder{Key: rk, Allow: allow(ik.Public)}
 		p := runPair(t, ik, rk, r, testHello(ModeNew), func([KeySize]byte, *Hello) Reply { return bad })
 		if p.respErr != nil {
@@ -495,7 +495,7 @@ func TestHelloEncoding(t *testing.T) {
 	for name, mut := range map[string]func([]byte) []byte{
 		"short":       func(b []byte) []byte { return b[:helloFixed-1] },
 		"mode 2":      func(b []byte) []byte { b[40] = 2; return b },
-		"flags 4":     func(b []byte) []byte { b[41] = 4; return b }, // the first bit with no meaning
+		"flags 8":     func(b []byte) []byte { b[41] = 8; return b }, // the first bit with no meaning
 		"name 65":     func(b []byte) []byte { b[43] = 65; return append(b, make([]byte, 65-4)...) },
 		"name longer": func(b []byte) []byte { return append(b, 'x') },
 		"name short":  func(b []byte) []byte { return b[:len(b)-1] },
@@ -505,11 +505,11 @@ func TestHelloEncoding(t *testing.T) {
 		}
 	}
 	both := testHello(ModeJoin)
-	both.Flags = FlagPlain | FlagDatagrams
+	both.Flags = FlagPlain | FlagDatagrams | FlagPackets
 	if got, err := decodeHello(encodeHello(both)); err != nil || got.Flags != both.Flags {
 		t.Fatalf("hello with PLAIN and DATAGRAMS: %+v, %v", got, err)
 	}
-	if got, err := decodeReply(encodeReply(Reply{Flags: FlagPlain | FlagDatagrams})); err != nil || got.Flags != FlagPlain|FlagDatagrams {
+	if got, err := decodeReply(encodeReply(Reply{Flags: FlagPlain | FlagDatagrams | FlagPackets})); err != nil || got.Flags != FlagPlain|FlagDatagrams|FlagPackets {
 		t.Fatalf("reply with PLAIN and DATAGRAMS: %+v, %v", got, err)
 	}
 	okReply := encodeReply(Reply{Status: StatusUnknownSession, Flags: FlagPlain})
@@ -517,7 +517,7 @@ func TestHelloEncoding(t *testing.T) {
 		"short":    okReply[:replySize-1],
 		"long":     append(bytes.Clone(okReply), 0),
 		"status 3": append([]byte{3}, okReply[1:]...),
-		"flags 4":  append(bytes.Clone(okReply[:replySize-1]), 4),
+		"flags 8":  append(bytes.Clone(okReply[:replySize-1]), 8),
 	} {
 		if _, err := decodeReply(b); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: decodeReply = %v, want ErrMalformed", name, err)

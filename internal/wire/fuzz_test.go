@@ -27,7 +27,9 @@ func FuzzParse(f *testing.F) {
 	f.Add(wire.AppendAck(nil, 1, 9, 3, 0))                           // limit < delivered
 	f.Add(wire.AppendAck(nil, 1, 0, 3, 2))                           // bad flags
 	f.Add(wire.AppendOpen(nil, 1, 7))                                // bad kind
-	f.Add([]byte{0x0e})                                              // unknown type
+	f.Add([]byte{0x12})                                              // unknown type
+	f.Add([]byte{byte(wire.TypePathAck), 5, 0, 1, 2, 3, 0})          // a range below packet 0
+	f.Add(wire.AppendPadding(nil, 66))                               // a non-minimal length
 	f.Add([]byte{byte(wire.TypeRoute), 1, 1, 2, 0, 1, 'a', 0, 0})    // a leaf with an empty name
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for rest := b; len(rest) > 0; {
@@ -97,6 +99,16 @@ func minimal(enc []byte) bool {
 		varint()
 		varint()
 		varint()
+	case wire.TypePadding:
+		varint()
+	case wire.TypePathAck:
+		varint()
+		varint()
+		count := varint()
+		varint()
+		for range 2 * count {
+			varint()
+		}
 	}
 	return ok
 }

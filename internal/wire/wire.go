@@ -55,6 +55,13 @@ const (
 	TypeClose     Type = 0x0b // the session ends (Code says why)
 	TypeRoute     Type = 0x0c // the dialing side's route: which of its paths carry traffic, and how
 	TypeDatagram  Type = 0x0d // one datagram of a packet flow: never resent
+
+	// Frames of datagram paths (docs/wire.md, section 5, "Packet paths"): the path itself reads them; they
+	// never reach the flow engine.
+	TypePathAck       Type = 0x0e // which of the path's packets arrived
+	TypePathChallenge Type = 0x0f // prove you receive at the address this came from
+	TypePathResponse  Type = 0x10 // the answer to a PATH_CHALLENGE
+	TypePadding       Type = 0x11 // bytes that make a packet the size it probes
 )
 
 func (t Type) String() string {
@@ -85,6 +92,14 @@ func (t Type) String() string {
 		return "ROUTE"
 	case TypeDatagram:
 		return "DATAGRAM"
+	case TypePathAck:
+		return "PATH_ACK"
+	case TypePathChallenge:
+		return "PATH_CHALLENGE"
+	case TypePathResponse:
+		return "PATH_RESPONSE"
+	case TypePadding:
+		return "PADDING"
 	}
 	return fmt.Sprintf("TYPE(0x%02x)", uint8(t))
 }
@@ -112,13 +127,13 @@ type Frame struct {
 	Type    Type
 	Flow    uint64 // OPEN, DATA, ACK, RESET, STOP
 	Offset  uint64 // DATA: stream offset of Payload[0]
-	Seq     uint64 // PING, PONG: probe sequence; ACK: delivered offset
+	Seq     uint64 // PING, PONG: probe sequence; ACK: delivered offset; PATH_ACK: largest packet; PATH_CHALLENGE, PATH_RESPONSE: the data
 	Limit   uint64 // ACK: flow window end; MAX_DATA: session window end
 	Code    uint64 // RESET, STOP, CLOSE: error code
 	Final   uint64 // RESET: the final size, one past the highest offset ever sent
 	Kind    uint8  // OPEN
 	Flags   uint8  // ACK
-	Payload []byte // DATA
+	Payload []byte // DATA, DATAGRAM; PATH_ACK: its ranges (AckRanges reads them); PADDING: the padding
 	MAC     [MACSize]byte
 }
 
@@ -328,6 +343,24 @@ func Parse(b []byte) (f Frame, n int, err error) {
 			r.err = ErrMalformed
 		}
 		f.Payload = r.bytes(int(l))
+	case TypePathAck:
+		parsePathAck(&f, &r)
+	case TypePathChallenge, TypePathResponse:
+		if d := r.bytes(8); d != nil {
+			f.Seq = binary.BigEndian.Uint64(d)
+		}
+	case TypePadding:
+		l := r.varint()
+		if r.err == nil && l > MaxRecord {
+			r.err = ErrMalformed
+		}
+		f.Payload = r.bytes(int(l))
+		for _, c := range f.Payload {
+			if c != 0 {
+				r.err = ErrMalformed // padding is zeros, so a frame re-encodes to itself
+				break
+			}
+		}
 	case TypeRoute:
 		f.Seq = r.varint()
 		if r.err == nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,9 +106,25 @@ var golden = []struct {
 	{"datagram.small", wire.Frame{Type: wire.TypeDatagram, Flow: 2, Seq: 1, Payload: []byte("ping")}},
 	{"datagram.empty", wire.Frame{Type: wire.TypeDatagram, Flow: b1 + 1, Seq: b2 + 1}},
 	{"datagram.max", wire.Frame{Type: wire.TypeDatagram, Flow: bM, Seq: bM, Payload: fill(0xd7, wire.MaxDatagram)}},
+	{"path_ack.one", pathAck(0, wire.AckRange{Lo: 0, Hi: 0})},
+	{"path_ack.run", pathAck(250, wire.AckRange{Lo: 1, Hi: b1 + 5})},
+	{"path_ack.gaps", pathAck(b2, wire.AckRange{Lo: b2, Hi: b4}, wire.AckRange{Lo: 70, Hi: 90}, wire.AckRange{Lo: 0, Hi: 3})},
+	{"path_challenge", wire.Frame{Type: wire.TypePathChallenge, Seq: 0x0123456789abcdef}},
+	{"path_response", wire.Frame{Type: wire.TypePathResponse, Seq: bM + 1}},
+	{"padding.empty", wire.Frame{Type: wire.TypePadding}},
+	{"padding.1200", wire.Frame{Type: wire.TypePadding, Payload: make([]byte, 1200)}},
 	{"route.leaf", wire.Frame{Type: wire.TypeRoute, Seq: 1, Payload: planBytes(leafNode("wifi"))}},
 	{"route.nested", wire.Frame{Type: wire.TypeRoute, Seq: b1 + 1, Payload: planBytes(wire.RouteNode{Kind: wire.RouteRace,
 		Kids: []wire.RouteNode{leafNode("a"), {Kind: wire.RouteBond, Kids: []wire.RouteNode{leafNode("lte1"), leafNode("lte2")}}}})}},
+}
+
+// pathAck is the PATH_ACK frame of ranges, as Parse returns it.
+func pathAck(delay uint64, ranges ...wire.AckRange) wire.Frame {
+	f, _, err := wire.Parse(wire.AppendPathAck(nil, delay, ranges))
+	if err != nil {
+		panic(err)
+	}
+	return f
 }
 
 func leafNode(name string) wire.RouteNode { return wire.RouteNode{Kind: wire.RouteLeaf, Name: name} }
@@ -155,6 +172,14 @@ func encode(b []byte, f *wire.Frame) []byte {
 		return wire.AppendClose(b, f.Code)
 	case wire.TypeDatagram:
 		return wire.AppendDatagram(b, f.Flow, f.Seq, f.Payload)
+	case wire.TypePathAck:
+		return wire.AppendPathAck(b, f.Offset, slices.Collect(wire.AckRanges(f)))
+	case wire.TypePathChallenge:
+		return wire.AppendPathChallenge(b, f.Seq)
+	case wire.TypePathResponse:
+		return wire.AppendPathResponse(b, f.Seq)
+	case wire.TypePadding:
+		return wire.AppendPadding(b, 1+wire.VarintLen(uint64(len(f.Payload)))+len(f.Payload))
 	case wire.TypeRoute:
 		plan, err := wire.DecodeRoute(f.Payload)
 		if err != nil {
@@ -167,6 +192,10 @@ func encode(b []byte, f *wire.Frame) []byte {
 
 // sameFrame compares the fields meaningful for f's type (Payload nil and empty are equal).
 func sameFrame(a, b *wire.Frame) bool {
+	if a.Type == wire.TypePathAck && b.Type == wire.TypePathAck {
+		// Payload holds the ranges as sent; a non-minimal encoding lists the same ones.
+		return a.Seq == b.Seq && a.Offset == b.Offset && slices.Equal(slices.Collect(wire.AckRanges(a)), slices.Collect(wire.AckRanges(b)))
+	}
 	return a.Type == b.Type && a.Flow == b.Flow && a.Offset == b.Offset && a.Seq == b.Seq &&
 		a.Limit == b.Limit && a.Code == b.Code && a.Kind == b.Kind && a.Flags == b.Flags &&
 		bytes.Equal(a.Payload, b.Payload) && a.MAC == b.MAC
@@ -254,6 +283,16 @@ func describe(f *wire.Frame) string {
 			p = "-"
 		}
 		return fmt.Sprintf("%v flow=%d seq=%d payload=%s", f.Type, f.Flow, f.Seq, p)
+	case wire.TypePathAck:
+		var rs []string
+		for r := range wire.AckRanges(f) {
+			rs = append(rs, fmt.Sprintf("%d-%d", r.Lo, r.Hi))
+		}
+		return fmt.Sprintf("%v delay=%d ranges=%s", f.Type, f.Offset, strings.Join(rs, ","))
+	case wire.TypePathChallenge, wire.TypePathResponse:
+		return fmt.Sprintf("%v data=%016x", f.Type, f.Seq)
+	case wire.TypePadding:
+		return fmt.Sprintf("%v bytes=%d", f.Type, len(f.Payload))
 	case wire.TypeRoute:
 		plan, err := wire.DecodeRoute(f.Payload)
 		if err != nil {
@@ -350,7 +389,7 @@ func TestGoldenFrames(t *testing.T) {
 		}
 		types[f.Type] = true
 	}
-	for ty := wire.TypePing; ty <= wire.TypeClose; ty++ {
+	for ty := wire.TypePing; ty <= wire.TypePadding; ty++ {
 		if !types[ty] {
 			t.Errorf("no vector for %v", ty)
 		}
@@ -422,7 +461,7 @@ func TestParseTruncatedEverywhere(t *testing.T) {
 func TestParseUnknownType(t *testing.T) {
 	for v := range 256 {
 		ty := wire.Type(v)
-		if ty >= wire.TypePing && ty <= wire.TypeDatagram {
+		if ty >= wire.TypePing && ty <= wire.TypePadding {
 			continue
 		}
 		checkErr(t, ty.String(), []byte{byte(v)}, wire.ErrUnknownType)
@@ -552,7 +591,7 @@ func TestDataOverhead(t *testing.T) {
 
 func TestTypeString(t *testing.T) {
 	names := map[string]bool{}
-	for ty := wire.TypePing; ty <= wire.TypeClose; ty++ {
+	for ty := wire.TypePing; ty <= wire.TypePadding; ty++ {
 		s := ty.String()
 		if strings.HasPrefix(s, "TYPE(") || names[s] {
 			t.Errorf("type %#x has name %q", uint8(ty), s)

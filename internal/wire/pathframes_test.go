@@ -1,0 +1,94 @@
+package wire_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/rendr-go/rendr/internal/wire"
+)
+
+func TestPathAckRoundTrip(t *testing.T) {
+	cases := [][]wire.AckRange{
+		{{Lo: 0, Hi: 0}},
+		{{Lo: 7, Hi: 1 << 40}},
+		{{Lo: 100, Hi: 100}, {Lo: 98, Hi: 98}, {Lo: 0, Hi: 96}},
+	}
+	var many []wire.AckRange
+	for i := range wire.MaxAckRanges {
+		hi := uint64(1000 - 10*i)
+		many = append(many, wire.AckRange{Lo: hi - 3, Hi: hi})
+	}
+	cases = append(cases, many)
+	for _, rs := range cases {
+		b := wire.AppendPathAck(nil, 1234, rs)
+		if len(b) != wire.PathAckLen(1234, rs) {
+			t.Errorf("PathAckLen %d, encoded %d", wire.PathAckLen(1234, rs), len(b))
+		}
+		f, n, err := wire.Parse(b)
+		if err != nil || n != len(b) {
+			t.Fatalf("Parse(%v) = %v, %d of %d", rs, err, n, len(b))
+		}
+		if f.Seq != rs[0].Hi || f.Offset != 1234 {
+			t.Errorf("largest %d delay %d", f.Seq, f.Offset)
+		}
+		if got := slices.Collect(wire.AckRanges(&f)); !slices.Equal(got, rs) {
+			t.Errorf("ranges %v, want %v", got, rs)
+		}
+	}
+}
+
+func TestPathAckMalformed(t *testing.T) {
+	var tooMany []wire.AckRange
+	for i := range wire.MaxAckRanges + 1 {
+		hi := uint64(2000 - 10*i)
+		tooMany = append(tooMany, wire.AckRange{Lo: hi, Hi: hi})
+	}
+	bad := map[string][]byte{
+		"first range below 0":  {byte(wire.TypePathAck), 5, 0, 0, 6},
+		"second range below 0": {byte(wire.TypePathAck), 5, 0, 1, 2, 0, 2},
+		"padding not zero":     {byte(wire.TypePadding), 2, 0, 1},
+		"gap below 0":          {byte(wire.TypePathAck), 5, 0, 1, 2, 3, 0},
+		"too many ranges":      wire.AppendPathAck(nil, 0, tooMany),
+	}
+	for name, b := range bad {
+		if _, _, err := wire.Parse(b); !errors.Is(err, wire.ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+	// Exactly down to packet 0 is fine.
+	if _, _, err := wire.Parse([]byte{byte(wire.TypePathAck), 5, 0, 1, 2, 0, 0}); err != nil {
+		t.Errorf("ranges 3-5 and 0-1: %v", err)
+	}
+}
+
+func TestPaddingTakesExactlyN(t *testing.T) {
+	for n := 2; n <= wire.MaxRecord; n++ {
+		b := wire.AppendPadding(nil, n)
+		if len(b) != n {
+			t.Fatalf("AppendPadding(%d) took %d bytes", n, len(b))
+		}
+		f, k, err := wire.Parse(b)
+		if err != nil || k != n || f.Type != wire.TypePadding {
+			t.Fatalf("Parse of padding %d: %v, %d bytes, %v", n, err, k, f.Type)
+		}
+	}
+}
+
+func TestChallengeRoundTrip(t *testing.T) {
+	for _, typ := range []wire.Type{wire.TypePathChallenge, wire.TypePathResponse} {
+		var b []byte
+		if typ == wire.TypePathChallenge {
+			b = wire.AppendPathChallenge(nil, 0xfedcba9876543210)
+		} else {
+			b = wire.AppendPathResponse(nil, 0xfedcba9876543210)
+		}
+		f, n, err := wire.Parse(b)
+		if err != nil || n != 9 || f.Type != typ || f.Seq != 0xfedcba9876543210 {
+			t.Errorf("%v: %+v %d %v", typ, f, n, err)
+		}
+		if _, _, err := wire.Parse(b[:8]); !errors.Is(err, wire.ErrTruncated) {
+			t.Errorf("%v truncated: %v", typ, err)
+		}
+	}
+}

@@ -1,0 +1,313 @@
+package path
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/flynn/noise"
+
+	"github.com/rendr-go/rendr/internal/wire"
+)
+
+// pktHandler records the DATA frames a packet path delivers and what it reports lost.
+type pktHandler struct {
+	*handler
+	mu       sync.Mutex
+	got      map[uint64]int // DATA frames by offset: how many times each arrived
+	lost     map[uint64]int // Carried DATA by offset: how many times each was reported lost
+	writable chan struct{}
+}
+
+func newPktHandler() *pktHandler {
+	return &pktHandler{handler: newHandler(), got: map[uint64]int{}, lost: map[uint64]int{},
+		writable: make(chan struct{}, 1)}
+}
+
+func (h *pktHandler) Frame(p *Path, f *wire.Frame) error {
+	if f.Type == wire.TypeData {
+		h.mu.Lock()
+		h.got[f.Offset]++
+		h.mu.Unlock()
+	}
+	return h.handler.Frame(p, f)
+}
+
+func (h *pktHandler) Writable(p *Path) {
+	select {
+	case h.writable <- struct{}{}:
+	default:
+	}
+	h.handler.Writable(p)
+}
+
+func (h *pktHandler) Lost(p *Path, cs []Carried) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range cs {
+		if c.Kind == CarriedData {
+			h.lost[c.Off]++
+		}
+	}
+}
+
+const pktPayload = 1000
+
+// cipherPair makes the record ciphers of both ends of an encrypted path.
+func cipherPair(t *testing.T) (sa, ra, sb, rb *noise.CipherState) {
+	t.Helper()
+	ca, cb := net.Pipe()
+	defer ca.Close()
+	defer cb.Close()
+	ia, ib := secured(t, ca, cb)
+	return ia.Send, ia.Recv, ib.Send, ib.Recv
+}
+
+// pktPair starts two encrypted packet paths over l's ends.
+func pktPair(t *testing.T, a, b *pktEnd) (pa, pb *Path, ha, hb *pktHandler) {
+	t.Helper()
+	sa, ra, sb, rb := cipherPair(t)
+	ha, hb = newPktHandler(), newPktHandler()
+	pa = New(1, a, sa, ra, Config{}, ha)
+	pb = New(1, b, sb, rb, Config{}, hb)
+	pa.Start()
+	pb.Start()
+	t.Cleanup(func() {
+		pa.Close(nil)
+		pb.Close(nil)
+		pa.Wait()
+		pb.Wait()
+	})
+	return pa, pb, ha, hb
+}
+
+// sendData sends n records of one DATA frame each, as the engine would: only while Space
+// allows, listing what each carries. It checks, at every send, that the path never lets more
+// than its window (and one record) into flight.
+func sendData(t *testing.T, p *Path, h *pktHandler, from, n int) {
+	t.Helper()
+	payload := make([]byte, pktPayload)
+	for i := from; i < from+n; i++ {
+		for p.Space() <= 0 {
+			select {
+			case <-h.writable:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("record %d: no room for 5s: %+v", i, p.PacketStats())
+			}
+		}
+		st := p.PacketStats()
+		if st.InFlight > st.Window+p.pk.mtu {
+			t.Fatalf("in flight %d over the window %d", st.InFlight, st.Window)
+		}
+		r := NewRecord()
+		r.SetLimit(p.MaxRecord())
+		off := uint64(i * pktPayload)
+		r.B = wire.AppendData(r.B, 1, off, false, payload)
+		r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: off, Len: pktPayload})
+		if !p.Send(r) {
+			t.Fatalf("record %d: path closed: %v", i, p.Cause())
+		}
+	}
+}
+
+// settled waits until every one of n records arrived or was reported lost.
+func settled(t *testing.T, tx, rx *pktHandler, from, n int) (arrived, lost int) {
+	t.Helper()
+	for range 600 {
+		arrived, lost = 0, 0
+		tx.mu.Lock()
+		rx.mu.Lock()
+		done := true
+		for i := from; i < from+n; i++ {
+			off := uint64(i * pktPayload)
+			if rx.got[off] > 0 {
+				arrived++
+			} else if tx.lost[off] > 0 {
+				lost++
+			} else {
+				done = false
+			}
+			if rx.got[off] > 1 {
+				rx.mu.Unlock()
+				tx.mu.Unlock()
+				t.Fatalf("record at %d delivered %d times", off, rx.got[off])
+			}
+		}
+		rx.mu.Unlock()
+		tx.mu.Unlock()
+		if done {
+			return arrived, lost
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("after 30s: %d arrived, %d reported lost, of %d", arrived, lost, n)
+	return
+}
+
+// TestPacketPathAccountsForEveryRecord: over a link that loses, duplicates and reorders in
+// both directions (acknowledgements included), every record either arrives exactly once or is
+// reported lost, and the path stays up.
+func TestPacketPathAccountsForEveryRecord(t *testing.T) {
+	for _, loss := range []float64{0, 0.01, 0.1} {
+		t.Run(fmt.Sprint(loss), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := pktConfig{Loss: loss, Dup: 0.02, Delay: 10 * time.Millisecond, Jitter: 4 * time.Millisecond}
+				_, a, b := newPktLink(1, cfg, cfg, 1400, 1200)
+				pa, pb, ha, hb := pktPair(t, a, b)
+				const n = 3000
+				sendData(t, pa, ha, 0, n)
+				arrived, lost := settled(t, ha, hb, 0, n)
+				st := pa.PacketStats()
+				t.Logf("loss %v: %d arrived, %d lost; %+v", loss, arrived, lost, st)
+				if loss == 0 && lost > 0 {
+					t.Errorf("%d records reported lost on a link that loses none", lost)
+				}
+				if loss > 0 && lost == 0 {
+					t.Errorf("no loss reported on a link losing %v", loss)
+				}
+				if st.Window < 2*1200 {
+					t.Errorf("window %d below two packets", st.Window)
+				}
+				if pa.Cause() != nil || pb.Cause() != nil {
+					t.Fatalf("a path closed: %v / %v", pa.Cause(), pb.Cause())
+				}
+			})
+		})
+	}
+}
+
+// TestPacketPathFindsMTU: a link that silently drops datagrams over 1400 bytes, behind a
+// carrier that would take 9000: the search settles between 1368 and 1400 and nothing the
+// engine sent is lost to it.
+func TestPacketPathFindsMTU(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprint("refused=", refuse), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := pktConfig{Delay: 5 * time.Millisecond, MTU: 1400, RefuseBig: refuse}
+				_, a, b := newPktLink(2, cfg, cfg, 9000, 1200)
+				pa, _, ha, hb := pktPair(t, a, b)
+				const n = 2000
+				sendData(t, pa, ha, 0, n)
+				_, lost := settled(t, ha, hb, 0, n)
+				time.Sleep(time.Second)
+				st := pa.PacketStats()
+				if st.MTU < 1368 || st.MTU > 1400 {
+					t.Fatalf("MTU %d, want 1368 to 1400", st.MTU)
+				}
+				if lost > 0 {
+					t.Fatalf("%d records lost: probes must be the only casualties of the search", lost)
+				}
+				if m := pa.MaxRecord(); m+pa.pk.overhead()+ackReserve != st.MTU {
+					t.Fatalf("MaxRecord %d for MTU %d", m, st.MTU)
+				}
+			})
+		})
+	}
+}
+
+// TestPacketPathDropsForgeries: datagrams that do not authenticate, injected from anywhere,
+// are counted and dropped; the path and its traffic go on.
+func TestPacketPathDropsForgeries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := pktConfig{Delay: 5 * time.Millisecond}
+		_, a, b := newPktLink(3, cfg, cfg, 1400, 1200)
+		pa, pb, ha, hb := pktPair(t, a, b)
+		for i := range 50 {
+			junk := make([]byte, 40+i)
+			junk[7] = byte(i) // packet numbers 0 to 49: inside the replay window
+			b.inject(pktIn{b: junk, from: a.LocalAddr()})
+			b.inject(pktIn{b: junk[:5], from: pktAddr("elsewhere")})
+		}
+		sendData(t, pa, ha, 0, 500)
+		settled(t, ha, hb, 0, 500)
+		if st := pb.PacketStats(); st.Forged != 100 {
+			t.Fatalf("%d forged datagrams counted, want 100", st.Forged)
+		}
+		if pa.Cause() != nil || pb.Cause() != nil {
+			t.Fatalf("a path closed: %v / %v", pa.Cause(), pb.Cause())
+		}
+		if n := b.sentTo("elsewhere"); n != 0 {
+			t.Fatalf("%d datagrams sent to the forger's address", n)
+		}
+	})
+}
+
+// TestPacketPathFollowsRebinding: the sending end moves to a new address mid-transfer (a NAT
+// gave it a new port). The other end validates the address, moves there, and nothing is
+// lost beyond what the move dropped, which is reported. Copies of the sender's datagrams
+// replayed from a third address change nothing and get nothing back.
+func TestPacketPathFollowsRebinding(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := pktConfig{Delay: 5 * time.Millisecond}
+		_, a, b := newPktLink(4, cfg, cfg, 1400, 1200)
+		pa, pb, ha, hb := pktPair(t, a, b)
+		// Capture what a sends, to replay it from elsewhere later.
+		var captured [][]byte
+		var cmu sync.Mutex
+		a.mu.Lock()
+		a.tap = func(d []byte) {
+			cmu.Lock()
+			if len(captured) < 100 {
+				captured = append(captured, append([]byte(nil), d...))
+			}
+			cmu.Unlock()
+		}
+		a.mu.Unlock()
+		sendData(t, pa, ha, 0, 500)
+		settled(t, ha, hb, 0, 500)
+		a.rebind("end0-new")
+		var attacker sync.WaitGroup
+		defer attacker.Wait()
+		attacker.Go(func() {
+			// The attacker's copies: the first datagrams b received, sent again.
+			for range 20 {
+				cmu.Lock()
+				for _, d := range captured {
+					b.inject(pktIn{b: d, from: pktAddr("evil")})
+				}
+				cmu.Unlock()
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+		sendData(t, pa, ha, 500, 1500)
+		settled(t, ha, hb, 500, 1500)
+		st := pb.PacketStats()
+		if st.Rebinds != 1 {
+			t.Fatalf("%d rebinds, want 1", st.Rebinds)
+		}
+		if got := b.RemoteAddr().String(); got != "end0-new" {
+			t.Fatalf("b sends to %s", got)
+		}
+		if pa.Cause() != nil || pb.Cause() != nil {
+			t.Fatalf("a path closed: %v / %v", pa.Cause(), pb.Cause())
+		}
+		if n := b.sentTo("evil"); n != 0 {
+			t.Fatalf("%d datagrams sent to the replaying address", n)
+		}
+	})
+}
+
+// TestAckRanges: packet numbers arriving in any order become the ranges a PATH_ACK reports,
+// newest first, merged where they touch.
+func TestAckRanges(t *testing.T) {
+	p := &Path{pk: &pkState{}}
+	p.pk.ackTimer = time.NewTimer(time.Hour)
+	now := time.Now()
+	for _, pn := range []uint64{0, 1, 2, 5, 4, 9, 7, 8, 3, 12} {
+		p.receivedLocked(pn, true, now)
+	}
+	want := []wire.AckRange{{Lo: 12, Hi: 12}, {Lo: 7, Hi: 9}, {Lo: 0, Hi: 5}}
+	if !slices.Equal(p.pk.ranges, want) {
+		t.Fatalf("ranges %v, want %v", p.pk.ranges, want)
+	}
+	p.receivedLocked(6, true, now)
+	p.receivedLocked(10, true, now)
+	p.receivedLocked(11, true, now)
+	if want := []wire.AckRange{{Lo: 0, Hi: 12}}; !slices.Equal(p.pk.ranges, want) {
+		t.Fatalf("ranges %v, want %v", p.pk.ranges, want)
+	}
+}

@@ -1,0 +1,419 @@
+package udpflow
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rendr-go/rendr/transport"
+)
+
+// inbound is one datagram waiting for Read: the whole datagram, header included, in a pooled
+// buffer.
+type inbound struct {
+	b    *[]byte
+	n    int
+	off  int // where the payload starts
+	from netip.AddrPort
+}
+
+var (
+	smallPool = sync.Pool{New: func() any { b := make([]byte, 2048); return &b }}
+	largePool = sync.Pool{New: func() any { b := make([]byte, maxUDP+1); return &b }}
+)
+
+func getBuf(n int) *[]byte {
+	if n <= 2048 {
+		return smallPool.Get().(*[]byte)
+	}
+	return largePool.Get().(*[]byte)
+}
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= 2048 {
+		smallPool.Put(b)
+	} else {
+		largePool.Put(b)
+	}
+}
+
+// Conn is one udpflow connection: rendr's carrier for one path. Read returns one datagram's
+// payload; Write sends one. It implements transport.PacketCarrier, Rebinder and BatchWriter.
+type Conn struct {
+	s       *socket
+	id      [8]byte
+	dialer  bool
+	ln      *Listener // the listening side's listener; nil when dialed
+	maxSize int       // UDP payload, header included
+	q       chan inbound
+	done    chan struct{}
+	once    sync.Once
+	rd      deadline
+	resend  *time.Timer // dialer: sends the first datagram again until answered
+
+	mu       sync.Mutex
+	peer     netip.AddrPort
+	wrote    bool   // the first datagram went
+	first    []byte // the first datagram sent (dialer: the padded hello; listener: the answer)
+	hello    []byte // listener: the first datagram's payload, to know its copies
+	echoes   int
+	answered bool // dialer: the listener's answer arrived
+	tries    int
+
+	wmu  sync.Mutex
+	wbuf []byte
+}
+
+func newConn(s *socket, peer netip.AddrPort, maxSize int) *Conn {
+	return &Conn{s: s, peer: unmap(peer), maxSize: maxSize,
+		q: make(chan inbound, queueLen), done: make(chan struct{}), rd: newDeadline()}
+}
+
+// routineDialerRead reads the dialer's own socket.
+func (c *Conn) routineDialerRead() {
+	c.s.readLoop(func(b []byte, from netip.AddrPort) {
+		if len(b) >= headerSize && [8]byte(b[1:headerSize]) == c.id {
+			c.deliver(b, from)
+		}
+	})
+	c.Close()
+}
+
+// deliver takes one datagram of this connection from the socket's reader.
+func (c *Conn) deliver(b []byte, from netip.AddrPort) {
+	off := headerSize
+	switch b[0] {
+	case 0:
+		c.mu.Lock()
+		ok := !c.dialer || c.answered // before its answer, nothing of the listener's path counts
+		c.mu.Unlock()
+		if !ok {
+			return
+		}
+	case flagReply:
+		if !c.dialer {
+			return
+		}
+		c.mu.Lock()
+		dup := c.answered
+		c.answered = true
+		c.mu.Unlock()
+		if dup {
+			return
+		}
+		c.resend.Stop()
+	case flagHello:
+		if c.dialer {
+			return
+		}
+		p, err := helloPayload(b)
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		if c.hello != nil {
+			// A copy of the first datagram: our answer was lost. Send it again (it is
+			// smaller than the padded copy, so this amplifies nothing).
+			var again []byte
+			if bytes.Equal(p, c.hello) && c.first != nil && c.echoes < maxEchoes {
+				c.echoes++
+				again = c.first
+			}
+			c.mu.Unlock()
+			if again != nil {
+				c.s.writeTo(again, from)
+			}
+			return
+		}
+		c.hello = bytes.Clone(p)
+		c.mu.Unlock()
+		off = headerSize + 2
+		b = b[:off+len(p)]
+	default:
+		return
+	}
+	if len(c.q) == cap(c.q) {
+		return // the reader is behind: dropped, as the network might have
+	}
+	buf := getBuf(len(b))
+	n := copy(*buf, b)
+	select {
+	case c.q <- inbound{b: buf, n: n, off: off, from: from}:
+	case <-c.done:
+		putBuf(buf)
+	}
+}
+
+func addrPort(a *net.UDPAddr) netip.AddrPort { return unmap(a.AddrPort()) }
+
+// unmap makes IPv4-mapped IPv6 addresses plain IPv4, so one peer has one form.
+func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
+
+// Read reads one datagram's payload. A buffer too small for it gets what fits.
+func (c *Conn) Read(b []byte) (int, error) {
+	n, _, err := c.read(b)
+	return n, err
+}
+
+// ReadFrom is Read that also says where the datagram came from: nil for the current peer.
+func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.read(b)
+	if err != nil || !from.IsValid() {
+		return n, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(from), nil
+}
+
+func (c *Conn) read(b []byte) (int, netip.AddrPort, error) {
+	var in inbound
+	select {
+	case in = <-c.q:
+	default:
+		select {
+		case in = <-c.q:
+		case <-c.done:
+			return 0, netip.AddrPort{}, net.ErrClosed
+		case <-c.rd.wait():
+			return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
+		}
+	}
+	n := copy(b, (*in.b)[in.off:in.n])
+	putBuf(in.b)
+	c.mu.Lock()
+	same := in.from == c.peer
+	c.mu.Unlock()
+	if same {
+		in.from = netip.AddrPort{}
+	}
+	return n, in.from, nil
+}
+
+// Write sends b as one datagram to the current peer.
+func (c *Conn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	peer := c.peer
+	c.mu.Unlock()
+	if err := c.writeTo(b, peer); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// WriteTo sends b as one datagram to addr (a *net.UDPAddr): a PATH_CHALLENGE to an address
+// the peer's datagrams came from.
+func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, fmt.Errorf("udpflow: WriteTo %T", addr)
+	}
+	if err := c.writeTo(b, addrPort(ua)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// SetPeer moves the connection to addr, which rendr validated.
+func (c *Conn) SetPeer(addr net.Addr) {
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		c.mu.Lock()
+		c.peer = addrPort(ua)
+		c.mu.Unlock()
+	}
+}
+
+func (c *Conn) writeTo(b []byte, to netip.AddrPort) error {
+	select {
+	case <-c.done:
+		return net.ErrClosed
+	default:
+	}
+	if len(b) > c.MaxDatagramSize() {
+		return fmt.Errorf("udpflow: %d-byte datagram: %w", len(b), transport.ErrDatagramTooLarge)
+	}
+	c.mu.Lock()
+	if !c.wrote {
+		c.wrote = true
+		d := c.firstDatagram(b)
+		c.first = d
+		c.mu.Unlock()
+		if c.dialer {
+			c.resend.Reset(250 * time.Millisecond)
+		}
+		return c.s.writeTo(d, to)
+	}
+	c.mu.Unlock()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = c.header(c.wbuf[:0], 0)
+	c.wbuf = append(c.wbuf, b...)
+	return c.s.writeTo(c.wbuf, to)
+}
+
+// WriteBatch sends each element of b as one datagram to the current peer, with as few system
+// calls as the kernel allows (sendmmsg; one UDP GSO call for a run of same-size datagrams).
+func (c *Conn) WriteBatch(b [][]byte) error {
+	c.mu.Lock()
+	peer, first := c.peer, !c.wrote
+	c.mu.Unlock()
+	if first {
+		for _, d := range b {
+			if _, err := c.Write(d); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, d := range b {
+		if len(d) > c.MaxDatagramSize() {
+			return fmt.Errorf("udpflow: %d-byte datagram: %w", len(d), transport.ErrDatagramTooLarge)
+		}
+	}
+	select {
+	case <-c.done:
+		return net.ErrClosed
+	default:
+	}
+	var h [headerSize]byte
+	c.header(h[:0], 0)
+	return c.s.writeBatch(h[:], b, peer)
+}
+
+func (c *Conn) header(b []byte, flags byte) []byte {
+	return append(append(b, flags), c.id[:]...)
+}
+
+// firstDatagram is the first datagram of the connection carrying b: the dialer's padded to
+// helloSize, the listener's marked as the answer.
+func (c *Conn) firstDatagram(b []byte) []byte {
+	if !c.dialer {
+		return append(c.header(nil, flagReply), b...)
+	}
+	d := c.header(make([]byte, 0, max(helloSize, headerSize+2+len(b))), flagHello)
+	d = binary.BigEndian.AppendUint16(d, uint16(len(b)))
+	d = append(d, b...)
+	return d[:cap(d)] // zero padding
+}
+
+// resendHello sends the dialer's first datagram again, until the answer comes.
+func (c *Conn) resendHello() {
+	c.mu.Lock()
+	if c.answered || c.tries >= 6 {
+		c.mu.Unlock()
+		return
+	}
+	c.tries++
+	d, peer, tries := c.first, c.peer, c.tries
+	c.mu.Unlock()
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.s.writeTo(d, peer)
+	c.resend.Reset(250 * time.Millisecond << tries)
+}
+
+// MaxDatagramSize is the largest datagram Write takes: a UDP datagram less the header.
+func (c *Conn) MaxDatagramSize() int { return c.maxSize - headerSize }
+
+// BaseDatagramSize is what every path carries: 1200 bytes of UDP payload less the header.
+func (c *Conn) BaseDatagramSize() int { return min(baseSize, c.maxSize) - headerSize }
+
+// Close ends the connection. A dialed one closes its socket; a listener's leaves its socket
+// to the listener.
+func (c *Conn) Close() error {
+	c.once.Do(func() {
+		close(c.done)
+		if c.resend != nil {
+			c.resend.Stop()
+		}
+		if c.ln != nil {
+			c.ln.forget(c)
+		} else {
+			c.s.close()
+		}
+		for {
+			select {
+			case in := <-c.q:
+				putBuf(in.b)
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// LocalAddr is the socket's address.
+func (c *Conn) LocalAddr() net.Addr { return c.s.u.LocalAddr() }
+
+// RemoteAddr is the peer's current address.
+func (c *Conn) RemoteAddr() net.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return net.UDPAddrFromAddrPort(c.peer)
+}
+
+// SetDeadline sets the read deadline; writes do not block.
+func (c *Conn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+// SetReadDeadline makes a blocked Read return os.ErrDeadlineExceeded at t.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.rd.set(t)
+	return nil
+}
+
+// SetWriteDeadline does nothing: a UDP write does not wait for the peer.
+func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
+
+// deadline is a settable read deadline: a channel closed when it passes.
+type deadline struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	ch    chan struct{}
+}
+
+func newDeadline() deadline { return deadline{ch: make(chan struct{})} }
+
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil && !d.timer.Stop() {
+		<-d.ch // the timer fired, or is firing: wait for it to close ch
+	}
+	d.timer = nil
+	closed := false
+	select {
+	case <-d.ch:
+		closed = true
+	default:
+	}
+	if t.IsZero() {
+		if closed {
+			d.ch = make(chan struct{})
+		}
+		return
+	}
+	if dur := time.Until(t); dur > 0 {
+		if closed {
+			d.ch = make(chan struct{})
+		}
+		ch := d.ch
+		d.timer = time.AfterFunc(dur, func() { close(ch) })
+		return
+	}
+	if !closed {
+		close(d.ch)
+	}
+}
+
+func (d *deadline) wait() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ch
+}

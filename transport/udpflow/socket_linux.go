@@ -1,0 +1,228 @@
+package udpflow
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// Linux batches: sendmmsg and recvmmsg through golang.org/x/net, UDP GSO (one send of a run
+// of same-size datagrams, cut by the kernel or the NIC) and GRO (one receive of a run the
+// kernel kept together). Each turns off for good on the first error the kernel gives for it,
+// and the socket goes on without it.
+
+const (
+	readBatch   = 32 // datagrams (or GRO runs) per recvmmsg
+	gsoSegments = 64 // the kernel's UDP_MAX_SEGMENTS on older kernels
+	gsoBytes    = 65000
+)
+
+// batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+type batcher struct {
+	conn     batchConn
+	rc       syscall.RawConn
+	gso, gro atomic.Bool
+
+	wmu    sync.Mutex // guards what follows
+	msgs   []ipv4.Message
+	iovs   [][]byte
+	oobs   [][]byte
+	toAddr netip.AddrPort
+	toUDP  *net.UDPAddr
+}
+
+func newBatcher(u *net.UDPConn) *batcher {
+	rc, err := u.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	b := &batcher{rc: rc}
+	if la, ok := u.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil && !la.IP.IsUnspecified() {
+		b.conn = ipv6.NewPacketConn(u)
+	} else {
+		b.conn = ipv4.NewPacketConn(u)
+	}
+	rc.Control(func(fd uintptr) {
+		if _, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT); err == nil {
+			b.gso.Store(true)
+		}
+		if unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil {
+			b.gro.Store(true)
+		}
+	})
+	return b
+}
+
+// setDontFragment sets the DF bit and makes the kernel refuse (EMSGSIZE) a datagram over the
+// interface's MTU instead of fragmenting it, without lowering what it accepts on its own
+// path MTU guesses: rendr's search finds the size (IP_PMTUDISC_PROBE).
+func setDontFragment(u *net.UDPConn) error {
+	rc, err := u.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var e4, e6 error
+	cerr := rc.Control(func(fd uintptr) {
+		e4 = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE)
+		e6 = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_PROBE)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	if e4 != nil && e6 != nil {
+		return e4 // neither family took it
+	}
+	return nil
+}
+
+// readLoop reads batches until the socket closes. It reports false, having read nothing,
+// when the socket cannot read in batches, so the caller reads one at a time.
+func (b *batcher) readLoop(fn func([]byte, netip.AddrPort)) bool {
+	msgs := make([]ipv4.Message, readBatch)
+	oobLen := unix.CmsgSpace(4) * 2
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, maxUDP+1)}
+		msgs[i].OOB = make([]byte, oobLen)
+	}
+	first := true
+	for {
+		for i := range msgs {
+			msgs[i].OOB = msgs[i].OOB[:oobLen]
+		}
+		n, err := b.conn.ReadBatch(msgs, 0)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return true
+			}
+			if first && (errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EOPNOTSUPP)) {
+				return false
+			}
+			continue // an ICMP error reported on the socket: next
+		}
+		first = false
+		for i := range n {
+			m := &msgs[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok || m.Flags&unix.MSG_TRUNC != 0 {
+				continue
+			}
+			from := unmap(ua.AddrPort())
+			data := m.Buffers[0][:m.N]
+			seg := groSize(m.OOB[:m.NN])
+			if seg <= 0 || seg >= len(data) {
+				fn(data, from)
+				continue
+			}
+			for off := 0; off < len(data); off += seg {
+				fn(data[off:min(off+seg, len(data))], from)
+			}
+		}
+	}
+}
+
+// groSize is the segment size of a GRO run, from a message's control data; 0 when none.
+func groSize(oob []byte) int {
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 2 {
+			if len(data) >= 4 {
+				return int(*(*int32)(unsafe.Pointer(&data[0])))
+			}
+			return int(*(*uint16)(unsafe.Pointer(&data[0])))
+		}
+		oob = rest
+	}
+	return 0
+}
+
+// writeBatch sends each of bufs with header before it. It reports false when the caller
+// should send them one by one instead.
+func (b *batcher) writeBatch(header []byte, bufs [][]byte, to netip.AddrPort) (bool, error) {
+	if b == nil {
+		return false, nil
+	}
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	if b.toUDP == nil || b.toAddr != to {
+		b.toAddr, b.toUDP = to, net.UDPAddrFromAddrPort(to)
+	}
+	gso := b.gso.Load()
+	b.build(header, bufs, gso)
+	for sent := 0; sent < len(b.msgs); {
+		n, err := b.conn.WriteBatch(b.msgs[sent:], 0)
+		if err != nil {
+			if gso && (errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EINVAL)) {
+				// The kernel or the device cannot segment: without GSO from now on,
+				// sending this batch again whole (a copy arriving is harmless).
+				b.gso.Store(false)
+				gso = false
+				b.build(header, bufs, false)
+				sent = 0
+				continue
+			}
+			return true, err
+		}
+		sent += n
+	}
+	clear(b.iovs)
+	return true, nil
+}
+
+// build lays out bufs as messages: with GSO, a run of datagrams of one size (the last may be
+// shorter) is one message whose segment size the kernel cuts at.
+func (b *batcher) build(header []byte, bufs [][]byte, gso bool) {
+	b.msgs = b.msgs[:0]
+	b.iovs = b.iovs[:0]
+	for i := 0; i < len(bufs); {
+		size := len(header) + len(bufs[i])
+		start := len(b.iovs)
+		j, total := i, 0
+		for j < len(bufs) && j-i < gsoSegments {
+			l := len(header) + len(bufs[j])
+			if l > size || total+l > gsoBytes && j > i {
+				break
+			}
+			b.iovs = append(b.iovs, header, bufs[j])
+			total += l
+			j++
+			if !gso || l < size {
+				break
+			}
+		}
+		m := ipv4.Message{Buffers: b.iovs[start:len(b.iovs):len(b.iovs)], Addr: b.toUDP}
+		if j-i > 1 {
+			m.OOB = b.segmentOOB(len(b.msgs), size)
+		}
+		b.msgs = append(b.msgs, m)
+		i = j
+	}
+}
+
+// segmentOOB is message k's control data asking the kernel to cut it every size bytes.
+func (b *batcher) segmentOOB(k, size int) []byte {
+	for len(b.oobs) <= k {
+		b.oobs = append(b.oobs, make([]byte, unix.CmsgSpace(2)))
+	}
+	oob := b.oobs[k]
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = uint16(size)
+	return oob
+}
