@@ -301,8 +301,8 @@ func rtTransferMovingInPlace(t *testing.T, c1, c2 *rendr.Conn, mig *rtMigrations
 	}
 }
 
-// TestMixedCarriers: one flow over a Bond, then a Race, of a TCP path, a QUIC path and a gVisor
-// path, while the path the status names active is killed by close, reset and silent stall:
+// TestMixedCarriers: one flow over a Bond, then a Race, of a TCP path, a QUIC path, a udpflow
+// path and a gVisor path, while the path the status names active is killed by close, reset and silent stall:
 // every byte arrives both ways, SHA-256 checked, whichever carrier kind carried it.
 func TestMixedCarriers(t *testing.T) {
 	groups := map[string]func(string, ...*rendr.Target) *rendr.Target{"bond": rendr.Bond, "race": rendr.Race}
@@ -314,7 +314,7 @@ func TestMixedCarriers(t *testing.T) {
 			}
 			seed := rtSeed(t)
 			rng := rand.New(rand.NewPCG(seed, 3))
-			r := rtNewRig(t, rtRigConfig{Paths: 3, Carrier: "tcp,quic,gvisor", Group: groups[name],
+			r := rtNewRig(t, rtRigConfig{Paths: 4, Carrier: "tcp,quic,udpflow,gvisor", Group: groups[name],
 				Options: rendr.Options{HandshakeTimeout: time.Second}})
 			c1, c2 := r.open()
 			plan, err := rtTransferUnderKills(r, rng, c1, c2, size, kills, seed)
@@ -325,13 +325,13 @@ func TestMixedCarriers(t *testing.T) {
 			if plan.hits != kills {
 				t.Fatalf("only %d of %d kills happened during the transfer", plan.hits, kills)
 			}
-			rtWaitUp(t, "dialer", c1.Status, 3, 30*time.Second)
+			rtWaitUp(t, "dialer", c1.Status, 4, 30*time.Second)
 			var kinds []string
 			for _, p := range c1.Status().Paths {
 				kinds = append(kinds, p.Local.Network())
 			}
 			slices.Sort(kinds)
-			if !slices.Equal(kinds, []string{"tcp", "udp", "udp"}) {
+			if !slices.Equal(kinds, []string{"tcp", "udp", "udp", "udp"}) {
 				t.Fatalf("carriers after the transfer: %v", kinds)
 			}
 		})

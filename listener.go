@@ -322,6 +322,7 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session) e
 	pc := l.c.path
 	pc.Name, pc.Tier, pc.Hold = h.Name, int(h.Tier), s.hold
 	pc.Datagrams = res.Reply.Flags&handshake.FlagDatagrams != 0
+	pc.Unvalidated = true // the dialer's address is only proven by its first packet
 	lk.setPath(path.New(lk.id, c, send, recv, pc, lk))
 	if err := s.track(lk); err != nil {
 		return err

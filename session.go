@@ -189,10 +189,19 @@ func (s *session) close() {
 	alive := r != nil && r.state != status.Down // state is guarded by mu: a path may be dying now
 	s.mu.Unlock()
 	if alive {
-		rec := path.NewRecord()
-		rec.B = wire.AppendClose(rec.B, 0)
-		// Behind any data still queued on the path, so the peer reads everything first.
-		if r.p.Send(rec) {
+		// Behind any data still queued on the path, so the peer reads everything first. A
+		// packet path may lose it and nothing would resend it once the session is gone: it
+		// goes three times, in three packets (a second CLOSE is ignored).
+		copies, sent := 1, true
+		if r.p.Packets() {
+			copies = 3
+		}
+		for range copies {
+			rec := path.NewRecord()
+			rec.B = wire.AppendClose(rec.B, 0)
+			sent = sent && r.p.Send(rec)
+		}
+		if sent {
 			flushed := time.Now().Add(100 * time.Millisecond)
 			for !r.p.Flushed() && time.Now().Before(flushed) {
 				select {
@@ -757,6 +766,16 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 	}
 	switch f.Type {
 	case wire.TypeJoinProof:
+		if l.p.Packets() {
+			// A packet path sends its proof again when it seems lost; the copy of one that
+			// arrived after all is harmless, if it is the same proof.
+			s.mu.Lock()
+			secret := s.mu.secret
+			s.mu.Unlock()
+			if handshake.VerifyJoin(secret, l.hash, f.MAC) {
+				return nil
+			}
+		}
 		return fmt.Errorf("rendr: unexpected %v", f.Type)
 	case wire.TypeRoute:
 		return s.peerRoute(f)

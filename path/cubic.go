@@ -37,10 +37,16 @@ func (c *cubic) setMSS(mss int) {
 	c.cwnd = max(c.cwnd, minPackets*c.mss)
 }
 
-// acked grows the window for n bytes acknowledged of a packet sent at sent.
-func (c *cubic) acked(n int, sent, now time.Time, srtt time.Duration) {
+// acked grows the window for n bytes acknowledged of a packet sent at sent, with inflight
+// bytes in flight before the acknowledgement.
+func (c *cubic) acked(n int, sent, now time.Time, srtt time.Duration, inflight int) {
 	if !sent.After(c.recovery) {
 		return // acknowledged in recovery: the window stays until a packet sent after it is
+	}
+	if float64(inflight) < c.cwnd/2 {
+		// The sender did not use the window (RFC 9002, 7.8): growing it would measure
+		// nothing and let a later burst out at once.
+		return
 	}
 	if c.cwnd < c.ssthresh {
 		c.cwnd += float64(n)

@@ -110,7 +110,7 @@ type dgOpen struct {
 }
 
 // openCounted authenticates one record in place and returns its frames and counter. errReplay
-// and errOld mean drop it; errForged that it does not authenticate.
+// and errOld mean drop it (a copy, or too old); errEpoch and errForged that it does not authenticate.
 func (d *dgOpen) openCounted(b []byte) ([]byte, uint64, error) {
 	tag := wire.TagSize
 	if d.open == nil {
@@ -280,10 +280,13 @@ var (
 	errReplay = errors.New("replayed datagram")
 	errOld    = errors.New("datagram behind the replay window")
 	errForged = errors.New("record does not authenticate")
+	// errEpoch is a counter of a key epoch neither current nor next to it: from a forger, or
+	// from far behind the window; dropped unopened.
+	errEpoch = errors.New("record of an unknown key epoch")
 )
 
 // openRecord authenticates one received datagram record in place and returns its frames.
-// errReplay and errOld mean drop it; any other error is bad input.
+// errReplay, errOld and errEpoch mean drop it; any other error is bad input.
 func (d *dgChannel) openRecord(b []byte) ([]byte, error) {
 	if d.open == nil {
 		if len(b) == 0 {
@@ -313,7 +316,7 @@ func (d *dgOpen) cipherFor(e uint64) (*recordCipher, error) {
 		next.rekey()
 		return next, nil
 	}
-	return nil, errOld
+	return nil, errEpoch
 }
 
 // check rejects a counter seen before or too far behind the newest.
@@ -357,7 +360,7 @@ func (p *Path) routineDatagrams() {
 			return // the carrier is closed: the stream side reports why
 		}
 		frames, err := d.openRecord(b)
-		if errors.Is(err, errReplay) || errors.Is(err, errOld) {
+		if errors.Is(err, errReplay) || errors.Is(err, errOld) || errors.Is(err, errEpoch) {
 			continue // a copy, or too old to tell: dropped, as a datagram may be
 		}
 		if err != nil {

@@ -303,7 +303,7 @@ func TestDgRekey(t *testing.T) {
 	for _, n := range []uint64{3 * dgEpoch, 3*dgEpoch + 5} {
 		b := make([]byte, dgCounterSize+wire.TagSize+4)
 		binary.BigEndian.PutUint64(b, n)
-		if _, err := rcv.openRecord(b); !errors.Is(err, errOld) {
+		if _, err := rcv.openRecord(b); !errors.Is(err, errEpoch) {
 			t.Fatalf("counter in epoch %d: %v", n/dgEpoch, err)
 		}
 	}

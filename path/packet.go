@@ -42,7 +42,12 @@ const (
 	maxResponses  = 4  // PATH_RESPONSEs queued at once
 	amplification = 3  // bytes sent to an unvalidated address per byte received from it
 	maxThreshold  = 32 // the most packets that may overtake one before it counts as lost
-	pkBatchBytes  = gatherSize
+	// blackHoleLosses full-size packets lost in a row bring the MTU back to the base size.
+	blackHoleLosses = 10
+	// probeRaiseAfter is how long a finished MTU search rests before it tries larger sizes
+	// again (RFC 8899 suggests 600 s).
+	probeRaiseAfter = 10 * time.Minute
+	pkBatchBytes    = gatherSize
 )
 
 // sentPacket is an ack-eliciting packet in flight.
@@ -101,6 +106,7 @@ type pkState struct {
 	ranges    []wire.AckRange // newest first
 	largestAt time.Time       // when ranges[0].Hi arrived
 	unacked   int             // ack-eliciting packets since the last PATH_ACK
+	received  uint64          // ack-eliciting packets received
 	ackAt     time.Time       // an acknowledgement is due then (zero: none pending)
 	ackTimer  *time.Timer
 	forged    uint64 // datagrams that did not authenticate, dropped
@@ -111,15 +117,21 @@ type pkState struct {
 	probeSize    int // the size of the outstanding probe (0: none)
 	probeFails   int
 	probeAt      time.Time // the next probe may go then
+	probeRaise   bool      // the search is over; at probeAt it starts again (RFC 8899's raise timer)
+	bigLosses    int       // packets over the base size lost in a row
 
 	// Address validation.
-	cand      net.Addr // an address the peer's packets came from, not validated yet
-	candRecv  int      // bytes received from cand
-	candSent  int      // bytes sent to cand
-	chal      uint64   // the challenge sent to cand (0: none)
-	chalDue   bool     // a PATH_CHALLENGE should go
-	responses []response
-	rebinds   uint64
+	unvalidated bool      // the peer's own address is not proven yet (Config.Unvalidated)
+	unvalRecv   int       // bytes received from it meanwhile (its first datagram counted)
+	unvalSent   int       // bytes sent to it meanwhile
+	cand        net.Addr  // an address the peer's packets came from, not validated yet
+	candRecv    int       // bytes received from cand
+	candSent    int       // bytes sent to cand
+	chal        uint64    // the challenge sent to cand (0: none)
+	chalDue     bool      // a PATH_CHALLENGE should go
+	chalAt      time.Time // when the last one went
+	responses   []response
+	rebinds     uint64
 }
 
 type response struct {
@@ -248,9 +260,12 @@ func (p *Path) onTimer() {
 		return
 	}
 	k := p.pk
-	if !k.lossTime.IsZero() && !now.Before(k.lossTime) {
-		p.detectLostLocked(now, &ls)
-	} else if k.start < len(k.sent) {
+	switch {
+	case !k.lossTime.IsZero():
+		if !now.Before(k.lossTime) {
+			p.detectLostLocked(now, &ls)
+		} // else the timer was armed for a probe timeout that an acknowledgement moved
+	case k.start < len(k.sent) && !now.Before(k.lastSent.Add(p.ptoLocked()<<min(k.ptoCount, 10))):
 		// Nothing acknowledged for a probe timeout: send two probes, which the peer must
 		// acknowledge, so the loss of what is in flight shows (RFC 9002, 6.2.4).
 		k.ptoCount++
@@ -358,17 +373,34 @@ func (p *Path) declareLostLocked(sp *sentPacket, now time.Time, ls *lostSet) {
 		}
 		return // a probe's loss says its size is too large, nothing about congestion
 	}
+	if sp.chal {
+		// A challenge to an address that never answers (a spoofed one) says nothing about
+		// congestion either; it goes again while the address is still the candidate.
+		if k.chal != 0 {
+			k.chalDue = true
+		}
+		return
+	}
 	p.mu.est.loss += (1 - p.mu.est.loss) / 64
 	k.cc.lost(sp.at, now)
+	if sp.size > k.c.BaseDatagramSize() {
+		// Black hole detection (RFC 8899, 4.3): full-size packets lost in a row, none
+		// acknowledged between, while small ones get through, mean the path's MTU fell
+		// without an error saying so.
+		k.bigLosses++
+		if k.bigLosses >= blackHoleLosses && k.mtu > k.c.BaseDatagramSize() {
+			k.probeHi, k.probeFails, k.probeRaise = k.mtu-1, 0, false
+			k.mtu, k.bigLosses = k.c.BaseDatagramSize(), 0
+			k.probeAt = now.Add(time.Second)
+			k.cc.setMSS(k.mtu)
+		}
+	}
 	ls.carried = append(ls.carried, sp.carried...)
 	if sp.ping != 0 && sp.ping == p.mu.pingSeq {
 		ls.ping = true
 	}
 	if sp.pong != 0 && sp.pong == p.mu.pongSeq {
 		p.mu.pongPending = true
-	}
-	if sp.chal && k.chal != 0 {
-		k.chalDue = true
 	}
 }
 
@@ -381,6 +413,9 @@ func (k *pkState) trimLocked() {
 		k.sent, k.start = k.sent[:0], 0
 	} else if k.start > 1024 && k.start > len(k.sent)/2 {
 		n := copy(k.sent, k.sent[k.start:])
+		// The slots past n still point at carried lists the moved packets now own: clear
+		// them, or trackLocked would reuse a live packet's list for a new one.
+		clear(k.sent[n:])
 		k.sent, k.start = k.sent[:n], 0
 	}
 }
@@ -443,8 +478,11 @@ func (p *Path) onAck(f *wire.Frame) error {
 				newest = sp
 			}
 			if sp.counted {
+				k.cc.acked(sp.size, sp.at, now, p.mu.est.srtt, k.inflight)
 				k.inflight -= sp.size
-				k.cc.acked(sp.size, sp.at, now, p.mu.est.srtt)
+				if sp.size > k.c.BaseDatagramSize() {
+					k.bigLosses = 0
+				}
 			}
 			if sp.probe > 0 {
 				if sp.probe > k.mtu {
@@ -471,12 +509,16 @@ func (p *Path) onAck(f *wire.Frame) error {
 			// would make the sample shorter than the shortest seen.
 			rtt := now.Sub(newest.at)
 			k.latestRTT = rtt
-			delay := min(time.Duration(f.Offset)*time.Microsecond, maxAckDelay)
+			// Clamped before it becomes a Duration: a peer's huge value must not overflow.
+			delay := time.Duration(min(f.Offset, uint64(maxAckDelay/time.Microsecond))) * time.Microsecond
 			if e := &p.mu.est; e.samples > 0 && rtt-delay >= e.minRTT {
 				rtt -= delay
 			}
 			p.mu.est.sample(rtt, false)
-			if srtt := p.mu.est.srtt; srtt > 0 {
+			if srtt := p.mu.est.srtt; srtt > 0 && float64(k.inflight+newest.size) >= k.cc.cwnd/2 {
+				// The rate a Bond reads: what the window lets through per round trip, once
+				// the window was what limited the path. Before that it stays unknown (0), so
+				// a Bond tries the path instead of judging it by a window it never filled.
 				p.rate.Store(math.Float64bits(k.cc.cwnd / srtt.Seconds()))
 			}
 		}
@@ -553,11 +595,24 @@ func (p *Path) receivedLocked(pn uint64, eliciting bool, now time.Time) {
 		return
 	}
 	k.unacked++
-	if k.unacked >= 2 || !inOrder {
+	k.received++
+	// Every second packet at first, so a new path's window grows at once; then every tenth,
+	// as TCP with GRO acknowledges, since at a million packets a second each acknowledgement
+	// is a system call at each end. Out of order, at once: the sender learns of a loss
+	// sooner. Otherwise within a quarter of the RTT, never more than maxAckDelay.
+	every := 2
+	if k.received > 100 {
+		every = 10
+	}
+	if k.unacked >= every || !inOrder {
 		k.ackAt = now
 	} else if k.ackAt.IsZero() {
-		k.ackAt = now.Add(maxAckDelay)
-		k.ackTimer.Reset(maxAckDelay)
+		d := maxAckDelay
+		if e := &p.mu.est; e.samples > 0 {
+			d = min(d, max(e.srtt/4, time.Millisecond))
+		}
+		k.ackAt = now.Add(d)
+		k.ackTimer.Reset(d)
 	}
 }
 
@@ -567,7 +622,8 @@ func (p *Path) appendAckLocked(b []byte, room int, now time.Time, force bool) []
 	if k.unacked == 0 || (!force && now.Before(k.ackAt)) || len(k.ranges) == 0 {
 		return b
 	}
-	delay := uint64(now.Sub(k.largestAt) / time.Microsecond)
+	// The reader may have noted the newest packet after the writer read the clock.
+	delay := uint64(max(now.Sub(k.largestAt), 0) / time.Microsecond)
 	n := len(k.ranges)
 	for n > 0 && wire.PathAckLen(delay, k.ranges[:n]) > room {
 		n--

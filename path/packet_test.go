@@ -311,3 +311,34 @@ func TestAckRanges(t *testing.T) {
 		t.Fatalf("ranges %v, want %v", p.pk.ranges, want)
 	}
 }
+
+// TestPacketPathUnvalidatedPeer: the listening side of a datagram carrier cannot trust the
+// source address of the first datagram. Until a packet from the peer authenticates, it sends
+// that address at most three times the base datagram size, however long it waits and
+// however much it has to send; the first authenticated packet lifts the limit.
+func TestPacketPathUnvalidatedPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := pktConfig{Delay: 5 * time.Millisecond}
+		_, a, b := newPktLink(5, cfg, cfg, 1400, 1200)
+		sa, ra, sb, rb := cipherPair(t)
+		ha, hb := newPktHandler(), newPktHandler()
+		pa := New(1, a, sa, ra, Config{Unvalidated: true}, ha)
+		pa.Start()
+		defer func() { pa.Close(nil); pa.Wait() }()
+		// The peer says nothing for a second (a silent path dies after 1.5 s) while pa has
+		// data to send.
+		for i := range 20 {
+			r := NewRecord()
+			r.B = wire.AppendData(r.B, 1, uint64(i*pktPayload), false, make([]byte, pktPayload))
+			pa.Send(r)
+		}
+		time.Sleep(time.Second)
+		if n := a.bytesTo("end1"); n > 3*1200 || n == 0 {
+			t.Fatalf("sent %d bytes to an unproven address, want 1 to %d", n, 3*1200)
+		}
+		pb := New(1, b, sb, rb, Config{}, hb)
+		pb.Start()
+		defer func() { pb.Close(nil); pb.Wait() }()
+		settled(t, ha, hb, 0, 20)
+	})
+}

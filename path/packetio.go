@@ -83,6 +83,17 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 	over := k.overhead()
 	room := k.mtu - over // frame bytes in one packet
 	batch := 0
+	if k.unvalidated && k.unvalSent+k.mtu > amplification*k.unvalRecv {
+		// Nothing more to an address that has not proven itself (a forged source could
+		// aim us at a victim); its first authenticated packet lifts this.
+		p.mu.Unlock()
+		return 0, false, nil
+	}
+	// fits says a packet of size bytes may go to the peer now: always, once its address is
+	// proven.
+	fits := func(size int) bool {
+		return !k.unvalidated || k.unvalSent+size <= amplification*k.unvalRecv
+	}
 	add := func(it pkItem, frames int) {
 		it.size = over + frames
 		if it.pad > it.size {
@@ -91,6 +102,9 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		it.pn = k.next
 		k.next++
 		batch += it.size
+		if k.unvalidated && it.to == nil {
+			k.unvalSent += it.size
+		}
 		w.items = append(w.items, it)
 	}
 	// Answers to challenges go where the challenge came from.
@@ -107,7 +121,8 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		add(pkItem{pre: [2]int{s, len(w.scratch)}, to: k.cand}, 9)
 		k.candSent += over + 9
 		k.chalDue = false
-		p.trackLocked(&w.items[len(w.items)-1], now, func(sp *sentPacket) { sp.chal = true })
+		k.chalAt = now
+		p.trackLocked(&w.items[len(w.items)-1], now, func(sp *sentPacket) { sp.chal, sp.counted = true, false })
 	}
 	// The path's own frames for the peer ride the first packet to it.
 	pre := len(w.scratch)
@@ -125,7 +140,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		hasPre = false
 	}
 	// Control records (probes, a JOIN_PROOF) do not wait for the window.
-	for len(p.mu.pq) > 0 && batch < pkBatchBytes {
+	for len(p.mu.pq) > 0 && batch < pkBatchBytes && fits(over+preEnd-pre+len(p.mu.pq[0].Frames())) {
 		r := p.mu.pq[0]
 		p.mu.pq = p.mu.pq[1:]
 		it := pkItem{r: r}
@@ -139,7 +154,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 	// whatever the window says.
 	paced := time.Duration(0)
 	dataBytes := 0 // bytes leaving the data queue, for Space and Writable
-	for len(p.mu.q) > 0 && batch < pkBatchBytes {
+	for len(p.mu.q) > 0 && batch < pkBatchBytes && fits(over+preEnd-pre+p.mu.q[0].Len()) {
 		r := p.mu.q[0]
 		size := over + r.Len() - 2
 		if k.ptoProbes == 0 && k.inflight > 0 && k.inflight+size > int(k.cc.cwnd) {
@@ -163,7 +178,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		p.trackLocked(&w.items[len(w.items)-1], now, nil)
 	}
 	// Probe timeout with nothing to resend: PINGs, which the peer acknowledges at once.
-	for ; k.ptoProbes > 0; k.ptoProbes-- {
+	for ; k.ptoProbes > 0 && fits(over+16); k.ptoProbes-- {
 		s := len(w.scratch)
 		w.scratch = wire.AppendPing(w.scratch, p.mu.pingSeq)
 		it := pkItem{pre: [2]int{s, len(w.scratch)}}
@@ -171,7 +186,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		p.trackLocked(&w.items[len(w.items)-1], now, nil)
 	}
 	// One MTU probe at a time, once the path is confirmed, when the window has room for it.
-	if size := p.probeSizeLocked(now); size > 0 {
+	if size := p.probeSizeLocked(now); size > 0 && !k.unvalidated {
 		s := len(w.scratch)
 		w.scratch = wire.AppendPing(w.scratch, p.mu.pingSeq)
 		it := pkItem{pre: [2]int{s, len(w.scratch)}, pad: size, probe: true}
@@ -179,7 +194,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		k.probeSize = size
 		p.trackLocked(&w.items[len(w.items)-1], now, func(sp *sentPacket) { sp.probe, sp.counted = size, false })
 	}
-	if hasPre {
+	if hasPre && fits(over+preEnd-pre) {
 		// An acknowledgement or PONG with nothing to ride on: a packet of its own. Only a
 		// PONG makes it one the peer acknowledges, and one to resend when lost.
 		var it pkItem
@@ -247,12 +262,19 @@ func (p *Path) trackLocked(it *pkItem, now time.Time, set func(*sentPacket)) {
 // probeSizeLocked is the size of the MTU probe to send now, or 0.
 func (p *Path) probeSizeLocked(now time.Time) int {
 	k := p.pk
-	if k.probeSize != 0 || k.probeHi <= k.mtu || !k.isConfirmed || now.Before(k.probeAt) {
+	if k.probeSize != 0 || !k.isConfirmed || now.Before(k.probeAt) {
 		return 0
 	}
 	if k.probeHi-k.mtu < 32 {
-		k.probeHi = k.mtu // close enough: stop searching
-		return 0
+		if k.probeRaise {
+			// The search has rested: the path may carry more now (a route changed).
+			k.probeHi, k.probeFails, k.probeRaise = k.c.MaxDatagramSize(), 0, false
+		}
+		if k.probeHi-k.mtu < 32 {
+			// Close enough: stop searching until the raise timer.
+			k.probeHi, k.probeRaise, k.probeAt = k.mtu, true, now.Add(probeRaiseAfter)
+			return 0
+		}
 	}
 	// The carrier's own limit first: on most links it holds or fails at once. A probe is one
 	// packet at a time and not counted in flight (its loss says nothing about congestion),
@@ -272,7 +294,6 @@ func (p *Path) sealAndSend(w *pkWriter) (int, error) {
 	arena := (*bp)[:0]
 	w.dgrams = w.dgrams[:0]
 	sent := 0
-	var failed []int // items the network refused as too large
 	flush := func() error {
 		if len(w.dgrams) == 0 {
 			return nil
@@ -290,12 +311,21 @@ func (p *Path) sealAndSend(w *pkWriter) (int, error) {
 		w.dgrams = w.dgrams[:0]
 		return err
 	}
+	// fail handles a write error of items [from, to): nil when the packets are only lost (too
+	// large for the path), so the batch goes on; every item must still be sealed, in order,
+	// or the packet numbers the items were given would go unused.
+	fail := func(from, to int, err error) error {
+		if err == nil {
+			return nil
+		}
+		return p.writeFailed(w, from, to, err)
+	}
 	batchStart := 0
 	for i := range w.items {
 		it := &w.items[i]
 		if len(arena)+it.size > cap(arena) {
-			if err := flush(); err != nil {
-				return sent, p.writeFailed(w, batchStart, i, err, &failed)
+			if err := fail(batchStart, i, flush()); err != nil {
+				return sent, err
 			}
 			batchStart, arena = i, arena[:0]
 		}
@@ -329,8 +359,8 @@ func (p *Path) sealAndSend(w *pkWriter) (int, error) {
 			continue
 		}
 		// Probes and packets to another address go alone, so an error is theirs.
-		if err := flush(); err != nil {
-			return sent, p.writeFailed(w, batchStart, i, err, &failed)
+		if err := fail(batchStart, i, flush()); err != nil {
+			return sent, err
 		}
 		batchStart = i + 1
 		if it.to != nil && k.rb != nil {
@@ -338,22 +368,17 @@ func (p *Path) sealAndSend(w *pkWriter) (int, error) {
 		} else {
 			_, err = k.c.Write(d)
 		}
-		if err != nil {
-			if err := p.writeFailed(w, i, i+1, err, &failed); err != nil {
-				return sent, err
-			}
+		if err := fail(i, i+1, err); err != nil {
+			return sent, err
 		}
 	}
-	if err := flush(); err != nil {
-		return sent, p.writeFailed(w, batchStart, len(w.items), err, &failed)
-	}
-	return sent, nil
+	return sent, fail(batchStart, len(w.items), flush())
 }
 
 // writeFailed handles a write error for items [from, to). A datagram refused as too large is
 // not the carrier's death: a probe's size failed, or the path MTU fell (the packets are lost,
 // and the size starts over from the base). Any other error is returned.
-func (p *Path) writeFailed(w *pkWriter, from, to int, err error, failed *[]int) error {
+func (p *Path) writeFailed(w *pkWriter, from, to int, err error) error {
 	if !isTooLarge(err) {
 		return err
 	}
@@ -408,7 +433,7 @@ func (p *Path) routineReadPackets() {
 		}
 		frames, pn, err := k.open.openCounted(buf[:n])
 		if errors.Is(err, errReplay) || errors.Is(err, errOld) {
-			continue // a copy, or too old to tell
+			continue // a copy, or too old to tell: a network may duplicate and delay
 		}
 		if err != nil {
 			// Anyone can send a datagram to a UDP port: what does not authenticate is
@@ -424,6 +449,12 @@ func (p *Path) routineReadPackets() {
 			p.fromElsewhere(from, pn, n)
 		} else {
 			p.lastRecv.Store(now.UnixNano())
+			if k.unvalidated {
+				p.mu.Lock()
+				k.unvalidated = false
+				p.mu.Unlock()
+				p.kickWriter()
+			}
 		}
 		eliciting := false
 		for len(frames) > 0 && cause == nil {
@@ -484,6 +515,11 @@ func (p *Path) fromElsewhere(from net.Addr, pn uint64, n int) {
 	if k.cand == nil || k.cand.String() != from.String() {
 		if pn+1 < k.open.high {
 			return // an older packet from there, overtaken: not where the peer is now
+		}
+		if k.cand != nil && time.Since(k.chalAt) < 3*p.ptoLocked() {
+			// A challenge is out to another address: let it finish, or copies from spoofed
+			// addresses, each newer than the last, would keep a real move from validating.
+			return
 		}
 		k.cand, k.candRecv, k.candSent = from, 0, 0
 		k.chal = newChallenge()

@@ -68,6 +68,11 @@ type Config struct {
 	// Datagrams: both ends agreed (in the handshake) to read datagram records from the
 	// carrier's datagrams; the carrier must implement transport.Datagrammer.
 	Datagrams bool
+	// Unvalidated: the peer's address is not proven yet, as on the listening side of a
+	// datagram carrier, where a first datagram's source address can be forged. Until a packet
+	// from the peer authenticates (its keys need the handshake's answer, which went to that
+	// address), a packet path sends it at most three times what it received.
+	Unvalidated bool
 	// Hold, when set, lets the Handler keep DATA payloads where the path opened them
 	// (Path.Hold) within this budget, shared by the paths of one session. Nil: no holds.
 	Hold *HoldBudget
@@ -155,6 +160,9 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 	}
 	if pc, ok := conn.(transport.PacketCarrier); ok {
 		p.pk = newPkState(pc, send, recv)
+		if cfg.Unvalidated {
+			p.pk.unvalidated, p.pk.unvalRecv = true, pc.BaseDatagramSize()
+		}
 		return p
 	}
 	if dc, ok := conn.(transport.Datagrammer); ok && cfg.Datagrams {
@@ -352,7 +360,7 @@ func (p *Path) Fill(s *status.Path) {
 	if p.pk != nil {
 		k := p.PacketStats()
 		s.Packets = &status.Packets{Sent: k.Sent, Lost: k.Lost, Forged: k.Forged, MTU: k.MTU,
-			Window: k.Window, InFlight: k.InFlight, Rebinds: int(k.Rebinds)}
+			Window: k.Window, InFlight: k.InFlight, Rebinds: k.Rebinds}
 	}
 }
 

@@ -55,6 +55,7 @@ type pktEnd struct {
 	local net.Addr
 	peer  net.Addr
 	sent  map[string]int // datagrams written, by destination
+	bytes map[string]int // bytes written, by destination
 	tap   func([]byte)   // sees every datagram written, when set
 }
 
@@ -64,7 +65,7 @@ func newPktLink(seed uint64, ab, ba pktConfig, max, base int) (*pktLink, *pktEnd
 	l := &pktLink{rng: rand.New(rand.NewPCG(seed, 7)), cfg: [2]pktConfig{ab, ba}}
 	for i := range 2 {
 		l.ends[i] = &pktEnd{l: l, side: i, q: make(chan pktIn, 1<<14), done: make(chan struct{}),
-			max: max, base: base, local: pktAddr(fmt.Sprintf("end%d", i)), sent: map[string]int{}}
+			max: max, base: base, local: pktAddr(fmt.Sprintf("end%d", i)), sent: map[string]int{}, bytes: map[string]int{}}
 	}
 	l.ends[0].peer, l.ends[1].peer = l.ends[1].local, l.ends[0].local
 	return l, l.ends[0], l.ends[1]
@@ -87,6 +88,7 @@ func (e *pktEnd) send(b []byte, to net.Addr) error {
 	e.mu.Lock()
 	from := e.local
 	e.sent[to.String()]++
+	e.bytes[to.String()] += len(b)
 	if e.tap != nil {
 		e.tap(b)
 	}
@@ -143,6 +145,12 @@ func (e *pktEnd) rebind(addr string) {
 	e.mu.Lock()
 	e.local = pktAddr(addr)
 	e.mu.Unlock()
+}
+
+func (e *pktEnd) bytesTo(addr string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.bytes[addr]
 }
 
 func (e *pktEnd) sentTo(addr string) int {

@@ -69,7 +69,7 @@ type Packets struct {
 	MTU        int    // the datagram size in use, after the path MTU search
 	Window     int    // congestion window, bytes
 	InFlight   int    // bytes sent and not yet acknowledged or declared lost
-	Rebinds    int    // moves to a new peer address (NAT rebinding), each validated first
+	Rebinds    uint64 // moves to a new peer address (NAT rebinding), each validated first
 }
 
 // Session is a snapshot of a peer session.

@@ -1,8 +1,11 @@
 // Package transport defines what rendr needs from a carrier and adapts what embedders already
-// have. A stream carrier is any net.Conn that delivers bytes in order; a path's dialer is any
-// func(ctx) (net.Conn, error), and a listening side's source is any net.Listener.
+// have. A stream carrier is any net.Conn that delivers bytes in order; a datagram carrier is a
+// net.Conn that also implements PacketCarrier (each Read one datagram, each Write one), which
+// rendr makes reliable itself. A path's dialer is any func(ctx) (net.Conn, error), and a
+// listening side's source is any net.Listener.
 //
-// Implementations live in sub-packages (transport/tcp); they never import rendr's engine.
+// Implementations live in sub-packages (transport/tcp, transport/quic, transport/udpflow,
+// transport/gvisor); they never import rendr's engine.
 package transport
 
 import (
@@ -59,15 +62,22 @@ func (e *DatagramTooLargeError) Error() string {
 }
 
 // PacketCarrier is a carrier that moves datagrams rather than a byte stream: Read returns
-// one whole datagram (a buffer too small for it is an error or truncation, so rendr always
-// reads with one of MaxDatagramSize bytes) and Write sends one. Datagrams may be lost,
-// reordered or duplicated; rendr numbers, acknowledges and paces them itself and resends
-// what stream flows lost (docs/datagram-paths.md). transport/udpflow is one over UDP; a
-// WebSocket's messages or a proxy's UDP association can be another.
+// one whole datagram (rendr reads with a buffer larger than MaxDatagramSize, so a longer one
+// shows as too long rather than cut) and Write sends one. Datagrams may be lost, reordered or
+// duplicated; rendr numbers, acknowledges and paces them itself and resends what stream flows
+// lost (docs/datagram-paths.md). transport/udpflow is one over UDP; a WebSocket's messages or
+// a proxy's UDP association can be another.
+//
+// rendr finds these interfaces by type assertion on the conn the dial function returns (or
+// the source's Accept): a wrapper around a datagram carrier (for logging, for metrics) must
+// implement PacketCarrier too, and Rebinder and BatchWriter where the carrier does, or rendr
+// takes it for a byte stream.
 //
 // The handshake's two messages are one datagram each. A carrier that may lose them should
-// resend the first until an answer arrives (udpflow does); without that, a lost one costs a
-// new dial after the handshake timeout.
+// resend the first until an answer arrives, and its listening side should answer a copy of
+// the first with a copy of its answer and drop copies of the answer reaching the dialing side
+// (udpflow does all three); without that, a lost one costs a new dial after the handshake
+// timeout, and a stray copy counts as a forged datagram.
 type PacketCarrier interface {
 	net.Conn
 	// MaxDatagramSize is the largest datagram Write takes.

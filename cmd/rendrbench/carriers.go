@@ -6,8 +6,10 @@ import (
 	"net"
 	"runtime/debug"
 
+	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/gvisor"
 	"github.com/rendr-go/rendr/transport/quic"
+	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
 // quicVersion is the quic-go module version this binary was built with.
@@ -92,4 +94,34 @@ func setupRendrGVisor(ctx context.Context, k benchKeys) (*stream, error) {
 		return nil, err
 	}
 	return setupRendrOver(ctx, k, src, gvisor.Dialer(src.Addr().String()), false)
+}
+
+// setupRendrUDPFlow is setupRendr over one transport/udpflow path; maxDatagram caps the UDP
+// payload (0: none), batch turns on sendmmsg, recvmmsg, GSO and GRO.
+func setupRendrUDPFlow(ctx context.Context, k benchKeys, maxDatagram int, batch bool) (*stream, error) {
+	src, err := udpflow.Listen("udp4", "127.0.0.1:0", udpflowOpts(maxDatagram, batch)...)
+	if err != nil {
+		return nil, err
+	}
+	return setupRendrOver(ctx, k, src, udpflow.NewDialer(src.Addr().String(), udpflowOpts(maxDatagram, batch)...).Dial, false)
+}
+
+func udpflowOpts(maxDatagram int, batch bool) []udpflow.Option {
+	var o []udpflow.Option
+	if maxDatagram > 0 {
+		o = append(o, udpflow.MaxDatagram(maxDatagram))
+	}
+	if !batch {
+		o = append(o, udpflow.NoBatching())
+	}
+	return o
+}
+
+// ppsUDPFlow is a ppsCarrier over udpflow.
+func ppsUDPFlow() (net.Listener, transport.DialFunc, error) {
+	src, err := udpflow.Listen("udp4", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	return src, udpflow.NewDialer(src.Addr().String()).Dial, nil
 }

@@ -41,6 +41,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -54,6 +55,25 @@ type config struct {
 	cpuDir   string
 	flows    int
 	verbose  bool
+	rows     string // comma-separated row names to run (throughput, pps); empty: all
+}
+
+// onlyRows keeps the rows -rows names, in their order; all of them when -rows is empty.
+func onlyRows[R any](c *config, rows []R, name func(R) string) []R {
+	if c.rows == "" {
+		return rows
+	}
+	want := map[string]bool{}
+	for _, n := range strings.Split(c.rows, ",") {
+		want[strings.TrimSpace(n)] = true
+	}
+	var out []R
+	for _, r := range rows {
+		if want[name(r)] {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // result is one output line. Pointer fields print as null when they do not apply.
@@ -219,6 +239,7 @@ func main() {
 	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory")
 	flag.IntVar(&c.flows, "flows", 10000, "idle: flows to open")
 	flag.BoolVar(&c.verbose, "v", true, "progress on stderr")
+	flag.StringVar(&c.rows, "rows", "", "throughput, pps: only these rows (comma-separated names); a ratio needs its baseline row too")
 	flag.Parse()
 	if c.runs < 1 || c.bytes < 1 || c.seconds < 0 || c.flows < 1 {
 		fmt.Fprintln(os.Stderr, "rendrbench: -runs, -bytes and -flows must be positive, -seconds not negative")

@@ -71,7 +71,14 @@ func runThroughput(c *config) []result {
 			setup: setupGVisor},
 		{name: "rendr_gvisor", note: "one rendr flow, one transport/gvisor path, Noise AES-256-GCM records",
 			setup: func(ctx context.Context) (*stream, error) { return setupRendrGVisor(ctx, keys) }},
+		{name: "rendr_udpflow", note: "one rendr flow, one transport/udpflow path as it comes (sendmmsg, recvmmsg, UDP GSO and GRO on), Noise AES-256-GCM packets; the path MTU search finds loopback's 64 KiB",
+			setup: func(ctx context.Context) (*stream, error) { return setupRendrUDPFlow(ctx, keys, 0, true) }},
+		{name: "rendr_udpflow_1500", note: "informational: the same with datagrams capped at 1472 bytes (an Ethernet path's), where GSO and GRO carry runs of 44 packets per call",
+			setup: func(ctx context.Context) (*stream, error) { return setupRendrUDPFlow(ctx, keys, 1472, true) }},
+		{name: "rendr_udpflow_1500_nobatch", note: "informational: the same, one system call per datagram (udpflow.NoBatching)",
+			setup: func(ctx context.Context) (*stream, error) { return setupRendrUDPFlow(ctx, keys, 1472, false) }},
 	}
+	rows = onlyRows(c, rows, func(r tputRow) string { return r.name })
 	mode := fmt.Sprintf("%d bytes", c.bytes)
 	if c.seconds > 0 {
 		mode = fmt.Sprintf("%gs", c.seconds)
@@ -123,6 +130,9 @@ func runThroughput(c *config) []result {
 	against(byName["rendr_quic_secure"], byName["quic_go"], 0.9, true)
 	against(byName["rendr_quic"], byName["quic_go"], 0, true)
 	against(byName["rendr_gvisor"], byName["gvisor_tcp"], 0, true)
+	against(byName["rendr_udpflow"], byName["rendr_encrypted"], 1, true)
+	against(byName["rendr_udpflow_1500"], byName["rendr_encrypted"], 0, true)
+	against(byName["rendr_udpflow_1500_nobatch"], byName["rendr_udpflow_1500"], 0, true)
 	return out
 }
 

@@ -37,6 +37,10 @@ func (l *Lab) setupNFT() error {
 	return nil
 }
 
+// NFT runs an nftables script (nft -f syntax) in the namespace of side, for faults the lab has
+// no method for: a NAT that rewrites addresses, say. Its tables are the caller's to manage.
+func (l *Lab) NFT(side Side, script string) error { return l.nft(side, script) }
+
 func (l *Lab) nft(side Side, script string) error {
 	ns, err := l.nsName(side)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rendr-go/rendr/transport"
@@ -22,23 +23,33 @@ type inbound struct {
 	from netip.AddrPort
 }
 
-var (
-	smallPool = sync.Pool{New: func() any { b := make([]byte, 2048); return &b }}
-	largePool = sync.Pool{New: func() any { b := make([]byte, maxUDP+1); return &b }}
-)
+// Buffers for queued datagrams come in three sizes, so a datagram just over one size does
+// not hold a 64 KiB buffer; a queue's bound counts their capacity.
+var pools = [...]struct {
+	size int
+	p    sync.Pool
+}{{size: 2048}, {size: 16 << 10}, {size: maxUDP + 1}}
 
 func getBuf(n int) *[]byte {
-	if n <= 2048 {
-		return smallPool.Get().(*[]byte)
+	for i := range pools {
+		if n <= pools[i].size {
+			if b, ok := pools[i].p.Get().(*[]byte); ok {
+				return b
+			}
+			b := make([]byte, pools[i].size)
+			return &b
+		}
 	}
-	return largePool.Get().(*[]byte)
+	b := make([]byte, n)
+	return &b
 }
 
 func putBuf(b *[]byte) {
-	if cap(*b) <= 2048 {
-		smallPool.Put(b)
-	} else {
-		largePool.Put(b)
+	for i := range pools {
+		if cap(*b) == pools[i].size {
+			pools[i].p.Put(b)
+			return
+		}
 	}
 }
 
@@ -51,6 +62,7 @@ type Conn struct {
 	ln      *Listener // the listening side's listener; nil when dialed
 	maxSize int       // UDP payload, header included
 	q       chan inbound
+	queued  atomic.Int64 // bytes in q
 	done    chan struct{}
 	once    sync.Once
 	rd      deadline
@@ -61,6 +73,7 @@ type Conn struct {
 	wrote    bool   // the first datagram went
 	first    []byte // the first datagram sent (dialer: the padded hello; listener: the answer)
 	hello    []byte // listener: the first datagram's payload, to know its copies
+	helloLen int    // listener: the first datagram's size, which bounds the answer's
 	echoes   int
 	answered bool // dialer: the listener's answer arrived
 	tries    int
@@ -131,20 +144,23 @@ func (c *Conn) deliver(b []byte, from netip.AddrPort) {
 			return
 		}
 		c.hello = bytes.Clone(p)
+		c.helloLen = len(b)
 		c.mu.Unlock()
 		off = headerSize + 2
 		b = b[:off+len(p)]
 	default:
 		return
 	}
-	if len(c.q) == cap(c.q) {
+	if len(c.q) == cap(c.q) || c.queued.Load()+int64(len(b)) > queueBytes {
 		return // the reader is behind: dropped, as the network might have
 	}
 	buf := getBuf(len(b))
 	n := copy(*buf, b)
+	c.queued.Add(int64(cap(*buf)))
 	select {
 	case c.q <- inbound{b: buf, n: n, off: off, from: from}:
 	case <-c.done:
+		c.queued.Add(-int64(cap(*buf)))
 		putBuf(buf)
 	}
 }
@@ -183,6 +199,7 @@ func (c *Conn) read(b []byte) (int, netip.AddrPort, error) {
 		}
 	}
 	n := copy(b, (*in.b)[in.off:in.n])
+	c.queued.Add(-int64(cap(*in.b)))
 	putBuf(in.b)
 	c.mu.Lock()
 	same := in.from == c.peer
@@ -237,6 +254,12 @@ func (c *Conn) writeTo(b []byte, to netip.AddrPort) error {
 	}
 	c.mu.Lock()
 	if !c.wrote {
+		if !c.dialer && headerSize+len(b) > 3*c.helloLen {
+			// Nothing three times larger than what came from an address not yet proven:
+			// the first datagram's source may be a victim's.
+			c.mu.Unlock()
+			return fmt.Errorf("udpflow: a %d-byte answer to a %d-byte first datagram: %w", len(b), c.helloLen, transport.ErrDatagramTooLarge)
+		}
 		c.wrote = true
 		d := c.firstDatagram(b)
 		c.first = d
@@ -318,11 +341,16 @@ func (c *Conn) resendHello() {
 	c.resend.Reset(250 * time.Millisecond << tries)
 }
 
-// MaxDatagramSize is the largest datagram Write takes: a UDP datagram less the header.
-func (c *Conn) MaxDatagramSize() int { return c.maxSize - headerSize }
+// ID is the connection id the dialer chose, as every datagram of the connection carries it:
+// for logs, and for matching packet captures to paths.
+func (c *Conn) ID() [8]byte { return c.id }
 
-// BaseDatagramSize is what every path carries: 1200 bytes of UDP payload less the header.
-func (c *Conn) BaseDatagramSize() int { return min(baseSize, c.maxSize) - headerSize }
+// MaxDatagramSize is the largest datagram Write takes: a UDP datagram less the header, and
+// less the 2-byte length the first datagram carries before its padding.
+func (c *Conn) MaxDatagramSize() int { return c.maxSize - headerSize - 2 }
+
+// BaseDatagramSize is what every path carries: 1200 bytes of UDP payload, less the same.
+func (c *Conn) BaseDatagramSize() int { return min(baseSize, c.maxSize) - headerSize - 2 }
 
 // Close ends the connection. A dialed one closes its socket; a listener's leaves its socket
 // to the listener.

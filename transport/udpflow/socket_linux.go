@@ -20,7 +20,7 @@ import (
 // and the socket goes on without it.
 
 const (
-	readBatch   = 32 // datagrams (or GRO runs) per recvmmsg
+	readBatch   = 16 // datagrams (or GRO runs) per recvmmsg: 1 MiB of buffers per socket
 	gsoSegments = 64 // the kernel's UDP_MAX_SEGMENTS on older kernels
 	gsoBytes    = 65000
 )
@@ -168,13 +168,17 @@ func (b *batcher) writeBatch(header []byte, bufs [][]byte, to netip.AddrPort) (b
 		n, err := b.conn.WriteBatch(b.msgs[sent:], 0)
 		if err != nil {
 			if gso && (errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EINVAL)) {
-				// The kernel or the device cannot segment: without GSO from now on,
-				// sending this batch again whole (a copy arriving is harmless).
+				// The kernel or the device cannot segment, or a segment is over the
+				// device's MTU (also EINVAL). Send the rest without GSO: if that works,
+				// GSO was the trouble and stays off; if the datagrams are refused as too
+				// large, the size was, and GSO stays on for the sizes that fit.
+				b.build(header, bufs[b.covered(sent):], false)
+				if _, again := b.sendAll(); again != nil {
+					return true, again
+				}
 				b.gso.Store(false)
-				gso = false
-				b.build(header, bufs, false)
-				sent = 0
-				continue
+				clear(b.iovs)
+				return true, nil
 			}
 			return true, err
 		}
@@ -182,6 +186,27 @@ func (b *batcher) writeBatch(header []byte, bufs [][]byte, to netip.AddrPort) (b
 	}
 	clear(b.iovs)
 	return true, nil
+}
+
+// sendAll sends every message built, however many each system call takes.
+func (b *batcher) sendAll() (int, error) {
+	for sent := 0; sent < len(b.msgs); {
+		n, err := b.conn.WriteBatch(b.msgs[sent:], 0)
+		if err != nil {
+			return sent, err
+		}
+		sent += n
+	}
+	return len(b.msgs), nil
+}
+
+// covered is how many datagrams the first k messages built carry.
+func (b *batcher) covered(k int) int {
+	n := 0
+	for _, m := range b.msgs[:k] {
+		n += len(m.Buffers) / 2
+	}
+	return n
 }
 
 // build lays out bufs as messages: with GSO, a run of datagrams of one size (the last may be

@@ -48,8 +48,10 @@ const (
 	// maxEchoes bounds the copies of its answer a listener connection sends for copies of
 	// the first datagram.
 	maxEchoes = 8
-	// queueLen is how many datagrams a listener connection holds for its reader.
-	queueLen = 512
+	// queueLen and queueBytes bound what a connection holds for its reader: a burst the
+	// socket delivered faster than the path reads, up to about a socket buffer's worth.
+	queueLen   = 8192
+	queueBytes = 8 << 20
 )
 
 // Option configures a Dialer or a Listener.
@@ -136,9 +138,10 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	raddr := &net.UDPAddr{IP: ra[0].Unmap().AsSlice(), Port: port}
+	ip := ra[0].Unmap()
+	raddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))) // keeps an IPv6 zone
 	network := "udp4"
-	if ra[0].Unmap().Is6() {
+	if ip.Is6() {
 		network = "udp6"
 	}
 	local := ""
@@ -271,6 +274,9 @@ func (l *Listener) routineRead() {
 		if b[0] != flagHello || len(b) < helloSize {
 			return // not the start of a connection: nothing answers it
 		}
+		if _, err := helloPayload(b); err != nil {
+			return
+		}
 		select {
 		case <-l.done:
 			return
@@ -282,7 +288,6 @@ func (l *Listener) routineRead() {
 		c = newConn(l.s, from, l.o.maxSize)
 		c.id = id
 		c.ln = l
-		c.q = make(chan inbound, queueLen)
 		l.mu.Lock()
 		l.conns[id] = c
 		l.mu.Unlock()
