@@ -124,5 +124,8 @@ func (pc *pacer) allow(n int, now time.Time, c *cubic, srtt time.Duration) time.
 		pc.tokens -= float64(n)
 		return 0
 	}
-	return time.Duration((float64(n) - pc.tokens) / rate * float64(time.Second))
+	// Rounded up, never 0: 0 means "go now", which would send the packet without taking
+	// its tokens, and the next one too, and every one after (the bug a sub-nanosecond
+	// deficit made).
+	return time.Duration(math.Ceil((float64(n) - pc.tokens) / rate * float64(time.Second)))
 }

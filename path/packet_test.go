@@ -342,3 +342,48 @@ func TestPacketPathUnvalidatedPeer(t *testing.T) {
 		settled(t, ha, hb, 0, 20)
 	})
 }
+
+// TestPacketPathPaces: with a window of many packets and a 20 ms round trip, the path does not
+// send its window at once: once the RTT is known, at most a burst of paceBurst full packets'
+// bytes (and the two packets a probe timeout may add) leave at any one instant.
+func TestPacketPathPaces(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := pktConfig{Delay: 10 * time.Millisecond}
+		_, a, b := newPktLink(6, cfg, cfg, 1400, 1200)
+		var mu sync.Mutex
+		at := map[time.Time]int{} // data bytes sent at each instant
+		a.mu.Lock()
+		a.tap = func(d []byte) {
+			if len(d) > 500 {
+				mu.Lock()
+				at[time.Now()] += len(d)
+				mu.Unlock()
+			}
+		}
+		a.mu.Unlock()
+		pa, _, ha, hb := pktPair(t, a, b)
+		sendData(t, pa, ha, 0, 3000)
+		settled(t, ha, hb, 0, 3000)
+		st := pa.PacketStats()
+		if st.Window < 40*1200 {
+			t.Fatalf("window %d: too small for the test to show pacing", st.Window)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		var first time.Time
+		for ts := range at {
+			if first.IsZero() || ts.Before(first) {
+				first = ts
+			}
+		}
+		worst := 0
+		for ts, n := range at {
+			if ts.Sub(first) > 100*time.Millisecond { // past slow start's first round trips
+				worst = max(worst, n)
+			}
+		}
+		if limit := (paceBurst + 2) * st.MTU; worst > limit {
+			t.Fatalf("%d data bytes at one instant; the pacer allows %d", worst, limit)
+		}
+	})
+}
