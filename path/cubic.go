@@ -98,14 +98,18 @@ func (c *cubic) collapse(now time.Time) {
 	c.epoch = time.Time{}
 }
 
-// pacer spaces packets at 1.25 times cwnd per srtt, in bursts of at most maxBurst packets, so
-// a window is not written in one go into a queue that holds a fraction of it.
+// pacer spaces packets at 1.25 times cwnd per srtt, in bursts of at most paceBurst packets (or
+// a millisecond's worth), so a window is not written in one go into a queue that holds a
+// fraction of it.
 type pacer struct {
 	tokens float64 // bytes that may go now
 	last   time.Time
 }
 
-const paceBurst = 10 // packets
+const (
+	paceBurst       = 10 // packets
+	paceGranularity = time.Millisecond
+)
 
 // allow reports how long to wait before n more bytes may go (0: now), taking them if so.
 func (pc *pacer) allow(n int, now time.Time, c *cubic, srtt time.Duration) time.Duration {
@@ -113,7 +117,9 @@ func (pc *pacer) allow(n int, now time.Time, c *cubic, srtt time.Duration) time.
 		return 0 // nothing measured yet: the initial window goes out as it is
 	}
 	rate := 1.25 * c.cwnd / srtt.Seconds()
-	burst := paceBurst * c.mss
+	// A burst is paceBurst packets, or a millisecond's worth where that is more: shorter
+	// waits than that cost more in timer wake-ups than they smooth (loopback, fast LANs).
+	burst := max(paceBurst*c.mss, rate*paceGranularity.Seconds())
 	if !pc.last.IsZero() {
 		pc.tokens = min(pc.tokens+now.Sub(pc.last).Seconds()*rate, burst)
 	} else {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/transport"
 )
 
 // pkItem is one packet the writer is about to send.
@@ -415,23 +416,38 @@ func (p *Path) writeFailed(w *pkWriter, from, to int, err error) error {
 func (p *Path) routineReadPackets() {
 	defer p.exit()
 	k := p.pk
-	buf := make([]byte, k.c.MaxDatagramSize()+1)
+	pr, _ := k.c.(transport.PacketReader)
+	var buf []byte
+	if pr == nil {
+		buf = make([]byte, k.c.MaxDatagramSize()+1)
+	}
 	f := new(wire.Frame)
 	var cause error
 	for cause == nil {
-		var n int
+		var b []byte
 		var from net.Addr
 		var err error
-		if k.rb != nil {
+		switch {
+		case pr != nil:
+			b, from, err = pr.ReadPacket() // opened where it lies, no copy
+			if k.rb == nil {
+				from = nil // a carrier that cannot rebind has one peer
+			}
+		case k.rb != nil:
+			var n int
 			n, from, err = k.rb.ReadFrom(buf)
-		} else {
+			b = buf[:n]
+		default:
+			var n int
 			n, err = k.c.Read(buf)
+			b = buf[:n]
 		}
 		if err != nil {
 			cause = err
 			break
 		}
-		frames, pn, err := k.open.openCounted(buf[:n])
+		n := len(b)
+		frames, pn, err := k.open.openCounted(b)
 		if errors.Is(err, errReplay) || errors.Is(err, errOld) {
 			continue // a copy, or too old to tell: a network may duplicate and delay
 		}

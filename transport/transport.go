@@ -111,6 +111,17 @@ type BatchWriter interface {
 	WriteBatch(b [][]byte) error
 }
 
+// PacketReader is a PacketCarrier that lends received datagrams where they already are
+// instead of copying them into the caller's buffer. rendr's path reads with it when the
+// carrier has it: a datagram is then opened in place.
+type PacketReader interface {
+	PacketCarrier
+	// ReadPacket returns the next datagram and where it came from (nil for the current
+	// peer, as Rebinder.ReadFrom). b stays valid, and may be written to, until the next
+	// ReadPacket or Close.
+	ReadPacket() (b []byte, from net.Addr, err error)
+}
+
 // ErrDatagramTooLarge may be returned (wrapped) by a PacketCarrier's Write for a datagram
 // the network refused as larger than its MTU (EMSGSIZE): rendr treats the size as failed,
 // not the carrier as dead.

@@ -128,7 +128,7 @@ func measured(r *result, samples []float64) {
 // against compares r with a baseline row. higherBetter orients the target: the ratio must be
 // at least target when higher is better, at most target otherwise.
 func against(r *result, base *result, target float64, higherBetter bool) {
-	if base == nil || base.Value == nil || r.Value == nil {
+	if r == nil || base == nil || base.Value == nil || r.Value == nil {
 		return
 	}
 	r.Baseline = ptr(base.Metric)

@@ -17,10 +17,20 @@ import (
 // inbound is one datagram waiting for Read: the whole datagram, header included, in a pooled
 // buffer.
 type inbound struct {
-	b    *[]byte
-	n    int
-	off  int // where the payload starts
-	from netip.AddrPort
+	b      *[]byte // a copy of the datagram, in a buffer of its own; nil when rb holds it
+	rb     *rxBuf  // the socket's buffer the datagram arrived in, lent (a large read)
+	data   []byte  // the payload, in b or in rb
+	charge int     // what it counts against queueBytes
+	from   netip.AddrPort
+}
+
+// done gives the datagram's memory back.
+func (in *inbound) done() {
+	if in.rb != nil {
+		in.rb.release()
+	} else if in.b != nil {
+		putBuf(in.b)
+	}
 }
 
 // Buffers for queued datagrams come in three sizes, so a datagram just over one size does
@@ -62,6 +72,7 @@ type Conn struct {
 	ln      *Listener // the listening side's listener; nil when dialed
 	maxSize int       // UDP payload, header included
 	q       chan inbound
+	lent    inbound      // the datagram ReadPacket returned last (its reader's alone)
 	queued  atomic.Int64 // bytes in q
 	done    chan struct{}
 	once    sync.Once
@@ -89,16 +100,15 @@ func newConn(s *socket, peer netip.AddrPort, maxSize int) *Conn {
 
 // routineDialerRead reads the dialer's own socket.
 func (c *Conn) routineDialerRead() {
-	c.s.readLoop(func(b []byte, from netip.AddrPort) {
-		if len(b) >= headerSize && [8]byte(b[1:headerSize]) == c.id {
-			c.deliver(b, from)
-		}
+	c.s.readLoop(func(b []byte, from netip.AddrPort, rb *rxBuf) bool {
+		return len(b) >= headerSize && [8]byte(b[1:headerSize]) == c.id && c.deliver(b, from, rb)
 	})
 	c.Close()
 }
 
-// deliver takes one datagram of this connection from the socket's reader.
-func (c *Conn) deliver(b []byte, from netip.AddrPort) {
+// deliver takes one datagram of this connection from the socket's reader, and reports
+// whether it kept a reference to rb (see readFunc).
+func (c *Conn) deliver(b []byte, from netip.AddrPort, rb *rxBuf) bool {
 	off := headerSize
 	switch b[0] {
 	case 0:
@@ -106,27 +116,27 @@ func (c *Conn) deliver(b []byte, from netip.AddrPort) {
 		ok := !c.dialer || c.answered // before its answer, nothing of the listener's path counts
 		c.mu.Unlock()
 		if !ok {
-			return
+			return false
 		}
 	case flagReply:
 		if !c.dialer {
-			return
+			return false
 		}
 		c.mu.Lock()
 		dup := c.answered
 		c.answered = true
 		c.mu.Unlock()
 		if dup {
-			return
+			return false
 		}
 		c.resend.Stop()
 	case flagHello:
 		if c.dialer {
-			return
+			return false
 		}
 		p, err := helloPayload(b)
 		if err != nil {
-			return
+			return false
 		}
 		c.mu.Lock()
 		if c.hello != nil {
@@ -141,7 +151,7 @@ func (c *Conn) deliver(b []byte, from netip.AddrPort) {
 			if again != nil {
 				c.s.writeTo(again, from)
 			}
-			return
+			return false
 		}
 		c.hello = bytes.Clone(p)
 		c.helloLen = len(b)
@@ -149,19 +159,35 @@ func (c *Conn) deliver(b []byte, from netip.AddrPort) {
 		off = headerSize + 2
 		b = b[:off+len(p)]
 	default:
-		return
+		return false
 	}
-	if len(c.q) == cap(c.q) || c.queued.Load()+int64(len(b)) > queueBytes {
-		return // the reader is behind: dropped, as the network might have
+	in := inbound{rb: rb, from: from, charge: len(b)}
+	if rb != nil {
+		in.charge = rb.charge(len(b))
 	}
-	buf := getBuf(len(b))
-	n := copy(*buf, b)
-	c.queued.Add(int64(cap(*buf)))
+	if len(c.q) == cap(c.q) || c.queued.Load()+int64(in.charge) > queueBytes {
+		return false // the reader is behind: dropped, as the network might have
+	}
+	if rb != nil {
+		rb.refs.Add(1)
+		in.data = b[off:len(b):len(b)]
+	} else {
+		in.b = getBuf(len(b))
+		in.data = (*in.b)[:copy(*in.b, b[off:])]
+		in.charge = cap(*in.b) // what the copy holds while queued
+	}
+	c.queued.Add(int64(in.charge))
 	select {
-	case c.q <- inbound{b: buf, n: n, off: off, from: from}:
+	case c.q <- in:
+		return rb != nil
 	case <-c.done:
-		c.queued.Add(-int64(cap(*buf)))
-		putBuf(buf)
+		c.queued.Add(-int64(in.charge))
+		if rb != nil {
+			rb.refs.Add(-1) // the reader still holds its own reference: never the last
+		} else {
+			putBuf(in.b)
+		}
+		return false
 	}
 }
 
@@ -186,28 +212,57 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 func (c *Conn) read(b []byte) (int, netip.AddrPort, error) {
+	in, err := c.next()
+	if err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	n := copy(b, in.data)
+	in.done()
+	return n, in.from, nil
+}
+
+// next takes the next datagram off the queue; from is zero when it came from the peer.
+func (c *Conn) next() (inbound, error) {
 	var in inbound
+	select {
+	case <-c.done:
+		return in, net.ErrClosed // even if a datagram slipped in after Close drained the queue
+	default:
+	}
 	select {
 	case in = <-c.q:
 	default:
 		select {
 		case in = <-c.q:
 		case <-c.done:
-			return 0, netip.AddrPort{}, net.ErrClosed
+			return in, net.ErrClosed
 		case <-c.rd.wait():
-			return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
+			return in, os.ErrDeadlineExceeded
 		}
 	}
-	n := copy(b, (*in.b)[in.off:in.n])
-	c.queued.Add(-int64(cap(*in.b)))
-	putBuf(in.b)
+	c.queued.Add(-int64(in.charge))
 	c.mu.Lock()
-	same := in.from == c.peer
-	c.mu.Unlock()
-	if same {
+	if in.from == c.peer {
 		in.from = netip.AddrPort{}
 	}
-	return n, in.from, nil
+	c.mu.Unlock()
+	return in, nil
+}
+
+// ReadPacket returns the next datagram where it arrived, with no copy (transport.PacketReader):
+// valid until the next ReadPacket or Close. Only one goroutine may use it, and not beside Read.
+func (c *Conn) ReadPacket() ([]byte, net.Addr, error) {
+	c.lent.done() // the one lent before
+	c.lent = inbound{}
+	in, err := c.next()
+	if err != nil {
+		return nil, nil, err
+	}
+	c.lent = in
+	if !in.from.IsValid() {
+		return in.data, nil, nil
+	}
+	return in.data, net.UDPAddrFromAddrPort(in.from), nil
 }
 
 // Write sends b as one datagram to the current peer.
@@ -368,7 +423,8 @@ func (c *Conn) Close() error {
 		for {
 			select {
 			case in := <-c.q:
-				putBuf(in.b)
+				c.queued.Add(-int64(in.charge))
+				in.done()
 			default:
 				return
 			}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/rendr-go/rendr/transport"
@@ -16,6 +17,7 @@ type socket struct {
 	u    *net.UDPConn
 	bat  *batcher // nil: one system call per datagram
 	once sync.Once
+	lent atomic.Int32 // receive buffers out on loan to connections (rxBuf)
 
 	wmu  sync.Mutex // guards wbuf
 	wbuf []byte
@@ -42,23 +44,82 @@ func (s *socket) close() {
 	s.once.Do(func() { s.u.Close() })
 }
 
-// readLoop reads datagrams until the socket closes, handing each to fn, which must not keep
-// b.
-func (s *socket) readLoop(fn func(b []byte, from netip.AddrPort)) {
-	if s.bat != nil && s.bat.readLoop(fn) {
+// rxBuf is a receive buffer handed from a socket's reader to the connections its datagrams
+// belong to, so that a large datagram, or a GRO run of many, is read from where the kernel put
+// it instead of being copied to a queue first. Each datagram queued from it holds a reference.
+type rxBuf struct {
+	b    *[]byte
+	n    int // bytes the kernel wrote into it: what its datagrams share its capacity by
+	refs atomic.Int32
+	lent *atomic.Int32 // the socket's count of buffers out on loan
+}
+
+// handoffMin is the smallest read worth handing off whole; smaller datagrams are copied to a
+// buffer of their size, which pins less memory while queued.
+const handoffMin = 16 << 10
+
+// maxLent bounds the buffers one socket has out on loan. A lent buffer stays pinned while any
+// datagram of it waits, however little of it that is, so beyond this reads are copied:
+// otherwise a reader that lags, or a sender whose runs carry one datagram of a connection and
+// junk, could pin far more than a queue's byte bound says.
+const maxLent = 128
+
+func (r *rxBuf) release() {
+	if r.refs.Add(-1) == 0 {
+		r.lent.Add(-1)
+		putBuf(r.b)
+	}
+}
+
+// charge is what a datagram of n bytes from r counts against its connection's queue bound:
+// its share of the buffer it keeps from being reused.
+func (r *rxBuf) charge(n int) int { return cap(*r.b) * n / max(r.n, 1) }
+
+// readFunc takes one datagram from a socket's reader. rb is non-nil when the datagram may be
+// kept in place: the function reports true having taken a reference (rb.refs.Add(1)), which it
+// releases once done. Otherwise b is valid only during the call.
+type readFunc func(b []byte, from netip.AddrPort, rb *rxBuf) (kept bool)
+
+// readLoop reads datagrams until the socket closes, handing each to fn.
+func (s *socket) readLoop(fn readFunc) {
+	if s.bat != nil && s.bat.readLoop(fn, &s.lent) {
 		return
 	}
-	buf := make([]byte, maxUDP+1)
+	buf := getBuf(maxUDP + 1)
 	for {
-		n, from, err := s.u.ReadFromUDPAddrPort(buf)
+		n, from, err := s.u.ReadFromUDPAddrPort(*buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
+				putBuf(buf)
 				return
 			}
 			continue // an ICMP error reported on the socket, a truncated datagram: next
 		}
-		fn(buf[:n], unmap(from))
+		buf = handOff(buf, n, &s.lent, func(rb *rxBuf) int {
+			if fn((*buf)[:n], unmap(from), rb) {
+				return 1
+			}
+			return 0
+		})
 	}
+}
+
+// handOff runs deliver over a read of n bytes in buf, lending the buffer to the datagrams
+// kept when the read is large enough; it returns the buffer to read into next.
+func handOff(buf *[]byte, n int, lent *atomic.Int32, deliver func(rb *rxBuf) (kept int)) *[]byte {
+	if n < handoffMin || lent.Load() >= maxLent {
+		deliver(nil)
+		return buf
+	}
+	rb := &rxBuf{b: buf, n: n, lent: lent}
+	rb.refs.Store(1) // the reader's own, until every datagram of the read is handed out
+	lent.Add(1)
+	if deliver(rb) == 0 {
+		lent.Add(-1)
+		return buf // nobody kept any: read into it again
+	}
+	rb.release()
+	return getBuf(maxUDP + 1)
 }
 
 // writeTo sends one datagram.

@@ -90,13 +90,20 @@ func setDontFragment(u *net.UDPConn) error {
 
 // readLoop reads batches until the socket closes. It reports false, having read nothing,
 // when the socket cannot read in batches, so the caller reads one at a time.
-func (b *batcher) readLoop(fn func([]byte, netip.AddrPort)) bool {
+func (b *batcher) readLoop(fn readFunc, lent *atomic.Int32) bool {
 	msgs := make([]ipv4.Message, readBatch)
+	bufs := make([]*[]byte, readBatch)
 	oobLen := unix.CmsgSpace(4) * 2
 	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, maxUDP+1)}
+		bufs[i] = getBuf(maxUDP + 1)
+		msgs[i].Buffers = [][]byte{*bufs[i]}
 		msgs[i].OOB = make([]byte, oobLen)
 	}
+	defer func() {
+		for _, bp := range bufs {
+			putBuf(bp)
+		}
+	}()
 	first := true
 	for {
 		for i := range msgs {
@@ -120,15 +127,26 @@ func (b *batcher) readLoop(fn func([]byte, netip.AddrPort)) bool {
 				continue
 			}
 			from := unmap(ua.AddrPort())
-			data := m.Buffers[0][:m.N]
+			data := (*bufs[i])[:m.N]
 			seg := groSize(m.OOB[:m.NN])
-			if seg <= 0 || seg >= len(data) {
-				fn(data, from)
-				continue
-			}
-			for off := 0; off < len(data); off += seg {
-				fn(data[off:min(off+seg, len(data))], from)
-			}
+			bufs[i] = handOff(bufs[i], m.N, lent, func(rb *rxBuf) (kept int) {
+				if seg <= 0 || seg >= len(data) {
+					if fn(data, from, rb) {
+						kept++
+					}
+					return kept
+				}
+				for off := 0; off < len(data); off += seg {
+					end := min(off+seg, len(data))
+					// Capped at its end: an append must never run into the next one,
+					// which may be another connection's.
+					if fn(data[off:end:end], from, rb) {
+						kept++
+					}
+				}
+				return kept
+			})
+			m.Buffers[0] = *bufs[i]
 		}
 	}
 }

@@ -5,6 +5,7 @@ package udpflow
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 )
 
 // batcher is Linux's batched I/O; elsewhere there is none.
@@ -12,7 +13,7 @@ type batcher struct{}
 
 func newBatcher(*net.UDPConn) *batcher { return nil }
 
-func (*batcher) readLoop(func([]byte, netip.AddrPort)) bool { return false }
+func (*batcher) readLoop(readFunc, *atomic.Int32) bool { return false }
 
 func (*batcher) writeBatch([]byte, [][]byte, netip.AddrPort) (bool, error) { return false, nil }
 

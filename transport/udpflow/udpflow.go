@@ -259,31 +259,30 @@ func (l *Listener) Close() error {
 // routineRead reads the listening socket and hands each datagram to its connection.
 func (l *Listener) routineRead() {
 	defer l.wg.Done()
-	l.s.readLoop(func(b []byte, from netip.AddrPort) {
+	l.s.readLoop(func(b []byte, from netip.AddrPort, rb *rxBuf) bool {
 		if len(b) < headerSize {
-			return
+			return false
 		}
 		id := [8]byte(b[1:headerSize])
 		l.mu.Lock()
 		c := l.conns[id]
 		l.mu.Unlock()
 		if c != nil {
-			c.deliver(b, from)
-			return
+			return c.deliver(b, from, rb)
 		}
 		if b[0] != flagHello || len(b) < helloSize {
-			return // not the start of a connection: nothing answers it
+			return false // not the start of a connection: nothing answers it
 		}
 		if _, err := helloPayload(b); err != nil {
-			return
+			return false
 		}
 		select {
 		case <-l.done:
-			return
+			return false
 		default:
 		}
 		if len(l.accept) == cap(l.accept) {
-			return // Accept is behind: the dialer will try again
+			return false // Accept is behind: the dialer will try again
 		}
 		c = newConn(l.s, from, l.o.maxSize)
 		c.id = id
@@ -291,8 +290,9 @@ func (l *Listener) routineRead() {
 		l.mu.Lock()
 		l.conns[id] = c
 		l.mu.Unlock()
-		c.deliver(b, from)
+		kept := c.deliver(b, from, rb)
 		l.accept <- c
+		return kept
 	})
 }
 
@@ -321,3 +321,4 @@ func helloPayload(b []byte) ([]byte, error) {
 
 var _ transport.Rebinder = (*Conn)(nil)
 var _ transport.BatchWriter = (*Conn)(nil)
+var _ transport.PacketReader = (*Conn)(nil)
