@@ -247,8 +247,13 @@ func (p *Path) trackLocked(it *pkItem, now time.Time, set func(*sentPacket)) {
 		if r.crit {
 			sp.critical = append([]byte(nil), r.Frames()...)
 		}
-		if f, _, err := wire.Parse(r.Frames()); err == nil && f.Type == wire.TypePing {
-			sp.ping = f.Seq
+		// A probe's PING is resent when lost. Only the first byte is looked at otherwise: a
+		// data record's frames end in a payload kept aside (Ext), which Parse would take
+		// for a truncated frame, at the cost of an error per packet.
+		if fr := r.Frames(); len(fr) > 0 && wire.Type(fr[0]) == wire.TypePing {
+			if f, _, err := wire.Parse(fr); err == nil {
+				sp.ping = f.Seq
+			}
 		}
 	}
 	if set != nil {
