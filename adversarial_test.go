@@ -307,7 +307,7 @@ func rtDatagramAEAD(cs interface{ UnsafeKey() [32]byte }) cipher.AEAD {
 // rtPacketNonce is the AEAD nonce of packet n: 4 zero bytes and n, big-endian.
 func rtPacketNonce(n uint64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 4, 12), n) }
 
-// rtSendPacket sends frames as one packet of a packet path (docs/wire.md section 9): its
+// rtSendPacket sends frames as one packet of a packet path (docs/wire.md section 5, "Packet paths"): its
 // number, then the frames sealed under the datagram key with the number as nonce and
 // associated data.
 func rtSendPacket(c net.Conn, res *handshake.Result, frames []byte) error {

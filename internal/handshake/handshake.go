@@ -54,7 +54,7 @@ const (
 	// section 5). Both ends must set it before either sends any.
 	FlagDatagrams = 0x02
 	// FlagPackets: the sender's carrier moves datagrams only (a transport.PacketCarrier), so
-	// every record is a packet (docs/wire.md section 9). Both ends must have one.
+	// every record is a packet (docs/wire.md section 5, "Packet paths"). Both ends must have one.
 	FlagPackets = 0x04
 
 	knownFlags = FlagPlain | FlagDatagrams | FlagPackets
