@@ -105,8 +105,10 @@ type dgOpen struct {
 	prev      *recordCipher // the epoch before, for stragglers across a rekey
 	high      uint64        // the highest counter accepted, plus one (0: none yet)
 	seen      [dgWindow / 64]uint64
-	replays   uint64 // copies dropped
-	tooOld    uint64 // dropped as behind the window
+	replays   uint64   // copies dropped
+	tooOld    uint64   // dropped as behind the window
+	splits    bool     // split packets may come (a packet path)
+	parts     [][]byte // a split packet's payload parts, after openCounted
 }
 
 // openCounted authenticates one record in place and returns its frames and counter. errReplay
@@ -120,9 +122,23 @@ func (d *dgOpen) openCounted(b []byte) ([]byte, uint64, error) {
 		return nil, 0, fmt.Errorf("%w: a record of %d bytes", errForged, len(b))
 	}
 	n := binary.BigEndian.Uint64(b)
+	split := n&splitBit != 0
+	n &^= splitBit
 	if err := d.check(n); err != nil {
 		return nil, n, err
 	}
+	if split {
+		if !d.splits {
+			return nil, n, errForged // datagram records of a stream path are never split
+		}
+		out, err := d.openSplit(b, n)
+		if err != nil {
+			return nil, n, err
+		}
+		d.mark(n)
+		return out, n, nil
+	}
+	d.parts = d.parts[:0]
 	out := b[dgCounterSize:]
 	if d.open != nil {
 		c, err := d.cipherFor(n / dgEpoch)

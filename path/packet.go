@@ -119,6 +119,8 @@ type pkState struct {
 	probeAt      time.Time // the next probe may go then
 	probeRaise   bool      // the search is over; at probeAt it starts again (RFC 8899's raise timer)
 	bigLosses    int       // packets over the base size lost in a row
+	lastBigAck   time.Time // when one over the base size was last acknowledged
+	lastSmallAck time.Time // and one at most the base size
 
 	// Address validation.
 	unvalidated bool      // the peer's own address is not proven yet (Config.Unvalidated)
@@ -142,6 +144,7 @@ type response struct {
 func newPkState(c transport.PacketCarrier, send, recv *noise.CipherState) *pkState {
 	k := &pkState{c: c, confirmed: make(chan struct{}), threshold: 3}
 	k.rb, _ = c.(transport.Rebinder)
+	k.open.splits = true
 	k.bw, _ = c.(transport.BatchWriter)
 	if send != nil && recv != nil {
 		k.seal.seal, k.open.open = &recordCipher{}, &recordCipher{}
@@ -385,10 +388,12 @@ func (p *Path) declareLostLocked(sp *sentPacket, now time.Time, ls *lostSet) {
 	k.cc.lost(sp.at, now)
 	if sp.size > k.c.BaseDatagramSize() {
 		// Black hole detection (RFC 8899, 4.3): full-size packets lost in a row, none
-		// acknowledged between, while small ones get through, mean the path's MTU fell
-		// without an error saying so.
+		// acknowledged for three probe timeouts while small ones were, mean the path's MTU
+		// fell without an error saying so. A congested queue drops runs of large packets
+		// too, but the ones after them arrive, well within that time.
 		k.bigLosses++
-		if k.bigLosses >= blackHoleLosses && k.mtu > k.c.BaseDatagramSize() {
+		quiet := now.Sub(k.lastBigAck) > 3*p.ptoLocked() && k.lastSmallAck.After(k.lastBigAck)
+		if k.bigLosses >= blackHoleLosses && quiet && k.mtu > k.c.BaseDatagramSize() {
 			k.probeHi, k.probeFails, k.probeRaise = k.mtu-1, 0, false
 			k.mtu, k.bigLosses = k.c.BaseDatagramSize(), 0
 			k.probeAt = now.Add(time.Second)
@@ -481,7 +486,9 @@ func (p *Path) onAck(f *wire.Frame) error {
 				k.cc.acked(sp.size, sp.at, now, p.mu.est.srtt, k.inflight)
 				k.inflight -= sp.size
 				if sp.size > k.c.BaseDatagramSize() {
-					k.bigLosses = 0
+					k.bigLosses, k.lastBigAck = 0, now
+				} else {
+					k.lastSmallAck = now
 				}
 			}
 			if sp.probe > 0 {

@@ -90,7 +90,14 @@ func pktPair(t *testing.T, a, b *pktEnd) (pa, pb *Path, ha, hb *pktHandler) {
 // than its window (and one record) into flight.
 func sendData(t *testing.T, p *Path, h *pktHandler, from, n int) {
 	t.Helper()
-	payload := make([]byte, pktPayload)
+	sendDataSized(t, p, h, from, n, pktPayload)
+}
+
+// sendDataSized is sendData with size bytes of payload per record, still numbered by
+// pktPayload offsets (the handler keys records by offset).
+func sendDataSized(t *testing.T, p *Path, h *pktHandler, from, n, size int) {
+	t.Helper()
+	payload := make([]byte, size)
 	for i := from; i < from+n; i++ {
 		for p.Space() <= 0 {
 			select {
@@ -106,7 +113,7 @@ func sendData(t *testing.T, p *Path, h *pktHandler, from, n int) {
 		r := NewRecord()
 		r.SetLimit(p.MaxRecord())
 		off := uint64(i * pktPayload)
-		r.B = wire.AppendData(r.B, 1, off, false, payload)
+		r.B = wire.AppendData(r.B, 1, off, false, payload[:min(size, p.MaxRecord()-32)])
 		r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: off, Len: pktPayload})
 		if !p.Send(r) {
 			t.Fatalf("record %d: path closed: %v", i, p.Cause())
@@ -388,6 +395,35 @@ func TestPacketPathPaces(t *testing.T) {
 		burst := max(paceBurst*st.MTU, int(1.25*float64(st.Window)/20))
 		if limit := burst + 2*st.MTU; worst > limit || worst > st.Window/4 {
 			t.Fatalf("%d data bytes at one instant; the pacer allows %d of a %d-byte window", worst, limit, st.Window)
+		}
+	})
+}
+
+// TestPacketPathBlackHole: the path MTU falls mid-transfer with no error saying so (a tunnel
+// came up on the way): large datagrams vanish, small ones pass. The path notices, drops back to
+// the base size, finds the new limit, and every record still arrives or is reported lost (and
+// so sent again by the engine).
+func TestPacketPathBlackHole(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := pktConfig{Delay: 5 * time.Millisecond, MTU: 9000}
+		l, a, b := newPktLink(7, cfg, cfg, 9000, 1200)
+		pa, _, ha, hb := pktPair(t, a, b)
+		sendData(t, pa, ha, 0, 2000)
+		settled(t, ha, hb, 0, 2000)
+		time.Sleep(time.Second)
+		if st := pa.PacketStats(); st.MTU < 8000 {
+			t.Fatalf("MTU %d before the black hole, want the link's 9000 or close", st.MTU)
+		}
+		l.setMTU(1400)
+		sendDataSized(t, pa, ha, 2000, 3000, 8000) // records as large as the path takes
+		settled(t, ha, hb, 2000, 3000)
+		time.Sleep(3 * time.Second)
+		st := pa.PacketStats()
+		if st.MTU > 1400 || st.MTU < 1200 {
+			t.Fatalf("MTU %d after the black hole, want 1200 to 1400", st.MTU)
+		}
+		if pa.Cause() != nil {
+			t.Fatalf("path closed: %v", pa.Cause())
 		}
 	})
 }

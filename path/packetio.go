@@ -20,6 +20,7 @@ type pkItem struct {
 	to    net.Addr // nil: the current peer
 	pn    uint64
 	probe bool
+	split bool // sealed in parts, the payload straight from the send buffer (packetsplit.go)
 }
 
 // pkWriter is the writer goroutine's scratch.
@@ -175,7 +176,12 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		if hasPre && size+preEnd-pre <= k.mtu {
 			takePre(&it)
 		}
-		add(it, it.pre[1]-it.pre[0]+r.Len()-2)
+		frames := it.pre[1] - it.pre[0] + r.Len() - 2
+		if n := len(r.Ext); n > 0 && n < wire.MaxParts && k.seal.seal != nil && over+frames+splitOverhead(n) <= k.mtu {
+			it.split = true
+			frames += splitOverhead(n)
+		}
+		add(it, frames)
 		p.trackLocked(&w.items[len(w.items)-1], now, nil)
 	}
 	// Probe timeout with nothing to resend: PINGs, which the peer acknowledges at once.
@@ -336,6 +342,16 @@ func (p *Path) sealAndSend(w *pkWriter) (int, error) {
 			batchStart, arena = i, arena[:0]
 		}
 		start := len(arena)
+		if it.split {
+			d, err := p.sealSplitItem(it, w.scratch[it.pre[0]:it.pre[1]], arena, start)
+			if err != nil {
+				return sent, err
+			}
+			arena = arena[:start+len(d)]
+			sent += len(d)
+			w.dgrams = append(w.dgrams, d)
+			continue
+		}
 		arena = arena[:start+dgCounterSize]
 		arena = append(arena, w.scratch[it.pre[0]:it.pre[1]]...)
 		if r := it.r; r != nil {
@@ -379,6 +395,28 @@ func (p *Path) sealAndSend(w *pkWriter) (int, error) {
 		}
 	}
 	return sent, fail(batchStart, len(w.items), flush())
+}
+
+// sealSplitItem seals a split item at arena[start:] (room was checked when it was added) and
+// releases its record: the payload is read once, by the cipher, from the send buffer.
+func (p *Path) sealSplitItem(it *pkItem, pre, arena []byte, start int) ([]byte, error) {
+	k := p.pk
+	r := it.r
+	hdr := splitHeader(1 + len(r.Ext))
+	arena = arena[:start+hdr]
+	arena = append(arena, pre...)
+	arena = append(arena, r.Frames()...)
+	frames := len(arena) - start - hdr
+	d, pn, err := k.seal.sealSplit(arena[start:], frames, r.Ext)
+	r.Release()
+	it.r = nil
+	if err != nil {
+		return nil, err
+	}
+	if pn != it.pn {
+		return nil, fmt.Errorf("path: packet %d sealed as %d", it.pn, pn)
+	}
+	return d, nil
 }
 
 // writeFailed handles a write error for items [from, to). A datagram refused as too large is
@@ -478,7 +516,16 @@ func (p *Path) routineReadPackets() {
 			}
 		}
 		eliciting := false
+		parts := k.open.parts // a split packet's payload, for the DATA header ending its frames
 		for len(frames) > 0 && cause == nil {
+			if len(parts) > 0 {
+				if h, m, l, ok := wire.DataHeader(frames); ok && m == len(frames) {
+					*f = h
+					cause = p.splitData(f, l, parts)
+					frames, parts, eliciting = nil, nil, true
+					break
+				}
+			}
 			var m int
 			*f, m, err = wire.Parse(frames)
 			if err != nil {
@@ -512,6 +559,9 @@ func (p *Path) routineReadPackets() {
 				}
 			}
 			eliciting = true
+		}
+		if cause == nil && len(parts) > 0 {
+			cause = errSplitData
 		}
 		if cause != nil {
 			break

@@ -82,6 +82,9 @@ func (e *pktEnd) send(b []byte, to net.Addr) error {
 	}
 	l := e.l
 	cfg := l.cfg[e.side]
+	l.mu.Lock()
+	cfg = l.cfg[e.side]
+	l.mu.Unlock()
 	if cfg.MTU > 0 && len(b) > cfg.MTU && cfg.RefuseBig {
 		return fmt.Errorf("pkt: %w", transport.ErrDatagramTooLarge)
 	}
@@ -97,10 +100,11 @@ func (e *pktEnd) send(b []byte, to net.Addr) error {
 	dst.mu.Lock()
 	there := dst.local.String() == to.String()
 	dst.mu.Unlock()
-	if !there || cfg.MTU > 0 && len(b) > cfg.MTU {
+	if !there || cfg.MTU > 0 && len(b) > cfg.MTU && !cfg.RefuseBig {
 		return nil // nobody at that address, or too large for the link: gone
 	}
 	l.mu.Lock()
+	cfg = l.cfg[e.side] // setMTU may have changed it
 	copies := 1
 	if l.rng.Float64() < cfg.Loss {
 		copies = 0
@@ -128,6 +132,13 @@ func (e *pktEnd) send(b []byte, to net.Addr) error {
 		time.AfterFunc(delays[i], func() { dst.inject(d) })
 	}
 	return nil
+}
+
+// setMTU changes both directions' MTU from now on: larger datagrams vanish silently.
+func (l *pktLink) setMTU(mtu int) {
+	l.mu.Lock()
+	l.cfg[0].MTU, l.cfg[1].MTU = mtu, mtu
+	l.mu.Unlock()
 }
 
 // inject delivers a datagram to e as if it came from d.from.
