@@ -156,9 +156,24 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 	// whatever the window says.
 	paced := time.Duration(0)
 	dataBytes := 0 // bytes leaving the data queue, for Space and Writable
-	for len(p.mu.q) > 0 && batch < pkBatchBytes && fits(over+preEnd-pre+p.mu.q[0].Len()) {
+	for len(p.mu.q) > 0 && batch < pkBatchBytes {
 		r := p.mu.q[0]
-		size := over + r.Len() - 2
+		// Sealed in parts when the payload is still in the send buffer (read once, by the
+		// cipher), if the parts' overhead fits; the path's own frames ride along only if
+		// they do not stop that.
+		split := 0
+		if n := len(r.Ext); n > 0 && n < wire.MaxParts && k.seal.seal != nil && allNonEmpty(r.Ext) &&
+			over+r.Len()-2+splitOverhead(n) <= k.mtu {
+			split = splitOverhead(n)
+		}
+		size := over + r.Len() - 2 + split
+		withPre := hasPre && size+preEnd-pre <= k.mtu
+		if withPre {
+			size += preEnd - pre
+		}
+		if !fits(size) {
+			break
+		}
 		if k.ptoProbes == 0 && k.inflight > 0 && k.inflight+size > int(k.cc.cwnd) {
 			break // the window is full; an acknowledgement kicks the writer
 		}
@@ -172,16 +187,11 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		}
 		p.mu.q = p.mu.q[1:]
 		dataBytes += r.Len()
-		it := pkItem{r: r}
-		if hasPre && size+preEnd-pre <= k.mtu {
+		it := pkItem{r: r, split: split > 0}
+		if withPre {
 			takePre(&it)
 		}
-		frames := it.pre[1] - it.pre[0] + r.Len() - 2
-		if n := len(r.Ext); n > 0 && n < wire.MaxParts && k.seal.seal != nil && over+frames+splitOverhead(n) <= k.mtu {
-			it.split = true
-			frames += splitOverhead(n)
-		}
-		add(it, frames)
+		add(it, size-over)
 		p.trackLocked(&w.items[len(w.items)-1], now, nil)
 	}
 	// Probe timeout with nothing to resend: PINGs, which the peer acknowledges at once.
@@ -395,6 +405,17 @@ func (p *Path) sealAndSend(w *pkWriter) (int, error) {
 		}
 	}
 	return sent, fail(batchStart, len(w.items), flush())
+}
+
+// allNonEmpty reports whether no piece is empty: an empty part would be a bare tag, which a
+// receiver refuses.
+func allNonEmpty(ps [][]byte) bool {
+	for _, p := range ps {
+		if len(p) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // sealSplitItem seals a split item at arena[start:] (room was checked when it was added) and

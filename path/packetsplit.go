@@ -45,6 +45,13 @@ func (s *dgSeal) sealSplit(b []byte, frames int, ext [][]byte) ([]byte, uint64, 
 	}
 	k := 1 + len(ext)
 	hdr := splitHeader(k)
+	need := hdr + frames + wire.TagSize
+	for _, p := range ext {
+		need += len(p) + wire.TagSize
+	}
+	if cap(b) < need {
+		return nil, 0, fmt.Errorf("path: %d bytes of room for a %d-byte split packet", cap(b), need)
+	}
 	binary.BigEndian.PutUint64(b, n|splitBit)
 	b[dgCounterSize] = byte(k)
 	binary.BigEndian.PutUint16(b[dgCounterSize+1:], uint16(frames+wire.TagSize))

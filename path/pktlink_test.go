@@ -81,9 +81,8 @@ func (e *pktEnd) send(b []byte, to net.Addr) error {
 	default:
 	}
 	l := e.l
-	cfg := l.cfg[e.side]
 	l.mu.Lock()
-	cfg = l.cfg[e.side]
+	cfg := l.cfg[e.side]
 	l.mu.Unlock()
 	if cfg.MTU > 0 && len(b) > cfg.MTU && cfg.RefuseBig {
 		return fmt.Errorf("pkt: %w", transport.ErrDatagramTooLarge)
