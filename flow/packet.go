@@ -215,7 +215,7 @@ func (s *Stream) writeDatagram(p []byte, hash uint64, pinned bool) error {
 	e := s.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if s.wdl != nil && isClosed(s.wdl.wait()) {
+	if s.wdl != nil && isClosed(s.wdl.Wait()) {
 		return ErrTimeout
 	}
 	switch {

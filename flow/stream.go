@@ -4,6 +4,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/deadline"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/path"
 )
@@ -31,9 +32,9 @@ type Stream struct {
 	e  *Engine
 	id uint64
 
-	readSig, writeSig chan struct{} // capacity 1: "something changed", passed on by waiters
-	wlock             chan struct{} // capacity 1: held by the Write in progress
-	rdl, wdl          *deadline     // nil until first set
+	readSig, writeSig chan struct{}      // capacity 1: "something changed", passed on by waiters
+	wlock             chan struct{}      // capacity 1: held by the Write in progress
+	rdl, wdl          *deadline.Deadline // nil until first set
 
 	// Guarded by e.mu.
 	queued, removed, outstanding bool
@@ -157,7 +158,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 // once: the deadline passed, or the flow is closed for reading.
 func (s *Stream) readGateLocked() (dl <-chan struct{}, err error) {
 	if s.rdl != nil {
-		dl = s.rdl.wait()
+		dl = s.rdl.Wait()
 		if isClosed(dl) {
 			s.e.mu.Unlock()
 			return nil, ErrTimeout
@@ -264,7 +265,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 		e.mu.Lock()
 		var dl <-chan struct{}
 		if s.wdl != nil {
-			dl = s.wdl.wait()
+			dl = s.wdl.Wait()
 			if isClosed(dl) {
 				e.mu.Unlock()
 				return n, ErrTimeout
@@ -328,7 +329,7 @@ func (s *Stream) lockWrite() error {
 	s.e.mu.Lock()
 	var dl <-chan struct{}
 	if s.wdl != nil {
-		dl = s.wdl.wait()
+		dl = s.wdl.Wait()
 	}
 	s.e.mu.Unlock()
 	select {
@@ -415,28 +416,28 @@ func (s *Stream) Close() error {
 
 // SetReadDeadline sets the deadline for pending and future Reads.
 func (s *Stream) SetReadDeadline(t time.Time) error {
-	s.deadline(&s.rdl, t, s.readSig)
+	s.setDeadline(&s.rdl, t, s.readSig)
 	return nil
 }
 
 // SetWriteDeadline sets the deadline for pending and future Writes.
 func (s *Stream) SetWriteDeadline(t time.Time) error {
-	s.deadline(&s.wdl, t, s.writeSig)
+	s.setDeadline(&s.wdl, t, s.writeSig)
 	return nil
 }
 
-func (s *Stream) deadline(d **deadline, t time.Time, sig chan struct{}) {
+func (s *Stream) setDeadline(d **deadline.Deadline, t time.Time, sig chan struct{}) {
 	s.e.mu.Lock()
 	if *d == nil {
 		if t.IsZero() {
 			s.e.mu.Unlock()
 			return
 		}
-		*d = newDeadline()
+		*d = deadline.New()
 	}
 	dl := *d
 	s.e.mu.Unlock()
-	dl.set(t)
+	dl.Set(t)
 	signal(sig) // waiters re-read the deadline channel, which set may have replaced
 }
 

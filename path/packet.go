@@ -1,9 +1,9 @@
 package path
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -425,18 +425,12 @@ func (k *pkState) trimLocked() {
 	}
 }
 
+// byNumber orders packets in flight by packet number, for binary searches of the queue.
+func byNumber(sp sentPacket, pn uint64) int { return cmp.Compare(sp.pn, pn) }
+
 // find returns the index of the packet numbered pn, or -1.
 func (k *pkState) find(pn uint64) int {
-	s := k.sent[k.start:]
-	i, ok := slices.BinarySearchFunc(s, pn, func(sp sentPacket, pn uint64) int {
-		switch {
-		case sp.pn < pn:
-			return -1
-		case sp.pn > pn:
-			return 1
-		}
-		return 0
-	})
+	i, ok := slices.BinarySearchFunc(k.sent[k.start:], pn, byNumber)
 	if !ok {
 		return -1
 	}
@@ -463,15 +457,7 @@ func (p *Path) onAck(f *wire.Frame) error {
 			}
 		}
 		// Walk the packets in flight inside the range: from the first at or above Lo.
-		i, _ := slices.BinarySearchFunc(k.sent[k.start:], rg.Lo, func(sp sentPacket, pn uint64) int {
-			if sp.pn < pn {
-				return -1
-			}
-			if sp.pn > pn {
-				return 1
-			}
-			return 0
-		})
+		i, _ := slices.BinarySearchFunc(k.sent[k.start:], rg.Lo, byNumber)
 		for i += k.start; i < len(k.sent) && k.sent[i].pn <= rg.Hi; i++ {
 			sp := &k.sent[i]
 			if sp.done {
@@ -641,11 +627,6 @@ func (p *Path) appendAckLocked(b []byte, room int, now time.Time, force bool) []
 	k.unacked, k.ackAt = 0, time.Time{}
 	return wire.AppendPathAck(b, delay, k.ranges[:n])
 }
-
-// errTooLarge is a write refused as over the path MTU.
-var errTooLarge = transport.ErrDatagramTooLarge
-
-func isTooLarge(err error) bool { return errors.Is(err, errTooLarge) }
 
 // newChallenge draws the data of a PATH_CHALLENGE: never 0, which means none.
 func newChallenge() uint64 {

@@ -444,7 +444,7 @@ func (p *Path) sealSplitItem(it *pkItem, pre, arena []byte, start int) ([]byte, 
 // not the carrier's death: a probe's size failed, or the path MTU fell (the packets are lost,
 // and the size starts over from the base). Any other error is returned.
 func (p *Path) writeFailed(w *pkWriter, from, to int, err error) error {
-	if !isTooLarge(err) {
+	if !errors.Is(err, transport.ErrDatagramTooLarge) {
 		return err
 	}
 	now := time.Now()

@@ -262,10 +262,7 @@ func (p *Path) enqueue(r *Record, control bool) bool {
 		p.lastData.Store(time.Now().UnixNano())
 	}
 	p.mu.Unlock()
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
+	p.kickWriter()
 	return true
 }
 
@@ -715,10 +712,7 @@ func (p *Path) routineRead() {
 				p.mu.Lock()
 				p.mu.pongSeq, p.mu.pongPending = f.Seq, true
 				p.mu.Unlock()
-				select {
-				case p.kick <- struct{}{}:
-				default:
-				}
+				p.kickWriter()
 			case wire.TypePong:
 				p.pong(f.Seq)
 			default:

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/deadline"
 	"github.com/rendr-go/rendr/transport"
 )
 
@@ -76,7 +77,7 @@ type Conn struct {
 	queued  atomic.Int64 // bytes in q
 	done    chan struct{}
 	once    sync.Once
-	rd      deadline
+	rd      *deadline.Deadline
 	resend  *time.Timer // dialer: sends the first datagram again until answered
 
 	mu       sync.Mutex
@@ -95,7 +96,7 @@ type Conn struct {
 
 func newConn(s *socket, peer netip.AddrPort, maxSize int) *Conn {
 	return &Conn{s: s, peer: unmap(peer), maxSize: maxSize,
-		q: make(chan inbound, queueLen), done: make(chan struct{}), rd: newDeadline()}
+		q: make(chan inbound, queueLen), done: make(chan struct{}), rd: deadline.New()}
 }
 
 // routineDialerRead reads the dialer's own socket.
@@ -236,7 +237,7 @@ func (c *Conn) next() (inbound, error) {
 		case in = <-c.q:
 		case <-c.done:
 			return in, net.ErrClosed
-		case <-c.rd.wait():
+		case <-c.rd.Wait():
 			return in, os.ErrDeadlineExceeded
 		}
 	}
@@ -448,56 +449,9 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
 // SetReadDeadline makes a blocked Read return os.ErrDeadlineExceeded at t.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rd.set(t)
+	c.rd.Set(t)
 	return nil
 }
 
 // SetWriteDeadline does nothing: a UDP write does not wait for the peer.
 func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
-
-// deadline is a settable read deadline: a channel closed when it passes.
-type deadline struct {
-	mu    sync.Mutex
-	timer *time.Timer
-	ch    chan struct{}
-}
-
-func newDeadline() deadline { return deadline{ch: make(chan struct{})} }
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.ch // the timer fired, or is firing: wait for it to close ch
-	}
-	d.timer = nil
-	closed := false
-	select {
-	case <-d.ch:
-		closed = true
-	default:
-	}
-	if t.IsZero() {
-		if closed {
-			d.ch = make(chan struct{})
-		}
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.ch = make(chan struct{})
-		}
-		ch := d.ch
-		d.timer = time.AfterFunc(dur, func() { close(ch) })
-		return
-	}
-	if !closed {
-		close(d.ch)
-	}
-}
-
-func (d *deadline) wait() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.ch
-}
