@@ -493,3 +493,24 @@ func TestPacketPathSplitPackets(t *testing.T) {
 		}
 	})
 }
+
+// TestPacketPathAckFrequency: once a path is under way its receiver acknowledges every tenth
+// packet, not every second (each acknowledgement is a system call at each end), and never
+// leaves a packet unacknowledged for long: every record is settled.
+func TestPacketPathAckFrequency(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := pktConfig{Delay: 5 * time.Millisecond}
+		_, a, b := newPktLink(9, cfg, cfg, 1400, 1200)
+		pa, pb, ha, hb := pktPair(t, a, b)
+		const n = 3000
+		sendData(t, pa, ha, 0, n)
+		settled(t, ha, hb, 0, n)
+		acks := b.sentTo("end0") // pb sends nothing but acknowledgements, PONGs and PINGs
+		if acks > n/5 {
+			t.Fatalf("%d packets back for %d received: acknowledged more often than every tenth", acks, n)
+		}
+		if pa.Cause() != nil || pb.Cause() != nil {
+			t.Fatalf("a path closed: %v / %v", pa.Cause(), pb.Cause())
+		}
+	})
+}
