@@ -73,6 +73,8 @@ type session struct {
 		rt         *flow.Route           // the route they form
 		planSeq    uint64                // dialing side: ROUTE frames sent; listening side: the newest taken
 		planSent   []byte                // dialing side: the plan of the last ROUTE frame
+		planBuf    []byte                // dialing side: scratch for the plan, so an unchanged one costs nothing
+		scratch    []*link               // the links of the route being evaluated, reused
 		plan       *wire.RouteNode       // listening side: the peer's newest plan
 		full       *policy.Node          // dialing side: the whole graph (root is it, or the part Select chose)
 		controlled bool                  // dialing side: the graph was changed (Dialer.Add...) since the last route change
@@ -304,24 +306,25 @@ func (s *session) Route() *flow.Route {
 	var routeFrame []byte
 	if s.dialer {
 		ch, cause, _ := s.root.Choose(now, s.lookupLocked)
-		rt, next = s.routeOfLocked(ch, nil)
+		rt, next = s.routeOfLocked(ch, s.mu.scratch[:0])
 		why = cause
 		routeFrame = s.planChangedLocked(ch)
 	} else {
 		// The peer's plan, when it sent one and any of its paths are here; else follow
 		// the peer to the path its traffic arrives on.
 		if s.mu.plan != nil {
-			rt, next = s.planRouteLocked(*s.mu.plan, nil)
+			rt, next = s.planRouteLocked(*s.mu.plan, s.mu.scratch[:0])
 			why = status.CausePeer
 		}
 		if rt == nil {
 			if l, cause := s.followLocked(); l != nil {
-				rt, next, why = &l.one, []*link{l}, cause
+				rt, next, why = &l.one, append(s.mu.scratch[:0], l), cause
 			}
 		}
 	}
 	s.mu.rt = rt
 	ev := s.movedLocked(next, why, now)
+	s.mu.scratch = next[:0] // movedLocked keeps a copy when the route moved
 	s.mu.controlled = false // a graph change that moved nothing at once is not the cause of later moves
 	var watchers []func(status.Migration)
 	if ev != nil {
@@ -383,11 +386,12 @@ func (s *session) planChangedLocked(ch *policy.Choice) []byte {
 	if ch == nil {
 		return nil
 	}
-	plan := wire.AppendRoute(nil, 0, planOf(ch))[2:]
+	s.mu.planBuf = wire.AppendRoute(s.mu.planBuf[:0], 0, planOf(ch))
+	plan := s.mu.planBuf[2:]
 	if bytes.Equal(plan, s.mu.planSent) {
 		return nil
 	}
-	s.mu.planSent = plan
+	s.mu.planSent = bytes.Clone(plan)
 	s.mu.planSeq++
 	return append(wire.AppendVarint([]byte{byte(wire.TypeRoute)}, s.mu.planSeq), plan...)
 }
@@ -503,8 +507,11 @@ func (s *session) movedLocked(next []*link, why status.Cause, now time.Time) *st
 		m.Active = append(m.Active, l.name)
 	}
 	s.mu.migrations++
-	s.mu.active = next
-	s.activeSet.Store(&next)
+	// next is the caller's scratch: the route keeps a copy of its own, never modified. (Its
+	// address goes to activeSet: a variable of this branch, so only a move allocates.)
+	kept := slices.Clone(next)
+	s.mu.active = kept
+	s.activeSet.Store(&kept)
 	s.movedAt.Store(now.UnixNano())
 	return m
 }

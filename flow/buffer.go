@@ -92,6 +92,16 @@ func (b *buffer) pin(r *path.Record, off, n int) {
 	}
 }
 
+// pieces is how many pieces pin would make of the n bytes starting off bytes past the head:
+// one per chunk they touch.
+func (b *buffer) pieces(off, n int) int {
+	if n <= 0 {
+		return 0
+	}
+	pos := b.head + off
+	return (pos+n-1)/chunkSize - pos/chunkSize + 1
+}
+
 // discard drops n bytes from the head, returning emptied chunks to the pool.
 func (b *buffer) discard(n int) {
 	n = min(n, b.n)

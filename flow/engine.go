@@ -25,6 +25,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -126,7 +127,12 @@ const (
 	PeerInitialWindow = 256 << 10
 	// PeerInitialSessionWindow is the session window before the first MAX_DATA.
 	PeerInitialSessionWindow = 1 << 20
-	// dataQuantum is the most one flow sends per turn before the next ready flow.
+	// ackEvery and ackDelay bound a delayed ACK (8.4): it goes once this many delivered
+	// bytes are unacknowledged (or an eighth of the flow's window, if less), or this long
+	// after the first of them arrived, whichever is sooner.
+	ackEvery = 1 << 20
+	ackDelay = time.Millisecond
+	// dataQuantum is the most one flow sends per turn (quantumLocked).
 	dataQuantum = 32 << 10
 )
 
@@ -186,6 +192,8 @@ type Engine struct {
 		srtt                       time.Duration
 		ctrl                       []byte              // stateless replies for flows that no longer exist
 		refused                    map[uint64]struct{} // refused flows the peer has not yet confirmed
+		ackLater                   []*Stream           // streams with a delayed ACK (ackLater), due at ackAt
+		ackAt                      time.Time
 	}
 }
 
@@ -328,6 +336,12 @@ func (e *Engine) Fail(err error) {
 		for k := range e.mu.accept {
 			for _, s := range e.mu.accept[k] {
 				s.failLocked(err)
+				// Never accepted, so never read: what it received goes now. It may hold a
+				// carrier's buffers (a packet path's lent datagrams), which must go back.
+				s.rbuf.reset()
+				if s.pk != nil {
+					s.releaseRecvLocked()
+				}
 			}
 			e.mu.accept[k] = nil
 		}
@@ -374,11 +388,12 @@ func (e *Engine) Stats() Stats {
 }
 
 // Drained reports whether everything written has been acknowledged and nothing is left to
-// send: no unacknowledged bytes, FINs or RESETs, and no stream waiting to send a frame.
+// send: no unacknowledged bytes, FINs or RESETs, no stream waiting to send a frame, and no
+// delayed ACK owed.
 func (e *Engine) Drained() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.mu.outstanding == 0 && e.mu.sendBuffered == 0 && e.mu.ready.len() == 0
+	return e.mu.outstanding == 0 && e.mu.sendBuffered == 0 && e.mu.ready.len() == 0 && e.mu.ackAt.IsZero()
 }
 
 // Idle reports whether no flow is open.
@@ -413,6 +428,46 @@ func (e *Engine) readyLocked(s *Stream) {
 		e.mu.ready.push(s)
 	}
 	e.Kick()
+}
+
+// scheduleAckLocked makes an ACK for s due: now, or, when later is set, by ackDelay from the
+// first delayed one, unless one goes sooner.
+func (s *Stream) scheduleAckLocked(later bool) {
+	e := s.e
+	if !later || s.ackPending {
+		s.ackPending = true
+		e.readyLocked(s)
+		return
+	}
+	if s.ackLater {
+		return
+	}
+	s.ackLater = true
+	e.mu.ackLater = append(e.mu.ackLater, s)
+	if e.mu.ackAt.IsZero() {
+		e.mu.ackAt = time.Now().Add(ackDelay)
+		e.Kick() // to set the engine's timer
+	}
+}
+
+// delayedAcksLocked makes the delayed ACKs due once their time has come; it returns how long
+// until then otherwise (0: none waiting).
+func (e *Engine) delayedAcksLocked(now time.Time) time.Duration {
+	if e.mu.ackAt.IsZero() {
+		return 0
+	}
+	if d := e.mu.ackAt.Sub(now); d > 0 {
+		return d
+	}
+	for _, s := range e.mu.ackLater {
+		if s.ackLater {
+			s.ackPending = true
+			e.readyLocked(s)
+		}
+	}
+	clear(e.mu.ackLater)
+	e.mu.ackLater, e.mu.ackAt = e.mu.ackLater[:0], time.Time{}
+	return 0
 }
 
 // setOutstandingLocked keeps e.mu.outstanding in step with s: a stream is outstanding while
@@ -477,6 +532,12 @@ func (e *Engine) maybeRemoveLocked(s *Stream) {
 		return
 	}
 	s.removed = true
+	if s.ackLater {
+		// Its last delivery's ACK was to wait: it goes now, before the flow is forgotten
+		// (a removed stream still sends what its ready turn holds).
+		s.ackPending = true
+		e.readyLocked(s)
+	}
 	if s.pk != nil {
 		s.releaseSendLocked()
 		s.releaseRecvLocked()
@@ -521,9 +582,21 @@ func (e *Engine) pump() time.Duration {
 		}
 		stalled, wait := e.fill(rt)
 		if stalled == nil {
+			e.mu.Lock()
+			ack := e.delayedAcksLocked(time.Now())
+			e.mu.Unlock()
+			if ack > 0 && (wait == 0 || ack < wait) {
+				wait = ack
+			}
 			return wait
 		}
 		e.router.Stalled(stalled)
+	}
+	e.mu.Lock()
+	ack := e.delayedAcksLocked(time.Now())
+	e.mu.Unlock()
+	if ack > 0 && ack < 10*time.Millisecond {
+		return ack
 	}
 	return 10 * time.Millisecond
 }
@@ -542,6 +615,7 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		return nil, 0
 	}
 	now := time.Now()
+	e.delayedAcksLocked(now)
 	e.routeLocked(links, now)
 	e.pin = e.pin[:0]
 	if e.mu.pinnedQueued > 0 && rt.Mode != ModeRace {
@@ -653,6 +727,19 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		return nil, limit // nobody to blame yet: look again after the (backed-off) timeout
 	}
 	return stalled, 0
+}
+
+// quantumLocked is how many bytes the flow being emitted may send in this turn: dataQuantum,
+// so that flows waiting their turn get the link in turn, and a Bond can spread one flow
+// finely over stream paths (their carriers coalesce records anyway). A flow alone on a
+// packet path (buildLocked took it off the ready queue, and none is left) may fill the
+// record: each packet costs a system call, a seal and part of an acknowledgement, so its
+// datagrams should be as large as the path MTU allows, not cut at the quantum.
+func (e *Engine) quantumLocked() uint64 {
+	if e.collect && e.mu.ready.len() == 0 {
+		return math.MaxUint64
+	}
+	return dataQuantum
 }
 
 // carriedLocked notes in r what it carries, when the record is for a lossy link.

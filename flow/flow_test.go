@@ -157,12 +157,20 @@ func (r *rig) deliver(e *Engine, fs []wire.Frame) {
 // settle lets the engines exchange everything they have to send until both are quiet.
 func (r *rig) settle() {
 	r.t.Helper()
+	quiet := false
 	for range 1000 {
 		synctest.Wait()
 		ab, ba := frames(r.t, r.ra.current().take()), frames(r.t, r.rb.current().take())
 		if len(ab) == 0 && len(ba) == 0 {
-			return
+			if quiet {
+				return
+			}
+			// Quiet, unless an acknowledgement is delayed: wait that out once.
+			quiet = true
+			time.Sleep(ackDelay)
+			continue
 		}
+		quiet = false
 		r.deliver(r.b, ab)
 		r.deliver(r.a, ba)
 	}
@@ -567,8 +575,9 @@ func TestEngineStall(t *testing.T) {
 		if n := r.ra.stalls(); n != 1 {
 			t.Fatalf("%d stall verdicts after 41ms, want 1", n)
 		}
-		// Acknowledged: no more verdicts.
+		// Acknowledged (after the receiver's ACK delay): no more verdicts.
 		r.deliver(r.b, frames(t, r.ab.take()))
+		time.Sleep(ackDelay)
 		synctest.Wait()
 		r.deliver(r.a, frames(t, r.ba.take()))
 		time.Sleep(time.Second)

@@ -245,8 +245,12 @@ func (s *Stream) dataLocked(f *wire.Frame, src Holder) error {
 	if end > s.recvLimit {
 		return fmt.Errorf("%w: flow %d sent to %d, window ends at %d", ErrFlowControl, s.id, end, s.recvLimit)
 	}
-	s.ackPending = true
-	e.readyLocked(s)
+	// New bytes in order, with nothing held past a gap, are acknowledged a little later
+	// unless many are unacknowledged (8.4): one ACK for many DATA frames, as TCP delays its
+	// acknowledgements. Anything else (a gap, a duplicate, a FIN, bytes before a FIN that
+	// came first) at once: the sender learns sooner of what it must resend or may forget.
+	inOrder := start <= s.recvNext && end > s.recvNext && !f.Fin() && !s.finRecv && s.ooo.pieces() == 0
+	s.scheduleAckLocked(inOrder && end-s.ackedNext < min(s.window/8, ackEvery))
 	if s.resetRecv {
 		return nil
 	}

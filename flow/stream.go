@@ -59,6 +59,8 @@ type Stream struct {
 	finRecv, resetRecv     bool
 	finOffset              uint64 // the peer's final size, once finRecv
 	ackPending             bool
+	ackLater               bool   // an ACK is due by the engine's ackAt (delayed, 8.4)
+	ackedNext              uint64 // recvNext as the last ACK sent said
 	stopPending, stopSent  bool
 	readClosed, appClosed  bool
 	err                    error
@@ -455,6 +457,8 @@ func (s *Stream) failLocked(err error) {
 	s.err = err
 	s.e.mu.sendBuffered -= s.sbuf.len()
 	s.sbuf.reset()
+	// Bytes past a gap can never be delivered now; delivered ones stay readable.
+	s.dropReorderLocked()
 	if s.pk != nil {
 		s.releaseSendLocked()
 	}
@@ -474,13 +478,16 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 		s.openPending = false
 		e.carriedLocked(r, path.Carried{Kind: path.CarriedOpen, Flow: s.id})
 	}
+	if s.ackLater {
+		s.ackPending = true // due soon anyway: it rides this record
+	}
 	if s.ackPending {
 		var flags uint8
 		if s.recvDone() {
 			flags = wire.AckFin
 		}
 		r.B = wire.AppendAck(r.B, s.id, s.recvNext, max(s.recvLimit, s.recvNext), flags)
-		s.ackPending = false
+		s.ackPending, s.ackLater, s.ackedNext = false, false, s.recvNext
 		// Off and Fin let a lost final ACK go again after the flow is forgotten (Lost).
 		e.carriedLocked(r, path.Carried{Kind: path.CarriedAck, Flow: s.id, Off: s.recvNext, Fin: flags&wire.AckFin != 0})
 	}
@@ -509,12 +516,12 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	if s.sendNext >= limit && !(s.finQueued && !s.finSent && s.sendNext == end) {
 		return false // nothing to send, or blocked by the flow window until an ACK
 	}
-	n := min(limit-s.sendNext, dataQuantum)
+	n := min(limit-s.sendNext, e.quantumLocked())
 	room := r.Room() - wire.DataOverhead(s.id, s.sendNext, int(n))
 	if room <= 0 {
 		return true
 	}
-	n = min(n, uint64(room))
+	n = s.fitLocked(s.sendNext, min(n, uint64(room)), room, zc)
 	// New bytes (beyond sendHigh) spend session credit; resent ones do not.
 	if s.sendNext+n > s.sendHigh {
 		credit := e.mu.sendMax - e.mu.sendUsed
@@ -551,6 +558,21 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	return s.sendNext < min(end, s.peerLimit) && (!s.sessBlocked || s.sendNext < s.sendHigh)
 }
 
+// fitLocked shortens n bytes at offset off, bound for a record with room bytes left, so that
+// a packet path can seal them where they lie: it seals a payload kept by reference in parts,
+// one per send-buffer piece, each with a tag of its own (path.SplitOverhead), and copies a
+// payload whose parts do not fit its packet. Stream paths have no such bound.
+func (s *Stream) fitLocked(off, n uint64, room int, zc bool) uint64 {
+	if !zc || !s.e.collect || n < zeroCopyMin {
+		return n
+	}
+	over := path.SplitOverhead(s.sbuf.pieces(int(off-s.sendBase), int(n)))
+	if int(n)+over > room {
+		n = uint64(max(room-over, 0)) // no more pieces than before: one pass is enough
+	}
+	return n
+}
+
 // appendPayloadLocked ends r with the n bytes at offset off of the send buffer: by reference on
 // a zero-copy record when they are many, copied otherwise.
 func (s *Stream) appendPayloadLocked(r *path.Record, zc bool, off, n uint64) {
@@ -568,12 +590,12 @@ func (s *Stream) appendPayloadLocked(r *path.Record, zc bool, off, n uint64) {
 // new bytes (finSent, cleared by Lost). It reports whether the flow has more to send.
 func (s *Stream) emitRetxLocked(r *path.Record, zc bool) bool {
 	x := s.retx.first()
-	n := min(x.hi-x.lo, dataQuantum)
+	n := min(x.hi-x.lo, s.e.quantumLocked())
 	room := r.Room() - wire.DataOverhead(s.id, x.lo, int(n))
 	if room <= 0 {
 		return true
 	}
-	n = min(n, uint64(room))
+	n = s.fitLocked(x.lo, min(n, uint64(room)), room, zc)
 	r.B = wire.AppendDataHeader(r.B, s.id, x.lo, false, int(n))
 	s.appendPayloadLocked(r, zc, x.lo, n)
 	s.e.carriedLocked(r, path.Carried{Kind: path.CarriedData, Flow: s.id, Off: x.lo, Len: uint32(n)})

@@ -68,8 +68,13 @@ type sentPacket struct {
 // pkState is a packet path's state. Fields are guarded by Path.mu unless noted.
 type pkState struct {
 	c  transport.PacketCarrier
-	rb transport.Rebinder    // nil: the peer's address never changes
-	bw transport.BatchWriter // nil: one Write per datagram
+	rb transport.Rebinder         // nil: the peer's address never changes
+	bw transport.BatchWriter      // nil: one Write per datagram
+	cm transport.CongestionMarker // nil: the carrier marks nothing
+	// keeper lends received datagrams for longer than one read: a Handler may hold a
+	// payload where it arrived (Path.Hold). Nil: payloads are copied.
+	keeper transport.PacketKeeper
+	held   *heldPacket // the keep of the datagram being handled, once a payload of it is held (reader goroutine)
 
 	seal dgSeal // writer goroutine only, once started
 	open dgOpen // reader goroutine only
@@ -101,6 +106,7 @@ type pkState struct {
 	recentLost [32]uint64 // the latest packets declared lost, plus one (0: empty slot)
 	nextLost   int
 	spurious   uint64
+	marked     uint64 // the peer's count of our packets that met congestion (PATH_ACK_CE)
 
 	// Receiving (what to acknowledge).
 	ranges    []wire.AckRange // newest first
@@ -109,7 +115,10 @@ type pkState struct {
 	received  uint64          // ack-eliciting packets received
 	ackAt     time.Time       // an acknowledgement is due then (zero: none pending)
 	ackTimer  *time.Timer
-	forged    uint64 // datagrams that did not authenticate, dropped
+	forged    uint64    // datagrams that did not authenticate, dropped
+	markedIn  uint64    // packets received that the carrier marked as having met congestion
+	markedAck uint64    // markedIn as the last PATH_ACK_CE said it
+	markAckAt time.Time // when a PATH_ACK_CE last told of new marks
 
 	// Path MTU (RFC 8899): mtu is the datagram size known to work; the search is over
 	// (mtu, probeHi].
@@ -146,6 +155,8 @@ func newPkState(c transport.PacketCarrier, send, recv *noise.CipherState) *pkSta
 	k.rb, _ = c.(transport.Rebinder)
 	k.open.splits = true
 	k.bw, _ = c.(transport.BatchWriter)
+	k.cm, _ = c.(transport.CongestionMarker)
+	k.keeper, _ = c.(transport.PacketKeeper)
 	if send != nil && recv != nil {
 		k.seal.seal, k.open.open = &recordCipher{}, &recordCipher{}
 		k.seal.seal.setKey(dgKey(send))
@@ -199,6 +210,9 @@ type PacketStats struct {
 	MTU              int    // the datagram size in use
 	Window, InFlight int    // congestion window and bytes in flight
 	Rebinds          uint64 // moves to a new peer address
+	// Packets that met congestion on the way (transport.CongestionMarker): ours, as the
+	// peer reported them, and the peer's, as this side's carrier marked them.
+	Marked, MarkedIn uint64
 }
 
 // PacketStats returns the counters of a packet path (zero on a stream path).
@@ -210,7 +224,8 @@ func (p *Path) PacketStats() PacketStats {
 	defer p.mu.Unlock()
 	k := p.pk
 	return PacketStats{Sent: k.next, Acked: k.acked, Lost: k.lostPackets, Forged: k.forged,
-		MTU: k.mtu, Window: int(k.cc.cwnd), InFlight: k.inflight, Rebinds: k.rebinds}
+		MTU: k.mtu, Window: int(k.cc.cwnd), InFlight: k.inflight, Rebinds: k.rebinds,
+		Marked: k.marked, MarkedIn: k.markedIn}
 }
 
 // spaceLocked is how many more bytes the window lets the engine queue.
@@ -447,6 +462,15 @@ func (p *Path) onAck(f *wire.Frame) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: PATH_ACK of packet %d, never sent", ErrRecord, f.Seq)
 	}
+	if f.Type == wire.TypePathAckCE && f.Limit > k.marked {
+		// More of our packets met congestion (RFC 9002, 7.1, before the acknowledged
+		// packets grow the window): it shrinks as for a loss, once per round trip, and
+		// nothing is resent. Only an acknowledgement of something new says when.
+		if sp := k.newestAcked(f); sp != nil {
+			k.marked = f.Limit
+			k.cc.lost(sp.at, now)
+		}
+	}
 	var newest *sentPacket
 	for rg := range wire.AckRanges(f) {
 		for i, l := range k.recentLost {
@@ -537,8 +561,23 @@ func (p *Path) onAck(f *wire.Frame) error {
 	return nil
 }
 
-// received notes a packet that authenticated, for the next PATH_ACK (reader goroutine).
-func (p *Path) receivedLocked(pn uint64, eliciting bool, now time.Time) {
+// newestAcked is the highest packet in flight that f acknowledges, or nil.
+func (k *pkState) newestAcked(f *wire.Frame) *sentPacket {
+	for rg := range wire.AckRanges(f) {
+		// The first packet above Hi, then down while still in the range.
+		i, _ := slices.BinarySearchFunc(k.sent[k.start:], rg.Hi+1, byNumber)
+		for i += k.start - 1; i >= k.start && k.sent[i].pn >= rg.Lo; i-- {
+			if !k.sent[i].done {
+				return &k.sent[i]
+			}
+		}
+	}
+	return nil
+}
+
+// received notes a packet that authenticated, for the next PATH_ACK (reader goroutine);
+// marked says the carrier saw it meet congestion.
+func (p *Path) receivedLocked(pn uint64, eliciting, marked bool, now time.Time) {
 	k := p.pk
 	inOrder := len(k.ranges) == 0 || pn == k.ranges[0].Hi+1
 	switch {
@@ -589,15 +628,24 @@ func (p *Path) receivedLocked(pn uint64, eliciting bool, now time.Time) {
 	}
 	k.unacked++
 	k.received++
+	if marked {
+		k.markedIn++
+	}
 	// Every second packet at first, so a new path's window grows at once; then every tenth,
 	// as TCP with GRO acknowledges, since at a million packets a second each acknowledgement
 	// is a system call at each end. Out of order, at once: the sender learns of a loss
-	// sooner. Otherwise within a quarter of the RTT, never more than maxAckDelay.
+	// sooner. Marked as having met congestion, at once too (once a round trip): the sender
+	// should slow down before the queue overflows. Otherwise within a quarter of the RTT,
+	// never more than maxAckDelay.
 	every := 2
 	if k.received > 100 {
 		every = 10
 	}
-	if k.unacked >= every || !inOrder {
+	// A mark is urgent once a round trip: the sender shrinks its window once per round trip
+	// however many more it hears of, so an acknowledgement for each would only cost the
+	// receiver, which is already behind.
+	urgent := marked && now.Sub(k.markAckAt) >= p.mu.est.srtt
+	if k.unacked >= every || !inOrder || urgent {
 		k.ackAt = now
 	} else if k.ackAt.IsZero() {
 		d := maxAckDelay
@@ -618,14 +666,17 @@ func (p *Path) appendAckLocked(b []byte, room int, now time.Time, force bool) []
 	// The reader may have noted the newest packet after the writer read the clock.
 	delay := uint64(max(now.Sub(k.largestAt), 0) / time.Microsecond)
 	n := len(k.ranges)
-	for n > 0 && wire.PathAckLen(delay, k.ranges[:n]) > room {
+	for n > 0 && wire.PathAckLen(delay, k.ranges[:n], k.markedIn) > room {
 		n--
 	}
 	if n == 0 {
 		return b
 	}
 	k.unacked, k.ackAt = 0, time.Time{}
-	return wire.AppendPathAck(b, delay, k.ranges[:n])
+	if k.markedIn > k.markedAck {
+		k.markedAck, k.markAckAt = k.markedIn, now
+	}
+	return wire.AppendPathAck(b, delay, k.ranges[:n], k.markedIn)
 }
 
 // newChallenge draws the data of a PATH_CHALLENGE: never 0, which means none.

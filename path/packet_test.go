@@ -189,6 +189,47 @@ func TestPacketPathAccountsForEveryRecord(t *testing.T) {
 	}
 }
 
+// TestPacketPathSlowsForMarks: a receiver that reads slower than the sender can send, with a
+// bounded queue in front of it. Without congestion marks the window grows until the queue
+// overflows, and records are lost. With them (the carrier marks what it reads while the queue
+// is an eighth full), the sender shrinks its window on the marks the acknowledgements report,
+// and nothing is lost: every record arrives once.
+func TestPacketPathSlowsForMarks(t *testing.T) {
+	for _, markAt := range []int{0, 32} {
+		t.Run(fmt.Sprint("markAt=", markAt), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				// 100 µs a datagram: about 12 MB/s of 1200-byte packets, 2 ms each way.
+				ab := pktConfig{Delay: 2 * time.Millisecond, ReadCost: 100 * time.Microsecond, Queue: 256, MarkAt: markAt}
+				ba := pktConfig{Delay: 2 * time.Millisecond}
+				_, a, b := newPktLink(4, ab, ba, 1200, 1200)
+				pa, pb, ha, hb := pktPair(t, a, b)
+				const n = 5000
+				sendData(t, pa, ha, 0, n)
+				arrived, lost := settled(t, ha, hb, 0, n)
+				st, rt := pa.PacketStats(), pb.PacketStats()
+				t.Logf("%d arrived, %d lost; sender %+v; receiver marked %d", arrived, lost, st, rt.MarkedIn)
+				if markAt == 0 {
+					if st.Lost == 0 || st.Marked != 0 || rt.MarkedIn != 0 {
+						t.Fatalf("no marks: %d packets lost, %d marked, %d marked in: want losses and no marks",
+							st.Lost, st.Marked, rt.MarkedIn)
+					}
+					return
+				}
+				if lost > 0 || st.Lost > 0 {
+					t.Errorf("%d records (%d packets) lost: the marks should have kept the queue from overflowing", lost, st.Lost)
+				}
+				if rt.MarkedIn == 0 || st.Marked == 0 || st.Marked > rt.MarkedIn {
+					t.Errorf("receiver marked %d, sender was told of %d: want both above 0, and no more told than marked",
+						rt.MarkedIn, st.Marked)
+				}
+				if pa.Cause() != nil || pb.Cause() != nil {
+					t.Fatalf("a path closed: %v / %v", pa.Cause(), pb.Cause())
+				}
+			})
+		})
+	}
+}
+
 // TestPacketPathFindsMTU: a link that silently drops datagrams over 1400 bytes, behind a
 // carrier that would take 9000: the search settles between 1368 and 1400 and nothing the
 // engine sent is lost to it.
@@ -307,15 +348,15 @@ func TestAckRanges(t *testing.T) {
 	p.pk.ackTimer = time.NewTimer(time.Hour)
 	now := time.Now()
 	for _, pn := range []uint64{0, 1, 2, 5, 4, 9, 7, 8, 3, 12} {
-		p.receivedLocked(pn, true, now)
+		p.receivedLocked(pn, true, false, now)
 	}
 	want := []wire.AckRange{{Lo: 12, Hi: 12}, {Lo: 7, Hi: 9}, {Lo: 0, Hi: 5}}
 	if !slices.Equal(p.pk.ranges, want) {
 		t.Fatalf("ranges %v, want %v", p.pk.ranges, want)
 	}
-	p.receivedLocked(6, true, now)
-	p.receivedLocked(10, true, now)
-	p.receivedLocked(11, true, now)
+	p.receivedLocked(6, true, false, now)
+	p.receivedLocked(10, true, false, now)
+	p.receivedLocked(11, true, false, now)
 	if want := []wire.AckRange{{Lo: 0, Hi: 12}}; !slices.Equal(p.pk.ranges, want) {
 		t.Fatalf("ranges %v, want %v", p.pk.ranges, want)
 	}
@@ -513,4 +554,56 @@ func TestPacketPathAckFrequency(t *testing.T) {
 			t.Fatalf("a path closed: %v / %v", pa.Cause(), pb.Cause())
 		}
 	})
+}
+
+// TestPathAckCE: a PATH_ACK_CE whose count grew shrinks the window once, before the packets
+// it acknowledges could grow it; the same count again, a lower one arriving late, or a higher
+// one for packets sent before the cut change nothing more; marks on packets sent after the
+// cut shrink it again.
+func TestPathAckCE(t *testing.T) {
+	_, a, _ := newPktLink(6, pktConfig{}, pktConfig{}, 1200, 1200)
+	p := &Path{h: newPktHandler(), kick: make(chan struct{}, 1)}
+	p.pk = newPkState(a, nil, nil)
+	k := p.pk
+	k.timer = time.NewTimer(time.Hour)
+	defer k.timer.Stop()
+	t0 := time.Now()
+	send := func(from, to uint64, at time.Time) {
+		for pn := from; pn < to; pn++ {
+			p.trackLocked(&pkItem{pn: pn, size: 1200}, at, nil)
+		}
+		k.next = to
+	}
+	ack := func(hi, ce uint64) {
+		t.Helper()
+		f, _, err := wire.Parse(wire.AppendPathAck(nil, 0, []wire.AckRange{{Lo: 0, Hi: hi}}, ce))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.onAck(&f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(0, 20, t0)
+	k.cc.cwnd = 20 * 1200 // all of it in flight: acknowledgements would grow it in slow start
+	w := k.cc.cwnd
+	ack(9, 1)
+	if want := w * cubicBeta; k.cc.cwnd != want || k.marked != 1 {
+		t.Fatalf("first mark: window %.0f, marked %d; want %.0f (cut before any growth), 1", k.cc.cwnd, k.marked, want)
+	}
+	w = k.cc.cwnd
+	ack(9, 1)  // the same acknowledgement again
+	ack(19, 2) // more marks, on packets sent before the cut
+	ack(9, 1)  // an older one, late
+	if k.cc.cwnd != w || k.marked != 2 {
+		t.Fatalf("within the round: window %.0f, marked %d; want %.0f, 2", k.cc.cwnd, k.marked, w)
+	}
+	send(20, 30, time.Now().Add(time.Millisecond)) // after the cut
+	ack(29, 3)
+	if k.cc.cwnd >= w || k.marked != 3 {
+		t.Fatalf("a mark on a packet sent after the cut: window %.0f (was %.0f), marked %d", k.cc.cwnd, w, k.marked)
+	}
+	if st := p.PacketStats(); st.Lost != 0 || st.Marked != 3 {
+		t.Fatalf("%+v: marks are not losses", st)
+	}
 }

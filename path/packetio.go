@@ -62,6 +62,17 @@ func (p *Path) routineWritePackets() {
 	}
 }
 
+// dropFront removes q's first n records, keeping its array: reslicing from the front would
+// shrink its capacity until the next append allocates a new one.
+func dropFront(q []*Record, n int) []*Record {
+	if n == 0 {
+		return q
+	}
+	rest := copy(q, q[n:])
+	clear(q[rest:])
+	return q[:rest]
+}
+
 func (p *Path) releaseItems(w *pkWriter) {
 	for i := range w.items {
 		if r := w.items[i].r; r != nil {
@@ -144,7 +155,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 	// Control records (probes, a JOIN_PROOF) do not wait for the window.
 	for len(p.mu.pq) > 0 && batch < pkBatchBytes && fits(over+preEnd-pre+len(p.mu.pq[0].Frames())) {
 		r := p.mu.pq[0]
-		p.mu.pq = p.mu.pq[1:]
+		p.mu.pq = dropFront(p.mu.pq, 1)
 		it := pkItem{r: r}
 		if hasPre && preEnd-pre+len(r.Frames()) <= room {
 			takePre(&it)
@@ -156,15 +167,16 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 	// whatever the window says.
 	paced := time.Duration(0)
 	dataBytes := 0 // bytes leaving the data queue, for Space and Writable
-	for len(p.mu.q) > 0 && batch < pkBatchBytes {
-		r := p.mu.q[0]
+	nq := 0        // records taken from the data queue
+	for nq < len(p.mu.q) && batch < pkBatchBytes {
+		r := p.mu.q[nq]
 		// Sealed in parts when the payload is still in the send buffer (read once, by the
 		// cipher), if the parts' overhead fits; the path's own frames ride along only if
 		// they do not stop that.
 		split := 0
 		if n := len(r.Ext); n > 0 && n < wire.MaxParts && k.seal.seal != nil && allNonEmpty(r.Ext) &&
-			over+r.Len()-2+splitOverhead(n) <= k.mtu {
-			split = splitOverhead(n)
+			over+r.Len()-2+SplitOverhead(n) <= k.mtu {
+			split = SplitOverhead(n)
 		}
 		size := over + r.Len() - 2 + split
 		withPre := hasPre && size+preEnd-pre <= k.mtu
@@ -185,7 +197,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		} else {
 			k.ptoProbes--
 		}
-		p.mu.q = p.mu.q[1:]
+		nq++
 		dataBytes += r.Len()
 		it := pkItem{r: r, split: split > 0}
 		if withPre {
@@ -194,6 +206,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		add(it, size-over)
 		p.trackLocked(&w.items[len(w.items)-1], now, nil)
 	}
+	p.mu.q = dropFront(p.mu.q, nq)
 	// Probe timeout with nothing to resend: PINGs, which the peer acknowledges at once.
 	for ; k.ptoProbes > 0 && fits(over+16); k.ptoProbes-- {
 		s := len(w.scratch)
@@ -511,6 +524,8 @@ func (p *Path) routineReadPackets() {
 			break
 		}
 		n := len(b)
+		k.letGoHeld() // a new datagram: holds of the last one are theirs alone
+		marked := k.cm != nil && k.cm.Marked()
 		frames, pn, err := k.open.openCounted(b)
 		if errors.Is(err, errReplay) || errors.Is(err, errOld) {
 			continue // a copy, or too old to tell: a network may duplicate and delay
@@ -555,7 +570,7 @@ func (p *Path) routineReadPackets() {
 			}
 			frames = frames[m:]
 			switch f.Type {
-			case wire.TypePathAck:
+			case wire.TypePathAck, wire.TypePathAckCE:
 				cause = p.onAck(f)
 				continue
 			case wire.TypePadding:
@@ -588,14 +603,20 @@ func (p *Path) routineReadPackets() {
 			break
 		}
 		p.mu.Lock()
-		p.receivedLocked(pn, eliciting, now)
+		p.receivedLocked(pn, eliciting, marked, now)
 		due := p.pk.unacked > 0 && !now.Before(p.pk.ackAt) || p.mu.pongPending || len(k.responses) > 0
 		p.mu.Unlock()
 		if due {
 			p.kickWriter()
 		}
 	}
+	k.letGoHeld()
 	p.Close(cause)
+	if pr != nil {
+		// The carrier is closed, so this returns at once; it lets go of the datagram lent
+		// last, which a path that stopped on a bad frame still held.
+		pr.ReadPacket()
+	}
 }
 
 // fromElsewhere notes an authentic packet from an address other than the peer's. The newest

@@ -22,8 +22,9 @@ import (
 
 const splitBit = 1 << 63
 
-// splitOverhead is what sealing a record with ext payload pieces in parts adds to a packet.
-func splitOverhead(ext int) int {
+// SplitOverhead is what sealing a record whose payload lies in ext pieces (Record.Ext) in
+// parts adds to a packet; a record that leaves no room for it is copied into one part instead.
+func SplitOverhead(ext int) int {
 	k := 1 + ext
 	return 1 + 2*k + wire.TagSize*(k-1)
 }

@@ -357,7 +357,7 @@ func (p *Path) Fill(s *status.Path) {
 	if p.pk != nil {
 		k := p.PacketStats()
 		s.Packets = &status.Packets{Sent: k.Sent, Lost: k.Lost, Forged: k.Forged, MTU: k.MTU,
-			Window: k.Window, InFlight: k.InFlight, Rebinds: k.Rebinds}
+			Window: k.Window, InFlight: k.InFlight, Rebinds: k.Rebinds, Marked: k.Marked, MarkedIn: k.MarkedIn}
 	}
 }
 
@@ -466,6 +466,9 @@ func (p *Path) routineWrite() {
 	var batch []*Record
 	const maxBatch = 64 // records per vectored write
 	var iov [][]byte    // B and Ext slices of a batch, reused
+	// The vectored write's slice header, on the heap once: WriteTo takes its address, which
+	// would move a fresh one there on every write.
+	bufs := new(net.Buffers)
 	for {
 		select {
 		case <-p.kick:
@@ -534,8 +537,9 @@ func (p *Path) routineWrite() {
 				if p.gather {
 					err = p.writeGathered(v)
 				} else {
-					bufs := net.Buffers(v)
+					*bufs = v
 					_, err = bufs.WriteTo(p.conn)
+					*bufs = nil
 				}
 				p.sampleRate(total, time.Since(t0))
 			}

@@ -30,6 +30,12 @@ type pktConfig struct {
 	Jitter    time.Duration // up to this much more, drawn per datagram: reordering
 	MTU       int           // larger datagrams vanish (0: no limit)
 	RefuseBig bool          // ... or are refused at once with ErrDatagramTooLarge
+	// The receiving end: it spends ReadCost on each datagram it reads (a slow host), holds at
+	// most Queue datagrams waiting (more are dropped; 0: 1<<14), and, as a
+	// transport.CongestionMarker, marks one read with at least MarkAt still waiting (0: none).
+	ReadCost time.Duration
+	Queue    int
+	MarkAt   int
 }
 
 type pktAddr string
@@ -57,9 +63,13 @@ type pktEnd struct {
 	sent  map[string]int // datagrams written, by destination
 	bytes map[string]int // bytes written, by destination
 	tap   func([]byte)   // sees every datagram written, when set
+	mark  bool           // the datagram read last was marked (the reader's alone)
 }
 
-var _ transport.Rebinder = (*pktEnd)(nil)
+var (
+	_ transport.Rebinder         = (*pktEnd)(nil)
+	_ transport.CongestionMarker = (*pktEnd)(nil)
+)
 
 func newPktLink(seed uint64, ab, ba pktConfig, max, base int) (*pktLink, *pktEnd, *pktEnd) {
 	l := &pktLink{rng: rand.New(rand.NewPCG(seed, 7)), cfg: [2]pktConfig{ab, ba}}
@@ -140,8 +150,18 @@ func (l *pktLink) setMTU(mtu int) {
 	l.mu.Unlock()
 }
 
+// in is the configuration of the direction e receives.
+func (e *pktEnd) in() pktConfig {
+	e.l.mu.Lock()
+	defer e.l.mu.Unlock()
+	return e.l.cfg[1-e.side]
+}
+
 // inject delivers a datagram to e as if it came from d.from.
 func (e *pktEnd) inject(d pktIn) {
+	if q := e.in().Queue; q > 0 && len(e.q) >= q {
+		return // the receiver's queue is full: dropped
+	}
 	select {
 	case <-e.done:
 	case e.q <- d:
@@ -177,6 +197,11 @@ func (e *pktEnd) Read(b []byte) (int, error) {
 func (e *pktEnd) ReadFrom(b []byte) (int, net.Addr, error) {
 	select {
 	case d := <-e.q:
+		cfg := e.in()
+		e.mark = cfg.MarkAt > 0 && len(e.q) >= cfg.MarkAt
+		if cfg.ReadCost > 0 {
+			time.Sleep(cfg.ReadCost)
+		}
 		e.mu.Lock()
 		from := d.from
 		if from.String() == e.peer.String() {
@@ -209,6 +234,7 @@ func (e *pktEnd) Close() error {
 	return nil
 }
 
+func (e *pktEnd) Marked() bool          { return e.mark }
 func (e *pktEnd) MaxDatagramSize() int  { return e.max }
 func (e *pktEnd) BaseDatagramSize() int { return e.base }
 func (e *pktEnd) LocalAddr() net.Addr {

@@ -13,6 +13,7 @@ import (
 	"github.com/flynn/noise"
 
 	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/transport"
 )
 
 // Record is one outgoing record: a 2-byte length header, then frames, with room for the AEAD
@@ -73,8 +74,10 @@ func (r *Record) Cap() int {
 	return wire.MaxPlaintext
 }
 
-// Pin holds memory a Record refers to; Unpin lets it go once the record is written or dropped.
-type Pin interface{ Unpin() }
+// Pin holds memory a Record (or a held payload) refers to; Unpin lets it go once the record is
+// written or dropped (or the payload read). It is transport's, so a carrier's lent datagram
+// can be held as it is.
+type Pin = transport.Pin
 
 // Frames returns the frames appended so far (not counting Ext).
 func (r *Record) Frames() []byte { return r.B[2:] }

@@ -70,6 +70,11 @@ type Packets struct {
 	Window     int    // congestion window, bytes
 	InFlight   int    // bytes sent and not yet acknowledged or declared lost
 	Rebinds    uint64 // moves to a new peer address (NAT rebinding), each validated first
+	// Marked counts this side's packets that the peer's carrier saw meet congestion: they
+	// arrived into a receive queue that was filling (udpflow), so the window shrank as for a
+	// loss, with nothing lost. MarkedIn counts the peer's packets that this side's carrier
+	// marked so. Both grow when the receiver, not the network, is what limits the path.
+	Marked, MarkedIn uint64
 }
 
 // Session is a snapshot of a peer session.

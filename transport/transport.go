@@ -70,8 +70,8 @@ func (e *DatagramTooLargeError) Error() string {
 //
 // rendr finds these interfaces by type assertion on the conn the dial function returns (or
 // the source's Accept): a wrapper around a datagram carrier (for logging, for metrics) must
-// implement PacketCarrier too, and Rebinder and BatchWriter where the carrier does, or rendr
-// takes it for a byte stream.
+// implement PacketCarrier too, and Rebinder, BatchWriter, PacketReader, PacketKeeper and
+// CongestionMarker where the carrier does, or rendr takes it for a byte stream (or does without the feature).
 //
 // The handshake's two messages are one datagram each. A carrier that may lose them should
 // resend the first until an answer arrives, and its listening side should answer a copy of
@@ -111,6 +111,22 @@ type BatchWriter interface {
 	WriteBatch(b [][]byte) error
 }
 
+// CongestionMarker is a PacketCarrier that can say a datagram met congestion on its way in,
+// before it was lost to it: the carrier's own receive queue was filling when the datagram
+// left it (its reader is falling behind), or, for a carrier that reads IP headers, the ECN
+// field said Congestion Experienced. rendr counts such packets in its acknowledgements
+// (PATH_ACK_CE), and the sender slows down as for a loss (RFC 9002, 7.1), without losing the
+// packet, resending it or reordering the stream. udpflow marks a datagram that leaves its
+// queue with 1 MiB or 1024 datagrams or more still behind it: on a path where the receiver, not the network,
+// is the bottleneck (loopback, a fast LAN to a slow host), the window then stops short of
+// overflowing the queue.
+type CongestionMarker interface {
+	PacketCarrier
+	// Marked reports whether the datagram last returned by Read, ReadFrom or ReadPacket met
+	// congestion. Only the reading goroutine calls it.
+	Marked() bool
+}
+
 // PacketReader is a PacketCarrier that lends received datagrams where they already are
 // instead of copying them into the caller's buffer. rendr's path reads with it when the
 // carrier has it: a datagram is then opened in place.
@@ -118,9 +134,26 @@ type PacketReader interface {
 	PacketCarrier
 	// ReadPacket returns the next datagram and where it came from (nil for the current
 	// peer, as Rebinder.ReadFrom). b stays valid, and may be written to, until the next
-	// ReadPacket or Close.
+	// ReadPacket. After Close it returns an error at once, letting go of the last one: rendr
+	// calls it once more when it stops reading.
 	ReadPacket() (b []byte, from net.Addr, err error)
 }
+
+// PacketKeeper is a PacketReader whose lent datagrams can outlive the next ReadPacket: rendr
+// then keeps a stream's bytes where they arrived, in the carrier's buffer, until the
+// application reads them, instead of copying them out first.
+type PacketKeeper interface {
+	PacketReader
+	// Keep makes the datagram ReadPacket returned last stay valid, unchanged, until pin's
+	// Unpin (called once, from any goroutine). size is the memory that keeps from reuse (a
+	// datagram's share of a buffer several share), which rendr counts against the session's
+	// bound on held memory; rendr keeps a datagram once however many of its payloads it holds. A nil pin means the
+	// carrier cannot spare that datagram: it stays valid only until the next ReadPacket.
+	Keep() (pin Pin, size int)
+}
+
+// Pin holds memory a carrier lent until Unpin.
+type Pin interface{ Unpin() }
 
 // ErrDatagramTooLarge may be returned (wrapped) by a PacketCarrier's Write for a datagram
 // the network refused as larger than its MTU (EMSGSIZE): rendr treats the size as failed,

@@ -395,6 +395,12 @@ func setupRendrOver(ctx context.Context, k benchKeys, src net.Listener, dial tra
 		return nil, err
 	}
 	return &stream{snd: snd, rcv: rcv, close: func() {
+		if tx, rx := snd.Paths(), rcv.Paths(); len(tx) == 1 && len(rx) == 1 && tx[0].Packets != nil && rx[0].Packets != nil {
+			// What the packet path saw: losses, marks and acknowledgements explain a slow run.
+			k, a := tx[0].Packets, rx[0].Packets
+			fmt.Fprintf(os.Stderr, "rendrbench: throughput:   packets sent %d, lost %d, marked %d; sent back %d; window %d, srtt %v\n",
+				k.Sent, k.Lost, k.Marked, a.Sent, k.Window, tx[0].SRTT.Round(time.Microsecond))
+		}
 		snd.Close()
 		rcv.Close()
 		d.Close()

@@ -27,8 +27,9 @@ func FuzzParse(f *testing.F) {
 	f.Add(wire.AppendAck(nil, 1, 9, 3, 0))                           // limit < delivered
 	f.Add(wire.AppendAck(nil, 1, 0, 3, 2))                           // bad flags
 	f.Add(wire.AppendOpen(nil, 1, 7))                                // bad kind
-	f.Add([]byte{0x12})                                              // unknown type
+	f.Add([]byte{0x13})                                              // unknown type
 	f.Add([]byte{byte(wire.TypePathAck), 5, 0, 1, 2, 3, 0})          // a range below packet 0
+	f.Add([]byte{byte(wire.TypePathAckCE), 5, 0, 0, 0, 7})           // more marked than sent
 	f.Add(wire.AppendPadding(nil, 66))                               // a non-minimal length
 	f.Add([]byte{byte(wire.TypeRoute), 1, 1, 2, 0, 1, 'a', 0, 0})    // a leaf with an empty name
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -101,12 +102,15 @@ func minimal(enc []byte) bool {
 		varint()
 	case wire.TypePadding:
 		varint()
-	case wire.TypePathAck:
+	case wire.TypePathAck, wire.TypePathAckCE:
 		varint()
 		varint()
 		count := varint()
 		varint()
 		for range 2 * count {
+			varint()
+		}
+		if wire.Type(enc[0]) == wire.TypePathAckCE {
 			varint()
 		}
 	}

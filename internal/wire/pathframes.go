@@ -14,9 +14,15 @@ type AckRange struct{ Lo, Hi uint64 }
 
 // AppendPathAck appends a PATH_ACK for ranges, which must be sorted from the highest down,
 // not touching each other, and number 1 to MaxAckRanges. delay is how long, in microseconds,
-// the receiver held the acknowledgement of the highest packet before sending it.
-func AppendPathAck(b []byte, delay uint64, ranges []AckRange) []byte {
-	b = append(b, byte(TypePathAck))
+// the receiver held the acknowledgement of the highest packet before sending it. ce, when not
+// 0, makes it a PATH_ACK_CE: ce packets of the path so far arrived marked as having met
+// congestion on the way (the count never falls, so a lost acknowledgement loses nothing).
+func AppendPathAck(b []byte, delay uint64, ranges []AckRange, ce uint64) []byte {
+	t := TypePathAck
+	if ce > 0 {
+		t = TypePathAckCE
+	}
+	b = append(b, byte(t))
 	b = AppendVarint(b, ranges[0].Hi)
 	b = AppendVarint(b, delay)
 	b = AppendVarint(b, uint64(len(ranges)-1))
@@ -25,20 +31,28 @@ func AppendPathAck(b []byte, delay uint64, ranges []AckRange) []byte {
 		b = AppendVarint(b, ranges[i-1].Lo-ranges[i].Hi-2) // the gap: packets missing, less one
 		b = AppendVarint(b, ranges[i].Hi-ranges[i].Lo)
 	}
+	if ce > 0 {
+		b = AppendVarint(b, ce)
+	}
 	return b
 }
 
 // PathAckLen is the encoded size of AppendPathAck's frame.
-func PathAckLen(delay uint64, ranges []AckRange) int {
+func PathAckLen(delay uint64, ranges []AckRange, ce uint64) int {
 	n := 1 + VarintLen(ranges[0].Hi) + VarintLen(delay) + VarintLen(uint64(len(ranges)-1)) + VarintLen(ranges[0].Hi-ranges[0].Lo)
 	for i := 1; i < len(ranges); i++ {
 		n += VarintLen(ranges[i-1].Lo-ranges[i].Hi-2) + VarintLen(ranges[i].Hi-ranges[i].Lo)
 	}
+	if ce > 0 {
+		n += VarintLen(ce)
+	}
 	return n
 }
 
-// parsePathAck reads a PATH_ACK's fields after its type: Seq is the largest packet, Offset
-// the delay, Payload the ranges as sent (from the range count on), checked to stay above 0.
+// parsePathAck reads a PATH_ACK's or PATH_ACK_CE's fields after its type: Seq is the largest
+// packet, Offset the delay, Payload the ranges as sent (from the range count on), checked to
+// stay above 0, and Limit a PATH_ACK_CE's count of marked packets, which cannot be more than
+// the packets numbered up to the largest, nor 0 (that is a PATH_ACK).
 func parsePathAck(f *Frame, r *reader) {
 	f.Seq = r.varint()
 	f.Offset = r.varint()
@@ -65,6 +79,12 @@ func parsePathAck(f *Frame, r *reader) {
 		lo = lo - gap - 2 - n
 	}
 	f.Payload = r.b[start:r.off:r.off]
+	if f.Type == TypePathAckCE {
+		f.Limit = r.varint()
+		if r.err == nil && (f.Limit == 0 || f.Limit-1 > f.Seq) {
+			r.err = ErrMalformed
+		}
+	}
 }
 
 // AckRanges yields the ranges of a parsed PATH_ACK, from the highest down.

@@ -21,19 +21,32 @@ func TestPathAckRoundTrip(t *testing.T) {
 	}
 	cases = append(cases, many)
 	for _, rs := range cases {
-		b := wire.AppendPathAck(nil, 1234, rs)
-		if len(b) != wire.PathAckLen(1234, rs) {
-			t.Errorf("PathAckLen %d, encoded %d", wire.PathAckLen(1234, rs), len(b))
-		}
-		f, n, err := wire.Parse(b)
-		if err != nil || n != len(b) {
-			t.Fatalf("Parse(%v) = %v, %d of %d", rs, err, n, len(b))
-		}
-		if f.Seq != rs[0].Hi || f.Offset != 1234 {
-			t.Errorf("largest %d delay %d", f.Seq, f.Offset)
-		}
-		if got := slices.Collect(wire.AckRanges(&f)); !slices.Equal(got, rs) {
-			t.Errorf("ranges %v, want %v", got, rs)
+		// 0: a PATH_ACK; otherwise a PATH_ACK_CE, up to every packet up to the largest.
+		for _, ce := range []uint64{0, 1, 1 << 20, rs[0].Hi + 1} {
+			b := wire.AppendPathAck(nil, 1234, rs, ce)
+			if len(b) != wire.PathAckLen(1234, rs, ce) {
+				t.Errorf("PathAckLen %d, encoded %d", wire.PathAckLen(1234, rs, ce), len(b))
+			}
+			f, n, err := wire.Parse(b)
+			if ce > rs[0].Hi+1 {
+				if !errors.Is(err, wire.ErrMalformed) {
+					t.Errorf("%d marked of %d packets: %v, want ErrMalformed", ce, rs[0].Hi+1, err)
+				}
+				continue
+			}
+			if err != nil || n != len(b) {
+				t.Fatalf("Parse(%v, ce %d) = %v, %d of %d", rs, ce, err, n, len(b))
+			}
+			want := wire.TypePathAck
+			if ce > 0 {
+				want = wire.TypePathAckCE
+			}
+			if f.Type != want || f.Seq != rs[0].Hi || f.Offset != 1234 || f.Limit != ce {
+				t.Errorf("%v largest %d delay %d ce %d, want %v ce %d", f.Type, f.Seq, f.Offset, f.Limit, want, ce)
+			}
+			if got := slices.Collect(wire.AckRanges(&f)); !slices.Equal(got, rs) {
+				t.Errorf("ranges %v, want %v", got, rs)
+			}
 		}
 	}
 }
@@ -49,12 +62,18 @@ func TestPathAckMalformed(t *testing.T) {
 		"second range below 0": {byte(wire.TypePathAck), 5, 0, 1, 2, 0, 2},
 		"padding not zero":     {byte(wire.TypePadding), 2, 0, 1},
 		"gap below 0":          {byte(wire.TypePathAck), 5, 0, 1, 2, 3, 0},
-		"too many ranges":      wire.AppendPathAck(nil, 0, tooMany),
+		"too many ranges":      wire.AppendPathAck(nil, 0, tooMany, 0),
+		// Six packets (0 to 5) cannot have seven marked; a count of 0 is a PATH_ACK's.
+		"more marked than sent": {byte(wire.TypePathAckCE), 5, 0, 0, 0, 7},
+		"none marked":           {byte(wire.TypePathAckCE), 5, 0, 0, 0, 0},
 	}
 	for name, b := range bad {
 		if _, _, err := wire.Parse(b); !errors.Is(err, wire.ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
 		}
+	}
+	if _, _, err := wire.Parse([]byte{byte(wire.TypePathAckCE), 5, 0, 0, 0, 6}); err != nil {
+		t.Errorf("six packets, six marked: %v", err)
 	}
 	// Exactly down to packet 0 is fine.
 	if _, _, err := wire.Parse([]byte{byte(wire.TypePathAck), 5, 0, 1, 2, 0, 0}); err != nil {

@@ -62,6 +62,7 @@ const (
 	TypePathChallenge Type = 0x0f // prove you receive at the address this came from
 	TypePathResponse  Type = 0x10 // the answer to a PATH_CHALLENGE
 	TypePadding       Type = 0x11 // bytes that make a packet the size it probes
+	TypePathAckCE     Type = 0x12 // PATH_ACK, and how many packets met congestion on the way
 )
 
 func (t Type) String() string {
@@ -100,6 +101,8 @@ func (t Type) String() string {
 		return "PATH_RESPONSE"
 	case TypePadding:
 		return "PADDING"
+	case TypePathAckCE:
+		return "PATH_ACK_CE"
 	}
 	return fmt.Sprintf("TYPE(0x%02x)", uint8(t))
 }
@@ -128,7 +131,7 @@ type Frame struct {
 	Flow    uint64 // OPEN, DATA, ACK, RESET, STOP
 	Offset  uint64 // DATA: stream offset of Payload[0]
 	Seq     uint64 // PING, PONG: probe sequence; ACK: delivered offset; PATH_ACK: largest packet; PATH_CHALLENGE, PATH_RESPONSE: the data
-	Limit   uint64 // ACK: flow window end; MAX_DATA: session window end
+	Limit   uint64 // ACK: flow window end; MAX_DATA: session window end; PATH_ACK_CE: packets marked
 	Code    uint64 // RESET, STOP, CLOSE: error code
 	Final   uint64 // RESET: the final size, one past the highest offset ever sent
 	Kind    uint8  // OPEN
@@ -343,7 +346,7 @@ func Parse(b []byte) (f Frame, n int, err error) {
 			r.err = ErrMalformed
 		}
 		f.Payload = r.bytes(int(l))
-	case TypePathAck:
+	case TypePathAck, TypePathAckCE:
 		parsePathAck(&f, &r)
 	case TypePathChallenge, TypePathResponse:
 		if d := r.bytes(8); d != nil {

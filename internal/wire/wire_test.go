@@ -109,6 +109,8 @@ var golden = []struct {
 	{"path_ack.one", pathAck(0, wire.AckRange{Lo: 0, Hi: 0})},
 	{"path_ack.run", pathAck(250, wire.AckRange{Lo: 1, Hi: b1 + 5})},
 	{"path_ack.gaps", pathAck(b2, wire.AckRange{Lo: b2, Hi: b4}, wire.AckRange{Lo: 70, Hi: 90}, wire.AckRange{Lo: 0, Hi: 3})},
+	{"path_ack_ce.one", pathAckCE(0, 1, wire.AckRange{Lo: 0, Hi: 0})},
+	{"path_ack_ce.gaps", pathAckCE(b1, b2, wire.AckRange{Lo: b2, Hi: b4}, wire.AckRange{Lo: 0, Hi: 3})},
 	{"path_challenge", wire.Frame{Type: wire.TypePathChallenge, Seq: 0x0123456789abcdef}},
 	{"path_response", wire.Frame{Type: wire.TypePathResponse, Seq: bM + 1}},
 	{"padding.empty", wire.Frame{Type: wire.TypePadding}},
@@ -120,7 +122,12 @@ var golden = []struct {
 
 // pathAck is the PATH_ACK frame of ranges, as Parse returns it.
 func pathAck(delay uint64, ranges ...wire.AckRange) wire.Frame {
-	f, _, err := wire.Parse(wire.AppendPathAck(nil, delay, ranges))
+	return pathAckCE(delay, 0, ranges...)
+}
+
+// pathAckCE is the PATH_ACK_CE frame of ranges with ce packets marked (a PATH_ACK when ce is 0).
+func pathAckCE(delay, ce uint64, ranges ...wire.AckRange) wire.Frame {
+	f, _, err := wire.Parse(wire.AppendPathAck(nil, delay, ranges, ce))
 	if err != nil {
 		panic(err)
 	}
@@ -172,8 +179,8 @@ func encode(b []byte, f *wire.Frame) []byte {
 		return wire.AppendClose(b, f.Code)
 	case wire.TypeDatagram:
 		return wire.AppendDatagram(b, f.Flow, f.Seq, f.Payload)
-	case wire.TypePathAck:
-		return wire.AppendPathAck(b, f.Offset, slices.Collect(wire.AckRanges(f)))
+	case wire.TypePathAck, wire.TypePathAckCE:
+		return wire.AppendPathAck(b, f.Offset, slices.Collect(wire.AckRanges(f)), f.Limit)
 	case wire.TypePathChallenge:
 		return wire.AppendPathChallenge(b, f.Seq)
 	case wire.TypePathResponse:
@@ -192,9 +199,10 @@ func encode(b []byte, f *wire.Frame) []byte {
 
 // sameFrame compares the fields meaningful for f's type (Payload nil and empty are equal).
 func sameFrame(a, b *wire.Frame) bool {
-	if a.Type == wire.TypePathAck && b.Type == wire.TypePathAck {
+	if a.Type == b.Type && (a.Type == wire.TypePathAck || a.Type == wire.TypePathAckCE) {
 		// Payload holds the ranges as sent; a non-minimal encoding lists the same ones.
-		return a.Seq == b.Seq && a.Offset == b.Offset && slices.Equal(slices.Collect(wire.AckRanges(a)), slices.Collect(wire.AckRanges(b)))
+		return a.Seq == b.Seq && a.Offset == b.Offset && a.Limit == b.Limit &&
+			slices.Equal(slices.Collect(wire.AckRanges(a)), slices.Collect(wire.AckRanges(b)))
 	}
 	return a.Type == b.Type && a.Flow == b.Flow && a.Offset == b.Offset && a.Seq == b.Seq &&
 		a.Limit == b.Limit && a.Code == b.Code && a.Kind == b.Kind && a.Flags == b.Flags &&
@@ -283,12 +291,16 @@ func describe(f *wire.Frame) string {
 			p = "-"
 		}
 		return fmt.Sprintf("%v flow=%d seq=%d payload=%s", f.Type, f.Flow, f.Seq, p)
-	case wire.TypePathAck:
+	case wire.TypePathAck, wire.TypePathAckCE:
 		var rs []string
 		for r := range wire.AckRanges(f) {
 			rs = append(rs, fmt.Sprintf("%d-%d", r.Lo, r.Hi))
 		}
-		return fmt.Sprintf("%v delay=%d ranges=%s", f.Type, f.Offset, strings.Join(rs, ","))
+		s := fmt.Sprintf("%v delay=%d ranges=%s", f.Type, f.Offset, strings.Join(rs, ","))
+		if f.Type == wire.TypePathAckCE {
+			s += fmt.Sprintf(" ce=%d", f.Limit)
+		}
+		return s
 	case wire.TypePathChallenge, wire.TypePathResponse:
 		return fmt.Sprintf("%v data=%016x", f.Type, f.Seq)
 	case wire.TypePadding:
@@ -461,7 +473,7 @@ func TestParseTruncatedEverywhere(t *testing.T) {
 func TestParseUnknownType(t *testing.T) {
 	for v := range 256 {
 		ty := wire.Type(v)
-		if ty >= wire.TypePing && ty <= wire.TypePadding {
+		if ty >= wire.TypePing && ty <= wire.TypePathAckCE {
 			continue
 		}
 		checkErr(t, ty.String(), []byte{byte(v)}, wire.ErrUnknownType)

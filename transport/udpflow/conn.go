@@ -65,15 +65,18 @@ func putBuf(b *[]byte) {
 }
 
 // Conn is one udpflow connection: rendr's carrier for one path. Read returns one datagram's
-// payload; Write sends one. It implements transport.PacketCarrier, Rebinder and BatchWriter.
+// payload; Write sends one. It implements transport.PacketCarrier, Rebinder, BatchWriter,
+// PacketReader, PacketKeeper and CongestionMarker.
 type Conn struct {
 	s       *socket
 	id      [8]byte
+	dataHdr [headerSize]byte // the header of every datagram after the first: set once, only read
 	dialer  bool
 	ln      *Listener // the listening side's listener; nil when dialed
 	maxSize int       // UDP payload, header included
 	q       chan inbound
 	lent    inbound      // the datagram ReadPacket returned last (its reader's alone)
+	marked  bool         // the datagram read last met a filling queue (its reader's alone)
 	queued  atomic.Int64 // bytes in q
 	done    chan struct{}
 	once    sync.Once
@@ -94,9 +97,11 @@ type Conn struct {
 	wbuf []byte
 }
 
-func newConn(s *socket, peer netip.AddrPort, maxSize int) *Conn {
-	return &Conn{s: s, peer: unmap(peer), maxSize: maxSize,
+func newConn(s *socket, peer netip.AddrPort, maxSize int, id [8]byte) *Conn {
+	c := &Conn{s: s, id: id, peer: unmap(peer), maxSize: maxSize,
 		q: make(chan inbound, queueLen), done: make(chan struct{}), rd: deadline.New()}
+	c.header(c.dataHdr[:0], 0)
+	return c
 }
 
 // routineDialerRead reads the dialer's own socket.
@@ -241,7 +246,7 @@ func (c *Conn) next() (inbound, error) {
 			return in, os.ErrDeadlineExceeded
 		}
 	}
-	c.queued.Add(-int64(in.charge))
+	c.marked = c.queued.Add(-int64(in.charge)) >= markBytes || len(c.q) >= markLen
 	c.mu.Lock()
 	if in.from == c.peer {
 		in.from = netip.AddrPort{}
@@ -250,8 +255,27 @@ func (c *Conn) next() (inbound, error) {
 	return in, nil
 }
 
+// Marked reports whether the datagram read last left a queue that was filling: an eighth of
+// its bounds or more still behind it (transport.CongestionMarker).
+func (c *Conn) Marked() bool { return c.marked }
+
+// Keep makes the datagram ReadPacket returned last outlive the next ReadPacket, when it was lent
+// (a large read); a small one was copied into a queue buffer, which is reused, and cannot be
+// kept (transport.PacketKeeper). The pin keeps the socket's whole receive buffer from reuse
+// (the size reported is the datagram's share of it): with maxLent of them out, the socket
+// copies what it reads until some come back.
+func (c *Conn) Keep() (transport.Pin, int) {
+	rb := c.lent.rb
+	if rb == nil {
+		return nil, 0
+	}
+	rb.refs.Add(1)
+	return rb, c.lent.charge // its share of the buffer, as its queue counted it
+}
+
 // ReadPacket returns the next datagram where it arrived, with no copy (transport.PacketReader):
-// valid until the next ReadPacket or Close. Only one goroutine may use it, and not beside Read.
+// valid until the next ReadPacket, which after Close returns net.ErrClosed and lets the last one
+// go. Only one goroutine may use it, and not beside Read.
 func (c *Conn) ReadPacket() ([]byte, net.Addr, error) {
 	c.lent.done() // the one lent before
 	c.lent = inbound{}
@@ -357,9 +381,7 @@ func (c *Conn) WriteBatch(b [][]byte) error {
 		return net.ErrClosed
 	default:
 	}
-	var h [headerSize]byte
-	c.header(h[:0], 0)
-	return c.s.writeBatch(h[:], b, peer)
+	return c.s.writeBatch(c.dataHdr[:], b, peer)
 }
 
 func (c *Conn) header(b []byte, flags byte) []byte {

@@ -2,7 +2,9 @@ package udpflow
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 )
@@ -90,4 +92,98 @@ func TestLentBounded(t *testing.T) {
 	}
 	c.Close()
 	lentBack(t, c.s) // Close gives back what was queued
+}
+
+// TestKeptDatagrams: a lent datagram that is kept stays intact while later ones are read (the
+// socket reads into other buffers meanwhile), its buffer goes back only when the pin is let
+// go, and a small datagram, copied into a reused queue buffer, cannot be kept.
+func TestKeptDatagrams(t *testing.T) {
+	d, c := pair(t, NoBatching()) // one datagram per buffer: each keep pins its own
+	const n = 16
+	var sent [][]byte
+	for i := range n {
+		b := randomBytes(handoffMin + 1000*i)
+		sent = append(sent, b)
+		write(t, d, b)
+	}
+	c.SetReadDeadline(time.Now().Add(wait))
+	type kept struct {
+		b    []byte
+		pin  interface{ Unpin() }
+		size int
+	}
+	var ks []kept
+	for i := range n {
+		b, _, err := c.ReadPacket()
+		must(t, err)
+		pin, size := c.Keep()
+		if pin == nil || size < len(b) {
+			t.Fatalf("datagram %d of %d bytes: kept %v, size %d", i, len(b), pin != nil, size)
+		}
+		ks = append(ks, kept{b, pin, size})
+	}
+	write(t, d, []byte("small"))
+	b, _, err := c.ReadPacket()
+	must(t, err)
+	if string(b) != "small" {
+		t.Fatalf("read %q", b)
+	}
+	if pin, size := c.Keep(); pin != nil || size != 0 {
+		t.Fatalf("a copied datagram kept (size %d)", size)
+	}
+	for i, k := range ks {
+		if !bytes.Equal(k.b, sent[i]) {
+			t.Fatalf("kept datagram %d changed while later ones were read", i)
+		}
+	}
+	if got := c.s.lent.Load(); got != n {
+		t.Fatalf("%d buffers lent while %d are kept", got, n)
+	}
+	for _, k := range ks {
+		k.pin.Unpin()
+	}
+	lentBack(t, c.s)
+}
+
+// TestIPv6: over ::1 a connection carries datagrams both ways, small and lent, batched or
+// not, and each side sees the other's IPv6 address (the batch reader decodes both families'
+// addresses itself).
+func TestIPv6(t *testing.T) {
+	for _, batch := range []bool{true, false} {
+		t.Run(fmt.Sprint("batch=", batch), func(t *testing.T) {
+			var opts []Option
+			if !batch {
+				opts = append(opts, NoBatching())
+			}
+			l, err := Listen("udp6", "[::1]:0", opts...)
+			if err != nil {
+				t.Fatalf("no IPv6 loopback: %v", err)
+			}
+			defer l.Close()
+			d := dial6(t, l.Addr(), opts...)
+			small, big := []byte("over ::1"), randomBytes(handoffMin+500)
+			write(t, d, small)
+			write(t, d, big)
+			c := accept(t, l)
+			expectRead(t, c, small)
+			expectRead(t, c, big)
+			write(t, c, small) // the answer: at most three times the first datagram
+			write(t, c, big)
+			expectRead(t, d, small)
+			expectRead(t, d, big)
+			if got, want := c.RemoteAddr().String(), d.LocalAddr().String(); got != want {
+				t.Fatalf("the listener sees the dialer at %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func dial6(t *testing.T, addr net.Addr, opts ...Option) *Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	nc, err := NewDialer(addr.String(), append([]Option{LocalAddr("::1")}, opts...)...).Dial(ctx)
+	must(t, err)
+	t.Cleanup(func() { nc.Close() })
+	return nc.(*Conn)
 }

@@ -54,6 +54,9 @@ type rxBuf struct {
 	lent *atomic.Int32 // the socket's count of buffers out on loan
 }
 
+// rxBufs recycles rxBuf headers: one per large read would be an allocation per GRO run.
+var rxBufs = sync.Pool{New: func() any { return new(rxBuf) }}
+
 // handoffMin is the smallest read worth handing off whole; smaller datagrams are copied to a
 // buffer of their size, which pins less memory while queued.
 const handoffMin = 16 << 10
@@ -68,8 +71,13 @@ func (r *rxBuf) release() {
 	if r.refs.Add(-1) == 0 {
 		r.lent.Add(-1)
 		putBuf(r.b)
+		r.b, r.n, r.lent = nil, 0, nil
+		rxBufs.Put(r)
 	}
 }
+
+// Unpin implements transport.Pin: a datagram's reader, done with it, lets its buffer go.
+func (r *rxBuf) Unpin() { r.release() }
 
 // charge is what a datagram of n bytes from r counts against its connection's queue bound:
 // its share of the buffer it keeps from being reused.
@@ -111,11 +119,14 @@ func handOff(buf *[]byte, n int, lent *atomic.Int32, deliver func(rb *rxBuf) (ke
 		deliver(nil)
 		return buf
 	}
-	rb := &rxBuf{b: buf, n: n, lent: lent}
+	rb := rxBufs.Get().(*rxBuf)
+	rb.b, rb.n, rb.lent = buf, n, lent
 	rb.refs.Store(1) // the reader's own, until every datagram of the read is handed out
 	lent.Add(1)
 	if deliver(rb) == 0 {
 		lent.Add(-1)
+		rb.b, rb.n, rb.lent = nil, 0, nil
+		rxBufs.Put(rb)
 		return buf // nobody kept any: read into it again
 	}
 	rb.release()

@@ -25,9 +25,9 @@ const (
 	gsoBytes    = 65000
 )
 
-// batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
+// batchConn is what ipv4.PacketConn and ipv6.PacketConn share that the batcher uses: their
+// ReadBatch allocates a net.UDPAddr for every message, so reads use mmsgReader instead.
 type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
@@ -88,28 +88,92 @@ func setDontFragment(u *net.UDPConn) error {
 	return nil
 }
 
+// mmsgReader is recvmmsg over system calls of its own, which leave each sender's address
+// where the kernel wrote it: a read allocates nothing.
+type mmsgReader struct {
+	hs    []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6 // room for either family's address
+	oobs  [][]byte
+}
+
+func newMmsgReader(n, oobLen int) *mmsgReader {
+	m := &mmsgReader{hs: make([]unix.Mmsghdr, n), iovs: make([]unix.Iovec, n),
+		names: make([]unix.RawSockaddrInet6, n), oobs: make([][]byte, n)}
+	for i := range m.oobs {
+		m.oobs[i] = make([]byte, oobLen)
+	}
+	return m
+}
+
+// read receives up to len(bufs) datagrams, one into each buffer, waiting for the first.
+func (m *mmsgReader) read(rc syscall.RawConn, bufs []*[]byte) (int, error) {
+	for i := range m.hs {
+		b := *bufs[i]
+		m.iovs[i].Base = &b[0]
+		m.iovs[i].SetLen(len(b))
+		h := &m.hs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&m.names[i]))
+		h.Namelen = uint32(unsafe.Sizeof(m.names[i]))
+		h.Iov = &m.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &m.oobs[i][0]
+		h.SetControllen(len(m.oobs[i]))
+		h.Flags = 0
+		m.hs[i].Len = 0
+	}
+	var n int
+	var errno syscall.Errno
+	err := rc.Read(func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hs[0])), uintptr(len(m.hs)), 0, 0, 0)
+		if e == unix.EAGAIN {
+			return false // nothing yet: the poller waits for the socket
+		}
+		n, errno = int(r), e
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, errno
+	}
+	return n, nil
+}
+
+// from is the address message i came from.
+func (m *mmsgReader) from(i int) (netip.AddrPort, bool) {
+	sa := &m.names[i]
+	port := func(p uint16) uint16 { // network byte order, as the kernel wrote it
+		b := (*[2]byte)(unsafe.Pointer(&p))
+		return uint16(b[0])<<8 | uint16(b[1])
+	}
+	switch sa.Family {
+	case unix.AF_INET:
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(s4.Addr), port(s4.Port)), true
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port(sa.Port)), true
+	}
+	return netip.AddrPort{}, false
+}
+
 // readLoop reads batches until the socket closes. It reports false, having read nothing,
 // when the socket cannot read in batches, so the caller reads one at a time.
 func (b *batcher) readLoop(fn readFunc, lent *atomic.Int32) bool {
-	msgs := make([]ipv4.Message, readBatch)
 	bufs := make([]*[]byte, readBatch)
-	oobLen := unix.CmsgSpace(4) * 2
-	for i := range msgs {
+	for i := range bufs {
 		bufs[i] = getBuf(maxUDP + 1)
-		msgs[i].Buffers = [][]byte{*bufs[i]}
-		msgs[i].OOB = make([]byte, oobLen)
 	}
 	defer func() {
 		for _, bp := range bufs {
 			putBuf(bp)
 		}
 	}()
+	mr := newMmsgReader(readBatch, unix.CmsgSpace(4)*2)
 	first := true
 	for {
-		for i := range msgs {
-			msgs[i].OOB = msgs[i].OOB[:oobLen]
-		}
-		n, err := b.conn.ReadBatch(msgs, 0)
+		n, err := mr.read(b.rc, bufs)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return true
@@ -121,15 +185,16 @@ func (b *batcher) readLoop(fn readFunc, lent *atomic.Int32) bool {
 		}
 		first = false
 		for i := range n {
-			m := &msgs[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok || m.Flags&unix.MSG_TRUNC != 0 {
+			h := &mr.hs[i]
+			addr, ok := mr.from(i)
+			if !ok || h.Hdr.Flags&unix.MSG_TRUNC != 0 {
 				continue
 			}
-			from := unmap(ua.AddrPort())
-			data := (*bufs[i])[:m.N]
-			seg := groSize(m.OOB[:m.NN])
-			bufs[i] = handOff(bufs[i], m.N, lent, func(rb *rxBuf) (kept int) {
+			from := unmap(addr)
+			size := int(h.Len)
+			data := (*bufs[i])[:size]
+			seg := groSize(mr.oobs[i][:h.Hdr.Controllen])
+			bufs[i] = handOff(bufs[i], size, lent, func(rb *rxBuf) (kept int) {
 				if seg <= 0 || seg >= len(data) {
 					if fn(data, from, rb) {
 						kept++
@@ -146,7 +211,6 @@ func (b *batcher) readLoop(fn readFunc, lent *atomic.Int32) bool {
 				}
 				return kept
 			})
-			m.Buffers[0] = *bufs[i]
 		}
 	}
 }

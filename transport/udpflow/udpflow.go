@@ -52,6 +52,12 @@ const (
 	// socket delivered faster than the path reads, up to about a socket buffer's worth.
 	queueLen   = 8192
 	queueBytes = 8 << 20
+	// A datagram that leaves the queue with more than markBytes or markLen still behind it is
+	// marked as having met congestion (transport.CongestionMarker): the sender's window then
+	// shrinks before the queue overflows, and nothing is lost. An eighth of the bounds leaves
+	// the reader a queue to work from after a pause, and the sender a round trip to react.
+	markBytes = queueBytes / 8
+	markLen   = queueLen / 8
 )
 
 // Option configures a Dialer or a Listener.
@@ -157,11 +163,12 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 		u.Close()
 		return nil, err
 	}
-	c := newConn(s, raddr.AddrPort(), d.o.maxSize)
-	if _, err := rand.Read(c.id[:]); err != nil {
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
 		s.close()
 		return nil, err
 	}
+	c := newConn(s, raddr.AddrPort(), d.o.maxSize, id)
 	c.dialer = true
 	c.resend = time.AfterFunc(time.Hour, c.resendHello)
 	c.resend.Stop()
@@ -284,8 +291,7 @@ func (l *Listener) routineRead() {
 		if len(l.accept) == cap(l.accept) {
 			return false // Accept is behind: the dialer will try again
 		}
-		c = newConn(l.s, from, l.o.maxSize)
-		c.id = id
+		c = newConn(l.s, from, l.o.maxSize, id)
 		c.ln = l
 		l.mu.Lock()
 		l.conns[id] = c
@@ -322,3 +328,5 @@ func helloPayload(b []byte) ([]byte, error) {
 var _ transport.Rebinder = (*Conn)(nil)
 var _ transport.BatchWriter = (*Conn)(nil)
 var _ transport.PacketReader = (*Conn)(nil)
+var _ transport.CongestionMarker = (*Conn)(nil)
+var _ transport.PacketKeeper = (*Conn)(nil)
