@@ -250,8 +250,11 @@ func TestPendingEvictsOldest(t *testing.T) {
 		}
 		defer c.Close()
 		idle = append(idle, c)
+		// The listener queues a connection when its side of the handshake completes, which
+		// on a loaded machine can be after the next dial's: the pause keeps the order of
+		// the queue the order of the dials, so idle[0] is the oldest.
+		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond)
 	c, err := quic.NewDialer(ln.Addr().String(), cli).Dial(ctx)
 	if err != nil {
 		t.Fatal(err)
