@@ -18,7 +18,7 @@ import (
 
 const (
 	bondWarm     = 2 * time.Second // not counted: slow start, rate estimates, subflows
-	bondMeasure  = 8 * time.Second // counted
+	bondMeasure  = 8 * time.Second // counted, unless -seconds says otherwise
 	bondChunk    = 64 << 10        // one Write; its first 16 bytes carry the send time
 	bondTarget   = 0.95
 	bondMaxDrain = 20 * time.Second
@@ -73,24 +73,28 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase) ([]result, error) {
 	var single [][]bulkRun // per path: plain TCP alone on it
 	single = make([][]bulkRun, lab.Paths())
 	var rendrRuns, mptcpRuns []bulkRun
-	c.logf("bond %s: %d runs, %v warm-up + %v measured per transfer", bc.name, c.runs, bondWarm, bondMeasure)
+	measure := bondMeasure
+	if c.seconds > 0 {
+		measure = time.Duration(c.seconds * float64(time.Second))
+	}
+	c.logf("bond %s: %d runs, %v warm-up + %v measured per transfer", bc.name, c.runs, bondWarm, measure)
 	for run := range c.runs {
 		for i := range lab.Paths() {
-			r, err := tcpBulk(lab, i)
+			r, err := tcpBulk(lab, i, measure)
 			if err != nil {
 				return nil, fmt.Errorf("tcp on path %d: %w", i, err)
 			}
 			c.logf("bond %s: run %d tcp_path%d %7.1f Mbit/s p99 delay %v", bc.name, run, i, r.mbit, r.p99)
 			single[i] = append(single[i], r)
 		}
-		r, err := rendrBulk(lab, keys)
+		r, err := rendrBulk(lab, keys, measure)
 		if err != nil {
 			return nil, fmt.Errorf("rendr: %w", err)
 		}
 		c.logf("bond %s: run %d rendr_bond %7.1f Mbit/s p99 delay %v, %d route changes", bc.name, run, r.mbit, r.p99, r.moves)
 		rendrRuns = append(rendrRuns, r)
 		if mptcpSkip == "" {
-			r, err := mptcpBulk(lab)
+			r, err := mptcpBulk(lab, measure)
 			if err != nil {
 				return nil, fmt.Errorf("mptcp: %w", err)
 			}
@@ -161,9 +165,9 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase) ([]result, error) {
 
 // bulk writes stamped chunks from snd as fast as it takes them for warm-up plus measure, and
 // returns the goodput and chunk delays the receiver saw over the measured window.
-func bulk(snd, rcv net.Conn) (bulkRun, error) {
+func bulk(snd, rcv net.Conn, measure time.Duration) (bulkRun, error) {
 	start := time.Now()
-	stop := start.Add(bondWarm + bondMeasure)
+	stop := start.Add(bondWarm + measure)
 	werr := make(chan error, 1)
 	go func() {
 		b := make([]byte, bondChunk)
@@ -209,7 +213,7 @@ func bulk(snd, rcv net.Conn) (bulkRun, error) {
 	}
 	slices.Sort(delays)
 	return bulkRun{
-		mbit:   float64(counted) * 8 / bondMeasure.Seconds() / 1e6,
+		mbit:   float64(counted) * 8 / measure.Seconds() / 1e6,
 		p99:    delays[len(delays)*99/100],
 		minDel: delays[0],
 	}, nil
@@ -221,7 +225,7 @@ func isConnReset(err error) bool {
 }
 
 // tcpBulk is plain TCP alone on path i (with rendr's socket options).
-func tcpBulk(lab *netlab.Lab, i int) (bulkRun, error) {
+func tcpBulk(lab *netlab.Lab, i int, measure time.Duration) (bulkRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	lc := &net.ListenConfig{KeepAlive: -1, Control: lowatControl}
@@ -238,11 +242,11 @@ func tcpBulk(lab *netlab.Lab, i int) (bulkRun, error) {
 	if err != nil {
 		return bulkRun{}, err
 	}
-	return bulk(snd, rcv)
+	return bulk(snd, rcv, measure)
 }
 
 // rendrBulk is one rendr flow over Bond(p0, p1, ...).
-func rendrBulk(lab *netlab.Lab, k benchKeys) (bulkRun, error) {
+func rendrBulk(lab *netlab.Lab, k benchKeys, measure time.Duration) (bulkRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ln, d, err := labRendr(lab, k, func(paths []*rendr.Target) *rendr.Target { return rendr.Bond("bond", paths...) })
@@ -259,13 +263,13 @@ func rendrBulk(lab *netlab.Lab, k benchKeys) (bulkRun, error) {
 		return bulkRun{}, err
 	}
 	m0 := snd.Status().Migrations
-	r, err := bulk(snd, rcv)
+	r, err := bulk(snd, rcv, measure)
 	r.moves = d.Status().Migrations - m0
 	return r, err
 }
 
 // mptcpBulk is one MPTCP connection with a subflow per path.
-func mptcpBulk(lab *netlab.Lab) (bulkRun, error) {
+func mptcpBulk(lab *netlab.Lab, measure time.Duration) (bulkRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ln, snd, rcv, err := mptcpPair(ctx, lab)
@@ -273,7 +277,7 @@ func mptcpBulk(lab *netlab.Lab) (bulkRun, error) {
 		return bulkRun{}, err
 	}
 	defer ln.Close()
-	return bulk(snd, rcv)
+	return bulk(snd, rcv, measure)
 }
 
 // mptcpPair connects an MPTCP client on path 0's client address to an MPTCP listener on path

@@ -18,7 +18,9 @@
 //   - idle: -flows idle flows on one session; goroutines and live heap per flow.
 //   - bond: one flow over Bond(p0, p1) on veth paths of 100+100 and 100+20 Mbit/s (needs
 //     root): goodput against the sum of plain TCP's on each path alone, beside one Linux
-//     MPTCP connection with a subflow per path; p99 delay of a 64 KiB write.
+//     MPTCP connection with a subflow per path; p99 delay of a 64 KiB write. Each transfer
+//     is measured for 8 s after 2 s of warm-up, or for -seconds: a Bond delivers in bursts
+//     as the slow path's bytes fill gaps, so a longer window judges small differences better.
 //   - race: paced 1 KiB chunks over Race(clean, lossy) where the lossy path drops 10% by
 //     nftables (needs root), beside each path alone: p99 send-to-delivery delay.
 //   - pps: one packet flow over one loopback path, 1200-byte datagrams: datagrams per second
@@ -235,7 +237,7 @@ func main() {
 	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps or all")
 	flag.IntVar(&c.runs, "runs", 5, "measured runs per row; each row reports the median")
 	flag.Int64Var(&c.bytes, "bytes", 1<<30, "throughput: bytes per transfer")
-	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes")
+	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes; bond: measure this many seconds per transfer instead of 8")
 	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory")
 	flag.IntVar(&c.flows, "flows", 10000, "idle: flows to open")
 	flag.BoolVar(&c.verbose, "v", true, "progress on stderr")
