@@ -582,23 +582,22 @@ func (e *Engine) pump() time.Duration {
 		}
 		stalled, wait := e.fill(rt)
 		if stalled == nil {
-			e.mu.Lock()
-			ack := e.delayedAcksLocked(time.Now())
-			e.mu.Unlock()
-			if ack > 0 && (wait == 0 || ack < wait) {
-				wait = ack
-			}
-			return wait
+			return e.untilAck(wait)
 		}
 		e.router.Stalled(stalled)
 	}
+	return e.untilAck(10 * time.Millisecond)
+}
+
+// untilAck is wait (0: none), or less when a delayed ACK falls due sooner.
+func (e *Engine) untilAck(wait time.Duration) time.Duration {
 	e.mu.Lock()
 	ack := e.delayedAcksLocked(time.Now())
 	e.mu.Unlock()
-	if ack > 0 && ack < 10*time.Millisecond {
+	if ack > 0 && (wait == 0 || ack < wait) {
 		return ack
 	}
-	return 10 * time.Millisecond
+	return wait
 }
 
 // fill sends on rt and returns the link that looks stalled, if any, or else when to check

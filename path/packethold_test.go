@@ -83,6 +83,51 @@ func (kb *keepBuf) release() {
 	}
 }
 
+// keepPair starts two encrypted packet paths over a 1400-byte link, 1 ms each way, whose b end
+// lends what it reads (keepEnd); b's path has handler hb and the hold budget (nil: none).
+func keepPair(t *testing.T, seed uint64, hb Handler, budget *HoldBudget) (pa, pb *Path, ha *pktHandler, kb *keepEnd) {
+	cfg := pktConfig{Delay: time.Millisecond}
+	_, a, b := newPktLink(seed, cfg, cfg, 1400, 1400)
+	kb = &keepEnd{pktEnd: b}
+	sa, ra, sb, rb := cipherPair(t)
+	ha = newPktHandler()
+	pa = New(1, a, sa, ra, Config{}, ha)
+	pb = New(1, kb, sb, rb, Config{Hold: budget}, hb)
+	pa.Start()
+	pb.Start()
+	return pa, pb, ha, kb
+}
+
+// sendKept sends data from pa in records of 1000 bytes of one DATA frame each, as the engine
+// would (only while Space allows). cuts(i) are where record i's payload is cut into pieces
+// kept aside, which the path seals as parts of their own; none: the payload inline.
+func sendKept(t *testing.T, pa *Path, ha *pktHandler, data []byte, cuts func(i int) []int) {
+	t.Helper()
+	for i := range len(data) / 1000 {
+		for pa.Space() <= 0 {
+			<-ha.writable
+		}
+		off := i * 1000
+		p := data[off : off+1000]
+		r := NewRecord()
+		r.SetLimit(pa.MaxRecord())
+		if cs := cuts(i); len(cs) == 0 {
+			r.B = wire.AppendData(r.B, 1, uint64(off), false, p)
+		} else {
+			r.B = wire.AppendDataHeader(r.B, 1, uint64(off), false, len(p))
+			from := 0
+			for _, c := range append(cs, len(p)) {
+				r.AppendExt(p[from:c], &countPin{})
+				from = c
+			}
+		}
+		r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: uint64(off), Len: 1000})
+		if !pa.Send(r) {
+			t.Fatalf("record %d: path closed: %v", i, pa.Cause())
+		}
+	}
+}
+
 // TestPacketPathHoldsKeptDatagrams: over a carrier that lends datagrams, a handler holding
 // every payload gets them kept where they arrived, plain and split packets alike (one keep,
 // and one charge, per datagram however many payloads of it are held), until the session's
@@ -91,38 +136,17 @@ func (kb *keepBuf) release() {
 // carrier get everything back when the holds are let go.
 func TestPacketPathHoldsKeptDatagrams(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := pktConfig{Delay: time.Millisecond}
-		_, a, b := newPktLink(5, cfg, cfg, 1400, 1400)
-		kb := &keepEnd{pktEnd: b}
-		sa, ra, sb, rb := cipherPair(t)
-		ha := newPktHandler()
 		hb := &holdingHandler{down: make(chan error, 1)}
 		budget := &HoldBudget{Limit: 40 * 1400}
-		pa := New(1, a, sa, ra, Config{}, ha)
-		pb := New(1, kb, sb, rb, Config{Hold: budget}, hb)
-		pa.Start()
-		pb.Start()
-		const n = 100
-		data := payload(n*1000, 9)
-		for i := range n {
-			for pa.Space() <= 0 {
-				<-ha.writable
+		pa, pb, ha, kb := keepPair(t, 5, hb, budget)
+		data := payload(100*1000, 9)
+		// Plain packets and split ones (the payload sealed in two parts of its own) in turn.
+		sendKept(t, pa, ha, data, func(i int) []int {
+			if i%2 == 0 {
+				return nil
 			}
-			off := i * 1000
-			r := NewRecord()
-			r.SetLimit(pa.MaxRecord())
-			if i%2 == 0 { // a plain packet
-				r.B = wire.AppendData(r.B, 1, uint64(off), false, data[off:off+1000])
-			} else { // a split packet: the payload sealed in two parts of its own
-				r.B = wire.AppendDataHeader(r.B, 1, uint64(off), false, 1000)
-				r.AppendExt(data[off:off+400], &countPin{})
-				r.AppendExt(data[off+400:off+1000], &countPin{})
-			}
-			r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: uint64(off), Len: 1000})
-			if !pa.Send(r) {
-				t.Fatalf("record %d: path closed: %v", i, pa.Cause())
-			}
-		}
+			return []int{400}
+		})
 		for {
 			hb.mu.Lock()
 			seen := hb.bytes
@@ -166,14 +190,7 @@ func TestPacketPathHoldsKeptDatagrams(t *testing.T) {
 // parse closes the path, and the datagram the carrier lent for it goes back.
 func TestPacketPathLetsGoOnBadFrame(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := pktConfig{Delay: time.Millisecond}
-		_, a, b := newPktLink(7, cfg, cfg, 1400, 1400)
-		kb := &keepEnd{pktEnd: b}
-		sa, ra, sb, rb := cipherPair(t)
-		pa := New(1, a, sa, ra, Config{}, newPktHandler())
-		pb := New(1, kb, sb, rb, Config{}, newPktHandler())
-		pa.Start()
-		pb.Start()
+		pa, pb, _, kb := keepPair(t, 7, newPktHandler(), nil)
 		defer func() {
 			pa.Close(nil)
 			pa.Wait()
@@ -214,35 +231,11 @@ func (h *unpinningHandler) Frame(p *Path, f *wire.Frame) error {
 // budget and the carrier's buffers all come back.
 func TestPacketPathHoldLetGoAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := pktConfig{Delay: time.Millisecond}
-		_, a, b := newPktLink(8, cfg, cfg, 1400, 1400)
-		kb := &keepEnd{pktEnd: b}
-		sa, ra, sb, rb := cipherPair(t)
-		ha := newPktHandler()
 		hb := &unpinningHandler{pktHandler: newPktHandler()}
 		budget := &HoldBudget{Limit: 1 << 20}
-		pa := New(1, a, sa, ra, Config{}, ha)
-		pb := New(1, kb, sb, rb, Config{Hold: budget}, hb)
-		pa.Start()
-		pb.Start()
+		pa, pb, ha, kb := keepPair(t, 8, hb, budget)
 		const n = 50
-		data := payload(n*1000, 4)
-		for i := range n {
-			for pa.Space() <= 0 {
-				<-ha.writable
-			}
-			off := i * 1000
-			r := NewRecord()
-			r.SetLimit(pa.MaxRecord())
-			r.B = wire.AppendDataHeader(r.B, 1, uint64(off), false, 1000)
-			r.AppendExt(data[off:off+300], &countPin{})
-			r.AppendExt(data[off+300:off+700], &countPin{})
-			r.AppendExt(data[off+700:off+1000], &countPin{})
-			r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: uint64(off), Len: 1000})
-			if !pa.Send(r) {
-				t.Fatalf("record %d: path closed: %v", i, pa.Cause())
-			}
-		}
+		sendKept(t, pa, ha, payload(n*1000, 4), func(int) []int { return []int{300, 700} })
 		settled(t, ha, hb.pktHandler, 0, n)
 		pa.Close(nil)
 		pb.Close(nil)

@@ -2,9 +2,7 @@ package udpflow
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 )
@@ -160,7 +158,7 @@ func TestIPv6(t *testing.T) {
 				t.Fatalf("no IPv6 loopback: %v", err)
 			}
 			defer l.Close()
-			d := dial6(t, l.Addr(), opts...)
+			d := dialFrom(t, "::1", l.Addr(), opts...)
 			small, big := []byte("over ::1"), randomBytes(handoffMin+500)
 			write(t, d, small)
 			write(t, d, big)
@@ -176,14 +174,4 @@ func TestIPv6(t *testing.T) {
 			}
 		})
 	}
-}
-
-func dial6(t *testing.T, addr net.Addr, opts ...Option) *Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	nc, err := NewDialer(addr.String(), append([]Option{LocalAddr("::1")}, opts...)...).Dial(ctx)
-	must(t, err)
-	t.Cleanup(func() { nc.Close() })
-	return nc.(*Conn)
 }

@@ -71,9 +71,14 @@ func (r *rxBuf) release() {
 	if r.refs.Add(-1) == 0 {
 		r.lent.Add(-1)
 		putBuf(r.b)
-		r.b, r.n, r.lent = nil, 0, nil
-		rxBufs.Put(r)
+		r.recycle()
 	}
+}
+
+// recycle returns the header to its pool, its buffer gone elsewhere.
+func (r *rxBuf) recycle() {
+	r.b, r.n, r.lent = nil, 0, nil
+	rxBufs.Put(r)
 }
 
 // Unpin implements transport.Pin: a datagram's reader, done with it, lets its buffer go.
@@ -125,8 +130,7 @@ func handOff(buf *[]byte, n int, lent *atomic.Int32, deliver func(rb *rxBuf) (ke
 	lent.Add(1)
 	if deliver(rb) == 0 {
 		lent.Add(-1)
-		rb.b, rb.n, rb.lent = nil, 0, nil
-		rxBufs.Put(rb)
+		rb.recycle()
 		return buf // nobody kept any: read into it again
 	}
 	rb.release()

@@ -47,9 +47,15 @@ func listen(t *testing.T, opts ...Option) *Listener {
 // dial dials addr from 127.0.0.1, not the wildcard address.
 func dial(t *testing.T, addr net.Addr, opts ...Option) *Conn {
 	t.Helper()
+	return dialFrom(t, "127.0.0.1", addr, opts...)
+}
+
+// dialFrom dials addr from the local address ip.
+func dialFrom(t *testing.T, ip string, addr net.Addr, opts ...Option) *Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	nc, err := NewDialer(addr.String(), append([]Option{LocalAddr("127.0.0.1")}, opts...)...).Dial(ctx)
+	nc, err := NewDialer(addr.String(), append([]Option{LocalAddr(ip)}, opts...)...).Dial(ctx)
 	must(t, err)
 	t.Cleanup(func() { nc.Close() })
 	return nc.(*Conn)
