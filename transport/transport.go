@@ -159,3 +159,26 @@ type Pin interface{ Unpin() }
 // the network refused as larger than its MTU (EMSGSIZE): rendr treats the size as failed,
 // not the carrier as dead.
 var ErrDatagramTooLarge = errors.New("rendr: datagram larger than the path MTU")
+
+// HandshakeExtender is a carrier with something of its own to exchange under the encryption
+// of rendr's handshake, where nobody but the two ends can read or change it (udpflow: the
+// connection ids it will move to and their stateless reset tokens, docs/wire.md section 3.3).
+// rendr calls the methods from the goroutine running the carrier's handshake, in order:
+// HelloExtra on the dialing side, AnswerExtra on the listening side with what the hello
+// carried, ReplyExtra on the dialing side with what the reply carried. Each blob is at most
+// MaxHandshakeExtra bytes; an empty one is sent as nothing. A carrier of one end only may
+// implement it: the other end's blobs are then empty.
+type HandshakeExtender interface {
+	net.Conn
+	// HelloExtra is what the dialing side's carrier puts in the hello.
+	HelloExtra() []byte
+	// AnswerExtra takes the hello's blob on the listening side and returns the reply's. An
+	// error refuses the handshake, silently (the hello authenticated, but its blob does not
+	// make sense to this carrier).
+	AnswerExtra(hello []byte) ([]byte, error)
+	// ReplyExtra takes the reply's blob on the dialing side. An error abandons the carrier.
+	ReplyExtra(reply []byte) error
+}
+
+// MaxHandshakeExtra bounds a HandshakeExtender's blobs.
+const MaxHandshakeExtra = 128
