@@ -15,11 +15,25 @@
 // datagrams; rendr's records inside the TCP stream are encrypted and authenticated as on any
 // carrier, so the stack carries nothing readable.
 //
-// Like a kernel TCP listener, the listening side answers a SYN before it knows who sent it:
-// a valid SYN-shaped datagram starts a stack (bounded by MaxPeers; the oldest one still
-// handshaking gives way at the bound, and it is gone after 3 s) and gets a SYN-ACK, to the
-// source address the datagram claims. rendr's handshake inside the connection admits only the
-// configured peers.
+// Unlike a kernel TCP listener, the listening side answers no SYN before the source address
+// it claims is proven, so a spoofed datagram cannot make it reflect or amplify traffic, nor
+// hold state. Control datagrams, told apart from IP packets by their first byte (0xf1 to
+// 0xf3, never an IPv4 header's 0x4_), carry an address check like QUIC's Retry:
+//
+//	hello  (dialer):   0xf1 | nonce (8) | zero padding, 64 bytes or more in all
+//	cookie (listener): 0xf2 | the hello's nonce (8) | token (20)
+//	SYN    (dialer):   0xf3 | token (20) | the IPv4 SYN, each copy of it
+//	token:             issue time (4, seconds, big-endian) | HMAC-SHA-256(listener secret,
+//	                   issue time | source "ip:port")[:16]
+//
+// The listener answers a hello with a cookie (29 bytes, never more than the hello) and keeps
+// nothing; only a SYN whose token it made for that very source, within the last 60 s, starts a
+// stack. From then on the source's datagrams are plain IP packets to its stack. Stacks are
+// bounded by MaxPeers (the oldest one still handshaking gives way at the bound, and it is gone
+// after 3 s); rendr's handshake inside the connection admits only the configured peers.
+// Listener.Stats counts every datagram the check turned away. The dialer sends its hello
+// again after 250 ms, doubling to 2 s, ten times at most; the check costs a dial one round
+// trip.
 package gvisor
 
 import (
@@ -33,7 +47,6 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -230,8 +243,13 @@ func Dialer(address string, opts ...Option) transport.DialFunc {
 		if err != nil {
 			return nil, err
 		}
+		token, err := prove(ctx, pc, raddr)
+		if err != nil {
+			pc.Close()
+			return nil, err
+		}
 		ns, err := newNetstack(&o, dialerIP, func(b []byte) error {
-			_, err := pc.WriteTo(b, raddr)
+			_, err := pc.WriteTo(withToken(b, token), raddr)
 			return err
 		})
 		if err != nil {
@@ -316,205 +334,3 @@ func (c *Conn) LocalAddr() net.Addr {
 }
 
 func (c *Conn) RemoteAddr() net.Addr { return c.remote }
-
-// Listener takes TCP connections from dialing stacks: one UDP socket, and a stack per dialing
-// address, started by a SYN to the listening stack's port. It is a net.Listener: give it to
-// rendr.Listen or Listener.AddSource.
-type Listener struct {
-	pc   net.PacketConn
-	o    options
-	out  chan *Conn
-	done chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
-
-	mu    sync.RWMutex
-	peers map[string]*peer // by dialing address
-}
-
-// peer is one dialing address's stack on the listening side.
-type peer struct {
-	addr    net.Addr
-	key     string
-	ns      *netstack
-	gl      *gonet.TCPListener
-	started time.Time
-	handed  bool // its connection went to Accept: the Conn owns the stack now
-}
-
-// Listen listens on address ("host:port") for dialing stacks.
-func Listen(address string, opts ...Option) (*Listener, error) {
-	o := build(opts)
-	pc, err := o.listen("udp", address)
-	if err != nil {
-		return nil, err
-	}
-	l := &Listener{pc: pc, o: o, out: make(chan *Conn), done: make(chan struct{}), peers: map[string]*peer{}}
-	l.wg.Add(1)
-	go l.routineRead()
-	return l, nil
-}
-
-func (l *Listener) routineRead() {
-	defer l.wg.Done()
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := l.pc.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		key := from.String()
-		l.mu.RLock()
-		p := l.peers[key]
-		l.mu.RUnlock()
-		if p == nil {
-			if !isSYN(buf[:n]) {
-				continue // a stray packet starts nothing
-			}
-			if p = l.start(from, key); p == nil {
-				continue
-			}
-		}
-		p.ns.inject(buf[:n])
-	}
-}
-
-// isSYN reports whether b is an IPv4 TCP segment with SYN alone, to the listening stack's
-// address and port, with valid checksums: the only packet that may start a stack.
-func isSYN(b []byte) bool {
-	if len(b) < header.IPv4MinimumSize || header.IPVersion(b) != header.IPv4Version {
-		return false
-	}
-	ip := header.IPv4(b)
-	if !ip.IsValid(len(b)) || !ip.IsChecksumValid() || ip.Protocol() != uint8(tcp.ProtocolNumber) ||
-		ip.DestinationAddress() != listenerIP || ip.SourceAddress() != dialerIP {
-		return false
-	}
-	seg := header.TCP(ip.Payload())
-	if len(seg) < header.TCPMinimumSize || int(seg.DataOffset()) < header.TCPMinimumSize || int(seg.DataOffset()) > len(seg) {
-		return false
-	}
-	data := seg[seg.DataOffset():]
-	if !seg.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), checksum.Checksum(data, 0), uint16(len(data))) {
-		return false
-	}
-	return seg.DestinationPort() == listenerPort && seg.Flags() == header.TCPFlagSyn
-}
-
-// start makes a stack for a new dialing address; nil when the Listener is closing. At the
-// bound, the oldest stack still waiting for its handshake gives way, so that SYN-shaped
-// datagrams from many addresses (which anyone can send, with any source) cannot keep real
-// dialers out.
-func (l *Listener) start(from net.Addr, key string) *peer {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	select {
-	case <-l.done:
-		return nil
-	default:
-	}
-	if len(l.peers) >= l.o.maxPeers {
-		var oldest *peer
-		for _, p := range l.peers {
-			if !p.handed && (oldest == nil || p.started.Before(oldest.started)) {
-				oldest = p
-			}
-		}
-		if oldest == nil {
-			return nil // every stack carries a live connection
-		}
-		delete(l.peers, oldest.key)
-		oldest.gl.Close() // its accept routine ends it
-	}
-	ns, err := newNetstack(&l.o, listenerIP, func(b []byte) error {
-		_, err := l.pc.WriteTo(b, from)
-		return err
-	})
-	if err != nil {
-		return nil
-	}
-	gl, err := gonet.ListenTCP(ns.s, tcpip.FullAddress{NIC: nicID, Addr: listenerIP, Port: listenerPort}, ipv4.ProtocolNumber)
-	if err != nil {
-		ns.close()
-		return nil
-	}
-	p := &peer{addr: from, key: key, ns: ns, gl: gl, started: time.Now()}
-	l.peers[key] = p
-	l.wg.Add(1)
-	go l.routineAccept(p)
-	return p
-}
-
-// acceptWithin bounds how long a started stack waits for its connection's handshake: a
-// SYN-ACK's round trip, with room for a few retransmissions.
-const acceptWithin = 3 * time.Second
-
-// routineAccept takes the one connection a peer's stack carries.
-func (l *Listener) routineAccept(p *peer) {
-	defer l.wg.Done()
-	timer := time.AfterFunc(acceptWithin, func() { p.gl.Close() })
-	c, err := p.gl.Accept()
-	timer.Stop()
-	p.gl.Close()
-	if err != nil {
-		l.drop(p)
-		return
-	}
-	l.mu.Lock()
-	p.handed = true
-	l.mu.Unlock()
-	conn := &Conn{TCPConn: c.(*gonet.TCPConn), ns: p.ns, remote: p.addr, release: func() { l.forget(p) }}
-	select {
-	case l.out <- conn:
-	case <-l.done:
-		conn.Close()
-	}
-}
-
-// drop ends a peer whose connection never came.
-func (l *Listener) drop(p *peer) {
-	l.forget(p)
-	p.ns.close()
-}
-
-func (l *Listener) forget(p *peer) {
-	l.mu.Lock()
-	if l.peers[p.key] == p {
-		delete(l.peers, p.key)
-	}
-	l.mu.Unlock()
-}
-
-// Accept returns the next connection.
-func (l *Listener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.out:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close stops listening and closes the socket. Connections already accepted send through it,
-// so they end with it.
-func (l *Listener) Close() error {
-	l.once.Do(func() {
-		close(l.done)
-		l.pc.Close()
-		l.mu.Lock()
-		for _, p := range l.peers {
-			if !p.handed {
-				p.gl.Close() // its accept routine drops it
-			}
-		}
-		l.mu.Unlock()
-	})
-	l.wg.Wait()
-	return nil
-}
-
-// Addr is the UDP address the Listener is bound to.
-func (l *Listener) Addr() net.Addr { return l.pc.LocalAddr() }
