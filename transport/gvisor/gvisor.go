@@ -96,8 +96,10 @@ func ListenPacket(f func(network, address string) (net.PacketConn, error)) Optio
 	return func(o *options) { o.listen = f }
 }
 
-// MaxPeers bounds the stacks a Listener runs at once (one per dialing address); a SYN from
-// one more address is dropped. Zero means 256.
+// MaxPeers bounds the stacks a Listener runs at once (one per dialing address that proved
+// itself). At the bound, a proven SYN from one more address makes the oldest stack still
+// handshaking give way (ListenerStats.Evicted), or is dropped if every stack carries a live
+// connection (ListenerStats.Refused). Zero means 256.
 func MaxPeers(n int) Option { return func(o *options) { o.maxPeers = n } }
 
 // BufferSize sets each TCP connection's send buffer and the most its receive buffer grows to,

@@ -235,10 +235,11 @@ func (l *Listener) routineAccept(p *peer) {
 	}
 }
 
-// drop ends a peer whose connection never came.
+// drop ends a peer whose connection never came. Its stack stops before its address is
+// forgotten, so no stack sends anything once Stats no longer counts it.
 func (l *Listener) drop(p *peer) {
-	l.forget(p)
 	p.ns.close()
+	l.forget(p)
 }
 
 func (l *Listener) forget(p *peer) {
