@@ -54,8 +54,14 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	if err := checkGraph(cfg.Root); err != nil {
 		return nil, err
 	}
-	if cfg.PeerKey == (PublicKey{}) {
-		return nil, errors.New("rendr: DialerConfig.PeerKey is empty")
+	if err := cfg.Key.check("DialerConfig.Key"); err != nil {
+		return nil, err
+	}
+	if err := cfg.PeerKey.check("DialerConfig.PeerKey"); err != nil {
+		return nil, err
+	}
+	if cfg.PeerKey == cfg.Key.Public() {
+		return nil, errors.New("rendr: DialerConfig.PeerKey is this Dialer's own public key: set it to the listener's")
 	}
 	// The graph is copied: the Dialer changes it (Add, Remove...), never the caller's Targets.
 	return &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey, root: cfg.Root.clone()}, nil
@@ -158,7 +164,12 @@ func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream
 		case <-s.done:
 			continue // failed before it started: a fresh session may succeed
 		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("rendr: dial: %w (%s)", ctx.Err(), lastDialError(s))
+			if le := lastDialError(s); le != nil {
+				// Both match with errors.Is: the deadline, and why no path came up
+				// (ErrLimit, ErrPeerRestarted...).
+				return nil, nil, fmt.Errorf("rendr: dial: %w (last path error: %w)", ctx.Err(), le)
+			}
+			return nil, nil, fmt.Errorf("rendr: dial: %w (no path attached yet)", ctx.Err())
 		}
 		st, err := open(s.engine)
 		if err != nil {
@@ -186,15 +197,15 @@ func (d *Dialer) lastErr() error {
 	return ErrNoPath
 }
 
-func lastDialError(s *session) string {
+func lastDialError(s *session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ls := range s.mu.leaves {
-		if ls.lastErr != "" {
-			return "last path error: " + ls.lastErr
+		if ls.lastCause != nil {
+			return ls.lastCause
 		}
 	}
-	return "no path attached yet"
+	return nil
 }
 
 // session returns the live session, starting one if there is none.
@@ -309,7 +320,7 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 		}
 		if err != nil {
 			s.mu.Lock()
-			ls.lastErr = err.Error()
+			ls.lastErr, ls.lastCause = err.Error(), err
 			if ls.state != status.Down {
 				ls.state, ls.since = status.Down, time.Now()
 			}
@@ -402,7 +413,15 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	if packets {
 		h.Flags |= handshake.FlagPackets
 	}
-	res, err := handshake.Initiate(ctx, conn, d.c.key, d.peer, h)
+	ext, _ := conn.(transport.HandshakeExtender)
+	if ext != nil {
+		h.Extra = ext.HelloExtra()
+		if len(h.Extra) > transport.MaxHandshakeExtra {
+			conn.Close()
+			return fmt.Errorf("rendr: carrier %T gave %d bytes for the hello, more than %d", conn, len(h.Extra), transport.MaxHandshakeExtra)
+		}
+	}
+	res, err := handshake.Initiate(ctx, conn, d.c.key, d.peer, h, &ls.cookies)
 	if err != nil {
 		conn.Close()
 		return err
@@ -412,6 +431,9 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	case handshake.StatusUnknownSession:
 		conn.Close()
 		return ErrPeerRestarted
+	case handshake.StatusLimit:
+		conn.Close()
+		return ErrLimit
 	default:
 		conn.Close()
 		return errors.New("rendr: listener refused the path")
@@ -431,6 +453,12 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	if packets != (res.Reply.Flags&handshake.FlagPackets != 0) {
 		conn.Close()
 		return errors.New("rendr: one end's carrier moves datagrams and the other's a stream")
+	}
+	if ext != nil {
+		if err := ext.ReplyExtra(res.Reply.Extra); err != nil {
+			conn.Close()
+			return fmt.Errorf("rendr: carrier refused the listener's handshake data: %w", err)
+		}
 	}
 	if mode == handshake.ModeNew {
 		s.establish(res.Secret, res.Reply.Instance)

@@ -1,11 +1,13 @@
 package rendr
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rendr-go/rendr/flow"
@@ -20,8 +22,19 @@ type ListenConfig struct {
 	Key   PrivateKey  // this side's static key
 	Peers []PublicKey // the keys allowed to connect
 	// MaxHandshakes bounds handshakes in progress at once; carriers beyond it are closed
-	// unanswered, so a flood costs bounded memory. Zero means 256.
+	// unanswered, so a flood costs bounded memory. Zero means 256. From an eighth of it on,
+	// the listener counts as under load (docs/wire.md 3.9): first messages need a cookie and
+	// each source address gets a bounded rate.
 	MaxHandshakes int
+	// HandshakeRate is how many handshakes a second the listener does before it counts as
+	// under load even when they finish quickly; zero means 128 (in bursts of up to 256).
+	HandshakeRate int
+	// MaxSessionsPerPeer bounds the sessions one peer key holds at once; zero means 16.
+	// MaxSessions bounds them for all peers; zero means 1024. MaxPathsPerSession bounds the
+	// paths of one session, attached or joining; zero means 32. Past a bound the new session
+	// or path is refused: the dialing side gets ErrLimit, the listener counts it (Stats), and
+	// nothing already open is touched.
+	MaxSessionsPerPeer, MaxSessions, MaxPathsPerSession int
 	Options
 }
 
@@ -38,7 +51,10 @@ type Listener struct {
 	ctx      context.Context // canceled by Close: aborts handshakes in progress
 	cancel   context.CancelFunc
 	maxHS    int
+	lim      listenLimits
+	guard    handshake.Guard
 	wg       sync.WaitGroup
+	stats    listenStats
 
 	mu struct {
 		sync.Mutex
@@ -46,6 +62,8 @@ type Listener struct {
 		sources  []net.Listener
 		closed   bool
 		hs       map[net.Conn]time.Time // handshakes in progress, by start time
+		perPeer  map[PublicKey]int      // sessions by peer key
+		joining  map[*session]int       // joins past decide, not yet tracked by their session
 	}
 }
 
@@ -64,6 +82,18 @@ func Listen(cfg ListenConfig, sources ...net.Listener) (*Listener, error) {
 	if len(cfg.Peers) == 0 {
 		return nil, errors.New("rendr: ListenConfig.Peers is empty: no one could connect")
 	}
+	if err := cfg.Key.check("ListenConfig.Key"); err != nil {
+		return nil, err
+	}
+	own := cfg.Key.Public()
+	for i, p := range cfg.Peers {
+		if err := p.check(fmt.Sprintf("ListenConfig.Peers[%d]", i)); err != nil {
+			return nil, err
+		}
+		if p == own {
+			return nil, fmt.Errorf("rendr: ListenConfig.Peers[%d] is the listener's own public key: list the dialers' keys", i)
+		}
+	}
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = 256
 	}
@@ -73,14 +103,18 @@ func Listen(cfg ListenConfig, sources ...net.Listener) (*Listener, error) {
 		accept: make(chan *Conn), acceptPk: make(chan *PacketConn),
 		done:  make(chan struct{}),
 		maxHS: cfg.MaxHandshakes,
+		lim:   cfg.limits(),
 	}
+	l.guard.LoadRate, l.guard.LoadBurst = cfg.HandshakeRate, 2*cfg.HandshakeRate
 	for _, p := range cfg.Peers {
 		l.peers[p] = true
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.mu.sessions = map[[16]byte]*session{}
 	l.mu.hs = map[net.Conn]time.Time{}
-	l.resp = handshake.Responder{Key: l.c.key, Replay: &handshake.Replay{},
+	l.mu.perPeer = map[PublicKey]int{}
+	l.mu.joining = map[*session]int{}
+	l.resp = handshake.Responder{Key: l.c.key, Replay: &handshake.Replay{}, Guard: &l.guard,
 		Allow: func(k [32]byte) bool { return l.peers[PublicKey(k)] }}
 	for _, src := range sources {
 		if err := l.AddSource(src); err != nil {
@@ -161,9 +195,18 @@ func (l *Listener) admit(c net.Conn) bool {
 		}
 		oldest.Close()
 		l.mu.hs[oldest] = time.Now().Add(time.Hour) // evicted: never chosen again
+		l.stats.evicted.Add(1)
 	}
 	l.mu.hs[c] = time.Now()
+	l.loadLocked()
 	return true
+}
+
+// loadLocked tells the guard whether handshakes in progress pile up: from an eighth of
+// MaxHandshakes on, carriers arrive faster than handshakes finish, so the listener asks for
+// cookies before spending a DH on anyone.
+func (l *Listener) loadLocked() {
+	l.guard.SetLoaded(len(l.mu.hs) >= max(l.maxHS/8, 1))
 }
 
 // routineHandshake authenticates one carrier and attaches it. Anything that does not
@@ -174,9 +217,35 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 	var created *session
 	_, dg := c.(transport.Datagrammer)
 	_, packets := c.(transport.PacketCarrier)
+	ext, _ := c.(transport.HandshakeExtender)
+	var joining *session // a join counted against its session's paths until tracked
+	defer func() {
+		if joining != nil {
+			l.mu.Lock()
+			if l.mu.joining[joining]--; l.mu.joining[joining] <= 0 {
+				delete(l.mu.joining, joining)
+			}
+			l.mu.Unlock()
+		}
+	}()
 	res, err := l.resp.Respond(ctx, c, func(peer [32]byte, h *handshake.Hello) handshake.Reply {
 		r, s := l.decide(PublicKey(peer), h, o, dg, packets)
-		created = s
+		if r.Status == handshake.StatusOK && ext != nil {
+			extra, err := ext.AnswerExtra(h.Extra)
+			if err != nil || len(extra) > transport.MaxHandshakeExtra {
+				// The carrier finds the hello's data wrong: a broken or hostile dialer.
+				// Refuse, and end the session this hello would have founded.
+				l.c.log.Debug("rendr: carrier refused the hello's data", "remote", c.RemoteAddr(), "err", err, "bytes", len(extra))
+				r.Status = handshake.StatusRefused
+			} else {
+				r.Extra = extra
+			}
+		}
+		if h.Mode == handshake.ModeNew {
+			created = s
+		} else {
+			joining = s
+		}
 		return r
 	})
 	cancel()
@@ -185,6 +254,7 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 	}
 	l.mu.Lock()
 	delete(l.mu.hs, c)
+	l.loadLocked()
 	l.mu.Unlock()
 	if err != nil {
 		l.c.log.Debug("rendr: handshake refused", "remote", c.RemoteAddr(), "err", err)
@@ -264,16 +334,28 @@ func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, dg, 
 			r.Status = handshake.StatusRefused
 			return r, nil
 		}
+		if c := l.newSessionRefusedLocked(peer, h.Instance); c != nil {
+			c.Add(1)
+			r.Status = handshake.StatusLimit
+			return r, nil
+		}
 		// Register the session before the reply leaves: the dialer joins its other paths
 		// the moment it reads the reply, and those joins must find the session. Its secret
 		// follows when the handshake completes; a JOIN_PROOF is checked only after that.
 		s = newSession(l.c, h.Session, peer, false, nil)
 		s.onEnd = l.forget
 		l.mu.sessions[h.Session] = s
+		l.mu.perPeer[peer]++
 		return r, s
 	case handshake.ModeJoin:
 		if s == nil || s.peerKey != peer || s.err() != nil {
 			r.Status = handshake.StatusUnknownSession
+		} else if s.pathsHeld()+l.mu.joining[s] >= l.lim.pathsPerSession {
+			l.stats.refusedPaths.Add(1)
+			r.Status = handshake.StatusLimit
+		} else {
+			l.mu.joining[s]++ // until the path is tracked: concurrent joins see it
+			return r, s
 		}
 	}
 	return r, nil
@@ -354,12 +436,78 @@ func (s *session) pathCount() int {
 	return len(s.mu.links)
 }
 
+// pathsHeld counts the session's paths, attached or still joining.
+func (s *session) pathsHeld() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.mu.links) + len(s.mu.pending)
+}
+
 func (l *Listener) forget(s *session) {
 	l.mu.Lock()
 	if l.mu.sessions[s.id] == s {
 		delete(l.mu.sessions, s.id)
+		if l.mu.perPeer[s.peerKey]--; l.mu.perPeer[s.peerKey] <= 0 {
+			delete(l.mu.perPeer, s.peerKey)
+		}
 	}
 	l.mu.Unlock()
+}
+
+// listenLimits are a listener's bounds, defaults applied.
+type listenLimits struct {
+	sessionsPerPeer, sessions, pathsPerSession int
+}
+
+func (cfg *ListenConfig) limits() listenLimits {
+	return listenLimits{
+		sessionsPerPeer: cmp.Or(max(cfg.MaxSessionsPerPeer, 0), 16),
+		sessions:        cmp.Or(max(cfg.MaxSessions, 0), 1024),
+		pathsPerSession: cmp.Or(max(cfg.MaxPathsPerSession, 0), 32),
+	}
+}
+
+// listenStats are the listener's own counters; the guard keeps the handshake's.
+type listenStats struct {
+	evicted, refusedPerPeer, refusedSessions, refusedPaths, refusedMemory atomic.Uint64
+}
+
+// newSessionRefusedLocked says which bound a new session of peer would pass, as the counter
+// to count it in; nil when it may be created.
+// A peer that restarted is not held back by the sessions of its old instance that lost
+// every path: the new session ends them once founded (attach).
+func (l *Listener) newSessionRefusedLocked(peer PublicKey, inst [16]byte) *atomic.Uint64 {
+	stale := func() bool {
+		for _, o := range l.mu.sessions {
+			if o.peerKey == peer && o.peerInstance() != inst && o.pathCount() == 0 {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case l.mu.perPeer[peer] >= l.lim.sessionsPerPeer && !stale():
+		return &l.stats.refusedPerPeer
+	case len(l.mu.sessions) >= l.lim.sessions && !stale():
+		return &l.stats.refusedSessions
+	}
+	return nil
+}
+
+// Stats returns the listener's counters: what its defences turned away and why.
+func (l *Listener) Stats() status.Listener {
+	g := l.guard.Stats()
+	l.mu.Lock()
+	st := status.Listener{Sessions: len(l.mu.sessions), Peers: len(l.mu.perPeer)}
+	l.mu.Unlock()
+	st.Handshakes, st.BadMAC1, st.CookiesSent, st.BadCookie, st.RateLimited =
+		g.Handshakes, g.BadMAC1, g.CookiesSent, g.BadCookie, g.RateLimited
+	st.Evicted = l.stats.evicted.Load()
+	st.RefusedSessionsPerPeer = l.stats.refusedPerPeer.Load()
+	st.RefusedSessions = l.stats.refusedSessions.Load()
+	st.RefusedPaths = l.stats.refusedPaths.Load()
+	st.RefusedMemory = l.stats.refusedMemory.Load()
+	return st
 }
 
 // routineSessionAccept hands a session's new flows to Accept.

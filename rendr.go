@@ -54,6 +54,10 @@ var (
 	ErrTooManyFlows = flow.ErrTooManyFlows
 	// ErrUnsupported: the configuration asks for something this version cannot do.
 	ErrUnsupported = errors.New("rendr: unsupported")
+	// ErrLimit: the listener refused a path because taking it would pass one of its bounds
+	// (ListenConfig: MaxSessionsPerPeer, MaxSessions, MaxPathsPerSession, MaxMemory). The
+	// dialer tries the path again later; a dial that finds no path says so in its error.
+	ErrLimit = errors.New("rendr: the listener refused the path: one of its bounds is reached (sessions per peer or in all, paths per session, memory)")
 )
 
 // PrivateKey is a static X25519 private key.
@@ -84,6 +88,26 @@ func (k PrivateKey) Public() PublicKey {
 		panic(err) // X25519 accepts every 32-byte scalar
 	}
 	return PublicKey(kp.Public)
+}
+
+// check refuses a zero key: its public half is well known, so anyone could be this side.
+func (k PrivateKey) check(field string) error {
+	if handshake.CheckPrivate(k) != nil {
+		return fmt.Errorf("rendr: %s is zero: generate a key once with rendr.NewKey, keep it, and give peers its Public()", field)
+	}
+	return nil
+}
+
+// check refuses a zero key and a key of small order, with which a handshake would prove
+// nothing about the other side.
+func (k PublicKey) check(field string) error {
+	if k == (PublicKey{}) {
+		return fmt.Errorf("rendr: %s is empty: set it to the peer's PrivateKey.Public()", field)
+	}
+	if handshake.CheckPublic(k) != nil {
+		return fmt.Errorf("rendr: %s %s is of small order, not a real peer key: use the peer's PrivateKey.Public()", field, k)
+	}
+	return nil
 }
 
 func (k PrivateKey) keypair() handshake.Keypair {

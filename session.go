@@ -98,7 +98,10 @@ type leafState struct {
 	state   status.PathState
 	since   time.Time
 	lastErr string
-	dials   int
+	// lastCause is the error lastErr describes, for errors.Is on a dial's error.
+	lastCause error
+	dials     int
+	cookies   handshake.CookieJar // the listener's cookie for this path, when it is under load
 }
 
 func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *policy.Node) *session {
@@ -279,7 +282,7 @@ func (s *session) detach(l *link, cause error) {
 	if ls := l.ls; ls != nil && ls.link == l {
 		ls.link, ls.state, ls.since = nil, status.Down, time.Now()
 		if cause != nil {
-			ls.lastErr = cause.Error()
+			ls.lastErr, ls.lastCause = cause.Error(), cause
 		}
 	}
 	s.mu.Unlock()

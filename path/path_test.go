@@ -285,7 +285,7 @@ func secured(t *testing.T, ca, cb net.Conn) (ia, ib *handshake.Result) {
 		})
 		done <- err
 	}()
-	ia, err := handshake.Initiate(context.Background(), ca, ka, kb.Public, handshake.Hello{Time: 1})
+	ia, err := handshake.Initiate(context.Background(), ca, ka, kb.Public, handshake.Hello{Time: 1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,3 +144,21 @@ type Migration struct {
 	// (empty when one only joined) and To the first that joined (empty when one only left).
 	Active []string
 }
+
+// Listener is a snapshot of a listener's defences and bounds: what it refused and why, so an
+// operator can tell a flood or a misbehaving peer from a quiet day. Every counter only grows.
+type Listener struct {
+	Sessions int // live sessions
+	Peers    int // distinct peer keys among them
+
+	// Handshakes that reached the Diffie-Hellman, and what stopped the others before it.
+	Handshakes  uint64
+	BadMAC1     uint64 // first messages without the listener's mac1: not for this key, or not rendr
+	CookiesSent uint64 // cookie replies sent while under load
+	BadCookie   uint64 // first messages under load without a valid cookie
+	RateLimited uint64 // first messages over their source's rate while under load
+	// Evicted counts carriers closed unanswered because MaxHandshakes were in progress.
+	Evicted uint64
+	// Refused counts authenticated handshakes refused by a bound, by bound.
+	RefusedSessionsPerPeer, RefusedSessions, RefusedPaths, RefusedMemory uint64
+}

@@ -40,7 +40,7 @@ func FuzzReply(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if r.Status > StatusRefused || r.Flags&^(FlagPlain|FlagDatagrams|FlagPackets) != 0 {
+		if r.Status > StatusLimit || len(r.Extra) > MaxExtra || r.Flags&^(FlagPlain|FlagDatagrams|FlagPackets) != 0 {
 			t.Fatalf("decoded an invalid reply %+v", r)
 		}
 		if out := encodeReply(r); !bytes.Equal(out, b) {
@@ -89,6 +89,46 @@ func FuzzRespond(f *testing.F) {
 			if used := len(b) - c.r.Len(); used > len(Preface)+2+n {
 				t.Fatalf("Respond read %d bytes, the first message has %d", used, len(Preface)+2+n)
 			}
+		}
+	})
+}
+
+// FuzzRespondUnderLoad feeds arbitrary bytes to a responder that is under load. Without the
+// cookie secret nothing the fuzzer makes carries a valid mac2, so no input may reach the
+// Diffie-Hellman: the responder writes at most one cookie reply (only to a message whose
+// mac1 is valid), never more bytes than it read, and then falls silent.
+func FuzzRespondUnderLoad(f *testing.F) {
+	ik, rk, stranger := keypair(f, 1), keypair(f, 100), keypair(f, 200)
+	h := testHello(ModeNew)
+	valid := firstMessage(f, ik, rk.Public, h)
+	f.Add(valid)
+	f.Add(append(bytes.Clone(valid), valid...))
+	f.Add(firstMessage(f, stranger, rk.Public, h))
+	f.Add(firstMessage(f, ik, stranger.Public, h))
+	f.Add(craftFirst(f, ik, rk.Public, []byte("hello")))
+	f.Add(Preface[:])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g := &Guard{}
+		g.SetLoaded(true)
+		r := Responder{Key: rk, Allow: allow(ik.Public), Replay: &Replay{}, Guard: g}
+		c := newMemConn(b)
+		res, err := r.Respond(context.Background(), addrConn{Conn: c, remote: tcpAddr("192.0.2.1:9")}, func([KeySize]byte, *Hello) Reply {
+			t.Fatalf("decide called for %x", b)
+			return Reply{}
+		})
+		if err == nil || res != nil {
+			t.Fatalf("Respond(%x) = %+v, %v; want an error", b, res, err)
+		}
+		w := c.written()
+		if len(w) != 0 && (len(w) != 3+cookieReplySize || w[0] != answerCookie) {
+			t.Fatalf("Respond(%x) wrote %x: only one cookie reply is allowed", b, w)
+		}
+		if read := len(b) - c.r.Len(); len(w) > read {
+			t.Fatalf("wrote %d bytes for %d read", len(w), read)
+		}
+		if st := g.Stats(); st.Handshakes != 0 {
+			t.Fatalf("Respond(%x) did a handshake's DH without a cookie", b)
 		}
 	})
 }

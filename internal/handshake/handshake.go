@@ -65,6 +65,9 @@ const (
 	StatusOK             = 0
 	StatusUnknownSession = 1 // the responder has no such session (it restarted, or the session ended)
 	StatusRefused        = 2 // the responder will not take this path (closing, or plain records refused)
+	// StatusLimit: taking the path would pass one of the responder's bounds (sessions per
+	// peer or per listener, paths per session, its memory budget).
+	StatusLimit = 3
 )
 
 // Errors.
@@ -84,13 +87,19 @@ type Hello struct {
 	Flags    uint8
 	Tier     uint8  // the path's priority tier at the initiator, for the responder's policy
 	Name     string // the path's name at the initiator, for status; at most 64 bytes
+	// Extra is the carrier's own data (transport.HandshakeExtender), at most MaxExtra bytes.
+	Extra []byte
 }
+
+// MaxExtra bounds the carrier data of a hello or a reply.
+const MaxExtra = 128
 
 // Reply is the responder's payload in the second Noise message.
 type Reply struct {
 	Status   uint8
 	Instance [16]byte
 	Flags    uint8
+	Extra    []byte // the carrier's own data, at most MaxExtra bytes
 }
 
 // Result is what a completed handshake yields.
@@ -137,8 +146,11 @@ func (k Keypair) noise() noise.DHKey {
 const maxMsg = 512 // handshake messages are small; anything larger is not ours
 
 // Initiate runs the initiator side over c. It writes the preface and the first message, then
-// reads the reply. ctx bounds the whole exchange.
-func Initiate(ctx context.Context, c net.Conn, key Keypair, peer [KeySize]byte, h Hello) (*Result, error) {
+// reads the answer: the second message, or a cookie reply when the responder is under load,
+// after which it sends the first message once more with the cookie's mac2 (docs/wire.md 3.9).
+// jar keeps the cookie for the path's next handshakes; nil keeps none. ctx bounds the whole
+// exchange.
+func Initiate(ctx context.Context, c net.Conn, key Keypair, peer [KeySize]byte, h Hello, jar *CookieJar) (*Result, error) {
 	stop := deadlineFromContext(ctx, c)
 	defer stop()
 	hs, err := noise.NewHandshakeState(noise.Config{
@@ -148,20 +160,44 @@ func Initiate(ctx context.Context, c net.Conn, key Keypair, peer [KeySize]byte, 
 	if err != nil {
 		return nil, err
 	}
-	msg := make([]byte, 0, maxMsg)
+	msg := make([]byte, 0, maxMsg+len(Preface)+2)
 	msg = append(msg, Preface[:]...)
 	msg = append(msg, 0, 0)
 	msg, _, _, err = hs.WriteMessage(msg, encodeHello(h))
 	if err != nil {
 		return nil, err
 	}
-	binary.BigEndian.PutUint16(msg[len(Preface):], uint16(len(msg)-len(Preface)-2))
-	if _, err := c.Write(msg); err != nil {
-		return nil, ctxErr(ctx, err)
+	binary.BigEndian.PutUint16(msg[len(Preface):], uint16(len(msg)-len(Preface)-2+2*MACSize))
+	k1 := mac1Key(peer)
+	mac1 := mac(k1[:], msg)
+	msg = append(msg, mac1[:]...)
+	withMAC1 := len(msg)
+	msg = append(msg, make([]byte, MACSize)...)
+	if cookie, ok := jar.get(time.Now()); ok {
+		copy(msg[withMAC1:], macOf(&cookie, msg[:withMAC1]))
 	}
-	in, err := readMsg(c, false)
-	if err != nil {
-		return nil, ctxErr(ctx, err)
+	var in []byte
+	for try := 0; ; try++ {
+		if _, err := c.Write(msg); err != nil {
+			return nil, ctxErr(ctx, err)
+		}
+		typ, body, err := readAnswer(c)
+		if err != nil {
+			return nil, ctxErr(ctx, err)
+		}
+		if typ == answerHandshake {
+			in = body
+			break
+		}
+		if try > 0 {
+			return nil, ErrUnderLoad
+		}
+		cookie, err := openCookie(peer, body, mac1[:])
+		if err != nil {
+			return nil, err
+		}
+		jar.put(cookie, time.Now())
+		copy(msg[withMAC1:], macOf(&cookie, msg[:withMAC1]))
 	}
 	payload, cs1, cs2, err := hs.ReadMessage(nil, in)
 	if err != nil {
@@ -182,17 +218,46 @@ type Responder struct {
 	Key    Keypair
 	Allow  func(peer [KeySize]byte) bool // reports whether a static key may connect
 	Replay *Replay
+	// Guard applies the cookie and the rate per source under load; nil applies neither
+	// (mac1 is always checked).
+	Guard *Guard
 }
 
 // Respond runs the responder side over c. It returns (nil, err) without writing anything when
 // the input does not authenticate, is replayed, or comes from a key Allow refuses: the
-// unauthenticated get silence. decide sees the authenticated hello and returns the reply.
+// unauthenticated get silence. Under load, a first message without a valid cookie gets a
+// cookie reply (once per carrier) and Respond reads the next one. decide sees the
+// authenticated hello and returns the reply.
 func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [KeySize]byte, h *Hello) Reply) (*Result, error) {
 	stop := deadlineFromContext(ctx, c)
 	defer stop()
-	in, err := readMsg(c, true)
-	if err != nil {
-		return nil, ctxErr(ctx, err)
+	k1 := mac1Key(r.Key.Public)
+	var m initMsg
+	for asked := false; ; asked = true {
+		in, err := readMsg(c)
+		if err != nil {
+			return nil, ctxErr(ctx, err)
+		}
+		if err := m.parse(in, &k1); err != nil {
+			if r.Guard != nil && err == ErrMAC1 {
+				r.Guard.countBadMAC1()
+			}
+			return nil, err
+		}
+		if r.Guard == nil {
+			break
+		}
+		cookie, err := r.Guard.admit(c.RemoteAddr(), &m, asked)
+		if err != nil {
+			return nil, err
+		}
+		if cookie == nil {
+			break
+		}
+		body := sealCookie(r.Key.Public, cookie, m.mac1)
+		if _, err := c.Write(appendAnswer(nil, answerCookie, body)); err != nil {
+			return nil, ctxErr(ctx, err)
+		}
 	}
 	hs, err := noise.NewHandshakeState(noise.Config{
 		CipherSuite: suite, Pattern: noise.HandshakeIK, Initiator: false,
@@ -201,7 +266,7 @@ func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [K
 	if err != nil {
 		return nil, err
 	}
-	payload, _, _, err := hs.ReadMessage(nil, in)
+	payload, _, _, err := hs.ReadMessage(nil, m.noise)
 	if err != nil {
 		return nil, fmt.Errorf("handshake: first message does not authenticate: %w", err)
 	}
@@ -218,12 +283,13 @@ func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [K
 		return nil, ErrReplay
 	}
 	reply := decide(peer, &h)
-	out := make([]byte, 2, maxMsg)
+	out := make([]byte, 3, maxMsg)
 	out, cs1, cs2, err := hs.WriteMessage(out, encodeReply(reply))
 	if err != nil {
 		return nil, err
 	}
-	binary.BigEndian.PutUint16(out, uint16(len(out)-2))
+	out[0] = answerHandshake
+	binary.BigEndian.PutUint16(out[1:], uint16(len(out)-3))
 	if _, err := c.Write(out); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
@@ -232,14 +298,93 @@ func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [K
 		Secret: SessionSecret(cs1.UnsafeKey(), cs2.UnsafeKey(), hash)}, nil
 }
 
-// readMsg reads one handshake message, after the preface when preface is set. On a carrier
-// of datagrams (transport.PacketCarrier) the preface, the length and the message are one
-// datagram, as the writer sent them in one Write.
-func readMsg(c net.Conn, preface bool) ([]byte, error) {
-	head := 2
-	if preface {
-		head += len(Preface)
+// Answer types: what the responder's message is (docs/wire.md 3.2).
+const (
+	answerHandshake = 1 // Noise message 2
+	answerCookie    = 2 // a cookie reply (3.9)
+)
+
+func appendAnswer(b []byte, typ byte, body []byte) []byte {
+	b = append(b, typ)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(body)))
+	return append(b, body...)
+}
+
+// initMsg is an initiator's first message split into its parts; the slices point into
+// what readMsg returned.
+type initMsg struct {
+	head     [len(Preface) + 2]byte // the preface and the length, as mac1 covers them
+	noise    []byte                 // Noise message 1
+	mac1     []byte
+	mac2     []byte
+	withMAC1 []byte // what mac2 covers: head, noise and mac1 (a copy)
+}
+
+// parse splits in (the message after the preface and its length) and checks mac1 in
+// constant time: the one check anyone without the responder's public key fails.
+func (m *initMsg) parse(in []byte, k1 *[32]byte) error {
+	if len(in) < 2*MACSize+1 {
+		return ErrMalformed
 	}
+	copy(m.head[:], Preface[:])
+	binary.BigEndian.PutUint16(m.head[len(Preface):], uint16(len(in)))
+	n := len(in) - 2*MACSize
+	m.noise, m.mac1, m.mac2 = in[:n], in[n:n+MACSize], in[n+MACSize:]
+	want := mac(k1[:], m.head[:], m.noise)
+	if !hmac.Equal(want[:], m.mac1) {
+		return ErrMAC1
+	}
+	m.withMAC1 = append(append(append(m.withMAC1[:0], m.head[:]...), m.noise...), m.mac1...)
+	return nil
+}
+
+// readAnswer reads the responder's message: its type, then a length and that many bytes.
+func readAnswer(c net.Conn) (byte, []byte, error) {
+	if _, ok := c.(transport.PacketCarrier); ok {
+		b := make([]byte, 3+maxMsg+1)
+		n, err := c.Read(b)
+		if err != nil {
+			return 0, nil, err
+		}
+		if n < 3 {
+			return 0, nil, ErrMalformed
+		}
+		l := int(binary.BigEndian.Uint16(b[1:]))
+		if !validAnswer(b[0], l) || 3+l != n {
+			return 0, nil, ErrMalformed
+		}
+		return b[0], b[3:n], nil
+	}
+	var head [3]byte
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		return 0, nil, err
+	}
+	l := int(binary.BigEndian.Uint16(head[1:]))
+	if !validAnswer(head[0], l) {
+		return 0, nil, ErrMalformed
+	}
+	b := make([]byte, l)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return 0, nil, err
+	}
+	return head[0], b, nil
+}
+
+func validAnswer(typ byte, l int) bool {
+	switch typ {
+	case answerHandshake:
+		return l > 0 && l <= maxMsg
+	case answerCookie:
+		return l == cookieReplySize
+	}
+	return false
+}
+
+// readMsg reads an initiator's first message and returns what follows its preface and length. On a carrier of datagrams
+// (transport.PacketCarrier) the preface, the length and the message are one datagram, as the
+// writer sent them in one Write.
+func readMsg(c net.Conn) ([]byte, error) {
+	const head = len(Preface) + 2
 	if _, ok := c.(transport.PacketCarrier); ok {
 		b := make([]byte, head+maxMsg+1)
 		n, err := c.Read(b)
@@ -249,7 +394,7 @@ func readMsg(c net.Conn, preface bool) ([]byte, error) {
 		if n < head {
 			return nil, ErrMalformed
 		}
-		if preface && [len(Preface)]byte(b[:len(Preface)]) != Preface {
+		if [len(Preface)]byte(b[:len(Preface)]) != Preface {
 			return nil, ErrBadPreface
 		}
 		l := int(binary.BigEndian.Uint16(b[head-2:]))
@@ -258,14 +403,12 @@ func readMsg(c net.Conn, preface bool) ([]byte, error) {
 		}
 		return b[head:n], nil
 	}
-	if preface {
-		var pre [len(Preface)]byte
-		if _, err := io.ReadFull(c, pre[:]); err != nil {
-			return nil, err
-		}
-		if pre != Preface {
-			return nil, ErrBadPreface
-		}
+	var pre [len(Preface)]byte
+	if _, err := io.ReadFull(c, pre[:]); err != nil {
+		return nil, err
+	}
+	if pre != Preface {
+		return nil, ErrBadPreface
 	}
 	var l [2]byte
 	if _, err := io.ReadFull(c, l[:]); err != nil {
@@ -301,19 +444,41 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-const helloFixed = 8 + 16 + 16 + 1 + 1 + 1 + 1
+const helloFixed = 8 + 16 + 16 + 1 + 1 + 1 + 1 + 1
 
 func encodeHello(h Hello) []byte {
 	name := h.Name
 	if len(name) > 64 {
 		name = name[:64]
 	}
-	b := make([]byte, 0, helloFixed+len(name))
+	b := make([]byte, 0, helloFixed+len(name)+len(h.Extra))
 	b = binary.BigEndian.AppendUint64(b, h.Time)
 	b = append(b, h.Instance[:]...)
 	b = append(b, h.Session[:]...)
 	b = append(b, h.Mode, h.Flags, h.Tier, byte(len(name)))
-	return append(b, name...)
+	b = append(b, name...)
+	return appendExtra(b, h.Extra)
+}
+
+// appendExtra appends a length byte and the carrier's data; the encoders' callers keep it
+// within MaxExtra (a longer one is cut, and the peer's carrier finds it malformed).
+func appendExtra(b, extra []byte) []byte {
+	if len(extra) > MaxExtra {
+		extra = extra[:MaxExtra]
+	}
+	b = append(b, byte(len(extra)))
+	return append(b, extra...)
+}
+
+// takeExtra decodes what appendExtra wrote, which must end b exactly.
+func takeExtra(b []byte) ([]byte, bool) {
+	if len(b) < 1 || int(b[0]) > MaxExtra || len(b) != 1+int(b[0]) {
+		return nil, false
+	}
+	if b[0] == 0 {
+		return nil, true
+	}
+	return b[1:], true
 }
 
 func decodeHello(b []byte) (Hello, error) {
@@ -326,33 +491,44 @@ func decodeHello(b []byte) (Hello, error) {
 	copy(h.Session[:], b[24:40])
 	h.Mode, h.Flags, h.Tier = b[40], b[41], b[42]
 	n := int(b[43])
-	if h.Mode > ModeJoin || h.Flags&^knownFlags != 0 || n > 64 || len(b) != helloFixed+n {
+	if h.Mode > ModeJoin || h.Flags&^knownFlags != 0 || n > 64 || len(b) < helloFixed+n {
 		return h, ErrMalformed
 	}
-	h.Name = string(b[helloFixed:])
+	h.Name = string(b[helloFixed-1 : helloFixed-1+n])
+	extra, ok := takeExtra(b[helloFixed-1+n:])
+	if !ok {
+		return h, ErrMalformed
+	}
+	h.Extra = extra
 	return h, nil
 }
 
-const replySize = 1 + 16 + 1
+const replySize = 1 + 16 + 1 + 1
 
 func encodeReply(r Reply) []byte {
-	b := make([]byte, 0, replySize)
+	b := make([]byte, 0, replySize+len(r.Extra))
 	b = append(b, r.Status)
 	b = append(b, r.Instance[:]...)
-	return append(b, r.Flags)
+	b = append(b, r.Flags)
+	return appendExtra(b, r.Extra)
 }
 
 func decodeReply(b []byte) (Reply, error) {
 	var r Reply
-	if len(b) != replySize {
+	if len(b) < replySize {
 		return r, ErrMalformed
 	}
 	r.Status = b[0]
 	copy(r.Instance[:], b[1:17])
 	r.Flags = b[17]
-	if r.Status > StatusRefused || r.Flags&^knownFlags != 0 {
+	if r.Status > StatusLimit || r.Flags&^knownFlags != 0 {
 		return r, ErrMalformed
 	}
+	extra, ok := takeExtra(b[18:])
+	if !ok {
+		return r, ErrMalformed
+	}
+	r.Extra = extra
 	return r, nil
 }
 
@@ -386,4 +562,43 @@ func JoinProof(secret [32]byte, pathHash []byte) [wire.MACSize]byte {
 func VerifyJoin(secret [32]byte, pathHash []byte, mac [wire.MACSize]byte) bool {
 	want := JoinProof(secret, pathHash)
 	return hmac.Equal(want[:], mac[:])
+}
+
+// Key checks. A zero private key's public half is well known (anyone could be that side), and
+// a public key of small order (the zero key among them) makes every Diffie-Hellman with it
+// give the same output whoever the other side is: neither may be configured.
+var (
+	ErrZeroPrivate = errors.New("handshake: private key is zero")
+	ErrWeakPublic  = errors.New("handshake: public key is zero or of small order")
+)
+
+// CheckPrivate refuses a zero private key.
+func CheckPrivate(priv [KeySize]byte) error {
+	if priv == ([KeySize]byte{}) {
+		return ErrZeroPrivate
+	}
+	return nil
+}
+
+// checkScalar is any valid scalar: X25519 with it fails exactly for small-order points,
+// whose shared secret is zero for every scalar.
+var checkScalar = [KeySize]byte{1: 9, 31: 0x40}
+
+// CheckPublic refuses a zero public key and one of small order.
+func CheckPublic(pub [KeySize]byte) error {
+	if pub == ([KeySize]byte{}) {
+		return ErrWeakPublic
+	}
+	p, err := ecdh.X25519().NewPrivateKey(checkScalar[:])
+	if err != nil {
+		return err
+	}
+	q, err := ecdh.X25519().NewPublicKey(pub[:])
+	if err != nil {
+		return ErrWeakPublic
+	}
+	if _, err := p.ECDH(q); err != nil {
+		return ErrWeakPublic // crypto/ecdh refuses an all-zero shared secret
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,7 +104,7 @@ func (c *recConn) written() []byte {
 func firstMessage(t testing.TB, key Keypair, peer [KeySize]byte, h Hello) []byte {
 	t.Helper()
 	c := newMemConn(nil) // no reply: Initiate fails reading it, after writing
-	if _, err := Initiate(context.Background(), c, key, peer, h); err == nil {
+	if _, err := Initiate(context.Background(), c, key, peer, h, nil); err == nil {
 		t.Fatal("Initiate succeeded without a reply")
 	}
 	b := c.written()
@@ -126,9 +127,19 @@ func craftFirst(t testing.TB, key Keypair, peer [KeySize]byte, payload []byte) [
 	if err != nil {
 		t.Fatal(err)
 	}
+	return withMACs(peer, msg)
+}
+
+// withMACs frames a Noise message 1 as an initiator sends it: preface, length, message, a
+// valid mac1 for peer and an empty mac2.
+func withMACs(peer [KeySize]byte, msg []byte) []byte {
 	out := append(bytes.Clone(Preface[:]), 0, 0)
-	binary.BigEndian.PutUint16(out[len(Preface):], uint16(len(msg)))
-	return append(out, msg...)
+	binary.BigEndian.PutUint16(out[len(Preface):], uint16(len(msg)+2*MACSize))
+	out = append(out, msg...)
+	k1 := mac1Key(peer)
+	m1 := mac(k1[:], out)
+	out = append(out, m1[:]...)
+	return append(out, make([]byte, MACSize)...)
 }
 
 func testHello(mode uint8) Hello {
@@ -158,7 +169,7 @@ func runPair(t *testing.T, ik, rk Keypair, r *Responder, h Hello, decide func([K
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		out.init, out.initErr = Initiate(ctx, ra, ik, rk.Public, h)
+		out.init, out.initErr = Initiate(ctx, ra, ik, rk.Public, h, nil)
 		a.Close()
 	}()
 	out.resp, out.respErr = r.Respond(ctx, rb, decide)
@@ -200,11 +211,11 @@ func TestHandshakeRoundTrip(t *testing.T) {
 	if p.initErr != nil || p.respErr != nil {
 		t.Fatalf("Initiate: %v; Respond: %v", p.initErr, p.respErr)
 	}
-	if seen != h || p.resp.Hello != h || p.init.Hello != h {
+	if !reflect.DeepEqual(seen, h) || !reflect.DeepEqual(p.resp.Hello, h) || !reflect.DeepEqual(p.init.Hello, h) {
 		t.Fatalf("hello: sent %+v, decide saw %+v, responder result %+v", h, seen, p.resp.Hello)
 	}
 	want := Reply{Status: StatusOK, Instance: [16]byte{0xaa, 0xbb}, Flags: FlagPlain}
-	if p.init.Reply != want || p.resp.Reply != want {
+	if !reflect.DeepEqual(p.init.Reply, want) || !reflect.DeepEqual(p.resp.Reply, want) {
 		t.Fatalf("reply: initiator got %+v, responder sent %+v", p.init.Reply, p.resp.Reply)
 	}
 	if p.init.Peer != rk.Public || p.resp.Peer != ik.Public {
@@ -236,10 +247,10 @@ func TestHandshakeRoundTrip(t *testing.T) {
 		t.Fatal("a record opened with its own direction's key")
 	}
 	// Wire sizes (docs/wire.md): preface, length, e, encrypted s, encrypted hello.
-	if got, want := len(p.initWire), 8+2+32+48+44+len(h.Name)+16; got != want {
+	if got, want := len(p.initWire), 8+2+32+48+45+len(h.Name)+16+2*MACSize; got != want {
 		t.Errorf("first message on the wire: %d bytes, want %d", got, want)
 	}
-	if got, want := len(p.respWire), 2+32+18+16; got != want {
+	if got, want := len(p.respWire), 3+32+19+16; got != want {
 		t.Errorf("reply on the wire: %d bytes, want %d", got, want)
 	}
 	if !bytes.Equal(p.initWire[:8], []byte{'R', 'N', 'D', 'R', 1, 0, 0, 0}) {
@@ -276,11 +287,15 @@ func TestHandshakeHashIsNoiseH(t *testing.T) {
 	if p.initErr != nil || p.respErr != nil {
 		t.Fatalf("Initiate: %v; Respond: %v", p.initErr, p.respErr)
 	}
-	msg1, msg2 := p.initWire[len(Preface)+2:], p.respWire[2:]
+	msg1, msg2 := p.initWire[len(Preface)+2:], p.respWire[3:]
 	if n := int(binary.BigEndian.Uint16(p.initWire[len(Preface):])); n != len(msg1) {
 		t.Fatalf("first message length prefix %d, message %d bytes", n, len(msg1))
 	}
-	if n := int(binary.BigEndian.Uint16(p.respWire)); n != len(msg2) {
+	msg1 = msg1[:len(msg1)-2*MACSize] // mac1 and mac2 follow the Noise message
+	if p.respWire[0] != answerHandshake {
+		t.Fatalf("answer type %d", p.respWire[0])
+	}
+	if n := int(binary.BigEndian.Uint16(p.respWire[1:])); n != len(msg2) {
 		t.Fatalf("reply length prefix %d, message %d bytes", n, len(msg2))
 	}
 	if h := transcriptHash(rk.Public, msg1, msg2); !bytes.Equal(h, p.init.Hash) {
@@ -328,7 +343,10 @@ func TestRespondSilence(t *testing.T) {
 	reserved := bytes.Clone(valid)
 	reserved[7] = 1
 	flipped := bytes.Clone(valid)
-	flipped[len(flipped)-1] ^= 1
+	flipped[len(flipped)-2*MACSize-1] ^= 1 // in the Noise message: mac1 fails
+	// The same flip with mac1 made anew, as only a holder of the responder's public key
+	// can: Noise fails.
+	noiseFlipped := withMACs(rk.Public, flipped[len(Preface)+2:len(flipped)-2*MACSize])
 	long := append(bytes.Clone(Preface[:]), 0x02, 0x01) // 513
 	long = append(long, make([]byte, 513)...)
 	badHello := encodeHello(h)
@@ -349,7 +367,8 @@ func TestRespondSilence(t *testing.T) {
 		{"length 0", append(bytes.Clone(Preface[:]), 0, 0), Responder{Key: rk, Allow: allow(ik.Public)}, ErrMalformed},
 		{"length 513", long, Responder{Key: rk, Allow: allow(ik.Public)}, ErrMalformed},
 		{"truncated message", valid[:len(valid)-1], Responder{Key: rk, Allow: allow(ik.Public)}, nil},
-		{"flipped bit", flipped, Responder{Key: rk, Allow: allow(ik.Public)}, nil},
+		{"flipped bit", flipped, Responder{Key: rk, Allow: allow(ik.Public)}, ErrMAC1},
+		{"flipped bit, mac1 made anew", noiseFlipped, Responder{Key: rk, Allow: allow(ik.Public)}, nil},
 		{"for another responder", firstMessage(t, ik, other.Public, h), Responder{Key: rk, Allow: allow(ik.Public)}, nil},
 		{"key not allowed", valid, Responder{Key: rk, Allow: allow(other.Public)}, ErrUnknownKey},
 		{"no Allow", valid, Responder{Key: rk}, ErrUnknownKey},
@@ -468,7 +487,7 @@ func TestRespondHonorsContext(t *testing.T) {
 func TestInitiateRefusesBadReply(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	ik, rk := keypair(t, 1), keypair(t, 100)
-	for _, bad := range []Reply{{Status: StatusRefused + 1}, {Flags: 0x08}} {
+	for _, bad := range []Reply{{Status: StatusLimit + 1}, {Flags: 0x08}} {
 		r := &Responder{Key: rk, Allow: allow(ik.Public)}
 		p := runPair(t, ik, rk, r, testHello(ModeNew), func([KeySize]byte, *Hello) Reply { return bad })
 		if p.respErr != nil {
@@ -514,10 +533,12 @@ func TestHelloEncoding(t *testing.T) {
 	}
 	okReply := encodeReply(Reply{Status: StatusUnknownSession, Flags: FlagPlain})
 	for name, b := range map[string][]byte{
-		"short":    okReply[:replySize-1],
-		"long":     append(bytes.Clone(okReply), 0),
-		"status 3": append([]byte{3}, okReply[1:]...),
-		"flags 8":  append(bytes.Clone(okReply[:replySize-1]), 8),
+		"short":       okReply[:replySize-1],
+		"long":        append(bytes.Clone(okReply), 0),
+		"status 4":    append([]byte{4}, okReply[1:]...),
+		"flags 8":     append(bytes.Clone(okReply[:replySize-2]), 8, 0),
+		"extra 129":   append(append(bytes.Clone(okReply[:replySize-1]), MaxExtra+1), make([]byte, MaxExtra+1)...),
+		"extra short": append(bytes.Clone(okReply[:replySize-1]), 2, 0),
 	} {
 		if _, err := decodeReply(b); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: decodeReply = %v, want ErrMalformed", name, err)
@@ -715,10 +736,15 @@ func goldenHellos() []struct {
 	plain.Flags, plain.Name = FlagPlain, "lte"
 	anon := testHello(ModeNew)
 	anon.Tier, anon.Name = 0, ""
+	extra := testHello(ModeNew)
+	extra.Flags, extra.Name = FlagDatagrams|FlagPackets, "udp"
+	extra.Extra = []byte{0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08}
+	full.Extra = bytes.Repeat([]byte{0x77}, MaxExtra)
 	return []struct {
 		name string
 		h    Hello
-	}{{"hello.new", testHello(ModeNew)}, {"hello.join.plain", plain}, {"hello.no-name", anon}, {"hello.max", full}}
+	}{{"hello.new", testHello(ModeNew)}, {"hello.join.plain", plain}, {"hello.no-name", anon},
+		{"hello.extra", extra}, {"hello.max", full}}
 }
 
 func goldenReplies() []struct {
@@ -734,6 +760,9 @@ func goldenReplies() []struct {
 		{"reply.ok.plain", Reply{Status: StatusOK, Instance: inst, Flags: FlagPlain}},
 		{"reply.unknown-session", Reply{Status: StatusUnknownSession, Instance: inst}},
 		{"reply.refused", Reply{Status: StatusRefused, Instance: inst}},
+		{"reply.limit", Reply{Status: StatusLimit, Instance: inst}},
+		{"reply.extra", Reply{Status: StatusOK, Instance: inst, Flags: FlagDatagrams | FlagPackets,
+			Extra: bytes.Repeat([]byte{0x99}, 16)}},
 	}
 }
 
@@ -743,12 +772,12 @@ var (
 )
 
 func describeHello(h Hello) string {
-	return fmt.Sprintf("time=%d instance=%x session=%x mode=%d flags=%d tier=%d name=%q",
-		h.Time, h.Instance, h.Session, h.Mode, h.Flags, h.Tier, h.Name)
+	return fmt.Sprintf("time=%d instance=%x session=%x mode=%d flags=%d tier=%d name=%q extra=%x",
+		h.Time, h.Instance, h.Session, h.Mode, h.Flags, h.Tier, h.Name, h.Extra)
 }
 
 func describeReply(r Reply) string {
-	return fmt.Sprintf("status=%d instance=%x flags=%d", r.Status, r.Instance, r.Flags)
+	return fmt.Sprintf("status=%d instance=%x flags=%d extra=%x", r.Status, r.Instance, r.Flags, r.Extra)
 }
 
 type vector struct{ name, desc, hex string }
@@ -765,7 +794,7 @@ func goldenPayloads() []vector {
 	out = append(out, vector{"session_secret", fmt.Sprintf("i2r=%x r2i=%x hash=%x", kdfKeyI2R, kdfKeyR2I, kdfHash), hex.EncodeToString(secret[:])})
 	mac := JoinProof(secret, kdfPathHash)
 	out = append(out, vector{"join_proof", fmt.Sprintf("secret=%x path_hash=%x", secret, kdfPathHash), hex.EncodeToString(mac[:])})
-	return out
+	return append(out, macVectors()...)
 }
 
 func TestGoldenPayloads(t *testing.T) {
@@ -815,14 +844,14 @@ func TestGoldenPayloads(t *testing.T) {
 	for i, g := range hellos {
 		b, _ := hex.DecodeString(got[i].hex)
 		h, err := decodeHello(b)
-		if err != nil || h != g.h {
+		if err != nil || !reflect.DeepEqual(h, g.h) {
 			t.Errorf("%s: decoded %+v, %v", g.name, h, err)
 		}
 	}
 	for i, g := range replies {
 		b, _ := hex.DecodeString(got[len(hellos)+i].hex)
 		r, err := decodeReply(b)
-		if err != nil || r != g.r {
+		if err != nil || !reflect.DeepEqual(r, g.r) {
 			t.Errorf("%s: decoded %+v, %v", g.name, r, err)
 		}
 	}

@@ -1,0 +1,252 @@
+package rendr_test
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/transport/tcp"
+)
+
+// lmListen starts a listener on n loopback TCP sources.
+func lmListen(t *testing.T, cfg rendr.ListenConfig, n int) (*rendr.Listener, []string) {
+	t.Helper()
+	var srcs []net.Listener
+	var addrs []string
+	for range n {
+		l, err := tcp.Listen("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	ln, err := rendr.Listen(cfg, srcs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, addrs
+}
+
+// lmEcho serves every accepted flow with an echo until the listener closes.
+func lmEcho(t *testing.T, ln *rendr.Listener) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				io.Copy(c, c)
+				c.Close()
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+}
+
+// lmRoundTrip checks that one flow of d carries bytes both ways.
+func lmRoundTrip(t *testing.T, d *rendr.Dialer) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	msg := []byte("through the bound")
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	if string(got) != string(msg) {
+		return errors.New("echo differs")
+	}
+	return nil
+}
+
+func lmDialer(t *testing.T, key rendr.PrivateKey, srv rendr.PublicKey, addrs ...string) *rendr.Dialer {
+	t.Helper()
+	var kids []*rendr.Target
+	for i, a := range addrs {
+		kids = append(kids, rendr.Path(string(rune('a'+i)), tcp.Dialer(a)))
+	}
+	root := kids[0]
+	if len(kids) > 1 {
+		root = rendr.Selector("g", kids...)
+	}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: srv, Root: root,
+		Options: rendr.Options{HandshakeTimeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// Keys that prove nothing are refused with an error that says what to do.
+func TestKeysRefused(t *testing.T) {
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	l, err := tcp.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var small rendr.PublicKey // a point of order 8
+	hex.Decode(small[:], []byte("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"))
+	for _, c := range []struct {
+		name string
+		cfg  rendr.ListenConfig
+		want string
+	}{
+		{"zero private key", rendr.ListenConfig{Peers: []rendr.PublicKey{cli.Public()}}, "ListenConfig.Key is zero"},
+		{"zero peer", rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public(), {}}}, "Peers[1] is empty"},
+		{"small-order peer", rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{small}}, "small order"},
+		{"own key", rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public(), srv.Public()}}, "own public key"},
+	} {
+		ln, err := rendr.Listen(c.cfg, l)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			if ln != nil {
+				ln.Close()
+			}
+			t.Errorf("%s: Listen = %v, want an error saying %q", c.name, err, c.want)
+		}
+	}
+	root := rendr.Path("p", tcp.Dialer("127.0.0.1:9"))
+	for _, c := range []struct {
+		name string
+		cfg  rendr.DialerConfig
+		want string
+	}{
+		{"zero private key", rendr.DialerConfig{PeerKey: srv.Public(), Root: root}, "DialerConfig.Key is zero"},
+		{"zero peer", rendr.DialerConfig{Key: cli, Root: root}, "PeerKey is empty"},
+		{"small-order peer", rendr.DialerConfig{Key: cli, PeerKey: small, Root: root}, "small order"},
+		{"own key", rendr.DialerConfig{Key: cli, PeerKey: cli.Public(), Root: root}, "own public key"},
+	} {
+		d, err := rendr.NewDialer(c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			if d != nil {
+				d.Close()
+			}
+			t.Errorf("%s: NewDialer = %v, want an error saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+// One peer can hold MaxSessionsPerPeer sessions; the next is refused with ErrLimit and
+// counted, while the sessions it has and other peers' go on.
+func TestSessionsPerPeerBound(t *testing.T) {
+	srv, greedy, other := rendr.MustNewKey(), rendr.MustNewKey(), rendr.MustNewKey()
+	ln, addrs := lmListen(t, rendr.ListenConfig{Key: srv, MaxSessionsPerPeer: 2,
+		Peers: []rendr.PublicKey{greedy.Public(), other.Public()}}, 1)
+	lmEcho(t, ln)
+	var held []*rendr.Dialer
+	for i := range 2 {
+		d := lmDialer(t, greedy, srv.Public(), addrs[0])
+		if err := lmRoundTrip(t, d); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		held = append(held, d)
+	}
+	extra := lmDialer(t, greedy, srv.Public(), addrs[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := extra.DialContext(ctx); !errors.Is(err, rendr.ErrLimit) {
+		t.Fatalf("third session of one peer: %v, want ErrLimit", err)
+	}
+	st := ln.Stats()
+	if st.RefusedSessionsPerPeer == 0 || st.Sessions != 2 {
+		t.Fatalf("stats %+v: want the refusal counted and 2 sessions", st)
+	}
+	for i, d := range held {
+		if err := lmRoundTrip(t, d); err != nil {
+			t.Fatalf("held session %d after the refusal: %v", i, err)
+		}
+	}
+	if err := lmRoundTrip(t, lmDialer(t, other, srv.Public(), addrs[0])); err != nil {
+		t.Fatalf("another peer: %v", err)
+	}
+	// A session that ends makes room.
+	held[0].Close()
+	if !rtWait(10*time.Second, func() bool { return ln.Stats().Sessions == 2 }) {
+		t.Fatalf("the closed session was not forgotten: %+v", ln.Stats())
+	}
+	if err := lmRoundTrip(t, lmDialer(t, greedy, srv.Public(), addrs[0])); err != nil {
+		t.Fatalf("after a session ended: %v", err)
+	}
+}
+
+// A session gets MaxPathsPerSession paths; the others are refused and counted, and the
+// flows ride the ones it has.
+func TestPathsPerSessionBound(t *testing.T) {
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	ln, addrs := lmListen(t, rendr.ListenConfig{Key: srv, MaxPathsPerSession: 2,
+		Peers: []rendr.PublicKey{cli.Public()}}, 4)
+	lmEcho(t, ln)
+	d := lmDialer(t, cli, srv.Public(), addrs...)
+	if err := lmRoundTrip(t, d); err != nil {
+		t.Fatal(err)
+	}
+	if !rtWait(10*time.Second, func() bool { return ln.Stats().RefusedPaths >= 2 }) {
+		t.Fatalf("stats %+v: want the two paths past the bound refused", ln.Stats())
+	}
+	ss := ln.Sessions()
+	if len(ss) != 1 || len(ss[0].Paths) > 2 {
+		t.Fatalf("listener holds %d sessions, paths %+v", len(ss), ss)
+	}
+	if err := lmRoundTrip(t, d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A dialer whose PeerKey is not the listener's fails mac1: the listener writes nothing and
+// does no handshake, and counts it.
+func TestWrongListenerKeyCountedSilently(t *testing.T) {
+	srv, cli, wrong := rendr.MustNewKey(), rendr.MustNewKey(), rendr.MustNewKey()
+	ln, addrs := lmListen(t, rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, 1)
+	d := lmDialer(t, cli, wrong.Public(), addrs[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := d.DialContext(ctx); err == nil {
+		t.Fatal("dial with the wrong listener key succeeded")
+	}
+	st := ln.Stats()
+	if st.BadMAC1 == 0 || st.Handshakes != 0 {
+		t.Fatalf("stats %+v: want bad mac1 counted and no handshake done", st)
+	}
+}
+
+// Under load the listener asks for cookies: a dialer with several paths still connects,
+// each path paying one more round trip, and its flows work.
+func TestCookieUnderLoad(t *testing.T) {
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	ln, addrs := lmListen(t, rendr.ListenConfig{Key: srv, HandshakeRate: 1,
+		Peers: []rendr.PublicKey{cli.Public()}}, 3)
+	lmEcho(t, ln)
+	d := lmDialer(t, cli, srv.Public(), addrs...)
+	if err := lmRoundTrip(t, d); err != nil {
+		t.Fatal(err)
+	}
+	if !rtWait(10*time.Second, func() bool { return ln.Stats().Handshakes >= 3 }) {
+		t.Fatalf("stats %+v: want every path handshaken", ln.Stats())
+	}
+	if st := ln.Stats(); st.CookiesSent == 0 {
+		t.Fatalf("stats %+v: a listener past its handshake rate sent no cookie", st)
+	}
+}
