@@ -124,6 +124,12 @@ func (d *dgOpen) openCounted(b []byte) ([]byte, uint64, error) {
 	n := binary.BigEndian.Uint64(b)
 	split := n&splitBit != 0
 	n &^= splitBit
+	if n > wire.MaxVarint {
+		// No sender numbers a record past 2^62-1 (sealCounted stops there), and a packet
+		// path's PATH_ACK could not name it: a peer's forgery or bug, dropped before it can
+		// move the replay window.
+		return nil, n, errForged
+	}
 	if err := d.check(n); err != nil {
 		return nil, n, err
 	}

@@ -1,0 +1,190 @@
+package path
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/transport"
+)
+
+// sinkCarrier is a datagram carrier that takes every write and delivers nothing: the far end
+// of a path whose reader a test drives by hand (handlePacket). It keeps the datagrams written
+// when keep is set.
+type sinkCarrier struct {
+	mu      sync.Mutex
+	keep    bool
+	written [][]byte
+	writes  int
+	peer    net.Addr
+}
+
+var _ transport.Rebinder = (*sinkCarrier)(nil)
+
+func (c *sinkCarrier) note(b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writes++
+	if c.keep {
+		c.written = append(c.written, append([]byte(nil), b...))
+	}
+}
+
+func (c *sinkCarrier) last() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.written) == 0 {
+		return nil
+	}
+	return c.written[len(c.written)-1]
+}
+
+func (c *sinkCarrier) Read([]byte) (int, error)                 { return 0, net.ErrClosed }
+func (c *sinkCarrier) ReadFrom([]byte) (int, net.Addr, error)   { return 0, nil, net.ErrClosed }
+func (c *sinkCarrier) Write(b []byte) (int, error)              { c.note(b); return len(b), nil }
+func (c *sinkCarrier) WriteTo(b []byte, _ net.Addr) (int, error) { c.note(b); return len(b), nil }
+func (c *sinkCarrier) SetPeer(a net.Addr) {
+	c.mu.Lock()
+	c.peer = a
+	c.mu.Unlock()
+}
+func (c *sinkCarrier) Close() error                     { return nil }
+func (c *sinkCarrier) MaxDatagramSize() int             { return 1400 }
+func (c *sinkCarrier) BaseDatagramSize() int            { return 1200 }
+func (c *sinkCarrier) LocalAddr() net.Addr              { return pktAddr("here") }
+func (c *sinkCarrier) RemoteAddr() net.Addr             { return pktAddr("there") }
+func (c *sinkCarrier) SetDeadline(time.Time) error      { return nil }
+func (c *sinkCarrier) SetReadDeadline(time.Time) error  { return nil }
+func (c *sinkCarrier) SetWriteDeadline(time.Time) error { return os.ErrNoDeadline }
+
+// idlePath is a plain packet path over a sinkCarrier with no goroutines of its own: a test
+// sends with send and hands it received packets with receive, so every step is synchronous
+// and deterministic. Its timers run nothing (the test does what they would).
+type idlePath struct {
+	p *Path
+	c *sinkCarrier
+	w *pkWriter
+	f *wire.Frame
+	// The next packet number receive uses.
+	rpn uint64
+}
+
+func newIdlePath(h Handler) *idlePath {
+	c := &sinkCarrier{}
+	p := New(1, c, nil, nil, Config{}, h)
+	k := p.pk
+	k.timer = time.AfterFunc(time.Hour, func() {})
+	k.timer.Stop()
+	k.ackTimer = time.AfterFunc(time.Hour, func() {})
+	k.ackTimer.Stop()
+	return &idlePath{p: p, c: c, w: &pkWriter{}, f: new(wire.Frame)}
+}
+
+// close stops the path's timers; it has no goroutines to wait for.
+func (ip *idlePath) close() { ip.p.Close(nil) }
+
+// queueData queues n records of one DATA frame each, as the engine would, listing what each
+// carries, without regard for Space.
+func (ip *idlePath) queueData(from, n int) {
+	payload := make([]byte, pktPayload)
+	for i := from; i < from+n; i++ {
+		r := NewRecord()
+		r.SetLimit(ip.p.MaxRecord())
+		off := uint64(i * pktPayload)
+		r.B = wire.AppendData(r.B, 1, off, false, payload)
+		r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: off, Len: pktPayload})
+		ip.p.Send(r)
+	}
+}
+
+// send runs the writer until it has nothing more it may send now.
+func (ip *idlePath) send(t testing.TB) {
+	t.Helper()
+	for range 1000 {
+		_, more, err := ip.p.writePackets(ip.w)
+		if err != nil {
+			t.Fatalf("writePackets: %v", err)
+		}
+		if !more {
+			return
+		}
+	}
+	t.Fatal("the writer never ran out of packets to send")
+}
+
+// receive hands the path one authenticated packet's frames, numbered next.
+func (ip *idlePath) receive(frames []byte, parts [][]byte, from net.Addr, marked bool) error {
+	pn := ip.rpn
+	ip.rpn++
+	return ip.p.handlePacket(frames, parts, pn, from, marked, time.Now(), ip.f)
+}
+
+// inFlight is how many ack-eliciting packets the path still tracks as neither acknowledged
+// nor lost.
+func (k *pkState) inFlightPackets() int {
+	n := 0
+	for i := k.start; i < len(k.sent); i++ {
+		if !k.sent[i].done {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPacketNumberPastVarint: a packet numbered past 2^62-1, which no sender uses and no
+// PATH_ACK can name, is dropped and counted as a forgery. Before, the receiver took it: the
+// replay window jumped there, so every real packet after it was dropped as too old, and the
+// PATH_ACK for it panicked in the writer.
+func TestPacketNumberPastVarint(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := pktConfig{Delay: 5 * time.Millisecond}
+		_, a, b := newPktLink(11, cfg, cfg, 1400, 1200)
+		ha, hb := newPktHandler(), newPktHandler()
+		pa := New(1, a, nil, nil, Config{}, ha) // plain: the test writes packets itself
+		pb := New(1, b, nil, nil, Config{}, hb)
+		pa.Start()
+		pb.Start()
+		defer func() {
+			pa.Close(nil)
+			pb.Close(nil)
+			pa.Wait()
+			pb.Wait()
+		}()
+		for _, pn := range []uint64{wire.MaxVarint + 1, splitBit - 1} {
+			d := binary.BigEndian.AppendUint64(nil, pn)
+			b.inject(pktIn{b: wire.AppendPing(d, 7), from: a.LocalAddr()})
+		}
+		sendData(t, pa, ha, 0, 200)
+		if arrived, _ := settled(t, ha, hb, 0, 200); arrived != 200 {
+			t.Fatalf("%d of 200 records arrived over a link that loses none", arrived)
+		}
+		if st := pb.PacketStats(); st.Forged != 2 {
+			t.Fatalf("%d datagrams counted as forged, want 2", st.Forged)
+		}
+		if pa.Cause() != nil || pb.Cause() != nil {
+			t.Fatalf("a path closed: %v / %v", pa.Cause(), pb.Cause())
+		}
+	})
+}
+
+// TestDgCounterLimit: the replay window takes counters up to 2^62-1 and refuses, without
+// moving, any above.
+func TestDgCounterLimit(t *testing.T) {
+	var d dgOpen
+	rec := func(n uint64) []byte { return wire.AppendPing(binary.BigEndian.AppendUint64(nil, n), 1) }
+	if _, _, err := d.openCounted(rec(wire.MaxVarint + 1)); !errors.Is(err, errForged) {
+		t.Fatalf("counter 2^62: %v, want errForged", err)
+	}
+	if d.high != 0 {
+		t.Fatalf("a refused counter moved the window to %d", d.high)
+	}
+	if _, n, err := d.openCounted(rec(wire.MaxVarint)); err != nil || n != wire.MaxVarint {
+		t.Fatalf("counter 2^62-1: %d, %v", n, err)
+	}
+}
