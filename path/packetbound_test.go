@@ -45,9 +45,9 @@ func (c *sinkCarrier) last() []byte {
 	return c.written[len(c.written)-1]
 }
 
-func (c *sinkCarrier) Read([]byte) (int, error)                 { return 0, net.ErrClosed }
-func (c *sinkCarrier) ReadFrom([]byte) (int, net.Addr, error)   { return 0, nil, net.ErrClosed }
-func (c *sinkCarrier) Write(b []byte) (int, error)              { c.note(b); return len(b), nil }
+func (c *sinkCarrier) Read([]byte) (int, error)                  { return 0, net.ErrClosed }
+func (c *sinkCarrier) ReadFrom([]byte) (int, net.Addr, error)    { return 0, nil, net.ErrClosed }
+func (c *sinkCarrier) Write(b []byte) (int, error)               { c.note(b); return len(b), nil }
 func (c *sinkCarrier) WriteTo(b []byte, _ net.Addr) (int, error) { c.note(b); return len(b), nil }
 func (c *sinkCarrier) SetPeer(a net.Addr) {
 	c.mu.Lock()
@@ -186,5 +186,64 @@ func TestDgCounterLimit(t *testing.T) {
 	}
 	if _, n, err := d.openCounted(rec(wire.MaxVarint)); err != nil || n != wire.MaxVarint {
 		t.Fatalf("counter 2^62-1: %d, %v", n, err)
+	}
+}
+
+// framesOf parses a plain packet's frames.
+func framesOf(t *testing.T, d []byte) []wire.Frame {
+	t.Helper()
+	var out []wire.Frame
+	for b := d[dgCounterSize:]; len(b) > 0; {
+		f, n, err := wire.Parse(b)
+		if err != nil {
+			t.Fatalf("a packet the path wrote: %v", err)
+		}
+		out = append(out, f)
+		b = b[n:]
+	}
+	return out
+}
+
+// ackAll is a PATH_ACK of every packet p numbered so far.
+func ackAll(p *Path) []byte {
+	p.mu.Lock()
+	next := p.pk.next
+	p.mu.Unlock()
+	return wire.AppendPathAck(nil, 0, []wire.AckRange{{Lo: 0, Hi: next - 1}}, 0)
+}
+
+// TestPongsOutBounded: a peer that sends PING after PING and acknowledges nothing gets at most
+// maxPongsOut packets carrying a PONG; the path tracks no more than those, where it used to
+// track one more for every PING. Once they are acknowledged, the latest PING is answered.
+func TestPongsOutBounded(t *testing.T) {
+	ip := newIdlePath(newPktHandler())
+	defer ip.close()
+	ip.c.keep = true
+	const pings = 200
+	for seq := uint64(1); seq <= pings; seq++ {
+		if err := ip.receive(wire.AppendPing(nil, seq), nil, nil, false); err != nil {
+			t.Fatal(err)
+		}
+		ip.send(t)
+	}
+	k := ip.p.pk
+	if n := k.inFlightPackets(); n != maxPongsOut || k.pongsOut != maxPongsOut {
+		t.Fatalf("%d packets tracked, %d carrying a PONG, after %d PINGs; want %d", n, k.pongsOut, pings, maxPongsOut)
+	}
+	if st := ip.p.PacketStats(); st.PongsHeld != pings-maxPongsOut {
+		t.Fatalf("%d PONGs counted as held, want %d", st.PongsHeld, pings-maxPongsOut)
+	}
+	if err := ip.receive(ackAll(ip.p), nil, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	ip.send(t)
+	var pong uint64
+	for _, f := range framesOf(t, ip.c.last()) {
+		if f.Type == wire.TypePong {
+			pong = f.Seq
+		}
+	}
+	if pong != pings || k.pongsOut != 1 {
+		t.Fatalf("after the acknowledgement: PONG %d sent, %d out; want %d, 1", pong, k.pongsOut, pings)
 	}
 }

@@ -141,7 +141,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 	pre := len(w.scratch)
 	w.scratch = p.appendAckLocked(w.scratch, room-ackReserve/2, now, false)
 	var pong uint64
-	if p.mu.pongPending {
+	if p.mu.pongPending && k.pongsOut < maxPongsOut {
 		pong = p.mu.pongSeq
 		w.scratch = wire.AppendPong(w.scratch, pong)
 		p.mu.pongPending = false
@@ -287,6 +287,9 @@ func (p *Path) trackLocked(it *pkItem, now time.Time, set func(*sentPacket)) {
 	}
 	if set != nil {
 		set(sp)
+	}
+	if sp.pong != 0 {
+		k.pongsOut++
 	}
 	if sp.counted {
 		k.inflight += sp.size
@@ -603,6 +606,9 @@ func (p *Path) handlePacket(frames []byte, parts [][]byte, pn uint64, from net.A
 		case wire.TypePing:
 			p.mu.Lock()
 			p.mu.pongSeq, p.mu.pongPending = f.Seq, true
+			if k.pongsOut >= maxPongsOut {
+				k.pongsHeld++ // answered once one of those is acknowledged or lost
+			}
 			p.mu.Unlock()
 		case wire.TypePong:
 			p.pong(f.Seq)
