@@ -118,10 +118,14 @@ func (ip *idlePath) send(t testing.TB) {
 	t.Fatal("the writer never ran out of packets to send")
 }
 
-// receive hands the path one authenticated packet's frames, numbered next.
+// receive hands the path one authenticated packet's frames, numbered next, as its reader
+// would.
 func (ip *idlePath) receive(frames []byte, parts [][]byte, from net.Addr, marked bool) error {
 	pn := ip.rpn
 	ip.rpn++
+	if from != nil {
+		ip.p.fromElsewhere(from, pn, dgCounterSize+len(frames))
+	}
 	return ip.p.handlePacket(frames, parts, pn, from, marked, time.Now(), ip.f)
 }
 
