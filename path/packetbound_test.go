@@ -251,3 +251,40 @@ func TestPongsOutBounded(t *testing.T) {
 		t.Fatalf("after the acknowledgement: PONG %d sent, %d out; want %d, 1", pong, k.pongsOut, pings)
 	}
 }
+
+// TestForgedNextEpochDerivesOnce: a datagram numbered in the key epoch after the receiver's
+// must be opened under a key derived for it. Anyone can send one, so the derivation (a REKEY
+// and a new AES-GCM) happens once and is kept for the next forgery, not paid again for each:
+// after the first, a forgery in that epoch costs one failed open and no allocation. A real
+// datagram of the epoch still opens with the kept key, and moves the receiver there.
+func TestForgedNextEpochDerivesOnce(t *testing.T) {
+	snd, rcv, car := dgPair(true, 1200)
+	snd.sent = dgEpoch // the sender is in epoch 1 already
+	forged := make([]byte, dgCounterSize+wire.TagSize+40)
+	binary.BigEndian.PutUint64(forged, dgEpoch+5)
+	b := make([]byte, len(forged))
+	allocs := testing.AllocsPerRun(100, func() {
+		copy(b, forged)
+		if _, _, err := rcv.openCounted(b); !errors.Is(err, errForged) {
+			t.Fatalf("a forgery in the next epoch: %v", err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("each forgery in the next epoch allocated %v times: a key derived for each", allocs)
+	}
+	r := NewRecord()
+	r.B = wire.AppendDatagram(r.B, 2, 1, []byte("real"))
+	if _, _, _, err := offload(snd, r); err != nil {
+		t.Fatal(err)
+	}
+	r.Release()
+	if _, err := rcv.openRecord(car.sent[0]); err != nil || rcv.openEpoch != 1 {
+		t.Fatalf("a real datagram of epoch 1: %v, receiver at epoch %d", err, rcv.openEpoch)
+	}
+	// The next epoch is epoch 2 now: a forgery there derives its key anew, once.
+	binary.BigEndian.PutUint64(forged, 2*dgEpoch)
+	copy(b, forged)
+	if _, _, err := rcv.openCounted(b); !errors.Is(err, errForged) {
+		t.Fatalf("a forgery in epoch 2: %v", err)
+	}
+}
