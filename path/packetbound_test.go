@@ -288,3 +288,45 @@ func TestForgedNextEpochDerivesOnce(t *testing.T) {
 		t.Fatalf("a forgery in epoch 2: %v", err)
 	}
 }
+
+// TestPathAckNeverSent: an acknowledgement naming a packet never sent closes the path
+// (ErrRecord) and changes nothing, even one whose range claims 2^62 packets.
+func TestPathAckNeverSent(t *testing.T) {
+	ip, _ := fuzzInFlight(t, 20) // packets 0 to 20
+	defer ip.close()
+	k := ip.p.pk
+	inflight := k.inflight
+	for _, hi := range []uint64{21, wire.MaxVarint} {
+		ack := wire.AppendPathAck(nil, 0, []wire.AckRange{{Lo: 0, Hi: hi}}, hi)
+		if err := ip.receive(ack, nil, nil, false); !errors.Is(err, ErrRecord) {
+			t.Fatalf("PATH_ACK of packets 0 to %d: %v, want ErrRecord", hi, err)
+		}
+	}
+	if k.acked != 0 || k.inflight != inflight || k.marked != 0 {
+		t.Fatalf("after refused acknowledgements: %d acknowledged, %d marked, %d bytes in flight (was %d)",
+			k.acked, k.marked, k.inflight, inflight)
+	}
+}
+
+// TestPathAckDelayClamped: the peer's ACK delay is taken off an RTT sample only up to
+// maxAckDelay. A delay of 2^62-1 microseconds, or one that as nanoseconds wraps to about
+// -1 s, leaves the estimate what the samples measured: at most the time the path has run.
+func TestPathAckDelayClamped(t *testing.T) {
+	for _, d := range []uint64{wire.MaxVarint, 18446744072709551} {
+		t0 := time.Now()
+		ip, _ := fuzzInFlight(t, 20)
+		for i, ack := range [][]byte{
+			wire.AppendPathAck(nil, 0, []wire.AckRange{{Lo: 0, Hi: 10}}, 0),
+			wire.AppendPathAck(nil, d, []wire.AckRange{{Lo: 0, Hi: 20}}, 0),
+		} {
+			if err := ip.receive(ack, nil, nil, false); err != nil {
+				t.Fatal(err)
+			}
+			q := ip.p.Quality()
+			if lim := time.Since(t0); q.Samples != i+1 || q.SRTT > lim || q.MinRTT > lim || q.RTTVar > lim {
+				t.Fatalf("delay %d: %+v after %v", d, q, lim)
+			}
+		}
+		ip.close()
+	}
+}
