@@ -103,6 +103,7 @@ type dgOpen struct {
 	open      *recordCipher // the key of epoch openEpoch; nil: plain records
 	openEpoch uint64
 	prev      *recordCipher // the epoch before, for stragglers across a rekey
+	next      *recordCipher // the epoch after, once derived: kept, so forgeries naming it derive it once
 	high      uint64        // the highest counter accepted, plus one (0: none yet)
 	seen      [dgWindow / 64]uint64
 	replays   uint64   // copies dropped
@@ -124,6 +125,12 @@ func (d *dgOpen) openCounted(b []byte) ([]byte, uint64, error) {
 	n := binary.BigEndian.Uint64(b)
 	split := n&splitBit != 0
 	n &^= splitBit
+	if n > wire.MaxVarint {
+		// No sender numbers a record past 2^62-1 (sealCounted stops there), and a packet
+		// path's PATH_ACK could not name it: a peer's forgery or bug, dropped before it can
+		// move the replay window.
+		return nil, n, errForged
+	}
 	if err := d.check(n); err != nil {
 		return nil, n, err
 	}
@@ -149,9 +156,7 @@ func (d *dgOpen) openCounted(b []byte) ([]byte, uint64, error) {
 		if err != nil {
 			return nil, n, errForged
 		}
-		if e := n / dgEpoch; e > d.openEpoch {
-			d.prev, d.open, d.openEpoch = d.open, c, e
-		}
+		d.advance(n/dgEpoch, c)
 	}
 	d.mark(n)
 	return out, n, nil
@@ -328,11 +333,24 @@ func (d *dgOpen) cipherFor(e uint64) (*recordCipher, error) {
 	case e+1 == d.openEpoch && d.prev != nil:
 		return d.prev, nil
 	case e == d.openEpoch+1:
-		next := &recordCipher{aead: d.open.aead}
-		next.rekey()
-		return next, nil
+		// Derived on the first datagram that names the epoch, authentic or not, and kept:
+		// anyone can send such a datagram, and each would otherwise cost a REKEY and a new
+		// AES-GCM before its tag failed.
+		if d.next == nil {
+			d.next = &recordCipher{aead: d.open.aead}
+			d.next.rekey()
+		}
+		return d.next, nil
 	}
 	return nil, errEpoch
+}
+
+// advance moves the receiver to epoch e, whose key c just opened a datagram, if e is the
+// next one.
+func (d *dgOpen) advance(e uint64, c *recordCipher) {
+	if e > d.openEpoch {
+		d.prev, d.open, d.openEpoch, d.next = d.open, c, e, nil
+	}
 }
 
 // check rejects a counter seen before or too far behind the newest.

@@ -42,6 +42,11 @@ const (
 	maxResponses  = 4  // PATH_RESPONSEs queued at once
 	amplification = 3  // bytes sent to an unvalidated address per byte received from it
 	maxThreshold  = 32 // the most packets that may overtake one before it counts as lost
+	// maxPongsOut bounds the packets carrying a PONG that may be unacknowledged at once. A
+	// PONG goes whatever the window says, and is tracked so that it goes again when lost; a
+	// peer sending PINGs and never acknowledging would otherwise grow the packets tracked by
+	// one per PING. A peer keeps one PING outstanding, so it never meets the bound.
+	maxPongsOut = 4
 	// blackHoleLosses full-size packets lost in a row bring the MTU back to the base size.
 	blackHoleLosses = 10
 	// probeRaiseAfter is how long a finished MTU search rests before it tries larger sizes
@@ -107,6 +112,8 @@ type pkState struct {
 	nextLost   int
 	spurious   uint64
 	marked     uint64 // the peer's count of our packets that met congestion (PATH_ACK_CE)
+	pongsOut   int    // packets carrying a PONG, neither acknowledged nor lost
+	pongsHeld  uint64 // PINGs whose answer waited for one of those to settle (maxPongsOut)
 
 	// Receiving (what to acknowledge).
 	ranges    []wire.AckRange // newest first
@@ -213,6 +220,8 @@ type PacketStats struct {
 	// Packets that met congestion on the way (transport.CongestionMarker): ours, as the
 	// peer reported them, and the peer's, as this side's carrier marked them.
 	Marked, MarkedIn uint64
+	// PINGs whose PONG waited because maxPongsOut packets carrying one were unacknowledged.
+	PongsHeld uint64
 }
 
 // PacketStats returns the counters of a packet path (zero on a stream path).
@@ -225,7 +234,7 @@ func (p *Path) PacketStats() PacketStats {
 	k := p.pk
 	return PacketStats{Sent: k.next, Acked: k.acked, Lost: k.lostPackets, Forged: k.forged,
 		MTU: k.mtu, Window: int(k.cc.cwnd), InFlight: k.inflight, Rebinds: k.rebinds,
-		Marked: k.marked, MarkedIn: k.markedIn}
+		Marked: k.marked, MarkedIn: k.markedIn, PongsHeld: k.pongsHeld}
 }
 
 // spaceLocked is how many more bytes the window lets the engine queue.
@@ -371,6 +380,9 @@ func (p *Path) detectLostLocked(now time.Time, ls *lostSet) {
 func (p *Path) declareLostLocked(sp *sentPacket, now time.Time, ls *lostSet) {
 	k := p.pk
 	sp.done = true
+	if sp.pong != 0 {
+		k.pongsOut--
+	}
 	k.lostPackets++
 	k.recentLost[k.nextLost] = sp.pn + 1
 	k.nextLost = (k.nextLost + 1) % len(k.recentLost)
@@ -488,6 +500,9 @@ func (p *Path) onAck(f *wire.Frame) error {
 				continue
 			}
 			sp.done = true
+			if sp.pong != 0 {
+				k.pongsOut--
+			}
 			k.acked++
 			if newest == nil || sp.pn > newest.pn {
 				newest = sp

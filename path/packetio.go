@@ -141,7 +141,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 	pre := len(w.scratch)
 	w.scratch = p.appendAckLocked(w.scratch, room-ackReserve/2, now, false)
 	var pong uint64
-	if p.mu.pongPending {
+	if p.mu.pongPending && k.pongsOut < maxPongsOut {
 		pong = p.mu.pongSeq
 		w.scratch = wire.AppendPong(w.scratch, pong)
 		p.mu.pongPending = false
@@ -287,6 +287,9 @@ func (p *Path) trackLocked(it *pkItem, now time.Time, set func(*sentPacket)) {
 	}
 	if set != nil {
 		set(sp)
+	}
+	if sp.pong != 0 {
+		k.pongsOut++
 	}
 	if sp.counted {
 		k.inflight += sp.size
@@ -551,64 +554,7 @@ func (p *Path) routineReadPackets() {
 				p.kickWriter()
 			}
 		}
-		eliciting := false
-		parts := k.open.parts // a split packet's payload, for the DATA header ending its frames
-		for len(frames) > 0 && cause == nil {
-			if len(parts) > 0 {
-				if h, m, l, ok := wire.DataHeader(frames); ok && m == len(frames) {
-					*f = h
-					cause = p.splitData(f, l, parts)
-					frames, parts, eliciting = nil, nil, true
-					break
-				}
-			}
-			var m int
-			*f, m, err = wire.Parse(frames)
-			if err != nil {
-				cause = fmt.Errorf("%w: %w", ErrRecord, err)
-				break
-			}
-			frames = frames[m:]
-			switch f.Type {
-			case wire.TypePathAck, wire.TypePathAckCE:
-				cause = p.onAck(f)
-				continue
-			case wire.TypePadding:
-				continue
-			case wire.TypePathChallenge:
-				p.mu.Lock()
-				if len(k.responses) < maxResponses {
-					k.responses = append(k.responses, response{data: f.Seq, to: from})
-				}
-				p.mu.Unlock()
-			case wire.TypePathResponse:
-				p.validated(f.Seq, from)
-			case wire.TypePing:
-				p.mu.Lock()
-				p.mu.pongSeq, p.mu.pongPending = f.Seq, true
-				p.mu.Unlock()
-			case wire.TypePong:
-				p.pong(f.Seq)
-			default:
-				if err := p.h.Frame(p, f); err != nil {
-					cause = err
-				}
-			}
-			eliciting = true
-		}
-		if cause == nil && len(parts) > 0 {
-			cause = errSplitData
-		}
-		if cause != nil {
-			break
-		}
-		p.mu.Lock()
-		p.receivedLocked(pn, eliciting, marked, now)
-		due := p.pk.unacked > 0 && !now.Before(p.pk.ackAt) || p.mu.pongPending || len(k.responses) > 0
-		p.mu.Unlock()
-		if due {
-			p.kickWriter()
-		}
+		cause = p.handlePacket(frames, k.open.parts, pn, from, marked, now, f)
 	}
 	k.letGoHeld()
 	p.Close(cause)
@@ -617,6 +563,76 @@ func (p *Path) routineReadPackets() {
 		// last, which a path that stopped on a bad frame still held.
 		pr.ReadPacket()
 	}
+}
+
+// handlePacket acts on the frames of a packet that authenticated, numbered pn, from the
+// address from (nil: the peer's), with parts the payload of a split packet (reader
+// goroutine). f is the reader's scratch frame. A non-nil error closes the path.
+func (p *Path) handlePacket(frames []byte, parts [][]byte, pn uint64, from net.Addr, marked bool, now time.Time, f *wire.Frame) error {
+	k := p.pk
+	eliciting := false
+	var cause error
+	for len(frames) > 0 && cause == nil {
+		if len(parts) > 0 {
+			if h, m, l, ok := wire.DataHeader(frames); ok && m == len(frames) {
+				*f = h
+				cause = p.splitData(f, l, parts)
+				frames, parts, eliciting = nil, nil, true
+				break
+			}
+		}
+		var m int
+		var err error
+		*f, m, err = wire.Parse(frames)
+		if err != nil {
+			cause = fmt.Errorf("%w: %w", ErrRecord, err)
+			break
+		}
+		frames = frames[m:]
+		switch f.Type {
+		case wire.TypePathAck, wire.TypePathAckCE:
+			cause = p.onAck(f)
+			continue
+		case wire.TypePadding:
+			continue
+		case wire.TypePathChallenge:
+			p.mu.Lock()
+			if len(k.responses) < maxResponses {
+				k.responses = append(k.responses, response{data: f.Seq, to: from})
+			}
+			p.mu.Unlock()
+		case wire.TypePathResponse:
+			p.validated(f.Seq, from)
+		case wire.TypePing:
+			p.mu.Lock()
+			p.mu.pongSeq, p.mu.pongPending = f.Seq, true
+			if k.pongsOut >= maxPongsOut {
+				k.pongsHeld++ // answered once one of those is acknowledged or lost
+			}
+			p.mu.Unlock()
+		case wire.TypePong:
+			p.pong(f.Seq)
+		default:
+			if err := p.h.Frame(p, f); err != nil {
+				cause = err
+			}
+		}
+		eliciting = true
+	}
+	if cause == nil && len(parts) > 0 {
+		cause = errSplitData
+	}
+	if cause != nil {
+		return cause
+	}
+	p.mu.Lock()
+	p.receivedLocked(pn, eliciting, marked, now)
+	due := k.unacked > 0 && !now.Before(k.ackAt) || p.mu.pongPending || len(k.responses) > 0
+	p.mu.Unlock()
+	if due {
+		p.kickWriter()
+	}
+	return nil
 }
 
 // fromElsewhere notes an authentic packet from an address other than the peer's. The newest

@@ -118,9 +118,7 @@ func (d *dgOpen) openSplit(b []byte, n uint64) ([]byte, error) {
 		off += lens[i]
 	}
 	c.nonceOfPart(0, 0)
-	if e := n / dgEpoch; e > d.openEpoch {
-		d.prev, d.open, d.openEpoch = d.open, c, e
-	}
+	d.advance(n/dgEpoch, c)
 	return frames, nil
 }
 
