@@ -357,7 +357,8 @@ func (p *Path) Fill(s *status.Path) {
 	if p.pk != nil {
 		k := p.PacketStats()
 		s.Packets = &status.Packets{Sent: k.Sent, Lost: k.Lost, Forged: k.Forged, MTU: k.MTU,
-			Window: k.Window, InFlight: k.InFlight, Rebinds: k.Rebinds, Marked: k.Marked, MarkedIn: k.MarkedIn}
+			Window: k.Window, InFlight: k.InFlight, Rebinds: k.Rebinds, Marked: k.Marked, MarkedIn: k.MarkedIn,
+			PongsHeld: k.PongsHeld}
 	}
 }
 

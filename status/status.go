@@ -75,6 +75,10 @@ type Packets struct {
 	// loss, with nothing lost. MarkedIn counts the peer's packets that this side's carrier
 	// marked so. Both grow when the receiver, not the network, is what limits the path.
 	Marked, MarkedIn uint64
+	// PongsHeld counts PINGs whose PONG waited because the PONGs already sent were not yet
+	// acknowledged (at most 4 are kept in flight: a peer that pings without acknowledging
+	// cannot make the path track packets without end).
+	PongsHeld uint64
 }
 
 // Session is a snapshot of a peer session.
