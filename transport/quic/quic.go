@@ -47,6 +47,7 @@ type options struct {
 	conf      *qgo.Config
 	streamTTL time.Duration
 	pending   int
+	retry     int // new connections a second before Retry is asked of every one; <0: always
 }
 
 // LocalAddr binds the dialing socket to a local address (an interface's address, to pin a
@@ -69,6 +70,13 @@ func WithConfig(c *qgo.Config) Option { return func(o *options) { o.conf = c } }
 // Zero means 256.
 func MaxPending(n int) Option { return func(o *options) { o.pending = n } }
 
+// RetryAbove makes a Listener validate the source address of new connections with QUIC's
+// Retry (RFC 9000 section 8.1.2) once more than n arrive in a second: above that rate a
+// connection attempt costs the listener no state until its dialer proves it receives at its
+// address, at the price of one round trip. Zero means 64; a negative n asks it of every
+// connection.
+func RetryAbove(n int) Option { return func(o *options) { o.retry = n } }
+
 func build(opts []Option) options {
 	o := options{streamTTL: 5 * time.Second, pending: 256, listen: net.ListenPacket}
 	for _, f := range opts {
@@ -77,7 +85,43 @@ func build(opts []Option) options {
 	if o.pending <= 0 {
 		o.pending = 256
 	}
+	if o.retry == 0 {
+		o.retry = 64
+	}
 	return o
+}
+
+// retryGate decides which connection attempts must first prove their address: every one
+// once more than rate a second have come (a token bucket, one token a 1/rate s, rate at
+// once). It keeps no state per source: quic-go asks it before it keeps any.
+type retryGate struct {
+	rate int
+	mu   sync.Mutex
+	tok  float64
+	at   time.Time
+	n    atomic.Uint64 // attempts sent a Retry
+}
+
+func (g *retryGate) verify(net.Addr) bool {
+	if g.rate < 0 {
+		g.n.Add(1)
+		return true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	if g.at.IsZero() {
+		g.tok = float64(g.rate)
+	} else {
+		g.tok = min(float64(g.rate), g.tok+now.Sub(g.at).Seconds()*float64(g.rate))
+	}
+	g.at = now
+	if g.tok >= 1 {
+		g.tok--
+		return false
+	}
+	g.n.Add(1)
+	return true
 }
 
 // config is the QUIC configuration rendr runs with: the embedder's, with datagrams on and no
@@ -244,6 +288,7 @@ type Listener struct {
 	tr     *ownTransport
 	ln     *qgo.Listener
 	o      options
+	gate   *retryGate
 	out    chan *Carrier
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -263,18 +308,22 @@ func Listen(address string, tlsConf *tls.Config, opts ...Option) (*Listener, err
 	}
 	tr := &ownTransport{pc: pc}
 	tr.up.Store(true) // one client's vanished route must not end the others' connections
-	tr.Transport = &qgo.Transport{Conn: tolerant(pc, &tr.up)}
+	gate := &retryGate{rate: o.retry}
+	tr.Transport = &qgo.Transport{Conn: tolerant(pc, &tr.up), VerifySourceAddress: gate.verify}
 	ln, err := tr.Listen(tlsConfig(tlsConf), o.config())
 	if err != nil {
 		tr.close()
 		return nil, err
 	}
-	l := &Listener{tr: tr, ln: ln, o: o, out: make(chan *Carrier)}
+	l := &Listener{tr: tr, ln: ln, o: o, out: make(chan *Carrier), gate: gate}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.routineAccept()
 	return l, nil
 }
+
+// Retries counts the connection attempts the Listener answered with a Retry (RetryAbove).
+func (l *Listener) Retries() uint64 { return l.gate.n.Load() }
 
 // pending is an accepted connection that has not reached Accept yet.
 type pending struct {

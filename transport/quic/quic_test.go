@@ -283,3 +283,59 @@ func TestPendingEvictsOldest(t *testing.T) {
 		t.Fatalf("the oldest idle connection is still open: %v", err)
 	}
 }
+
+// TestRetryUnderLoad: past its rate the listener answers new connections with a Retry, and
+// a dialer still gets through (quic-go's client follows a Retry) with its bytes intact.
+func TestRetryUnderLoad(t *testing.T) {
+	srv, cli := testcert.Must()
+	for _, c := range []struct {
+		name       string
+		opt        quic.Option
+		dials      int
+		minRetries uint64
+		maxRetries uint64
+	}{
+		// A dialer may send more than one Initial before the Retry reaches it; each gets one.
+		{"always", quic.RetryAbove(-1), 3, 3, 9},
+		{"past the rate", quic.RetryAbove(2), 4, 1, 8},
+		{"default, quiet", nil, 3, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var opts []quic.Option
+			if c.opt != nil {
+				opts = append(opts, c.opt)
+			}
+			ln, err := quic.Listen("127.0.0.1:0", srv, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			for i := range c.dials {
+				d := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				cc, err := d.Dial(ctx)
+				cancel()
+				if err != nil {
+					t.Fatalf("dial %d: %v", i, err)
+				}
+				msg := []byte{byte(i), 'r', 't'}
+				if _, err := cc.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				s, err := ln.Accept()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(s, got); err != nil || string(got) != string(msg) {
+					t.Fatalf("dial %d: read %q, %v", i, got, err)
+				}
+				s.Close()
+				cc.Close()
+			}
+			if n := ln.Retries(); n < c.minRetries || n > c.maxRetries {
+				t.Fatalf("%d retries for %d dials, want %d..%d", n, c.dials, c.minRetries, c.maxRetries)
+			}
+		})
+	}
+}
