@@ -84,6 +84,7 @@ func Listen(network, address string, opts ...Option) (*Listener, error) {
 		u.Close()
 		return nil, err
 	}
+	s.tap = o.tap
 	l := &Listener{s: s, o: o, accept: make(chan *Conn, o.pending), done: make(chan struct{}),
 		conns: map[[8]byte]route{}, retryKey: &retryKey, resetKey: &resetKey, now: time.Now}
 	l.wg.Add(1)

@@ -116,6 +116,7 @@ type options struct {
 	// pending; negative: never.
 	retryAt  int
 	resetKey *[32]byte
+	tap      func(b []byte, to netip.AddrPort) bool // tests: the sockets' tap
 }
 
 // LocalAddr binds the dialing socket to a local address (to pin a path to one uplink).
@@ -227,6 +228,7 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 		u.Close()
 		return nil, err
 	}
+	s.tap = d.o.tap
 	var id [8]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		s.close()
