@@ -206,8 +206,8 @@ func (c *Conn) deliver(b []byte, from netip.AddrPort, rb *rxBuf, idx int) bool {
 }
 
 // helloCopy answers a copy of the first datagram: the answer was lost. It sends the answer
-// again (the copy is at least 1200 bytes and the answer at most three times the first, as
-// before) for a byte-identical payload only, maxEchoes times at most.
+// again for a copy of the payload at least as large as the first (the answer is at most three
+// times that), maxEchoes times at most.
 func (c *Conn) helloCopy(b []byte, from netip.AddrPort) {
 	p, _, err := parseHello(b)
 	if err != nil {
@@ -216,7 +216,7 @@ func (c *Conn) helloCopy(b []byte, from netip.AddrPort) {
 	sum := helloHash(p)
 	c.mu.Lock()
 	var again []byte
-	if sum == c.helloSum && c.first != nil && c.echoes < maxEchoes {
+	if sum == c.helloSum && len(b) >= c.helloLen && c.first != nil && c.echoes < maxEchoes {
 		c.echoes++
 		again = c.first
 	}
