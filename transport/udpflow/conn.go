@@ -102,9 +102,11 @@ type Conn struct {
 	pcharge  int64 // of those, what counts against the listener's pendingBudget
 	closed   bool  // no more datagrams are queued
 	hasHello bool  // listener: hello holds the hello's payload, not yet read
-	hello    []byte
-	ready    chan struct{} // a datagram was queued (one token: the reader looks again)
-	dropped  atomic.Int64  // datagrams dropped for a full queue
+	// helloBudget: the hello, over pendingBytes, counts in pcharge until read or promoted.
+	helloBudget bool
+	hello       []byte
+	ready       chan struct{} // a datagram was queued (one token: the reader looks again)
+	dropped     atomic.Int64  // datagrams dropped for a full queue
 
 	// mu guards what follows.
 	mu       sync.Mutex
@@ -326,6 +328,11 @@ func (c *Conn) next() (inbound, error) {
 			in := inbound{data: c.hello, charge: len(c.hello)}
 			c.hasHello, c.hello = false, nil
 			c.queued -= int64(in.charge)
+			if c.helloBudget {
+				c.helloBudget = false
+				c.pcharge -= int64(in.charge)
+				c.ln.pendingQueued.Add(-int64(in.charge))
+			}
 			c.qmu.Unlock()
 			c.marked = false
 			return in, nil
@@ -454,6 +461,7 @@ func (c *Conn) releasePendingLocked() {
 		c.ln.pendingQueued.Add(-c.pcharge)
 		c.pcharge = 0
 	}
+	c.helloBudget = false
 }
 
 // LocalAddr is the socket's address.

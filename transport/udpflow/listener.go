@@ -44,7 +44,7 @@ type listenerCounters struct {
 type ListenerStats struct {
 	Pending       int64 // connections not yet promoted (a gauge)
 	Promoted      int64 // connections promoted: their hello authenticated, or they answered
-	Dropped       int64 // hellos dropped: Accept behind (MaxPending), or a payload over 1 KiB
+	Dropped       int64 // hellos dropped: Accept behind (MaxPending), or no room in the pending budget
 	Malformed     int64 // hellos that did not parse
 	Retries       int64 // Retry datagrams sent
 	Tokens        int64 // hellos admitted on a valid Retry token
@@ -197,8 +197,14 @@ func (l *Listener) hello(b []byte, id [8]byte, from netip.AddrPort) {
 		l.stats.retries.Add(1)
 		return
 	}
-	if len(p) > pendingBytes || len(l.accept) == cap(l.accept) {
+	if len(l.accept) == cap(l.accept) {
 		l.stats.dropped.Add(1) // Accept is behind: the dialer will try again
+		return
+	}
+	big := len(p) > pendingBytes
+	if big && l.pendingQueued.Add(int64(len(p))) > pendingBudget {
+		l.pendingQueued.Add(-int64(len(p)))
+		l.stats.dropped.Add(1)
 		return
 	}
 	c := newConn(l.s, from, l.o.maxSize, id)
@@ -207,6 +213,9 @@ func (l *Listener) hello(b []byte, id [8]byte, from netip.AddrPort) {
 	c.hasHello = true
 	c.hello = append(make([]byte, 0, len(p)), p...) // at its size, not in a pool buffer
 	c.queued = int64(len(p))
+	if big {
+		c.pcharge, c.helloBudget = int64(len(p)), true
+	}
 	c.helloSum = helloHash(p)
 	c.helloLen = len(b)
 	l.mu.Lock()

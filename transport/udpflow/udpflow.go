@@ -20,9 +20,10 @@
 // copy with a copy of its answer.
 //
 // Stateless until proven. A hello makes the listener create a connection that holds the
-// hello's payload (copied at its size, at most 1 KiB; a longer one is dropped) and a hash of
-// it to know its copies: about 1 KiB in all, and no goroutine. It may queue 4 datagrams
-// beside the hello, copied at their size, out of 256 KiB shared by all such connections. Its receive queue grows to its full bounds (8192 datagrams, 8 MiB) only once
+// hello's payload, copied at its size, and a hash of it to know its copies: about 1 KiB in
+// all for a payload of rendr's size, and no goroutine. It may queue 4 datagrams beside the
+// hello, copied at their size; those, and payloads over 1 KiB, come out of 256 KiB shared by
+// all the listener's connections not yet promoted (more is dropped). Its receive queue grows to its full bounds (8192 datagrams, 8 MiB) only once
 // the connection is promoted: when rendr's handshake authenticated the hello
 // (transport.HandshakeExtender's AnswerExtra), or, for a caller that does not call it, when
 // the listener writes its answer. Past RetryPending connections not yet promoted (64 by
@@ -84,12 +85,12 @@ const (
 	queueLen   = 8192
 	queueBytes = 8 << 20
 	// Before a connection is promoted (its hello authenticated), it holds the hello's
-	// payload, at most pendingBytes (a longer hello is dropped: rendr's first handshake
-	// message is at most 522 bytes, docs/wire.md 3.2), and queues at most pendingLen more
-	// datagrams, copied at their size; all of a listener's pending connections together
-	// queue at most pendingBudget bytes beside their hellos. A dialer of rendr sends nothing
-	// more before the answer, so the budget only has to hold a caller's early data, and a
-	// flood of forged datagrams for pending ids fills it, not memory.
+	// payload and queues at most pendingLen more datagrams, each copied at its size. A
+	// listener's pending connections share pendingBudget bytes for those datagrams and for
+	// hello payloads over pendingBytes: rendr's first handshake message is at most 522
+	// bytes (docs/wire.md 3.2), and a dialer of rendr sends nothing more before the answer,
+	// so the budget only has to hold a caller's early data or a large first message, and a
+	// flood of them fills it, not memory.
 	pendingLen    = 4
 	pendingBytes  = 1024
 	pendingBudget = 256 << 10
