@@ -88,6 +88,7 @@ type Conn struct {
 	hdrs     [maxIDs][16]byte
 	nids     atomic.Int32
 	cur      atomic.Int32 // the id this end sends with; it only grows
+	seen     atomic.Int32 // listener: the newest id the peer sent with
 	switches atomic.Int64 // times cur moved
 
 	// The reader's alone.
@@ -172,6 +173,9 @@ func (c *Conn) deliver(b []byte, from netip.AddrPort, rb *rxBuf, idx int) bool {
 			if !ok {
 				return false
 			}
+		}
+		if c.d == nil {
+			c.heard(idx)
 		}
 		c.advance(idx) // the peer moved to a newer id: follow it
 	case flagReply:

@@ -69,7 +69,6 @@ func (c *Conn) idIndex(id [8]byte) int {
 func (c *Conn) ID() [8]byte { return c.id(int(c.cur.Load())) }
 
 // advance moves the sending id up to index i, if the connection has it and is not past it.
-// The listening side then forgets the ids before it after retireGrace.
 func (c *Conn) advance(i int) {
 	for {
 		cur := c.cur.Load()
@@ -78,25 +77,38 @@ func (c *Conn) advance(i int) {
 		}
 		if c.cur.CompareAndSwap(cur, int32(i)) {
 			c.switches.Add(1)
-			if c.ln != nil {
-				c.mu.Lock()
-				if c.retire == nil {
-					c.retire = time.AfterFunc(retireGrace, c.retireOld)
-				} else {
-					c.retire.Reset(retireGrace)
-				}
-				c.mu.Unlock()
-			}
 			return
 		}
 	}
 }
 
-// retireOld removes the ids the connection moved past from its listener's table: their
-// datagrams are now unknown to the listener, and get a stateless reset, which the dialer
-// ignores for an id it no longer sends with.
+// heard notes, on the listening side, that the peer sent with id i: once it has sent with a
+// newer id than before, the ones before are retired after retireGrace. Only the peer's own
+// move retires an id: one this side moved past may still be the one the peer sends with.
+func (c *Conn) heard(i int) {
+	for {
+		seen := c.seen.Load()
+		if int32(i) <= seen {
+			return
+		}
+		if c.seen.CompareAndSwap(seen, int32(i)) {
+			break
+		}
+	}
+	c.mu.Lock()
+	if c.retire == nil {
+		c.retire = time.AfterFunc(retireGrace, c.retireOld)
+	} else {
+		c.retire.Reset(retireGrace)
+	}
+	c.mu.Unlock()
+}
+
+// retireOld removes the ids the peer moved past from the listener's table: their datagrams
+// are now unknown to the listener, and get a stateless reset, which the dialer ignores for an
+// id it no longer sends with.
 func (c *Conn) retireOld() {
-	below := int(c.cur.Load())
+	below := int(c.seen.Load())
 	l := c.ln
 	l.mu.Lock()
 	for i := range below {

@@ -200,6 +200,10 @@ func TestIDsOnRebinding(t *testing.T) {
 	}
 	expectFrom(t, c, []byte("from the new address"), addrOf(r.out))
 	c.SetPeer(addrOf(r.out)) // rendr validated the new address
+	c.retireOld()            // even if the timer fired now: the dialer still sends with id0
+	if conns(l) != 1+futureIDs {
+		t.Fatalf("%d ids in the listener's table: it retired the id the dialer sends with", conns(l))
+	}
 	if c.ID() != ids[0] {
 		t.Fatalf("listener's id %x after SetPeer, want the first offered, %x", c.ID(), ids[0])
 	}
