@@ -88,9 +88,11 @@ func checkRetryToken(key *[32]byte, tok []byte, addr netip.AddrPort, id [8]byte,
 const (
 	resetTokenSize = 16
 	resetSize      = headerSize + resetTokenSize
-	// minResetTrigger is the smallest data datagram answered with a reset: the reset (25
-	// bytes) is then always smaller than what triggered it, and a short probe gets nothing.
-	minResetTrigger = headerSize + 32
+	// minResetTrigger is the smallest data datagram answered with a reset: a header and the
+	// smallest encrypted rendr datagram record (25 bytes: counter, tag, a frame; docs/wire.md
+	// section 10). The reset (25 bytes) is always smaller than what triggered it, and a probe
+	// shorter than any real datagram gets nothing.
+	minResetTrigger = headerSize + 25
 	// resetRate and resetBurst bound the resets a listener sends: a token bucket.
 	resetRate  = 64 // per second
 	resetBurst = 64
