@@ -78,7 +78,9 @@ type Conn struct {
 	done    chan struct{}
 	once    sync.Once
 	err     error // why it closed, set before done closes: net.ErrClosed or ErrStatelessReset
-	rd      *deadline.Deadline
+	// rd is the read deadline, made by the first SetReadDeadline: a connection whose hello
+	// nobody has taken yet does not pay for it.
+	rd atomic.Pointer[deadline.Deadline]
 
 	// Connection ids: hdrs[i][:headerSize] is the data header carrying id i. Id 0 is the one
 	// the dialer chose; 1 to nids-1 the ones it offered in the handshake (HelloExtra), once
@@ -143,7 +145,7 @@ type dialState struct {
 
 func newConn(s *socket, peer netip.AddrPort, maxSize int, id [8]byte) *Conn {
 	c := &Conn{s: s, peer: unmap(peer), maxSize: maxSize, qlen: pendingLen,
-		done: make(chan struct{}), ready: make(chan struct{}, 1), rd: deadline.New()}
+		done: make(chan struct{}), ready: make(chan struct{}, 1)}
 	c.setID(0, id)
 	c.nids.Store(1)
 	return c
@@ -281,11 +283,16 @@ func (c *Conn) enqueue(b []byte, from netip.AddrPort, rb *rxBuf) (kept bool) {
 	c.q.push(in, c.qlen)
 	c.queued += int64(in.charge)
 	c.qmu.Unlock()
+	c.wake()
+	return kept
+}
+
+// wake makes the reader look at the queue (and its deadline) again.
+func (c *Conn) wake() {
 	select {
 	case c.ready <- struct{}{}:
 	default: // the reader has a wake-up coming already
 	}
-	return kept
 }
 
 func addrPort(a *net.UDPAddr) netip.AddrPort { return unmap(a.AddrPort()) }
@@ -358,11 +365,15 @@ func (c *Conn) next() (inbound, error) {
 			return in, nil
 		}
 		c.qmu.Unlock()
+		var expired <-chan struct{} // nil, never ready, while no deadline was ever set
+		if rd := c.rd.Load(); rd != nil {
+			expired = rd.Wait()
+		}
 		select {
 		case <-c.ready:
 		case <-c.done:
 			return inbound{}, c.err
-		case <-c.rd.Wait():
+		case <-expired:
 			return inbound{}, os.ErrDeadlineExceeded
 		}
 	}
@@ -483,7 +494,13 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
 // SetReadDeadline makes a blocked Read return os.ErrDeadlineExceeded at t.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rd.Set(t)
+	rd := c.rd.Load()
+	if rd == nil {
+		c.rd.CompareAndSwap(nil, deadline.New())
+		rd = c.rd.Load()
+		defer c.wake() // a Read blocked before there was a deadline looks again
+	}
+	rd.Set(t)
 	return nil
 }
 

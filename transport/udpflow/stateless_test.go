@@ -3,9 +3,11 @@ package udpflow
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -262,7 +264,7 @@ func TestDialDuringHelloFlood(t *testing.T) {
 
 	stop := make(chan struct{})
 	var flood sync.WaitGroup
-	var sent [2]int
+	var sent atomic.Int64
 	for i := range 2 {
 		u := sourceSocket(t, 8, byte(10+i))
 		flood.Add(1)
@@ -271,9 +273,8 @@ func TestDialDuringHelloFlood(t *testing.T) {
 			h := helloDatagram(randomID(), []byte("flood hello"))
 			for {
 				for range 50 {
-					binary.BigEndian.PutUint64(h[1:], uint64(i)<<56|uint64(sent[i]))
+					binary.BigEndian.PutUint64(h[1:], uint64(i)<<56|uint64(sent.Add(1)))
 					u.WriteTo(h, l.Addr())
-					sent[i]++
 				}
 				select {
 				case <-stop:
@@ -284,7 +285,7 @@ func TestDialDuringHelloFlood(t *testing.T) {
 		}()
 	}
 	waitFor(t, "the flood to fill the pending connections", func() bool {
-		return l.Stats().Pending >= defaultRetryPending
+		return l.Stats().Pending >= defaultRetryPending && l.Stats().Retries >= 2000
 	})
 	d := dial(t, l.Addr())
 	write(t, d, []byte("legit hello"))
@@ -299,11 +300,41 @@ func TestDialDuringHelloFlood(t *testing.T) {
 	close(stop)
 	flood.Wait()
 	st := l.Stats()
-	t.Logf("flood of %d hellos: %+v", sent[0]+sent[1], st)
+	t.Logf("flood of %d hellos: %+v", sent.Load(), st)
 	if st.Retries == 0 || st.Tokens == 0 || d.Stats().Retries == 0 {
 		t.Fatalf("no Retry during the flood: %+v", st)
 	}
 	if st.Pending > defaultRetryPending+1 {
 		t.Fatalf("%d connections pending, want at most %d", st.Pending, defaultRetryPending+1)
+	}
+}
+
+// TestRetryResend: a dialer answers a Retry of its id from its peer with its hello carrying
+// the token, at once, and keeps resending that one until answered; it ignores a Retry from
+// another address and acts on maxRetries at most.
+func TestRetryResend(t *testing.T) {
+	raw := rawSocket(t)
+	d := dial(t, addrOf(raw))
+	p := []byte("client hello")
+	write(t, d, p)
+	_, from := mustReadRaw(t, raw)
+	send(t, rawSocket(t), datagram(flagRetry, d.ID(), []byte("from elsewhere")), from)
+	var last []byte
+	for i := range maxRetries {
+		tok := []byte(fmt.Sprintf("token %d", i))
+		send(t, raw, datagram(flagRetry, d.ID(), tok), from)
+		last = tokenHello(d.ID(), p, tok)
+		if b, _ := mustReadRaw(t, raw); !bytes.Equal(b, last) {
+			t.Fatalf("after Retry %d: % .24x, want the hello with its token", i, b)
+		}
+	}
+	send(t, raw, datagram(flagRetry, d.ID(), []byte("one too many")), from)
+	// The next datagram is the timer's copy, with the last token taken: the Retry from
+	// elsewhere and the one past the limit changed nothing.
+	if b, _ := mustReadRaw(t, raw); !bytes.Equal(b, last) {
+		t.Fatalf("resent % .24x, want the hello with the last token", b)
+	}
+	if n := d.Stats().Retries; n != maxRetries {
+		t.Fatalf("%d Retries taken, want %d", n, maxRetries)
 	}
 }
