@@ -96,12 +96,17 @@ func (c *Conn) heard(i int) {
 		}
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+		return // Close stopped the timer, or is about to: none after it
+	default:
+	}
 	if c.retire == nil {
 		c.retire = time.AfterFunc(retireGrace, c.retireOld)
 	} else {
 		c.retire.Reset(retireGrace)
 	}
-	c.mu.Unlock()
 }
 
 // retireOld removes the ids the peer moved past from the listener's table: their datagrams
