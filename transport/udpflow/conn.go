@@ -100,15 +100,17 @@ type Conn struct {
 	// qmu guards the receive queue and what follows.
 	qmu      sync.Mutex
 	q        ring
-	qlen     int   // bound on datagrams queued: pendingLen until promoted, then queueLen
-	queued   int64 // bytes queued, by their charge
-	pcharge  int64 // of those, what counts against the listener's pendingBudget
-	closed   bool  // no more datagrams are queued
-	hasHello bool  // listener: hello holds the hello's payload, not yet read
+	qlen     int         // bound on datagrams queued: pendingLen until promoted, then queueLen
+	promoted atomic.Bool // qlen is queueLen for good (read without the lock)
+	queued   int64       // bytes queued, by their charge
+	pcharge  int64       // of those, what counts against the listener's pendingBudget
+	closed   bool        // no more datagrams are queued
+	hasHello bool        // listener: hello holds the hello's payload, not yet read
 	// helloBudget: the hello, over pendingBytes, counts in pcharge until read or promoted.
 	helloBudget bool
 	hello       []byte
 	ready       chan struct{} // a datagram was queued (one token: the reader looks again)
+	waiting     bool          // the reader found the queue empty: the next datagram wakes it
 	dropped     atomic.Int64  // datagrams dropped for a full queue
 
 	// mu guards what follows.
@@ -241,50 +243,75 @@ func helloHash(p []byte) (h [16]byte) {
 }
 
 // enqueue queues a data or reply datagram for the reader, and reports whether it kept a
-// reference to rb.
+// reference to rb. A promoted connection's copy is made outside the queue's lock, so the
+// reader, woken by the datagram before, does not wait for the next one's copy.
 func (c *Conn) enqueue(b []byte, from netip.AddrPort, rb *rxBuf) (kept bool) {
+	if !c.promoted.Load() {
+		c.qmu.Lock()
+		if c.qlen == pendingLen {
+			ok := c.enqueuePendingLocked(b, from)
+			w := ok && c.waiting
+			c.waiting = c.waiting && !w
+			c.qmu.Unlock()
+			if w {
+				c.wake()
+			}
+			if !ok {
+				c.dropped.Add(1)
+			}
+			return false
+		}
+		c.qmu.Unlock() // promoted meanwhile
+	}
 	in := inbound{from: from}
-	c.qmu.Lock()
-	switch {
-	case c.closed:
-	case c.q.n >= c.qlen:
-	case c.qlen == pendingLen:
-		// Copied at its size, never lent: what nobody authenticated pins no more than it is.
-		n := int64(len(b) - headerSize)
-		if c.ln.pendingQueued.Add(n) > pendingBudget {
-			c.ln.pendingQueued.Add(-n)
-			break
-		}
-		in.data = append(make([]byte, 0, n), b[headerSize:]...)
-		in.charge = int(n)
-		c.pcharge += n
-	case rb != nil:
-		in.charge = rb.charge(len(b))
-		if c.queued+int64(in.charge) > queueBytes {
-			break
-		}
-		rb.refs.Add(1)
+	if rb != nil {
 		in.rb = rb
+		in.charge = rb.charge(len(b))
 		in.data = b[headerSize:len(b):len(b)]
-		kept = true
-	default:
-		if c.queued+int64(len(b)) > queueBytes {
-			break
-		}
+	} else {
 		in.b = getBuf(len(b))
 		in.data = (*in.b)[:copy(*in.b, b[headerSize:])]
 		in.charge = cap(*in.b) // what the copy holds while queued
 	}
-	if in.data == nil {
+	c.qmu.Lock()
+	if c.closed || c.q.n >= c.qlen || c.queued+int64(in.charge) > queueBytes {
 		c.qmu.Unlock()
+		if in.b != nil {
+			putBuf(in.b)
+		}
 		c.dropped.Add(1) // the reader is behind: dropped, as the network might have
 		return false
 	}
+	if rb != nil {
+		rb.refs.Add(1)
+	}
 	c.q.push(in, c.qlen)
 	c.queued += int64(in.charge)
+	w := c.waiting
+	c.waiting = false
 	c.qmu.Unlock()
-	c.wake()
-	return kept
+	if w {
+		c.wake() // only a reader that waits needs it: one that is busy looks again anyway
+	}
+	return rb != nil
+}
+
+// enqueuePendingLocked queues a datagram of a connection not yet promoted: copied at its
+// size, never lent, so that what nobody authenticated pins no more than it is, and counted
+// against the listener's pendingBudget.
+func (c *Conn) enqueuePendingLocked(b []byte, from netip.AddrPort) bool {
+	n := int64(len(b) - headerSize)
+	if c.closed || c.q.n >= c.qlen {
+		return false
+	}
+	if c.ln.pendingQueued.Add(n) > pendingBudget {
+		c.ln.pendingQueued.Add(-n)
+		return false
+	}
+	c.q.push(inbound{from: from, data: append(make([]byte, 0, n), b[headerSize:]...), charge: int(n)}, c.qlen)
+	c.queued += n
+	c.pcharge += n
+	return true
 }
 
 // wake makes the reader look at the queue (and its deadline) again.
@@ -364,6 +391,7 @@ func (c *Conn) next() (inbound, error) {
 			c.mu.Unlock()
 			return in, nil
 		}
+		c.waiting = true
 		c.qmu.Unlock()
 		var expired <-chan struct{} // nil, never ready, while no deadline was ever set
 		if rd := c.rd.Load(); rd != nil {

@@ -300,6 +300,7 @@ func (c *Conn) promote() {
 	}
 	c.qmu.Lock()
 	c.qlen = queueLen
+	c.promoted.Store(true)
 	c.releasePendingLocked() // what it queued counts against its own bounds now
 	c.qmu.Unlock()
 	c.ln.pending.Add(-1)

@@ -238,6 +238,7 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 	c := newConn(s, raddr.AddrPort(), d.o.maxSize, id)
 	c.d = &dialState{base: time.Now()}
 	c.qlen = queueLen
+	c.promoted.Store(true)
 	c.d.resend = time.AfterFunc(time.Hour, c.resendHello)
 	c.d.resend.Stop()
 	go c.routineDialerRead()
