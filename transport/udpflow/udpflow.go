@@ -22,15 +22,15 @@
 // Stateless until proven. A hello makes the listener create a connection that holds the
 // hello's payload, copied at its size, and a hash of it to know its copies: about 1 KiB in
 // all for a payload of rendr's size, and no goroutine. It may queue 4 datagrams beside the
-// hello, copied at their size; those, and payloads over 1 KiB, come out of 256 KiB shared by
-// all the listener's connections not yet promoted (more is dropped). Its receive queue grows to its full bounds (8192 datagrams, 8 MiB) only once
-// the connection is promoted: when rendr's handshake authenticated the hello
-// (transport.HandshakeExtender's AnswerExtra), or, for a caller that does not call it, when
-// the listener writes its answer. Past RetryPending connections not yet promoted (64 by
-// default), a hello without a token creates nothing: it is answered with a 29-byte Retry
-// whose token proves, when the dialer sends the hello again with it, that the dialer
-// receives at its address. Tokens that are forged, expired or from another address get
-// silence.
+// hello, copied at their size; those, and payloads over 1 KiB, come out of 256 KiB shared
+// by all the listener's connections not yet promoted (more is dropped). Its receive queue
+// grows toward its full bounds (8192 datagrams, 8 MiB) only once the connection is
+// promoted: when rendr's handshake authenticated the hello (transport.HandshakeExtender's
+// AnswerExtra), or, for a caller that does not call it, when the listener writes its
+// answer. Past RetryPending connections not yet promoted (64 by default), a hello without a
+// token creates nothing: it is answered with a 29-byte Retry whose token proves, when the
+// dialer sends the hello again with it, that the dialer receives at its address. Tokens that
+// are forged, expired or from another address get silence. Listener.Stats counts all of it.
 //
 // Stateless reset. During rendr's handshake, under its encryption, the dialer sends the
 // listener 4 more connection ids for the same connection, and the listener answers with a
