@@ -161,8 +161,9 @@ func TestPendingBounds(t *testing.T) {
 	more[0].Close()
 	more[1].Close()
 	large.Close()
-	if got := l.pendingQueued.Load(); got != 0 {
-		t.Fatalf("%d bytes still counted against the budget with no pending connection", got)
+	if got := l.pendingQueued.Load(); got != 0 || l.Stats().Pending != 0 {
+		t.Fatalf("%d bytes counted against the budget, %d pending, once every pending connection closed",
+			got, l.Stats().Pending)
 	}
 }
 
@@ -219,20 +220,26 @@ func TestRetry(t *testing.T) {
 	expectRaw(t, raw, datagram(flagReply, id, []byte("server reply")))
 }
 
-// TestRetryDial: a real dialer goes through a Retry: it sends its hello again at once with
-// the token, and the handshake completes.
+// TestRetryDial: a real dialer goes through a Retry, over IPv4 and IPv6: it sends its hello
+// again at once with the token, and the handshake completes.
 func TestRetryDial(t *testing.T) {
-	l := listen(t, RetryPending(0))
-	d := dial(t, l.Addr())
-	write(t, d, []byte("client hello"))
-	c := accept(t, l)
-	expectRead(t, c, []byte("client hello"))
-	write(t, c, []byte("server reply"))
-	expectRead(t, d, []byte("server reply"))
-	write(t, d, []byte("data"))
-	expectRead(t, c, []byte("data"))
-	if st, ds := l.Stats(), d.Stats(); st.Retries < 1 || st.Tokens < 1 || ds.Retries != 1 {
-		t.Fatalf("listener %+v, dialer %+v; want a Retry taken", st, ds)
+	for _, ip := range []string{"127.0.0.1", "::1"} {
+		t.Run(ip, func(t *testing.T) {
+			l, err := Listen("udp", net.JoinHostPort(ip, "0"), RetryPending(0))
+			must(t, err)
+			defer l.Close()
+			d := dialFrom(t, ip, l.Addr())
+			write(t, d, []byte("client hello"))
+			c := accept(t, l)
+			expectRead(t, c, []byte("client hello"))
+			write(t, c, []byte("server reply"))
+			expectRead(t, d, []byte("server reply"))
+			write(t, d, []byte("data"))
+			expectRead(t, c, []byte("data"))
+			if st, ds := l.Stats(), d.Stats(); st.Retries < 1 || st.Tokens < 1 || ds.Retries != 1 {
+				t.Fatalf("listener %+v, dialer %+v; want a Retry taken", st, ds)
+			}
+		})
 	}
 }
 
