@@ -1,9 +1,7 @@
 package udpflow
 
 import (
-	"bytes"
-	"encoding/binary"
-	"fmt"
+	"crypto/sha256"
 	"net"
 	"net/netip"
 	"os"
@@ -66,66 +64,126 @@ func putBuf(b *[]byte) {
 
 // Conn is one udpflow connection: rendr's carrier for one path. Read returns one datagram's
 // payload; Write sends one. It implements transport.PacketCarrier, Rebinder, BatchWriter,
-// PacketReader, PacketKeeper and CongestionMarker.
+// PacketReader, PacketKeeper, CongestionMarker and HandshakeExtender.
+//
+// A listener's Conn starts pending: it holds the hello's payload and at most pendingLen more
+// datagrams, copied at their size and counted against the listener's pendingBudget, and
+// counts toward the listener's pending connections, until it is promoted (promote) to the
+// full queue bounds.
 type Conn struct {
 	s       *socket
-	id      [8]byte
-	dataHdr [headerSize]byte // the header of every datagram after the first: set once, only read
-	dialer  bool
-	ln      *Listener // the listening side's listener; nil when dialed
-	maxSize int       // UDP payload, header included
-	q       chan inbound
-	lent    inbound      // the datagram ReadPacket returned last (its reader's alone)
-	marked  bool         // the datagram read last met a filling queue (its reader's alone)
-	queued  atomic.Int64 // bytes in q
+	ln      *Listener  // the listening side's listener; nil when dialed
+	d       *dialState // the dialing side's state; nil when accepted
+	maxSize int        // UDP payload, header included
 	done    chan struct{}
 	once    sync.Once
-	rd      *deadline.Deadline
-	resend  *time.Timer // dialer: sends the first datagram again until answered
+	err     error // why it closed, set before done closes: net.ErrClosed or ErrStatelessReset
+	// rd is the read deadline, made by the first SetReadDeadline: a connection whose hello
+	// nobody has taken yet does not pay for it.
+	rd atomic.Pointer[deadline.Deadline]
 
+	// Connection ids: hdrs[i][:headerSize] is the data header carrying id i. Id 0 is the one
+	// the dialer chose; 1 to nids-1 the ones it offered in the handshake (HelloExtra), once
+	// both ends know them. An entry below nids never changes again, so the write path reads
+	// hdrs[cur] with no lock; each sits in 16 bytes of its own so that writing the next ones
+	// shares no word with it.
+	hdrs     [maxIDs][16]byte
+	nids     atomic.Int32
+	cur      atomic.Int32 // the id this end sends with; it only grows
+	seen     atomic.Int32 // listener: the newest id the peer sent with
+	switches atomic.Int64 // times cur moved
+
+	// The reader's alone.
+	lent   inbound // the datagram ReadPacket returned last
+	marked bool    // the datagram read last met a filling queue
+
+	// qmu guards the receive queue and what follows.
+	qmu      sync.Mutex
+	q        ring
+	qlen     int         // bound on datagrams queued: pendingLen until promoted, then queueLen
+	promoted atomic.Bool // qlen is queueLen for good (read without the lock)
+	queued   int64       // bytes queued, by their charge
+	pcharge  int64       // of those, what counts against the listener's pendingBudget
+	closed   bool        // no more datagrams are queued
+	hasHello bool        // listener: hello holds the hello's payload, not yet read
+	// helloBudget: the hello, over pendingBytes, counts in pcharge until read or promoted.
+	helloBudget bool
+	hello       []byte
+	ready       chan struct{} // a datagram was queued (one token: the reader looks again)
+	waiting     bool          // the reader found the queue empty: the next datagram wakes it
+	dropped     atomic.Int64  // datagrams dropped for a full queue
+
+	// mu guards what follows.
 	mu       sync.Mutex
 	peer     netip.AddrPort
-	wrote    bool   // the first datagram went
-	first    []byte // the first datagram sent (dialer: the padded hello; listener: the answer)
-	hello    []byte // listener: the first datagram's payload, to know its copies
-	helloLen int    // listener: the first datagram's size, which bounds the answer's
+	wrote    bool     // the first datagram went
+	first    []byte   // the first datagram sent (dialer: the padded hello; listener: the answer)
+	helloSum [16]byte // listener: SHA-256 of the hello's payload, to know its copies
+	helloLen int      // listener: the first datagram's size, which bounds the answer's
 	echoes   int
+	pending  bool // listener: not yet promoted
 	answered bool // dialer: the listener's answer arrived
-	tries    int
+	tries    int  // dialer: copies of the hello sent
+	retire   *time.Timer
 
 	wmu  sync.Mutex
 	wbuf []byte
 }
 
+// dialState is what only the dialing side keeps.
+type dialState struct {
+	resend  *time.Timer // sends the first datagram again until answered
+	retries int         // Retry datagrams acted on (the Conn's mu)
+	offered int         // future ids offered by HelloExtra (the Conn's mu)
+	// tokens[i] is the stateless reset token of id i, valid once tokensOK.
+	tokens   [maxIDs][resetTokenSize]byte
+	tokensOK atomic.Bool
+	base     time.Time    // lastSend counts from it, on the monotonic clock
+	lastSend atomic.Int64 // nanoseconds since base at the last send
+
+	retriesTaken  atomic.Int64
+	resetsIgnored atomic.Int64
+}
+
 func newConn(s *socket, peer netip.AddrPort, maxSize int, id [8]byte) *Conn {
-	c := &Conn{s: s, id: id, peer: unmap(peer), maxSize: maxSize,
-		q: make(chan inbound, queueLen), done: make(chan struct{}), rd: deadline.New()}
-	c.header(c.dataHdr[:0], 0)
+	c := &Conn{s: s, peer: unmap(peer), maxSize: maxSize, qlen: pendingLen,
+		done: make(chan struct{}), ready: make(chan struct{}, 1)}
+	c.setID(0, id)
+	c.nids.Store(1)
 	return c
 }
 
 // routineDialerRead reads the dialer's own socket.
 func (c *Conn) routineDialerRead() {
 	c.s.readLoop(func(b []byte, from netip.AddrPort, rb *rxBuf) bool {
-		return len(b) >= headerSize && [8]byte(b[1:headerSize]) == c.id && c.deliver(b, from, rb)
+		if len(b) < headerSize {
+			return false
+		}
+		i := c.idIndex([8]byte(b[1:headerSize]))
+		return i >= 0 && c.deliver(b, from, rb, i)
 	})
 	c.Close()
 }
 
-// deliver takes one datagram of this connection from the socket's reader, and reports
-// whether it kept a reference to rb (see readFunc).
-func (c *Conn) deliver(b []byte, from netip.AddrPort, rb *rxBuf) bool {
-	off := headerSize
+// deliver takes one datagram of this connection, its id the connection's id idx, from the
+// socket's reader, and reports whether it kept a reference to rb (see readFunc).
+func (c *Conn) deliver(b []byte, from netip.AddrPort, rb *rxBuf, idx int) bool {
 	switch b[0] {
 	case 0:
-		c.mu.Lock()
-		ok := !c.dialer || c.answered // before its answer, nothing of the listener's path counts
-		c.mu.Unlock()
-		if !ok {
-			return false
+		if c.d != nil {
+			c.mu.Lock()
+			ok := c.answered // before its answer, nothing of the listener's path counts
+			c.mu.Unlock()
+			if !ok {
+				return false
+			}
 		}
+		if c.d == nil {
+			c.heard(idx)
+		}
+		c.advance(idx) // the peer moved to a newer id: follow it
 	case flagReply:
-		if !c.dialer {
+		if c.d == nil {
 			return false
 		}
 		c.mu.Lock()
@@ -135,65 +193,132 @@ func (c *Conn) deliver(b []byte, from netip.AddrPort, rb *rxBuf) bool {
 		if dup {
 			return false
 		}
-		c.resend.Stop()
-	case flagHello:
-		if c.dialer {
-			return false
+		c.d.resend.Stop()
+	case flagRetry:
+		if c.d != nil {
+			c.takeRetry(b, from)
 		}
-		p, err := helloPayload(b)
-		if err != nil {
-			return false
+		return false
+	case flagReset:
+		if c.d != nil {
+			c.takeReset(b, idx)
 		}
-		c.mu.Lock()
-		if c.hello != nil {
-			// A copy of the first datagram: our answer was lost. Send it again (it is
-			// smaller than the padded copy, so this amplifies nothing).
-			var again []byte
-			if bytes.Equal(p, c.hello) && c.first != nil && c.echoes < maxEchoes {
-				c.echoes++
-				again = c.first
-			}
-			c.mu.Unlock()
-			if again != nil {
-				c.s.writeTo(again, from)
-			}
-			return false
+		return false
+	case flagHello, flagHello | flagToken:
+		if c.d == nil {
+			c.helloCopy(b, from)
 		}
-		c.hello = bytes.Clone(p)
-		c.helloLen = len(b)
-		c.mu.Unlock()
-		off = headerSize + 2
-		b = b[:off+len(p)]
+		return false
 	default:
 		return false
 	}
-	in := inbound{rb: rb, from: from, charge: len(b)}
-	if rb != nil {
-		in.charge = rb.charge(len(b))
+	return c.enqueue(b, from, rb)
+}
+
+// helloCopy answers a copy of the first datagram: the answer was lost. It sends the answer
+// again for a copy of the payload at least as large as the first (the answer is at most three
+// times that), maxEchoes times at most.
+func (c *Conn) helloCopy(b []byte, from netip.AddrPort) {
+	p, _, err := parseHello(b)
+	if err != nil {
+		return
 	}
-	if len(c.q) == cap(c.q) || c.queued.Load()+int64(in.charge) > queueBytes {
-		return false // the reader is behind: dropped, as the network might have
+	sum := helloHash(p)
+	c.mu.Lock()
+	var again []byte
+	if sum == c.helloSum && len(b) >= c.helloLen && c.first != nil && c.echoes < maxEchoes {
+		c.echoes++
+		again = c.first
+	}
+	c.mu.Unlock()
+	if again != nil {
+		c.s.writeTo(again, from)
+	}
+}
+
+func helloHash(p []byte) (h [16]byte) {
+	sum := sha256.Sum256(p)
+	copy(h[:], sum[:])
+	return h
+}
+
+// enqueue queues a data or reply datagram for the reader, and reports whether it kept a
+// reference to rb. A promoted connection's copy is made outside the queue's lock, so the
+// reader, woken by the datagram before, does not wait for the next one's copy.
+func (c *Conn) enqueue(b []byte, from netip.AddrPort, rb *rxBuf) (kept bool) {
+	if !c.promoted.Load() {
+		c.qmu.Lock()
+		if c.qlen == pendingLen {
+			ok := c.enqueuePendingLocked(b, from)
+			w := ok && c.waiting
+			c.waiting = c.waiting && !w
+			c.qmu.Unlock()
+			if w {
+				c.wake()
+			}
+			if !ok {
+				c.dropped.Add(1)
+			}
+			return false
+		}
+		c.qmu.Unlock() // promoted meanwhile
+	}
+	in := inbound{from: from}
+	if rb != nil {
+		in.rb = rb
+		in.charge = rb.charge(len(b))
+		in.data = b[headerSize:len(b):len(b)]
+	} else {
+		in.b = getBuf(len(b))
+		in.data = (*in.b)[:copy(*in.b, b[headerSize:])]
+		in.charge = cap(*in.b) // what the copy holds while queued
+	}
+	c.qmu.Lock()
+	if c.closed || c.q.n >= c.qlen || c.queued+int64(in.charge) > queueBytes {
+		c.qmu.Unlock()
+		if in.b != nil {
+			putBuf(in.b)
+		}
+		c.dropped.Add(1) // the reader is behind: dropped, as the network might have
+		return false
 	}
 	if rb != nil {
 		rb.refs.Add(1)
-		in.data = b[off:len(b):len(b)]
-	} else {
-		in.b = getBuf(len(b))
-		in.data = (*in.b)[:copy(*in.b, b[off:])]
-		in.charge = cap(*in.b) // what the copy holds while queued
 	}
-	c.queued.Add(int64(in.charge))
-	select {
-	case c.q <- in:
-		return rb != nil
-	case <-c.done:
-		c.queued.Add(-int64(in.charge))
-		if rb != nil {
-			rb.refs.Add(-1) // the reader still holds its own reference: never the last
-		} else {
-			putBuf(in.b)
-		}
+	c.q.push(in, c.qlen)
+	c.queued += int64(in.charge)
+	w := c.waiting
+	c.waiting = false
+	c.qmu.Unlock()
+	if w {
+		c.wake() // only a reader that waits needs it: one that is busy looks again anyway
+	}
+	return rb != nil
+}
+
+// enqueuePendingLocked queues a datagram of a connection not yet promoted: copied at its
+// size, never lent, so that what nobody authenticated pins no more than it is, and counted
+// against the listener's pendingBudget.
+func (c *Conn) enqueuePendingLocked(b []byte, from netip.AddrPort) bool {
+	n := int64(len(b) - headerSize)
+	if c.closed || c.q.n >= c.qlen {
 		return false
+	}
+	if c.ln.pendingQueued.Add(n) > pendingBudget {
+		c.ln.pendingQueued.Add(-n)
+		return false
+	}
+	c.q.push(inbound{from: from, data: append(make([]byte, 0, n), b[headerSize:]...), charge: int(n)}, c.qlen)
+	c.queued += n
+	c.pcharge += n
+	return true
+}
+
+// wake makes the reader look at the queue (and its deadline) again.
+func (c *Conn) wake() {
+	select {
+	case c.ready <- struct{}{}:
+	default: // the reader has a wake-up coming already
 	}
 }
 
@@ -229,30 +354,71 @@ func (c *Conn) read(b []byte) (int, netip.AddrPort, error) {
 
 // next takes the next datagram off the queue; from is zero when it came from the peer.
 func (c *Conn) next() (inbound, error) {
-	var in inbound
-	select {
-	case <-c.done:
-		return in, net.ErrClosed // even if a datagram slipped in after Close drained the queue
-	default:
-	}
-	select {
-	case in = <-c.q:
-	default:
+	for {
 		select {
-		case in = <-c.q:
 		case <-c.done:
-			return in, net.ErrClosed
-		case <-c.rd.Wait():
-			return in, os.ErrDeadlineExceeded
+			return inbound{}, c.err // even if a datagram slipped in after Close drained the queue
+		default:
+		}
+		c.qmu.Lock()
+		if c.hasHello {
+			// The hello, from the peer the connection started with.
+			in := inbound{data: c.hello, charge: len(c.hello)}
+			c.hasHello, c.hello = false, nil
+			c.queued -= int64(in.charge)
+			if c.helloBudget {
+				c.helloBudget = false
+				c.pcharge -= int64(in.charge)
+				c.ln.pendingQueued.Add(-int64(in.charge))
+			}
+			c.qmu.Unlock()
+			c.marked = false
+			return in, nil
+		}
+		in, ok := c.q.pop()
+		if ok {
+			c.queued -= int64(in.charge)
+			if c.pcharge > 0 {
+				c.pcharge -= int64(in.charge)
+				c.ln.pendingQueued.Add(-int64(in.charge))
+			}
+			c.marked = c.queued >= markBytes || c.q.n >= markLen
+			c.qmu.Unlock()
+			c.mu.Lock()
+			if in.from == c.peer {
+				in.from = netip.AddrPort{}
+			}
+			c.mu.Unlock()
+			return in, nil
+		}
+		c.waiting = true
+		c.qmu.Unlock()
+		var expired <-chan struct{} // nil, never ready, while no deadline was ever set
+		if rd := c.rd.Load(); rd != nil {
+			expired = rd.Wait()
+		}
+		select {
+		case <-c.ready:
+		case <-c.done:
+			return inbound{}, c.err
+		case <-expired:
+			return inbound{}, os.ErrDeadlineExceeded
 		}
 	}
-	c.marked = c.queued.Add(-int64(in.charge)) >= markBytes || len(c.q) >= markLen
-	c.mu.Lock()
-	if in.from == c.peer {
-		in.from = netip.AddrPort{}
-	}
-	c.mu.Unlock()
-	return in, nil
+}
+
+// queueLen is how many datagrams wait for the reader.
+func (c *Conn) queueLen() int {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return c.q.n
+}
+
+// queuedBytes is what the waiting datagrams count against the queue's byte bound.
+func (c *Conn) queuedBytes() int64 {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return c.queued
 }
 
 // Marked reports whether the datagram read last left a queue that was filling: an eighth of
@@ -290,170 +456,55 @@ func (c *Conn) ReadPacket() ([]byte, net.Addr, error) {
 	return in.data, net.UDPAddrFromAddrPort(in.from), nil
 }
 
-// Write sends b as one datagram to the current peer.
-func (c *Conn) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	peer := c.peer
-	c.mu.Unlock()
-	if err := c.writeTo(b, peer); err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
-
-// WriteTo sends b as one datagram to addr (a *net.UDPAddr): a PATH_CHALLENGE to an address
-// the peer's datagrams came from.
-func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	ua, ok := addr.(*net.UDPAddr)
-	if !ok {
-		return 0, fmt.Errorf("udpflow: WriteTo %T", addr)
-	}
-	if err := c.writeTo(b, addrPort(ua)); err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
-
-// SetPeer moves the connection to addr, which rendr validated.
-func (c *Conn) SetPeer(addr net.Addr) {
-	if ua, ok := addr.(*net.UDPAddr); ok {
-		c.mu.Lock()
-		c.peer = addrPort(ua)
-		c.mu.Unlock()
-	}
-}
-
-func (c *Conn) writeTo(b []byte, to netip.AddrPort) error {
-	select {
-	case <-c.done:
-		return net.ErrClosed
-	default:
-	}
-	if len(b) > c.MaxDatagramSize() {
-		return fmt.Errorf("udpflow: %d-byte datagram: %w", len(b), transport.ErrDatagramTooLarge)
-	}
-	c.mu.Lock()
-	if !c.wrote {
-		if !c.dialer && headerSize+len(b) > 3*c.helloLen {
-			// Nothing three times larger than what came from an address not yet proven:
-			// the first datagram's source may be a victim's.
-			c.mu.Unlock()
-			return fmt.Errorf("udpflow: a %d-byte answer to a %d-byte first datagram: %w", len(b), c.helloLen, transport.ErrDatagramTooLarge)
-		}
-		c.wrote = true
-		d := c.firstDatagram(b)
-		c.first = d
-		c.mu.Unlock()
-		if c.dialer {
-			c.resend.Reset(250 * time.Millisecond)
-		}
-		return c.s.writeTo(d, to)
-	}
-	c.mu.Unlock()
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wbuf = c.header(c.wbuf[:0], 0)
-	c.wbuf = append(c.wbuf, b...)
-	return c.s.writeTo(c.wbuf, to)
-}
-
-// WriteBatch sends each element of b as one datagram to the current peer, with as few system
-// calls as the kernel allows (sendmmsg; one UDP GSO call for a run of same-size datagrams).
-func (c *Conn) WriteBatch(b [][]byte) error {
-	c.mu.Lock()
-	peer, first := c.peer, !c.wrote
-	c.mu.Unlock()
-	if first {
-		for _, d := range b {
-			if _, err := c.Write(d); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, d := range b {
-		if len(d) > c.MaxDatagramSize() {
-			return fmt.Errorf("udpflow: %d-byte datagram: %w", len(d), transport.ErrDatagramTooLarge)
-		}
-	}
-	select {
-	case <-c.done:
-		return net.ErrClosed
-	default:
-	}
-	return c.s.writeBatch(c.dataHdr[:], b, peer)
-}
-
-func (c *Conn) header(b []byte, flags byte) []byte {
-	return append(append(b, flags), c.id[:]...)
-}
-
-// firstDatagram is the first datagram of the connection carrying b: the dialer's padded to
-// helloSize, the listener's marked as the answer.
-func (c *Conn) firstDatagram(b []byte) []byte {
-	if !c.dialer {
-		return append(c.header(nil, flagReply), b...)
-	}
-	d := c.header(make([]byte, 0, max(helloSize, headerSize+2+len(b))), flagHello)
-	d = binary.BigEndian.AppendUint16(d, uint16(len(b)))
-	d = append(d, b...)
-	return d[:cap(d)] // zero padding
-}
-
-// resendHello sends the dialer's first datagram again, until the answer comes.
-func (c *Conn) resendHello() {
-	c.mu.Lock()
-	if c.answered || c.tries >= 6 {
-		c.mu.Unlock()
-		return
-	}
-	c.tries++
-	d, peer, tries := c.first, c.peer, c.tries
-	c.mu.Unlock()
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	c.s.writeTo(d, peer)
-	c.resend.Reset(250 * time.Millisecond << tries)
-}
-
-// ID is the connection id the dialer chose, as every datagram of the connection carries it:
-// for logs, and for matching packet captures to paths.
-func (c *Conn) ID() [8]byte { return c.id }
-
-// MaxDatagramSize is the largest datagram Write takes: a UDP datagram less the header, and
-// less the 2-byte length the first datagram carries before its padding.
-func (c *Conn) MaxDatagramSize() int { return c.maxSize - headerSize - 2 }
-
-// BaseDatagramSize is what every path carries: 1200 bytes of UDP payload, less the same.
-func (c *Conn) BaseDatagramSize() int { return min(baseSize, c.maxSize) - headerSize - 2 }
-
 // Close ends the connection. A dialed one closes its socket; a listener's leaves its socket
 // to the listener.
 func (c *Conn) Close() error {
+	c.closeWith(net.ErrClosed)
+	return nil
+}
+
+// closeWith closes the connection, its reads and writes failing with err from then on.
+func (c *Conn) closeWith(err error) {
 	c.once.Do(func() {
+		c.err = err
 		close(c.done)
-		if c.resend != nil {
-			c.resend.Stop()
+		if c.d != nil {
+			c.d.resend.Stop()
 		}
+		c.mu.Lock()
+		if c.retire != nil {
+			c.retire.Stop()
+		}
+		c.mu.Unlock()
 		if c.ln != nil {
 			c.ln.forget(c)
 		} else {
 			c.s.close()
 		}
+		c.qmu.Lock()
+		c.closed = true
+		c.hasHello, c.hello = false, nil
 		for {
-			select {
-			case in := <-c.q:
-				c.queued.Add(-int64(in.charge))
-				in.done()
-			default:
-				return
+			in, ok := c.q.pop()
+			if !ok {
+				break
 			}
+			c.queued -= int64(in.charge)
+			in.done()
 		}
+		c.releasePendingLocked()
+		c.qmu.Unlock()
 	})
-	return nil
+}
+
+// releasePendingLocked gives back what the connection's queue counted against its
+// listener's pendingBudget: it was promoted, or closed.
+func (c *Conn) releasePendingLocked() {
+	if c.pcharge != 0 {
+		c.ln.pendingQueued.Add(-c.pcharge)
+		c.pcharge = 0
+	}
+	c.helloBudget = false
 }
 
 // LocalAddr is the socket's address.
@@ -471,7 +522,13 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
 // SetReadDeadline makes a blocked Read return os.ErrDeadlineExceeded at t.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rd.Set(t)
+	rd := c.rd.Load()
+	if rd == nil {
+		c.rd.CompareAndSwap(nil, deadline.New())
+		rd = c.rd.Load()
+		defer c.wake() // a Read blocked before there was a deadline looks again
+	}
+	rd.Set(t)
 	return nil
 }
 

@@ -19,7 +19,7 @@ func TestLentGRORun(t *testing.T) {
 	if c.s.bat != nil && c.s.bat.gro.Load() && c.s.bat.gso.Load() {
 		// The run arrives whole: lent, not copied datagram by datagram.
 		deadline := time.Now().Add(wait)
-		for c.s.lent.Load() == 0 && len(c.q) < len(sent) {
+		for c.s.lent.Load() == 0 && c.queueLen() < len(sent) {
 			if time.Now().After(deadline) {
 				t.Fatal("the batch never arrived")
 			}

@@ -85,7 +85,7 @@ func TestLentBounded(t *testing.T) {
 	if n := c.s.lent.Load(); n > maxLent {
 		t.Fatalf("%d buffers lent, bound %d", n, maxLent)
 	}
-	if q := c.queued.Load(); q > queueBytes {
+	if q := c.queuedBytes(); q > queueBytes {
 		t.Fatalf("%d bytes queued, bound %d", q, queueBytes)
 	}
 	c.Close()

@@ -22,9 +22,9 @@ func TestMarkedWhileQueueFills(t *testing.T) {
 			sent++
 		}
 		deadline := time.Now().Add(wait)
-		for len(d.q) < sent {
+		for d.queueLen() < sent {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d of %d datagrams queued", len(d.q), sent)
+				t.Fatalf("%d of %d datagrams queued", d.queueLen(), sent)
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -21,6 +21,10 @@ type socket struct {
 
 	wmu  sync.Mutex // guards wbuf
 	wbuf []byte
+
+	// tap, when set (by tests, before the socket is used), sees each datagram writeTo
+	// sends, and sends it in the socket's stead when it returns true.
+	tap func(b []byte, to netip.AddrPort) bool
 }
 
 // sockBuffer is the socket buffer size asked for: a window's worth at the rates rendr runs,
@@ -139,6 +143,9 @@ func handOff(buf *[]byte, n int, lent *atomic.Int32, deliver func(rb *rxBuf) (ke
 
 // writeTo sends one datagram.
 func (s *socket) writeTo(b []byte, to netip.AddrPort) error {
+	if s.tap != nil && s.tap(b, to) {
+		return nil
+	}
 	_, err := s.u.WriteToUDPAddrPort(b, to)
 	return sendErr(err)
 }

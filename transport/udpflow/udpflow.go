@@ -18,6 +18,36 @@
 // completes, so the listener cannot be used to amplify a spoofed flood. The dialer sends its
 // first datagram again after 250 ms, doubling, until the answer comes; the listener answers a
 // copy with a copy of its answer.
+//
+// Stateless until proven. A hello makes the listener create a connection that holds the
+// hello's payload, copied at its size, and a hash of it to know its copies: about 1 KiB in
+// all for a payload of rendr's size, and no goroutine. It may queue 4 datagrams beside the
+// hello, copied at their size; those, and payloads over 1 KiB, come out of 256 KiB shared
+// by all the listener's connections not yet promoted (more is dropped). Its receive queue
+// grows toward its full bounds (8192 datagrams, 8 MiB) only once the connection is
+// promoted: when rendr's handshake authenticated the hello (transport.HandshakeExtender's
+// AnswerExtra), or, for a caller that does not call it, when the listener writes its
+// answer. Past RetryPending connections not yet promoted (64 by default), a hello without a
+// token creates nothing: it is answered with a 29-byte Retry whose token proves, when the
+// dialer sends the hello again with it, that the dialer receives at its address. Tokens that
+// are forged, expired or from another address get silence. Listener.Stats counts all of it.
+//
+// Stateless reset. During rendr's handshake, under its encryption, the dialer sends the
+// listener 4 more connection ids for the same connection, and the listener answers with a
+// reset token for each id and for the first: HMAC-SHA256 under a reset key
+// (StatelessResetKey). A listener that gets a data datagram for an id it does not know
+// answers with a 25-byte reset carrying that id's token (rate-limited, never larger than the
+// datagram). A dialer that gets a valid one for the id it sends with closes at once with
+// ErrStatelessReset, instead of waiting for rendr's probes to time out; an invalid one
+// changes nothing.
+//
+// Fresh ids on migration. The listening side moves to the next of those ids when rendr moves
+// its peer to a new address (SetPeer), the dialing side before it sends after 5 s without
+// sending (NAT mappings lapse with idleness, so the first datagram from a rebound address
+// already carries a new id), and each side follows the other to a newer id as soon as a
+// datagram with one arrives. An observer then cannot link the old address to the new one by
+// the id. When the ids run out, the connection stays on the last. The wire formats are in
+// docs/wire.md; the behaviour in docs/datagram-paths.md.
 package udpflow
 
 import (
@@ -28,7 +58,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/rendr-go/rendr/transport"
@@ -38,6 +67,9 @@ import (
 const (
 	flagHello = 0x01 // the dialer's first datagram: length, payload, padding to helloSize
 	flagReply = 0x02 // the listener's first datagram: the handshake's answer
+	flagRetry = 0x04 // the listener's answer to a hello when it keeps no state: a token
+	flagReset = 0x08 // the listener has no state for the id: a stateless reset token
+	flagToken = 0x10 // with flagHello: a Retry's token follows the payload
 
 	headerSize = 9
 	helloSize  = 1200 // the dialer's first datagram, padded
@@ -52,12 +84,24 @@ const (
 	// socket delivered faster than the path reads, up to about a socket buffer's worth.
 	queueLen   = 8192
 	queueBytes = 8 << 20
+	// Before a connection is promoted (its hello authenticated), it holds the hello's
+	// payload and queues at most pendingLen more datagrams, each copied at its size. A
+	// listener's pending connections share pendingBudget bytes for those datagrams and for
+	// hello payloads over pendingBytes: rendr's first handshake message is at most 522
+	// bytes (docs/wire.md 3.2), and a dialer of rendr sends nothing more before the answer,
+	// so the budget only has to hold a caller's early data or a large first message, and a
+	// flood of them fills it, not memory.
+	pendingLen    = 4
+	pendingBytes  = 1024
+	pendingBudget = 256 << 10
 	// A datagram that leaves the queue with more than markBytes or markLen still behind it is
 	// marked as having met congestion (transport.CongestionMarker): the sender's window then
 	// shrinks before the queue overflows, and nothing is lost. An eighth of the bounds leaves
 	// the reader a queue to work from after a pause, and the sender a round trip to react.
 	markBytes = queueBytes / 8
 	markLen   = queueLen / 8
+	// defaultRetryPending is RetryPending's default.
+	defaultRetryPending = 64
 )
 
 // Option configures a Dialer or a Listener.
@@ -69,6 +113,11 @@ type options struct {
 	maxSize int
 	pending int
 	batch   bool
+	// retryAt: hellos without a token get a Retry while this many connections or more are
+	// pending; negative: never.
+	retryAt  int
+	resetKey *[32]byte
+	tap      func(b []byte, to netip.AddrPort) bool // tests: the sockets' tap
 }
 
 // LocalAddr binds the dialing socket to a local address (to pin a path to one uplink).
@@ -90,12 +139,29 @@ func MaxDatagram(n int) Option { return func(o *options) { o.maxSize = n } }
 // are dropped (their dialers try again). Zero means 256.
 func MaxPending(n int) Option { return func(o *options) { o.pending = n } }
 
+// RetryPending makes a Listener answer a hello that carries no token with a Retry, creating
+// nothing, while n or more of its connections are not yet promoted (their hello not yet
+// authenticated by rendr's handshake); the dialer then sends its hello again with the
+// Retry's token, which proves its address, and only then gets a connection. Zero asks every
+// dialer for a token; negative never does. The default is 64.
+func RetryPending(n int) Option { return func(o *options) { o.retryAt = max(n, -1) } }
+
+// StatelessResetKey is the key a Listener derives its stateless reset tokens from
+// (HMAC-SHA256(key, "udpflow reset" | id), first 16 bytes). It must be secret, and it must
+// survive restarts: a listener that restarted with the same key (on the same address) can
+// tell the dialers of connections it lost that it has none, and they close at once with
+// ErrStatelessReset. Without it a Listener uses a random key of its own, and after a restart
+// its former peers notice only when rendr's probes time out.
+func StatelessResetKey(key [32]byte) Option {
+	return func(o *options) { k := key; o.resetKey = &k }
+}
+
 // NoBatching turns off sendmmsg, recvmmsg, UDP GSO and GRO: one system call per datagram, as
 // on systems without them. For measuring what batching buys.
 func NoBatching() Option { return func(o *options) { o.batch = false } }
 
 func build(opts []Option) options {
-	o := options{listen: net.ListenPacket, pending: 256, batch: true}
+	o := options{listen: net.ListenPacket, pending: 256, batch: true, retryAt: defaultRetryPending}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -163,15 +229,18 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 		u.Close()
 		return nil, err
 	}
+	s.tap = d.o.tap
 	var id [8]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		s.close()
 		return nil, err
 	}
 	c := newConn(s, raddr.AddrPort(), d.o.maxSize, id)
-	c.dialer = true
-	c.resend = time.AfterFunc(time.Hour, c.resendHello)
-	c.resend.Stop()
+	c.d = &dialState{base: time.Now()}
+	c.qlen = queueLen
+	c.promoted.Store(true)
+	c.d.resend = time.AfterFunc(time.Hour, c.resendHello)
+	c.d.resend.Stop()
 	go c.routineDialerRead()
 	return c, nil
 }
@@ -192,137 +261,53 @@ func portOf(addr string) string {
 	return p
 }
 
-// Listener accepts udpflow connections on one UDP socket.
-type Listener struct {
-	s       *socket
-	o       options
-	accept  chan *Conn
-	done    chan struct{}
-	closing sync.Once
-	wg      sync.WaitGroup
-
-	mu    sync.Mutex
-	conns map[[8]byte]*Conn
-}
-
-// Listen opens a Listener on address ("ip:port"). network is "udp", "udp4" or "udp6".
-func Listen(network, address string, opts ...Option) (*Listener, error) {
-	o := build(opts)
-	u, err := o.udp(network, address)
-	if err != nil {
-		return nil, err
-	}
-	s, err := newSocket(u, o.batch)
-	if err != nil {
-		u.Close()
-		return nil, err
-	}
-	l := &Listener{s: s, o: o, accept: make(chan *Conn, o.pending), done: make(chan struct{}),
-		conns: map[[8]byte]*Conn{}}
-	l.wg.Add(1)
-	go l.routineRead()
-	return l, nil
-}
-
-// Addr is the listening address.
-func (l *Listener) Addr() net.Addr { return l.s.u.LocalAddr() }
-
-// Accept returns the next new connection: one whose first datagram (a handshake message to
-// rendr) arrived.
-func (l *Listener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.accept:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close stops the listener and closes its connections.
-func (l *Listener) Close() error {
-	l.closing.Do(func() {
-		close(l.done)
-		l.s.close()
-		l.wg.Wait()
-		l.mu.Lock()
-		conns := l.conns
-		l.conns = map[[8]byte]*Conn{}
-		l.mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-		for {
-			select {
-			case c := <-l.accept:
-				c.Close()
-			default:
-				return
-			}
-		}
-	})
-	return nil
-}
-
-// routineRead reads the listening socket and hands each datagram to its connection.
-func (l *Listener) routineRead() {
-	defer l.wg.Done()
-	l.s.readLoop(func(b []byte, from netip.AddrPort, rb *rxBuf) bool {
-		if len(b) < headerSize {
-			return false
-		}
-		id := [8]byte(b[1:headerSize])
-		l.mu.Lock()
-		c := l.conns[id]
-		l.mu.Unlock()
-		if c != nil {
-			return c.deliver(b, from, rb)
-		}
-		if b[0] != flagHello || len(b) < helloSize {
-			return false // not the start of a connection: nothing answers it
-		}
-		if _, err := helloPayload(b); err != nil {
-			return false
-		}
-		select {
-		case <-l.done:
-			return false
-		default:
-		}
-		if len(l.accept) == cap(l.accept) {
-			return false // Accept is behind: the dialer will try again
-		}
-		c = newConn(l.s, from, l.o.maxSize, id)
-		c.ln = l
-		l.mu.Lock()
-		l.conns[id] = c
-		l.mu.Unlock()
-		kept := c.deliver(b, from, rb)
-		l.accept <- c
-		return kept
-	})
-}
-
-func (l *Listener) forget(c *Conn) {
-	l.mu.Lock()
-	if l.conns[c.id] == c {
-		delete(l.conns, c.id)
-	}
-	l.mu.Unlock()
-}
-
 // errHello is a first datagram that does not parse.
 var errHello = errors.New("udpflow: malformed first datagram")
 
-// helloPayload is what the dialer's padded first datagram carries.
-func helloPayload(b []byte) ([]byte, error) {
-	if len(b) < headerSize+2 {
-		return nil, errHello
+// parseHello splits a hello (flagHello, and flagToken when it carries a Retry's token) into
+// the payload and the token:
+//
+//	header 9 | length 2 | payload | (flagToken: token length 1 | token) | zero padding
+func parseHello(b []byte) (payload, token []byte, err error) {
+	if len(b) < headerSize+2 || b[0]&^flagToken != flagHello {
+		return nil, nil, errHello
 	}
 	n := int(binary.BigEndian.Uint16(b[headerSize:]))
-	if headerSize+2+n > len(b) {
-		return nil, errHello
+	end := headerSize + 2 + n
+	if end > len(b) {
+		return nil, nil, errHello
 	}
-	return b[headerSize+2 : headerSize+2+n], nil
+	payload = b[headerSize+2 : end]
+	if b[0]&flagToken != 0 {
+		if end >= len(b) {
+			return nil, nil, errHello
+		}
+		k := int(b[end])
+		if k == 0 || k > maxToken || end+1+k > len(b) {
+			return nil, nil, errHello
+		}
+		token = b[end+1 : end+1+k]
+	}
+	return payload, token, nil
+}
+
+// buildHello builds a hello carrying payload (and token, when not nil), padded to
+// helloSize.
+func buildHello(id [8]byte, payload, token []byte) []byte {
+	n := headerSize + 2 + len(payload)
+	flags := byte(flagHello)
+	if token != nil {
+		flags |= flagToken
+		n += 1 + len(token)
+	}
+	d := make([]byte, 0, max(helloSize, n))
+	d = append(append(d, flags), id[:]...)
+	d = binary.BigEndian.AppendUint16(d, uint16(len(payload)))
+	d = append(d, payload...)
+	if token != nil {
+		d = append(append(d, byte(len(token))), token...)
+	}
+	return d[:cap(d)] // zero padding
 }
 
 var _ transport.Rebinder = (*Conn)(nil)

@@ -228,7 +228,7 @@ func dialRaw(t *testing.T, opts ...Option) (*Conn, *net.UDPConn) {
 	c := dial(t, addrOf(raw), opts...)
 	write(t, c, []byte("client hello"))
 	_, from := mustReadRaw(t, raw)
-	send(t, raw, datagram(flagReply, c.id, []byte("server reply")), from)
+	send(t, raw, datagram(flagReply, c.ID(), []byte("server reply")), from)
 	expectRead(t, c, []byte("server reply"))
 	return c, raw
 }
@@ -240,8 +240,8 @@ func acceptRaw(t *testing.T, l *Listener) (*Conn, *net.UDPConn) {
 	id := randomID()
 	send(t, raw, helloDatagram(id, []byte("client hello")), l.Addr())
 	c := accept(t, l)
-	if c.id != id {
-		t.Fatalf("accepted id %x, want %x", c.id, id)
+	if c.ID() != id {
+		t.Fatalf("accepted id %x, want %x", c.ID(), id)
 	}
 	expectRead(t, c, []byte("client hello"))
 	write(t, c, []byte("server reply"))
@@ -284,8 +284,8 @@ func TestRoundTrip(t *testing.T) {
 	}
 	// The addresses, as "dialed remote, accepted remote, accepted local".
 	got := fmt.Sprint(d.RemoteAddr(), c.RemoteAddr(), c.LocalAddr())
-	if want := fmt.Sprint(l.Addr(), d.LocalAddr(), l.Addr()); got != want || c.id != d.id {
-		t.Fatalf("addresses %s, want %s; ids %x, %x", got, want, d.id, c.id)
+	if want := fmt.Sprint(l.Addr(), d.LocalAddr(), l.Addr()); got != want || c.ID() != d.ID() {
+		t.Fatalf("addresses %s, want %s; ids %x, %x", got, want, d.ID(), c.ID())
 	}
 }
 
@@ -302,8 +302,8 @@ func TestHelloOnWire(t *testing.T) {
 			if want := max(helloSize, headerSize+2+n); len(b) != want {
 				t.Fatalf("hello of %d bytes, want %d", len(b), want)
 			}
-			if !bytes.Equal(b, helloDatagram(d.id, p)) {
-				t.Fatalf("hello % .16x, want flags 01, id %x, length %d, payload, zeros", b, d.id, n)
+			if !bytes.Equal(b, helloDatagram(d.ID(), p)) {
+				t.Fatalf("hello % .16x, want flags 01, id %x, length %d, payload, zeros", b, d.ID(), n)
 			}
 			if from.String() != d.LocalAddr().String() {
 				t.Fatalf("hello from %v, dialer at %v", from, d.LocalAddr())
@@ -326,7 +326,7 @@ func TestHelloResend(t *testing.T) {
 			t.Fatalf("after %d copies: % .16x (ok %v), want another copy of the hello", copies, b, ok)
 		}
 	}
-	send(t, raw, datagram(flagReply, d.id, []byte("server reply")), from)
+	send(t, raw, datagram(flagReply, d.ID(), []byte("server reply")), from)
 	expectRead(t, d, []byte("server reply"))
 	// The next copy would have been due 1 s after the second.
 	if b, _, ok := readRaw(t, raw, 1500*time.Millisecond); ok {
@@ -339,7 +339,7 @@ func TestHelloResend(t *testing.T) {
 func TestHelloResendLimit(t *testing.T) {
 	raw := rawSocket(t)
 	d := dial(t, addrOf(raw))
-	h := helloDatagram(d.id, []byte("client hello"))
+	h := helloDatagram(d.ID(), []byte("client hello"))
 	d.mu.Lock()
 	d.wrote, d.first, d.tries = true, h, 5
 	d.mu.Unlock()
@@ -362,15 +362,15 @@ func TestDialerFilters(t *testing.T) {
 	_, from := mustReadRaw(t, raw)
 	other := randomID()
 	for _, b := range [][]byte{
-		datagram(0, d.id, []byte("before the reply")),
-		helloDatagram(d.id, []byte("hello to a dialer")),
+		datagram(0, d.ID(), []byte("before the reply")),
+		helloDatagram(d.ID(), []byte("hello to a dialer")),
 		datagram(flagReply, other, []byte("reply of another id")),
 		{flagReply, 1, 2},
-		datagram(flagReply, d.id, []byte("reply")),
-		datagram(flagReply, d.id, []byte("second reply")),
+		datagram(flagReply, d.ID(), []byte("reply")),
+		datagram(flagReply, d.ID(), []byte("second reply")),
 		datagram(0, other, []byte("data of another id")),
-		datagram(0x40, d.id, []byte("unknown flags")),
-		datagram(0, d.id, []byte("data")),
+		datagram(0x40, d.ID(), []byte("unknown flags")),
+		datagram(0, d.ID(), []byte("data")),
 	} {
 		send(t, raw, b, from)
 	}
@@ -378,7 +378,7 @@ func TestDialerFilters(t *testing.T) {
 	// between was dropped, and nothing may be queued behind it.
 	expectRead(t, d, []byte("reply"))
 	expectRead(t, d, []byte("data"))
-	if n := len(d.q); n != 0 {
+	if n := d.queueLen(); n != 0 {
 		t.Fatalf("%d more datagrams queued", n)
 	}
 }
@@ -450,8 +450,8 @@ func TestListenerIgnoresJunk(t *testing.T) {
 			id := randomID()
 			send(t, raw, helloDatagram(id, []byte("valid")), l.Addr())
 			c := accept(t, l)
-			if c.id != id {
-				t.Fatalf("accepted id %x, want the valid hello's %x", c.id, id)
+			if c.ID() != id {
+				t.Fatalf("accepted id %x, want the valid hello's %x", c.ID(), id)
 			}
 			expectRead(t, c, []byte("valid"))
 			l.mu.Lock()
@@ -472,8 +472,8 @@ func TestDemultiplex(t *testing.T) {
 	for name, d := range dialed {
 		write(t, d, []byte(name))
 		c := accept(t, l)
-		if got, _ := readConn(t, c); string(got) != name || c.id != d.id {
-			t.Fatalf("dialer %s: accepted a connection with %q, id %x", name, got, c.id)
+		if got, _ := readConn(t, c); string(got) != name || c.ID() != d.ID() {
+			t.Fatalf("dialer %s: accepted a connection with %q, id %x", name, got, c.ID())
 		}
 		accepted[name] = c
 	}
@@ -489,7 +489,7 @@ func TestDemultiplex(t *testing.T) {
 			expectRead(t, accepted[name], fmt.Appendf(nil, "up %s %d", name, i))
 			expectRead(t, dialed[name], fmt.Appendf(nil, "down %s %d", name, i))
 		}
-		if len(accepted[name].q)+len(dialed[name].q) != 0 {
+		if accepted[name].queueLen()+dialed[name].queueLen() != 0 {
 			t.Fatalf("%s: datagrams left over", name)
 		}
 	}
@@ -509,7 +509,7 @@ func TestAddressChange(t *testing.T) {
 			c, a := side.setup(t)
 			b := rawSocket(t)
 			at := c.LocalAddr()
-			data := func(s string) []byte { return datagram(0, c.id, []byte(s)) }
+			data := func(s string) []byte { return datagram(0, c.ID(), []byte(s)) }
 
 			send(t, b, data("from b"), at)
 			expectFrom(t, c, []byte("from b"), addrOf(b))
@@ -561,8 +561,8 @@ func TestWriteBatch(t *testing.T) {
 			return d, func(t *testing.T) []byte {
 				t.Helper()
 				b, ok := readFlow(t, raw, wait)
-				if !ok || len(b) < headerSize || b[0] != 0 || [8]byte(b[1:headerSize]) != d.id {
-					t.Fatalf("raw socket got % .16x, want a data datagram of id %x", b, d.id)
+				if !ok || len(b) < headerSize || b[0] != 0 || [8]byte(b[1:headerSize]) != d.ID() {
+					t.Fatalf("raw socket got % .16x, want a data datagram of id %x", b, d.ID())
 				}
 				return b[headerSize:]
 			}
@@ -613,11 +613,11 @@ func TestFirstWrite(t *testing.T) {
 	isErr(t, err, transport.ErrDatagramTooLarge, "oversized first Write")
 	ps := [][]byte{[]byte("one"), []byte("two"), []byte("three")}
 	must(t, d.WriteBatch(ps))
-	if b, _ := mustReadRaw(t, raw); !bytes.Equal(b, helloDatagram(d.id, ps[0])) {
+	if b, _ := mustReadRaw(t, raw); !bytes.Equal(b, helloDatagram(d.ID(), ps[0])) {
 		t.Fatalf("first datagram % .16x is not the hello", b)
 	}
 	for _, p := range ps[1:] {
-		expectRaw(t, raw, datagram(0, d.id, p))
+		expectRaw(t, raw, datagram(0, d.ID(), p))
 	}
 }
 
@@ -671,7 +671,7 @@ func TestDatagramSizes(t *testing.T) {
 			expectNothing(t, raw, "refused writes") // not even WriteBatch's small first one
 			p := randomBytes(limit)
 			write(t, d, p)
-			expectRaw(t, raw, datagram(0, d.id, p))
+			expectRaw(t, raw, datagram(0, d.ID(), p))
 		})
 	}
 }
@@ -698,7 +698,7 @@ func TestReadDeadline(t *testing.T) {
 		t.Fatalf("Read without a deadline returned %v with no data", err)
 	case <-time.After(quiet):
 	}
-	send(t, raw, datagram(0, d.id, []byte("after")), d.LocalAddr())
+	send(t, raw, datagram(0, d.ID(), []byte("after")), d.LocalAddr())
 	expectErr(t, r, nil, "Read after the deadline was cleared")
 }
 
