@@ -1024,3 +1024,40 @@ func (r *rtRing) String() string {
 func rtLogger(ring *rtRing, side string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(ring, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", side)
 }
+
+// rtExtender forwards transport.HandshakeExtender to a wrapped carrier that has it; one that
+// does not sends nothing and takes anything, as a carrier without the interface would.
+type rtExtender struct{ c net.Conn }
+
+func (e rtExtender) HelloExtra() []byte {
+	if x, ok := e.c.(transport.HandshakeExtender); ok {
+		return x.HelloExtra()
+	}
+	return nil
+}
+
+func (e rtExtender) AnswerExtra(hello []byte) ([]byte, error) {
+	if x, ok := e.c.(transport.HandshakeExtender); ok {
+		return x.AnswerExtra(hello)
+	}
+	return nil, nil
+}
+
+func (e rtExtender) ReplyExtra(reply []byte) error {
+	if x, ok := e.c.(transport.HandshakeExtender); ok {
+		return x.ReplyExtra(reply)
+	}
+	return nil
+}
+
+func (c *rtPkCarrier) HelloExtra() []byte                    { return rtExtender{c.pk}.HelloExtra() }
+func (c *rtPkCarrier) AnswerExtra(h []byte) ([]byte, error)  { return rtExtender{c.pk}.AnswerExtra(h) }
+func (c *rtPkCarrier) ReplyExtra(r []byte) error             { return rtExtender{c.pk}.ReplyExtra(r) }
+func (c *rtHookPkConn) HelloExtra() []byte                   { return rtExtender{c.pk}.HelloExtra() }
+func (c *rtHookPkConn) AnswerExtra(h []byte) ([]byte, error) { return rtExtender{c.pk}.AnswerExtra(h) }
+func (c *rtHookPkConn) ReplyExtra(r []byte) error            { return rtExtender{c.pk}.ReplyExtra(r) }
+
+var (
+	_ transport.HandshakeExtender = (*rtPkCarrier)(nil)
+	_ transport.HandshakeExtender = (*rtHookPkConn)(nil)
+)

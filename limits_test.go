@@ -13,6 +13,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/transport/tcp"
+	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
 // lmListen starts a listener on n loopback TCP sources.
@@ -248,5 +249,74 @@ func TestCookieUnderLoad(t *testing.T) {
 	}
 	if st := ln.Stats(); st.CookiesSent == 0 {
 		t.Fatalf("stats %+v: a listener past its handshake rate sent no cookie", st)
+	}
+}
+
+// A udpflow path whose listener restarted learns it from a stateless reset, at once, instead
+// of by probe timeouts: the reset tokens travel in the handshake's carrier data.
+func TestUDPFlowStatelessResetAfterRestart(t *testing.T) {
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	var resetKey [32]byte
+	copy(resetKey[:], "a reset key kept across restarts")
+	ul, err := udpflow.Listen("udp4", "127.0.0.1:0", udpflow.StatelessResetKey(resetKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ul.Addr().String()
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, ul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lmEcho(t, ln)
+	// ProbeIdle of a minute: a reset is the only way this path can die quickly.
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
+		Root:    rendr.Path("udp", udpflow.NewDialer(addr).Dial),
+		Options: rendr.Options{ProbeIdle: time.Minute, HandshakeTimeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	ln.Close() // closes ul too; nothing tells the dialer
+	ul2, err := udpflow.Listen("udp4", addr, udpflow.StatelessResetKey(resetKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul2.Close()
+	go func() { // the restarted listener's socket: it knows no connection
+		for {
+			c, err := ul2.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	c.Write([]byte("after")) // a data datagram for an id ul2 does not know
+	if !rtWait(10*time.Second, func() bool {
+		for _, p := range d.Status().Paths {
+			if strings.Contains(p.LastError, "stateless reset") {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("the path did not learn of the restart by a reset: %+v", d.Status().Paths)
+	}
+	if st := ul2.Stats(); st.Resets == 0 {
+		t.Fatalf("restarted listener stats %+v: no reset sent", st)
 	}
 }

@@ -70,8 +70,9 @@ func (e *DatagramTooLargeError) Error() string {
 //
 // rendr finds these interfaces by type assertion on the conn the dial function returns (or
 // the source's Accept): a wrapper around a datagram carrier (for logging, for metrics) must
-// implement PacketCarrier too, and Rebinder, BatchWriter, PacketReader, PacketKeeper and
-// CongestionMarker where the carrier does, or rendr takes it for a byte stream (or does without the feature).
+// implement PacketCarrier too, and Rebinder, BatchWriter, PacketReader, PacketKeeper,
+// CongestionMarker and HandshakeExtender where the carrier does, or rendr takes it for a byte
+// stream (or does without the feature).
 //
 // The handshake's two messages are one datagram each. A carrier that may lose them should
 // resend the first until an answer arrives, and its listening side should answer a copy of
@@ -162,7 +163,8 @@ var ErrDatagramTooLarge = errors.New("rendr: datagram larger than the path MTU")
 
 // HandshakeExtender is a carrier with something of its own to exchange under the encryption
 // of rendr's handshake, where nobody but the two ends can read or change it (udpflow: the
-// connection ids it will move to and their stateless reset tokens, docs/wire.md section 3.3).
+// connection ids it will move to and their stateless reset tokens, docs/wire.md sections 3.3
+// and 5.1).
 // rendr calls the methods from the goroutine running the carrier's handshake, in order:
 // HelloExtra on the dialing side, AnswerExtra on the listening side with what the hello
 // carried, ReplyExtra on the dialing side with what the reply carried. Each blob is at most
