@@ -505,6 +505,19 @@ func fuzzSeeds() [][]byte {
 			b = wire.AppendDatagram(b, 1, 1, p[:3])
 			return act(b, 0, 0)
 		}))
+		// The session window filled by bytes far ahead on every flow, then passed.
+		out = append(out, seed(mode, func(b []byte) []byte {
+			for id := uint64(1); id <= 7; id += 2 {
+				b = wire.AppendData(b, id, PeerInitialWindow-1, false, p[:1])
+			}
+			b = act(b, 1, 0)
+			b = act(b, 1, 0)
+			b = wire.AppendData(b, 9, 0, true, p[:1])
+			b = wire.AppendReset(b, 9, 0, 2)
+			b = act(b, 3, 0)
+			b = act(b, 0, 0)
+			return wire.AppendData(b, 11, 0, false, p[:1])
+		}))
 		// Pieces ahead of a gap; a rewind with refusals pending.
 		out = append(out, seed(mode, func(b []byte) []byte {
 			for i := uint64(0); i < 1000; i++ {

@@ -174,9 +174,9 @@ func TestWrongKindOpensNothing(t *testing.T) {
 	}
 }
 
-// A RESET's final size counts against the session window like the bytes it stands for: one
-// that would take the session past the limit it was given is a flow control error, and the
-// counts stay within it.
+// DATA, and a RESET's final size, count against the session window: a frame that would take
+// the session past the limit it was given is a flow control error, and the counts stay within
+// the limit (they used to pass it, and stay past it, on a DATA frame).
 func TestResetFinalWithinSessionWindow(t *testing.T) {
 	e := listener(t, Config{})
 	// Four flows fill the session window (1 MiB) with bytes nobody reads.
@@ -190,12 +190,24 @@ func TestResetFinalWithinSessionWindow(t *testing.T) {
 			}
 		}
 	}
-	f := wire.Frame{Type: wire.TypeReset, Flow: 9, Final: 1}
+	// DATA past the session window fails and leaves the counts (and the flow) as they were.
+	f := wire.Frame{Type: wire.TypeDataFin, Flow: 9, Offset: 9, Payload: []byte("x")}
+	if err := e.Handle(&f); !errors.Is(err, ErrFlowControl) {
+		t.Fatalf("DATA beyond the session window: %v, want ErrFlowControl", err)
+	}
+	e.mu.Lock()
+	used, limit := e.mu.recvUsed, e.mu.recvMax
+	s9 := e.mu.flows[9]
+	e.mu.Unlock()
+	if used > limit || s9.recvHigh != 0 || s9.finRecv {
+		t.Fatalf("after DATA beyond the window: session counts %d of %d; flow 9 highest %d, FIN %v", used, limit, s9.recvHigh, s9.finRecv)
+	}
+	f = wire.Frame{Type: wire.TypeReset, Flow: 9, Final: 1}
 	if err := e.Handle(&f); !errors.Is(err, ErrFlowControl) {
 		t.Fatalf("RESET with a final size beyond the session window: %v, want ErrFlowControl", err)
 	}
 	e.mu.Lock()
-	used, limit := e.mu.recvUsed, e.mu.recvMax
+	used, limit = e.mu.recvUsed, e.mu.recvMax
 	e.mu.Unlock()
 	if used > limit {
 		t.Errorf("session counts %d bytes received, limit %d", used, limit)

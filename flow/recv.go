@@ -286,20 +286,21 @@ func (s *Stream) dataLocked(f *wire.Frame, src Holder) error {
 	if s.resetRecv {
 		return nil
 	}
-	if f.Fin() && !s.finRecv {
-		if end < s.recvHigh {
-			return fmt.Errorf("rendr: flow %d: end before data already received", s.id)
-		}
-		s.finRecv, s.finOffset = true, end
+	if f.Fin() && !s.finRecv && end < s.recvHigh {
+		return fmt.Errorf("rendr: flow %d: end before data already received", s.id)
 	}
 	// Bytes beyond the highest offset seen are new: the sender spent session credit on them,
-	// whichever path brought them and whether or not bytes before them have arrived.
+	// whichever path brought them and whether or not bytes before them have arrived. Checked
+	// before anything changes, so that a frame over the limit leaves the counts within it.
+	if end > s.recvHigh && e.mu.recvUsed+(end-s.recvHigh) > e.mu.recvMax {
+		return fmt.Errorf("%w: flow %d sent to %d, beyond the session window", ErrFlowControl, s.id, end)
+	}
+	if f.Fin() && !s.finRecv {
+		s.finRecv, s.finOffset = true, end
+	}
 	if end > s.recvHigh {
 		e.mu.recvUsed += end - s.recvHigh
 		s.recvHigh = end
-		if e.mu.recvUsed > e.mu.recvMax {
-			return fmt.Errorf("%w: session window", ErrFlowControl)
-		}
 	}
 	switch {
 	case start > s.recvNext:
