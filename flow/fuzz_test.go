@@ -75,6 +75,45 @@ var fuzzConfig = Config{
 }
 
 func fuzzRun(t *testing.T, mode byte, in []byte) {
+	x := newFuzzState(t, mode)
+	e := x.e
+	frames := 0
+	for len(in) > 0 {
+		f, n, err := wire.Parse(in)
+		if err != nil {
+			break
+		}
+		in = in[n:]
+		frames++
+		if f.Type == wire.TypePing {
+			x.action(f.Seq)
+		} else {
+			x.handle(&f, x.h)
+		}
+		x.check()
+	}
+	e.Fail(ErrClosed)
+	for _, s := range x.local {
+		s.Close()
+	}
+	if n := x.h.held.Load(); n != 0 {
+		t.Fatalf("%d payloads still held after the engine failed and every flow closed", n)
+	}
+	if x.h.bad.Load() {
+		t.Fatal("a held payload was let go twice")
+	}
+	// Work: each id the engine opened or refused is one turn of the opening loop, bounded per
+	// frame (handle); over the input, by the limits plus one per frame or action, since only
+	// a frame (a refusal confirmed) or an action (a flow accepted or closed) makes room again.
+	st := e.Stats()
+	if w := st.Opened + st.Refused; w > uint64(e.cfg.MaxFlows+maxRefused+frames) {
+		t.Fatalf("%d flows opened or refused by %d frames", w, frames)
+	}
+}
+
+// newFuzzState starts an engine for mode (FuzzEngineFrames) in the caller's synctest bubble;
+// a dialing one has opened two streams and a packet flow and sent a little on each.
+func newFuzzState(t *testing.T, mode byte) *fuzzState {
 	cfg := fuzzConfig
 	cfg.Dialer = mode&1 != 0
 	rt := &twoRouter{}
@@ -89,7 +128,7 @@ func fuzzRun(t *testing.T, mode byte, in []byte) {
 	h := &countHolder{keep: mode&2 != 0}
 	e := New(cfg, rt)
 	t.Cleanup(func() { e.Fail(ErrClosed) }) // a failed check must not leave the engine running
-	x := &fuzzState{t: t, e: e, rt: rt, buf: make([]byte, 4096)}
+	x := &fuzzState{t: t, e: e, rt: rt, h: h, buf: make([]byte, 4096)}
 	if cfg.Dialer {
 		for range 2 {
 			x.open(wire.KindStream)
@@ -104,38 +143,7 @@ func fuzzRun(t *testing.T, mode byte, in []byte) {
 		}
 		x.send()
 	}
-	frames := 0
-	for len(in) > 0 {
-		f, n, err := wire.Parse(in)
-		if err != nil {
-			break
-		}
-		in = in[n:]
-		frames++
-		if f.Type == wire.TypePing {
-			x.action(f.Seq)
-		} else {
-			x.handle(&f, h)
-		}
-		x.check()
-	}
-	e.Fail(ErrClosed)
-	for _, s := range x.local {
-		s.Close()
-	}
-	if n := h.held.Load(); n != 0 {
-		t.Fatalf("%d payloads still held after the engine failed and every flow closed", n)
-	}
-	if h.bad.Load() {
-		t.Fatal("a held payload was let go twice")
-	}
-	// Work: each id the engine opened or refused is one turn of the opening loop, bounded per
-	// frame (handle); over the input, by the limits plus one per frame or action, since only
-	// a frame (a refusal confirmed) or an action (a flow accepted or closed) makes room again.
-	st := e.Stats()
-	if w := st.Opened + st.Refused; w > uint64(cfg.MaxFlows+maxRefused+frames) {
-		t.Fatalf("%d flows opened or refused by %d frames", w, frames)
-	}
+	return x
 }
 
 // fuzzState is the local side of one input: the engine and the flows the application holds.
@@ -143,6 +151,7 @@ type fuzzState struct {
 	t     *testing.T
 	e     *Engine
 	rt    *twoRouter
+	h     *countHolder
 	local []*Stream // opened or accepted
 	buf   []byte
 }

@@ -237,3 +237,79 @@ func TestPacketResetFinal(t *testing.T) {
 		t.Fatalf("RESET of a packet flow with final size 0: %v", err)
 	}
 }
+
+// Every field at its largest, on a live engine: each frame is taken or refused as the rules
+// say, and the engine's state stays within its limits either way (fuzzState.check).
+func TestFieldExtremes(t *testing.T) {
+	const big = wire.MaxVarint
+	one := []byte("0123456789")
+	for _, tc := range []struct {
+		name   string
+		dialer bool
+		f      wire.Frame
+		fails  bool
+	}{
+		{"DATA at the last offset", false, wire.Frame{Type: wire.TypeData, Flow: 1, Offset: big - 10, Payload: one}, true},
+		{"DATA at the window's end", false, wire.Frame{Type: wire.TypeDataFin, Flow: 1, Offset: PeerInitialWindow - 10, Payload: one}, false},
+		{"DATA past the window's end", false, wire.Frame{Type: wire.TypeData, Flow: 1, Offset: PeerInitialWindow - 9, Payload: one}, true},
+		{"RESET final at the last offset", false, wire.Frame{Type: wire.TypeReset, Flow: 1, Code: big, Final: big}, true},
+		{"RESET final at the window's end", false, wire.Frame{Type: wire.TypeReset, Flow: 1, Code: big, Final: PeerInitialWindow}, false},
+		{"DATAGRAM with the last seq", false, wire.Frame{Type: wire.TypeDatagram, Flow: 2, Seq: big, Payload: one}, false},
+		{"OPEN of the last id", false, wire.Frame{Type: wire.TypeOpen, Flow: big, Kind: wire.KindStream}, true},
+		{"MAX_DATA to the last offset", false, wire.Frame{Type: wire.TypeMaxData, Limit: big}, false},
+		{"ACK of more than was sent", true, wire.Frame{Type: wire.TypeAck, Flow: 1, Seq: big, Limit: big}, true},
+		{"ACK with the last limit", true, wire.Frame{Type: wire.TypeAck, Flow: 1, Seq: 3000, Limit: big, Flags: wire.AckFin}, false},
+		{"STOP with the last code", true, wire.Frame{Type: wire.TypeStop, Flow: 1, Code: big}, false},
+		{"RESET of a packet flow at the last offset", true, wire.Frame{Type: wire.TypeReset, Flow: 2, Final: big}, true},
+		{"DATAGRAM with the last seq to the dialer", true, wire.Frame{Type: wire.TypeDatagram, Flow: 2, Seq: big, Payload: one}, false},
+		{"MAX_DATA to the last offset, then writes", true, wire.Frame{Type: wire.TypeMaxData, Limit: big}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var mode byte
+				if tc.dialer {
+					mode = 1
+				}
+				x := newFuzzState(t, mode)
+				before := x.e.Stats().Violations
+				err := x.e.Handle(&tc.f)
+				if (err != nil) != tc.fails {
+					t.Fatalf("Handle = %v, want an error: %v", err, tc.fails)
+				}
+				if got := x.e.Stats().Violations - before; got != map[bool]uint64{false: 0, true: 1}[tc.fails] {
+					t.Errorf("Violations moved by %d", got)
+				}
+				x.check()
+				// The engine goes on: the local side writes and sends, within its bounds.
+				for _, s := range x.local {
+					if s.pk == nil {
+						x.write(s, len(x.buf))
+					}
+				}
+				x.send()
+				x.check()
+				if err := x.e.Err(); err != nil {
+					t.Fatalf("engine failed: %v", err)
+				}
+			})
+		})
+	}
+}
+
+// A DATAGRAM's Seq may jump to the end of its range and back: the dedup window moves in
+// constant work, and what it can no longer tell apart is dropped as too old.
+func TestDatagramSeqExtremes(t *testing.T) {
+	e := listener(t, Config{})
+	for _, seq := range []uint64{wire.MaxVarint, 1, wire.MaxVarint - dedupWindow, wire.MaxVarint - dedupWindow + 1, wire.MaxVarint - dedupWindow + 1, wire.MaxVarint} {
+		f := wire.Frame{Type: wire.TypeDatagram, Flow: 2, Seq: seq, Payload: []byte("d")}
+		if err := e.Handle(&f); err != nil {
+			t.Fatalf("DATAGRAM seq %d: %v", seq, err)
+		}
+	}
+	e.mu.Lock()
+	st := e.mu.flows[2].pk.stats
+	e.mu.Unlock()
+	if st.Received != 2 || st.TooOld != 2 || st.Duplicates != 2 {
+		t.Errorf("received %d, too old %d, duplicates %d; want 2, 2, 2", st.Received, st.TooOld, st.Duplicates)
+	}
+}
