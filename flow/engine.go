@@ -670,6 +670,9 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		e.buildLocked(r, zc)
 		if len(r.B) == 2 {
 			r.Release()
+			if e.wakeCreditLocked() {
+				continue // credit left over: the next flows waiting for it
+			}
 			break
 		}
 		dead := false
@@ -912,6 +915,32 @@ func (e *Engine) wakeSessWaitLocked() {
 	}
 	clear(e.mu.sessWait)
 	e.mu.sessWait = e.mu.sessWait[:0]
+}
+
+// wakeCreditLocked queues again, in the order they blocked, as many flows waiting for
+// session credit as there are bytes of it (all of them when the credit is larger), and
+// reports whether it woke any. Each flow woken sends at least a byte of new data or gives up
+// its place (it was reset), so a peer raising its MAX_DATA by a byte at a time costs a flow's
+// turn per frame, not a turn of every waiting flow; and fill calls it again whenever a round
+// ends with credit left, so flows woken in vain never leave the others waiting.
+func (e *Engine) wakeCreditLocked() bool {
+	n := len(e.mu.sessWait)
+	if credit := e.mu.sendMax - e.mu.sendUsed; credit < uint64(n) {
+		n = int(credit)
+	}
+	if n == 0 {
+		return false
+	}
+	for i, s := range e.mu.sessWait[:n] {
+		s.sessBlocked = false
+		e.readyLocked(s)
+		e.mu.sessWait[i] = nil
+	}
+	e.mu.sessWait = e.mu.sessWait[n:]
+	if len(e.mu.sessWait) == 0 {
+		e.mu.sessWait = nil // let go of the array
+	}
+	return true
 }
 
 // rewindLocked makes every flow resend from its acknowledged offset and re-arms control state

@@ -114,7 +114,11 @@ func fuzzRun(t *testing.T, mode byte, in []byte) {
 // newFuzzState starts an engine for mode (FuzzEngineFrames) in the caller's synctest bubble;
 // a dialing one has opened two streams and a packet flow and sent a little on each.
 func newFuzzState(t *testing.T, mode byte) *fuzzState {
-	cfg := fuzzConfig
+	return newFuzzStateConfig(t, mode, fuzzConfig)
+}
+
+// newFuzzStateConfig is newFuzzState with other limits.
+func newFuzzStateConfig(t *testing.T, mode byte, cfg Config) *fuzzState {
 	cfg.Dialer = mode&1 != 0
 	rt := &twoRouter{}
 	for i := range rt.links {
@@ -393,6 +397,12 @@ func (l *sinkLink) takeCarried() []path.Carried {
 	l.mu.carried = nil
 	return cs
 }
+
+var (
+	_ Link   = (*sinkLink)(nil)
+	_ Router = (*twoRouter)(nil)
+	_ Holder = (*countHolder)(nil)
+)
 
 // lossySink is a sinkLink as a datagram path.
 type lossySink struct{ *sinkLink }

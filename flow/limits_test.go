@@ -313,3 +313,76 @@ func TestDatagramSeqExtremes(t *testing.T) {
 		t.Errorf("received %d, too old %d, duplicates %d; want 2, 2, 2", st.Received, st.TooOld, st.Duplicates)
 	}
 }
+
+// A peer raising its MAX_DATA a byte at a time wakes one flow waiting for session credit per
+// frame, not every one (it used to cost a turn of every waiting flow per frame); and every
+// flow still gets its turn, even when the one woken is reset before it could send.
+func TestMaxDataWakesByCredit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		x := newFuzzStateConfig(t, 1, Config{})
+		const flows, each = 40, 32 << 10 // 1.25 MiB: past the peer's initial 1 MiB
+		var ss []*Stream
+		for range flows {
+			s, err := x.e.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Write(make([]byte, each))
+			ss = append(ss, s)
+		}
+		x.send()
+		x.e.mu.Lock()
+		waiting, used := len(x.e.mu.sessWait), x.e.mu.sendUsed
+		x.e.mu.Unlock()
+		if used != PeerInitialSessionWindow || waiting < 5 {
+			t.Fatalf("%d bytes sent, %d flows waiting for credit", used, waiting)
+		}
+		limit := uint64(PeerInitialSessionWindow)
+		for i := range 3 {
+			limit++
+			f := wire.Frame{Type: wire.TypeMaxData, Limit: limit}
+			if err := x.e.Handle(&f); err != nil {
+				t.Fatal(err)
+			}
+			x.e.mu.Lock()
+			ready, still := x.e.mu.ready.len(), len(x.e.mu.sessWait)
+			woken := x.e.mu.ready.s[x.e.mu.ready.head]
+			x.e.mu.Unlock()
+			if ready != 1 || still != waiting-1 {
+				t.Fatalf("MAX_DATA of one more byte: %d flows ready, %d still waiting; want 1 and %d", ready, still, waiting-1)
+			}
+			if i == 2 {
+				// The flow woken is stopped before it sends: the byte goes to the next.
+				stop := wire.Frame{Type: wire.TypeStop, Flow: woken.id, Code: CodeClosed}
+				if err := x.e.Handle(&stop); err != nil {
+					t.Fatal(err)
+				}
+			}
+			x.send()
+			x.e.mu.Lock()
+			used := x.e.mu.sendUsed
+			x.e.mu.Unlock()
+			if used != limit {
+				t.Fatalf("after MAX_DATA %d, %d bytes sent", limit, used)
+			}
+			x.check()
+		}
+		// Plenty of credit wakes every waiting flow, and everything written goes.
+		f := wire.Frame{Type: wire.TypeMaxData, Limit: wire.MaxVarint}
+		if err := x.e.Handle(&f); err != nil {
+			t.Fatal(err)
+		}
+		x.send()
+		x.e.mu.Lock()
+		defer x.e.mu.Unlock()
+		var left int
+		for _, s := range ss {
+			if s.sendErr == nil {
+				left += int(s.sendBase) + s.sbuf.len() - int(s.sendHigh)
+			}
+		}
+		if len(x.e.mu.sessWait) != 0 || left != 0 {
+			t.Fatalf("%d flows still waiting for credit, %d bytes unsent", len(x.e.mu.sessWait), left)
+		}
+	})
+}

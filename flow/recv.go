@@ -44,7 +44,7 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 	case wire.TypeMaxData:
 		if f.Limit > e.mu.sendMax {
 			e.mu.sendMax = f.Limit
-			e.wakeSessWaitLocked()
+			e.wakeCreditLocked()
 		}
 		return nil
 	case wire.TypeOpen, wire.TypeData, wire.TypeDataFin, wire.TypeAck, wire.TypeReset, wire.TypeStop, wire.TypeDatagram:
@@ -108,7 +108,7 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 				// The peer refused the flow without counting any of its bytes against the
 				// session window: give back the credit we spent on them.
 				e.mu.sendUsed -= min(s.sendHigh, e.mu.sendUsed)
-				e.wakeSessWaitLocked()
+				e.wakeCreditLocked()
 			}
 			e.mu.sendBuffered -= s.sbuf.len()
 			s.sbuf.reset()
