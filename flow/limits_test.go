@@ -386,3 +386,35 @@ func TestMaxDataWakesByCredit(t *testing.T) {
 		}
 	})
 }
+
+// A frame not from wire.Parse may carry values past the varint range; the engine refuses it
+// instead of failing to encode its reply (a RESET for a forgotten flow is answered with its
+// Final, which would not encode: it used to panic).
+func TestValuesPastVarintRange(t *testing.T) {
+	e := listener(t, Config{Backlog: 1})
+	f := wire.Frame{Type: wire.TypeData, Flow: 5, Payload: []byte("x")} // flow 1 opens, 3 and 5 are refused
+	if err := e.Handle(&f); err != nil {
+		t.Fatal(err)
+	}
+	e.mu.Lock()
+	e.mu.ctrl = nil // the refusals
+	e.mu.Unlock()
+	for _, f := range []wire.Frame{
+		{Type: wire.TypeReset, Flow: 3, Final: 1 << 63},
+		{Type: wire.TypeDataFin, Flow: 5, Offset: wire.MaxVarint, Payload: []byte("x")},
+		{Type: wire.TypeData, Flow: 1 << 63},
+		{Type: wire.TypeMaxData, Limit: 1 << 62},
+		{Type: wire.TypeAck, Flow: 1, Seq: 1 << 62, Limit: 1 << 62},
+		{Type: wire.TypeDatagram, Flow: 2, Seq: 1 << 62},
+	} {
+		if err := e.Handle(&f); err == nil {
+			t.Errorf("%v with a value past 2^62-1 was accepted", f.Type)
+		}
+	}
+	e.mu.Lock()
+	ctrl := len(e.mu.ctrl)
+	e.mu.Unlock()
+	if ctrl != 0 {
+		t.Errorf("%d bytes of replies queued", ctrl)
+	}
+}

@@ -40,6 +40,12 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 // handleLocked applies f. Whatever its fields say, it costs work and memory bounded by the
 // engine's limits and the bytes the frame carries (docs/wire.md, section 10).
 func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
+	// wire.Parse never yields these, but a frame may be built elsewhere (a split record's
+	// parts): values past the varint range would make the replies that echo them unencodable.
+	if f.Flow > wire.MaxVarint || f.Offset > wire.MaxVarint || uint64(len(f.Payload)) > wire.MaxVarint-f.Offset ||
+		f.Seq > wire.MaxVarint || f.Limit > wire.MaxVarint || f.Final > wire.MaxVarint {
+		return fmt.Errorf("rendr: %v frame with a value past 2^62-1", f.Type)
+	}
 	switch f.Type {
 	case wire.TypeMaxData:
 		if f.Limit > e.mu.sendMax {
