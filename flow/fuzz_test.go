@@ -51,10 +51,11 @@ func FuzzEngineFrames(f *testing.F) {
 }
 
 const (
-	// fuzzMaxInput bounds the bytes of frames one input carries: a quarter of a record, so
-	// that an input (and the minimizing of one) stays fast. Limits it cannot reach in one
-	// input, such as the session's pieces ahead of gaps, have tests of their own.
-	fuzzMaxInput = 16 << 10
+	// fuzzMaxInput bounds the bytes of frames one input carries, so that an input (and the
+	// minimizing of one, which runs it thousands of times) stays fast: a millisecond or two.
+	// Limits no input this size can reach, such as the pieces kept ahead of gaps, have tests
+	// of their own; those that one frame can reach (refused ids, flows, replies) it reaches.
+	fuzzMaxInput = 4 << 10
 	// fuzzMaxAlloc bounds what one input may allocate, engine, goroutines and test harness
 	// included. The engine's limits under fuzzConfig keep a worst case well below it: 4096
 	// refused ids, a few flows with their buffers, 256 KiB of datagrams, 16 KiB of queued
@@ -539,7 +540,7 @@ func fuzzSeeds() [][]byte {
 		}))
 		// Pieces ahead of a gap; a rewind with refusals pending.
 		out = append(out, seed(mode, func(b []byte) []byte {
-			for i := uint64(0); i < 1000; i++ {
+			for i := uint64(0); i < 500; i++ {
 				b = wire.AppendData(b, 1, 2+2*i, false, p[:1])
 			}
 			b = wire.AppendOpen(b, 2*(4+maxRefused)-1, wire.KindStream)
@@ -551,7 +552,7 @@ func fuzzSeeds() [][]byte {
 		}))
 		// Many one-byte pieces ahead of a gap, over several flows.
 		out = append(out, seed(mode, func(b []byte) []byte {
-			for i := uint64(0); i < 600; i++ {
+			for i := uint64(0); i < 500; i++ {
 				b = wire.AppendData(b, 1+2*(i%3), 2+2*i, false, p[:1])
 			}
 			b = wire.AppendData(b, 1, 0, false, p[:1200])
