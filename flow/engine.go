@@ -192,6 +192,9 @@ type Engine struct {
 		srtt                       time.Duration
 		ctrl                       []byte              // stateless replies for flows that no longer exist
 		refused                    map[uint64]struct{} // refused flows the peer has not yet confirmed
+		refusedFlows               uint64              // flows ever refused
+		openOverflow               uint64              // frames that would open more flows at once than there is room for
+		violations                 uint64              // frames that broke a rule (HandleFrom's errors)
 		ackLater                   []*Stream           // streams with a delayed ACK (ackLater), due at ackAt
 		ackAt                      time.Time
 	}
@@ -376,6 +379,15 @@ type Stats struct {
 	Resends    uint64 // times a flow resent its unacknowledged bytes after no acknowledgement came
 	LostResent uint64 // bytes queued to be sent again because a lossy link reported them lost
 	Busy       int    // flows with unacknowledged data
+	// Refused counts flows the listening side turned away (accept backlog or flow limit
+	// full); RefusedPending is how many of them wait for the peer to confirm (at most 4096).
+	Refused        uint64
+	RefusedPending int
+	// OpenOverflow counts frames that named a flow id so far ahead that opening every id
+	// below it would pass the room the limits leave (docs/wire.md 8.1): each closed its path.
+	OpenOverflow uint64
+	// Violations counts frames Handle rejected as protocol errors, OpenOverflow's included.
+	Violations uint64
 }
 
 // Stats returns the counters.
@@ -384,7 +396,8 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	return Stats{Flows: len(e.mu.flows), Opened: e.mu.opened, Migrations: e.mu.migrations,
 		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Reordered: e.mu.reordered, Resends: e.mu.resends,
-		LostResent: e.mu.lostResent, Busy: e.mu.outstanding}
+		LostResent: e.mu.lostResent, Busy: e.mu.outstanding, Refused: e.mu.refusedFlows,
+		RefusedPending: len(e.mu.refused), OpenOverflow: e.mu.openOverflow, Violations: e.mu.violations}
 }
 
 // Drained reports whether everything written has been acknowledged and nothing is left to
@@ -657,6 +670,9 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		e.buildLocked(r, zc)
 		if len(r.B) == 2 {
 			r.Release()
+			if e.wakeCreditLocked() {
+				continue // credit left over: the next flows waiting for it
+			}
 			break
 		}
 		dead := false
@@ -899,6 +915,32 @@ func (e *Engine) wakeSessWaitLocked() {
 	}
 	clear(e.mu.sessWait)
 	e.mu.sessWait = e.mu.sessWait[:0]
+}
+
+// wakeCreditLocked queues again, in the order they blocked, as many flows waiting for
+// session credit as there are bytes of it (all of them when the credit is larger), and
+// reports whether it woke any. Each flow woken sends at least a byte of new data or gives up
+// its place (it was reset), so a peer raising its MAX_DATA by a byte at a time costs a flow's
+// turn per frame, not a turn of every waiting flow; and fill calls it again whenever a round
+// ends with credit left, so flows woken in vain never leave the others waiting.
+func (e *Engine) wakeCreditLocked() bool {
+	n := len(e.mu.sessWait)
+	if credit := e.mu.sendMax - e.mu.sendUsed; credit < uint64(n) {
+		n = int(credit)
+	}
+	if n == 0 {
+		return false
+	}
+	for i, s := range e.mu.sessWait[:n] {
+		s.sessBlocked = false
+		e.readyLocked(s)
+		e.mu.sessWait[i] = nil
+	}
+	e.mu.sessWait = e.mu.sessWait[n:]
+	if len(e.mu.sessWait) == 0 {
+		e.mu.sessWait = nil // let go of the array
+	}
+	return true
 }
 
 // rewindLocked makes every flow resend from its acknowledged offset and re-arms control state

@@ -30,11 +30,27 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 	if e.mu.err != nil {
 		return nil
 	}
+	err := e.handleLocked(f, src)
+	if err != nil {
+		e.mu.violations++
+	}
+	return err
+}
+
+// handleLocked applies f. Whatever its fields say, it costs work and memory bounded by the
+// engine's limits and the bytes the frame carries (docs/wire.md, section 10).
+func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
+	// wire.Parse never yields these, but a frame may be built elsewhere (a split record's
+	// parts): values past the varint range would make the replies that echo them unencodable.
+	if f.Flow > wire.MaxVarint || f.Offset > wire.MaxVarint || uint64(len(f.Payload)) > wire.MaxVarint-f.Offset ||
+		f.Seq > wire.MaxVarint || f.Limit > wire.MaxVarint || f.Final > wire.MaxVarint {
+		return fmt.Errorf("rendr: %v frame with a value past 2^62-1", f.Type)
+	}
 	switch f.Type {
 	case wire.TypeMaxData:
 		if f.Limit > e.mu.sendMax {
 			e.mu.sendMax = f.Limit
-			e.wakeSessWaitLocked()
+			e.wakeCreditLocked()
 		}
 		return nil
 	case wire.TypeOpen, wire.TypeData, wire.TypeDataFin, wire.TypeAck, wire.TypeReset, wire.TypeStop, wire.TypeDatagram:
@@ -57,8 +73,14 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 		return s.ackLocked(f)
 	case wire.TypeReset:
 		if !s.resetRecv && !s.recvDone() {
-			if f.Final < s.recvHigh || f.Final > s.recvLimit || (s.finRecv && f.Final != s.finOffset) {
+			if f.Final < s.recvHigh || f.Final > s.recvLimit || (s.finRecv && f.Final != s.finOffset) || (s.pk != nil && f.Final != 0) {
 				return fmt.Errorf("rendr: flow %d: RESET final size %d does not fit", s.id, f.Final)
+			}
+			// Bytes up to Final count as sent (8.3, rule 7), so they must fit the session
+			// window as DATA would: else the counts would pass the limit we advertised and
+			// every later byte of the session would break it.
+			if e.mu.recvUsed+(f.Final-s.recvHigh) > e.mu.recvMax {
+				return fmt.Errorf("%w: flow %d: RESET final size %d beyond the session window", ErrFlowControl, s.id, f.Final)
 			}
 			s.resetRecv = true
 			if n := s.rbuf.len(); n > 0 {
@@ -92,7 +114,7 @@ func (e *Engine) HandleFrom(f *wire.Frame, src Holder) error {
 				// The peer refused the flow without counting any of its bytes against the
 				// session window: give back the credit we spent on them.
 				e.mu.sendUsed -= min(s.sendHigh, e.mu.sendUsed)
-				e.wakeSessWaitLocked()
+				e.wakeCreditLocked()
 			}
 			e.mu.sendBuffered -= s.sbuf.len()
 			s.sbuf.reset()
@@ -141,12 +163,25 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	if f.Type == wire.TypeOpen && f.Kind != kind {
 		return nil, fmt.Errorf("rendr: OPEN of kind %d for flow %d, whose id says kind %d", f.Kind, f.Flow, kind)
 	}
-	if len(e.mu.refused)+int(min((f.Flow-*hi)/2, maxRefused)) > maxRefused {
-		return nil, fmt.Errorf("rendr: peer opens flows beyond %d refused ones", maxRefused)
+	if f.Type == wire.TypeDatagram && kind != wire.KindPacket {
+		return nil, fmt.Errorf("rendr: DATAGRAM for stream flow %d", f.Flow)
+	}
+	if kind == wire.KindPacket && (f.Type == wire.TypeData || f.Type == wire.TypeDataFin) && (len(f.Payload) > 0 || f.Offset > 0) {
+		return nil, fmt.Errorf("rendr: stream bytes for packet flow %d", f.Flow)
 	}
 	first := *hi + 2
 	if *hi == 0 {
 		first = firstID(kind)
+	}
+	// Every id from first to f.Flow opens now: as a flow while the backlog and the flow
+	// limit have room, refused beyond. The count is checked against that room before any of
+	// it is touched, so a frame naming an id far ahead costs no more than the limits allow
+	// (the same ids arriving one by one would hit the same limit, 8.1).
+	n := (f.Flow-first)/2 + 1
+	room := uint64(max(min(e.cfg.MaxFlows-len(e.mu.flows), e.cfg.Backlog-len(e.mu.accept[kind])), 0))
+	if n > room+uint64(max(maxRefused-len(e.mu.refused), 0)) {
+		e.mu.openOverflow++
+		return nil, fmt.Errorf("rendr: flow %d opens %d flows at once; room for %d, and %d refused of %d", f.Flow, n, room, len(e.mu.refused), maxRefused)
 	}
 	*hi = f.Flow
 	for id := first; id <= f.Flow; id += 2 {
@@ -173,7 +208,9 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 }
 
 // maxRefused bounds refused flows awaiting the peer's confirmation. A peer that keeps opening
-// flows while this many are refused is broken or hostile: its path is closed.
+// flows while this many are refused is broken or hostile: its path is closed. A frame that
+// opens several flows at once (an id above the next one, 8.1) is held to the same bound: it
+// may open no more than the backlog and flow limit take plus the refused ids still allowed.
 const maxRefused = 4096
 
 // refuseLocked turns a new flow away. Only its id is kept, until the peer confirms the
@@ -184,6 +221,7 @@ func (e *Engine) refuseLocked(id uint64) {
 		e.mu.refused = make(map[uint64]struct{})
 	}
 	e.mu.refused[id] = struct{}{}
+	e.mu.refusedFlows++
 	e.queueRefusalLocked(id)
 }
 
@@ -254,20 +292,21 @@ func (s *Stream) dataLocked(f *wire.Frame, src Holder) error {
 	if s.resetRecv {
 		return nil
 	}
-	if f.Fin() && !s.finRecv {
-		if end < s.recvHigh {
-			return fmt.Errorf("rendr: flow %d: end before data already received", s.id)
-		}
-		s.finRecv, s.finOffset = true, end
+	if f.Fin() && !s.finRecv && end < s.recvHigh {
+		return fmt.Errorf("rendr: flow %d: end before data already received", s.id)
 	}
 	// Bytes beyond the highest offset seen are new: the sender spent session credit on them,
-	// whichever path brought them and whether or not bytes before them have arrived.
+	// whichever path brought them and whether or not bytes before them have arrived. Checked
+	// before anything changes, so that a frame over the limit leaves the counts within it.
+	if end > s.recvHigh && e.mu.recvUsed+(end-s.recvHigh) > e.mu.recvMax {
+		return fmt.Errorf("%w: flow %d sent to %d, beyond the session window", ErrFlowControl, s.id, end)
+	}
+	if f.Fin() && !s.finRecv {
+		s.finRecv, s.finOffset = true, end
+	}
 	if end > s.recvHigh {
 		e.mu.recvUsed += end - s.recvHigh
 		s.recvHigh = end
-		if e.mu.recvUsed > e.mu.recvMax {
-			return fmt.Errorf("%w: session window", ErrFlowControl)
-		}
 	}
 	switch {
 	case start > s.recvNext:

@@ -44,6 +44,16 @@ func (r *rope) write(p []byte) {
 	}
 }
 
+// room is how many bytes write can still copy into the last chunk without taking a new one.
+func (r *rope) room() int {
+	if k := len(r.segs); k > 0 {
+		if _, ok := r.segs[k-1].pin.(*chunk); ok {
+			return cap(r.segs[k-1].b) - len(r.segs[k-1].b)
+		}
+	}
+	return 0
+}
+
 // writeHeld appends p by reference: pin keeps it alive until the rope lets it go.
 func (r *rope) writeHeld(p []byte, pin path.Pin) {
 	r.n += len(p)

@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/path"
 )
 
@@ -189,5 +190,52 @@ func TestEngineHoldsPayloads(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// Payloads arriving large (held by reference), small, large, small... used to take a chunk
+// each for the small bytes after every held one: 16 KiB for a byte, a buffer four times the
+// bytes it held. Large payloads that fit the last chunk are copied into it instead, so chunks
+// fill up, whether the large ones come in order or from ahead of a gap.
+func TestRopeChunksFillBetweenHeldPayloads(t *testing.T) {
+	for _, ahead := range []bool{false, true} {
+		e := listener(t, Config{})
+		h := &countHolder{keep: true}
+		big := payload(holdMin, 1)
+		var off uint64
+		const rounds = 40
+		for range rounds {
+			large := wire.Frame{Type: wire.TypeData, Flow: 1, Offset: off, Payload: big}
+			small := wire.Frame{Type: wire.TypeData, Flow: 1, Offset: off + holdMin, Payload: []byte{1}}
+			if ahead {
+				// The large one waits ahead of the byte before it, then follows it.
+				large.Offset, small.Offset = off+1, off
+			}
+			for _, f := range []*wire.Frame{&large, &small} {
+				if err := e.HandleFrom(f, h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			off += holdMin + 1
+		}
+		e.mu.Lock()
+		s := e.mu.flows[1]
+		chunks, held := 0, 0
+		for _, sg := range s.rbuf.segs {
+			if _, ok := sg.pin.(*chunk); ok {
+				chunks++
+			} else {
+				held++
+			}
+		}
+		n := s.rbuf.len()
+		e.mu.Unlock()
+		if n != rounds*(holdMin+1) {
+			t.Fatalf("ahead %v: %d bytes buffered, want %d", ahead, n, rounds*(holdMin+1))
+		}
+		// Every chunk but the last is at least three quarters full.
+		if limit := n/(chunkSize-holdMin) + 1; chunks > limit {
+			t.Fatalf("ahead %v: %d chunks and %d held payloads for %d bytes; at most %d chunks", ahead, chunks, held, n, limit)
+		}
 	}
 }

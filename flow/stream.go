@@ -194,9 +194,6 @@ type readReq struct {
 	ready chan struct{} // signalled when bytes land in p
 }
 
-// deliverLocked hands received bytes to the application: into a waiting Read's buffer when
-// nothing is buffered ahead of them, the rest into the receive buffer, by reference when src
-// lets a large payload be held where it was received.
 // directLocked copies the start of p into a waiting Read's buffer, when nothing is buffered
 // ahead of it, and returns the rest.
 func (s *Stream) directLocked(p []byte) []byte {
@@ -214,16 +211,24 @@ func (s *Stream) directLocked(p []byte) []byte {
 // receive buffer (or is let go when a waiting Read took every byte).
 func (s *Stream) deliverHeldLocked(p []byte, pin path.Pin) {
 	p = s.directLocked(p)
-	if len(p) == 0 {
+	if len(p) <= s.rbuf.room() {
+		// It fits the chunk the last small bytes went to: copied there, it keeps no block
+		// alive, and the next small bytes need no chunk of their own (deliverLocked).
+		s.rbuf.write(p)
 		pin.Unpin()
 		return
 	}
 	s.rbuf.writeHeld(p, pin)
 }
 
+// deliverLocked hands received bytes to the application: into a waiting Read's buffer when
+// nothing is buffered ahead of them, the rest into the receive buffer, by reference when src
+// lets a large payload be held where it was received and it does not fit the last chunk.
+// Else payloads arriving large, small, large, small... would take a chunk each for the few
+// bytes after every held one, and a peer could make a flow's buffer four times its window.
 func (s *Stream) deliverLocked(p []byte, src Holder) {
 	p = s.directLocked(p)
-	if len(p) >= holdMin && src != nil {
+	if len(p) >= holdMin && src != nil && len(p) > s.rbuf.room() {
 		if pin := src.Hold(); pin != nil {
 			s.rbuf.writeHeld(p, pin)
 			return
