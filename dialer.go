@@ -225,7 +225,7 @@ func (d *Dialer) session() (*session, error) {
 	leaves := map[*policy.Node]*Target{}
 	root := d.root.node(d.c.tuning, leaves)
 	root.Init()
-	s := newSession(d.c, id, d.peer, true, root)
+	s := newSession(d.c, id, d.peer, true, root, nil)
 	s.onEnd = func(s *session) {
 		d.mu.Lock()
 		if d.mu.s == s {

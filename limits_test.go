@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -319,4 +320,141 @@ func TestUDPFlowStatelessResetAfterRestart(t *testing.T) {
 	if st := ul2.Stats(); st.Resets == 0 {
 		t.Fatalf("restarted listener stats %+v: no reset sent", st)
 	}
+}
+
+// The listener's memory budget: a session that does not fit is refused with ErrLimit and
+// counted, the sessions it holds go on, and everything reserved comes back when they end.
+func TestMemoryBudget(t *testing.T) {
+	srv, a, b := rendr.MustNewKey(), rendr.MustNewKey(), rendr.MustNewKey()
+	// One session with its path reserves about 1.4 MiB (README, "Limits"): 2 MiB holds one.
+	ln, addrs := lmListen(t, rendr.ListenConfig{Key: srv, MaxMemory: 2 << 20, MaxMemoryPerPeer: 2 << 20,
+		Peers: []rendr.PublicKey{a.Public(), b.Public()}}, 2)
+	lmEcho(t, ln)
+	da := lmDialer(t, a, srv.Public(), addrs[0])
+	if err := lmRoundTrip(t, da); err != nil {
+		t.Fatal(err)
+	}
+	used := ln.Stats().MemoryUsed
+	if used <= 0 || used > 2<<20 {
+		t.Fatalf("one session reserves %d bytes of a 2 MiB budget", used)
+	}
+	db := lmDialer(t, b, srv.Public(), addrs[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := db.DialContext(ctx); !errors.Is(err, rendr.ErrLimit) {
+		t.Fatalf("a session past the budget: %v, want ErrLimit", err)
+	}
+	if st := ln.Stats(); st.RefusedMemory == 0 {
+		t.Fatalf("stats %+v: the refusal was not counted", st)
+	}
+	if err := lmRoundTrip(t, da); err != nil {
+		t.Fatalf("the session within the budget, after the refusal: %v", err)
+	}
+	da.Close()
+	db.Close()
+	if !rtWait(10*time.Second, func() bool { return ln.Stats().MemoryUsed == 0 }) {
+		t.Fatalf("%d bytes still reserved after every session ended", ln.Stats().MemoryUsed)
+	}
+}
+
+// One peer's share: a peer that spent it is refused, another peer is not.
+func TestMemoryBudgetPerPeer(t *testing.T) {
+	srv, greedy, other := rendr.MustNewKey(), rendr.MustNewKey(), rendr.MustNewKey()
+	ln, addrs := lmListen(t, rendr.ListenConfig{Key: srv, MaxMemory: 64 << 20, MaxMemoryPerPeer: 2 << 20,
+		Peers: []rendr.PublicKey{greedy.Public(), other.Public()}}, 1)
+	lmEcho(t, ln)
+	if err := lmRoundTrip(t, lmDialer(t, greedy, srv.Public(), addrs[0])); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := lmDialer(t, greedy, srv.Public(), addrs[0]).DialContext(ctx); !errors.Is(err, rendr.ErrLimit) {
+		t.Fatalf("the greedy peer's second session: %v, want ErrLimit", err)
+	}
+	if err := lmRoundTrip(t, lmDialer(t, other, srv.Public(), addrs[0])); err != nil {
+		t.Fatalf("another peer: %v", err)
+	}
+}
+
+// Flows past the budget are refused (the dialer's Conn fails with ErrReset), and those
+// already open keep working.
+func TestMemoryBudgetFlows(t *testing.T) {
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	// One session (about 1.4 MiB) and room for a few dozen flows of 4 KiB.
+	ln, addrs := lmListen(t, rendr.ListenConfig{Key: srv, MaxMemory: 1600 << 10, MaxMemoryPerPeer: 1600 << 10,
+		Peers: []rendr.PublicKey{cli.Public()}}, 1)
+	var accepted []net.Conn
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted = append(accepted, c)
+			mu.Unlock()
+		}
+	})
+	d := lmDialer(t, cli, srv.Public(), addrs[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var conns []*rendr.Conn
+	for i := range 200 {
+		c, err := d.DialContext(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A refused flow's Read fails with ErrReset; an accepted one's waits (nothing comes
+	// back). Every flow must end up one or the other.
+	var refusedN atomic.Int64
+	var readers sync.WaitGroup
+	for _, c := range conns {
+		readers.Go(func() {
+			if _, err := c.Read(make([]byte, 1)); errors.Is(err, rendr.ErrReset) {
+				refusedN.Add(1)
+			}
+		})
+	}
+	count := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(accepted), int(refusedN.Load())
+	}
+	if !rtWait(20*time.Second, func() bool { n, r := count(); return n+r == len(conns) }) {
+		n, r := count()
+		t.Fatalf("%d accepted, %d refused of %d", n, r, len(conns))
+	}
+	n, refused := count()
+	if refused == 0 || n == 0 {
+		t.Fatalf("%d accepted, %d refused of %d: want some of each", n, refused, len(conns))
+	}
+	if st := ln.Stats(); st.MemoryUsed > st.MemoryLimit {
+		t.Fatalf("stats %+v: more reserved than the budget", st)
+	}
+	// An accepted flow still works.
+	mu.Lock()
+	first := accepted[0]
+	mu.Unlock()
+	if _, err := first.Write([]byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	readers.Wait()
+	mu.Lock()
+	for _, c := range accepted {
+		c.Close()
+	}
+	mu.Unlock()
+	d.Close()
+	ln.Close()
+	wg.Wait()
 }

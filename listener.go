@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/budget"
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/status"
@@ -35,8 +36,24 @@ type ListenConfig struct {
 	// or path is refused: the dialing side gets ErrLimit, the listener counts it (Stats), and
 	// nothing already open is touched.
 	MaxSessionsPerPeer, MaxSessions, MaxPathsPerSession int
+	// MaxMemory is the listener's memory budget, in bytes, for everything its peers can make
+	// it hold: each session reserves a fixed cost and the receive window it promises, each
+	// path its buffers, each flow its state, and a session's receive window grows only by
+	// what it can reserve. MaxMemoryPerPeer bounds one peer key's share, so one peer cannot
+	// take the budget from the others. A session or path that does not fit is refused with
+	// ErrLimit; a flow, with ErrReset; a window that does not fit stays as it is. Zero means
+	// 2 GiB, and an eighth of MaxMemory. The README lists what each thing reserves.
+	MaxMemory, MaxMemoryPerPeer int64
 	Options
 }
+
+// What the memory budget charges, measured on the listening side (heap after GC, a session
+// with one TCP path, one flow): a session's fixed state, a path's buffers, a flow's state.
+// A session also reserves the receive window it promises its peer before any MAX_DATA.
+const (
+	sessionCost = 64 << 10
+	pathCost    = 320 << 10
+)
 
 // Listener accepts flows from its peers' Dialers. It is a net.Listener. Carrier connections
 // come from its sources; a source is any net.Listener (kernel TCP, a TLS listener, an
@@ -52,6 +69,7 @@ type Listener struct {
 	cancel   context.CancelFunc
 	maxHS    int
 	lim      listenLimits
+	mem      *budget.Pool // the whole budget; each peer's share is in mu.peerMem
 	guard    handshake.Guard
 	wg       sync.WaitGroup
 	stats    listenStats
@@ -63,7 +81,8 @@ type Listener struct {
 		closed   bool
 		hs       map[net.Conn]time.Time // handshakes in progress, by start time
 		perPeer  map[PublicKey]int      // sessions by peer key
-		joining  map[*session]int       // joins past decide, not yet tracked by their session
+		peerMem  map[PublicKey]*budget.Pool
+		joining  map[*session]int // joins past decide, not yet tracked by their session
 	}
 }
 
@@ -113,6 +132,8 @@ func Listen(cfg ListenConfig, sources ...net.Listener) (*Listener, error) {
 	l.mu.sessions = map[[16]byte]*session{}
 	l.mu.hs = map[net.Conn]time.Time{}
 	l.mu.perPeer = map[PublicKey]int{}
+	l.mu.peerMem = map[PublicKey]*budget.Pool{}
+	l.mem = budget.New(l.lim.memory, nil)
 	l.mu.joining = map[*session]int{}
 	l.resp = handshake.Responder{Key: l.c.key, Replay: &handshake.Replay{}, Guard: &l.guard,
 		Allow: func(k [32]byte) bool { return l.peers[PublicKey(k)] }}
@@ -218,9 +239,13 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 	_, dg := c.(transport.Datagrammer)
 	_, packets := c.(transport.PacketCarrier)
 	ext, _ := c.(transport.HandshakeExtender)
-	var joining *session // a join counted against its session's paths until tracked
+	// A join counted against its session's paths until tracked, holding pathCost of the
+	// budget until its link takes it (joinMem is zeroed then).
+	var joining *session
+	var joinMem int64
 	defer func() {
 		if joining != nil {
+			joining.mem.Release(joinMem)
 			l.mu.Lock()
 			if l.mu.joining[joining]--; l.mu.joining[joining] <= 0 {
 				delete(l.mu.joining, joining)
@@ -243,8 +268,8 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 		}
 		if h.Mode == handshake.ModeNew {
 			created = s
-		} else {
-			joining = s
+		} else if s != nil {
+			joining, joinMem = s, pathCost
 		}
 		return r
 	})
@@ -265,7 +290,7 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 		l.closeAfterReply(c)
 		return
 	}
-	if err := l.attach(c, res, created); err != nil {
+	if err := l.attach(c, res, created, &joinMem); err != nil {
 		if created != nil {
 			created.fail(err)
 		}
@@ -339,10 +364,18 @@ func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, dg, 
 			r.Status = handshake.StatusLimit
 			return r, nil
 		}
+		mem := l.peerMemLocked(peer)
+		if !mem.Reserve(l.sessionReserve() + pathCost) {
+			l.stats.refusedMemory.Add(1)
+			r.Status = handshake.StatusLimit
+			return r, nil
+		}
 		// Register the session before the reply leaves: the dialer joins its other paths
 		// the moment it reads the reply, and those joins must find the session. Its secret
 		// follows when the handshake completes; a JOIN_PROOF is checked only after that.
-		s = newSession(l.c, h.Session, peer, false, nil)
+		// The founding path's share moves to its link once it is made (attach).
+		s = newSession(l.c, h.Session, peer, false, nil, mem)
+		s.memBase = l.sessionReserve() + pathCost
 		s.onEnd = l.forget
 		l.mu.sessions[h.Session] = s
 		l.mu.perPeer[peer]++
@@ -353,6 +386,9 @@ func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, dg, 
 		} else if s.pathsHeld()+l.mu.joining[s] >= l.lim.pathsPerSession {
 			l.stats.refusedPaths.Add(1)
 			r.Status = handshake.StatusLimit
+		} else if !s.mem.Reserve(pathCost) {
+			l.stats.refusedMemory.Add(1)
+			r.Status = handshake.StatusLimit
 		} else {
 			l.mu.joining[s]++ // until the path is tracked: concurrent joins see it
 			return r, s
@@ -361,7 +397,9 @@ func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, dg, 
 	return r, nil
 }
 
-func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session) error {
+// attach makes the path's link; the link takes the path's share of the memory budget, from
+// the session (founding) or from *joinMem (joining), once it is tracked.
+func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session, joinMem *int64) error {
 	h := res.Hello
 	peer := PublicKey(res.Peer)
 	l.mu.Lock()
@@ -409,6 +447,14 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session) e
 	if err := s.track(lk); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	if h.Mode == handshake.ModeNew {
+		lk.mem = pathCost
+		s.memBase -= pathCost
+	} else {
+		lk.mem, *joinMem = *joinMem, 0
+	}
+	s.mu.Unlock()
 	// The founding path needs no JOIN_PROOF: mark it before its reader starts, or the
 	// dialer's first record, already buffered, could be taken for a missing proof.
 	if h.Mode == handshake.ModeNew {
@@ -449,6 +495,10 @@ func (l *Listener) forget(s *session) {
 		delete(l.mu.sessions, s.id)
 		if l.mu.perPeer[s.peerKey]--; l.mu.perPeer[s.peerKey] <= 0 {
 			delete(l.mu.perPeer, s.peerKey)
+			// Its paths may still be closing: keep its share until they give it back.
+			if p := l.mu.peerMem[s.peerKey]; p != nil && p.Used() == 0 {
+				delete(l.mu.peerMem, s.peerKey)
+			}
 		}
 	}
 	l.mu.Unlock()
@@ -457,14 +507,35 @@ func (l *Listener) forget(s *session) {
 // listenLimits are a listener's bounds, defaults applied.
 type listenLimits struct {
 	sessionsPerPeer, sessions, pathsPerSession int
+	memory, memoryPerPeer                      int64
 }
 
 func (cfg *ListenConfig) limits() listenLimits {
-	return listenLimits{
+	l := listenLimits{
 		sessionsPerPeer: cmp.Or(max(cfg.MaxSessionsPerPeer, 0), 16),
 		sessions:        cmp.Or(max(cfg.MaxSessions, 0), 1024),
 		pathsPerSession: cmp.Or(max(cfg.MaxPathsPerSession, 0), 32),
+		memory:          cmp.Or(max(cfg.MaxMemory, 0), 2<<30),
 	}
+	l.memoryPerPeer = cmp.Or(max(cfg.MaxMemoryPerPeer, 0), l.memory/8)
+	return l
+}
+
+// peerMemLocked is peer's share of the memory budget, made on first use; forget drops it
+// once the peer holds nothing.
+func (l *Listener) peerMemLocked(peer PublicKey) *budget.Pool {
+	p := l.mu.peerMem[peer]
+	if p == nil {
+		p = budget.New(l.lim.memoryPerPeer, l.mem)
+		l.mu.peerMem[peer] = p
+	}
+	return p
+}
+
+// sessionReserve is what a new session reserves: its state and the receive window it
+// promises before any MAX_DATA.
+func (l *Listener) sessionReserve() int64 {
+	return sessionCost + int64(cmp.Or(l.c.engine.InitialSessionWindow, flow.PeerInitialSessionWindow))
 }
 
 // listenStats are the listener's own counters; the guard keeps the handshake's.
@@ -507,6 +578,7 @@ func (l *Listener) Stats() status.Listener {
 	st.RefusedSessions = l.stats.refusedSessions.Load()
 	st.RefusedPaths = l.stats.refusedPaths.Load()
 	st.RefusedMemory = l.stats.refusedMemory.Load()
+	st.MemoryUsed, st.MemoryLimit = l.mem.Used(), l.mem.Limit()
 	return st
 }
 

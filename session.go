@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/budget"
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/path"
@@ -55,6 +56,10 @@ type session struct {
 	done        chan struct{} // closed when the session ends
 	wg          sync.WaitGroup
 	onEnd       func(*session)
+	// Listening side: the peer's share of the listener's memory budget, and what the
+	// session itself holds of it (its paths hold their own), guarded by mu. nil: no budget.
+	mem     *budget.Pool
+	memBase int64
 
 	lastPeer  atomic.Pointer[link]    // listening side: path the peer last sent flow frames on
 	dirty     atomic.Bool             // path set or states changed: re-evaluate the route
@@ -104,8 +109,10 @@ type leafState struct {
 	cookies   handshake.CookieJar // the listener's cookie for this path, when it is under load
 }
 
-func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *policy.Node) *session {
-	s := &session{c: c, id: id, peerKey: peer, dialer: dialer, root: root,
+// newSession makes a session; mem is the listening side's share of its memory budget for
+// this peer (nil on the dialing side), which the session's flows and receive window draw on.
+func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *policy.Node, mem *budget.Pool) *session {
+	s := &session{c: c, id: id, peerKey: peer, dialer: dialer, root: root, mem: mem,
 		established: make(chan struct{}), done: make(chan struct{})}
 	s.mu.full = root
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -115,6 +122,7 @@ func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *polic
 	s.mu.targets = make(map[string]*leafState)
 	ec := c.engine
 	ec.Dialer = dialer
+	ec.Budget = mem
 	s.engine = flow.New(ec, s)
 	// Large payloads stay in the read blocks they arrived in until the application reads
 	// them, instead of being copied into the flow's buffer. What that keeps alive beyond
@@ -151,6 +159,8 @@ func (s *session) fail(err error) {
 	}
 	s.mu.err = err
 	s.mu.noPath.Stop()
+	s.mem.Release(s.memBase)
+	s.memBase = 0
 	links := make([]*link, 0, len(s.mu.links)+len(s.mu.pending))
 	for _, l := range s.mu.links {
 		links = append(links, l)
@@ -279,6 +289,8 @@ func (s *session) detach(l *link, cause error) {
 		}
 	}
 	l.state = status.Down
+	s.mem.Release(l.mem)
+	l.mem = 0
 	if ls := l.ls; ls != nil && ls.link == l {
 		ls.link, ls.state, ls.since = nil, status.Down, time.Now()
 		if cause != nil {
@@ -695,6 +707,7 @@ type link struct {
 	state          status.PathState
 	since          time.Time
 	suspectSamples int
+	mem            int64 // listening side: bytes of the memory budget this path holds
 }
 
 // setPath gives the link its path. A packet path's link is a flow.LossyLink to the engine.

@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/budget"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/path"
 )
@@ -97,7 +98,16 @@ type Config struct {
 	Backlog int
 	// StallFloor and StallCeil clamp the stall timeout 2*srtt+4*rttvar; zero means 40ms and 1s.
 	StallFloor, StallCeil time.Duration
+	// Budget, when set, is charged FlowCost for each flow the peer opens (one that does not
+	// fit is refused, as at the flow limit) and the growth of the session's receive window
+	// beyond InitialSessionWindow (growth that does not fit does not happen). The caller
+	// accounts for the initial window itself. Fail gives everything back.
+	Budget *budget.Pool
 }
+
+// FlowCost is what a flow the peer opens reserves of Config.Budget: a Stream's state with
+// its signals and buffers' headers, measured, with room to spare.
+const FlowCost = 4 << 10
 
 func (c *Config) defaults() {
 	def := func(v *int, d int) {
@@ -168,6 +178,8 @@ type Engine struct {
 
 		sendMax, sendUsed          uint64 // session credit: peer's limit, new bytes sent
 		recvMax, recvUsed          uint64 // session limit we gave, new bytes received
+		budgetHeld                 int64  // what this engine holds of cfg.Budget
+		budgetDenied               uint64 // reservations cfg.Budget refused
 		recvRead, recvWindow       uint64 // bytes consumed by the application; window size
 		recvTuned                  time.Time
 		maxDataPending             bool
@@ -331,6 +343,13 @@ func (e *Engine) Fail(err error) {
 	e.mu.Lock()
 	if e.mu.err == nil {
 		e.mu.err = err
+		// Everything the budget holds for this session goes back at once: the flows that
+		// remain are failed and will take nothing more.
+		e.cfg.Budget.Release(e.mu.budgetHeld)
+		e.mu.budgetHeld = 0
+		for _, s := range e.mu.flows {
+			s.charged = false
+		}
 		for _, s := range e.mu.flows {
 			s.failLocked(err)
 		}
@@ -388,6 +407,10 @@ type Stats struct {
 	OpenOverflow uint64
 	// Violations counts frames Handle rejected as protocol errors, OpenOverflow's included.
 	Violations uint64
+	// BudgetDenied counts flows refused and window growths skipped because Config.Budget was
+	// full; BudgetHeld is what the engine holds of it now.
+	BudgetDenied uint64
+	BudgetHeld   int64
 }
 
 // Stats returns the counters.
@@ -397,7 +420,8 @@ func (e *Engine) Stats() Stats {
 	return Stats{Flows: len(e.mu.flows), Opened: e.mu.opened, Migrations: e.mu.migrations,
 		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Reordered: e.mu.reordered, Resends: e.mu.resends,
 		LostResent: e.mu.lostResent, Busy: e.mu.outstanding, Refused: e.mu.refusedFlows,
-		RefusedPending: len(e.mu.refused), OpenOverflow: e.mu.openOverflow, Violations: e.mu.violations}
+		RefusedPending: len(e.mu.refused), OpenOverflow: e.mu.openOverflow, Violations: e.mu.violations,
+		BudgetDenied: e.mu.budgetDenied, BudgetHeld: e.mu.budgetHeld}
 }
 
 // Drained reports whether everything written has been acknowledged and nothing is left to
@@ -516,12 +540,28 @@ func (e *Engine) growSessionWindowLocked() {
 	if left >= uint64(e.cfg.InitialWindow) || e.mu.recvWindow >= uint64(e.cfg.MaxSessionWindow) {
 		return
 	}
-	e.mu.recvWindow = min(2*e.mu.recvWindow, uint64(e.cfg.MaxSessionWindow))
+	e.widenLocked()
 	if m := e.mu.recvRead + e.mu.recvWindow; m > e.mu.recvMax {
 		e.mu.recvMax = m
 		e.mu.maxDataPending = true
 		e.Kick()
 	}
+}
+
+// widenLocked doubles the session receive window, up to MaxSessionWindow, if the budget has
+// room for what it adds: the peer may fill the whole window before anyone reads, so that is
+// memory promised.
+func (e *Engine) widenLocked() {
+	w := min(2*e.mu.recvWindow, uint64(e.cfg.MaxSessionWindow))
+	if w <= e.mu.recvWindow {
+		return
+	}
+	if !e.cfg.Budget.Reserve(int64(w - e.mu.recvWindow)) {
+		e.mu.budgetDenied++
+		return
+	}
+	e.mu.budgetHeld += int64(w - e.mu.recvWindow)
+	e.mu.recvWindow = w
 }
 
 // consumedLocked returns n bytes of session credit (read, discarded or never coming).
@@ -530,7 +570,7 @@ func (e *Engine) consumedLocked(n uint64) {
 	if e.mu.recvMax-e.mu.recvRead < e.mu.recvWindow/2 {
 		now := time.Now()
 		if !e.mu.recvTuned.IsZero() && now.Sub(e.mu.recvTuned) < e.tuneIntervalLocked() && e.mu.recvWindow < uint64(e.cfg.MaxSessionWindow) {
-			e.mu.recvWindow = min(2*e.mu.recvWindow, uint64(e.cfg.MaxSessionWindow))
+			e.widenLocked()
 		}
 		e.mu.recvTuned = now
 		e.mu.recvMax = e.mu.recvRead + e.mu.recvWindow
@@ -558,6 +598,11 @@ func (e *Engine) maybeRemoveLocked(s *Stream) {
 	if s.outstanding {
 		s.outstanding = false
 		e.mu.outstanding--
+	}
+	if s.charged {
+		s.charged = false
+		e.cfg.Budget.Release(FlowCost)
+		e.mu.budgetHeld -= FlowCost
 	}
 	delete(e.mu.flows, s.id)
 }

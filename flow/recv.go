@@ -183,13 +183,29 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 		e.mu.openOverflow++
 		return nil, fmt.Errorf("rendr: flow %d opens %d flows at once; room for %d, and %d refused of %d", f.Flow, n, room, len(e.mu.refused), maxRefused)
 	}
-	*hi = f.Flow
 	for id := first; id <= f.Flow; id += 2 {
 		if len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept[kind]) >= e.cfg.Backlog {
+			*hi = id
 			e.refuseLocked(id)
 			continue
 		}
+		if !e.cfg.Budget.Reserve(FlowCost) {
+			// The memory budget is full: refused as at the flow limit. The room above
+			// counted this id as a flow, so the refused ids may have no place left: then
+			// the ids from this one on stay unseen (the peer sends them again after the
+			// path's end) rather than be answered as flows that completed.
+			e.mu.budgetDenied++
+			if len(e.mu.refused) >= maxRefused {
+				return nil, fmt.Errorf("rendr: flow %d refused for the memory budget with %d refused already", id, maxRefused)
+			}
+			*hi = id
+			e.refuseLocked(id)
+			continue
+		}
+		*hi = id
+		e.mu.budgetHeld += FlowCost
 		s := e.newStreamLocked(id)
+		s.charged = true
 		if kind == wire.KindPacket {
 			s.pk = newPacketState()
 		}

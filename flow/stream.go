@@ -39,6 +39,7 @@ type Stream struct {
 	// Guarded by e.mu.
 	queued, removed, outstanding bool
 	openPending, openAcked       bool
+	charged                      bool // holds FlowCost of the engine's Config.Budget
 
 	sbuf                         buffer    // bytes from sendBase to the end of what was written
 	retx                         spans     // bytes below sendNext to send again: a lossy link lost them

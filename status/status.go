@@ -165,4 +165,7 @@ type Listener struct {
 	Evicted uint64
 	// Refused counts authenticated handshakes refused by a bound, by bound.
 	RefusedSessionsPerPeer, RefusedSessions, RefusedPaths, RefusedMemory uint64
+	// MemoryUsed is what sessions, paths and flows reserve of the memory budget now
+	// (ListenConfig.MaxMemory), MemoryLimit the budget.
+	MemoryUsed, MemoryLimit int64
 }

@@ -1,0 +1,60 @@
+package flow
+
+import (
+	"bytes"
+	"testing"
+	"testing/synctest"
+
+	"github.com/rendr-go/rendr/internal/budget"
+)
+
+// The listening side's flows and session-window growth draw on Config.Budget: past it, flows
+// are refused and the window stays as it is, the session still moves its bytes, and Fail
+// gives back everything.
+func TestBudgetFlowsAndWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pool := budget.New(3*FlowCost, nil) // three flows, no room for the window to grow
+		r := newRig(t, Config{}, Config{Budget: pool})
+		var opened []*Stream
+		for range 5 {
+			s, _ := r.a.Open()
+			s.Write([]byte("x"))
+			opened = append(opened, s)
+		}
+		r.settle()
+		st := r.b.Stats()
+		if st.Flows != 3 || st.Refused != 2 || st.BudgetDenied < 2 {
+			t.Fatalf("stats %+v: want 3 flows, 2 refused for the budget", st)
+		}
+		if pool.Used() != 3*FlowCost || st.BudgetHeld != 3*FlowCost {
+			t.Fatalf("budget used %d, engine holds %d: want %d", pool.Used(), st.BudgetHeld, 3*FlowCost)
+		}
+		for _, s := range opened[3:] {
+			if _, err := s.Write([]byte("?")); err == nil {
+				t.Fatalf("flow %d past the budget was not refused", s.ID())
+			}
+		}
+		// A bulk transfer wants the session window to grow; the budget has no room for it:
+		// the 1 MiB window stays, and every byte still arrives.
+		peer := accept(t, r.b)
+		data := payload(4<<20, 3)
+		go func() {
+			opened[0].Write(data)
+			opened[0].CloseWrite()
+		}()
+		got := pumpRead(t, r, peer, 1+len(data))
+		if !bytes.Equal(got[1:], data) {
+			t.Fatalf("delivered %d of %d bytes", len(got), 1+len(data))
+		}
+		if pool.Used() > pool.Limit() {
+			t.Fatalf("budget used %d over its %d", pool.Used(), pool.Limit())
+		}
+		if r.b.Stats().BudgetDenied <= st.BudgetDenied {
+			t.Fatal("the window grew past the budget without a denial counted")
+		}
+		r.b.Fail(ErrClosed)
+		if pool.Used() != 0 {
+			t.Fatalf("%d bytes still reserved after Fail", pool.Used())
+		}
+	})
+}
