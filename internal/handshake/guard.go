@@ -76,7 +76,9 @@ func mac(key []byte, parts ...[]byte) [MACSize]byte {
 
 // sourceOf is the part of a carrier's remote address a cookie binds: the IP for TCP and UDP
 // (a new carrier from the same host comes from a new port), the whole address otherwise.
-func sourceOf(a net.Addr) []byte {
+// An embedder's carrier may have an address whose methods panic (golang.org/x/net/websocket's
+// server side does, for a client that sent no Origin): such carriers all share one source.
+func sourceOf(a net.Addr) (b []byte) {
 	if ap, ok := addrPortOf(a); ok {
 		b := ap.Addr().Unmap().As16()
 		return b[:]
@@ -84,15 +86,24 @@ func sourceOf(a net.Addr) []byte {
 	if a == nil {
 		return nil
 	}
+	defer func() {
+		if recover() != nil {
+			b = []byte("unknown address")
+		}
+	}()
 	return []byte(a.Network() + " " + a.String())
 }
 
 func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 	switch a := a.(type) {
 	case *net.TCPAddr:
-		return a.AddrPort(), true
+		if a != nil {
+			return a.AddrPort(), true
+		}
 	case *net.UDPAddr:
-		return a.AddrPort(), true
+		if a != nil {
+			return a.AddrPort(), true
+		}
 	}
 	return netip.AddrPort{}, false
 }
@@ -211,13 +222,16 @@ func (g *Guard) secretsLocked(now time.Time) (cur, prev [32]byte) {
 // askedBefore says this carrier already got a cookie reply (a second one is never sent).
 func (g *Guard) admit(src net.Addr, m *initMsg, askedBefore bool) (*[MACSize]byte, error) {
 	now := g.clock()
-	source := sourceOf(src)
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if !g.underLoadLocked(now) {
 		g.spendLocked(now)
+		g.mu.Unlock()
 		return nil, nil
 	}
+	g.mu.Unlock()
+	source := sourceOf(src) // outside the lock: an embedder's address may be slow
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	cur, prev := g.secretsLocked(now)
 	want := mac(cur[:], source)
 	ok := hmac.Equal(macOf(&want, m.withMAC1), m.mac2[:])

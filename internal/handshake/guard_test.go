@@ -333,3 +333,24 @@ func TestCheckPublic(t *testing.T) {
 		t.Errorf("CheckPrivate(zero) = %v", err)
 	}
 }
+
+// panicAddr is an embedder's address whose String panics.
+type panicAddr struct{ u *struct{ s string } }
+
+func (panicAddr) Network() string  { return "ws" }
+func (a panicAddr) String() string { return a.u.s }
+
+// Under load, the cookie binds whatever address the carrier reports; one that panics, is nil
+// or is a typed nil must not take the listener down.
+func TestSourceOfOddAddresses(t *testing.T) {
+	var nilTCP *net.TCPAddr
+	for _, a := range []net.Addr{panicAddr{}, nil, nilTCP} {
+		_ = sourceOf(a)
+	}
+	g := &Guard{}
+	g.SetLoaded(true)
+	m := &initMsg{withMAC1: []byte("msg"), mac2: make([]byte, MACSize)}
+	if c, err := g.admit(panicAddr{}, m, false); err != nil || c == nil {
+		t.Fatalf("admit from a panicking address: %v, %v; want a cookie", c, err)
+	}
+}
