@@ -436,7 +436,9 @@ func (s *session) planRouteLocked(n wire.RouteNode, links []*link) (*flow.Route,
 				best = l
 			}
 		}
-		if best == nil {
+		// A path named twice in a plan is used once: a Race of one path with itself would
+		// only make this side send every record on it again and again.
+		if best == nil || slices.Contains(links, best) {
 			return nil, links
 		}
 		return &best.one, append(links, best)
