@@ -23,6 +23,46 @@ type UDP struct {
 		blocked bool
 		closed  bool
 	}
+
+	// Datagrams still to drop on their way to the target (up) and to the clients (down), and
+	// counters of what the relay forwarded and dropped that way.
+	dropUp, dropDown       atomic.Int64
+	sentUp, sentDown       atomic.Int64
+	droppedUp, droppedDown atomic.Int64
+}
+
+// DropNext makes the relay lose the next up datagrams on their way to the target and the next
+// down datagrams on their way to any client, silently, as a lossy network would: a handshake
+// message lost in one direction. Calls add up.
+func (u *UDP) DropNext(up, down int) {
+	u.dropUp.Add(int64(up))
+	u.dropDown.Add(int64(down))
+}
+
+// UDPStats counts datagrams through a UDP relay, by direction.
+type UDPStats struct {
+	SentUp, SentDown       int64 // forwarded to the target, and to clients
+	DroppedUp, DroppedDown int64 // lost by DropNext
+}
+
+// Stats returns the relay's counters.
+func (u *UDP) Stats() UDPStats {
+	return UDPStats{SentUp: u.sentUp.Load(), SentDown: u.sentDown.Load(),
+		DroppedUp: u.droppedUp.Load(), DroppedDown: u.droppedDown.Load()}
+}
+
+// take reports whether a datagram must be dropped by DropNext's budget in n, counting it.
+func take(n, dropped *atomic.Int64) bool {
+	for {
+		k := n.Load()
+		if k <= 0 {
+			return false
+		}
+		if n.CompareAndSwap(k, k-1) {
+			dropped.Add(1)
+			return true
+		}
+	}
 }
 
 type mapping struct {
@@ -117,10 +157,11 @@ func (u *UDP) routineIn() {
 			return
 		}
 		mp := u.lookup(from)
-		if mp == nil || mp.stalled.Load() {
+		if mp == nil || mp.stalled.Load() || take(&u.dropUp, &u.droppedUp) {
 			continue
 		}
 		mp.up.Write(buf[:n])
+		u.sentUp.Add(1)
 	}
 }
 
@@ -158,9 +199,10 @@ func (u *UDP) routineOut(mp *mapping) {
 		if err != nil {
 			continue // ICMP unreachable from a target not up yet: the next reply may come
 		}
-		if mp.stalled.Load() {
+		if mp.stalled.Load() || take(&u.dropDown, &u.droppedDown) {
 			continue
 		}
 		u.pc.WriteToUDP(buf[:n], mp.client)
+		u.sentDown.Add(1)
 	}
 }
