@@ -3,8 +3,8 @@ package rendr_test
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
