@@ -4,7 +4,12 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+// The relay's goroutines must all end with Close.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestUDPDropNext: the relay loses exactly the datagrams DropNext asks for, in each direction,
 // forwards the rest in order, and counts both.
