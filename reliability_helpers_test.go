@@ -303,7 +303,7 @@ func rlStartFlow(w, r net.Conn, chunk int, every time.Duration, seed uint64) *rl
 	writing.Store(true)
 	go func() {
 		defer wg.Done()
-		defer writing.Store(false)
+		defer writing.Store(false) // on an error; a stop clears it before the half-close
 		rng := rand.New(rand.NewPCG(seed, 2))
 		h := sha256.New()
 		buf := make([]byte, chunk)
@@ -311,6 +311,7 @@ func rlStartFlow(w, r net.Conn, chunk int, every time.Duration, seed uint64) *rl
 			select {
 			case <-f.stop:
 				h.Sum(f.sent[:0])
+				writing.Store(false) // the reader may see EOF as soon as CloseWrite starts
 				if cw, ok := w.(interface{ CloseWrite() error }); ok {
 					if err := cw.CloseWrite(); err != nil {
 						f.werr = fmt.Errorf("CloseWrite: %w", err)
