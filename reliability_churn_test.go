@@ -64,9 +64,12 @@ func TestReliabilityChurn(t *testing.T) {
 				peers = append(peers, k.Public())
 			}
 			// A dialer's CLOSE is one datagram on udpflow; if it is lost, the listener learns of
-			// the end only when the path falls silent and ReconnectTimeout passes.
-			ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: peers,
-				Options: rendr.Options{ReconnectTimeout: 3 * time.Second}}, src)
+			// the end only when the path falls silent and ReconnectTimeout passes. Both ends get
+			// the same, shorter timeout: a listener that gives up sooner than its dialer would
+			// answer the dialer's re-dial after a path death (possible on a starved machine)
+			// with "unknown session", and the flow would fail with ErrPeerRestarted.
+			opts := rendr.Options{ReconnectTimeout: rlChurnReconnect}
+			ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: peers, Options: opts}, src)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +122,7 @@ func TestReliabilityChurn(t *testing.T) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						if err := rlChurnOne(keys[i], srv.Public(), dial, bytes, uint64(round*sessions+i)); err != nil {
+						if err := rlChurnOne(keys[i], srv.Public(), dial, opts, bytes, uint64(round*sessions+i)); err != nil {
 							errs <- fmt.Errorf("round %d session %d: %w", round, i, err)
 						}
 						mu.Lock()
@@ -141,7 +144,7 @@ func TestReliabilityChurn(t *testing.T) {
 				// (a figure, not a check: the wait below is the check).
 				rtWait(200*time.Millisecond, func() bool { return len(ln.Sessions()) == 0 })
 				lingered += len(ln.Sessions())
-				if !rtWait(20*time.Second, func() bool { return len(ln.Sessions()) == 0 }) {
+				if !rtWait(rlChurnReconnect+20*time.Second, func() bool { return len(ln.Sessions()) == 0 }) {
 					t.Fatalf("round %d: the listener still holds %d sessions after every dialer closed", round, len(ln.Sessions()))
 				}
 				var g int
@@ -167,6 +170,9 @@ func TestReliabilityChurn(t *testing.T) {
 	}
 }
 
+// rlChurnReconnect is both ends' ReconnectTimeout in the churn.
+const rlChurnReconnect = 5 * time.Second
+
 // rlSettle waits (bounded) for the goroutine count to stop falling and returns it.
 func rlSettle() int {
 	n := runtime.NumGoroutine()
@@ -183,8 +189,8 @@ func rlSettle() int {
 
 // rlChurnOne is one session's life: a Dialer, one flow that sends n bytes and reads them back
 // from the echo, and Close.
-func rlChurnOne(key rendr.PrivateKey, peer rendr.PublicKey, dial transport.DialFunc, n int, seed uint64) error {
-	d, err := rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peer, Root: rendr.Path("p", dial)})
+func rlChurnOne(key rendr.PrivateKey, peer rendr.PublicKey, dial transport.DialFunc, opts rendr.Options, n int, seed uint64) error {
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peer, Root: rendr.Path("p", dial), Options: opts})
 	if err != nil {
 		return err
 	}
