@@ -253,6 +253,9 @@ func (s *session) track(l *link) error {
 	return nil
 }
 
+// errPathGone: a path died before it could be attached.
+var errPathGone = errors.New("rendr: path ended before it was attached")
+
 // attach makes a tracked path routable.
 func (s *session) attach(l *link) error {
 	s.mu.Lock()
@@ -264,6 +267,13 @@ func (s *session) attach(l *link) error {
 	if l.ls != nil && l.ls.removed {
 		s.mu.Unlock()
 		return errRemoved
+	}
+	if s.mu.pending[l.id] != l {
+		// The path died between its start and now (its carrier ended as it started):
+		// detach has forgotten it already, and making it Up would bring back a dead path
+		// that nothing would ever take down again.
+		s.mu.Unlock()
+		return errPathGone
 	}
 	delete(s.mu.pending, l.id)
 	l.state, l.since = status.Up, time.Now()
