@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -353,4 +354,91 @@ func TestSourceOfOddAddresses(t *testing.T) {
 	if c, err := g.admit(panicAddr{}, m, false); err != nil || c == nil {
 		t.Fatalf("admit from a panicking address: %v, %v; want a cookie", c, err)
 	}
+}
+
+// dgConn is one end of an in-memory datagram carrier; drop, when set, decides which
+// datagrams this end writes are lost.
+type dgConn struct {
+	in, out chan []byte
+	done    chan struct{}
+	once    *sync.Once
+	drop    func(n int, b []byte) bool
+	mu      sync.Mutex
+	sent    int
+}
+
+func dgPipe() (*dgConn, *dgConn) {
+	a2b, b2a, done, once := make(chan []byte, 16), make(chan []byte, 16), make(chan struct{}), &sync.Once{}
+	return &dgConn{in: b2a, out: a2b, done: done, once: once}, &dgConn{in: a2b, out: b2a, done: done, once: once}
+}
+
+func (c *dgConn) Read(b []byte) (int, error) {
+	select {
+	case d := <-c.in:
+		return copy(b, d), nil
+	case <-c.done:
+		return 0, net.ErrClosed
+	}
+}
+
+func (c *dgConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	c.sent++
+	n := c.sent
+	c.mu.Unlock()
+	if c.drop != nil && c.drop(n, b) {
+		return len(b), nil
+	}
+	select {
+	case c.out <- bytes.Clone(b):
+	case <-c.done:
+		return 0, net.ErrClosed
+	}
+	return len(b), nil
+}
+
+func (c *dgConn) Close() error                     { c.once.Do(func() { close(c.done) }); return nil }
+func (c *dgConn) LocalAddr() net.Addr              { return tcpAddr("192.0.2.2:1") }
+func (c *dgConn) RemoteAddr() net.Addr             { return tcpAddr("192.0.2.1:1") }
+func (c *dgConn) SetDeadline(time.Time) error      { return nil }
+func (c *dgConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *dgConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *dgConn) MaxDatagramSize() int             { return 1200 }
+func (c *dgConn) BaseDatagramSize() int            { return 1200 }
+
+// On a datagram carrier, the first message sent again after a cookie reply is resent by the
+// initiator until the answer comes: losing it costs a quarter second, not the handshake.
+func TestCookieRetryResentOnDatagrams(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ik, rk := keypair(t, 1), keypair(t, 100)
+		g := &Guard{}
+		g.SetLoaded(true)
+		r := &Responder{Key: rk, Allow: allow(ik.Public), Replay: &Replay{}, Guard: g}
+		a, b := dgPipe()
+		a.drop = func(n int, _ []byte) bool { return n == 2 } // the first message with mac2
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var initErr error
+		var took time.Duration
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			start := time.Now()
+			_, initErr = Initiate(ctx, a, ik, rk.Public, testHello(ModeNew), nil)
+			took = time.Since(start)
+		}()
+		_, respErr := r.Respond(ctx, b, okDecide)
+		<-done
+		a.Close()
+		if initErr != nil || respErr != nil {
+			t.Fatalf("Initiate: %v; Respond: %v", initErr, respErr)
+		}
+		a.mu.Lock()
+		sent := a.sent
+		a.mu.Unlock()
+		if sent != 3 || took != 250*time.Millisecond {
+			t.Fatalf("%d datagrams sent, handshake took %v: want the lost one resent once, after 250ms", sent, took)
+		}
+		synctest.Wait()
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/flynn/noise"
@@ -198,6 +199,12 @@ func Initiate(ctx context.Context, c net.Conn, key Keypair, peer [KeySize]byte, 
 		}
 		jar.put(cookie, time.Now())
 		copy(msg[withMAC1:], macOf(&cookie, msg[:withMAC1]))
+		if _, ok := c.(transport.PacketCarrier); ok {
+			// A datagram carrier resends its first datagram until answered, but this one
+			// goes after the answer (the cookie): resend it here until the next answer
+			// comes, or a lost one would cost the whole handshake timeout.
+			defer resendUntilDone(c, msg)()
+		}
 	}
 	payload, cs1, cs2, err := hs.ReadMessage(nil, in)
 	if err != nil {
@@ -296,6 +303,37 @@ func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [K
 	hash := hs.ChannelBinding()
 	return &Result{Send: cs2, Recv: cs1, Hash: hash, Peer: peer, Hello: h, Reply: reply,
 		Secret: SessionSecret(cs1.UnsafeKey(), cs2.UnsafeKey(), hash)}, nil
+}
+
+// resendUntilDone writes msg again after 250 ms, doubling, five times at most, until the
+// returned func is called. The responder takes the first copy that arrives; later copies
+// reach the path as datagrams that do not authenticate, and are dropped.
+func resendUntilDone(c net.Conn, msg []byte) (done func()) {
+	var mu sync.Mutex
+	stopped := false
+	wait := 250 * time.Millisecond
+	var t *time.Timer
+	tries := 0
+	mu.Lock() // the callback waits for t
+	defer mu.Unlock()
+	t = time.AfterFunc(wait, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		c.Write(msg)
+		if tries++; tries < 5 {
+			wait *= 2
+			t.Reset(wait)
+		}
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 // Answer types: what the responder's message is (docs/wire.md 3.2).
