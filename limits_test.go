@@ -407,7 +407,8 @@ func TestMemoryBudgetFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
-		if _, err := c.Write([]byte{byte(i)}); err != nil {
+		// A flow refused already says so here; its Read below says so too.
+		if _, err := c.Write([]byte{byte(i)}); err != nil && !errors.Is(err, rendr.ErrReset) {
 			t.Fatal(err)
 		}
 	}
@@ -437,6 +438,9 @@ func TestMemoryBudgetFlows(t *testing.T) {
 	}
 	if st := ln.Stats(); st.MemoryUsed > st.MemoryLimit {
 		t.Fatalf("stats %+v: more reserved than the budget", st)
+	}
+	if ss := ln.Sessions(); len(ss) != 1 || ss[0].Refused != uint64(refused) || ss[0].BudgetDenied < uint64(refused) {
+		t.Fatalf("session status %+v: want %d flows refused for the budget", ss, refused)
 	}
 	// An accepted flow still works.
 	mu.Lock()

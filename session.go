@@ -697,7 +697,9 @@ func (s *session) snapshot() status.Session {
 			add(l)
 		}
 	}
-	out.Flows = s.engine.Stats().Flows
+	es := s.engine.Stats()
+	out.Flows = es.Flows
+	out.Refused, out.Violations, out.OpenOverflow, out.BudgetDenied = es.Refused, es.Violations, es.OpenOverflow, es.BudgetDenied
 	return out
 }
 

@@ -88,6 +88,11 @@ type Session struct {
 	Paths        []Path
 	Flows        int
 	Migrations   int
+	// What the peer's frames met (docs/wire.md 8.1, 9): flows refused (accept backlog, flow
+	// limit or memory budget full), frames that broke the protocol and closed their path,
+	// among them frames that named a flow id too far ahead, and flows or window growth the
+	// listener's memory budget refused.
+	Refused, Violations, OpenOverflow, BudgetDenied uint64
 }
 
 // Cause says why traffic moved.
