@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -241,28 +240,10 @@ func (lb *rlLab) open() (dc, lc *rendr.Conn) {
 }
 
 // allUp reports whether every path is Up on the dialer's side.
-func (lb *rlLab) allUp() bool {
-	st := lb.d.Status()
-	if len(st.Paths) != len(lb.paths) {
-		return false
-	}
-	for _, p := range st.Paths {
-		if p.State != status.Up {
-			return false
-		}
-	}
-	return true
-}
+func (lb *rlLab) allUp() bool { return stAllUp(lb.d.Status(), len(lb.paths)) }
 
 // pathStatus is the dialer's snapshot of one path.
-func (lb *rlLab) pathStatus(name string) status.Path {
-	for _, p := range lb.d.Status().Paths {
-		if p.Name == name {
-			return p
-		}
-	}
-	return status.Path{Name: name, State: status.Connecting}
-}
+func (lb *rlLab) pathStatus(name string) status.Path { return stPathStatus(lb.d.Status(), name) }
 
 // mustWait polls cond each millisecond of virtual time for at most limit and fails the test
 // if it never holds. The limit stops a broken run; it measures nothing.
@@ -333,30 +314,17 @@ func rlStartFlow(w, r net.Conn, chunk int, every time.Duration, seed uint64) *rl
 	}()
 	go func() {
 		defer wg.Done()
-		h := sha256.New()
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := r.Read(buf)
-			h.Write(buf[:n])
-			f.rcount += int64(n)
-			if n > 0 {
-				now := time.Now()
-				f.mu.Lock()
-				f.maxGap = max(f.maxGap, now.Sub(f.last))
-				f.last = now
-				f.mu.Unlock()
-				f.read.Add(int64(n))
-			}
-			if err == io.EOF {
-				f.eofBeforeFinish = writing.Load()
-				break
-			}
-			if err != nil {
-				f.rerr = err
-				return
-			}
+		f.got, f.rcount, f.rerr = stReadAll(r, 64<<10, func(n int) {
+			now := time.Now()
+			f.mu.Lock()
+			f.maxGap = max(f.maxGap, now.Sub(f.last))
+			f.last = now
+			f.mu.Unlock()
+			f.read.Add(int64(n))
+		})
+		if f.rerr == nil {
+			f.eofBeforeFinish = writing.Load()
 		}
-		h.Sum(f.got[:0])
 	}()
 	go func() {
 		wg.Wait()

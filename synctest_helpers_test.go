@@ -186,8 +186,11 @@ func (lb *stLab) open() (dc, lc *rendr.Conn) {
 func (lb *stLab) status() status.Session { return lb.d.Status() }
 
 // pathStatus is the dialer's snapshot of one path.
-func (lb *stLab) pathStatus(name string) status.Path {
-	for _, p := range lb.d.Status().Paths {
+func (lb *stLab) pathStatus(name string) status.Path { return stPathStatus(lb.d.Status(), name) }
+
+// stPathStatus is the path of st named name, Connecting when it has none by that name.
+func stPathStatus(st status.Session, name string) status.Path {
+	for _, p := range st.Paths {
 		if p.Name == name {
 			return p
 		}
@@ -206,9 +209,11 @@ func (lb *stLab) active() string {
 }
 
 // allUp reports whether every path is Up.
-func (lb *stLab) allUp() bool {
-	st := lb.d.Status()
-	if len(st.Paths) != len(lb.paths) {
+func (lb *stLab) allUp() bool { return stAllUp(lb.d.Status(), len(lb.paths)) }
+
+// stAllUp reports whether st has n paths, all Up.
+func stAllUp(st status.Session, n int) bool {
+	if len(st.Paths) != n {
 		return false
 	}
 	for _, p := range st.Paths {
@@ -330,23 +335,10 @@ func stSend(w, r net.Conn, n int64, seed uint64) *stStream {
 	}()
 	go func() {
 		defer wg.Done()
-		h := sha256.New()
-		buf := make([]byte, 80<<10)
-		for {
-			m, err := r.Read(buf)
-			h.Write(buf[:m])
-			s.count += int64(m)
-			s.read.Add(int64(m))
-			if err == io.EOF {
-				s.finished = time.Now()
-				break
-			}
-			if err != nil {
-				s.rerr = err
-				return
-			}
+		s.got, s.count, s.rerr = stReadAll(r, 80<<10, func(m int) { s.read.Add(int64(m)) })
+		if s.rerr == nil {
+			s.finished = time.Now()
 		}
-		h.Sum(s.got[:0])
 	}()
 	go func() {
 		wg.Wait()
@@ -372,6 +364,28 @@ func (s *stStream) check(t *testing.T, what string, limit time.Duration) {
 	}
 	if s.sent != s.got {
 		t.Fatalf("%s: SHA-256 of the bytes read differs from the bytes written", what)
+	}
+}
+
+// stReadAll reads r to its end in reads of up to size bytes, calling each with every read's
+// count, and returns the SHA-256 of what it read, how much, and the error that ended it
+// (nil for io.EOF).
+func stReadAll(r io.Reader, size int, each func(n int)) (sum [sha256.Size]byte, count int64, err error) {
+	h := sha256.New()
+	buf := make([]byte, size)
+	for {
+		n, err := r.Read(buf)
+		h.Write(buf[:n])
+		count += int64(n)
+		if n > 0 {
+			each(n)
+		}
+		if err == io.EOF {
+			return [sha256.Size]byte(h.Sum(nil)), count, nil
+		}
+		if err != nil {
+			return sum, count, err
+		}
 	}
 }
 

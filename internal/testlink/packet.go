@@ -308,11 +308,8 @@ func (c *PacketConn) SetWriteDeadline(time.Time) error { return nil }
 
 // PacketListener hands packet links made by Dial to Accept. It implements net.Listener.
 type PacketListener struct {
-	addr      Addr
+	acceptor[*PacketConn]
 	max, base int
-	accept    chan *PacketConn
-	done      chan struct{}
-	closing   sync.Once
 }
 
 var _ net.Listener = (*PacketListener)(nil)
@@ -320,64 +317,20 @@ var _ net.Listener = (*PacketListener)(nil)
 // ListenPacket returns a listener of packet links whose ends report max and base as their
 // datagram sizes.
 func ListenPacket(name string, max, base int) *PacketListener {
-	return &PacketListener{addr: Addr(name), max: max, base: base,
-		accept: make(chan *PacketConn), done: make(chan struct{})}
+	return &PacketListener{acceptor: newAcceptor[*PacketConn](name), max: max, base: base}
 }
-
-func (ln *PacketListener) closedErr(op string) error {
-	return &net.OpError{Op: op, Net: network, Addr: ln.addr, Err: net.ErrClosed}
-}
-
-// Accept waits for a Dial and returns the listener's end of the new link.
-func (ln *PacketListener) Accept() (net.Conn, error) {
-	select {
-	case <-ln.done:
-		return nil, ln.closedErr("accept")
-	default:
-	}
-	select {
-	case c := <-ln.accept:
-		return c, nil
-	case <-ln.done:
-		return nil, ln.closedErr("accept")
-	}
-}
-
-// Close stops the listener; links already made are not affected.
-func (ln *PacketListener) Close() error {
-	err := ln.closedErr("close")
-	ln.closing.Do(func() {
-		close(ln.done)
-		err = nil
-	})
-	return err
-}
-
-// Addr returns the listener's address.
-func (ln *PacketListener) Addr() net.Addr { return ln.addr }
 
 // Dial makes a packet link, hands one end to Accept and returns the other, as Listener.Dial
 // does for stream links.
 func (ln *PacketListener) Dial(ctx context.Context, ab, ba PacketConfig) (*PacketConn, *PacketLink, error) {
-	dialErr := func(err error) error {
-		return &net.OpError{Op: "dial", Net: network, Addr: ln.addr, Err: err}
+	var l *PacketLink
+	a, err := ln.dial(ctx, func(local Addr) (*PacketConn, *PacketConn) {
+		var a, b *PacketConn
+		a, b, l = newPacketPipe(ab, ba, ln.max, ln.base, local, ln.addr)
+		return a, b
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, nil, dialErr(err)
-	}
-	select {
-	case <-ln.done:
-		return nil, nil, ln.closedErr("dial")
-	default:
-	}
-	local := Addr(fmt.Sprintf("%s-%d", ln.addr, pipeSeq.Add(1)))
-	a, b, l := newPacketPipe(ab, ba, ln.max, ln.base, local, ln.addr)
-	select {
-	case ln.accept <- b:
-		return a, l, nil
-	case <-ln.done:
-		return nil, nil, ln.closedErr("dial")
-	case <-ctx.Done():
-		return nil, nil, dialErr(ctx.Err())
-	}
+	return a, l, nil
 }
