@@ -51,9 +51,8 @@ func runAttack(c *config) []result {
 // attackListener is a rendr listener with an acceptor that reads every flow to its end, as a
 // server would, so that flows opened by anyone cost what they cost in practice.
 type attackListener struct {
-	ln   *rendr.Listener
-	keys benchKeys
-	wg   sync.WaitGroup
+	ln *rendr.Listener
+	wg sync.WaitGroup
 }
 
 func newAttackListener(k benchKeys, cfg rendr.ListenConfig, src net.Listener, more ...rendr.PublicKey) (*attackListener, error) {
@@ -64,7 +63,7 @@ func newAttackListener(k benchKeys, cfg rendr.ListenConfig, src net.Listener, mo
 		src.Close()
 		return nil, err
 	}
-	a := &attackListener{ln: ln, keys: k}
+	a := &attackListener{ln: ln}
 	a.wg.Go(func() {
 		for {
 			c, err := ln.AcceptContext(context.Background())
@@ -490,6 +489,7 @@ func attackHandshakeFlood(c *config) []result {
 		note := fmt.Sprintf("flood: %s, over TCP from %s, %d connections in %.1f s (%.0f/s) from one core of another process, %d errors, %d answered (%d bytes back), %d handshakes completed; listener stats over the measured window: %s; process CPU (listener and legitimate client) %.1f%% of a core under the flood, %.1f%% over the same %d dials unloaded",
 			what, attackSource, rep.Sent, rep.Seconds, float64(rep.Sent)/rep.Seconds, rep.Errors, rep.Answers, rep.BytesBack, rep.Completed,
 			statsDelta(listenerFields(st0), listenerFields(st1)), 100*under.cpuShare(), 100*base.cpuShare(), dials)
+		note += fmt.Sprintf("; the legitimate flows moved %d KiB under the flood", under.streamed>>10)
 		if !inFlood {
 			note += "; the dials outlasted the flood"
 		}
