@@ -479,15 +479,19 @@ func attackHandshakeFlood(c *config) []result {
 		extra := under.cpuShare() - base.cpuShare()
 		name := map[string]string{"hsflood-random": "hsflood_random_keys", "hsflood-replay": "hsflood_replay", "hsflood-full": "hsflood_full_initiators"}[role]
 		what := map[string]string{
-			"hsflood-random": "first messages from 256 random static keys, each with a valid mac1 (mac2 zero: cookie replies are read, never used)",
-			"hsflood-replay": "one recorded valid first message of an allowed key, replayed on every connection",
+			"hsflood-random": "first messages from 256 random static keys, each with a valid mac1 and no mac2, each connection closed once written (answers not read)",
+			"hsflood-replay": "one recorded valid first message of an allowed key, replayed on every connection, each closed once written (answers not read)",
 			"hsflood-full":   "whole initiations from 64 random static keys (handshake.Initiate), following cookie replies with mac2 as a real initiator does",
 		}[role]
 		c.logf("attack: %s: %d connections in %.1f s (%.0f/s, attacker CPU %.2f s), %d answered, %d bytes back; listener CPU %.1f%% of a core vs %.1f%% unloaded; dial p99 %.1f ms vs %.1f ms; %s",
 			role, rep.Sent, rep.Seconds, float64(rep.Sent)/rep.Seconds, rep.CPU, rep.Answers, rep.BytesBack,
 			100*under.cpuShare(), 100*base.cpuShare(), percentile(under.times, 0.99), percentile(base.times, 0.99), statsDelta(listenerFields(st0), listenerFields(st1)))
-		note := fmt.Sprintf("flood: %s, over TCP from %s, %d connections in %.1f s (%.0f/s) from one core of another process, %d errors, %d answered (%d bytes back), %d handshakes completed; listener stats over the measured window: %s; process CPU (listener and legitimate client) %.1f%% of a core under the flood, %.1f%% over the same %d dials unloaded",
-			what, attackSource, rep.Sent, rep.Seconds, float64(rep.Sent)/rep.Seconds, rep.Errors, rep.Answers, rep.BytesBack, rep.Completed,
+		answered := fmt.Sprintf("%d answered (%d bytes back), %d handshakes completed", rep.Answers, rep.BytesBack, rep.Completed)
+		if role != "hsflood-full" {
+			answered = "answers not read"
+		}
+		note := fmt.Sprintf("flood: %s, over TCP from %s, %d connections in %.1f s (%.0f/s) from one core of another process, %d errors, %s; listener stats over the measured window: %s; process CPU (listener and legitimate client; the kernel's loopback TCP work counts where it lands) %.1f%% of a core under the flood, %.1f%% over the same %d dials unloaded",
+			what, attackSource, rep.Sent, rep.Seconds, float64(rep.Sent)/rep.Seconds, rep.Errors, answered,
 			statsDelta(listenerFields(st0), listenerFields(st1)), 100*under.cpuShare(), 100*base.cpuShare(), dials)
 		note += fmt.Sprintf("; the legitimate flows moved %d KiB under the flood", under.streamed>>10)
 		if !inFlood {
