@@ -111,6 +111,7 @@ type greedySetup struct {
 	Flows       int     `json:"flows"`        // flows opened on the second session
 	FlowErrors  int     `json:"flow_errors"`  // flow dials that failed
 	FlowError   string  `json:"flow_error"`   // the last failure
+	FlowPath    string  `json:"flow_path"`    // the flows' session's path: state, dials, last error
 	Seconds     float64 `json:"seconds"`      // how long the setup took
 }
 
@@ -197,11 +198,12 @@ func runGreedyPeer(a attackerArgs) {
 	}
 	fcancel()
 	time.Sleep(500 * time.Millisecond) // the last paths of the bond attach, or are refused
-	if pc, err := held[0].DialContext(context.Background()); err == nil {
-		for _, p := range pc.Paths() {
-			if p.State == status.Up || p.State == status.Suspect {
-				st.BondPaths++
-			}
+	for _, p := range held[1].Status().Paths {
+		st.FlowPath = fmt.Sprintf("%v after %d dials, last error %q", p.State, p.Dials, p.LastError)
+	}
+	for _, p := range held[0].Status().Paths {
+		if p.State == status.Up || p.State == status.Suspect {
+			st.BondPaths++
 		}
 	}
 	st.Seconds = time.Since(t0).Seconds()
@@ -341,7 +343,7 @@ func attackGreedy(c *config) []result {
 	// The greatest number of sessions the listener holds is sampled during the runs.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var maxSess atomic.Int64
+	var maxSess, over atomic.Int64
 	maxSess.Store(int64(stSetup.Sessions))
 	wg.Go(func() {
 		for {
@@ -350,8 +352,12 @@ func attackGreedy(c *config) []result {
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
-			if n := int64(ln.Stats().Sessions); n > maxSess.Load() {
+			n := int64(ln.Stats().Sessions)
+			if n > maxSess.Load() {
 				maxSess.Store(n)
+			}
+			if n > 17 { // the victim's and 16 of the greedy key's
+				over.Add(1)
 			}
 		}
 	})
@@ -397,8 +403,8 @@ func attackGreedy(c *config) []result {
 		Value:  ptr(float64(st.RefusedSessionsPerPeer + st.RefusedSessions + st.RefusedPaths + st.RefusedMemory)),
 		Target: ptr("sessions held <= 16, paths per session <= 32, the rest refused (counted)"),
 		Pass:   ptr(bounded),
-		Note: fmt.Sprintf("one key: %d Dialers, the first with %d paths, then one more every 20 ms during the runs; at most %d of its sessions at the listener at once (sampled every 10 ms), %d attached paths on the first; %d of its Dialers got a session at setup, %d refused (the last: %s); listener stats: %s; flows: %d opened by the greedy Dialer on one session (%d dials failed, the last: %s), %d accepted by the server over the whole run, the others refused by the listener (its accept backlog is 1024, and the Dialer sends its OPENs many to a record); rendr's Dialer stops at 65536 flows a session by itself, so the listener's flow bound is not reached here, and the listener has no counter of refused flows",
-			greedySessions, greedyPaths, greedyMax, setup.BondPaths, setup.Dialers, setup.Refused, setup.LastRefusal,
-			statsDelta(listenerFields(status.Listener{}), listenerFields(st)), setup.Flows, setup.FlowErrors, setup.FlowError, g.heldN.Load())}
+		Note: fmt.Sprintf("one key: %d Dialers, the first with %d paths, then one more every 20 ms during the runs; at most %d of its sessions at the listener at once (sampled every 10 ms; %d samples above 16), %d attached paths on the first; %d of its Dialers got a session at setup, %d refused (the last: %s); listener stats: %s; flows: %d opened by the greedy Dialer on one session (%d dials failed, the last: %s; its path then: %s), %d accepted by the server over the whole run, the others refused by the listener (its accept backlog is 1024, and the Dialer sends its OPENs many to a record); rendr's Dialer stops at 65536 flows a session by itself, so the listener's flow bound is not reached here, and the listener has no counter of refused flows",
+			greedySessions, greedyPaths, greedyMax, over.Load(), setup.BondPaths, setup.Dialers, setup.Refused, setup.LastRefusal,
+			statsDelta(listenerFields(status.Listener{}), listenerFields(st)), setup.Flows, setup.FlowErrors, setup.FlowError, setup.FlowPath, g.heldN.Load())}
 	return []result{b, t, r}
 }
