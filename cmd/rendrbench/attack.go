@@ -373,7 +373,7 @@ func errNote(s dialSample) string {
 func statsDelta(a, b []statField) string {
 	var out []string
 	for i := range b {
-		if d := b[i].v - a[i].v; d != 0 {
+		if d := b[i].v - a[i].v; d != 0 || b[i].always {
 			out = append(out, fmt.Sprintf("%s %+d", b[i].name, d))
 		}
 	}
@@ -386,10 +386,11 @@ func statsDelta(a, b []statField) string {
 // listenerFields lists a rendr listener's counters.
 func listenerFields(s status.Listener) []statField {
 	return []statField{
-		{"Sessions", int64(s.Sessions)}, {"Handshakes", int64(s.Handshakes)}, {"BadMAC1", int64(s.BadMAC1)},
-		{"CookiesSent", int64(s.CookiesSent)}, {"BadCookie", int64(s.BadCookie)}, {"RateLimited", int64(s.RateLimited)},
-		{"Evicted", int64(s.Evicted)}, {"RefusedSessionsPerPeer", int64(s.RefusedSessionsPerPeer)},
-		{"RefusedSessions", int64(s.RefusedSessions)}, {"RefusedPaths", int64(s.RefusedPaths)}, {"RefusedMemory", int64(s.RefusedMemory)},
+		{"Sessions", int64(s.Sessions), false}, {"Handshakes", int64(s.Handshakes), true}, {"BadMAC1", int64(s.BadMAC1), true},
+		{"CookiesSent", int64(s.CookiesSent), true}, {"BadCookie", int64(s.BadCookie), false}, {"RateLimited", int64(s.RateLimited), true},
+		{"Evicted", int64(s.Evicted), false}, {"RefusedSessionsPerPeer", int64(s.RefusedSessionsPerPeer), false},
+		{"RefusedSessions", int64(s.RefusedSessions), false}, {"RefusedPaths", int64(s.RefusedPaths), false},
+		{"RefusedMemory", int64(s.RefusedMemory), false},
 	}
 }
 
@@ -405,8 +406,9 @@ func joinComma(s []string) string {
 }
 
 type statField struct {
-	name string
-	v    int64
+	name   string
+	v      int64
+	always bool // printed even when it did not move
 }
 
 // recordedInitiation is one valid first message of an allowed key, captured before it reached

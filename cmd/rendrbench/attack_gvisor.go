@@ -217,8 +217,9 @@ func attackGVisor(c *config) []result {
 
 func gvisorFields(s gvisor.ListenerStats) []statField {
 	return []statField{
-		{"Hellos", int64(s.Hellos)}, {"Short", int64(s.Short)}, {"Strays", int64(s.Strays)}, {"Expired", int64(s.Expired)},
-		{"BadTokens", int64(s.BadTokens)}, {"BadSYNs", int64(s.BadSYNs)}, {"Started", int64(s.Started)},
-		{"Evicted", int64(s.Evicted)}, {"Refused", int64(s.Refused)}, {"Peers", int64(s.Peers)},
+		{"Hellos", int64(s.Hellos), false}, {"Short", int64(s.Short), false}, {"Strays", int64(s.Strays), false},
+		{"Expired", int64(s.Expired), false}, {"BadTokens", int64(s.BadTokens), false}, {"BadSYNs", int64(s.BadSYNs), false},
+		{"Started", int64(s.Started), false}, {"Evicted", int64(s.Evicted), false}, {"Refused", int64(s.Refused), false},
+		{"Peers", int64(s.Peers), false},
 	}
 }
