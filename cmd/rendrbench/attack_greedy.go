@@ -88,6 +88,7 @@ func victimTransfer(d *rendr.Dialer, g *greedyListener) (rate, cpuPerGiB float64
 		return 0, 0, errors.New("the victim's flow was never accepted")
 	}
 	defer rcv.Close()
+	rcv.SetReadDeadline(time.Now().Add(30 * time.Second)) // a stalled transfer ends the run
 	n, err := io.Copy(io.Discard, rcv)
 	el, cpu := time.Since(start), cpuTime()-c0
 	if err != nil {
