@@ -122,6 +122,7 @@ type greedyReport struct {
 	SessionsOK int64   `json:"sessions_ok"` // of which granted
 	Flows      int64   `json:"flows"`       // more flows opened after the setup
 	CPU        float64 `json:"cpu_s"`       // the greedy process's own CPU seconds
+	FlowPath   string  `json:"flow_path"`   // the flows' session's path at the end
 }
 
 // runGreedyPeer is main for the greedy peer process: one key (-attack-msg, hex) takes
@@ -248,6 +249,10 @@ loop:
 	}
 	session.Stop()
 	flow.Stop()
+	rep.FlowPath = "no path: the session has ended"
+	for _, p := range held[1].Status().Paths {
+		rep.FlowPath = fmt.Sprintf("%v after %d dials, last error %q", p.State, p.Dials, p.LastError)
+	}
 	rep.CPU = (cpuTime() - c0).Seconds()
 	if err := enc.Encode(rep); err != nil {
 		die(err)
@@ -305,6 +310,15 @@ func attackGreedy(c *config) []result {
 		base, baseCPU = append(base, r), append(baseCPU, cpu)
 	}
 
+	// The listener process's CPU with nothing to do, to compare with the same beside the
+	// greedy peer: what its state and its asking cost apart from the victim's transfer.
+	idle := func() float64 {
+		t0, c0 := time.Now(), cpuTime()
+		time.Sleep(time.Second)
+		return (cpuTime() - c0).Seconds() / time.Since(t0).Seconds()
+	}
+	idleBefore := idle()
+
 	// The greedy peer, bounded: 60 s at most after its setup, or until its stdin closes.
 	exe, err := os.Executable()
 	if err != nil {
@@ -338,6 +352,7 @@ func attackGreedy(c *config) []result {
 		return fail(fmt.Errorf("greedy peer: %w", err))
 	}
 	stSetup := ln.Stats()
+	idleBeside := idle()
 	c.logf("attack: greedy: %d sessions held, %d refused; %d paths on the first; %d flows opened, %d accepted; %s",
 		setup.Dialers, setup.Refused, setup.BondPaths, setup.Flows, g.heldN.Load(), statsDelta(listenerFields(status.Listener{}), listenerFields(stSetup)))
 
@@ -392,8 +407,9 @@ func attackGreedy(c *config) []result {
 	measured(&b, base)
 	b.CPUPerGiB = ptr(round(median(baseCPU)))
 	t := result{Scenario: "attack", Metric: "greedy_victim_throughput", Unit: "MiB/s",
-		Note: fmt.Sprintf("the same transfer while the greedy key (another process, one core) holds %d sessions at the listener (%d paths on the first) and %d flows held open by the server, and keeps asking: %d more sessions tried during the runs (%d granted), %d more flows opened (greedy process CPU %.1f s in all); the runs without and with the greedy peer follow each other, not interleaved; cpu_s_per_gib is the listener process's CPU (listener and victim) per GiB moved, less sensitive than the rate to other load on the machine",
-			stSetup.Sessions-1, setup.BondPaths, g.heldN.Load(), rep.Sessions, rep.SessionsOK, rep.Flows, rep.CPU)}
+		Note: fmt.Sprintf("the same transfer while the greedy key (another process, one core) holds %d sessions at the listener (%d paths on the first) and %d flows held open by the server, and keeps asking: %d more sessions tried during the runs (%d granted), %d more flows opened (greedy process CPU %.1f s in all); listener stats over the runs: %s; the path of the greedy session holding 65535 flows: %s at the setup, %q at the end; the listener process's CPU over 1 s with no transfer: %.1f%% of a core before the greedy peer came, %.1f%% beside it; the runs without and with the greedy peer follow each other, not interleaved; cpu_s_per_gib is the listener process's CPU (listener and victim) per GiB moved, less sensitive than the rate to other load on the machine",
+			stSetup.Sessions-1, setup.BondPaths, g.heldN.Load(), rep.Sessions, rep.SessionsOK, rep.Flows, rep.CPU,
+			statsDelta(listenerFields(stSetup), listenerFields(st)), setup.FlowPath, rep.FlowPath, 100*idleBefore, 100*idleBeside)}
 	measured(&t, loaded)
 	t.CPUPerGiB = ptr(round(median(loadedCPU)))
 	against(&t, &b, 0.9, true)
