@@ -317,7 +317,7 @@ func attackGreedy(c *config) []result {
 		time.Sleep(time.Second)
 		return (cpuTime() - c0).Seconds() / time.Since(t0).Seconds()
 	}
-	idleBefore := idle()
+	idleBefore, heapBefore := idle(), heapInuse()
 
 	// The greedy peer, bounded: 60 s at most after its setup, or until its stdin closes.
 	exe, err := os.Executable()
@@ -352,7 +352,7 @@ func attackGreedy(c *config) []result {
 		return fail(fmt.Errorf("greedy peer: %w", err))
 	}
 	stSetup := ln.Stats()
-	idleBeside := idle()
+	idleBeside, heapBeside := idle(), heapInuse()
 	c.logf("attack: greedy: %d sessions held, %d refused; %d paths on the first; %d flows opened, %d accepted; %s",
 		setup.Dialers, setup.Refused, setup.BondPaths, setup.Flows, g.heldN.Load(), statsDelta(listenerFields(status.Listener{}), listenerFields(stSetup)))
 
@@ -407,9 +407,10 @@ func attackGreedy(c *config) []result {
 	measured(&b, base)
 	b.CPUPerGiB = ptr(round(median(baseCPU)))
 	t := result{Scenario: "attack", Metric: "greedy_victim_throughput", Unit: "MiB/s",
-		Note: fmt.Sprintf("the same transfer while the greedy key (another process, one core) holds %d sessions at the listener (%d paths on the first) and %d flows held open by the server, and keeps asking: %d more sessions tried during the runs (%d granted), %d more flows opened (greedy process CPU %.1f s in all); listener stats over the runs: %s; the path of the greedy session holding 65535 flows: %s at the setup, %q at the end; the listener process's CPU over 1 s with no transfer: %.1f%% of a core before the greedy peer came, %.1f%% beside it; the runs without and with the greedy peer follow each other, not interleaved; cpu_s_per_gib is the listener process's CPU (listener and victim) per GiB moved, less sensitive than the rate to other load on the machine",
+		Note: fmt.Sprintf("the same transfer while the greedy key (another process, one core) holds %d sessions at the listener (%d paths on the first) and %d flows held open by the server, and keeps asking: %d more sessions tried during the runs (%d granted), %d more flows opened (greedy process CPU %.1f s in all); listener stats over the runs: %s; the path of the greedy session holding 65535 flows: %s at the setup, %q at the end; the listener process's CPU over 1 s with no transfer: %.1f%% of a core before the greedy peer came, %.1f%% beside it; its heap in use after GC %.1f MiB before, %.1f MiB beside it; the runs without and with the greedy peer follow each other, not interleaved; cpu_s_per_gib is the listener process's CPU (listener and victim) per GiB moved, less sensitive than the rate to other load on the machine",
 			stSetup.Sessions-1, setup.BondPaths, g.heldN.Load(), rep.Sessions, rep.SessionsOK, rep.Flows, rep.CPU,
-			statsDelta(listenerFields(stSetup), listenerFields(st)), setup.FlowPath, rep.FlowPath, 100*idleBefore, 100*idleBeside)}
+			statsDelta(listenerFields(stSetup), listenerFields(st)), setup.FlowPath, rep.FlowPath, 100*idleBefore, 100*idleBeside,
+			float64(heapBefore)/mib, float64(heapBeside)/mib)}
 	measured(&t, loaded)
 	t.CPUPerGiB = ptr(round(median(loadedCPU)))
 	against(&t, &b, 0.9, true)
