@@ -86,7 +86,7 @@ func (a *attackListener) close() {
 
 // dialSample is what a run of legitimate dials saw.
 type dialSample struct {
-	times    []time.Duration // each successful dial: NewDialer to an open flow
+	times    []time.Duration // each successful dial: DialContext of a new Dialer to an open flow
 	fails    int
 	lastErr  error
 	wall     time.Duration // the whole run, dials and pauses
