@@ -1,7 +1,7 @@
 // Command rendrbench measures rendr against baselines run in the same invocation and prints
 // one JSON object per result line on stdout (progress goes to stderr; -v=false silences it).
 //
-//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|all] [-runs N]
+//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|attack|all] [-runs N]
 //		[-bytes N] [-seconds N] [-cpuprofile DIR] [-flows N]
 //
 // Scenarios:
@@ -25,6 +25,14 @@
 //     nftables (needs root), beside each path alone: p99 send-to-delivery delay.
 //   - pps: one packet flow over one loopback path, 1200-byte datagrams: datagrams per second
 //     delivered and heap allocations per datagram, encrypted and over a secure carrier.
+//   - attack: floods and greedy peers against a rendr listener on 127.0.0.1 while a
+//     legitimate client dials and streams, each beside an unloaded baseline: an authenticated
+//     peer naming huge flow ids (heap and CPU), a udpflow hello flood (heap, dials within
+//     1 s), TCP handshake floods of random keys, replays and whole initiations (CPU beyond the
+//     baseline, dial p99), a greedy key opening sessions, paths and flows past the bounds
+//     (another peer's throughput), spoofed SYNs to a transport/gvisor listener (bytes
+//     reflected). The floods run in a process of their own: this binary again, with the
+//     hidden -attacker flag, so that their CPU is not counted as the listener's.
 //
 // Every line carries scenario, metric, value, unit, baseline, baseline_value, ratio, runs,
 // target and pass (null where they do not apply), plus min and max of the runs and a note.
@@ -234,15 +242,35 @@ func cleanUp(code int) {
 func main() {
 	handleSignals()
 	var c config
-	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps or all")
+	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps, attack or all")
 	flag.IntVar(&c.runs, "runs", 5, "measured runs per row; each row reports the median")
 	flag.Int64Var(&c.bytes, "bytes", 1<<30, "throughput: bytes per transfer")
 	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes; bond: measure this many seconds per transfer instead of 8")
 	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory")
 	flag.IntVar(&c.flows, "flows", 10000, "idle: flows to open")
 	flag.BoolVar(&c.verbose, "v", true, "progress on stderr")
-	flag.StringVar(&c.rows, "rows", "", "throughput, pps: only these rows (comma-separated names); a ratio needs its baseline row too")
+	flag.StringVar(&c.rows, "rows", "", "throughput, pps: only these rows (comma-separated names), a ratio needing its baseline row too; attack: only these attacks (flowids, udpflood, hsflood, greedy, gvisor)")
+	// Hidden: the attack scenario starts this binary again as an attacker (attackers.go).
+	var atk attackerArgs
+	flag.StringVar(&atk.role, "attacker", "", "internal: run as an attack scenario's attacker process")
+	flag.StringVar(&atk.addr, "attack-addr", "", "internal: the attacker's target")
+	flag.StringVar(&atk.key, "attack-key", "", "internal: the listener's public key, base64")
+	flag.StringVar(&atk.msg, "attack-msg", "", "internal: a recorded first message, hex")
+	flag.Float64Var(&atk.seconds, "attack-seconds", 5, "internal: the attacker's time bound")
+	flag.IntVar(&atk.count, "attack-count", 1000, "internal: the attacker's count bound")
 	flag.Parse()
+	switch atk.role {
+	case "":
+	case "flowids-target":
+		runFlowIDsTarget()
+		return
+	case "greedy":
+		runGreedyPeer(atk)
+		return
+	default:
+		runAttacker(atk)
+		return
+	}
 	if c.runs < 1 || c.bytes < 1 || c.seconds < 0 || c.flows < 1 {
 		fmt.Fprintln(os.Stderr, "rendrbench: -runs, -bytes and -flows must be positive, -seconds not negative")
 		os.Exit(2)
@@ -254,15 +282,16 @@ func main() {
 		"bond":       runBond,
 		"race":       runRace,
 		"pps":        runPPS,
+		"attack":     runAttack,
 	}
 	var order []string
 	switch c.scenario {
 	case "all":
-		order = []string{"throughput", "failover", "idle", "bond", "race", "pps"}
-	case "throughput", "failover", "idle", "bond", "race", "pps":
+		order = []string{"throughput", "failover", "idle", "bond", "race", "pps", "attack"}
+	case "throughput", "failover", "idle", "bond", "race", "pps", "attack":
 		order = []string{c.scenario}
 	default:
-		fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race, pps or all)\n", c.scenario)
+		fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race, pps, attack or all)\n", c.scenario)
 		os.Exit(2)
 	}
 	if c.cpuDir != "" {

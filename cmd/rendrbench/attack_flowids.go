@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/path"
+	"github.com/rendr-go/rendr/transport/tcp"
+)
+
+// The flowids attack: an authenticated peer names huge and random flow ids. It runs in a
+// process of its own (this binary with -attacker flowids-target), listener, legitimate client
+// and attacker together, because a listener that does work linear in the id it is given would
+// otherwise take this process's memory and time with it: the child stops itself when its
+// heap has grown by flowIDsHeapCap, prints its result lines and exits without closing
+// anything (a session stuck in such a loop would not let go).
+const (
+	flowIDsWindow   = 2 * time.Second // each of the baseline and the attack window
+	flowIDsHeapCap  = 512 * mib       // growth at which the child gives up and reports
+	flowIDsRecords  = 64              // records of attack frames
+	flowIDsPerRec   = 512             // OPEN+DATA pairs per record
+	flowIDsMaxID    = 1<<62 - 1
+	flowIDsLegitBps = 8 * mib // the legitimate stream's rate, paced
+)
+
+// attackFlowIDs runs the flowids child and passes its lines on.
+func attackFlowIDs(c *config) []result {
+	exe, err := os.Executable()
+	if err != nil {
+		return []result{failure("attack", err)}
+	}
+	cmd := exec.Command(exe, "-attacker", "flowids-target", "-attack-seconds", strconv.FormatFloat(flowIDsWindow.Seconds(), 'f', -1, 64))
+	cmd.Stderr = os.Stderr
+	remove := atExit(func() { cmd.Process.Kill() })
+	defer remove()
+	c.logf("attack: flowids: starting the target process")
+	t := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer t.Stop()
+	out, err := cmd.Output()
+	if err != nil {
+		return []result{failure("attack", fmt.Errorf("flowids target: %w", err))}
+	}
+	rs, err := readLines(out)
+	if err != nil {
+		return []result{failure("attack", fmt.Errorf("flowids target output: %w", err))}
+	}
+	return rs
+}
+
+// rawPeer is an authenticated peer built from the handshake and the path layer alone, with no
+// flow engine: it sends whatever frames it is told to.
+type rawPeer struct {
+	p     *path.Path
+	down  chan struct{}
+	cause atomic.Value // error
+}
+
+func (r *rawPeer) Frame(*path.Path, *wire.Frame) error { return nil }
+func (r *rawPeer) Writable(*path.Path)                 {}
+func (r *rawPeer) Measured(*path.Path)                 {}
+func (r *rawPeer) Down(_ *path.Path, cause error) {
+	if cause == nil {
+		cause = errors.New("closed")
+	}
+	r.cause.Store(cause)
+	close(r.down)
+}
+
+// dialRaw founds a session as key over TCP to addr and returns the raw path.
+func dialRaw(addr string, key rendr.PrivateKey, peer rendr.PublicKey) (*rawPeer, error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := handshake.KeypairFrom(key)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	h := handshake.Hello{Time: uint64(time.Now().UnixNano()), Mode: handshake.ModeNew, Name: "raw"}
+	rand.Read(h.Instance[:])
+	rand.Read(h.Session[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := handshake.Initiate(ctx, conn, kp, peer, h, nil)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if res.Reply.Status != handshake.StatusOK {
+		conn.Close()
+		return nil, fmt.Errorf("handshake status %d", res.Reply.Status)
+	}
+	r := &rawPeer{down: make(chan struct{})}
+	r.p = path.New(1, conn, res.Send, res.Recv, path.Config{Name: "raw"}, r)
+	r.p.Start()
+	return r, nil
+}
+
+// send queues frames as one record, waiting while the path's queue is full.
+func (r *rawPeer) send(frames []byte) error {
+	for {
+		select {
+		case <-r.down:
+			return fmt.Errorf("path down: %v", r.cause.Load())
+		default:
+		}
+		rec := path.NewRecord()
+		rec.B = append(rec.B, frames...)
+		if r.p.Send(rec) {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// runFlowIDsTarget is main for the flowids child: it prints the attack's result lines.
+func runFlowIDsTarget() {
+	emitAll := func(rs ...result) {
+		for _, r := range rs {
+			emit(r)
+		}
+		os.Exit(0)
+	}
+	fail := func(err error) { emitAll(failure("attack", fmt.Errorf("flowids: %w", err))) }
+	k, err := newBenchKeys()
+	if err != nil {
+		fail(err)
+	}
+	evil, err := rendr.NewKey()
+	if err != nil {
+		fail(err)
+	}
+	src, err := tcp.Listen("127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	addr := src.Addr().String()
+	al, err := newAttackListener(k, rendr.ListenConfig{}, src, evil.Public())
+	if err != nil {
+		fail(err)
+	}
+
+	// The legitimate client: one flow, 64 KiB writes paced at flowIDsLegitBps.
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: k.cli, PeerKey: k.srv.Public(), Root: rendr.Path("legit", tcp.Dialer(addr))})
+	if err != nil {
+		fail(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	conn, err := d.DialContext(ctx)
+	cancel()
+	if err != nil {
+		fail(err)
+	}
+	var streamed atomic.Int64
+	go func() {
+		b := make([]byte, 64<<10)
+		tick := time.NewTicker(time.Second * time.Duration(len(b)) / flowIDsLegitBps)
+		defer tick.Stop()
+		for range tick.C {
+			n, err := conn.Write(b)
+			streamed.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	raw, err := dialRaw(addr, evil, k.srv.Public())
+	if err != nil {
+		fail(fmt.Errorf("raw peer: %w", err))
+	}
+	// One ordinary flow first, so that the session is in use.
+	if err := raw.send(wire.AppendData(wire.AppendOpen(nil, 1, wire.KindStream), 1, 0, false, []byte("hello"))); err != nil {
+		fail(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	// Baseline window.
+	heap0 := heapInuse()
+	s0, c0, t0 := streamed.Load(), cpuTime(), time.Now()
+	time.Sleep(flowIDsWindow)
+	baseCPU := (cpuTime() - c0).Seconds() / time.Since(t0).Seconds()
+	baseMiB := float64(streamed.Load()-s0) / mib / time.Since(t0).Seconds()
+
+	// Attack window: the largest id first, then random ones, OPEN and DATA for each.
+	rng := mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))
+	var sendErr error
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	s1, c1, t1 := streamed.Load(), cpuTime(), time.Now()
+	wg.Go(func() {
+		for i := range flowIDsRecords {
+			var b []byte
+			for j := range flowIDsPerRec {
+				id := uint64(flowIDsMaxID)
+				if i > 0 || j > 0 {
+					id = rng.Uint64N(flowIDsMaxID/2)*2 + 1 // odd: a stream id
+				}
+				b = wire.AppendOpen(b, id, wire.KindStream)
+				b = wire.AppendData(b, id, 0, false, []byte("x"))
+			}
+			if err := raw.send(b); err != nil {
+				sendErr = err
+				return
+			}
+			sent.Add(flowIDsPerRec)
+		}
+	})
+	var peak, growth uint64
+	capped := false
+	for time.Since(t1) < flowIDsWindow {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		peak = max(peak, m.HeapInuse)
+		if m.HeapInuse > heap0+flowIDsHeapCap {
+			capped = true
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	el := time.Since(t1).Seconds()
+	atkCPU := (cpuTime() - c1).Seconds() / el
+	atkMiB := float64(streamed.Load()-s1) / mib / el
+	// The sender ends when its records are queued; a listener that stopped reading leaves
+	// it waiting on a full queue, which the note says.
+	sent2 := make(chan struct{})
+	go func() { wg.Wait(); close(sent2) }()
+	stuck := false
+	if !capped {
+		select {
+		case <-sent2:
+		case <-time.After(2 * time.Second):
+			stuck = true
+		}
+	}
+	var after uint64
+	growing := ""
+	if capped {
+		after = peak
+	} else {
+		after = heapInuse()
+		time.Sleep(250 * time.Millisecond)
+		if later := heapInuse(); later > after+mib {
+			growing = fmt.Sprintf("; the heap was still growing: %.1f MiB more 250 ms later", float64(later-after)/mib)
+		}
+	}
+	if after > heap0 {
+		growth = after - heap0
+	}
+	var pathState string
+	select {
+	case <-raw.down:
+		pathState = fmt.Sprintf("the attacker's path went down (%v)", raw.cause.Load())
+	default:
+		pathState = "the attacker's path stayed up"
+	}
+	pathState += growing
+	if stuck {
+		pathState += "; the attacker's records were still waiting to be sent 2 s after the window: the listener had stopped reading its path"
+	}
+	if !stuck && !capped && sendErr != nil { // sendErr is the sender's until it is done
+		pathState += fmt.Sprintf("; sending stopped: %v", sendErr)
+	}
+	st := al.ln.Stats()
+	what := fmt.Sprintf("an authenticated raw peer (handshake and path layer, no flow engine) sent %d OPEN+DATA pairs in records of %d, the first for flow id 2^62-1, the others random odd ids below it; %s; listener sessions %d",
+		sent.Load(), flowIDsPerRec, pathState, st.Sessions)
+	if capped {
+		what += fmt.Sprintf("; STOPPED at the cap: the heap grew past %d MiB %.2f s into the attack, and the process was ended there (the growth had not stopped)", flowIDsHeapCap/mib, el)
+	}
+	h := result{Scenario: "attack", Metric: "flowids_heap_growth", Unit: "MiB", Runs: 1,
+		Value: ptr(round(float64(growth) / mib)), Target: ptr("value < 1"),
+		Note: fmt.Sprintf("HeapInuse of the listener's process after GC, after the attack window (%v) minus before it (%.1f MiB); peak %.1f MiB; %s", flowIDsWindow, float64(heap0)/mib, float64(peak)/mib, what)}
+	h.Pass = ptr(!capped && float64(growth) < mib)
+	cpu := result{Scenario: "attack", Metric: "flowids_cpu", Unit: "% of a core", Runs: 1,
+		Value: ptr(round(100 * atkCPU)), Baseline: ptr("same window, no attack"), BaselineValue: ptr(round(100 * baseCPU)),
+		Target: ptr("value - baseline_value <= 10"),
+		Note:   fmt.Sprintf("process CPU (listener, legitimate client paced at %d MiB/s, raw attacker) over the attack window against the window before it; the legitimate flow moved %.1f MiB/s during the attack, %.1f MiB/s before", flowIDsLegitBps/mib, atkMiB, baseMiB)}
+	cpu.Ratio = ptr(round(atkCPU / baseCPU))
+	cpu.Pass = ptr(100*(atkCPU-baseCPU) <= 10)
+	emitAll(h, cpu)
+}
