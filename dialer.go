@@ -171,7 +171,7 @@ func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream
 			}
 			return nil, nil, fmt.Errorf("rendr: dial: %w (no path attached yet)", ctx.Err())
 		}
-		st, err := open(s.engine)
+		st, err := openWaiting(ctx, s.engine, open)
 		if err != nil {
 			if s.err() != nil {
 				continue
@@ -181,6 +181,23 @@ func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream
 		return s, st, nil
 	}
 	return nil, nil, fmt.Errorf("rendr: dial: %w", d.lastErr())
+}
+
+// openWaiting opens a flow, waiting while flow.MaxOpening flows already wait for the
+// listener's answer (a burst of dials is paced by the listener's answers, not refused).
+func openWaiting(ctx context.Context, e *flow.Engine, open func(*flow.Engine) (*flow.Stream, error)) (*flow.Stream, error) {
+	for {
+		if err := e.WaitOpening(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("rendr: dial: %w (%d flows wait for the listener's answer)", err, flow.MaxOpening)
+			}
+			return nil, err
+		}
+		st, err := open(e)
+		if !errors.Is(err, flow.ErrOpening) {
+			return st, err
+		}
+	}
 }
 
 func (d *Dialer) lastErr() error {

@@ -2,6 +2,8 @@ package flow
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"testing"
 	"testing/synctest"
 
@@ -55,6 +57,43 @@ func TestBudgetFlowsAndWindow(t *testing.T) {
 		r.b.Fail(ErrClosed)
 		if pool.Used() != 0 {
 			t.Fatalf("%d bytes still reserved after Fail", pool.Used())
+		}
+	})
+}
+
+// The dialing side opens at most MaxOpening flows its peer has not answered: a burst of
+// opens is paced by the peer's answers, so the peer never holds more refused ids than it
+// may (4096) however fast the application opens flows.
+func TestOpeningBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{MaxFlows: 4 * MaxOpening}, Config{Backlog: 8, MaxFlows: 4 * MaxOpening})
+		for i := range MaxOpening {
+			if _, err := r.a.Open(); err != nil {
+				t.Fatalf("open %d: %v", i, err)
+			}
+		}
+		if _, err := r.a.Open(); !errors.Is(err, ErrOpening) {
+			t.Fatalf("open past MaxOpening: %v, want ErrOpening", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		waited := make(chan error, 1)
+		go func() { waited <- r.a.WaitOpening(ctx) }()
+		synctest.Wait()
+		select {
+		case err := <-waited:
+			t.Fatalf("WaitOpening returned %v with no answer from the peer", err)
+		default:
+		}
+		r.settle() // the peer takes 8 and refuses the rest: every OPEN is answered
+		if err := <-waited; err != nil {
+			t.Fatalf("WaitOpening after the answers: %v", err)
+		}
+		cancel()
+		if _, err := r.a.Open(); err != nil {
+			t.Fatalf("open after the answers: %v", err)
+		}
+		if st := r.b.Stats(); st.Refused != MaxOpening-8 || st.RefusedPending > MaxOpening {
+			t.Fatalf("peer stats %+v", st)
 		}
 	})
 }

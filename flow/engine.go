@@ -176,11 +176,13 @@ type Engine struct {
 		linkIDs  []uint32    // links of the last round's route
 		err      error       // set when the session failed or closed
 
-		sendMax, sendUsed          uint64 // session credit: peer's limit, new bytes sent
-		recvMax, recvUsed          uint64 // session limit we gave, new bytes received
-		budgetHeld                 int64  // what this engine holds of cfg.Budget
-		budgetDenied               uint64 // reservations cfg.Budget refused
-		recvRead, recvWindow       uint64 // bytes consumed by the application; window size
+		sendMax, sendUsed          uint64        // session credit: peer's limit, new bytes sent
+		recvMax, recvUsed          uint64        // session limit we gave, new bytes received
+		budgetHeld                 int64         // what this engine holds of cfg.Budget
+		opening                    int           // dialing side: flows whose OPEN has no answer yet
+		openRoom                   chan struct{} // closed when opening falls: WaitOpening's wake-up
+		budgetDenied               uint64        // reservations cfg.Budget refused
+		recvRead, recvWindow       uint64        // bytes consumed by the application; window size
 		recvTuned                  time.Time
 		maxDataPending             bool
 		outstanding                int // streams with bytes or a FIN/RESET not yet acknowledged
@@ -268,13 +270,67 @@ func (e *Engine) open(kind uint8) (*Stream, error) {
 	if len(e.mu.flows) >= e.cfg.MaxFlows {
 		return nil, ErrTooManyFlows
 	}
+	if e.mu.opening >= MaxOpening {
+		return nil, ErrOpening
+	}
 	s := e.newStreamLocked(e.nextIDLocked(kind))
 	if kind == wire.KindPacket {
 		s.pk = newPacketState()
 	}
 	s.openPending = true
+	s.opening = true
+	e.mu.opening++
 	e.readyLocked(s)
 	return s, nil
+}
+
+// MaxOpening bounds the flows the dialing side has opened that the listening side has not
+// yet answered (taken or refused). The listening side holds the ids of refused flows until
+// the refusal is confirmed, at most 4096 (docs/wire.md 8.1): a dialer that opened flows
+// faster than its peer answers would pass that and lose its path. At the bound, Open returns
+// ErrOpening and WaitOpening waits for room.
+const MaxOpening = 1024
+
+// WaitOpening waits until Open may be called without ErrOpening, the engine fails, or ctx
+// ends.
+func (e *Engine) WaitOpening(ctx context.Context) error {
+	for {
+		e.mu.Lock()
+		if e.mu.err != nil {
+			err := e.mu.err
+			e.mu.Unlock()
+			return err
+		}
+		if e.mu.opening < MaxOpening {
+			e.mu.Unlock()
+			return nil
+		}
+		if e.mu.openRoom == nil {
+			e.mu.openRoom = make(chan struct{})
+		}
+		room := e.mu.openRoom
+		e.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// settleOpenLocked notes that s's OPEN no longer waits for an answer: one came, or the flow
+// ended.
+func (s *Stream) settleOpenLocked() {
+	if !s.opening {
+		return
+	}
+	s.opening = false
+	e := s.e
+	e.mu.opening--
+	if e.mu.openRoom != nil {
+		close(e.mu.openRoom)
+		e.mu.openRoom = nil
+	}
 }
 
 // nextIDLocked allocates the next flow id of a kind: streams are odd, packet flows even.
@@ -604,6 +660,7 @@ func (e *Engine) maybeRemoveLocked(s *Stream) {
 		e.cfg.Budget.Release(FlowCost)
 		e.mu.budgetHeld -= FlowCost
 	}
+	s.settleOpenLocked()
 	delete(e.mu.flows, s.id)
 }
 

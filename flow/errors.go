@@ -21,6 +21,9 @@ var (
 	ErrStopped = errors.New("rendr: flow stopped by peer")
 	// ErrTooManyFlows: the session's flow limit is reached.
 	ErrTooManyFlows = errors.New("rendr: too many flows")
+	// ErrOpening: MaxOpening flows wait for the peer to answer their OPEN; WaitOpening waits
+	// for room.
+	ErrOpening = errors.New("rendr: too many flows opening at once")
 	// ErrFlowControl: the peer sent beyond the window it was given.
 	ErrFlowControl = errors.New("rendr: flow control violated by peer")
 )

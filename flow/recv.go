@@ -61,6 +61,9 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 	if s == nil || err != nil {
 		return err
 	}
+	// Any frame of the listening side's for a flow says its OPEN arrived (it took the flow
+	// or refused it).
+	s.settleOpenLocked()
 	switch f.Type {
 	case wire.TypeDatagram:
 		return s.datagramLocked(f)

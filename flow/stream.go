@@ -40,6 +40,7 @@ type Stream struct {
 	queued, removed, outstanding bool
 	openPending, openAcked       bool
 	charged                      bool // holds FlowCost of the engine's Config.Budget
+	opening                      bool // dialing side: counted in the engine's opening
 
 	sbuf                         buffer    // bytes from sendBase to the end of what was written
 	retx                         spans     // bytes below sendNext to send again: a lossy link lost them
@@ -461,6 +462,7 @@ func (s *Stream) failLocked(err error) {
 		return
 	}
 	s.err = err
+	s.settleOpenLocked()
 	s.e.mu.sendBuffered -= s.sbuf.len()
 	s.sbuf.reset()
 	// Bytes past a gap can never be delivered now; delivered ones stay readable.
