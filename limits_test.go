@@ -83,6 +83,33 @@ func lmRoundTrip(t *testing.T, d *rendr.Dialer) error {
 	return nil
 }
 
+// lmDialRefused dials with d until refused() says the listener turned it away, then gives up
+// and returns the dial's error, which must say why.
+func lmDialRefused(t *testing.T, d *rendr.Dialer, refused func() bool) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := d.DialContext(ctx)
+		errc <- err
+	}()
+	// The listener counts the refusal before the dialer reads it: wait for both.
+	told := func() bool {
+		for _, p := range d.Status().Paths {
+			if p.LastError != "" {
+				return true
+			}
+		}
+		return false
+	}
+	if !rtWait(20*time.Second, func() bool { return refused() && told() }) {
+		t.Fatalf("the listener never refused the dial (dialer: %+v)", d.Status().Paths)
+	}
+	cancel()
+	return <-errc
+}
+
 func lmDialer(t *testing.T, key rendr.PrivateKey, srv rendr.PublicKey, addrs ...string) *rendr.Dialer {
 	t.Helper()
 	var kids []*rendr.Target
@@ -167,9 +194,7 @@ func TestSessionsPerPeerBound(t *testing.T) {
 		held = append(held, d)
 	}
 	extra := lmDialer(t, greedy, srv.Public(), addrs[0])
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if _, err := extra.DialContext(ctx); !errors.Is(err, rendr.ErrLimit) {
+	if err := lmDialRefused(t, extra, func() bool { return ln.Stats().RefusedSessionsPerPeer > 0 }); !errors.Is(err, rendr.ErrLimit) {
 		t.Fatalf("third session of one peer: %v, want ErrLimit", err)
 	}
 	st := ln.Stats()
@@ -223,9 +248,7 @@ func TestWrongListenerKeyCountedSilently(t *testing.T) {
 	srv, cli, wrong := rendr.MustNewKey(), rendr.MustNewKey(), rendr.MustNewKey()
 	ln, addrs := lmListen(t, rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, 1)
 	d := lmDialer(t, cli, wrong.Public(), addrs[0])
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := d.DialContext(ctx); err == nil {
+	if err := lmDialRefused(t, d, func() bool { return ln.Stats().BadMAC1 > 0 }); err == nil {
 		t.Fatal("dial with the wrong listener key succeeded")
 	}
 	st := ln.Stats()
@@ -339,9 +362,7 @@ func TestMemoryBudget(t *testing.T) {
 		t.Fatalf("one session reserves %d bytes of a 2 MiB budget", used)
 	}
 	db := lmDialer(t, b, srv.Public(), addrs[0])
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if _, err := db.DialContext(ctx); !errors.Is(err, rendr.ErrLimit) {
+	if err := lmDialRefused(t, db, func() bool { return ln.Stats().RefusedMemory > 0 }); !errors.Is(err, rendr.ErrLimit) {
 		t.Fatalf("a session past the budget: %v, want ErrLimit", err)
 	}
 	if st := ln.Stats(); st.RefusedMemory == 0 {
@@ -366,9 +387,8 @@ func TestMemoryBudgetPerPeer(t *testing.T) {
 	if err := lmRoundTrip(t, lmDialer(t, greedy, srv.Public(), addrs[0])); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if _, err := lmDialer(t, greedy, srv.Public(), addrs[0]).DialContext(ctx); !errors.Is(err, rendr.ErrLimit) {
+	greedy2 := lmDialer(t, greedy, srv.Public(), addrs[0])
+	if err := lmDialRefused(t, greedy2, func() bool { return ln.Stats().RefusedMemory > 0 }); !errors.Is(err, rendr.ErrLimit) {
 		t.Fatalf("the greedy peer's second session: %v, want ErrLimit", err)
 	}
 	if err := lmRoundTrip(t, lmDialer(t, other, srv.Public(), addrs[0])); err != nil {
