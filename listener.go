@@ -282,6 +282,12 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 	l.loadLocked()
 	l.mu.Unlock()
 	if err != nil {
+		switch {
+		case errors.Is(err, handshake.ErrUnknownKey):
+			l.stats.unknownKey.Add(1)
+		case errors.Is(err, handshake.ErrReplay):
+			l.stats.replayed.Add(1)
+		}
 		l.c.log.Debug("rendr: handshake refused", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
 		return
@@ -541,6 +547,7 @@ func (l *Listener) sessionReserve() int64 {
 // listenStats are the listener's own counters; the guard keeps the handshake's.
 type listenStats struct {
 	evicted, refusedPerPeer, refusedSessions, refusedPaths, refusedMemory atomic.Uint64
+	unknownKey, replayed                                                  atomic.Uint64
 }
 
 // newSessionRefusedLocked says which bound a new session of peer would pass, as the counter
@@ -574,6 +581,7 @@ func (l *Listener) Stats() status.Listener {
 	st.Handshakes, st.BadMAC1, st.CookiesSent, st.BadCookie, st.RateLimited =
 		g.Handshakes, g.BadMAC1, g.CookiesSent, g.BadCookie, g.RateLimited
 	st.Evicted = l.stats.evicted.Load()
+	st.UnknownKey, st.Replayed = l.stats.unknownKey.Load(), l.stats.replayed.Load()
 	st.RefusedSessionsPerPeer = l.stats.refusedPerPeer.Load()
 	st.RefusedSessions = l.stats.refusedSessions.Load()
 	st.RefusedPaths = l.stats.refusedPaths.Load()

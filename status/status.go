@@ -168,6 +168,9 @@ type Listener struct {
 	RateLimited uint64 // first messages over their source's rate while under load
 	// Evicted counts carriers closed unanswered because MaxHandshakes were in progress.
 	Evicted uint64
+	// After the DH: first messages from a key not in Peers (a dialer configured with a key
+	// this listener does not know), and replayed ones (a timestamp already seen).
+	UnknownKey, Replayed uint64
 	// Refused counts authenticated handshakes refused by a bound, by bound.
 	RefusedSessionsPerPeer, RefusedSessions, RefusedPaths, RefusedMemory uint64
 	// MemoryUsed is what sessions, paths and flows reserve of the memory budget now
