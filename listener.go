@@ -186,7 +186,7 @@ func (l *Listener) routineSource(src net.Listener, o sourceOpts) {
 			continue
 		}
 		delay = 0
-		if !l.admit(c) {
+		if !l.guard.AdmitCarrier(c.RemoteAddr()) || !l.admit(c) {
 			c.Close()
 			continue
 		}
@@ -578,8 +578,8 @@ func (l *Listener) Stats() status.Listener {
 	l.mu.Lock()
 	st := status.Listener{Sessions: len(l.mu.sessions), Peers: len(l.mu.perPeer)}
 	l.mu.Unlock()
-	st.Handshakes, st.BadMAC1, st.CookiesSent, st.BadCookie, st.RateLimited =
-		g.Handshakes, g.BadMAC1, g.CookiesSent, g.BadCookie, g.RateLimited
+	st.Handshakes, st.BadMAC1, st.CookiesSent, st.BadCookie, st.RateLimited, st.CarriersLimited =
+		g.Handshakes, g.BadMAC1, g.CookiesSent, g.BadCookie, g.RateLimited, g.CarriersLimited
 	st.Evicted = l.stats.evicted.Load()
 	st.UnknownKey, st.Replayed = l.stats.unknownKey.Load(), l.stats.replayed.Load()
 	st.RefusedSessionsPerPeer = l.stats.refusedPerPeer.Load()

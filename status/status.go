@@ -166,6 +166,9 @@ type Listener struct {
 	CookiesSent uint64 // cookie replies sent while under load
 	BadCookie   uint64 // first messages under load without a valid cookie
 	RateLimited uint64 // first messages over their source's rate while under load
+	// CarriersLimited counts carriers closed at once, before any read, while under load:
+	// their source opened more than 32 at once or 16 a second.
+	CarriersLimited uint64
 	// Evicted counts carriers closed unanswered because MaxHandshakes were in progress.
 	Evicted uint64
 	// After the DH: first messages from a key not in Peers (a dialer configured with a key

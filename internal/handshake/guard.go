@@ -128,6 +128,7 @@ type Guard struct {
 		forced       bool
 		seed         maphash.Seed
 		sources      []bucket // fixed size: addresses hash into it, collisions share
+		carriers     []bucket // the same for new carriers (AdmitCarrier)
 	}
 	stats GuardStats
 }
@@ -135,6 +136,9 @@ type Guard struct {
 // GuardStats counts what the defences did.
 type GuardStats struct {
 	BadMAC1, CookiesSent, BadCookie, RateLimited, Handshakes uint64
+	// CarriersLimited counts carriers closed at once, before any read, because their source
+	// opened more than its rate while under load (AdmitCarrier).
+	CarriersLimited uint64
 }
 
 // sourceBuckets is the rate table's fixed size: its memory is the same whatever the number
@@ -249,7 +253,9 @@ func (g *Guard) admit(src net.Addr, m *initMsg, askedBefore bool) (*[MACSize]byt
 	}
 	if g.mu.sources == nil {
 		g.mu.sources = make([]bucket, sourceBuckets)
-		g.mu.seed = maphash.MakeSeed()
+		if g.mu.carriers == nil {
+			g.mu.seed = maphash.MakeSeed()
+		}
 	}
 	b := &g.mu.sources[maphash.Bytes(g.mu.seed, rateKey(src, source))%sourceBuckets]
 	if !b.take(now, orDefault(g.SourceRate, 16), orDefault(g.SourceBurst, 16)) {
@@ -258,6 +264,37 @@ func (g *Guard) admit(src net.Addr, m *initMsg, askedBefore bool) (*[MACSize]byt
 	}
 	g.spendLocked(now)
 	return nil, nil
+}
+
+// AdmitCarrier decides, before anything is read from a new carrier, whether the responder
+// takes it: always when not under load; under load, at the rate per source that Respond
+// allows handshakes (twice its burst, so a dialer with many paths gets them all). A carrier
+// refused here costs an accept and a close: no goroutine, no read, no MAC, no reply. The
+// address of a stream carrier (TCP) is proven by its own handshake; a datagram carrier's is
+// not, and a spoofed source can only fill its own bucket.
+func (g *Guard) AdmitCarrier(src net.Addr) bool {
+	now := g.clock()
+	g.mu.Lock()
+	loaded := g.underLoadLocked(now)
+	g.mu.Unlock()
+	if !loaded {
+		return true
+	}
+	source := sourceOf(src)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.mu.carriers == nil {
+		g.mu.carriers = make([]bucket, sourceBuckets)
+		if g.mu.sources == nil {
+			g.mu.seed = maphash.MakeSeed()
+		}
+	}
+	b := &g.mu.carriers[maphash.Bytes(g.mu.seed, rateKey(src, source))%sourceBuckets]
+	if !b.take(now, orDefault(g.SourceRate, 16), 2*orDefault(g.SourceBurst, 16)) {
+		g.stats.CarriersLimited++
+		return false
+	}
+	return true
 }
 
 // rateKey is what a source is rate-limited by: its IPv4 address, or its IPv6 /64 (a host

@@ -442,3 +442,35 @@ func TestCookieRetryResentOnDatagrams(t *testing.T) {
 		synctest.Wait()
 	})
 }
+
+// Under load, a source gets twice its handshake burst of carriers at once, then its rate;
+// other sources are not touched, and nothing is refused when not under load.
+func TestAdmitCarrier(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	g := &Guard{now: clk.now, SourceRate: 4, SourceBurst: 2}
+	a, b := tcpAddr("192.0.2.7:1"), tcpAddr("198.51.100.1:1")
+	for range 100 {
+		if !g.AdmitCarrier(a) {
+			t.Fatal("a carrier refused while not under load")
+		}
+	}
+	g.SetLoaded(true)
+	for i := range 4 {
+		if !g.AdmitCarrier(a) {
+			t.Fatalf("carrier %d of a burst of 4 refused", i)
+		}
+	}
+	if g.AdmitCarrier(a) {
+		t.Fatal("the 5th carrier at once admitted")
+	}
+	if !g.AdmitCarrier(b) {
+		t.Fatal("another source refused")
+	}
+	clk.add(500 * time.Millisecond) // two tokens at 4 a second
+	if !g.AdmitCarrier(a) || !g.AdmitCarrier(a) || g.AdmitCarrier(a) {
+		t.Fatal("after half a second: want exactly two more")
+	}
+	if st := g.Stats(); st.CarriersLimited != 2 {
+		t.Fatalf("stats %+v: want 2 carriers limited", st)
+	}
+}

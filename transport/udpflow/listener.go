@@ -20,6 +20,7 @@ type Listener struct {
 	retryKey *[32]byte // random per Listener: Retry tokens need not outlive it
 	resetKey *[32]byte // StatelessResetKey's, or random
 	resets   bucket
+	retries  *sourceRate // Retries per source
 	now      func() time.Time
 	pending  atomic.Int64 // connections not yet promoted
 	// pendingQueued is what those connections queue beside their hellos (pendingBudget).
@@ -38,20 +39,24 @@ type route struct {
 
 type listenerCounters struct {
 	promoted, dropped, malformed, retries, tokens, badTokens, resets, resetsLimited, unknown atomic.Int64
+	retriesLimited                                                                           atomic.Int64
 }
 
 // ListenerStats counts what a Listener did with datagrams that belong to no connection yet.
 type ListenerStats struct {
-	Pending       int64 // connections not yet promoted (a gauge)
-	Promoted      int64 // connections promoted: their hello authenticated, or they answered
-	Dropped       int64 // hellos dropped: Accept behind (MaxPending), or no room in the pending budget
-	Malformed     int64 // hellos that did not parse
-	Retries       int64 // Retry datagrams sent
-	Tokens        int64 // hellos admitted on a valid Retry token
-	BadTokens     int64 // hellos with a forged, expired or other address's token: silence
-	Resets        int64 // stateless resets sent
-	ResetsLimited int64 // stateless resets not sent for the rate limit (64 a second)
-	Unknown       int64 // other datagrams of no connection, dropped silently
+	Pending   int64 // connections not yet promoted (a gauge)
+	Promoted  int64 // connections promoted: their hello authenticated, or they answered
+	Dropped   int64 // hellos dropped: Accept behind (MaxPending), or no room in the pending budget
+	Malformed int64 // hellos that did not parse
+	Retries   int64 // Retry datagrams sent
+	// RetriesLimited counts hellos that would have got a Retry, dropped because their source
+	// (an IPv4 address, an IPv6 /64) had 32 at once or 16 a second already.
+	RetriesLimited int64
+	Tokens         int64 // hellos admitted on a valid Retry token
+	BadTokens      int64 // hellos with a forged, expired or other address's token: silence
+	Resets         int64 // stateless resets sent
+	ResetsLimited  int64 // stateless resets not sent for the rate limit (64 a second)
+	Unknown        int64 // other datagrams of no connection, dropped silently
 }
 
 // Stats returns the listener's counters.
@@ -60,7 +65,7 @@ func (l *Listener) Stats() ListenerStats {
 	return ListenerStats{Pending: l.pending.Load(), Promoted: s.promoted.Load(),
 		Dropped: s.dropped.Load(), Malformed: s.malformed.Load(), Retries: s.retries.Load(),
 		Tokens: s.tokens.Load(), BadTokens: s.badTokens.Load(), Resets: s.resets.Load(),
-		ResetsLimited: s.resetsLimited.Load(), Unknown: s.unknown.Load()}
+		ResetsLimited: s.resetsLimited.Load(), Unknown: s.unknown.Load(), RetriesLimited: s.retriesLimited.Load()}
 }
 
 // Listen opens a Listener on address ("ip:port"). network is "udp", "udp4" or "udp6".
@@ -86,7 +91,8 @@ func Listen(network, address string, opts ...Option) (*Listener, error) {
 	}
 	s.tap = o.tap
 	l := &Listener{s: s, o: o, accept: make(chan *Conn, o.pending), done: make(chan struct{}),
-		conns: map[[8]byte]route{}, retryKey: &retryKey, resetKey: &resetKey, now: time.Now}
+		conns: map[[8]byte]route{}, retryKey: &retryKey, resetKey: &resetKey, now: time.Now,
+		retries: newSourceRate()}
 	l.wg.Add(1)
 	go l.routineRead()
 	return l, nil
@@ -188,7 +194,12 @@ func (l *Listener) hello(b []byte, id [8]byte, from netip.AddrPort) {
 		}
 		l.stats.tokens.Add(1)
 	} else if l.o.retryAt >= 0 && l.pending.Load() >= int64(l.o.retryAt) {
-		t := retryToken(l.retryKey, from, id, uint32(l.now().Unix()))
+		now := l.now()
+		if !l.retries.take(from, now, retryRate, retryBurst) {
+			l.stats.retriesLimited.Add(1) // a flood from one host: no sendto for it
+			return
+		}
+		t := retryToken(l.retryKey, from, id, uint32(now.Unix()))
 		var d [retrySize]byte
 		d[0] = flagRetry
 		copy(d[1:], id[:])

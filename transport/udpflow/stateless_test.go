@@ -292,7 +292,8 @@ func TestDialDuringHelloFlood(t *testing.T) {
 		}()
 	}
 	waitFor(t, "the flood to fill the pending connections", func() bool {
-		return l.Stats().Pending >= defaultRetryPending && l.Stats().Retries >= 2000
+		st := l.Stats()
+		return st.Pending >= defaultRetryPending && st.Retries+st.RetriesLimited >= 2000
 	})
 	d := dial(t, l.Addr())
 	write(t, d, []byte("legit hello"))
@@ -308,8 +309,8 @@ func TestDialDuringHelloFlood(t *testing.T) {
 	flood.Wait()
 	st := l.Stats()
 	t.Logf("flood of %d hellos: %+v", sent.Load(), st)
-	if st.Retries == 0 || st.Tokens == 0 || d.Stats().Retries == 0 {
-		t.Fatalf("no Retry during the flood: %+v", st)
+	if st.Retries == 0 || st.Tokens == 0 || d.Stats().Retries == 0 || st.RetriesLimited == 0 {
+		t.Fatalf("no Retry during the flood, or none held back from its two hosts: %+v", st)
 	}
 	if st.Pending > defaultRetryPending+1 {
 		t.Fatalf("%d connections pending, want at most %d", st.Pending, defaultRetryPending+1)
@@ -343,5 +344,30 @@ func TestRetryResend(t *testing.T) {
 	}
 	if n := d.Stats().Retries; n != maxRetries {
 		t.Fatalf("%d Retries taken, want %d", n, maxRetries)
+	}
+}
+
+// TestRetryPerSource: one host gets retryBurst Retries at once, then silence (no sendto spent
+// on a flood); another host still gets its Retry.
+func TestRetryPerSource(t *testing.T) {
+	l := listen(t, RetryPending(0))
+	flood, other := sourceSocket(t, 9, 1), sourceSocket(t, 9, 2)
+	p := []byte("client hello")
+	for range retryBurst + 8 {
+		send(t, flood, helloDatagram(randomID(), p), l.Addr())
+	}
+	// Datagrams are handled in order: once the other host's Retry comes, the flood's were.
+	id := randomID()
+	send(t, other, helloDatagram(id, p), l.Addr())
+	r, _ := mustReadRaw(t, other)
+	if len(r) != retrySize || r[0] != flagRetry || [8]byte(r[1:headerSize]) != id {
+		t.Fatalf("the other host got % x, want its Retry", r)
+	}
+	// The counters move after the datagram leaves.
+	waitFor(t, "every hello counted", func() bool { st := l.Stats(); return st.Retries+st.RetriesLimited == retryBurst+9 })
+	st := l.Stats()
+	// The token bucket may have refilled by a token or two while the test ran.
+	if st.Retries < retryBurst+1 || st.Retries > retryBurst+3 {
+		t.Fatalf("stats %+v: want %d Retries to the flood and the rest limited", st, retryBurst)
 	}
 }
