@@ -125,6 +125,7 @@ type Guard struct {
 		secret, prev [32]byte
 		rotated      time.Time
 		load         bucket
+		loadedUntil  time.Time // under load until then, whatever the budget
 		forced       bool
 		seed         maphash.Seed
 		sources      []bucket // fixed size: addresses hash into it, collisions share
@@ -140,6 +141,9 @@ type GuardStats struct {
 	// opened more than its rate while under load (AdmitCarrier).
 	CarriersLimited uint64
 }
+
+// loadLinger is how long the responder stays under load after its budget ran out.
+const loadLinger = time.Second
 
 // sourceBuckets is the rate table's fixed size: its memory is the same whatever the number
 // of sources, and a source shares its bucket with at most a few others.
@@ -198,7 +202,12 @@ func (g *Guard) underLoadLocked(now time.Time) bool {
 		return true
 	}
 	g.mu.load.refill(now, orDefault(g.LoadRate, 128), orDefault(g.LoadBurst, 256))
-	return g.mu.load.tokens < 1
+	if g.mu.load.tokens < 1 {
+		// Once loaded, stay so for a while (as WireGuard does): a flood that spent the
+		// budget must not get the next token's worth of carriers in as it refills.
+		g.mu.loadedUntil = now.Add(loadLinger)
+	}
+	return now.Before(g.mu.loadedUntil)
 }
 
 // spendLocked counts one handshake against the load budget.
