@@ -13,7 +13,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -477,7 +479,9 @@ func attackHandshakeFlood(c *config) []result {
 		}
 		time.Sleep(500 * time.Millisecond) // measured once under load
 		st0 := al.ln.Stats()
+		stopProf := startProfile(c, "attack-"+role)
 		under := legitDials(k, dial, dials, every, 5*time.Second)
+		stopProf()
 		st1 := al.ln.Stats()
 		inFlood := time.Now().Before(a.end)
 		rep, err := a.wait()
@@ -537,4 +541,26 @@ func readLines(b []byte) ([]result, error) {
 		out = append(out, r)
 	}
 	return out, sc.Err()
+}
+
+// startProfile writes a CPU profile of this process to -cpuprofile DIR/name.pprof until the
+// returned func is called; without -cpuprofile it does nothing.
+func startProfile(c *config, name string) (stop func()) {
+	if c.cpuDir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(c.cpuDir, name+".pprof"))
+	if err != nil {
+		c.logf("cpuprofile: %v", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		c.logf("cpuprofile: %v", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
