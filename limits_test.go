@@ -482,3 +482,47 @@ func TestMemoryBudgetFlows(t *testing.T) {
 	ln.Close()
 	wg.Wait()
 }
+
+// Under load, a host that opens carriers past its rate is closed at accept, then refused in
+// the kernel for a while (transport/tcp's socket filter); a dialer from another host gets
+// through meanwhile.
+func TestCarrierFloodRefusedAtTheSource(t *testing.T) {
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	// MaxHandshakes 8: from one handshake in progress on, the listener is under load.
+	ln, addrs := lmListen(t, rendr.ListenConfig{Key: srv, MaxHandshakes: 8,
+		Peers: []rendr.PublicKey{cli.Public()}}, 1)
+	lmEcho(t, ln)
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	// Carriers that send nothing stay in their handshake: the listener is under load, and
+	// the flood's host passes its rate after 32 of them.
+	for i := 0; i < 200 && ln.Stats().SourcesRefused == 0; i++ {
+		c, err := dialFrom("127.0.0.2", addrs[0], time.Second)
+		if err != nil {
+			break // the refusal came first: SYNs are dropped now
+		}
+		flood = append(flood, c)
+	}
+	if !rtWait(10*time.Second, func() bool { return ln.Stats().SourcesRefused > 0 }) {
+		t.Fatalf("stats %+v: the flood's host was never refused", ln.Stats())
+	}
+	if st := ln.Stats(); st.CarriersLimited == 0 {
+		t.Fatalf("stats %+v: no carrier limited", st)
+	}
+	// That the kernel then drops the host's SYNs is transport/tcp's TestRefuseSource.
+	if err := lmRoundTrip(t, lmDialer(t, cli, srv.Public(), addrs[0])); err != nil {
+		t.Fatalf("a dialer from another host: %v", err)
+	}
+}
+
+// dialFrom connects from a local address to addr, bounded by d.
+func dialFrom(local, addr string, d time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	return dl.DialContext(ctx, "tcp", addr)
+}

@@ -186,7 +186,18 @@ func (l *Listener) routineSource(src net.Listener, o sourceOpts) {
 			continue
 		}
 		delay = 0
-		if !l.guard.AdmitCarrier(c.RemoteAddr()) || !l.admit(c) {
+		if !l.guard.AdmitCarrier(c.RemoteAddr()) {
+			// Past its rate under load: if the source can, it refuses the host's next
+			// carriers itself for a while (transport/tcp drops their SYNs in the kernel),
+			// so a flood stops costing an accept and a close each.
+			if r, ok := src.(transport.SourceRefuser); ok {
+				r.RefuseSource(c.RemoteAddr(), refuseFor)
+				l.stats.sourcesRefused.Add(1)
+			}
+			c.Close()
+			continue
+		}
+		if !l.admit(c) {
 			c.Close()
 			continue
 		}
@@ -304,6 +315,9 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 		c.Close()
 	}
 }
+
+// refuseFor is how long a source that passed its rate under load refuses the host's carriers.
+const refuseFor = time.Second
 
 // replyLinger bounds how long a carrier that got a refusal stays open for the reply to arrive.
 const replyLinger = 2 * time.Second
@@ -547,7 +561,7 @@ func (l *Listener) sessionReserve() int64 {
 // listenStats are the listener's own counters; the guard keeps the handshake's.
 type listenStats struct {
 	evicted, refusedPerPeer, refusedSessions, refusedPaths, refusedMemory atomic.Uint64
-	unknownKey, replayed                                                  atomic.Uint64
+	unknownKey, replayed, sourcesRefused                                  atomic.Uint64
 }
 
 // newSessionRefusedLocked says which bound a new session of peer would pass, as the counter
@@ -582,6 +596,7 @@ func (l *Listener) Stats() status.Listener {
 		g.Handshakes, g.BadMAC1, g.CookiesSent, g.BadCookie, g.RateLimited, g.CarriersLimited
 	st.Evicted = l.stats.evicted.Load()
 	st.UnknownKey, st.Replayed = l.stats.unknownKey.Load(), l.stats.replayed.Load()
+	st.SourcesRefused = l.stats.sourcesRefused.Load()
 	st.RefusedSessionsPerPeer = l.stats.refusedPerPeer.Load()
 	st.RefusedSessions = l.stats.refusedSessions.Load()
 	st.RefusedPaths = l.stats.refusedPaths.Load()

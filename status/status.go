@@ -167,8 +167,10 @@ type Listener struct {
 	BadCookie   uint64 // first messages under load without a valid cookie
 	RateLimited uint64 // first messages over their source's rate while under load
 	// CarriersLimited counts carriers closed at once, before any read, while under load:
-	// their source opened more than 32 at once or 16 a second.
-	CarriersLimited uint64
+	// their source opened more than 32 at once or 16 a second. SourcesRefused counts the times
+	// the listener then asked the carrier's source to refuse that host for a second
+	// (transport.SourceRefuser: transport/tcp drops its SYNs in the kernel).
+	CarriersLimited, SourcesRefused uint64
 	// Evicted counts carriers closed unanswered because MaxHandshakes were in progress.
 	Evicted uint64
 	// After the DH: first messages from a key not in Peers (a dialer configured with a key

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 )
 
 // DialFunc opens one carrier connection for a path. rendr calls it again, with backoff, each
@@ -184,3 +185,15 @@ type HandshakeExtender interface {
 
 // MaxHandshakeExtra bounds a HandshakeExtender's blobs.
 const MaxHandshakeExtra = 128
+
+// SourceRefuser is a source (a net.Listener given to rendr) that can refuse new carriers
+// from one address for a while before they cost anything above the kernel: rendr's
+// listener, under load, asks it to refuse a source that opens carriers faster than its
+// rate, rather than accept and close each one (transport/tcp: a socket filter drops the
+// source's SYNs). Established carriers are not touched.
+type SourceRefuser interface {
+	net.Listener
+	// RefuseSource refuses new carriers from addr's host (an IPv4 address, or an IPv6 /64)
+	// for d. A source may hold a bounded number of refusals and drop the oldest past it.
+	RefuseSource(addr net.Addr, d time.Duration)
+}

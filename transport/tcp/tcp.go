@@ -87,9 +87,14 @@ func Dialer(address string, opts ...Option) transport.DialFunc {
 	}
 }
 
-// Listen listens on address with the same socket tuning as Dialer.
+// Listen listens on address with the same socket tuning as Dialer. Its socket is plain TCP,
+// not MPTCP (which Go picks by default for listeners where the kernel has it): a rendr path
+// is one TCP connection, rendr spreads traffic over paths itself, and a plain listening socket
+// takes the socket filter RefuseSource puts on it.
 func Listen(address string, opts ...Option) (net.Listener, error) {
-	return ListenConfig(context.Background(), &net.ListenConfig{}, address, opts...)
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	return ListenConfig(context.Background(), &lc, address, opts...)
 }
 
 // ListenConfig listens with the caller's ListenConfig (for Control hooks, MPTCP, a network
@@ -111,25 +116,5 @@ func ListenConfig(ctx context.Context, lc *net.ListenConfig, address string, opt
 	if err != nil {
 		return nil, err
 	}
-	return tunedListener{Listener: l, lowat: o.lowat}, nil
-}
-
-// tunedListener applies the socket tuning to accepted connections too: Linux does not copy
-// TCP_NOTSENT_LOWAT from a listening socket to the sockets it accepts.
-type tunedListener struct {
-	net.Listener
-	lowat int
-}
-
-func (l tunedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		if rc, err := tc.SyscallConn(); err == nil {
-			tune(rc, l.lowat)
-		}
-	}
-	return c, nil
+	return &listener{Listener: l, lowat: o.lowat}, nil
 }
