@@ -6,6 +6,7 @@ import (
 	"errors"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/rendr-go/rendr/internal/budget"
 )
@@ -94,6 +95,34 @@ func TestOpeningBounded(t *testing.T) {
 		}
 		if st := r.b.Stats(); st.Refused != MaxOpening-8 || st.RefusedPending > MaxOpening {
 			t.Fatalf("peer stats %+v", st)
+		}
+	})
+}
+
+// Flows opened and left idle (no byte either way) are answered all the same: the dialing
+// side may open any number of them, MaxOpening at a time.
+func TestIdleOpensAnswered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{MaxFlows: 4 * MaxOpening}, Config{MaxFlows: 4 * MaxOpening, Backlog: 4 * MaxOpening})
+		for i := range 3 * MaxOpening {
+			if err := r.a.WaitOpening(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.a.Open(); err != nil {
+				t.Fatalf("open %d: %v", i, err)
+			}
+			if i%MaxOpening == MaxOpening-1 {
+				r.settle()
+			}
+		}
+		r.settle()
+		if st := r.b.Stats(); st.Flows != 3*MaxOpening || st.Refused != 0 {
+			t.Fatalf("peer stats %+v: want every idle flow taken", st)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := r.a.WaitOpening(ctx); err != nil {
+			t.Fatalf("after every OPEN was answered, WaitOpening: %v", err)
 		}
 	})
 }

@@ -213,6 +213,10 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 			s.pk = newPacketState()
 		}
 		s.openAcked = true
+		// Answer the OPEN even if no byte follows (within the ACK delay, with any bytes
+		// that do): the dialing side counts the flows whose OPEN has no answer yet
+		// (MaxOpening), and an idle flow must not hold its place.
+		s.scheduleAckLocked(true)
 		e.mu.accept[kind] = append(e.mu.accept[kind], s)
 		signal(e.mu.acceptSig[kind])
 	}
