@@ -22,13 +22,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
-	"hash/maphash"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/rendr-go/rendr/internal/rate"
 )
 
 // MACSize is the size of mac1 and mac2 at the end of a first message, and of a cookie.
@@ -124,14 +125,13 @@ type Guard struct {
 		sync.Mutex
 		secret, prev [32]byte
 		rotated      time.Time
-		load         bucket
+		load         rate.Bucket
 		loadedUntil  time.Time // under load until then, whatever the budget
 		forced       bool
-		seed         maphash.Seed
-		sources      []bucket // fixed size: addresses hash into it, collisions share
-		carriers     []bucket // the same for new carriers (AdmitCarrier)
 	}
-	stats GuardStats
+	sources  rate.Table // handshakes per source host, under load
+	carriers rate.Table // new carriers per source host, under load (AdmitCarrier)
+	stats    GuardStats
 }
 
 // GuardStats counts what the defences did.
@@ -144,35 +144,6 @@ type GuardStats struct {
 
 // loadLinger is how long the responder stays under load after its budget ran out.
 const loadLinger = time.Second
-
-// sourceBuckets is the rate table's fixed size: its memory is the same whatever the number
-// of sources, and a source shares its bucket with at most a few others.
-const sourceBuckets = 4096
-
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-// refill adds what rate per second earned since the last look, up to burst.
-func (b *bucket) refill(now time.Time, rate, burst int) {
-	if b.at.IsZero() {
-		b.tokens = float64(burst)
-	} else if d := now.Sub(b.at); d > 0 {
-		b.tokens = min(float64(burst), b.tokens+d.Seconds()*float64(rate))
-	}
-	b.at = now
-}
-
-// take refills b, then takes one token if there is one.
-func (b *bucket) take(now time.Time, rate, burst int) bool {
-	b.refill(now, rate, burst)
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
 
 func (g *Guard) clock() time.Time {
 	if g.now != nil {
@@ -201,8 +172,8 @@ func (g *Guard) underLoadLocked(now time.Time) bool {
 	if g.mu.forced {
 		return true
 	}
-	g.mu.load.refill(now, orDefault(g.LoadRate, 128), orDefault(g.LoadBurst, 256))
-	if g.mu.load.tokens < 1 {
+	g.mu.load.Refill(now, float64(orDefault(g.LoadRate, 128)), float64(orDefault(g.LoadBurst, 256)))
+	if g.mu.load.Empty() {
 		// Once loaded, stay so for a while (as WireGuard does): a flood that spent the
 		// budget must not get the next token's worth of carriers in as it refills.
 		g.mu.loadedUntil = now.Add(loadLinger)
@@ -212,7 +183,7 @@ func (g *Guard) underLoadLocked(now time.Time) bool {
 
 // spendLocked counts one handshake against the load budget.
 func (g *Guard) spendLocked(now time.Time) {
-	g.mu.load.take(now, orDefault(g.LoadRate, 128), orDefault(g.LoadBurst, 256))
+	g.mu.load.Take(now, float64(orDefault(g.LoadRate, 128)), float64(orDefault(g.LoadBurst, 256)))
 	g.stats.Handshakes++
 }
 
@@ -241,17 +212,17 @@ func (g *Guard) admit(src net.Addr, m *initMsg, askedBefore bool) (*[MACSize]byt
 		g.mu.Unlock()
 		return nil, nil
 	}
+	cur, prev := g.secretsLocked(now)
 	g.mu.Unlock()
 	source := sourceOf(src) // outside the lock: an embedder's address may be slow
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	cur, prev := g.secretsLocked(now)
 	want := mac(cur[:], source)
 	ok := hmac.Equal(macOf(&want, m.withMAC1), m.mac2[:])
 	if !ok && prev != ([32]byte{}) {
 		old := mac(prev[:], source)
 		ok = hmac.Equal(macOf(&old, m.withMAC1), m.mac2[:])
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if !ok {
 		g.stats.BadCookie++
 		if askedBefore {
@@ -260,14 +231,7 @@ func (g *Guard) admit(src net.Addr, m *initMsg, askedBefore bool) (*[MACSize]byt
 		g.stats.CookiesSent++
 		return &want, nil
 	}
-	if g.mu.sources == nil {
-		g.mu.sources = make([]bucket, sourceBuckets)
-		if g.mu.carriers == nil {
-			g.mu.seed = maphash.MakeSeed()
-		}
-	}
-	b := &g.mu.sources[maphash.Bytes(g.mu.seed, rateKey(src, source))%sourceBuckets]
-	if !b.take(now, orDefault(g.SourceRate, 16), orDefault(g.SourceBurst, 16)) {
+	if !g.sources.Take(rateKey(src), now, float64(orDefault(g.SourceRate, 16)), float64(orDefault(g.SourceBurst, 16))) {
 		g.stats.RateLimited++
 		return nil, ErrRateLimited
 	}
@@ -289,30 +253,22 @@ func (g *Guard) AdmitCarrier(src net.Addr) bool {
 	if !loaded {
 		return true
 	}
-	source := sourceOf(src)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.mu.carriers == nil {
-		g.mu.carriers = make([]bucket, sourceBuckets)
-		if g.mu.sources == nil {
-			g.mu.seed = maphash.MakeSeed()
-		}
-	}
-	b := &g.mu.carriers[maphash.Bytes(g.mu.seed, rateKey(src, source))%sourceBuckets]
-	if !b.take(now, orDefault(g.SourceRate, 16), 2*orDefault(g.SourceBurst, 16)) {
+	if !g.carriers.Take(rateKey(src), now, float64(orDefault(g.SourceRate, 16)), float64(2*orDefault(g.SourceBurst, 16))) {
+		g.mu.Lock()
 		g.stats.CarriersLimited++
+		g.mu.Unlock()
 		return false
 	}
 	return true
 }
 
-// rateKey is what a source is rate-limited by: its IPv4 address, or its IPv6 /64 (a host
-// commonly has a whole /64 to pick addresses from).
-func rateKey(src net.Addr, source []byte) []byte {
-	if ap, ok := addrPortOf(src); ok && !ap.Addr().Unmap().Is4() {
-		return source[:8]
+// rateKey is what a source is rate-limited by: its host (rate.HostKey) when it has an IP
+// address, the whole address otherwise.
+func rateKey(src net.Addr) []byte {
+	if ap, ok := addrPortOf(src); ok {
+		return rate.HostKey(ap.Addr())
 	}
-	return source
+	return sourceOf(src)
 }
 
 func macOf(key *[MACSize]byte, msg []byte) []byte {

@@ -32,6 +32,7 @@ import (
 
 	qgo "github.com/quic-go/quic-go"
 
+	"github.com/rendr-go/rendr/internal/rate"
 	"github.com/rendr-go/rendr/transport"
 )
 
@@ -92,32 +93,16 @@ func build(opts []Option) options {
 }
 
 // retryGate decides which connection attempts must first prove their address: every one
-// once more than rate a second have come (a token bucket, one token a 1/rate s, rate at
-// once). It keeps no state per source: quic-go asks it before it keeps any.
+// once more than rate a second have come (a token bucket, rate at once). It keeps no state
+// per source: quic-go asks it before it keeps any.
 type retryGate struct {
 	rate int
-	mu   sync.Mutex
-	tok  float64
-	at   time.Time
+	lim  rate.Limiter
 	n    atomic.Uint64 // attempts sent a Retry
 }
 
 func (g *retryGate) verify(net.Addr) bool {
-	if g.rate < 0 {
-		g.n.Add(1)
-		return true
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := time.Now()
-	if g.at.IsZero() {
-		g.tok = float64(g.rate)
-	} else {
-		g.tok = min(float64(g.rate), g.tok+now.Sub(g.at).Seconds()*float64(g.rate))
-	}
-	g.at = now
-	if g.tok >= 1 {
-		g.tok--
+	if g.rate >= 0 && g.lim.Take(time.Now(), float64(g.rate), float64(g.rate)) {
 		return false
 	}
 	g.n.Add(1)

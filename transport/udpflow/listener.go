@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rendr-go/rendr/internal/rate"
 )
 
 // Listener accepts udpflow connections on one UDP socket.
@@ -19,8 +21,8 @@ type Listener struct {
 	wg       sync.WaitGroup
 	retryKey *[32]byte // random per Listener: Retry tokens need not outlive it
 	resetKey *[32]byte // StatelessResetKey's, or random
-	resets   bucket
-	retries  *sourceRate // Retries per source
+	resets   rate.Limiter
+	retries  rate.Table // Retries per source host
 	now      func() time.Time
 	pending  atomic.Int64 // connections not yet promoted
 	// pendingQueued is what those connections queue beside their hellos (pendingBudget).
@@ -91,8 +93,7 @@ func Listen(network, address string, opts ...Option) (*Listener, error) {
 	}
 	s.tap = o.tap
 	l := &Listener{s: s, o: o, accept: make(chan *Conn, o.pending), done: make(chan struct{}),
-		conns: map[[8]byte]route{}, retryKey: &retryKey, resetKey: &resetKey, now: time.Now,
-		retries: newSourceRate()}
+		conns: map[[8]byte]route{}, retryKey: &retryKey, resetKey: &resetKey, now: time.Now}
 	l.wg.Add(1)
 	go l.routineRead()
 	return l, nil
@@ -195,7 +196,7 @@ func (l *Listener) hello(b []byte, id [8]byte, from netip.AddrPort) {
 		l.stats.tokens.Add(1)
 	} else if l.o.retryAt >= 0 && l.pending.Load() >= int64(l.o.retryAt) {
 		now := l.now()
-		if !l.retries.take(from, now, retryRate, retryBurst) {
+		if !l.retries.Take(rate.HostKey(from.Addr()), now, retryRate, retryBurst) {
 			l.stats.retriesLimited.Add(1) // a flood from one host: no sendto for it
 			return
 		}
@@ -245,7 +246,7 @@ func (l *Listener) reset(b []byte, id [8]byte, from netip.AddrPort) {
 		l.stats.unknown.Add(1)
 		return
 	}
-	if !l.resets.take(l.now(), resetRate, resetBurst) {
+	if !l.resets.Take(l.now(), resetRate, resetBurst) {
 		l.stats.resetsLimited.Add(1)
 		return
 	}

@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
-	"hash/maphash"
 	"net/netip"
-	"sync"
 	"time"
 )
 
@@ -107,74 +105,9 @@ func resetToken(key *[32]byte, id [8]byte) (t [resetTokenSize]byte) {
 	return t
 }
 
-// bucket is a token bucket: rate tokens a second, up to burst.
-type bucket struct {
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
-}
-
-// take reports whether a token was there, taking it.
-func (b *bucket) take(now time.Time, rate, burst float64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.last.IsZero() {
-		b.tokens = burst
-	} else if d := now.Sub(b.last); d > 0 {
-		b.tokens = min(burst, b.tokens+d.Seconds()*rate)
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// sourceSlots is the size of a sourceRate's table: its memory is the same whatever the
-// number of sources, and a source shares its slot with few others.
-const sourceSlots = 4096
-
 // Retries one source (an IPv4 address, an IPv6 /64) gets: a dialer needs one per dial, a
 // flood from one host gets no more than this for the listener's sendto calls.
 const (
 	retryRate  = 16
 	retryBurst = 32
 )
-
-// sourceRate is a token bucket per source, in a fixed table sources hash into.
-type sourceRate struct {
-	mu    sync.Mutex
-	seed  maphash.Seed
-	slots [sourceSlots]struct {
-		tokens float64
-		last   time.Time
-	}
-}
-
-func newSourceRate() *sourceRate { return &sourceRate{seed: maphash.MakeSeed()} }
-
-// take reports whether from's source has a token, taking it.
-func (r *sourceRate) take(from netip.AddrPort, now time.Time, rate, burst float64) bool {
-	a := from.Addr().Unmap()
-	key := a.As16()
-	n := 16
-	if !a.Is4() {
-		n = 8 // a /64
-	}
-	i := maphash.Bytes(r.seed, key[:n]) % sourceSlots
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := &r.slots[i]
-	if s.last.IsZero() {
-		s.tokens = burst
-	} else if d := now.Sub(s.last); d > 0 {
-		s.tokens = min(burst, s.tokens+d.Seconds()*rate)
-	}
-	s.last = now
-	if s.tokens < 1 {
-		return false
-	}
-	s.tokens--
-	return true
-}
