@@ -15,7 +15,7 @@ package handshake
 //     (a /64 for IPv6) beyond a small rate are dropped, so one host cannot spend the
 //     responder's CPU on DH at the expense of everyone else.
 //
-// None of it keeps state per source beyond a fixed table of rate buckets.
+// None of it keeps state per source beyond rate buckets for a bounded number of sources.
 
 import (
 	"crypto/hmac"
