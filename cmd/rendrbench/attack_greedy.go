@@ -24,7 +24,7 @@ const (
 	greedySessions = 20    // Dialers of the greedy key, one session each: 16 is the bound
 	greedyPaths    = 40    // paths of the first greedy session: 32 is the bound
 	greedyFlows    = 70000 // flows the greedy peer opens on one session: 65536 is the bound
-	greedyBytes    = 256 * mib
+	greedyBytes    = 1024 * mib
 )
 
 // greedyListener is a rendr listener whose acceptor hands the victim's flows (told apart by
@@ -379,6 +379,7 @@ func attackGreedy(c *config) []result {
 	})
 	var loaded, loadedCPU []float64
 	var runErr error
+	stopProf := startProfile(c, "attack-greedy-beside")
 	for run := range c.runs {
 		r, cpu, err := victimTransfer(vd, g)
 		if err != nil {
@@ -388,6 +389,7 @@ func attackGreedy(c *config) []result {
 		c.logf("attack: greedy: run %d beside the greedy peer: %.0f MiB/s, %.2f CPU s/GiB", run, r, cpu)
 		loaded, loadedCPU = append(loaded, r), append(loadedCPU, cpu)
 	}
+	stopProf()
 	close(stop)
 	wg.Wait()
 	st := ln.Stats()
