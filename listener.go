@@ -286,7 +286,11 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 	})
 	cancel()
 	if created != nil && (err != nil || res.Reply.Status != handshake.StatusOK) {
-		created.fail(fmt.Errorf("rendr: founding handshake failed: %w", err))
+		cause := err
+		if cause == nil {
+			cause = fmt.Errorf("answered with status %d", res.Reply.Status)
+		}
+		created.fail(fmt.Errorf("rendr: founding handshake failed: %w", cause))
 	}
 	l.mu.Lock()
 	delete(l.mu.hs, c)
