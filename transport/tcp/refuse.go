@@ -51,8 +51,10 @@ func (l *listener) Accept() (net.Conn, error) {
 }
 
 // RefuseSource makes the kernel drop SYNs from addr's host (an IPv4 address, an IPv6 /64)
-// for d, with a socket filter on the listening socket (Linux; elsewhere it does nothing).
-// Connections already accepted or queued are not touched.
+// for d, with a socket filter on the listening socket. Connections already accepted or
+// queued are not touched. It does nothing off Linux, nor on an MPTCP listening socket (one
+// made by ListenConfig with MPTCP on, Go's default for listeners), which takes no filter;
+// rendr's listener then still closes the host's carriers at accept.
 func (l *listener) RefuseSource(addr net.Addr, d time.Duration) {
 	ta, ok := addr.(*net.TCPAddr)
 	if !ok || ta == nil {
