@@ -218,8 +218,8 @@ func lastDialError(s *session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ls := range s.mu.leaves {
-		if ls.lastCause != nil {
-			return ls.lastCause
+		if ls.lastErr != nil {
+			return ls.lastErr
 		}
 	}
 	return nil
@@ -337,7 +337,7 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 		}
 		if err != nil {
 			s.mu.Lock()
-			ls.lastErr, ls.lastCause = err.Error(), err
+			ls.lastErr = err
 			if ls.state != status.Down {
 				ls.state, ls.since = status.Down, time.Now()
 			}

@@ -102,11 +102,11 @@ type leafState struct {
 	link    *link
 	state   status.PathState
 	since   time.Time
-	lastErr string
-	// lastCause is the error lastErr describes, for errors.Is on a dial's error.
-	lastCause error
-	dials     int
-	cookies   handshake.CookieJar // the listener's cookie for this path, when it is under load
+	// lastErr is why the path last failed: its text goes to status, the error itself into
+	// a dial's error, for errors.Is.
+	lastErr error
+	dials   int
+	cookies handshake.CookieJar // the listener's cookie for this path, when it is under load
 }
 
 // newSession makes a session; mem is the listening side's share of its memory budget for
@@ -304,7 +304,7 @@ func (s *session) detach(l *link, cause error) {
 	if ls := l.ls; ls != nil && ls.link == l {
 		ls.link, ls.state, ls.since = nil, status.Down, time.Now()
 		if cause != nil {
-			ls.lastErr, ls.lastCause = cause.Error(), cause
+			ls.lastErr = cause
 		}
 	}
 	s.mu.Unlock()
@@ -685,11 +685,11 @@ func (s *session) snapshot() status.Session {
 			if ls.link != nil {
 				add(ls.link)
 				out.Paths[len(out.Paths)-1].Dials = ls.dials
-				out.Paths[len(out.Paths)-1].LastError = ls.lastErr
+				out.Paths[len(out.Paths)-1].LastError = errText(ls.lastErr)
 				continue
 			}
 			out.Paths = append(out.Paths, status.Path{Name: ls.target.name, Tier: ls.target.tier,
-				State: ls.state, Since: ls.since, LastError: ls.lastErr, Dials: ls.dials})
+				State: ls.state, Since: ls.since, LastError: errText(ls.lastErr), Dials: ls.dials})
 		}
 	}
 	for _, l := range s.mu.links {
@@ -701,6 +701,14 @@ func (s *session) snapshot() status.Session {
 	out.Flows = es.Flows
 	out.Refused, out.Violations, out.OpenOverflow, out.BudgetDenied = es.Refused, es.Violations, es.OpenOverflow, es.BudgetDenied
 	return out
+}
+
+// errText is err's text, "" for none.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // link is one attached (or attaching) path of a session. It is the path's Handler and the

@@ -378,34 +378,11 @@ func (m *initMsg) parse(in []byte, k1 *[32]byte) error {
 
 // readAnswer reads the responder's message: its type, then a length and that many bytes.
 func readAnswer(c net.Conn) (byte, []byte, error) {
-	if _, ok := c.(transport.PacketCarrier); ok {
-		b := make([]byte, 3+maxMsg+1)
-		n, err := c.Read(b)
-		if err != nil {
-			return 0, nil, err
-		}
-		if n < 3 {
-			return 0, nil, ErrMalformed
-		}
-		l := int(binary.BigEndian.Uint16(b[1:]))
-		if !validAnswer(b[0], l) || 3+l != n {
-			return 0, nil, ErrMalformed
-		}
-		return b[0], b[3:n], nil
-	}
-	var head [3]byte
-	if _, err := io.ReadFull(c, head[:]); err != nil {
+	typ, b, err := readFramed(c, 1, nil, func(typ []byte, l int) bool { return validAnswer(typ[0], l) })
+	if err != nil {
 		return 0, nil, err
 	}
-	l := int(binary.BigEndian.Uint16(head[1:]))
-	if !validAnswer(head[0], l) {
-		return 0, nil, ErrMalformed
-	}
-	b := make([]byte, l)
-	if _, err := io.ReadFull(c, b); err != nil {
-		return 0, nil, err
-	}
-	return head[0], b, nil
+	return typ[0], b, nil
 }
 
 func validAnswer(typ byte, l int) bool {
@@ -418,49 +395,67 @@ func validAnswer(typ byte, l int) bool {
 	return false
 }
 
-// readMsg reads an initiator's first message and returns what follows its preface and length. On a carrier of datagrams
-// (transport.PacketCarrier) the preface, the length and the message are one datagram, as the
-// writer sent them in one Write.
+// readMsg reads an initiator's first message and returns what follows its preface and length.
 func readMsg(c net.Conn) ([]byte, error) {
-	const head = len(Preface) + 2
+	_, b, err := readFramed(c, len(Preface),
+		func(pre []byte) error {
+			if [len(Preface)]byte(pre) != Preface {
+				return ErrBadPreface
+			}
+			return nil
+		},
+		func(_ []byte, l int) bool { return l > 0 && l <= maxMsg })
+	return b, err
+}
+
+// readFramed reads a handshake message framed as a prefix of n bytes, a 2-byte length and
+// that many bytes. checkPrefix (if set) judges the prefix before anything more is read;
+// okLen judges the length, with the prefix, before the body is read. On a carrier of
+// datagrams (transport.PacketCarrier) the whole message is one datagram, as the writer sent
+// it in one Write, and must be exactly that long.
+func readFramed(c net.Conn, n int, checkPrefix func(prefix []byte) error, okLen func(prefix []byte, l int) bool) (prefix, body []byte, err error) {
+	head := n + 2
 	if _, ok := c.(transport.PacketCarrier); ok {
 		b := make([]byte, head+maxMsg+1)
-		n, err := c.Read(b)
+		m, err := c.Read(b)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if n < head {
-			return nil, ErrMalformed
+		if m < head {
+			return nil, nil, ErrMalformed
 		}
-		if [len(Preface)]byte(b[:len(Preface)]) != Preface {
-			return nil, ErrBadPreface
+		if checkPrefix != nil {
+			if err := checkPrefix(b[:n]); err != nil {
+				return nil, nil, err
+			}
 		}
-		l := int(binary.BigEndian.Uint16(b[head-2:]))
-		if l == 0 || l > maxMsg || head+l != n {
-			return nil, ErrMalformed
+		l := int(binary.BigEndian.Uint16(b[n:]))
+		if !okLen(b[:n], l) || head+l != m {
+			return nil, nil, ErrMalformed
 		}
-		return b[head:n], nil
+		return b[:n], b[head:m], nil
 	}
-	var pre [len(Preface)]byte
-	if _, err := io.ReadFull(c, pre[:]); err != nil {
-		return nil, err
+	b := make([]byte, head)
+	if _, err := io.ReadFull(c, b[:n]); err != nil {
+		return nil, nil, err
 	}
-	if pre != Preface {
-		return nil, ErrBadPreface
+	if checkPrefix != nil {
+		if err := checkPrefix(b[:n]); err != nil {
+			return nil, nil, err
+		}
 	}
-	var l [2]byte
-	if _, err := io.ReadFull(c, l[:]); err != nil {
-		return nil, err
+	if _, err := io.ReadFull(c, b[n:]); err != nil {
+		return nil, nil, err
 	}
-	n := int(binary.BigEndian.Uint16(l[:]))
-	if n == 0 || n > maxMsg {
-		return nil, ErrMalformed
+	l := int(binary.BigEndian.Uint16(b[n:]))
+	if !okLen(b[:n], l) {
+		return nil, nil, ErrMalformed
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(c, b); err != nil {
-		return nil, err
+	body = make([]byte, l)
+	if _, err := io.ReadFull(c, body); err != nil {
+		return nil, nil, err
 	}
-	return b, nil
+	return b[:n], body, nil
 }
 
 // deadlineFromContext makes ctx's deadline and cancellation interrupt blocking I/O on c.
