@@ -152,6 +152,15 @@ func (g *Guard) clock() time.Time {
 	return time.Now()
 }
 
+// loadRate and sourceRate are the configured rates and bursts, defaults applied.
+func (g *Guard) loadRate() (perSec, burst float64) {
+	return float64(orDefault(g.LoadRate, 128)), float64(orDefault(g.LoadBurst, 256))
+}
+
+func (g *Guard) sourceRate() (perSec, burst float64) {
+	return float64(orDefault(g.SourceRate, 16)), float64(orDefault(g.SourceBurst, 16))
+}
+
 func orDefault(v, d int) int {
 	if v <= 0 {
 		return d
@@ -172,7 +181,8 @@ func (g *Guard) underLoadLocked(now time.Time) bool {
 	if g.mu.forced {
 		return true
 	}
-	g.mu.load.Refill(now, float64(orDefault(g.LoadRate, 128)), float64(orDefault(g.LoadBurst, 256)))
+	perSec, burst := g.loadRate()
+	g.mu.load.Refill(now, perSec, burst)
 	if g.mu.load.Empty() {
 		// Once loaded, stay so for a while (as WireGuard does): a flood that spent the
 		// budget must not get the next token's worth of carriers in as it refills.
@@ -183,7 +193,8 @@ func (g *Guard) underLoadLocked(now time.Time) bool {
 
 // spendLocked counts one handshake against the load budget.
 func (g *Guard) spendLocked(now time.Time) {
-	g.mu.load.Take(now, float64(orDefault(g.LoadRate, 128)), float64(orDefault(g.LoadBurst, 256)))
+	perSec, burst := g.loadRate()
+	g.mu.load.Take(now, perSec, burst)
 	g.stats.Handshakes++
 }
 
@@ -231,7 +242,8 @@ func (g *Guard) admit(src net.Addr, m *initMsg, askedBefore bool) (*[MACSize]byt
 		g.stats.CookiesSent++
 		return &want, nil
 	}
-	if !g.sources.Take(rateKey(src), now, float64(orDefault(g.SourceRate, 16)), float64(orDefault(g.SourceBurst, 16))) {
+	perSec, burst := g.sourceRate()
+	if !g.sources.Take(rateKey(src), now, perSec, burst) {
 		g.stats.RateLimited++
 		return nil, ErrRateLimited
 	}
@@ -253,7 +265,8 @@ func (g *Guard) AdmitCarrier(src net.Addr) bool {
 	if !loaded {
 		return true
 	}
-	if !g.carriers.Take(rateKey(src), now, float64(orDefault(g.SourceRate, 16)), float64(2*orDefault(g.SourceBurst, 16))) {
+	perSec, burst := g.sourceRate()
+	if !g.carriers.Take(rateKey(src), now, perSec, 2*burst) {
 		g.mu.Lock()
 		g.stats.CarriersLimited++
 		g.mu.Unlock()
