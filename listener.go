@@ -13,6 +13,7 @@ import (
 	"github.com/rendr-go/rendr/flow"
 	"github.com/rendr-go/rendr/internal/budget"
 	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/pending"
 	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
@@ -83,6 +84,9 @@ type Listener struct {
 		perPeer  map[PublicKey]int      // sessions by peer key
 		peerMem  map[PublicKey]*budget.Pool
 		joining  map[*session]int // joins past decide, not yet tracked by their session
+		// pend holds stream carriers until their first message is whole (pendingSet).
+		pend      *pending.Set
+		pendTried bool
 	}
 }
 
@@ -197,13 +201,66 @@ func (l *Listener) routineSource(src net.Listener, o sourceOpts) {
 			c.Close()
 			continue
 		}
-		if !l.admit(c) {
+		start, ok := l.admit(c)
+		if !ok {
 			c.Close()
 			continue
 		}
 		l.wg.Add(1)
-		go l.routineHandshake(c, o)
+		// A stream carrier waits for its whole first message in the listener's pending set,
+		// without a goroutine (a few hundred bytes, not a stack): most carriers that stay
+		// silent are a slow-loris flood's. It gets its goroutine once the handshake can read
+		// that message without waiting.
+		if !pending.Watchable(c) {
+			go l.routineHandshake(c, o, start)
+			continue
+		}
+		if p := l.pendingSet(); p != nil && p.Add(c, func(ready bool) {
+			if ready {
+				go l.routineHandshake(c, o, start)
+				return
+			}
+			if l.ctx.Err() == nil { // not the listener's Close
+				l.stats.hsTimeouts.Add(1)
+			}
+			c.Close()
+			l.handshakeOver(c)
+			l.wg.Done()
+		}) {
+			continue
+		}
+		go l.routineHandshake(c, o, start)
 	}
+}
+
+// pendingSet is the listener's set of stream carriers waiting for their first message, made
+// at the first carrier it can watch (its poller is a goroutine in a system call, which an
+// in-memory listener under testing/synctest must never start); nil where the platform has none (the carrier's goroutine waits then),
+// or once the listener is closed.
+func (l *Listener) pendingSet() *pending.Set {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed || l.mu.pendTried {
+		return l.mu.pend
+	}
+	l.mu.pendTried = true
+	p, err := pending.New(pending.Config{Head: handshake.FirstHead, Need: handshake.FirstNeed, Timeout: l.c.hsTimeout})
+	if err != nil {
+		if !errors.Is(err, errors.ErrUnsupported) {
+			l.c.log.Warn("rendr: carriers will wait for their first message in a goroutine each", "err", err)
+		}
+		return nil
+	}
+	l.mu.pend = p
+	return p
+}
+
+// handshakeOver forgets a carrier whose handshake ended, one way or another.
+func (l *Listener) handshakeOver(c net.Conn) {
+	l.mu.Lock()
+	delete(l.mu.hs, c)
+	l.loadLocked()
+	l.mu.Unlock()
 }
 
 // admit bounds handshakes in progress. At the limit it closes the oldest one to make room: a
@@ -211,11 +268,11 @@ func (l *Listener) routineSource(src net.Listener, o sourceOpts) {
 // connection that sent nothing (a slow-loris flood), and evicting it keeps real peers
 // connecting while memory stays flat. Evicted handshakes release their place once their
 // goroutine sees the close; if that many are still unwinding, the new carrier is dropped.
-func (l *Listener) admit(c net.Conn) bool {
+func (l *Listener) admit(c net.Conn) (start time.Time, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.mu.hs) >= 2*l.maxHS {
-		return false
+		return time.Time{}, false
 	}
 	if len(l.mu.hs) >= l.maxHS {
 		var oldest net.Conn
@@ -225,13 +282,22 @@ func (l *Listener) admit(c net.Conn) bool {
 				oldest, at = hc, t
 			}
 		}
-		oldest.Close()
-		l.mu.hs[oldest] = time.Now().Add(time.Hour) // evicted: never chosen again
 		l.stats.evicted.Add(1)
+		if l.mu.pend != nil && l.mu.pend.Remove(oldest) {
+			// It waited in the pending set: no goroutine will see the close, so its place
+			// is freed here.
+			oldest.Close()
+			delete(l.mu.hs, oldest)
+			l.wg.Done()
+		} else {
+			oldest.Close()
+			l.mu.hs[oldest] = time.Now().Add(time.Hour) // evicted: never chosen again
+		}
 	}
-	l.mu.hs[c] = time.Now()
+	start = time.Now()
+	l.mu.hs[c] = start
 	l.loadLocked()
-	return true
+	return start, true
 }
 
 // loadLocked tells the guard whether handshakes in progress pile up: from an eighth of
@@ -243,9 +309,9 @@ func (l *Listener) loadLocked() {
 
 // routineHandshake authenticates one carrier and attaches it. Anything that does not
 // authenticate gets no reply and the carrier is closed.
-func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
+func (l *Listener) routineHandshake(c net.Conn, o sourceOpts, start time.Time) {
 	defer l.wg.Done()
-	ctx, cancel := context.WithTimeout(l.ctx, l.c.hsTimeout)
+	ctx, cancel := context.WithDeadline(l.ctx, start.Add(l.c.hsTimeout))
 	var created *session
 	_, dg := c.(transport.Datagrammer)
 	_, packets := c.(transport.PacketCarrier)
@@ -292,12 +358,11 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts) {
 		}
 		created.fail(fmt.Errorf("rendr: founding handshake failed: %w", cause))
 	}
-	l.mu.Lock()
-	delete(l.mu.hs, c)
-	l.loadLocked()
-	l.mu.Unlock()
+	l.handshakeOver(c)
 	if err != nil {
 		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			l.stats.hsTimeouts.Add(1)
 		case errors.Is(err, handshake.ErrUnknownKey):
 			l.stats.unknownKey.Add(1)
 		case errors.Is(err, handshake.ErrReplay):
@@ -565,7 +630,7 @@ func (l *Listener) sessionReserve() int64 {
 // listenStats are the listener's own counters; the guard keeps the handshake's.
 type listenStats struct {
 	evicted, refusedPerPeer, refusedSessions, refusedPaths, refusedMemory atomic.Uint64
-	unknownKey, replayed, sourcesRefused                                  atomic.Uint64
+	unknownKey, replayed, sourcesRefused, hsTimeouts                      atomic.Uint64
 }
 
 // newSessionRefusedLocked says which bound a new session of peer would pass, as the counter
@@ -594,8 +659,12 @@ func (l *Listener) newSessionRefusedLocked(peer PublicKey, inst [16]byte) *atomi
 func (l *Listener) Stats() status.Listener {
 	g := l.guard.Stats()
 	l.mu.Lock()
-	st := status.Listener{Sessions: len(l.mu.sessions), Peers: len(l.mu.perPeer)}
+	st := status.Listener{Sessions: len(l.mu.sessions), Peers: len(l.mu.perPeer), Handshaking: len(l.mu.hs)}
+	if l.mu.pend != nil {
+		st.Waiting = l.mu.pend.Len()
+	}
 	l.mu.Unlock()
+	st.HandshakeTimeouts = l.stats.hsTimeouts.Load()
 	st.Handshakes, st.BadMAC1, st.CookiesSent, st.BadCookie, st.RateLimited, st.CarriersLimited =
 		g.Handshakes, g.BadMAC1, g.CookiesSent, g.BadCookie, g.RateLimited, g.CarriersLimited
 	st.Evicted = l.stats.evicted.Load()
@@ -684,6 +753,12 @@ func (l *Listener) Close() error {
 		if e := src.Close(); e != nil && !errors.Is(e, net.ErrClosed) {
 			err = fmt.Errorf("rendr: closing source: %w", e)
 		}
+	}
+	l.mu.Lock()
+	p := l.mu.pend
+	l.mu.Unlock()
+	if p != nil {
+		p.Close() // each carrier still waiting is closed and forgotten
 	}
 	var wg sync.WaitGroup
 	for _, s := range ss {

@@ -171,6 +171,14 @@ type Listener struct {
 	// the listener then asked the carrier's source to refuse that host for a second
 	// (transport.SourceRefuser: transport/tcp drops its SYNs in the kernel).
 	CarriersLimited, SourcesRefused uint64
+	// Handshaking is how many carriers are in their handshake now (at most MaxHandshakes, see
+	// Evicted), and Waiting how many of those have not yet sent a whole first message. On
+	// Linux a stream carrier waits for that message without a goroutine of its own, holding
+	// its socket and a few hundred bytes until then.
+	Handshaking, Waiting int
+	// HandshakeTimeouts counts carriers closed because their handshake had not ended within
+	// HandshakeTimeout of their arrival.
+	HandshakeTimeouts uint64
 	// Evicted counts carriers closed unanswered because MaxHandshakes were in progress.
 	Evicted uint64
 	// After the DH: first messages from a key not in Peers (a dialer configured with a key

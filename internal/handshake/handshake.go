@@ -395,6 +395,26 @@ func validAnswer(typ byte, l int) bool {
 	return false
 }
 
+// FirstHead is how many bytes of an initiator's first message FirstNeed looks at: the
+// preface and the length.
+const FirstHead = len(Preface) + 2
+
+// FirstNeed tells, from the first FirstHead bytes of a carrier, how many bytes the
+// initiator's whole first message takes; 0 when those bytes already show it is not one
+// Respond takes (another preface or version, a length out of bounds), so the carrier may as
+// well be handed to Respond to fail at once. A listener uses it to wait for the whole message
+// before it gives the carrier a goroutine (internal/pending).
+func FirstNeed(head []byte) int {
+	if len(head) < FirstHead || [len(Preface)]byte(head) != Preface {
+		return 0
+	}
+	l := int(binary.BigEndian.Uint16(head[len(Preface):]))
+	if l == 0 || l > maxMsg {
+		return 0
+	}
+	return FirstHead + l
+}
+
 // readMsg reads an initiator's first message and returns what follows its preface and length.
 func readMsg(c net.Conn) ([]byte, error) {
 	_, b, err := readFramed(c, len(Preface),

@@ -856,3 +856,34 @@ func TestGoldenPayloads(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstNeed: from its head, the size of a real first message; 0 for heads Respond
+// refuses at once.
+func TestFirstNeed(t *testing.T) {
+	ik, rk := keypair(t, 1), keypair(t, 100)
+	for _, extra := range []int{0, MaxExtra} {
+		h := testHello(ModeNew)
+		h.Extra = make([]byte, extra)
+		msg := firstMessage(t, ik, rk.Public, h)
+		if got := FirstNeed(msg[:FirstHead]); got != len(msg) {
+			t.Fatalf("extra %d: FirstNeed %d, the message is %d bytes", extra, got, len(msg))
+		}
+	}
+	msg := firstMessage(t, ik, rk.Public, testHello(ModeNew))
+	bad := func(f func(h []byte)) []byte {
+		h := bytes.Clone(msg[:FirstHead])
+		f(h)
+		return h
+	}
+	for name, head := range map[string][]byte{
+		"short":    msg[:FirstHead-1],
+		"version":  bad(func(h []byte) { h[4]++ }),
+		"preface":  bad(func(h []byte) { h[0] = 'X' }),
+		"zero":     bad(func(h []byte) { h[8], h[9] = 0, 0 }),
+		"too long": bad(func(h []byte) { h[8], h[9] = 0x02, 0x01 }),
+	} {
+		if got := FirstNeed(head); got != 0 {
+			t.Errorf("%s: FirstNeed %d, want 0", name, got)
+		}
+	}
+}
