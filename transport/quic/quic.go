@@ -49,6 +49,7 @@ type options struct {
 	streamTTL time.Duration
 	pending   int
 	retry     int // new connections a second before Retry is asked of every one; <0: always
+	retryPend int // connections in their handshake before Retry is asked; <0: no bound
 }
 
 // LocalAddr binds the dialing socket to a local address (an interface's address, to pin a
@@ -78,6 +79,13 @@ func MaxPending(n int) Option { return func(o *options) { o.pending = n } }
 // connection.
 func RetryAbove(n int) Option { return func(o *options) { o.retry = n } }
 
+// RetryPending makes a Listener ask QUIC's Retry of every new connection while n or more are
+// in their QUIC handshake, whatever the rate: attempts from addresses nobody has proven
+// (spoofed, say) then hold quic-go's state for at most n connections at once, each until its
+// handshake ends or times out. Zero means 32; a negative n sets no such bound (RetryAbove
+// still applies).
+func RetryPending(n int) Option { return func(o *options) { o.retryPend = n } }
+
 func build(opts []Option) options {
 	o := options{streamTTL: 5 * time.Second, pending: 256, listen: net.ListenPacket}
 	for _, f := range opts {
@@ -89,24 +97,63 @@ func build(opts []Option) options {
 	if o.retry == 0 {
 		o.retry = 64
 	}
+	if o.retryPend == 0 {
+		o.retryPend = 32
+	}
 	return o
 }
 
 // retryGate decides which connection attempts must first prove their address: every one
-// once more than rate a second have come (a token bucket, rate at once). It keeps no state
-// per source: quic-go asks it before it keeps any.
+// while pend connections or more are in their handshake, and every one once more than rate
+// a second have come (a token bucket, rate at once). It keeps no state per source: quic-go
+// asks it before it keeps any.
 type retryGate struct {
-	rate int
-	lim  rate.Limiter
-	n    atomic.Uint64 // attempts sent a Retry
+	rate        int
+	pend        int
+	lim         rate.Limiter
+	n           atomic.Uint64 // attempts sent a Retry
+	handshaking atomic.Int64  // connections quic-go holds that have not reached Accept
 }
 
 func (g *retryGate) verify(net.Addr) bool {
-	if g.rate >= 0 && g.lim.Take(time.Now(), float64(g.rate), float64(g.rate)) {
+	if (g.pend < 0 || g.handshaking.Load() < int64(g.pend)) &&
+		g.rate >= 0 && g.lim.Take(time.Now(), float64(g.rate), float64(g.rate)) {
 		return false
 	}
 	g.n.Add(1)
 	return true
+}
+
+// handshake marks one connection in its handshake: counted from quic-go's ConnContext until
+// the connection reaches Accept or ends, whichever comes first.
+type handshake struct {
+	g    *retryGate
+	over atomic.Bool
+}
+
+type handshakeKey struct{}
+
+func (h *handshake) end() {
+	if h.over.CompareAndSwap(false, true) {
+		h.g.handshaking.Add(-1)
+	}
+}
+
+// connContext is quic-go's ConnContext: it is called for every connection quic-go makes,
+// with a context that ends when the connection does.
+func (g *retryGate) connContext(ctx context.Context, _ *qgo.ClientInfo) (context.Context, error) {
+	h := &handshake{g: g}
+	g.handshaking.Add(1)
+	ctx = context.WithValue(ctx, handshakeKey{}, h)
+	context.AfterFunc(ctx, h.end)
+	return ctx, nil
+}
+
+// established ends the count of a connection whose handshake is done.
+func established(qc *qgo.Conn) {
+	if h, ok := qc.Context().Value(handshakeKey{}).(*handshake); ok {
+		h.end()
+	}
 }
 
 // config is the QUIC configuration rendr runs with: the embedder's, with datagrams on and no
@@ -293,8 +340,9 @@ func Listen(address string, tlsConf *tls.Config, opts ...Option) (*Listener, err
 	}
 	tr := &ownTransport{pc: pc}
 	tr.up.Store(true) // one client's vanished route must not end the others' connections
-	gate := &retryGate{rate: o.retry}
-	tr.Transport = &qgo.Transport{Conn: tolerant(pc, &tr.up), VerifySourceAddress: gate.verify}
+	gate := &retryGate{rate: o.retry, pend: o.retryPend}
+	tr.Transport = &qgo.Transport{Conn: tolerant(pc, &tr.up), VerifySourceAddress: gate.verify,
+		ConnContext: gate.connContext}
 	ln, err := tr.Listen(tlsConfig(tlsConf), o.config())
 	if err != nil {
 		tr.close()
@@ -307,8 +355,12 @@ func Listen(address string, tlsConf *tls.Config, opts ...Option) (*Listener, err
 	return l, nil
 }
 
-// Retries counts the connection attempts the Listener answered with a Retry (RetryAbove).
+// Retries counts the connection attempts the Listener answered with a Retry (RetryAbove,
+// RetryPending).
 func (l *Listener) Retries() uint64 { return l.gate.n.Load() }
+
+// Handshaking is how many connections are in their QUIC handshake now (RetryPending).
+func (l *Listener) Handshaking() int { return int(l.gate.handshaking.Load()) }
 
 // pending is an accepted connection that has not reached Accept yet.
 type pending struct {
@@ -323,6 +375,7 @@ func (l *Listener) routineAccept() {
 		if err != nil {
 			return
 		}
+		established(qc)
 		ctx, cancel := context.WithTimeout(l.ctx, l.o.streamTTL)
 		p := &pending{cancel: cancel}
 		l.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	qgo "github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 
 	"github.com/rendr-go/rendr/internal/carriertest"
@@ -337,5 +338,91 @@ func TestRetryUnderLoad(t *testing.T) {
 				t.Fatalf("%d retries for %d dials, want %d..%d", n, c.dials, c.minRetries, c.maxRetries)
 			}
 		})
+	}
+}
+
+// deaf is a socket that sends but drops everything it receives: a dialer behind it starts a
+// handshake and never finishes it, as a spoofed source does.
+type deaf struct{ net.PacketConn }
+
+func (d deaf) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		if _, _, err := d.PacketConn.ReadFrom(b); err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
+// TestRetryPending: while RetryPending connections are in their handshake, every new one is
+// asked for a Retry whatever the rate, and a real dialer still gets through; once they are
+// gone, connections are taken without one again.
+func TestRetryPending(t *testing.T) {
+	srv, cli := testcert.Must()
+	ln, err := quic.Listen("127.0.0.1:0", srv, quic.RetryPending(1), quic.RetryAbove(1000),
+		quic.WithConfig(&qgo.Config{HandshakeIdleTimeout: 500 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	echo := func(i int) {
+		t.Helper()
+		d := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cc, err := d.Dial(ctx)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		defer cc.Close()
+		msg := []byte{byte(i), 'r', 'p'}
+		cc.Write(msg)
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("dial %d: read %q, %v", i, got, err)
+		}
+	}
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		for end := time.Now().Add(time.Minute); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("%s: not within a minute", what)
+			}
+		}
+	}
+
+	echo(0)
+	if n, h := ln.Retries(), ln.Handshaking(); n != 0 || h != 0 {
+		t.Fatalf("quiet listener: %d retries, %d handshaking; want none", n, h)
+	}
+	stuckCtx, stuck := context.WithCancel(context.Background())
+	stuckDone := make(chan struct{})
+	go func() {
+		defer close(stuckDone)
+		d := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"),
+			quic.ListenPacket(func(network, addr string) (net.PacketConn, error) {
+				pc, err := net.ListenPacket(network, addr)
+				return deaf{pc}, err
+			}))
+		if c, err := d.Dial(stuckCtx); err == nil {
+			c.Close()
+		}
+	}()
+	wait("the deaf dialer's handshake held", func() bool { return ln.Handshaking() == 1 })
+	echo(1)
+	if n := ln.Retries(); n == 0 {
+		t.Fatal("a dial while the bound was reached got no Retry")
+	}
+	stuck()
+	<-stuckDone
+	wait("the deaf dialer's handshake timed out", func() bool { return ln.Handshaking() == 0 })
+	before := ln.Retries()
+	echo(2)
+	if n := ln.Retries(); n != before {
+		t.Fatalf("%d retries once no handshake was held, want none", n-before)
 	}
 }
