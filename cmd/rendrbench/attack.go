@@ -53,8 +53,17 @@ func runAttack(c *config) []result {
 // attackListener is a rendr listener with an acceptor that reads every flow to its end, as a
 // server would, so that flows opened by anyone cost what they cost in practice.
 type attackListener struct {
-	ln *rendr.Listener
-	wg sync.WaitGroup
+	ln       *rendr.Listener
+	wg       sync.WaitGroup
+	received atomic.Int64 // bytes read from the flows of the legitimate client's key
+}
+
+// countWriter counts what is written to it and drops it.
+type countWriter struct{ n *atomic.Int64 }
+
+func (w countWriter) Write(b []byte) (int, error) {
+	w.n.Add(int64(len(b)))
+	return len(b), nil
 }
 
 func newAttackListener(k benchKeys, cfg rendr.ListenConfig, src net.Listener, more ...rendr.PublicKey) (*attackListener, error) {
@@ -66,14 +75,19 @@ func newAttackListener(k benchKeys, cfg rendr.ListenConfig, src net.Listener, mo
 		return nil, err
 	}
 	a := &attackListener{ln: ln}
+	legit := k.cli.Public()
 	a.wg.Go(func() {
 		for {
 			c, err := ln.AcceptContext(context.Background())
 			if err != nil {
 				return
 			}
+			var w io.Writer = io.Discard
+			if c.RemoteAddr().(rendr.Addr).Key == legit {
+				w = countWriter{&a.received}
+			}
 			a.wg.Go(func() {
-				io.Copy(io.Discard, c)
+				io.Copy(w, c)
 				c.Close()
 			})
 		}
@@ -562,5 +576,23 @@ func startProfile(c *config, name string) (stop func()) {
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+	}
+}
+
+// writeHeapProfile writes the heap profile as of the last collection to DIR/name.heap, when
+// a directory is given (-cpuprofile): `go tool pprof -sample_index=inuse_space -diff_base
+// A.heap B.heap` then says which allocation sites hold what one snapshot has more of.
+func writeHeapProfile(dir, name string) {
+	if dir == "" {
+		return
+	}
+	f, err := os.Create(filepath.Join(dir, name+".heap"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rendrbench: heap profile:", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "rendrbench: heap profile:", err)
 	}
 }

@@ -246,7 +246,7 @@ func main() {
 	flag.IntVar(&c.runs, "runs", 5, "measured runs per row; each row reports the median")
 	flag.Int64Var(&c.bytes, "bytes", 1<<30, "throughput: bytes per transfer")
 	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes; bond: measure this many seconds per transfer instead of 8")
-	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory; attack: of the listener under each handshake flood")
+	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory; attack: of the listener under each handshake flood and beside the greedy peer, and heap profiles around the flowids attack")
 	flag.IntVar(&c.flows, "flows", 10000, "idle: flows to open")
 	flag.BoolVar(&c.verbose, "v", true, "progress on stderr")
 	flag.StringVar(&c.rows, "rows", "", "throughput, pps: only these rows (comma-separated names), a ratio needing its baseline row too; attack: only these attacks (flowids, udpflood, hsflood, greedy, gvisor)")
@@ -262,7 +262,7 @@ func main() {
 	switch atk.role {
 	case "":
 	case "flowids-target":
-		runFlowIDsTarget()
+		runFlowIDsTarget(c.cpuDir)
 		return
 	case "greedy":
 		runGreedyPeer(atk)
