@@ -221,8 +221,64 @@ func startAttacker(c *config, role, addr string, key rendr.PublicKey, msg []byte
 	a.start = time.Now()
 	a.end = a.start.Add(time.Duration(seconds * float64(time.Second)))
 	a.remove = atExit(func() { a.cmd.Process.Kill() })
-	c.logf("attack: started %s attacker, pid %d, %.1f s at most", role, a.cmd.Process.Pid, seconds)
+	c.logf("attack: started %s attacker, pid %d, nice %d, %.1f s at most", role, a.cmd.Process.Pid, attackerNice, seconds)
 	return a, nil
+}
+
+// attackerNice is the CPU priority of every attacker process (atLowestPriority): the lowest
+// there is. On a real
+// network the attacker's CPU is another machine's; on this one its CPU competes with the
+// listener's, and whatever it takes from the listener, or costs the listener's process in
+// being descheduled, would be counted as the listener's cost. At nice 19 it gets the CPU the
+// listener and the legitimate client leave (and nearly nothing while they want both cores):
+// the flood is then weaker on a busy machine, which its report (sent, rate) shows.
+const attackerNice = 19
+
+// threadNice is the lowest and highest nice value among the threads of the process pid
+// (0: this one), from /proc.
+func threadNice(pid int) (lo, hi int, err error) {
+	dir := "/proc/self/task"
+	if pid != 0 {
+		dir = fmt.Sprintf("/proc/%d/task", pid)
+	}
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	lo, hi = math.MaxInt, math.MinInt
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "stat"))
+		if err != nil {
+			continue // the thread has ended
+		}
+		// The fields after the command name, which is in parentheses and may hold spaces:
+		// state is field 3 of proc(5), nice field 19.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			return 0, 0, fmt.Errorf("%s/stat: unexpected format", t.Name())
+		}
+		f := bytes.Fields(b[i+1:])
+		if len(f) < 17 {
+			return 0, 0, fmt.Errorf("%s/stat: unexpected format", t.Name())
+		}
+		n, err := strconv.Atoi(string(f[16]))
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s/stat: nice: %w", t.Name(), err)
+		}
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	if lo > hi {
+		return 0, 0, fmt.Errorf("%s: no thread", dir)
+	}
+	return lo, hi, nil
+}
+
+// niceNote says at which CPU priority an attacker process ran, as it reported it.
+func niceNote(lo, hi int) string {
+	if lo == hi {
+		return fmt.Sprintf("every thread of the attacker process at nice %d", lo)
+	}
+	return fmt.Sprintf("the attacker process's threads at nice %d to %d", lo, hi)
 }
 
 // wait waits for the attacker to finish (killing it 5 s past its own bound) and returns its
@@ -346,12 +402,12 @@ func attackUDPFlood(c *config) []result {
 	}
 	c.logf("attack: udpflood: %d hellos in %.1f s (%.0f/s), %d bytes back; under flood %d/%d dials, p99 %.1f ms; heap peak %.1f MiB",
 		rep.Sent, rep.Seconds, float64(rep.Sent)/rep.Seconds, rep.BytesBack, len(under.times), dials, percentile(under.times, 0.99), float64(peakHeap)/mib)
-	flood := fmt.Sprintf("flood: %d udpflow hellos of 1200 bytes (random connection ids, a first message with a valid mac1 from a random key in each) in %.1f s from one core of another process, %.0f/s, %d send errors; %d bytes came back to it (%.4f per byte sent); listener stats during the dials: %s",
-		rep.Sent, rep.Seconds, float64(rep.Sent)/rep.Seconds, rep.Errors, rep.BytesBack, float64(rep.BytesBack)/math.Max(float64(rep.BytesSent), 1), statsDelta(listenerFields(st0), listenerFields(st1)))
+	flood := fmt.Sprintf("flood: %d udpflow hellos of 1200 bytes (random connection ids, a first message with a valid mac1 from a random key in each) in %.1f s from one core of another process (%s), %.0f/s, %d send errors; %d bytes came back to it (%.4f per byte sent); listener stats during the dials: %s",
+		rep.Sent, rep.Seconds, niceNote(rep.NiceLo, rep.NiceHi), float64(rep.Sent)/rep.Seconds, rep.Errors, rep.BytesBack, float64(rep.BytesBack)/math.Max(float64(rep.BytesSent), 1), statsDelta(listenerFields(st0), listenerFields(st1)))
 	if at := capped.Load(); at != 0 {
 		t := time.Unix(0, at)
-		flood = fmt.Sprintf("the flood (udpflow hellos of 1200 bytes, random connection ids, a first message with a valid mac1 from a random key in each, from one core of another process) was STOPPED when the heap passed %d MiB, %.1f s after it began (its counts are lost with it); the dials began 0.05 s after it and ended %.1f s after it; listener stats during the dials: %s",
-			heapCap/mib, t.Sub(a.start).Seconds(), dialsEnd.Sub(a.start).Seconds(), statsDelta(listenerFields(st0), listenerFields(st1)))
+		flood = fmt.Sprintf("the flood (udpflow hellos of 1200 bytes, random connection ids, a first message with a valid mac1 from a random key in each, from one core of another process started at nice %d) was STOPPED when the heap passed %d MiB, %.1f s after it began (its counts are lost with it); the dials began 0.05 s after it and ended %.1f s after it; listener stats during the dials: %s",
+			attackerNice, heapCap/mib, t.Sub(a.start).Seconds(), dialsEnd.Sub(a.start).Seconds(), statsDelta(listenerFields(st0), listenerFields(st1)))
 	} else if !inFlood {
 		flood += "; the dials outlasted the flood"
 	}
@@ -516,8 +572,8 @@ func attackHandshakeFlood(c *config) []result {
 		if role != "hsflood-full" {
 			answered = "answers not read"
 		}
-		note := fmt.Sprintf("flood: %s, over TCP from %s, %d connections in %.1f s (%.0f/s) from one core of another process, %d errors, %s; listener stats over the measured window: %s; process CPU (listener and legitimate client; the kernel's loopback TCP work counts where it lands) %.1f%% of a core under the flood, %.1f%% over the same %d dials unloaded",
-			what, attackSource, rep.Sent, rep.Seconds, float64(rep.Sent)/rep.Seconds, rep.Errors, answered,
+		note := fmt.Sprintf("flood: %s, over TCP from %s, %d connections in %.1f s (%.0f/s) from one core of another process (%s), %d errors, %s; listener stats over the measured window: %s; process CPU (listener and legitimate client; the kernel's loopback TCP work counts where it lands) %.1f%% of a core under the flood, %.1f%% over the same %d dials unloaded",
+			what, attackSource, rep.Sent, rep.Seconds, float64(rep.Sent)/rep.Seconds, niceNote(rep.NiceLo, rep.NiceHi), rep.Errors, answered,
 			statsDelta(listenerFields(st0), listenerFields(st1)), 100*under.cpuShare(), 100*base.cpuShare(), dials)
 		note += fmt.Sprintf("; the legitimate flows moved %d KiB under the flood", under.streamed>>10)
 		if !inFlood {
