@@ -295,8 +295,11 @@ func (a *attacker) wait() (attackerReport, error) {
 	return rep, err
 }
 
-// heapInuse is the heap in use after a collection.
+// heapInuse is the heap in use after two collections: buffers returned to a sync.Pool survive
+// the first one (in the pool's victim cache), so after one the figure holds whatever the last
+// moments happened to pool.
 func heapInuse() uint64 {
+	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
