@@ -30,8 +30,8 @@ import (
 // is not counted as the listener's and takes as little as may be from it. The
 // child sends from attackSource (another loopback address, so that the listener's rate per
 // source tells it apart from the legitimate client on 127.0.0.1) to -attack-addr, for at most
-// -attack-seconds and -attack-count messages, on one core, and prints one JSON object with
-// what it sent and what came back.
+// -attack-seconds and -attack-count messages or until its stdin ends, on one core, and prints
+// one JSON object with what it sent and what came back.
 const attackSource = "127.0.0.2"
 
 // attackerArgs are the hidden flags of an attacker process.
@@ -42,6 +42,19 @@ type attackerArgs struct {
 	msg     string  // hsflood-replay: the recorded first message, hex
 	seconds float64 // at most this long
 	count   int     // at most this many messages (connections, datagrams)
+	// stop is closed when the attacker's stdin ends: the parent has measured what it came
+	// for, and the flood stops before its bounds.
+	stop <-chan struct{}
+}
+
+// stopped reports whether the parent asked the flood to stop.
+func (a attackerArgs) stopped() bool {
+	select {
+	case <-a.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // attackerReport is what an attacker process prints when it is done.
@@ -101,6 +114,12 @@ func runAttacker(a attackerArgs) {
 	atLowestPriority()
 	// One core: the brief of each flood is "as fast as one core sends".
 	runtime.GOMAXPROCS(1)
+	stop := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		close(stop)
+	}()
+	a.stop = stop
 	var rep attackerReport
 	var err error
 	start, c0 := time.Now(), cpuTime()
@@ -239,7 +258,7 @@ func hsFlood(a attackerArgs) (attackerReport, error) {
 	var wg sync.WaitGroup
 	for range hsWorkers {
 		wg.Go(func() {
-			for time.Now().Before(end) {
+			for time.Now().Before(end) && !a.stopped() {
 				i := next.Add(1)
 				if i > int64(a.count) {
 					return
@@ -354,7 +373,7 @@ func udpFlood(a attackerArgs) (attackerReport, error) {
 	}
 	rng := mrand.NewPCG(mrand.Uint64(), mrand.Uint64())
 	end := a.deadline()
-	for rep.Sent < int64(a.count) && time.Now().Before(end) {
+	for rep.Sent < int64(a.count) && time.Now().Before(end) && !a.stopped() {
 		for i := range ms {
 			binary.LittleEndian.PutUint64(ms[i].Buffers[0][1:9], rng.Uint64())
 		}
