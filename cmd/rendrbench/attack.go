@@ -428,12 +428,13 @@ func attackUDPFlood(c *config) []result {
 	d := result{Scenario: "attack", Metric: "udpflood_dials_ok", Unit: "dials", Runs: 1,
 		Value: ptr(float64(len(under.times))), Baseline: ptr("unloaded"), BaselineValue: ptr(float64(len(base.times))),
 		Target: ptr(fmt.Sprintf("value == %d, each within %v", dials, dialTime)),
-		Note:   fmt.Sprintf("rendr dials over udpflow (new Dialer, new session, one flow, 16 KiB written), one begun every %v (each in its own goroutine), each given %v; %s", every, dialTime, errNote(under))}
+		Note: fmt.Sprintf("rendr dials over udpflow (new Dialer, new session, one flow, 16 KiB written), one begun every %v (each in its own goroutine), each given %v; %s; the flood from a process started at nice %d",
+			every, dialTime, errNote(under), attackerNice)}
 	d.Pass = ptr(len(under.times) == dials)
 	d.Ratio = ptr(round(*d.Value / math.Max(*d.BaselineValue, 1)))
 	p := result{Scenario: "attack", Metric: "udpflood_dial_p99", Unit: "ms", Runs: 1,
 		Value: ptr(round(percentile(under.times, 0.99))), Baseline: ptr("unloaded"), BaselineValue: ptr(round(percentile(base.times, 0.99))),
-		Target: ptr("value <= 1000"), Note: "p99 (nearest rank: the slowest of 10) of the successful dials under the flood"}
+		Target: ptr("value <= 1000"), Note: fmt.Sprintf("p99 (nearest rank: the slowest of 10) of the successful dials under the flood; the flood from a process started at nice %d", attackerNice)}
 	if len(under.times) == 0 {
 		p.Value = nil
 	}
@@ -603,8 +604,8 @@ func attackHandshakeFlood(c *config) []result {
 		p := result{Scenario: "attack", Metric: name + "_dial_p99", Unit: "ms", Runs: 1,
 			Value: ptr(round(percentile(under.times, 0.99))), Baseline: ptr("unloaded"), BaselineValue: ptr(round(percentile(base.times, 0.99))),
 			Target: ptr("ratio <= 3"),
-			Note: fmt.Sprintf("p99 (nearest rank: the 99th of %d) of legitimate rendr dials over transport/tcp from 127.0.0.1 (new Dialer and session, one flow, 16 KiB written), one every %v; under the flood %s; unloaded %s",
-				dials, every, errNote(under), errNote(base))}
+			Note: fmt.Sprintf("p99 (nearest rank: the 99th of %d) of legitimate rendr dials over transport/tcp from 127.0.0.1 (new Dialer and session, one flow, 16 KiB written), one every %v; under the flood %s; unloaded %s; the flood from a process at nice %d (%s)",
+				dials, every, errNote(under), errNote(base), attackerNice, niceNote(rep.NiceLo, rep.NiceHi))}
 		if len(under.times) == 0 || len(base.times) == 0 {
 			p.Value, p.Pass = nil, ptr(false)
 		} else {

@@ -347,8 +347,15 @@ func runFlowIDsTarget(profDir string) {
 		pathState += fmt.Sprintf("; sending stopped: %v", sendErr)
 	}
 	st := al.ln.Stats()
-	what := fmt.Sprintf("an authenticated raw peer (handshake and path layer, no flow engine) sent %d OPEN+DATA pairs in records of %d, the first for flow id 2^62-1, the others random odd ids below it; %s; listener sessions %d",
-		sent.Load(), flowIDsPerRec, pathState, st.Sessions)
+	nice := "unknown"
+	if lo, hi, err := threadNice(0); err == nil {
+		nice = fmt.Sprintf("%d", lo)
+		if hi != lo {
+			nice = fmt.Sprintf("%d to %d", lo, hi)
+		}
+	}
+	what := fmt.Sprintf("an authenticated raw peer (handshake and path layer, no flow engine) sent %d OPEN+DATA pairs in records of %d, the first for flow id 2^62-1, the others random odd ids below it; %s; listener sessions %d; the raw attacker runs in the listener's process, at its priority (nice %s): it cannot be lowered apart from the listener",
+		sent.Load(), flowIDsPerRec, pathState, st.Sessions, nice)
 	if capped {
 		what += fmt.Sprintf("; STOPPED at the cap: the heap grew past %d MiB %.2f s into the attack, and the process was ended there (the growth had not stopped)", flowIDsHeapCap/mib, el)
 	}
@@ -359,7 +366,7 @@ func runFlowIDsTarget(profDir string) {
 	cpu := result{Scenario: "attack", Metric: "flowids_cpu", Unit: "% of a core", Runs: 1,
 		Value: ptr(round(100 * atkCPU)), Baseline: ptr("same window, no attack"), BaselineValue: ptr(round(100 * baseCPU)),
 		Target: ptr("value - baseline_value <= 10"),
-		Note:   fmt.Sprintf("process CPU (listener, legitimate client paced at %d MiB/s, raw attacker) over the attack window against the window before it; the legitimate flow moved %.1f MiB/s during the attack, %.1f MiB/s before", flowIDsLegitBps/mib, atkMiB, baseMiB)}
+		Note:   fmt.Sprintf("process CPU (listener, legitimate client paced at %d MiB/s, raw attacker) over the attack window against the window before it; the legitimate flow moved %.1f MiB/s during the attack, %.1f MiB/s before; the raw attacker runs in this process, at its priority (nice %s), and its CPU counts here", flowIDsLegitBps/mib, atkMiB, baseMiB, nice)}
 	cpu.Ratio = ptr(round(atkCPU / baseCPU))
 	cpu.Pass = ptr(100*(atkCPU-baseCPU) <= 10)
 	emitAll(h, cpu)

@@ -624,8 +624,8 @@ func greedyResults(rounds []greedyRound, maxSess, over int64) []result {
 	rr := result{Scenario: "attack", Metric: "greedy_refused", Unit: "refusals", Runs: len(rounds),
 		Target: ptr("sessions held <= 16, paths per session <= 32, the rest refused (counted), in every round"),
 		Pass:   ptr(bounded),
-		Note: fmt.Sprintf("one key, a new greedy process each round: %d Dialers, the first with %d paths, then one more every 20 ms during the run beside it; at most %d of its sessions at the listener at once (sampled every 10 ms over all rounds; %d samples above 16); %s; rendr's Dialer stops at 65536 flows a session by itself, so the listener's flow bound is not reached here, and the listener has no counter of refused flows (its accept backlog is 1024, and the Dialer sends its OPENs many to a record, so some are refused)",
-			greedySessions, greedyPaths, greedyMax, over, joinComma(refusals))}
+		Note: fmt.Sprintf("one key, a new greedy process each round (every thread at %s): %d Dialers, the first with %d paths, then one more every 20 ms during the run beside it; at most %d of its sessions at the listener at once (sampled every 10 ms over all rounds; %d samples above 16); %s; rendr's Dialer stops at 65536 flows a session by itself, so the listener's flow bound is not reached here, and the listener has no counter of refused flows (its accept backlog is 1024, and the Dialer sends its OPENs many to a record, so some are refused)",
+			nice, greedySessions, greedyPaths, greedyMax, over, joinComma(refusals))}
 	rr.Value = ptr(refused)
 	return []result{b, t, rr}
 }
