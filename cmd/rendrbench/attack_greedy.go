@@ -37,7 +37,6 @@ type greedyListener struct {
 	victim chan *rendr.Conn
 	vkey   rendr.PublicKey
 	held   []*rendr.Conn
-	heldN  atomic.Int64
 	wg     sync.WaitGroup
 	heldMu sync.Mutex
 }
@@ -55,7 +54,6 @@ func (g *greedyListener) accept() {
 		g.heldMu.Lock()
 		g.held = append(g.held, c)
 		g.heldMu.Unlock()
-		g.heldN.Add(1)
 	}
 }
 
@@ -197,10 +195,11 @@ func runGreedyPeer(a attackerArgs) {
 		}
 		d := newDialer(root)
 		// A refused Dialer would wait out its whole timeout: the dial ends as soon as the
-		// listener has refused it, and the Dialer, left open, goes on asking.
+		// listener has refused it, and the Dialer, left open, goes on asking. (Not the bond:
+		// it founds its session first, and the paths it is refused come later.)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		go func() {
-			for ctx.Err() == nil {
+			for i > 0 && ctx.Err() == nil {
 				if refusedByBound(d.Status()) {
 					cancel()
 					return
@@ -402,7 +401,7 @@ type greedyRound struct {
 	rep                 greedyReport
 	held                int           // flows the server held for the greedy peer
 	stats               string        // listener counters that moved over the round
-	letGo               time.Duration // from its stop until the listener held none of its state
+	letGo               time.Duration // from the process's end until the listener held none of its sessions
 	bounded             bool          // the bounds held and refused, this round
 	refusals            uint64        // the listener's refusals over the round, all bounds
 	// The listener process's CPU share over 1 s with no transfer, its heap in use after GC
@@ -419,7 +418,8 @@ func (r greedyRound) ratio() float64 { return r.beside / r.alone }
 // greedy peer (a process of its own, runGreedyPeer) that opens sessions, paths and flows
 // past the listener's bounds. The two are interleaved: each of -runs rounds is a transfer
 // alone, then a greedy peer that takes what it can, a transfer beside it, and the greedy
-// peer's end, waited for until the listener holds none of its sessions, flows or memory.
+// peer's end, waited for until the listener holds none of its sessions (then the server
+// closes the flows it held for it).
 // The unloaded runs are then truly unloaded, and a drift of the machine over the invocation
 // (the transfer is CPU-bound, and this machine is shared) moves both sides of a round alike.
 func attackGreedy(c *config) []result {
@@ -474,7 +474,7 @@ func attackGreedy(c *config) []result {
 	}
 
 	// The greatest number of sessions the listener holds, sampled from the first greedy
-	// peer's start to the last one's end.
+	// peer's start (its setup included) to the end.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var maxSess, over atomic.Int64
@@ -509,15 +509,18 @@ func attackGreedy(c *config) []result {
 		// listener process's idle CPU and heap, and the rounds stay alike.
 		r.idleBefore, r.heapBefore = idle(), heapInuse()
 		st0 := ln.Stats()
+		if round == 0 {
+			wg.Go(sample)
+		}
 		gp, setup, err := startGreedy(addr, k.srv.Public(), greedy)
 		if err != nil {
 			return fail(err)
 		}
-		if round == 0 {
-			wg.Go(sample)
-		}
 		r.setup = setup
-		r.idleBeside, r.heapBeside = idle(), heapInuse()
+		stopProf := startProfile(c, fmt.Sprintf("attack-greedy-idle-beside-%d", round))
+		r.idleBeside = idle()
+		stopProf()
+		r.heapBeside = heapInuse()
 		r.memBefore, r.memBeside = st0.MemoryUsed, ln.Stats().MemoryUsed
 		var runErr error
 		r.beside, r.besideCPU, runErr = transfer("beside", round)
