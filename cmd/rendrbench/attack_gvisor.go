@@ -204,11 +204,18 @@ func attackGVisor(c *config) []result {
 		ratio := float64(back) / math.Max(readBytes, 1)
 		c.logf("attack: %s: %d datagrams, %d bytes sent, %d read by the listener, %d back (%.4f); legitimate dials %d/3 (p99 %.1f ms, unloaded %.1f ms)",
 			kd.metric, n, sent, read, back, ratio, len(under.times), percentile(under.times, 0.99), percentile(base.times, 0.99))
+		nice := "unknown"
+		if lo, hi, err := threadNice(0); err == nil {
+			nice = fmt.Sprintf("nice %d to %d", lo, hi)
+			if lo == hi {
+				nice = fmt.Sprintf("nice %d", lo)
+			}
+		}
 		r := result{Scenario: "attack", Metric: kd.metric, Unit: "bytes back / bytes read", Runs: 1,
 			Value: ptr(round(ratio)), Target: ptr("value <= 1"),
-			Note: fmt.Sprintf("%s; %d datagrams from %d sockets on 127.0.0.1 (each its own port) in at most %v, %d bytes sent, of which the listener read about %.0f (%d datagrams, the rest dropped by its full socket buffer); %d bytes received back by those sockets (%.4f of the bytes sent); gvisor listener stats: %s; legitimate rendr dials over gvisor during the flood: %d of 3 (%s), slowest %.1f ms (unloaded %.1f ms)",
+			Note: fmt.Sprintf("%s; %d datagrams from %d sockets on 127.0.0.1 (each its own port) in at most %v, %d bytes sent, of which the listener read about %.0f (%d datagrams, the rest dropped by its full socket buffer); %d bytes received back by those sockets (%.4f of the bytes sent); gvisor listener stats: %s; legitimate rendr dials over gvisor during the flood: %d of 3 (%s), slowest %.1f ms (unloaded %.1f ms); the flood runs in the listener's process, not lowered (%s): it counts bytes only",
 				kd.what, n, gvSockets, gvSeconds, sent, readBytes, read, back, float64(back)/math.Max(float64(sent), 1), statsDelta(gvisorFields(st0), gvisorFields(st1)),
-				len(under.times), errNote(under), percentile(under.times, 1), percentile(base.times, 1))}
+				len(under.times), errNote(under), percentile(under.times, 1), percentile(base.times, 1), nice)}
 		r.Pass = ptr(ratio <= 1)
 		out = append(out, r)
 	}

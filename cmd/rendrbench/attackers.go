@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
@@ -25,11 +26,12 @@ import (
 )
 
 // The attack scenario's floods run in a process of their own, the rendrbench binary started
-// again with -attacker ROLE, so that the CPU they burn is not counted as the listener's. The
+// again with -attacker ROLE, at the lowest CPU priority (atLowestPriority), so that the CPU they burn
+// is not counted as the listener's and takes as little as may be from it. The
 // child sends from attackSource (another loopback address, so that the listener's rate per
 // source tells it apart from the legitimate client on 127.0.0.1) to -attack-addr, for at most
-// -attack-seconds and -attack-count messages, on one core, and prints one JSON object with
-// what it sent and what came back.
+// -attack-seconds and -attack-count messages or until its stdin ends, on one core, and prints
+// one JSON object with what it sent and what came back.
 const attackSource = "127.0.0.2"
 
 // attackerArgs are the hidden flags of an attacker process.
@@ -40,6 +42,19 @@ type attackerArgs struct {
 	msg     string  // hsflood-replay: the recorded first message, hex
 	seconds float64 // at most this long
 	count   int     // at most this many messages (connections, datagrams)
+	// stop is closed when the attacker's stdin ends: the parent has measured what it came
+	// for, and the flood stops before its bounds.
+	stop <-chan struct{}
+}
+
+// stopped reports whether the parent asked the flood to stop.
+func (a attackerArgs) stopped() bool {
+	select {
+	case <-a.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // attackerReport is what an attacker process prints when it is done.
@@ -52,12 +67,59 @@ type attackerReport struct {
 	Errors    int64   `json:"errors"`     // dials or writes that failed
 	Seconds   float64 `json:"seconds"`    // how long it sent
 	CPU       float64 `json:"cpu_s"`      // the attacker's own CPU seconds
+	// The lowest and highest nice value among its threads when it was done (attackerNice,
+	// set by the parent at its start).
+	NiceLo int `json:"nice_lo"`
+	NiceHi int `json:"nice_hi"`
+}
+
+// nicedEnv marks a process that atLowestPriority has started again.
+const nicedEnv = "RENDRBENCH_ATTACKER_NICED"
+
+// atLowestPriority makes the calling process run at attackerNice in every thread, or ends it.
+// Linux keeps a nice value per thread, and setpriority(PRIO_PROCESS, 0) sets the calling
+// thread's only: the threads the Go runtime started before main would keep theirs. A new
+// thread takes the value of the thread that made it, and exec keeps the calling thread's. So
+// the process lowers one thread, locked to this goroutine, and executes itself again from it:
+// the new image starts from that one thread, and every thread its runtime makes descends from
+// it. The second time through, every thread is at attackerNice and it returns.
+func atLowestPriority() {
+	die := func(err error) {
+		fmt.Fprintln(os.Stderr, "rendrbench: attacker priority:", err)
+		os.Exit(1)
+	}
+	lo, _, err := threadNice(0)
+	if err != nil {
+		die(err)
+	}
+	if lo >= attackerNice {
+		return
+	}
+	if os.Getenv(nicedEnv) != "" {
+		die(fmt.Errorf("started again at nice %d, yet a thread is at nice %d", attackerNice, lo))
+	}
+	runtime.LockOSThread()
+	if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, attackerNice); err != nil {
+		die(fmt.Errorf("setpriority: %w", err))
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		die(err)
+	}
+	die(syscall.Exec(exe, os.Args, append(os.Environ(), nicedEnv+"=1")))
 }
 
 // runAttacker is main for an attacker process.
 func runAttacker(a attackerArgs) {
+	atLowestPriority()
 	// One core: the brief of each flood is "as fast as one core sends".
 	runtime.GOMAXPROCS(1)
+	stop := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		close(stop)
+	}()
+	a.stop = stop
 	var rep attackerReport
 	var err error
 	start, c0 := time.Now(), cpuTime()
@@ -75,6 +137,10 @@ func runAttacker(a attackerArgs) {
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	rep.CPU = (cpuTime() - c0).Seconds()
+	if rep.NiceLo, rep.NiceHi, err = threadNice(0); err != nil {
+		fmt.Fprintln(os.Stderr, "rendrbench: attacker:", err)
+		os.Exit(1)
+	}
 	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
 		os.Exit(1)
 	}
@@ -192,7 +258,7 @@ func hsFlood(a attackerArgs) (attackerReport, error) {
 	var wg sync.WaitGroup
 	for range hsWorkers {
 		wg.Go(func() {
-			for time.Now().Before(end) {
+			for time.Now().Before(end) && !a.stopped() {
 				i := next.Add(1)
 				if i > int64(a.count) {
 					return
@@ -307,7 +373,7 @@ func udpFlood(a attackerArgs) (attackerReport, error) {
 	}
 	rng := mrand.NewPCG(mrand.Uint64(), mrand.Uint64())
 	end := a.deadline()
-	for rep.Sent < int64(a.count) && time.Now().Before(end) {
+	for rep.Sent < int64(a.count) && time.Now().Before(end) && !a.stopped() {
 		for i := range ms {
 			binary.LittleEndian.PutUint64(ms[i].Buffers[0][1:9], rng.Uint64())
 		}

@@ -32,7 +32,9 @@
 //     baseline, dial p99), a greedy key opening sessions, paths and flows past the bounds
 //     (another peer's throughput), spoofed SYNs to a transport/gvisor listener (bytes
 //     reflected). The floods run in a process of their own: this binary again, with the
-//     hidden -attacker flag, so that their CPU is not counted as the listener's.
+//     hidden -attacker flag, at nice 19, so that their CPU is not counted as the listener's
+//     and takes as little of it as may be. -runs is the greedy attack's rounds, each a
+//     transfer alone and one beside a fresh greedy peer.
 //
 // Every line carries scenario, metric, value, unit, baseline, baseline_value, ratio, runs,
 // target and pass (null where they do not apply), plus min and max of the runs and a note.
@@ -246,7 +248,7 @@ func main() {
 	flag.IntVar(&c.runs, "runs", 5, "measured runs per row; each row reports the median")
 	flag.Int64Var(&c.bytes, "bytes", 1<<30, "throughput: bytes per transfer")
 	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes; bond: measure this many seconds per transfer instead of 8")
-	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory; attack: of the listener under each handshake flood")
+	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory; attack: of the listener under each handshake flood, of each greedy round (transfers alone and beside, the idle second beside), and heap profiles around the flowids attack")
 	flag.IntVar(&c.flows, "flows", 10000, "idle: flows to open")
 	flag.BoolVar(&c.verbose, "v", true, "progress on stderr")
 	flag.StringVar(&c.rows, "rows", "", "throughput, pps: only these rows (comma-separated names), a ratio needing its baseline row too; attack: only these attacks (flowids, udpflood, hsflood, greedy, gvisor)")
@@ -262,7 +264,7 @@ func main() {
 	switch atk.role {
 	case "":
 	case "flowids-target":
-		runFlowIDsTarget()
+		runFlowIDsTarget(c.cpuDir)
 		return
 	case "greedy":
 		runGreedyPeer(atk)
