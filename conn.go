@@ -23,7 +23,7 @@ var _ net.Conn = (*Conn)(nil)
 
 func newConn(s *session, st *flow.Stream) *Conn {
 	s.mu.Lock()
-	m := s.mu.migrations
+	m := s.router.MigrationsLocked()
 	s.mu.Unlock()
 	return &Conn{s: s, st: st, mig0: m,
 		local: Addr{Key: PublicKey(s.c.key.Public), Flow: st.ID()},
@@ -73,7 +73,7 @@ func (c *Conn) Paths() []status.Path { return c.s.snapshot().Paths }
 func (c *Conn) Migrations() int {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	return c.s.mu.migrations - c.mig0
+	return c.s.router.MigrationsLocked() - c.mig0
 }
 
 // OnMigrate sets a callback for each migration while the flow is open (nil removes it). It

@@ -160,8 +160,8 @@ func (s *session) reconfigure(d *Dialer, root *Target, selected string) {
 			gone = append(gone, ls)
 		}
 	}
-	s.mu.leaves, s.mu.full, s.root = leaves, full, eff
-	s.mu.controlled = true // the next route change is the user's doing
+	s.mu.leaves, s.mu.full = leaves, full
+	s.router.SetGraphLocked(eff, true) // the next route change is the user's doing
 	for _, ls := range leaves {
 		if ls.link != nil {
 			ls.link.tier = ls.target.tier // SetTier shows in the status at once
@@ -170,7 +170,6 @@ func (s *session) reconfigure(d *Dialer, root *Target, selected string) {
 	// Counted before the lock is let go: a Close from now on waits for these goroutines.
 	s.wg.Add(len(start))
 	s.mu.Unlock()
-	s.dirty.Store(true)
 	s.engine.Kick()
 	// The route no longer holds removed paths once the engine asks again: let it, then close
 	// them (anything they still carried is resent from the acknowledged offset).

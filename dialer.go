@@ -257,7 +257,7 @@ func (d *Dialer) session() (*session, error) {
 	}
 	if d.selected != "" {
 		if sel := root.Find(d.selected); sel != nil {
-			s.root = sel
+			s.router.SetGraphLocked(sel, false)
 		}
 	}
 	for _, n := range root.Leaves() {

@@ -24,6 +24,8 @@ func TestImportBoundaries(t *testing.T) {
 		{dir: "flow", forbidden: []string{mod + "transport", "net/http"}},
 		{dir: "policy", forbidden: []string{mod + "flow", mod + "path", mod + "transport"}},
 		{dir: "status", forbidden: []string{mod}},
+		// The router decides where traffic goes; it neither opens carriers nor knows the API.
+		{dir: "internal/router", forbidden: []string{mod + "transport", "github.com/rendr-go/rendr"}},
 		{dir: "examples", forbidden: []string{mod + "internal/", mod + "flow", mod + "path"},
 			allowed: []string{mod + "internal/relay"}},
 	}

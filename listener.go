@@ -568,14 +568,14 @@ func (s *session) peerInstance() [16]byte {
 func (s *session) pathCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.mu.links)
+	return len(s.router.PathsLocked())
 }
 
 // pathsHeld counts the session's paths, attached or still joining.
 func (s *session) pathsHeld() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.mu.links) + len(s.mu.pending)
+	return len(s.router.PathsLocked()) + len(s.mu.pending)
 }
 
 func (l *Listener) forget(s *session) {

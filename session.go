@@ -1,7 +1,6 @@
 package rendr
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"github.com/rendr-go/rendr/flow"
 	"github.com/rendr-go/rendr/internal/budget"
 	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/router"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/policy"
@@ -33,11 +33,8 @@ type common struct {
 	key       handshake.Keypair
 }
 
-// routeCache bounds how often the policy graph is evaluated when nothing changed: the engine
-// asks for a route on every round, and quality moves slowly.
-const routeCache = 20 * time.Millisecond
-
-// session is one authenticated peer session: its paths, its flow engine and its policy.
+// session is one authenticated peer session: its paths, its flow engine and its router, which
+// decides where traffic goes (internal/router) under the session's lock.
 //
 // Lock order: session.mu, then the engine's lock (via Stats), then a path's lock. The engine
 // calls Route and Stalled without its lock held.
@@ -47,7 +44,7 @@ type session struct {
 	peerKey PublicKey
 	dialer  bool
 	engine  *flow.Engine
-	root    *policy.Node // dialing side: the graph that carries traffic, guarded by mu; nil on the listening side
+	router  *router.Router // guarded by mu (its Config.Lock)
 	hold    *path.HoldBudget
 
 	ctx         context.Context // canceled when the session ends
@@ -61,35 +58,19 @@ type session struct {
 	mem     *budget.Pool
 	memBase int64
 
-	lastPeer  atomic.Pointer[link]    // listening side: path the peer last sent flow frames on
-	dirty     atomic.Bool             // path set or states changed: re-evaluate the route
-	activeSet atomic.Pointer[[]*link] // every path of the route (never modified once stored)
-	movedAt   atomic.Int64            // unix nanos of the last route change
-
 	mu struct {
 		sync.Mutex
-		secret     [32]byte
-		peerInst   [16]byte
-		founding   bool
-		links      map[uint32]*link // attached: routable
-		pending    map[uint32]*link // started, not yet attached (a join awaiting its proof)
-		nextID     uint32
-		active     []*link               // paths carrying traffic now (the route's links)
-		rt         *flow.Route           // the route they form
-		planSeq    uint64                // dialing side: ROUTE frames sent; listening side: the newest taken
-		planSent   []byte                // dialing side: the plan of the last ROUTE frame
-		planBuf    []byte                // dialing side: scratch for the plan, so an unchanged one costs nothing
-		scratch    []*link               // the links of the route being evaluated, reused
-		plan       *wire.RouteNode       // listening side: the peer's newest plan
-		full       *policy.Node          // dialing side: the whole graph (root is it, or the part Select chose)
-		controlled bool                  // dialing side: the graph was changed (Dialer.Add...) since the last route change
-		targets    map[string]*leafState // dialing side: every configured path, by name
-		routeAt    time.Time
-		migrations int
-		err        error
-		noPath     *time.Timer
-		leaves     map[*policy.Node]*leafState
-		watchers   map[*Conn]func(status.Migration)
+		secret   [32]byte
+		peerInst [16]byte
+		founding bool
+		pending  map[uint32]*link // started, not yet attached (a join awaiting its proof)
+		nextID   uint32
+		full     *policy.Node          // dialing side: the whole graph (the router routes on it, or the part Select chose)
+		targets  map[string]*leafState // dialing side: every configured path, by name
+		err      error
+		noPath   *time.Timer
+		leaves   map[*policy.Node]*leafState
+		watchers map[*Conn]func(status.Migration)
 	}
 }
 
@@ -112,11 +93,20 @@ type leafState struct {
 // newSession makes a session; mem is the listening side's share of its memory budget for
 // this peer (nil on the dialing side), which the session's flows and receive window draw on.
 func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *policy.Node, mem *budget.Pool) *session {
-	s := &session{c: c, id: id, peerKey: peer, dialer: dialer, root: root, mem: mem,
+	s := &session{c: c, id: id, peerKey: peer, dialer: dialer, mem: mem,
 		established: make(chan struct{}), done: make(chan struct{})}
 	s.mu.full = root
+	s.router = router.New(router.Config{Dialer: dialer, Lock: &s.mu.Mutex, Log: c.log,
+		Leaf: func(n *policy.Node) router.Path {
+			if ls := s.mu.leaves[n]; ls != nil && ls.link != nil {
+				return ls.link
+			}
+			return nil
+		}})
+	if root != nil {
+		s.router.SetGraphLocked(root, false) // not shared yet
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.mu.links = make(map[uint32]*link)
 	s.mu.pending = make(map[uint32]*link)
 	s.mu.leaves = make(map[*policy.Node]*leafState)
 	s.mu.targets = make(map[string]*leafState)
@@ -161,9 +151,10 @@ func (s *session) fail(err error) {
 	s.mu.noPath.Stop()
 	s.mem.Release(s.memBase)
 	s.memBase = 0
-	links := make([]*link, 0, len(s.mu.links)+len(s.mu.pending))
-	for _, l := range s.mu.links {
-		links = append(links, l)
+	attached := s.router.PathsLocked()
+	links := make([]*link, 0, len(attached)+len(s.mu.pending))
+	for _, p := range attached {
+		links = append(links, p.(*link))
 	}
 	for _, l := range s.mu.pending {
 		links = append(links, l)
@@ -198,10 +189,10 @@ func (s *session) close() {
 	}
 	s.mu.Lock()
 	var r *link
-	if len(s.mu.active) > 0 {
-		r = s.mu.active[0]
+	if active := s.router.ActiveLocked(); len(active) > 0 {
+		r = active[0].(*link)
 	}
-	alive := r != nil && r.state != status.Down // state is guarded by mu: a path may be dying now
+	alive := r != nil && r.rs.State != status.Down // guarded by mu: a path may be dying now
 	s.mu.Unlock()
 	if alive {
 		// Behind any data still queued on the path, so the peer reads everything first. A
@@ -276,14 +267,13 @@ func (s *session) attach(l *link) error {
 		return errPathGone
 	}
 	delete(s.mu.pending, l.id)
-	l.state, l.since = status.Up, time.Now()
-	s.mu.links[l.id] = l
+	now := time.Now()
+	s.router.AttachLocked(l, now)
 	if ls := l.ls; ls != nil {
-		ls.link, ls.state, ls.since = l, status.Up, l.since
+		ls.link, ls.state, ls.since = l, status.Up, now
 	}
 	s.mu.noPath.Stop()
 	s.mu.Unlock()
-	s.dirty.Store(true)
 	s.engine.Kick()
 	return nil
 }
@@ -292,13 +282,9 @@ func (s *session) attach(l *link) error {
 func (s *session) detach(l *link, cause error) {
 	s.mu.Lock()
 	delete(s.mu.pending, l.id)
-	if s.mu.links[l.id] == l {
-		delete(s.mu.links, l.id)
-		if len(s.mu.links) == 0 && s.mu.err == nil {
-			s.mu.noPath.Reset(s.c.reconnect)
-		}
+	if was, left := s.router.DetachLocked(l); was && left == 0 && s.mu.err == nil {
+		s.mu.noPath.Reset(s.c.reconnect)
 	}
-	l.state = status.Down
 	s.mem.Release(l.mem)
 	l.mem = 0
 	if ls := l.ls; ls != nil && ls.link == l {
@@ -308,51 +294,17 @@ func (s *session) detach(l *link, cause error) {
 		}
 	}
 	s.mu.Unlock()
-	s.lastPeer.CompareAndSwap(l, nil)
-	s.dirty.Store(true)
 	s.engine.Kick()
 }
 
-// Route implements flow.Router: the dialing side evaluates its target graph, the listening
-// side follows the peer.
+// Route implements flow.Router: where the router sends now. A change is told to the peer
+// (a ROUTE frame, dialing side) and to OnMigrate and the flows' watchers.
 func (s *session) Route() *flow.Route {
-	now := time.Now()
 	s.mu.Lock()
-	if rt := s.mu.rt; rt != nil && !s.dirty.Load() && now.Sub(s.mu.routeAt) < routeCache && s.activeUpLocked() {
-		s.mu.Unlock()
-		return rt
-	}
-	s.dirty.Store(false)
-	s.mu.routeAt = now
-	s.refreshSuspectsLocked()
-	var next []*link
-	var rt *flow.Route
-	var why status.Cause
-	var routeFrame []byte
-	if s.dialer {
-		ch, cause, _ := s.root.Choose(now, s.lookupLocked)
-		rt, next = s.routeOfLocked(ch, s.mu.scratch[:0])
-		why = cause
-		routeFrame = s.planChangedLocked(ch)
-	} else {
-		// The peer's plan, when it sent one and any of its paths are here; else follow
-		// the peer to the path its traffic arrives on.
-		if s.mu.plan != nil {
-			rt, next = s.planRouteLocked(*s.mu.plan, s.mu.scratch[:0])
-			why = status.CausePeer
-		}
-		if rt == nil {
-			if l, cause := s.followLocked(); l != nil {
-				rt, next, why = &l.one, append(s.mu.scratch[:0], l), cause
-			}
-		}
-	}
-	s.mu.rt = rt
-	ev := s.movedLocked(next, why, now)
-	s.mu.scratch = next[:0] // movedLocked keeps a copy when the route moved
-	s.mu.controlled = false // a graph change that moved nothing at once is not the cause of later moves
+	rt, routeFrame, ev := s.router.RouteLocked(time.Now())
 	var watchers []func(status.Migration)
 	if ev != nil {
+		ev.Session = s.id
 		for _, w := range s.mu.watchers {
 			watchers = append(watchers, w)
 		}
@@ -373,305 +325,40 @@ func (s *session) Route() *flow.Route {
 	return rt
 }
 
-// activeUpLocked reports whether every path of the route is Up (else the route is re-evaluated).
-func (s *session) activeUpLocked() bool {
-	for _, l := range s.mu.active {
-		if l.state != status.Up {
-			return false
-		}
-	}
-	return true
-}
-
-// routeOfLocked turns a policy choice into the engine's route and appends its paths to links.
-func (s *session) routeOfLocked(ch *policy.Choice, links []*link) (*flow.Route, []*link) {
-	if ch == nil {
-		return nil, links
-	}
-	if ch.Kind == policy.KindPath {
-		l := s.mu.leaves[ch.Leaf].link
-		return &l.one, append(links, l)
-	}
-	rt := &flow.Route{Mode: flow.ModeRace}
-	if ch.Kind == policy.KindBond {
-		rt.Mode = flow.ModeBond
-	}
-	for _, k := range ch.Kids {
-		var kr *flow.Route
-		kr, links = s.routeOfLocked(k, links)
-		rt.Kids = append(rt.Kids, kr)
-	}
-	return rt, links
-}
-
-// planChangedLocked returns the ROUTE frame that tells the listening side how this side uses
-// its paths, when that changed since the last one: it then uses them the same way for its own
-// traffic (Race and Bond in both directions). Nil when nothing changed or nothing is usable.
-func (s *session) planChangedLocked(ch *policy.Choice) []byte {
-	if ch == nil {
-		return nil
-	}
-	s.mu.planBuf = wire.AppendRoute(s.mu.planBuf[:0], 0, planOf(ch))
-	plan := s.mu.planBuf[2:]
-	if bytes.Equal(plan, s.mu.planSent) {
-		return nil
-	}
-	s.mu.planSent = bytes.Clone(plan)
-	s.mu.planSeq++
-	return append(wire.AppendVarint([]byte{byte(wire.TypeRoute)}, s.mu.planSeq), plan...)
-}
-
-// planOf is a policy choice as a ROUTE frame's plan: leaves by path name.
-func planOf(ch *policy.Choice) wire.RouteNode {
-	if ch.Kind == policy.KindPath {
-		return wire.RouteNode{Kind: wire.RouteLeaf, Name: ch.Leaf.Name}
-	}
-	n := wire.RouteNode{Kind: wire.RouteRace}
-	if ch.Kind == policy.KindBond {
-		n.Kind = wire.RouteBond
-	}
-	for _, k := range ch.Kids {
-		n.Kids = append(n.Kids, planOf(k))
-	}
-	return n
-}
-
-// planRouteLocked is the listening side's route from the peer's plan: each leaf is the newest
-// Up path of that name; a group keeps the leaves it has, and collapses when one is left.
-func (s *session) planRouteLocked(n wire.RouteNode, links []*link) (*flow.Route, []*link) {
-	if n.Kind == wire.RouteLeaf {
-		var best *link
-		for _, l := range s.mu.links {
-			if l.name == n.Name && l.state == status.Up && l.joined.Load() && (best == nil || l.id > best.id) {
-				best = l
-			}
-		}
-		// A path named twice in a plan is used once: a Race of one path with itself would
-		// only make this side send every record on it again and again.
-		if best == nil || slices.Contains(links, best) {
-			return nil, links
-		}
-		return &best.one, append(links, best)
-	}
-	rt := &flow.Route{Mode: flow.ModeRace}
-	if n.Kind == wire.RouteBond {
-		rt.Mode = flow.ModeBond
-	}
-	for _, k := range n.Kids {
-		var kr *flow.Route
-		kr, links = s.planRouteLocked(k, links)
-		if kr != nil {
-			rt.Kids = append(rt.Kids, kr)
-		}
-	}
-	switch len(rt.Kids) {
-	case 0:
-		return nil, links
-	case 1:
-		return rt.Kids[0], links
-	}
-	return rt, links
-}
-
 // peerRoute takes the dialing side's plan from a ROUTE frame (listening side).
 func (s *session) peerRoute(f *wire.Frame) error {
 	if s.dialer {
 		return fmt.Errorf("rendr: unexpected %v from the listening side", f.Type)
 	}
-	plan, err := wire.DecodeRoute(f.Payload)
+	s.mu.Lock()
+	err := s.router.PeerPlanLocked(f.Seq, f.Payload)
+	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("rendr: %v: %w", f.Type, err)
 	}
-	s.mu.Lock()
-	if f.Seq > s.mu.planSeq {
-		s.mu.planSeq, s.mu.plan = f.Seq, &plan
-	}
-	s.mu.Unlock()
-	s.dirty.Store(true)
 	s.engine.Kick()
 	return nil
 }
 
-// movedLocked records the paths carrying traffic now and returns the migration event when they
-// changed. From and To name the first path that left and the first that joined; Active lists
-// every path carrying traffic after the change.
-func (s *session) movedLocked(next []*link, why status.Cause, now time.Time) *status.Migration {
-	cur := s.mu.active
-	var left, joined []*link
-	for _, l := range cur {
-		if !slices.Contains(next, l) {
-			left = append(left, l)
-		}
-	}
-	for _, l := range next {
-		if !slices.Contains(cur, l) {
-			joined = append(joined, l)
-		}
-	}
-	if len(left) == 0 && len(joined) == 0 {
-		return nil
-	}
-	switch {
-	case s.mu.controlled:
-		why = status.CauseControl
-	case len(cur) == 0:
-		why = status.CauseFirst
-	case len(left) > 0 && left[0].state == status.Down:
-		why = status.CauseDeath
-	case len(left) > 0 && left[0].state == status.Suspect:
-		why = status.CauseStall
-	case len(left) == 0 && why == 0:
-		why = status.CauseJoin
-	}
-	m := &status.Migration{Time: now, Session: s.id, Cause: why}
-	if len(left) > 0 {
-		m.From, m.FromID = left[0].name, left[0].id
-	}
-	if len(joined) > 0 {
-		m.To, m.ToID = joined[0].name, joined[0].id
-	}
-	for _, l := range next {
-		m.Active = append(m.Active, l.name)
-	}
-	s.mu.migrations++
-	// next is the caller's scratch: the route keeps a copy of its own, never modified. (Its
-	// address goes to activeSet: a variable of this branch, so only a move allocates.)
-	kept := slices.Clone(next)
-	s.mu.active = kept
-	s.activeSet.Store(&kept)
-	s.movedAt.Store(now.UnixNano())
-	return m
-}
-
-// followLocked is the listening side's policy: send where the peer sends (its policy chose
-// that path), unless that path is not Up; then the best Up path by tier and score.
-func (s *session) followLocked() (*link, status.Cause) {
-	if lp := s.lastPeer.Load(); lp != nil && lp.state == status.Up && s.mu.links[lp.id] == lp {
-		return lp, status.CausePeer
-	}
-	var best *link
-	var bestC policy.Candidate
-	for _, l := range s.mu.links {
-		if l.state == status.Down || (!l.joined.Load()) {
-			continue
-		}
-		c := l.candidate()
-		better := best == nil ||
-			(l.state == status.Up && best.state != status.Up) ||
-			(l.state == best.state && (l.tier < best.tier || (l.tier == best.tier && c.Score() < bestC.Score())))
-		if better {
-			best, bestC = l, c
-		}
-	}
-	return best, status.CauseDeath
-}
-
-func (s *session) lookupLocked(n *policy.Node) (policy.Candidate, bool) {
-	ls := s.mu.leaves[n]
-	if ls == nil || ls.link == nil || ls.link.state == status.Down {
-		return policy.Candidate{}, false
-	}
-	return ls.link.candidate(), true
-}
-
-// refreshSuspectsLocked returns a suspect path to Up once it has answered two probes since it
-// was suspected: it is moving data again. It also suspects a path that carries traffic and
-// has not answered a probe within silenceFloor or 3*srtt + 4*rttvar: datagrams are
-// never acknowledged, so for packet flows nothing else would notice a blackhole before the
-// path is declared dead.
-func (s *session) refreshSuspectsLocked() {
-	for _, l := range s.mu.links {
-		if l.state == status.Suspect && l.p.Quality().Samples >= l.suspectSamples+2 {
-			l.state, l.since = status.Up, time.Now()
-		}
-	}
-	if len(s.mu.active) < 2 {
-		return // one path: nowhere to move to; the stall check and probes handle it
-	}
-	for _, l := range s.mu.active {
-		if l.state != status.Up {
-			continue
-		}
-		q := l.p.Quality()
-		if l.p.Silence() > max(3*q.SRTT+4*q.RTTVar, silenceFloor) {
-			s.suspectLocked(l)
-			s.c.log.Debug("rendr: path silent", "path", l.name)
-		}
-	}
-}
-
-// silenceFloor is the shortest wait for a probe answer that makes a path of a Race or Bond
-// suspect: long enough that a loaded machine's scheduling delays do not move traffic, short
-// enough that datagrams stop going into a blackhole well before the path is declared dead.
-const silenceFloor = 100 * time.Millisecond
-
-// Stalled implements flow.Router: data on l went unacknowledged too long. The path is
-// suspected if another path is Up to take over; with nothing better, traffic stays.
+// Stalled implements flow.Router: data on fl went unacknowledged too long.
 func (s *session) Stalled(fl flow.Link) {
 	l, ok := fl.(*link)
 	if !ok {
 		l = fl.(lossyLink).link
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if l.state != status.Up {
-		return
-	}
-	for _, o := range s.mu.links {
-		if o != l && o.state == status.Up && o.joined.Load() {
-			s.suspectLocked(l)
-			s.c.log.Debug("rendr: path stalled", "path", l.name)
-			return
-		}
-	}
-}
-
-// suspectLocked routes around l until it answers probes again (refreshSuspectsLocked).
-func (s *session) suspectLocked(l *link) {
-	l.state, l.since = status.Suspect, time.Now()
-	l.suspectSamples = l.p.Quality().Samples
-	s.dirty.Store(true)
-}
-
-// peerData notes flow data from the peer on l (dialing side). The listening side follows our
-// route, so data that keeps arriving on another path, longer than a round trip after we last
-// moved, means the peer found our route stalled for its traffic (a download: we have nothing
-// outstanding, so our own stall check cannot fire). Suspect the route then, as the peer did,
-// instead of waiting for the probes to declare it dead.
-//
-// Over a route of several paths (Race, Bond) the peer's answers may come on any of them; only
-// data on a path outside the route counts, and only a route of one path is suspected.
-func (s *session) peerData(l *link) {
-	set := s.activeSet.Load()
-	if set == nil || len(*set) != 1 || slices.Contains(*set, l) {
-		return
-	}
-	cur := (*set)[0]
-	q := l.p.Quality()
-	grace := max(2*q.SRTT+4*q.RTTVar, 50*time.Millisecond)
-	if time.Now().UnixNano()-s.movedAt.Load() < int64(grace) {
-		return // the peer has not seen our move yet: its data on the old path is in flight
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.mu.active) != 1 || s.mu.active[0] != cur || cur.state != status.Up || l.state != status.Up {
-		return
-	}
-	s.suspectLocked(cur)
-	s.c.log.Debug("rendr: peer moved away from route", "route", cur.name, "peer", l.name)
-	s.engine.Kick()
+	s.router.Stalled(l)
 }
 
 // snapshot builds a status.Session.
 func (s *session) snapshot() status.Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := status.Session{ID: s.id, PeerInstance: s.mu.peerInst, Migrations: s.mu.migrations}
+	out := status.Session{ID: s.id, PeerInstance: s.mu.peerInst, Migrations: s.router.MigrationsLocked()}
 	seen := map[*link]bool{}
 	add := func(l *link) {
 		var p status.Path
 		l.p.Fill(&p)
-		p.State, p.Since, p.Active = l.state, l.since, slices.Contains(s.mu.active, l)
+		p.State, p.Since, p.Active = l.rs.State, l.rs.Since, slices.Contains(s.router.ActiveLocked(), router.Path(l))
 		p.Tier = l.tier // the path's own config has the tier it dialed with; SetTier changes this
 		out.Paths = append(out.Paths, p)
 		seen[l] = true
@@ -692,8 +379,8 @@ func (s *session) snapshot() status.Session {
 				State: ls.state, Since: ls.since, LastError: errText(ls.lastErr), Dials: ls.dials})
 		}
 	}
-	for _, l := range s.mu.links {
-		if !seen[l] {
+	for _, p := range s.router.PathsLocked() {
+		if l := p.(*link); !seen[l] {
 			add(l)
 		}
 	}
@@ -726,10 +413,8 @@ type link struct {
 	joined atomic.Bool // listening side: the JOIN_PROOF checked out (or the path founded the session)
 
 	// Guarded by s.mu.
-	state          status.PathState
-	since          time.Time
-	suspectSamples int
-	mem            int64 // listening side: bytes of the memory budget this path holds
+	rs  router.Standing
+	mem int64 // listening side: bytes of the memory budget this path holds
 }
 
 // setPath gives the link its path. A packet path's link is a flow.LossyLink to the engine.
@@ -766,6 +451,7 @@ var (
 	_ flow.Listener     = (*link)(nil)
 	_ path.Handler      = (*link)(nil)
 	_ path.LossHandler  = (*link)(nil)
+	_ router.Path       = (*link)(nil)
 	_ flow.LossyLink    = lossyLink{}
 )
 
@@ -774,10 +460,14 @@ func (l *link) SRTT() (time.Duration, time.Duration) {
 	return q.SRTT, q.RTTVar
 }
 
-func (l *link) candidate() policy.Candidate {
-	q := l.p.Quality()
-	return policy.Candidate{ID: l.id, State: l.state, SRTT: q.SRTT, RTTVar: q.RTTVar, Loss: q.Loss, Samples: q.Samples}
-}
+// The router's view of the path (router.Path).
+func (l *link) ID() uint32                 { return l.id }
+func (l *link) Name() string               { return l.name }
+func (l *link) Tier() int                  { return l.tier }
+func (l *link) Joined() bool               { return l.joined.Load() }
+func (l *link) Quality() path.Quality      { return l.p.Quality() }
+func (l *link) Alone() *flow.Route         { return &l.one }
+func (l *link) Standing() *router.Standing { return &l.rs }
 
 var errJoin = errors.New("rendr: path did not prove session membership")
 
@@ -833,12 +523,11 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 		return nil
 	case wire.TypeData, wire.TypeDataFin, wire.TypeOpen, wire.TypeAck:
 		// Follow the peer's choice of path, so both directions use the path its policy picked.
-		if !s.dialer && s.lastPeer.Load() != l {
-			s.lastPeer.Store(l)
-			s.dirty.Store(true)
+		if !s.dialer {
+			s.router.PeerSent(l)
 		}
-		if s.dialer && f.Type != wire.TypeAck {
-			s.peerData(l)
+		if s.dialer && f.Type != wire.TypeAck && s.router.PeerData(l) {
+			s.engine.Kick()
 		}
 	}
 	return s.engine.HandleFrom(f, p)
@@ -848,7 +537,7 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 // again, or a primary path back past its recovery dwell, is taken up without waiting for
 // traffic to ask.
 func (l *link) Measured(*path.Path) {
-	l.s.dirty.Store(true)
+	l.s.router.Changed()
 	l.s.engine.Kick()
 }
 

@@ -1,27 +1,57 @@
-package rendr
+package router
 
 import (
 	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/rendr-go/rendr/flow"
 	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/status"
 )
 
-// routeLinks counts each link's leaves in a route, and the route's depth.
-func routeLinks(rt *flow.Route, seen map[flow.Link]int, depth int) int {
+// fake is a path for the router's tests: what the Router asks, set by the test.
+type fake struct {
+	id      uint32
+	name    string
+	tier    int
+	joined  bool
+	q       path.Quality
+	silence time.Duration
+	one     flow.Route
+	rs      Standing
+}
+
+func newFake(id uint32, name string, st status.PathState) *fake {
+	f := &fake{id: id, name: name, joined: true, rs: Standing{State: st}}
+	f.one = flow.Route{Mode: flow.ModeLink}
+	return f
+}
+
+func (f *fake) ID() uint32             { return f.id }
+func (f *fake) Name() string           { return f.name }
+func (f *fake) Tier() int              { return f.tier }
+func (f *fake) Joined() bool           { return f.joined }
+func (f *fake) Quality() path.Quality  { return f.q }
+func (f *fake) Silence() time.Duration { return f.silence }
+func (f *fake) Alone() *flow.Route     { return &f.one }
+func (f *fake) Standing() *Standing    { return &f.rs }
+
+// routeLeaves counts each leaf of a route (by the route of its path alone), and the route's
+// depth.
+func routeLeaves(rt *flow.Route, seen map[*flow.Route]int, depth int) int {
 	if rt == nil {
 		return depth
 	}
 	if rt.Mode == flow.ModeLink {
-		seen[rt.Link]++
+		seen[rt]++
 		return depth
 	}
 	deepest := depth
 	for _, k := range rt.Kids {
-		deepest = max(deepest, routeLinks(k, seen, depth+1))
+		deepest = max(deepest, routeLeaves(k, seen, depth+1))
 	}
 	return deepest
 }
@@ -49,38 +79,38 @@ func FuzzRoutePlan(f *testing.F) {
 		if err != nil {
 			return
 		}
-		s := &session{}
-		s.mu.links = map[uint32]*link{}
+		r := New(Config{})
+		byRoute := map[*flow.Route]*fake{}
 		for i := range 6 {
-			l := &link{s: s, id: uint32(i + 1), name: fmt.Sprintf("p%d", i%4), state: status.Up}
+			f := newFake(uint32(i+1), fmt.Sprintf("p%d", i%4), status.Up)
 			if i == 5 {
-				l.state = status.Down
+				f.rs.State = status.Down
 			}
-			l.joined.Store(true)
-			l.one = flow.Route{Mode: flow.ModeLink, Link: l}
-			s.mu.links[l.id] = l
+			r.paths[f.id] = f
+			byRoute[&f.one] = f
 		}
 		runtime.ReadMemStats(&ms)
 		before := ms.TotalAlloc
-		rt, links := s.planRouteLocked(plan, nil)
+		rt, paths := r.planRouteLocked(plan, nil)
 		runtime.ReadMemStats(&ms)
 		if grew := ms.TotalAlloc - before; grew > 64<<10 {
 			t.Fatalf("resolving a plan allocated %d bytes", grew)
 		}
-		seen := map[flow.Link]int{}
-		if d := routeLinks(rt, seen, 1); d > wire.MaxRouteDepth {
+		seen := map[*flow.Route]int{}
+		if d := routeLeaves(rt, seen, 1); d > wire.MaxRouteDepth {
 			t.Fatalf("route %d deep", d)
 		}
-		for l, n := range seen {
+		for leaf, n := range seen {
+			f := byRoute[leaf]
 			if n > 1 {
-				t.Fatalf("path %v carries each record %d times", l.(*link).name, n)
+				t.Fatalf("path %v carries each record %d times", f.name, n)
 			}
-			if l.(*link).state != status.Up {
+			if f.rs.State != status.Up {
 				t.Fatal("the route uses a path that is down")
 			}
 		}
-		if len(links) != len(seen) {
-			t.Fatalf("%d links reported, %d in the route", len(links), len(seen))
+		if len(paths) != len(seen) {
+			t.Fatalf("%d paths reported, %d in the route", len(paths), len(seen))
 		}
 	})
 }
