@@ -35,6 +35,8 @@ func (e *Engine) readyLocked(s *Stream) {
 	e.Kick()
 }
 
+// routineRun is the engine goroutine: it pumps when kicked and when the stall check or a
+// delayed ACK falls due, until the engine fails or closes.
 func (e *Engine) routineRun() {
 	defer e.wg.Done()
 	timer := time.NewTimer(time.Hour)
