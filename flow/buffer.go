@@ -1,3 +1,6 @@
+// Send stage, storage: a stream's send buffer, which keeps every byte written until the peer
+// acknowledges it, in pooled chunks that zero-copy records may share.
+
 package flow
 
 import (

@@ -1,3 +1,5 @@
+// Application stage: the errors and reset codes a Stream reports.
+
 package flow
 
 import (

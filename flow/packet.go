@@ -1,3 +1,8 @@
+// Packet flows (docs/wire.md 8.11), every stage: they carry datagrams, each write one DATAGRAM
+// frame, sent once and never again, and delivered at most once. They are Streams whose byte
+// stream stays empty: OPEN, FIN (a DATA_FIN at offset 0), RESET and STOP work as for streams,
+// so opening and closing are reliable while datagrams are not.
+
 package flow
 
 import (
@@ -8,11 +13,6 @@ import (
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/path"
 )
-
-// Packet flows (docs/wire.md 8.11) carry datagrams: each write is one DATAGRAM frame, sent
-// once and never again, and delivered at most once. They are Streams whose byte stream stays
-// empty: OPEN, FIN (a DATA_FIN at offset 0), RESET and STOP work as for streams, so opening
-// and closing are reliable while datagrams are not.
 
 // Queue bounds of a packet flow. A datagram that finds its queue full is dropped and counted,
 // as a UDP socket drops what its buffer cannot hold: a writer never blocks, and a reader that
@@ -77,9 +77,11 @@ type dgBuf struct {
 	pinned bool
 }
 
-// dgPools hold buffers by size class, so a small datagram never pins a 64 KiB buffer.
+// dgClasses are the buffer sizes datagrams are pooled by, so a small datagram never pins a
+// 64 KiB buffer.
 var dgClasses = [...]int{2 << 10, 16 << 10, MaxDatagram}
 
+// dgPools hold free datagram buffers, one pool per size class.
 var dgPools = [len(dgClasses)]sync.Pool{}
 
 // bufClass is the size of the buffer a datagram of n bytes takes.
@@ -335,8 +337,10 @@ func (s *Stream) datagramLocked(f *wire.Frame) error {
 	return nil
 }
 
-// The dedup window: bit i of seen says sequence number top-i was received.
-func (pk *packetState) mark(i uint64)        { pk.seen[i/64] |= 1 << (i % 64) }
+// mark notes sequence number top-i as received in the dedup window: bit i of seen.
+func (pk *packetState) mark(i uint64) { pk.seen[i/64] |= 1 << (i % 64) }
+
+// marked reports whether sequence number top-i was received.
 func (pk *packetState) marked(i uint64) bool { return pk.seen[i/64]&(1<<(i%64)) != 0 }
 
 // shift moves the window forward by n sequence numbers.

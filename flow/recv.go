@@ -1,3 +1,15 @@
+// Receive stage: a path's reader hands the engine one frame at a time.
+//
+//  1. HandleFrom takes the engine's lock; handleLocked checks the frame's values.
+//  2. MAX_DATA raises the session credit (window.go). Any other frame finds its flow
+//     (lookupLocked), which on the listening side may open new flows or refuse them; a frame
+//     for a flow that is gone gets a stateless reply.
+//  3. DATA is checked against the flow and session windows, then delivered in order
+//     (acceptLocked, stream.go) or held ahead of a gap (reorder.go); ACK lets acknowledged
+//     bytes go and raises the peer's flow window; RESET and STOP end a direction; DATAGRAM
+//     goes to the packet flow's queue (packet.go).
+//  4. An error is a protocol violation: the caller closes the path that carried the frame.
+
 package flow
 
 import (
@@ -430,17 +442,4 @@ func (s *Stream) ackLocked(f *wire.Frame) error {
 	e.setOutstandingLocked(s)
 	e.maybeRemoveLocked(s)
 	return nil
-}
-
-// wakeCapLocked wakes writers that waited for the session's send buffers to drain.
-func (e *Engine) wakeCapLocked() {
-	if len(e.mu.capWait) == 0 || e.mu.sendBuffered >= e.cfg.MaxSessionWindow {
-		return
-	}
-	for _, s := range e.mu.capWait {
-		s.capWaiter = false
-		signal(s.writeSig)
-	}
-	clear(e.mu.capWait)
-	e.mu.capWait = e.mu.capWait[:0]
 }

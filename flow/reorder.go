@@ -1,3 +1,6 @@
+// Receive stage, reordering: bytes that arrive ahead of a gap wait here until the bytes
+// before them come.
+
 package flow
 
 import (

@@ -1,3 +1,6 @@
+// Receive stage, storage: a stream's receive buffer, which holds delivered bytes until the
+// application reads them.
+
 package flow
 
 import "github.com/rendr-go/rendr/path"

@@ -1,3 +1,6 @@
+// Recovery stage, bookkeeping: the byte ranges a lossy link lost, which a flow sends again
+// before new bytes (Lost, emitRetxLocked).
+
 package flow
 
 // spans is a set of byte ranges [lo, hi), sorted and disjoint: a flow's bytes to send again

@@ -1,3 +1,8 @@
+// Application stage: a Stream's API. Write copies bytes into the send buffer and queues the
+// stream for the send stage (send.go); Read takes delivered bytes from the receive buffer, or
+// lets the receive stage (recv.go) copy them straight into its waiting buffer; Close,
+// CloseRead and CloseWrite queue the frames that end a direction.
+
 package flow
 
 import (
@@ -5,13 +10,8 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr/internal/deadline"
-	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/path"
 )
-
-// zeroCopyMin is the smallest payload sent by reference to a ZeroCopyLink; smaller ones are
-// copied, so that a record full of small frames is not cut short.
-const zeroCopyMin = 4 << 10
 
 // writeChunk bounds how much one Write copies per lock hold, so a large Write does not keep
 // the engine goroutine waiting.
@@ -209,8 +209,9 @@ func (s *Stream) directLocked(p []byte) []byte {
 	return p
 }
 
-// deliverHeldLocked is deliverLocked for bytes already held by pin, which passes to the
-// receive buffer (or is let go when a waiting Read took every byte).
+// deliverHeldLocked is deliverLocked for bytes already held by pin. pin passes to the receive
+// buffer with them, or is let go when they are copied instead: a waiting Read took them, or
+// what it left fits the last chunk.
 func (s *Stream) deliverHeldLocked(p []byte, pin path.Pin) {
 	p = s.directLocked(p)
 	if len(p) <= s.rbuf.room() {
@@ -225,9 +226,10 @@ func (s *Stream) deliverHeldLocked(p []byte, pin path.Pin) {
 
 // deliverLocked hands received bytes to the application: into a waiting Read's buffer when
 // nothing is buffered ahead of them, the rest into the receive buffer, by reference when src
-// lets a large payload be held where it was received and it does not fit the last chunk.
-// Else payloads arriving large, small, large, small... would take a chunk each for the few
-// bytes after every held one, and a peer could make a flow's buffer four times its window.
+// lets a large payload be held where it was received and it does not fit the last chunk. A
+// payload that fits is copied there: held instead, payloads arriving large, small, large,
+// small... would take a chunk each for the few bytes after every held one, and a peer could
+// make a flow's buffer four times its window.
 func (s *Stream) deliverLocked(p []byte, src Holder) {
 	p = s.directLocked(p)
 	if len(p) >= holdMin && src != nil && len(p) > s.rbuf.room() {
@@ -239,24 +241,6 @@ func (s *Stream) deliverLocked(p []byte, src Holder) {
 	if len(p) > 0 {
 		s.rbuf.write(p)
 	}
-}
-
-// consumedLocked returns n read (or discarded) bytes to the flow and session windows, growing
-// a window that the application drains within two round trips.
-func (s *Stream) consumedLocked(n uint64) {
-	e := s.e
-	s.recvRead += n
-	if s.recvLimit-s.recvRead < s.window/2 && !s.recvDone() {
-		now := time.Now()
-		if !s.tuned.IsZero() && now.Sub(s.tuned) < e.tuneIntervalLocked() && s.window < uint64(e.cfg.MaxWindow) {
-			s.window = min(2*s.window, uint64(e.cfg.MaxWindow))
-		}
-		s.tuned = now
-		s.recvLimit = s.recvRead + s.window
-		s.ackPending = true
-		e.readyLocked(s)
-	}
-	e.consumedLocked(n)
 }
 
 // Write writes p, blocking while the flow's send buffer is full (back-pressure from the
@@ -472,144 +456,6 @@ func (s *Stream) failLocked(err error) {
 	}
 	signal(s.readSig)
 	signal(s.writeSig)
-}
-
-// emitLocked appends s's pending frames to r and reports whether s has more to send.
-func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
-	e := s.e
-	const ctl = 1 + 8 + 8 + 8 + 1 // the largest control frame
-	if r.Room() < 4*ctl {
-		return true
-	}
-	if s.openPending {
-		r.B = wire.AppendOpen(r.B, s.id, kindOf(s.id))
-		s.openPending = false
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedOpen, Flow: s.id})
-	}
-	if s.ackLater {
-		s.ackPending = true // due soon anyway: it rides this record
-	}
-	if s.ackPending {
-		var flags uint8
-		if s.recvDone() {
-			flags = wire.AckFin
-		}
-		r.B = wire.AppendAck(r.B, s.id, s.recvNext, max(s.recvLimit, s.recvNext), flags)
-		s.ackPending, s.ackLater, s.ackedNext = false, false, s.recvNext
-		// Off and Fin let a lost final ACK go again after the flow is forgotten (Lost).
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedAck, Flow: s.id, Off: s.recvNext, Fin: flags&wire.AckFin != 0})
-	}
-	if s.stopPending {
-		r.B = wire.AppendStop(r.B, s.id, CodeClosed)
-		s.stopPending, s.stopSent = false, true
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedStop, Flow: s.id})
-	}
-	if s.resetPending {
-		r.B = wire.AppendReset(r.B, s.id, CodeClosed, s.sendHigh)
-		s.resetPending, s.resetSent = false, true
-		e.setOutstandingLocked(s)
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedReset, Flow: s.id})
-	}
-	if s.resetSent || s.err != nil {
-		return false
-	}
-	if s.pk != nil && s.emitDatagramsLocked(r) {
-		return true // datagrams first; a FIN follows the last of them
-	}
-	if s.retx.trim(s.sendBase); len(s.retx) > 0 {
-		return s.emitRetxLocked(r, zc)
-	}
-	end := s.sendBase + uint64(s.sbuf.len())
-	limit := min(end, s.peerLimit)
-	if s.sendNext >= limit && !(s.finQueued && !s.finSent && s.sendNext == end) {
-		return false // nothing to send, or blocked by the flow window until an ACK
-	}
-	n := min(limit-s.sendNext, e.quantumLocked())
-	room := r.Room() - wire.DataOverhead(s.id, s.sendNext, int(n))
-	if room <= 0 {
-		return true
-	}
-	n = s.fitLocked(s.sendNext, min(n, uint64(room)), room, zc)
-	// New bytes (beyond sendHigh) spend session credit; resent ones do not.
-	if s.sendNext+n > s.sendHigh {
-		credit := e.mu.sendMax - e.mu.sendUsed
-		fresh := s.sendNext + n - max(s.sendNext, s.sendHigh)
-		if fresh > credit {
-			n -= fresh - credit
-			if !s.sessBlocked {
-				s.sessBlocked = true
-				e.mu.sessWait = append(e.mu.sessWait, s)
-			}
-		}
-	}
-	fin := s.finQueued && s.sendNext+n == end
-	if n == 0 && !fin {
-		return false
-	}
-	r.B = wire.AppendDataHeader(r.B, s.id, s.sendNext, fin, int(n))
-	s.appendPayloadLocked(r, zc, s.sendNext, n)
-	e.carriedLocked(r, path.Carried{Kind: path.CarriedData, Flow: s.id, Off: s.sendNext, Len: uint32(n), Fin: fin})
-	s.sendNext += n
-	if s.unsentWait && end-s.sendNext <= maxUnsent/2 {
-		s.unsentWait = false
-		signal(s.writeSig)
-	}
-	if s.sendNext > s.sendHigh {
-		e.mu.sendUsed += s.sendNext - s.sendHigh
-		s.sendHigh = s.sendNext
-	}
-	if fin {
-		s.finSent = true
-	}
-	e.setOutstandingLocked(s)
-	// Resending (below sendHigh) needs no session credit, so a blocked flow goes on resending.
-	return s.sendNext < min(end, s.peerLimit) && (!s.sessBlocked || s.sendNext < s.sendHigh)
-}
-
-// fitLocked shortens n bytes at offset off, bound for a record with room bytes left, so that
-// a packet path can seal them where they lie: it seals a payload kept by reference in parts,
-// one per send-buffer piece, each with a tag of its own (path.SplitOverhead), and copies a
-// payload whose parts do not fit its packet. Stream paths have no such bound.
-func (s *Stream) fitLocked(off, n uint64, room int, zc bool) uint64 {
-	if !zc || !s.e.collect || n < zeroCopyMin {
-		return n
-	}
-	over := path.SplitOverhead(s.sbuf.pieces(int(off-s.sendBase), int(n)))
-	if int(n)+over > room {
-		n = uint64(max(room-over, 0)) // no more pieces than before: one pass is enough
-	}
-	return n
-}
-
-// appendPayloadLocked ends r with the n bytes at offset off of the send buffer: by reference on
-// a zero-copy record when they are many, copied otherwise.
-func (s *Stream) appendPayloadLocked(r *path.Record, zc bool, off, n uint64) {
-	if zc && n >= zeroCopyMin {
-		s.sbuf.pin(r, int(off-s.sendBase), int(n)) // the record ends here
-		return
-	}
-	at := len(r.B)
-	r.B = r.B[:at+int(n)]
-	s.sbuf.readAt(r.B[at:], int(off-s.sendBase))
-}
-
-// emitRetxLocked sends again the first of the bytes a lossy link lost. They were sent before,
-// so they need no credit of the flow or the session window; a lost FIN goes again with the
-// new bytes (finSent, cleared by Lost). It reports whether the flow has more to send.
-func (s *Stream) emitRetxLocked(r *path.Record, zc bool) bool {
-	x := s.retx.first()
-	n := min(x.hi-x.lo, s.e.quantumLocked())
-	room := r.Room() - wire.DataOverhead(s.id, x.lo, int(n))
-	if room <= 0 {
-		return true
-	}
-	n = s.fitLocked(x.lo, min(n, uint64(room)), room, zc)
-	r.B = wire.AppendDataHeader(r.B, s.id, x.lo, false, int(n))
-	s.appendPayloadLocked(r, zc, x.lo, n)
-	s.e.carriedLocked(r, path.Carried{Kind: path.CarriedData, Flow: s.id, Off: x.lo, Len: uint32(n)})
-	s.retx.cut(n)
-	s.e.setOutstandingLocked(s)
-	return true
 }
 
 // dropReorderLocked lets go of the bytes held ahead of a gap.

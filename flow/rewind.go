@@ -1,0 +1,207 @@
+// Recovery stage: bytes sent and not yet acknowledged. The engine keeps every byte until the
+// peer acknowledges it, and sends it again when it may be lost:
+//   - a link leaves the route (routeLocked): every flow rewinds to its acknowledged offset;
+//   - acknowledgements stop (fill's stall check): culprit names the link to report to the
+//     Router, which may route around it;
+//   - one flow's acknowledgements stop while others progress (resendStuckLocked);
+//   - a lossy link reports a record lost (Lost): what it carried goes again.
+
+package flow
+
+import (
+	"time"
+
+	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/path"
+)
+
+// setOutstandingLocked keeps e.mu.outstanding in step with s: a stream is outstanding while
+// it has sent bytes, a FIN or a RESET the peer has not acknowledged.
+func (e *Engine) setOutstandingLocked(s *Stream) {
+	o := s.sendHigh > s.sendBase || (s.finSent && !s.finAcked) || (s.resetSent && !s.finAcked)
+	if o == s.outstanding {
+		return
+	}
+	s.outstanding = o
+	if o {
+		if e.mu.outstanding == 0 {
+			e.mu.progress = time.Now()
+		}
+		s.ackedAt = time.Now()
+		e.mu.outstanding++
+	} else {
+		e.mu.outstanding--
+	}
+}
+
+// culprit picks the link to blame when acknowledgements stop. Over one link, that link. Over
+// several, the one that has gone longest without an answer to its probes, if that is longer
+// than its own round trip allows (2*srtt + 4*rttvar, at least 5ms): a link whose probes are
+// answered is carrying traffic, and acknowledgements may be late for reasons of the peer's
+// own route. Nil when no link is to blame.
+func culprit(links []Link) Link {
+	if len(links) == 1 {
+		return links[0]
+	}
+	var best Link
+	var worst time.Duration
+	for _, l := range links {
+		ln, ok := l.(Listener)
+		if !ok {
+			continue
+		}
+		srtt, rttvar := l.SRTT()
+		over := ln.Silence() - max(2*srtt+4*rttvar, 5*time.Millisecond)
+		if over > worst {
+			best, worst = l, over
+		}
+	}
+	return best
+}
+
+// routeLocked notes the links of this round. When a link that carried traffic in the last
+// round is gone from the route, anything in flight on it may be lost, mid-frame included:
+// every flow rewinds and resends from its acknowledged offset over what remains.
+func (e *Engine) routeLocked(links []Link, now time.Time) {
+	has := func(ids []uint32, id uint32) bool {
+		for _, x := range ids {
+			if x == id {
+				return true
+			}
+		}
+		return false
+	}
+	ids := e.ids[:0] // engine goroutine only, like links and dests
+	for _, l := range links {
+		if id := l.LinkID(); !has(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	e.ids = ids
+	lost, gained := false, false
+	for _, id := range e.mu.linkIDs {
+		lost = lost || !has(ids, id)
+	}
+	for _, id := range ids {
+		gained = gained || !has(e.mu.linkIDs, id)
+	}
+	if !lost && !gained {
+		return
+	}
+	if lost {
+		e.rewindLocked()
+		e.mu.migrations++
+	}
+	e.mu.linkIDs = append(e.mu.linkIDs[:0], ids...)
+	e.mu.progress = now
+}
+
+// rewindLocked makes every flow resend from its acknowledged offset and re-arms control state
+// the old link may have lost.
+func (e *Engine) rewindLocked() {
+	e.mu.maxDataPending = true
+	e.mu.routePending = len(e.mu.routeFrame) > 0
+	// Resent bytes need no session credit: every flow is visited again, blocked or not.
+	e.wakeSessWaitLocked()
+	for id := range e.mu.refused {
+		e.queueRefusalLocked(id)
+	}
+	for _, s := range e.mu.flows {
+		s.sendNext = s.sendBase
+		s.retx = s.retx[:0] // all of it goes again from sendBase
+		if !s.finAcked {
+			s.finSent = false
+			if s.resetSent {
+				s.resetPending = true
+			}
+		}
+		if !s.openAcked && e.cfg.Dialer {
+			s.openPending = true
+		}
+		if s.stopSent && !s.recvDone() {
+			s.stopPending = true
+		}
+		s.ackPending = s.ackPending || s.recvNext > 0 || s.finRecv || s.resetRecv
+		e.readyLocked(s)
+	}
+}
+
+// minResendAfter is the shortest time a flow waits for an acknowledgement before it sends its
+// unacknowledged bytes again on its own.
+const minResendAfter = 200 * time.Millisecond
+
+// resendStuckLocked makes every flow whose acknowledgements have not moved for after send its
+// unacknowledged bytes again, as TCP does on a retransmission timeout. Rewinds after a path
+// change resend what a dead path lost; this covers what a receiver dropped while every path
+// stayed healthy (bytes ahead of a gap beyond its bound), which the session-wide stall check
+// cannot see while other flows make progress.
+func (e *Engine) resendStuckLocked(now time.Time, after time.Duration) {
+	for _, s := range e.mu.flows {
+		if !s.outstanding || now.Sub(s.ackedAt) < after || s.sendNext == s.sendBase && (s.finAcked || !s.finSent) {
+			continue
+		}
+		s.sendNext = s.sendBase
+		s.retx = s.retx[:0]
+		if !s.finAcked {
+			s.finSent = false
+			if s.resetSent {
+				s.resetPending = true
+			}
+		}
+		s.ackedAt = now
+		e.mu.resends++
+		e.readyLocked(s)
+	}
+}
+
+// Lost takes back what a record a LossyLink lost carried: flow bytes not acknowledged since
+// are sent again, before new ones; control frames are sent again with their current values
+// (a later ACK or MAX_DATA says more than the lost one did). Datagrams are not resent: packet
+// flows never resend.
+func (e *Engine) Lost(cs []path.Carried) {
+	e.mu.Lock()
+	for _, c := range cs {
+		switch c.Kind {
+		case path.CarriedMaxData:
+			e.mu.maxDataPending = true
+			continue
+		case path.CarriedRoute:
+			e.mu.routePending = len(e.mu.routeFrame) > 0
+			continue
+		}
+		s := e.mu.flows[c.Flow]
+		if s == nil {
+			// Finished and forgotten: only its final ACK is still owed, or the peer would
+			// wait for its timeout to learn that everything arrived.
+			if c.Kind == path.CarriedAck && c.Fin && len(e.mu.ctrl) < maxCtrl {
+				e.mu.ctrl = wire.AppendAck(e.mu.ctrl, c.Flow, c.Off, c.Off, wire.AckFin)
+			}
+			continue
+		}
+		switch c.Kind {
+		case path.CarriedData:
+			if s.resetSent || s.err != nil {
+				continue // the peer is told the flow is over; its bytes are not owed
+			}
+			if lo, hi := max(c.Off, s.sendBase), c.Off+uint64(c.Len); hi > lo && lo < s.sendNext {
+				hi = min(hi, s.sendNext) // a rewind since may be sending these again already
+				s.retx.add(lo, hi)
+				e.mu.lostResent += hi - lo
+			}
+			if c.Fin && !s.finAcked {
+				s.finSent = false
+			}
+		case path.CarriedOpen:
+			s.openPending = s.openPending || !s.openAcked
+		case path.CarriedAck:
+			s.ackPending = true
+		case path.CarriedStop:
+			s.stopPending = s.stopPending || (s.stopSent && !s.recvDone())
+		case path.CarriedReset:
+			s.resetPending = s.resetPending || (s.resetSent && !s.finAcked)
+		}
+		e.readyLocked(s)
+	}
+	e.mu.Unlock()
+	e.Kick()
+}
