@@ -85,7 +85,7 @@ func (r *fakeRouter) Route() *Route {
 	if r.mu.link == nil {
 		return nil
 	}
-	return One(r.mu.link)
+	return one(r.mu.link)
 }
 
 func (r *fakeRouter) Stalled(Link) {

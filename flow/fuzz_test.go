@@ -427,7 +427,7 @@ func (r *twoRouter) Route() *Route {
 	if !r.on.Load() {
 		return nil
 	}
-	return One(r.links[r.cur.Load()])
+	return one(r.links[r.cur.Load()])
 }
 func (r *twoRouter) Stalled(Link) {}
 

@@ -69,7 +69,7 @@ func acceptNow(accept func(context.Context) (*Stream, error)) *Stream {
 
 type lossyRouter struct{ l *lossyLink }
 
-func (r lossyRouter) Route() *Route { return One(r.l) }
+func (r lossyRouter) Route() *Route { return one(r.l) }
 func (r lossyRouter) Stalled(Link)  {}
 
 // TestLossyLinkResendsWhatWasLost: over a link that loses one record in ten both ways (data,

@@ -257,7 +257,7 @@ func TestPacketLargeBesideBulk(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ra, rb := &routeRouter{}, &fakeRouter{}
 		ab, ba := &tightLink{fakeLink{id: 1}}, &fakeLink{id: 1}
-		ra.set(One(ab))
+		ra.set(one(ab))
 		rb.set(ba)
 		a := New(Config{Dialer: true}, ra)
 		b := New(Config{InitialWindow: 16 << 20, InitialSessionWindow: 64 << 20}, rb)

@@ -60,7 +60,7 @@ func (l *zcLossyLink) Send(r *path.Record) bool {
 
 type zcRouter struct{ l Link }
 
-func (r zcRouter) Route() *Route { return One(r.l) }
+func (r zcRouter) Route() *Route { return one(r.l) }
 func (r zcRouter) Stalled(Link)  {}
 
 // TestPacketRecordsFillTheMTU: a flow alone on a packet path fills each record up to the

@@ -1,3 +1,7 @@
+// Route stage: where the engine sends. A Route is a link or a Race or Bond of routes, given by
+// the Router (in rendr, internal/router) at each round; this file schedules a record onto it:
+// every member of a Race that has room, the member of a Bond expected to deliver first.
+
 package flow
 
 import (
@@ -40,9 +44,6 @@ type Route struct {
 	Link Link     // ModeLink
 	Kids []*Route // ModeRace, ModeBond
 }
-
-// One is the Route of a single link.
-func One(l Link) *Route { return &Route{Mode: ModeLink, Link: l} }
 
 // Estimator is a Link that can say how soon it would deliver a record, for Bond scheduling.
 // Links that are not Estimators are scheduled by their round trip alone.

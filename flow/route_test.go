@@ -50,7 +50,7 @@ type multiRig struct {
 func newMultiRig(t *testing.T, mode Mode) *multiRig {
 	r := &multiRig{t: t, ra: &routeRouter{}, rb: &fakeRouter{},
 		l1: &fakeLink{id: 1}, l2: &fakeLink{id: 2}, ba: &fakeLink{id: 1}}
-	r.ra.set(&Route{Mode: mode, Kids: []*Route{One(r.l1), One(r.l2)}})
+	r.ra.set(&Route{Mode: mode, Kids: []*Route{one(r.l1), one(r.l2)}})
 	r.rb.set(r.ba)
 	r.a = New(Config{Dialer: true}, r.ra)
 	r.b = New(Config{}, r.rb)
@@ -181,7 +181,7 @@ func TestRouteBondLosesLink(t *testing.T) {
 			if round == 3 {
 				synctest.Wait()
 				r.l2.take() // what link 2 carried is lost with it
-				r.ra.set(One(r.l1))
+				r.ra.set(one(r.l1))
 				r.a.Kick()
 			}
 		})
@@ -198,11 +198,11 @@ func TestRouteBondLosesLink(t *testing.T) {
 func TestRouteAddLinkNoRewind(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newMultiRig(t, ModeBond)
-		r.ra.set(One(r.l1))
+		r.ra.set(one(r.l1))
 		data := payload(1<<20, 24)
 		got, _, sent2 := r.transfer(data, func(round int) {
 			if round == 2 {
-				r.ra.set(&Route{Mode: ModeBond, Kids: []*Route{One(r.l1), One(r.l2)}})
+				r.ra.set(&Route{Mode: ModeBond, Kids: []*Route{one(r.l1), one(r.l2)}})
 				r.a.Kick()
 			}
 		})
@@ -351,7 +351,7 @@ func TestRoutePinnedDatagrams(t *testing.T) {
 			t.Fatalf("stats %+v", st)
 		}
 		// One link left: every pinned datagram takes it.
-		r.ra.set(One(r.l2))
+		r.ra.set(one(r.l2))
 		onLink = map[int]map[uint64]int{1: {}, 2: {}}
 		run(100)
 		if n := onLink[2][0] + onLink[2][1] + onLink[2][2] + onLink[2][3]; n != 100 {
@@ -380,3 +380,6 @@ func TestRouteSetsCompareAsSets(t *testing.T) {
 		}
 	})
 }
+
+// one is the Route of a single link.
+func one(l Link) *Route { return &Route{Mode: ModeLink, Link: l} }
