@@ -15,7 +15,6 @@ import (
 	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/policy"
 	"github.com/rendr-go/rendr/status"
-	"github.com/rendr-go/rendr/transport"
 )
 
 // DialerConfig configures a Dialer.
@@ -33,17 +32,18 @@ type DialerConfig struct {
 type Dialer struct {
 	c     *common
 	peer  PublicKey
-	root  *Target
 	clock handshake.Clock
+
+	ctl sync.Mutex // held by each change of the graph (Add, Remove, SetTier, Select) from start to end
 
 	mu struct {
 		sync.Mutex
 		s      *session
 		closed bool
+		// root and selected change with Add, Remove, SetTier and Select.
+		root     *Target
+		selected string
 	}
-	// root and selected change with Add, Remove, SetTier and Select; guarded by mu.
-	selected string
-	ctl      sync.Mutex // held by each of those changes from start to end
 }
 
 // NewDialer checks cfg and returns a Dialer. It opens nothing until the first DialContext.
@@ -64,7 +64,9 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 		return nil, errors.New("rendr: DialerConfig.PeerKey is this Dialer's own public key: set it to the listener's")
 	}
 	// The graph is copied: the Dialer changes it (Add, Remove...), never the caller's Targets.
-	return &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey, root: cfg.Root.clone()}, nil
+	d := &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey}
+	d.mu.root = cfg.Root.clone()
+	return d, nil
 }
 
 // Graph limits, so that every route the graph can take fits a ROUTE frame (docs/wire.md 8.9):
@@ -240,7 +242,7 @@ func (d *Dialer) session() (*session, error) {
 		return nil, err
 	}
 	leaves := map[*policy.Node]*Target{}
-	root := d.root.node(d.c.tuning, leaves)
+	root := d.mu.root.node(d.c.tuning, leaves)
 	root.Init()
 	s := newSession(d.c, id, d.peer, true, root, nil)
 	s.onEnd = func(s *session) {
@@ -255,8 +257,8 @@ func (d *Dialer) session() (*session, error) {
 		s.mu.leaves[n] = ls
 		s.mu.targets[leaves[n].name] = ls
 	}
-	if d.selected != "" {
-		if sel := root.Find(d.selected); sel != nil {
+	if d.mu.selected != "" {
+		if sel := root.Find(d.mu.selected); sel != nil {
 			s.router.SetGraphLocked(sel, false)
 		}
 	}
@@ -418,24 +420,14 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	s.mu.Lock()
 	sid := s.id
 	s.mu.Unlock()
+	caps := capsOf(conn)
 	h := handshake.Hello{Time: d.clock.Now(), Instance: d.c.instance, Session: sid, Mode: mode,
-		Tier: uint8(min(t.tier, 255)), Name: t.name}
-	if t.secure {
-		h.Flags |= handshake.FlagPlain
-	}
-	if _, ok := conn.(transport.Datagrammer); ok {
-		h.Flags |= handshake.FlagDatagrams
-	}
-	_, packets := conn.(transport.PacketCarrier)
-	if packets {
-		h.Flags |= handshake.FlagPackets
-	}
-	ext, _ := conn.(transport.HandshakeExtender)
-	if ext != nil {
-		h.Extra = ext.HelloExtra()
-		if len(h.Extra) > transport.MaxHandshakeExtra {
+		Tier: uint8(min(t.tier, 255)), Name: t.name, Flags: caps.helloFlags(t.secure)}
+	if caps.ext != nil {
+		h.Extra = caps.ext.HelloExtra()
+		if err := checkExtra(conn, h.Extra); err != nil {
 			conn.Close()
-			return fmt.Errorf("rendr: carrier %T gave %d bytes for the hello, more than %d", conn, len(h.Extra), transport.MaxHandshakeExtra)
+			return err
 		}
 	}
 	res, err := handshake.Initiate(ctx, conn, d.c.key, d.peer, h, &ls.cookies)
@@ -455,24 +447,12 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		conn.Close()
 		return errors.New("rendr: listener refused the path")
 	}
-	if t.secure && res.Reply.Flags&handshake.FlagPlain == 0 {
+	if err := checkReply(h.Flags, res.Reply.Flags); err != nil {
 		conn.Close()
-		return errors.New("rendr: listener does not treat this carrier as secure (SecureSource)")
+		return err
 	}
-	if !t.secure && res.Reply.Flags&handshake.FlagPlain != 0 {
-		conn.Close() // never drop encryption we did not ask to drop
-		return errors.New("rendr: listener offered plain records that were not requested")
-	}
-	if h.Flags&handshake.FlagDatagrams == 0 && res.Reply.Flags&handshake.FlagDatagrams != 0 {
-		conn.Close()
-		return errors.New("rendr: listener offered datagram records that were not requested")
-	}
-	if packets != (res.Reply.Flags&handshake.FlagPackets != 0) {
-		conn.Close()
-		return errors.New("rendr: one end's carrier moves datagrams and the other's a stream")
-	}
-	if ext != nil {
-		if err := ext.ReplyExtra(res.Reply.Extra); err != nil {
+	if caps.ext != nil {
+		if err := caps.ext.ReplyExtra(res.Reply.Extra); err != nil {
 			conn.Close()
 			return fmt.Errorf("rendr: carrier refused the listener's handshake data: %w", err)
 		}
@@ -489,14 +469,7 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		}
 	}
 	l := s.newLink(t.name, t.tier, ls)
-	send, recv := res.Send, res.Recv
-	if res.Reply.Flags&handshake.FlagPlain != 0 {
-		send, recv = nil, nil
-	}
-	pc := d.c.path
-	pc.Name, pc.Tier, pc.Hold = t.name, t.tier, s.hold
-	pc.Datagrams = res.Reply.Flags&handshake.FlagDatagrams != 0
-	l.setPath(path.New(l.id, conn, send, recv, pc, l))
+	l.openPath(conn, res, d.c.path, false)
 	l.joined.Store(true)
 	if mode == handshake.ModeJoin {
 		s.mu.Lock()

@@ -14,7 +14,6 @@ import (
 	"github.com/rendr-go/rendr/internal/budget"
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/internal/pending"
-	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
 )
@@ -313,9 +312,7 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts, start time.Time) {
 	defer l.wg.Done()
 	ctx, cancel := context.WithDeadline(l.ctx, start.Add(l.c.hsTimeout))
 	var created *session
-	_, dg := c.(transport.Datagrammer)
-	_, packets := c.(transport.PacketCarrier)
-	ext, _ := c.(transport.HandshakeExtender)
+	caps := capsOf(c)
 	// A join counted against its session's paths until tracked, holding pathCost of the
 	// budget until its link takes it (joinMem is zeroed then).
 	var joining *session
@@ -331,10 +328,13 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts, start time.Time) {
 		}
 	}()
 	res, err := l.resp.Respond(ctx, c, func(peer [32]byte, h *handshake.Hello) handshake.Reply {
-		r, s := l.decide(PublicKey(peer), h, o, dg, packets)
-		if r.Status == handshake.StatusOK && ext != nil {
-			extra, err := ext.AnswerExtra(h.Extra)
-			if err != nil || len(extra) > transport.MaxHandshakeExtra {
+		r, s := l.decide(PublicKey(peer), h, o, caps)
+		if r.Status == handshake.StatusOK && caps.ext != nil {
+			extra, err := caps.ext.AnswerExtra(h.Extra)
+			if err == nil {
+				err = checkExtra(c, extra)
+			}
+			if err != nil {
 				// The carrier finds the hello's data wrong: a broken or hostile dialer.
 				// Refuse, and end the session this hello would have founded.
 				l.c.log.Debug("rendr: carrier refused the hello's data", "remote", c.RemoteAddr(), "err", err, "bytes", len(extra))
@@ -416,24 +416,12 @@ func (l *Listener) closeAfterReply(c net.Conn) {
 
 // decide answers an authenticated hello; dg says the carrier carries datagrams too, packets
 // that it moves datagrams only.
-func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, dg, packets bool) (handshake.Reply, *session) {
+func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, caps carrierCaps) (handshake.Reply, *session) {
 	r := handshake.Reply{Status: handshake.StatusOK, Instance: l.c.instance}
-	if dg && h.Flags&handshake.FlagDatagrams != 0 {
-		r.Flags |= handshake.FlagDatagrams
-	}
-	if packets {
-		r.Flags |= handshake.FlagPackets
-	}
-	if packets != (h.Flags&handshake.FlagPackets != 0) {
-		r.Status = handshake.StatusRefused // one end reads packets, the other a stream
+	var agreed bool
+	if r.Flags, agreed = caps.replyFlags(h.Flags, o.secure); !agreed {
+		r.Status = handshake.StatusRefused
 		return r, nil
-	}
-	if h.Flags&handshake.FlagPlain != 0 {
-		if !o.secure {
-			r.Status = handshake.StatusRefused
-			return r, nil
-		}
-		r.Flags |= handshake.FlagPlain
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -464,7 +452,7 @@ func (l *Listener) decide(peer PublicKey, h *handshake.Hello, o sourceOpts, dg, 
 		// follows when the handshake completes; a JOIN_PROOF is checked only after that.
 		// The founding path's share moves to its link once it is made (attach).
 		s = newSession(l.c, h.Session, peer, false, nil, mem)
-		s.memBase = l.sessionReserve() + pathCost
+		s.mu.memBase = l.sessionReserve() + pathCost // not shared yet
 		s.onEnd = l.forget
 		l.mu.sessions[h.Session] = s
 		l.mu.perPeer[peer]++
@@ -524,22 +512,14 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session, j
 	}
 	lk := s.newLink(h.Name, int(h.Tier), nil)
 	lk.hash = res.Hash
-	send, recv := res.Send, res.Recv
-	if res.Reply.Flags&handshake.FlagPlain != 0 {
-		send, recv = nil, nil
-	}
-	pc := l.c.path
-	pc.Name, pc.Tier, pc.Hold = h.Name, int(h.Tier), s.hold
-	pc.Datagrams = res.Reply.Flags&handshake.FlagDatagrams != 0
-	pc.Unvalidated = true // the dialer's address is only proven by its first packet
-	lk.setPath(path.New(lk.id, c, send, recv, pc, lk))
+	lk.openPath(c, res, l.c.path, true)
 	if err := s.track(lk); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	if h.Mode == handshake.ModeNew {
 		lk.mem = pathCost
-		s.memBase -= pathCost
+		s.mu.memBase -= pathCost
 	} else {
 		lk.mem, *joinMem = *joinMem, 0
 	}
