@@ -78,12 +78,12 @@ func (d *Dialer) Select(name string) error {
 	d.ctl.Lock() // one change at a time, applied to the session in the order made
 	defer d.ctl.Unlock()
 	d.mu.Lock()
-	if name != "" && d.root.find(name) == nil {
+	if name != "" && d.mu.root.find(name) == nil {
 		d.mu.Unlock()
 		return fmt.Errorf("rendr: Select: no target named %q", name)
 	}
-	d.selected = name
-	s, root := d.mu.s, d.root
+	d.mu.selected = name
+	s, root := d.mu.s, d.mu.root
 	d.mu.Unlock()
 	if s != nil {
 		s.reconfigure(d, root, name)
@@ -101,7 +101,7 @@ func (d *Dialer) change(edit func(root *Target) error) error {
 		d.mu.Unlock()
 		return ErrClosed
 	}
-	next := d.root.clone()
+	next := d.mu.root.clone()
 	if err := edit(next); err != nil {
 		d.mu.Unlock()
 		return err
@@ -110,11 +110,11 @@ func (d *Dialer) change(edit func(root *Target) error) error {
 		d.mu.Unlock()
 		return err
 	}
-	if d.selected != "" && next.find(d.selected) == nil {
-		d.selected = "" // the selected target was removed: back to the whole graph
+	if d.mu.selected != "" && next.find(d.mu.selected) == nil {
+		d.mu.selected = "" // the selected target was removed: back to the whole graph
 	}
-	d.root = next
-	s, sel := d.mu.s, d.selected
+	d.mu.root = next
+	s, sel := d.mu.s, d.mu.selected
 	d.mu.Unlock()
 	if s != nil {
 		s.reconfigure(d, next, sel)

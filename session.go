@@ -39,12 +39,14 @@ type common struct {
 // Lock order: session.mu, then the engine's lock (via Stats), then a path's lock. The engine
 // calls Route and Stalled without its lock held.
 type session struct {
-	c       *common
-	id      [16]byte // fixed on the listening side; on the dialing side set by each founding attempt, guarded by mu
+	c *common
+	// id is fixed on the listening side. On the dialing side each founding attempt sets it,
+	// under mu, and it is read under mu there.
+	id      [16]byte
 	peerKey PublicKey
 	dialer  bool
 	engine  *flow.Engine
-	router  *router.Router // guarded by mu (its Config.Lock)
+	router  *router.Router // its state is guarded by mu (its Config.Lock)
 	hold    *path.HoldBudget
 
 	ctx         context.Context // canceled when the session ends
@@ -53,10 +55,9 @@ type session struct {
 	done        chan struct{} // closed when the session ends
 	wg          sync.WaitGroup
 	onEnd       func(*session)
-	// Listening side: the peer's share of the listener's memory budget, and what the
-	// session itself holds of it (its paths hold their own), guarded by mu. nil: no budget.
-	mem     *budget.Pool
-	memBase int64
+	// Listening side: the peer's share of the listener's memory budget (nil: no budget);
+	// mu.memBase is what the session itself holds of it (its paths hold their own).
+	mem *budget.Pool
 
 	mu struct {
 		sync.Mutex
@@ -71,6 +72,7 @@ type session struct {
 		noPath   *time.Timer
 		leaves   map[*policy.Node]*leafState
 		watchers map[*Conn]func(status.Migration)
+		memBase  int64
 	}
 }
 
@@ -149,8 +151,8 @@ func (s *session) fail(err error) {
 	}
 	s.mu.err = err
 	s.mu.noPath.Stop()
-	s.mem.Release(s.memBase)
-	s.memBase = 0
+	s.mem.Release(s.mu.memBase)
+	s.mu.memBase = 0
 	attached := s.router.PathsLocked()
 	links := make([]*link, 0, len(attached)+len(s.mu.pending))
 	for _, p := range attached {

@@ -34,10 +34,14 @@ var (
 // callers (nettest among them) check it with a type assertion to net.Error.
 type timeoutError struct{}
 
-func (timeoutError) Error() string   { return "rendr: i/o timeout" }
-func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Error() string { return "rendr: i/o timeout" }
+func (timeoutError) Timeout() bool { return true }
+func (timeoutError) Unwrap() error { return os.ErrDeadlineExceeded }
+
+// Temporary is deprecated in net.Error, which still declares it: without it the error is not
+// a net.Error. It answers as the standard library's own deadline error
+// (os.ErrDeadlineExceeded) does; callers should use Timeout or errors.Is.
 func (timeoutError) Temporary() bool { return true }
-func (timeoutError) Unwrap() error   { return os.ErrDeadlineExceeded }
 
 // ErrTimeout is the deadline error.
 var ErrTimeout net.Error = timeoutError{}

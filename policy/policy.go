@@ -124,19 +124,6 @@ type Node struct {
 // Lookup returns the live candidate for a leaf, if its path is attached.
 type Lookup func(leaf *Node) (Candidate, bool)
 
-// Pick returns the first leaf of Choose's choice and its candidate: for a graph of Selectors,
-// the one leaf that carries traffic.
-func (n *Node) Pick(now time.Time, look Lookup) (leaf *Node, c Candidate, ok bool, cause status.Cause, changed bool) {
-	ch, cause, changed := n.Choose(now, look)
-	for ch != nil && ch.Kind != KindPath {
-		ch = ch.Kids[0]
-	}
-	if ch == nil {
-		return nil, Candidate{}, false, cause, changed
-	}
-	return ch.Leaf, ch.C, true, cause, changed
-}
-
 // Choose returns what should carry traffic now (nil: nothing is usable) and, when the choice
 // of some group on the way changed, why.
 func (n *Node) Choose(now time.Time, look Lookup) (ch *Choice, cause status.Cause, changed bool) {

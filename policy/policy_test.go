@@ -45,7 +45,7 @@ type pick struct {
 
 func (p *picker) at(d time.Duration, w world) pick {
 	p.t.Helper()
-	leaf, _, ok, cause, changed := p.n.Pick(p.now.Add(d), w.look)
+	leaf, _, ok, cause, changed := pickOf(p.n, p.now.Add(d), w.look)
 	if !ok {
 		return pick{}
 	}
@@ -284,11 +284,24 @@ func TestSelectorNested(t *testing.T) {
 
 func TestLeafPick(t *testing.T) {
 	l := leaf("solo", 0)
-	n, c, ok, _, _ := l.Pick(time.Now(), world{"solo": up(time.Millisecond)}.look)
+	n, c, ok, _, _ := pickOf(l, time.Now(), world{"solo": up(time.Millisecond)}.look)
 	if !ok || n != l || c.SRTT != time.Millisecond {
 		t.Fatalf("leaf Pick = %v %+v %v", n, c, ok)
 	}
-	if _, _, ok, _, _ := l.Pick(time.Now(), world{}.look); ok {
+	if _, _, ok, _, _ := pickOf(l, time.Now(), world{}.look); ok {
 		t.Fatal("leaf without a path is usable")
 	}
+}
+
+// pickOf returns the first leaf of Choose's choice and its candidate: for a graph of
+// Selectors, the one leaf that carries traffic.
+func pickOf(n *policy.Node, now time.Time, look policy.Lookup) (leaf *policy.Node, c policy.Candidate, ok bool, cause status.Cause, changed bool) {
+	ch, cause, changed := n.Choose(now, look)
+	for ch != nil && ch.Kind != policy.KindPath {
+		ch = ch.Kids[0]
+	}
+	if ch == nil {
+		return nil, policy.Candidate{}, false, cause, changed
+	}
+	return ch.Leaf, ch.C, true, cause, changed
 }
