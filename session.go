@@ -342,14 +342,8 @@ func (s *session) peerRoute(f *wire.Frame) error {
 	return nil
 }
 
-// Stalled implements flow.Router: data on fl went unacknowledged too long.
-func (s *session) Stalled(fl flow.Link) {
-	l, ok := fl.(*link)
-	if !ok {
-		l = fl.(lossyLink).link
-	}
-	s.router.Stalled(l)
-}
+// Stalled implements flow.Router: data on l went unacknowledged too long.
+func (s *session) Stalled(l flow.Link) { s.router.Stalled(l.LinkID()) }
 
 // snapshot builds a status.Session.
 func (s *session) snapshot() status.Session {
@@ -419,19 +413,12 @@ type link struct {
 	mem int64 // listening side: bytes of the memory budget this path holds
 }
 
-// setPath gives the link its path. A packet path's link is a flow.LossyLink to the engine.
-func (l *link) setPath(p *path.Path) {
-	l.p = p
-	if p.Packets() {
-		l.one.Link = lossyLink{l}
-	}
-}
+// setPath gives the link its path.
+func (l *link) setPath(p *path.Path) { l.p = p }
 
-// lossyLink is the engine's view of a packet path: records cut to fit its packets, and
-// listing what they carry for Lost.
-type lossyLink struct{ *link }
-
-func (l lossyLink) MaxRecord() int { return l.p.MaxRecord() }
+// MaxRecord implements flow.Link: a packet path's records fit its packets and list what they
+// carry for Lost; a stream path's (0) do neither.
+func (l *link) MaxRecord() int { return l.p.MaxRecord() }
 
 // Lost implements path.LossHandler: what a lost packet carried goes again.
 func (l *link) Lost(_ *path.Path, cs []path.Carried) { l.s.engine.Lost(cs) }
@@ -443,18 +430,15 @@ func (l *link) Silence() time.Duration   { return l.p.Silence() }
 func (l *link) Space() int               { return l.p.Space() }
 func (l *link) Send(r *path.Record) bool { return l.p.Send(r) }
 
-// ZeroCopy implements flow.ZeroCopyLink: a path takes payload by reference, writing it as it
-// is on a secure carrier and sealing it from the send buffer otherwise.
+// ZeroCopy implements flow.Link: a path takes payload by reference, writing it as it is on a
+// secure carrier and sealing it from the send buffer otherwise.
 func (l *link) ZeroCopy() bool { return true }
 
 var (
-	_ flow.ZeroCopyLink = (*link)(nil)
-	_ flow.Estimator    = (*link)(nil)
-	_ flow.Listener     = (*link)(nil)
-	_ path.Handler      = (*link)(nil)
-	_ path.LossHandler  = (*link)(nil)
-	_ router.Path       = (*link)(nil)
-	_ flow.LossyLink    = lossyLink{}
+	_ flow.Link        = (*link)(nil)
+	_ path.Handler     = (*link)(nil)
+	_ path.LossHandler = (*link)(nil)
+	_ router.Path      = (*link)(nil)
 )
 
 func (l *link) SRTT() (time.Duration, time.Duration) {

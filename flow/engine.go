@@ -36,7 +36,8 @@ import (
 	"github.com/rendr-go/rendr/path"
 )
 
-// Link is one path as the engine sees it.
+// Link is one path as the engine sees it. What a link can do beyond queueing records is told
+// by its answers, which do not change over its life, not by which interfaces it implements.
 type Link interface {
 	LinkID() uint32
 	// Space is how many record bytes may be queued now.
@@ -45,31 +46,35 @@ type Link interface {
 	Send(r *path.Record) bool
 	// SRTT is the link's smoothed round trip (with queueing), zero if unknown.
 	SRTT() (srtt, rttvar time.Duration)
-}
 
-// LossyLink is a Link that may lose records without dying: a datagram path. Records for it
-// are at most MaxRecord bytes of frames (at least minLossyRecord) and list what they carry
-// (path.Record.Carried); the link hands the list of each record it declares lost to
-// Engine.Lost, and the engine sends those bytes and frames again, on whatever link the route
-// picks then. Lost takes the engine's lock, which Send is called with: a link must report
-// losses from its own goroutine, never from within Send.
-type LossyLink interface {
-	Link
+	// MaxRecord is 0 for a link that never loses a record (a stream). Otherwise the link
+	// may lose records without dying (a datagram path): records for it are at most
+	// MaxRecord bytes of frames (at least minLossyRecord) and list what they carry
+	// (path.Record.Carried); the link hands the list of each record it declares lost to
+	// Engine.Lost, and the engine sends those bytes and frames again, on whatever link the
+	// route picks then. Lost takes the engine's lock, which Send is called with: a link must
+	// report losses from its own goroutine, never from within Send.
 	MaxRecord() int
+	// ZeroCopy says the link may take records ending in send-buffer bytes by reference
+	// (path.Record.Ext): it writes them as they are (a plain path) or seals them straight
+	// from the send buffer (an encrypted path), and lets them go with Record.Release. Other
+	// links get copies.
+	ZeroCopy() bool
+	// Backlog is the bytes queued on the link and not yet handed to its carrier, and Rate
+	// how fast the link has been handing bytes to its carrier while it had a backlog, in
+	// bytes per second: for Bond scheduling, which goes by the round trip alone while Rate
+	// is 0 (unknown).
+	Backlog() int
+	Rate() float64
+	// Silence is how long the link has waited to hear from the peer (an unanswered probe),
+	// 0 if it does not know. Over a route of several links it tells a stalled link from a
+	// healthy one whose acknowledgements are merely late.
+	Silence() time.Duration
 }
 
-// minLossyRecord is the smallest record a LossyLink is given, whatever its MaxRecord says:
+// minLossyRecord is the smallest record a lossy link is given, whatever its MaxRecord says:
 // smaller ones could not hold a DATA frame beside the control frames a flow may need to send.
 const minLossyRecord = 512
-
-// ZeroCopyLink is a Link that may take records ending in send-buffer bytes by reference
-// (path.Record.Ext) when ZeroCopy is true: the link writes them as they are (a plain path) or
-// seals them straight from the send buffer (an encrypted path), and lets them go with
-// Record.Release. Checked with a type assertion; other links get copies.
-type ZeroCopyLink interface {
-	Link
-	ZeroCopy() bool
-}
 
 // Router chooses links. Its methods are called from the engine goroutine without the
 // engine's lock held, and may call back into the engine.

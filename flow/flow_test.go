@@ -20,7 +20,18 @@ import (
 // Handle) or drops them, so a test decides exactly what is lost and when. Everything runs in a
 // synctest bubble: synctest.Wait lets the engine goroutines settle.
 
+// linkDefaults answers a Link's capabilities as a plain stream link does: no loss, no
+// references to send buffers, no estimates. Test links embed it and answer what they need.
+type linkDefaults struct{}
+
+func (linkDefaults) MaxRecord() int         { return 0 }
+func (linkDefaults) ZeroCopy() bool         { return false }
+func (linkDefaults) Backlog() int           { return 0 }
+func (linkDefaults) Rate() float64          { return 0 }
+func (linkDefaults) Silence() time.Duration { return 0 }
+
 type fakeLink struct {
+	linkDefaults
 	id   uint32
 	rate float64 // Estimator rate; 0: unknown
 	mu   struct {
@@ -31,10 +42,7 @@ type fakeLink struct {
 	}
 }
 
-var (
-	_ Link      = (*fakeLink)(nil)
-	_ Estimator = (*fakeLink)(nil)
-)
+var _ Link = (*fakeLink)(nil)
 
 func (l *fakeLink) LinkID() uint32 { return l.id }
 func (l *fakeLink) Space() int     { return 1 << 20 }

@@ -124,11 +124,10 @@ func newFuzzStateConfig(t *testing.T, mode byte, cfg Config) *fuzzState {
 	rt := &twoRouter{}
 	for i := range rt.links {
 		sl := &sinkLink{id: uint32(i + 1)}
-		rt.sinks[i], rt.links[i] = sl, sl
 		if mode&4 != 0 {
-			sl.maxRecord = 1200
-			rt.links[i] = lossySink{sl}
+			sl.maxRecord = 1200 // a datagram path
 		}
+		rt.sinks[i], rt.links[i] = sl, sl
 	}
 	h := &countHolder{keep: mode&2 != 0}
 	e := New(cfg, rt)
@@ -365,6 +364,7 @@ func (x *fuzzState) check() {
 // sinkLink takes every record and lets it go at once; as a datagram path (maxRecord set) it
 // remembers what the last records carried, so that the test can report them lost.
 type sinkLink struct {
+	linkDefaults
 	id        uint32
 	maxRecord int
 	mu        struct {
@@ -405,12 +405,7 @@ var (
 	_ Holder = (*countHolder)(nil)
 )
 
-// lossySink is a sinkLink as a datagram path.
-type lossySink struct{ *sinkLink }
-
-func (l lossySink) MaxRecord() int { return l.maxRecord }
-
-var _ LossyLink = lossySink{}
+func (l *sinkLink) MaxRecord() int { return l.maxRecord }
 
 // twoRouter routes over one of two links; the test switches between them. It gives a route
 // only while on is set: the engine sends at the test's chosen moments, and does not contend

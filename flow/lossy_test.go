@@ -18,6 +18,7 @@ import (
 // lossyLink is a datagram-like link: records of at most max frame bytes, each with the list of
 // what it carries, taken by the test, which drops some and reports them lost.
 type lossyLink struct {
+	linkDefaults
 	id  uint32
 	max int
 	mu  struct {
@@ -27,7 +28,7 @@ type lossyLink struct {
 	}
 }
 
-var _ LossyLink = (*lossyLink)(nil)
+var _ Link = (*lossyLink)(nil)
 
 func (l *lossyLink) LinkID() uint32 { return l.id }
 func (l *lossyLink) Space() int     { return 1 << 20 }

@@ -14,6 +14,7 @@ import (
 // zero-copy (payloads stay in the send buffer, as the path seals them in parts). It records
 // each DATA frame's payload size and checks that the record's parts fit a packet.
 type zcLossyLink struct {
+	linkDefaults
 	t     *testing.T
 	max   int
 	sizes chan int    // payload bytes of each DATA frame sent

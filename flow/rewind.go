@@ -46,12 +46,8 @@ func culprit(links []Link) Link {
 	var best Link
 	var worst time.Duration
 	for _, l := range links {
-		ln, ok := l.(Listener)
-		if !ok {
-			continue
-		}
 		srtt, rttvar := l.SRTT()
-		over := ln.Silence() - max(2*srtt+4*rttvar, 5*time.Millisecond)
+		over := l.Silence() - max(2*srtt+4*rttvar, 5*time.Millisecond)
 		if over > worst {
 			best, worst = l, over
 		}
@@ -154,7 +150,7 @@ func (e *Engine) resendStuckLocked(now time.Time, after time.Duration) {
 	}
 }
 
-// Lost takes back what a record a LossyLink lost carried: flow bytes not acknowledged since
+// Lost takes back what a record a lossy link (MaxRecord > 0) lost carried: flow bytes not acknowledged since
 // are sent again, before new ones; control frames are sent again with their current values
 // (a later ACK or MAX_DATA says more than the lost one did). Datagrams are not resent: packet
 // flows never resend.

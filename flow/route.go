@@ -45,23 +45,6 @@ type Route struct {
 	Kids []*Route // ModeRace, ModeBond
 }
 
-// Estimator is a Link that can say how soon it would deliver a record, for Bond scheduling.
-// Links that are not Estimators are scheduled by their round trip alone.
-type Estimator interface {
-	// Backlog is the bytes queued on the link and not yet handed to its carrier.
-	Backlog() int
-	// Rate is how fast the link has been handing bytes to its carrier while it had a
-	// backlog, in bytes per second; 0 while unknown.
-	Rate() float64
-}
-
-// Listener is a Link that knows how long it has been waiting to hear from the peer (an
-// unanswered probe). Over a route of several links it tells a stalled link from a healthy one
-// whose acknowledgements are merely late.
-type Listener interface {
-	Silence() time.Duration
-}
-
 // links appends every link of rt to dst.
 func (rt *Route) links(dst []Link) []Link {
 	if rt == nil {
@@ -121,11 +104,9 @@ func (rt *Route) eta() (at time.Duration, backlog int, ok bool) {
 		}
 		srtt, _ := l.SRTT()
 		at = srtt / 2
-		if est, ok := l.(Estimator); ok {
-			backlog = est.Backlog()
-			if rate := est.Rate(); rate > 0 {
-				at += time.Duration(float64(backlog+wire.MaxRecord) / rate * float64(time.Second))
-			}
+		backlog = l.Backlog()
+		if rate := l.Rate(); rate > 0 {
+			at += time.Duration(float64(backlog+wire.MaxRecord) / rate * float64(time.Second))
 		}
 		return at, backlog, true
 	default:

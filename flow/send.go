@@ -126,17 +126,14 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		}
 		// A record for one link may end in send-buffer bytes by reference; copies for
 		// several (a Race) are built whole and cloned.
-		zc := false
-		if z, ok := dests[0].(ZeroCopyLink); ok && len(dests) == 1 {
-			zc = z.ZeroCopy()
-		}
+		zc := len(dests) == 1 && dests[0].ZeroCopy()
 		r := path.NewRecord()
 		e.collect = false
 		for _, d := range dests {
-			if l, ok := d.(LossyLink); ok {
+			if m := d.MaxRecord(); m > 0 {
 				// A record for a lossy link fits its packets and says what it carries;
 				// a Race's copies for other links are cut to the same size.
-				if m := max(l.MaxRecord(), minLossyRecord); !e.collect || m < r.Room() {
+				if m = max(m, minLossyRecord); !e.collect || m < r.Room() {
 					r.SetLimit(m)
 				}
 				e.collect = true
@@ -169,8 +166,8 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 				r := path.NewRecord()
 				e.dest, e.pinnedOnly = l, true
 				e.collect = false
-				if ll, ok := l.(LossyLink); ok {
-					r.SetLimit(max(ll.MaxRecord(), minLossyRecord))
+				if m := l.MaxRecord(); m > 0 {
+					r.SetLimit(max(m, minLossyRecord))
 					e.collect = true
 				}
 				e.buildLocked(r, false)
@@ -386,8 +383,8 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	return s.sendNext < min(end, s.peerLimit) && (!s.sessBlocked || s.sendNext < s.sendHigh)
 }
 
-// zeroCopyMin is the smallest payload sent by reference to a ZeroCopyLink; smaller ones are
-// copied, so that a record full of small frames is not cut short.
+// zeroCopyMin is the smallest payload sent by reference to a link that takes it (ZeroCopy);
+// smaller ones are copied, so that a record full of small frames is not cut short.
 const zeroCopyMin = 4 << 10
 
 // fitLocked shortens n bytes at offset off, bound for a record with room bytes left, so that

@@ -155,12 +155,12 @@ func TestStallNeedsAnotherPath(t *testing.T) {
 	if got := g.route(0); got[0] != "a" {
 		t.Fatalf("route %v", got)
 	}
-	g.r.Stalled(a)
+	g.r.Stalled(a.id)
 	if a.rs.State != status.Up {
 		t.Fatal("the only path was suspected: nowhere to move to")
 	}
 	g.attach(b)
-	g.r.Stalled(a)
+	g.r.Stalled(a.id)
 	if a.rs.State != status.Suspect {
 		t.Fatalf("a stalled path beside an Up one is %v, want Suspect", a.rs.State)
 	}

@@ -38,12 +38,14 @@ func (r *Router) refreshSuspectsLocked(now time.Time) {
 	}
 }
 
-// Stalled says data sent on p went unacknowledged too long (the flow engine's verdict). The
-// path is suspected if another path is Up to take over; with nothing better, traffic stays.
-func (r *Router) Stalled(p Path) {
+// Stalled says data sent on the path of id went unacknowledged too long (the flow engine's
+// verdict). The path is suspected if another path is Up to take over; with nothing better,
+// traffic stays. A path no longer attached is already routed around.
+func (r *Router) Stalled(id uint32) {
 	r.c.Lock.Lock()
 	defer r.c.Lock.Unlock()
-	if p.Standing().State != status.Up {
+	p := r.paths[id]
+	if p == nil || p.Standing().State != status.Up {
 		return
 	}
 	for _, o := range r.paths {
