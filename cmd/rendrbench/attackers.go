@@ -99,8 +99,8 @@ func atLowestPriority() {
 		die(fmt.Errorf("started again at nice %d, yet a thread is at nice %d", attackerNice, lo))
 	}
 	runtime.LockOSThread()
-	if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, attackerNice); err != nil {
-		die(fmt.Errorf("setpriority: %w", err))
+	if err := setNice(attackerNice); err != nil {
+		die(err)
 	}
 	exe, err := os.Executable()
 	if err != nil {

@@ -13,15 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
 	"github.com/rendr-go/rendr/status"
-	"github.com/rendr-go/rendr/transport/tcp"
 )
 
 const (
@@ -257,19 +253,9 @@ func activePath(c *rendr.Conn) (int, error) {
 	return 0, errors.New("no active path")
 }
 
-// lowatControl and lowatListener give the lab's sockets the tuning transport/tcp gives its
-// own (TCP_NOTSENT_LOWAT; keepalive off), since the lab creates sockets inside a namespace
-// with its own dialer and listener.
-func lowatControl(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, tcp.DefaultNotSentLowat)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
+// lowatListener gives the lab's accepted sockets the tuning transport/tcp gives its own
+// (TCP_NOTSENT_LOWAT, see lowatControl; keepalive off), since the lab creates sockets inside a
+// namespace with its own listener.
 type lowatListener struct{ net.Listener }
 
 func (l lowatListener) Accept() (net.Conn, error) {

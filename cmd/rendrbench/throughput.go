@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"syscall"
 	"time"
 
 	"github.com/rendr-go/rendr"
@@ -140,15 +139,6 @@ type measurement struct {
 	rate float64 // MiB/s at the receiver
 	cpu  float64 // process CPU seconds (user and system) per GiB
 	note string
-}
-
-// cpuTime is the CPU time the process has used so far, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // measureOnce sets up a fresh connection for row, moves n bytes (or streams for dur when dur

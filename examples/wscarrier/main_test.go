@@ -6,7 +6,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+// Once rendr, the HTTP server and the WebSocket listener are closed, no goroutine of the
+// carrier's (a handler waiting for rendr to close its connection) may be left.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // TestRun runs the example with a smaller transfer: the WebSocket carriers are cut under it
 // and the digests must match.

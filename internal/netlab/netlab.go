@@ -5,6 +5,10 @@
 // A lab has a "client" and a "server" network namespace. Path i is a veth
 // pair whose client end is named c<i> and whose server end is named s<i>.
 // Traffic never leaves the lab's namespaces, so tests may use it freely.
+//
+// Labs need Linux. Elsewhere the package builds, but Available and New
+// return an error wrapping errors.ErrUnsupported, so tests skip with that
+// reason and benchmarks report it.
 package netlab
 
 import (
@@ -114,6 +118,9 @@ func subnetAddrs(idx uint64) (client, server netip.Addr) {
 // root with ip, tc and nft in PATH and `ip netns add` working. Otherwise
 // the error says what is missing; tests pass it to t.Skip.
 func Available() error {
+	if err := platformErr(); err != nil {
+		return fmt.Errorf("netlab unavailable: %w", err)
+	}
 	var errs []error
 	if uid := os.Geteuid(); uid != 0 {
 		errs = append(errs, fmt.Errorf("not running as root (euid %d)", uid))
@@ -176,6 +183,9 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 	}
 	if err := checkName(prefix); err != nil {
 		return nil, err
+	}
+	if err := platformErr(); err != nil {
+		return nil, fmt.Errorf("netlab: %w", err)
 	}
 	suffix, err := randomSuffix()
 	if err != nil {

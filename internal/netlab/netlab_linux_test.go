@@ -10,13 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
 
 // newLab skips when the machine cannot host a lab, and closes the lab at
 // the end of the test, checking its namespaces are gone.
