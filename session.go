@@ -447,11 +447,14 @@ func (l *link) SRTT() (time.Duration, time.Duration) {
 }
 
 // The router's view of the path (router.Path).
-func (l *link) ID() uint32                 { return l.id }
-func (l *link) Name() string               { return l.name }
-func (l *link) Tier() int                  { return l.tier }
-func (l *link) Joined() bool               { return l.joined.Load() }
-func (l *link) Quality() path.Quality      { return l.p.Quality() }
+func (l *link) ID() uint32   { return l.id }
+func (l *link) Name() string { return l.name }
+func (l *link) Tier() int    { return l.tier }
+func (l *link) Joined() bool { return l.joined.Load() }
+func (l *link) Quality() router.Quality {
+	q := l.p.Quality()
+	return router.Quality{SRTT: q.SRTT, RTTVar: q.RTTVar, Loss: q.Loss, Samples: q.Samples}
+}
 func (l *link) Alone() *flow.Route         { return &l.one }
 func (l *link) Standing() *router.Standing { return &l.rs }
 

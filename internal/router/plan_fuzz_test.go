@@ -8,7 +8,6 @@ import (
 
 	"github.com/rendr-go/rendr/flow"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/status"
 )
 
@@ -18,7 +17,7 @@ type fake struct {
 	name    string
 	tier    int
 	joined  bool
-	q       path.Quality
+	q       Quality
 	silence time.Duration
 	one     flow.Route
 	rs      Standing
@@ -34,7 +33,7 @@ func (f *fake) ID() uint32             { return f.id }
 func (f *fake) Name() string           { return f.name }
 func (f *fake) Tier() int              { return f.tier }
 func (f *fake) Joined() bool           { return f.joined }
-func (f *fake) Quality() path.Quality  { return f.q }
+func (f *fake) Quality() Quality       { return f.q }
 func (f *fake) Silence() time.Duration { return f.silence }
 func (f *fake) Alone() *flow.Route     { return &f.one }
 func (f *fake) Standing() *Standing    { return &f.rs }

@@ -21,7 +21,6 @@ import (
 
 	"github.com/rendr-go/rendr/flow"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/policy"
 	"github.com/rendr-go/rendr/status"
 )
@@ -44,13 +43,21 @@ type Path interface {
 	// Joined is false on the listening side until a joining path has proved it belongs to
 	// the session; such a path carries nothing.
 	Joined() bool
-	Quality() path.Quality
+	Quality() Quality
 	// Silence is how long the path's outstanding probe has waited for an answer.
 	Silence() time.Duration
 	// Alone is the route of this path alone, made once.
 	Alone() *flow.Route
 	// Standing is the path's state; the Router changes it under the session's lock.
 	Standing() *Standing
+}
+
+// Quality is what the Router weighs of a path: its round trip and loss as its probes measure
+// them, and how many probes it has answered.
+type Quality struct {
+	SRTT, RTTVar time.Duration
+	Loss         float64
+	Samples      int
 }
 
 // Config is what a Router is made with.

@@ -9,7 +9,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/policy"
 	"github.com/rendr-go/rendr/status"
 )
@@ -76,7 +75,7 @@ func (g *rig) lastMove() status.Migration {
 }
 
 func healthy(f *fake) *fake {
-	f.q = path.Quality{SRTT: 10 * time.Millisecond, RTTVar: time.Millisecond, Samples: 5}
+	f.q = Quality{SRTT: 10 * time.Millisecond, RTTVar: time.Millisecond, Samples: 5}
 	return f
 }
 
