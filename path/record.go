@@ -1,5 +1,8 @@
 package path
 
+// Records: the outgoing Record a path queues, and the record cipher that seals and opens
+// records on a byte stream, split or whole (docs/wire.md section 5).
+
 import (
 	"crypto/aes"
 	"crypto/cipher"
