@@ -172,7 +172,7 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 }
 
 // mode is the path's carrierMode. It follows from pk rather than being kept beside it, so the
-// two cannot disagree; the check inlines into each caller, which is once per record at most.
+// two cannot disagree; it inlines, and no caller runs more often than once per frame.
 func (p *Path) mode() carrierMode {
 	if p.pk != nil {
 		return p.pk
@@ -236,15 +236,12 @@ func (p *Path) startProbesLocked() {
 func (p *Path) Space() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.spaceLocked()
+	s := p.mode().spaceLocked(p)
 	if s <= 0 {
 		p.mu.wantWritable = true
 	}
 	return s
 }
-
-// spaceLocked is Space without its side effect.
-func (p *Path) spaceLocked() int { return p.mode().spaceLocked(p) }
 
 // queueSpaceLocked is what QueueBytes leaves room for. A packet path's Space is also bounded by
 // its congestion window.

@@ -26,6 +26,7 @@ type streamState struct {
 	gather bool       // the carrier has no vectored write: gather each batch (writeGathered)
 }
 
+// init sets the stream path up over conn.
 func (s *streamState) init(conn net.Conn, send, recv *noise.CipherState, cfg *Config) {
 	s.sealer = sealer{cs: newRecordCipher(send)}
 	s.opener = opener{r: conn, cs: newRecordCipher(recv), hold: cfg.Hold}
@@ -43,6 +44,7 @@ func (s *streamState) init(conn net.Conn, send, recv *noise.CipherState, cfg *Co
 	}
 }
 
+// run starts the writer, the reader and the datagram reader if there is one, then the probes.
 func (s *streamState) run(p *Path) {
 	if s.dg != nil {
 		p.launch(p.routineWrite, p.routineRead, p.routineDatagrams)
@@ -57,6 +59,7 @@ func (s *streamState) run(p *Path) {
 // spaceLocked is the queue's room alone: the carrier takes what it can and blocks the writer.
 func (s *streamState) spaceLocked(p *Path) int { return p.queueSpaceLocked() }
 
+// stopLocked ends the datagram reader's wait for the carrier.
 func (s *streamState) stopLocked(*Path) {
 	if s.dg != nil {
 		s.dg.cancel()
@@ -70,6 +73,7 @@ func (s *streamState) probeAnsweredLocked(p *Path, rtt time.Duration) {
 	p.mu.est.sample(rtt, late)
 }
 
+// maxRecord is 0: any record the engine builds fits the stream.
 func (s *streamState) maxRecord(*Path) int { return 0 }
 
 // confirmation is closed from the start: the carrier delivers in order or dies.
@@ -77,8 +81,11 @@ func (s *streamState) confirmation() <-chan struct{} { return closedChan }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
+// packetStats: a stream path has no packet counters.
 func (s *streamState) packetStats(*Path) (PacketStats, bool) { return PacketStats{}, false }
 
+// routineWrite is a stream path's writer: it takes the queued records in batches, control
+// records first, seals each in place and writes a batch with one vectored or gathered write.
 func (p *Path) routineWrite() {
 	defer p.exit()
 	s := &p.stream
@@ -267,6 +274,8 @@ func (p *Path) sampleRate(n int, d time.Duration) {
 	p.rate.Store(math.Float64bits(sample))
 }
 
+// routineRead is a stream path's reader: it opens each record in place and dispatches its
+// frames, answering PING and timing PONG itself.
 func (p *Path) routineRead() {
 	defer p.exit()
 	o := &p.stream.opener
