@@ -1,11 +1,11 @@
 package path
 
-// Datagram records (docs/wire.md, section 5, "Datagram records"). On a carrier that also carries datagrams
-// (transport.Datagrammer: QUIC), the writer takes packet flows' DATAGRAM frames out of the
-// records it is about to write and sends them as carrier datagrams, several to one when they
-// fit, so a lost one is simply gone instead of holding back the stream behind it. Only
-// DATAGRAM frames travel this way; everything else, and any DATAGRAM frame too large for the
-// carrier at that moment, stays in the stream.
+// Datagram records (docs/wire.md, section 5, "Datagram records"): a stream path's datagram
+// side. On a carrier that also carries datagrams (transport.Datagrammer: QUIC), the writer
+// takes packet flows' DATAGRAM frames out of the records it is about to write and sends them
+// as carrier datagrams, several to one when they fit, so a lost one is simply gone instead of
+// holding back the stream behind it. Only DATAGRAM frames travel this way; everything else,
+// and any DATAGRAM frame too large for the carrier at that moment, stays in the stream.
 //
 // Encrypted, a datagram record is an 8-byte big-endian counter, then the frames sealed under a
 // key of their own with that counter as nonce and associated data. The counter is explicit

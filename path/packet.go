@@ -194,6 +194,7 @@ func (k *pkState) maxRecord(p *Path) int {
 	return k.mtu - k.overhead() - ackReserve
 }
 
+// confirmation is closed once the critical packets and one more are acknowledged (onAck).
 func (k *pkState) confirmation() <-chan struct{} { return k.confirmed }
 
 // PacketStats are a packet path's counters.
@@ -211,6 +212,7 @@ type PacketStats struct {
 	PongsHeld uint64
 }
 
+// packetStats reads the counters under the path's lock.
 func (k *pkState) packetStats(p *Path) (PacketStats, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
