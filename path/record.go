@@ -1,7 +1,8 @@
 package path
 
-// Records: the outgoing Record a path queues, and the record cipher that seals and opens
-// records on a byte stream, split or whole (docs/wire.md section 5).
+// Records: the outgoing Record a path queues, the AEAD that seals every record and datagram,
+// and the sealing and reading of records on a byte stream, split or whole (docs/wire.md
+// section 5).
 
 import (
 	"crypto/aes"
