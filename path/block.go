@@ -1,5 +1,8 @@
 package path
 
+// Holding received payloads: the read blocks a stream path opens records in, and a packet
+// path's lent datagrams, kept alive for a Handler within a HoldBudget.
+
 import (
 	"sync"
 	"sync/atomic"
@@ -76,10 +79,12 @@ func (p *Path) Hold() Pin {
 	if h == nil {
 		return nil
 	}
-	if p.pk != nil {
-		return p.pk.hold(h)
-	}
-	b := p.opener.blk
+	return p.mode().hold(h)
+}
+
+// hold keeps the read block the record being handled was opened in (reader goroutine).
+func (s *streamState) hold(h *HoldBudget) Pin {
+	b := s.opener.blk
 	if b == nil || h.used.Load()+int64(len(b.b)) > h.Limit {
 		return nil
 	}

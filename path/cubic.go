@@ -1,5 +1,7 @@
 package path
 
+// A packet path's congestion control: the CUBIC window and the pacer that spaces packets.
+
 import (
 	"math"
 	"time"

@@ -1,5 +1,18 @@
 package path
 
+// Datagram records (docs/wire.md, section 5, "Datagram records"): a stream path's datagram
+// side. On a carrier that also carries datagrams (transport.Datagrammer: QUIC), the writer
+// takes packet flows' DATAGRAM frames out of the records it is about to write and sends them
+// as carrier datagrams, several to one when they fit, so a lost one is simply gone instead of
+// holding back the stream behind it. Only DATAGRAM frames travel this way; everything else,
+// and any DATAGRAM frame too large for the carrier at that moment, stays in the stream.
+//
+// Encrypted, a datagram record is an 8-byte big-endian counter, then the frames sealed under a
+// key of their own with that counter as nonce and associated data. The counter is explicit
+// because datagrams are lost and reordered; the receiver keeps a sliding replay window and
+// drops what it has seen or what fell behind it. Plain (a secure carrier), it is the frames
+// alone.
+
 import (
 	"context"
 	"crypto/hkdf"
@@ -14,19 +27,6 @@ import (
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/transport"
 )
-
-// Datagram records (docs/wire.md, section 5, "Datagram records"). On a carrier that also carries datagrams
-// (transport.Datagrammer: QUIC), the writer takes packet flows' DATAGRAM frames out of the
-// records it is about to write and sends them as carrier datagrams, several to one when they
-// fit, so a lost one is simply gone instead of holding back the stream behind it. Only
-// DATAGRAM frames travel this way; everything else, and any DATAGRAM frame too large for the
-// carrier at that moment, stays in the stream.
-//
-// Encrypted, a datagram record is an 8-byte big-endian counter, then the frames sealed under a
-// key of their own with that counter as nonce and associated data. The counter is explicit
-// because datagrams are lost and reordered; the receiver keeps a sliding replay window and
-// drops what it has seen or what fell behind it. Plain (a secure carrier), it is the frames
-// alone.
 
 const (
 	dgCounterSize = 8
@@ -386,7 +386,7 @@ func (d *dgOpen) mark(n uint64) {
 // routineDatagrams reads the carrier's datagrams and hands their frames to the Handler.
 func (p *Path) routineDatagrams() {
 	defer p.exit()
-	d := p.dg
+	d := p.stream.dg
 	f := new(wire.Frame)
 	for {
 		b, err := d.c.ReceiveDatagram(d.ctx)

@@ -1,5 +1,7 @@
 package path
 
+// Round-trip estimation, shared by both kinds of path.
+
 import (
 	"time"
 )

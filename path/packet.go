@@ -1,5 +1,18 @@
 package path
 
+// Packet paths (docs/datagram-paths.md, docs/wire.md section 5, "Packet paths"): a path's
+// state on a carrier that moves datagrams only, and what acknowledgements and losses do to it;
+// the writer and reader are in packetio.go.
+//
+// On a carrier that moves datagrams (transport.PacketCarrier) every record is one datagram: an
+// 8-byte packet number, then the frames sealed with that number as nonce (the datagram records
+// of section 5, under the path's own datagram keys). The path acknowledges what arrives
+// (PATH_ACK), declares lost what does not (RFC 9002: three later packets acknowledged, or 9/8
+// of the RTT passed since a later one was), hands what a lost packet carried back to the
+// engine, and sends no faster than CUBIC's window, paced. It finds the largest datagram the
+// network carries (RFC 8899) and, on a carrier that can rebind, follows a peer to a new
+// address once the peer proves it is there (PATH_CHALLENGE).
+
 import (
 	"cmp"
 	"crypto/rand"
@@ -15,16 +28,6 @@ import (
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/transport"
 )
-
-// Packet paths (docs/datagram-paths.md, docs/wire.md section 5, "Packet paths"). On a carrier that moves
-// datagrams (transport.PacketCarrier) every record is one datagram: an 8-byte packet number,
-// then the frames sealed with that number as nonce (the datagram records of section 5, under
-// the path's own datagram keys). The path acknowledges what arrives (PATH_ACK), declares lost
-// what does not (RFC 9002: three later packets acknowledged, or 9/8 of the RTT passed since a
-// later one was), hands what a lost packet carried back to the engine, and sends no faster
-// than CUBIC's window, paced. It finds the largest datagram the network carries (RFC 8899)
-// and, on a carrier that can rebind, follows a peer to a new address once the peer proves it
-// is there (PATH_CHALLENGE).
 
 // LossHandler is the Handler of a packet path: Lost hands back what a lost packet carried, to
 // be sent again (flow.Engine.Lost). It is called from the path's goroutines without its lock,
@@ -183,31 +186,16 @@ func (k *pkState) overhead() int {
 	return dgCounterSize + wire.TagSize
 }
 
-// MaxRecord implements flow.LossyLink's part: the most frame bytes the engine may put in one
-// record of a packet path (0 on a stream path).
-func (p *Path) MaxRecord() int {
-	if p.pk == nil {
-		return 0
-	}
+// maxRecord is a packet's room for frames: what the path MTU leaves after the packet's own
+// overhead and room for a PATH_ACK or PONG to ride along.
+func (k *pkState) maxRecord(p *Path) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.pk.mtu - p.pk.overhead() - ackReserve
+	return k.mtu - k.overhead() - ackReserve
 }
 
-// Packets reports whether the path runs over a datagram carrier, so may lose records.
-func (p *Path) Packets() bool { return p.pk != nil }
-
-// Confirmed is closed once the peer acknowledged the records sent with SendControl before
-// Start (a JOIN_PROOF), and at least one packet. A stream path is confirmed when it starts:
-// its carrier delivers in order or dies.
-func (p *Path) Confirmed() <-chan struct{} {
-	if p.pk == nil {
-		return closedChan
-	}
-	return p.pk.confirmed
-}
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+// confirmation is closed once the critical packets and one more are acknowledged (onAck).
+func (k *pkState) confirmation() <-chan struct{} { return k.confirmed }
 
 // PacketStats are a packet path's counters.
 type PacketStats struct {
@@ -224,23 +212,24 @@ type PacketStats struct {
 	PongsHeld uint64
 }
 
-// PacketStats returns the counters of a packet path (zero on a stream path).
-func (p *Path) PacketStats() PacketStats {
-	if p.pk == nil {
-		return PacketStats{}
-	}
+// packetStats reads the counters under the path's lock.
+func (k *pkState) packetStats(p *Path) (PacketStats, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := p.pk
 	return PacketStats{Sent: k.next, Acked: k.acked, Lost: k.lostPackets, Forged: k.forged,
 		MTU: k.mtu, Window: int(k.cc.cwnd), InFlight: k.inflight, Rebinds: k.rebinds,
-		Marked: k.marked, MarkedIn: k.markedIn, PongsHeld: k.pongsHeld}
+		Marked: k.marked, MarkedIn: k.markedIn, PongsHeld: k.pongsHeld}, true
 }
 
-// spaceLocked is how many more bytes the window lets the engine queue.
-func (k *pkState) spaceLocked(qBytes int) int {
-	return int(k.cc.cwnd) - k.inflight - qBytes
+// spaceLocked is Space on a packet path: bounded by the queue and by what the congestion
+// window lets out, so the engine never queues far ahead of what it can send.
+func (k *pkState) spaceLocked(p *Path) int {
+	return min(p.queueSpaceLocked(), int(k.cc.cwnd)-k.inflight-p.mu.qBytes)
 }
+
+// probeAnsweredLocked times nothing: a packet path measures every acknowledged packet
+// instead, and its PING may have been sent again, so the answer would time the wrong copy.
+func (k *pkState) probeAnsweredLocked(*Path, time.Duration) {}
 
 // ptoLocked is the probe timeout before doubling (RFC 9002, 6.2.1).
 func (p *Path) ptoLocked() time.Duration {
@@ -302,13 +291,6 @@ func (p *Path) onTimer() {
 	p.mu.Unlock()
 	p.afterLoss(&ls)
 	p.kickWriter()
-}
-
-func (p *Path) kickWriter() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
 }
 
 // afterLoss hands the engine what lost packets carried and queues again what the path itself
@@ -563,7 +545,7 @@ func (p *Path) onAck(f *wire.Frame) error {
 	}
 	k.trimLocked()
 	p.armLocked(now)
-	notify := p.mu.wantWritable && p.spaceLocked() > 0 && !p.mu.closed
+	notify := p.mu.wantWritable && k.spaceLocked(p) > 0 && !p.mu.closed
 	if notify {
 		p.mu.wantWritable = false
 	}
@@ -705,11 +687,8 @@ func newChallenge() uint64 {
 	}
 }
 
-// startPackets runs a packet path: its writer, its reader, and the timers.
-func (p *Path) startPackets() {
-	k := p.pk
-	p.wg.Add(2)
-	p.alive.Store(2)
+// run runs a packet path: its timers, then its writer and its reader.
+func (k *pkState) run(p *Path) {
 	p.mu.Lock()
 	k.timer = time.AfterFunc(time.Hour, p.onTimer)
 	k.timer.Stop()
@@ -721,12 +700,18 @@ func (p *Path) startPackets() {
 		r.crit = true
 		k.critical++
 	}
-	p.mu.nextPing = time.Now()
-	p.mu.probe = time.AfterFunc(0, p.probe)
+	p.startProbesLocked()
 	p.mu.Unlock()
-	go p.routineWritePackets()
-	go p.routineReadPackets()
+	p.launch(p.routineWritePackets, p.routineReadPackets)
 	p.kickWriter()
+}
+
+// stopLocked stops the loss and acknowledgement timers (none before Start).
+func (k *pkState) stopLocked(*Path) {
+	if k.timer != nil {
+		k.timer.Stop()
+		k.ackTimer.Stop()
+	}
 }
 
 // enqueueCritical queues again a critical record whose packet was lost.

@@ -1,5 +1,8 @@
 package path
 
+// A packet path's writer and reader: the writer packs, seals and sends what the window,
+// the pacer and address validation allow; the reader opens, acknowledges and dispatches.
+
 import (
 	"errors"
 	"fmt"
@@ -249,7 +252,7 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		return 0, false, err
 	}
 	p.mu.Lock()
-	notify := p.mu.wantWritable && p.spaceLocked() > 0 && !p.mu.closed
+	notify := p.mu.wantWritable && k.spaceLocked(p) > 0 && !p.mu.closed
 	if notify {
 		p.mu.wantWritable = false
 	}

@@ -1,12 +1,5 @@
 package path
 
-import (
-	"encoding/binary"
-	"fmt"
-
-	"github.com/rendr-go/rendr/internal/wire"
-)
-
 // Split packets (docs/wire.md section 5, "Packet paths"). A packet whose record ends in
 // payload kept aside (Record.Ext: bytes still in a flow's send buffer) is sealed in parts, as a
 // split stream record is: the frames, then each payload piece as an AEAD message of its own,
@@ -19,6 +12,13 @@ import (
 // the header before the parts as associated data, so no part can be moved, cut or reordered.
 // Part 0 has the nonce an unsplit packet of that number would: a number is used by one packet
 // only, split or not.
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/rendr-go/rendr/internal/wire"
+)
 
 const splitBit = 1 << 63
 

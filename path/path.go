@@ -14,6 +14,11 @@
 // Death: an error from the carrier, a record that does not authenticate or parse, or a probe
 // left unanswered past its deadline closes the carrier; once both goroutines have exited the
 // Handler hears Down exactly once.
+//
+// This file is the stage both kinds of path share: the queue, probes and lifecycle. What
+// differs between a carrier that moves a byte stream (stream.go, with its datagram side in
+// dgram.go) and one that moves datagrams only (packet.go, packetio.go) sits behind
+// carrierMode.
 package path
 
 import (
@@ -111,11 +116,9 @@ type Path struct {
 	conn net.Conn
 	h    Handler
 
-	sealer sealer
-	opener opener
-	dg     *dgChannel // nil unless the carrier carries datagrams too
-	pk     *pkState   // nil unless the carrier moves datagrams only (a packet path)
-	gather bool       // the carrier has no vectored write: gather each batch (writeGathered)
+	// The carrier's half of the path (mode): pk on a packet path, stream on any other.
+	stream streamState // a stream path's record ciphers, reader and datagram side
+	pk     *pkState    // nil unless the carrier moves datagrams only (a packet path)
 
 	kick  chan struct{} // wakes the writer
 	done  chan struct{} // closed by Close
@@ -153,31 +156,51 @@ func New(id uint32, conn net.Conn, send, recv *noise.CipherState, cfg Config, h 
 	cfg.defaults()
 	p := &Path{
 		ID: id, cfg: cfg, conn: conn, h: h,
-		sealer: sealer{cs: newRecordCipher(send)},
-		opener: opener{r: conn, cs: newRecordCipher(recv), hold: cfg.Hold},
-		kick:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
+		kick: make(chan struct{}, 1),
+		done: make(chan struct{}),
 	}
+	// The carrier decides the mode, once: one that moves datagrams only makes a packet path.
 	if pc, ok := conn.(transport.PacketCarrier); ok {
 		p.pk = newPkState(pc, send, recv)
 		if cfg.Unvalidated {
 			p.pk.unvalidated, p.pk.unvalRecv = true, pc.BaseDatagramSize()
 		}
-		return p
-	}
-	if dc, ok := conn.(transport.Datagrammer); ok && cfg.Datagrams {
-		p.dg = newDgChannel(dc, send, recv)
-	}
-	switch conn.(type) {
-	case *net.TCPConn, *net.UnixConn:
-		// net.Buffers makes one writev of a batch on these.
-	default:
-		// On any other carrier net.Buffers costs one Write per piece, and a record is
-		// several pieces (its frames, then payload slices): gathering them first costs a
-		// copy but saves dozens of calls into the carrier per batch (QUIC streams, TLS).
-		p.gather = true
+	} else {
+		p.stream.init(conn, send, recv, &cfg)
 	}
 	return p
+}
+
+// mode is the path's carrierMode. It follows from pk rather than being kept beside it, so the
+// two cannot disagree; it inlines, and no caller runs more often than once per frame.
+func (p *Path) mode() carrierMode {
+	if p.pk != nil {
+		return p.pk
+	}
+	return &p.stream
+}
+
+// carrierMode is what a path does differently over a byte stream (streamState, stream.go)
+// and over datagrams only (pkState, packet.go and packetio.go). Path calls it where the two
+// differ and nowhere else; a mode runs its own writer and readers. Methods named ...Locked
+// are called with p.mu held.
+type carrierMode interface {
+	// run runs the mode's goroutines (launch) and the probe timer (startProbesLocked).
+	run(p *Path)
+	// spaceLocked is Space without its side effect.
+	spaceLocked(p *Path) int
+	// stopLocked stops what the mode runs besides its goroutines, as the path closes.
+	stopLocked(p *Path)
+	// probeAnsweredLocked takes the round trip of the probe just answered.
+	probeAnsweredLocked(p *Path, rtt time.Duration)
+	// hold is Hold for a path with a HoldBudget.
+	hold(h *HoldBudget) Pin
+	// maxRecord is MaxRecord.
+	maxRecord(p *Path) int
+	// confirmation is Confirmed.
+	confirmation() <-chan struct{}
+	// packetStats is PacketStats, and whether the path is a packet path.
+	packetStats(p *Path) (PacketStats, bool)
 }
 
 // Name is the path's configured name.
@@ -191,26 +214,21 @@ func (p *Path) Conn() net.Conn { return p.conn }
 
 // Start runs the reader and writer goroutines and the probe timer. Records sent before Start
 // are written first.
-func (p *Path) Start() {
-	if p.pk != nil {
-		p.startPackets()
-		return
+func (p *Path) Start() { p.mode().run(p) }
+
+// launch runs the path's goroutines. Each defers exit, so the last one out reports Down.
+func (p *Path) launch(routines ...func()) {
+	p.wg.Add(len(routines))
+	p.alive.Store(int32(len(routines)))
+	for _, r := range routines {
+		go r()
 	}
-	n := 2
-	if p.dg != nil {
-		n++
-	}
-	p.wg.Add(n)
-	p.alive.Store(int32(n))
-	go p.routineWrite()
-	go p.routineRead()
-	if p.dg != nil {
-		go p.routineDatagrams()
-	}
-	p.mu.Lock()
+}
+
+// startProbesLocked arms the probe timer for a first probe at once.
+func (p *Path) startProbesLocked() {
 	p.mu.nextPing = time.Now()
 	p.mu.probe = time.AfterFunc(0, p.probe)
-	p.mu.Unlock()
 }
 
 // Space is how many more bytes of records may be queued. When it returns zero or less, the
@@ -218,22 +236,16 @@ func (p *Path) Start() {
 func (p *Path) Space() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.spaceLocked()
+	s := p.mode().spaceLocked(p)
 	if s <= 0 {
 		p.mu.wantWritable = true
 	}
 	return s
 }
 
-// spaceLocked is Space without its side effect. A packet path's is also bounded by what its
-// congestion window lets out, so the engine never queues far ahead of what it can send.
-func (p *Path) spaceLocked() int {
-	s := p.cfg.QueueBytes - p.mu.qBytes
-	if p.pk != nil {
-		s = min(s, p.pk.spaceLocked(p.mu.qBytes))
-	}
-	return s
-}
+// queueSpaceLocked is what QueueBytes leaves room for. A packet path's Space is also bounded by
+// its congestion window.
+func (p *Path) queueSpaceLocked() int { return p.cfg.QueueBytes - p.mu.qBytes }
 
 // Send queues a record of frames and takes ownership of it. It reports false (and releases
 // r) when the path is closed.
@@ -281,17 +293,11 @@ func (p *Path) Close(cause error) {
 	if p.mu.probe != nil {
 		p.mu.probe.Stop()
 	}
-	if p.pk != nil && p.pk.timer != nil {
-		p.pk.timer.Stop()
-		p.pk.ackTimer.Stop()
-	}
+	p.mode().stopLocked(p)
 	q, pq := p.mu.q, p.mu.pq
 	p.mu.q, p.mu.pq, p.mu.qBytes = nil, nil, 0
 	p.mu.Unlock()
 	close(p.done)
-	if p.dg != nil {
-		p.dg.cancel()
-	}
 	p.conn.Close()
 	// The writer may still hold records it took; it releases those itself.
 	for _, r := range q {
@@ -345,6 +351,24 @@ func (p *Path) Quality() Quality {
 // Bytes returns carrier bytes sent and received.
 func (p *Path) Bytes() (sent, recv int64) { return p.bytesSent.Load(), p.bytesRecv.Load() }
 
+// MaxRecord implements flow.LossyLink's part: the most frame bytes the engine may put in one
+// record of a packet path (0 on a stream path).
+func (p *Path) MaxRecord() int { return p.mode().maxRecord(p) }
+
+// Packets reports whether the path runs over a datagram carrier, so may lose records.
+func (p *Path) Packets() bool { return p.pk != nil }
+
+// Confirmed is closed once the peer acknowledged the records sent with SendControl before
+// Start (a JOIN_PROOF), and at least one packet. A stream path is confirmed when it starts:
+// its carrier delivers in order or dies.
+func (p *Path) Confirmed() <-chan struct{} { return p.mode().confirmation() }
+
+// PacketStats returns the counters of a packet path (zero on a stream path).
+func (p *Path) PacketStats() PacketStats {
+	k, _ := p.mode().packetStats(p)
+	return k
+}
+
 // Fill writes the path's part of a status snapshot.
 func (p *Path) Fill(s *status.Path) {
 	q := p.Quality()
@@ -354,8 +378,7 @@ func (p *Path) Fill(s *status.Path) {
 	s.Local, s.Remote = p.conn.LocalAddr(), p.conn.RemoteAddr()
 	s.SRTT, s.Jitter, s.MinRTT, s.Loss = q.SRTT, q.RTTVar, q.MinRTT, q.Loss
 	s.BytesSent, s.BytesRecv = p.Bytes()
-	if p.pk != nil {
-		k := p.PacketStats()
+	if k, ok := p.mode().packetStats(p); ok {
 		s.Packets = &status.Packets{Sent: k.Sent, Lost: k.Lost, Forged: k.Forged, MTU: k.MTU,
 			Window: k.Window, InFlight: k.InFlight, Rebinds: k.Rebinds, Marked: k.Marked, MarkedIn: k.MarkedIn,
 			PongsHeld: k.PongsHeld}
@@ -438,13 +461,7 @@ func (p *Path) measure(seq uint64) bool {
 	if p.mu.pingAt.IsZero() || seq != p.mu.pingSeq {
 		return false // an answer to a probe we gave up on; it proves nothing about the current one
 	}
-	if p.pk == nil {
-		// A packet path measures every acknowledged packet instead; its PING may have
-		// been sent again, so its answer would time the wrong copy.
-		rtt := now.Sub(p.mu.pingAt)
-		late := p.mu.est.samples > 0 && rtt > 2*p.mu.est.srtt+4*p.mu.est.rttvar
-		p.mu.est.sample(rtt, late)
-	}
+	p.mode().probeAnsweredLocked(p, now.Sub(p.mu.pingAt))
 	p.mu.pingAt = time.Time{}
 	p.mu.nextPing = now.Add(p.interval(now))
 	if p.mu.probe != nil && !p.mu.closed {
@@ -462,144 +479,12 @@ func (p *Path) exit() {
 	p.wg.Done()
 }
 
-func (p *Path) routineWrite() {
-	defer p.exit()
-	var batch []*Record
-	const maxBatch = 64 // records per vectored write
-	var iov [][]byte    // B and Ext slices of a batch, reused
-	// The vectored write's slice header, on the heap once: WriteTo takes its address, which
-	// would move a fresh one there on every write.
-	bufs := new(net.Buffers)
-	for {
-		select {
-		case <-p.kick:
-		case <-p.done:
-			return
-		}
-		for {
-			p.mu.Lock()
-			batch = batch[:0]
-			if p.mu.pongPending {
-				// One PONG answers the latest PING: older ones are moot for the peer, and a
-				// flood of PINGs costs us one pending number, not a record each.
-				r := NewRecord()
-				r.B = wire.AppendPong(r.B, p.mu.pongSeq)
-				batch = append(batch, r)
-				p.mu.pongPending = false
-			}
-			k := min(len(p.mu.pq), maxBatch/2-len(batch))
-			batch = append(batch, p.mu.pq[:k]...)
-			rest := copy(p.mu.pq, p.mu.pq[k:])
-			clear(p.mu.pq[rest:])
-			p.mu.pq = p.mu.pq[:rest]
-			n := min(len(p.mu.q), maxBatch-len(batch))
-			batch = append(batch, p.mu.q[:n]...)
-			rest = copy(p.mu.q, p.mu.q[n:])
-			clear(p.mu.q[rest:])
-			p.mu.q = p.mu.q[:rest]
-			p.mu.Unlock()
-			if len(batch) == 0 {
-				break
-			}
-			var total, dataBytes int
-			var serr error
-			v := iov[:0]
-			for i, r := range batch {
-				if i >= len(batch)-n {
-					dataBytes += r.Len()
-				}
-				if p.dg != nil && r.ext == 0 {
-					empty, err := p.dg.take(r)
-					if serr = err; serr != nil {
-						break
-					}
-					if empty {
-						continue // datagrams only: they go as carrier datagrams, below
-					}
-				}
-				if serr = p.sealer.seal(r); serr != nil {
-					break // only when a key is exhausted; nothing more may be written
-				}
-				total += r.Len()
-				v = append(v, r.B)
-				v = append(v, r.Ext...)
-			}
-			if serr != nil {
-				for _, r := range batch {
-					r.Release()
-				}
-				p.Close(serr)
-				return
-			}
-			iov = v
-			var err error
-			if len(v) > 0 {
-				t0 := time.Now()
-				if p.gather {
-					err = p.writeGathered(v)
-				} else {
-					*bufs = v
-					_, err = bufs.WriteTo(p.conn)
-					*bufs = nil
-				}
-				p.sampleRate(total, time.Since(t0))
-			}
-			clear(iov)
-			for _, r := range batch {
-				r.Release()
-			}
-			clear(batch)
-			if err == nil && p.dg != nil {
-				err = p.sendDatagrams()
-			}
-			if err != nil {
-				p.Close(err)
-				return
-			}
-			p.bytesSent.Add(int64(total))
-			p.mu.Lock()
-			p.mu.qBytes -= dataBytes
-			notify := p.mu.wantWritable && p.mu.qBytes < p.cfg.QueueBytes && !p.mu.closed
-			if notify {
-				p.mu.wantWritable = false
-			}
-			p.mu.Unlock()
-			if notify {
-				p.h.Writable(p)
-			}
-		}
+// kickWriter wakes the writer goroutine, or leaves a wake-up for it if it is busy.
+func (p *Path) kickWriter() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
 	}
-}
-
-// sendDatagrams sends the DATAGRAM frames the batch's records gave up, as carrier datagrams,
-// and queues in the stream those the carrier refused as too large.
-func (p *Path) sendDatagrams() error {
-	k, spill, err := p.dg.send()
-	p.bytesSent.Add(int64(k))
-	if err != nil {
-		return err
-	}
-	for len(spill) > 0 {
-		r := NewRecord()
-		for len(spill) > 0 {
-			_, n, err := wire.Parse(spill)
-			if err != nil {
-				r.Release()
-				return fmt.Errorf("%w: %w", ErrRecord, err)
-			}
-			if n > r.Room() {
-				if len(r.Frames()) == 0 {
-					r.Release()
-					return fmt.Errorf("%w: a %d-byte DATAGRAM frame fits no record", ErrRecord, n)
-				}
-				break
-			}
-			r.B = append(r.B, spill[:n]...)
-			spill = spill[n:]
-		}
-		p.enqueue(r, false)
-	}
-	return nil
 }
 
 // gatherSize is the most one gathered write carries.
@@ -610,53 +495,6 @@ var gatherPool = sync.Pool{New: func() any {
 	b := make([]byte, 0, gatherSize)
 	return &b
 }}
-
-// writeGathered writes the pieces of a batch with as few carrier writes as fit gatherSize.
-func (p *Path) writeGathered(v [][]byte) error {
-	bp := gatherPool.Get().(*[]byte)
-	defer gatherPool.Put(bp)
-	b := (*bp)[:0]
-	for _, piece := range v {
-		if len(b)+len(piece) > cap(b) && len(b) > 0 {
-			if _, err := p.conn.Write(b); err != nil {
-				return err
-			}
-			b = b[:0]
-		}
-		if len(piece) > cap(b) {
-			if _, err := p.conn.Write(piece); err != nil {
-				return err
-			}
-			continue
-		}
-		b = append(b, piece...)
-	}
-	if len(b) > 0 {
-		if _, err := p.conn.Write(b); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// rateMinWrite is the shortest write that says something about the carrier's rate: a write
-// that returns sooner went into free buffer space, at memory speed.
-const rateMinWrite = 200 * time.Microsecond
-
-// sampleRate folds one write into the rate estimate (an average weighted 1/8 to the newest).
-// Only writes that waited for the carrier count, so the estimate is how fast the carrier
-// takes bytes when it is the bottleneck; while it never is, the rate stays unknown (0).
-func (p *Path) sampleRate(n int, d time.Duration) {
-	if d < rateMinWrite || n == 0 {
-		return
-	}
-	sample := float64(n) / d.Seconds()
-	old := math.Float64frombits(p.rate.Load())
-	if old > 0 {
-		sample = old + (sample-old)/8
-	}
-	p.rate.Store(math.Float64bits(sample))
-}
 
 // Rate is how fast the carrier has taken bytes while it was the bottleneck, in bytes per
 // second; 0 while unknown.
@@ -678,63 +516,6 @@ func (p *Path) Backlog() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.mu.qBytes
-}
-
-func (p *Path) routineRead() {
-	defer p.exit()
-	var cause error
-	// One Frame for the life of the reader: the Handler gets a pointer to it, which would
-	// otherwise escape and cost an allocation per frame (per datagram, on a packet flow).
-	f := new(wire.Frame)
-	for cause == nil {
-		frames, n, err := p.opener.next()
-		if err != nil {
-			cause = err
-			break
-		}
-		p.bytesRecv.Add(int64(n))
-		p.lastRecv.Store(time.Now().UnixNano())
-		parts := p.opener.parts
-		for len(frames) > 0 {
-			if len(parts) > 0 {
-				if h, k, l, ok := wire.DataHeader(frames); ok && k == len(frames) {
-					*f = h
-					cause = p.splitData(f, l, parts)
-					parts, frames = nil, nil
-					break
-				}
-			}
-			var k int
-			var err error
-			*f, k, err = wire.Parse(frames)
-			if err != nil {
-				cause = fmt.Errorf("%w: %w", ErrRecord, err)
-				break
-			}
-			frames = frames[k:]
-			switch f.Type {
-			case wire.TypePing:
-				p.mu.Lock()
-				p.mu.pongSeq, p.mu.pongPending = f.Seq, true
-				p.mu.Unlock()
-				p.kickWriter()
-			case wire.TypePong:
-				p.pong(f.Seq)
-			default:
-				if err := p.h.Frame(p, f); err != nil {
-					cause = err
-				}
-			}
-			if cause != nil {
-				break
-			}
-		}
-		if cause == nil && len(parts) > 0 {
-			cause = fmt.Errorf("%w: split record without its DATA header", ErrRecord)
-		}
-	}
-	p.opener.release()
-	p.Close(cause)
 }
 
 // splitData hands the Handler the DATA frame f whose payload is a split record's parts, as one

@@ -1,5 +1,9 @@
 package path
 
+// Records: the outgoing Record a path queues, the AEAD that seals every record and datagram,
+// and the sealing and reading of records on a byte stream, split or whole (docs/wire.md
+// section 5).
+
 import (
 	"crypto/aes"
 	"crypto/cipher"
