@@ -7,7 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/rendr-go/rendr/path"
+	"github.com/rendr-go/rendr/internal/record"
 )
 
 // chunkSize is the unit stream buffers grow and shrink by. Buffers hold only the chunks their
@@ -30,7 +30,7 @@ func newChunk() *chunk {
 	return c
 }
 
-// Unpin implements path.Pin.
+// Unpin implements record.Pin.
 func (c *chunk) Unpin() {
 	if c.refs.Add(-1) == 0 {
 		chunkPool.Put(c)
@@ -82,7 +82,7 @@ func (b *buffer) readAt(dst []byte, off int) int {
 // pin ends r with the n bytes starting off bytes past the head, by reference: each chunk they
 // lie in is pinned until r is written. The bytes must not change meanwhile, and they do not:
 // a buffer only appends after its end and drops from its head.
-func (b *buffer) pin(r *path.Record, off, n int) {
+func (b *buffer) pin(r *record.Record, off, n int) {
 	pos := b.head + off
 	for n > 0 {
 		c := b.chunks[pos/chunkSize]

@@ -32,8 +32,8 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr/internal/budget"
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // Link is one path as the engine sees it. What a link can do beyond queueing records is told
@@ -43,20 +43,20 @@ type Link interface {
 	// Space is how many record bytes may be queued now.
 	Space() int
 	// Send queues a record and owns it from then on; false means the link is gone.
-	Send(r *path.Record) bool
+	Send(r *record.Record) bool
 	// SRTT is the link's smoothed round trip (with queueing), zero if unknown.
 	SRTT() (srtt, rttvar time.Duration)
 
 	// MaxRecord is 0 for a link that never loses a record (a stream). Otherwise the link
 	// may lose records without dying (a datagram path): records for it are at most
 	// MaxRecord bytes of frames (at least minLossyRecord) and list what they carry
-	// (path.Record.Carried); the link hands the list of each record it declares lost to
+	// (record.Record.Carried); the link hands the list of each record it declares lost to
 	// Engine.Lost, and the engine sends those bytes and frames again, on whatever link the
 	// route picks then. Lost takes the engine's lock, which Send is called with: a link must
 	// report losses from its own goroutine, never from within Send.
 	MaxRecord() int
 	// ZeroCopy says the link may take records ending in send-buffer bytes by reference
-	// (path.Record.Ext): it writes them as they are (a plain path) or seals them straight
+	// (record.Record.Ext): it writes them as they are (a plain path) or seals them straight
 	// from the send buffer (an encrypted path), and lets them go with Record.Release. Other
 	// links get copies.
 	ZeroCopy() bool

@@ -11,8 +11,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // Two engines wired back to back through fake links. A link keeps the records an engine sends
@@ -56,7 +56,7 @@ func (l *fakeLink) SRTT() (time.Duration, time.Duration) {
 	return 10 * time.Millisecond, time.Millisecond
 }
 
-func (l *fakeLink) Send(r *path.Record) bool {
+func (l *fakeLink) Send(r *record.Record) bool {
 	defer r.Release()
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -9,8 +9,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // FuzzEngineFrames feeds frames from an authenticated but arbitrary peer to a live engine, the
@@ -369,7 +369,7 @@ type sinkLink struct {
 	maxRecord int
 	mu        struct {
 		sync.Mutex
-		carried []path.Carried
+		carried []record.Carried
 	}
 }
 
@@ -379,7 +379,7 @@ func (l *sinkLink) SRTT() (time.Duration, time.Duration) {
 	return 10 * time.Millisecond, time.Millisecond
 }
 
-func (l *sinkLink) Send(r *path.Record) bool {
+func (l *sinkLink) Send(r *record.Record) bool {
 	if l.maxRecord > 0 && len(r.Carried) > 0 {
 		l.mu.Lock()
 		if len(l.mu.carried) < 256 {
@@ -391,7 +391,7 @@ func (l *sinkLink) Send(r *path.Record) bool {
 	return true
 }
 
-func (l *sinkLink) takeCarried() []path.Carried {
+func (l *sinkLink) takeCarried() []record.Carried {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cs := l.mu.carried
@@ -433,7 +433,7 @@ type countHolder struct {
 	bad  atomic.Bool
 }
 
-func (h *countHolder) Hold() path.Pin {
+func (h *countHolder) Hold() record.Pin {
 	if !h.keep {
 		return nil
 	}

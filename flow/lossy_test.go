@@ -11,8 +11,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // lossyLink is a datagram-like link: records of at most max frame bytes, each with the list of
@@ -24,7 +24,7 @@ type lossyLink struct {
 	mu  struct {
 		sync.Mutex
 		recs [][]byte
-		car  [][]path.Carried
+		car  [][]record.Carried
 	}
 }
 
@@ -37,7 +37,7 @@ func (l *lossyLink) SRTT() (time.Duration, time.Duration) {
 	return 10 * time.Millisecond, time.Millisecond
 }
 
-func (l *lossyLink) Send(r *path.Record) bool {
+func (l *lossyLink) Send(r *record.Record) bool {
 	defer r.Release()
 	if len(r.Frames()) > l.max {
 		panic("record over the link's MaxRecord")
@@ -49,7 +49,7 @@ func (l *lossyLink) Send(r *path.Record) bool {
 	return true
 }
 
-func (l *lossyLink) take() ([][]byte, [][]path.Carried) {
+func (l *lossyLink) take() ([][]byte, [][]record.Carried) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r, c := l.mu.recs, l.mu.car
@@ -104,17 +104,17 @@ func TestLossyLinkResendsWhatWasLost(t *testing.T) {
 		cross := func(from *lossyLink, fromEng, to *Engine, count bool) {
 			recs, car := from.take()
 			idx := rng.Perm(len(recs))
-			var lost [][]path.Carried
+			var lost [][]record.Carried
 			for _, i := range idx {
 				for _, c := range car[i] {
-					if c.Kind == path.CarriedData && count {
+					if c.Kind == record.CarriedData && count {
 						sentData += uint64(c.Len)
 					}
 				}
 				if rng.IntN(10) == 0 {
 					lostRecs++
 					for _, c := range car[i] {
-						if c.Kind == path.CarriedData && count {
+						if c.Kind == record.CarriedData && count {
 							lostData += uint64(c.Len)
 						}
 					}
@@ -183,17 +183,17 @@ func TestLossyLinkResendsWhatWasLost(t *testing.T) {
 func TestLossyLinkControlFrames(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newLossyPair(t, Config{})
-		dropped := map[path.CarriedKind]int{}
+		dropped := map[record.CarriedKind]int{}
 		var fins int
-		drop := func(car []path.Carried) bool {
+		drop := func(car []record.Carried) bool {
 			for _, c := range car {
 				switch {
-				case c.Kind == path.CarriedOpen && dropped[c.Kind] == 0,
-					c.Kind == path.CarriedAck && dropped[c.Kind] == 0,
-					c.Kind == path.CarriedMaxData && dropped[c.Kind] == 0:
+				case c.Kind == record.CarriedOpen && dropped[c.Kind] == 0,
+					c.Kind == record.CarriedAck && dropped[c.Kind] == 0,
+					c.Kind == record.CarriedMaxData && dropped[c.Kind] == 0:
 					dropped[c.Kind]++
 					return true
-				case c.Kind == path.CarriedData && c.Fin && fins < 2:
+				case c.Kind == record.CarriedData && c.Fin && fins < 2:
 					fins++
 					return true
 				}
@@ -237,7 +237,7 @@ func TestLossyLinkControlFrames(t *testing.T) {
 		if !bytes.Equal(<-gotUp, up) || !bytes.Equal(<-gotDown, down) {
 			t.Fatal("bytes differ")
 		}
-		if dropped[path.CarriedOpen] != 1 || dropped[path.CarriedAck] != 1 || dropped[path.CarriedMaxData] != 1 || fins != 2 {
+		if dropped[record.CarriedOpen] != 1 || dropped[record.CarriedAck] != 1 || dropped[record.CarriedMaxData] != 1 || fins != 2 {
 			t.Fatalf("the losses the test is about did not all happen: %v, %d FINs", dropped, fins)
 		}
 		if p.a.Stats().Resends+p.b.Stats().Resends != 0 {
@@ -267,7 +267,7 @@ func newLossyPair(t *testing.T, bc Config) *lossyPair {
 	return p
 }
 
-func (p *lossyPair) cross(from *lossyLink, fromEng, to *Engine, drop func([]path.Carried) bool) {
+func (p *lossyPair) cross(from *lossyLink, fromEng, to *Engine, drop func([]record.Carried) bool) {
 	recs, car := from.take()
 	for i, rec := range recs {
 		if drop != nil && drop(car[i]) {
@@ -291,7 +291,7 @@ func (p *lossyPair) cross(from *lossyLink, fromEng, to *Engine, drop func([]path
 }
 
 // exchange runs rounds of crossing both ways, a millisecond of virtual time apart, until done.
-func (p *lossyPair) exchange(rounds int, dropA, dropB func([]path.Carried) bool, done func() bool) {
+func (p *lossyPair) exchange(rounds int, dropA, dropB func([]record.Carried) bool, done func() bool) {
 	for range rounds {
 		synctest.Wait()
 		p.cross(p.ab, p.a, p.b, dropA)
@@ -321,18 +321,18 @@ func TestLossyLinkFinalAckOfForgottenFlow(t *testing.T) {
 			s.Close()
 		}()
 		var peer *Stream
-		var held [][]path.Carried // the lost records with an ACK_FIN, reported late
+		var held [][]record.Carried // the lost records with an ACK_FIN, reported late
 		reported := false
-		dropB := func(car []path.Carried) bool {
+		dropB := func(car []record.Carried) bool {
 			if reported {
 				return false
 			}
 			fin := false
 			for _, c := range car {
-				if c.Kind == path.CarriedData {
+				if c.Kind == record.CarriedData {
 					return false // the receiver's own bytes or FIN: it needs them through to finish
 				}
-				fin = fin || (c.Kind == path.CarriedAck && c.Fin)
+				fin = fin || (c.Kind == record.CarriedAck && c.Fin)
 			}
 			if fin {
 				held = append(held, slices.Clone(car))
@@ -459,10 +459,10 @@ func TestLossyLinkLongRunAfterOneLoss(t *testing.T) {
 			s.CloseWrite()
 		}()
 		lost := false
-		var held []path.Carried
-		dropA := func(car []path.Carried) bool {
+		var held []record.Carried
+		dropA := func(car []record.Carried) bool {
 			for _, c := range car {
-				if c.Kind == path.CarriedData && c.Off > 8<<20 && !lost {
+				if c.Kind == record.CarriedData && c.Off > 8<<20 && !lost {
 					lost, held = true, car
 					p.quiet = true // reported lost below, once a whole window went out
 					return true

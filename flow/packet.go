@@ -10,8 +10,8 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // Queue bounds of a packet flow. A datagram that finds its queue full is dropped and counted,
@@ -366,7 +366,7 @@ func (pk *packetState) shift(n uint64) {
 // are waiting. A datagram that does not fit the room left waits for the next record. When the
 // engine routes over several links (e.pin), a pinned datagram goes only in a record for its
 // link (e.dest); others wait for a record of theirs.
-func (s *Stream) emitDatagramsLocked(r *path.Record) bool {
+func (s *Stream) emitDatagramsLocked(r *record.Record) bool {
 	pk, e := s.pk, s.e
 	for i := 0; i < pk.send.n; {
 		d := pk.send.at(i)

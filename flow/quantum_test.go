@@ -6,8 +6,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // zcLossyLink is a packet path as the engine sees it: records of at most max frame bytes, and
@@ -34,11 +34,11 @@ func (l *zcLossyLink) SRTT() (time.Duration, time.Duration) {
 	return 10 * time.Millisecond, time.Millisecond
 }
 
-func (l *zcLossyLink) Send(r *path.Record) bool {
+func (l *zcLossyLink) Send(r *record.Record) bool {
 	defer r.Release()
 	// The path seals a payload kept by reference in parts when they fit its packet, and
 	// copies it otherwise: the engine must leave room for the parts' tags.
-	if len(r.Ext) > 0 && r.Len()-2+path.SplitOverhead(len(r.Ext)) > l.max {
+	if len(r.Ext) > 0 && r.Len()-2+record.SplitOverhead(len(r.Ext)) > l.max {
 		l.t.Errorf("a record of %d bytes in %d pieces: with its parts' overhead, over %d", r.Len()-2, len(r.Ext), l.max)
 	}
 	for b := r.Frames(); len(b) > 0; {
@@ -92,7 +92,7 @@ func TestPacketRecordsFillTheMTU(t *testing.T) {
 			switch {
 			case flows == 1 && biggest <= dataQuantum:
 				t.Errorf("alone: the largest DATA payload is %d bytes, want more than the %d quantum", biggest, dataQuantum)
-			case flows == 1 && biggest+path.SplitOverhead(5) < 65000-64:
+			case flows == 1 && biggest+record.SplitOverhead(5) < 65000-64:
 				t.Errorf("alone: the largest DATA payload is %d bytes, far short of a 65000-byte record", biggest)
 			case flows == 2 && biggest > dataQuantum:
 				t.Errorf("two flows: a DATA payload of %d bytes, over the %d quantum", biggest, dataQuantum)

@@ -16,8 +16,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // maxCtrl bounds queued stateless replies. They answer retransmissions, so dropping some only
@@ -27,7 +27,7 @@ const maxCtrl = 16 << 10
 // Holder is where a frame came from, when its payload may be kept by reference: Hold keeps
 // the frame's memory alive until the returned Pin is let go, or returns nil to say "copy it".
 type Holder interface {
-	Hold() path.Pin
+	Hold() record.Pin
 }
 
 // Handle applies one frame received from the peer. A returned error is a protocol violation by
@@ -389,7 +389,7 @@ func (s *Stream) dataLocked(f *wire.Frame, src Holder) error {
 // acceptLocked takes p, which starts at recvNext, as delivered: to the application, or dropped
 // with its credit returned when nobody will read it. pin, when set, keeps p alive and passes
 // to the receive buffer; otherwise src may let p be held.
-func (s *Stream) acceptLocked(p []byte, pin path.Pin, src Holder) {
+func (s *Stream) acceptLocked(p []byte, pin record.Pin, src Holder) {
 	n := uint64(len(p))
 	s.recvNext += n
 	if s.readClosed {

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/rendr-go/rendr/path"
+	"github.com/rendr-go/rendr/internal/record"
 )
 
 // maxReorderPieces bounds the pieces a session keeps ahead of gaps, over all its flows, and
@@ -32,7 +32,7 @@ type reorder struct {
 type oooSeg struct {
 	off uint64
 	b   []byte
-	pin path.Pin // nil: b is a private copy
+	pin record.Pin // nil: b is a private copy
 }
 
 func (s *oooSeg) end() uint64 { return s.off + uint64(len(s.b)) }

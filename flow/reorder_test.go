@@ -7,8 +7,8 @@ import (
 	"testing"
 	"testing/synctest"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // TestReorderPieces inserts random overlapping ranges of one byte string in random order and
@@ -75,7 +75,7 @@ type countingHolder struct {
 	holds, unpins *int
 }
 
-func (h *countingHolder) Hold() path.Pin {
+func (h *countingHolder) Hold() record.Pin {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	*h.holds++

@@ -11,8 +11,8 @@ package flow
 import (
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // setOutstandingLocked keeps e.mu.outstanding in step with s: a stream is outstanding while
@@ -154,14 +154,14 @@ func (e *Engine) resendStuckLocked(now time.Time, after time.Duration) {
 // are sent again, before new ones; control frames are sent again with their current values
 // (a later ACK or MAX_DATA says more than the lost one did). Datagrams are not resent: packet
 // flows never resend.
-func (e *Engine) Lost(cs []path.Carried) {
+func (e *Engine) Lost(cs []record.Carried) {
 	e.mu.Lock()
 	for _, c := range cs {
 		switch c.Kind {
-		case path.CarriedMaxData:
+		case record.CarriedMaxData:
 			e.mu.maxDataPending = true
 			continue
-		case path.CarriedRoute:
+		case record.CarriedRoute:
 			e.mu.routePending = len(e.mu.routeFrame) > 0
 			continue
 		}
@@ -169,13 +169,13 @@ func (e *Engine) Lost(cs []path.Carried) {
 		if s == nil {
 			// Finished and forgotten: only its final ACK is still owed, or the peer would
 			// wait for its timeout to learn that everything arrived.
-			if c.Kind == path.CarriedAck && c.Fin && len(e.mu.ctrl) < maxCtrl {
+			if c.Kind == record.CarriedAck && c.Fin && len(e.mu.ctrl) < maxCtrl {
 				e.mu.ctrl = wire.AppendAck(e.mu.ctrl, c.Flow, c.Off, c.Off, wire.AckFin)
 			}
 			continue
 		}
 		switch c.Kind {
-		case path.CarriedData:
+		case record.CarriedData:
 			if s.resetSent || s.err != nil {
 				continue // the peer is told the flow is over; its bytes are not owed
 			}
@@ -187,13 +187,13 @@ func (e *Engine) Lost(cs []path.Carried) {
 			if c.Fin && !s.finAcked {
 				s.finSent = false
 			}
-		case path.CarriedOpen:
+		case record.CarriedOpen:
 			s.openPending = s.openPending || !s.openAcked
-		case path.CarriedAck:
+		case record.CarriedAck:
 			s.ackPending = true
-		case path.CarriedStop:
+		case record.CarriedStop:
 			s.stopPending = s.stopPending || (s.stopSent && !s.recvDone())
-		case path.CarriedReset:
+		case record.CarriedReset:
 			s.resetPending = s.resetPending || (s.resetSent && !s.finAcked)
 		}
 		e.readyLocked(s)

@@ -3,7 +3,7 @@
 
 package flow
 
-import "github.com/rendr-go/rendr/path"
+import "github.com/rendr-go/rendr/internal/record"
 
 // holdMin is the smallest payload kept by reference in a receive buffer; smaller ones are
 // copied, several to a chunk, so a run of small frames neither costs a piece each nor keeps a
@@ -23,7 +23,7 @@ type rope struct {
 // chunk's free space (its capacity); a held payload's capacity ends with it.
 type seg struct {
 	b   []byte
-	pin path.Pin
+	pin record.Pin
 }
 
 func (r *rope) len() int { return r.n }
@@ -58,7 +58,7 @@ func (r *rope) room() int {
 }
 
 // writeHeld appends p by reference: pin keeps it alive until the rope lets it go.
-func (r *rope) writeHeld(p []byte, pin path.Pin) {
+func (r *rope) writeHeld(p []byte, pin record.Pin) {
 	r.n += len(p)
 	r.segs = append(r.segs, seg{b: p[:len(p):len(p)], pin: pin})
 }

@@ -8,8 +8,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // poisonPin stands for a held read block: on Unpin it overwrites the bytes it kept alive, so a
@@ -96,7 +96,7 @@ type testHolder struct {
 	payload int // bytes held
 }
 
-func (h *testHolder) Hold() path.Pin {
+func (h *testHolder) Hold() record.Pin {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.refuse {

@@ -22,8 +22,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 )
 
 // readyLocked queues s to be visited by the engine loop.
@@ -127,7 +127,7 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		// A record for one link may end in send-buffer bytes by reference; copies for
 		// several (a Race) are built whole and cloned.
 		zc := len(dests) == 1 && dests[0].ZeroCopy()
-		r := path.NewRecord()
+		r := record.New()
 		e.collect = false
 		for _, d := range dests {
 			if m := d.MaxRecord(); m > 0 {
@@ -149,7 +149,7 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		}
 		dead := false
 		for _, d := range dests[1:] {
-			c := path.NewRecord()
+			c := record.New()
 			c.B = append(c.B[:0], r.B...)
 			c.Carried = append(c.Carried[:0], r.Carried...)
 			dead = !d.Send(c) || dead
@@ -163,7 +163,7 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 	if len(e.pin) > 1 {
 		for _, l := range e.pin {
 			for e.mu.pinnedQueued > 0 && l.Space() > 0 {
-				r := path.NewRecord()
+				r := record.New()
 				e.dest, e.pinnedOnly = l, true
 				e.collect = false
 				if m := l.MaxRecord(); m > 0 {
@@ -218,16 +218,16 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 
 // buildLocked fills r with frames: the session window first, then round-robin over ready
 // streams, each adding its control frames and at most one quantum of data.
-func (e *Engine) buildLocked(r *path.Record, zc bool) {
+func (e *Engine) buildLocked(r *record.Record, zc bool) {
 	if e.mu.maxDataPending && r.Room() >= 9 {
 		r.B = wire.AppendMaxData(r.B, e.mu.recvMax)
 		e.mu.maxDataPending = false
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedMaxData})
+		e.carriedLocked(r, record.Carried{Kind: record.CarriedMaxData})
 	}
 	if e.mu.routePending && r.Room() >= len(e.mu.routeFrame) {
 		r.B = append(r.B, e.mu.routeFrame...)
 		e.mu.routePending = false
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedRoute})
+		e.carriedLocked(r, record.Carried{Kind: record.CarriedRoute})
 	}
 	if len(e.mu.ctrl) > 0 {
 		// Whole frames, as many as fit: a small record (a datagram link's) takes a part.
@@ -285,14 +285,14 @@ func (e *Engine) quantumLocked() uint64 {
 }
 
 // carriedLocked notes in r what it carries, when the record is for a lossy link.
-func (e *Engine) carriedLocked(r *path.Record, c path.Carried) {
+func (e *Engine) carriedLocked(r *record.Record, c record.Carried) {
 	if e.collect {
 		r.Carried = append(r.Carried, c)
 	}
 }
 
 // emitLocked appends s's pending frames to r and reports whether s has more to send.
-func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
+func (s *Stream) emitLocked(r *record.Record, zc bool) bool {
 	e := s.e
 	const ctl = 1 + 8 + 8 + 8 + 1 // the largest control frame
 	if r.Room() < 4*ctl {
@@ -301,7 +301,7 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	if s.openPending {
 		r.B = wire.AppendOpen(r.B, s.id, kindOf(s.id))
 		s.openPending = false
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedOpen, Flow: s.id})
+		e.carriedLocked(r, record.Carried{Kind: record.CarriedOpen, Flow: s.id})
 	}
 	if s.ackLater {
 		s.ackPending = true // due soon anyway: it rides this record
@@ -314,18 +314,18 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 		r.B = wire.AppendAck(r.B, s.id, s.recvNext, max(s.recvLimit, s.recvNext), flags)
 		s.ackPending, s.ackLater, s.ackedNext = false, false, s.recvNext
 		// Off and Fin let a lost final ACK go again after the flow is forgotten (Lost).
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedAck, Flow: s.id, Off: s.recvNext, Fin: flags&wire.AckFin != 0})
+		e.carriedLocked(r, record.Carried{Kind: record.CarriedAck, Flow: s.id, Off: s.recvNext, Fin: flags&wire.AckFin != 0})
 	}
 	if s.stopPending {
 		r.B = wire.AppendStop(r.B, s.id, CodeClosed)
 		s.stopPending, s.stopSent = false, true
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedStop, Flow: s.id})
+		e.carriedLocked(r, record.Carried{Kind: record.CarriedStop, Flow: s.id})
 	}
 	if s.resetPending {
 		r.B = wire.AppendReset(r.B, s.id, CodeClosed, s.sendHigh)
 		s.resetPending, s.resetSent = false, true
 		e.setOutstandingLocked(s)
-		e.carriedLocked(r, path.Carried{Kind: path.CarriedReset, Flow: s.id})
+		e.carriedLocked(r, record.Carried{Kind: record.CarriedReset, Flow: s.id})
 	}
 	if s.resetSent || s.err != nil {
 		return false
@@ -365,7 +365,7 @@ func (s *Stream) emitLocked(r *path.Record, zc bool) bool {
 	}
 	r.B = wire.AppendDataHeader(r.B, s.id, s.sendNext, fin, int(n))
 	s.appendPayloadLocked(r, zc, s.sendNext, n)
-	e.carriedLocked(r, path.Carried{Kind: path.CarriedData, Flow: s.id, Off: s.sendNext, Len: uint32(n), Fin: fin})
+	e.carriedLocked(r, record.Carried{Kind: record.CarriedData, Flow: s.id, Off: s.sendNext, Len: uint32(n), Fin: fin})
 	s.sendNext += n
 	if s.unsentWait && end-s.sendNext <= maxUnsent/2 {
 		s.unsentWait = false
@@ -389,13 +389,13 @@ const zeroCopyMin = 4 << 10
 
 // fitLocked shortens n bytes at offset off, bound for a record with room bytes left, so that
 // a packet path can seal them where they lie: it seals a payload kept by reference in parts,
-// one per send-buffer piece, each with a tag of its own (path.SplitOverhead), and copies a
+// one per send-buffer piece, each with a tag of its own (record.SplitOverhead), and copies a
 // payload whose parts do not fit its packet. Stream paths have no such bound.
 func (s *Stream) fitLocked(off, n uint64, room int, zc bool) uint64 {
 	if !zc || !s.e.collect || n < zeroCopyMin {
 		return n
 	}
-	over := path.SplitOverhead(s.sbuf.pieces(int(off-s.sendBase), int(n)))
+	over := record.SplitOverhead(s.sbuf.pieces(int(off-s.sendBase), int(n)))
 	if int(n)+over > room {
 		n = uint64(max(room-over, 0)) // no more pieces than before: one pass is enough
 	}
@@ -404,7 +404,7 @@ func (s *Stream) fitLocked(off, n uint64, room int, zc bool) uint64 {
 
 // appendPayloadLocked ends r with the n bytes at offset off of the send buffer: by reference on
 // a zero-copy record when they are many, copied otherwise.
-func (s *Stream) appendPayloadLocked(r *path.Record, zc bool, off, n uint64) {
+func (s *Stream) appendPayloadLocked(r *record.Record, zc bool, off, n uint64) {
 	if zc && n >= zeroCopyMin {
 		s.sbuf.pin(r, int(off-s.sendBase), int(n)) // the record ends here
 		return
@@ -417,7 +417,7 @@ func (s *Stream) appendPayloadLocked(r *path.Record, zc bool, off, n uint64) {
 // emitRetxLocked sends again the first of the bytes a lossy link lost. They were sent before,
 // so they need no credit of the flow or the session window; a lost FIN goes again with the
 // new bytes (finSent, cleared by Lost). It reports whether the flow has more to send.
-func (s *Stream) emitRetxLocked(r *path.Record, zc bool) bool {
+func (s *Stream) emitRetxLocked(r *record.Record, zc bool) bool {
 	x := s.retx.first()
 	n := min(x.hi-x.lo, s.e.quantumLocked())
 	room := r.Room() - wire.DataOverhead(s.id, x.lo, int(n))
@@ -427,7 +427,7 @@ func (s *Stream) emitRetxLocked(r *path.Record, zc bool) bool {
 	n = s.fitLocked(x.lo, min(n, uint64(room)), room, zc)
 	r.B = wire.AppendDataHeader(r.B, s.id, x.lo, false, int(n))
 	s.appendPayloadLocked(r, zc, x.lo, n)
-	s.e.carriedLocked(r, path.Carried{Kind: path.CarriedData, Flow: s.id, Off: x.lo, Len: uint32(n)})
+	s.e.carriedLocked(r, record.Carried{Kind: record.CarriedData, Flow: s.id, Off: x.lo, Len: uint32(n)})
 	s.retx.cut(n)
 	s.e.setOutstandingLocked(s)
 	return true

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr/internal/deadline"
-	"github.com/rendr-go/rendr/path"
+	"github.com/rendr-go/rendr/internal/record"
 )
 
 // writeChunk bounds how much one Write copies per lock hold, so a large Write does not keep
@@ -212,7 +212,7 @@ func (s *Stream) directLocked(p []byte) []byte {
 // deliverHeldLocked is deliverLocked for bytes already held by pin. pin passes to the receive
 // buffer with them, or is let go when they are copied instead: a waiting Read took them, or
 // what it left fits the last chunk.
-func (s *Stream) deliverHeldLocked(p []byte, pin path.Pin) {
+func (s *Stream) deliverHeldLocked(p []byte, pin record.Pin) {
 	p = s.directLocked(p)
 	if len(p) <= s.rbuf.room() {
 		// It fits the chunk the last small bytes went to: copied there, it keeps no block

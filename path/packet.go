@@ -697,7 +697,7 @@ func (k *pkState) run(p *Path) {
 	// Records queued before Start (a JOIN_PROOF) must arrive: they are sent again until
 	// acknowledged, and Confirmed waits for them.
 	for _, r := range p.mu.pq {
-		r.crit = true
+		r.SetCritical()
 		k.critical++
 	}
 	p.startProbesLocked()
@@ -716,6 +716,6 @@ func (k *pkState) stopLocked(*Path) {
 
 // enqueueCritical queues again a critical record whose packet was lost.
 func (p *Path) enqueueCritical(r *Record) {
-	r.crit = true
+	r.SetCritical()
 	p.enqueue(r, true)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flynn/noise"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
 )
 
@@ -51,7 +52,7 @@ func (h *pktHandler) Lost(p *Path, cs []Carried) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, c := range cs {
-		if c.Kind == CarriedData {
+		if c.Kind == record.CarriedData {
 			h.lost[c.Off]++
 		}
 	}
@@ -116,7 +117,7 @@ func sendDataSized(t *testing.T, p *Path, h *pktHandler, from, n, size int) {
 		r.SetLimit(p.MaxRecord())
 		off := uint64(i * pktPayload)
 		r.B = wire.AppendData(r.B, 1, off, false, payload[:min(size, p.MaxRecord()-32)])
-		r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: off, Len: pktPayload})
+		r.Carried = append(r.Carried, Carried{Kind: record.CarriedData, Flow: 1, Off: off, Len: pktPayload})
 		if !p.Send(r) {
 			t.Fatalf("record %d: path closed: %v", i, p.Cause())
 		}
@@ -509,7 +510,7 @@ func TestPacketPathSplitPackets(t *testing.T) {
 			r.B = wire.AppendDataHeader(r.B, 1, off, false, pktPayload)
 			r.AppendExt(bytes.Repeat([]byte{byte(i)}, half), atomicPin{&pins})
 			r.AppendExt(bytes.Repeat([]byte{byte(i + 1)}, half), atomicPin{&pins})
-			r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: off, Len: pktPayload})
+			r.Carried = append(r.Carried, Carried{Kind: record.CarriedData, Flow: 1, Off: off, Len: pktPayload})
 			if !pa.Send(r) {
 				t.Fatalf("record %d: path closed: %v", i, pa.Cause())
 			}

@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/transport"
 )
@@ -98,7 +99,7 @@ func (ip *idlePath) queueData(from, n int) {
 		r.SetLimit(ip.p.MaxRecord())
 		off := uint64(i * pktPayload)
 		r.B = wire.AppendData(r.B, 1, off, false, payload)
-		r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: off, Len: pktPayload})
+		r.Carried = append(r.Carried, Carried{Kind: record.CarriedData, Flow: 1, Off: off, Len: pktPayload})
 		ip.p.Send(r)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/transport"
 )
@@ -121,7 +122,7 @@ func sendKept(t *testing.T, pa *Path, ha *pktHandler, data []byte, cuts func(i i
 				from = c
 			}
 		}
-		r.Carried = append(r.Carried, Carried{Kind: CarriedData, Flow: 1, Off: uint64(off), Len: 1000})
+		r.Carried = append(r.Carried, Carried{Kind: record.CarriedData, Flow: 1, Off: uint64(off), Len: 1000})
 		if !pa.Send(r) {
 			t.Fatalf("record %d: path closed: %v", i, pa.Cause())
 		}

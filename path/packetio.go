@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/transport"
 )
@@ -178,8 +179,8 @@ func (p *Path) writePackets(w *pkWriter) (wait time.Duration, more bool, err err
 		// they do not stop that.
 		split := 0
 		if n := len(r.Ext); n > 0 && n < wire.MaxParts && k.seal.seal != nil && allNonEmpty(r.Ext) &&
-			over+r.Len()-2+SplitOverhead(n) <= k.mtu {
-			split = SplitOverhead(n)
+			over+r.Len()-2+record.SplitOverhead(n) <= k.mtu {
+			split = record.SplitOverhead(n)
 		}
 		size := over + r.Len() - 2 + split
 		withPre := hasPre && size+preEnd-pre <= k.mtu
@@ -276,7 +277,7 @@ func (p *Path) trackLocked(it *pkItem, now time.Time, set func(*sentPacket)) {
 	sp.pong = it.pong
 	if r := it.r; r != nil {
 		sp.carried = append(sp.carried, r.Carried...)
-		if r.crit {
+		if r.Critical() {
 			sp.critical = append([]byte(nil), r.Frames()...)
 		}
 		// A probe's PING is resent when lost. Only the first byte is looked at otherwise: a

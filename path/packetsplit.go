@@ -22,13 +22,6 @@ import (
 
 const splitBit = 1 << 63
 
-// SplitOverhead is what sealing a record whose payload lies in ext pieces (Record.Ext) in
-// parts adds to a packet; a record that leaves no room for it is copied into one part instead.
-func SplitOverhead(ext int) int {
-	k := 1 + ext
-	return 1 + 2*k + wire.TagSize*(k-1)
-}
-
 // splitHeader is the size of a split packet's header, its counter included.
 func splitHeader(k int) int { return dgCounterSize + 1 + 2*k }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
 )
 
@@ -40,7 +41,7 @@ func TestSplitPacketRoundTrip(t *testing.T) {
 	ext := [][]byte{bytes.Repeat([]byte{7}, 3000), bytes.Repeat([]byte{9}, 2000)}
 	for i := range 3 {
 		pkt := sealSplitOf(t, seal, frames, ext)
-		if want := dgCounterSize + wire.TagSize + len(frames) + 5000 + SplitOverhead(2); len(pkt) != want {
+		if want := dgCounterSize + wire.TagSize + len(frames) + 5000 + record.SplitOverhead(2); len(pkt) != want {
 			t.Fatalf("split packet of %d bytes, want %d", len(pkt), want)
 		}
 		got, pn, err := open.openCounted(pkt)

@@ -351,7 +351,7 @@ func (p *Path) Quality() Quality {
 // Bytes returns carrier bytes sent and received.
 func (p *Path) Bytes() (sent, recv int64) { return p.bytesSent.Load(), p.bytesRecv.Load() }
 
-// MaxRecord implements flow.LossyLink's part: the most frame bytes the engine may put in one
+// MaxRecord is what flow.Link asks: the most frame bytes the engine may put in one
 // record of a packet path (0 on a stream path).
 func (p *Path) MaxRecord() int { return p.mode().maxRecord(p) }
 

@@ -12,122 +12,26 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sync"
 
 	"github.com/flynn/noise"
 
+	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/transport"
 )
 
-// Record is one outgoing record: a 2-byte length header, then frames, with room for the AEAD
-// tag. The engine appends frames to B (which starts with the header's 2 bytes) and hands the
-// record to Path.Send; the path owns it from then on.
-//
-// A record may end with bytes it does not copy: Ext holds slices of the engine's send
-// buffers, the payload of the last DATA frame in B, and Pins keeps those buffers from being
-// reused until the path is done with them. On a plain path (a secure carrier) they are written
-// after B with one vectored write. On an encrypted path the record is split (docs/wire.md,
-// section 5): B's frames and each Ext slice are sealed as AEAD messages of their own, straight
-// from the send buffer into the record, so the payload is read once, by the cipher, instead of
-// being copied into B first. Nothing can follow Ext, so a record with Ext has no Room.
-type Record struct {
-	B    []byte
-	Ext  [][]byte
-	Pins []Pin
-	ext  int // bytes in Ext
-
-	// Carried lists what the record carries that must not be lost with it, when it is for a
-	// link that may lose records (a datagram path): such a link hands the list of a record
-	// it declares lost back to the engine, which sends those bytes and frames again.
-	Carried []Carried
-	limit   int  // the most frame bytes the record may hold; 0: MaxPlaintext
-	crit    bool // on a packet path: sent again until acknowledged (a JOIN_PROOF)
-}
+// Record is the engine's outgoing record (internal/record): a path seals and writes it.
+type Record = record.Record
 
 // Carried is one thing a record carries that must not be lost with it.
-type Carried struct {
-	Kind CarriedKind
-	Flow uint64
-	Off  uint64 // CarriedData: the first byte's offset
-	Len  uint32 // CarriedData: how many bytes
-	Fin  bool   // CarriedData: the frame was a DATA_FIN
-}
-
-// CarriedKind says what a Carried entry stands for.
-type CarriedKind uint8
-
-const (
-	CarriedData    CarriedKind = iota + 1 // a DATA or DATA_FIN frame of Flow
-	CarriedOpen                           // an OPEN of Flow
-	CarriedAck                            // an ACK of Flow
-	CarriedStop                           // a STOP of Flow
-	CarriedReset                          // a RESET of Flow
-	CarriedMaxData                        // the session's MAX_DATA
-	CarriedRoute                          // the session's ROUTE
-)
-
-// SetLimit makes the record hold at most n bytes of frames (a datagram path's packet size).
-func (r *Record) SetLimit(n int) { r.limit = n }
-
-// Cap is how many bytes of frames the record holds when empty.
-func (r *Record) Cap() int {
-	if r.limit > 0 {
-		return min(r.limit, wire.MaxPlaintext)
-	}
-	return wire.MaxPlaintext
-}
+type Carried = record.Carried
 
 // Pin holds memory a Record (or a held payload) refers to; Unpin lets it go once the record is
-// written or dropped (or the payload read). It is transport's, so a carrier's lent datagram
-// can be held as it is.
-type Pin = transport.Pin
-
-// Frames returns the frames appended so far (not counting Ext).
-func (r *Record) Frames() []byte { return r.B[2:] }
-
-// Room is how many more frame bytes fit.
-func (r *Record) Room() int {
-	if r.ext > 0 {
-		return 0
-	}
-	max := wire.MaxPlaintext
-	if r.limit > 0 {
-		max = min(max, r.limit)
-	}
-	return 2 + max - len(r.B)
-}
-
-// Len is the record's size before sealing: B and Ext.
-func (r *Record) Len() int { return len(r.B) + r.ext }
-
-// AppendExt ends the record with p, which stays owned by pin's holder until Unpin.
-func (r *Record) AppendExt(p []byte, pin Pin) {
-	r.Ext = append(r.Ext, p)
-	r.Pins = append(r.Pins, pin)
-	r.ext += len(p)
-}
-
-var recordPool = sync.Pool{New: func() any {
-	return &Record{B: make([]byte, 0, 2+wire.MaxSplitBody)}
-}}
+// written or dropped (or the payload read). transport.Pin is the same interface, so a
+// carrier's lent datagram is held as it is.
+type Pin = record.Pin
 
 // NewRecord returns an empty record from the pool.
-func NewRecord() *Record {
-	r := recordPool.Get().(*Record)
-	r.B = append(r.B[:0], 0, 0)
-	return r
-}
-
-// Release unpins what r refers to and returns it to the pool. r must not be used afterwards.
-func (r *Record) Release() {
-	r.unpin()
-	r.B = r.B[:0]
-	r.Carried = r.Carried[:0]
-	r.limit = 0
-	r.crit = false
-	recordPool.Put(r)
-}
+func NewRecord() *Record { return record.New() }
 
 // rekeyEvery is how many AEAD messages a key protects before both sides move to the next one,
 // far below AES-GCM's limits (2^32 messages of 64 KiB is 2^48 bytes; we stop at 2^30).
@@ -232,10 +136,10 @@ func (s *sealer) encrypt(dst, ad, plaintext []byte) ([]byte, error) {
 
 func (s *sealer) seal(r *Record) error {
 	if s.cs == nil {
-		binary.BigEndian.PutUint16(r.B, uint16(len(r.B)-2+r.ext))
+		binary.BigEndian.PutUint16(r.B, uint16(r.Len()-2))
 		return nil
 	}
-	if r.ext > 0 {
+	if r.ExtLen() > 0 {
 		if 1+len(r.Ext) <= wire.MaxParts {
 			return s.sealSplit(r)
 		}
@@ -244,7 +148,7 @@ func (s *sealer) seal(r *Record) error {
 		for _, p := range r.Ext {
 			r.B = append(r.B, p...)
 		}
-		r.unpin()
+		r.Unpin()
 	}
 	out, err := s.encrypt(r.B[2:2], nil, r.B[2:])
 	if err != nil {
@@ -262,7 +166,7 @@ func (s *sealer) sealSplit(r *Record) error {
 	k := 1 + len(r.Ext)
 	frames := len(r.B) - 2
 	hdr := 3 + 2*k
-	total := hdr + frames + r.ext + k*wire.TagSize
+	total := hdr + frames + r.ExtLen() + k*wire.TagSize
 	if cap(r.B) < total {
 		r.B = append(make([]byte, 0, total), r.B...)
 	}
@@ -288,18 +192,8 @@ func (s *sealer) sealSplit(r *Record) error {
 		}
 		r.B = r.B[:end+len(out)]
 	}
-	r.unpin() // the payload now lives, sealed, in B
+	r.Unpin() // the payload now lives, sealed, in B
 	return nil
-}
-
-// unpin lets go of Ext once its bytes are in B.
-func (r *Record) unpin() {
-	for _, p := range r.Pins {
-		p.Unpin()
-	}
-	clear(r.Ext)
-	clear(r.Pins)
-	r.Ext, r.Pins, r.ext = r.Ext[:0], r.Pins[:0], 0
 }
 
 // opener reads and decrypts records from a byte stream. It reads in large chunks and opens

@@ -133,7 +133,7 @@ func (p *Path) routineWrite() {
 				if i >= len(batch)-n {
 					dataBytes += r.Len()
 				}
-				if s.dg != nil && r.ext == 0 {
+				if s.dg != nil && r.ExtLen() == 0 {
 					empty, err := s.dg.take(r)
 					if serr = err; serr != nil {
 						break
