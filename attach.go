@@ -12,7 +12,7 @@ import (
 	"net"
 
 	"github.com/rendr-go/rendr/internal/handshake"
-	"github.com/rendr-go/rendr/path"
+	"github.com/rendr-go/rendr/internal/path"
 	"github.com/rendr-go/rendr/transport"
 )
 

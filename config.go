@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/rendr-go/rendr/flow"
-	"github.com/rendr-go/rendr/path"
+	"github.com/rendr-go/rendr/internal/flow"
+	"github.com/rendr-go/rendr/internal/path"
 	"github.com/rendr-go/rendr/policy"
 	"github.com/rendr-go/rendr/status"
 )

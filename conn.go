@@ -4,7 +4,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/status"
 )
 

@@ -9,10 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/path"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/policy"
 	"github.com/rendr-go/rendr/status"
 )

@@ -17,11 +17,11 @@ func TestLayering(t *testing.T) {
 		pkg       string
 		forbidden []string // packages, and everything under them
 	}{
-		{"./flow", []string{mod + "path", mod + "transport", mod + "policy", mod + "internal/router", "github.com/flynn/noise", "net/http"}},
-		{"./internal/router", []string{mod + "transport", mod + "path", "github.com/flynn/noise"}},
-		{"./policy", []string{mod + "flow", mod + "path", mod + "transport"}},
+		{"./internal/flow", []string{mod + "internal/path", mod + "transport", mod + "policy", mod + "internal/router", "github.com/flynn/noise", "net/http"}},
+		{"./internal/router", []string{mod + "transport", mod + "internal/path", "github.com/flynn/noise"}},
+		{"./policy", []string{mod + "internal/flow", mod + "internal/path", mod + "transport"}},
 		{"./status", []string{mod}},
-		{"./transport/...", []string{mod + "flow", mod + "path", mod + "policy", mod + "internal/router", "github.com/rendr-go/rendr"}},
+		{"./transport/...", []string{mod + "internal/flow", mod + "internal/path", mod + "policy", mod + "internal/router", "github.com/rendr-go/rendr"}},
 	}
 	for _, r := range rules {
 		self, err := exec.Command("go", "list", r.pkg).Output()

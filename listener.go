@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rendr-go/rendr/flow"
 	"github.com/rendr-go/rendr/internal/budget"
+	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/internal/pending"
 	"github.com/rendr-go/rendr/status"

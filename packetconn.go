@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/status"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/internal/path"
 	"github.com/rendr-go/rendr/internal/relay"
-	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
 

@@ -25,7 +25,7 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/transport"
 )

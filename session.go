@@ -10,12 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rendr-go/rendr/flow"
 	"github.com/rendr-go/rendr/internal/budget"
+	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/path"
 	"github.com/rendr-go/rendr/internal/router"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/policy"
 	"github.com/rendr-go/rendr/status"
 )

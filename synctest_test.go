@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/path"
 	"github.com/rendr-go/rendr/internal/testlink"
-	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/status"
 )
 

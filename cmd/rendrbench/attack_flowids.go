@@ -17,8 +17,8 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/path"
 	"github.com/rendr-go/rendr/internal/wire"
-	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/status"
 )

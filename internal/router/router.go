@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rendr-go/rendr/flow"
+	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/policy"
 	"github.com/rendr-go/rendr/status"
