@@ -12,12 +12,33 @@ import (
 // deadlines follow the net.Conn contract; Close delivers what was written, then the peer reads
 // io.EOF.
 type Conn struct {
-	s     *session
-	st    *flow.Stream
-	mig0  int
-	local Addr
-	peer  Addr
+	flowEnd
+	mig0 int
 }
+
+// flowEnd is what a Conn and a PacketConn share: the flow, its session, the addresses of its
+// two ends, and deadlines.
+type flowEnd struct {
+	s           *session
+	st          *flow.Stream
+	local, peer Addr
+}
+
+func newFlowEnd(s *session, st *flow.Stream) flowEnd {
+	return flowEnd{s: s, st: st,
+		local: Addr{Key: PublicKey(s.c.key.Public), Flow: st.ID()},
+		peer:  Addr{Key: s.peerKey, Flow: st.ID()}}
+}
+
+func (c *flowEnd) LocalAddr() net.Addr  { return c.local }
+func (c *flowEnd) RemoteAddr() net.Addr { return c.peer }
+
+func (c *flowEnd) SetDeadline(t time.Time) error {
+	c.st.SetReadDeadline(t)
+	return c.st.SetWriteDeadline(t)
+}
+func (c *flowEnd) SetReadDeadline(t time.Time) error  { return c.st.SetReadDeadline(t) }
+func (c *flowEnd) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }
 
 var _ net.Conn = (*Conn)(nil)
 
@@ -25,9 +46,7 @@ func newConn(s *session, st *flow.Stream) *Conn {
 	s.mu.Lock()
 	m := s.router.MigrationsLocked()
 	s.mu.Unlock()
-	return &Conn{s: s, st: st, mig0: m,
-		local: Addr{Key: PublicKey(s.c.key.Public), Flow: st.ID()},
-		peer:  Addr{Key: s.peerKey, Flow: st.ID()}}
+	return &Conn{flowEnd: newFlowEnd(s, st), mig0: m}
 }
 
 func (c *Conn) Read(p []byte) (int, error)  { return c.st.Read(p) }
@@ -48,16 +67,6 @@ func (c *Conn) CloseWrite() error { return c.st.CloseWrite() }
 // CloseRead stops reading: unread bytes are dropped and the peer's writes fail with
 // ErrStopped.
 func (c *Conn) CloseRead() error { return c.st.CloseRead() }
-
-func (c *Conn) LocalAddr() net.Addr  { return c.local }
-func (c *Conn) RemoteAddr() net.Addr { return c.peer }
-
-func (c *Conn) SetDeadline(t time.Time) error {
-	c.st.SetReadDeadline(t)
-	return c.st.SetWriteDeadline(t)
-}
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.st.SetReadDeadline(t) }
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }
 
 // FlowID is the flow's id within its session.
 func (c *Conn) FlowID() uint64 { return c.st.ID() }

@@ -82,12 +82,7 @@ func (d *Dialer) Select(name string) error {
 		d.mu.Unlock()
 		return fmt.Errorf("rendr: Select: no target named %q", name)
 	}
-	d.mu.selected = name
-	s, root := d.mu.s, d.mu.root
-	d.mu.Unlock()
-	if s != nil {
-		s.reconfigure(d, root, name)
-	}
+	d.applyLocked(d.mu.root, name)
 	return nil
 }
 
@@ -110,16 +105,23 @@ func (d *Dialer) change(edit func(root *Target) error) error {
 		d.mu.Unlock()
 		return err
 	}
-	if d.mu.selected != "" && next.find(d.mu.selected) == nil {
-		d.mu.selected = "" // the selected target was removed: back to the whole graph
+	sel := d.mu.selected
+	if sel != "" && next.find(sel) == nil {
+		sel = "" // the selected target was removed: back to the whole graph
 	}
-	d.mu.root = next
-	s, sel := d.mu.s, d.mu.selected
+	d.applyLocked(next, sel)
+	return nil
+}
+
+// applyLocked makes root and selected the Dialer's, lets d.mu go, and rebuilds the running
+// session's graph from them. The caller holds d.ctl, so changes reach the session in order.
+func (d *Dialer) applyLocked(root *Target, selected string) {
+	d.mu.root, d.mu.selected = root, selected
+	s := d.mu.s
 	d.mu.Unlock()
 	if s != nil {
-		s.reconfigure(d, next, sel)
+		s.reconfigure(d, root, selected)
 	}
-	return nil
 }
 
 // reconfigure rebuilds the session's policy graph from root. Paths are matched to the new

@@ -674,13 +674,19 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // AcceptContext waits for the next flow or for ctx.
 func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
+	return acceptFrom(ctx, l.accept, l.done)
+}
+
+// acceptFrom waits for the next flow on ch, the listener's Close (done) or ctx.
+func acceptFrom[T any](ctx context.Context, ch <-chan T, done <-chan struct{}) (T, error) {
+	var none T
 	select {
-	case c := <-l.accept:
+	case c := <-ch:
 		return c, nil
-	case <-l.done:
-		return nil, ErrClosed
+	case <-done:
+		return none, ErrClosed
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return none, ctx.Err()
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
-	"time"
 
 	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/status"
@@ -20,11 +19,8 @@ import (
 // closing are reliable: ReadFrom returns io.EOF once the peer has closed and every datagram
 // that arrived before is read.
 type PacketConn struct {
-	s     *session
-	st    *flow.Stream
-	local Addr
-	peer  Addr
-	hash  atomic.Pointer[func([]byte) uint64] // SetFlowHash
+	flowEnd
+	hash atomic.Pointer[func([]byte) uint64] // SetFlowHash
 }
 
 var (
@@ -42,9 +38,7 @@ var ErrTooLarge = flow.ErrTooLarge
 type PacketStats = flow.PacketStats
 
 func newPacketConn(s *session, st *flow.Stream) *PacketConn {
-	return &PacketConn{s: s, st: st,
-		local: Addr{Key: PublicKey(s.c.key.Public), Flow: st.ID()},
-		peer:  Addr{Key: s.peerKey, Flow: st.ID()}}
+	return &PacketConn{flowEnd: newFlowEnd(s, st)}
 }
 
 // ReadFrom reads one datagram into p (cut to len(p) if longer) and returns the peer's address.
@@ -152,16 +146,6 @@ func (c *PacketConn) Write(p []byte) (int, error) { return c.WriteTo(p, nil) }
 // Close closes the flow: datagrams already queued are sent, then the peer reads io.EOF.
 func (c *PacketConn) Close() error { return c.st.Close() }
 
-func (c *PacketConn) LocalAddr() net.Addr  { return c.local }
-func (c *PacketConn) RemoteAddr() net.Addr { return c.peer }
-
-func (c *PacketConn) SetDeadline(t time.Time) error {
-	c.st.SetReadDeadline(t)
-	return c.st.SetWriteDeadline(t)
-}
-func (c *PacketConn) SetReadDeadline(t time.Time) error  { return c.st.SetReadDeadline(t) }
-func (c *PacketConn) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }
-
 // FlowID is the flow's id within its session (even: packet flows).
 func (c *PacketConn) FlowID() uint64 { return c.st.ID() }
 
@@ -183,14 +167,7 @@ func (d *Dialer) DialPacket(ctx context.Context) (*PacketConn, error) {
 
 // AcceptPacket waits for the next packet flow a peer opened.
 func (l *Listener) AcceptPacket(ctx context.Context) (*PacketConn, error) {
-	select {
-	case c := <-l.acceptPk:
-		return c, nil
-	case <-l.done:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return acceptFrom(ctx, l.acceptPk, l.done)
 }
 
 // routineSessionAcceptPacket hands a session's new packet flows to AcceptPacket.
