@@ -86,6 +86,10 @@ func (c *PacketConn) SetFlowHash(hash func(datagram []byte) uint64) {
 // UDP, UDP-Lite and SCTP, ports), for SetFlowHash. Both directions of a connection hash the
 // same. Anything else (a fragment after the first, a short packet, not IP) hashes by what it
 // has: the addresses and protocol, or 0.
+//
+// It belongs with the L3 identity (a package of its own, with the TUN ingress), and moves
+// there when that lands; it stays here, exported, until then, so that a program pinning an
+// IP tunnel's flows has it now.
 func FlowHashIP(p []byte) uint64 {
 	if len(p) < 1 {
 		return 0
