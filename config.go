@@ -1,3 +1,5 @@
+// Configuration: the options a Dialer and a Listener share, and their defaults.
+
 package rendr
 
 import (

@@ -1,3 +1,6 @@
+// Stream flows: Conn, the net.Conn an application reads and writes, and what it shares with
+// a PacketConn.
+
 package rendr
 
 import (

@@ -1,3 +1,6 @@
+// Control: changing a running Dialer's graph (Add, Remove, SetTier, Select) and rebuilding its
+// session's policy from it.
+
 package rendr
 
 import (

@@ -1,3 +1,6 @@
+// Dialing side: a Dialer's session, its configured paths kept attached (dial, handshake,
+// attach, back off, again), and its flows.
+
 package rendr
 
 import (

@@ -1,3 +1,6 @@
+// Listening side: sources and carriers, the handshake's admission and bounds, sessions by
+// peer, and Accept.
+
 package rendr
 
 import (

@@ -1,3 +1,5 @@
+// Packet flows: PacketConn, datagrams over the session, and pinning them to paths.
+
 package rendr
 
 import (

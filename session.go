@@ -1,3 +1,6 @@
+// Session: one authenticated peer session's life (establish, attach, detach, fail, close,
+// status) and its paths as the engine and the router see them.
+
 package rendr
 
 import (
