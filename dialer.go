@@ -255,6 +255,7 @@ func (d *Dialer) session() (*session, error) {
 		}
 		d.mu.Unlock()
 	}
+	s.mu.Lock() // the engine may already ask for a route
 	for _, n := range root.Leaves() {
 		ls := &leafState{target: leaves[n], node: n, state: status.Connecting, since: time.Now(), stop: make(chan struct{})}
 		s.mu.leaves[n] = ls
@@ -265,6 +266,7 @@ func (d *Dialer) session() (*session, error) {
 			s.router.SetGraphLocked(sel, false)
 		}
 	}
+	s.mu.Unlock()
 	for _, n := range root.Leaves() {
 		s.wg.Add(1)
 		go d.routineLeaf(s, s.mu.leaves[n])
