@@ -20,6 +20,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/transport"
 )
@@ -54,7 +55,7 @@ func rtNewVictim(t *testing.T, carrier string, extraPeers ...rendr.PublicKey) *r
 	v := &rtVictim{rtRig: r, seed: 100}
 	v.c1, v.c2 = r.open()
 	v.exchange()
-	rtWaitUp(t, "listener", v.c2.Status, 2, 20*time.Second)
+	testkit.WaitUp(t, "listener", v.c2.Status, 2, 20*time.Second)
 	ss := r.ln.Sessions()
 	if len(ss) != 1 {
 		t.Fatalf("%d sessions before the attack", len(ss))
@@ -69,7 +70,7 @@ func (v *rtVictim) exchange() {
 	v.seed += 2
 	v.c1.SetDeadline(time.Now().Add(30 * time.Second))
 	v.c2.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := rtBoth(v.c1, v.c2, 128<<10, v.seed, nil); err != nil {
+	if err := testkit.Both(v.c1, v.c2, 128<<10, v.seed, nil); err != nil {
 		v.t.Fatalf("existing flow: %v", err)
 	}
 	v.up += 128 << 10
@@ -85,11 +86,11 @@ func (v *rtVictim) intact() {
 	}
 	for _, p := range ss[0].Paths {
 		if p.Name == "intruder" {
-			v.t.Fatalf("the intruder's path is attached: %s", rtDescribe(ss[0]))
+			v.t.Fatalf("the intruder's path is attached: %s", testkit.Describe(ss[0]))
 		}
 	}
 	if len(ss[0].Paths) > v.paths {
-		v.t.Fatalf("session has %d paths, had %d: %s", len(ss[0].Paths), v.paths, rtDescribe(ss[0]))
+		v.t.Fatalf("session has %d paths, had %d: %s", len(ss[0].Paths), v.paths, testkit.Describe(ss[0]))
 	}
 }
 
@@ -101,7 +102,7 @@ func rtSilentCarriers(t *testing.T, src *rtSource) {
 	if len(cs) == 0 {
 		t.Fatal("the attacker never reached the listener: the test proves nothing")
 	}
-	if !rtWait(20*time.Second, func() bool {
+	if !testkit.Wait(20*time.Second, func() bool {
 		for _, c := range cs {
 			if !c.closed.Load() {
 				return false
@@ -146,7 +147,7 @@ func testAdversarialUnknownKey(t *testing.T, carrier string) {
 	defer cancel()
 	before := v.ln.Stats().UnknownKey
 	go func() {
-		if !rtWait(20*time.Second, func() bool { return v.ln.Stats().UnknownKey >= before+3 }) {
+		if !testkit.Wait(20*time.Second, func() bool { return v.ln.Stats().UnknownKey >= before+3 }) {
 			t.Errorf("the listener counted %d refusals of an unknown key", v.ln.Stats().UnknownKey-before)
 		}
 		cancel()
@@ -509,7 +510,7 @@ func TestAdversarialCorruption(t *testing.T) { rtEachCarrier(t, testAdversarialC
 func testAdversarialCorruption(t *testing.T, carrier string) {
 	for _, dir := range []string{"TowardListener", "TowardDialer"} {
 		t.Run(dir, func(t *testing.T) {
-			seed := rtSeed(t)
+			seed := testkit.Seed(t)
 			rng := mrand.New(mrand.NewPCG(seed, 4))
 			// Idle paths carry only probes, so the first carrier to reach this offset is the
 			// one carrying the flow.
@@ -536,7 +537,7 @@ func testAdversarialCorruption(t *testing.T, carrier string) {
 			}
 			c1.SetDeadline(time.Now().Add(60 * time.Second))
 			c2.SetDeadline(time.Now().Add(60 * time.Second))
-			if err := rtBoth(c1, c2, size, seed, nil); err != nil {
+			if err := testkit.Both(c1, c2, size, seed, nil); err != nil {
 				t.Fatalf("flow after a flipped bit at byte %d: %v (migrations %v)", at, err, r.mig)
 			}
 			i := int(hit.Load())
@@ -552,29 +553,29 @@ func testAdversarialCorruption(t *testing.T, carrier string) {
 				}
 				forged := uint64(0)
 				for _, p := range st.Paths {
-					if p.Packets != nil && p.Name == rtName(i) {
+					if p.Packets != nil && p.Name == testkit.PathName(i) {
 						forged += p.Packets.Forged
 					}
 				}
 				if forged == 0 {
-					t.Fatalf("no forged datagram counted on %s: %s", rtName(i), rtDescribe(st))
+					t.Fatalf("no forged datagram counted on %s: %s", testkit.PathName(i), testkit.Describe(st))
 				}
 				if r.anyClosed(i) {
-					t.Fatalf("a datagram that did not authenticate closed the carrier of %s", rtName(i))
+					t.Fatalf("a datagram that did not authenticate closed the carrier of %s", testkit.PathName(i))
 				}
 				c1.Close()
 				c2.Close()
 				return
 			}
-			if !rtWait(20*time.Second, func() bool { return r.anyClosed(i) }) {
-				t.Fatalf("the corrupted carrier of %s is still open", rtName(i))
+			if !testkit.Wait(20*time.Second, func() bool { return r.anyClosed(i) }) {
+				t.Fatalf("the corrupted carrier of %s is still open", testkit.PathName(i))
 			}
 			moved := false
-			for _, ev := range r.mig.all() {
-				moved = moved || ev.From == rtName(i)
+			for _, ev := range r.mig.All() {
+				moved = moved || ev.From == testkit.PathName(i)
 			}
 			if !moved {
-				t.Fatalf("traffic never left the corrupted path %s: %v", rtName(i), r.mig)
+				t.Fatalf("traffic never left the corrupted path %s: %v", testkit.PathName(i), r.mig)
 			}
 			if n := len(r.ln.Sessions()); n != 1 {
 				t.Fatalf("%d sessions", n)
@@ -608,10 +609,10 @@ func testAdversarialReplay(t *testing.T, carrier string) {
 			}, nil
 		}})
 	c1, c2 := r.open()
-	rtWaitUp(t, "listener", c2.Status, 2, 20*time.Second)
+	testkit.WaitUp(t, "listener", c2.Status, 2, 20*time.Second)
 	c1.SetDeadline(time.Now().Add(30 * time.Second))
 	c2.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := rtBoth(c1, c2, 128<<10, 9, nil); err != nil {
+	if err := testkit.Both(c1, c2, 128<<10, 9, nil); err != nil {
 		t.Fatal(err)
 	}
 	before := r.ln.Sessions()
@@ -654,7 +655,7 @@ func testAdversarialReplay(t *testing.T, carrier string) {
 		t.Fatalf("replays changed the sessions: before %d with %d paths, after %d", len(before),
 			len(before[0].Paths), len(after))
 	}
-	if err := rtBoth(c1, c2, 128<<10, 11, nil); err != nil {
+	if err := testkit.Both(c1, c2, 128<<10, 11, nil); err != nil {
 		t.Fatalf("flow after the replays: %v", err)
 	}
 	c1.Close()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/testcert"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/quic"
@@ -241,16 +242,16 @@ func TestQUICMigratesInPlace(t *testing.T) {
 	}
 	defer ln.Close()
 	qd := quic.NewDialer(src.Addr().String(), cliTLS, quic.LocalAddr("127.0.0.1"))
-	mig := &rtMigrations{}
+	mig := &testkit.Migrations{}
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
-		Root: rendr.Path("p0", qd.Dial), Options: rendr.Options{OnMigrate: mig.record}})
+		Root: rendr.Path("p0", qd.Dial), Options: rendr.Options{OnMigrate: mig.Record}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
 	c1, c2 := rtDialAccept(t, d, ln)
 	if p := c1.Status().Paths; len(p) != 1 || p[0].Local.(*net.UDPAddr).IP.String() != "127.0.0.1" {
-		t.Fatalf("before: %s", rtDescribe(c1.Status()))
+		t.Fatalf("before: %s", testkit.Describe(c1.Status()))
 	}
 	rtTransferMovingInPlace(t, c1, c2, mig, 11, netip.MustParseAddr("127.0.0.2"), func() error {
 		mctx, mcancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -262,7 +263,7 @@ func TestQUICMigratesInPlace(t *testing.T) {
 // rtTransferMovingInPlace moves 32 MiB each way between c1 and c2 (SHA-256 checked), calling
 // move halfway, and checks that the flow's single path carried on through it: the same path
 // id, up, never dialed again, now at local address to, and no rendr migration.
-func rtTransferMovingInPlace(t *testing.T, c1, c2 *rendr.Conn, mig *rtMigrations, seed uint64, to netip.Addr, move func() error) {
+func rtTransferMovingInPlace(t *testing.T, c1, c2 *rendr.Conn, mig *testkit.Migrations, seed uint64, to netip.Addr, move func() error) {
 	t.Helper()
 	before, m0 := c1.Status().Paths, c1.Migrations()
 	const size = 32 << 20
@@ -276,9 +277,9 @@ func rtTransferMovingInPlace(t *testing.T, c1, c2 *rendr.Conn, mig *rtMigrations
 	}()
 	c1.SetDeadline(time.Now().Add(90 * time.Second))
 	c2.SetDeadline(time.Now().Add(90 * time.Second))
-	if err := rtBoth(c1, c2, size, seed, &progress); err != nil {
-		t.Logf("dialer: %s", rtDescribe(c1.Status()))
-		t.Logf("listener: %s", rtDescribe(c2.Status()))
+	if err := testkit.Both(c1, c2, size, seed, &progress); err != nil {
+		t.Logf("dialer: %s", testkit.Describe(c1.Status()))
+		t.Logf("listener: %s", testkit.Describe(c2.Status()))
 		select {
 		case merr := <-moved:
 			t.Logf("move: %v", merr)
@@ -291,12 +292,12 @@ func rtTransferMovingInPlace(t *testing.T, c1, c2 *rendr.Conn, mig *rtMigrations
 	}
 	after := c1.Status().Paths
 	if len(after) != 1 || after[0].ID != before[0].ID || after[0].State != status.Up || after[0].Dials != before[0].Dials {
-		t.Fatalf("the path did not carry on: before %s, after %s", rtDescribe(status.Session{Paths: before}), rtDescribe(c1.Status()))
+		t.Fatalf("the path did not carry on: before %s, after %s", testkit.Describe(status.Session{Paths: before}), testkit.Describe(c1.Status()))
 	}
 	if got := after[0].Local.(*net.UDPAddr).AddrPort().Addr().Unmap(); got != to {
 		t.Fatalf("dialer's path is at %s after the move, want %s", got, to)
 	}
-	if m := mig.moves(); m != 0 || c1.Migrations() != m0 {
+	if m := mig.Moves(); m != 0 || c1.Migrations() != m0 {
 		t.Fatalf("%d rendr migrations (%v) for an in-place QUIC migration", m, mig)
 	}
 }
@@ -312,20 +313,20 @@ func TestMixedCarriers(t *testing.T) {
 			if testing.Short() {
 				size, kills = 8<<20, 3
 			}
-			seed := rtSeed(t)
+			seed := testkit.Seed(t)
 			rng := rand.New(rand.NewPCG(seed, 3))
 			r := rtNewRig(t, rtRigConfig{Paths: 4, Carrier: "tcp,quic,udpflow,gvisor", Group: groups[name],
 				Options: rendr.Options{HandshakeTimeout: time.Second}})
 			c1, c2 := r.open()
 			plan, err := rtTransferUnderKills(r, rng, c1, c2, size, kills, seed)
-			t.Logf("kills: %v; migrations: %v", plan.events, r.mig)
+			t.Logf("kills: %v; migrations: %v", plan.Events(), r.mig)
 			if err != nil {
 				t.Fatalf("transfer: %v", err)
 			}
-			if plan.hits != kills {
-				t.Fatalf("only %d of %d kills happened during the transfer", plan.hits, kills)
+			if plan.Hits() != kills {
+				t.Fatalf("only %d of %d kills happened during the transfer", plan.Hits(), kills)
 			}
-			rtWaitUp(t, "dialer", c1.Status, 4, 30*time.Second)
+			testkit.WaitUp(t, "dialer", c1.Status, 4, 30*time.Second)
 			var kinds []string
 			for _, p := range c1.Status().Paths {
 				kinds = append(kinds, p.Local.Network())

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
 
@@ -17,7 +18,7 @@ import (
 // a broken build, not a figure).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	if !rtWait(time.Minute, cond) {
+	if !testkit.Wait(time.Minute, cond) {
 		t.Fatalf("%s: not within a minute", what)
 	}
 }

@@ -2,14 +2,9 @@ package rendr_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
-	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -20,7 +15,7 @@ import (
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
 	"github.com/rendr-go/rendr/internal/testcert"
-	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/gvisor"
 	"github.com/rendr-go/rendr/transport/quic"
@@ -31,17 +26,6 @@ import (
 // Shared pieces of the real-carrier tests: rigs of listener, dialer and relays over loopback
 // TCP, sources that watch what the listener sends, a hooking proxy, and SHA-256 checked
 // transfers.
-
-// rtName is the name of path i in a rig; rtIndex maps it back (-1 for anything else).
-func rtName(i int) string { return fmt.Sprintf("p%d", i) }
-
-func rtIndex(name string) int {
-	var i int
-	if _, err := fmt.Sscanf(name, "p%d", &i); err != nil || rtName(i) != name {
-		return -1
-	}
-	return i
-}
 
 // rtSource wraps a carrier source so a test can see every carrier the listener accepted, how
 // many bytes the listener wrote back on it, and whether the listener closed it. Strangers must
@@ -185,19 +169,6 @@ func rtListenQUIC(t testing.TB, tlsConf *tls.Config) *rtSource {
 	return &rtSource{Listener: l}
 }
 
-// rtPathCtl is what a rig can do to the path in front of a source: a TCP relay, or for a carrier
-// over UDP (QUIC, gVisor) a UDP relay plus the carriers at both ends, which a UDP relay cannot
-// close.
-type rtPathCtl interface {
-	Addr() string
-	// Kill ends the path's carriers: Close and Reset at once (for QUIC: the dialing end,
-	// then the listening end, closes its carriers), Stall silently.
-	Kill(relay.Mode) int
-	// Block blackholes the path, new carriers included, while on.
-	Block(on bool)
-	Close() error
-}
-
 // rtUDPPath controls one path of a rig whose carrier runs over UDP.
 type rtUDPPath struct {
 	*relay.UDP
@@ -245,43 +216,6 @@ func (q *rtUDPPath) Kill(m relay.Mode) int {
 func (q *rtUDPPath) Close() error {
 	q.Kill(relay.Close)
 	return q.UDP.Close()
-}
-
-// rtMigrations records the migrations a side reports through OnMigrate.
-type rtMigrations struct {
-	mu  sync.Mutex
-	evs []status.Migration
-}
-
-func (m *rtMigrations) record(ev status.Migration) {
-	m.mu.Lock()
-	m.evs = append(m.evs, ev)
-	m.mu.Unlock()
-}
-
-func (m *rtMigrations) all() []status.Migration {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]status.Migration(nil), m.evs...)
-}
-
-// moves counts migrations away from a path (every one but the first choice of a path).
-func (m *rtMigrations) moves() int {
-	n := 0
-	for _, ev := range m.all() {
-		if ev.From != "" {
-			n++
-		}
-	}
-	return n
-}
-
-func (m *rtMigrations) String() string {
-	var b strings.Builder
-	for _, ev := range m.all() {
-		fmt.Fprintf(&b, "%s->%s(%v) ", ev.From, ev.To, ev.Cause)
-	}
-	return b.String()
 }
 
 // rtRigConfig describes a rig.
@@ -428,17 +362,17 @@ type rtRig struct {
 	hooked   [][]*rtHookConn // path i's carriers, when Hooks is set
 	addrs    []string        // source addresses, kept so a restarted listener can take them again
 	srcs     []*rtSource
-	relays   []rtPathCtl
+	relays   []testkit.PathCtl
 	ln       *rendr.Listener
 	d        *rendr.Dialer
-	mig      *rtMigrations // the dialer's migrations
+	mig      *testkit.Migrations // the dialer's migrations
 	once     sync.Once
 	mu       sync.Mutex // guards hooked
 }
 
 func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 	t.Helper()
-	r := &rtRig{t: t, cfg: cfg, srv: rendr.MustNewKey(), cli: rendr.MustNewKey(), mig: &rtMigrations{}}
+	r := &rtRig{t: t, cfg: cfg, srv: rendr.MustNewKey(), cli: rendr.MustNewKey(), mig: &testkit.Migrations{}}
 	t.Cleanup(r.close)
 	r.srvTLS, r.cliTLS = testcert.Must()
 	srvTLS, cliTLS := r.srvTLS, r.cliTLS
@@ -523,10 +457,10 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 		if cfg.Secure {
 			po = append(po, rendr.SecureCarrier())
 		}
-		paths = append(paths, rendr.Path(rtName(i), dial, po...))
+		paths = append(paths, rendr.Path(testkit.PathName(i), dial, po...))
 	}
 	opts := cfg.Options
-	opts.OnMigrate = r.mig.record
+	opts.OnMigrate = r.mig.Record
 	var err error
 	group := cfg.Group
 	if group == nil {
@@ -675,284 +609,13 @@ func rtDialAccept(t testing.TB, d *rendr.Dialer, ln *rendr.Listener) (*rendr.Con
 	t.Cleanup(func() { c1.Close() })
 	c2, err := ln.AcceptContext(ctx)
 	if err != nil {
-		t.Fatalf("accept: %v (dialer: %s)", err, rtDescribe(d.Status()))
+		t.Fatalf("accept: %v (dialer: %s)", err, testkit.Describe(d.Status()))
 	}
 	t.Cleanup(func() { c2.Close() })
 	if c1.FlowID() != c2.FlowID() {
 		t.Fatalf("dialed flow %d, accepted flow %d", c1.FlowID(), c2.FlowID())
 	}
 	return c1, c2
-}
-
-// rtActive is the index of the path carrying traffic in st, or -1.
-func rtActive(st status.Session) int {
-	i, _ := rtActiveID(st)
-	return i
-}
-
-// rtActiveID is rtActive plus the path's id, which changes each time the path is re-dialed.
-func rtActiveID(st status.Session) (int, uint32) {
-	for _, p := range st.Paths {
-		if p.Active && p.State != status.Down {
-			return rtIndex(p.Name), p.ID
-		}
-	}
-	return -1, 0
-}
-
-// rtWaitUp polls get until it shows n paths, all Up, for at most within; it fails the test
-// with the last snapshot otherwise. The bound is generous: it stops a broken run, it does not
-// measure anything.
-func rtWaitUp(t testing.TB, what string, get func() status.Session, n int, within time.Duration) {
-	t.Helper()
-	end := time.Now().Add(within)
-	var st status.Session
-	for time.Now().Before(end) {
-		st = get()
-		up := 0
-		for _, p := range st.Paths {
-			if p.State == status.Up {
-				up++
-			}
-		}
-		if up == n && len(st.Paths) == n {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s: paths not all back up within %v: %s", what, within, rtDescribe(st))
-}
-
-func rtDescribe(st status.Session) string {
-	var b strings.Builder
-	for _, p := range st.Paths {
-		fmt.Fprintf(&b, "[%s id=%d %v active=%v err=%q] ", p.Name, p.ID, p.State, p.Active, p.LastError)
-	}
-	return b.String()
-}
-
-// rtWait polls cond every few milliseconds for at most within and reports whether it held.
-func rtWait(within time.Duration, cond func() bool) bool {
-	end := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(end) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
-}
-
-// rtSend writes n pseudo-random bytes drawn from seed to w, in writes of random sizes that
-// reuse one buffer (the flow must not keep it), and returns their SHA-256.
-func rtSend(w io.Writer, n int64, seed uint64) ([32]byte, error) {
-	var key [32]byte
-	binary.LittleEndian.PutUint64(key[:], seed)
-	src := rand.NewChaCha8(key)
-	sizes := rand.New(rand.NewPCG(seed, 0x5e1d))
-	h := sha256.New()
-	buf := make([]byte, 192<<10)
-	for sent := int64(0); sent < n; {
-		b := buf[:min(int64(1+sizes.IntN(len(buf))), n-sent)]
-		src.Read(b)
-		h.Write(b)
-		k, err := w.Write(b)
-		sent += int64(k)
-		if err == nil && k < len(b) {
-			err = io.ErrShortWrite
-		}
-		if err != nil {
-			return [32]byte(h.Sum(nil)), fmt.Errorf("write at byte %d of %d: %w", sent, n, err)
-		}
-	}
-	return [32]byte(h.Sum(nil)), nil
-}
-
-// rtRecv reads exactly n bytes from r and returns their SHA-256, adding each read to
-// progress (which may be nil).
-func rtRecv(r io.Reader, n int64, progress *atomic.Int64) ([32]byte, int64, error) {
-	h := sha256.New()
-	buf := make([]byte, 64<<10)
-	var got int64
-	for got < n {
-		k, err := r.Read(buf[:min(int64(len(buf)), n-got)])
-		h.Write(buf[:k])
-		got += int64(k)
-		if progress != nil {
-			progress.Add(int64(k))
-		}
-		if err != nil {
-			return [32]byte(h.Sum(nil)), got, fmt.Errorf("read at byte %d of %d: %w", got, n, err)
-		}
-	}
-	return [32]byte(h.Sum(nil)), got, nil
-}
-
-// rtTransfer sends n seeded bytes from w to r and checks that r got exactly those bytes. If
-// the reading side fails, the writer is released through its write deadline, so the call
-// always returns.
-func rtTransfer(w, r net.Conn, n int64, seed uint64, progress *atomic.Int64) error {
-	type sent struct {
-		sum [32]byte
-		err error
-	}
-	done := make(chan sent, 1)
-	go func() {
-		sum, err := rtSend(w, n, seed)
-		done <- sent{sum, err}
-	}()
-	got, count, rerr := rtRecv(r, n, progress)
-	if rerr != nil {
-		w.SetWriteDeadline(time.Unix(1, 0))
-	}
-	s := <-done
-	switch {
-	case rerr != nil || s.err != nil:
-		return errors.Join(rerr, s.err)
-	case count != n:
-		return fmt.Errorf("received %d bytes, sent %d", count, n)
-	case got != s.sum:
-		return fmt.Errorf("SHA-256 of %d bytes differs: sent %x, received %x", n, s.sum[:8], got[:8])
-	}
-	return nil
-}
-
-// rtBoth runs rtTransfer in both directions at once (a to b with seed, b to a with seed+1).
-func rtBoth(a, b net.Conn, n int64, seed uint64, progress *atomic.Int64) error {
-	errc := make(chan error, 1)
-	go func() { errc <- rtTransfer(b, a, n, seed+1, progress) }()
-	err := rtTransfer(a, b, n, seed, progress)
-	if err != nil {
-		b.SetWriteDeadline(time.Unix(1, 0)) // release the other direction's writer too
-		a.SetReadDeadline(time.Unix(1, 0))
-	}
-	back := <-errc
-	if err != nil || back != nil {
-		return errors.Join(rtDir("a->b", err), rtDir("b->a", back))
-	}
-	return nil
-}
-
-func rtDir(dir string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("%s: %w", dir, err)
-}
-
-// rtExpectEOF checks that c has nothing more to read and reports io.EOF.
-func rtExpectEOF(c net.Conn) error {
-	var b [1]byte
-	n, err := c.Read(b[:])
-	if n != 0 || err != io.EOF {
-		return fmt.Errorf("read after the peer's CloseWrite: %d bytes, %v; want 0, io.EOF", n, err)
-	}
-	return nil
-}
-
-// rtProxy is a loopback TCP proxy in front of one source. Bytes going up (dialer to listener)
-// and down pass through hooks that may record or change them in place; conn numbers the
-// proxied connections from 0 and off is the chunk's offset in that direction.
-type rtProxy struct {
-	ln       net.Listener
-	target   string
-	up, down func(conn int, off int64, b []byte)
-	wg       sync.WaitGroup
-	mu       struct {
-		sync.Mutex
-		conns  []net.Conn
-		n      int
-		closed bool
-	}
-	ended atomic.Int64 // proxied connections that ended
-}
-
-func rtNewProxy(t testing.TB, target string, up, down func(conn int, off int64, b []byte)) *rtProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &rtProxy{ln: ln, target: target, up: up, down: down}
-	p.wg.Add(1)
-	go p.routineAccept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *rtProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *rtProxy) routineAccept() {
-	defer p.wg.Done()
-	for {
-		a, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-		if err != nil {
-			a.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.mu.closed {
-			p.mu.Unlock()
-			a.Close()
-			b.Close()
-			return
-		}
-		id := p.mu.n
-		p.mu.n++
-		p.mu.conns = append(p.mu.conns, a, b)
-		p.mu.Unlock()
-		var once sync.Once
-		end := func() {
-			once.Do(func() {
-				a.Close()
-				b.Close()
-				p.ended.Add(1)
-			})
-		}
-		p.wg.Add(2)
-		go p.routineCopy(b, a, id, p.up, end)
-		go p.routineCopy(a, b, id, p.down, end)
-	}
-}
-
-// routineCopy forwards src to dst through hook; any end or error ends both directions, as a
-// carrier dies whole.
-func (p *rtProxy) routineCopy(dst, src net.Conn, id int, hook func(int, int64, []byte), end func()) {
-	defer p.wg.Done()
-	defer end()
-	buf := make([]byte, 32<<10)
-	var off int64
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if hook != nil {
-				hook(id, off, buf[:n])
-			}
-			off += int64(n)
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *rtProxy) close() {
-	p.mu.Lock()
-	p.mu.closed = true
-	conns := p.mu.conns
-	p.mu.Unlock()
-	p.ln.Close()
-	for _, c := range conns {
-		c.Close()
-	}
-	p.wg.Wait()
 }
 
 // rtRawDial opens a plain TCP connection, for speaking to a source without rendr.
@@ -990,39 +653,6 @@ func rtExpectSilentClose(t testing.TB, c net.Conn, within time.Duration) {
 	if n != 0 {
 		t.Fatalf("listener sent %d bytes to an unauthenticated carrier", n)
 	}
-}
-
-// rtRing keeps the last lines written to it, so a failing test can show what rendr logged
-// just before without flooding a passing run.
-type rtRing struct {
-	mu    sync.Mutex
-	lines []string
-	next  int
-}
-
-func (r *rtRing) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	const keep = 200
-	line := time.Now().Format("15:04:05.000 ") + strings.TrimRight(string(p), "\n")
-	if len(r.lines) < keep {
-		r.lines = append(r.lines, line)
-	} else {
-		r.lines[r.next] = line
-		r.next = (r.next + 1) % keep
-	}
-	return len(p), nil
-}
-
-func (r *rtRing) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return strings.Join(append(append([]string(nil), r.lines[r.next:]...), r.lines[:r.next]...), "\n")
-}
-
-// rtLogger logs rendr's debug events, prefixed with side, into ring.
-func rtLogger(ring *rtRing, side string) *slog.Logger {
-	return slog.New(slog.NewTextHandler(ring, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", side)
 }
 
 // rtExtender forwards transport.HandshakeExtender to a wrapped carrier that has it; one that

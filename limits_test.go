@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport/tcp"
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
@@ -103,7 +104,7 @@ func lmDialRefused(t *testing.T, d *rendr.Dialer, refused func() bool) error {
 		}
 		return false
 	}
-	if !rtWait(20*time.Second, func() bool { return refused() && told() }) {
+	if !testkit.Wait(20*time.Second, func() bool { return refused() && told() }) {
 		t.Fatalf("the listener never refused the dial (dialer: %+v)", d.Status().Paths)
 	}
 	cancel()
@@ -211,7 +212,7 @@ func TestSessionsPerPeerBound(t *testing.T) {
 	}
 	// A session that ends makes room.
 	held[0].Close()
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().Sessions == 2 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().Sessions == 2 }) {
 		t.Fatalf("the closed session was not forgotten: %+v", ln.Stats())
 	}
 	if err := lmRoundTrip(t, lmDialer(t, greedy, srv.Public(), addrs[0])); err != nil {
@@ -230,7 +231,7 @@ func TestPathsPerSessionBound(t *testing.T) {
 	if err := lmRoundTrip(t, d); err != nil {
 		t.Fatal(err)
 	}
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().RefusedPaths >= 2 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().RefusedPaths >= 2 }) {
 		t.Fatalf("stats %+v: want the two paths past the bound refused", ln.Stats())
 	}
 	ss := ln.Sessions()
@@ -268,7 +269,7 @@ func TestCookieUnderLoad(t *testing.T) {
 	if err := lmRoundTrip(t, d); err != nil {
 		t.Fatal(err)
 	}
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().Handshakes >= 3 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().Handshakes >= 3 }) {
 		t.Fatalf("stats %+v: want every path handshaken", ln.Stats())
 	}
 	if st := ln.Stats(); st.CookiesSent == 0 {
@@ -330,7 +331,7 @@ func TestUDPFlowStatelessResetAfterRestart(t *testing.T) {
 		}
 	}()
 	c.Write([]byte("after")) // a data datagram for an id ul2 does not know
-	if !rtWait(10*time.Second, func() bool {
+	if !testkit.Wait(10*time.Second, func() bool {
 		for _, p := range d.Status().Paths {
 			if strings.Contains(p.LastError, "stateless reset") {
 				return true
@@ -373,7 +374,7 @@ func TestMemoryBudget(t *testing.T) {
 	}
 	da.Close()
 	db.Close()
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().MemoryUsed == 0 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().MemoryUsed == 0 }) {
 		t.Fatalf("%d bytes still reserved after every session ended", ln.Stats().MemoryUsed)
 	}
 }
@@ -448,7 +449,7 @@ func TestMemoryBudgetFlows(t *testing.T) {
 		defer mu.Unlock()
 		return len(accepted), int(refusedN.Load())
 	}
-	if !rtWait(20*time.Second, func() bool { n, r := count(); return n+r == len(conns) }) {
+	if !testkit.Wait(20*time.Second, func() bool { n, r := count(); return n+r == len(conns) }) {
 		n, r := count()
 		t.Fatalf("%d accepted, %d refused of %d", n, r, len(conns))
 	}
@@ -507,7 +508,7 @@ func TestCarrierFloodRefusedAtTheSource(t *testing.T) {
 		}
 		flood = append(flood, c)
 	}
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().SourcesRefused > 0 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().SourcesRefused > 0 }) {
 		t.Fatalf("stats %+v: the flood's host was never refused", ln.Stats())
 	}
 	if st := ln.Stats(); st.CarriersLimited == 0 {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,54 +15,9 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
 )
-
-// rtSeed picks a fresh seed for a randomized test and logs it, so a failure can be replayed by
-// pinning the value here.
-func rtSeed(t testing.TB) uint64 {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	return seed
-}
-
-// rtKiller kills whichever path carries traffic, again and again, until stopped.
-type rtKiller struct {
-	stop  chan struct{}
-	wg    sync.WaitGroup
-	kills atomic.Int64
-}
-
-// rtStartKiller kills the active path of r every 100-200ms, alternating a FIN and an RST.
-func rtStartKiller(r *rtRig, seed uint64) *rtKiller {
-	k := &rtKiller{stop: make(chan struct{})}
-	rng := rand.New(rand.NewPCG(seed, 7))
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		modes := []relay.Mode{relay.Close, relay.Reset}
-		for n := 0; n < 100000; n++ {
-			t := time.NewTimer(time.Duration(100+rng.IntN(101)) * time.Millisecond)
-			select {
-			case <-k.stop:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			if i := rtActive(r.d.Status()); i >= 0 {
-				r.relays[i].Kill(modes[k.kills.Load()%2])
-				k.kills.Add(1)
-			}
-		}
-	}()
-	return k
-}
-
-func (k *rtKiller) halt() int64 {
-	close(k.stop)
-	k.wg.Wait()
-	return k.kills.Load()
-}
 
 // TestNettestMigrating runs the net.Conn conformance suite while the path carrying the flow
 // is killed every 100-200ms. Each pipe also starts with its active path just killed, so even
@@ -76,7 +30,7 @@ func TestNettestMigrating(t *testing.T) {
 }
 
 func testNettestMigrating(t *testing.T, carrier string) {
-	seed := rtSeed(t)
+	seed := testkit.Seed(t)
 	var pipes, kills, moves, still atomic.Int64
 	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
 		n := pipes.Add(1)
@@ -93,19 +47,19 @@ func testNettestMigrating(t *testing.T, carrier string) {
 			r.close()
 			return nil, nil, nil, err
 		}
-		first := rtActive(d.Status())
+		first := testkit.Active(d.Status())
 		if first < 0 {
 			r.close()
-			return nil, nil, nil, fmt.Errorf("no active path after the flow opened: %s", rtDescribe(d.Status()))
+			return nil, nil, nil, fmt.Errorf("no active path after the flow opened: %s", testkit.Describe(d.Status()))
 		}
 		r.relays[first].Kill([]relay.Mode{relay.Close, relay.Reset}[n%2])
-		k := rtStartKiller(r, seed+uint64(n))
+		k := testkit.StartKiller(r.d.Status, r.relays, seed+uint64(n))
 		return d, a, func() {
-			kills.Add(1 + k.halt())
+			kills.Add(1 + k.Halt())
 			// The first kill may be moments old when a short subtest ends: give the
 			// session a bounded while to notice it.
-			rtWait(10*time.Second, func() bool { return r.mig.moves() > 0 })
-			m := r.mig.moves()
+			testkit.Wait(10*time.Second, func() bool { return r.mig.Moves() > 0 })
+			m := r.mig.Moves()
 			moves.Add(int64(m))
 			if m == 0 {
 				still.Add(1)
@@ -124,108 +78,23 @@ func testNettestMigrating(t *testing.T, carrier string) {
 // rtTransferUnderKills moves size bytes each way between c1 and c2 (SHA-256 checked) while a
 // kill plan of kills kills (close, reset and stall each at least once) runs against r, and
 // returns the plan with the transfer's error. The stalled path, if any, is released after.
-func rtTransferUnderKills(r *rtRig, rng *rand.Rand, c1, c2 net.Conn, size int64, kills int, seed uint64) (*rtKillPlan, error) {
-	plan := rtNewKillPlan(r, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
+func rtTransferUnderKills(r *rtRig, rng *rand.Rand, c1, c2 net.Conn, size int64, kills int, seed uint64) (*testkit.KillPlan, error) {
+	plan := testkit.NewKillPlan(r.d.Status, r.relays, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
 	var progress atomic.Int64
 	stop := make(chan struct{})
 	planDone := make(chan struct{})
 	go func() {
 		defer close(planDone)
-		plan.run(&progress, stop)
+		plan.Run(&progress, stop)
 	}()
 	// A bound against a hang, far above what the transfer needs.
 	c1.SetDeadline(time.Now().Add(150 * time.Second))
 	c2.SetDeadline(time.Now().Add(150 * time.Second))
-	err := rtBoth(c1, c2, size, seed, &progress)
+	err := testkit.Both(c1, c2, size, seed, &progress)
 	close(stop)
 	<-planDone
-	plan.release()
+	plan.Release()
 	return plan, err
-}
-
-// rtKillPlan kills the active path each time progress crosses the next threshold, so every
-// kill lands while bytes flow (mid-frame included). A stalled path is blocked until the next
-// kill (or the end), then released with a FIN.
-type rtKillPlan struct {
-	r     *rtRig
-	at    []int64
-	modes []relay.Mode
-
-	rng     *rand.Rand
-	hits    int             // kills that hit the path carrying traffic
-	events  []string        // what happened, for the log
-	blocked int             // relay blocked by a stall, or -1
-	killed  map[uint32]bool // path ids already killed: a dead carrier may look active a moment longer
-}
-
-// rtNewKillPlan draws n thresholds within [5%, 90%] of total and a mix of modes containing
-// each of modes at least once (when n allows).
-func rtNewKillPlan(r *rtRig, rng *rand.Rand, n int, total int64, modes []relay.Mode) *rtKillPlan {
-	p := &rtKillPlan{r: r, blocked: -1, killed: map[uint32]bool{}, rng: rng}
-	for range n {
-		p.at = append(p.at, total/20+rng.Int64N(total*85/100))
-	}
-	slices.Sort(p.at)
-	for i := range n {
-		if i < len(modes) {
-			p.modes = append(p.modes, modes[i])
-		} else {
-			p.modes = append(p.modes, modes[rng.IntN(len(modes))])
-		}
-	}
-	rng.Shuffle(len(p.modes), func(i, j int) { p.modes[i], p.modes[j] = p.modes[j], p.modes[i] })
-	return p
-}
-
-// run executes the plan until it is done or stop closes.
-func (p *rtKillPlan) run(progress *atomic.Int64, stop <-chan struct{}) {
-	for i, at := range p.at {
-		target := -1
-		for target < 0 {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Millisecond):
-			}
-			if progress.Load() < at {
-				continue
-			}
-			// Never pick the stalled path (it is still routed until the stall is noticed) nor
-			// a carrier already killed: each kill must hit a live carrier that carries traffic.
-			// Under a Race or a Bond several carry it: any of them.
-			var cands []status.Path
-			for _, ps := range p.r.d.Status().Paths {
-				if i := rtIndex(ps.Name); ps.Active && ps.State != status.Down && i >= 0 && i != p.blocked && !p.killed[ps.ID] {
-					cands = append(cands, ps)
-				}
-			}
-			if len(cands) > 0 {
-				c := cands[p.rng.IntN(len(cands))]
-				target = rtIndex(c.Name)
-				p.killed[c.ID] = true
-			}
-		}
-		p.release()
-		rl := p.r.relays[target]
-		switch p.modes[i] {
-		case relay.Stall:
-			rl.Block(true)
-			p.blocked = target
-		default:
-			rl.Kill(p.modes[i])
-		}
-		p.hits++
-		p.events = append(p.events, fmt.Sprintf("%s@%d:%v", rtName(target), progress.Load(), p.modes[i]))
-	}
-}
-
-// release lets a blocked path come back: its stalled carriers are closed and new ones pass.
-func (p *rtKillPlan) release() {
-	if p.blocked >= 0 {
-		p.r.relays[p.blocked].Block(false)
-		p.r.relays[p.blocked].Kill(relay.Close)
-		p.blocked = -1
-	}
 }
 
 // TestLosslessMigration moves 64 MiB each way at once over one flow while the carrying path
@@ -256,26 +125,26 @@ func testLosslessMigration(t *testing.T, carrier string, secure bool) {
 	if testing.Short() {
 		size, kills = 8<<20, 4
 	}
-	seed := rtSeed(t)
+	seed := testkit.Seed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	r := rtNewRig(t, rtRigConfig{Paths: 3, Options: rendr.Options{HandshakeTimeout: time.Second}, Secure: secure,
 		Carrier: carrier})
 	c1, c2 := r.open()
 	start := time.Now()
 	plan, err := rtTransferUnderKills(r, rng, c1, c2, size, kills, seed)
-	t.Logf("%d MiB each way in %v; kills: %v", size>>20, time.Since(start).Round(time.Millisecond), plan.events)
+	t.Logf("%d MiB each way in %v; kills: %v", size>>20, time.Since(start).Round(time.Millisecond), plan.Events())
 	t.Logf("migrations: %v", r.mig)
 	if err != nil {
 		t.Fatalf("transfer: %v", err)
 	}
-	if plan.hits != kills {
-		t.Fatalf("only %d of %d kills happened during the transfer", plan.hits, kills)
+	if plan.Hits() != kills {
+		t.Fatalf("only %d of %d kills happened during the transfer", plan.Hits(), kills)
 	}
-	if m := r.mig.moves(); m < plan.hits {
-		t.Fatalf("%d migrations for %d kills of the active path", m, plan.hits)
+	if m := r.mig.Moves(); m < plan.Hits() {
+		t.Fatalf("%d migrations for %d kills of the active path", m, plan.Hits())
 	}
-	if got := c1.Migrations(); got < plan.hits {
-		t.Fatalf("Conn.Migrations() = %d, want at least %d", got, plan.hits)
+	if got := c1.Migrations(); got < plan.Hits() {
+		t.Fatalf("Conn.Migrations() = %d, want at least %d", got, plan.Hits())
 	}
 
 	c1.SetDeadline(time.Now().Add(30 * time.Second))
@@ -283,17 +152,17 @@ func testLosslessMigration(t *testing.T, carrier string, secure bool) {
 	if err := c1.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rtExpectEOF(c2); err != nil {
+	if err := testkit.ExpectEOF(c2); err != nil {
 		t.Fatalf("dialer to listener: %v", err)
 	}
 	if err := c2.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rtExpectEOF(c1); err != nil {
+	if err := testkit.ExpectEOF(c1); err != nil {
 		t.Fatalf("listener to dialer: %v", err)
 	}
-	rtWaitUp(t, "dialer", c1.Status, 3, 30*time.Second)
-	rtWaitUp(t, "listener", c2.Status, 3, 30*time.Second)
+	testkit.WaitUp(t, "dialer", c1.Status, 3, 30*time.Second)
+	testkit.WaitUp(t, "listener", c2.Status, 3, 30*time.Second)
 }
 
 // TestMultipleFlowsShareSession runs 50 flows at once on one Dialer while paths die: every
@@ -305,7 +174,7 @@ func TestMultipleFlowsShareSession(t *testing.T) {
 	if testing.Short() {
 		size = 128 << 10
 	}
-	seed := rtSeed(t)
+	seed := testkit.Seed(t)
 	rng := rand.New(rand.NewPCG(seed, 3))
 	r := rtNewRig(t, rtRigConfig{Paths: paths})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -340,19 +209,19 @@ func TestMultipleFlowsShareSession(t *testing.T) {
 	}
 
 	var progress atomic.Int64
-	plan := rtNewKillPlan(r, rng, kills, 2*flows*size, []relay.Mode{relay.Close, relay.Reset})
+	plan := testkit.NewKillPlan(r.d.Status, r.relays, rng, kills, 2*flows*size, []relay.Mode{relay.Close, relay.Reset})
 	stop := make(chan struct{})
 	planDone := make(chan struct{})
 	go func() {
 		defer close(planDone)
-		plan.run(&progress, stop)
+		plan.Run(&progress, stop)
 	}()
 	for i, c := range dialed {
 		a := accepted[c.FlowID()]
 		c.SetDeadline(time.Now().Add(100 * time.Second))
 		a.SetDeadline(time.Now().Add(100 * time.Second))
 		wg.Go(func() {
-			if err := rtBoth(c, a, size, seed+uint64(2*i), &progress); err != nil {
+			if err := testkit.Both(c, a, size, seed+uint64(2*i), &progress); err != nil {
 				errs[i] = fmt.Errorf("flow %d: %w", c.FlowID(), err)
 			}
 		})
@@ -360,12 +229,12 @@ func TestMultipleFlowsShareSession(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	<-planDone
-	t.Logf("kills: %v; migrations: %v", plan.events, r.mig)
+	t.Logf("kills: %v; migrations: %v", plan.Events(), r.mig)
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	if plan.hits != kills {
-		t.Fatalf("only %d of %d kills happened during the transfer", plan.hits, kills)
+	if plan.Hits() != kills {
+		t.Fatalf("only %d of %d kills happened during the transfer", plan.Hits(), kills)
 	}
 	if n := len(r.ln.Sessions()); n != 1 {
 		t.Fatalf("listener has %d sessions for one dialer, want 1", n)
@@ -397,20 +266,20 @@ func TestMigrationWithSessionCreditSpent(t *testing.T) {
 	c1, c2 := r.open()
 	c1.SetDeadline(time.Now().Add(30 * time.Second))
 	c2.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := rtBoth(c1, c2, 64<<10, 21, nil); err != nil {
+	if err := testkit.Both(c1, c2, 64<<10, 21, nil); err != nil {
 		t.Fatal(err)
 	}
-	active := rtActive(c1.Status())
+	active := testkit.Active(c1.Status())
 	if active < 0 {
-		t.Fatalf("no active path: %s", rtDescribe(c1.Status()))
+		t.Fatalf("no active path: %s", testkit.Describe(c1.Status()))
 	}
 	// Everything written from here on goes into a blackhole until the stall is noticed.
 	r.relays[active].Block(true)
-	if err := rtTransfer(c1, c2, 3<<20, 22, nil); err != nil {
-		t.Fatalf("after the silent death of %s: %v (migrations %v; dialer %s)", rtName(active), err, r.mig,
-			rtDescribe(c1.Status()))
+	if err := testkit.Transfer(c1, c2, 3<<20, 22, nil); err != nil {
+		t.Fatalf("after the silent death of %s: %v (migrations %v; dialer %s)", testkit.PathName(active), err, r.mig,
+			testkit.Describe(c1.Status()))
 	}
-	if r.mig.moves() == 0 {
+	if r.mig.Moves() == 0 {
 		t.Fatalf("traffic never left the blackholed path: %v", r.mig)
 	}
 	c1.Close()
@@ -463,34 +332,34 @@ func (g *rtGate) pass(int, int64, []byte) {
 func TestSuspectPathRecoversWhenIdle(t *testing.T) {
 	gates := []*rtGate{rtNewGate(), rtNewGate()}
 	r := rtNewRig(t, rtRigConfig{Paths: 2, Front: func(i int, src string) string {
-		p := rtNewProxy(t, src, gates[i].pass, gates[i].pass)
+		p := testkit.NewProxy(t, src, gates[i].pass, gates[i].pass)
 		t.Cleanup(gates[i].release) // runs before the proxy closes: nothing stays held
-		return p.addr()
+		return p.Addr()
 	}})
 	c1, c2 := r.open()
-	rtWaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
+	testkit.WaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
 	c1.SetDeadline(time.Now().Add(30 * time.Second))
 	c2.SetDeadline(time.Now().Add(30 * time.Second))
-	active := rtActive(c1.Status())
+	active := testkit.Active(c1.Status())
 	if active < 0 {
-		t.Fatalf("no active path: %s", rtDescribe(c1.Status()))
+		t.Fatalf("no active path: %s", testkit.Describe(c1.Status()))
 	}
 	// Quiet just long enough for the stall check (tens of milliseconds) to move the traffic,
 	// far less than it takes to declare the path dead.
 	gates[active].hold()
-	err := rtTransfer(c1, c2, 256<<10, 31, nil)
+	err := testkit.Transfer(c1, c2, 256<<10, 31, nil)
 	gates[active].release()
 	if err != nil {
 		t.Fatal(err)
 	}
 	suspected := false
-	for _, ev := range r.mig.all() {
-		suspected = suspected || (ev.From == rtName(active) && ev.Cause == status.CauseStall)
+	for _, ev := range r.mig.All() {
+		suspected = suspected || (ev.From == testkit.PathName(active) && ev.Cause == status.CauseStall)
 	}
 	if !suspected {
-		t.Skipf("%s died instead of being suspected: nothing to check (migrations %v)", rtName(active), r.mig)
+		t.Skipf("%s died instead of being suspected: nothing to check (migrations %v)", testkit.PathName(active), r.mig)
 	}
-	rtWaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
+	testkit.WaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
 	c1.Close()
 	c2.Close()
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
@@ -96,9 +97,9 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 		tapMu.Unlock()
 		return tc, nil
 	}
-	mig := &rtMigrations{}
+	mig := &testkit.Migrations{}
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
-		Root: rendr.Path("p0", dial), Options: rendr.Options{OnMigrate: mig.record}})
+		Root: rendr.Path("p0", dial), Options: rendr.Options{OnMigrate: mig.Record}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,9 +128,9 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 	}()
 	c1.SetDeadline(time.Now().Add(90 * time.Second))
 	c2.SetDeadline(time.Now().Add(90 * time.Second))
-	if err := rtBoth(c1, c2, size, 77, &progress); err != nil {
-		t.Logf("dialer: %s", rtDescribe(c1.Status()))
-		t.Logf("listener: %s", rtDescribe(c2.Status()))
+	if err := testkit.Both(c1, c2, size, 77, &progress); err != nil {
+		t.Logf("dialer: %s", testkit.Describe(c1.Status()))
+		t.Logf("listener: %s", testkit.Describe(c2.Status()))
 		t.Fatal(err)
 	}
 	if err := <-moved; err != nil {
@@ -138,7 +139,7 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 	// The listener followed the dialer to its new address, once.
 	lp := c2.Status().Paths
 	if len(lp) != 1 || lp[0].Packets == nil {
-		t.Fatalf("listener paths: %s", rtDescribe(c2.Status()))
+		t.Fatalf("listener paths: %s", testkit.Describe(c2.Status()))
 	}
 	want := netip.AddrPortFrom(newIP, newPort)
 	if got := lp[0].Remote.(*net.UDPAddr).AddrPort(); got != want || lp[0].Packets.Rebinds != 1 {
@@ -150,9 +151,9 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 	// The dialer noticed nothing: same path, no redial, no migration.
 	after := c1.Status().Paths
 	if len(after) != 1 || after[0].ID != before[0].ID || after[0].Dials != before[0].Dials {
-		t.Fatalf("the dialer's path did not carry on: %s", rtDescribe(c1.Status()))
+		t.Fatalf("the dialer's path did not carry on: %s", testkit.Describe(c1.Status()))
 	}
-	if m := mig.moves(); m != 0 || c1.Migrations() != m0 {
+	if m := mig.Moves(); m != 0 || c1.Migrations() != m0 {
 		t.Fatalf("%d rendr migrations (%v) for a NAT rebinding", m, mig)
 	}
 	// Nothing ever went to the spoofer.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/internal/testkit"
 )
 
 // TestIperf3ThroughFailingPaths runs a real program across rendr: iperf3's client talks to
@@ -93,7 +94,7 @@ func TestIperf3ThroughFailingPaths(t *testing.T) {
 			case <-ctx.Done():
 				return
 			}
-			if a := rtActive(r.d.Status()); a >= 0 {
+			if a := testkit.Active(r.d.Status()); a >= 0 {
 				if mode == relay.Stall {
 					rl := r.relays[a]
 					rl.Block(true)
@@ -128,7 +129,7 @@ func TestIperf3ThroughFailingPaths(t *testing.T) {
 	if res.Error != "" || res.End.SumReceived.Bytes == 0 {
 		t.Fatalf("iperf3: error %q, received %d bytes\n%s", res.Error, res.End.SumReceived.Bytes, out)
 	}
-	if m := r.mig.moves(); m < 2 {
+	if m := r.mig.Moves(); m < 2 {
 		t.Fatalf("%d migrations: the faults did not hit the active path", m)
 	}
 	t.Logf("iperf3: sent %d, received %d bytes; migrations: %v", res.End.SumSent.Bytes, res.End.SumReceived.Bytes, r.mig)

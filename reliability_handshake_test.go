@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 	"github.com/rendr-go/rendr/status"
 )
@@ -33,7 +34,7 @@ func TestReliabilityHandshakeLossUDPFlow(t *testing.T) {
 			start := time.Now()
 			c1, c2 := r.open()
 			took := time.Since(start)
-			if err := rtBoth(c1, c2, 1<<20, 11, nil); err != nil {
+			if err := testkit.Both(c1, c2, 1<<20, 11, nil); err != nil {
 				t.Fatal(err)
 			}
 			st := u.Stats()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 	"github.com/rendr-go/rendr/status"
 )
@@ -390,7 +391,7 @@ func rlOpenFDs(t *testing.T) int {
 func rlWaitFDs(t *testing.T, base int) int {
 	t.Helper()
 	var n int
-	ok := rtWait(10*time.Second, func() bool {
+	ok := testkit.Wait(10*time.Second, func() bool {
 		n = rlOpenFDs(t)
 		return n <= base
 	})

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 )
 
@@ -113,7 +114,7 @@ func TestReliabilityOutageKernel(t *testing.T) {
 			opts := rendr.Options{ReconnectTimeout: reconnect, HandshakeTimeout: 500 * time.Millisecond}
 			r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: opts})
 			c1, c2 := r.open()
-			rtWaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
+			testkit.WaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
 			hole := func(on bool) {
 				for _, rl := range r.relays {
 					rl.Block(on)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
@@ -66,8 +67,8 @@ func TestReliabilityPMTUBlackHoleNetns(t *testing.T) {
 	c1.SetDeadline(time.Now().Add(60 * time.Second))
 	c2.SetDeadline(time.Now().Add(60 * time.Second))
 	start := time.Now()
-	if err := rtBoth(c1, c2, 8<<20, 63, nil); err != nil {
-		t.Fatalf("%v\ndialer: %s\nlistener: %s", err, rtDescribe(c1.Status()), rtDescribe(c2.Status()))
+	if err := testkit.Both(c1, c2, 8<<20, 63, nil); err != nil {
+		t.Fatalf("%v\ndialer: %s\nlistener: %s", err, testkit.Describe(c1.Status()), testkit.Describe(c2.Status()))
 	}
 	took := time.Since(start)
 	b := int(base.Load())

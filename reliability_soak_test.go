@@ -9,6 +9,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 )
 
@@ -91,8 +92,8 @@ func TestReliabilitySoakKernel(t *testing.T) {
 	r := rtNewRig(t, rtRigConfig{Paths: 3, Carrier: "tcp,udpflow,tcp", Group: rendr.Bond,
 		Options: rendr.Options{HandshakeTimeout: 2 * time.Second}})
 	c1, c2 := r.open()
-	rtWaitUp(t, "dialer", c1.Status, 3, 20*time.Second)
-	seed := rtSeed(t)
+	testkit.WaitUp(t, "dialer", c1.Status, 3, 20*time.Second)
+	seed := testkit.Seed(t)
 	up := rlStartFlow(c1, c2, 64<<10, 5*time.Millisecond, seed)
 	down := rlStartFlow(c2, c1, 64<<10, 5*time.Millisecond, seed+1)
 	rng := rand.New(rand.NewPCG(seed, 87))
@@ -125,5 +126,5 @@ func TestReliabilitySoakKernel(t *testing.T) {
 	up.finish(t, "dialer to listener", time.Minute)
 	down.finish(t, "listener to dialer", time.Minute)
 	t.Logf("%v: %d kills, %d blackholes; %d and %d bytes, each read exactly once; longest gap %v up, %v down; %d migrations",
-		length, kills, holes, up.wcount, down.wcount, up.gap(), down.gap(), r.mig.moves())
+		length, kills, holes, up.wcount, down.wcount, up.gap(), down.gap(), r.mig.Moves())
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
@@ -38,7 +39,7 @@ func TestRestartListener(t *testing.T) { rtEachCarrier(t, testRestartListener) }
 func testRestartListener(t *testing.T, carrier string) {
 	r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
 	c1, c2 := r.open()
-	if err := rtBoth(c1, c2, 64<<10, 1, nil); err != nil {
+	if err := testkit.Both(c1, c2, 64<<10, 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	oldSession := c1.Status().ID
@@ -72,7 +73,7 @@ func testRestartListener(t *testing.T, carrier string) {
 	}
 	n1.SetDeadline(time.Now().Add(30 * time.Second))
 	n2.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := rtBoth(n1, n2, 256<<10, 2, nil); err != nil {
+	if err := testkit.Both(n1, n2, 256<<10, 2, nil); err != nil {
 		t.Fatalf("new flow: %v", err)
 	}
 	if len(r.ln.Sessions()) != 1 {
@@ -91,7 +92,7 @@ func TestRestartDialer(t *testing.T) { rtEachCarrier(t, testRestartDialer) }
 func testRestartDialer(t *testing.T, carrier string) {
 	r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
 	c1, c2 := r.open()
-	if err := rtBoth(c1, c2, 64<<10, 3, nil); err != nil {
+	if err := testkit.Both(c1, c2, 64<<10, 3, nil); err != nil {
 		t.Fatal(err)
 	}
 	oldSession := c2.Status().ID
@@ -102,7 +103,7 @@ func testRestartDialer(t *testing.T, carrier string) {
 		rl.Block(true)
 		rl.Kill(relay.Reset)
 	}
-	if !rtWait(20*time.Second, func() bool {
+	if !testkit.Wait(20*time.Second, func() bool {
 		for _, s := range r.ln.Sessions() {
 			if s.ID == oldSession {
 				return len(s.Paths) == 0
@@ -115,7 +116,7 @@ func testRestartDialer(t *testing.T, carrier string) {
 
 	var paths []*rendr.Target
 	for i, a := range r.addrs {
-		paths = append(paths, rendr.Path(rtName(i), r.rawDialer(a)))
+		paths = append(paths, rendr.Path(testkit.PathName(i), r.rawDialer(a)))
 	}
 	d2, err := rendr.NewDialer(rendr.DialerConfig{Key: r.cli, PeerKey: r.srv.Public(),
 		Root: rendr.Selector("root", paths...)})
@@ -141,7 +142,7 @@ func testRestartDialer(t *testing.T, carrier string) {
 	}
 	n1.SetDeadline(time.Now().Add(30 * time.Second))
 	n2.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := rtBoth(n1, n2, 256<<10, 4, nil); err != nil {
+	if err := testkit.Both(n1, n2, 256<<10, 4, nil); err != nil {
 		t.Fatalf("new flow: %v", err)
 	}
 	n1.Close()
@@ -221,12 +222,12 @@ func TestJoinDuringFoundingIsNotARestart(t *testing.T) {
 	defer c1.Close()
 	c2, err := ln.AcceptContext(ctx)
 	if err != nil {
-		t.Fatalf("accept: %v (dialer: %s)", err, rtDescribe(d.Status()))
+		t.Fatalf("accept: %v (dialer: %s)", err, testkit.Describe(d.Status()))
 	}
 	defer c2.Close()
 	// Wait for the joining path's verdict: attached, or the session failed (a zero-length
 	// Write reports the session's error and sends nothing).
-	rtWait(20*time.Second, func() bool {
+	testkit.Wait(20*time.Second, func() bool {
 		up := 0
 		for _, p := range c1.Status().Paths {
 			if p.State == status.Up {
@@ -239,10 +240,10 @@ func TestJoinDuringFoundingIsNotARestart(t *testing.T) {
 	if _, err := c1.Write(nil); err != nil {
 		t.Fatalf("the session failed while its second path joined: %v", err)
 	}
-	rtWaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
+	testkit.WaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
 	c1.SetDeadline(time.Now().Add(20 * time.Second))
 	c2.SetDeadline(time.Now().Add(20 * time.Second))
-	if err := rtBoth(c1, c2, 64<<10, 5, nil); err != nil {
+	if err := testkit.Both(c1, c2, 64<<10, 5, nil); err != nil {
 		t.Fatal(err)
 	}
 }

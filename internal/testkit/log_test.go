@@ -1,0 +1,30 @@
+package testkit
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// The ring keeps the newest lines, oldest first, and drops the rest.
+func TestRingKeepsTheLast(t *testing.T) {
+	var r Ring
+	for i := range ringKeep + 50 {
+		fmt.Fprintf(&r, "line %d\n", i)
+	}
+	lines := strings.Split(r.String(), "\n")
+	if len(lines) != ringKeep {
+		t.Fatalf("%d lines kept, want %d", len(lines), ringKeep)
+	}
+	if !strings.HasSuffix(lines[0], " line 50") || !strings.HasSuffix(lines[ringKeep-1], fmt.Sprintf(" line %d", ringKeep+49)) {
+		t.Fatalf("kept %q ... %q", lines[0], lines[ringKeep-1])
+	}
+}
+
+func TestLoggerWritesToRing(t *testing.T) {
+	var r Ring
+	Logger(&r, "dialer").Debug("path down", "path", "p1")
+	if s := r.String(); !strings.Contains(s, "side=dialer") || !strings.Contains(s, "path=p1") {
+		t.Fatalf("ring holds %q", s)
+	}
+}
