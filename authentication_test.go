@@ -1,3 +1,8 @@
+// Authentication: an unknown key, a foreign join, garbage, a corrupted record or a replay
+// moves no byte into a flow and gets nothing back from the listener. Every test runs over
+// each carrier kind (rtCarriers): the listener's silence, its refusals and the records'
+// authentication must not depend on what carries the bytes.
+
 package rendr_test
 
 import (
@@ -24,19 +29,6 @@ import (
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/transport"
 )
-
-// The listener's handshake timeout in these tests: small, so silent carriers end quickly.
-const rtHandshakeTimeout = 500 * time.Millisecond
-
-// Every adversarial test runs over each carrier kind (rtCarriers): the listener's silence, its
-// refusals and the records' authentication must not depend on what carries the bytes.
-
-// rtEachCarrier runs f as a subtest per carrier kind.
-func rtEachCarrier(t *testing.T, f func(t *testing.T, carrier string)) {
-	for _, carrier := range rtCarriers {
-		t.Run(carrier, func(t *testing.T) { f(t, carrier) })
-	}
-}
 
 // rtVictim is a rig with a flow that carries traffic, for attacks to leave unharmed.
 type rtVictim struct {

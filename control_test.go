@@ -1,3 +1,7 @@
+// Control: changes to a running session's graph take effect under load with every byte
+// delivered once, changes made at once apply in the order made, and a graph too large for a
+// ROUTE frame is refused up front.
+
 package rendr_test
 
 import (

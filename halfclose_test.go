@@ -1,9 +1,13 @@
+// Half-close: CloseWrite ends one direction only; each side reads exactly what the other
+// wrote, then io.EOF, and writing after CloseWrite fails with ErrWriteClosed.
+
 package rendr_test
 
 import (
 	"errors"
 	"io"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rendr-go/rendr"
@@ -59,4 +63,25 @@ func TestHalfCloseBothWays(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func TestSynctestHalfClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink})
+		dc, lc := lb.open()
+		defer dc.Close()
+		defer lc.Close()
+		// stSend half-closes the writer when done, and the reader checks io.EOF after every byte.
+		stSend(dc, lc, 3<<20, 90).check(t, "dialer to listener", time.Minute)
+		if _, err := dc.Write([]byte("x")); !errors.Is(err, rendr.ErrWriteClosed) {
+			t.Errorf("Write after CloseWrite = %v, want ErrWriteClosed", err)
+		}
+		stSend(lc, dc, 3<<20, 91).check(t, "listener to dialer after the dialer's EOF", time.Minute)
+		dc.Close()
+		lc.Close()
+		lb.mustWait("flow forgotten on both sides once both closed", 10*time.Second, func() bool {
+			ss := lb.ln.Sessions()
+			return lb.status().Flows == 0 && len(ss) == 1 && ss[0].Flows == 0
+		})
+	})
 }

@@ -1,3 +1,5 @@
+// Layering: the import boundaries between the packages hold.
+
 package rendr_test
 
 import (

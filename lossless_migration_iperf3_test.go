@@ -1,3 +1,6 @@
+// Lossless migration for a real program: iperf3's TCP stream, carried by a rendr flow,
+// survives the failing paths under it.
+
 package rendr_test
 
 import (

@@ -1,5 +1,8 @@
 //go:build linux
 
+// Lossless migration over real kernel paths (network namespaces): a silently blackholed
+// path and a QUIC address change lose no byte.
+
 package rendr_test
 
 import (

@@ -1,3 +1,6 @@
+// Lossless migration: while the path carrying a flow dies (FIN, RST, silent stall), over
+// every carrier kind, both ends get every byte exactly once and in order.
+
 package rendr_test
 
 import (
@@ -6,17 +9,20 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/net/nettest"
-
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/internal/testcert"
 	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
+	"github.com/rendr-go/rendr/transport/quic"
+	"golang.org/x/net/nettest"
 )
 
 // TestNettestMigrating runs the net.Conn conformance suite while the path carrying the flow
@@ -116,9 +122,6 @@ func TestLosslessMigration(t *testing.T) {
 		}
 	}
 }
-
-// rtCarriers are the carriers the shared suites run over.
-var rtCarriers = []string{"tcp", "quic", "gvisor", "udpflow"}
 
 func testLosslessMigration(t *testing.T, carrier string, secure bool) {
 	size, kills := int64(64<<20), 10
@@ -362,4 +365,115 @@ func TestSuspectPathRecoversWhenIdle(t *testing.T) {
 	testkit.WaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
 	c1.Close()
 	c2.Close()
+}
+
+// TestQUICMigratesInPlace: the dialing host's address changes mid-transfer (127.0.0.1 to
+// 127.0.0.2 here; Wi-Fi to cellular on a phone) and the embedder calls Migrate. The QUIC
+// connection moves under the path: the same path id carries on, no rendr migration or path
+// death is counted, every byte arrives both ways, and the path reports its new address.
+func TestQUICMigratesInPlace(t *testing.T) {
+	srvTLS, cliTLS := testcert.Must()
+	src := rtListenQUIC(t, srvTLS)
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	qd := quic.NewDialer(src.Addr().String(), cliTLS, quic.LocalAddr("127.0.0.1"))
+	mig := &testkit.Migrations{}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
+		Root: rendr.Path("p0", qd.Dial), Options: rendr.Options{OnMigrate: mig.Record}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c1, c2 := rtDialAccept(t, d, ln)
+	if p := c1.Status().Paths; len(p) != 1 || p[0].Local.(*net.UDPAddr).IP.String() != "127.0.0.1" {
+		t.Fatalf("before: %s", testkit.Describe(c1.Status()))
+	}
+	rtTransferMovingInPlace(t, c1, c2, mig, 11, netip.MustParseAddr("127.0.0.2"), func() error {
+		mctx, mcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer mcancel()
+		return qd.Migrate(mctx, "127.0.0.2")
+	})
+}
+
+// rtTransferMovingInPlace moves 32 MiB each way between c1 and c2 (SHA-256 checked), calling
+// move halfway, and checks that the flow's single path carried on through it: the same path
+// id, up, never dialed again, now at local address to, and no rendr migration.
+func rtTransferMovingInPlace(t *testing.T, c1, c2 *rendr.Conn, mig *testkit.Migrations, seed uint64, to netip.Addr, move func() error) {
+	t.Helper()
+	before, m0 := c1.Status().Paths, c1.Migrations()
+	const size = 32 << 20
+	var progress atomic.Int64
+	moved := make(chan error, 1)
+	go func() {
+		for progress.Load() < size/2 {
+			time.Sleep(time.Millisecond)
+		}
+		moved <- move()
+	}()
+	c1.SetDeadline(time.Now().Add(90 * time.Second))
+	c2.SetDeadline(time.Now().Add(90 * time.Second))
+	if err := testkit.Both(c1, c2, size, seed, &progress); err != nil {
+		t.Logf("dialer: %s", testkit.Describe(c1.Status()))
+		t.Logf("listener: %s", testkit.Describe(c2.Status()))
+		select {
+		case merr := <-moved:
+			t.Logf("move: %v", merr)
+		default:
+		}
+		t.Fatal(err)
+	}
+	if err := <-moved; err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	after := c1.Status().Paths
+	if len(after) != 1 || after[0].ID != before[0].ID || after[0].State != status.Up || after[0].Dials != before[0].Dials {
+		t.Fatalf("the path did not carry on: before %s, after %s", testkit.Describe(status.Session{Paths: before}), testkit.Describe(c1.Status()))
+	}
+	if got := after[0].Local.(*net.UDPAddr).AddrPort().Addr().Unmap(); got != to {
+		t.Fatalf("dialer's path is at %s after the move, want %s", got, to)
+	}
+	if m := mig.Moves(); m != 0 || c1.Migrations() != m0 {
+		t.Fatalf("%d rendr migrations (%v) for an in-place QUIC migration", m, mig)
+	}
+}
+
+// TestMixedCarriers: one flow over a Bond, then a Race, of a TCP path, a QUIC path, a udpflow
+// path and a gVisor path, while the path the status names active is killed by close, reset and silent stall:
+// every byte arrives both ways, SHA-256 checked, whichever carrier kind carried it.
+func TestMixedCarriers(t *testing.T) {
+	groups := map[string]func(string, ...*rendr.Target) *rendr.Target{"bond": rendr.Bond, "race": rendr.Race}
+	for _, name := range []string{"bond", "race"} {
+		t.Run(name, func(t *testing.T) {
+			size, kills := int64(32<<20), 6
+			if testing.Short() {
+				size, kills = 8<<20, 3
+			}
+			seed := testkit.Seed(t)
+			rng := rand.New(rand.NewPCG(seed, 3))
+			r := rtNewRig(t, rtRigConfig{Paths: 4, Carrier: "tcp,quic,udpflow,gvisor", Group: groups[name],
+				Options: rendr.Options{HandshakeTimeout: time.Second}})
+			c1, c2 := r.open()
+			plan, err := rtTransferUnderKills(r, rng, c1, c2, size, kills, seed)
+			t.Logf("kills: %v; migrations: %v", plan.Events(), r.mig)
+			if err != nil {
+				t.Fatalf("transfer: %v", err)
+			}
+			if plan.Hits() != kills {
+				t.Fatalf("only %d of %d kills happened during the transfer", plan.Hits(), kills)
+			}
+			testkit.WaitUp(t, "dialer", c1.Status, 4, 30*time.Second)
+			var kinds []string
+			for _, p := range c1.Status().Paths {
+				kinds = append(kinds, p.Local.Network())
+			}
+			slices.Sort(kinds)
+			if !slices.Equal(kinds, []string{"tcp", "udp", "udp", "udp"}) {
+				t.Fatalf("carriers after the transfer: %v", kinds)
+			}
+		})
+	}
 }

@@ -1,3 +1,7 @@
+// The in-memory lab: a Listener and a Dialer joined by in-memory links inside
+// testing/synctest bubbles. Virtual time makes delays, rates and the liveness deadlines exact,
+// so the checks on when things happen are deterministic, not timing guesses.
+
 package rendr_test
 
 import (
@@ -11,6 +15,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -404,3 +410,111 @@ func stFill(b []byte, rng *rand.Rand) {
 func stDuplex(dc, lc net.Conn, n int64, seed uint64) (up, down *stStream) {
 	return stSend(dc, lc, n, seed), stSend(lc, dc, n, seed+1)
 }
+
+// stPaced writes n messages of size bytes to w, one every interval, each stamped with its
+// number and send time (the first 16 bytes), and returns a wait for the writer: the writer
+// must end inside the synctest bubble, even when the reader got everything while the writer
+// was still between two writes.
+func stPaced(w net.Conn, n, size int, every time.Duration) (wait func()) {
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		b := make([]byte, size)
+		for i := range n {
+			if i > 0 {
+				time.Sleep(every)
+			}
+			binary.BigEndian.PutUint64(b, uint64(i))
+			binary.BigEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	return func() { <-wrote }
+}
+
+// stRaceLab is a lab of a good path and one losing 30%, under Race("race", good, lossy).
+func stRaceLab(t *testing.T) *stLab {
+	t.Helper()
+	return stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+		return rendr.Race("race", p["good"], p["lossy"])
+	}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
+		stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+}
+
+func p99(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)*99/100]
+}
+
+// listenerActive names the paths the listening side sends on.
+func (lb *stLab) listenerActive() []string {
+	var out []string
+	for _, s := range lb.ln.Sessions() {
+		for _, p := range s.Paths {
+			if p.Active {
+				out = append(out, p.Name)
+			}
+		}
+	}
+	return out
+}
+
+// link shapes shared by the scenarios.
+var (
+	stGoodLink = testlink.Config{Delay: 2 * time.Millisecond, Jitter: 500 * time.Microsecond, Rate: 20 << 20, Buffer: 256 << 10, Seed: 1}
+	stPoorLink = testlink.Config{Delay: 40 * time.Millisecond, Jitter: 15 * time.Millisecond, Rate: 4 << 20, Buffer: 256 << 10, Seed: 2}
+)
+
+// stPattern is n deterministic pseudo-random bytes.
+func stPattern(n int, seed uint64) []byte {
+	b := make([]byte, n)
+	stFill(b, rand.New(rand.NewPCG(seed, 0)))
+	return b
+}
+
+// stMigrations collects the dialer side's migration events of one flow.
+type stMigrations struct {
+	mu  sync.Mutex
+	evs []status.Migration
+}
+
+func stWatch(c *rendr.Conn) *stMigrations {
+	m := &stMigrations{}
+	c.OnMigrate(func(ev status.Migration) {
+		m.mu.Lock()
+		m.evs = append(m.evs, ev)
+		m.mu.Unlock()
+	})
+	return m
+}
+
+func (m *stMigrations) list() []status.Migration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]status.Migration(nil), m.evs...)
+}
+
+// killActive kills the live carrier of the active path.
+func (lb *stLab) killActive(reset bool) (name string, id uint32) {
+	lb.t.Helper()
+	name = lb.active()
+	if name == "" {
+		lb.t.Fatalf("no active path: %s", stDescribe(lb.status()))
+	}
+	id = lb.pathStatus(name).ID
+	lb.paths[name].live().Kill(reset)
+	return name, id
+}
+
+func stIsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// stLossy is a path whose network loses 30% of segments: its byte stream delivers them a
+// retransmission timeout late, and everything behind them waits.
+var stLossy = testlink.Config{Delay: 2 * time.Millisecond, Rate: 20 << 20, Buffer: 256 << 10,
+	Loss: 0.3, Retransmit: 200 * time.Millisecond, Seed: 9}

@@ -1,5 +1,9 @@
 //go:build linux
 
+// NAT rebinding over real kernel paths (network namespaces): a udpflow path whose source
+// address and port change mid-transfer keeps its flow exact without failover, and a spoofer
+// with the path's connection id moves nothing.
+
 package rendr_test
 
 import (

@@ -1,24 +1,21 @@
+// Path choice: a Selector picks the better path and priority tiers, a Race keeps latency
+// flat and loses nothing, a Bond adds its paths up, and nested graphs compose.
+
 package rendr_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
-	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/testlink"
+	"github.com/rendr-go/rendr/status"
 )
-
-// Race, Bond and nested graphs over in-memory links, in virtual time.
-
-// stLossy is a path whose network loses 30% of segments: its byte stream delivers them a
-// retransmission timeout late, and everything behind them waits.
-var stLossy = testlink.Config{Delay: 2 * time.Millisecond, Rate: 20 << 20, Buffer: 256 << 10,
-	Loss: 0.3, Retransmit: 200 * time.Millisecond, Seed: 9}
 
 // stLatency writes n chunks, one every interval, each stamped with its send time and sequence
 // number, and returns the one-way delay of each as the reader saw it. A chunk lost, repeated
@@ -41,44 +38,6 @@ func stLatency(t *testing.T, w, r net.Conn, n int, every time.Duration) []time.D
 		delays = append(delays, time.Since(sent))
 	}
 	return delays
-}
-
-// stPaced writes n messages of size bytes to w, one every interval, each stamped with its
-// number and send time (the first 16 bytes), and returns a wait for the writer: the writer
-// must end inside the synctest bubble, even when the reader got everything while the writer
-// was still between two writes.
-func stPaced(w net.Conn, n, size int, every time.Duration) (wait func()) {
-	wrote := make(chan struct{})
-	go func() {
-		defer close(wrote)
-		b := make([]byte, size)
-		for i := range n {
-			if i > 0 {
-				time.Sleep(every)
-			}
-			binary.BigEndian.PutUint64(b, uint64(i))
-			binary.BigEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
-			if _, err := w.Write(b); err != nil {
-				return
-			}
-		}
-	}()
-	return func() { <-wrote }
-}
-
-// stRaceLab is a lab of a good path and one losing 30%, under Race("race", good, lossy).
-func stRaceLab(t *testing.T) *stLab {
-	t.Helper()
-	return stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
-		return rendr.Race("race", p["good"], p["lossy"])
-	}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
-		stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
-}
-
-func p99(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)*99/100]
 }
 
 // TestSynctestRaceFlatLatency: a Race over a good path and one that loses 30% and is then
@@ -138,19 +97,6 @@ func TestSynctestRaceFlatLatency(t *testing.T) {
 	if down > alone+alone/10 {
 		t.Fatalf("p99 latency %v from the listening side under Race, more than 10%% above the good path alone (%v)", down, alone)
 	}
-}
-
-// listenerActive names the paths the listening side sends on.
-func (lb *stLab) listenerActive() []string {
-	var out []string
-	for _, s := range lb.ln.Sessions() {
-		for _, p := range s.Paths {
-			if p.Active {
-				out = append(out, p.Name)
-			}
-		}
-	}
-	return out
 }
 
 // TestSynctestRaceLossless: bulk streams both ways under a Race whose second path loses 30%,
@@ -255,4 +201,169 @@ func TestSynctestNestedGraph(t *testing.T) {
 		down.check(t, "down", 2*time.Minute)
 		lb.mustWait("all paths back", 30*time.Second, lb.allUp)
 	})
+}
+
+func TestSynctestSelectorPicksBetterPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := stNewLab(t, rendr.Options{Dwell: 500 * time.Millisecond},
+			stLinkSpec{name: "poor", ab: stPoorLink, ba: stPoorLink},
+			stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink})
+		// The session starts with the first flow. Let both paths attach and measure their
+		// round trips before traffic starts.
+		dc, lc := lb.open()
+		defer dc.Close()
+		defer lc.Close()
+		lb.mustWait("both paths up and measured", 10*time.Second, func() bool {
+			if !lb.allUp() {
+				return false
+			}
+			for _, p := range lb.status().Paths {
+				if p.SRTT == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		time.Sleep(2 * time.Second) // a few idle probes each
+		up, down := stDuplex(dc, lc, 8<<20, 10)
+		up.check(t, "up", time.Minute)
+		down.check(t, "down", time.Minute)
+		if a := lb.active(); a != "good" {
+			t.Fatalf("active path %q, want good; %s", a, stDescribe(lb.status()))
+		}
+		good, poor := lb.pathStatus("good"), lb.pathStatus("poor")
+		if good.BytesSent < 4<<20 || poor.BytesSent > good.BytesSent {
+			t.Errorf("carrier bytes sent: good %d, poor %d; the transfer should have used the good path", good.BytesSent, poor.BytesSent)
+		}
+
+		// The good path gets worse, gradually (a sudden jump would look like a stall): once it
+		// has been clearly worse for Dwell, traffic moves for quality.
+		dc2, lc2 := lb.open()
+		defer dc2.Close()
+		defer lc2.Close()
+		m := stWatch(dc2)
+		stop := stTrickle(dc2, lc2) // keeps the engine asking where to send, however slow
+		gp := lb.paths["good"]
+		for d := stGoodLink.Delay; d <= 100*time.Millisecond; d += 5 * time.Millisecond {
+			bad := stGoodLink
+			bad.Delay, bad.Jitter = d, 0
+			gp.setShape(bad, bad)
+			time.Sleep(100 * time.Millisecond)
+		}
+		lb.mustWait("traffic moves to the better path", 20*time.Second, func() bool { return lb.active() == "poor" })
+		if err := stop(); err != nil {
+			t.Fatalf("trickle: %v", err)
+		}
+		evs := m.list()
+		if len(evs) == 0 || evs[0].From != "good" || evs[0].To != "poor" || evs[0].Cause != status.CauseQuality {
+			t.Errorf("migrations %+v, want good->poor for quality first", evs)
+		}
+	})
+}
+
+func TestSynctestPriorityTiers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const recover = 400 * time.Millisecond
+		// The backup is the faster link: tiers, not scores, keep traffic on the primary.
+		slow := testlink.Config{Delay: 20 * time.Millisecond, Rate: 20 << 20, Buffer: 256 << 10}
+		lb := stNewLab(t, rendr.Options{RecoverDwell: recover, Dwell: 300 * time.Millisecond},
+			stLinkSpec{name: "primary", ab: slow, ba: slow},
+			stLinkSpec{name: "backup", ab: stGoodLink, ba: stGoodLink, opts: []rendr.PathOption{rendr.Backup()}})
+		dc, lc := lb.open()
+		defer dc.Close()
+		defer lc.Close()
+		m := stWatch(dc)
+		stop := stTrickle(dc, lc)
+		lb.mustWait("all paths up", 10*time.Second, lb.allUp)
+		lb.mustWait("primary active", 5*time.Second, func() bool { return lb.active() == "primary" })
+		if _, ok := stWaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.active() != "primary" }); ok {
+			t.Fatalf("traffic left the primary while it was up: %s", stDescribe(lb.status()))
+		}
+
+		// The primary dies and cannot come back for a while: the backup carries traffic.
+		seen := len(m.list())
+		lb.paths["primary"].setCut(true)
+		lb.paths["primary"].live().Kill(true)
+		lb.mustWait("backup active", 5*time.Second, func() bool { return lb.active() == "backup" })
+		time.Sleep(2 * time.Second)
+		if a := lb.active(); a != "backup" {
+			t.Fatalf("active %q while the primary is cut", a)
+		}
+
+		// The primary returns: traffic goes back to it once it has been up for RecoverDwell.
+		lb.paths["primary"].setCut(false)
+		lb.mustWait("primary up again", 10*time.Second, func() bool { return lb.pathStatus("primary").State == status.Up })
+		back, ok := stWaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.active() == "primary" })
+		if !ok {
+			t.Fatalf("traffic did not return to the primary: %s", stDescribe(lb.status()))
+		}
+		if back < recover-2*time.Millisecond || back > recover+100*time.Millisecond {
+			t.Errorf("traffic returned to the primary %v after it came up, want after RecoverDwell (%v)", back, recover)
+		}
+		if err := stop(); err != nil {
+			t.Fatalf("trickle: %v", err)
+		}
+		var causes []status.Cause
+		for _, ev := range m.list()[seen:] {
+			causes = append(causes, ev.Cause)
+		}
+		want := []status.Cause{status.CauseDeath, status.CauseRecovery}
+		if len(causes) != len(want) || causes[0] != want[0] || causes[1] != want[1] {
+			t.Errorf("migration causes %v, want %v", causes, want)
+		}
+	})
+}
+
+// stTrickle keeps a little data moving on a flow, so the engine keeps asking the policy where
+// to send, and checks every byte arrives.
+func stTrickle(dc, lc *rendr.Conn) (stop func() error) {
+	quit := make(chan struct{})
+	werr := make(chan error, 1)
+	rerr := make(chan error, 1)
+	go func() {
+		var seq byte
+		for {
+			select {
+			case <-quit:
+				werr <- dc.CloseWrite()
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			b := make([]byte, 512)
+			for i := range b {
+				b[i] = seq
+				seq++
+			}
+			if _, err := dc.Write(b); err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		var seq byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := lc.Read(buf)
+			for _, c := range buf[:n] {
+				if c != seq {
+					rerr <- errors.New("trickle: byte out of sequence")
+					return
+				}
+				seq++
+			}
+			if err == io.EOF {
+				rerr <- nil
+				return
+			}
+			if err != nil {
+				rerr <- err
+				return
+			}
+		}
+	}()
+	return func() error {
+		close(quit)
+		return errors.Join(<-werr, <-rerr)
+	}
 }

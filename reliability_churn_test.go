@@ -1,3 +1,5 @@
+// Reliability matrix row 7: lifecycle churn of many sessions at once leaks nothing.
+
 package rendr_test
 
 import (
@@ -12,13 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/tcp"
 	"github.com/rendr-go/rendr/transport/udpflow"
+	"go.uber.org/goleak"
 )
 
 // Row 7 of the reliability matrix: lifecycle churn. Ten rounds of fifty sessions, each its own

@@ -1,3 +1,5 @@
+// Reliability matrix row 2: a path that blackholes and recovers again and again.
+
 package rendr_test
 
 import (

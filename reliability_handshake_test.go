@@ -1,3 +1,5 @@
+// Reliability matrix rows 1a and 1b: a handshake that loses its hello or its reply.
+
 package rendr_test
 
 import (

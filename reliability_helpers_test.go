@@ -1,3 +1,6 @@
+// The reliability matrix's lab: in-memory paths that can be cut, holed and shaped, and
+// paced flows checked by SHA-256 (docs/reliability.md).
+
 package rendr_test
 
 import (

@@ -1,3 +1,6 @@
+// Reliability matrix row 4b: datagrams duplicated, reordered and corrupted across real
+// kernel paths.
+
 package rendr_test
 
 import (

@@ -1,3 +1,5 @@
+// Reliability matrix row 4a: datagrams duplicated, reordered and corrupted in memory.
+
 package rendr_test
 
 import (

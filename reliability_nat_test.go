@@ -1,5 +1,7 @@
 //go:build linux
 
+// Reliability matrix row 5: NAT rebinding and conntrack flushes under a flow.
+
 package rendr_test
 
 import (

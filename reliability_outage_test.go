@@ -1,3 +1,5 @@
+// Reliability matrix rows 3a and 3b: every path down for a while, then for good.
+
 package rendr_test
 
 import (
@@ -6,11 +8,10 @@ import (
 	"testing/synctest"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
+	"go.uber.org/goleak"
 )
 
 // Row 3 of the reliability matrix: every path down at once. Shorter than ReconnectTimeout, the

@@ -1,3 +1,5 @@
+// Reliability matrix row 6b: a path MTU black hole across real kernel paths.
+
 package rendr_test
 
 import (

@@ -1,3 +1,5 @@
+// Reliability matrix rows 8a and 8b: the soak of random kills and holes.
+
 package rendr_test
 
 import (

@@ -1,9 +1,15 @@
+// Restart: a listener or a dialer that restarts with the same key is recognised by the other
+// end; the old flow fails with ErrPeerRestarted and is never resumed, new flows work, and a
+// path joining during founding is not taken for a restart.
+
 package rendr_test
 
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +19,7 @@ import (
 	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport/tcp"
+	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
 // rtExpectRestarted waits (bounded by a deadline, not measured) for c's Read to fail, and
@@ -245,5 +252,74 @@ func TestJoinDuringFoundingIsNotARestart(t *testing.T) {
 	c2.SetDeadline(time.Now().Add(20 * time.Second))
 	if err := testkit.Both(c1, c2, 64<<10, 5, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A udpflow path whose listener restarted learns it from a stateless reset, at once, instead
+// of by probe timeouts: the reset tokens travel in the handshake's carrier data.
+func TestUDPFlowStatelessResetAfterRestart(t *testing.T) {
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	var resetKey [32]byte
+	copy(resetKey[:], "a reset key kept across restarts")
+	ul, err := udpflow.Listen("udp4", "127.0.0.1:0", udpflow.StatelessResetKey(resetKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ul.Addr().String()
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, ul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lmEcho(t, ln)
+	// ProbeIdle of a minute: a reset is the only way this path can die quickly.
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
+		Root:    rendr.Path("udp", udpflow.NewDialer(addr).Dial),
+		Options: rendr.Options{ProbeIdle: time.Minute, HandshakeTimeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	ln.Close() // closes ul too; nothing tells the dialer
+	ul2, err := udpflow.Listen("udp4", addr, udpflow.StatelessResetKey(resetKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul2.Close()
+	go func() { // the restarted listener's socket: it knows no connection
+		for {
+			c, err := ul2.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	c.Write([]byte("after")) // a data datagram for an id ul2 does not know
+	if !testkit.Wait(10*time.Second, func() bool {
+		for _, p := range d.Status().Paths {
+			if strings.Contains(p.LastError, "stateless reset") {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("the path did not learn of the restart by a reset: %+v", d.Status().Paths)
+	}
+	if st := ul2.Stats(); st.Resets == 0 {
+		t.Fatalf("restarted listener stats %+v: no reset sent", st)
 	}
 }

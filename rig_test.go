@@ -1,3 +1,6 @@
+// The loopback rig of the real-carrier tests: listener, dialer and relays over loopback
+// sockets for each carrier kind, and sources that watch what the listener sends.
+
 package rendr_test
 
 import (
@@ -22,10 +25,6 @@ import (
 	"github.com/rendr-go/rendr/transport/tcp"
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
-
-// Shared pieces of the real-carrier tests: rigs of listener, dialer and relays over loopback
-// TCP, sources that watch what the listener sends, a hooking proxy, and SHA-256 checked
-// transfers.
 
 // rtSource wraps a carrier source so a test can see every carrier the listener accepted, how
 // many bytes the listener wrote back on it, and whether the listener closed it. Strangers must
@@ -691,3 +690,16 @@ var (
 	_ transport.HandshakeExtender = (*rtPkCarrier)(nil)
 	_ transport.HandshakeExtender = (*rtHookPkConn)(nil)
 )
+
+// The listener's handshake timeout in these tests: small, so silent carriers end quickly.
+const rtHandshakeTimeout = 500 * time.Millisecond
+
+// rtEachCarrier runs f as a subtest per carrier kind.
+func rtEachCarrier(t *testing.T, f func(t *testing.T, carrier string)) {
+	for _, carrier := range rtCarriers {
+		t.Run(carrier, func(t *testing.T) { f(t, carrier) })
+	}
+}
+
+// rtCarriers are the carriers the shared suites run over.
+var rtCarriers = []string{"tcp", "quic", "gvisor", "udpflow"}
