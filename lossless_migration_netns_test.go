@@ -23,28 +23,13 @@ import (
 	"github.com/rendr-go/rendr/transport/quic"
 )
 
-// newLab builds the network-namespace lab for a test and tears it down after; without root
-// or the kernel features it needs, the test is skipped.
-func newLab(t *testing.T, cfg netlab.Config) *netlab.Lab {
-	t.Helper()
-	if err := netlab.Available(); err != nil {
-		t.Skip(err)
-	}
-	lab, err := netlab.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	return lab
-}
-
 // TestNetnsBlackhole runs a flow over two real kernel paths (veth pairs between two network
 // namespaces, 100 Mbit/s each) and silently blackholes the path carrying it mid-transfer, as a
 // dead Wi-Fi link does: no RST, no FIN, nothing. Every byte must arrive exactly, traffic must
 // move because of the stall or the silence, and the path must come back once the link does.
 // Twice, so each round starts from a recovered session.
 func TestNetnsBlackhole(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 2, RateMbit: []int{100, 100}, Name: "rendr"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 2, RateMbit: []int{100, 100}, Name: "rendr"})
 
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
 	var srcs []net.Listener
@@ -195,7 +180,7 @@ func TestNetnsBlackhole(t *testing.T) {
 // validates the new address and moves; the flow never notices: no rendr migration, the same
 // path, every byte both ways.
 func TestNetnsQUICAddressChange(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 2, Name: "rendrq"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "rendrq"})
 	srvTLS, cliTLS := testcert.Must()
 	in := func(side netlab.Side) quic.Option {
 		return quic.ListenPacket(func(network, address string) (net.PacketConn, error) {

@@ -5,7 +5,6 @@
 package rendr_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 	"github.com/rendr-go/rendr/status"
 )
@@ -109,7 +109,7 @@ type stLab struct {
 	ln    *rendr.Listener
 	d     *rendr.Dialer
 	paths map[string]*stPath
-	logs  *stLogSink
+	logs  *testkit.ErrorLog
 }
 
 // stNewLab builds the lab with a Selector over the specs, in order. Close runs in Cleanup.
@@ -127,7 +127,7 @@ func stNewLab(t *testing.T, opts rendr.Options, specs ...stLinkSpec) *stLab {
 // stNewLabGraph builds the lab with the target graph root makes from the specs' paths.
 func stNewLabGraph(t *testing.T, opts rendr.Options, root func(map[string]*rendr.Target) *rendr.Target, specs ...stLinkSpec) *stLab {
 	t.Helper()
-	lb := &stLab{t: t, paths: map[string]*stPath{}, logs: &stLogSink{}}
+	lb := &stLab{t: t, paths: map[string]*stPath{}, logs: &testkit.ErrorLog{}}
 	opts.Logger = slog.New(lb.logs)
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
 	var srcs []net.Listener
@@ -192,17 +192,7 @@ func (lb *stLab) open() (dc, lc *rendr.Conn) {
 func (lb *stLab) status() status.Session { return lb.d.Status() }
 
 // pathStatus is the dialer's snapshot of one path.
-func (lb *stLab) pathStatus(name string) status.Path { return stPathStatus(lb.d.Status(), name) }
-
-// stPathStatus is the path of st named name, Connecting when it has none by that name.
-func stPathStatus(st status.Session, name string) status.Path {
-	for _, p := range st.Paths {
-		if p.Name == name {
-			return p
-		}
-	}
-	return status.Path{Name: name, State: status.Connecting}
-}
+func (lb *stLab) pathStatus(name string) status.Path { return testkit.PathStatus(lb.d.Status(), name) }
 
 // active is the name of the path the dialer sends on ("" for none).
 func (lb *stLab) active() string {
@@ -215,85 +205,16 @@ func (lb *stLab) active() string {
 }
 
 // allUp reports whether every path is Up.
-func (lb *stLab) allUp() bool { return stAllUp(lb.d.Status(), len(lb.paths)) }
+func (lb *stLab) allUp() bool { return testkit.AllUp(lb.d.Status(), len(lb.paths)) }
 
-// stAllUp reports whether st has n paths, all Up.
-func stAllUp(st status.Session, n int) bool {
-	if len(st.Paths) != n {
-		return false
-	}
-	for _, p := range st.Paths {
-		if p.State != status.Up {
-			return false
-		}
-	}
-	return true
-}
-
-// stWaitUntil polls cond every step of virtual time for at most limit, and returns how long it
-// took and whether cond came true.
-func stWaitUntil(limit, step time.Duration, cond func() bool) (time.Duration, bool) {
-	start := time.Now()
-	for range int(limit/step) + 1 {
-		if cond() {
-			return time.Since(start), true
-		}
-		time.Sleep(step)
-	}
-	return time.Since(start), cond()
-}
-
-// mustWait is stWaitUntil that fails the test.
+// mustWait is testkit.WaitUntil that fails the test.
 func (lb *stLab) mustWait(what string, limit time.Duration, cond func() bool) time.Duration {
 	lb.t.Helper()
-	d, ok := stWaitUntil(limit, time.Millisecond, cond)
+	d, ok := testkit.WaitUntil(limit, time.Millisecond, cond)
 	if !ok {
-		lb.t.Fatalf("%s: not within %v; status %s", what, limit, stDescribe(lb.d.Status()))
+		lb.t.Fatalf("%s: not within %v; status %s", what, limit, testkit.Describe(lb.d.Status()))
 	}
 	return d
-}
-
-func stDescribe(st status.Session) string {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "migrations=%d flows=%d", st.Migrations, st.Flows)
-	for _, p := range st.Paths {
-		fmt.Fprintf(&b, " [%s id=%d %v active=%v srtt=%v dials=%d err=%q]", p.Name, p.ID, p.State, p.Active, p.SRTT, p.Dials, p.LastError)
-	}
-	return b.String()
-}
-
-// stLogSink keeps the errors the library logs (a path's cause of death among them), so tests can
-// match them with errors.Is.
-type stLogSink struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (h *stLogSink) Enabled(context.Context, slog.Level) bool { return true }
-func (h *stLogSink) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *stLogSink) WithGroup(string) slog.Handler            { return h }
-func (h *stLogSink) Handle(_ context.Context, r slog.Record) error {
-	r.Attrs(func(a slog.Attr) bool {
-		if err, ok := a.Value.Any().(error); ok && err != nil {
-			h.mu.Lock()
-			h.errs = append(h.errs, err)
-			h.mu.Unlock()
-		}
-		return true
-	})
-	return nil
-}
-
-// logged reports whether an error matching target was logged.
-func (h *stLogSink) logged(target error) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, e := range h.errs {
-		if errors.Is(e, target) {
-			return true
-		}
-	}
-	return false
 }
 
 // stStream sends n pseudo-random bytes from w to r (w half-closes at the end) and checks that r
@@ -502,7 +423,7 @@ func (lb *stLab) killActive(reset bool) (name string, id uint32) {
 	lb.t.Helper()
 	name = lb.active()
 	if name == "" {
-		lb.t.Fatalf("no active path: %s", stDescribe(lb.status()))
+		lb.t.Fatalf("no active path: %s", testkit.Describe(lb.status()))
 	}
 	id = lb.pathStatus(name).ID
 	lb.paths[name].live().Kill(reset)

@@ -63,7 +63,7 @@ func (c *rtTapConn) WriteBatch(bs [][]byte) error {
 // path's connection id: garbage, a fake first datagram, and replays of real datagrams. None
 // may move the path or get a byte back.
 func TestNetnsUDPFlowNATRebinding(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 2, Name: "rendru"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "rendru"})
 	// The rewritten datagrams enter and leave by interfaces the routes do not name for their
 	// addresses: no reverse-path filtering in the lab.
 	for _, side := range []netlab.Side{netlab.Client, netlab.Server} {

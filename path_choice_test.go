@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 	"github.com/rendr-go/rendr/status"
 )
@@ -229,7 +230,7 @@ func TestSynctestSelectorPicksBetterPath(t *testing.T) {
 		up.check(t, "up", time.Minute)
 		down.check(t, "down", time.Minute)
 		if a := lb.active(); a != "good" {
-			t.Fatalf("active path %q, want good; %s", a, stDescribe(lb.status()))
+			t.Fatalf("active path %q, want good; %s", a, testkit.Describe(lb.status()))
 		}
 		good, poor := lb.pathStatus("good"), lb.pathStatus("poor")
 		if good.BytesSent < 4<<20 || poor.BytesSent > good.BytesSent {
@@ -276,8 +277,8 @@ func TestSynctestPriorityTiers(t *testing.T) {
 		stop := stTrickle(dc, lc)
 		lb.mustWait("all paths up", 10*time.Second, lb.allUp)
 		lb.mustWait("primary active", 5*time.Second, func() bool { return lb.active() == "primary" })
-		if _, ok := stWaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.active() != "primary" }); ok {
-			t.Fatalf("traffic left the primary while it was up: %s", stDescribe(lb.status()))
+		if _, ok := testkit.WaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.active() != "primary" }); ok {
+			t.Fatalf("traffic left the primary while it was up: %s", testkit.Describe(lb.status()))
 		}
 
 		// The primary dies and cannot come back for a while: the backup carries traffic.
@@ -293,9 +294,9 @@ func TestSynctestPriorityTiers(t *testing.T) {
 		// The primary returns: traffic goes back to it once it has been up for RecoverDwell.
 		lb.paths["primary"].setCut(false)
 		lb.mustWait("primary up again", 10*time.Second, func() bool { return lb.pathStatus("primary").State == status.Up })
-		back, ok := stWaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.active() == "primary" })
+		back, ok := testkit.WaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.active() == "primary" })
 		if !ok {
-			t.Fatalf("traffic did not return to the primary: %s", stDescribe(lb.status()))
+			t.Fatalf("traffic did not return to the primary: %s", testkit.Describe(lb.status()))
 		}
 		if back < recover-2*time.Millisecond || back > recover+100*time.Millisecond {
 			t.Errorf("traffic returned to the primary %v after it came up, want after RecoverDwell (%v)", back, recover)

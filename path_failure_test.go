@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 	"github.com/rendr-go/rendr/path"
 	"github.com/rendr-go/rendr/status"
@@ -68,7 +69,7 @@ func (lb *stLab) deadAfter() (name string, took time.Duration) {
 	lb.t.Helper()
 	name = lb.active()
 	if name == "" {
-		lb.t.Fatalf("no active path: %s", stDescribe(lb.status()))
+		lb.t.Fatalf("no active path: %s", testkit.Describe(lb.status()))
 	}
 	id := lb.pathStatus(name).ID
 	lb.paths[name].live().Blackhole(true)
@@ -130,8 +131,8 @@ func TestSynctestCorruptActive(t *testing.T) {
 		lb.mustWait("corrupted path dies", 10*time.Second, func() bool { return lb.pathStatus(name).ID != id })
 		up.check(t, "up", 5*time.Minute)
 		down.check(t, "down", 5*time.Minute)
-		if !lb.logs.logged(path.ErrRecord) {
-			t.Errorf("no path died with a record error (path.ErrRecord); %s", stDescribe(lb.status()))
+		if !lb.logs.Logged(path.ErrRecord) {
+			t.Errorf("no path died with a record error (path.ErrRecord); %s", testkit.Describe(lb.status()))
 		}
 	})
 }
@@ -219,7 +220,7 @@ func TestSynctestDeepBufferPathStaysUp(t *testing.T) {
 		defer lc.Close()
 		stSend(dc, lc, 16<<20, 120).check(t, "transfer", 5*time.Minute)
 		if n := lb.paths["uplink"].dials(); n != 1 {
-			t.Errorf("a path that kept delivering was declared dead and re-dialed %d times: %s", n-1, stDescribe(lb.status()))
+			t.Errorf("a path that kept delivering was declared dead and re-dialed %d times: %s", n-1, testkit.Describe(lb.status()))
 		}
 	})
 }

@@ -187,11 +187,11 @@ func TestReliabilityHandshakeCarrierDies(t *testing.T) {
 				// id (the dialer founds again under a fresh one, dialer.go): it has no path, so
 				// it must go once ReconnectTimeout has passed, and the live one must stay.
 				orphans := len(ln.Sessions()) - 1
-				gone, ok := stWaitUntil(2*reconnect, 10*time.Millisecond, func() bool { return len(ln.Sessions()) == 1 })
+				gone, ok := testkit.WaitUntil(2*reconnect, 10*time.Millisecond, func() bool { return len(ln.Sessions()) == 1 })
 				if !ok {
 					ss := ln.Sessions()
 					for _, s := range ss {
-						t.Logf("session %x: %d flows, %s", s.ID[:4], s.Flows, stDescribe(s))
+						t.Logf("session %x: %d flows, %s", s.ID[:4], s.Flows, testkit.Describe(s))
 					}
 					t.Fatalf("listener still holds %d sessions %v after the handshake", len(ss), 2*reconnect)
 				}

@@ -181,7 +181,7 @@ type rlLab struct {
 	d     *rendr.Dialer
 	paths map[string]*rlPath
 	names []string
-	logs  *stLogSink
+	logs  *testkit.ErrorLog
 }
 
 // rlSelector and rlBond make the root of a lab's graph from its paths, in spec order.
@@ -191,7 +191,7 @@ func rlBond(ts []*rendr.Target) *rendr.Target     { return rendr.Bond("root", ts
 // rlNewLab builds the lab inside the calling synctest bubble; Close runs in Cleanup.
 func rlNewLab(t *testing.T, opts rendr.Options, root func([]*rendr.Target) *rendr.Target, specs ...rlSpec) *rlLab {
 	t.Helper()
-	lb := &rlLab{t: t, paths: map[string]*rlPath{}, logs: &stLogSink{}}
+	lb := &rlLab{t: t, paths: map[string]*rlPath{}, logs: &testkit.ErrorLog{}}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(lb.logs)
 	}
@@ -234,7 +234,7 @@ func (lb *rlLab) open() (dc, lc *rendr.Conn) {
 	defer cancel()
 	dc, err := lb.d.DialContext(ctx)
 	if err != nil {
-		lb.t.Fatalf("DialContext: %v (%s)", err, stDescribe(lb.d.Status()))
+		lb.t.Fatalf("DialContext: %v (%s)", err, testkit.Describe(lb.d.Status()))
 	}
 	lc, err = lb.ln.AcceptContext(ctx)
 	if err != nil {
@@ -245,18 +245,18 @@ func (lb *rlLab) open() (dc, lc *rendr.Conn) {
 }
 
 // allUp reports whether every path is Up on the dialer's side.
-func (lb *rlLab) allUp() bool { return stAllUp(lb.d.Status(), len(lb.paths)) }
+func (lb *rlLab) allUp() bool { return testkit.AllUp(lb.d.Status(), len(lb.paths)) }
 
 // pathStatus is the dialer's snapshot of one path.
-func (lb *rlLab) pathStatus(name string) status.Path { return stPathStatus(lb.d.Status(), name) }
+func (lb *rlLab) pathStatus(name string) status.Path { return testkit.PathStatus(lb.d.Status(), name) }
 
 // mustWait polls cond each millisecond of virtual time for at most limit and fails the test
 // if it never holds. The limit stops a broken run; it measures nothing.
 func (lb *rlLab) mustWait(what string, limit time.Duration, cond func() bool) time.Duration {
 	lb.t.Helper()
-	d, ok := stWaitUntil(limit, time.Millisecond, cond)
+	d, ok := testkit.WaitUntil(limit, time.Millisecond, cond)
 	if !ok {
-		lb.t.Fatalf("%s: not within %v; status %s", what, limit, stDescribe(lb.d.Status()))
+		lb.t.Fatalf("%s: not within %v; status %s", what, limit, testkit.Describe(lb.d.Status()))
 	}
 	return d
 }

@@ -24,7 +24,7 @@ import (
 // from the client's namespace crosses the veth to it, and it duplicates, reorders and
 // corrupts the datagrams both ways.
 func TestReliabilityMangledDatagramsNetns(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 1, Name: "rendrm"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 1, Name: "rendrm"})
 	in := func(side netlab.Side) udpflow.Option {
 		return udpflow.ListenPacket(func(network, address string) (net.PacketConn, error) {
 			return lab.ListenPacket(side, network, address)
@@ -51,7 +51,7 @@ func TestReliabilityMangledDatagramsNetns(t *testing.T) {
 	t.Cleanup(func() { u.Close() })
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
 	// The errors rendr logs, to tell why a path went down.
-	logs := &stLogSink{}
+	logs := &testkit.ErrorLog{}
 	opts := rendr.Options{Logger: slog.New(logs)}
 	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()},
 		Options: opts}, src)
@@ -90,7 +90,7 @@ func TestReliabilityMangledDatagramsNetns(t *testing.T) {
 	// A corrupted datagram is dropped, never taken for a broken path. (Under the race detector
 	// on a loaded machine the path is sometimes declared silent and dialed again; that is
 	// the relay and both ends starved of CPU, not the faults, and costs no byte.)
-	if logs.logged(path.ErrRecord) {
+	if logs.Logged(path.ErrRecord) {
 		t.Errorf("a path died of a record error: corrupted datagrams must be dropped, not kill the path")
 	}
 	t.Logf("carriers dialed: %d", c1.Status().Paths[0].Dials)

@@ -39,7 +39,7 @@ func TestReliabilityNATRebinding(t *testing.T) {
 		every = 5 * time.Second
 		rebinds = max(1, int(d/every))
 	}
-	lab := newLab(t, netlab.Config{Paths: 1, Name: "rendrn"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 1, Name: "rendrn"})
 	in := func(side netlab.Side) udpflow.Option {
 		return udpflow.ListenPacket(func(network, address string) (net.PacketConn, error) {
 			return lab.ListenPacket(side, network, address)

@@ -20,7 +20,7 @@ import (
 // The same on a real kernel path: udpflow between two network namespaces, nftables dropping
 // every IPv4 packet longer than 1280 bytes at the ingress of both ends (no ICMP is sent).
 func TestReliabilityPMTUBlackHoleNetns(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 1, Name: "rendrp"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 1, Name: "rendrp"})
 	for side, dev := range map[netlab.Side]string{netlab.Client: lab.ClientIface(0), netlab.Server: lab.ServerIface(0)} {
 		rules := fmt.Sprintf(`table netdev pmtu {
 			chain in { type filter hook ingress device %q priority -10; policy accept;

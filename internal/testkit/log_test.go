@@ -1,7 +1,10 @@
 package testkit
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -26,5 +29,19 @@ func TestLoggerWritesToRing(t *testing.T) {
 	Logger(&r, "dialer").Debug("path down", "path", "p1")
 	if s := r.String(); !strings.Contains(s, "side=dialer") || !strings.Contains(s, "path=p1") {
 		t.Fatalf("ring holds %q", s)
+	}
+}
+
+// ErrorLog keeps the errors logged as attributes, wrapped ones included, and nothing else.
+func TestErrorLogMatches(t *testing.T) {
+	var h ErrorLog
+	errDead := errors.New("dead")
+	log := slog.New(&h)
+	log.Info("path down", "path", "p0", "err", fmt.Errorf("carrier: %w", errDead))
+	if !h.Logged(errDead) {
+		t.Fatal("a wrapped error logged as an attribute was not kept")
+	}
+	if h.Logged(io.EOF) {
+		t.Fatal("an error never logged matched")
 	}
 }

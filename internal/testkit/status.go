@@ -40,13 +40,50 @@ func ActiveID(st status.Session) (int, uint32) {
 	return -1, 0
 }
 
-// Describe is one line per path of st, for failure messages.
+// Describe is the session's counters and one entry per path of st, for failure messages.
 func Describe(st status.Session) string {
 	var b strings.Builder
+	fmt.Fprintf(&b, "migrations=%d flows=%d", st.Migrations, st.Flows)
 	for _, p := range st.Paths {
-		fmt.Fprintf(&b, "[%s id=%d %v active=%v err=%q] ", p.Name, p.ID, p.State, p.Active, p.LastError)
+		fmt.Fprintf(&b, " [%s id=%d %v active=%v srtt=%v dials=%d err=%q]", p.Name, p.ID, p.State, p.Active, p.SRTT, p.Dials, p.LastError)
 	}
 	return b.String()
+}
+
+// PathStatus is the path of st named name, Connecting when it has none by that name.
+func PathStatus(st status.Session, name string) status.Path {
+	for _, p := range st.Paths {
+		if p.Name == name {
+			return p
+		}
+	}
+	return status.Path{Name: name, State: status.Connecting}
+}
+
+// AllUp reports whether st has n paths, all Up.
+func AllUp(st status.Session, n int) bool {
+	if len(st.Paths) != n {
+		return false
+	}
+	for _, p := range st.Paths {
+		if p.State != status.Up {
+			return false
+		}
+	}
+	return true
+}
+
+// WaitUntil polls cond every step for at most limit, and returns how long it took and
+// whether cond came true. Inside a synctest bubble the steps are virtual time.
+func WaitUntil(limit, step time.Duration, cond func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for range int(limit/step) + 1 {
+		if cond() {
+			return time.Since(start), true
+		}
+		time.Sleep(step)
+	}
+	return time.Since(start), cond()
 }
 
 // WaitUp polls get until it shows n paths, all Up, for at most within; it fails the test

@@ -2,6 +2,8 @@ package testkit
 
 import (
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/rendr-go/rendr/status"
 )
@@ -46,4 +48,40 @@ func TestMigrationsMoves(t *testing.T) {
 	if got := len(m.All()); got != 4 {
 		t.Fatalf("All has %d, want 4", got)
 	}
+}
+
+func TestPathStatusAndAllUp(t *testing.T) {
+	st := status.Session{Paths: []status.Path{
+		{Name: "a", State: status.Up, ID: 3},
+		{Name: "b", State: status.Connecting},
+	}}
+	if p := PathStatus(st, "a"); p.ID != 3 || p.State != status.Up {
+		t.Fatalf("PathStatus(a) = %+v", p)
+	}
+	if p := PathStatus(st, "z"); p.Name != "z" || p.State != status.Connecting {
+		t.Fatalf("PathStatus of a path not in the status = %+v, want it Connecting", p)
+	}
+	if AllUp(st, 2) {
+		t.Fatal("AllUp with a path Connecting")
+	}
+	st.Paths[1].State = status.Up
+	if !AllUp(st, 2) || AllUp(st, 3) {
+		t.Fatal("AllUp must hold for exactly the paths shown, all Up")
+	}
+}
+
+// WaitUntil reports the condition and stops polling once it holds; in a synctest bubble the
+// time it reports is exact.
+func TestWaitUntil(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := 0
+		took, ok := WaitUntil(time.Second, 10*time.Millisecond, func() bool { n++; return n == 5 })
+		if !ok || took != 40*time.Millisecond {
+			t.Fatalf("WaitUntil = %v, %v; want 40ms, true", took, ok)
+		}
+		took, ok = WaitUntil(100*time.Millisecond, 10*time.Millisecond, func() bool { return false })
+		if ok || took != 110*time.Millisecond {
+			t.Fatalf("WaitUntil of a false condition = %v, %v; want 110ms, false", took, ok)
+		}
+	})
 }
