@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 	"golang.org/x/net/nettest"
 )
@@ -49,14 +50,14 @@ func TestNettestOnePath(t *testing.T) {
 func TestDialerCloseAfterConnCloseDelivers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		link := testlink.Config{Delay: 5 * time.Millisecond, Rate: 8 << 20, Buffer: 256 << 10, Seed: 3}
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "a", ab: link, ba: link})
-		dc, lc := lb.open()
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "a", AB: link, BA: link})
+		dc, lc := lb.Open()
 		data := stPattern(200<<10, 150) // within the initial windows: Write returns at once
 		if n, err := dc.Write(data); n != len(data) || err != nil {
 			t.Fatalf("Write = %d, %v", n, err)
 		}
 		dc.Close()
-		lb.d.Close()
+		lb.D.Close()
 		lc.SetReadDeadline(time.Now().Add(time.Minute))
 		b, err := io.ReadAll(lc)
 		lc.Close()
@@ -97,8 +98,8 @@ func TestConcurrentWritesDoNotInterleave(t *testing.T) {
 
 func TestSynctestDeadlines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := lb.Open()
 		defer dc.Close()
 		defer lc.Close()
 		buf := make([]byte, 100)
@@ -190,12 +191,12 @@ func TestSynctestCloseDuringMigration(t *testing.T) {
 			defer lc.Close()
 			const size = 8 << 20
 			up, down := stDuplex(dc, lc, size, 130)
-			lb.mustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
+			lb.MustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
 			// Kill the active path and close, at the same instant or a little after.
-			lb.killActive(i%2 == 0)
+			killActive(lb, i%2 == 0)
 			time.Sleep(time.Duration(i) * time.Millisecond)
-			lb.d.Close()
-			lb.ln.Close()
+			lb.D.Close()
+			lb.LN.Close()
 			for _, s := range []*stStream{up, down} {
 				select {
 				case <-s.done:
@@ -220,9 +221,9 @@ func TestSynctestCloseDuringMigration(t *testing.T) {
 
 func TestSynctestCloseDeliversAndStops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink})
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink})
 		// Close right after a large Write: every byte still arrives, then io.EOF.
-		dc, lc := lb.open()
+		dc, lc := lb.Open()
 		data := stPattern(2<<20, 140)
 		go func() {
 			dc.Write(data)
@@ -235,7 +236,7 @@ func TestSynctestCloseDeliversAndStops(t *testing.T) {
 		lc.Close()
 
 		// CloseRead: the peer's writes fail with ErrStopped; this side can still write.
-		dc, lc = lb.open()
+		dc, lc = lb.Open()
 		defer dc.Close()
 		defer lc.Close()
 		if err := lc.CloseRead(); err != nil {

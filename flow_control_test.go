@@ -12,16 +12,17 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 )
 
 func TestSynctestIdleFlowsCostNoGoroutines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{},
-			stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink})
-		first, firstL := lb.open()
-		lb.mustWait("all paths up", 10*time.Second, lb.allUp)
+		lb := testkit.NewMemLab(t, rendr.Options{},
+			testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink},
+			testkit.LinkSpec{Name: "b", AB: stGoodLink, BA: stGoodLink})
+		first, firstL := lb.Open()
+		lb.MustWait("all paths up", 10*time.Second, lb.AllUp)
 		synctest.Wait()
 		before := runtime.NumGoroutine()
 		const flows = 10000
@@ -30,14 +31,14 @@ func TestSynctestIdleFlowsCostNoGoroutines(t *testing.T) {
 		for len(conns) < 2*flows {
 			var batch []*rendr.Conn
 			for range 500 {
-				dc, err := lb.d.Dial()
+				dc, err := lb.D.Dial()
 				if err != nil {
 					t.Fatalf("Dial after %d flows: %v", len(conns)/2, err)
 				}
 				batch = append(batch, dc)
 			}
 			for range batch {
-				lc, err := lb.ln.Accept()
+				lc, err := lb.LN.Accept()
 				if err != nil {
 					t.Fatalf("Accept after %d flows: %v", len(conns)/2, err)
 				}
@@ -52,7 +53,7 @@ func TestSynctestIdleFlowsCostNoGoroutines(t *testing.T) {
 		if after > before+4 {
 			t.Errorf("goroutines: %d before, %d with %d more idle flows", before, after, flows)
 		}
-		if got := lb.status().Flows; got != flows+1 {
+		if got := lb.Status().Flows; got != flows+1 {
 			t.Errorf("dialer has %d flows, want %d", got, flows+1)
 		}
 		// The first flow still moves data among them.
@@ -64,17 +65,17 @@ func TestSynctestIdleFlowsCostNoGoroutines(t *testing.T) {
 		}
 		first.Close()
 		firstL.Close()
-		lb.mustWait("every flow forgotten on both sides", time.Minute, func() bool {
-			ss := lb.ln.Sessions()
-			return lb.status().Flows == 0 && len(ss) == 1 && ss[0].Flows == 0
+		lb.MustWait("every flow forgotten on both sides", time.Minute, func() bool {
+			ss := lb.LN.Sessions()
+			return lb.Status().Flows == 0 && len(ss) == 1 && ss[0].Flows == 0
 		})
 	})
 }
 
 func TestSynctestFlowControlBackPressure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := lb.Open()
 		defer dc.Close()
 		defer lc.Close()
 		data := stPattern(16<<20, 70)
@@ -112,11 +113,11 @@ func TestSynctestWindowGrowsWithBDP(t *testing.T) {
 		// 50ms each way at 100 MB/s: a bandwidth-delay product of 10 MB. A fixed 256 KiB
 		// window would allow 256 KiB per 100ms round trip, about 2.6 MB/s.
 		fat := testlink.Config{Delay: 50 * time.Millisecond, Rate: 100e6, Buffer: 32 << 20}
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "fat", ab: fat, ba: fat})
-		dc, lc := lb.open()
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "fat", AB: fat, BA: fat})
+		dc, lc := lb.Open()
 		defer dc.Close()
 		defer lc.Close()
-		lb.mustWait("path measured", 10*time.Second, func() bool { return lb.pathStatus("fat").SRTT > 0 })
+		lb.MustWait("path measured", 10*time.Second, func() bool { return lb.PathStatus("fat").SRTT > 0 })
 		const size = 48 << 20
 		s := stSend(dc, lc, size, 80)
 		s.check(t, "transfer", 5*time.Minute)

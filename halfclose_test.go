@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 )
 
 // TestHalfCloseBothWays closes the two directions one after the other with different final
@@ -67,8 +68,8 @@ func TestHalfCloseBothWays(t *testing.T) {
 
 func TestSynctestHalfClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := lb.Open()
 		defer dc.Close()
 		defer lc.Close()
 		// stSend half-closes the writer when done, and the reader checks io.EOF after every byte.
@@ -79,9 +80,9 @@ func TestSynctestHalfClose(t *testing.T) {
 		stSend(lc, dc, 3<<20, 91).check(t, "listener to dialer after the dialer's EOF", time.Minute)
 		dc.Close()
 		lc.Close()
-		lb.mustWait("flow forgotten on both sides once both closed", 10*time.Second, func() bool {
-			ss := lb.ln.Sessions()
-			return lb.status().Flows == 0 && len(ss) == 1 && ss[0].Flows == 0
+		lb.MustWait("flow forgotten on both sides once both closed", 10*time.Second, func() bool {
+			ss := lb.LN.Sessions()
+			return lb.Status().Flows == 0 && len(ss) == 1 && ss[0].Flows == 0
 		})
 	})
 }

@@ -5,13 +5,11 @@
 package rendr_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -27,194 +25,16 @@ import (
 	"github.com/rendr-go/rendr/status"
 )
 
-// The rig of the synctest scenarios: a Listener and a Dialer joined by in-memory links, one
-// testlink listener per path, with every carrier's Link kept so a test can inject faults on the
-// path's live carrier. Everything here must be created inside the bubble that uses it.
-
-// stLinkSpec describes one path: its name, the shaping of each direction, and target options.
-type stLinkSpec struct {
-	name   string
-	ab, ba testlink.Config // dialer->listener and listener->dialer
-	opts   []rendr.PathOption
-}
-
-// stPath is one configured path and every carrier it has dialed.
-type stPath struct {
-	name string
-	src  *testlink.Listener
-
-	mu struct {
-		sync.Mutex
-		ab, ba testlink.Config
-		links  []*testlink.Link
-		cut    bool // while set, dials fail: the path cannot come back
-	}
-}
-
-var stErrCut = errors.New("test: path is cut")
-
-func (p *stPath) dial(ctx context.Context) (net.Conn, error) {
-	p.mu.Lock()
-	ab, ba, cut := p.mu.ab, p.mu.ba, p.mu.cut
-	p.mu.Unlock()
-	if cut {
-		return nil, stErrCut
-	}
-	c, l, err := p.src.Dial(ctx, ab, ba)
-	if err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	p.mu.links = append(p.mu.links, l)
-	p.mu.Unlock()
-	return c, nil
-}
-
-// live is the newest carrier: the one the path runs on while it is Up.
-func (p *stPath) live() *testlink.Link {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.mu.links) == 0 {
-		return nil
-	}
-	return p.mu.links[len(p.mu.links)-1]
-}
-
-// dials is how many carriers the path has dialed so far.
-func (p *stPath) dials() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.mu.links)
-}
-
-// setShape changes the shaping of the live carrier and of every later one.
-func (p *stPath) setShape(ab, ba testlink.Config) {
-	p.mu.Lock()
-	p.mu.ab, p.mu.ba = ab, ba
-	p.mu.Unlock()
-	if l := p.live(); l != nil {
-		l.Set(ab, ba)
-	}
-}
-
-func (p *stPath) setCut(on bool) {
-	p.mu.Lock()
-	p.mu.cut = on
-	p.mu.Unlock()
-}
-
-// stLab is a Listener and a Dialer over stPaths.
-type stLab struct {
-	t     *testing.T
-	ln    *rendr.Listener
-	d     *rendr.Dialer
-	paths map[string]*stPath
-	logs  *testkit.ErrorLog
-}
-
-// stNewLab builds the lab with a Selector over the specs, in order. Close runs in Cleanup.
-func stNewLab(t *testing.T, opts rendr.Options, specs ...stLinkSpec) *stLab {
-	t.Helper()
-	return stNewLabGraph(t, opts, func(paths map[string]*rendr.Target) *rendr.Target {
-		var targets []*rendr.Target
-		for _, s := range specs {
-			targets = append(targets, paths[s.name])
-		}
-		return rendr.Selector("root", targets...)
-	}, specs...)
-}
-
-// stNewLabGraph builds the lab with the target graph root makes from the specs' paths.
-func stNewLabGraph(t *testing.T, opts rendr.Options, root func(map[string]*rendr.Target) *rendr.Target, specs ...stLinkSpec) *stLab {
-	t.Helper()
-	lb := &stLab{t: t, paths: map[string]*stPath{}, logs: &testkit.ErrorLog{}}
-	opts.Logger = slog.New(lb.logs)
-	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
-	var srcs []net.Listener
-	targets := map[string]*rendr.Target{}
-	for _, s := range specs {
-		p := &stPath{name: s.name, src: testlink.Listen(s.name)}
-		p.mu.ab, p.mu.ba = s.ab, s.ba
-		lb.paths[s.name] = p
-		srcs = append(srcs, p.src)
-		targets[s.name] = rendr.Path(s.name, p.dial, s.opts...)
-	}
-	var err error
-	lb.ln, err = rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}, Options: opts}, srcs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lb.d, err = rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
-		Root: root(targets), Options: opts})
-	if err != nil {
-		lb.ln.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(lb.close)
-	return lb
-}
-
-func (lb *stLab) close() {
-	lb.d.Close()
-	lb.ln.Close()
-}
-
-// open dials a flow and accepts it on the other side.
 // stTwoGoodPaths is the common start: a lab of two good paths "a" and "b", default options, one
 // flow open, both paths up.
-func stTwoGoodPaths(t *testing.T) (lb *stLab, dc, lc *rendr.Conn) {
+func stTwoGoodPaths(t *testing.T) (lb *testkit.MemLab, dc, lc *rendr.Conn) {
 	t.Helper()
-	lb = stNewLab(t, rendr.Options{},
-		stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink},
-		stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink})
-	dc, lc = lb.open()
-	lb.mustWait("all paths up", 10*time.Second, lb.allUp)
+	lb = testkit.NewMemLab(t, rendr.Options{},
+		testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink},
+		testkit.LinkSpec{Name: "b", AB: stGoodLink, BA: stGoodLink})
+	dc, lc = lb.Open()
+	lb.MustWait("all paths up", 10*time.Second, lb.AllUp)
 	return lb, dc, lc
-}
-
-func (lb *stLab) open() (dc, lc *rendr.Conn) {
-	lb.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	dc, err := lb.d.DialContext(ctx)
-	if err != nil {
-		lb.t.Fatalf("DialContext: %v", err)
-	}
-	lc, err = lb.ln.AcceptContext(ctx)
-	if err != nil {
-		dc.Close()
-		lb.t.Fatalf("AcceptContext: %v", err)
-	}
-	return dc, lc
-}
-
-// status is the dialer's view of its session.
-func (lb *stLab) status() status.Session { return lb.d.Status() }
-
-// pathStatus is the dialer's snapshot of one path.
-func (lb *stLab) pathStatus(name string) status.Path { return testkit.PathStatus(lb.d.Status(), name) }
-
-// active is the name of the path the dialer sends on ("" for none).
-func (lb *stLab) active() string {
-	for _, p := range lb.d.Status().Paths {
-		if p.Active {
-			return p.Name
-		}
-	}
-	return ""
-}
-
-// allUp reports whether every path is Up.
-func (lb *stLab) allUp() bool { return testkit.AllUp(lb.d.Status(), len(lb.paths)) }
-
-// mustWait is testkit.WaitUntil that fails the test.
-func (lb *stLab) mustWait(what string, limit time.Duration, cond func() bool) time.Duration {
-	lb.t.Helper()
-	d, ok := testkit.WaitUntil(limit, time.Millisecond, cond)
-	if !ok {
-		lb.t.Fatalf("%s: not within %v; status %s", what, limit, testkit.Describe(lb.d.Status()))
-	}
-	return d
 }
 
 // stStream sends n pseudo-random bytes from w to r (w half-closes at the end) and checks that r
@@ -356,12 +176,12 @@ func stPaced(w net.Conn, n, size int, every time.Duration) (wait func()) {
 }
 
 // stRaceLab is a lab of a good path and one losing 30%, under Race("race", good, lossy).
-func stRaceLab(t *testing.T) *stLab {
+func stRaceLab(t *testing.T) *testkit.MemLab {
 	t.Helper()
-	return stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+	return testkit.NewMemLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
 		return rendr.Race("race", p["good"], p["lossy"])
-	}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink},
-		stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
+	}, testkit.LinkSpec{Name: "good", AB: stGoodLink, BA: stGoodLink},
+		testkit.LinkSpec{Name: "lossy", AB: stLossy, BA: stLossy})
 }
 
 func p99(d []time.Duration) time.Duration {
@@ -371,9 +191,9 @@ func p99(d []time.Duration) time.Duration {
 }
 
 // listenerActive names the paths the listening side sends on.
-func (lb *stLab) listenerActive() []string {
+func listenerActive(lb *testkit.MemLab) []string {
 	var out []string
-	for _, s := range lb.ln.Sessions() {
+	for _, s := range lb.LN.Sessions() {
 		for _, p := range s.Paths {
 			if p.Active {
 				out = append(out, p.Name)
@@ -419,14 +239,14 @@ func (m *stMigrations) list() []status.Migration {
 }
 
 // killActive kills the live carrier of the active path.
-func (lb *stLab) killActive(reset bool) (name string, id uint32) {
-	lb.t.Helper()
-	name = lb.active()
+func killActive(lb *testkit.MemLab, reset bool) (name string, id uint32) {
+	lb.T.Helper()
+	name = lb.Active()
 	if name == "" {
-		lb.t.Fatalf("no active path: %s", testkit.Describe(lb.status()))
+		lb.T.Fatalf("no active path: %s", testkit.Describe(lb.Status()))
 	}
-	id = lb.pathStatus(name).ID
-	lb.paths[name].live().Kill(reset)
+	id = lb.PathStatus(name).ID
+	lb.Paths[name].Live().Kill(reset)
 	return name, id
 }
 

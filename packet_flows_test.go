@@ -17,31 +17,32 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/testcert"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/quic"
 )
 
 // stPacketPair opens a packet flow and accepts it.
-func (lb *stLab) packetPair() (dc, lc *rendr.PacketConn) {
-	lb.t.Helper()
+func packetPair(lb *testkit.MemLab) (dc, lc *rendr.PacketConn) {
+	lb.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dc, err := lb.d.DialPacket(ctx)
+	dc, err := lb.D.DialPacket(ctx)
 	if err != nil {
-		lb.t.Fatalf("DialPacket: %v", err)
+		lb.T.Fatalf("DialPacket: %v", err)
 	}
 	// The listening side learns of the flow from its OPEN or first datagram.
 	if _, err := dc.Write([]byte("hello")); err != nil {
-		lb.t.Fatal(err)
+		lb.T.Fatal(err)
 	}
-	lc, err = lb.ln.AcceptPacket(ctx)
+	lc, err = lb.LN.AcceptPacket(ctx)
 	if err != nil {
-		lb.t.Fatalf("AcceptPacket: %v", err)
+		lb.T.Fatalf("AcceptPacket: %v", err)
 	}
 	b := make([]byte, 16)
 	if n, err := lc.Read(b); err != nil || string(b[:n]) != "hello" {
-		lb.t.Fatalf("first datagram: %q, %v", b[:n], err)
+		lb.T.Fatalf("first datagram: %q, %v", b[:n], err)
 	}
 	return dc, lc
 }
@@ -102,9 +103,9 @@ func TestSynctestPacketRace(t *testing.T) {
 	const n, size, every = 1500, 1200, 4 * time.Millisecond
 	var alone time.Duration
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.packetPair()
-		lb.mustWait("path up", 10*time.Second, lb.allUp)
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "good", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := packetPair(lb)
+		lb.MustWait("path up", 10*time.Second, lb.AllUp)
 		res := stDatagrams(t, dc, lc, n, size, every)
 		if res.received() != n || res.dups != 0 {
 			t.Fatalf("good path alone: %d of %d received, %d twice", res.received(), n, res.dups)
@@ -115,16 +116,16 @@ func TestSynctestPacketRace(t *testing.T) {
 		t.Run(dir, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				lb := stRaceLab(t)
-				dc, lc := lb.packetPair()
-				lb.mustWait("paths up", 10*time.Second, lb.allUp)
-				lb.mustWait("the listening side racing", 10*time.Second, func() bool { return len(lb.listenerActive()) == 2 })
+				dc, lc := packetPair(lb)
+				lb.MustWait("paths up", 10*time.Second, lb.AllUp)
+				lb.MustWait("the listening side racing", 10*time.Second, func() bool { return len(listenerActive(lb)) == 2 })
 				w, r := dc, lc
 				if dir == "listener to dialer" {
 					w, r = lc, dc
 				}
 				go func() {
 					time.Sleep(n * every / 2)
-					lb.paths["lossy"].live().Blackhole(true)
+					lb.Paths["lossy"].Live().Blackhole(true)
 				}()
 				res := stDatagrams(t, w, r, n, size, every)
 				st := r.Stats()
@@ -153,15 +154,15 @@ func TestSynctestPacketBondKill(t *testing.T) {
 	for _, how := range []string{"close", "reset", "stall"} {
 		t.Run(how, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+				lb := testkit.NewMemLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
 					return rendr.Bond("bond", p["fast"], p["slow"])
-				}, stLinkSpec{name: "fast", ab: fast, ba: fast}, stLinkSpec{name: "slow", ab: slow, ba: slow})
-				dc, lc := lb.packetPair()
-				lb.mustWait("paths up", 10*time.Second, lb.allUp)
+				}, testkit.LinkSpec{Name: "fast", AB: fast, BA: fast}, testkit.LinkSpec{Name: "slow", AB: slow, BA: slow})
+				dc, lc := packetPair(lb)
+				lb.MustWait("paths up", 10*time.Second, lb.AllUp)
 				const n, size, every = 3000, 1000, time.Millisecond
 				go func() {
 					time.Sleep(time.Second)
-					l := lb.paths["fast"].live()
+					l := lb.Paths["fast"].Live()
 					switch how {
 					case "close":
 						l.Kill(false)
@@ -471,14 +472,14 @@ func TestFlowHashIP(t *testing.T) {
 // carry them alone.
 func TestSynctestFlowHashPins(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+		lb := testkit.NewMemLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
 			return rendr.Bond("bond", p["a"], p["b"])
-		}, stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink}, stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.packetPair()
-		lb.mustWait("paths up", 10*time.Second, lb.allUp)
+		}, testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink}, testkit.LinkSpec{Name: "b", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := packetPair(lb)
+		lb.MustWait("paths up", 10*time.Second, lb.AllUp)
 		sent := func() map[string]int64 {
 			m := map[string]int64{}
-			for _, p := range lb.status().Paths {
+			for _, p := range lb.Status().Paths {
 				m[p.Name] = p.BytesSent
 			}
 			return m

@@ -48,16 +48,16 @@ func TestSynctestRaceFlatLatency(t *testing.T) {
 	const chunks, every = 1500, 4 * time.Millisecond
 	var alone, lossy, raced time.Duration
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
-		lb.mustWait("path up", 10*time.Second, lb.allUp)
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "good", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := lb.Open()
+		lb.MustWait("path up", 10*time.Second, lb.AllUp)
 		alone = p99(stLatency(t, dc, lc, chunks, every))
 	})
 	// What the Race saves us from: the lossy path alone.
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "lossy", ab: stLossy, ba: stLossy})
-		dc, lc := lb.open()
-		lb.mustWait("path up", 10*time.Second, lb.allUp)
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "lossy", AB: stLossy, BA: stLossy})
+		dc, lc := lb.Open()
+		lb.MustWait("path up", 10*time.Second, lb.AllUp)
 		lossy = p99(stLatency(t, dc, lc, chunks/3, every))
 	})
 	if lossy < 10*alone {
@@ -65,14 +65,14 @@ func TestSynctestRaceFlatLatency(t *testing.T) {
 	}
 	synctest.Test(t, func(t *testing.T) {
 		lb := stRaceLab(t)
-		dc, lc := lb.open()
-		lb.mustWait("paths up", 10*time.Second, lb.allUp)
+		dc, lc := lb.Open()
+		lb.MustWait("paths up", 10*time.Second, lb.AllUp)
 		go func() {
 			time.Sleep(chunks * every / 2)
-			lb.paths["lossy"].live().Blackhole(true)
+			lb.Paths["lossy"].Live().Blackhole(true)
 		}()
 		raced = p99(stLatency(t, dc, lc, chunks, every))
-		if got := len(lb.status().Paths); got != 2 {
+		if got := len(lb.Status().Paths); got != 2 {
 			t.Fatalf("%d paths in status", got)
 		}
 	})
@@ -85,12 +85,12 @@ func TestSynctestRaceFlatLatency(t *testing.T) {
 	var down time.Duration
 	synctest.Test(t, func(t *testing.T) {
 		lb := stRaceLab(t)
-		dc, lc := lb.open()
-		lb.mustWait("paths up", 10*time.Second, lb.allUp)
-		lb.mustWait("the listening side racing", 10*time.Second, func() bool { return len(lb.listenerActive()) == 2 })
+		dc, lc := lb.Open()
+		lb.MustWait("paths up", 10*time.Second, lb.AllUp)
+		lb.MustWait("the listening side racing", 10*time.Second, func() bool { return len(listenerActive(lb)) == 2 })
 		go func() {
 			time.Sleep(chunks * every / 2)
-			lb.paths["lossy"].live().Blackhole(true)
+			lb.Paths["lossy"].Live().Blackhole(true)
 		}()
 		down = p99(stLatency(t, lc, dc, chunks, every))
 	})
@@ -105,13 +105,13 @@ func TestSynctestRaceFlatLatency(t *testing.T) {
 func TestSynctestRaceLossless(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		lb := stRaceLab(t)
-		dc, lc := lb.open()
-		lb.mustWait("paths up", 10*time.Second, lb.allUp)
+		dc, lc := lb.Open()
+		lb.MustWait("paths up", 10*time.Second, lb.AllUp)
 		up, down := stDuplex(dc, lc, 8<<20, 41)
 		time.Sleep(300 * time.Millisecond)
-		lb.paths["lossy"].live().Blackhole(true)
+		lb.Paths["lossy"].Live().Blackhole(true)
 		time.Sleep(3 * time.Second)
-		lb.paths["lossy"].live().Blackhole(false)
+		lb.Paths["lossy"].Live().Blackhole(false)
 		up.check(t, "up", 2*time.Minute)
 		down.check(t, "down", 2*time.Minute)
 	})
@@ -126,24 +126,24 @@ func TestSynctestBondAddsUp(t *testing.T) {
 	mid := testlink.Config{Delay: 10 * time.Millisecond, Rate: 3 << 20, Buffer: 256 << 10, Seed: 13}
 	for _, tc := range []struct {
 		name  string
-		specs []stLinkSpec
+		specs []testkit.LinkSpec
 		kill  string
 	}{
-		{"2 paths", []stLinkSpec{{name: "fast", ab: fast, ba: fast}, {name: "slow", ab: slow, ba: slow}}, "slow"},
-		{"3 paths", []stLinkSpec{{name: "fast", ab: fast, ba: fast}, {name: "slow", ab: slow, ba: slow},
-			{name: "mid", ab: mid, ba: mid}}, "fast"},
+		{"2 paths", []testkit.LinkSpec{{Name: "fast", AB: fast, BA: fast}, {Name: "slow", AB: slow, BA: slow}}, "slow"},
+		{"3 paths", []testkit.LinkSpec{{Name: "fast", AB: fast, BA: fast}, {Name: "slow", AB: slow, BA: slow},
+			{Name: "mid", AB: mid, BA: mid}}, "fast"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+				lb := testkit.NewMemLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
 					var kids []*rendr.Target
 					for _, s := range tc.specs {
-						kids = append(kids, p[s.name])
+						kids = append(kids, p[s.Name])
 					}
 					return rendr.Bond("bond", kids...)
 				}, tc.specs...)
-				dc, lc := lb.open()
-				lb.mustWait("paths up", 10*time.Second, lb.allUp)
+				dc, lc := lb.Open()
+				lb.MustWait("paths up", 10*time.Second, lb.AllUp)
 				const n = 24 << 20
 				start := time.Now()
 				s := stSend(dc, lc, n, 51)
@@ -154,7 +154,7 @@ func TestSynctestBondAddsUp(t *testing.T) {
 				if took >= alone {
 					t.Fatalf("the bond took %v, no faster than the fastest path alone (%v)", took, alone)
 				}
-				for _, p := range lb.status().Paths {
+				for _, p := range lb.Status().Paths {
 					if p.BytesSent < n/10 {
 						t.Fatalf("path %s sent %d bytes of %d: the bond did not use it", p.Name, p.BytesSent, n)
 					}
@@ -168,15 +168,15 @@ func TestSynctestBondAddsUp(t *testing.T) {
 					t.Fatalf("the download took %v over the bond, no faster than the fastest path alone (%v)", took, alone)
 				}
 				// Again on a new flow, with one child killed mid-transfer and restored.
-				dc, lc = lb.open()
+				dc, lc = lb.Open()
 				s = stSend(dc, lc, n, 52)
 				time.Sleep(500 * time.Millisecond)
-				lb.paths[tc.kill].setCut(true)
-				lb.paths[tc.kill].live().Kill(true)
+				lb.Paths[tc.kill].SetCut(true)
+				lb.Paths[tc.kill].Live().Kill(true)
 				time.Sleep(2 * time.Second)
-				lb.paths[tc.kill].setCut(false)
+				lb.Paths[tc.kill].SetCut(false)
 				s.check(t, "bond with a kill", 5*time.Minute)
-				lb.mustWait("killed path back", 30*time.Second, lb.allUp)
+				lb.MustWait("killed path back", 30*time.Second, lb.AllUp)
 			})
 		})
 	}
@@ -186,39 +186,39 @@ func TestSynctestBondAddsUp(t *testing.T) {
 // ways, SHA-exact.
 func TestSynctestNestedGraph(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		specs := []stLinkSpec{{name: "a", ab: stGoodLink, ba: stGoodLink}, {name: "b", ab: stPoorLink, ba: stPoorLink},
-			{name: "c", ab: stGoodLink, ba: stGoodLink}, {name: "d", ab: stPoorLink, ba: stPoorLink}}
-		lb := stNewLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
+		specs := []testkit.LinkSpec{{Name: "a", AB: stGoodLink, BA: stGoodLink}, {Name: "b", AB: stPoorLink, BA: stPoorLink},
+			{Name: "c", AB: stGoodLink, BA: stGoodLink}, {Name: "d", AB: stPoorLink, BA: stPoorLink}}
+		lb := testkit.NewMemLabGraph(t, rendr.Options{}, func(p map[string]*rendr.Target) *rendr.Target {
 			return rendr.Race("root", rendr.Selector("sel", p["a"], p["b"]), rendr.Bond("bond", p["c"], p["d"]))
 		}, specs...)
-		dc, lc := lb.open()
-		lb.mustWait("paths up", 10*time.Second, lb.allUp)
+		dc, lc := lb.Open()
+		lb.MustWait("paths up", 10*time.Second, lb.AllUp)
 		up, down := stDuplex(dc, lc, 8<<20, 61)
 		for i, name := range []string{"a", "c", "b", "d", "a", "c"} {
 			time.Sleep(400 * time.Millisecond)
-			lb.paths[name].live().Kill(i%2 == 0)
+			lb.Paths[name].Live().Kill(i%2 == 0)
 		}
 		up.check(t, "up", 2*time.Minute)
 		down.check(t, "down", 2*time.Minute)
-		lb.mustWait("all paths back", 30*time.Second, lb.allUp)
+		lb.MustWait("all paths back", 30*time.Second, lb.AllUp)
 	})
 }
 
 func TestSynctestSelectorPicksBetterPath(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{Dwell: 500 * time.Millisecond},
-			stLinkSpec{name: "poor", ab: stPoorLink, ba: stPoorLink},
-			stLinkSpec{name: "good", ab: stGoodLink, ba: stGoodLink})
+		lb := testkit.NewMemLab(t, rendr.Options{Dwell: 500 * time.Millisecond},
+			testkit.LinkSpec{Name: "poor", AB: stPoorLink, BA: stPoorLink},
+			testkit.LinkSpec{Name: "good", AB: stGoodLink, BA: stGoodLink})
 		// The session starts with the first flow. Let both paths attach and measure their
 		// round trips before traffic starts.
-		dc, lc := lb.open()
+		dc, lc := lb.Open()
 		defer dc.Close()
 		defer lc.Close()
-		lb.mustWait("both paths up and measured", 10*time.Second, func() bool {
-			if !lb.allUp() {
+		lb.MustWait("both paths up and measured", 10*time.Second, func() bool {
+			if !lb.AllUp() {
 				return false
 			}
-			for _, p := range lb.status().Paths {
+			for _, p := range lb.Status().Paths {
 				if p.SRTT == 0 {
 					return false
 				}
@@ -229,29 +229,29 @@ func TestSynctestSelectorPicksBetterPath(t *testing.T) {
 		up, down := stDuplex(dc, lc, 8<<20, 10)
 		up.check(t, "up", time.Minute)
 		down.check(t, "down", time.Minute)
-		if a := lb.active(); a != "good" {
-			t.Fatalf("active path %q, want good; %s", a, testkit.Describe(lb.status()))
+		if a := lb.Active(); a != "good" {
+			t.Fatalf("active path %q, want good; %s", a, testkit.Describe(lb.Status()))
 		}
-		good, poor := lb.pathStatus("good"), lb.pathStatus("poor")
+		good, poor := lb.PathStatus("good"), lb.PathStatus("poor")
 		if good.BytesSent < 4<<20 || poor.BytesSent > good.BytesSent {
 			t.Errorf("carrier bytes sent: good %d, poor %d; the transfer should have used the good path", good.BytesSent, poor.BytesSent)
 		}
 
 		// The good path gets worse, gradually (a sudden jump would look like a stall): once it
 		// has been clearly worse for Dwell, traffic moves for quality.
-		dc2, lc2 := lb.open()
+		dc2, lc2 := lb.Open()
 		defer dc2.Close()
 		defer lc2.Close()
 		m := stWatch(dc2)
 		stop := stTrickle(dc2, lc2) // keeps the engine asking where to send, however slow
-		gp := lb.paths["good"]
+		gp := lb.Paths["good"]
 		for d := stGoodLink.Delay; d <= 100*time.Millisecond; d += 5 * time.Millisecond {
 			bad := stGoodLink
 			bad.Delay, bad.Jitter = d, 0
-			gp.setShape(bad, bad)
+			gp.SetShape(bad, bad)
 			time.Sleep(100 * time.Millisecond)
 		}
-		lb.mustWait("traffic moves to the better path", 20*time.Second, func() bool { return lb.active() == "poor" })
+		lb.MustWait("traffic moves to the better path", 20*time.Second, func() bool { return lb.Active() == "poor" })
 		if err := stop(); err != nil {
 			t.Fatalf("trickle: %v", err)
 		}
@@ -267,36 +267,36 @@ func TestSynctestPriorityTiers(t *testing.T) {
 		const recover = 400 * time.Millisecond
 		// The backup is the faster link: tiers, not scores, keep traffic on the primary.
 		slow := testlink.Config{Delay: 20 * time.Millisecond, Rate: 20 << 20, Buffer: 256 << 10}
-		lb := stNewLab(t, rendr.Options{RecoverDwell: recover, Dwell: 300 * time.Millisecond},
-			stLinkSpec{name: "primary", ab: slow, ba: slow},
-			stLinkSpec{name: "backup", ab: stGoodLink, ba: stGoodLink, opts: []rendr.PathOption{rendr.Backup()}})
-		dc, lc := lb.open()
+		lb := testkit.NewMemLab(t, rendr.Options{RecoverDwell: recover, Dwell: 300 * time.Millisecond},
+			testkit.LinkSpec{Name: "primary", AB: slow, BA: slow},
+			testkit.LinkSpec{Name: "backup", AB: stGoodLink, BA: stGoodLink, Opts: []rendr.PathOption{rendr.Backup()}})
+		dc, lc := lb.Open()
 		defer dc.Close()
 		defer lc.Close()
 		m := stWatch(dc)
 		stop := stTrickle(dc, lc)
-		lb.mustWait("all paths up", 10*time.Second, lb.allUp)
-		lb.mustWait("primary active", 5*time.Second, func() bool { return lb.active() == "primary" })
-		if _, ok := testkit.WaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.active() != "primary" }); ok {
-			t.Fatalf("traffic left the primary while it was up: %s", testkit.Describe(lb.status()))
+		lb.MustWait("all paths up", 10*time.Second, lb.AllUp)
+		lb.MustWait("primary active", 5*time.Second, func() bool { return lb.Active() == "primary" })
+		if _, ok := testkit.WaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.Active() != "primary" }); ok {
+			t.Fatalf("traffic left the primary while it was up: %s", testkit.Describe(lb.Status()))
 		}
 
 		// The primary dies and cannot come back for a while: the backup carries traffic.
 		seen := len(m.list())
-		lb.paths["primary"].setCut(true)
-		lb.paths["primary"].live().Kill(true)
-		lb.mustWait("backup active", 5*time.Second, func() bool { return lb.active() == "backup" })
+		lb.Paths["primary"].SetCut(true)
+		lb.Paths["primary"].Live().Kill(true)
+		lb.MustWait("backup active", 5*time.Second, func() bool { return lb.Active() == "backup" })
 		time.Sleep(2 * time.Second)
-		if a := lb.active(); a != "backup" {
+		if a := lb.Active(); a != "backup" {
 			t.Fatalf("active %q while the primary is cut", a)
 		}
 
 		// The primary returns: traffic goes back to it once it has been up for RecoverDwell.
-		lb.paths["primary"].setCut(false)
-		lb.mustWait("primary up again", 10*time.Second, func() bool { return lb.pathStatus("primary").State == status.Up })
-		back, ok := testkit.WaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.active() == "primary" })
+		lb.Paths["primary"].SetCut(false)
+		lb.MustWait("primary up again", 10*time.Second, func() bool { return lb.PathStatus("primary").State == status.Up })
+		back, ok := testkit.WaitUntil(5*time.Second, time.Millisecond, func() bool { return lb.Active() == "primary" })
 		if !ok {
-			t.Fatalf("traffic did not return to the primary: %s", testkit.Describe(lb.status()))
+			t.Fatalf("traffic did not return to the primary: %s", testkit.Describe(lb.Status()))
 		}
 		if back < recover-2*time.Millisecond || back > recover+100*time.Millisecond {
 			t.Errorf("traffic returned to the primary %v after it came up, want after RecoverDwell (%v)", back, recover)

@@ -19,26 +19,26 @@ import (
 
 func TestSynctestKillActiveRepeatedly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lb := stNewLab(t, rendr.Options{},
-			stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
+		lb := testkit.NewMemLab(t, rendr.Options{},
+			testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink},
+			testkit.LinkSpec{Name: "b", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := lb.Open()
 		defer dc.Close()
 		defer lc.Close()
 		m := stWatch(dc)
-		lb.mustWait("all paths up", 10*time.Second, lb.allUp)
+		lb.MustWait("all paths up", 10*time.Second, lb.AllUp)
 		const size, kills = 24 << 20, 6
 		up, down := stDuplex(dc, lc, size, 30)
 		for i := range kills {
-			lb.mustWait("progress", time.Minute, func() bool { return up.read.Load() >= int64(i+1)*(size/(kills+2)) })
-			lb.mustWait("all paths up before a kill", 30*time.Second, lb.allUp)
-			name, id := lb.killActive(i%2 == 1)
-			lb.mustWait("traffic leaves the killed path", 5*time.Second, func() bool {
-				a := lb.active()
+			lb.MustWait("progress", time.Minute, func() bool { return up.read.Load() >= int64(i+1)*(size/(kills+2)) })
+			lb.MustWait("all paths up before a kill", 30*time.Second, lb.AllUp)
+			name, id := killActive(lb, i%2 == 1)
+			lb.MustWait("traffic leaves the killed path", 5*time.Second, func() bool {
+				a := lb.Active()
 				return a != "" && a != name
 			})
-			lb.mustWait("killed path re-dialed and up", 30*time.Second, func() bool {
-				p := lb.pathStatus(name)
+			lb.MustWait("killed path re-dialed and up", 30*time.Second, func() bool {
+				p := lb.PathStatus(name)
 				return p.State == status.Up && p.ID != id
 			})
 		}
@@ -56,25 +56,25 @@ func TestSynctestKillActiveRepeatedly(t *testing.T) {
 		if deaths < kills {
 			t.Errorf("%d stMigrations caused by death, want %d: %+v", deaths, kills, m.list())
 		}
-		if d := lb.paths["a"].dials() + lb.paths["b"].dials(); d < 2+kills {
+		if d := lb.Paths["a"].Dials() + lb.Paths["b"].Dials(); d < 2+kills {
 			t.Errorf("%d carriers dialed, want at least %d", d, 2+kills)
 		}
-		lb.mustWait("all paths up at the end", 30*time.Second, lb.allUp)
+		lb.MustWait("all paths up at the end", 30*time.Second, lb.AllUp)
 	})
 }
 
 // deadAfter blackholes the active path's live carrier and returns how long (virtual time) it
 // took until the path was declared dead: it is Down or re-dialed under a new ID.
-func (lb *stLab) deadAfter() (name string, took time.Duration) {
-	lb.t.Helper()
-	name = lb.active()
+func deadAfter(lb *testkit.MemLab) (name string, took time.Duration) {
+	lb.T.Helper()
+	name = lb.Active()
 	if name == "" {
-		lb.t.Fatalf("no active path: %s", testkit.Describe(lb.status()))
+		lb.T.Fatalf("no active path: %s", testkit.Describe(lb.Status()))
 	}
-	id := lb.pathStatus(name).ID
-	lb.paths[name].live().Blackhole(true)
-	took = lb.mustWait("blackholed path declared dead", 30*time.Second, func() bool {
-		p := lb.pathStatus(name)
+	id := lb.PathStatus(name).ID
+	lb.Paths[name].Live().Blackhole(true)
+	took = lb.MustWait("blackholed path declared dead", 30*time.Second, func() bool {
+		p := lb.PathStatus(name)
 		return p.ID != id || p.State == status.Down || p.State == status.Connecting
 	})
 	return name, took
@@ -88,8 +88,8 @@ func TestSynctestBlackholeActive(t *testing.T) {
 		m := stWatch(dc)
 		const size = 16 << 20
 		up, down := stDuplex(dc, lc, size, 40)
-		lb.mustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
-		name, took := lb.deadAfter()
+		lb.MustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
+		name, took := deadAfter(lb)
 		if took > time.Second {
 			t.Errorf("silent path %s declared dead %v after the blackhole while data flows, want within 1s", name, took)
 		}
@@ -101,14 +101,14 @@ func TestSynctestBlackholeActive(t *testing.T) {
 		}
 
 		// Idle: no data for a while, so the paths probe at the idle rate.
-		lb.mustWait("all paths up again", 30*time.Second, lb.allUp)
+		lb.MustWait("all paths up again", 30*time.Second, lb.AllUp)
 		time.Sleep(5 * time.Second)
-		name, took = lb.deadAfter()
+		name, took = deadAfter(lb)
 		if took > 3*time.Second {
 			t.Errorf("idle silent path %s declared dead %v after the blackhole, want within 3s", name, took)
 		}
 		// The session still carries flows after all that.
-		dc2, lc2 := lb.open()
+		dc2, lc2 := lb.Open()
 		defer dc2.Close()
 		defer lc2.Close()
 		up, down = stDuplex(dc2, lc2, 1<<20, 41)
@@ -124,15 +124,15 @@ func TestSynctestCorruptActive(t *testing.T) {
 		defer lc.Close()
 		const size = 8 << 20
 		up, down := stDuplex(dc, lc, size, 50)
-		lb.mustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
-		name := lb.active()
-		id := lb.pathStatus(name).ID
-		lb.paths[name].live().Corrupt(3)
-		lb.mustWait("corrupted path dies", 10*time.Second, func() bool { return lb.pathStatus(name).ID != id })
+		lb.MustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
+		name := lb.Active()
+		id := lb.PathStatus(name).ID
+		lb.Paths[name].Live().Corrupt(3)
+		lb.MustWait("corrupted path dies", 10*time.Second, func() bool { return lb.PathStatus(name).ID != id })
 		up.check(t, "up", 5*time.Minute)
 		down.check(t, "down", 5*time.Minute)
-		if !lb.logs.Logged(path.ErrRecord) {
-			t.Errorf("no path died with a record error (path.ErrRecord); %s", testkit.Describe(lb.status()))
+		if !lb.Logs.Logged(path.ErrRecord) {
+			t.Errorf("no path died with a record error (path.ErrRecord); %s", testkit.Describe(lb.Status()))
 		}
 	})
 }
@@ -144,12 +144,12 @@ func TestSynctestAllPathsDownThenBack(t *testing.T) {
 		defer lc.Close()
 		const size = 8 << 20
 		up, down := stDuplex(dc, lc, size, 100)
-		lb.mustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
-		for _, p := range lb.paths {
-			p.setCut(true)
-			p.live().Kill(true)
+		lb.MustWait("progress", time.Minute, func() bool { return up.read.Load() >= size/4 })
+		for _, p := range lb.Paths {
+			p.SetCut(true)
+			p.Live().Kill(true)
 		}
-		lb.mustWait("no path left", 5*time.Second, func() bool { return lb.active() == "" })
+		lb.MustWait("no path left", 5*time.Second, func() bool { return lb.Active() == "" })
 		// A long outage (below ReconnectTimeout) is no error for the flow: it just waits.
 		time.Sleep(10 * time.Second)
 		select {
@@ -159,8 +159,8 @@ func TestSynctestAllPathsDownThenBack(t *testing.T) {
 			t.Fatalf("transfer ended with no path: write %v, read %v", down.werr, down.rerr)
 		default:
 		}
-		for _, p := range lb.paths {
-			p.setCut(false)
+		for _, p := range lb.Paths {
+			p.SetCut(false)
 		}
 		up.check(t, "up", 5*time.Minute)
 		down.check(t, "down", 5*time.Minute)
@@ -170,12 +170,12 @@ func TestSynctestAllPathsDownThenBack(t *testing.T) {
 func TestSynctestNoPathTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const reconnect = 3 * time.Second
-		lb := stNewLab(t, rendr.Options{ReconnectTimeout: reconnect},
-			stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
+		lb := testkit.NewMemLab(t, rendr.Options{ReconnectTimeout: reconnect},
+			testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := lb.Open()
 		defer dc.Close()
 		defer lc.Close()
-		lb.mustWait("path up", 10*time.Second, lb.allUp)
+		lb.MustWait("path up", 10*time.Second, lb.AllUp)
 		errs := make(chan error, 2)
 		for _, c := range []*rendr.Conn{dc, lc} {
 			go func() {
@@ -183,9 +183,9 @@ func TestSynctestNoPathTimeout(t *testing.T) {
 				errs <- err
 			}()
 		}
-		lb.paths["a"].setCut(true)
+		lb.Paths["a"].SetCut(true)
 		start := time.Now()
-		lb.paths["a"].live().Kill(false)
+		lb.Paths["a"].Live().Kill(false)
 		for range 2 {
 			select {
 			case err := <-errs:
@@ -200,8 +200,8 @@ func TestSynctestNoPathTimeout(t *testing.T) {
 			t.Errorf("flows failed %v after the last path died, before ReconnectTimeout (%v)", took, reconnect)
 		}
 		// The Dialer starts a new session once paths come back.
-		lb.paths["a"].setCut(false)
-		dc2, lc2 := lb.open()
+		lb.Paths["a"].SetCut(false)
+		dc2, lc2 := lb.Open()
 		defer dc2.Close()
 		defer lc2.Close()
 		stSend(dc2, lc2, 1<<20, 110).check(t, "new session", time.Minute)
@@ -214,13 +214,13 @@ func TestSynctestNoPathTimeout(t *testing.T) {
 func TestSynctestDeepBufferPathStaysUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		slow := testlink.Config{Delay: 20 * time.Millisecond, Rate: 2e6} // Buffer: the 4 MiB default
-		lb := stNewLab(t, rendr.Options{}, stLinkSpec{name: "uplink", ab: slow, ba: slow})
-		dc, lc := lb.open()
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "uplink", AB: slow, BA: slow})
+		dc, lc := lb.Open()
 		defer dc.Close()
 		defer lc.Close()
 		stSend(dc, lc, 16<<20, 120).check(t, "transfer", 5*time.Minute)
-		if n := lb.paths["uplink"].dials(); n != 1 {
-			t.Errorf("a path that kept delivering was declared dead and re-dialed %d times: %s", n-1, testkit.Describe(lb.status()))
+		if n := lb.Paths["uplink"].Dials(); n != 1 {
+			t.Errorf("a path that kept delivering was declared dead and re-dialed %d times: %s", n-1, testkit.Describe(lb.Status()))
 		}
 	})
 }

@@ -26,9 +26,9 @@ import (
 
 // The reliability matrix (docs/reliability.md): each row does one thing to the paths and
 // checks that every byte still arrives exactly once. This file holds the in-memory rig the
-// rows share: unlike the stLab of the synctest scenarios, a path here may be a stream link or a
-// datagram link, and a fault set on a path (a blackhole, a cut) holds for the carriers it dials
-// later too, as a real broken link does.
+// rows share: unlike the testkit.MemLab of the synctest scenarios, a path here may be a stream
+// link or a datagram link, and a fault set on a path (a blackhole, a cut) holds for the
+// carriers it dials later too, as a real broken link does.
 
 // rlSpec describes one in-memory path.
 type rlSpec struct {
@@ -250,15 +250,10 @@ func (lb *rlLab) allUp() bool { return testkit.AllUp(lb.d.Status(), len(lb.paths
 // pathStatus is the dialer's snapshot of one path.
 func (lb *rlLab) pathStatus(name string) status.Path { return testkit.PathStatus(lb.d.Status(), name) }
 
-// mustWait polls cond each millisecond of virtual time for at most limit and fails the test
-// if it never holds. The limit stops a broken run; it measures nothing.
+// mustWait is testkit.MustWait on the dialer's status.
 func (lb *rlLab) mustWait(what string, limit time.Duration, cond func() bool) time.Duration {
 	lb.t.Helper()
-	d, ok := testkit.WaitUntil(limit, time.Millisecond, cond)
-	if !ok {
-		lb.t.Fatalf("%s: not within %v; status %s", what, limit, testkit.Describe(lb.d.Status()))
-	}
-	return d
+	return testkit.MustWait(lb.t, what, limit, lb.d.Status, cond)
 }
 
 // rlFlow is one direction of a flow carrying numbered bytes for as long as the test says:

@@ -169,3 +169,15 @@ func (m *Migrations) String() string {
 	}
 	return b.String()
 }
+
+// MustWait polls cond each millisecond (of virtual time, inside a synctest bubble) for at
+// most limit and fails the test with the session's status from get if it never holds. The
+// limit stops a broken run; it measures nothing. It returns how long cond took.
+func MustWait(t testing.TB, what string, limit time.Duration, get func() status.Session, cond func() bool) time.Duration {
+	t.Helper()
+	d, ok := WaitUntil(limit, time.Millisecond, cond)
+	if !ok {
+		t.Fatalf("%s: not within %v; status %s", what, limit, Describe(get()))
+	}
+	return d
+}

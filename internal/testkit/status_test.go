@@ -1,6 +1,9 @@
 package testkit
 
 import (
+	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -84,4 +87,39 @@ func TestWaitUntil(t *testing.T) {
 			t.Fatalf("WaitUntil of a false condition = %v, %v; want 110ms, false", took, ok)
 		}
 	})
+}
+
+// MustWait returns once cond holds, and fails the test (showing the status) when it never does.
+func TestMustWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := 0
+		if d := MustWait(t, "fifth poll", time.Second, func() status.Session { return status.Session{} }, func() bool { n++; return n == 5 }); d != 4*time.Millisecond {
+			t.Fatalf("MustWait took %v, want 4ms", d)
+		}
+	})
+	var ft failT
+	synctest.Test(t, func(*testing.T) {
+		st := status.Session{Paths: []status.Path{{Name: "p0", State: status.Down}}}
+		done := make(chan struct{})
+		go func() { // Fatalf ends the goroutine it runs in
+			defer close(done)
+			MustWait(&ft, "never", 10*time.Millisecond, func() status.Session { return st }, func() bool { return false })
+		}()
+		<-done
+	})
+	if !strings.Contains(ft.msg, "never: not within 10ms") || !strings.Contains(ft.msg, "[p0 ") {
+		t.Fatalf("failure message %q", ft.msg)
+	}
+}
+
+// failT records a Fatalf and ends its goroutine, as testing.T does.
+type failT struct {
+	testing.TB
+	msg string
+}
+
+func (f *failT) Helper() {}
+func (f *failT) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }
