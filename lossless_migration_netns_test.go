@@ -206,7 +206,7 @@ func TestNetnsQUICAddressChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	next := lab.ClientAddr(1)
 	rtTransferMovingInPlace(t, c1, c2, mig, 12, next, func() error {
 		// The server's address is now reached through the second interface.

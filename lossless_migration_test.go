@@ -30,7 +30,7 @@ import (
 // the shortest subtest does its I/O across a migration: it must be invisible to every net.Conn
 // behaviour.
 func TestNettestMigrating(t *testing.T) {
-	for _, carrier := range rtCarriers {
+	for _, carrier := range testkit.Carriers {
 		t.Run(carrier, func(t *testing.T) { testNettestMigrating(t, carrier) })
 	}
 }
@@ -40,39 +40,39 @@ func testNettestMigrating(t *testing.T, carrier string) {
 	var pipes, kills, moves, still atomic.Int64
 	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
 		n := pipes.Add(1)
-		r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier})
+		r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Carrier: carrier})
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		d, err := r.d.DialContext(ctx)
+		d, err := r.D.DialContext(ctx)
 		if err != nil {
-			r.close()
+			r.Close()
 			return nil, nil, nil, err
 		}
-		a, err := r.ln.AcceptContext(ctx)
+		a, err := r.LN.AcceptContext(ctx)
 		if err != nil {
-			r.close()
+			r.Close()
 			return nil, nil, nil, err
 		}
 		first := testkit.Active(d.Status())
 		if first < 0 {
-			r.close()
+			r.Close()
 			return nil, nil, nil, fmt.Errorf("no active path after the flow opened: %s", testkit.Describe(d.Status()))
 		}
-		r.relays[first].Kill([]relay.Mode{relay.Close, relay.Reset}[n%2])
-		k := testkit.StartKiller(r.d.Status, r.relays, seed+uint64(n))
+		r.Relays[first].Kill([]relay.Mode{relay.Close, relay.Reset}[n%2])
+		k := testkit.StartKiller(r.D.Status, r.Relays, seed+uint64(n))
 		return d, a, func() {
 			kills.Add(1 + k.Halt())
 			// The first kill may be moments old when a short subtest ends: give the
 			// session a bounded while to notice it.
-			testkit.Wait(10*time.Second, func() bool { return r.mig.Moves() > 0 })
-			m := r.mig.Moves()
+			testkit.Wait(10*time.Second, func() bool { return r.Mig.Moves() > 0 })
+			m := r.Mig.Moves()
 			moves.Add(int64(m))
 			if m == 0 {
 				still.Add(1)
 			}
 			d.Close()
 			a.Close()
-			r.close()
+			r.Close()
 		}, nil
 	})
 	t.Logf("%d pipes, %d kills of the active path, %d migrations", pipes.Load(), kills.Load(), moves.Load())
@@ -84,8 +84,8 @@ func testNettestMigrating(t *testing.T, carrier string) {
 // rtTransferUnderKills moves size bytes each way between c1 and c2 (SHA-256 checked) while a
 // kill plan of kills kills (close, reset and stall each at least once) runs against r, and
 // returns the plan with the transfer's error. The stalled path, if any, is released after.
-func rtTransferUnderKills(r *rtRig, rng *rand.Rand, c1, c2 net.Conn, size int64, kills int, seed uint64) (*testkit.KillPlan, error) {
-	plan := testkit.NewKillPlan(r.d.Status, r.relays, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
+func rtTransferUnderKills(r *testkit.Rig, rng *rand.Rand, c1, c2 net.Conn, size int64, kills int, seed uint64) (*testkit.KillPlan, error) {
+	plan := testkit.NewKillPlan(r.D.Status, r.Relays, rng, kills, 2*size, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
 	var progress atomic.Int64
 	stop := make(chan struct{})
 	planDone := make(chan struct{})
@@ -112,7 +112,7 @@ func rtTransferUnderKills(r *rtRig, rng *rand.Rand, c1, c2 net.Conn, size int64,
 // Every carrier runs the same plan: for QUIC, Close and Reset close the carrier at the dialing
 // and at the listening end (a UDP relay cannot), and Stall blackholes its datagrams.
 func TestLosslessMigration(t *testing.T) {
-	for _, carrier := range rtCarriers {
+	for _, carrier := range testkit.Carriers {
 		for _, secure := range []bool{false, true} {
 			name := carrier + "/encrypted"
 			if secure {
@@ -130,20 +130,20 @@ func testLosslessMigration(t *testing.T, carrier string, secure bool) {
 	}
 	seed := testkit.Seed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	r := rtNewRig(t, rtRigConfig{Paths: 3, Options: rendr.Options{HandshakeTimeout: time.Second}, Secure: secure,
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 3, Options: rendr.Options{HandshakeTimeout: time.Second}, Secure: secure,
 		Carrier: carrier})
-	c1, c2 := r.open()
+	c1, c2 := r.Open()
 	start := time.Now()
 	plan, err := rtTransferUnderKills(r, rng, c1, c2, size, kills, seed)
 	t.Logf("%d MiB each way in %v; kills: %v", size>>20, time.Since(start).Round(time.Millisecond), plan.Events())
-	t.Logf("migrations: %v", r.mig)
+	t.Logf("migrations: %v", r.Mig)
 	if err != nil {
 		t.Fatalf("transfer: %v", err)
 	}
 	if plan.Hits() != kills {
 		t.Fatalf("only %d of %d kills happened during the transfer", plan.Hits(), kills)
 	}
-	if m := r.mig.Moves(); m < plan.Hits() {
+	if m := r.Mig.Moves(); m < plan.Hits() {
 		t.Fatalf("%d migrations for %d kills of the active path", m, plan.Hits())
 	}
 	if got := c1.Migrations(); got < plan.Hits() {
@@ -179,7 +179,7 @@ func TestMultipleFlowsShareSession(t *testing.T) {
 	}
 	seed := testkit.Seed(t)
 	rng := rand.New(rand.NewPCG(seed, 3))
-	r := rtNewRig(t, rtRigConfig{Paths: paths})
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: paths})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -188,7 +188,7 @@ func TestMultipleFlowsShareSession(t *testing.T) {
 	errs := make([]error, flows)
 	var wg sync.WaitGroup
 	for i := range flows {
-		wg.Go(func() { dialed[i], errs[i] = r.d.DialContext(ctx) })
+		wg.Go(func() { dialed[i], errs[i] = r.D.DialContext(ctx) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -196,7 +196,7 @@ func TestMultipleFlowsShareSession(t *testing.T) {
 	}
 	accepted := map[uint64]*rendr.Conn{}
 	for range flows {
-		c, err := r.ln.AcceptContext(ctx)
+		c, err := r.LN.AcceptContext(ctx)
 		if err != nil {
 			t.Fatalf("accept after %d flows: %v", len(accepted), err)
 		}
@@ -212,7 +212,7 @@ func TestMultipleFlowsShareSession(t *testing.T) {
 	}
 
 	var progress atomic.Int64
-	plan := testkit.NewKillPlan(r.d.Status, r.relays, rng, kills, 2*flows*size, []relay.Mode{relay.Close, relay.Reset})
+	plan := testkit.NewKillPlan(r.D.Status, r.Relays, rng, kills, 2*flows*size, []relay.Mode{relay.Close, relay.Reset})
 	stop := make(chan struct{})
 	planDone := make(chan struct{})
 	go func() {
@@ -232,19 +232,19 @@ func TestMultipleFlowsShareSession(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	<-planDone
-	t.Logf("kills: %v; migrations: %v", plan.Events(), r.mig)
+	t.Logf("kills: %v; migrations: %v", plan.Events(), r.Mig)
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
 	if plan.Hits() != kills {
 		t.Fatalf("only %d of %d kills happened during the transfer", plan.Hits(), kills)
 	}
-	if n := len(r.ln.Sessions()); n != 1 {
+	if n := len(r.LN.Sessions()); n != 1 {
 		t.Fatalf("listener has %d sessions for one dialer, want 1", n)
 	}
 	carriers := 0
-	for _, s := range r.srcs {
-		carriers += len(s.carriers())
+	for _, s := range r.Srcs {
+		carriers += len(s.Carriers())
 	}
 	t.Logf("%d carriers accepted for %d flows over %d paths with %d kills", carriers, flows, paths, kills)
 	if carriers > paths*(kills+1) || carriers >= flows {
@@ -264,9 +264,9 @@ func TestMigrationWithSessionCreditSpent(t *testing.T) {
 	// The receiver's flow window (2 MiB) is larger than its session window (1 MiB), so the
 	// session credit runs out first; the sender's own buffer cap stays the default 64 MiB, so
 	// what holds its writer is the flow window.
-	r := rtNewRig(t, rtRigConfig{Paths: 2, ListenOptions: &rendr.Options{
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, ListenOptions: &rendr.Options{
 		InitialWindow: 2 << 20, MaxWindow: 2 << 20, MaxSessionWindow: 1 << 20}})
-	c1, c2 := r.open()
+	c1, c2 := r.Open()
 	c1.SetDeadline(time.Now().Add(30 * time.Second))
 	c2.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := testkit.Both(c1, c2, 64<<10, 21, nil); err != nil {
@@ -277,13 +277,13 @@ func TestMigrationWithSessionCreditSpent(t *testing.T) {
 		t.Fatalf("no active path: %s", testkit.Describe(c1.Status()))
 	}
 	// Everything written from here on goes into a blackhole until the stall is noticed.
-	r.relays[active].Block(true)
+	r.Relays[active].Block(true)
 	if err := testkit.Transfer(c1, c2, 3<<20, 22, nil); err != nil {
-		t.Fatalf("after the silent death of %s: %v (migrations %v; dialer %s)", testkit.PathName(active), err, r.mig,
+		t.Fatalf("after the silent death of %s: %v (migrations %v; dialer %s)", testkit.PathName(active), err, r.Mig,
 			testkit.Describe(c1.Status()))
 	}
-	if r.mig.Moves() == 0 {
-		t.Fatalf("traffic never left the blackholed path: %v", r.mig)
+	if r.Mig.Moves() == 0 {
+		t.Fatalf("traffic never left the blackholed path: %v", r.Mig)
 	}
 	c1.Close()
 	c2.Close()
@@ -334,12 +334,12 @@ func (g *rtGate) pass(int, int64, []byte) {
 // send.
 func TestSuspectPathRecoversWhenIdle(t *testing.T) {
 	gates := []*rtGate{rtNewGate(), rtNewGate()}
-	r := rtNewRig(t, rtRigConfig{Paths: 2, Front: func(i int, src string) string {
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Front: func(i int, src string) string {
 		p := testkit.NewProxy(t, src, gates[i].pass, gates[i].pass)
 		t.Cleanup(gates[i].release) // runs before the proxy closes: nothing stays held
 		return p.Addr()
 	}})
-	c1, c2 := r.open()
+	c1, c2 := r.Open()
 	testkit.WaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
 	c1.SetDeadline(time.Now().Add(30 * time.Second))
 	c2.SetDeadline(time.Now().Add(30 * time.Second))
@@ -356,11 +356,11 @@ func TestSuspectPathRecoversWhenIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	suspected := false
-	for _, ev := range r.mig.All() {
+	for _, ev := range r.Mig.All() {
 		suspected = suspected || (ev.From == testkit.PathName(active) && ev.Cause == status.CauseStall)
 	}
 	if !suspected {
-		t.Skipf("%s died instead of being suspected: nothing to check (migrations %v)", testkit.PathName(active), r.mig)
+		t.Skipf("%s died instead of being suspected: nothing to check (migrations %v)", testkit.PathName(active), r.Mig)
 	}
 	testkit.WaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
 	c1.Close()
@@ -373,7 +373,7 @@ func TestSuspectPathRecoversWhenIdle(t *testing.T) {
 // death is counted, every byte arrives both ways, and the path reports its new address.
 func TestQUICMigratesInPlace(t *testing.T) {
 	srvTLS, cliTLS := testcert.Must()
-	src := rtListenQUIC(t, srvTLS)
+	src := testkit.ListenQUIC(t, srvTLS)
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
 	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, src)
 	if err != nil {
@@ -388,7 +388,7 @@ func TestQUICMigratesInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	if p := c1.Status().Paths; len(p) != 1 || p[0].Local.(*net.UDPAddr).IP.String() != "127.0.0.1" {
 		t.Fatalf("before: %s", testkit.Describe(c1.Status()))
 	}
@@ -454,11 +454,11 @@ func TestMixedCarriers(t *testing.T) {
 			}
 			seed := testkit.Seed(t)
 			rng := rand.New(rand.NewPCG(seed, 3))
-			r := rtNewRig(t, rtRigConfig{Paths: 4, Carrier: "tcp,quic,udpflow,gvisor", Group: groups[name],
+			r := testkit.NewRig(t, testkit.RigConfig{Paths: 4, Carrier: "tcp,quic,udpflow,gvisor", Group: groups[name],
 				Options: rendr.Options{HandshakeTimeout: time.Second}})
-			c1, c2 := r.open()
+			c1, c2 := r.Open()
 			plan, err := rtTransferUnderKills(r, rng, c1, c2, size, kills, seed)
-			t.Logf("kills: %v; migrations: %v", plan.Events(), r.mig)
+			t.Logf("kills: %v; migrations: %v", plan.Events(), r.Mig)
 			if err != nil {
 				t.Fatalf("transfer: %v", err)
 			}

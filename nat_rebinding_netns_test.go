@@ -108,7 +108,7 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	before, m0 := c1.Status().Paths, c1.Migrations()
 	tapMu.Lock()
 	tap := taps[0]

@@ -26,15 +26,15 @@ import (
 func TestReliabilityHandshakeLossUDPFlow(t *testing.T) {
 	for _, dir := range []string{"hello lost", "reply lost"} {
 		t.Run(dir, func(t *testing.T) {
-			r := rtNewRig(t, rtRigConfig{Paths: 1, Carrier: "udpflow"})
-			u := r.relays[0].(*rtUDPPath).UDP
+			r := testkit.NewRig(t, testkit.RigConfig{Paths: 1, Carrier: "udpflow"})
+			u := r.UDPRelay(0)
 			if dir == "hello lost" {
 				u.DropNext(1, 0)
 			} else {
 				u.DropNext(0, 1)
 			}
 			start := time.Now()
-			c1, c2 := r.open()
+			c1, c2 := r.Open()
 			took := time.Since(start)
 			if err := testkit.Both(c1, c2, 1<<20, 11, nil); err != nil {
 				t.Fatal(err)
@@ -168,7 +168,7 @@ func TestReliabilityHandshakeCarrierDies(t *testing.T) {
 				}
 				defer d.Close()
 				start := time.Now()
-				dc, lc := rtDialAccept(t, d, ln)
+				dc, lc := testkit.DialAccept(t, d, ln)
 				took := time.Since(start)
 				stSend(dc, lc, 1<<20, 12).check(t, "up", time.Minute)
 				stSend(lc, dc, 1<<20, 13).check(t, "down", time.Minute)
@@ -196,7 +196,7 @@ func TestReliabilityHandshakeCarrierDies(t *testing.T) {
 					t.Fatalf("listener still holds %d sessions %v after the handshake", len(ss), 2*reconnect)
 				}
 				t.Logf("%s: %d orphan sessions on the listener, gone %v later", c, orphans, gone)
-				dc2, lc2 := rtDialAccept(t, d, ln)
+				dc2, lc2 := testkit.DialAccept(t, d, ln)
 				stSend(dc2, lc2, 64<<10, 14).check(t, "a new flow after the orphan went", time.Minute)
 			})
 		})

@@ -66,7 +66,7 @@ func TestReliabilityMangledDatagramsNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	u.SetMangle(relay.Mangle{Dup: 0.25, Reorder: 0.1, Corrupt: 0.05})
 	const size = 2 << 20
 	c1.SetDeadline(time.Now().Add(60 * time.Second))

@@ -71,7 +71,7 @@ func TestReliabilityNATRebinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	before := c1.Status().Paths[0]
 	// The listener's view of the path: where it sends, and how often it moved.
 	remote := func() (netip.AddrPort, uint64) {

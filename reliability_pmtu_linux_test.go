@@ -65,7 +65,7 @@ func TestReliabilityPMTUBlackHoleNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	c1.SetDeadline(time.Now().Add(60 * time.Second))
 	c2.SetDeadline(time.Now().Add(60 * time.Second))
 	start := time.Now()

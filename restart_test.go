@@ -41,11 +41,11 @@ func rtExpectRestarted(t *testing.T, side string, c *rendr.Conn) {
 // comes back with the same key on the same ports. The idle flow must fail with
 // ErrPeerRestarted, never be resumed by the new instance, and the same Dialer must open new
 // flows on it.
-func TestRestartListener(t *testing.T) { rtEachCarrier(t, testRestartListener) }
+func TestRestartListener(t *testing.T) { testkit.EachCarrier(t, testRestartListener) }
 
 func testRestartListener(t *testing.T, carrier string) {
-	r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
-	c1, c2 := r.open()
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
+	c1, c2 := r.Open()
 	if err := testkit.Both(c1, c2, 64<<10, 1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -53,12 +53,12 @@ func testRestartListener(t *testing.T, carrier string) {
 
 	// A crash: nothing the old listener says on its way out may reach the dialer (a clean
 	// Close would send CLOSE, which is ErrSessionClosed, not a restart).
-	for _, rl := range r.relays {
+	for _, rl := range r.Relays {
 		rl.Block(true)
 	}
-	r.ln.Close()
-	r.relisten()
-	for _, rl := range r.relays {
+	r.LN.Close()
+	r.Relisten()
+	for _, rl := range r.Relays {
 		rl.Block(false)
 		rl.Kill(relay.Close) // the stalled carriers of the dead process end
 	}
@@ -67,11 +67,11 @@ func testRestartListener(t *testing.T, carrier string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	n1, err := r.d.DialContext(ctx)
+	n1, err := r.D.DialContext(ctx)
 	if err != nil {
 		t.Fatalf("dial after the listener restarted: %v", err)
 	}
-	n2, err := r.ln.AcceptContext(ctx)
+	n2, err := r.LN.AcceptContext(ctx)
 	if err != nil {
 		t.Fatalf("accept on the restarted listener: %v", err)
 	}
@@ -83,8 +83,8 @@ func testRestartListener(t *testing.T, carrier string) {
 	if err := testkit.Both(n1, n2, 256<<10, 2, nil); err != nil {
 		t.Fatalf("new flow: %v", err)
 	}
-	if len(r.ln.Sessions()) != 1 {
-		t.Fatalf("restarted listener has %d sessions, want 1", len(r.ln.Sessions()))
+	if len(r.LN.Sessions()) != 1 {
+		t.Fatalf("restarted listener has %d sessions, want 1", len(r.LN.Sessions()))
 	}
 	n1.Close()
 	n2.Close()
@@ -94,11 +94,11 @@ func testRestartListener(t *testing.T, carrier string) {
 // TestRestartDialer: the dialing process dies without a word (its carriers are reset and its
 // paths go dark) and a new process with the same key dials again. Once the new session is up,
 // the listener's old flow must fail with ErrPeerRestarted, and the new flow must work.
-func TestRestartDialer(t *testing.T) { rtEachCarrier(t, testRestartDialer) }
+func TestRestartDialer(t *testing.T) { testkit.EachCarrier(t, testRestartDialer) }
 
 func testRestartDialer(t *testing.T, carrier string) {
-	r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
-	c1, c2 := r.open()
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
+	c1, c2 := r.Open()
 	if err := testkit.Both(c1, c2, 64<<10, 3, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -106,26 +106,26 @@ func testRestartDialer(t *testing.T, carrier string) {
 
 	// A crash: the old dialer's carriers die and its paths stay dark (its Close, which would
 	// send CLOSE, comes only at cleanup).
-	for _, rl := range r.relays {
+	for _, rl := range r.Relays {
 		rl.Block(true)
 		rl.Kill(relay.Reset)
 	}
 	if !testkit.Wait(20*time.Second, func() bool {
-		for _, s := range r.ln.Sessions() {
+		for _, s := range r.LN.Sessions() {
 			if s.ID == oldSession {
 				return len(s.Paths) == 0
 			}
 		}
 		return false
 	}) {
-		t.Fatalf("the listener kept paths of the crashed dialer: %v", r.ln.Sessions())
+		t.Fatalf("the listener kept paths of the crashed dialer: %v", r.LN.Sessions())
 	}
 
 	var paths []*rendr.Target
-	for i, a := range r.addrs {
-		paths = append(paths, rendr.Path(testkit.PathName(i), r.rawDialer(a)))
+	for i, a := range r.Addrs {
+		paths = append(paths, rendr.Path(testkit.PathName(i), r.RawDialer(a)))
 	}
-	d2, err := rendr.NewDialer(rendr.DialerConfig{Key: r.cli, PeerKey: r.srv.Public(),
+	d2, err := rendr.NewDialer(rendr.DialerConfig{Key: r.Cli, PeerKey: r.Srv.Public(),
 		Root: rendr.Selector("root", paths...)})
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +137,7 @@ func testRestartDialer(t *testing.T, carrier string) {
 	if err != nil {
 		t.Fatalf("dial from the restarted dialer: %v", err)
 	}
-	n2, err := r.ln.AcceptContext(ctx)
+	n2, err := r.LN.AcceptContext(ctx)
 	if err != nil {
 		t.Fatalf("accept from the restarted dialer: %v", err)
 	}

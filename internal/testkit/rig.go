@@ -1,7 +1,8 @@
-// The loopback rig of the real-carrier tests: listener, dialer and relays over loopback
-// sockets for each carrier kind, and sources that watch what the listener sends.
+package testkit
 
-package rendr_test
+// Rig: a Listener and a Dialer over real loopback carriers of each kind (tcp, quic, gvisor,
+// udpflow), one watched source per path and a relay in front of each, which a test kills,
+// resets or stalls; sources show what the listener sent to whom.
 
 import (
 	"context"
@@ -18,7 +19,6 @@ import (
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
 	"github.com/rendr-go/rendr/internal/testcert"
-	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/gvisor"
 	"github.com/rendr-go/rendr/transport/quic"
@@ -26,87 +26,92 @@ import (
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
-// rtSource wraps a carrier source so a test can see every carrier the listener accepted, how
+// Source wraps a carrier source so a test can see every carrier the listener accepted, how
 // many bytes the listener wrote back on it, and whether the listener closed it. Strangers must
 // get zero bytes.
-type rtSource struct {
+type Source struct {
 	net.Listener
 	mu struct {
 		sync.Mutex
-		carriers []*rtCarrier
+		carriers []*Carrier
 	}
 }
 
-type rtCarrier struct {
+// Carrier is one carrier a Source accepted, as the listener uses it.
+type Carrier struct {
 	net.Conn
-	written atomic.Int64
-	closed  atomic.Bool
+	Written atomic.Int64 // bytes the listener wrote on the carrier
+	Closed  atomic.Bool  // the listener closed the carrier
 }
 
-func (c *rtCarrier) Write(p []byte) (int, error) {
+// Write counts what the listener writes.
+func (c *Carrier) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	c.written.Add(int64(n))
+	c.Written.Add(int64(n))
 	return n, err
 }
 
 // CloseWrite passes a half-close to the carrier, when it has one.
-func (c *rtCarrier) CloseWrite() error {
+func (c *Carrier) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return errors.New("carrier cannot half-close")
 }
 
-func (c *rtCarrier) Close() error {
-	c.closed.Store(true)
+// Close records that the listener closed the carrier.
+func (c *Carrier) Close() error {
+	c.Closed.Store(true)
 	return c.Conn.Close()
 }
 
-// rtDgCarrier is an rtCarrier over a carrier that carries datagrams too (QUIC): the wrapper
+// dgCarrier is a Carrier over a carrier that carries datagrams too (QUIC): the wrapper
 // must not hide them.
-type rtDgCarrier struct {
-	*rtCarrier
+type dgCarrier struct {
+	*Carrier
 	transport.Datagrammer
 }
 
-func (s *rtSource) Accept() (net.Conn, error) {
+// Accept wraps each accepted carrier in a Carrier that keeps what its kind can do (datagrams
+// beside the stream, or datagrams alone).
+func (s *Source) Accept() (net.Conn, error) {
 	c, err := s.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	rc := &rtCarrier{Conn: c}
+	rc := &Carrier{Conn: c}
 	s.mu.Lock()
 	s.mu.carriers = append(s.mu.carriers, rc)
 	s.mu.Unlock()
 	if dg, ok := c.(transport.Datagrammer); ok {
-		return &rtDgCarrier{rtCarrier: rc, Datagrammer: dg}, nil
+		return &dgCarrier{Carrier: rc, Datagrammer: dg}, nil
 	}
 	if pk, ok := c.(transport.Rebinder); ok {
-		return &rtPkCarrier{rtCarrier: rc, pk: pk}, nil
+		return &pkCarrier{Carrier: rc, pk: pk}, nil
 	}
 	return rc, nil
 }
 
-// rtPkCarrier is an rtCarrier over a datagram carrier (udpflow): the wrapper keeps its
+// pkCarrier is a Carrier over a datagram carrier (udpflow): the wrapper keeps its
 // datagram methods, and counts what they write too.
-type rtPkCarrier struct {
-	*rtCarrier
+type pkCarrier struct {
+	*Carrier
 	pk transport.Rebinder
 }
 
-func (c *rtPkCarrier) MaxDatagramSize() int  { return c.pk.MaxDatagramSize() }
-func (c *rtPkCarrier) BaseDatagramSize() int { return c.pk.BaseDatagramSize() }
-func (c *rtPkCarrier) SetPeer(a net.Addr)    { c.pk.SetPeer(a) }
+func (c *pkCarrier) MaxDatagramSize() int  { return c.pk.MaxDatagramSize() }
+func (c *pkCarrier) BaseDatagramSize() int { return c.pk.BaseDatagramSize() }
+func (c *pkCarrier) SetPeer(a net.Addr)    { c.pk.SetPeer(a) }
 
-func (c *rtPkCarrier) ReadFrom(b []byte) (int, net.Addr, error) { return c.pk.ReadFrom(b) }
+func (c *pkCarrier) ReadFrom(b []byte) (int, net.Addr, error) { return c.pk.ReadFrom(b) }
 
-func (c *rtPkCarrier) WriteTo(b []byte, a net.Addr) (int, error) {
+func (c *pkCarrier) WriteTo(b []byte, a net.Addr) (int, error) {
 	n, err := c.pk.WriteTo(b, a)
-	c.written.Add(int64(n))
+	c.Written.Add(int64(n))
 	return n, err
 }
 
-func (c *rtPkCarrier) WriteBatch(b [][]byte) error {
+func (c *pkCarrier) WriteBatch(b [][]byte) error {
 	bw, ok := c.pk.(transport.BatchWriter)
 	if !ok {
 		for _, d := range b {
@@ -119,21 +124,22 @@ func (c *rtPkCarrier) WriteBatch(b [][]byte) error {
 	err := bw.WriteBatch(b)
 	if err == nil {
 		for _, d := range b {
-			c.written.Add(int64(len(d)))
+			c.Written.Add(int64(len(d)))
 		}
 	}
 	return err
 }
 
-func (s *rtSource) carriers() []*rtCarrier {
+// Carriers is every carrier the source accepted so far, in order.
+func (s *Source) Carriers() []*Carrier {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*rtCarrier(nil), s.mu.carriers...)
+	return append([]*Carrier(nil), s.mu.carriers...)
 }
 
-// carrierFrom finds the carrier whose remote end is local (the test's own socket).
-func (s *rtSource) carrierFrom(local net.Addr) *rtCarrier {
-	for _, c := range s.carriers() {
+// CarrierFrom finds the carrier whose remote end is local (the test's own socket).
+func (s *Source) CarrierFrom(local net.Addr) *Carrier {
+	for _, c := range s.Carriers() {
 		if c.RemoteAddr().String() == local.String() {
 			return c
 		}
@@ -141,16 +147,16 @@ func (s *rtSource) carrierFrom(local net.Addr) *rtCarrier {
 	return nil
 }
 
-// rtListen opens a tuned loopback TCP source wrapped in an rtSource. addr may name a port to
+// Listen opens a tuned loopback TCP source wrapped in an Source. addr may name a port to
 // take again after a restart; the kernel may hold it a moment, so it retries a bounded number
 // of times.
-func rtListen(t testing.TB, addr string) *rtSource {
+func Listen(t testing.TB, addr string) *Source {
 	t.Helper()
 	var err error
 	for range 100 {
 		var l net.Listener
 		if l, err = tcp.Listen(addr); err == nil {
-			return &rtSource{Listener: l}
+			return &Source{Listener: l}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -158,25 +164,25 @@ func rtListen(t testing.TB, addr string) *rtSource {
 	return nil
 }
 
-// rtListenQUIC opens a loopback QUIC source wrapped in an rtSource.
-func rtListenQUIC(t testing.TB, tlsConf *tls.Config) *rtSource {
+// ListenQUIC opens a loopback QUIC source wrapped in an Source.
+func ListenQUIC(t testing.TB, tlsConf *tls.Config) *Source {
 	t.Helper()
 	l, err := quic.Listen("127.0.0.1:0", tlsConf)
 	if err != nil {
 		t.Fatalf("listen quic: %v", err)
 	}
-	return &rtSource{Listener: l}
+	return &Source{Listener: l}
 }
 
-// rtUDPPath controls one path of a rig whose carrier runs over UDP.
-type rtUDPPath struct {
+// udpPath controls one path of a rig whose carrier runs over UDP.
+type udpPath struct {
 	*relay.UDP
-	src *rtSource
+	src *Source
 	mu  sync.Mutex
 	out []net.Conn // carriers dialed through this path
 }
 
-func (q *rtUDPPath) dial(d transport.DialFunc) transport.DialFunc {
+func (q *udpPath) dial(d transport.DialFunc) transport.DialFunc {
 	return func(ctx context.Context) (net.Conn, error) {
 		c, err := d(ctx)
 		if err == nil {
@@ -188,7 +194,7 @@ func (q *rtUDPPath) dial(d transport.DialFunc) transport.DialFunc {
 	}
 }
 
-func (q *rtUDPPath) Kill(m relay.Mode) int {
+func (q *udpPath) Kill(m relay.Mode) int {
 	switch m {
 	case relay.Close:
 		q.mu.Lock()
@@ -201,8 +207,8 @@ func (q *rtUDPPath) Kill(m relay.Mode) int {
 		return len(out)
 	case relay.Reset:
 		n := 0
-		for _, c := range q.src.carriers() {
-			if !c.closed.Load() {
+		for _, c := range q.src.Carriers() {
+			if !c.Closed.Load() {
 				c.Close()
 				n++
 			}
@@ -212,17 +218,17 @@ func (q *rtUDPPath) Kill(m relay.Mode) int {
 	return q.UDP.Kill(m)
 }
 
-func (q *rtUDPPath) Close() error {
+func (q *udpPath) Close() error {
 	q.Kill(relay.Close)
 	return q.UDP.Close()
 }
 
-// rtRigConfig describes a rig.
-type rtRigConfig struct {
+// RigConfig describes a rig.
+type RigConfig struct {
 	Paths   int
 	Options rendr.Options
 	// Front returns the address path i dials to reach the source at src; nil puts a relay in
-	// front of every source (Rig.relays).
+	// front of every source (Rig.Relays).
 	Front func(i int, src string) string
 	// PathOpts are the options of path i (Backup, Tier...); nil means none.
 	PathOpts func(i int) []rendr.PathOption
@@ -243,17 +249,14 @@ type rtRigConfig struct {
 	// byte it reads passes down, with the carrier's index on the path and the offset. It works
 	// the same on every carrier kind, as a hostile carrier would. The hooked carrier hides a
 	// QUIC carrier's datagrams, so packet flows ride the stream, hooked too.
-	Hooks func(i int) (up, down rtHook)
+	Hooks func(i int) (up, down Hook)
 }
 
-// rtHook sees (and may change) bytes crossing a hooked carrier.
-type rtHook func(conn int, off int64, b []byte)
-
-// rtHookConn is a dialed carrier with hooks on both directions.
-type rtHookConn struct {
+// hookConn is a dialed carrier with hooks on both directions.
+type hookConn struct {
 	net.Conn
 	idx        int
-	up, down   rtHook
+	up, down   Hook
 	upOff      int64
 	downOff    int64
 	scratch    []byte
@@ -261,7 +264,7 @@ type rtHookConn struct {
 	writeMutex sync.Mutex
 }
 
-func (c *rtHookConn) Write(b []byte) (int, error) {
+func (c *hookConn) Write(b []byte) (int, error) {
 	if c.up == nil {
 		return c.Conn.Write(b)
 	}
@@ -274,7 +277,7 @@ func (c *rtHookConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *rtHookConn) Read(b []byte) (int, error) {
+func (c *hookConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 && c.down != nil {
 		c.down(c.idx, c.downOff, b[:n])
@@ -283,23 +286,23 @@ func (c *rtHookConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *rtHookConn) Close() error {
+func (c *hookConn) Close() error {
 	c.closed.Store(true)
 	return c.Conn.Close()
 }
 
-// rtHookPkConn is an rtHookConn over a datagram carrier: each datagram passes the hooks
+// hookPkConn is a hookConn over a datagram carrier: each datagram passes the hooks
 // whole, at its offset in the run of datagrams written (or read) so far.
-type rtHookPkConn struct {
-	*rtHookConn
+type hookPkConn struct {
+	*hookConn
 	pk transport.Rebinder
 }
 
-func (c *rtHookPkConn) MaxDatagramSize() int  { return c.pk.MaxDatagramSize() }
-func (c *rtHookPkConn) BaseDatagramSize() int { return c.pk.BaseDatagramSize() }
-func (c *rtHookPkConn) SetPeer(a net.Addr)    { c.pk.SetPeer(a) }
+func (c *hookPkConn) MaxDatagramSize() int  { return c.pk.MaxDatagramSize() }
+func (c *hookPkConn) BaseDatagramSize() int { return c.pk.BaseDatagramSize() }
+func (c *hookPkConn) SetPeer(a net.Addr)    { c.pk.SetPeer(a) }
 
-func (c *rtHookPkConn) ReadFrom(b []byte) (int, net.Addr, error) {
+func (c *hookPkConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, from, err := c.pk.ReadFrom(b)
 	if n > 0 && c.down != nil {
 		c.down(c.idx, c.downOff, b[:n])
@@ -308,15 +311,15 @@ func (c *rtHookPkConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, from, err
 }
 
-func (c *rtHookPkConn) WriteTo(b []byte, a net.Addr) (int, error) {
+func (c *hookPkConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	if a == nil {
 		return c.Write(b)
 	}
 	return c.pk.WriteTo(b, a)
 }
 
-// anyClosed reports whether one of path i's hooked carriers was closed.
-func (r *rtRig) anyClosed(i int) bool {
+// AnyClosed reports whether one of path i's hooked carriers was closed.
+func (r *Rig) AnyClosed(i int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.hooked[i] {
@@ -327,9 +330,9 @@ func (r *rtRig) anyClosed(i int) bool {
 	return false
 }
 
-// rawDialer dials the rig's carrier kind (path 0's) to addr with nothing of rendr on top, from
-// 127.0.0.1 so that a source can match the carrier by address (rtSource.carrierFrom).
-func (r *rtRig) rawDialer(addr string) transport.DialFunc {
+// RawDialer dials the rig's carrier kind (path 0's) to addr with nothing of rendr on top, from
+// 127.0.0.1 so that a source can match the carrier by address (Source.CarrierFrom).
+func (r *Rig) RawDialer(addr string) transport.DialFunc {
 	switch r.cfg.carrier(0) {
 	case "quic":
 		return quic.NewDialer(addr, r.cliTLS, quic.LocalAddr("127.0.0.1")).Dial
@@ -342,7 +345,7 @@ func (r *rtRig) rawDialer(addr string) transport.DialFunc {
 }
 
 // carrier is path i's carrier kind.
-func (c *rtRigConfig) carrier(i int) string {
+func (c *RigConfig) carrier(i int) string {
 	kinds := strings.Split(c.Carrier, ",")
 	if k := kinds[i%len(kinds)]; k != "" {
 		return k
@@ -350,60 +353,63 @@ func (c *rtRigConfig) carrier(i int) string {
 	return "tcp"
 }
 
-// rtRig is a listener with one source per path and a dialer whose paths reach the sources
+// Rig is a listener with one source per path and a dialer whose paths reach the sources
 // through relays (or the config's Front).
-type rtRig struct {
-	t        testing.TB
-	cfg      rtRigConfig
-	srv, cli rendr.PrivateKey
-	srvTLS   *tls.Config     // QUIC sources' identity
-	cliTLS   *tls.Config     // trusts exactly srvTLS
-	hooked   [][]*rtHookConn // path i's carriers, when Hooks is set
-	addrs    []string        // source addresses, kept so a restarted listener can take them again
-	srcs     []*rtSource
-	relays   []testkit.PathCtl
-	ln       *rendr.Listener
-	d        *rendr.Dialer
-	mig      *testkit.Migrations // the dialer's migrations
-	once     sync.Once
-	mu       sync.Mutex // guards hooked
+type Rig struct {
+	T        testing.TB
+	Srv, Cli rendr.PrivateKey // the listener's and the dialer's keys
+	// Addrs are the sources' addresses, kept so a restarted listener can take them again.
+	Addrs  []string
+	Srcs   []*Source // the listener's sources, path i's at i
+	Relays []PathCtl // what stands in front of each source, path i's at i (none with Front)
+	LN     *rendr.Listener
+	D      *rendr.Dialer
+	Mig    *Migrations // the dialer's migrations
+
+	cfg    RigConfig
+	srvTLS *tls.Config   // QUIC sources' identity
+	cliTLS *tls.Config   // trusts exactly srvTLS
+	hooked [][]*hookConn // path i's carriers, when Hooks is set
+	once   sync.Once
+	mu     sync.Mutex // guards hooked
 }
 
-func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
+// NewRig builds the rig cfg describes; the test's cleanup closes it.
+func NewRig(t testing.TB, cfg RigConfig) *Rig {
 	t.Helper()
-	r := &rtRig{t: t, cfg: cfg, srv: rendr.MustNewKey(), cli: rendr.MustNewKey(), mig: &testkit.Migrations{}}
-	t.Cleanup(r.close)
+	r := &Rig{T: t, cfg: cfg, Srv: rendr.MustNewKey(), Cli: rendr.MustNewKey(), Mig: &Migrations{}}
+	t.Cleanup(r.Close)
 	r.srvTLS, r.cliTLS = testcert.Must()
 	srvTLS, cliTLS := r.srvTLS, r.cliTLS
-	r.hooked = make([][]*rtHookConn, cfg.Paths)
+	r.hooked = make([][]*hookConn, cfg.Paths)
 	for i := range cfg.Paths {
-		var s *rtSource
+		var s *Source
 		switch cfg.carrier(i) {
 		case "tcp":
-			s = rtListen(t, "127.0.0.1:0")
+			s = Listen(t, "127.0.0.1:0")
 		case "quic":
-			s = rtListenQUIC(t, srvTLS)
+			s = ListenQUIC(t, srvTLS)
 		case "gvisor":
 			l, err := gvisor.Listen("127.0.0.1:0")
 			if err != nil {
 				t.Fatalf("listen gvisor: %v", err)
 			}
-			s = &rtSource{Listener: l}
+			s = &Source{Listener: l}
 		case "udpflow":
 			l, err := udpflow.Listen("udp4", "127.0.0.1:0")
 			if err != nil {
 				t.Fatalf("listen udpflow: %v", err)
 			}
-			s = &rtSource{Listener: l}
+			s = &Source{Listener: l}
 		default:
 			t.Fatalf("no carrier %q", cfg.carrier(i))
 		}
-		r.srcs = append(r.srcs, s)
-		r.addrs = append(r.addrs, s.Addr().String())
+		r.Srcs = append(r.Srcs, s)
+		r.Addrs = append(r.Addrs, s.Addr().String())
 	}
-	r.ln = r.listen(r.srcs)
+	r.LN = r.listen(r.Srcs)
 	var paths []*rendr.Target
-	for i, a := range r.addrs {
+	for i, a := range r.Addrs {
 		var dial transport.DialFunc
 		switch {
 		case cfg.carrier(i) == "quic" || cfg.carrier(i) == "gvisor" || cfg.carrier(i) == "udpflow":
@@ -411,8 +417,8 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 			if err != nil {
 				t.Fatal(err)
 			}
-			q := &rtUDPPath{UDP: u, src: r.srcs[i]}
-			r.relays = append(r.relays, q)
+			q := &udpPath{UDP: u, src: r.Srcs[i]}
+			r.Relays = append(r.Relays, q)
 			switch cfg.carrier(i) {
 			case "quic":
 				dial = q.dial(quic.NewDialer(u.Addr(), cliTLS).Dial)
@@ -428,7 +434,7 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.relays = append(r.relays, rl)
+			r.Relays = append(r.Relays, rl)
 			dial = tcp.Dialer(rl.Addr())
 		}
 		if cfg.Hooks != nil {
@@ -440,11 +446,11 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 					return nil, err
 				}
 				r.mu.Lock()
-				hc := &rtHookConn{Conn: c, idx: len(r.hooked[i]), up: up, down: down}
+				hc := &hookConn{Conn: c, idx: len(r.hooked[i]), up: up, down: down}
 				r.hooked[i] = append(r.hooked[i], hc)
 				r.mu.Unlock()
 				if pk, ok := c.(transport.Rebinder); ok {
-					return &rtHookPkConn{rtHookConn: hc, pk: pk}, nil
+					return &hookPkConn{hookConn: hc, pk: pk}, nil
 				}
 				return hc, nil
 			}
@@ -456,16 +462,16 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 		if cfg.Secure {
 			po = append(po, rendr.SecureCarrier())
 		}
-		paths = append(paths, rendr.Path(testkit.PathName(i), dial, po...))
+		paths = append(paths, rendr.Path(PathName(i), dial, po...))
 	}
 	opts := cfg.Options
-	opts.OnMigrate = r.mig.Record
+	opts.OnMigrate = r.Mig.Record
 	var err error
 	group := cfg.Group
 	if group == nil {
 		group = rendr.Selector
 	}
-	r.d, err = rendr.NewDialer(rendr.DialerConfig{Key: r.cli, PeerKey: r.srv.Public(),
+	r.D, err = rendr.NewDialer(rendr.DialerConfig{Key: r.Cli, PeerKey: r.Srv.Public(),
 		Root: group("root", paths...), Options: opts})
 	if err != nil {
 		t.Fatal(err)
@@ -473,8 +479,8 @@ func rtNewRig(t testing.TB, cfg rtRigConfig) *rtRig {
 	return r
 }
 
-func (r *rtRig) listen(srcs []*rtSource) *rendr.Listener {
-	r.t.Helper()
+func (r *Rig) listen(srcs []*Source) *rendr.Listener {
+	r.T.Helper()
 	ls := make([]net.Listener, len(srcs))
 	for i, s := range srcs {
 		ls[i] = s
@@ -487,43 +493,43 @@ func (r *rtRig) listen(srcs []*rtSource) *rendr.Listener {
 	if !r.cfg.Secure {
 		direct = ls
 	}
-	ln, err := rendr.Listen(rendr.ListenConfig{Key: r.srv,
-		Peers: append([]rendr.PublicKey{r.cli.Public()}, r.cfg.ExtraPeers...), Options: opts}, direct...)
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: r.Srv,
+		Peers: append([]rendr.PublicKey{r.Cli.Public()}, r.cfg.ExtraPeers...), Options: opts}, direct...)
 	if err != nil {
-		r.t.Fatal(err)
+		r.T.Fatal(err)
 	}
 	if r.cfg.Secure {
 		for _, l := range ls {
 			if err := ln.AddSource(l, rendr.SecureSource()); err != nil {
-				r.t.Fatal(err)
+				r.T.Fatal(err)
 			}
 		}
 	}
 	return ln
 }
 
-// relisten replaces the listener with a new one (same key, same source addresses), as a
+// Relisten replaces the listener with a new one (same key, same source addresses), as a
 // restarted process would. The old one must be closed already.
-func (r *rtRig) relisten() {
-	r.t.Helper()
-	r.srcs = nil
-	for i, a := range r.addrs {
-		r.srcs = append(r.srcs, r.listenAgain(r.cfg.carrier(i), a))
+func (r *Rig) Relisten() {
+	r.T.Helper()
+	r.Srcs = nil
+	for i, a := range r.Addrs {
+		r.Srcs = append(r.Srcs, r.listenAgain(r.cfg.carrier(i), a))
 	}
-	r.ln = r.listen(r.srcs)
-	for i, rl := range r.relays {
-		if q, ok := rl.(*rtUDPPath); ok {
-			q.src = r.srcs[i]
+	r.LN = r.listen(r.Srcs)
+	for i, rl := range r.Relays {
+		if q, ok := rl.(*udpPath); ok {
+			q.src = r.Srcs[i]
 		}
 	}
 }
 
 // listenAgain opens a source of the given kind on addr, which a closed one just held; the
 // kernel may hold the port a moment, so it retries a bounded number of times.
-func (r *rtRig) listenAgain(kind, addr string) *rtSource {
-	r.t.Helper()
+func (r *Rig) listenAgain(kind, addr string) *Source {
+	r.T.Helper()
 	if kind == "tcp" {
-		return rtListen(r.t, addr)
+		return Listen(r.T, addr)
 	}
 	var err error
 	for range 100 {
@@ -537,67 +543,67 @@ func (r *rtRig) listenAgain(kind, addr string) *rtSource {
 			l, err = gvisor.Listen(addr)
 		}
 		if err == nil {
-			return &rtSource{Listener: l}
+			return &Source{Listener: l}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.t.Fatalf("listen %s %s: %v", kind, addr, err)
+	r.T.Fatalf("listen %s %s: %v", kind, addr, err)
 	return nil
 }
 
-// extraSource adds one more watched source to the listener, for strangers to knock on.
-func (r *rtRig) extraSource() *rtSource {
-	r.t.Helper()
-	var s *rtSource
+// ExtraSource adds one more watched source to the listener, for strangers to knock on.
+func (r *Rig) ExtraSource() *Source {
+	r.T.Helper()
+	var s *Source
 	switch r.cfg.carrier(0) {
 	case "quic":
-		s = rtListenQUIC(r.t, r.srvTLS)
+		s = ListenQUIC(r.T, r.srvTLS)
 	case "gvisor":
 		l, err := gvisor.Listen("127.0.0.1:0")
 		if err != nil {
-			r.t.Fatal(err)
+			r.T.Fatal(err)
 		}
-		s = &rtSource{Listener: l}
+		s = &Source{Listener: l}
 	case "udpflow":
 		l, err := udpflow.Listen("udp4", "127.0.0.1:0")
 		if err != nil {
-			r.t.Fatal(err)
+			r.T.Fatal(err)
 		}
-		s = &rtSource{Listener: l}
+		s = &Source{Listener: l}
 	default:
-		s = rtListen(r.t, "127.0.0.1:0")
+		s = Listen(r.T, "127.0.0.1:0")
 	}
-	if err := r.ln.AddSource(s); err != nil {
-		r.t.Fatal(err)
+	if err := r.LN.AddSource(s); err != nil {
+		r.T.Fatal(err)
 	}
 	return s
 }
 
-// close tears the rig down; it is idempotent so a pipe's stop and the test's cleanup may
+// Close tears the rig down; it is idempotent so a pipe's stop and the test's cleanup may
 // both call it.
-func (r *rtRig) close() {
+func (r *Rig) Close() {
 	r.once.Do(func() {
-		if r.d != nil {
-			r.d.Close()
+		if r.D != nil {
+			r.D.Close()
 		}
-		if r.ln != nil {
-			r.ln.Close()
+		if r.LN != nil {
+			r.LN.Close()
 		}
-		for _, rl := range r.relays {
+		for _, rl := range r.Relays {
 			rl.Close()
 		}
 	})
 }
 
-// open dials a flow and accepts it, bounded by a generous deadline.
-func (r *rtRig) open() (*rendr.Conn, *rendr.Conn) {
-	r.t.Helper()
-	return rtDialAccept(r.t, r.d, r.ln)
+// Open dials a flow and accepts it, bounded by a generous deadline.
+func (r *Rig) Open() (*rendr.Conn, *rendr.Conn) {
+	r.T.Helper()
+	return DialAccept(r.T, r.D, r.LN)
 }
 
-// rtDialAccept dials a flow on d and accepts it on ln, bounded by a generous deadline, and
+// DialAccept dials a flow on d and accepts it on ln, bounded by a generous deadline, and
 // closes both when the test ends.
-func rtDialAccept(t testing.TB, d *rendr.Dialer, ln *rendr.Listener) (*rendr.Conn, *rendr.Conn) {
+func DialAccept(t testing.TB, d *rendr.Dialer, ln *rendr.Listener) (*rendr.Conn, *rendr.Conn) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -608,7 +614,7 @@ func rtDialAccept(t testing.TB, d *rendr.Dialer, ln *rendr.Listener) (*rendr.Con
 	t.Cleanup(func() { c1.Close() })
 	c2, err := ln.AcceptContext(ctx)
 	if err != nil {
-		t.Fatalf("accept: %v (dialer: %s)", err, testkit.Describe(d.Status()))
+		t.Fatalf("accept: %v (dialer: %s)", err, Describe(d.Status()))
 	}
 	t.Cleanup(func() { c2.Close() })
 	if c1.FlowID() != c2.FlowID() {
@@ -617,12 +623,12 @@ func rtDialAccept(t testing.TB, d *rendr.Dialer, ln *rendr.Listener) (*rendr.Con
 	return c1, c2
 }
 
-// rtRawDial opens a plain TCP connection, for speaking to a source without rendr.
-func rtRawDial(t testing.TB, r *rtRig, addr string) net.Conn {
+// RawDial opens a plain TCP connection, for speaking to a source without rendr.
+func RawDial(t testing.TB, r *Rig, addr string) net.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := r.rawDialer(addr)(ctx)
+	c, err := r.RawDialer(addr)(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,14 +636,14 @@ func rtRawDial(t testing.TB, r *rtRig, addr string) net.Conn {
 	return c
 }
 
-// rtExpectSilentClose reads from c until the peer closes it and fails if any byte arrives or
+// ExpectSilentClose reads from c until the peer closes it and fails if any byte arrives or
 // nothing happens for within (a bound against hanging, not a measurement).
-func rtExpectSilentClose(t testing.TB, c net.Conn, within time.Duration) {
+func ExpectSilentClose(t testing.TB, c net.Conn, within time.Duration) {
 	t.Helper()
 	if _, ok := c.(transport.PacketCarrier); ok {
 		// A datagram carrier never sees its far end close: nothing may arrive for as long as
 		// the listener may take to give up (the callers check it did, at the source).
-		c.SetReadDeadline(time.Now().Add(rtHandshakeTimeout + time.Second))
+		c.SetReadDeadline(time.Now().Add(HandshakeTimeout + time.Second))
 		if n, err := c.Read(make([]byte, 64<<10)); err == nil {
 			t.Fatalf("listener sent a %d-byte datagram to an unauthenticated carrier", n)
 		}
@@ -654,52 +660,61 @@ func rtExpectSilentClose(t testing.TB, c net.Conn, within time.Duration) {
 	}
 }
 
-// rtExtender forwards transport.HandshakeExtender to a wrapped carrier that has it; one that
+// extender forwards transport.HandshakeExtender to a wrapped carrier that has it; one that
 // does not sends nothing and takes anything, as a carrier without the interface would.
-type rtExtender struct{ c net.Conn }
+type extender struct{ c net.Conn }
 
-func (e rtExtender) HelloExtra() []byte {
+func (e extender) HelloExtra() []byte {
 	if x, ok := e.c.(transport.HandshakeExtender); ok {
 		return x.HelloExtra()
 	}
 	return nil
 }
 
-func (e rtExtender) AnswerExtra(hello []byte) ([]byte, error) {
+func (e extender) AnswerExtra(hello []byte) ([]byte, error) {
 	if x, ok := e.c.(transport.HandshakeExtender); ok {
 		return x.AnswerExtra(hello)
 	}
 	return nil, nil
 }
 
-func (e rtExtender) ReplyExtra(reply []byte) error {
+func (e extender) ReplyExtra(reply []byte) error {
 	if x, ok := e.c.(transport.HandshakeExtender); ok {
 		return x.ReplyExtra(reply)
 	}
 	return nil
 }
 
-func (c *rtPkCarrier) HelloExtra() []byte                    { return rtExtender{c.pk}.HelloExtra() }
-func (c *rtPkCarrier) AnswerExtra(h []byte) ([]byte, error)  { return rtExtender{c.pk}.AnswerExtra(h) }
-func (c *rtPkCarrier) ReplyExtra(r []byte) error             { return rtExtender{c.pk}.ReplyExtra(r) }
-func (c *rtHookPkConn) HelloExtra() []byte                   { return rtExtender{c.pk}.HelloExtra() }
-func (c *rtHookPkConn) AnswerExtra(h []byte) ([]byte, error) { return rtExtender{c.pk}.AnswerExtra(h) }
-func (c *rtHookPkConn) ReplyExtra(r []byte) error            { return rtExtender{c.pk}.ReplyExtra(r) }
+func (c *pkCarrier) HelloExtra() []byte                    { return extender{c.pk}.HelloExtra() }
+func (c *pkCarrier) AnswerExtra(h []byte) ([]byte, error)  { return extender{c.pk}.AnswerExtra(h) }
+func (c *pkCarrier) ReplyExtra(r []byte) error             { return extender{c.pk}.ReplyExtra(r) }
+func (c *hookPkConn) HelloExtra() []byte                   { return extender{c.pk}.HelloExtra() }
+func (c *hookPkConn) AnswerExtra(h []byte) ([]byte, error) { return extender{c.pk}.AnswerExtra(h) }
+func (c *hookPkConn) ReplyExtra(r []byte) error            { return extender{c.pk}.ReplyExtra(r) }
 
 var (
-	_ transport.HandshakeExtender = (*rtPkCarrier)(nil)
-	_ transport.HandshakeExtender = (*rtHookPkConn)(nil)
+	_ transport.HandshakeExtender = (*pkCarrier)(nil)
+	_ transport.HandshakeExtender = (*hookPkConn)(nil)
 )
 
 // The listener's handshake timeout in these tests: small, so silent carriers end quickly.
-const rtHandshakeTimeout = 500 * time.Millisecond
+const HandshakeTimeout = 500 * time.Millisecond
 
-// rtEachCarrier runs f as a subtest per carrier kind.
-func rtEachCarrier(t *testing.T, f func(t *testing.T, carrier string)) {
-	for _, carrier := range rtCarriers {
+// EachCarrier runs f as a subtest per carrier kind.
+func EachCarrier(t *testing.T, f func(t *testing.T, carrier string)) {
+	for _, carrier := range Carriers {
 		t.Run(carrier, func(t *testing.T) { f(t, carrier) })
 	}
 }
 
-// rtCarriers are the carriers the shared suites run over.
-var rtCarriers = []string{"tcp", "quic", "gvisor", "udpflow"}
+// Carriers are the carriers the shared suites run over.
+var Carriers = []string{"tcp", "quic", "gvisor", "udpflow"}
+
+// UDPRelay is the UDP relay in front of path i, whose carrier runs over UDP (quic, gvisor,
+// udpflow); it is nil for a path over TCP.
+func (r *Rig) UDPRelay(i int) *relay.UDP {
+	if q, ok := r.Relays[i].(*udpPath); ok {
+		return q.UDP
+	}
+	return nil
+}
