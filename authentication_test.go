@@ -1,7 +1,7 @@
 // Authentication: an unknown key, a foreign join, garbage, a corrupted record or a replay
 // moves no byte into a flow and gets nothing back from the listener. Every test runs over
-// each carrier kind (testkit.Carriers): the listener's silence, its refusals and the records'
-// authentication must not depend on what carries the bytes.
+// each carrier kind (testkit.CarrierKinds): the listener's silence, its refusals and the
+// records' authentication must not depend on what carries the bytes.
 
 package rendr_test
 

@@ -30,7 +30,7 @@ import (
 // the shortest subtest does its I/O across a migration: it must be invisible to every net.Conn
 // behaviour.
 func TestNettestMigrating(t *testing.T) {
-	for _, carrier := range testkit.Carriers {
+	for _, carrier := range testkit.CarrierKinds() {
 		t.Run(carrier, func(t *testing.T) { testNettestMigrating(t, carrier) })
 	}
 }
@@ -112,7 +112,7 @@ func rtTransferUnderKills(r *testkit.Rig, rng *rand.Rand, c1, c2 net.Conn, size 
 // Every carrier runs the same plan: for QUIC, Close and Reset close the carrier at the dialing
 // and at the listening end (a UDP relay cannot), and Stall blackholes its datagrams.
 func TestLosslessMigration(t *testing.T) {
-	for _, carrier := range testkit.Carriers {
+	for _, carrier := range testkit.CarrierKinds() {
 		for _, secure := range []bool{false, true} {
 			name := carrier + "/encrypted"
 			if secure {

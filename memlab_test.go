@@ -1,5 +1,6 @@
-// The in-memory lab: a Listener and a Dialer joined by in-memory links inside
-// testing/synctest bubbles. Virtual time makes delays, rates and the liveness deadlines exact,
+// What the in-memory scenarios share around testkit.MemLab: link shapes, streams checked by
+// SHA-256 through to io.EOF, paced writers, and the common starting labs. They run inside
+// testing/synctest bubbles: virtual time makes delays, rates and the liveness deadlines exact,
 // so the checks on when things happen are deterministic, not timing guesses.
 
 package rendr_test
@@ -22,7 +23,6 @@ import (
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
-	"github.com/rendr-go/rendr/status"
 )
 
 // stTwoGoodPaths is the common start: a lab of two good paths "a" and "b", default options, one
@@ -216,26 +216,11 @@ func stPattern(n int, seed uint64) []byte {
 	return b
 }
 
-// stMigrations collects the dialer side's migration events of one flow.
-type stMigrations struct {
-	mu  sync.Mutex
-	evs []status.Migration
-}
-
-func stWatch(c *rendr.Conn) *stMigrations {
-	m := &stMigrations{}
-	c.OnMigrate(func(ev status.Migration) {
-		m.mu.Lock()
-		m.evs = append(m.evs, ev)
-		m.mu.Unlock()
-	})
+// stWatch records the migrations of one flow, as its dialing side reports them.
+func stWatch(c *rendr.Conn) *testkit.Migrations {
+	m := &testkit.Migrations{}
+	c.OnMigrate(m.Record)
 	return m
-}
-
-func (m *stMigrations) list() []status.Migration {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]status.Migration(nil), m.evs...)
 }
 
 // killActive kills the live carrier of the active path.

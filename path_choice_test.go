@@ -255,7 +255,7 @@ func TestSynctestSelectorPicksBetterPath(t *testing.T) {
 		if err := stop(); err != nil {
 			t.Fatalf("trickle: %v", err)
 		}
-		evs := m.list()
+		evs := m.All()
 		if len(evs) == 0 || evs[0].From != "good" || evs[0].To != "poor" || evs[0].Cause != status.CauseQuality {
 			t.Errorf("migrations %+v, want good->poor for quality first", evs)
 		}
@@ -282,7 +282,7 @@ func TestSynctestPriorityTiers(t *testing.T) {
 		}
 
 		// The primary dies and cannot come back for a while: the backup carries traffic.
-		seen := len(m.list())
+		seen := len(m.All())
 		lb.Paths["primary"].SetCut(true)
 		lb.Paths["primary"].Live().Kill(true)
 		lb.MustWait("backup active", 5*time.Second, func() bool { return lb.Active() == "backup" })
@@ -305,7 +305,7 @@ func TestSynctestPriorityTiers(t *testing.T) {
 			t.Fatalf("trickle: %v", err)
 		}
 		var causes []status.Cause
-		for _, ev := range m.list()[seen:] {
+		for _, ev := range m.All()[seen:] {
 			causes = append(causes, ev.Cause)
 		}
 		want := []status.Cause{status.CauseDeath, status.CauseRecovery}

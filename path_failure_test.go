@@ -48,13 +48,13 @@ func TestSynctestKillActiveRepeatedly(t *testing.T) {
 			t.Errorf("Migrations() = %d, want at least %d", got, kills)
 		}
 		deaths := 0
-		for _, ev := range m.list() {
+		for _, ev := range m.All() {
 			if ev.Cause == status.CauseDeath {
 				deaths++
 			}
 		}
 		if deaths < kills {
-			t.Errorf("%d stMigrations caused by death, want %d: %+v", deaths, kills, m.list())
+			t.Errorf("%d migrations caused by death, want %d: %+v", deaths, kills, m.All())
 		}
 		if d := lb.Paths["a"].Dials() + lb.Paths["b"].Dials(); d < 2+kills {
 			t.Errorf("%d carriers dialed, want at least %d", d, 2+kills)
@@ -95,7 +95,7 @@ func TestSynctestBlackholeActive(t *testing.T) {
 		}
 		up.check(t, "up", 5*time.Minute)
 		down.check(t, "down", 5*time.Minute)
-		evs := m.list()
+		evs := m.All()
 		if len(evs) == 0 || evs[0].From != name || (evs[0].Cause != status.CauseStall && evs[0].Cause != status.CauseDeath) {
 			t.Errorf("migrations %+v, want one away from %s for stall or death first", evs, name)
 		}

@@ -99,7 +99,8 @@ func TestKillPlanRun(t *testing.T) {
 		fakes = append(fakes, f)
 		paths = append(paths, f)
 	}
-	plan := NewKillPlan(s.status, paths, rand.New(rand.NewPCG(9, 9)), 6, 6000, []relay.Mode{relay.Close, relay.Reset, relay.Stall})
+	modes := []relay.Mode{relay.Close, relay.Reset, relay.Stall}
+	plan := NewKillPlan(s.status, paths, rand.New(rand.NewPCG(9, 9)), 6, 6000, modes)
 	var progress atomic.Int64
 	progress.Store(6000)
 	plan.Run(&progress, make(chan struct{}))
@@ -107,9 +108,10 @@ func TestKillPlanRun(t *testing.T) {
 	if plan.Hits() != 6 || len(plan.Events()) != 6 {
 		t.Fatalf("%d hits, events %v; want 6", plan.Hits(), plan.Events())
 	}
-	for _, ev := range plan.Events() {
-		if !strings.HasPrefix(ev, "p") || !strings.Contains(ev, "@6000:") {
-			t.Fatalf("event %q", ev)
+	// Each kill moves traffic to the next path, so the plan must follow it round.
+	for k, ev := range plan.Events() {
+		if !strings.HasPrefix(ev, PathName(k%3)+"@6000:") {
+			t.Fatalf("kill %d: event %q, want it on %s, the path carrying traffic", k, ev, PathName(k%3))
 		}
 	}
 	kills := 0
@@ -126,7 +128,8 @@ func TestKillPlanRun(t *testing.T) {
 
 func TestKillPlanStops(t *testing.T) {
 	s := &fakeSession{n: 2}
-	plan := NewKillPlan(s.status, []PathCtl{&fakePath{s: s}, &fakePath{s: s, i: 1}}, rand.New(rand.NewPCG(1, 1)), 3, 100, []relay.Mode{relay.Close})
+	paths := []PathCtl{&fakePath{s: s}, &fakePath{s: s, i: 1}}
+	plan := NewKillPlan(s.status, paths, rand.New(rand.NewPCG(1, 1)), 3, 100, []relay.Mode{relay.Close})
 	var progress atomic.Int64 // never crosses a threshold
 	stop := make(chan struct{})
 	close(stop)

@@ -697,18 +697,19 @@ var (
 	_ transport.HandshakeExtender = (*hookPkConn)(nil)
 )
 
-// The listener's handshake timeout in these tests: small, so silent carriers end quickly.
+// HandshakeTimeout is the listener's handshake timeout in the adversarial tests: small, so
+// silent carriers end quickly.
 const HandshakeTimeout = 500 * time.Millisecond
 
 // EachCarrier runs f as a subtest per carrier kind.
 func EachCarrier(t *testing.T, f func(t *testing.T, carrier string)) {
-	for _, carrier := range Carriers {
+	for _, carrier := range CarrierKinds() {
 		t.Run(carrier, func(t *testing.T) { f(t, carrier) })
 	}
 }
 
-// Carriers are the carriers the shared suites run over.
-var Carriers = []string{"tcp", "quic", "gvisor", "udpflow"}
+// CarrierKinds are the carrier kinds the shared suites run over, each a RigConfig.Carrier.
+func CarrierKinds() []string { return []string{"tcp", "quic", "gvisor", "udpflow"} }
 
 // UDPRelay is the UDP relay in front of path i, whose carrier runs over UDP (quic, gvisor,
 // udpflow); it is nil for a path over TCP.

@@ -93,7 +93,8 @@ func TestWaitUntil(t *testing.T) {
 func TestMustWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := 0
-		if d := MustWait(t, "fifth poll", time.Second, func() status.Session { return status.Session{} }, func() bool { n++; return n == 5 }); d != 4*time.Millisecond {
+		none := func() status.Session { return status.Session{} }
+		if d := MustWait(t, "fifth poll", time.Second, none, func() bool { n++; return n == 5 }); d != 4*time.Millisecond {
 			t.Fatalf("MustWait took %v, want 4ms", d)
 		}
 	})
