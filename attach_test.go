@@ -1,3 +1,7 @@
+// Carrier negotiation: for every pair of ends, the listening side refuses or both ends use the
+// same records (plain, datagrams, packets), and an answer that offers what was not asked is
+// refused.
+
 package rendr
 
 import (

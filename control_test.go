@@ -1,3 +1,7 @@
+// Control: changes to a running session's graph take effect under load with every byte
+// delivered once, changes made at once apply in the order made, and a graph too large for a
+// ROUTE frame is refused up front.
+
 package rendr_test
 
 import (
@@ -12,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
 )
 
@@ -22,23 +27,23 @@ import (
 func TestSynctestControlUnderLoad(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var targets map[string]*rendr.Target
-		lb := stNewLabGraph(t, rendr.Options{RecoverDwell: 100 * time.Millisecond}, func(p map[string]*rendr.Target) *rendr.Target {
+		lb := testkit.NewMemLabGraph(t, rendr.Options{RecoverDwell: 100 * time.Millisecond}, func(p map[string]*rendr.Target) *rendr.Target {
 			targets = p
 			return rendr.Selector("root", p["a"], p["b"])
-		}, stLinkSpec{name: "a", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "b", ab: stGoodLink, ba: stGoodLink},
-			stLinkSpec{name: "c", ab: stGoodLink, ba: stGoodLink})
-		dc, lc := lb.open()
+		}, testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink},
+			testkit.LinkSpec{Name: "b", AB: stGoodLink, BA: stGoodLink},
+			testkit.LinkSpec{Name: "c", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := lb.Open()
 		has := func(name string) bool {
-			for _, p := range lb.status().Paths {
+			for _, p := range lb.Status().Paths {
 				if p.Name == name {
 					return true
 				}
 			}
 			return false
 		}
-		lb.mustWait("a and b up", 10*time.Second, func() bool {
-			return lb.pathStatus("a").State == status.Up && lb.pathStatus("b").State == status.Up
+		lb.MustWait("a and b up", 10*time.Second, func() bool {
+			return lb.PathStatus("a").State == status.Up && lb.PathStatus("b").State == status.Up
 		})
 		if has("c") {
 			t.Fatal("c is in the status before it was added")
@@ -54,13 +59,13 @@ func TestSynctestControlUnderLoad(t *testing.T) {
 			cmu.Unlock()
 		})
 		// Remove the path carrying traffic.
-		first := lb.active()
-		if err := lb.d.Remove(first); err != nil {
+		first := lb.Active()
+		if err := lb.D.Remove(first); err != nil {
 			t.Fatal(err)
 		}
-		lb.mustWait("the removed path gone", 5*time.Second, func() bool { return !has(first) && lb.active() != "" })
-		lb.mustWait("the removed path's carrier closed", 5*time.Second, func() bool {
-			for _, ss := range lb.ln.Sessions() {
+		lb.MustWait("the removed path gone", 5*time.Second, func() bool { return !has(first) && lb.Active() != "" })
+		lb.MustWait("the removed path's carrier closed", 5*time.Second, func() bool {
+			for _, ss := range lb.LN.Sessions() {
 				for _, p := range ss.Paths {
 					if p.Name == first && p.State != status.Down {
 						return false
@@ -70,8 +75,8 @@ func TestSynctestControlUnderLoad(t *testing.T) {
 			return true
 		})
 		time.Sleep(3 * time.Second) // longer than the backoff of a path that would re-dial
-		if has(first) || lb.paths[first].dials() != 1 {
-			t.Fatalf("the removed path came back: %d dials", lb.paths[first].dials())
+		if has(first) || lb.Paths[first].Dials() != 1 {
+			t.Fatalf("the removed path came back: %d dials", lb.Paths[first].Dials())
 		}
 		other := map[string]string{"a": "b", "b": "a"}[first]
 		cmu.Lock()
@@ -79,47 +84,47 @@ func TestSynctestControlUnderLoad(t *testing.T) {
 			t.Errorf("the move off the removed path was reported with causes %v, want control", causes)
 		}
 		cmu.Unlock()
-		if lb.active() != other {
-			t.Fatalf("after removing %s, %q carries traffic; want %s", first, lb.active(), other)
+		if lb.Active() != other {
+			t.Fatalf("after removing %s, %q carries traffic; want %s", first, lb.Active(), other)
 		}
 		// Add a third path.
-		if err := lb.d.Add("root", targets["c"]); err != nil {
+		if err := lb.D.Add("root", targets["c"]); err != nil {
 			t.Fatal(err)
 		}
-		lb.mustWait("c up", 10*time.Second, func() bool { return lb.pathStatus("c").State == status.Up })
+		lb.MustWait("c up", 10*time.Second, func() bool { return lb.PathStatus("c").State == status.Up })
 		// Make the active path a backup: the other primary takes over after RecoverDwell.
-		if err := lb.d.SetTier(other, 1); err != nil {
+		if err := lb.D.SetTier(other, 1); err != nil {
 			t.Fatal(err)
 		}
-		if tier := lb.pathStatus(other).Tier; tier != 1 {
+		if tier := lb.PathStatus(other).Tier; tier != 1 {
 			t.Fatalf("the status shows tier %d for %s after SetTier(1)", tier, other)
 		}
-		lb.mustWait("traffic off the backup", 5*time.Second, func() bool { return lb.active() == "c" })
+		lb.MustWait("traffic off the backup", 5*time.Second, func() bool { return lb.Active() == "c" })
 		// Select the backup by name: it alone carries traffic, whatever its tier; then back.
-		if err := lb.d.Select(other); err != nil {
+		if err := lb.D.Select(other); err != nil {
 			t.Fatal(err)
 		}
-		lb.mustWait("the selected path active", 5*time.Second, func() bool { return lb.active() == other })
+		lb.MustWait("the selected path active", 5*time.Second, func() bool { return lb.Active() == other })
 		time.Sleep(200 * time.Millisecond)
-		if err := lb.d.Select(""); err != nil {
+		if err := lb.D.Select(""); err != nil {
 			t.Fatal(err)
 		}
-		lb.mustWait("the whole graph again", 5*time.Second, func() bool { return lb.active() == "c" })
+		lb.MustWait("the whole graph again", 5*time.Second, func() bool { return lb.Active() == "c" })
 		up.check(t, "up", 2*time.Minute)
 		down.check(t, "down", 2*time.Minute)
 
 		// Bad changes are refused and change nothing.
 		for name, err := range map[string]error{
-			"add under a path":   lb.d.Add("c", targets["a"]),
-			"add a known name":   lb.d.Add("root", targets["c"]),
-			"remove the root":    lb.d.Remove("root"),
-			"remove unknown":     lb.d.Remove("zz"),
-			"select unknown":     lb.d.Select("zz"),
-			"tier of unknown":    lb.d.SetTier("zz", 1),
-			"remove last of two": func() error { lb.d.Remove(other); return lb.d.Remove("c") }(),
-			"empty name":         lb.d.Add("root", rendr.Path("", noDial)),
-			"long name":          lb.d.Add("root", rendr.Path(strings.Repeat("n", 65), noDial)),
-			"group named a path": lb.d.Add("root", rendr.Race("c", rendr.Path("x", noDial), rendr.Path("y", noDial))),
+			"add under a path":   lb.D.Add("c", targets["a"]),
+			"add a known name":   lb.D.Add("root", targets["c"]),
+			"remove the root":    lb.D.Remove("root"),
+			"remove unknown":     lb.D.Remove("zz"),
+			"select unknown":     lb.D.Select("zz"),
+			"tier of unknown":    lb.D.SetTier("zz", 1),
+			"remove last of two": func() error { lb.D.Remove(other); return lb.D.Remove("c") }(),
+			"empty name":         lb.D.Add("root", rendr.Path("", noDial)),
+			"long name":          lb.D.Add("root", rendr.Path(strings.Repeat("n", 65), noDial)),
+			"group named a path": lb.D.Add("root", rendr.Race("c", rendr.Path("x", noDial), rendr.Path("y", noDial))),
 		} {
 			if err == nil {
 				t.Errorf("%s: accepted", name)

@@ -1,3 +1,5 @@
+// The documented use of the public API, run as examples.
+
 package rendr_test
 
 import (

@@ -1,12 +1,17 @@
+// Half-close: CloseWrite ends one direction only; each side reads exactly what the other
+// wrote, then io.EOF, and writing after CloseWrite fails with ErrWriteClosed.
+
 package rendr_test
 
 import (
 	"errors"
 	"io"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 )
 
 // TestHalfCloseBothWays closes the two directions one after the other with different final
@@ -59,4 +64,25 @@ func TestHalfCloseBothWays(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func TestSynctestHalfClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := lb.Open()
+		defer dc.Close()
+		defer lc.Close()
+		// stSend half-closes the writer when done, and the reader checks io.EOF after every byte.
+		stSend(dc, lc, 3<<20, 90).check(t, "dialer to listener", time.Minute)
+		if _, err := dc.Write([]byte("x")); !errors.Is(err, rendr.ErrWriteClosed) {
+			t.Errorf("Write after CloseWrite = %v, want ErrWriteClosed", err)
+		}
+		stSend(lc, dc, 3<<20, 91).check(t, "listener to dialer after the dialer's EOF", time.Minute)
+		dc.Close()
+		lc.Close()
+		lb.MustWait("flow forgotten on both sides once both closed", 10*time.Second, func() bool {
+			ss := lb.LN.Sessions()
+			return lb.Status().Flows == 0 && len(ss) == 1 && ss[0].Flows == 0
+		})
+	})
 }

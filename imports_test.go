@@ -1,3 +1,5 @@
+// Layering: the import boundaries between the packages hold.
+
 package rendr_test
 
 import (
@@ -26,6 +28,8 @@ func TestImportBoundaries(t *testing.T) {
 		{dir: "status", forbidden: []string{mod}},
 		// The router decides where traffic goes; it neither opens carriers nor knows the API.
 		{dir: "internal/router", forbidden: []string{mod + "transport", "github.com/rendr-go/rendr"}},
+		// The test rigs are for tests: no shipped code leans on them.
+		{dir: ".", forbidden: []string{mod + "internal/testkit"}},
 		{dir: "examples", forbidden: []string{mod + "internal/"},
 			allowed: []string{mod + "internal/relay"}},
 	}

@@ -1,10 +1,13 @@
+// Limits: keys that prove nothing are refused with an error that says what to do; the bounds
+// on sessions per peer, paths per session, handshakes (cookies), memory and carriers refuse
+// what exceeds them and count it; a wrong listener key gets no answer.
+
 package rendr_test
 
 import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -13,121 +16,9 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport/tcp"
-	"github.com/rendr-go/rendr/transport/udpflow"
 )
-
-// lmListen starts a listener on n loopback TCP sources.
-func lmListen(t *testing.T, cfg rendr.ListenConfig, n int) (*rendr.Listener, []string) {
-	t.Helper()
-	var srcs []net.Listener
-	var addrs []string
-	for range n {
-		l, err := tcp.Listen("127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srcs = append(srcs, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	ln, err := rendr.Listen(cfg, srcs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln, addrs
-}
-
-// lmEcho serves every accepted flow with an echo until the listener closes.
-func lmEcho(t *testing.T, ln *rendr.Listener) {
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				io.Copy(c, c)
-				c.Close()
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-}
-
-// lmRoundTrip checks that one flow of d carries bytes both ways.
-func lmRoundTrip(t *testing.T, d *rendr.Dialer) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := d.DialContext(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	msg := []byte("through the bound")
-	if _, err := c.Write(msg); err != nil {
-		return err
-	}
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return err
-	}
-	if string(got) != string(msg) {
-		return errors.New("echo differs")
-	}
-	return nil
-}
-
-// lmDialRefused dials with d until refused() says the listener turned it away, then gives up
-// and returns the dial's error, which must say why.
-func lmDialRefused(t *testing.T, d *rendr.Dialer, refused func() bool) error {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := d.DialContext(ctx)
-		errc <- err
-	}()
-	// The listener counts the refusal before the dialer reads it: wait for both.
-	told := func() bool {
-		for _, p := range d.Status().Paths {
-			if p.LastError != "" {
-				return true
-			}
-		}
-		return false
-	}
-	if !rtWait(20*time.Second, func() bool { return refused() && told() }) {
-		t.Fatalf("the listener never refused the dial (dialer: %+v)", d.Status().Paths)
-	}
-	cancel()
-	return <-errc
-}
-
-func lmDialer(t *testing.T, key rendr.PrivateKey, srv rendr.PublicKey, addrs ...string) *rendr.Dialer {
-	t.Helper()
-	var kids []*rendr.Target
-	for i, a := range addrs {
-		kids = append(kids, rendr.Path(string(rune('a'+i)), tcp.Dialer(a)))
-	}
-	root := kids[0]
-	if len(kids) > 1 {
-		root = rendr.Selector("g", kids...)
-	}
-	d, err := rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: srv, Root: root,
-		Options: rendr.Options{HandshakeTimeout: 5 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d
-}
 
 // Keys that prove nothing are refused with an error that says what to do.
 func TestKeysRefused(t *testing.T) {
@@ -211,7 +102,7 @@ func TestSessionsPerPeerBound(t *testing.T) {
 	}
 	// A session that ends makes room.
 	held[0].Close()
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().Sessions == 2 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().Sessions == 2 }) {
 		t.Fatalf("the closed session was not forgotten: %+v", ln.Stats())
 	}
 	if err := lmRoundTrip(t, lmDialer(t, greedy, srv.Public(), addrs[0])); err != nil {
@@ -230,7 +121,7 @@ func TestPathsPerSessionBound(t *testing.T) {
 	if err := lmRoundTrip(t, d); err != nil {
 		t.Fatal(err)
 	}
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().RefusedPaths >= 2 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().RefusedPaths >= 2 }) {
 		t.Fatalf("stats %+v: want the two paths past the bound refused", ln.Stats())
 	}
 	ss := ln.Sessions()
@@ -268,80 +159,11 @@ func TestCookieUnderLoad(t *testing.T) {
 	if err := lmRoundTrip(t, d); err != nil {
 		t.Fatal(err)
 	}
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().Handshakes >= 3 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().Handshakes >= 3 }) {
 		t.Fatalf("stats %+v: want every path handshaken", ln.Stats())
 	}
 	if st := ln.Stats(); st.CookiesSent == 0 {
 		t.Fatalf("stats %+v: a listener past its handshake rate sent no cookie", st)
-	}
-}
-
-// A udpflow path whose listener restarted learns it from a stateless reset, at once, instead
-// of by probe timeouts: the reset tokens travel in the handshake's carrier data.
-func TestUDPFlowStatelessResetAfterRestart(t *testing.T) {
-	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
-	var resetKey [32]byte
-	copy(resetKey[:], "a reset key kept across restarts")
-	ul, err := udpflow.Listen("udp4", "127.0.0.1:0", udpflow.StatelessResetKey(resetKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ul.Addr().String()
-	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, ul)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lmEcho(t, ln)
-	// ProbeIdle of a minute: a reset is the only way this path can die quickly.
-	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
-		Root:    rendr.Path("udp", udpflow.NewDialer(addr).Dial),
-		Options: rendr.Options{ProbeIdle: time.Minute, HandshakeTimeout: 5 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := d.DialContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("before")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 6)
-	if _, err := io.ReadFull(c, buf); err != nil {
-		t.Fatal(err)
-	}
-	ln.Close() // closes ul too; nothing tells the dialer
-	ul2, err := udpflow.Listen("udp4", addr, udpflow.StatelessResetKey(resetKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ul2.Close()
-	go func() { // the restarted listener's socket: it knows no connection
-		for {
-			c, err := ul2.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	c.Write([]byte("after")) // a data datagram for an id ul2 does not know
-	if !rtWait(10*time.Second, func() bool {
-		for _, p := range d.Status().Paths {
-			if strings.Contains(p.LastError, "stateless reset") {
-				return true
-			}
-		}
-		return false
-	}) {
-		t.Fatalf("the path did not learn of the restart by a reset: %+v", d.Status().Paths)
-	}
-	if st := ul2.Stats(); st.Resets == 0 {
-		t.Fatalf("restarted listener stats %+v: no reset sent", st)
 	}
 }
 
@@ -373,7 +195,7 @@ func TestMemoryBudget(t *testing.T) {
 	}
 	da.Close()
 	db.Close()
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().MemoryUsed == 0 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().MemoryUsed == 0 }) {
 		t.Fatalf("%d bytes still reserved after every session ended", ln.Stats().MemoryUsed)
 	}
 }
@@ -448,7 +270,7 @@ func TestMemoryBudgetFlows(t *testing.T) {
 		defer mu.Unlock()
 		return len(accepted), int(refusedN.Load())
 	}
-	if !rtWait(20*time.Second, func() bool { n, r := count(); return n+r == len(conns) }) {
+	if !testkit.Wait(20*time.Second, func() bool { n, r := count(); return n+r == len(conns) }) {
 		n, r := count()
 		t.Fatalf("%d accepted, %d refused of %d", n, r, len(conns))
 	}
@@ -507,7 +329,7 @@ func TestCarrierFloodRefusedAtTheSource(t *testing.T) {
 		}
 		flood = append(flood, c)
 	}
-	if !rtWait(10*time.Second, func() bool { return ln.Stats().SourcesRefused > 0 }) {
+	if !testkit.Wait(10*time.Second, func() bool { return ln.Stats().SourcesRefused > 0 }) {
 		t.Fatalf("stats %+v: the flood's host was never refused", ln.Stats())
 	}
 	if st := ln.Stats(); st.CarriersLimited == 0 {

@@ -1,3 +1,5 @@
+// Reliability matrix row 7: lifecycle churn of many sessions at once leaks nothing.
+
 package rendr_test
 
 import (
@@ -12,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/tcp"
 	"github.com/rendr-go/rendr/transport/udpflow"
+	"go.uber.org/goleak"
 )
 
 // Row 7 of the reliability matrix: lifecycle churn. Ten rounds of fifty sessions, each its own
@@ -142,17 +144,17 @@ func TestReliabilityChurn(t *testing.T) {
 				}
 				// Sessions still there a moment after their dialers closed: their CLOSE was lost
 				// (a figure, not a check: the wait below is the check).
-				rtWait(200*time.Millisecond, func() bool { return len(ln.Sessions()) == 0 })
+				testkit.Wait(200*time.Millisecond, func() bool { return len(ln.Sessions()) == 0 })
 				lingered += len(ln.Sessions())
-				if !rtWait(rlChurnReconnect+20*time.Second, func() bool { return len(ln.Sessions()) == 0 }) {
+				if !testkit.Wait(rlChurnReconnect+20*time.Second, func() bool { return len(ln.Sessions()) == 0 }) {
 					t.Fatalf("round %d: the listener still holds %d sessions after every dialer closed", round, len(ln.Sessions()))
 				}
 				var g int
-				if !rtWait(20*time.Second, func() bool { g = runtime.NumGoroutine(); return g <= base }) {
+				if !testkit.Wait(20*time.Second, func() bool { g = runtime.NumGoroutine(); return g <= base }) {
 					t.Fatalf("round %d: %d goroutines after the sessions closed, %d with the listener alone", round, g, base)
 				}
 				var fds int
-				if !rtWait(20*time.Second, func() bool { fds = rlOpenFDs(t); return fds <= fdsL }) {
+				if !testkit.Wait(20*time.Second, func() bool { fds = rlOpenFDs(t); return fds <= fdsL }) {
 					t.Fatalf("round %d: %d open descriptors after the sessions closed, %d with the listener alone", round, fds, fdsL)
 				}
 				slowest = max(slowest, tRun)

@@ -1,3 +1,5 @@
+// Reliability matrix row 2: a path that blackholes and recovers again and again.
+
 package rendr_test
 
 import (
@@ -6,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 )
 
@@ -57,7 +60,7 @@ func TestReliabilityFlappingPath(t *testing.T) {
 					g.name, up.wcount, down.wcount, up.gap(), down.gap(), st.Migrations, p.dials(), lb.paths["steady"].dials())
 				// Each blackhole must be noticed: the path is given up and dialed again.
 				if p.dials() < cycles+1 {
-					t.Errorf("the flapping path was dialed %d times over %d blackholes, want at least %d (%s)", p.dials(), cycles, cycles+1, stDescribe(st))
+					t.Errorf("the flapping path was dialed %d times over %d blackholes, want at least %d (%s)", p.dials(), cycles, cycles+1, testkit.Describe(st))
 				}
 				// Under the Selector each blackhole moves the flow off the path and each
 				// recovery moves it back.

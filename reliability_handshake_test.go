@@ -1,3 +1,5 @@
+// Reliability matrix rows 1a and 1b: a handshake that loses its hello or its reply.
+
 package rendr_test
 
 import (
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 	"github.com/rendr-go/rendr/status"
 )
@@ -23,17 +26,17 @@ import (
 func TestReliabilityHandshakeLossUDPFlow(t *testing.T) {
 	for _, dir := range []string{"hello lost", "reply lost"} {
 		t.Run(dir, func(t *testing.T) {
-			r := rtNewRig(t, rtRigConfig{Paths: 1, Carrier: "udpflow"})
-			u := r.relays[0].(*rtUDPPath).UDP
+			r := testkit.NewRig(t, testkit.RigConfig{Paths: 1, Carrier: "udpflow"})
+			u := r.UDPRelay(0)
 			if dir == "hello lost" {
 				u.DropNext(1, 0)
 			} else {
 				u.DropNext(0, 1)
 			}
 			start := time.Now()
-			c1, c2 := r.open()
+			c1, c2 := r.Open()
 			took := time.Since(start)
-			if err := rtBoth(c1, c2, 1<<20, 11, nil); err != nil {
+			if err := testkit.Both(c1, c2, 1<<20, 11, nil); err != nil {
 				t.Fatal(err)
 			}
 			st := u.Stats()
@@ -165,7 +168,7 @@ func TestReliabilityHandshakeCarrierDies(t *testing.T) {
 				}
 				defer d.Close()
 				start := time.Now()
-				dc, lc := rtDialAccept(t, d, ln)
+				dc, lc := testkit.DialAccept(t, d, ln)
 				took := time.Since(start)
 				stSend(dc, lc, 1<<20, 12).check(t, "up", time.Minute)
 				stSend(lc, dc, 1<<20, 13).check(t, "down", time.Minute)
@@ -184,16 +187,16 @@ func TestReliabilityHandshakeCarrierDies(t *testing.T) {
 				// id (the dialer founds again under a fresh one, dialer.go): it has no path, so
 				// it must go once ReconnectTimeout has passed, and the live one must stay.
 				orphans := len(ln.Sessions()) - 1
-				gone, ok := stWaitUntil(2*reconnect, 10*time.Millisecond, func() bool { return len(ln.Sessions()) == 1 })
+				gone, ok := testkit.WaitUntil(2*reconnect, 10*time.Millisecond, func() bool { return len(ln.Sessions()) == 1 })
 				if !ok {
 					ss := ln.Sessions()
 					for _, s := range ss {
-						t.Logf("session %x: %d flows, %s", s.ID[:4], s.Flows, stDescribe(s))
+						t.Logf("session %x: %d flows, %s", s.ID[:4], s.Flows, testkit.Describe(s))
 					}
 					t.Fatalf("listener still holds %d sessions %v after the handshake", len(ss), 2*reconnect)
 				}
 				t.Logf("%s: %d orphan sessions on the listener, gone %v later", c, orphans, gone)
-				dc2, lc2 := rtDialAccept(t, d, ln)
+				dc2, lc2 := testkit.DialAccept(t, d, ln)
 				stSend(dc2, lc2, 64<<10, 14).check(t, "a new flow after the orphan went", time.Minute)
 			})
 		})

@@ -1,3 +1,6 @@
+// The reliability matrix's lab: in-memory paths that can be cut, holed and shaped, and
+// paced flows checked by SHA-256 (docs/reliability.md).
+
 package rendr_test
 
 import (
@@ -16,15 +19,16 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 	"github.com/rendr-go/rendr/status"
 )
 
 // The reliability matrix (docs/reliability.md): each row does one thing to the paths and
 // checks that every byte still arrives exactly once. This file holds the in-memory rig the
-// rows share: unlike the stLab of the synctest scenarios, a path here may be a stream link or a
-// datagram link, and a fault set on a path (a blackhole, a cut) holds for the carriers it dials
-// later too, as a real broken link does.
+// rows share: unlike the testkit.MemLab of the synctest scenarios, a path here may be a stream
+// link or a datagram link, and a fault set on a path (a blackhole, a cut) holds for the
+// carriers it dials later too, as a real broken link does.
 
 // rlSpec describes one in-memory path.
 type rlSpec struct {
@@ -177,7 +181,7 @@ type rlLab struct {
 	d     *rendr.Dialer
 	paths map[string]*rlPath
 	names []string
-	logs  *stLogSink
+	logs  *testkit.ErrorLog
 }
 
 // rlSelector and rlBond make the root of a lab's graph from its paths, in spec order.
@@ -187,7 +191,7 @@ func rlBond(ts []*rendr.Target) *rendr.Target     { return rendr.Bond("root", ts
 // rlNewLab builds the lab inside the calling synctest bubble; Close runs in Cleanup.
 func rlNewLab(t *testing.T, opts rendr.Options, root func([]*rendr.Target) *rendr.Target, specs ...rlSpec) *rlLab {
 	t.Helper()
-	lb := &rlLab{t: t, paths: map[string]*rlPath{}, logs: &stLogSink{}}
+	lb := &rlLab{t: t, paths: map[string]*rlPath{}, logs: &testkit.ErrorLog{}}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(lb.logs)
 	}
@@ -230,7 +234,7 @@ func (lb *rlLab) open() (dc, lc *rendr.Conn) {
 	defer cancel()
 	dc, err := lb.d.DialContext(ctx)
 	if err != nil {
-		lb.t.Fatalf("DialContext: %v (%s)", err, stDescribe(lb.d.Status()))
+		lb.t.Fatalf("DialContext: %v (%s)", err, testkit.Describe(lb.d.Status()))
 	}
 	lc, err = lb.ln.AcceptContext(ctx)
 	if err != nil {
@@ -241,20 +245,15 @@ func (lb *rlLab) open() (dc, lc *rendr.Conn) {
 }
 
 // allUp reports whether every path is Up on the dialer's side.
-func (lb *rlLab) allUp() bool { return stAllUp(lb.d.Status(), len(lb.paths)) }
+func (lb *rlLab) allUp() bool { return testkit.AllUp(lb.d.Status(), len(lb.paths)) }
 
 // pathStatus is the dialer's snapshot of one path.
-func (lb *rlLab) pathStatus(name string) status.Path { return stPathStatus(lb.d.Status(), name) }
+func (lb *rlLab) pathStatus(name string) status.Path { return testkit.PathStatus(lb.d.Status(), name) }
 
-// mustWait polls cond each millisecond of virtual time for at most limit and fails the test
-// if it never holds. The limit stops a broken run; it measures nothing.
+// mustWait is testkit.MustWait on the dialer's status.
 func (lb *rlLab) mustWait(what string, limit time.Duration, cond func() bool) time.Duration {
 	lb.t.Helper()
-	d, ok := stWaitUntil(limit, time.Millisecond, cond)
-	if !ok {
-		lb.t.Fatalf("%s: not within %v; status %s", what, limit, stDescribe(lb.d.Status()))
-	}
-	return d
+	return testkit.MustWait(lb.t, what, limit, lb.d.Status, cond)
 }
 
 // rlFlow is one direction of a flow carrying numbered bytes for as long as the test says:
@@ -390,7 +389,7 @@ func rlOpenFDs(t *testing.T) int {
 func rlWaitFDs(t *testing.T, base int) int {
 	t.Helper()
 	var n int
-	ok := rtWait(10*time.Second, func() bool {
+	ok := testkit.Wait(10*time.Second, func() bool {
 		n = rlOpenFDs(t)
 		return n <= base
 	})

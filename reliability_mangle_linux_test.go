@@ -1,3 +1,6 @@
+// Reliability matrix row 4b: datagrams duplicated, reordered and corrupted across real
+// kernel paths.
+
 package rendr_test
 
 import (
@@ -12,6 +15,7 @@ import (
 	"github.com/rendr-go/rendr/internal/netlab"
 	"github.com/rendr-go/rendr/internal/path"
 	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
@@ -20,7 +24,7 @@ import (
 // from the client's namespace crosses the veth to it, and it duplicates, reorders and
 // corrupts the datagrams both ways.
 func TestReliabilityMangledDatagramsNetns(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 1, Name: "rendrm"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 1, Name: "rendrm"})
 	in := func(side netlab.Side) udpflow.Option {
 		return udpflow.ListenPacket(func(network, address string) (net.PacketConn, error) {
 			return lab.ListenPacket(side, network, address)
@@ -47,7 +51,7 @@ func TestReliabilityMangledDatagramsNetns(t *testing.T) {
 	t.Cleanup(func() { u.Close() })
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
 	// The errors rendr logs, to tell why a path went down.
-	logs := &stLogSink{}
+	logs := &testkit.ErrorLog{}
 	opts := rendr.Options{Logger: slog.New(logs)}
 	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()},
 		Options: opts}, src)
@@ -62,14 +66,14 @@ func TestReliabilityMangledDatagramsNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	u.SetMangle(relay.Mangle{Dup: 0.25, Reorder: 0.1, Corrupt: 0.05})
 	const size = 2 << 20
 	c1.SetDeadline(time.Now().Add(60 * time.Second))
 	c2.SetDeadline(time.Now().Add(60 * time.Second))
 	start := time.Now()
-	if err := rtBoth(c1, c2, size, 57, nil); err != nil {
-		t.Fatalf("%v\ndialer: %s\nlistener: %s", err, rtDescribe(c1.Status()), rtDescribe(c2.Status()))
+	if err := testkit.Both(c1, c2, size, 57, nil); err != nil {
+		t.Fatalf("%v\ndialer: %s\nlistener: %s", err, testkit.Describe(c1.Status()), testkit.Describe(c2.Status()))
 	}
 	m := u.Mangled()
 	dForged, dLost, dSent := rlForged(c1.Status())
@@ -86,7 +90,7 @@ func TestReliabilityMangledDatagramsNetns(t *testing.T) {
 	// A corrupted datagram is dropped, never taken for a broken path. (Under the race detector
 	// on a loaded machine the path is sometimes declared silent and dialed again; that is
 	// the relay and both ends starved of CPU, not the faults, and costs no byte.)
-	if logs.logged(path.ErrRecord) {
+	if logs.Logged(path.ErrRecord) {
 		t.Errorf("a path died of a record error: corrupted datagrams must be dropped, not kill the path")
 	}
 	t.Logf("carriers dialed: %d", c1.Status().Paths[0].Dials)

@@ -1,3 +1,5 @@
+// Reliability matrix row 4a: datagrams duplicated, reordered and corrupted in memory.
+
 package rendr_test
 
 import (
@@ -77,9 +79,9 @@ func TestReliabilityMangledDatagrams(t *testing.T) {
 						lForged, ab.Corrupted, dForged, ba.Corrupted)
 				}
 				// In virtual time nothing starves: no fault here may cost a carrier.
-				if lb.logs.logged(path.ErrRecord) || lb.paths["a"].dials() != 1 || lb.paths["b"].dials() != 1 {
+				if lb.logs.Logged(path.ErrRecord) || lb.paths["a"].dials() != 1 || lb.paths["b"].dials() != 1 {
 					t.Errorf("a path died (record error logged: %v); carriers dialed: a %d, b %d",
-						lb.logs.logged(path.ErrRecord), lb.paths["a"].dials(), lb.paths["b"].dials())
+						lb.logs.Logged(path.ErrRecord), lb.paths["a"].dials(), lb.paths["b"].dials())
 				}
 			})
 		})

@@ -1,5 +1,7 @@
 //go:build linux
 
+// Reliability matrix row 5: NAT rebinding and conntrack flushes under a flow.
+
 package rendr_test
 
 import (
@@ -12,6 +14,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
@@ -36,7 +39,7 @@ func TestReliabilityNATRebinding(t *testing.T) {
 		every = 5 * time.Second
 		rebinds = max(1, int(d/every))
 	}
-	lab := newLab(t, netlab.Config{Paths: 1, Name: "rendrn"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 1, Name: "rendrn"})
 	in := func(side netlab.Side) udpflow.Option {
 		return udpflow.ListenPacket(func(network, address string) (net.PacketConn, error) {
 			return lab.ListenPacket(side, network, address)
@@ -61,14 +64,14 @@ func TestReliabilityNATRebinding(t *testing.T) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	ud := udpflow.NewDialer(src.Addr().String(), udpflow.LocalAddr(lab.ClientAddr(0).String()), in(netlab.Client))
-	mig := &rtMigrations{}
+	mig := &testkit.Migrations{}
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(), Root: rendr.Path("p0", ud.Dial),
-		Options: rendr.Options{OnMigrate: mig.record}})
+		Options: rendr.Options{OnMigrate: mig.Record}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	before := c1.Status().Paths[0]
 	// The listener's view of the path: where it sends, and how often it moved.
 	remote := func() (netip.AddrPort, uint64) {
@@ -96,19 +99,19 @@ func TestReliabilityNATRebinding(t *testing.T) {
 				t.Fatal(err)
 			}
 			flushes++
-			moved = rtWait(5*time.Second, func() bool {
+			moved = testkit.Wait(5*time.Second, func() bool {
 				now, m := remote()
 				return now != at && m > n
 			})
 		}
 		if !moved {
-			t.Fatalf("rebinding %d: the listener still sends to %v: %s", i, at, rtDescribe(c2.Status()))
+			t.Fatalf("rebinding %d: the listener still sends to %v: %s", i, at, testkit.Describe(c2.Status()))
 		}
 		follow = append(follow, time.Since(start).Round(time.Millisecond))
 		// Bytes must keep moving after each move, both ways.
 		mark := up.read.Load() + down.read.Load()
-		if !rtWait(10*time.Second, func() bool { return up.read.Load()+down.read.Load() > mark+64<<10 }) {
-			t.Fatalf("rebinding %d: the flow stopped: %s", i, rtDescribe(c2.Status()))
+		if !testkit.Wait(10*time.Second, func() bool { return up.read.Load()+down.read.Load() > mark+64<<10 }) {
+			t.Fatalf("rebinding %d: the flow stopped: %s", i, testkit.Describe(c2.Status()))
 		}
 	}
 	at, n := remote()
@@ -123,9 +126,9 @@ func TestReliabilityNATRebinding(t *testing.T) {
 		t.Errorf("the listener counts %d rebinds, want at least %d", n, rebinds)
 	}
 	if after.ID != before.ID || after.Dials != before.Dials || after.State != status.Up {
-		t.Errorf("the dialer's path did not carry on: before %+v, after %s", before, rtDescribe(c1.Status()))
+		t.Errorf("the dialer's path did not carry on: before %+v, after %s", before, testkit.Describe(c1.Status()))
 	}
-	if m := mig.moves(); m != 0 {
+	if m := mig.Moves(); m != 0 {
 		t.Errorf("%d rendr migrations (%v) for NAT rebindings", m, mig)
 	}
 }

@@ -1,3 +1,5 @@
+// Reliability matrix rows 3a and 3b: every path down for a while, then for good.
+
 package rendr_test
 
 import (
@@ -6,10 +8,10 @@ import (
 	"testing/synctest"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
+	"go.uber.org/goleak"
 )
 
 // Row 3 of the reliability matrix: every path down at once. Shorter than ReconnectTimeout, the
@@ -111,11 +113,11 @@ func TestReliabilityOutageKernel(t *testing.T) {
 			fds := rlOpenFDs(t)
 			const reconnect = 1500 * time.Millisecond
 			opts := rendr.Options{ReconnectTimeout: reconnect, HandshakeTimeout: 500 * time.Millisecond}
-			r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: opts})
-			c1, c2 := r.open()
-			rtWaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
+			r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Carrier: carrier, Options: opts})
+			c1, c2 := r.Open()
+			testkit.WaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
 			hole := func(on bool) {
-				for _, rl := range r.relays {
+				for _, rl := range r.Relays {
 					rl.Block(on)
 				}
 			}
@@ -126,7 +128,7 @@ func TestReliabilityOutageKernel(t *testing.T) {
 			t.Logf("%s: outage of %v (ReconnectTimeout %v): longest gap %v up, %v down; %d and %d bytes",
 				carrier, reconnect/2, reconnect, up.gap(), down.gap(), up.wcount, down.wcount)
 
-			d1, d2 := r.open()
+			d1, d2 := r.Open()
 			hole(true)
 			start := time.Now()
 			rlExpectNoPath(t, d1, d2, 30*time.Second)
@@ -135,7 +137,7 @@ func TestReliabilityOutageKernel(t *testing.T) {
 			for _, c := range []*rendr.Conn{c1, c2, d1, d2} {
 				c.Close()
 			}
-			r.close()
+			r.Close()
 			if err := goleak.Find(leaks); err != nil {
 				t.Fatalf("goroutines left after Close: %v", err)
 			}

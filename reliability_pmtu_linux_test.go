@@ -1,3 +1,5 @@
+// Reliability matrix row 6b: a path MTU black hole across real kernel paths.
+
 package rendr_test
 
 import (
@@ -11,13 +13,14 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
 // The same on a real kernel path: udpflow between two network namespaces, nftables dropping
 // every IPv4 packet longer than 1280 bytes at the ingress of both ends (no ICMP is sent).
 func TestReliabilityPMTUBlackHoleNetns(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 1, Name: "rendrp"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 1, Name: "rendrp"})
 	for side, dev := range map[netlab.Side]string{netlab.Client: lab.ClientIface(0), netlab.Server: lab.ServerIface(0)} {
 		rules := fmt.Sprintf(`table netdev pmtu {
 			chain in { type filter hook ingress device %q priority -10; policy accept;
@@ -62,12 +65,12 @@ func TestReliabilityPMTUBlackHoleNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	c1.SetDeadline(time.Now().Add(60 * time.Second))
 	c2.SetDeadline(time.Now().Add(60 * time.Second))
 	start := time.Now()
-	if err := rtBoth(c1, c2, 8<<20, 63, nil); err != nil {
-		t.Fatalf("%v\ndialer: %s\nlistener: %s", err, rtDescribe(c1.Status()), rtDescribe(c2.Status()))
+	if err := testkit.Both(c1, c2, 8<<20, 63, nil); err != nil {
+		t.Fatalf("%v\ndialer: %s\nlistener: %s", err, testkit.Describe(c1.Status()), testkit.Describe(c2.Status()))
 	}
 	took := time.Since(start)
 	b := int(base.Load())

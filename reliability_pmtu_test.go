@@ -1,3 +1,5 @@
+// Reliability matrix row 6a: a path MTU black hole in memory.
+
 package rendr_test
 
 import (

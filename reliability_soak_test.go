@@ -1,3 +1,5 @@
+// Reliability matrix rows 8a and 8b: the soak of random kills and holes.
+
 package rendr_test
 
 import (
@@ -9,6 +11,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/testlink"
 )
 
@@ -88,19 +91,19 @@ func TestReliabilitySoakKernel(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RENDR_SOAK=%q: %v", s, err)
 	}
-	r := rtNewRig(t, rtRigConfig{Paths: 3, Carrier: "tcp,udpflow,tcp", Group: rendr.Bond,
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 3, Carrier: "tcp,udpflow,tcp", Group: rendr.Bond,
 		Options: rendr.Options{HandshakeTimeout: 2 * time.Second}})
-	c1, c2 := r.open()
-	rtWaitUp(t, "dialer", c1.Status, 3, 20*time.Second)
-	seed := rtSeed(t)
+	c1, c2 := r.Open()
+	testkit.WaitUp(t, "dialer", c1.Status, 3, 20*time.Second)
+	seed := testkit.Seed(t)
 	up := rlStartFlow(c1, c2, 64<<10, 5*time.Millisecond, seed)
 	down := rlStartFlow(c2, c1, 64<<10, 5*time.Millisecond, seed+1)
 	rng := rand.New(rand.NewPCG(seed, 87))
 	end := time.Now().Add(length)
 	kills, holes := 0, 0
 	for time.Now().Before(end) {
-		f, gap := rlNextFault(rng, len(r.relays))
-		rl := r.relays[f.path]
+		f, gap := rlNextFault(rng, len(r.Relays))
+		rl := r.Relays[f.path]
 		if f.kill {
 			rl.Kill([]relay.Mode{relay.Close, relay.Reset}[rng.IntN(2)])
 			kills++
@@ -125,5 +128,5 @@ func TestReliabilitySoakKernel(t *testing.T) {
 	up.finish(t, "dialer to listener", time.Minute)
 	down.finish(t, "listener to dialer", time.Minute)
 	t.Logf("%v: %d kills, %d blackholes; %d and %d bytes, each read exactly once; longest gap %v up, %v down; %d migrations",
-		length, kills, holes, up.wcount, down.wcount, up.gap(), down.gap(), r.mig.moves())
+		length, kills, holes, up.wcount, down.wcount, up.gap(), down.gap(), r.Mig.Moves())
 }

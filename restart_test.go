@@ -1,17 +1,25 @@
+// Restart: a listener or a dialer that restarts with the same key is recognised by the other
+// end; the old flow fails with ErrPeerRestarted and is never resumed, new flows work, and a
+// path joining during founding is not taken for a restart.
+
 package rendr_test
 
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport/tcp"
+	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
 // rtExpectRestarted waits (bounded by a deadline, not measured) for c's Read to fail, and
@@ -33,24 +41,24 @@ func rtExpectRestarted(t *testing.T, side string, c *rendr.Conn) {
 // comes back with the same key on the same ports. The idle flow must fail with
 // ErrPeerRestarted, never be resumed by the new instance, and the same Dialer must open new
 // flows on it.
-func TestRestartListener(t *testing.T) { rtEachCarrier(t, testRestartListener) }
+func TestRestartListener(t *testing.T) { testkit.EachCarrier(t, testRestartListener) }
 
 func testRestartListener(t *testing.T, carrier string) {
-	r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
-	c1, c2 := r.open()
-	if err := rtBoth(c1, c2, 64<<10, 1, nil); err != nil {
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
+	c1, c2 := r.Open()
+	if err := testkit.Both(c1, c2, 64<<10, 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	oldSession := c1.Status().ID
 
 	// A crash: nothing the old listener says on its way out may reach the dialer (a clean
 	// Close would send CLOSE, which is ErrSessionClosed, not a restart).
-	for _, rl := range r.relays {
+	for _, rl := range r.Relays {
 		rl.Block(true)
 	}
-	r.ln.Close()
-	r.relisten()
-	for _, rl := range r.relays {
+	r.LN.Close()
+	r.Relisten()
+	for _, rl := range r.Relays {
 		rl.Block(false)
 		rl.Kill(relay.Close) // the stalled carriers of the dead process end
 	}
@@ -59,11 +67,11 @@ func testRestartListener(t *testing.T, carrier string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	n1, err := r.d.DialContext(ctx)
+	n1, err := r.D.DialContext(ctx)
 	if err != nil {
 		t.Fatalf("dial after the listener restarted: %v", err)
 	}
-	n2, err := r.ln.AcceptContext(ctx)
+	n2, err := r.LN.AcceptContext(ctx)
 	if err != nil {
 		t.Fatalf("accept on the restarted listener: %v", err)
 	}
@@ -72,11 +80,11 @@ func testRestartListener(t *testing.T, carrier string) {
 	}
 	n1.SetDeadline(time.Now().Add(30 * time.Second))
 	n2.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := rtBoth(n1, n2, 256<<10, 2, nil); err != nil {
+	if err := testkit.Both(n1, n2, 256<<10, 2, nil); err != nil {
 		t.Fatalf("new flow: %v", err)
 	}
-	if len(r.ln.Sessions()) != 1 {
-		t.Fatalf("restarted listener has %d sessions, want 1", len(r.ln.Sessions()))
+	if len(r.LN.Sessions()) != 1 {
+		t.Fatalf("restarted listener has %d sessions, want 1", len(r.LN.Sessions()))
 	}
 	n1.Close()
 	n2.Close()
@@ -86,38 +94,38 @@ func testRestartListener(t *testing.T, carrier string) {
 // TestRestartDialer: the dialing process dies without a word (its carriers are reset and its
 // paths go dark) and a new process with the same key dials again. Once the new session is up,
 // the listener's old flow must fail with ErrPeerRestarted, and the new flow must work.
-func TestRestartDialer(t *testing.T) { rtEachCarrier(t, testRestartDialer) }
+func TestRestartDialer(t *testing.T) { testkit.EachCarrier(t, testRestartDialer) }
 
 func testRestartDialer(t *testing.T, carrier string) {
-	r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
-	c1, c2 := r.open()
-	if err := rtBoth(c1, c2, 64<<10, 3, nil); err != nil {
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})
+	c1, c2 := r.Open()
+	if err := testkit.Both(c1, c2, 64<<10, 3, nil); err != nil {
 		t.Fatal(err)
 	}
 	oldSession := c2.Status().ID
 
 	// A crash: the old dialer's carriers die and its paths stay dark (its Close, which would
 	// send CLOSE, comes only at cleanup).
-	for _, rl := range r.relays {
+	for _, rl := range r.Relays {
 		rl.Block(true)
 		rl.Kill(relay.Reset)
 	}
-	if !rtWait(20*time.Second, func() bool {
-		for _, s := range r.ln.Sessions() {
+	if !testkit.Wait(20*time.Second, func() bool {
+		for _, s := range r.LN.Sessions() {
 			if s.ID == oldSession {
 				return len(s.Paths) == 0
 			}
 		}
 		return false
 	}) {
-		t.Fatalf("the listener kept paths of the crashed dialer: %v", r.ln.Sessions())
+		t.Fatalf("the listener kept paths of the crashed dialer: %v", r.LN.Sessions())
 	}
 
 	var paths []*rendr.Target
-	for i, a := range r.addrs {
-		paths = append(paths, rendr.Path(rtName(i), r.rawDialer(a)))
+	for i, a := range r.Addrs {
+		paths = append(paths, rendr.Path(testkit.PathName(i), r.RawDialer(a)))
 	}
-	d2, err := rendr.NewDialer(rendr.DialerConfig{Key: r.cli, PeerKey: r.srv.Public(),
+	d2, err := rendr.NewDialer(rendr.DialerConfig{Key: r.Cli, PeerKey: r.Srv.Public(),
 		Root: rendr.Selector("root", paths...)})
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +137,7 @@ func testRestartDialer(t *testing.T, carrier string) {
 	if err != nil {
 		t.Fatalf("dial from the restarted dialer: %v", err)
 	}
-	n2, err := r.ln.AcceptContext(ctx)
+	n2, err := r.LN.AcceptContext(ctx)
 	if err != nil {
 		t.Fatalf("accept from the restarted dialer: %v", err)
 	}
@@ -141,7 +149,7 @@ func testRestartDialer(t *testing.T, carrier string) {
 	}
 	n1.SetDeadline(time.Now().Add(30 * time.Second))
 	n2.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := rtBoth(n1, n2, 256<<10, 4, nil); err != nil {
+	if err := testkit.Both(n1, n2, 256<<10, 4, nil); err != nil {
 		t.Fatalf("new flow: %v", err)
 	}
 	n1.Close()
@@ -221,12 +229,12 @@ func TestJoinDuringFoundingIsNotARestart(t *testing.T) {
 	defer c1.Close()
 	c2, err := ln.AcceptContext(ctx)
 	if err != nil {
-		t.Fatalf("accept: %v (dialer: %s)", err, rtDescribe(d.Status()))
+		t.Fatalf("accept: %v (dialer: %s)", err, testkit.Describe(d.Status()))
 	}
 	defer c2.Close()
 	// Wait for the joining path's verdict: attached, or the session failed (a zero-length
 	// Write reports the session's error and sends nothing).
-	rtWait(20*time.Second, func() bool {
+	testkit.Wait(20*time.Second, func() bool {
 		up := 0
 		for _, p := range c1.Status().Paths {
 			if p.State == status.Up {
@@ -239,10 +247,79 @@ func TestJoinDuringFoundingIsNotARestart(t *testing.T) {
 	if _, err := c1.Write(nil); err != nil {
 		t.Fatalf("the session failed while its second path joined: %v", err)
 	}
-	rtWaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
+	testkit.WaitUp(t, "dialer", c1.Status, 2, 20*time.Second)
 	c1.SetDeadline(time.Now().Add(20 * time.Second))
 	c2.SetDeadline(time.Now().Add(20 * time.Second))
-	if err := rtBoth(c1, c2, 64<<10, 5, nil); err != nil {
+	if err := testkit.Both(c1, c2, 64<<10, 5, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A udpflow path whose listener restarted learns it from a stateless reset, at once, instead
+// of by probe timeouts: the reset tokens travel in the handshake's carrier data.
+func TestUDPFlowStatelessResetAfterRestart(t *testing.T) {
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	var resetKey [32]byte
+	copy(resetKey[:], "a reset key kept across restarts")
+	ul, err := udpflow.Listen("udp4", "127.0.0.1:0", udpflow.StatelessResetKey(resetKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ul.Addr().String()
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}}, ul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lmEcho(t, ln)
+	// ProbeIdle of a minute: a reset is the only way this path can die quickly.
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
+		Root:    rendr.Path("udp", udpflow.NewDialer(addr).Dial),
+		Options: rendr.Options{ProbeIdle: time.Minute, HandshakeTimeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	ln.Close() // closes ul too; nothing tells the dialer
+	ul2, err := udpflow.Listen("udp4", addr, udpflow.StatelessResetKey(resetKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul2.Close()
+	go func() { // the restarted listener's socket: it knows no connection
+		for {
+			c, err := ul2.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	c.Write([]byte("after")) // a data datagram for an id ul2 does not know
+	if !testkit.Wait(10*time.Second, func() bool {
+		for _, p := range d.Status().Paths {
+			if strings.Contains(p.LastError, "stateless reset") {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("the path did not learn of the restart by a reset: %+v", d.Status().Paths)
+	}
+	if st := ul2.Stats(); st.Resets == 0 {
+		t.Fatalf("restarted listener stats %+v: no reset sent", st)
 	}
 }

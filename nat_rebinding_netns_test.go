@@ -1,5 +1,9 @@
 //go:build linux
 
+// NAT rebinding over real kernel paths (network namespaces): a udpflow path whose source
+// address and port change mid-transfer keeps its flow exact without failover, and a spoofer
+// with the path's connection id moves nothing.
+
 package rendr_test
 
 import (
@@ -17,6 +21,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/transport/udpflow"
 )
 
@@ -58,7 +63,7 @@ func (c *rtTapConn) WriteBatch(bs [][]byte) error {
 // path's connection id: garbage, a fake first datagram, and replays of real datagrams. None
 // may move the path or get a byte back.
 func TestNetnsUDPFlowNATRebinding(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 2, Name: "rendru"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "rendru"})
 	// The rewritten datagrams enter and leave by interfaces the routes do not name for their
 	// addresses: no reverse-path filtering in the lab.
 	for _, side := range []netlab.Side{netlab.Client, netlab.Server} {
@@ -96,14 +101,14 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 		tapMu.Unlock()
 		return tc, nil
 	}
-	mig := &rtMigrations{}
+	mig := &testkit.Migrations{}
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
-		Root: rendr.Path("p0", dial), Options: rendr.Options{OnMigrate: mig.record}})
+		Root: rendr.Path("p0", dial), Options: rendr.Options{OnMigrate: mig.Record}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	before, m0 := c1.Status().Paths, c1.Migrations()
 	tapMu.Lock()
 	tap := taps[0]
@@ -127,9 +132,9 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 	}()
 	c1.SetDeadline(time.Now().Add(90 * time.Second))
 	c2.SetDeadline(time.Now().Add(90 * time.Second))
-	if err := rtBoth(c1, c2, size, 77, &progress); err != nil {
-		t.Logf("dialer: %s", rtDescribe(c1.Status()))
-		t.Logf("listener: %s", rtDescribe(c2.Status()))
+	if err := testkit.Both(c1, c2, size, 77, &progress); err != nil {
+		t.Logf("dialer: %s", testkit.Describe(c1.Status()))
+		t.Logf("listener: %s", testkit.Describe(c2.Status()))
 		t.Fatal(err)
 	}
 	if err := <-moved; err != nil {
@@ -138,7 +143,7 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 	// The listener followed the dialer to its new address, once.
 	lp := c2.Status().Paths
 	if len(lp) != 1 || lp[0].Packets == nil {
-		t.Fatalf("listener paths: %s", rtDescribe(c2.Status()))
+		t.Fatalf("listener paths: %s", testkit.Describe(c2.Status()))
 	}
 	want := netip.AddrPortFrom(newIP, newPort)
 	if got := lp[0].Remote.(*net.UDPAddr).AddrPort(); got != want || lp[0].Packets.Rebinds != 1 {
@@ -150,9 +155,9 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 	// The dialer noticed nothing: same path, no redial, no migration.
 	after := c1.Status().Paths
 	if len(after) != 1 || after[0].ID != before[0].ID || after[0].Dials != before[0].Dials {
-		t.Fatalf("the dialer's path did not carry on: %s", rtDescribe(c1.Status()))
+		t.Fatalf("the dialer's path did not carry on: %s", testkit.Describe(c1.Status()))
 	}
-	if m := mig.moves(); m != 0 || c1.Migrations() != m0 {
+	if m := mig.Moves(); m != 0 || c1.Migrations() != m0 {
 		t.Fatalf("%d rendr migrations (%v) for a NAT rebinding", m, mig)
 	}
 	// Nothing ever went to the spoofer.

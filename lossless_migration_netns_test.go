@@ -1,5 +1,8 @@
 //go:build linux
 
+// Lossless migration over real kernel paths (network namespaces): a silently blackholed
+// path and a QUIC address change lose no byte.
+
 package rendr_test
 
 import (
@@ -15,24 +18,10 @@ import (
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/netlab"
 	"github.com/rendr-go/rendr/internal/testcert"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport/quic"
 )
-
-// newLab builds the network-namespace lab for a test and tears it down after; without root
-// or the kernel features it needs, the test is skipped.
-func newLab(t *testing.T, cfg netlab.Config) *netlab.Lab {
-	t.Helper()
-	if err := netlab.Available(); err != nil {
-		t.Skip(err)
-	}
-	lab, err := netlab.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	return lab
-}
 
 // TestNetnsBlackhole runs a flow over two real kernel paths (veth pairs between two network
 // namespaces, 100 Mbit/s each) and silently blackholes the path carrying it mid-transfer, as a
@@ -40,7 +29,7 @@ func newLab(t *testing.T, cfg netlab.Config) *netlab.Lab {
 // move because of the stall or the silence, and the path must come back once the link does.
 // Twice, so each round starts from a recovered session.
 func TestNetnsBlackhole(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 2, RateMbit: []int{100, 100}, Name: "rendr"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 2, RateMbit: []int{100, 100}, Name: "rendr"})
 
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
 	var srcs []net.Listener
@@ -56,12 +45,12 @@ func TestNetnsBlackhole(t *testing.T) {
 		dial := lab.Dialer(netlab.Client, &net.Dialer{
 			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(i), 0))})
 		addr := l.Addr().String()
-		paths = append(paths, rendr.Path(rtName(i), func(ctx context.Context) (net.Conn, error) {
+		paths = append(paths, rendr.Path(testkit.PathName(i), func(ctx context.Context) (net.Conn, error) {
 			return dial(ctx, "tcp", addr)
 		}))
 	}
 	// rendr's debug log, shown only when the test fails.
-	ring := &rtRing{}
+	ring := &testkit.Ring{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last log lines:\n%s", ring)
@@ -69,16 +58,16 @@ func TestNetnsBlackhole(t *testing.T) {
 	})
 	opts := rendr.Options{HandshakeTimeout: 2 * time.Second}
 	lopts := opts
-	lopts.Logger = rtLogger(ring, "listener")
+	lopts.Logger = testkit.Logger(ring, "listener")
 	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}, Options: lopts}, srcs...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	mig := &rtMigrations{}
+	mig := &testkit.Migrations{}
 	dopts := opts
-	dopts.OnMigrate = mig.record
-	dopts.Logger = rtLogger(ring, "dialer")
+	dopts.OnMigrate = mig.Record
+	dopts.Logger = testkit.Logger(ring, "dialer")
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
 		Root: rendr.Selector("root", paths...), Options: dopts})
 	if err != nil {
@@ -99,13 +88,13 @@ func TestNetnsBlackhole(t *testing.T) {
 	}
 	defer c2.Close()
 
-	seed := rtSeed(t)
+	seed := testkit.Seed(t)
 	rng := rand.New(rand.NewPCG(seed, 6))
 	const down, up = int64(32 << 20), int64(4 << 20)
 	var holed []int
 	for round := range 2 {
-		rtWaitUp(t, "dialer", c1.Status, 2, 60*time.Second)
-		rtWaitUp(t, "listener", c2.Status, 2, 60*time.Second)
+		testkit.WaitUp(t, "dialer", c1.Status, 2, 60*time.Second)
+		testkit.WaitUp(t, "listener", c2.Status, 2, 60*time.Second)
 
 		// Blackhole whatever carries the flow once a random share of the bulk direction went
 		// through, so the cut lands mid-transfer.
@@ -125,8 +114,8 @@ func TestNetnsBlackhole(t *testing.T) {
 				if progress.Load() < at {
 					continue
 				}
-				if a := rtActive(c1.Status()); a >= 0 {
-					target, mark = a, len(mig.all())
+				if a := testkit.Active(c1.Status()); a >= 0 {
+					target, mark = a, len(mig.All())
 					cut <- lab.Blackhole(a, true)
 					return
 				}
@@ -136,8 +125,8 @@ func TestNetnsBlackhole(t *testing.T) {
 		c2.SetDeadline(time.Now().Add(120 * time.Second))
 		start := time.Now()
 		back := make(chan error, 1)
-		go func() { back <- rtTransfer(c2, c1, up, seed+uint64(2*round)+1, nil) }()
-		err := rtTransfer(c1, c2, down, seed+uint64(2*round), &progress)
+		go func() { back <- testkit.Transfer(c2, c1, up, seed+uint64(2*round)+1, nil) }()
+		err := testkit.Transfer(c1, c2, down, seed+uint64(2*round), &progress)
 		if err != nil {
 			c1.SetReadDeadline(time.Unix(1, 0))
 		}
@@ -151,27 +140,27 @@ func TestNetnsBlackhole(t *testing.T) {
 		}
 		if err != nil || berr != nil {
 			t.Fatalf("round %d: down: %v; up: %v\ndialer: %s\nlistener: %s", round, err, berr,
-				rtDescribe(c1.Status()), rtDescribe(c2.Status()))
+				testkit.Describe(c1.Status()), testkit.Describe(c2.Status()))
 		}
 		if target < 0 {
 			t.Fatalf("round %d: the transfer ended before the blackhole", round)
 		}
 		moved := false
-		for _, ev := range mig.all()[mark:] {
-			if ev.From == rtName(target) && (ev.Cause == status.CauseStall || ev.Cause == status.CauseDeath) {
+		for _, ev := range mig.All()[mark:] {
+			if ev.From == testkit.PathName(target) && (ev.Cause == status.CauseStall || ev.Cause == status.CauseDeath) {
 				moved = true
 			}
 		}
 		if !moved {
-			t.Fatalf("round %d: no migration away from blackholed %s by stall or death: %v", round, rtName(target), mig)
+			t.Fatalf("round %d: no migration away from blackholed %s by stall or death: %v", round, testkit.PathName(target), mig)
 		}
 		if err := lab.Blackhole(target, false); err != nil {
 			t.Fatal(err)
 		}
 		holed = append(holed, target)
 	}
-	rtWaitUp(t, "dialer", c1.Status, 2, 60*time.Second)
-	rtWaitUp(t, "listener", c2.Status, 2, 60*time.Second)
+	testkit.WaitUp(t, "dialer", c1.Status, 2, 60*time.Second)
+	testkit.WaitUp(t, "listener", c2.Status, 2, 60*time.Second)
 	t.Logf("blackholed paths by round: %v", holed)
 
 	c1.SetDeadline(time.Now().Add(30 * time.Second))
@@ -179,7 +168,7 @@ func TestNetnsBlackhole(t *testing.T) {
 	if err := c1.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rtExpectEOF(c2); err != nil {
+	if err := testkit.ExpectEOF(c2); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -191,7 +180,7 @@ func TestNetnsBlackhole(t *testing.T) {
 // validates the new address and moves; the flow never notices: no rendr migration, the same
 // path, every byte both ways.
 func TestNetnsQUICAddressChange(t *testing.T) {
-	lab := newLab(t, netlab.Config{Paths: 2, Name: "rendrq"})
+	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "rendrq"})
 	srvTLS, cliTLS := testcert.Must()
 	in := func(side netlab.Side) quic.Option {
 		return quic.ListenPacket(func(network, address string) (net.PacketConn, error) {
@@ -210,14 +199,14 @@ func TestNetnsQUICAddressChange(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	old := lab.ClientAddr(0)
 	qd := quic.NewDialer(src.Addr().String(), cliTLS, quic.LocalAddr(old.String()), in(netlab.Client))
-	mig := &rtMigrations{}
+	mig := &testkit.Migrations{}
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
-		Root: rendr.Path("p0", qd.Dial), Options: rendr.Options{OnMigrate: mig.record}})
+		Root: rendr.Path("p0", qd.Dial), Options: rendr.Options{OnMigrate: mig.Record}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	c1, c2 := rtDialAccept(t, d, ln)
+	c1, c2 := testkit.DialAccept(t, d, ln)
 	next := lab.ClientAddr(1)
 	rtTransferMovingInPlace(t, c1, c2, mig, 12, next, func() error {
 		// The server's address is now reached through the second interface.

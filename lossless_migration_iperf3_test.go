@@ -1,3 +1,6 @@
+// Lossless migration for a real program: iperf3's TCP stream, carried by a rendr flow,
+// survives the failing paths under it.
+
 package rendr_test
 
 import (
@@ -13,6 +16,7 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/internal/testkit"
 )
 
 // TestIperf3ThroughFailingPaths runs a real program across rendr: iperf3's client talks to
@@ -41,14 +45,14 @@ func TestIperf3ThroughFailingPaths(t *testing.T) {
 		srv.Wait()
 	}()
 
-	r := rtNewRig(t, rtRigConfig{Paths: 2, Options: rendr.Options{HandshakeTimeout: time.Second}})
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Options: rendr.Options{HandshakeTimeout: time.Second}})
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
 	// Listening side: each accepted flow goes on to the iperf3 server.
 	wg.Go(func() {
 		for {
-			c, err := r.ln.AcceptContext(ctx)
+			c, err := r.LN.AcceptContext(ctx)
 			if err != nil {
 				return
 			}
@@ -75,7 +79,7 @@ func TestIperf3ThroughFailingPaths(t *testing.T) {
 				return
 			}
 			wg.Go(func() {
-				f, err := r.d.DialContext(ctx)
+				f, err := r.D.DialContext(ctx)
 				if err != nil {
 					c.Close()
 					return
@@ -93,9 +97,9 @@ func TestIperf3ThroughFailingPaths(t *testing.T) {
 			case <-ctx.Done():
 				return
 			}
-			if a := rtActive(r.d.Status()); a >= 0 {
+			if a := testkit.Active(r.D.Status()); a >= 0 {
 				if mode == relay.Stall {
-					rl := r.relays[a]
+					rl := r.Relays[a]
 					rl.Block(true)
 					select { // a blackhole of 1.5s, then the path may come back
 					case <-time.After(1500 * time.Millisecond):
@@ -104,7 +108,7 @@ func TestIperf3ThroughFailingPaths(t *testing.T) {
 					rl.Block(false)
 					rl.Kill(relay.Close)
 				} else {
-					r.relays[a].Kill(mode)
+					r.Relays[a].Kill(mode)
 				}
 			}
 		}
@@ -128,10 +132,10 @@ func TestIperf3ThroughFailingPaths(t *testing.T) {
 	if res.Error != "" || res.End.SumReceived.Bytes == 0 {
 		t.Fatalf("iperf3: error %q, received %d bytes\n%s", res.Error, res.End.SumReceived.Bytes, out)
 	}
-	if m := r.mig.moves(); m < 2 {
+	if m := r.Mig.Moves(); m < 2 {
 		t.Fatalf("%d migrations: the faults did not hit the active path", m)
 	}
-	t.Logf("iperf3: sent %d, received %d bytes; migrations: %v", res.End.SumSent.Bytes, res.End.SumReceived.Bytes, r.mig)
+	t.Logf("iperf3: sent %d, received %d bytes; migrations: %v", res.End.SumSent.Bytes, res.End.SumReceived.Bytes, r.Mig)
 	cancel()
 	fwd.Close()
 }

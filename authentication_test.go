@@ -1,3 +1,8 @@
+// Authentication: an unknown key, a foreign join, garbage, a corrupted record or a replay
+// moves no byte into a flow and gets nothing back from the listener. Every test runs over
+// each carrier kind (testkit.CarrierKinds): the listener's silence, its refusals and the
+// records' authentication must not depend on what carries the bytes.
+
 package rendr_test
 
 import (
@@ -20,26 +25,14 @@ import (
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/internal/handshake"
+	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/transport"
 )
 
-// The listener's handshake timeout in these tests: small, so silent carriers end quickly.
-const rtHandshakeTimeout = 500 * time.Millisecond
-
-// Every adversarial test runs over each carrier kind (rtCarriers): the listener's silence, its
-// refusals and the records' authentication must not depend on what carries the bytes.
-
-// rtEachCarrier runs f as a subtest per carrier kind.
-func rtEachCarrier(t *testing.T, f func(t *testing.T, carrier string)) {
-	for _, carrier := range rtCarriers {
-		t.Run(carrier, func(t *testing.T) { f(t, carrier) })
-	}
-}
-
 // rtVictim is a rig with a flow that carries traffic, for attacks to leave unharmed.
 type rtVictim struct {
-	*rtRig
+	*testkit.Rig
 	c1, c2  *rendr.Conn
 	session [16]byte
 	paths   int // paths the listener had attached before the attack
@@ -49,13 +42,13 @@ type rtVictim struct {
 
 func rtNewVictim(t *testing.T, carrier string, extraPeers ...rendr.PublicKey) *rtVictim {
 	t.Helper()
-	r := rtNewRig(t, rtRigConfig{Paths: 2, ExtraPeers: extraPeers, Carrier: carrier,
-		Options: rendr.Options{HandshakeTimeout: rtHandshakeTimeout}})
-	v := &rtVictim{rtRig: r, seed: 100}
-	v.c1, v.c2 = r.open()
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, ExtraPeers: extraPeers, Carrier: carrier,
+		Options: rendr.Options{HandshakeTimeout: testkit.HandshakeTimeout}})
+	v := &rtVictim{Rig: r, seed: 100}
+	v.c1, v.c2 = r.Open()
 	v.exchange()
-	rtWaitUp(t, "listener", v.c2.Status, 2, 20*time.Second)
-	ss := r.ln.Sessions()
+	testkit.WaitUp(t, "listener", v.c2.Status, 2, 20*time.Second)
+	ss := r.LN.Sessions()
 	if len(ss) != 1 {
 		t.Fatalf("%d sessions before the attack", len(ss))
 	}
@@ -65,45 +58,45 @@ func rtNewVictim(t *testing.T, carrier string, extraPeers ...rendr.PublicKey) *r
 
 // exchange checks that the flow still moves exact bytes both ways.
 func (v *rtVictim) exchange() {
-	v.t.Helper()
+	v.T.Helper()
 	v.seed += 2
 	v.c1.SetDeadline(time.Now().Add(30 * time.Second))
 	v.c2.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := rtBoth(v.c1, v.c2, 128<<10, v.seed, nil); err != nil {
-		v.t.Fatalf("existing flow: %v", err)
+	if err := testkit.Both(v.c1, v.c2, 128<<10, v.seed, nil); err != nil {
+		v.T.Fatalf("existing flow: %v", err)
 	}
 	v.up += 128 << 10
 }
 
 // intact checks that the attack left the session, its paths and its flow as they were.
 func (v *rtVictim) intact() {
-	v.t.Helper()
+	v.T.Helper()
 	v.exchange()
-	ss := v.ln.Sessions()
+	ss := v.LN.Sessions()
 	if len(ss) != 1 || ss[0].ID != v.session {
-		v.t.Fatalf("listener sessions changed: %d sessions", len(ss))
+		v.T.Fatalf("listener sessions changed: %d sessions", len(ss))
 	}
 	for _, p := range ss[0].Paths {
 		if p.Name == "intruder" {
-			v.t.Fatalf("the intruder's path is attached: %s", rtDescribe(ss[0]))
+			v.T.Fatalf("the intruder's path is attached: %s", testkit.Describe(ss[0]))
 		}
 	}
 	if len(ss[0].Paths) > v.paths {
-		v.t.Fatalf("session has %d paths, had %d: %s", len(ss[0].Paths), v.paths, rtDescribe(ss[0]))
+		v.T.Fatalf("session has %d paths, had %d: %s", len(ss[0].Paths), v.paths, testkit.Describe(ss[0]))
 	}
 }
 
 // rtSilentCarriers checks that src accepted at least one carrier, that the listener closed
 // every one (bounded wait) and wrote not one byte on any.
-func rtSilentCarriers(t *testing.T, src *rtSource) {
+func rtSilentCarriers(t *testing.T, src *testkit.Source) {
 	t.Helper()
-	cs := src.carriers()
+	cs := src.Carriers()
 	if len(cs) == 0 {
 		t.Fatal("the attacker never reached the listener: the test proves nothing")
 	}
-	if !rtWait(20*time.Second, func() bool {
+	if !testkit.Wait(20*time.Second, func() bool {
 		for _, c := range cs {
-			if !c.closed.Load() {
+			if !c.Closed.Load() {
 				return false
 			}
 		}
@@ -112,7 +105,7 @@ func rtSilentCarriers(t *testing.T, src *rtSource) {
 		t.Fatal("the listener kept an unauthenticated carrier open")
 	}
 	for i, c := range cs {
-		if n := c.written.Load(); n != 0 {
+		if n := c.Written.Load(); n != 0 {
 			t.Fatalf("carrier %d of %d: the listener wrote %d bytes to an unauthenticated peer", i, len(cs), n)
 		}
 	}
@@ -129,14 +122,14 @@ func rtKeypair(t *testing.T, k rendr.PrivateKey) handshake.Keypair {
 
 // TestAdversarialUnknownKey: a Dialer whose key is not among the listener's peers gets no
 // byte back, its dial fails only by its own deadline, and the real flow is untouched.
-func TestAdversarialUnknownKey(t *testing.T) { rtEachCarrier(t, testAdversarialUnknownKey) }
+func TestAdversarialUnknownKey(t *testing.T) { testkit.EachCarrier(t, testAdversarialUnknownKey) }
 
 func testAdversarialUnknownKey(t *testing.T, carrier string) {
 	v := rtNewVictim(t, carrier)
-	src := v.extraSource()
-	stranger, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: v.srv.Public(),
-		Root:    rendr.Selector("root", rendr.Path("intruder", v.rawDialer(src.Addr().String()))),
-		Options: rendr.Options{HandshakeTimeout: rtHandshakeTimeout}})
+	src := v.ExtraSource()
+	stranger, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: v.Srv.Public(),
+		Root:    rendr.Selector("root", rendr.Path("intruder", v.RawDialer(src.Addr().String()))),
+		Options: rendr.Options{HandshakeTimeout: testkit.HandshakeTimeout}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +137,10 @@ func testAdversarialUnknownKey(t *testing.T, carrier string) {
 	// the dial is given up. It must end by its own context, never with a flow.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	before := v.ln.Stats().UnknownKey
+	before := v.LN.Stats().UnknownKey
 	go func() {
-		if !rtWait(20*time.Second, func() bool { return v.ln.Stats().UnknownKey >= before+3 }) {
-			t.Errorf("the listener counted %d refusals of an unknown key", v.ln.Stats().UnknownKey-before)
+		if !testkit.Wait(20*time.Second, func() bool { return v.LN.Stats().UnknownKey >= before+3 }) {
+			t.Errorf("the listener counted %d refusals of an unknown key", v.LN.Stats().UnknownKey-before)
 		}
 		cancel()
 	}()
@@ -168,26 +161,26 @@ func testAdversarialUnknownKey(t *testing.T, carrier string) {
 // TestAdversarialForeignJoin: attempts to attach a path to the live session without the right
 // to: an unknown key, another allowed peer, and the session's own key without the session's
 // secret. None may attach a path, read or inject a byte.
-func TestAdversarialForeignJoin(t *testing.T) { rtEachCarrier(t, testAdversarialForeignJoin) }
+func TestAdversarialForeignJoin(t *testing.T) { testkit.EachCarrier(t, testAdversarialForeignJoin) }
 
 func testAdversarialForeignJoin(t *testing.T, carrier string) {
 	other := rendr.MustNewKey()
 	v := rtNewVictim(t, carrier, other.Public())
-	src := v.extraSource()
+	src := v.ExtraSource()
 	var clock handshake.Clock
 	join := func(t *testing.T, key rendr.PrivateKey) (net.Conn, *handshake.Result, error) {
 		var inst [16]byte
 		rand.Read(inst[:])
-		c := rtRawDial(t, v.rtRig, src.Addr().String())
+		c := testkit.RawDial(t, v.Rig, src.Addr().String())
 		h := handshake.Hello{Time: clock.Now(), Instance: inst, Session: v.session, Mode: handshake.ModeJoin, Name: "intruder"}
 		wait := 10 * time.Second
 		if _, ok := c.(transport.PacketCarrier); ok {
 			h.Flags |= handshake.FlagPackets
-			wait = 4 * rtHandshakeTimeout // silence is the only refusal a datagram carrier sees
+			wait = 4 * testkit.HandshakeTimeout // silence is the only refusal a datagram carrier sees
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		res, err := handshake.Initiate(ctx, c, rtKeypair(t, key), v.srv.Public(), h, nil)
+		res, err := handshake.Initiate(ctx, c, rtKeypair(t, key), v.Srv.Public(), h, nil)
 		return c, res, err
 	}
 
@@ -196,8 +189,8 @@ func testAdversarialForeignJoin(t *testing.T, carrier string) {
 		if err == nil {
 			t.Fatal("handshake from an unknown key completed")
 		}
-		rtExpectSilentClose(t, c, 20*time.Second)
-		if rc := src.carrierFrom(c.LocalAddr()); rc == nil || rc.written.Load() != 0 {
+		testkit.ExpectSilentClose(t, c, 20*time.Second)
+		if rc := src.CarrierFrom(c.LocalAddr()); rc == nil || rc.Written.Load() != 0 {
 			t.Fatalf("the listener answered an unknown key (carrier %v)", rc != nil)
 		}
 		v.intact()
@@ -205,10 +198,10 @@ func testAdversarialForeignJoin(t *testing.T, carrier string) {
 
 	t.Run("SecondDialerUnknownKey", func(t *testing.T) {
 		// The same through a whole Dialer, which retries with backoff.
-		before := len(src.carriers())
-		d, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: v.srv.Public(),
-			Root:    rendr.Selector("root", rendr.Path("intruder", v.rawDialer(src.Addr().String()))),
-			Options: rendr.Options{HandshakeTimeout: rtHandshakeTimeout}})
+		before := len(src.Carriers())
+		d, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: v.Srv.Public(),
+			Root:    rendr.Selector("root", rendr.Path("intruder", v.RawDialer(src.Addr().String()))),
+			Options: rendr.Options{HandshakeTimeout: testkit.HandshakeTimeout}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,7 +213,7 @@ func testAdversarialForeignJoin(t *testing.T, carrier string) {
 			t.Fatal("a dialer with an unknown key opened a flow")
 		}
 		d.Close()
-		if len(src.carriers()) == before {
+		if len(src.Carriers()) == before {
 			t.Fatal("the second dialer never reached the listener")
 		}
 		rtSilentCarriers(t, src)
@@ -243,7 +236,7 @@ func testAdversarialForeignJoin(t *testing.T, carrier string) {
 	t.Run("OwnKeyWithoutSecret", func(t *testing.T) {
 		// The listener cannot tell before the JOIN_PROOF: the handshake succeeds, then the path
 		// must die on a proof made without the session secret.
-		c, res, err := join(t, v.cli)
+		c, res, err := join(t, v.Cli)
 		if err != nil {
 			t.Fatalf("handshake: %v", err)
 		}
@@ -262,7 +255,7 @@ func testAdversarialForeignJoin(t *testing.T, carrier string) {
 	t.Run("OwnKeyInjectsData", func(t *testing.T) {
 		// No proof at all: a DATA frame at exactly the offset the listener expects next. Had it
 		// been delivered, the next exchange's SHA-256 would not match.
-		c, res, err := join(t, v.cli)
+		c, res, err := join(t, v.Cli)
 		if err != nil {
 			t.Fatalf("handshake: %v", err)
 		}
@@ -331,7 +324,7 @@ func rtSendPacket(c net.Conn, res *handshake.Result, frames []byte) error {
 // can end it, until the listener closes c; it fails if that does not happen within a
 // generous bound. A datagram carrier cannot see its far end close: there the listener's end,
 // found at src, must.
-func rtDrainUntilClosed(t *testing.T, c net.Conn, res *handshake.Result, src *rtSource) {
+func rtDrainUntilClosed(t *testing.T, c net.Conn, res *handshake.Result, src *testkit.Source) {
 	t.Helper()
 	if _, ok := c.(transport.PacketCarrier); ok {
 		rtDrainPacketsUntilClosed(t, c, res, src)
@@ -375,13 +368,13 @@ func rtAnswerPings(t *testing.T, c net.Conn, res *handshake.Result, frames []byt
 	}
 }
 
-func rtDrainPacketsUntilClosed(t *testing.T, c net.Conn, res *handshake.Result, src *rtSource) {
+func rtDrainPacketsUntilClosed(t *testing.T, c net.Conn, res *handshake.Result, src *testkit.Source) {
 	t.Helper()
 	open := rtDatagramAEAD(res.Recv)
 	buf := make([]byte, 64<<10)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if rc := src.carrierFrom(c.LocalAddr()); rc != nil && rc.closed.Load() {
+		if rc := src.CarrierFrom(c.LocalAddr()); rc != nil && rc.Closed.Load() {
 			return
 		}
 		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
@@ -424,18 +417,18 @@ func rtFirstMessage(t *testing.T, key rendr.PrivateKey, peer rendr.PublicKey, h 
 
 // TestAdversarialGarbage: input that is not a handshake gets no byte back and its carrier is
 // closed (at the latest by the handshake timeout); the live flow does not notice.
-func TestAdversarialGarbage(t *testing.T) { rtEachCarrier(t, testAdversarialGarbage) }
+func TestAdversarialGarbage(t *testing.T) { testkit.EachCarrier(t, testAdversarialGarbage) }
 
 func testAdversarialGarbage(t *testing.T, carrier string) {
 	v := rtNewVictim(t, carrier)
-	src := v.extraSource()
+	src := v.ExtraSource()
 	random := func(n int) []byte {
 		b := make([]byte, n)
 		rand.Read(b)
 		return b
 	}
 	pre := handshake.Preface[:]
-	valid := rtFirstMessage(t, v.cli, v.srv.Public(), handshake.Hello{Time: uint64(time.Now().UnixNano()), Name: "x"})
+	valid := rtFirstMessage(t, v.Cli, v.Srv.Public(), handshake.Hello{Time: uint64(time.Now().UnixNano()), Name: "x"})
 	badVersion := append([]byte(nil), valid...)
 	badVersion[4] ^= 0x7f
 	cases := []struct {
@@ -470,8 +463,8 @@ func testAdversarialGarbage(t *testing.T, carrier string) {
 }
 
 // testAdversarialGarbageCase writes in on a carrier of its own and expects silence.
-func testAdversarialGarbageCase(t *testing.T, v *rtVictim, src *rtSource, carrier string, in []byte) {
-	c := rtRawDial(t, v.rtRig, src.Addr().String())
+func testAdversarialGarbageCase(t *testing.T, v *rtVictim, src *testkit.Source, carrier string, in []byte) {
+	c := testkit.RawDial(t, v.Rig, src.Addr().String())
 	if len(in) > 0 {
 		// The listener may refuse before the write returns (a QUIC stream's Write waits for
 		// the data to leave): the carrier is then closed already, which is what the checks
@@ -480,15 +473,15 @@ func testAdversarialGarbageCase(t *testing.T, v *rtVictim, src *rtSource, carrie
 			t.Logf("write: %v", err)
 		}
 	}
-	rtExpectSilentClose(t, c, 20*time.Second)
-	rc := src.carrierFrom(c.LocalAddr())
+	testkit.ExpectSilentClose(t, c, 20*time.Second)
+	rc := src.CarrierFrom(c.LocalAddr())
 	if rc == nil && len(in) == 0 && (carrier == "quic" || carrier == "udpflow") {
 		return // a QUIC stream or a udpflow carrier with nothing on it never reaches the listener
 	}
 	if rc == nil {
 		t.Fatal("the source never saw the carrier")
 	}
-	if n := rc.written.Load(); n != 0 {
+	if n := rc.Written.Load(); n != 0 {
 		t.Fatalf("the listener wrote %d bytes", n)
 	}
 }
@@ -504,12 +497,12 @@ func rtFlipBit(b []byte, i int) []byte {
 // exact. On a datagram carrier, which anyone can send to, the datagram is dropped and counted
 // instead, and what it carried goes again. The bit is flipped between rendr and the carrier, as a hostile carrier (a proxy hop,
 // a broken middlebox inside a tunnel) would, so the same attack runs over every carrier kind.
-func TestAdversarialCorruption(t *testing.T) { rtEachCarrier(t, testAdversarialCorruption) }
+func TestAdversarialCorruption(t *testing.T) { testkit.EachCarrier(t, testAdversarialCorruption) }
 
 func testAdversarialCorruption(t *testing.T, carrier string) {
 	for _, dir := range []string{"TowardListener", "TowardDialer"} {
 		t.Run(dir, func(t *testing.T) {
-			seed := rtSeed(t)
+			seed := testkit.Seed(t)
 			rng := mrand.New(mrand.NewPCG(seed, 4))
 			// Idle paths carry only probes, so the first carrier to reach this offset is the
 			// one carrying the flow.
@@ -517,8 +510,8 @@ func testAdversarialCorruption(t *testing.T, carrier string) {
 			bit := byte(1) << rng.IntN(8)
 			var hit atomic.Int64
 			hit.Store(-1)
-			r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier,
-				Hooks: func(i int) (up, down rtHook) {
+			r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Carrier: carrier,
+				Hooks: func(i int) (up, down testkit.Hook) {
 					flip := func(conn int, off int64, b []byte) {
 						if off <= at && at < off+int64(len(b)) && hit.CompareAndSwap(-1, int64(i)) {
 							b[at-off] ^= bit
@@ -529,19 +522,19 @@ func testAdversarialCorruption(t *testing.T, carrier string) {
 					}
 					return nil, flip
 				}})
-			c1, c2 := r.open()
+			c1, c2 := r.Open()
 			size := int64(8 << 20)
 			if testing.Short() {
 				size = 2 << 20
 			}
 			c1.SetDeadline(time.Now().Add(60 * time.Second))
 			c2.SetDeadline(time.Now().Add(60 * time.Second))
-			if err := rtBoth(c1, c2, size, seed, nil); err != nil {
-				t.Fatalf("flow after a flipped bit at byte %d: %v (migrations %v)", at, err, r.mig)
+			if err := testkit.Both(c1, c2, size, seed, nil); err != nil {
+				t.Fatalf("flow after a flipped bit at byte %d: %v (migrations %v)", at, err, r.Mig)
 			}
 			i := int(hit.Load())
 			if i < 0 {
-				t.Fatalf("byte %d never passed a carrier: the test proves nothing (migrations %v)", at, r.mig)
+				t.Fatalf("byte %d never passed a carrier: the test proves nothing (migrations %v)", at, r.Mig)
 			}
 			if carrier == "udpflow" {
 				// Anyone can send a datagram: one that does not authenticate is dropped and
@@ -552,31 +545,31 @@ func testAdversarialCorruption(t *testing.T, carrier string) {
 				}
 				forged := uint64(0)
 				for _, p := range st.Paths {
-					if p.Packets != nil && p.Name == rtName(i) {
+					if p.Packets != nil && p.Name == testkit.PathName(i) {
 						forged += p.Packets.Forged
 					}
 				}
 				if forged == 0 {
-					t.Fatalf("no forged datagram counted on %s: %s", rtName(i), rtDescribe(st))
+					t.Fatalf("no forged datagram counted on %s: %s", testkit.PathName(i), testkit.Describe(st))
 				}
-				if r.anyClosed(i) {
-					t.Fatalf("a datagram that did not authenticate closed the carrier of %s", rtName(i))
+				if r.AnyClosed(i) {
+					t.Fatalf("a datagram that did not authenticate closed the carrier of %s", testkit.PathName(i))
 				}
 				c1.Close()
 				c2.Close()
 				return
 			}
-			if !rtWait(20*time.Second, func() bool { return r.anyClosed(i) }) {
-				t.Fatalf("the corrupted carrier of %s is still open", rtName(i))
+			if !testkit.Wait(20*time.Second, func() bool { return r.AnyClosed(i) }) {
+				t.Fatalf("the corrupted carrier of %s is still open", testkit.PathName(i))
 			}
 			moved := false
-			for _, ev := range r.mig.all() {
-				moved = moved || ev.From == rtName(i)
+			for _, ev := range r.Mig.All() {
+				moved = moved || ev.From == testkit.PathName(i)
 			}
 			if !moved {
-				t.Fatalf("traffic never left the corrupted path %s: %v", rtName(i), r.mig)
+				t.Fatalf("traffic never left the corrupted path %s: %v", testkit.PathName(i), r.Mig)
 			}
-			if n := len(r.ln.Sessions()); n != 1 {
+			if n := len(r.LN.Sessions()); n != 1 {
 				t.Fatalf("%d sessions", n)
 			}
 			c1.Close()
@@ -588,7 +581,7 @@ func testAdversarialCorruption(t *testing.T, carrier string) {
 // TestAdversarialReplay: the first handshake message of a real path, recorded as it went into
 // the carrier and replayed on a fresh carrier of the same kind, gets no byte back and creates
 // nothing.
-func TestAdversarialReplay(t *testing.T) { rtEachCarrier(t, testAdversarialReplay) }
+func TestAdversarialReplay(t *testing.T) { testkit.EachCarrier(t, testAdversarialReplay) }
 
 func testAdversarialReplay(t *testing.T, carrier string) {
 	type recorder struct {
@@ -596,8 +589,8 @@ func testAdversarialReplay(t *testing.T, carrier string) {
 		buf map[int][]byte
 	}
 	recs := []*recorder{{buf: map[int][]byte{}}, {buf: map[int][]byte{}}}
-	r := rtNewRig(t, rtRigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: rtHandshakeTimeout},
-		Hooks: func(i int) (up, down rtHook) {
+	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: testkit.HandshakeTimeout},
+		Hooks: func(i int) (up, down testkit.Hook) {
 			rec := recs[i]
 			return func(conn int, off int64, b []byte) {
 				rec.mu.Lock()
@@ -607,14 +600,14 @@ func testAdversarialReplay(t *testing.T, carrier string) {
 				}
 			}, nil
 		}})
-	c1, c2 := r.open()
-	rtWaitUp(t, "listener", c2.Status, 2, 20*time.Second)
+	c1, c2 := r.Open()
+	testkit.WaitUp(t, "listener", c2.Status, 2, 20*time.Second)
 	c1.SetDeadline(time.Now().Add(30 * time.Second))
 	c2.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := rtBoth(c1, c2, 128<<10, 9, nil); err != nil {
+	if err := testkit.Both(c1, c2, 128<<10, 9, nil); err != nil {
 		t.Fatal(err)
 	}
-	before := r.ln.Sessions()
+	before := r.LN.Sessions()
 	if len(before) != 1 {
 		t.Fatalf("%d sessions", len(before))
 	}
@@ -633,28 +626,28 @@ func testAdversarialReplay(t *testing.T, carrier string) {
 			t.Fatalf("path %d: recorded only %d of %d handshake bytes", i, len(got), first)
 		}
 		for _, replay := range [][]byte{got[:first], got} {
-			c := rtRawDial(t, r, r.addrs[i])
+			c := testkit.RawDial(t, r, r.Addrs[i])
 			if _, err := c.Write(replay); err != nil {
 				// Refused before the write returned (a QUIC stream's Write waits for its data
 				// to leave): the checks below still hold.
 				t.Logf("write: %v", err)
 			}
-			rtExpectSilentClose(t, c, 20*time.Second)
-			rc := r.srcs[i].carrierFrom(c.LocalAddr())
+			testkit.ExpectSilentClose(t, c, 20*time.Second)
+			rc := r.Srcs[i].CarrierFrom(c.LocalAddr())
 			if rc == nil {
 				t.Fatalf("path %d: the replay never reached the listener", i)
 			}
-			if rc.written.Load() != 0 {
+			if rc.Written.Load() != 0 {
 				t.Fatalf("path %d: the listener answered a replayed handshake", i)
 			}
 		}
 	}
-	after := r.ln.Sessions()
+	after := r.LN.Sessions()
 	if len(after) != 1 || after[0].ID != before[0].ID || len(after[0].Paths) != len(before[0].Paths) {
 		t.Fatalf("replays changed the sessions: before %d with %d paths, after %d", len(before),
 			len(before[0].Paths), len(after))
 	}
-	if err := rtBoth(c1, c2, 128<<10, 11, nil); err != nil {
+	if err := testkit.Both(c1, c2, 128<<10, 11, nil); err != nil {
 		t.Fatalf("flow after the replays: %v", err)
 	}
 	c1.Close()

@@ -1,3 +1,6 @@
+// Handshake cost (Linux): a stream carrier that connects and says nothing holds no goroutine
+// and at most 1 KiB of the listener's memory while it waits, and is counted.
+
 package rendr_test
 
 import (
@@ -6,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/rendr-go/rendr"
+	"golang.org/x/sys/unix"
 )
 
 // rawConnect opens a loopback TCP connection with plain system calls, so that the test's
