@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -394,7 +395,30 @@ func rlWaitFDs(t *testing.T, base int) int {
 		return n <= base
 	})
 	if !ok {
-		t.Fatalf("%d open file descriptors after Close, %d before", n, base)
+		t.Fatalf("%d open file descriptors after Close, %d before: %s", n, base, rlDescribeFDs())
 	}
 	return n
+}
+
+// rlDescribeFDs lists what each open descriptor is (Linux: a socket's inode, an epoll set, a
+// file), so that a leak says what leaked.
+func rlDescribeFDs() string {
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return "(no /proc/self/fd)"
+	}
+	kinds := map[string]int{}
+	for _, e := range es {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue
+		}
+		for _, kind := range []string{"socket:", "pipe:"} {
+			if strings.HasPrefix(target, kind) {
+				target = kind // by kind, not by inode
+			}
+		}
+		kinds[target]++
+	}
+	return fmt.Sprint(kinds)
 }
