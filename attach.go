@@ -77,7 +77,8 @@ func checkReply(asked, got uint8) error {
 	case asked&handshake.FlagPlain != 0 && got&handshake.FlagPlain == 0:
 		return errors.New("rendr: listener does not treat this carrier as secure (SecureSource)")
 	case asked&handshake.FlagPlain == 0 && got&handshake.FlagPlain != 0:
-		return errors.New("rendr: listener offered plain records that were not requested") // never drop encryption we did not ask to drop
+		// Never drop encryption we did not ask to drop.
+		return errors.New("rendr: listener offered plain records that were not requested")
 	case asked&handshake.FlagDatagrams == 0 && got&handshake.FlagDatagrams != 0:
 		return errors.New("rendr: listener offered datagram records that were not requested")
 	case asked&handshake.FlagPackets != got&handshake.FlagPackets:

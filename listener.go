@@ -237,8 +237,8 @@ func (l *Listener) routineSource(src net.Listener, o sourceOpts) {
 
 // pendingSet is the listener's set of stream carriers waiting for their first message, made
 // at the first carrier it can watch (its poller is a goroutine in a system call, which an
-// in-memory listener under testing/synctest must never start); nil where the platform has none (the carrier's goroutine waits then),
-// or once the listener is closed.
+// in-memory listener under testing/synctest must never start); nil where the platform has
+// none (the carrier's goroutine waits then).
 func (l *Listener) pendingSet() *pending.Set {
 	l.mu.Lock()
 	defer l.mu.Unlock()
