@@ -79,20 +79,30 @@ func healthy(f *fake) *fake {
 	return f
 }
 
+// selector routes the rig with a Selector over two healthy fake paths, the second a tier
+// below when backupTier, and returns them (not yet attached).
+func (g *rig) selector(first, second string, backupTier bool) (*fake, *fake) {
+	n1 := &policy.Node{Kind: policy.KindPath, Name: first}
+	n2 := &policy.Node{Kind: policy.KindPath, Name: second}
+	if backupTier {
+		n2.Tier = 1
+	}
+	sel := &policy.Node{Kind: policy.KindSelector, Name: "sel", Children: []*policy.Node{n1, n2}}
+	sel.Init()
+	a, b := healthy(newFake(1, first, status.Connecting)), healthy(newFake(2, second, status.Connecting))
+	g.leaf[n1], g.leaf[n2] = a, b
+	g.mu.Lock()
+	g.r.SetGraphLocked(sel, false)
+	g.mu.Unlock()
+	return a, b
+}
+
 // TestSelectorFailsOverAndBack: a Selector's primary carries traffic; when it is detached the
 // backup takes over (death), and the primary is taken up again once it is back and past the
 // policy's dwell.
 func TestSelectorFailsOverAndBack(t *testing.T) {
 	g := newRig(t, true)
-	primary := &policy.Node{Kind: policy.KindPath, Name: "primary"}
-	backup := &policy.Node{Kind: policy.KindPath, Name: "backup", Tier: 1}
-	sel := &policy.Node{Kind: policy.KindSelector, Name: "sel", Children: []*policy.Node{primary, backup}}
-	sel.Init()
-	a, b := healthy(newFake(1, "primary", status.Connecting)), healthy(newFake(2, "backup", status.Connecting))
-	g.leaf[primary], g.leaf[backup] = a, b
-	g.mu.Lock()
-	g.r.SetGraphLocked(sel, false)
-	g.mu.Unlock()
+	a, b := g.selector("primary", "backup", true)
 	g.attach(a)
 	g.attach(b)
 	if got := g.route(0); len(got) != 1 || got[0] != "primary" {
@@ -141,15 +151,7 @@ func TestSelectorFailsOverAndBack(t *testing.T) {
 // Up to take over; a suspect path is routed around, and taken up again after two probe answers.
 func TestStallNeedsAnotherPath(t *testing.T) {
 	g := newRig(t, true)
-	n1 := &policy.Node{Kind: policy.KindPath, Name: "a"}
-	n2 := &policy.Node{Kind: policy.KindPath, Name: "b"}
-	sel := &policy.Node{Kind: policy.KindSelector, Name: "sel", Children: []*policy.Node{n1, n2}}
-	sel.Init()
-	a, b := healthy(newFake(1, "a", status.Connecting)), healthy(newFake(2, "b", status.Connecting))
-	g.leaf[n1], g.leaf[n2] = a, b
-	g.mu.Lock()
-	g.r.SetGraphLocked(sel, false)
-	g.mu.Unlock()
+	a, b := g.selector("a", "b", false)
 	g.attach(a)
 	if got := g.route(0); got[0] != "a" {
 		t.Fatalf("route %v", got)
@@ -230,15 +232,7 @@ func TestListenerFollowsPeer(t *testing.T) {
 // a one-path route, once the peer has had time to see the last move, suspects that route.
 func TestPeerDataSuspectsRoute(t *testing.T) {
 	g := newRig(t, true)
-	n1 := &policy.Node{Kind: policy.KindPath, Name: "a"}
-	n2 := &policy.Node{Kind: policy.KindPath, Name: "b"}
-	sel := &policy.Node{Kind: policy.KindSelector, Name: "sel", Children: []*policy.Node{n1, n2}}
-	sel.Init()
-	a, b := healthy(newFake(1, "a", status.Connecting)), healthy(newFake(2, "b", status.Connecting))
-	g.leaf[n1], g.leaf[n2] = a, b
-	g.mu.Lock()
-	g.r.SetGraphLocked(sel, false)
-	g.mu.Unlock()
+	a, b := g.selector("a", "b", false)
 	g.attach(a)
 	g.attach(b)
 	g.route(0)
