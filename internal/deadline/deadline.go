@@ -27,7 +27,7 @@ func (d *Deadline) Set(t time.Time) {
 		<-d.cancel // the timer fired and closed cancel: wait for nothing, it is closed
 	}
 	d.timer = nil
-	closed := isClosed(d.cancel)
+	closed := Closed(d.cancel)
 	if t.IsZero() {
 		if closed {
 			d.cancel = make(chan struct{})
@@ -55,7 +55,9 @@ func (d *Deadline) Wait() <-chan struct{} {
 	return d.cancel
 }
 
-func isClosed(c <-chan struct{}) bool {
+// Closed reports, without blocking, whether c (a channel from Wait) is closed: whether the
+// deadline it stood for has passed.
+func Closed(c <-chan struct{}) bool {
 	select {
 	case <-c:
 		return true

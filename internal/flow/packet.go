@@ -10,6 +10,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/rendr-go/rendr/internal/deadline"
 	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
 )
@@ -217,7 +218,7 @@ func (s *Stream) writeDatagram(p []byte, hash uint64, pinned bool) error {
 	e := s.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if s.wdl != nil && isClosed(s.wdl.Wait()) {
+	if s.wdl != nil && deadline.Closed(s.wdl.Wait()) {
 		return ErrTimeout
 	}
 	switch {
@@ -263,22 +264,13 @@ func (s *Stream) ReadDatagram(p []byte) (int, error) {
 			}
 			e.mu.dgQueued -= bufClass(len(d))
 			q.pop()
-			more := q.n > 0
-			e.mu.Unlock()
-			if more {
-				signal(s.readSig)
-			}
+			s.tookLocked(q.n > 0)
 			return n, nil
 		}
 		err = s.readEndLocked()
 		e.mu.Unlock()
-		if err != nil {
-			signal(s.readSig)
+		if err := s.readPause(err, nil, dl); err != nil {
 			return 0, err
-		}
-		select {
-		case <-s.readSig:
-		case <-dl:
 		}
 	}
 }

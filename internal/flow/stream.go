@@ -103,11 +103,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 				s.direct = nil
 			}
 			if req.n > 0 {
-				more := s.rbuf.len() > 0
-				e.mu.Unlock()
-				if more {
-					signal(s.readSig)
-				}
+				s.tookLocked(s.rbuf.len() > 0)
 				return req.n, nil
 			}
 			req = nil
@@ -127,11 +123,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			}
 			n := s.rbuf.read(p)
 			s.consumedLocked(uint64(n))
-			more := s.rbuf.len() > 0
-			e.mu.Unlock()
-			if more {
-				signal(s.readSig) // another reader may be waiting
-			}
+			s.tookLocked(s.rbuf.len() > 0)
 			return n, nil
 		}
 		err = s.readEndLocked()
@@ -145,16 +137,36 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.e.growSessionWindowLocked()
 		}
 		e.mu.Unlock()
-		if err != nil {
-			signal(s.readSig)
+		if err := s.readPause(err, mine, dl); err != nil {
 			return 0, err
 		}
-		select {
-		case <-s.readSig:
-		case <-mine: // bytes landed in our buffer: the wake-up is ours alone
-		case <-dl:
-		}
 	}
+}
+
+// tookLocked ends a read that took bytes or a datagram: it lets the engine's lock go and,
+// when more is left, passes the wake-up on to another reader that may be waiting.
+func (s *Stream) tookLocked(more bool) {
+	s.e.mu.Unlock()
+	if more {
+		signal(s.readSig)
+	}
+}
+
+// readPause ends a round of a read that found nothing, with the engine's lock let go: an
+// error that ends the read is passed on to the next blocked reader and returned; otherwise
+// it waits for a wake-up: the flow's, the reader's own (mine: bytes landed in its buffer, a
+// nil channel for reads that lend none) or the deadline.
+func (s *Stream) readPause(err error, mine, dl <-chan struct{}) error {
+	if err != nil {
+		signal(s.readSig)
+		return err
+	}
+	select {
+	case <-s.readSig:
+	case <-mine:
+	case <-dl:
+	}
+	return nil
 }
 
 // readGateLocked starts every read (Read, ReadDatagram) under the engine's lock: it returns
@@ -163,7 +175,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 func (s *Stream) readGateLocked() (dl <-chan struct{}, err error) {
 	if s.rdl != nil {
 		dl = s.rdl.Wait()
-		if isClosed(dl) {
+		if deadline.Closed(dl) {
 			s.e.mu.Unlock()
 			return nil, ErrTimeout
 		}
@@ -259,7 +271,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 		var dl <-chan struct{}
 		if s.wdl != nil {
 			dl = s.wdl.Wait()
-			if isClosed(dl) {
+			if deadline.Closed(dl) {
 				e.mu.Unlock()
 				return n, ErrTimeout
 			}

@@ -576,23 +576,12 @@ func (p *Path) handlePacket(frames []byte, parts [][]byte, pn uint64, from net.A
 	k := p.pk
 	eliciting := false
 	var cause error
-	for len(frames) > 0 && cause == nil {
-		if len(parts) > 0 {
-			if h, m, l, ok := wire.DataHeader(frames); ok && m == len(frames) {
-				*f = h
-				cause = p.splitData(f, l, parts)
-				frames, parts, eliciting = nil, nil, true
-				break
-			}
-		}
-		var m int
-		var err error
-		*f, m, err = wire.Parse(frames)
-		if err != nil {
-			cause = fmt.Errorf("%w: %w", ErrRecord, err)
+	for (len(frames) > 0 || len(parts) > 0) && cause == nil {
+		var split bool
+		if split, cause = p.nextFrame(&frames, &parts, f); split || cause != nil {
+			eliciting = eliciting || split
 			break
 		}
-		frames = frames[m:]
 		switch f.Type {
 		case wire.TypePathAck, wire.TypePathAckCE:
 			cause = p.onAck(f)
@@ -617,14 +606,9 @@ func (p *Path) handlePacket(frames []byte, parts [][]byte, pn uint64, from net.A
 		case wire.TypePong:
 			p.pong(f.Seq)
 		default:
-			if err := p.h.Frame(p, f); err != nil {
-				cause = err
-			}
+			cause = p.h.Frame(p, f)
 		}
 		eliciting = true
-	}
-	if cause == nil && len(parts) > 0 {
-		cause = errSplitData
 	}
 	if cause != nil {
 		return cause

@@ -121,6 +121,3 @@ func (c *recordCipher) nonceOfPart(i uint32, n uint64) []byte {
 	binary.BigEndian.PutUint64(c.nonce[4:], n)
 	return c.nonce[:]
 }
-
-// errSplitData is a split packet whose parts are not the payload of a DATA frame at its end.
-var errSplitData = fmt.Errorf("%w: split packet without its DATA header", ErrRecord)

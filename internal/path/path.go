@@ -518,6 +518,34 @@ func (p *Path) Backlog() int {
 	return p.mu.qBytes
 }
 
+// errSplitData is a split record whose parts are not the payload of a DATA frame at its end.
+var errSplitData = fmt.Errorf("%w: split record without its DATA header at its end", ErrRecord)
+
+// nextFrame takes the next frame of a record off *frames into f, for the reader of either
+// carrier mode. A split record's payload (*parts) belongs to a DATA frame that ends the
+// record: that frame is handed to the Handler here, with split true and nothing left after
+// it. A record that does not parse, or whose parts have no such frame, is ErrRecord.
+func (p *Path) nextFrame(frames *[]byte, parts *[][]byte, f *wire.Frame) (split bool, err error) {
+	b := *frames
+	if len(*parts) > 0 {
+		if h, m, l, ok := wire.DataHeader(b); ok && m == len(b) {
+			*f = h
+			err = p.splitData(f, l, *parts)
+			*frames, *parts = nil, nil
+			return true, err
+		}
+		if len(b) == 0 {
+			return false, errSplitData
+		}
+	}
+	h, m, err := wire.Parse(b)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrRecord, err)
+	}
+	*f, *frames = h, b[m:]
+	return false, nil
+}
+
 // splitData hands the Handler the DATA frame f whose payload is a split record's parts, as one
 // DATA frame per part: the same bytes at the same offsets, the end of stream on the last.
 func (p *Path) splitData(f *wire.Frame, length uint64, parts [][]byte) error {

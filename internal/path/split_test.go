@@ -313,6 +313,13 @@ func TestSplitRecordPath(t *testing.T) {
 			}
 			return r
 		}, ErrRecord},
+		{"parts alone", func() *Record {
+			r := NewRecord()
+			for _, p := range parts {
+				r.AppendExt(p, &countPin{})
+			}
+			return r
+		}, ErrRecord},
 		{"wrong length", func() *Record {
 			r := NewRecord()
 			r.B = wire.AppendDataHeader(r.B, 7, 100, false, 11999)

@@ -292,23 +292,11 @@ func (p *Path) routineRead() {
 		p.bytesRecv.Add(int64(n))
 		p.lastRecv.Store(time.Now().UnixNano())
 		parts := o.parts
-		for len(frames) > 0 {
-			if len(parts) > 0 {
-				if h, k, l, ok := wire.DataHeader(frames); ok && k == len(frames) {
-					*f = h
-					cause = p.splitData(f, l, parts)
-					parts, frames = nil, nil
-					break
-				}
-			}
-			var k int
-			var err error
-			*f, k, err = wire.Parse(frames)
-			if err != nil {
-				cause = fmt.Errorf("%w: %w", ErrRecord, err)
+		for (len(frames) > 0 || len(parts) > 0) && cause == nil {
+			var split bool
+			if split, cause = p.nextFrame(&frames, &parts, f); split || cause != nil {
 				break
 			}
-			frames = frames[k:]
 			switch f.Type {
 			case wire.TypePing:
 				p.mu.Lock()
@@ -318,16 +306,8 @@ func (p *Path) routineRead() {
 			case wire.TypePong:
 				p.pong(f.Seq)
 			default:
-				if err := p.h.Frame(p, f); err != nil {
-					cause = err
-				}
+				cause = p.h.Frame(p, f)
 			}
-			if cause != nil {
-				break
-			}
-		}
-		if cause == nil && len(parts) > 0 {
-			cause = fmt.Errorf("%w: split record without its DATA header", ErrRecord)
 		}
 	}
 	o.release()
