@@ -29,12 +29,17 @@ import (
 // flow open, both paths up.
 func stTwoGoodPaths(t *testing.T) (lb *testkit.MemLab, dc, lc *rendr.Conn) {
 	t.Helper()
-	lb = testkit.NewMemLab(t, rendr.Options{},
-		testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink},
-		testkit.LinkSpec{Name: "b", AB: stGoodLink, BA: stGoodLink})
+	lb = stTwoLinks(t)
 	dc, lc = lb.Open()
 	lb.MustWait("all paths up", 10*time.Second, lb.AllUp)
 	return lb, dc, lc
+}
+
+// stTwoLinks is a lab of two good paths "a" and "b", default options, no flow open yet.
+func stTwoLinks(t *testing.T) *testkit.MemLab {
+	return testkit.NewMemLab(t, rendr.Options{},
+		testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink},
+		testkit.LinkSpec{Name: "b", AB: stGoodLink, BA: stGoodLink})
 }
 
 // stStream sends n pseudo-random bytes from w to r (w half-closes at the end) and checks that r
@@ -53,7 +58,11 @@ type stStream struct {
 }
 
 // stSend starts both halves of a stream; Writes have random sizes up to 96 KiB.
-func stSend(w, r net.Conn, n int64, seed uint64) *stStream {
+func stSend(w, r net.Conn, n int64, seed uint64) *stStream { return stSendPaced(w, r, n, seed, 0, 0) }
+
+// stSendPaced is stSend writing chunk bytes every interval instead (0: as fast as it can), as
+// an application with a steady rate does.
+func stSendPaced(w, r net.Conn, n int64, seed uint64, chunk int, every time.Duration) *stStream {
 	s := &stStream{n: n, done: make(chan struct{}), start: time.Now()}
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -64,6 +73,9 @@ func stSend(w, r net.Conn, n int64, seed uint64) *stStream {
 		buf := make([]byte, 96<<10)
 		for s.wcount < n {
 			k := min(int64(1+rng.IntN(len(buf))), n-s.wcount)
+			if chunk > 0 {
+				k = min(int64(chunk), n-s.wcount)
+			}
 			stFill(buf[:k], rng)
 			h.Write(buf[:k])
 			m, err := w.Write(buf[:k])
@@ -71,6 +83,9 @@ func stSend(w, r net.Conn, n int64, seed uint64) *stStream {
 			if err != nil {
 				s.werr = err
 				return
+			}
+			if every > 0 {
+				time.Sleep(every)
 			}
 		}
 		h.Sum(s.sent[:0])

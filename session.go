@@ -345,20 +345,31 @@ func (s *session) peerRoute(f *wire.Frame) error {
 	return nil
 }
 
-// Stalled implements flow.Router: data on l went unacknowledged too long.
-func (s *session) Stalled(l flow.Link) { s.router.Stalled(l.LinkID()) }
+// Stalled implements flow.Router: data on l went unacknowledged since since, past limit.
+func (s *session) Stalled(l flow.Link, since time.Time, limit time.Duration) (bool, time.Duration) {
+	return s.router.Stalled(l.LinkID(), since, limit, time.Now())
+}
+
+// HeardElsewhere implements path.SilenceJudge: a path dies of silence only when the peer was
+// heard on another path meanwhile, or at its DeadCeil.
+func (l *link) HeardElsewhere(_ *path.Path, since time.Time) bool {
+	return l.s.router.HeardElsewhere(l.id, since)
+}
 
 // snapshot builds a status.Session.
 func (s *session) snapshot() status.Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := status.Session{ID: s.id, PeerInstance: s.mu.peerInst, Migrations: s.router.MigrationsLocked()}
+	rc := s.router.CountsLocked()
+	out := status.Session{ID: s.id, PeerInstance: s.mu.peerInst, Migrations: s.router.MigrationsLocked(),
+		Moves: rc.Moves, Spurious: rc.Spurious, Undone: rc.Undone}
 	seen := map[*link]bool{}
 	add := func(l *link) {
 		var p status.Path
 		l.p.Fill(&p)
 		p.State, p.Since, p.Active = l.rs.State, l.rs.Since, slices.Contains(s.router.ActiveLocked(), router.Path(l))
 		p.Tier = l.tier // the path's own config has the tier it dialed with; SetTier changes this
+		p.Spurious, p.Undone = l.rs.Spurious, l.rs.Undone
 		out.Paths = append(out.Paths, p)
 		seen[l] = true
 	}
@@ -438,10 +449,11 @@ func (l *link) Send(r *path.Record) bool { return l.p.Send(r) }
 func (l *link) ZeroCopy() bool { return true }
 
 var (
-	_ flow.Link        = (*link)(nil)
-	_ path.Handler     = (*link)(nil)
-	_ path.LossHandler = (*link)(nil)
-	_ router.Path      = (*link)(nil)
+	_ flow.Link         = (*link)(nil)
+	_ path.Handler      = (*link)(nil)
+	_ path.LossHandler  = (*link)(nil)
+	_ path.SilenceJudge = (*link)(nil)
+	_ router.Path       = (*link)(nil)
 )
 
 func (l *link) SRTT() (time.Duration, time.Duration) {
@@ -458,8 +470,11 @@ func (l *link) Quality() router.Quality {
 	q := l.p.Quality()
 	return router.Quality{SRTT: q.SRTT, RTTVar: q.RTTVar, Loss: q.Loss, Samples: q.Samples}
 }
-func (l *link) Alone() *flow.Route         { return &l.one }
-func (l *link) Standing() *router.Standing { return &l.rs }
+func (l *link) Heard() time.Time               { return l.p.Heard() }
+func (l *link) ProbeNow() time.Time            { return l.p.ProbeNow() }
+func (l *link) Answered() (sent, at time.Time) { return l.p.Answered() }
+func (l *link) Alone() *flow.Route             { return &l.one }
+func (l *link) Standing() *router.Standing     { return &l.rs }
 
 var errJoin = errors.New("rendr: path did not prove session membership")
 

@@ -15,7 +15,10 @@
 //     (tier 1) carries traffic only while no primary (tier 0) is usable.
 //  3. When the current child stops being a candidate (died, stalled, or a lower tier became
 //     usable and stayed usable for RecoverDwell), the best candidate takes over at once.
-//  4. Otherwise a candidate replaces the current child only when its score has been better by
+//  4. A child the last move for a stall left, whose stall proved spurious (Candidate.Undo),
+//     takes traffic back at once if it is of a preferred tier, or better by the Hysteresis
+//     margin: the move bought nothing, and is undone.
+//  5. Otherwise a candidate replaces the current child only when its score has been better by
 //     the Hysteresis margin for Dwell without interruption (no flapping on noisy estimates).
 //
 // Score (lower is better): (srtt + 2*rttvar) * (1 + 4*loss), with paths not yet measured
@@ -36,6 +39,10 @@ type Candidate struct {
 	SRTT, RTTVar time.Duration
 	Loss         float64
 	Samples      int
+	// Undo: the path was routed around for a stall that proved spurious. A Selector that
+	// left it for that stall goes back to it at once if it is of a preferred tier, or better
+	// by the Hysteresis margin.
+	Undo bool
 }
 
 // Score is the candidate's score; lower is better.
@@ -104,7 +111,7 @@ func (c *Choice) Leaves(dst []*Node) []*Node {
 	return dst
 }
 
-// Node is one node of the target graph with its selection state. Build the graph once; Pick
+// Node is one node of the target graph with its selection state. Build the graph once; Choose
 // is not safe for concurrent use (the session calls it under its lock).
 type Node struct {
 	Kind     Kind
@@ -114,6 +121,7 @@ type Node struct {
 	Tuning   Tuning
 
 	cur         int // Selector: index of the current child, -1 for none
+	left        int // Selector: 1 + the child the last move for a stall left, 0 for none
 	better      int // Selector: child that has looked better since betterSince
 	betterSince time.Time
 	usableSince map[int]time.Time // children of a lower tier than in use: when they became usable
@@ -197,6 +205,8 @@ func (n *Node) chooseSelector(now time.Time, look Lookup) (*Choice, status.Cause
 		}
 	case anyUp && opts[n.cur].ch.C.State != status.Up:
 		next, why = best, status.CauseStall
+	case n.left > 0 && n.undoes(opts, n.left-1):
+		next, why = n.left-1, status.CauseUndo
 	case opts[n.cur].tier > bestTier:
 		// A preferred tier is usable again: move once it has stayed usable for RecoverDwell.
 		if n.recovered(best, now) {
@@ -220,12 +230,31 @@ func (n *Node) chooseSelector(now time.Time, look Lookup) (*Choice, status.Cause
 	}
 	n.forgetUsable(opts, opts[next].tier)
 	if next != n.cur {
+		n.left = 0
+		if why == status.CauseStall && n.cur >= 0 {
+			n.left = n.cur + 1
+		}
 		n.cur = next
 		n.betterSince = time.Time{}
 		return opts[next].ch, why, true
 	}
 	o := opts[n.cur]
 	return o.ch, o.sub, o.chg
+}
+
+// undoes reports whether traffic goes back to child i, which a move for a stall left: the
+// stall proved spurious, and i is Up and of a preferred tier, or of the same tier and better
+// than the current child by the Hysteresis margin.
+func (n *Node) undoes(opts []child, i int) bool {
+	if i == n.cur || i >= len(opts) || opts[i].ch == nil || !opts[i].ch.C.Undo || opts[i].ch.C.State != status.Up {
+		return false
+	}
+	o, c := opts[i], opts[n.cur]
+	if o.tier != c.tier {
+		return o.tier < c.tier
+	}
+	cs := c.ch.C.Score()
+	return o.ch.C.Score() < cs-max(time.Duration(float64(cs)*n.Tuning.Hysteresis), time.Millisecond)
 }
 
 // recovered notes that child i of a preferred tier is usable and reports whether it has been

@@ -305,3 +305,39 @@ func pickOf(n *policy.Node, now time.Time, look policy.Lookup) (leaf *policy.Nod
 	}
 	return ch.Leaf, ch.C, true, cause, changed
 }
+
+// TestSelectorUndoesSpuriousStall: traffic left a primary for a stall; when that stall proves
+// spurious (Undo), traffic goes back at once, not after RecoverDwell; between paths of one
+// tier, only if the one left is better by the margin. Without Undo, the dwells hold.
+func TestSelectorUndoesSpuriousStall(t *testing.T) {
+	suspect := func(rtt time.Duration) policy.Candidate {
+		c := up(rtt)
+		c.State = status.Suspect
+		return c
+	}
+	undo := func(c policy.Candidate) policy.Candidate { c.Undo = true; return c }
+
+	p := newPicker(t, selector("sel", policy.Tuning{RecoverDwell: time.Second}, leaf("primary", 0), leaf("backup", 1)))
+	p.at(0, world{"primary": up(10 * time.Millisecond), "backup": up(10 * time.Millisecond)})
+	if got := p.at(0, world{"primary": suspect(10 * time.Millisecond), "backup": up(10 * time.Millisecond)}); got != (pick{"backup", status.CauseStall, true}) {
+		t.Fatalf("stall: %+v", got)
+	}
+	if got := p.at(0, world{"primary": undo(up(30 * time.Millisecond)), "backup": up(10 * time.Millisecond)}); got != (pick{"primary", status.CauseUndo, true}) {
+		t.Fatalf("spurious stall of the primary: %+v, want back on it at once", got)
+	}
+	p.at(0, world{"primary": suspect(10 * time.Millisecond), "backup": up(10 * time.Millisecond)})
+	if got := p.at(0, world{"primary": up(10 * time.Millisecond), "backup": up(10 * time.Millisecond)}); got.name != "backup" {
+		t.Fatalf("a real stall's path back Up: %+v, want the backup until RecoverDwell", got)
+	}
+
+	q := newPicker(t, selector("sel", policy.Tuning{}, leaf("a", 0), leaf("b", 0)))
+	q.at(0, world{"a": up(10 * time.Millisecond), "b": up(10 * time.Millisecond)})
+	q.at(0, world{"a": suspect(10 * time.Millisecond), "b": up(10 * time.Millisecond)})
+	if got := q.at(0, world{"a": undo(up(9 * time.Millisecond)), "b": up(10 * time.Millisecond)}); got.name != "b" {
+		t.Fatalf("same tier, no better: %+v, want b kept", got)
+	}
+	q.at(0, world{"a": suspect(10 * time.Millisecond), "b": up(10 * time.Millisecond)})
+	if got := q.at(0, world{"a": undo(up(2 * time.Millisecond)), "b": up(10 * time.Millisecond)}); got != (pick{"a", status.CauseUndo, true}) {
+		t.Fatalf("same tier, clearly better: %+v, want back on a", got)
+	}
+}

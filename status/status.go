@@ -56,6 +56,11 @@ type Path struct {
 	Since     time.Time // when the path entered State
 	LastError string    // why it last went down, if it did
 	Dials     int       // connection attempts so far
+	// Moves for a stall off this path that proved spurious: it answered a probe sent before
+	// the move, sooner than the new route could have delivered. Undone counts those moved
+	// back to it. The path's stall timeout doubles with each (decaying over time), and the
+	// session waits longer between stall moves.
+	Spurious, Undone int
 
 	// Packet paths (a datagram carrier: udpflow) only; zero on a stream path.
 	Packets *Packets
@@ -88,6 +93,11 @@ type Session struct {
 	Paths        []Path
 	Flows        int
 	Migrations   int
+	// Moves counts the migrations by cause (Migrations is their sum). Spurious counts the
+	// moves for a stall that proved spurious, and Undone those of them moved back; each path
+	// counts its own too.
+	Moves            [Causes]int
+	Spurious, Undone int
 	// What the peer's frames met (docs/wire.md 8.1, 9): flows refused (accept backlog, flow
 	// limit or memory budget full), frames that broke the protocol and closed their path,
 	// among them frames that named a flow id too far ahead, and flows or window growth the
@@ -116,7 +126,13 @@ const (
 	// CauseControl: the application changed the target graph (Dialer.Add, Remove, SetTier,
 	// Select).
 	CauseControl
+	// CauseUndo: a move for a stall proved spurious (the path it left answered a probe sent
+	// before the move, sooner than the new route could have delivered) and traffic went back.
+	CauseUndo
 )
+
+// Causes is how many causes there are: Cause values run from 0 to Causes-1.
+const Causes = int(CauseUndo) + 1
 
 func (c Cause) String() string {
 	switch c {
@@ -136,6 +152,8 @@ func (c Cause) String() string {
 		return "join"
 	case CauseControl:
 		return "control"
+	case CauseUndo:
+		return "undo"
 	}
 	return fmt.Sprintf("Cause(%d)", int(c))
 }

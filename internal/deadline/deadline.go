@@ -1,6 +1,8 @@
 // Package deadline is a settable deadline after net.Pipe's: a timer that closes a channel when
 // the deadline passes, for anything that blocks in a select (a flow's Read and Write, a
-// datagram carrier's Read) rather than in a system call that takes a deadline itself.
+// datagram carrier's Read) rather than in a system call that takes a deadline itself; and
+// Overslept, which tells a timer that fired on time from one this process was too stopped to
+// run, so liveness checks do not blame a path for the host's pause.
 package deadline
 
 import (
@@ -64,4 +66,17 @@ func Closed(c <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// Overslept reports how long past due a timer's callback runs at now, when that is more than
+// a sixteenth of the span d the timer was set to end (at least 2ms), and zero otherwise. A
+// timer that late says this process was not running (stopped, a stalled VM, a long pause):
+// what was to be heard meanwhile may be waiting unread, so silence measured across the gap is
+// no evidence against a path, and the verdict waits until the readers have run.
+func Overslept(due, now time.Time, d time.Duration) time.Duration {
+	late := now.Sub(due)
+	if due.IsZero() || late <= max(d/16, 2*time.Millisecond) {
+		return 0
+	}
+	return late
 }

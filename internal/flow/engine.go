@@ -82,8 +82,11 @@ type Router interface {
 	// Route returns where to send now, or nil when no link is usable. The engine does not
 	// keep it past the round, so a Router may return the same Route while nothing changes.
 	Route() *Route
-	// Stalled says data sent on l has gone unacknowledged for too long.
-	Stalled(l Link)
+	// Stalled says data sent on l has gone unacknowledged since since, longer than the stall
+	// timeout limit. acted says the Router routed around l (or had already): the engine
+	// asks for the route again, and backs its timeout off until data moves. Otherwise retry
+	// is when to look again (zero: nowhere else to go; the engine backs off all the same).
+	Stalled(l Link, since time.Time, limit time.Duration) (acted bool, retry time.Duration)
 }
 
 // Config tunes an engine. The zero value gives the documented defaults.
@@ -194,6 +197,7 @@ type Engine struct {
 		outstanding                int // streams with bytes or a FIN/RESET not yet acknowledged
 		progress                   time.Time
 		stallShift                 uint         // stall timeout backoff: doubled per verdict, reset on progress
+		checkDue                   time.Time    // when the stall check is next due
 		accept                     [2][]*Stream // by kind: flows the peer opened, not yet accepted
 		acceptSig                  [2]chan struct{}
 		migrations                 int

@@ -82,6 +82,9 @@ type fakeRouter struct {
 		sync.Mutex
 		link   *fakeLink
 		stalls int
+		// waits is how many more verdicts to answer "not yet, ask again in 5ms", as the
+		// session's router does while it waits for evidence against a link.
+		waits int
 	}
 }
 
@@ -96,10 +99,15 @@ func (r *fakeRouter) Route() *Route {
 	return one(r.mu.link)
 }
 
-func (r *fakeRouter) Stalled(Link) {
+func (r *fakeRouter) Stalled(Link, time.Time, time.Duration) (bool, time.Duration) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.mu.stalls++
-	r.mu.Unlock()
+	if r.mu.waits > 0 {
+		r.mu.waits--
+		return false, 5 * time.Millisecond
+	}
+	return true, 0
 }
 
 func (r *fakeRouter) set(l *fakeLink) {
@@ -593,6 +601,62 @@ func TestEngineStall(t *testing.T) {
 		if n := r.ra.stalls(); n != 1 {
 			t.Fatalf("%d stall verdicts once everything was acknowledged, want 1", n)
 		}
+	})
+}
+
+// unacked opens a stream on the rig's dialing engine and writes bytes that nobody
+// acknowledges, and returns when they were sent.
+func (r *rig) unacked() time.Time {
+	s, _ := r.a.Open()
+	s.Write([]byte("nobody acknowledges this"))
+	synctest.Wait()
+	return time.Now()
+}
+
+// verdictsBy sleeps until at and checks that the Router has had want stall verdicts by then.
+func (r *rig) verdictsBy(t *testing.T, at time.Time, want int, when string) {
+	t.Helper()
+	time.Sleep(time.Until(at))
+	synctest.Wait()
+	if n := r.ra.stalls(); n != want {
+		t.Fatalf("%d stall verdicts %s, want %d", n, when, want)
+	}
+}
+
+// TestEngineStallWaitsForEvidence: while the Router answers a verdict with "not yet", the
+// engine asks again when told, without backing its timeout off; once the Router acts, the
+// timeout doubles until data moves.
+func TestEngineStallWaitsForEvidence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{}, Config{})
+		r.ra.mu.Lock()
+		r.ra.mu.waits = 2
+		r.ra.mu.Unlock()
+		start := r.unacked()
+		ms := func(n int) time.Time { return start.Add(time.Duration(n) * time.Millisecond) }
+		r.verdictsBy(t, ms(41), 1, "at 41ms (the 40ms floor)")
+		r.verdictsBy(t, ms(46), 2, "at 46ms (asked again 5ms later)")
+		r.verdictsBy(t, ms(51), 3, "at 51ms (acted)")
+		// Acted at 50ms: the next verdict comes a doubled 80ms later, not 40ms.
+		r.verdictsBy(t, ms(129), 3, "79ms after the Router acted")
+		r.verdictsBy(t, ms(131), 4, "81ms after the Router acted")
+	})
+}
+
+// TestEngineLateStallCheck: a stall check that runs long after it was due (this process was
+// stopped) passes no verdict: it looks again a timeout later, when the acknowledgements that
+// waited unread would have been read.
+func TestEngineLateStallCheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{}, Config{})
+		start := r.unacked()
+		r.verdictsBy(t, start.Add(39*time.Millisecond), 0, "at 39ms")
+		// As if the check now due had been due 100ms ago: the process did not run since.
+		r.a.mu.Lock()
+		r.a.mu.checkDue = time.Now().Add(-100 * time.Millisecond)
+		r.a.mu.Unlock()
+		r.verdictsBy(t, start.Add(41*time.Millisecond), 0, "from a check 100ms late")
+		r.verdictsBy(t, start.Add(81*time.Millisecond), 1, "a timeout after the late check")
 	})
 }
 

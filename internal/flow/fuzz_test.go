@@ -424,7 +424,7 @@ func (r *twoRouter) Route() *Route {
 	}
 	return one(r.links[r.cur.Load()])
 }
-func (r *twoRouter) Stalled(Link) {}
+func (r *twoRouter) Stalled(Link, time.Time, time.Duration) (bool, time.Duration) { return true, 0 }
 
 // countHolder lets payloads be kept by reference (when keep is set) and counts what is held.
 type countHolder struct {

@@ -70,8 +70,8 @@ func acceptNow(accept func(context.Context) (*Stream, error)) *Stream {
 
 type lossyRouter struct{ l *lossyLink }
 
-func (r lossyRouter) Route() *Route { return one(r.l) }
-func (r lossyRouter) Stalled(Link)  {}
+func (r lossyRouter) Route() *Route                                                { return one(r.l) }
+func (r lossyRouter) Stalled(Link, time.Time, time.Duration) (bool, time.Duration) { return false, 0 }
 
 // TestLossyLinkResendsWhatWasLost: over a link that loses one record in ten both ways (data,
 // acknowledgements, window updates, the FIN) and reorders what it delivers, a transfer arrives

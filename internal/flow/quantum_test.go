@@ -61,8 +61,8 @@ func (l *zcLossyLink) Send(r *record.Record) bool {
 
 type zcRouter struct{ l Link }
 
-func (r zcRouter) Route() *Route { return one(r.l) }
-func (r zcRouter) Stalled(Link)  {}
+func (r zcRouter) Route() *Route                                                { return one(r.l) }
+func (r zcRouter) Stalled(Link, time.Time, time.Duration) (bool, time.Duration) { return false, 0 }
 
 // TestPacketRecordsFillTheMTU: a flow alone on a packet path fills each record up to the
 // path's MaxRecord, less the overhead of sealing its payload in parts, rather than stopping

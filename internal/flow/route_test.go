@@ -24,10 +24,11 @@ func (r *routeRouter) Route() *Route {
 	return r.rt
 }
 
-func (r *routeRouter) Stalled(l Link) {
+func (r *routeRouter) Stalled(l Link, _ time.Time, _ time.Duration) (bool, time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stalls = append(r.stalls, l)
+	return true, 0
 }
 
 func (r *routeRouter) set(rt *Route) {

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rendr-go/rendr/internal/deadline"
 	"github.com/rendr-go/rendr/internal/record"
 	"github.com/rendr-go/rendr/internal/wire"
 )
@@ -68,13 +69,47 @@ func (e *Engine) pump() time.Duration {
 		if rt == nil {
 			return 0 // the Router kicks us when a link appears
 		}
-		stalled, wait := e.fill(rt)
-		if stalled == nil {
-			return e.untilAck(wait)
+		v := e.fill(rt)
+		if v.link == nil {
+			return e.untilAck(v.wait)
 		}
-		e.router.Stalled(stalled)
+		acted, retry := e.router.Stalled(v.link, v.since, v.limit)
+		if !acted && retry > 0 {
+			e.checkAfter(retry) // the verdict waits for evidence against the link
+			return e.untilAck(retry)
+		}
+		e.verdictTaken()
+		if !acted {
+			return e.untilAck(v.limit) // nowhere else to go: the data stays, the timeout backs off
+		}
 	}
 	return e.untilAck(10 * time.Millisecond)
+}
+
+// stallVerdict is what fill's stall check found: a link to blame, with the last progress and
+// the timeout, or else when to look again.
+type stallVerdict struct {
+	link        Link
+	since       time.Time
+	limit, wait time.Duration
+}
+
+// checkAfter notes that the stall check is due after d, so that one that runs much later is
+// known for a check this process was too stopped to make on time.
+func (e *Engine) checkAfter(d time.Duration) {
+	e.mu.Lock()
+	e.mu.checkDue = time.Now().Add(d)
+	e.mu.Unlock()
+}
+
+// verdictTaken starts the next stall timeout, backed off: one verdict per timeout, each
+// without acknowledged progress since the last doubling the next, as TCP backs off its
+// retransmission timer (a path slow to drain a resent window must not bounce traffic).
+func (e *Engine) verdictTaken() {
+	e.mu.Lock()
+	e.mu.progress = time.Now()
+	e.mu.stallShift = min(e.mu.stallShift+1, 4)
+	e.mu.Unlock()
 }
 
 // untilAck is wait (0: none), or less when a delayed ACK falls due sooner.
@@ -90,16 +125,16 @@ func (e *Engine) untilAck(wait time.Duration) time.Duration {
 
 // fill sends on rt and returns the link that looks stalled, if any, or else when to check
 // again.
-func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
+func (e *Engine) fill(rt *Route) (v stallVerdict) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.err != nil {
-		return nil, 0
+		return v
 	}
 	links := rt.links(e.links[:0])
 	e.links = links
 	if len(links) == 0 {
-		return nil, 0
+		return v
 	}
 	now := time.Now()
 	e.delayedAcksLocked(now)
@@ -155,7 +190,7 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 			dead = !d.Send(c) || dead
 		}
 		if !dests[0].Send(r) || dead {
-			return nil, 0 // a link died; its Down kicks us with a new route
+			return v // a link died; its Down kicks us with a new route
 		}
 	}
 	clear(e.dests)
@@ -177,7 +212,7 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 					break
 				}
 				if !l.Send(r) {
-					return nil, 0
+					return v
 				}
 			}
 		}
@@ -190,30 +225,40 @@ func (e *Engine) fill(rt *Route) (stalled Link, wait time.Duration) {
 		srtt, rttvar = max(srtt, s), max(rttvar, v)
 	}
 	e.mu.srtt = srtt
+	defer clear(e.links)
 	if e.mu.outstanding == 0 {
-		clear(e.links)
-		return nil, 0
+		return v
 	}
-	// Each verdict without acknowledged progress since the last one doubles the next timeout,
-	// as TCP backs off its retransmission timer: a machine starved of CPU, or a path slow to
-	// drain a resent window, must not bounce traffic between healthy paths.
+	// Each verdict without acknowledged progress since the last one doubles the next timeout
+	// (verdictTaken): a machine starved of CPU, or a path slow to drain a resent window, must
+	// not bounce traffic between healthy paths.
 	limit := min(max(2*srtt+4*rttvar, e.cfg.StallFloor)<<e.mu.stallShift, e.cfg.StallCeil)
 	if now.After(e.mu.resendScan) {
 		e.mu.resendScan = now.Add(limit)
 		e.resendStuckLocked(now, max(4*limit, minResendAfter))
 	}
+	v.limit = limit
 	if since := now.Sub(e.mu.progress); since < limit {
-		clear(e.links)
-		return nil, limit - since
+		v.wait = limit - since
+		e.mu.checkDue = now.Add(v.wait)
+		return v
 	}
-	e.mu.progress = now // one verdict per timeout, even if the Router keeps the route
-	e.mu.stallShift = min(e.mu.stallShift+1, 4)
-	stalled = culprit(links)
-	clear(e.links)
-	if stalled == nil {
-		return nil, limit // nobody to blame yet: look again after the (backed-off) timeout
+	// A check made long after it was due measured this process's own pause, in which the
+	// acknowledgements may have come and wait unread: look again once the readers have run.
+	if late := deadline.Overslept(e.mu.checkDue, now, limit); late > 0 {
+		v.wait = min(late, limit)
+		e.mu.checkDue = now.Add(v.wait)
+		return v
 	}
-	return stalled, 0
+	if v.link = culprit(links); v.link == nil {
+		e.mu.progress = now // nobody to blame yet: look again after the (backed-off) timeout
+		e.mu.stallShift = min(e.mu.stallShift+1, 4)
+		v.wait = limit
+		e.mu.checkDue = now.Add(v.wait)
+		return v
+	}
+	v.since = e.mu.progress
+	return v
 }
 
 // buildLocked fills r with frames: the session window first, then round-robin over ready

@@ -32,6 +32,7 @@ import (
 
 	"github.com/flynn/noise"
 
+	"github.com/rendr-go/rendr/internal/deadline"
 	"github.com/rendr-go/rendr/internal/wire"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
@@ -52,6 +53,17 @@ type Handler interface {
 	Measured(p *Path)
 	// Down says the path is gone, and why.
 	Down(p *Path, cause error)
+}
+
+// SilenceJudge is a Handler that knows the path's siblings: the other paths of its session.
+// A path whose probe goes unanswered past its deadline asks it before it declares itself
+// dead, because silence on every path at once says nothing against any one of them: the
+// peer, or this host, stopped. A Handler that is not one leaves the path to judge alone.
+type SilenceJudge interface {
+	// HeardElsewhere reports whether the peer has been heard on another path since since.
+	// When it has not, the judge may probe the others, so that the question has an answer
+	// soon; the path asks again later, and is declared dead at DeadCeil whatever the answer.
+	HeardElsewhere(p *Path, since time.Time) bool
 }
 
 // Config tunes a path. The zero value gives the documented defaults.
@@ -147,6 +159,9 @@ type Path struct {
 		nextPing     time.Time
 		est          estimator
 		probe        *time.Timer
+		probeDue     time.Time // when the probe timer is set to fire
+		// The newest probe answered: when it was sent, and when its answer came.
+		answeredSent, answeredAt time.Time
 	}
 }
 
@@ -227,8 +242,15 @@ func (p *Path) launch(routines ...func()) {
 
 // startProbesLocked arms the probe timer for a first probe at once.
 func (p *Path) startProbesLocked() {
-	p.mu.nextPing = time.Now()
+	now := time.Now()
+	p.mu.nextPing, p.mu.probeDue = now, now
 	p.mu.probe = time.AfterFunc(0, p.probe)
+}
+
+// armProbeLocked sets the probe timer to fire after d.
+func (p *Path) armProbeLocked(now time.Time, d time.Duration) {
+	p.mu.probeDue = now.Add(d)
+	p.mu.probe.Reset(d)
 }
 
 // Space is how many more bytes of records may be queued. When it returns zero or less, the
@@ -408,6 +430,12 @@ func (p *Path) silentSinceLocked() time.Time {
 
 // probe runs on the probe timer: it declares death when the outstanding probe is overdue,
 // sends the next probe when it is due, and re-arms the timer for whichever comes first.
+//
+// Silence is held against the path only when it is the path's own. A timer that fires late
+// means this process was not running (stopped, a stalled VM, a long pause): answers may wait
+// unread, so the verdict waits until the reader has had as long again. And while the peer
+// has not been heard on any other path either (SilenceJudge), the peer or this host stopped,
+// not the path: the verdict waits, up to DeadCeil.
 func (p *Path) probe() {
 	now := time.Now()
 	p.mu.Lock()
@@ -417,27 +445,84 @@ func (p *Path) probe() {
 	}
 	if !p.mu.pingAt.IsZero() {
 		if d := p.deadlineLocked(); now.Sub(p.silentSinceLocked()) >= d {
+			if late := deadline.Overslept(p.mu.probeDue, now, d); late > 0 {
+				p.armProbeLocked(now, min(late, d))
+				p.mu.Unlock()
+				return
+			}
+			since := p.silentSinceLocked()
 			p.mu.Unlock()
-			p.Close(fmt.Errorf("%w: no probe answer in %v", ErrSilent, d.Round(time.Millisecond)))
+			if j, ok := p.h.(SilenceJudge); ok && now.Sub(since) < max(d, p.cfg.DeadCeil) && !j.HeardElsewhere(p, since) {
+				p.mu.Lock()
+				if !p.mu.closed {
+					p.armProbeLocked(now, max(d/4, time.Millisecond))
+				}
+				p.mu.Unlock()
+				return
+			}
+			p.Close(fmt.Errorf("%w: no probe answer in %v", ErrSilent, now.Sub(since).Round(time.Millisecond)))
 			return
 		}
 	}
 	var ping *Record
 	if p.mu.pingAt.IsZero() && !now.Before(p.mu.nextPing) {
-		p.mu.pingSeq++
-		p.mu.pingAt = now
-		ping = NewRecord()
-		ping.B = wire.AppendPing(ping.B, p.mu.pingSeq)
+		ping = p.pingLocked(now)
 	}
 	next := p.mu.nextPing
 	if !p.mu.pingAt.IsZero() {
 		next = p.silentSinceLocked().Add(p.deadlineLocked())
 	}
-	p.mu.probe.Reset(max(next.Sub(now), time.Millisecond))
+	p.armProbeLocked(now, max(next.Sub(now), time.Millisecond))
 	p.mu.Unlock()
 	if ping != nil {
 		p.enqueue(ping, true)
 	}
+}
+
+// pingLocked makes the next probe, outstanding from now.
+func (p *Path) pingLocked(now time.Time) *Record {
+	p.mu.pingSeq++
+	p.mu.pingAt = now
+	ping := NewRecord()
+	ping.B = wire.AppendPing(ping.B, p.mu.pingSeq)
+	return ping
+}
+
+// ProbeNow sends a probe at once unless one is outstanding, and returns when the outstanding
+// probe was sent (zero once the path is closed). The session asks it of a path when it needs
+// to know soon whether the peer can be heard there; the answer comes as Measured.
+func (p *Path) ProbeNow() time.Time {
+	now := time.Now()
+	p.mu.Lock()
+	if p.mu.closed || p.mu.probe == nil {
+		p.mu.Unlock()
+		return time.Time{}
+	}
+	if at := p.mu.pingAt; !at.IsZero() {
+		p.mu.Unlock()
+		return at
+	}
+	ping := p.pingLocked(now)
+	p.armProbeLocked(now, p.deadlineLocked())
+	p.mu.Unlock()
+	p.enqueue(ping, true)
+	return now
+}
+
+// Answered is the newest probe answered: when it was sent and when its answer came (zero
+// times before the first).
+func (p *Path) Answered() (sent, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.answeredSent, p.mu.answeredAt
+}
+
+// Heard is when the path last received a record from the peer (zero before the first).
+func (p *Path) Heard() time.Time {
+	if n := p.lastRecv.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // interval is the probe interval: short while data flowed within the last idle interval.
@@ -462,10 +547,11 @@ func (p *Path) measure(seq uint64) bool {
 		return false // an answer to a probe we gave up on; it proves nothing about the current one
 	}
 	p.mode().probeAnsweredLocked(p, now.Sub(p.mu.pingAt))
+	p.mu.answeredSent, p.mu.answeredAt = p.mu.pingAt, now
 	p.mu.pingAt = time.Time{}
 	p.mu.nextPing = now.Add(p.interval(now))
 	if p.mu.probe != nil && !p.mu.closed {
-		p.mu.probe.Reset(p.mu.nextPing.Sub(now))
+		p.armProbeLocked(now, p.mu.nextPing.Sub(now))
 	}
 	return true
 }

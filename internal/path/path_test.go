@@ -88,10 +88,17 @@ func (h *handler) state() (downs int, cause error, at time.Time) {
 
 // pair starts two paths joined by a link with plain records.
 func pair(t *testing.T, cfg Config, ab, ba testlink.Config) (a, b *Path, ha, hb *handler, l *testlink.Link) {
-	ca, cb, l := testlink.Pipe(ab, ba)
 	ha, hb = newHandler(), newHandler()
-	a = New(1, ca, nil, nil, cfg, ha)
-	b = New(1, cb, nil, nil, cfg, hb)
+	a, b, l = startPair(t, cfg, cfg, ha, hb, ab, ba)
+	return a, b, ha, hb, l
+}
+
+// startPair starts two paths, configured and handled as given, joined by a link with plain
+// records; Cleanup closes them.
+func startPair(t *testing.T, cfgA, cfgB Config, ha, hb Handler, ab, ba testlink.Config) (a, b *Path, l *testlink.Link) {
+	ca, cb, l := testlink.Pipe(ab, ba)
+	a = New(1, ca, nil, nil, cfgA, ha)
+	b = New(1, cb, nil, nil, cfgB, hb)
 	a.Start()
 	b.Start()
 	t.Cleanup(func() {
@@ -100,7 +107,7 @@ func pair(t *testing.T, cfg Config, ab, ba testlink.Config) (a, b *Path, ha, hb 
 		a.Wait()
 		b.Wait()
 	})
-	return a, b, ha, hb, l
+	return a, b, l
 }
 
 func TestProbesMeasureRTT(t *testing.T) {

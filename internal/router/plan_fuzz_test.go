@@ -21,6 +21,12 @@ type fake struct {
 	silence time.Duration
 	one     flow.Route
 	rs      Standing
+	// heard is when the fake last received; probes counts ProbeNow calls, and probeAt is
+	// its outstanding probe (zero: none); answeredSent and answeredAt are Answered.
+	heard, probeAt           time.Time
+	probes                   int
+	answeredSent, answeredAt time.Time
+	clock                    *time.Time // the rig's virtual time, once attached
 }
 
 func newFake(id uint32, name string, st status.PathState) *fake {
@@ -35,8 +41,20 @@ func (f *fake) Tier() int              { return f.tier }
 func (f *fake) Joined() bool           { return f.joined }
 func (f *fake) Quality() Quality       { return f.q }
 func (f *fake) Silence() time.Duration { return f.silence }
-func (f *fake) Alone() *flow.Route     { return &f.one }
-func (f *fake) Standing() *Standing    { return &f.rs }
+func (f *fake) Heard() time.Time       { return f.heard }
+func (f *fake) ProbeNow() time.Time {
+	f.probes++
+	if f.probeAt.IsZero() {
+		f.probeAt = time.Now()
+		if f.clock != nil {
+			f.probeAt = *f.clock
+		}
+	}
+	return f.probeAt
+}
+func (f *fake) Answered() (time.Time, time.Time) { return f.answeredSent, f.answeredAt }
+func (f *fake) Alone() *flow.Route               { return &f.one }
+func (f *fake) Standing() *Standing              { return &f.rs }
 
 // routeLeaves counts each leaf of a route (by the route of its path alone), and the route's
 // depth.

@@ -30,9 +30,21 @@ import (
 type Standing struct {
 	State status.PathState
 	Since time.Time
+	// Spurious and Undone count this path's stall moves that proved spurious, and the moves
+	// back (status.Path).
+	Spurious, Undone int
+
 	// suspectSamples is the path's probe count when it was suspected: two more answers make
 	// it Up again.
 	suspectSamples int
+	// A stall verdict waiting for evidence (stall.go): taken at pendAt; another path was
+	// first heard after it at heardAt.
+	pendAt, heardAt time.Time
+	// A suspicion for a stall, not judged yet: when, and when the probe outstanding then was
+	// sent, whose answer judges it.
+	stallAt, stallProbe time.Time
+	undo                bool    // the stall proved spurious: the policy may go back at once
+	widen               backoff // doublings of the path's stall timeout
 }
 
 // Path is one path of a session, as the Router needs it.
@@ -46,6 +58,13 @@ type Path interface {
 	Quality() Quality
 	// Silence is how long the path's outstanding probe has waited for an answer.
 	Silence() time.Duration
+	// Heard is when the path last received anything from the peer.
+	Heard() time.Time
+	// ProbeNow sends a probe unless one is outstanding, and returns when the outstanding
+	// probe was sent (zero if the path is closed).
+	ProbeNow() time.Time
+	// Answered is the newest probe answered: when it was sent, and when its answer came.
+	Answered() (sent, at time.Time)
 	// Alone is the route of this path alone, made once.
 	Alone() *flow.Route
 	// Standing is the path's state; the Router changes it under the session's lock.
@@ -101,7 +120,12 @@ type Router struct {
 	planSent   []byte          // dialing side: the plan of the last ROUTE frame
 	planBuf    []byte          // dialing side: scratch for the plan, so an unchanged one costs nothing
 	plan       *wire.RouteNode // listening side: the peer's newest plan
-	migrations int
+	moves      [status.Causes]int
+	// Stall moves (stall.go): the last one, the doublings of the least time between two,
+	// and how many proved spurious and were moved back.
+	lastStall        time.Time
+	gap              backoff
+	spurious, undone int
 }
 
 type peerOf struct{ p Path }
@@ -137,7 +161,11 @@ func (r *Router) DetachLocked(p Path) (was bool, left int) {
 		delete(r.paths, p.ID())
 		was = true
 	}
-	p.Standing().State = status.Down
+	st := p.Standing()
+	if !st.stallAt.IsZero() {
+		r.stallJudgedLocked(st, false, time.Now()) // it died with its stall probe unanswered
+	}
+	st.State = status.Down
 	if lp := r.lastPeer.Load(); lp != nil && lp.p == p {
 		r.lastPeer.CompareAndSwap(lp, nil)
 	}
@@ -152,7 +180,24 @@ func (r *Router) PathsLocked() map[uint32]Path { return r.paths }
 func (r *Router) ActiveLocked() []Path { return r.active }
 
 // MigrationsLocked counts the route's changes.
-func (r *Router) MigrationsLocked() int { return r.migrations }
+func (r *Router) MigrationsLocked() int {
+	n := 0
+	for _, m := range r.moves {
+		n += m
+	}
+	return n
+}
+
+// Counts is what the Router counts of a session's moves.
+type Counts struct {
+	Moves            [status.Causes]int // by cause
+	Spurious, Undone int                // stall moves that proved spurious, and moves back
+}
+
+// CountsLocked is what the Router has counted.
+func (r *Router) CountsLocked() Counts {
+	return Counts{Moves: r.moves, Spurious: r.spurious, Undone: r.undone}
+}
 
 // RouteLocked returns where to send now: nil when no path is usable. When the route changed
 // it also returns the migration event (Session left for the caller to fill in), and on the
@@ -193,6 +238,9 @@ func (r *Router) RouteLocked(now time.Time) (rt *flow.Route, routeFrame []byte, 
 	ev = r.movedLocked(next, why, now)
 	r.scratch = next[:0] // movedLocked keeps a copy when the route moved
 	r.controlled = false // a graph change that moved nothing at once is not the cause of later moves
+	for _, p := range r.paths {
+		p.Standing().undo = false // the policy has had its chance to go back
+	}
 	return rt, routeFrame, ev
 }
 
@@ -218,7 +266,8 @@ func (r *Router) candidateOf(n *policy.Node) (policy.Candidate, bool) {
 
 func candidate(p Path) policy.Candidate {
 	q := p.Quality()
-	return policy.Candidate{ID: p.ID(), State: p.Standing().State, SRTT: q.SRTT, RTTVar: q.RTTVar, Loss: q.Loss, Samples: q.Samples}
+	st := p.Standing()
+	return policy.Candidate{ID: p.ID(), State: st.State, SRTT: q.SRTT, RTTVar: q.RTTVar, Loss: q.Loss, Samples: q.Samples, Undo: st.undo}
 }
 
 // routeOf turns a policy choice, in one walk, into the engine's route and the plan a ROUTE
@@ -324,9 +373,14 @@ func (r *Router) movedLocked(next []Path, why status.Cause, now time.Time) *stat
 	if len(left) == 0 && len(joined) == 0 {
 		return nil
 	}
+	undone := slices.IndexFunc(joined, func(p Path) bool { return p.Standing().undo })
 	switch {
 	case r.controlled:
 		why = status.CauseControl
+	case undone >= 0:
+		why = status.CauseUndo
+		joined[undone].Standing().Undone++
+		r.undone++
 	case len(cur) == 0:
 		why = status.CauseFirst
 	case len(left) > 0 && left[0].Standing().State == status.Down:
@@ -346,7 +400,10 @@ func (r *Router) movedLocked(next []Path, why status.Cause, now time.Time) *stat
 	for _, p := range next {
 		m.Active = append(m.Active, p.Name())
 	}
-	r.migrations++
+	r.moves[why]++
+	if why == status.CauseStall {
+		r.lastStall = now
+	}
 	// next is the caller's scratch: the route keeps a copy of its own, never modified. (Its
 	// address goes to activeSet: a variable of this branch, so only a move allocates.)
 	kept := slices.Clone(next)

@@ -39,6 +39,7 @@ func newRig(t *testing.T, dialer bool) *rig {
 }
 
 func (g *rig) attach(f *fake) {
+	f.clock = &g.now
 	g.mu.Lock()
 	g.r.AttachLocked(f, g.now)
 	g.mu.Unlock()
@@ -144,43 +145,6 @@ func TestSelectorFailsOverAndBack(t *testing.T) {
 	}
 	if !back {
 		t.Fatal("the primary was not taken up again")
-	}
-}
-
-// TestStallNeedsAnotherPath: the engine's stall verdict suspects a path only while another is
-// Up to take over; a suspect path is routed around, and taken up again after two probe answers.
-func TestStallNeedsAnotherPath(t *testing.T) {
-	g := newRig(t, true)
-	a, b := g.selector("a", "b", false)
-	g.attach(a)
-	if got := g.route(0); got[0] != "a" {
-		t.Fatalf("route %v", got)
-	}
-	g.r.Stalled(a.id)
-	if a.rs.State != status.Up {
-		t.Fatal("the only path was suspected: nowhere to move to")
-	}
-	g.attach(b)
-	g.r.Stalled(a.id)
-	if a.rs.State != status.Suspect {
-		t.Fatalf("a stalled path beside an Up one is %v, want Suspect", a.rs.State)
-	}
-	if got := g.route(0); got[0] != "b" {
-		t.Fatalf("route %v, want b while a is suspect", got)
-	}
-	if m := g.lastMove(); m.Cause != status.CauseStall || m.From != "a" {
-		t.Fatalf("stall move %+v", m)
-	}
-	a.q.Samples++
-	g.route(0)
-	if a.rs.State != status.Suspect {
-		t.Fatal("a suspect path came back after one probe answer")
-	}
-	a.q.Samples++
-	g.r.Changed()
-	g.route(0)
-	if a.rs.State != status.Up {
-		t.Fatalf("a suspect path is %v after two probe answers, want Up", a.rs.State)
 	}
 }
 

@@ -4,6 +4,21 @@ package router
 // until it answers probes again. Three things suspect a path: its data going unacknowledged
 // (Stalled, from the flow engine), its probes going unanswered while it carries a Race or
 // Bond (refreshSuspectsLocked), and the peer's data arriving on another path (PeerData).
+//
+// Only a path's own silence counts against it. When every path goes quiet at once, the peer
+// or this host stopped (a stopped process, a stalled VM, a long pause), and moving traffic
+// would gain nothing: so a silence becomes a stall only once another path of the session has
+// been heard since the verdict (each is probed for it), and the silent path has stayed silent
+// a moment longer, since a peer that resumes sends on every path at once and the answers of
+// one may come a little behind another's. A path that is heard while its data waits for
+// acknowledgement is slow (a queue filling), not silent, and keeps its traffic.
+//
+// A move can still prove spurious, as a TCP retransmission timeout can (Eifel, RFC 3522;
+// F-RTO, RFC 5682): the path left answers the probe it had outstanding when it was suspected
+// before the new route could have carried a round trip. Then the path is Up again at once (a
+// Selector goes back to it if it is the better one), its stall timeout doubles, and so does
+// the least time between two stall moves of the session; both halve again with time, and the
+// second also with each move that proves real.
 
 import (
 	"slices"
@@ -12,14 +27,183 @@ import (
 	"github.com/rendr-go/rendr/status"
 )
 
-// refreshSuspectsLocked returns a suspect path to Up once it has answered two probes since it
-// was suspected: it is moving data again. It also suspects a path that carries traffic and
-// has not answered a probe within silenceFloor or 3*srtt + 4*rttvar: datagrams are
-// never acknowledged, so for packet flows nothing else would notice a blackhole before the
-// path is declared dead.
+// stallGapBase is the least time between two moves for a stall while none has proved
+// spurious. It doubles with each that does, up to stallGapBase << maxBackoff.
+const stallGapBase = 200 * time.Millisecond
+
+// backoff is a doubling that decays: up doubles what it scales, down halves it, and it halves
+// by itself for every backoffDecay without a change, as a TCP sender's timeout returns to its
+// estimate once spurious timeouts stop.
+type backoff struct {
+	shift uint
+	at    time.Time // the last change
+}
+
+const (
+	backoffDecay = 30 * time.Second
+	maxBackoff   = 5
+)
+
+// level is the number of doublings in force at now.
+func (b *backoff) level(now time.Time) uint {
+	if b.shift > 0 {
+		if n := now.Sub(b.at) / backoffDecay; n > 0 {
+			b.shift -= uint(min(n, time.Duration(b.shift)))
+			b.at = b.at.Add(n * backoffDecay)
+		}
+	}
+	return b.shift
+}
+
+func (b *backoff) up(now time.Time) {
+	b.shift = min(b.level(now)+1, maxBackoff)
+	b.at = now
+}
+
+func (b *backoff) down(now time.Time) {
+	if b.level(now) > 0 {
+		b.shift--
+		b.at = now
+	}
+}
+
+// Stalled is the flow engine's verdict at now: data sent on the path of id has gone
+// unacknowledged since since, longer than the engine's stall timeout limit. The path is suspected, and
+// traffic moves, once the verdict holds against this path (see the top of this file); acted
+// says so, or that the path is routed around already, and the engine looks at its route
+// again. Otherwise retry is when to ask again (zero: there is no other path to move to, and
+// traffic stays).
+func (r *Router) Stalled(id uint32, since time.Time, limit time.Duration, now time.Time) (acted bool, retry time.Duration) {
+	r.c.Lock.Lock()
+	defer r.c.Lock.Unlock()
+	p := r.paths[id]
+	if p == nil || p.Standing().State != status.Up {
+		return true, 0
+	}
+	if !r.otherUpLocked(p) {
+		return false, 0
+	}
+	st := p.Standing()
+	// A path whose stalls proved spurious before is given longer.
+	if need, age := limit<<st.widen.level(now), now.Sub(since); age < need {
+		return false, need - age
+	}
+	if !r.lastStall.IsZero() {
+		if w := r.lastStall.Add(stallGapBase << r.gap.level(now)).Sub(now); w > 0 {
+			return false, w
+		}
+	}
+	if w := r.evidenceLocked(p, since, now, limit); w > 0 {
+		return false, w
+	}
+	r.stallLocked(p, now)
+	r.c.Log.Debug("rendr: path stalled", "path", p.Name())
+	return true, 0
+}
+
+// stallLocked suspects p for a stall, keeping the probe it has outstanding (sending one if it
+// has none) to judge the move by (judgeStallLocked).
+func (r *Router) stallLocked(p Path, now time.Time) {
+	r.suspectLocked(p, now)
+	st := p.Standing()
+	st.stallAt, st.stallProbe = now, p.ProbeNow()
+}
+
+// otherUpLocked reports whether a path other than p could take its traffic.
+func (r *Router) otherUpLocked(p Path) bool {
+	for _, o := range r.paths {
+		if o != p && o.Standing().State == status.Up && o.Joined() {
+			return true
+		}
+	}
+	return false
+}
+
+// evidenceLocked is how long to wait before p's silence since since may be held against it
+// (zero: now). It waits for another path to be heard after the verdict, probing each the
+// first time, and then for a grace of p's own round trip, in which p's answers may still
+// come; p must have stayed silent all along. Without another path heard, or with p heard, it
+// waits for fallback, or for a probe answer to make the engine ask again sooner.
+func (r *Router) evidenceLocked(p Path, since, now time.Time, fallback time.Duration) time.Duration {
+	st := p.Standing()
+	if st.pendAt.IsZero() || st.pendAt.Before(since) {
+		st.pendAt, st.heardAt = now, time.Time{}
+		for _, o := range r.paths {
+			if o != p && o.Standing().State != status.Down {
+				o.ProbeNow()
+			}
+		}
+		return fallback
+	}
+	if st.heardAt.IsZero() {
+		if !r.heardElsewhereLocked(p, st.pendAt) {
+			return fallback
+		}
+		st.heardAt = now
+	}
+	if w := st.heardAt.Add(grace(p)).Sub(now); w > 0 {
+		return w
+	}
+	if p.Heard().After(st.pendAt) {
+		// p is heard too: slow (a queue filling), not silent. It is not a stall while it
+		// is; the verdict starts again at the engine's next look.
+		st.pendAt = time.Time{}
+		return fallback
+	}
+	st.pendAt = time.Time{}
+	return 0
+}
+
+// grace is how long a path may lag behind another in answering when the peer resumes: its
+// round trip and variation, and 2ms for this host's scheduling.
+func grace(p Path) time.Duration {
+	q := p.Quality()
+	return q.SRTT + 2*q.RTTVar + 2*time.Millisecond
+}
+
+// heardElsewhereLocked reports whether the peer was heard on another path after t.
+func (r *Router) heardElsewhereLocked(p Path, t time.Time) bool {
+	for _, o := range r.paths {
+		if o != p && o.Heard().After(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// HeardElsewhere is a path's question before it declares itself dead of silence: was the peer
+// heard on another path since since? When not, the others are probed, so that it is known
+// soon. A path the Router does not route (not attached yet) is left to judge alone.
+func (r *Router) HeardElsewhere(id uint32, since time.Time) bool {
+	r.c.Lock.Lock()
+	defer r.c.Lock.Unlock()
+	p := r.paths[id]
+	if p == nil || r.heardElsewhereLocked(p, since) {
+		return true
+	}
+	for _, o := range r.paths {
+		if o != p {
+			o.ProbeNow()
+		}
+	}
+	return false
+}
+
+// refreshSuspectsLocked judges the stall of each suspect path once it answers, returns a
+// suspect path to Up once it has answered two probes since it was suspected, and suspects a
+// path that carries a Race or Bond and has not answered a probe within silenceFloor or
+// 3*srtt + 4*rttvar: datagrams are never acknowledged, so for packet flows nothing else would
+// notice a blackhole before the path is declared dead.
 func (r *Router) refreshSuspectsLocked(now time.Time) {
 	for _, p := range r.paths {
-		if st := p.Standing(); st.State == status.Suspect && p.Quality().Samples >= st.suspectSamples+2 {
+		st := p.Standing()
+		if st.State != status.Suspect {
+			continue
+		}
+		if !st.stallAt.IsZero() {
+			r.judgeStallLocked(p, now)
+		}
+		if st.State == status.Suspect && p.Quality().Samples >= st.suspectSamples+2 {
 			st.State, st.Since = status.Up, now
 		}
 	}
@@ -31,29 +215,53 @@ func (r *Router) refreshSuspectsLocked(now time.Time) {
 			continue
 		}
 		q := p.Quality()
-		if p.Silence() > max(3*q.SRTT+4*q.RTTVar, silenceFloor) {
-			r.suspectLocked(p, now)
+		if s := p.Silence(); s > max(3*q.SRTT+4*q.RTTVar, silenceFloor) && r.otherUpLocked(p) && r.evidenceLocked(p, now.Add(-s), now, silenceFloor) == 0 {
+			r.stallLocked(p, now)
 			r.c.Log.Debug("rendr: path silent", "path", p.Name())
 		}
 	}
 }
 
-// Stalled says data sent on the path of id went unacknowledged too long (the flow engine's
-// verdict). The path is suspected if another path is Up to take over; with nothing better,
-// traffic stays. A path no longer attached is already routed around.
-func (r *Router) Stalled(id uint32) {
-	r.c.Lock.Lock()
-	defer r.c.Lock.Unlock()
-	p := r.paths[id]
-	if p == nil || p.Standing().State != status.Up {
+// judgeStallLocked decides whether the move off p, suspected for a stall, was spurious, once
+// the probe p had outstanding then is answered: spurious when the answer came before the route
+// that took over could have carried a round trip, real when later. A stall whose probe is
+// never answered (the path died, or lost it) is real too.
+func (r *Router) judgeStallLocked(p Path, now time.Time) {
+	st := p.Standing()
+	sent, at := p.Answered()
+	if st.stallProbe.IsZero() || !sent.Equal(st.stallProbe) || !at.After(st.stallAt) {
+		if p.Quality().Samples >= st.suspectSamples+2 {
+			r.stallJudgedLocked(st, false, now) // answered since, but not that probe: it was lost
+		}
 		return
 	}
-	for _, o := range r.paths {
-		if o != p && o.Standing().State == status.Up && o.Joined() {
-			r.suspectLocked(p, time.Now())
-			r.c.Log.Debug("rendr: path stalled", "path", p.Name())
-			return
+	var took time.Duration
+	for _, o := range r.active {
+		if o != p {
+			took = max(took, o.Quality().SRTT)
 		}
+	}
+	if at.Sub(st.stallAt) > took+grace(p) {
+		r.stallJudgedLocked(st, false, now)
+		return
+	}
+	r.stallJudgedLocked(st, true, now)
+	st.State, st.Since, st.undo = status.Up, now, true
+	st.Spurious++
+	r.spurious++
+	st.widen.up(now)
+	r.dirty.Store(true)
+	r.c.Log.Debug("rendr: stall move spurious", "path", p.Name(), "answered after", at.Sub(st.stallAt))
+}
+
+// stallJudgedLocked closes a stall's case: a spurious one widens the gap between stall moves,
+// a real one narrows it.
+func (r *Router) stallJudgedLocked(st *Standing, spurious bool, now time.Time) {
+	st.stallAt, st.stallProbe = time.Time{}, time.Time{}
+	if spurious {
+		r.gap.up(now)
+	} else {
+		r.gap.down(now)
 	}
 }
 
@@ -62,6 +270,7 @@ func (r *Router) suspectLocked(p Path, now time.Time) {
 	st := p.Standing()
 	st.State, st.Since = status.Suspect, now
 	st.suspectSamples = p.Quality().Samples
+	st.pendAt = time.Time{}
 	r.dirty.Store(true)
 }
 
@@ -91,7 +300,7 @@ func (r *Router) PeerData(p Path) bool {
 	if len(r.active) != 1 || r.active[0] != cur || cur.Standing().State != status.Up || p.Standing().State != status.Up {
 		return false
 	}
-	r.suspectLocked(cur, now)
+	r.stallLocked(cur, now)
 	r.c.Log.Debug("rendr: peer moved away from route", "route", cur.Name(), "peer", p.Name())
 	return true
 }

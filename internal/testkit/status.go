@@ -43,7 +43,13 @@ func ActiveID(st status.Session) (int, uint32) {
 // Describe is the session's counters and one entry per path of st, for failure messages.
 func Describe(st status.Session) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "migrations=%d flows=%d", st.Migrations, st.Flows)
+	fmt.Fprintf(&b, "migrations=%d", st.Migrations)
+	for c, n := range st.Moves {
+		if n > 0 {
+			fmt.Fprintf(&b, " %v=%d", status.Cause(c), n)
+		}
+	}
+	fmt.Fprintf(&b, " spurious=%d undone=%d flows=%d", st.Spurious, st.Undone, st.Flows)
 	for _, p := range st.Paths {
 		fmt.Fprintf(&b, " [%s id=%d %v active=%v srtt=%v dials=%d err=%q]", p.Name, p.ID, p.State, p.Active, p.SRTT, p.Dials, p.LastError)
 	}

@@ -250,6 +250,26 @@ func (l *Link) Blackhole(on bool) {
 	l.broadcastLocked()
 }
 
+// Hold delivers nothing in either direction until until, then everything due at once: what
+// is on the wire, what has arrived and is not read yet, and what is written meanwhile. It is
+// how a peer that is stopped and continued (SIGSTOP, a stalled VM) looks from both of its
+// links: silence on every one, then a burst.
+func (l *Link) Hold(until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range l.dir {
+		for i := range h.q {
+			if h.q[i].at.Before(until) {
+				h.q[i].at = until
+			}
+		}
+		if h.lastAt.Before(until) {
+			h.lastAt = until
+		}
+	}
+	l.broadcastLocked()
+}
+
 // Kill kills both ends at once; blocked Reads and Writes are woken.
 // With reset false, bytes that have already arrived stay readable, then Reads
 // return io.EOF (like a FIN); bytes still on the wire are lost; Writes fail

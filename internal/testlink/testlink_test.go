@@ -209,6 +209,46 @@ func TestBlackhole(t *testing.T) {
 	})
 }
 
+// TestHold: nothing is readable during a hold, in either direction: not what has arrived and
+// waits unread, not what is on the wire, not what is written meanwhile. At its end all of it
+// is readable at once, in order.
+func TestHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Delay: 10 * time.Millisecond}
+		a, b, l := Pipe(cfg, cfg)
+		defer a.Close()
+		defer b.Close()
+		a.Write([]byte("arrived "))
+		time.Sleep(20 * time.Millisecond)
+		a.Write([]byte("on-the-wire "))
+		b.Write([]byte("back"))
+		start := time.Now()
+		l.Hold(start.Add(200 * time.Millisecond))
+		time.Sleep(50 * time.Millisecond)
+		a.Write([]byte("meanwhile"))
+		want := "arrived on-the-wire meanwhile"
+		got := make([]byte, 0, len(want))
+		for len(got) < len(want) {
+			buf := make([]byte, 64)
+			n, err := b.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if at := time.Since(start); at < 200*time.Millisecond {
+				t.Fatalf("%q readable %v into a 200ms hold", buf[:n], at)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if string(got) != want {
+			t.Fatalf("read %q, want %q", got, want)
+		}
+		buf := make([]byte, 8)
+		if n, err := a.Read(buf); err != nil || string(buf[:n]) != "back" || time.Since(start) < 200*time.Millisecond {
+			t.Fatalf("the other direction: %q, %v at %v", buf[:n], err, time.Since(start))
+		}
+	})
+}
+
 func TestKill(t *testing.T) {
 	for _, reset := range []bool{false, true} {
 		synctest.Test(t, func(t *testing.T) {

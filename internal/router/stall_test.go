@@ -1,0 +1,280 @@
+package router
+
+import (
+	"testing"
+	"time"
+
+	"github.com/rendr-go/rendr/policy"
+	"github.com/rendr-go/rendr/status"
+)
+
+// stalled gives the Router the engine's verdict on f at the rig's now: no progress since
+// since, past limit.
+func (g *rig) stalled(f *fake, since time.Time, limit time.Duration) (bool, time.Duration) {
+	return g.r.Stalled(f.id, since, limit, g.now)
+}
+
+// twoPaths is a dialing rig whose Selector routes over first and second (a tier below when
+// backupTier), both attached, the first carrying traffic.
+func twoPaths(t *testing.T, first, second string, backupTier bool) (*rig, *fake, *fake) {
+	g := newRig(t, true)
+	a, b := g.selector(first, second, backupTier)
+	g.attach(a)
+	g.attach(b)
+	g.route(0)
+	return g, a, b
+}
+
+// heardAfterVerdict gives the engine's verdict on a (no progress for 50ms, against a 40ms
+// timeout), has b heard 1ms later, and returns the verdict's start and the Router's answer
+// once b is heard.
+func (g *rig) heardAfterVerdict(a, b *fake) (since time.Time, acted bool, wait time.Duration) {
+	g.t.Helper()
+	since = g.now
+	g.now = g.now.Add(50 * time.Millisecond)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted {
+		g.t.Fatal("the verdict acted before another path was heard")
+	}
+	g.now = g.now.Add(time.Millisecond)
+	b.heard = g.now
+	acted, wait = g.stalled(a, since, 40*time.Millisecond)
+	return since, acted, wait
+}
+
+// stallOff runs a verdict on a, with b heard in time, through to the move off a.
+func (g *rig) stallOff(a, b *fake) {
+	g.t.Helper()
+	since, acted, wait := g.heardAfterVerdict(a, b)
+	if acted || wait != grace(a) {
+		g.t.Fatalf("acted %v, wait %v with b just heard: want a grace of %v first", acted, wait, grace(a))
+	}
+	g.now = g.now.Add(wait)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); !acted || a.rs.State != status.Suspect {
+		g.t.Fatalf("acted %v, a %v after the grace", acted, a.rs.State)
+	}
+}
+
+// TestStallNeedsEvidence: a stall verdict moves traffic only when another path is Up to take
+// it, and the peer has been heard on another path since the verdict (each is probed for it),
+// and the stalled path stayed silent for a grace after that. However long every path is
+// silent, nothing moves: the peer or this host stopped, not the path.
+func TestStallNeedsEvidence(t *testing.T) {
+	g := newRig(t, true)
+	a, b := g.selector("a", "b", false)
+	g.attach(a)
+	if got := g.route(0); got[0] != "a" {
+		t.Fatalf("route %v", got)
+	}
+	since := g.now
+	g.now = g.now.Add(50 * time.Millisecond)
+	if acted, retry := g.stalled(a, since, 40*time.Millisecond); acted || retry != 0 || a.rs.State != status.Up {
+		t.Fatalf("the only path: acted %v, retry %v, %v; want it kept, nowhere to move to", acted, retry, a.rs.State)
+	}
+	g.attach(b)
+	b.heard = g.now.Add(-time.Second)
+	if acted, retry := g.stalled(a, since, 40*time.Millisecond); acted || retry <= 0 || b.probes != 1 {
+		t.Fatalf("first verdict: acted %v, retry %v, b probed %d times; want b probed and a wait", acted, retry, b.probes)
+	}
+	for range 20 { // 2 s of every path silent
+		g.now = g.now.Add(100 * time.Millisecond)
+		if acted, retry := g.stalled(a, since, 40*time.Millisecond); acted || retry <= 0 {
+			t.Fatalf("every path silent: acted %v, retry %v", acted, retry)
+		}
+	}
+	if a.rs.State != status.Up || b.probes != 1 || len(g.moves) != 1 {
+		t.Fatalf("after 2 s of silence everywhere: a %v, b probed %d times, %d moves", a.rs.State, b.probes, len(g.moves))
+	}
+	// b answers; a stays silent through the grace: a stall.
+	g.now = g.now.Add(time.Millisecond)
+	b.heard = g.now
+	acted, wait := g.stalled(a, since, 40*time.Millisecond)
+	if acted || wait != grace(a) {
+		t.Fatalf("b heard: acted %v, wait %v; want the grace %v", acted, wait, grace(a))
+	}
+	g.now = g.now.Add(wait)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); !acted || a.rs.State != status.Suspect {
+		t.Fatalf("after the grace: acted %v, a %v", acted, a.rs.State)
+	}
+	if got := g.route(0); got[0] != "b" || g.lastMove().Cause != status.CauseStall {
+		t.Fatalf("route %v (%+v), want b for a stall", got, g.lastMove())
+	}
+	// Two probe answers, not the one outstanding at the verdict: it was lost, the move real.
+	a.q.Samples += 2
+	g.route(time.Second)
+	if a.rs.State != status.Up || a.rs.Spurious != 0 || g.r.gap.shift != 0 {
+		t.Fatalf("a %v, spurious %d, gap doublings %d after two fresh answers", a.rs.State, a.rs.Spurious, g.r.gap.shift)
+	}
+}
+
+// TestStallPeerResumes: when the data moves again within the grace (the engine's next verdict
+// starts from a later point), the verdict waiting for evidence lapses and nothing moves.
+func TestStallPeerResumes(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	if _, acted, _ := g.heardAfterVerdict(a, b); acted {
+		t.Fatal("acted at once when b was heard")
+	}
+	// a's acknowledgements arrive; later it stalls again, from a later point.
+	g.now = g.now.Add(time.Millisecond)
+	since := g.now
+	g.now = g.now.Add(50 * time.Millisecond)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted || a.rs.State != status.Up {
+		t.Fatalf("a new stall used the old one's evidence: acted %v, a %v", acted, a.rs.State)
+	}
+}
+
+// TestHeardPathIsSlowNotStalled: a path still heard while its data waits for acknowledgement
+// (a queue filling, or the peer's data arriving) is slow, not silent: it keeps its traffic.
+func TestHeardPathIsSlowNotStalled(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	since, _, wait := g.heardAfterVerdict(a, b)
+	a.heard = g.now
+	g.now = g.now.Add(wait)
+	if acted, retry := g.stalled(a, since, 40*time.Millisecond); acted || retry <= 0 || a.rs.State != status.Up {
+		t.Fatalf("a heard after the verdict: acted %v, retry %v, a %v; want it kept", acted, retry, a.rs.State)
+	}
+}
+
+// TestSpuriousStallUndone: a primary left for a stall answers the probe it had outstanding
+// sooner than the backup could have carried a round trip. The move is spurious: the primary
+// is Up at once, traffic goes back (undo), both are counted, and the next stall of the
+// primary, and the next stall move of the session, are given twice as long.
+func TestSpuriousStallUndone(t *testing.T) {
+	g, a, b := twoPaths(t, "primary", "backup", true)
+	g.stallOff(a, b)
+	if got := g.route(0); got[0] != "backup" {
+		t.Fatalf("route %v", got)
+	}
+	if a.rs.stallProbe.IsZero() || !a.rs.stallProbe.Equal(a.probeAt) {
+		t.Fatalf("the verdict kept probe %v, the path's outstanding one is %v", a.rs.stallProbe, a.probeAt)
+	}
+	// The answer comes 5ms after the move: the backup's round trip is 10ms.
+	g.now = g.now.Add(5 * time.Millisecond)
+	a.answeredSent, a.answeredAt = a.probeAt, g.now
+	a.q.Samples++
+	g.r.Changed()
+	if got := g.route(0); got[0] != "primary" || g.lastMove().Cause != status.CauseUndo {
+		t.Fatalf("route %v (%+v), want back on the primary (undo)", got, g.lastMove())
+	}
+	g.mu.Lock()
+	c := g.r.CountsLocked()
+	g.mu.Unlock()
+	if a.rs.Spurious != 1 || a.rs.Undone != 1 || c.Spurious != 1 || c.Undone != 1 ||
+		c.Moves[status.CauseStall] != 1 || c.Moves[status.CauseUndo] != 1 || c.Moves[status.CauseFirst] != 1 {
+		t.Fatalf("path spurious %d undone %d; session %+v", a.rs.Spurious, a.rs.Undone, c)
+	}
+	// The primary's stall timeout doubled: 50ms of silence against 40ms is not enough now.
+	since := g.now
+	g.now = g.now.Add(50 * time.Millisecond)
+	if acted, wait := g.stalled(a, since, 40*time.Millisecond); acted || wait != 30*time.Millisecond {
+		t.Fatalf("acted %v, wait %v; want 30ms more of the doubled 80ms", acted, wait)
+	}
+	// The session's gap between stall moves doubled too: 400ms after the last one.
+	g.now = g.now.Add(30 * time.Millisecond)
+	lastStall := g.r.lastStall
+	if acted, wait := g.stalled(a, since, 40*time.Millisecond); acted || wait != lastStall.Add(400*time.Millisecond).Sub(g.now) {
+		t.Fatalf("acted %v, wait %v; want the rest of a 400ms gap since the last stall move", acted, wait)
+	}
+	// Both relax with time.
+	g.now = g.now.Add(2 * backoffDecay)
+	if l := a.rs.widen.level(g.now); l != 0 {
+		t.Fatalf("the stall timeout is still doubled %d times after a minute", l)
+	}
+	if l := g.r.gap.level(g.now); l != 0 {
+		t.Fatalf("the gap is still doubled %d times after a minute", l)
+	}
+}
+
+// TestSpuriousStallSameTier: between paths of one tier, a spurious stall puts the path left
+// Up again at once, but traffic stays where it is unless that path is better by the margin.
+func TestSpuriousStallSameTier(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	g.stallOff(a, b)
+	g.route(0)
+	g.now = g.now.Add(time.Millisecond)
+	a.answeredSent, a.answeredAt = a.probeAt, g.now
+	a.q.Samples++
+	g.r.Changed()
+	if got := g.route(0); got[0] != "b" || len(g.moves) != 2 {
+		t.Fatalf("route %v after %d moves, want b kept: a is no better", got, len(g.moves))
+	}
+	if a.rs.State != status.Up || a.rs.Spurious != 1 || a.rs.Undone != 0 {
+		t.Fatalf("a %v, spurious %d, undone %d", a.rs.State, a.rs.Spurious, a.rs.Undone)
+	}
+}
+
+// TestRealStallKept: an answer to the verdict's probe that comes after the new route could
+// have carried a round trip says the path was too slow: the move stands, and the gap between
+// stall moves does not grow.
+func TestRealStallKept(t *testing.T) {
+	g, a, b := twoPaths(t, "primary", "backup", true)
+	g.stallOff(a, b)
+	g.route(0)
+	g.now = g.now.Add(150 * time.Millisecond)
+	a.answeredSent, a.answeredAt = a.probeAt, g.now
+	a.q.Samples++
+	g.r.Changed()
+	if got := g.route(0); got[0] != "backup" || a.rs.State != status.Suspect || a.rs.Spurious != 0 {
+		t.Fatalf("route %v, primary %v, spurious %d: want the move kept", got, a.rs.State, a.rs.Spurious)
+	}
+	if g.r.gap.shift != 0 || !a.rs.stallAt.IsZero() {
+		t.Fatalf("gap doublings %d, stall still open %v", g.r.gap.shift, a.rs.stallAt)
+	}
+}
+
+// TestHeardElsewhere: a path asks before it dies of silence; the answer is yes only when the
+// peer was heard on another path since its silence began, and a no probes the others.
+func TestHeardElsewhere(t *testing.T) {
+	g := newRig(t, true)
+	a, b := g.selector("a", "b", false)
+	g.attach(a)
+	g.attach(b)
+	since := g.now
+	b.heard = since.Add(-time.Second)
+	if g.r.HeardElsewhere(a.id, since) || b.probes != 1 || a.probes != 0 {
+		t.Fatalf("every path silent: heard elsewhere, or probes a %d b %d", a.probes, b.probes)
+	}
+	b.heard = since.Add(time.Millisecond)
+	if !g.r.HeardElsewhere(a.id, since) {
+		t.Fatal("b heard since, and a may not die")
+	}
+	if !g.r.HeardElsewhere(99, since) {
+		t.Fatal("a path the Router does not route must judge alone")
+	}
+}
+
+// TestGroupSilenceNeedsEvidence: a member of a Race silent past its bound is suspected only
+// once another path has been heard since, and a grace has passed.
+func TestGroupSilenceNeedsEvidence(t *testing.T) {
+	g := newRig(t, true)
+	n1 := &policy.Node{Kind: policy.KindPath, Name: "a"}
+	n2 := &policy.Node{Kind: policy.KindPath, Name: "b"}
+	race := &policy.Node{Kind: policy.KindRace, Name: "race", Children: []*policy.Node{n1, n2}}
+	race.Init()
+	a, b := healthy(newFake(1, "a", status.Connecting)), healthy(newFake(2, "b", status.Connecting))
+	g.leaf[n1], g.leaf[n2] = a, b
+	g.mu.Lock()
+	g.r.SetGraphLocked(race, false)
+	g.mu.Unlock()
+	g.attach(a)
+	g.attach(b)
+	if got := g.route(0); len(got) != 2 {
+		t.Fatalf("route %v", got)
+	}
+	a.silence, b.silence = 300*time.Millisecond, 300*time.Millisecond
+	b.heard = g.now.Add(-300 * time.Millisecond)
+	for range 10 {
+		if got := g.route(100 * time.Millisecond); len(got) != 2 {
+			t.Fatalf("every path silent: route %v", got)
+		}
+		a.silence += 100 * time.Millisecond
+		b.silence += 100 * time.Millisecond
+		b.heard = g.now.Add(-b.silence)
+	}
+	b.silence, b.heard = 0, g.now.Add(time.Millisecond)
+	if got := g.route(30 * time.Millisecond); len(got) != 2 {
+		t.Fatalf("b just heard: route %v, want a kept through the grace", got)
+	}
+	if got := g.route(max(grace(a), cacheFor)); len(got) != 1 || got[0] != "b" || a.rs.State != status.Suspect {
+		t.Fatalf("route %v, a %v after the grace, want a routed around", got, a.rs.State)
+	}
+}
