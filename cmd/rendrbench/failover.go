@@ -25,7 +25,7 @@ const (
 	failSteady    = 2 * time.Second // flow before the fault, so estimators have settled
 	failAfter     = 3 * time.Second // flow after a blackhole
 	failAfterKill = 2 * time.Second // flow after a reset
-	failTargetMs  = 100
+	failTargetMs  = 50
 )
 
 // A failover case: which stack carries the stream and how the path fails.

@@ -1,8 +1,10 @@
 // Command rendrbench measures rendr against baselines run in the same invocation and prints
 // one JSON object per result line on stdout (progress goes to stderr; -v=false silences it).
 //
-//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|attack|all] [-runs N]
-//		[-bytes N] [-seconds N] [-cpuprofile DIR] [-flows N]
+//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|attack|stability|all]
+//		[-runs N] [-bytes N] [-seconds N] [-cpuprofile DIR] [-flows N]
+//
+// -scenario takes several names, comma-separated, and runs them in that order.
 //
 // Scenarios:
 //   - throughput: one flow over one loopback TCP path, bulk transfer one way (-bytes, or
@@ -35,13 +37,19 @@
 //     hidden -attacker flag, at nice 19, so that their CPU is not counted as the listener's
 //     and takes as little of it as may be. -runs is the greedy attack's rounds, each a
 //     transfer alone and one beside a fresh greedy peer.
+//   - stability: two healthy loopback TCP paths under a Selector, 200 flows each moving 16 KiB
+//     every 100ms both ways for 60 s (-seconds), three times: on a quiet machine, beside a
+//     process spinning on every core, and with the listening process (this binary again,
+//     with the hidden -stability-peer flag) stopped by SIGSTOP for 300ms every 5 s. Every
+//     move but a path's first choice is a false alarm, and every carrier dialed again a
+//     healthy path declared dead: moves on both sides per minute, and deaths.
 //
 // Every line carries scenario, metric, value, unit, baseline, baseline_value, ratio, runs,
 // target and pass (null where they do not apply), plus min and max of the runs and a note.
 // ratio is always value/baseline_value. For throughput that is rendr's rate as a fraction of
 // the baseline's: higher is better and the targets read "ratio >= x". For failover it is
 // rendr's gap as a fraction of MPTCP's: lower is better, and the target applies to the value
-// itself ("value <= 100 ms"). A scenario that cannot run here prints one line with "skipped"
+// itself ("value <= 50 ms"). A scenario that cannot run here prints one line with "skipped"
 // set to the reason; one that fails prints a line with "error" and the exit status is 1.
 package main
 
@@ -244,7 +252,7 @@ func cleanUp(code int) {
 func main() {
 	handleSignals()
 	var c config
-	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps, attack or all")
+	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps, attack, stability or all; several, comma-separated, run in that order")
 	flag.IntVar(&c.runs, "runs", 5, "measured runs per row; each row reports the median")
 	flag.Int64Var(&c.bytes, "bytes", 1<<30, "throughput: bytes per transfer")
 	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes; bond: measure this many seconds per transfer instead of 8")
@@ -260,7 +268,18 @@ func main() {
 	flag.StringVar(&atk.msg, "attack-msg", "", "internal: a recorded first message, hex")
 	flag.Float64Var(&atk.seconds, "attack-seconds", 5, "internal: the attacker's time bound")
 	flag.IntVar(&atk.count, "attack-count", 1000, "internal: the attacker's count bound")
+	// Hidden: the stability scenario's listening process and CPU hog (stability.go).
+	stabPeer := flag.String("stability-peer", "", "internal: run as the stability scenario's listening process, keyed PRIVATE:PEERPUBLIC (hex)")
+	stabHog := flag.Bool("stability-hog", false, "internal: spin on every core until killed")
 	flag.Parse()
+	switch {
+	case *stabPeer != "":
+		runStabilityPeer(*stabPeer)
+		return
+	case *stabHog:
+		runHog()
+		return
+	}
 	switch atk.role {
 	case "":
 	case "flowids-target":
@@ -285,16 +304,19 @@ func main() {
 		"race":       runRace,
 		"pps":        runPPS,
 		"attack":     runAttack,
+		"stability":  runStability,
 	}
 	var order []string
-	switch c.scenario {
-	case "all":
-		order = []string{"throughput", "failover", "idle", "bond", "race", "pps", "attack"}
-	case "throughput", "failover", "idle", "bond", "race", "pps", "attack":
-		order = []string{c.scenario}
-	default:
-		fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race, pps, attack or all)\n", c.scenario)
-		os.Exit(2)
+	for _, name := range strings.Split(c.scenario, ",") {
+		switch name = strings.TrimSpace(name); {
+		case name == "all":
+			order = append(order, "throughput", "failover", "idle", "bond", "race", "pps", "attack", "stability")
+		case scenarios[name] != nil:
+			order = append(order, name)
+		default:
+			fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race, pps, attack, stability or all)\n", name)
+			os.Exit(2)
+		}
 	}
 	if c.cpuDir != "" {
 		if err := os.MkdirAll(c.cpuDir, 0o755); err != nil {
