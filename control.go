@@ -49,7 +49,7 @@ func (d *Dialer) Remove(name string) error {
 		if root.name == name {
 			return fmt.Errorf("rendr: Remove: %q is the root", name)
 		}
-		p := root.parentOf(name)
+		_, p := root.locate(name)
 		if p == nil {
 			return fmt.Errorf("rendr: Remove: no target named %q", name)
 		}
@@ -194,28 +194,25 @@ func (s *session) reconfigure(d *Dialer, root *Target, selected string) {
 
 // find returns the target named name in t's graph, or nil.
 func (t *Target) find(name string) *Target {
-	if t.name == name {
-		return t
-	}
-	for _, c := range t.children {
-		if f := c.find(name); f != nil {
-			return f
-		}
-	}
-	return nil
+	f, _ := t.locate(name)
+	return f
 }
 
-// parentOf returns the group whose child is named name, or nil.
-func (t *Target) parentOf(name string) *Target {
+// locate returns the target named name in t's graph and the group whose child it is (nil
+// when it is t itself), or two nils: one walk for find and for Remove, which needs both.
+func (t *Target) locate(name string) (found, parent *Target) {
+	if t.name == name {
+		return t, nil
+	}
 	for _, c := range t.children {
-		if c.name == name {
-			return t
-		}
-		if p := c.parentOf(name); p != nil {
-			return p
+		if f, p := c.locate(name); f != nil {
+			if p == nil {
+				p = t
+			}
+			return f, p
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // clone copies t's whole graph: every node is new.

@@ -345,36 +345,39 @@ func (s *Stream) lockWrite() error {
 	}
 }
 
-// CloseWrite ends the sending direction: the peer reads io.EOF after every byte written.
-func (s *Stream) CloseWrite() error {
-	e := s.e
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// whileOpen runs f under the engine's lock, for a call the application makes on s; once the
+// application has closed s, it returns ErrClosed instead.
+func (s *Stream) whileOpen(f func() error) error {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
 	if s.appClosed {
 		return ErrClosed
 	}
-	if s.err != nil {
-		return s.err
-	}
-	if !s.finQueued && s.sendErr == nil {
-		s.finQueued = true
-		e.readyLocked(s)
-	}
-	return nil
+	return f()
+}
+
+// CloseWrite ends the sending direction: the peer reads io.EOF after every byte written.
+func (s *Stream) CloseWrite() error {
+	return s.whileOpen(func() error {
+		if s.err != nil {
+			return s.err
+		}
+		if !s.finQueued && s.sendErr == nil {
+			s.finQueued = true
+			s.e.readyLocked(s)
+		}
+		return nil
+	})
 }
 
 // CloseRead ends the receiving direction: buffered bytes are dropped, and the peer's writes
 // fail with ErrStopped.
 func (s *Stream) CloseRead() error {
-	e := s.e
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if s.appClosed {
-		return ErrClosed
-	}
-	s.closeReadLocked()
-	signal(s.readSig)
-	return nil
+	return s.whileOpen(func() error {
+		s.closeReadLocked()
+		signal(s.readSig)
+		return nil
+	})
 }
 
 func (s *Stream) closeReadLocked() {
