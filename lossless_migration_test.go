@@ -96,11 +96,38 @@ func rtTransferUnderKills(r *testkit.Rig, rng *rand.Rand, c1, c2 net.Conn, size 
 	// A bound against a hang, far above what the transfer needs.
 	c1.SetDeadline(time.Now().Add(150 * time.Second))
 	c2.SetDeadline(time.Now().Add(150 * time.Second))
-	err := testkit.Both(c1, c2, size, seed, &progress)
+	// The plan's kills fall within 90% of the bytes; the readers wait at 95% until it has run,
+	// so that the transfer cannot end first however slowly a busy machine runs the plan.
+	at := 2 * size * 95 / 100
+	err := testkit.Both(rtHeldReads{c1, &progress, at, planDone}, rtHeldReads{c2, &progress, at, planDone}, size, seed, &progress)
 	close(stop)
 	<-planDone
 	plan.Release()
 	return plan, err
+}
+
+// rtHeldReads is a connection whose reads wait, once progress has reached at, until release
+// closes (at most a minute, so that a plan that cannot finish fails the test rather than
+// hanging it).
+type rtHeldReads struct {
+	net.Conn
+	progress *atomic.Int64
+	at       int64
+	release  <-chan struct{}
+}
+
+func (g rtHeldReads) Read(p []byte) (int, error) {
+	if g.progress.Load() >= g.at {
+		select {
+		case <-g.release:
+		default:
+			select {
+			case <-g.release:
+			case <-time.After(time.Minute):
+			}
+		}
+	}
+	return g.Conn.Read(p)
 }
 
 // TestLosslessMigration moves 64 MiB each way at once over one flow while the carrying path
@@ -219,12 +246,14 @@ func TestMultipleFlowsShareSession(t *testing.T) {
 		defer close(planDone)
 		plan.Run(&progress, stop)
 	}()
+	at := 2 * flows * size * 95 / 100 // the readers wait here for the plan: see rtTransferUnderKills
 	for i, c := range dialed {
 		a := accepted[c.FlowID()]
 		c.SetDeadline(time.Now().Add(100 * time.Second))
 		a.SetDeadline(time.Now().Add(100 * time.Second))
 		wg.Go(func() {
-			if err := testkit.Both(c, a, size, seed+uint64(2*i), &progress); err != nil {
+			if err := testkit.Both(rtHeldReads{c, &progress, at, planDone}, rtHeldReads{a, &progress, at, planDone},
+				size, seed+uint64(2*i), &progress); err != nil {
 				errs[i] = fmt.Errorf("flow %d: %w", c.FlowID(), err)
 			}
 		})
