@@ -408,10 +408,17 @@ func rlDescribeFDs() string {
 		return "(no /proc/self/fd)"
 	}
 	kinds := map[string]int{}
+	socks := rlSockets()
 	for _, e := range es {
 		target, err := os.Readlink("/proc/self/fd/" + e.Name())
 		if err != nil {
 			continue
+		}
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			if s, ok := socks[strings.TrimSuffix(inode, "]")]; ok {
+				kinds["socket "+s]++ // by protocol, ports and state
+				continue
+			}
 		}
 		for _, kind := range []string{"socket:", "pipe:"} {
 			if strings.HasPrefix(target, kind) {
@@ -421,4 +428,24 @@ func rlDescribeFDs() string {
 		kinds[target]++
 	}
 	return fmt.Sprint(kinds)
+}
+
+// rlSockets maps the inodes of this network namespace's TCP and UDP sockets to
+// "proto local->remote state" (ports in hex, as /proc/net lists them).
+func rlSockets() map[string]string {
+	out := map[string]string{}
+	for _, proto := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		b, err := os.ReadFile("/proc/net/" + proto)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 {
+				continue
+			}
+			out[f[9]] = fmt.Sprintf("%s %s->%s st%s", proto, f[1], f[2], f[3])
+		}
+	}
+	return out
 }

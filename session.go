@@ -93,6 +93,11 @@ type leafState struct {
 	lastErr error
 	dials   int
 	cookies handshake.CookieJar // the listener's cookie for this path, when it is under load
+	// silentAt is when the path's last carrier was declared dead of silence, with the
+	// deadline it was given: a new carrier attached within it means the path was slow, not
+	// dead (zero when the last death was for another cause).
+	silentAt  time.Time
+	silentFor time.Duration
 }
 
 // newSession makes a session; mem is the listening side's share of its memory budget for
@@ -276,6 +281,10 @@ func (s *session) attach(l *link) error {
 	s.router.AttachLocked(l, now)
 	if ls := l.ls; ls != nil {
 		ls.link, ls.state, ls.since = l, status.Up, now
+		if !ls.silentAt.IsZero() && now.Sub(ls.silentAt) <= ls.silentFor {
+			s.router.SpuriousDeathLocked(l)
+		}
+		ls.silentAt = time.Time{}
 	}
 	s.mu.noPath.Stop()
 	s.mu.Unlock()
@@ -296,6 +305,10 @@ func (s *session) detach(l *link, cause error) {
 		ls.link, ls.state, ls.since = nil, status.Down, time.Now()
 		if cause != nil {
 			ls.lastErr = cause
+		}
+		ls.silentAt = time.Time{}
+		if errors.Is(cause, path.ErrSilent) {
+			ls.silentAt, ls.silentFor = ls.since, l.p.Deadline()
 		}
 	}
 	s.mu.Unlock()

@@ -146,3 +146,37 @@ func TestSynctestSpuriousStallUndone(t *testing.T) {
 		}
 	})
 }
+
+// TestSynctestSpuriousDeathCounted: a path that holds everything for 3 s, while the other is
+// heard, is declared dead of silence; its next carrier comes up at once, well within the
+// deadline the dead one had, so the death is counted spurious (the path was slow, not dead).
+// A path cut for 2 s, whose carriers cannot come back meanwhile, is not counted.
+func TestSynctestSpuriousDeathCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := stTwoLinks(t)
+		streams := stSteadyFlows(lb, 4, 12*time.Second)
+		held := lb.Active()
+		lb.Paths[held].Live().Hold(time.Now().Add(3 * time.Second))
+		lb.MustWait("the held path dialed again and up", 10*time.Second, func() bool {
+			return lb.Paths[held].Dials() == 2 && lb.PathStatus(held).State == status.Up
+		})
+		if st := lb.Status(); st.Spurious != 1 || lb.PathStatus(held).Spurious != 1 {
+			t.Errorf("held path: session spurious %d, path %d; want 1 and 1: %s", st.Spurious, lb.PathStatus(held).Spurious, testkit.Describe(st))
+		}
+		cut := lb.Active()
+		dials := lb.Paths[cut].Dials()
+		lb.Paths[cut].SetCut(true)
+		lb.Paths[cut].Live().Blackhole(true)
+		time.Sleep(2 * time.Second)
+		lb.Paths[cut].SetCut(false)
+		lb.MustWait("the cut path back", 10*time.Second, func() bool {
+			return lb.Paths[cut].Dials() > dials && lb.PathStatus(cut).State == status.Up
+		})
+		if st := lb.Status(); st.Spurious != 1 {
+			t.Errorf("after a cut path came back: session spurious %d, want still 1: %s", st.Spurious, testkit.Describe(st))
+		}
+		for i, s := range streams {
+			s.check(t, fmt.Sprint("stream ", i), time.Minute)
+		}
+	})
+}

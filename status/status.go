@@ -57,9 +57,11 @@ type Path struct {
 	LastError string    // why it last went down, if it did
 	Dials     int       // connection attempts so far
 	// Moves for a stall off this path that proved spurious: it answered a probe sent before
-	// the move, sooner than the new route could have delivered. Undone counts those moved
-	// back to it. The path's stall timeout doubles with each (decaying over time), and the
-	// session waits longer between stall moves.
+	// the move, sooner than the new route could have delivered. On the dialing side, also a
+	// death by silence of the carrier before this one, when this one came up within the
+	// deadline the dead one had. Undone counts the moves back to it. The path's stall timeout
+	// doubles with each spurious stall (decaying over time), and the session waits longer
+	// between stall moves.
 	Spurious, Undone int
 
 	// Packet paths (a datagram carrier: udpflow) only; zero on a stream path.
@@ -94,8 +96,8 @@ type Session struct {
 	Flows        int
 	Migrations   int
 	// Moves counts the migrations by cause (Migrations is their sum). Spurious counts the
-	// moves for a stall that proved spurious, and Undone those of them moved back; each path
-	// counts its own too.
+	// moves for a stall, and the deaths by silence, that proved spurious, and Undone the moves
+	// back; each path counts its own too.
 	Moves            [Causes]int
 	Spurious, Undone int
 	// What the peer's frames met (docs/wire.md 8.1, 9): flows refused (accept backlog, flow

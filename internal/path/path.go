@@ -407,6 +407,14 @@ func (p *Path) Fill(s *status.Path) {
 	}
 }
 
+// Deadline is how long a probe may stay unanswered now before the path is declared dead of
+// silence (while the peer is heard on another path).
+func (p *Path) Deadline() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.deadlineLocked()
+}
+
 // deadlineLocked is how long a probe may stay unanswered.
 func (p *Path) deadlineLocked() time.Duration {
 	e := &p.mu.est

@@ -254,6 +254,15 @@ func (r *Router) judgeStallLocked(p Path, now time.Time) {
 	r.c.Log.Debug("rendr: stall move spurious", "path", p.Name(), "answered after", at.Sub(st.stallAt))
 }
 
+// SpuriousDeathLocked counts the death of p's predecessor as spurious: declared dead of
+// silence, its path carried a new carrier again within the deadline it had been given (dialing
+// side). It was slow, not dead. The count is the stall's: the session's and this path's.
+func (r *Router) SpuriousDeathLocked(p Path) {
+	p.Standing().Spurious++
+	r.spurious++
+	r.c.Log.Debug("rendr: death by silence spurious", "path", p.Name())
+}
+
 // stallJudgedLocked closes a stall's case: a spurious one widens the gap between stall moves,
 // a real one narrows it.
 func (r *Router) stallJudgedLocked(st *Standing, spurious bool, now time.Time) {
