@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rendr-go/rendr"
@@ -108,6 +107,10 @@ func runStability(c *config) []result {
 	for _, load := range []string{"quiet", "cpu_hogs", "peer_stopped"} {
 		c.logf("stability: %s, %d flows, %v", load, stabFlows, d)
 		dial, peer, err := stabilityRun(c, load, d)
+		if errors.Is(err, errors.ErrUnsupported) {
+			out = append(out, result{Scenario: "stability", Metric: load + "_moves_per_min", Skipped: err.Error()})
+			continue
+		}
 		if err != nil {
 			out = append(out, failure("stability", fmt.Errorf("%s: %w", load, err)))
 			continue
@@ -151,9 +154,9 @@ func stabilityRun(c *config, load string, d time.Duration) (dial, peer stabRepor
 	if err := cmd.Start(); err != nil {
 		return dial, peer, err
 	}
-	defer atExit(func() { cmd.Process.Signal(syscall.SIGCONT); cmd.Process.Kill() })()
+	defer atExit(func() { resumeProcess(cmd.Process); cmd.Process.Kill() })()
 	defer func() {
-		cmd.Process.Signal(syscall.SIGCONT)
+		resumeProcess(cmd.Process)
 		stdin.Close()
 		cmd.Wait()
 	}()
@@ -269,6 +272,10 @@ func startLoad(load string, peer *os.Process, exe string) (stop func(), err erro
 			hog.Wait()
 		}()
 	case "peer_stopped":
+		if err := stopProcess(peer); err != nil {
+			return nil, err
+		}
+		resumeProcess(peer)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -278,9 +285,9 @@ func startLoad(load string, peer *os.Process, exe string) (stop func(), err erro
 					return
 				case <-time.After(stabStopGap):
 				}
-				peer.Signal(syscall.SIGSTOP)
+				stopProcess(peer)
 				time.Sleep(stabStopFor)
-				peer.Signal(syscall.SIGCONT)
+				resumeProcess(peer)
 			}
 		}()
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -41,3 +42,9 @@ func lowatControl(_, _ string, rc syscall.RawConn) error {
 	}
 	return serr
 }
+
+// stopProcess stops p (SIGSTOP) until resumeProcess continues it.
+func stopProcess(p *os.Process) error { return p.Signal(syscall.SIGSTOP) }
+
+// resumeProcess continues p after stopProcess (SIGCONT); a process not stopped carries on.
+func resumeProcess(p *os.Process) error { return p.Signal(syscall.SIGCONT) }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -31,3 +32,12 @@ func setNice(int) error {
 func lowatControl(_, _ string, _ syscall.RawConn) error {
 	return fmt.Errorf("TCP_NOTSENT_LOWAT: %w", errors.ErrUnsupported)
 }
+
+// stopProcess fails: Windows has no SIGSTOP, and the stability scenario's stopped peer is
+// skipped there.
+func stopProcess(*os.Process) error {
+	return fmt.Errorf("stopping a process: %w", errors.ErrUnsupported)
+}
+
+// resumeProcess does nothing: no process is stopped on Windows.
+func resumeProcess(*os.Process) error { return nil }
