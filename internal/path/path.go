@@ -452,13 +452,12 @@ func (p *Path) probe() {
 		return
 	}
 	if !p.mu.pingAt.IsZero() {
-		if d := p.deadlineLocked(); now.Sub(p.silentSinceLocked()) >= d {
+		if d, since := p.deadlineLocked(), p.silentSinceLocked(); now.Sub(since) >= d {
 			if late := deadline.Overslept(p.mu.probeDue, now, d); late > 0 {
 				p.armProbeLocked(now, min(late, d))
 				p.mu.Unlock()
 				return
 			}
-			since := p.silentSinceLocked()
 			p.mu.Unlock()
 			if j, ok := p.h.(SilenceJudge); ok && now.Sub(since) < max(d, p.cfg.DeadCeil) && !j.HeardElsewhere(p, since) {
 				p.mu.Lock()

@@ -128,11 +128,7 @@ func (r *Router) evidenceLocked(p Path, since, now time.Time, fallback time.Dura
 	st := p.Standing()
 	if st.pendAt.IsZero() || st.pendAt.Before(since) {
 		st.pendAt, st.heardAt = now, time.Time{}
-		for _, o := range r.paths {
-			if o != p && o.Standing().State != status.Down {
-				o.ProbeNow()
-			}
-		}
+		r.probeOthersLocked(p)
 		return fallback
 	}
 	if st.heardAt.IsZero() {
@@ -181,12 +177,18 @@ func (r *Router) HeardElsewhere(id uint32, since time.Time) bool {
 	if p == nil || r.heardElsewhereLocked(p, since) {
 		return true
 	}
+	r.probeOthersLocked(p)
+	return false
+}
+
+// probeOthersLocked probes every attached path but p, so that whether the peer can be heard
+// elsewhere is known within a round trip.
+func (r *Router) probeOthersLocked(p Path) {
 	for _, o := range r.paths {
 		if o != p {
 			o.ProbeNow()
 		}
 	}
-	return false
 }
 
 // refreshSuspectsLocked judges the stall of each suspect path once it answers, returns a
@@ -247,8 +249,7 @@ func (r *Router) judgeStallLocked(p Path, now time.Time) {
 	}
 	r.stallJudgedLocked(st, true, now)
 	st.State, st.Since, st.undo = status.Up, now, true
-	st.Spurious++
-	r.spurious++
+	r.countSpuriousLocked(st)
 	st.widen.up(now)
 	r.dirty.Store(true)
 	r.c.Log.Debug("rendr: stall move spurious", "path", p.Name(), "answered after", at.Sub(st.stallAt))
@@ -258,9 +259,14 @@ func (r *Router) judgeStallLocked(p Path, now time.Time) {
 // silence, its path carried a new carrier again within the deadline it had been given (dialing
 // side). It was slow, not dead. The count is the stall's: the session's and this path's.
 func (r *Router) SpuriousDeathLocked(p Path) {
-	p.Standing().Spurious++
-	r.spurious++
+	r.countSpuriousLocked(p.Standing())
 	r.c.Log.Debug("rendr: death by silence spurious", "path", p.Name())
+}
+
+// countSpuriousLocked counts a spurious stall or death on the path's and the session's counts.
+func (r *Router) countSpuriousLocked(st *Standing) {
+	st.Spurious++
+	r.spurious++
 }
 
 // stallJudgedLocked closes a stall's case: a spurious one widens the gap between stall moves,
@@ -299,9 +305,9 @@ func (r *Router) PeerData(p Path) bool {
 	}
 	cur := (*set)[0]
 	q := p.Quality()
-	grace := max(2*q.SRTT+4*q.RTTVar, 50*time.Millisecond)
+	seen := max(2*q.SRTT+4*q.RTTVar, 50*time.Millisecond) // for the peer to see our last move
 	now := time.Now()
-	if now.UnixNano()-r.movedAt.Load() < int64(grace) {
+	if now.UnixNano()-r.movedAt.Load() < int64(seen) {
 		return false // the peer has not seen our move yet: its data on the old path is in flight
 	}
 	r.c.Lock.Lock()
