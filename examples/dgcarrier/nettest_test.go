@@ -9,6 +9,7 @@ import (
 	"golang.org/x/net/nettest"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 )
 
 // TestNettestOverDatagrams runs the net.Conn conformance suite on a rendr flow whose one path
@@ -38,14 +39,8 @@ func TestNettestOverDatagrams(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		c, err := d.DialContext(ctx)
+		c, s, err := testkit.OpenFlow(ctx, d, ln)
 		if err != nil {
-			closeAll()
-			return nil, nil, nil, err
-		}
-		s, err := ln.AcceptContext(ctx)
-		if err != nil {
-			c.Close()
 			closeAll()
 			return nil, nil, nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/nettest"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
 )
 
 // TestNettestOverWebSocket runs the net.Conn conformance suite on a rendr flow whose one path
@@ -54,14 +55,8 @@ func TestNettestOverWebSocket(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		c, err := d.DialContext(ctx)
+		c, s, err := testkit.OpenFlow(ctx, d, ln)
 		if err != nil {
-			closeAll()
-			return nil, nil, nil, err
-		}
-		s, err := ln.AcceptContext(ctx)
-		if err != nil {
-			c.Close()
 			closeAll()
 			return nil, nil, nil, err
 		}

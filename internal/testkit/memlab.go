@@ -159,14 +159,9 @@ func (lb *MemLab) Open() (dc, lc *rendr.Conn) {
 	lb.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dc, err := lb.D.DialContext(ctx)
+	dc, lc, err := OpenFlow(ctx, lb.D, lb.LN)
 	if err != nil {
-		lb.T.Fatalf("DialContext: %v", err)
-	}
-	lc, err = lb.LN.AcceptContext(ctx)
-	if err != nil {
-		dc.Close()
-		lb.T.Fatalf("AcceptContext: %v", err)
+		lb.T.Fatal(err)
 	}
 	return dc, lc
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -607,20 +608,31 @@ func DialAccept(t testing.TB, d *rendr.Dialer, ln *rendr.Listener) (*rendr.Conn,
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c1, err := d.DialContext(ctx)
+	c1, c2, err := OpenFlow(ctx, d, ln)
 	if err != nil {
-		t.Fatalf("dial: %v", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { c1.Close() })
-	c2, err := ln.AcceptContext(ctx)
-	if err != nil {
-		t.Fatalf("accept: %v (dialer: %s)", err, Describe(d.Status()))
-	}
 	t.Cleanup(func() { c2.Close() })
 	if c1.FlowID() != c2.FlowID() {
 		t.Fatalf("dialed flow %d, accepted flow %d", c1.FlowID(), c2.FlowID())
 	}
 	return c1, c2
+}
+
+// OpenFlow dials a flow on d and accepts it on ln within ctx. On an error nothing is left
+// open, and the error says which half failed.
+func OpenFlow(ctx context.Context, d *rendr.Dialer, ln *rendr.Listener) (dc, lc *rendr.Conn, err error) {
+	dc, err = d.DialContext(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial: %w", err)
+	}
+	lc, err = ln.AcceptContext(ctx)
+	if err != nil {
+		dc.Close()
+		return nil, nil, fmt.Errorf("accept: %w (dialer: %s)", err, Describe(d.Status()))
+	}
+	return dc, lc, nil
 }
 
 // RawDial opens a plain TCP connection, for speaking to a source without rendr.
