@@ -481,7 +481,7 @@ func (l *link) Tier() int    { return l.tier }
 func (l *link) Joined() bool { return l.joined.Load() }
 func (l *link) Quality() router.Quality {
 	q := l.p.Quality()
-	return router.Quality{SRTT: q.SRTT, RTTVar: q.RTTVar, Loss: q.Loss, Samples: q.Samples}
+	return router.Quality{SRTT: q.SRTT, RTTVar: q.RTTVar, Recent: q.Recent, Loss: q.Loss, Samples: q.Samples}
 }
 func (l *link) Heard() time.Time               { return l.p.Heard() }
 func (l *link) ProbeNow() time.Time            { return l.p.ProbeNow() }

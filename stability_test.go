@@ -44,9 +44,10 @@ func onlyFirstMoves(t *testing.T, side string, st status.Session) {
 
 // TestSynctestPausedPeerMovesNothing: every link of the session holds everything for 200ms
 // and then delivers it at once, ten times, then for 700ms (past the paths' 400ms silence
-// deadline) three times, while twenty flows move data both ways: to each side, the peer
-// stopped and resumed. Nothing moves and no path dies, on either side, and every byte
-// arrives.
+// deadline) three times, half a second apart, while twenty flows move data both ways: to
+// each side, the peer stopped and resumed. Nothing moves and no path dies, on either side,
+// and every byte arrives. (The busy path's probes span most pauses and the idle one's few:
+// a policy that compared smoothed round trips would leave the busy path.)
 func TestSynctestPausedPeerMovesNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		lb := stTwoLinks(t)
@@ -56,7 +57,7 @@ func TestSynctestPausedPeerMovesNothing(t *testing.T) {
 			for _, p := range lb.Paths {
 				p.Live().Hold(until)
 			}
-			time.Sleep(d + time.Second)
+			time.Sleep(d + 500*time.Millisecond)
 		}
 		for range 10 {
 			pause(200 * time.Millisecond)
@@ -175,6 +176,28 @@ func TestSynctestSpuriousDeathCounted(t *testing.T) {
 		if st := lb.Status(); st.Spurious != 1 {
 			t.Errorf("after a cut path came back: session spurious %d, want still 1: %s", st.Spurious, testkit.Describe(st))
 		}
+		for i, s := range streams {
+			s.check(t, fmt.Sprint("stream ", i), time.Minute)
+		}
+	})
+}
+
+// TestSynctestBusyPathKept: two equal links of 4 MiB/s with a 4ms round trip, and ten flows
+// moving 1.6 MiB/s each way in bursts of 160 KiB every 100ms: the active link's queue holds up
+// to 40ms of data most of the time, so its probes often wait behind it, while the idle link's
+// never do. Traffic stays on the path it started on: the queue would follow it to the other.
+func TestSynctestBusyPathKept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		busy := stGoodLink
+		busy.Rate = 4 << 20
+		lb := testkit.NewMemLab(t, rendr.Options{},
+			testkit.LinkSpec{Name: "a", AB: busy, BA: busy},
+			testkit.LinkSpec{Name: "b", AB: busy, BA: busy})
+		streams := stSteadyFlows(lb, 10, 12*time.Second)
+		time.Sleep(10 * time.Second)
+		st := lb.Status()
+		t.Logf("after 10s of 1.6 MiB/s each way on one of two 4 MiB/s paths: %s", testkit.Describe(st))
+		onlyFirstMoves(t, "dialer", st)
 		for i, s := range streams {
 			s.check(t, fmt.Sprint("stream ", i), time.Minute)
 		}

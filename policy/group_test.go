@@ -49,7 +49,7 @@ func choose(n *policy.Node, at time.Time, w world) chosen {
 }
 
 func suspect(rtt time.Duration) policy.Candidate {
-	return policy.Candidate{State: status.Suspect, SRTT: rtt, Samples: 5}
+	return policy.Candidate{State: status.Suspect, RTT: rtt, Samples: 5}
 }
 
 func TestGroupMembers(t *testing.T) {
@@ -155,7 +155,7 @@ func TestGroupNested(t *testing.T) {
 	}
 	// The candidate of a group is its best child's, so a Selector over groups can score them.
 	c, _, _ := root.Choose(t0.Add(time.Second), all.look)
-	if c.C.SRTT != 5*time.Millisecond || c.C.State != status.Up {
+	if c.C.RTT != 5*time.Millisecond || c.C.State != status.Up {
 		t.Fatalf("group candidate %+v, want the best child's (5ms, Up)", c.C)
 	}
 	if got := len(c.Leaves(nil)); got != 3 {

@@ -21,7 +21,8 @@
 //  5. Otherwise a candidate replaces the current child only when its score has been better by
 //     the Hysteresis margin for Dwell without interruption (no flapping on noisy estimates).
 //
-// Score (lower is better): (srtt + 2*rttvar) * (1 + 4*loss), with paths not yet measured
+// Score (lower is better): rtt * (1 + 4*loss), where rtt is the least round trip of the last
+// second or two (Candidate.RTT), with paths not yet measured
 // scored as if their round trip were 1 second, so a measured path wins.
 package policy
 
@@ -34,11 +35,15 @@ import (
 
 // Candidate is a live path as the policy sees it.
 type Candidate struct {
-	ID           uint32
-	State        status.PathState // Up or Suspect
-	SRTT, RTTVar time.Duration
-	Loss         float64
-	Samples      int
+	ID    uint32
+	State status.PathState // Up or Suspect
+	// RTT is the least round trip of the last second or two, not the smoothed one: the queue
+	// of a path's own traffic and a pause of either host raise the smoothed round trip of
+	// the busy path for seconds, and a policy that read it would leave the path for
+	// carrying the traffic.
+	RTT     time.Duration
+	Loss    float64
+	Samples int
 	// Undo: the path was routed around for a stall that proved spurious. A Selector that
 	// left it for that stall goes back to it at once if it is of a preferred tier, or better
 	// by the Hysteresis margin.
@@ -47,7 +52,7 @@ type Candidate struct {
 
 // Score is the candidate's score; lower is better.
 func (c Candidate) Score() time.Duration {
-	rtt := c.SRTT + 2*c.RTTVar
+	rtt := c.RTT
 	if c.Samples == 0 {
 		rtt = time.Second
 	}

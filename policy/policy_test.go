@@ -17,7 +17,7 @@ func (w world) look(n *policy.Node) (policy.Candidate, bool) {
 }
 
 func up(rtt time.Duration) policy.Candidate {
-	return policy.Candidate{State: status.Up, SRTT: rtt, Samples: 5}
+	return policy.Candidate{State: status.Up, RTT: rtt, Samples: 5}
 }
 
 func leaf(name string, tier int) *policy.Node {
@@ -62,17 +62,16 @@ func TestScore(t *testing.T) {
 		want time.Duration
 	}{
 		{policy.Candidate{}, time.Second}, // never measured
-		{policy.Candidate{SRTT: 5 * time.Millisecond}, time.Second},
-		{policy.Candidate{SRTT: 10 * time.Millisecond, Samples: 1}, 10 * time.Millisecond},
-		{policy.Candidate{SRTT: 10 * time.Millisecond, RTTVar: 5 * time.Millisecond, Samples: 1}, 20 * time.Millisecond},
-		{policy.Candidate{SRTT: 10 * time.Millisecond, RTTVar: 5 * time.Millisecond, Loss: 0.25, Samples: 1}, 40 * time.Millisecond},
+		{policy.Candidate{RTT: 5 * time.Millisecond}, time.Second},
+		{policy.Candidate{RTT: 10 * time.Millisecond, Samples: 1}, 10 * time.Millisecond},
+		{policy.Candidate{RTT: 10 * time.Millisecond, Loss: 0.25, Samples: 1}, 20 * time.Millisecond},
 	} {
 		if got := tc.c.Score(); got != tc.want {
 			t.Errorf("Score(%+v) = %v, want %v", tc.c, got, tc.want)
 		}
 	}
 	// A measured path beats an unmeasured one even when it is slow.
-	if slow := (policy.Candidate{SRTT: 500 * time.Millisecond, Samples: 1}); slow.Score() >= (policy.Candidate{}).Score() {
+	if slow := (policy.Candidate{RTT: 500 * time.Millisecond, Samples: 1}); slow.Score() >= (policy.Candidate{}).Score() {
 		t.Error("a measured 500ms path does not beat an unmeasured one")
 	}
 }
@@ -285,7 +284,7 @@ func TestSelectorNested(t *testing.T) {
 func TestLeafPick(t *testing.T) {
 	l := leaf("solo", 0)
 	n, c, ok, _, _ := pickOf(l, time.Now(), world{"solo": up(time.Millisecond)}.look)
-	if !ok || n != l || c.SRTT != time.Millisecond {
+	if !ok || n != l || c.RTT != time.Millisecond {
 		t.Fatalf("leaf Pick = %v %+v %v", n, c, ok)
 	}
 	if _, _, ok, _, _ := pickOf(l, time.Now(), world{}.look); ok {

@@ -229,7 +229,7 @@ func (k *pkState) spaceLocked(p *Path) int {
 
 // probeAnsweredLocked times nothing: a packet path measures every acknowledged packet
 // instead, and its PING may have been sent again, so the answer would time the wrong copy.
-func (k *pkState) probeAnsweredLocked(*Path, time.Duration) {}
+func (k *pkState) probeAnsweredLocked(*Path, time.Time, time.Duration) {}
 
 // ptoLocked is the probe timeout before doubling (RFC 9002, 6.2.1).
 func (p *Path) ptoLocked() time.Duration {
@@ -528,7 +528,7 @@ func (p *Path) onAck(f *wire.Frame) error {
 			if e := &p.mu.est; e.samples > 0 && rtt-delay >= e.minRTT {
 				rtt -= delay
 			}
-			p.mu.est.sample(rtt, false)
+			p.mu.est.sample(now, rtt, false)
 			if srtt := p.mu.est.srtt; srtt > 0 && float64(k.inflight+newest.size) >= k.cc.cwnd/2 {
 				// The rate a Bond reads: what the window lets through per round trip, once
 				// the window was what limited the path. Before that it stays unknown (0), so

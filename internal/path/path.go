@@ -207,7 +207,7 @@ type carrierMode interface {
 	// stopLocked stops what the mode runs besides its goroutines, as the path closes.
 	stopLocked(p *Path)
 	// probeAnsweredLocked takes the round trip of the probe just answered.
-	probeAnsweredLocked(p *Path, rtt time.Duration)
+	probeAnsweredLocked(p *Path, now time.Time, rtt time.Duration)
 	// hold is Hold for a path with a HoldBudget.
 	hold(h *HoldBudget) Pin
 	// maxRecord is MaxRecord.
@@ -353,8 +353,10 @@ func (p *Path) Cause() error {
 // Quality is the path's current estimate. srtt is zero until the first probe is answered.
 type Quality struct {
 	SRTT, RTTVar, MinRTT time.Duration
-	Loss                 float64
-	Samples              int
+	// Recent is the least round trip of the last second or two (see estimator).
+	Recent  time.Duration
+	Loss    float64
+	Samples int
 	// ProbeAge is how long the outstanding probe has waited (zero when none is).
 	ProbeAge time.Duration
 }
@@ -363,7 +365,7 @@ type Quality struct {
 func (p *Path) Quality() Quality {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	q := Quality{SRTT: p.mu.est.srtt, RTTVar: p.mu.est.rttvar, MinRTT: p.mu.est.minRTT, Loss: p.mu.est.loss, Samples: p.mu.est.samples}
+	q := Quality{SRTT: p.mu.est.srtt, RTTVar: p.mu.est.rttvar, MinRTT: p.mu.est.minRTT, Recent: p.mu.est.recent(), Loss: p.mu.est.loss, Samples: p.mu.est.samples}
 	if !p.mu.pingAt.IsZero() {
 		q.ProbeAge = time.Since(p.mu.pingAt)
 	}
@@ -553,7 +555,7 @@ func (p *Path) measure(seq uint64) bool {
 	if p.mu.pingAt.IsZero() || seq != p.mu.pingSeq {
 		return false // an answer to a probe we gave up on; it proves nothing about the current one
 	}
-	p.mode().probeAnsweredLocked(p, now.Sub(p.mu.pingAt))
+	p.mode().probeAnsweredLocked(p, now, now.Sub(p.mu.pingAt))
 	p.mu.answeredSent, p.mu.answeredAt = p.mu.pingAt, now
 	p.mu.pingAt = time.Time{}
 	p.mu.nextPing = now.Add(p.interval(now))

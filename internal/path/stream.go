@@ -68,9 +68,9 @@ func (s *streamState) stopLocked(*Path) {
 
 // probeAnsweredLocked feeds the estimator: probes are the only round trips a stream path
 // times, and one answered later than the estimate allows counts toward loss.
-func (s *streamState) probeAnsweredLocked(p *Path, rtt time.Duration) {
+func (s *streamState) probeAnsweredLocked(p *Path, now time.Time, rtt time.Duration) {
 	late := p.mu.est.samples > 0 && rtt > 2*p.mu.est.srtt+4*p.mu.est.rttvar
-	p.mu.est.sample(rtt, late)
+	p.mu.est.sample(now, rtt, late)
 }
 
 // maxRecord is 0: any record the engine builds fits the stream.

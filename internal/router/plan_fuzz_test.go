@@ -29,6 +29,12 @@ type fake struct {
 	clock                    *time.Time // the rig's virtual time, once attached
 }
 
+// answer has the fake answer its outstanding probe (one sent 1ms before, when none is) at
+// at, after rtt, and hear the peer then.
+func (f *fake) answer(at time.Time, rtt time.Duration) {
+	f.answeredSent, f.answeredAt, f.heard, f.probeAt = at.Add(-rtt), at, at, time.Time{}
+}
+
 func newFake(id uint32, name string, st status.PathState) *fake {
 	f := &fake{id: id, name: name, joined: true, rs: Standing{State: st}}
 	f.one = flow.Route{Mode: flow.ModeLink}

@@ -75,6 +75,7 @@ type Path interface {
 // them, and how many probes it has answered.
 type Quality struct {
 	SRTT, RTTVar time.Duration
+	Recent       time.Duration // the least round trip of the last second or two
 	Loss         float64
 	Samples      int
 }
@@ -112,15 +113,19 @@ type Router struct {
 	paths      map[uint32]Path // attached: routable
 	graph      *policy.Node    // dialing side: the part of the policy graph that carries traffic
 	controlled bool            // dialing side: the graph was changed since the last route change
-	active     []Path          // paths carrying traffic now
-	rt         *flow.Route     // the route they form
-	routeAt    time.Time
-	scratch    []Path          // the paths of the route being evaluated, reused
-	planSeq    uint64          // dialing side: ROUTE frames sent; listening side: the newest taken
-	planSent   []byte          // dialing side: the plan of the last ROUTE frame
-	planBuf    []byte          // dialing side: scratch for the plan, so an unchanged one costs nothing
-	plan       *wire.RouteNode // listening side: the peer's newest plan
-	moves      [status.Causes]int
+	// Listening side: the route was a guess, made before the peer had ever sent a flow frame
+	// or a plan (spoke); the first route the peer's word gives is still its first choice,
+	// not a move.
+	guess, spoke bool
+	active       []Path      // paths carrying traffic now
+	rt           *flow.Route // the route they form
+	routeAt      time.Time
+	scratch      []Path          // the paths of the route being evaluated, reused
+	planSeq      uint64          // dialing side: ROUTE frames sent; listening side: the newest taken
+	planSent     []byte          // dialing side: the plan of the last ROUTE frame
+	planBuf      []byte          // dialing side: scratch for the plan, so an unchanged one costs nothing
+	plan         *wire.RouteNode // listening side: the peer's newest plan
+	moves        [status.Causes]int
 	// Stall moves (stall.go): the last one, the doublings of the least time between two,
 	// and how many proved spurious and were moved back.
 	lastStall        time.Time
@@ -236,6 +241,12 @@ func (r *Router) RouteLocked(now time.Time) (rt *flow.Route, routeFrame []byte, 
 	}
 	r.rt = rt
 	ev = r.movedLocked(next, why, now)
+	if !r.c.Dialer {
+		// Until the peer says where it sends, the route is the best path by score; the
+		// peer may well pick another.
+		r.spoke = r.spoke || r.plan != nil || r.lastPeer.Load() != nil
+		r.guess = !r.spoke && (r.guess || ev != nil)
+	}
 	r.scratch = next[:0] // movedLocked keeps a copy when the route moved
 	r.controlled = false // a graph change that moved nothing at once is not the cause of later moves
 	for _, p := range r.paths {
@@ -267,7 +278,7 @@ func (r *Router) candidateOf(n *policy.Node) (policy.Candidate, bool) {
 func candidate(p Path) policy.Candidate {
 	q := p.Quality()
 	st := p.Standing()
-	return policy.Candidate{ID: p.ID(), State: st.State, SRTT: q.SRTT, RTTVar: q.RTTVar, Loss: q.Loss, Samples: q.Samples, Undo: st.undo}
+	return policy.Candidate{ID: p.ID(), State: st.State, RTT: q.Recent, Loss: q.Loss, Samples: q.Samples, Undo: st.undo}
 }
 
 // routeOf turns a policy choice, in one walk, into the engine's route and the plan a ROUTE
@@ -381,7 +392,7 @@ func (r *Router) movedLocked(next []Path, why status.Cause, now time.Time) *stat
 		why = status.CauseUndo
 		joined[undone].Standing().Undone++
 		r.undone++
-	case len(cur) == 0:
+	case len(cur) == 0 || r.guess:
 		why = status.CauseFirst
 	case len(left) > 0 && left[0].Standing().State == status.Down:
 		why = status.CauseDeath

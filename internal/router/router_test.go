@@ -76,7 +76,7 @@ func (g *rig) lastMove() status.Migration {
 }
 
 func healthy(f *fake) *fake {
-	f.q = Quality{SRTT: 10 * time.Millisecond, RTTVar: time.Millisecond, Samples: 5}
+	f.q = Quality{SRTT: 10 * time.Millisecond, RTTVar: time.Millisecond, Recent: 9 * time.Millisecond, Samples: 5}
 	return f
 }
 
@@ -153,7 +153,7 @@ func TestSelectorFailsOverAndBack(t *testing.T) {
 func TestListenerFollowsPeer(t *testing.T) {
 	g := newRig(t, false)
 	a, b := healthy(newFake(1, "a", status.Connecting)), healthy(newFake(2, "b", status.Connecting))
-	b.q.SRTT = 50 * time.Millisecond
+	b.q.SRTT, b.q.Recent = 50*time.Millisecond, 49*time.Millisecond
 	g.attach(a)
 	g.attach(b)
 	g.r.PeerSent(b)
@@ -214,3 +214,31 @@ func TestPeerDataSuspectsRoute(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestListenerGuessIsNotAMove: a listening side that must send before the peer has sent a
+// flow frame guesses the best path by score; when the peer's first frames come on another
+// path, following it is still the first choice, not a move. Later changes are moves.
+func TestListenerGuessIsNotAMove(t *testing.T) {
+	g := newRig(t, false)
+	a, b := healthy(newFake(1, "a", status.Connecting)), healthy(newFake(2, "b", status.Connecting))
+	b.q.Recent = 20 * time.Millisecond
+	g.attach(a)
+	g.attach(b)
+	if got := g.route(0); got[0] != "a" || g.lastMove().Cause != status.CauseFirst {
+		t.Fatalf("route %v (%+v), want the guess a", got, g.moves)
+	}
+	g.r.PeerSent(b)
+	if got := g.route(0); got[0] != "b" || g.lastMove().Cause != status.CauseFirst {
+		t.Fatalf("route %v (%+v), want b, the peer's first choice", got, g.lastMove())
+	}
+	g.r.PeerSent(a)
+	if got := g.route(0); got[0] != "a" || g.lastMove().Cause != status.CausePeer {
+		t.Fatalf("route %v (%+v), want a, following the peer", got, g.lastMove())
+	}
+	g.mu.Lock()
+	c := g.r.CountsLocked()
+	g.mu.Unlock()
+	if c.Moves[status.CauseFirst] != 2 || c.Moves[status.CausePeer] != 1 {
+		t.Fatalf("moves by cause %v, want 2 first and 1 peer", c.Moves)
+	}
+}

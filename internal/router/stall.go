@@ -8,9 +8,11 @@ package router
 // Only a path's own silence counts against it. When every path goes quiet at once, the peer
 // or this host stopped (a stopped process, a stalled VM, a long pause), and moving traffic
 // would gain nothing: so a silence becomes a stall only once another path of the session has
-// been heard since the verdict (each is probed for it), and the silent path has stayed silent
-// a moment longer, since a peer that resumes sends on every path at once and the answers of
-// one may come a little behind another's. A path that is heard while its data waits for
+// answered a probe since the verdict (each is probed for it) within its usual round trip, and
+// the silent path has stayed silent a moment longer, since a peer that resumes sends on every
+// path at once and the answers of one may come a little behind another's. An answer far later
+// than its path's round trip says the peer had stopped and just resumed: the verdict starts
+// again. A path that is heard while its data waits for
 // acknowledgement is slow (a queue filling), not silent, and keeps its traffic.
 //
 // A move can still prove spurious, as a TCP retransmission timeout can (Eifel, RFC 3522;
@@ -120,8 +122,8 @@ func (r *Router) otherUpLocked(p Path) bool {
 }
 
 // evidenceLocked is how long to wait before p's silence since since may be held against it
-// (zero: now). It waits for another path to be heard after the verdict, probing each the
-// first time, and then for a grace of p's own round trip, in which p's answers may still
+// (zero: now). It waits for another path to answer a probe promptly after the verdict,
+// probing each the first time, and then for a grace of p's own round trip, in which p's answers may still
 // come; p must have stayed silent all along. Without another path heard, or with p heard, it
 // waits for fallback, or for a probe answer to make the engine ask again sooner.
 func (r *Router) evidenceLocked(p Path, since, now time.Time, fallback time.Duration) time.Duration {
@@ -132,7 +134,15 @@ func (r *Router) evidenceLocked(p Path, since, now time.Time, fallback time.Dura
 		return fallback
 	}
 	if st.heardAt.IsZero() {
-		if !r.heardElsewhereLocked(p, st.pendAt) {
+		prompt, late := r.answeredElsewhereLocked(p, st.pendAt)
+		if late && !prompt {
+			// Another path answered, but far later than its round trip: the peer (or this
+			// host) had stopped, and has just resumed. Its answers on p may come a while
+			// behind, as the backlog of the pause drains: judge afresh from here.
+			st.pendAt = time.Time{}
+			return fallback
+		}
+		if !prompt {
 			return fallback
 		}
 		st.heardAt = now
@@ -149,6 +159,34 @@ func (r *Router) evidenceLocked(p Path, since, now time.Time, fallback time.Dura
 	st.pendAt = time.Time{}
 	return 0
 }
+
+// answeredElsewhereLocked reports whether a path other than p answered a probe after t within
+// its usual round trip (prompt), and whether one answered after t only later than that (late).
+// Only a prompt answer shows the peer was running while p was silent: records that merely
+// arrive after t may have waited out a pause of the peer in its queues, and come on every path
+// at once when it resumes.
+func (r *Router) answeredElsewhereLocked(p Path, t time.Time) (prompt, late bool) {
+	for _, o := range r.paths {
+		if o == p {
+			continue
+		}
+		sent, at := o.Answered()
+		if !at.After(t) {
+			continue
+		}
+		q := o.Quality()
+		if at.Sub(sent) <= max(2*q.SRTT+4*q.RTTVar, promptFloor) {
+			prompt = true
+		} else {
+			late = true
+		}
+	}
+	return prompt, late
+}
+
+// promptFloor is the least round trip a probe answer may take and still count as prompt: this
+// host's scheduling alone can delay an answer by several milliseconds.
+const promptFloor = 25 * time.Millisecond
 
 // grace is how long a path may lag behind another in answering when the peer resumes: its
 // round trip and variation, and 2ms for this host's scheduling.

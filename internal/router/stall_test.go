@@ -26,7 +26,7 @@ func twoPaths(t *testing.T, first, second string, backupTier bool) (*rig, *fake,
 }
 
 // heardAfterVerdict gives the engine's verdict on a (no progress for 50ms, against a 40ms
-// timeout), has b heard 1ms later, and returns the verdict's start and the Router's answer
+// timeout), has b answer the probe it sent then 1ms later, and returns the verdict's start and the Router's answer
 // once b is heard.
 func (g *rig) heardAfterVerdict(a, b *fake) (since time.Time, acted bool, wait time.Duration) {
 	g.t.Helper()
@@ -36,7 +36,7 @@ func (g *rig) heardAfterVerdict(a, b *fake) (since time.Time, acted bool, wait t
 		g.t.Fatal("the verdict acted before another path was heard")
 	}
 	g.now = g.now.Add(time.Millisecond)
-	b.heard = g.now
+	b.answer(g.now, time.Millisecond)
 	acted, wait = g.stalled(a, since, 40*time.Millisecond)
 	return since, acted, wait
 }
@@ -55,9 +55,10 @@ func (g *rig) stallOff(a, b *fake) {
 }
 
 // TestStallNeedsEvidence: a stall verdict moves traffic only when another path is Up to take
-// it, and the peer has been heard on another path since the verdict (each is probed for it),
-// and the stalled path stayed silent for a grace after that. However long every path is
-// silent, nothing moves: the peer or this host stopped, not the path.
+// it, and another path has answered a probe within its round trip since the verdict (each is
+// probed for it), and the stalled path stayed silent for a grace after that. However long
+// every path is silent, nothing moves: the peer or this host stopped, not the path; and an
+// answer far later than its round trip says the peer just resumed, which moves nothing either.
 func TestStallNeedsEvidence(t *testing.T) {
 	g := newRig(t, true)
 	a, b := g.selector("a", "b", false)
@@ -84,9 +85,20 @@ func TestStallNeedsEvidence(t *testing.T) {
 	if a.rs.State != status.Up || b.probes != 1 || len(g.moves) != 1 {
 		t.Fatalf("after 2 s of silence everywhere: a %v, b probed %d times, %d moves", a.rs.State, b.probes, len(g.moves))
 	}
-	// b answers; a stays silent through the grace: a stall.
+	// b answers, far later than its round trip: the peer had stopped. The verdict starts
+	// again, with a new probe.
 	g.now = g.now.Add(time.Millisecond)
-	b.heard = g.now
+	b.answer(g.now, 2*time.Second)
+	if acted, retry := g.stalled(a, since, 40*time.Millisecond); acted || retry <= 0 || a.rs.State != status.Up {
+		t.Fatalf("b answered late: acted %v, retry %v, a %v; want no move", acted, retry, a.rs.State)
+	}
+	g.now = g.now.Add(time.Millisecond)
+	if acted, retry := g.stalled(a, since, 40*time.Millisecond); acted || retry <= 0 || b.probes != 2 {
+		t.Fatalf("the next verdict: acted %v, retry %v, b probed %d times; want b probed again", acted, retry, b.probes)
+	}
+	// b answers within its round trip; a stays silent through the grace: a stall.
+	g.now = g.now.Add(time.Millisecond)
+	b.answer(g.now, time.Millisecond)
 	acted, wait := g.stalled(a, since, 40*time.Millisecond)
 	if acted || wait != grace(a) {
 		t.Fatalf("b heard: acted %v, wait %v; want the grace %v", acted, wait, grace(a))
@@ -270,7 +282,8 @@ func TestGroupSilenceNeedsEvidence(t *testing.T) {
 		b.silence += 100 * time.Millisecond
 		b.heard = g.now.Add(-b.silence)
 	}
-	b.silence, b.heard = 0, g.now.Add(time.Millisecond)
+	b.silence = 0
+	b.answer(g.now.Add(time.Millisecond), time.Millisecond)
 	if got := g.route(30 * time.Millisecond); len(got) != 2 {
 		t.Fatalf("b just heard: route %v, want a kept through the grace", got)
 	}
