@@ -411,62 +411,6 @@ func testPacketFlowOverQUIC(t *testing.T, secure, hide bool) {
 	}
 }
 
-// ipv4 builds an IPv4 packet header with a transport header carrying the ports.
-func ipv4(src, dst [4]byte, proto byte, sport, dport uint16) []byte {
-	p := make([]byte, 28)
-	p[0] = 0x45
-	p[9] = proto
-	copy(p[12:], src[:])
-	copy(p[16:], dst[:])
-	binary.BigEndian.PutUint16(p[20:], sport)
-	binary.BigEndian.PutUint16(p[22:], dport)
-	return p
-}
-
-func ipv6(src, dst byte, proto byte, sport, dport uint16) []byte {
-	p := make([]byte, 48)
-	p[0] = 0x60
-	p[6] = proto
-	p[8+15], p[24+15] = src, dst
-	binary.BigEndian.PutUint16(p[40:], sport)
-	binary.BigEndian.PutUint16(p[42:], dport)
-	return p
-}
-
-func TestFlowHashIP(t *testing.T) {
-	a, b := [4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}
-	out := rendr.FlowHashIP(ipv4(a, b, 6, 40000, 443))
-	if back := rendr.FlowHashIP(ipv4(b, a, 6, 443, 40000)); back != out {
-		t.Fatal("the two directions of one TCP connection hash differently")
-	}
-	if again := rendr.FlowHashIP(ipv4(a, b, 6, 40000, 443)); again != out {
-		t.Fatal("the same packet hashes differently")
-	}
-	distinct := map[uint64]bool{out: true}
-	for _, p := range [][]byte{
-		ipv4(a, b, 6, 40001, 443),  // another port
-		ipv4(a, b, 17, 40000, 443), // UDP
-		ipv4(a, [4]byte{10, 0, 0, 3}, 6, 40000, 443),
-		ipv6(1, 2, 6, 40000, 443),
-		ipv6(1, 2, 17, 40000, 443),
-	} {
-		distinct[rendr.FlowHashIP(p)] = true
-	}
-	if len(distinct) != 6 {
-		t.Fatalf("%d distinct hashes for 6 distinct 5-tuples", len(distinct))
-	}
-	if rendr.FlowHashIP(ipv6(1, 2, 6, 40000, 443)) != rendr.FlowHashIP(ipv6(2, 1, 6, 443, 40000)) {
-		t.Fatal("IPv6: the two directions hash differently")
-	}
-	for _, bad := range [][]byte{nil, {0x45}, {0x60, 0}, {0x10, 0, 0, 0}} {
-		rendr.FlowHashIP(bad) // short or not IP: no panic
-	}
-	pkt := ipv4(a, b, 6, 1, 2)
-	if n := testing.AllocsPerRun(100, func() { rendr.FlowHashIP(pkt) }); n != 0 {
-		t.Fatalf("%v allocations per hash", n)
-	}
-}
-
 // TestSynctestFlowHashPins: over a Bond, a packet flow with SetFlowHash sends every datagram
 // of one hash on one path; without it, the Bond spreads them over both paths when one cannot
 // carry them alone.

@@ -3,9 +3,7 @@
 package rendr
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -74,7 +72,7 @@ func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // SetFlowHash pins datagrams to paths: over a Bond, datagrams for which hash returns the same
 // value always take the same path (the value modulo the paths carrying traffic), as ECMP keeps
 // one connection on one link, so an inner TCP connection of a VPN is not reordered across
-// paths. FlowHashIP hashes an IP packet's 5-tuple. Nil turns pinning off. A Race still sends
+// paths. l3.FlowHash hashes an IP packet's 5-tuple. Nil turns pinning off. A Race still sends
 // every datagram on every path; when the paths carrying traffic change, hashes map anew.
 func (c *PacketConn) SetFlowHash(hash func(datagram []byte) uint64) {
 	if hash == nil {
@@ -82,65 +80,6 @@ func (c *PacketConn) SetFlowHash(hash func(datagram []byte) uint64) {
 		return
 	}
 	c.hash.Store(&hash)
-}
-
-// FlowHashIP hashes the 5-tuple of an IPv4 or IPv6 packet (addresses, protocol and, for TCP,
-// UDP, UDP-Lite and SCTP, ports), for SetFlowHash. Both directions of a connection hash the
-// same. Anything else (a fragment after the first, a short packet, not IP) hashes by what it
-// has: the addresses and protocol, or 0.
-//
-// It belongs with the L3 identity (a package of its own, with the TUN ingress), and moves
-// there when that lands; it stays here, exported, until then, so that a program pinning an
-// IP tunnel's flows has it now.
-func FlowHashIP(p []byte) uint64 {
-	if len(p) < 1 {
-		return 0
-	}
-	var src, dst []byte
-	var proto byte
-	var l4 []byte
-	switch p[0] >> 4 {
-	case 4:
-		ihl := int(p[0]&0x0f) * 4
-		if len(p) < 20 || ihl < 20 || len(p) < ihl {
-			return 0
-		}
-		proto, src, dst = p[9], p[12:16], p[16:20]
-		if fragOff := binary.BigEndian.Uint16(p[6:8]) & 0x1fff; fragOff == 0 {
-			l4 = p[ihl:]
-		}
-	case 6:
-		if len(p) < 40 {
-			return 0
-		}
-		proto, src, dst, l4 = p[6], p[8:24], p[24:40], p[40:] // extension headers: addresses only
-	default:
-		return 0
-	}
-	var sport, dport uint16
-	switch proto {
-	case 6, 17, 136, 132: // TCP, UDP, UDP-Lite, SCTP
-		if len(l4) >= 4 {
-			sport, dport = binary.BigEndian.Uint16(l4), binary.BigEndian.Uint16(l4[2:])
-		}
-	}
-	// Order the two ends so that both directions hash alike.
-	if bytes.Compare(src, dst) > 0 || (bytes.Equal(src, dst) && sport > dport) {
-		src, dst, sport, dport = dst, src, dport, sport
-	}
-	// FNV-1a, inline: hash/fnv's Hash64 would allocate on every datagram.
-	h := uint64(14695981039346656037)
-	mix := func(b byte) { h = (h ^ uint64(b)) * 1099511628211 }
-	for _, b := range src {
-		mix(b)
-	}
-	for _, b := range dst {
-		mix(b)
-	}
-	for _, b := range [...]byte{proto, byte(sport >> 8), byte(sport), byte(dport >> 8), byte(dport)} {
-		mix(b)
-	}
-	return h
 }
 
 // Read is ReadFrom without the address.
