@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr/internal/flow"
+	"github.com/rendr-go/rendr/l3"
 	"github.com/rendr-go/rendr/status"
 )
 
@@ -20,17 +21,19 @@ type Conn struct {
 }
 
 // flowEnd is what a Conn and a PacketConn share: the flow, its session, the addresses of its
-// two ends, and deadlines.
+// two ends, the L3 identity it carries, and deadlines.
 type flowEnd struct {
 	s           *session
 	st          *flow.Stream
 	local, peer Addr
+	id          l3.Identity
 }
 
 func newFlowEnd(s *session, st *flow.Stream) flowEnd {
 	return flowEnd{s: s, st: st,
 		local: Addr{Key: PublicKey(s.c.key.Public), Flow: st.ID()},
-		peer:  Addr{Key: s.peerKey, Flow: st.ID()}}
+		peer:  Addr{Key: s.peerKey, Flow: st.ID()},
+		id:    identityOf(st)}
 }
 
 func (c *flowEnd) LocalAddr() net.Addr  { return c.local }

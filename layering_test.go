@@ -21,6 +21,7 @@ func TestLayering(t *testing.T) {
 		{"./internal/router", []string{mod + "transport", mod + "internal/path", "github.com/flynn/noise"}},
 		{"./policy", []string{mod + "internal/flow", mod + "internal/path", mod + "transport"}},
 		{"./status", []string{mod}},
+		{"./l3", []string{mod}},
 		{"./transport/...", []string{mod + "internal/flow", mod + "internal/path", mod + "policy", mod + "internal/router", "github.com/rendr-go/rendr"}},
 	}
 	for _, r := range rules {

@@ -47,6 +47,12 @@ type ListenConfig struct {
 	// ErrLimit; a flow, with ErrReset; a window that does not fit stays as it is. Zero means
 	// 2 GiB, and an eighth of MaxMemory. The README lists what each thing reserves.
 	MaxMemory, MaxMemoryPerPeer int64
+	// AcceptIdentities takes flows that carry an L3 identity (Dialer.DialIdentity); the
+	// accepted Conn or PacketConn reports it (Identity). Without it such flows are turned
+	// down when they arrive: the dialing side reads and writes ErrRejected, the session's
+	// status counts them (Rejected), and the session goes on. An identity that is not
+	// in its canonical encoding is turned down the same way.
+	AcceptIdentities bool
 	Options
 }
 
@@ -131,6 +137,9 @@ func Listen(cfg ListenConfig, sources ...net.Listener) (*Listener, error) {
 		lim:   cfg.limits(),
 	}
 	l.guard.LoadRate, l.guard.LoadBurst = cfg.HandshakeRate, 2*cfg.HandshakeRate
+	if cfg.AcceptIdentities {
+		l.c.engine.CheckMeta = checkIdentity
+	}
 	for _, p := range cfg.Peers {
 		l.peers[p] = true
 	}

@@ -48,6 +48,9 @@ var (
 	ErrReset = flow.ErrReset
 	// ErrStopped: the peer closed its reading direction; what is written is not delivered.
 	ErrStopped = flow.ErrStopped
+	// ErrRejected: the listener turned the flow down after it arrived: it carries an L3
+	// identity, and the listener takes none (ListenConfig.AcceptIdentities) or not this one.
+	ErrRejected = flow.ErrRejected
 	// ErrWriteClosed: Write after CloseWrite.
 	ErrWriteClosed = flow.ErrWriteClosed
 	// ErrTooManyFlows: the session's flow limit is reached.

@@ -410,6 +410,7 @@ func (s *session) snapshot() status.Session {
 	es := s.engine.Stats()
 	out.Flows = es.Flows
 	out.Refused, out.Violations, out.OpenOverflow, out.BudgetDenied = es.Refused, es.Violations, es.OpenOverflow, es.BudgetDenied
+	out.Rejected = es.Rejected
 	return out
 }
 

@@ -105,6 +105,9 @@ type Session struct {
 	// among them frames that named a flow id too far ahead, and flows or window growth the
 	// listener's memory budget refused.
 	Refused, Violations, OpenOverflow, BudgetDenied uint64
+	// Rejected counts flows turned down for the L3 identity they carry (the listener takes
+	// none, or it was not in its canonical encoding).
+	Rejected uint64
 }
 
 // Cause says why traffic moved.

@@ -246,7 +246,7 @@ func runFlowIDsTarget(profDir string) {
 		fail(fmt.Errorf("raw peer: %w", err))
 	}
 	// One ordinary flow first, so that the session is in use.
-	if err := raw.send(wire.AppendData(wire.AppendOpen(nil, 1, wire.KindStream), 1, 0, false, []byte("hello"))); err != nil {
+	if err := raw.send(wire.AppendData(wire.AppendOpen(nil, 1, wire.KindStream, nil), 1, 0, false, []byte("hello"))); err != nil {
 		fail(err)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -273,7 +273,7 @@ func runFlowIDsTarget(profDir string) {
 				if i > 0 || j > 0 {
 					id = rng.Uint64N(flowIDsMaxID/2)*2 + 1 // odd: a stream id
 				}
-				b = wire.AppendOpen(b, id, wire.KindStream)
+				b = wire.AppendOpen(b, id, wire.KindStream, nil)
 				b = wire.AppendData(b, id, 0, false, []byte("x"))
 			}
 			if err := raw.send(b); err != nil {

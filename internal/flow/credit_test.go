@@ -110,7 +110,11 @@ func TestConcurrentReadsLoseWakeup(t *testing.T) {
 		data := func(off uint64, p string) wire.Frame {
 			return wire.Frame{Type: wire.TypeData, Flow: 1, Offset: off, Payload: []byte(p)}
 		}
-		f := data(0, "a")
+		f := wire.Frame{Type: wire.TypeOpen, Flow: 1}
+		if err := r.b.Handle(&f); err != nil {
+			t.Fatal(err)
+		}
+		f = data(0, "a")
 		if err := r.b.Handle(&f); err != nil {
 			t.Fatal(err)
 		}

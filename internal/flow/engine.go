@@ -26,8 +26,10 @@
 package flow
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -103,8 +105,13 @@ type Config struct {
 	InitialSessionWindow, MaxSessionWindow int
 	// MaxFlows bounds the flows open at once in the session; zero means 65536.
 	MaxFlows int
-	// Backlog bounds flows waiting in Accept; zero means 1024. Beyond it, new flows are refused.
+	// Backlog bounds flows waiting in Accept (and for their OPEN); zero means 1024. Beyond it,
+	// new flows are refused.
 	Backlog int
+	// CheckMeta decides whether the listening side takes a flow whose OPEN carries metadata
+	// (an L3 identity): a non-nil error turns it down with CodeRejected. Nil turns every such
+	// flow down. It is called with the engine's lock held, so it must not call the engine.
+	CheckMeta func(meta []byte) error
 	// StallFloor and StallCeil clamp the stall timeout 2*srtt+4*rttvar; zero means 40ms and 1s.
 	StallFloor, StallCeil time.Duration
 	// Budget, when set, is charged FlowCost for each flow the peer opens (one that does not
@@ -217,6 +224,8 @@ type Engine struct {
 		ctrl                       []byte              // stateless replies for flows that no longer exist
 		refused                    map[uint64]struct{} // refused flows the peer has not yet confirmed
 		refusedFlows               uint64              // flows ever refused
+		rejectedFlows              uint64              // flows turned down for their metadata
+		unopened                   [2]int              // by kind: flows taken whose OPEN has not come yet
 		openOverflow               uint64              // frames that would open more flows at once than there is room for
 		violations                 uint64              // frames that broke a rule (HandleFrom's errors)
 		ackLater                   []*Stream           // streams with a delayed ACK (ackLater), due at ackAt
@@ -265,10 +274,23 @@ func (e *Engine) Kick() {
 
 // Open starts a new flow (dialer side). It costs no round trip: the OPEN frame goes out with
 // the flow's first bytes, and the peer's initial windows are known in advance.
-func (e *Engine) Open() (*Stream, error) { return e.open(wire.KindStream) }
+func (e *Engine) Open() (*Stream, error) { return e.open(wire.KindStream, nil) }
+
+// OpenMeta starts a new stream flow, or packet flow when packet is true, whose OPEN carries
+// meta (at most wire.MaxMeta bytes; nil for none) to the listening side, and again after
+// every rewind until the peer confirms it.
+func (e *Engine) OpenMeta(packet bool, meta []byte) (*Stream, error) {
+	if len(meta) > wire.MaxMeta {
+		return nil, fmt.Errorf("rendr: %d bytes of flow metadata, at most %d", len(meta), wire.MaxMeta)
+	}
+	if packet {
+		return e.open(wire.KindPacket, meta)
+	}
+	return e.open(wire.KindStream, meta)
+}
 
 // open starts a new flow of a kind (dialer side).
-func (e *Engine) open(kind uint8) (*Stream, error) {
+func (e *Engine) open(kind uint8, meta []byte) (*Stream, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.err != nil {
@@ -286,6 +308,9 @@ func (e *Engine) open(kind uint8) (*Stream, error) {
 	s := e.newStreamLocked(e.nextIDLocked(kind))
 	if kind == wire.KindPacket {
 		s.pk = newPacketState()
+	}
+	if len(meta) > 0 {
+		s.meta = bytes.Clone(meta)
 	}
 	s.openPending = true
 	s.opening = true
@@ -477,6 +502,8 @@ type Stats struct {
 	// full; BudgetHeld is what the engine holds of it now.
 	BudgetDenied uint64
 	BudgetHeld   int64
+	// Rejected counts flows turned down for their metadata (Config.CheckMeta).
+	Rejected uint64
 }
 
 // Stats returns the counters.
@@ -487,7 +514,7 @@ func (e *Engine) Stats() Stats {
 		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Reordered: e.mu.reordered, Resends: e.mu.resends,
 		LostResent: e.mu.lostResent, Busy: e.mu.outstanding, Refused: e.mu.refusedFlows,
 		RefusedPending: len(e.mu.refused), OpenOverflow: e.mu.openOverflow, Violations: e.mu.violations,
-		BudgetDenied: e.mu.budgetDenied, BudgetHeld: e.mu.budgetHeld}
+		BudgetDenied: e.mu.budgetDenied, BudgetHeld: e.mu.budgetHeld, Rejected: e.mu.rejectedFlows}
 }
 
 // Drained reports whether everything written has been acknowledged and nothing is left to

@@ -21,6 +21,9 @@ var (
 	ErrReset = errors.New("rendr: flow reset by peer")
 	// ErrStopped: the peer will read no more (it closed the flow); writes cannot be delivered.
 	ErrStopped = errors.New("rendr: flow stopped by peer")
+	// ErrRejected: the listening side turned the flow down after it arrived: its metadata
+	// (the L3 identity) was not accepted, or where it was to go refused it.
+	ErrRejected = errors.New("rendr: flow rejected by peer")
 	// ErrTooManyFlows: the session's flow limit is reached.
 	ErrTooManyFlows = errors.New("rendr: too many flows")
 	// ErrOpening: MaxOpening flows wait for the peer to answer their OPEN; WaitOpening waits
@@ -51,4 +54,8 @@ const (
 	CodeClosed  = 0 // the application closed the flow
 	CodeRefused = 1 // the listener refused the flow (accept backlog full, or closing)
 	CodeUnknown = 2 // the flow does not exist (any more)
+	// CodeRejected: the listening side turned the flow down after taking it (Reject): its
+	// metadata was not accepted, or its destination refused it. Unlike CodeRefused, the
+	// bytes the flow sent were counted as any closed flow's are.
+	CodeRejected = 3
 )

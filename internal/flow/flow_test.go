@@ -472,14 +472,29 @@ func TestEngineStatelessReplies(t *testing.T) {
 	})
 }
 
+// TestEngineImplicitOpen: stream 5's first frame arrives before 1 and 3 ever did: all three
+// exist, in order (stream ids are odd; even ones are packet flows, opened separately), and
+// hold what they receive. Accept has each once its OPEN is here, in the order of the ids.
 func TestEngineImplicitOpen(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, Config{}, Config{})
-		// Stream 5's first frame arrives before 1 and 3 ever did: all three exist, in order
-		// (stream ids are odd; even ones are packet flows, opened separately).
 		f := wire.Frame{Type: wire.TypeData, Flow: 5, Payload: []byte("three")}
 		if err := r.b.Handle(&f); err != nil {
 			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if s, err := r.b.Accept(ctx); err == nil {
+			t.Fatalf("flow %d accepted before any OPEN", s.ID())
+		}
+		cancel()
+		if st := r.b.Stats(); st.Flows != 3 {
+			t.Fatalf("%d flows, want 3", st.Flows)
+		}
+		for _, id := range []uint64{3, 5, 1} {
+			f := wire.Frame{Type: wire.TypeOpen, Flow: id}
+			if err := r.b.Handle(&f); err != nil {
+				t.Fatal(err)
+			}
 		}
 		var ss []*Stream
 		for want := uint64(1); want <= 5; want += 2 {

@@ -2,6 +2,7 @@ package flow
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,13 @@ var fuzzConfig = Config{
 	MaxSessionWindow:     256 << 10,
 	MaxFlows:             8,
 	Backlog:              4,
+	// Metadata whose first byte is even is taken, odd turned down.
+	CheckMeta: func(m []byte) error {
+		if m[0]%2 == 1 {
+			return errors.New("odd")
+		}
+		return nil
+	},
 }
 
 func fuzzRun(t *testing.T, mode byte, in []byte) {
@@ -164,7 +172,11 @@ func (x *fuzzState) open(kind uint8) {
 	if len(x.local) >= 16 {
 		return
 	}
-	if s, err := x.e.open(kind); err == nil {
+	var meta []byte
+	if kind&2 != 0 {
+		meta = []byte{kind >> 2, 1, 2, 3}
+	}
+	if s, err := x.e.open(kind&1, meta); err == nil {
 		x.local = append(x.local, s)
 	}
 }
@@ -197,7 +209,7 @@ func (x *fuzzState) action(seq uint64) {
 		x.send()
 	case 1:
 		if x.e.cfg.Dialer {
-			x.open(uint8(arg % 2))
+			x.open(uint8(arg % 16)) // bit 0 the kind, bit 1 with metadata, bit 2 odd
 			return
 		}
 		for _, kind := range []uint8{wire.KindStream, wire.KindPacket} {
@@ -227,9 +239,13 @@ func (x *fuzzState) action(seq uint64) {
 			s.Close()
 		}
 	case 4:
-		if s != nil && arg%2 == 0 {
+		switch {
+		case s == nil:
+		case arg%4 == 3:
+			s.Reject(CodeRejected)
+		case arg%2 == 0:
 			s.CloseRead()
-		} else if s != nil {
+		default:
 			s.CloseWrite()
 		}
 	case 5:
@@ -468,14 +484,14 @@ func fuzzSeeds() [][]byte {
 	for _, mode := range []byte{0, 2, 4, 6} {
 		// A listener's ordinary flows: open, data, a gap filled later, FIN, reads.
 		out = append(out, seed(mode, func(b []byte) []byte {
-			b = wire.AppendOpen(b, 1, wire.KindStream)
+			b = wire.AppendOpen(b, 1, wire.KindStream, nil)
 			b = wire.AppendData(b, 1, 0, false, p[:100])
 			b = wire.AppendData(b, 1, 200, false, p[:100])
 			b = wire.AppendData(b, 1, 100, false, p[:100])
 			b = act(b, 1, 0)
 			b = act(b, 2, 500)
 			b = wire.AppendData(b, 1, 300, true, p[:50])
-			b = wire.AppendOpen(b, 2, wire.KindPacket)
+			b = wire.AppendOpen(b, 2, wire.KindPacket, nil)
 			b = wire.AppendDatagram(b, 2, 1, p[:40])
 			b = wire.AppendDatagram(b, 2, 1, p[:40])
 			b = act(b, 1, 0)
@@ -488,15 +504,33 @@ func fuzzSeeds() [][]byte {
 			b = act(b, 3, 0)
 			return act(b, 0, 0)
 		}))
+		// Metadata: taken, turned down, data before its OPEN, the OPEN again with the same
+		// metadata and with other metadata (a protocol error), and a flow rejected after
+		// it was accepted.
+		out = append(out, seed(mode, func(b []byte) []byte {
+			b = wire.AppendOpen(b, 1, wire.KindStream, []byte{2, 9})
+			b = wire.AppendOpen(b, 2, wire.KindPacket, []byte{1})
+			b = wire.AppendData(b, 3, 0, false, p[:10])
+			b = wire.AppendDatagram(b, 4, 1, p[:10])
+			b = act(b, 1, 0)
+			b = wire.AppendOpen(b, 3, wire.KindStream, []byte{4})
+			b = wire.AppendOpen(b, 4, wire.KindPacket, []byte{5})
+			b = wire.AppendOpen(b, 3, wire.KindStream, []byte{4})
+			b = act(b, 1, 0)
+			b = act(b, 4, 3)
+			b = act(b, 7, 50)
+			b = wire.AppendOpen(b, 1, wire.KindStream, []byte{2, 8})
+			return act(b, 0, 0)
+		}))
 		// Ids far ahead, of both kinds, and id 0.
 		out = append(out, seed(mode, func(b []byte) []byte {
-			b = wire.AppendOpen(b, 4_000_001, wire.KindStream)
-			b = wire.AppendOpen(b, 1<<40, wire.KindPacket)
+			b = wire.AppendOpen(b, 4_000_001, wire.KindStream, nil)
+			b = wire.AppendOpen(b, 1<<40, wire.KindPacket, nil)
 			b = wire.AppendData(b, big, 0, true, nil)
 			b = wire.AppendReset(b, big-1, 0, 0)
 			b = wire.AppendDatagram(b, big-1, 1, p[:1])
-			b = wire.AppendOpen(b, 0, wire.KindStream)
-			b = wire.AppendOpen(b, 2*(4+maxRefused)-1, wire.KindStream)
+			b = wire.AppendOpen(b, 0, wire.KindStream, nil)
+			b = wire.AppendOpen(b, 2*(4+maxRefused)-1, wire.KindStream, nil)
 			b = wire.AppendData(b, 2*(4+maxRefused)+1, 0, false, p[:1])
 			b = wire.AppendAck(b, 9, 0, 0, wire.AckFin) // confirms a refusal: room for one more
 			b = wire.AppendData(b, 2*(4+maxRefused)+1, 0, false, p[:1])
@@ -538,7 +572,7 @@ func fuzzSeeds() [][]byte {
 			for i := uint64(0); i < 500; i++ {
 				b = wire.AppendData(b, 1, 2+2*i, false, p[:1])
 			}
-			b = wire.AppendOpen(b, 2*(4+maxRefused)-1, wire.KindStream)
+			b = wire.AppendOpen(b, 2*(4+maxRefused)-1, wire.KindStream, nil)
 			b = act(b, 0, 0)
 			b = act(b, 6, 1)
 			b = act(b, 0, 0)
@@ -570,7 +604,7 @@ func fuzzSeeds() [][]byte {
 			b = wire.AppendDatagram(b, 2, 7, p[:9])
 			b = wire.AppendReset(b, 2, 0, 0)
 			b = wire.AppendData(b, 5, 0, false, p[:1])
-			b = wire.AppendOpen(b, 3, wire.KindStream)
+			b = wire.AppendOpen(b, 3, wire.KindStream, nil)
 			b = act(b, 6, 0)
 			b = act(b, 7, 1000)
 			b = act(b, 3, 0)

@@ -185,7 +185,7 @@ func (r *dgRing) release() {
 }
 
 // OpenPacket starts a new packet flow (dialer side); no round trip.
-func (e *Engine) OpenPacket() (*Stream, error) { return e.open(wire.KindPacket) }
+func (e *Engine) OpenPacket() (*Stream, error) { return e.open(wire.KindPacket, nil) }
 
 // AcceptPacket waits for a packet flow the peer opened.
 func (e *Engine) AcceptPacket(ctx context.Context) (*Stream, error) {

@@ -168,13 +168,13 @@ func TestPacketDedupAndDrops(t *testing.T) {
 	})
 }
 
-// TestPacketImplicitOpen: datagrams whose OPEN was lost with a path still open the flow, and
-// the kinds of flows are told apart by their ids.
+// TestPacketImplicitOpen: datagrams whose OPEN was lost with a path still open the flow (Accept
+// has it once the OPEN sent again is here), and the kinds of flows are told apart by their ids.
 func TestPacketImplicitOpen(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, Config{}, Config{})
 		f := wire.Frame{Type: wire.TypeDatagram, Flow: 4, Seq: 1, Payload: []byte("x")}
-		r.deliver(r.b, []wire.Frame{f})
+		r.deliver(r.b, []wire.Frame{f, {Type: wire.TypeOpen, Flow: 4, Kind: wire.KindPacket}, {Type: wire.TypeOpen, Flow: 2, Kind: wire.KindPacket}})
 		for _, want := range []uint64{2, 4} {
 			if s := acceptPacket(t, r.b); s.ID() != want || !s.IsPacket() {
 				t.Fatalf("accepted %d (packet %v), want packet flow %d", s.ID(), s.IsPacket(), want)

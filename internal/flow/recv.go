@@ -13,7 +13,11 @@
 package flow
 
 import (
+	"bytes"
+	"cmp"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/rendr-go/rendr/internal/record"
@@ -77,6 +81,8 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 	// or refused it).
 	s.settleOpenLocked()
 	switch f.Type {
+	case wire.TypeOpen:
+		return s.openLocked(f)
 	case wire.TypeDatagram:
 		return s.datagramLocked(f)
 	case wire.TypeData, wire.TypeDataFin:
@@ -97,7 +103,7 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 			if e.mu.recvUsed+(f.Final-s.recvHigh) > e.mu.recvMax {
 				return fmt.Errorf("%w: flow %d: RESET final size %d beyond the session window", ErrFlowControl, s.id, f.Final)
 			}
-			s.resetRecv = true
+			s.resetRecv, s.resetCode = true, f.Code
 			if n := s.rbuf.len(); n > 0 {
 				s.rbuf.reset()
 				s.consumedLocked(uint64(n))
@@ -124,6 +130,9 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 	case wire.TypeStop:
 		if !s.finAcked && !s.resetSent && !s.resetPending {
 			s.sendErr = ErrStopped
+			if f.Code == CodeRejected {
+				s.sendErr = ErrRejected
+			}
 			if f.Code == CodeRefused {
 				s.sendErr = ErrReset
 				// The peer refused the flow without counting any of its bytes against the
@@ -193,13 +202,14 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	// it is touched, so a frame naming an id far ahead costs no more than the limits allow
 	// (the same ids arriving one by one would hit the same limit, 8.1).
 	n := (f.Flow-first)/2 + 1
-	room := uint64(max(min(e.cfg.MaxFlows-len(e.mu.flows), e.cfg.Backlog-len(e.mu.accept[kind])), 0))
+	waiting := len(e.mu.accept[kind]) + e.mu.unopened[kind]
+	room := uint64(max(min(e.cfg.MaxFlows-len(e.mu.flows), e.cfg.Backlog-waiting), 0))
 	if n > room+uint64(max(maxRefused-len(e.mu.refused), 0)) {
 		e.mu.openOverflow++
 		return nil, fmt.Errorf("rendr: flow %d opens %d flows at once; room for %d, and %d refused of %d", f.Flow, n, room, len(e.mu.refused), maxRefused)
 	}
 	for id := first; id <= f.Flow; id += 2 {
-		if len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept[kind]) >= e.cfg.Backlog {
+		if len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept[kind])+e.mu.unopened[kind] >= e.cfg.Backlog {
 			*hi = id
 			e.refuseLocked(id)
 			continue
@@ -225,12 +235,13 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 			s.pk = newPacketState()
 		}
 		s.openAcked = true
-		// Answer the OPEN even if no byte follows (within the ACK delay, with any bytes
-		// that do): the dialing side counts the flows whose OPEN has no answer yet
-		// (MaxOpening), and an idle flow must not hold its place.
+		// Answer even if no byte follows (within the ACK delay, with any bytes that do): the
+		// dialing side counts the flows whose OPEN has no answer yet (MaxOpening), and an
+		// idle flow must not hold its place. Accept has the flow once its OPEN is here
+		// (openLocked): the OPEN carries its metadata, and a flow's data, or a later flow's
+		// OPEN, may come first over another path.
 		s.scheduleAckLocked(true)
-		e.mu.accept[kind] = append(e.mu.accept[kind], s)
-		signal(e.mu.acceptSig[kind])
+		e.mu.unopened[kind]++
 	}
 	if s := e.mu.flows[f.Flow]; s != nil {
 		return s, nil
@@ -241,6 +252,49 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	e.statelessLocked(f)
 	return nil, nil
 }
+
+// openLocked takes a flow's OPEN (listening side). The first hands the flow to Accept, or
+// turns it down when its metadata is not accepted (Config.CheckMeta). One sent again after a
+// rewind is answered as well: every ACK of the flow now says AckOpen, so the dialing side
+// stops sending it.
+func (s *Stream) openLocked(f *wire.Frame) error {
+	e := s.e
+	kind := kindOf(s.id)
+	switch {
+	case e.cfg.Dialer:
+		return fmt.Errorf("rendr: OPEN for flow %d from the listening side", s.id)
+	case f.Kind != kind:
+		return fmt.Errorf("rendr: OPEN of kind %d for flow %d, whose id says kind %d", f.Kind, s.id, kind)
+	case s.openSeen && !bytes.Equal(f.Payload, s.meta):
+		return fmt.Errorf("rendr: flow %d opened again with other metadata", s.id)
+	}
+	s.scheduleAckLocked(true)
+	if s.openSeen {
+		return nil
+	}
+	s.openSeen = true
+	e.mu.unopened[kind]--
+	if len(f.Payload) > 0 {
+		s.meta = bytes.Clone(f.Payload) // the frame's bytes are the record's, reused
+		err := errNoMeta
+		if e.cfg.CheckMeta != nil {
+			err = e.cfg.CheckMeta(s.meta)
+		}
+		if err != nil {
+			e.mu.rejectedFlows++
+			s.rejectLocked(CodeRejected)
+			return nil
+		}
+	}
+	// In the order the dialing side opened them, whatever order their OPENs came in.
+	q := e.mu.accept[kind]
+	i, _ := slices.BinarySearchFunc(q, s.id, func(o *Stream, id uint64) int { return cmp.Compare(o.id, id) })
+	e.mu.accept[kind] = slices.Insert(q, i, s)
+	signal(e.mu.acceptSig[kind])
+	return nil
+}
+
+var errNoMeta = errors.New("rendr: this side takes no flow metadata")
 
 // maxRefused bounds refused flows awaiting the peer's confirmation. A peer that keeps opening
 // flows while this many are refused is broken or hostile: its path is closed. A frame that
@@ -412,7 +466,9 @@ func (s *Stream) ackLocked(f *wire.Frame) error {
 	if d > s.sendHigh {
 		return fmt.Errorf("rendr: flow %d: ACK of %d, only %d sent", s.id, d, s.sendHigh)
 	}
-	s.openAcked = true
+	if f.Flags&wire.AckOpen != 0 {
+		s.openAcked = true // the OPEN need not go again after a rewind
+	}
 	if d > s.sendBase {
 		n := d - s.sendBase
 		s.sbuf.discard(int(n))

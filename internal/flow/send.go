@@ -339,12 +339,12 @@ func (e *Engine) carriedLocked(r *record.Record, c record.Carried) {
 // emitLocked appends s's pending frames to r and reports whether s has more to send.
 func (s *Stream) emitLocked(r *record.Record, zc bool) bool {
 	e := s.e
-	const ctl = 1 + 8 + 8 + 8 + 1 // the largest control frame
-	if r.Room() < 4*ctl {
+	const ctl = 1 + 8 + 8 + 8 + 1 // the largest control frame but an OPEN with metadata
+	if r.Room() < 4*ctl+len(s.meta) {
 		return true
 	}
 	if s.openPending {
-		r.B = wire.AppendOpen(r.B, s.id, kindOf(s.id))
+		r.B = wire.AppendOpen(r.B, s.id, kindOf(s.id), s.meta)
 		s.openPending = false
 		e.carriedLocked(r, record.Carried{Kind: record.CarriedOpen, Flow: s.id})
 	}
@@ -356,18 +356,21 @@ func (s *Stream) emitLocked(r *record.Record, zc bool) bool {
 		if s.recvDone() {
 			flags = wire.AckFin
 		}
+		if s.openSeen {
+			flags |= wire.AckOpen
+		}
 		r.B = wire.AppendAck(r.B, s.id, s.recvNext, max(s.recvLimit, s.recvNext), flags)
 		s.ackPending, s.ackLater, s.ackedNext = false, false, s.recvNext
 		// Off and Fin let a lost final ACK go again after the flow is forgotten (Lost).
 		e.carriedLocked(r, record.Carried{Kind: record.CarriedAck, Flow: s.id, Off: s.recvNext, Fin: flags&wire.AckFin != 0})
 	}
 	if s.stopPending {
-		r.B = wire.AppendStop(r.B, s.id, CodeClosed)
+		r.B = wire.AppendStop(r.B, s.id, s.code)
 		s.stopPending, s.stopSent = false, true
 		e.carriedLocked(r, record.Carried{Kind: record.CarriedStop, Flow: s.id})
 	}
 	if s.resetPending {
-		r.B = wire.AppendReset(r.B, s.id, CodeClosed, s.sendHigh)
+		r.B = wire.AppendReset(r.B, s.id, s.code, s.sendHigh)
 		s.resetPending, s.resetSent = false, true
 		e.setOutstandingLocked(s)
 		e.carriedLocked(r, record.Carried{Kind: record.CarriedReset, Flow: s.id})

@@ -38,9 +38,13 @@ type Stream struct {
 
 	// Guarded by e.mu.
 	queued, removed, outstanding bool
-	openPending, openAcked       bool
-	charged                      bool // holds FlowCost of the engine's Config.Budget
-	opening                      bool // dialing side: counted in the engine's opening
+	openPending, openAcked       bool // dialing side: OPEN to send; the peer confirmed it (AckOpen)
+	openSeen                     bool // listening side: the OPEN arrived (its ACKs say AckOpen)
+	meta                         []byte
+	code                         uint64 // the code of this side's STOP and RESET
+	resetCode                    uint64 // the code of the peer's RESET, once resetRecv
+	charged                      bool   // holds FlowCost of the engine's Config.Budget
+	opening                      bool   // dialing side: counted in the engine's opening
 
 	sbuf                         buffer    // bytes from sendBase to the end of what was written
 	retx                         spans     // bytes below sendNext to send again: a lossy link lost them
@@ -193,6 +197,8 @@ func (s *Stream) readGateLocked() (dl <-chan struct{}, err error) {
 // at offset 0), or the session failed.
 func (s *Stream) readEndLocked() error {
 	switch {
+	case s.resetRecv && s.resetCode == CodeRejected:
+		return ErrRejected
 	case s.resetRecv:
 		return ErrReset
 	case s.finRecv && s.recvNext == s.finOffset:
@@ -421,6 +427,47 @@ func (s *Stream) Close() error {
 	signal(s.writeSig)
 	return nil
 }
+
+// Reject turns down a flow the peer opened, before or instead of using it: what it received is
+// dropped, the peer is asked to stop sending (STOP) and this side's direction is reset, both
+// with code, and later calls return ErrClosed. The peer reads and writes ErrRejected when code
+// is CodeRejected. Rejecting a closed flow does nothing.
+func (s *Stream) Reject(code uint64) {
+	s.e.mu.Lock()
+	s.rejectLocked(code)
+	s.e.mu.Unlock()
+	signal(s.readSig)
+	signal(s.writeSig)
+}
+
+func (s *Stream) rejectLocked(code uint64) {
+	e := s.e
+	if s.appClosed {
+		return
+	}
+	s.code = code
+	s.closeReadLocked()
+	if !s.finAcked && !s.resetSent && !s.resetPending && s.err == nil {
+		e.mu.sendBuffered -= s.sbuf.len()
+		s.sbuf.reset()
+		s.retx = s.retx[:0]
+		if s.pk != nil {
+			s.releaseSendLocked()
+		}
+		s.sendNext, s.sendBase = s.sendHigh, s.sendHigh
+		s.resetPending = true
+		e.readyLocked(s)
+	}
+	if s.sendErr == nil {
+		s.sendErr = ErrClosed
+	}
+	s.appClosed = true
+	e.maybeRemoveLocked(s)
+}
+
+// Meta is the flow's metadata: given to OpenMeta on the dialing side, carried by its OPEN to
+// the listening side (nil when none). The caller must not modify it.
+func (s *Stream) Meta() []byte { return s.meta }
 
 // SetReadDeadline sets the deadline for pending and future Reads.
 func (s *Stream) SetReadDeadline(t time.Time) error {

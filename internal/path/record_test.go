@@ -54,7 +54,7 @@ func sampleRecords() [][]byte {
 	big := wire.AppendData(nil, 1, 0, false, bytes.Repeat([]byte{0x55}, wire.MaxPlaintext-7))
 	return [][]byte{
 		wire.AppendPing(nil, 1),
-		wire.AppendAck(wire.AppendData(wire.AppendOpen(nil, 1, wire.KindStream), 1, 0, false, []byte("hello")), 1, 0, 1<<18, 0),
+		wire.AppendAck(wire.AppendData(wire.AppendOpen(nil, 1, wire.KindStream, nil), 1, 0, false, []byte("hello")), 1, 0, 1<<18, 0),
 		big, // exactly MaxPlaintext bytes of frames
 		wire.AppendClose(nil, 0),
 	}

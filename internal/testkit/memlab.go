@@ -121,6 +121,13 @@ func NewMemLab(t *testing.T, opts rendr.Options, specs ...LinkSpec) *MemLab {
 // opts.Logger is replaced by the lab's ErrorLog. Close runs in Cleanup.
 func NewMemLabGraph(t *testing.T, opts rendr.Options, root func(map[string]*rendr.Target) *rendr.Target, specs ...LinkSpec) *MemLab {
 	t.Helper()
+	return NewMemLabListen(t, opts, nil, root, specs...)
+}
+
+// NewMemLabListen is NewMemLabGraph with the listener's configuration edited by edit (its
+// keys, peers and options set already) before the listener starts.
+func NewMemLabListen(t *testing.T, opts rendr.Options, edit func(*rendr.ListenConfig), root func(map[string]*rendr.Target) *rendr.Target, specs ...LinkSpec) *MemLab {
+	t.Helper()
 	lb := &MemLab{T: t, Paths: map[string]*MemPath{}, Logs: &ErrorLog{}}
 	opts.Logger = slog.New(lb.Logs)
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
@@ -134,7 +141,11 @@ func NewMemLabGraph(t *testing.T, opts rendr.Options, root func(map[string]*rend
 		targets[s.Name] = rendr.Path(s.Name, p.dial, s.Opts...)
 	}
 	var err error
-	lb.LN, err = rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}, Options: opts}, srcs...)
+	lc := rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}, Options: opts}
+	if edit != nil {
+		edit(&lc)
+	}
+	lb.LN, err = rendr.Listen(lc, srcs...)
 	if err != nil {
 		t.Fatal(err)
 	}

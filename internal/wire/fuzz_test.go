@@ -25,8 +25,11 @@ func FuzzParse(f *testing.F) {
 	f.Add(all)
 	f.Add([]byte{byte(wire.TypePing), 0xc0, 0, 0, 0, 0, 0, 0, 0x25}) // non-minimal
 	f.Add(wire.AppendAck(nil, 1, 9, 3, 0))                           // limit < delivered
-	f.Add(wire.AppendAck(nil, 1, 0, 3, 2))                           // bad flags
-	f.Add(wire.AppendOpen(nil, 1, 7))                                // bad kind
+	f.Add(wire.AppendAck(nil, 1, 0, 3, 4))                           // bad flags
+	f.Add(wire.AppendAck(nil, 1, 0, 3, wire.AckOpen|wire.AckFin))    // both flags
+	f.Add(wire.AppendOpen(nil, 3, wire.KindStream, []byte{1, 6, 4})) // metadata
+	f.Add([]byte{byte(wire.TypeOpen), 1, wire.OpenMeta, 0})          // empty metadata
+	f.Add(wire.AppendOpen(nil, 1, 7, nil))                           // bad kind
 	f.Add([]byte{0x13})                                              // unknown type
 	f.Add([]byte{byte(wire.TypePathAck), 5, 0, 1, 2, 3, 0})          // a range below packet 0
 	f.Add([]byte{byte(wire.TypePathAckCE), 5, 0, 0, 0, 7})           // more marked than sent
@@ -89,7 +92,13 @@ func minimal(enc []byte) bool {
 	switch wire.Type(enc[0]) {
 	case wire.TypePing, wire.TypePong, wire.TypeMaxData, wire.TypeClose, wire.TypeRoute:
 		varint() // a ROUTE's plan has no varints
-	case wire.TypeOpen, wire.TypeStop:
+	case wire.TypeOpen:
+		varint()
+		if kind := enc[off]; kind&0x80 != 0 { // metadata: its length follows the Kind byte
+			off++
+			varint()
+		}
+	case wire.TypeStop:
 		varint()
 		varint()
 	case wire.TypeData, wire.TypeDataFin, wire.TypeReset, wire.TypeDatagram:

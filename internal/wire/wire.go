@@ -113,8 +113,21 @@ const (
 	KindPacket = 1 // a packet flow: datagrams (docs/wire.md 8.11)
 )
 
-// AckFin is set in an ACK's Flags when the receiver has seen the end of the stream.
-const AckFin = 0x01
+// OpenMeta is set in an OPEN's Kind byte when metadata follows: a varint length (1 to MaxMeta)
+// and that many bytes, the flow's L3 identity (docs/wire.md 8.12). Frame.Kind never has it;
+// the metadata is Frame.Payload.
+const OpenMeta = 0x80
+
+// MaxMeta is the most metadata an OPEN carries: room for an IPv6 identity and more.
+const MaxMeta = 64
+
+// ACK flags. AckFin: the receiver has seen the end of the stream. AckOpen: the receiver has the
+// flow's OPEN (the listening side sets it in every ACK of a flow whose OPEN it has), so the
+// dialing side stops sending the OPEN again.
+const (
+	AckFin  = 0x01
+	AckOpen = 0x02
+)
 
 // Errors returned by Parse. A decode error is a protocol violation: the path that carried the
 // record is closed, and nothing it carried after the last good frame is used.
@@ -134,9 +147,9 @@ type Frame struct {
 	Limit   uint64 // ACK: flow window end; MAX_DATA: session window end; PATH_ACK_CE: packets marked
 	Code    uint64 // RESET, STOP, CLOSE: error code
 	Final   uint64 // RESET: the final size, one past the highest offset ever sent
-	Kind    uint8  // OPEN
+	Kind    uint8  // OPEN, without OpenMeta
 	Flags   uint8  // ACK
-	Payload []byte // DATA, DATAGRAM; PATH_ACK: its ranges (AckRanges reads them); PADDING: the padding
+	Payload []byte // DATA, DATAGRAM; OPEN: its metadata; PATH_ACK: its ranges (AckRanges reads them); PADDING: the padding
 	MAC     [MACSize]byte
 }
 
@@ -203,9 +216,13 @@ func AppendPing(b []byte, seq uint64) []byte { return AppendVarint(append(b, byt
 // AppendPong appends a PONG frame.
 func AppendPong(b []byte, seq uint64) []byte { return AppendVarint(append(b, byte(TypePong)), seq) }
 
-// AppendOpen appends an OPEN frame.
-func AppendOpen(b []byte, flow uint64, kind uint8) []byte {
-	return append(AppendVarint(append(b, byte(TypeOpen)), flow), kind)
+// AppendOpen appends an OPEN frame, with meta when it is not empty (at most MaxMeta bytes).
+func AppendOpen(b []byte, flow uint64, kind uint8, meta []byte) []byte {
+	b = AppendVarint(append(b, byte(TypeOpen)), flow)
+	if len(meta) == 0 {
+		return append(b, kind)
+	}
+	return append(AppendVarint(append(b, kind|OpenMeta), uint64(len(meta))), meta...)
 }
 
 // AppendData appends a DATA (or DATA_FIN) frame carrying p at offset.
@@ -306,6 +323,14 @@ func Parse(b []byte) (f Frame, n int, err error) {
 	case TypeOpen:
 		f.Flow = r.varint()
 		f.Kind = r.byte()
+		if r.err == nil && f.Kind&OpenMeta != 0 {
+			f.Kind &^= OpenMeta
+			l := r.varint()
+			if r.err == nil && (l == 0 || l > MaxMeta) {
+				r.err = ErrMalformed
+			}
+			f.Payload = r.bytes(int(l))
+		}
 		if r.err == nil && f.Kind != KindStream && f.Kind != KindPacket {
 			r.err = ErrMalformed
 		}
@@ -322,7 +347,7 @@ func Parse(b []byte) (f Frame, n int, err error) {
 		f.Seq = r.varint()
 		f.Limit = r.varint()
 		f.Flags = r.byte()
-		if r.err == nil && (f.Flags&^AckFin != 0 || f.Limit < f.Seq) {
+		if r.err == nil && (f.Flags&^(AckFin|AckOpen) != 0 || f.Limit < f.Seq) {
 			r.err = ErrMalformed
 		}
 	case TypeMaxData:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/rendr-go/rendr/internal/wire"
+	"github.com/rendr-go/rendr/l3"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata from the tables in the tests")
@@ -65,6 +67,9 @@ var golden = []struct {
 	{"open.64", wire.Frame{Type: wire.TypeOpen, Flow: b1 + 1, Kind: wire.KindStream}},
 	{"open.packet", wire.Frame{Type: wire.TypeOpen, Flow: 2, Kind: wire.KindPacket}},
 	{"open.2^62-1", wire.Frame{Type: wire.TypeOpen, Flow: bM, Kind: wire.KindStream}},
+	{"open.meta.tcp4", wire.Frame{Type: wire.TypeOpen, Flow: 3, Kind: wire.KindStream, Payload: identity("tcp4")}},
+	{"open.meta.udp6", wire.Frame{Type: wire.TypeOpen, Flow: 4, Kind: wire.KindPacket, Payload: identity("udp6")}},
+	{"open.meta.max", wire.Frame{Type: wire.TypeOpen, Flow: bM, Kind: wire.KindPacket, Payload: bytes.Repeat([]byte{0x77}, wire.MaxMeta)}},
 	{"data.hello", wire.Frame{Type: wire.TypeData, Flow: 1, Offset: 0, Payload: []byte("hello")}},
 	{"data.empty", wire.Frame{Type: wire.TypeData, Flow: 1, Offset: 0}},
 	{"data.flow63.off16383", wire.Frame{Type: wire.TypeData, Flow: b1, Offset: b2, Payload: []byte{0x2a}}},
@@ -85,6 +90,8 @@ var golden = []struct {
 	{"data_fin.ends-at-2^62-1", wire.Frame{Type: wire.TypeDataFin, Flow: 1, Offset: bM - 3, Payload: []byte{7, 8, 9}}},
 	{"ack.initial", wire.Frame{Type: wire.TypeAck, Flow: 1, Seq: 0, Limit: 256 << 10}},
 	{"ack.fin", wire.Frame{Type: wire.TypeAck, Flow: 1, Seq: 5, Limit: 5, Flags: wire.AckFin}},
+	{"ack.open", wire.Frame{Type: wire.TypeAck, Flow: 1, Seq: 0, Limit: 256 << 10, Flags: wire.AckOpen}},
+	{"ack.open.fin", wire.Frame{Type: wire.TypeAck, Flow: 3, Seq: 9, Limit: 9, Flags: wire.AckFin | wire.AckOpen}},
 	{"ack.63.64", wire.Frame{Type: wire.TypeAck, Flow: b1, Seq: b1, Limit: b1 + 1}},
 	{"ack.16383.16384", wire.Frame{Type: wire.TypeAck, Flow: b2, Seq: b2, Limit: b2 + 1}},
 	{"ack.2^30-1.2^30", wire.Frame{Type: wire.TypeAck, Flow: b4, Seq: b4, Limit: b4 + 1}},
@@ -162,7 +169,7 @@ func encode(b []byte, f *wire.Frame) []byte {
 	case wire.TypePong:
 		return wire.AppendPong(b, f.Seq)
 	case wire.TypeOpen:
-		return wire.AppendOpen(b, f.Flow, f.Kind)
+		return wire.AppendOpen(b, f.Flow, f.Kind, f.Payload)
 	case wire.TypeData, wire.TypeDataFin:
 		return wire.AppendData(b, f.Flow, f.Offset, f.Fin(), f.Payload)
 	case wire.TypeAck:
@@ -266,6 +273,9 @@ func describe(f *wire.Frame) string {
 	case wire.TypePing, wire.TypePong:
 		return fmt.Sprintf("%v seq=%d", f.Type, f.Seq)
 	case wire.TypeOpen:
+		if len(f.Payload) > 0 {
+			return fmt.Sprintf("%v flow=%d kind=%d meta=%s", f.Type, f.Flow, f.Kind, packHex(f.Payload))
+		}
 		return fmt.Sprintf("%v flow=%d kind=%d", f.Type, f.Flow, f.Kind)
 	case wire.TypeData, wire.TypeDataFin:
 		p := packHex(f.Payload)
@@ -482,7 +492,7 @@ func TestParseUnknownType(t *testing.T) {
 }
 
 func TestParseAckBadFlags(t *testing.T) {
-	for fl := 2; fl < 256; fl++ {
+	for fl := 4; fl < 256; fl++ {
 		b := wire.AppendAck(nil, 1, 0, 10, uint8(fl))
 		checkErr(t, fmt.Sprintf("flags %#x", fl), b, wire.ErrMalformed)
 	}
@@ -515,9 +525,39 @@ func TestParseDataTooLong(t *testing.T) {
 }
 
 func TestParseOpenBadKind(t *testing.T) {
-	for k := 2; k < 256; k++ {
-		checkErr(t, fmt.Sprintf("kind %d", k), wire.AppendOpen(nil, 1, uint8(k)), wire.ErrMalformed)
+	for k := 2; k < wire.OpenMeta; k++ {
+		checkErr(t, fmt.Sprintf("kind %d", k), wire.AppendOpen(nil, 1, uint8(k), nil), wire.ErrMalformed)
+		checkErr(t, fmt.Sprintf("kind %d with metadata", k), wire.AppendOpen(nil, 1, uint8(k), []byte{1}), wire.ErrMalformed)
 	}
+}
+
+// TestParseOpenMeta: an OPEN's metadata is 1 to MaxMeta bytes; an empty one (the flag with
+// length 0: not the one encoding of "none"), a longer one, or one cut short is refused.
+func TestParseOpenMeta(t *testing.T) {
+	for _, n := range []int{1, wire.MaxMeta} {
+		b := wire.AppendOpen(nil, 5, wire.KindStream, bytes.Repeat([]byte{9}, n))
+		f, used, err := wire.Parse(b)
+		if err != nil || used != len(b) || len(f.Payload) != n || f.Kind != wire.KindStream {
+			t.Fatalf("%d bytes of metadata: %+v, %d of %d bytes, %v", n, f, used, len(b), err)
+		}
+	}
+	checkErr(t, "length 0", []byte{byte(wire.TypeOpen), 1, wire.OpenMeta, 0}, wire.ErrMalformed)
+	checkErr(t, "too long", wire.AppendOpen(nil, 1, wire.KindPacket, make([]byte, wire.MaxMeta+1)), wire.ErrMalformed)
+	short := wire.AppendOpen(nil, 1, wire.KindStream, make([]byte, 10))
+	checkErr(t, "cut short", short[:len(short)-1], wire.ErrTruncated)
+}
+
+// identity is the encoding of the l3 test vector of that name.
+func identity(name string) []byte {
+	ids := map[string]l3.Identity{
+		"tcp4": {Proto: l3.TCP, Src: netip.MustParseAddrPort("10.0.0.2:40000"), Dst: netip.MustParseAddrPort("192.0.2.1:443")},
+		"udp6": {Proto: l3.UDP, Src: netip.MustParseAddrPort("[2001:db8::2]:53535"), Dst: netip.MustParseAddrPort("[2001:db8:1::53]:53")},
+	}
+	b, err := ids[name].MarshalBinary()
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // TestParseNonMinimal pins that a peer's non-minimal varints are accepted, as in QUIC.

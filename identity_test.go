@@ -1,0 +1,167 @@
+package rendr_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
+	"github.com/rendr-go/rendr/l3"
+)
+
+var (
+	tcpID = l3.Identity{Proto: l3.TCP, Src: netip.MustParseAddrPort("10.0.0.2:40000"), Dst: netip.MustParseAddrPort("192.0.2.1:443")}
+	udpID = l3.Identity{Proto: l3.UDP, Src: netip.MustParseAddrPort("[2001:db8::2]:53535"), Dst: netip.MustParseAddrPort("[2001:db8:1::53]:53")}
+)
+
+// idLab is two in-memory paths under a Selector, whose listener takes identities when accept
+// is true.
+func idLab(t *testing.T, accept bool) *testkit.MemLab {
+	return testkit.NewMemLabListen(t, rendr.Options{}, func(lc *rendr.ListenConfig) { lc.AcceptIdentities = accept },
+		func(p map[string]*rendr.Target) *rendr.Target { return rendr.Selector("root", p["a"], p["b"]) },
+		testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink},
+		testkit.LinkSpec{Name: "b", AB: stGoodLink, BA: stGoodLink})
+}
+
+// TestSynctestIdentityCarried: a stream flow and a packet flow opened with an L3 identity
+// arrive with it, and report it on both sides; a flow opened without one reports none.
+func TestSynctestIdentityCarried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := idLab(t, true)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		dc, err := lb.D.DialIdentity(ctx, tcpID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dc.Close()
+		if _, err := dc.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		lc, err := lb.LN.AcceptContext(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lc.Close()
+		if dc.Identity() != tcpID || lc.Identity() != tcpID {
+			t.Fatalf("identities: dialing side %v, listening side %v; want %v", dc.Identity(), lc.Identity(), tcpID)
+		}
+		dp, err := lb.D.DialPacketIdentity(ctx, udpID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dp.Close()
+		if _, err := dp.Write([]byte("query")); err != nil {
+			t.Fatal(err)
+		}
+		lp, err := lb.LN.AcceptPacket(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lp.Close()
+		buf := make([]byte, 64)
+		if n, err := lp.Read(buf); err != nil || string(buf[:n]) != "query" || lp.Identity() != udpID {
+			t.Fatalf("packet flow: read %q, %v; identity %v, want %v", buf[:n], err, lp.Identity(), udpID)
+		}
+		plain, plainPeer := lb.Open()
+		defer plain.Close()
+		defer plainPeer.Close()
+		if !plain.Identity().IsZero() || !plainPeer.Identity().IsZero() {
+			t.Fatalf("a flow without identity reports %v and %v", plain.Identity(), plainPeer.Identity())
+		}
+	})
+}
+
+// TestSynctestIdentityRejected: a listener that takes no identities turns such a flow down:
+// the dialing side reads and writes ErrRejected, the session counts it and goes on, and a
+// flow without identity still opens. Identities that cannot be encoded are the caller's
+// error.
+func TestSynctestIdentityRejected(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := idLab(t, false)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		dc, err := lb.D.DialIdentity(ctx, tcpID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dc.Close()
+		if _, err := dc.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dc.Read(make([]byte, 1)); !errors.Is(err, rendr.ErrRejected) {
+			t.Fatalf("Read: %v, want ErrRejected", err)
+		}
+		if _, err := dc.Write([]byte("more")); !errors.Is(err, rendr.ErrRejected) {
+			t.Fatalf("Write: %v, want ErrRejected", err)
+		}
+		sess := lb.LN.Sessions()
+		if len(sess) != 1 || sess[0].Rejected != 1 || sess[0].Violations != 0 {
+			t.Fatalf("listener sessions %+v, want one with 1 rejected and no violation", sess)
+		}
+		c, p := lb.Open()
+		c.Close()
+		p.Close()
+
+		if _, err := lb.D.DialIdentity(ctx, l3.Identity{}); err == nil || !strings.Contains(err.Error(), "DialContext") {
+			t.Fatalf("the zero identity: %v, want an error that points at DialContext", err)
+		}
+		bad := tcpID
+		bad.Src = netip.AddrPortFrom(bad.Src.Addr(), 0)
+		if _, err := lb.D.DialPacketIdentity(ctx, bad); !errors.Is(err, l3.ErrInvalid) {
+			t.Fatalf("port 0: %v, want l3.ErrInvalid", err)
+		}
+	})
+}
+
+// TestSynctestIdentitySurvivesPathLoss: the path that carries a flow's OPEN, its identity and
+// its first bytes dies before any of it arrives. The OPEN goes again on the other path, and
+// the listener accepts the flow with its identity and every byte.
+func TestSynctestIdentitySurvivesPathLoss(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := idLab(t, true)
+		first, firstPeer := lb.Open() // the session, up on both paths
+		defer first.Close()
+		defer firstPeer.Close()
+		lb.MustWait("both paths up", 10*time.Second, lb.AllUp)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		dc, err := lb.D.DialIdentity(ctx, tcpID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dc.Close()
+		data := bytes.Repeat([]byte("rendr"), 20000)
+		if _, err := dc.Write(data[:1000]); err != nil {
+			t.Fatal(err)
+		}
+		// Nothing has crossed the link yet (a 2ms delay each way, and no time passed).
+		lb.Paths[lb.Active()].Live().Kill(false)
+		go func() {
+			dc.Write(data[1000:])
+			dc.CloseWrite()
+		}()
+		lc, err := lb.LN.AcceptContext(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lc.Close()
+		if lc.Identity() != tcpID {
+			t.Fatalf("identity %v after the path died, want %v", lc.Identity(), tcpID)
+		}
+		got, err := io.ReadAll(lc)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read %d of %d bytes (%v), or they differ", len(got), len(data), err)
+		}
+		if st := lb.Status(); st.Migrations < 2 {
+			t.Fatalf("the flow did not move: %s", testkit.Describe(st))
+		}
+	})
+}
