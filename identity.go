@@ -75,3 +75,12 @@ func identityOf(st *flow.Stream) l3.Identity {
 // Identity is the IP connection the flow stands for (DialIdentity), on both sides; the zero
 // Identity when it stands for none.
 func (c *flowEnd) Identity() l3.Identity { return c.id }
+
+// WaitAccepted waits until the listening side has taken the flow, and returns nil: queued it
+// for its Accept, or, when the listener carries flows with an identity on (ListenConfig.Egress),
+// made the connection it goes on by. When the flow was turned down instead it returns why:
+// ErrRejected, ErrDestRefused, ErrDestUnreachable or ErrDestTimeout (each an ErrRejected),
+// ErrReset when the accept backlog was full; or ctx's error. A TUN ingress completes its
+// application's TCP handshake only after it returns nil. The flow needs no call to it: bytes
+// written before are sent at once, and delivered once the flow is taken.
+func (c *flowEnd) WaitAccepted(ctx context.Context) error { return c.st.WaitOpen(ctx) }

@@ -53,6 +53,20 @@ type ListenConfig struct {
 	// status counts them (Rejected), and the session goes on. An identity that is not
 	// in its canonical encoding is turned down the same way.
 	AcceptIdentities bool
+	// Egress carries the flows that carry an L3 identity on to where they were going
+	// (DirectEgress dials the destination from this host), instead of handing them to
+	// Accept: AcceptIdentities is implied. The flow is spliced to the connection it returns,
+	// each end of stream passed on as a half-close, and the dialing side's WaitAccepted
+	// returns once it is made, or says why it was not (docs/egress.md). EgressTimeout
+	// bounds each Egress call (zero means 30s). MaxEgress bounds the flows carried on at
+	// once, for all peers (zero means 1024; each holds two goroutines, a socket and 64 KiB
+	// of buffers for a stream flow, 128 KiB for a packet flow): past it new ones are turned
+	// down (ErrRejected) and counted. A packet flow's connection closes after EgressUDPIdle
+	// without a datagram either way (zero means 2 minutes, and 30 s for port 53).
+	Egress        Egress
+	EgressTimeout time.Duration
+	MaxEgress     int
+	EgressUDPIdle time.Duration
 	Options
 }
 
@@ -82,6 +96,9 @@ type Listener struct {
 	guard    handshake.Guard
 	wg       sync.WaitGroup
 	stats    listenStats
+	// egressLim is the Egress and its bounds (nil Egress: flows with identity go to Accept).
+	egressLim   egressLimits
+	egressStats egressStats
 
 	mu struct {
 		sync.Mutex
@@ -137,9 +154,12 @@ func Listen(cfg ListenConfig, sources ...net.Listener) (*Listener, error) {
 		lim:   cfg.limits(),
 	}
 	l.guard.LoadRate, l.guard.LoadBurst = cfg.HandshakeRate, 2*cfg.HandshakeRate
-	if cfg.AcceptIdentities {
+	l.egressLim = cfg.egressLimits()
+	if cfg.AcceptIdentities || cfg.Egress != nil {
 		l.c.engine.CheckMeta = checkIdentity
 	}
+	// Carried flows are taken once their connection is made; the dialing side waits for that.
+	l.c.engine.HoldMeta = cfg.Egress != nil
 	for _, p := range cfg.Peers {
 		l.peers[p] = true
 	}
@@ -667,6 +687,10 @@ func (l *Listener) Stats() status.Listener {
 	st.RefusedPaths = l.stats.refusedPaths.Load()
 	st.RefusedMemory = l.stats.refusedMemory.Load()
 	st.MemoryUsed, st.MemoryLimit = l.mem.Used(), l.mem.Limit()
+	e := &l.egressStats
+	st.EgressActive = int(e.active.Load())
+	st.EgressCarried, st.EgressRefused, st.EgressUnreachable = e.carried.Load(), e.refused.Load(), e.unreachable.Load()
+	st.EgressTimedOut, st.EgressRejected, st.EgressFull = e.timedOut.Load(), e.rejected.Load(), e.full.Load()
 	return st
 }
 

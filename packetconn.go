@@ -131,6 +131,10 @@ func handOff[C interface{ Close() error }](l *Listener, s *session,
 		if err != nil {
 			return
 		}
+		if l.egressLim.egress != nil && st.Meta() != nil {
+			l.carry(s, st)
+			continue
+		}
 		c := wrap(s, st)
 		select {
 		case out <- c:

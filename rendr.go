@@ -51,6 +51,16 @@ var (
 	// ErrRejected: the listener turned the flow down after it arrived: it carries an L3
 	// identity, and the listener takes none (ListenConfig.AcceptIdentities) or not this one.
 	ErrRejected = flow.ErrRejected
+	// ErrDestRefused, ErrDestUnreachable and ErrDestTimeout say why a listener's Egress did
+	// not reach where a flow with an L3 identity was going: the destination refused the
+	// connection (a TCP RST), there is no route to it, or it did not answer. Each matches
+	// ErrRejected too.
+	ErrDestRefused     = flow.ErrDestRefused
+	ErrDestUnreachable = flow.ErrDestUnreachable
+	ErrDestTimeout     = flow.ErrDestTimeout
+	// ErrDestReset: the connection a listener's Egress made for the flow was reset by its far
+	// end after it was made. It matches ErrReset too.
+	ErrDestReset = flow.ErrDestReset
 	// ErrWriteClosed: Write after CloseWrite.
 	ErrWriteClosed = flow.ErrWriteClosed
 	// ErrTooManyFlows: the session's flow limit is reached.

@@ -212,4 +212,11 @@ type Listener struct {
 	// MemoryUsed is what sessions, paths and flows reserve of the memory budget now
 	// (ListenConfig.MaxMemory), MemoryLimit the budget.
 	MemoryUsed, MemoryLimit int64
+	// The Egress (ListenConfig.Egress): flows carried on now, and since the start, flows
+	// whose connection was made, and those turned down: the destination refused, was
+	// unreachable or did not answer, the Egress said no (or the flow's kind did not fit its
+	// protocol), or MaxEgress were carried on already.
+	EgressActive                                    int
+	EgressCarried, EgressRefused, EgressUnreachable uint64
+	EgressTimedOut, EgressRejected, EgressFull      uint64
 }

@@ -112,6 +112,11 @@ type Config struct {
 	// (an L3 identity): a non-nil error turns it down with CodeRejected. Nil turns every such
 	// flow down. It is called with the engine's lock held, so it must not call the engine.
 	CheckMeta func(meta []byte) error
+	// HoldMeta: a flow with metadata is taken (its ACKs say AckOpen, so the dialing side's
+	// WaitOpen returns) only once the listening application confirms it (Stream.Confirm),
+	// when it has carried it on; it turns it down with Stream.Reject. Without it, and for
+	// every flow without metadata, a flow is taken when it is queued for Accept.
+	HoldMeta bool
 	// StallFloor and StallCeil clamp the stall timeout 2*srtt+4*rttvar; zero means 40ms and 1s.
 	StallFloor, StallCeil time.Duration
 	// Budget, when set, is charged FlowCost for each flow the peer opens (one that does not

@@ -22,8 +22,18 @@ var (
 	// ErrStopped: the peer will read no more (it closed the flow); writes cannot be delivered.
 	ErrStopped = errors.New("rendr: flow stopped by peer")
 	// ErrRejected: the listening side turned the flow down after it arrived: its metadata
-	// (the L3 identity) was not accepted, or where it was to go refused it.
+	// (the L3 identity) was not accepted, or the listener would not carry it on. The errors
+	// below say more, and each matches ErrRejected too.
 	ErrRejected = errors.New("rendr: flow rejected by peer")
+	// ErrDestRefused: where the flow was to go refused the connection (a TCP RST).
+	ErrDestRefused = fmt.Errorf("rendr: the destination refused the connection: %w", ErrRejected)
+	// ErrDestUnreachable: where the flow was to go cannot be reached from the listening side
+	// (no route, host or network unreachable).
+	ErrDestUnreachable = fmt.Errorf("rendr: the destination is unreachable: %w", ErrRejected)
+	// ErrDestTimeout: where the flow was to go did not answer in time.
+	ErrDestTimeout = fmt.Errorf("rendr: the destination did not answer: %w", ErrRejected)
+	// ErrDestReset: the connection the flow was carried on to was reset by its far end.
+	ErrDestReset = fmt.Errorf("rendr: the destination reset the connection: %w", ErrReset)
 	// ErrTooManyFlows: the session's flow limit is reached.
 	ErrTooManyFlows = errors.New("rendr: too many flows")
 	// ErrOpening: MaxOpening flows wait for the peer to answer their OPEN; WaitOpening waits
@@ -55,7 +65,30 @@ const (
 	CodeRefused = 1 // the listener refused the flow (accept backlog full, or closing)
 	CodeUnknown = 2 // the flow does not exist (any more)
 	// CodeRejected: the listening side turned the flow down after taking it (Reject): its
-	// metadata was not accepted, or its destination refused it. Unlike CodeRefused, the
-	// bytes the flow sent were counted as any closed flow's are.
-	CodeRejected = 3
+	// metadata was not accepted, or it would not carry the flow on. Unlike CodeRefused, the
+	// bytes the flow sent were counted as any closed flow's are. The codes after it say why
+	// the destination of a flow that stands for an IP connection was not reached.
+	CodeRejected        = 3
+	CodeDestRefused     = 4 // the destination refused the connection
+	CodeDestUnreachable = 5 // no route to the destination
+	CodeDestTimeout     = 6 // the destination did not answer
+	CodeDestReset       = 7 // the connection to the destination was reset after it was made
 )
+
+// codeErr is what a flow's reads or writes return after the peer's RESET or STOP with code:
+// the error of a rejection, or otherwise (ErrReset or ErrStopped).
+func codeErr(code uint64, otherwise error) error {
+	switch code {
+	case CodeRejected:
+		return ErrRejected
+	case CodeDestRefused:
+		return ErrDestRefused
+	case CodeDestUnreachable:
+		return ErrDestUnreachable
+	case CodeDestTimeout:
+		return ErrDestTimeout
+	case CodeDestReset:
+		return ErrDestReset
+	}
+	return otherwise
+}

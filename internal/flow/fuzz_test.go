@@ -74,7 +74,9 @@ var fuzzConfig = Config{
 	MaxSessionWindow:     256 << 10,
 	MaxFlows:             8,
 	Backlog:              4,
-	// Metadata whose first byte is even is taken, odd turned down.
+	// Metadata whose first byte is even is taken, odd turned down; a flow with metadata is
+	// taken only once confirmed.
+	HoldMeta: true,
 	CheckMeta: func(m []byte) error {
 		if m[0]%2 == 1 {
 			return errors.New("odd")
@@ -242,7 +244,9 @@ func (x *fuzzState) action(seq uint64) {
 		switch {
 		case s == nil:
 		case arg%4 == 3:
-			s.Reject(CodeRejected)
+			s.Reject(arg / 4 % 8)
+		case arg%8 == 1:
+			s.Confirm()
 		case arg%2 == 0:
 			s.CloseRead()
 		default:

@@ -212,3 +212,64 @@ func TestOpenMetaTooLong(t *testing.T) {
 func shortContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), time.Second)
 }
+
+// TestWaitOpenHeld: with HoldMeta, a flow with metadata is taken only when the listening side
+// confirms it: the dialing side's WaitOpen waits until then, while its bytes flow, and says
+// why when the flow is turned down instead. A flow without metadata is taken at once.
+func TestWaitOpenHeld(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{}, Config{CheckMeta: evenMeta, HoldMeta: true})
+		plain, err := r.a.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		held, err := r.a.OpenMeta(false, []byte{2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		turned, err := r.a.OpenMeta(true, []byte{4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []*Stream{plain, held} {
+			if _, err := s.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := turned.WriteDatagram([]byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		r.settle()
+		ctx, cancel := shortContext()
+		defer cancel()
+		if err := plain.WaitOpen(ctx); err != nil {
+			t.Fatalf("the flow without metadata: WaitOpen %v", err)
+		}
+		if err := held.WaitOpen(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("the held flow before Confirm: WaitOpen %v, want the context's deadline", err)
+		}
+		accept(t, r.b) // the plain flow
+		peer := accept(t, r.b)
+		if b := readN(t, peer, 1); string(b) != "x" {
+			t.Fatalf("the held flow's bytes: %q", b)
+		}
+		done := make(chan error, 1)
+		go func() { done <- held.WaitOpen(context.Background()) }()
+		peer.Confirm()
+		r.settle()
+		if err := <-done; err != nil {
+			t.Fatalf("WaitOpen after Confirm: %v", err)
+		}
+		pk := acceptPacket(t, r.b)
+		pk.Reject(CodeDestRefused)
+		r.settle()
+		ctx2, cancel2 := shortContext()
+		defer cancel2()
+		if err := turned.WaitOpen(ctx2); !errors.Is(err, ErrDestRefused) || !errors.Is(err, ErrRejected) {
+			t.Fatalf("the flow turned down: WaitOpen %v, want ErrDestRefused (an ErrRejected)", err)
+		}
+		if err := turned.WriteDatagram([]byte("z")); !errors.Is(err, ErrDestRefused) {
+			t.Fatalf("WriteDatagram after the refusal: %v", err)
+		}
+	})
+}

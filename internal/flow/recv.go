@@ -104,6 +104,7 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 				return fmt.Errorf("%w: flow %d: RESET final size %d beyond the session window", ErrFlowControl, s.id, f.Final)
 			}
 			s.resetRecv, s.resetCode = true, f.Code
+			s.wakeOpenLocked()
 			if n := s.rbuf.len(); n > 0 {
 				s.rbuf.reset()
 				s.consumedLocked(uint64(n))
@@ -129,10 +130,8 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 		e.maybeRemoveLocked(s)
 	case wire.TypeStop:
 		if !s.finAcked && !s.resetSent && !s.resetPending {
-			s.sendErr = ErrStopped
-			if f.Code == CodeRejected {
-				s.sendErr = ErrRejected
-			}
+			s.sendErr = codeErr(f.Code, ErrStopped)
+			s.wakeOpenLocked()
 			if f.Code == CodeRefused {
 				s.sendErr = ErrReset
 				// The peer refused the flow without counting any of its bytes against the
@@ -290,6 +289,7 @@ func (s *Stream) openLocked(f *wire.Frame) error {
 	q := e.mu.accept[kind]
 	i, _ := slices.BinarySearchFunc(q, s.id, func(o *Stream, id uint64) int { return cmp.Compare(o.id, id) })
 	e.mu.accept[kind] = slices.Insert(q, i, s)
+	s.taken = len(s.meta) == 0 || !e.cfg.HoldMeta
 	signal(e.mu.acceptSig[kind])
 	return nil
 }
@@ -466,8 +466,9 @@ func (s *Stream) ackLocked(f *wire.Frame) error {
 	if d > s.sendHigh {
 		return fmt.Errorf("rendr: flow %d: ACK of %d, only %d sent", s.id, d, s.sendHigh)
 	}
-	if f.Flags&wire.AckOpen != 0 {
+	if f.Flags&wire.AckOpen != 0 && !s.openAcked && e.cfg.Dialer {
 		s.openAcked = true // the OPEN need not go again after a rewind
+		s.wakeOpenLocked()
 	}
 	if d > s.sendBase {
 		n := d - s.sendBase

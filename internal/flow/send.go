@@ -356,7 +356,7 @@ func (s *Stream) emitLocked(r *record.Record, zc bool) bool {
 		if s.recvDone() {
 			flags = wire.AckFin
 		}
-		if s.openSeen {
+		if s.taken {
 			flags |= wire.AckOpen
 		}
 		r.B = wire.AppendAck(r.B, s.id, s.recvNext, max(s.recvLimit, s.recvNext), flags)

@@ -6,6 +6,7 @@
 package flow
 
 import (
+	"context"
 	"io"
 	"time"
 
@@ -38,8 +39,10 @@ type Stream struct {
 
 	// Guarded by e.mu.
 	queued, removed, outstanding bool
-	openPending, openAcked       bool // dialing side: OPEN to send; the peer confirmed it (AckOpen)
-	openSeen                     bool // listening side: the OPEN arrived (its ACKs say AckOpen)
+	openPending, openAcked       bool          // dialing side: OPEN to send; the peer confirmed it (AckOpen)
+	openSeen                     bool          // listening side: the OPEN arrived
+	taken                        bool          // listening side: queued for Accept, or Confirmed: ACKs say AckOpen
+	openWait                     chan struct{} // dialing side: closed for WaitOpen's waiters when openAcked or failed
 	meta                         []byte
 	code                         uint64 // the code of this side's STOP and RESET
 	resetCode                    uint64 // the code of the peer's RESET, once resetRecv
@@ -197,10 +200,8 @@ func (s *Stream) readGateLocked() (dl <-chan struct{}, err error) {
 // at offset 0), or the session failed.
 func (s *Stream) readEndLocked() error {
 	switch {
-	case s.resetRecv && s.resetCode == CodeRejected:
-		return ErrRejected
 	case s.resetRecv:
-		return ErrReset
+		return codeErr(s.resetCode, ErrReset)
 	case s.finRecv && s.recvNext == s.finOffset:
 		return io.EOF
 	}
@@ -421,6 +422,7 @@ func (s *Stream) Close() error {
 	}
 	s.closeReadLocked()
 	s.appClosed = true
+	s.wakeOpenLocked()
 	e.maybeRemoveLocked(s)
 	e.mu.Unlock()
 	signal(s.readSig)
@@ -469,6 +471,73 @@ func (s *Stream) rejectLocked(code uint64) {
 // the listening side (nil when none). The caller must not modify it.
 func (s *Stream) Meta() []byte { return s.meta }
 
+// Confirm takes a flow held for the listening application (Config.HoldMeta): from now on its
+// ACKs say AckOpen, and the dialing side's WaitOpen returns. Confirming a flow that is taken
+// already, or closed, does nothing.
+func (s *Stream) Confirm() {
+	e := s.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.taken || s.appClosed || s.err != nil || e.cfg.Dialer {
+		return
+	}
+	s.taken = true
+	s.scheduleAckLocked(false)
+}
+
+// WaitOpen waits until the listening side has taken the flow (dialing side): queued it for
+// its Accept, or, for a flow with metadata held for it (Config.HoldMeta), confirmed it once
+// it was carried on. It returns nil then; the flow's error when it was turned down or ended
+// first (ErrRejected, ErrDestRefused, ErrReset...); or ctx's error.
+func (s *Stream) WaitOpen(ctx context.Context) error {
+	e := s.e
+	e.mu.Lock()
+	for {
+		if s.openAcked {
+			e.mu.Unlock()
+			return nil
+		}
+		if err := s.openErrLocked(); err != nil {
+			e.mu.Unlock()
+			return err
+		}
+		if s.openWait == nil {
+			s.openWait = make(chan struct{})
+		}
+		w := s.openWait
+		e.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		e.mu.Lock()
+	}
+}
+
+// openErrLocked is why a flow will never be taken, or nil while it may be.
+func (s *Stream) openErrLocked() error {
+	switch {
+	case s.err != nil:
+		return s.err
+	case s.resetRecv:
+		return codeErr(s.resetCode, ErrReset)
+	case s.sendErr != nil:
+		return s.sendErr
+	case s.appClosed:
+		return ErrClosed
+	}
+	return nil
+}
+
+// wakeOpenLocked wakes WaitOpen's waiters to look again.
+func (s *Stream) wakeOpenLocked() {
+	if s.openWait != nil {
+		close(s.openWait)
+		s.openWait = nil
+	}
+}
+
 // SetReadDeadline sets the deadline for pending and future Reads.
 func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.setDeadline(&s.rdl, t, s.readSig)
@@ -509,6 +578,7 @@ func (s *Stream) failLocked(err error) {
 	}
 	s.err = err
 	s.settleOpenLocked()
+	s.wakeOpenLocked()
 	s.e.mu.sendBuffered -= s.sbuf.len()
 	s.sbuf.reset()
 	// Bytes past a gap can never be delivered now; delivered ones stay readable.
