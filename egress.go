@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr/internal/flow"
+	"github.com/rendr-go/rendr/internal/splice"
 	"github.com/rendr-go/rendr/l3"
 )
 
@@ -221,42 +222,22 @@ func spliceStream(st *flow.Stream, c net.Conn) {
 // datagram has passed either way for idle, or the destination answers with an ICMP port
 // unreachable (the flow is reset with CodeDestRefused).
 func spliceDatagrams(st *flow.Stream, c net.Conn, idle time.Duration) {
-	var last atomic.Int64
-	last.Store(time.Now().UnixNano())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		buf := make([]byte, MaxDatagram)
-		for {
-			n, err := st.ReadDatagram(buf)
-			if err != nil {
-				c.Close()
-				return
-			}
-			last.Store(time.Now().UnixNano())
-			c.Write(buf[:n]) // a datagram the destination's socket will not take is lost
+	splice.Datagrams(datagramFlow{st}, c, idle, MaxDatagram, func(_, cErr error) {
+		if errors.Is(cErr, syscall.ECONNREFUSED) {
+			// An ICMP port unreachable came back for a datagram sent: the client's host
+			// gives its application the same.
+			st.Reject(flow.CodeDestRefused)
 		}
 	})
-	buf := make([]byte, MaxDatagram)
-	for {
-		c.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
-		n, err := c.Read(buf)
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, last.Load())) < idle {
-				continue // the other way was busy: not idle yet
-			}
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				// An ICMP port unreachable came back for a datagram sent: the client's
-				// host gives its application the same.
-				st.Reject(flow.CodeDestRefused)
-			}
-			break
-		}
-		last.Store(time.Now().UnixNano())
-		if err := st.WriteDatagram(buf[:n]); err != nil && !errors.Is(err, flow.ErrTooLarge) {
-			break
-		}
+}
+
+// datagramFlow is a packet flow as one side of a datagram splice.
+type datagramFlow struct{ *flow.Stream }
+
+func (d datagramFlow) Read(p []byte) (int, error) { return d.ReadDatagram(p) }
+func (d datagramFlow) Write(p []byte) (int, error) {
+	if err := d.WriteDatagram(p); err != nil {
+		return 0, err
 	}
-	st.Close()
-	c.Close()
-	wg.Wait()
+	return len(p), nil
 }

@@ -3,6 +3,7 @@ package netlab
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -108,4 +109,16 @@ func (l *Lab) writeFileIn(side Side, name, data string) error {
 		return nopCloser{}, nil
 	})
 	return err
+}
+
+// Open runs open inside the namespace of side and returns what it made: a TUN device, or any
+// other socket or file the helpers above do not make. Only open's own thread is in the
+// namespace; goroutines it starts run in the process's, which is right for what they do
+// through the descriptors open made there.
+func (l *Lab) Open(side Side, open func() (io.Closer, error)) (io.Closer, error) {
+	ns, err := l.nsName(side)
+	if err != nil {
+		return nil, err
+	}
+	return within(ns, open)
 }

@@ -53,6 +53,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
+	gstack "github.com/rendr-go/rendr/internal/netstack"
 	"github.com/rendr-go/rendr/transport"
 )
 
@@ -151,19 +152,12 @@ func (n *netstack) configure(o *options, addr tcpip.Address) error {
 		return fmt.Errorf("rendr/gvisor: add address: %v", err)
 	}
 	n.s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}})
-	sack := tcpip.TCPSACKEnabled(true)
-	cc := tcpip.CongestionControlOption("cubic")
-	moderate := tcpip.TCPModerateReceiveBufferOption(true)
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &cc, &moderate,
-		&tcpip.TCPSendBufferSizeRangeOption{Min: 4096, Default: o.bufSize, Max: o.bufSize},
-		// A connection starts with a small receive window and grows it with what it carries
-		// (moderation), so a peer that is not yet authenticated cannot make the stack hold
-		// megabytes of out-of-order data.
-		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4096, Default: 64 << 10, Max: o.bufSize},
-	} {
-		if err := n.s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
-			return fmt.Errorf("rendr/gvisor: TCP option %T: %v", opt, err)
-		}
+	// A connection starts with a small receive window and grows it with what it carries
+	// (moderation), so a peer that is not yet authenticated cannot make the stack hold
+	// megabytes of out-of-order data.
+	t := gstack.TCP{SendDefault: o.bufSize, SendMax: o.bufSize, RecvDefault: 64 << 10, RecvMax: o.bufSize}
+	if err := gstack.TuneTCP(n.s, t); err != nil {
+		return fmt.Errorf("rendr/gvisor: %v", err)
 	}
 	return nil
 }

@@ -1,0 +1,73 @@
+// Package splice joins two connections: a stream with its ends of stream passed on as
+// half-closes, or datagrams both ways with an idle timeout. The listener's Egress and the TUN
+// ingress both splice a flow to a connection of the host's.
+package splice
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrIdle is why Datagrams ended when nothing passed either way for its idle time.
+var ErrIdle = errors.New("splice: idle")
+
+// DatagramConn is one side of a datagram splice: each Read and Write is one datagram.
+type DatagramConn interface {
+	Read(p []byte) (int, error)
+	Write(p []byte) (int, error)
+	SetReadDeadline(t time.Time) error
+	Close() error
+}
+
+// Datagrams copies datagrams both ways between a and b, with a buffer of size bytes each
+// way, until a Read of either fails or no datagram has passed either way for idle. Then it
+// calls end, when not nil, with why: the error of a's Read or of b's (the other nil), or
+// ErrIdle as bErr; and closes both. A datagram a Write does not take is lost, as UDP loses it.
+func Datagrams(a, b DatagramConn, idle time.Duration, size int, end func(aErr, bErr error)) {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	var once sync.Once // the first side to end says why; the other's Read fails as they close
+	stop := func(aErr, bErr error) {
+		once.Do(func() {
+			if end != nil {
+				end(aErr, bErr)
+			}
+			a.Close()
+			b.Close()
+		})
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		buf := make([]byte, size)
+		for {
+			n, err := a.Read(buf)
+			if err != nil {
+				stop(err, nil)
+				return
+			}
+			last.Store(time.Now().UnixNano())
+			b.Write(buf[:n])
+		}
+	})
+	buf := make([]byte, size)
+	for {
+		b.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
+		n, err := b.Read(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if time.Since(time.Unix(0, last.Load())) < idle {
+					continue // the other way was busy: not idle yet
+				}
+				err = ErrIdle
+			}
+			stop(nil, err)
+			break
+		}
+		last.Store(time.Now().UnixNano())
+		a.Write(buf[:n])
+	}
+	wg.Wait()
+}

@@ -1,0 +1,274 @@
+//go:build linux
+
+package tun_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	wgtun "golang.zx2c4.com/wireguard/tun"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/internal/testkit"
+	"github.com/rendr-go/rendr/l3"
+	"github.com/rendr-go/rendr/tun"
+)
+
+// The lab: a client namespace with two uplinks to a server namespace. The server namespace
+// also holds the "far network" 10.99.0.0/24 (its 10.99.0.1 on its loopback), which the client
+// reaches only through its TUN: the ingress turns each connection into a flow, over the two
+// uplinks, and the listener's Egress dials it in the server namespace.
+const (
+	farAddr  = "10.99.0.1"
+	farNet   = "10.99.0.0/24"
+	tunAddr  = "10.98.0.2/32"
+	tunName  = "rtun0"
+	tunMTU   = 1500
+	waitLong = time.Minute
+)
+
+type vpnLab struct {
+	lab *netlab.Lab
+	in  *tun.Ingress
+	d   *rendr.Dialer
+	ln  *rendr.Listener
+}
+
+func newVPNLab(t *testing.T) *vpnLab {
+	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "rtun"})
+	if _, err := lab.Exec(netlab.Server, "ip", "addr", "add", farAddr+"/32", "dev", "lo"); err != nil {
+		t.Fatal(err)
+	}
+	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
+	var srcs []net.Listener
+	for i := range lab.Paths() {
+		l, err := lab.Listen(netlab.Server, "tcp", netip.AddrPortFrom(lab.ServerAddr(i), 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, l)
+	}
+	dialFar := lab.Dialer(netlab.Server, &net.Dialer{})
+	egress := func(ctx context.Context, _ rendr.PublicKey, id l3.Identity) (net.Conn, error) {
+		network := "tcp"
+		if id.Proto == l3.UDP {
+			network = "udp"
+		}
+		return dialFar(ctx, network, id.Dst.String())
+	}
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: srv, Peers: []rendr.PublicKey{cli.Public()}, Egress: egress}, srcs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var paths []*rendr.Target
+	for i := range lab.Paths() {
+		dial := lab.Dialer(netlab.Client, &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(i), 0))})
+		addr := srcs[i].Addr().String()
+		paths = append(paths, rendr.Path(testkit.PathName(i), func(ctx context.Context) (net.Conn, error) {
+			return dial(ctx, "tcp", addr)
+		}))
+	}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(), Root: rendr.Selector("root", paths...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	dev, err := lab.Open(netlab.Client, func() (io.Closer, error) { return tun.Open(tunName, tunMTU) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"ip", "addr", "add", tunAddr, "dev", tunName},
+		{"ip", "link", "set", tunName, "up"},
+		{"ip", "route", "add", farNet, "dev", tunName},
+	} {
+		if _, err := lab.Exec(netlab.Client, args[0], args[1:]...); err != nil {
+			dev.Close()
+			t.Fatal(err)
+		}
+	}
+	in, err := tun.Start(tun.Config{Device: dev.(wgtun.Device), Dialer: d, MTU: tunMTU})
+	if err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	return &vpnLab{lab: lab, in: in, d: d, ln: ln}
+}
+
+// TestNetnsIngressTCP: a program in the client namespace connects through the TUN to a server
+// in the far network. 16 MiB go each way, exact; the client then shuts its sending side and
+// still reads the server's last reply whole. Meanwhile the active uplink is blackholed, and
+// the program's connection sees no error. A connection to a closed port is refused (an RST),
+// and one to an address nothing answers for is not.
+func TestNetnsIngressTCP(t *testing.T) {
+	v := newVPNLab(t)
+	far, err := v.lab.Listen(netlab.Server, "tcp", farAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	const total = 16 << 20
+	tail := []byte("the last words, after the client's half-close")
+	served := make(chan [sha256.Size]byte, 1)
+	go func() {
+		c, err := far.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		streamed := make(chan struct{})
+		go func() { // the server's stream; its last words follow once the client is done
+			defer close(streamed)
+			b := make([]byte, 64<<10)
+			rng := rand.New(rand.NewPCG(9, 9))
+			for n := 0; n < total; n += len(b) {
+				fill(b, rng)
+				if _, err := c.Write(b); err != nil {
+					return
+				}
+			}
+		}()
+		h := sha256.New()
+		io.Copy(h, c)
+		served <- [sha256.Size]byte(h.Sum(nil))
+		<-streamed
+		c.Write(tail)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	dialClient := v.lab.Dialer(netlab.Client, &net.Dialer{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	c, err := dialClient(ctx, "tcp", far.Addr().String())
+	if err != nil {
+		t.Fatalf("connect through the TUN: %v", err)
+	}
+	defer c.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(c)
+		got <- b
+	}()
+	h := sha256.New()
+	b := make([]byte, 64<<10)
+	rng := rand.New(rand.NewPCG(8, 8))
+	killed := false
+	for n := 0; n < total; n += len(b) {
+		fill(b, rng)
+		h.Write(b)
+		if _, err := c.Write(b); err != nil {
+			t.Fatalf("write after %d bytes: %v", n, err)
+		}
+		if !killed && n >= total/3 {
+			active := testkit.Active(v.d.Status())
+			if err := v.lab.Blackhole(active, true); err != nil {
+				t.Fatal(err)
+			}
+			killed = true
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	var back []byte
+	select {
+	case back = <-got:
+	case <-time.After(waitLong):
+		t.Fatalf("the reply did not end: %s", testkit.Describe(v.d.Status()))
+	}
+	if s := <-served; s != [sha256.Size]byte(h.Sum(nil)) {
+		t.Fatal("the server received other bytes than the client sent")
+	}
+	want := sha256.New()
+	rng = rand.New(rand.NewPCG(9, 9))
+	for n := 0; n < total; n += len(b) {
+		fill(b, rng)
+		want.Write(b)
+	}
+	if len(back) != total+len(tail) || [sha256.Size]byte(want.Sum(nil)) != sha256.Sum256(back[:total]) || !bytes.Equal(back[total:], tail) {
+		t.Fatalf("the client read %d bytes, want %d and the last words", len(back), total+len(tail))
+	}
+	if st := v.d.Status(); st.Migrations < 2 {
+		t.Errorf("no move off the blackholed uplink: %s", testkit.Describe(st))
+	}
+
+	// A closed port: refused, as it would be without the tunnel.
+	closed, err := v.lab.Listen(netlab.Server, "tcp", farAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	if _, err := dialClient(ctx, "tcp", closedAddr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("a closed port through the TUN: %v, want connection refused", err)
+	}
+	st := v.in.Stats()
+	t.Logf("ingress: %+v", st)
+	if st.TCPOpened != 1 || st.TCPReset != 1 {
+		t.Errorf("ingress stats %+v, want 1 opened and 1 reset", st)
+	}
+}
+
+// TestNetnsIngressUDP: datagrams through the TUN to a UDP echo server in the far network come
+// back, each.
+func TestNetnsIngressUDP(t *testing.T) {
+	v := newVPNLab(t)
+	pc, err := v.lab.ListenPacket(netlab.Server, "udp", farAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	c, err := v.lab.Dialer(netlab.Client, &net.Dialer{})(ctx, "udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	for i := range 20 {
+		msg := fmt.Appendf(nil, "datagram %d", i)
+		for try := 0; ; try++ {
+			if try == 20 {
+				t.Fatalf("no echo of datagram %d: %+v", i, v.in.Stats())
+			}
+			c.Write(msg)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			if n, err := c.Read(buf); err == nil && bytes.Equal(buf[:n], msg) {
+				break
+			}
+		}
+	}
+	if st := v.in.Stats(); st.UDPOpened != 1 || st.UDPActive != 1 {
+		t.Errorf("ingress stats %+v, want one UDP flow", st)
+	}
+}
+
+func fill(b []byte, rng *rand.Rand) {
+	for i := 0; i+8 <= len(b); i += 8 {
+		v := rng.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package tun
+
+// The link between the device and the stack: batched reads into the stack, batched writes of
+// what it sends.
+
+import (
+	"errors"
+	"os"
+
+	wgtun "golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+const (
+	// offset is the room left in front of each packet buffer: the device writes its virtio
+	// header there when it coalesces packets (wireguard's tun needs at least 10 bytes).
+	offset = 16
+	// maxPacket is the largest packet a read or write carries: a coalesced TCP segment.
+	maxPacket = 65535
+	// queueLen is the stack's queue of packets to the device.
+	queueLen = 1024
+)
+
+// routineRead reads packets from the device, a batch at a time, and hands each to the stack.
+// Its buffers, BatchSize of 64 KiB (8 MiB with the offloads on), are its whole memory.
+func (in *Ingress) routineRead() {
+	defer in.leave()
+	n := in.dev.BatchSize()
+	bufs := make([][]byte, n)
+	sizes := make([]int, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, offset+maxPacket)
+	}
+	for {
+		got, err := in.dev.Read(bufs, sizes, offset)
+		for i := range got {
+			in.inject(bufs[i][offset : offset+sizes[i]])
+		}
+		if err != nil {
+			if errors.Is(err, wgtun.ErrTooManySegments) {
+				in.stats.dropped.Add(1) // a segment split into more packets than a batch holds
+				continue
+			}
+			if in.ctx.Err() == nil && !errors.Is(err, os.ErrClosed) {
+				in.log.Debug("rendr/tun: device read", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// inject hands one IP packet to the stack, which copies it.
+func (in *Ingress) inject(p []byte) {
+	var proto tcpip.NetworkProtocolNumber
+	switch {
+	case len(p) >= 20 && p[0]>>4 == 4:
+		proto = ipv4.ProtocolNumber
+	case len(p) >= 40 && p[0]>>4 == 6:
+		proto = ipv6.ProtocolNumber
+	default:
+		in.stats.dropped.Add(1)
+		return
+	}
+	in.stats.in.Add(1)
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
+	in.ep.InjectInbound(proto, pkt)
+	pkt.DecRef()
+}
+
+// routineWrite writes what the stack sends to the device, as many packets a write as are
+// queued (up to the device's batch), which the device may coalesce.
+func (in *Ingress) routineWrite() {
+	defer in.leave()
+	n := in.dev.BatchSize()
+	backing := make([][]byte, n)
+	for i := range backing {
+		backing[i] = make([]byte, offset, offset+maxPacket)
+	}
+	bufs := make([][]byte, 0, n)
+	for {
+		pkt := in.ep.ReadContext(in.ctx)
+		if pkt == nil {
+			return
+		}
+		bufs = bufs[:0]
+		for pkt != nil {
+			b := backing[len(bufs)][:offset]
+			for _, s := range pkt.AsSlices() {
+				b = append(b, s...)
+			}
+			pkt.DecRef()
+			bufs = append(bufs, b)
+			if len(bufs) == n {
+				break
+			}
+			pkt = in.ep.Read()
+		}
+		if _, err := in.dev.Write(bufs, offset); err != nil {
+			in.stats.dropped.Add(uint64(len(bufs)))
+			if in.ctx.Err() != nil {
+				return
+			}
+			in.log.Debug("rendr/tun: device write", "err", err)
+			continue
+		}
+		in.stats.out.Add(uint64(len(bufs)))
+	}
+}

@@ -1,0 +1,12 @@
+package tun_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// No test may leave a goroutine running after it returns.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
