@@ -12,6 +12,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,12 +29,14 @@ import (
 )
 
 // The lab: a client namespace with two uplinks to a server namespace. The server namespace
-// also holds the "far network" 10.99.0.0/24 (its 10.99.0.1 on its loopback), which the client
-// reaches only through its TUN: the ingress turns each connection into a flow, over the two
-// uplinks, and the listener's Egress dials it in the server namespace.
+// also holds the "far network" 10.99.0.0/16 (its 10.99.0.1 on its loopback, and no route to
+// 10.99.2.0/24), which the client reaches only through its TUN: the ingress turns each
+// connection into a flow, over the two uplinks, and the listener's Egress dials it in the
+// server namespace.
 const (
 	farAddr  = "10.99.0.1"
-	farNet   = "10.99.0.0/24"
+	farNet   = "10.99.0.0/16"
+	deadNet  = "10.99.2.0/24" // no route to it in the server namespace
 	tunAddr  = "10.98.0.2/32"
 	tunName  = "rtun0"
 	tunMTU   = 1500
@@ -45,10 +50,19 @@ type vpnLab struct {
 	ln  *rendr.Listener
 }
 
-func newVPNLab(t *testing.T) *vpnLab {
+// hangNet is a part of the far network whose destinations never answer: the listener's
+// Egress waits on them until it is given up on.
+var hangNet = netip.MustParsePrefix("10.99.0.128/25")
+
+func newVPNLab(t *testing.T, edit func(*tun.Config)) *vpnLab {
 	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "rtun"})
-	if _, err := lab.Exec(netlab.Server, "ip", "addr", "add", farAddr+"/32", "dev", "lo"); err != nil {
-		t.Fatal(err)
+	for _, args := range [][]string{
+		{"ip", "addr", "add", farAddr + "/32", "dev", "lo"},
+		{"ip", "route", "add", "unreachable", deadNet},
+	} {
+		if _, err := lab.Exec(netlab.Server, args[0], args[1:]...); err != nil {
+			t.Fatal(err)
+		}
 	}
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
 	var srcs []net.Listener
@@ -61,6 +75,10 @@ func newVPNLab(t *testing.T) *vpnLab {
 	}
 	dialFar := lab.Dialer(netlab.Server, &net.Dialer{})
 	egress := func(ctx context.Context, _ rendr.PublicKey, id l3.Identity) (net.Conn, error) {
+		if hangNet.Contains(id.Dst.Addr()) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
 		network := "tcp"
 		if id.Proto == l3.UDP {
 			network = "udp"
@@ -99,7 +117,11 @@ func newVPNLab(t *testing.T) *vpnLab {
 			t.Fatal(err)
 		}
 	}
-	in, err := tun.Start(tun.Config{Device: dev.(wgtun.Device), Dialer: d, MTU: tunMTU})
+	cfg := tun.Config{Device: dev.(wgtun.Device), Dialer: d, MTU: tunMTU}
+	if edit != nil {
+		edit(&cfg)
+	}
+	in, err := tun.Start(cfg)
 	if err != nil {
 		dev.Close()
 		t.Fatal(err)
@@ -114,7 +136,7 @@ func newVPNLab(t *testing.T) *vpnLab {
 // the program's connection sees no error. A connection to a closed port is refused (an RST),
 // and one to an address nothing answers for is not.
 func TestNetnsIngressTCP(t *testing.T) {
-	v := newVPNLab(t)
+	v := newVPNLab(t, nil)
 	far, err := v.lab.Listen(netlab.Server, "tcp", farAddr+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -212,17 +234,21 @@ func TestNetnsIngressTCP(t *testing.T) {
 	if _, err := dialClient(ctx, "tcp", closedAddr); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("a closed port through the TUN: %v, want connection refused", err)
 	}
+	// A network the far side has no route to: ICMP host unreachable, at once.
+	if _, err := dialClient(ctx, "tcp", "10.99.2.1:80"); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Errorf("an unreachable network through the TUN: %v, want no route to host", err)
+	}
 	st := v.in.Stats()
 	t.Logf("ingress: %+v", st)
-	if st.TCPOpened != 1 || st.TCPReset != 1 {
-		t.Errorf("ingress stats %+v, want 1 opened and 1 reset", st)
+	if st.TCPOpened != 1 || st.TCPReset != 1 || st.ICMPErrors != 1 || st.TCPUnanswered != 0 {
+		t.Errorf("ingress stats %+v, want 1 opened, 1 reset and 1 ICMP error", st)
 	}
 }
 
 // TestNetnsIngressUDP: datagrams through the TUN to a UDP echo server in the far network come
 // back, each.
 func TestNetnsIngressUDP(t *testing.T) {
-	v := newVPNLab(t)
+	v := newVPNLab(t, nil)
 	pc, err := v.lab.ListenPacket(netlab.Server, "udp", farAddr+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -261,6 +287,113 @@ func TestNetnsIngressUDP(t *testing.T) {
 	}
 	if st := v.in.Stats(); st.UDPOpened != 1 || st.UDPActive != 1 {
 		t.Errorf("ingress stats %+v, want one UDP flow", st)
+	}
+
+	// A closed port: the far side's ICMP port unreachable comes back as one, and the
+	// program's connected socket reads "connection refused".
+	closed, err := v.lab.ListenPacket(netlab.Server, "udp", farAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.LocalAddr().String()
+	closed.Close()
+	c2, err := v.lab.Dialer(netlab.Client, &net.Dialer{})(ctx, "udp", closedAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	for try := 0; ; try++ {
+		if try == 50 {
+			t.Fatalf("50 datagrams to a closed port and no refusal: %+v", v.in.Stats())
+		}
+		c2.Write([]byte("anyone?"))
+		c2.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, err := c2.Read(buf)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			break
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("reading from a closed port: %v, want connection refused", err)
+		}
+	}
+	if st := v.in.Stats(); st.ICMPErrors != 1 {
+		t.Errorf("ingress stats %+v, want 1 ICMP error", st)
+	}
+}
+
+// TestNetnsIngressSynFlood: 300 connections at once from one program to 100 destinations that
+// never answer. The SYNs being connected stay within MaxPendingPerSource (16) and MaxPending
+// (32); the others are dropped and counted, and the program's TCP sends them again. When the
+// flood has given up, nothing is left pending, and a connection to a server that answers is
+// made at once.
+func TestNetnsIngressSynFlood(t *testing.T) {
+	v := newVPNLab(t, func(c *tun.Config) {
+		c.MaxPending, c.MaxPendingPerSource, c.ConnectTimeout = 32, 16, 2*time.Second
+	})
+	dial := v.lab.Dialer(netlab.Client, &net.Dialer{Timeout: 3 * time.Second})
+	var most atomic.Int64
+	watching := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			if p := int64(v.in.Stats().TCPPending); p > most.Load() {
+				most.Store(p)
+			}
+			select {
+			case <-watching:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range 300 {
+		dst := netip.AddrPortFrom(hangNet.Addr().Next(), 80)
+		for range i % 100 {
+			dst = netip.AddrPortFrom(dst.Addr().Next(), 80)
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			if c, err := dial(ctx, "tcp", dst.String()); err == nil {
+				c.Close()
+				t.Errorf("a connection to %v, which never answers, was made", dst)
+			}
+		})
+	}
+	wg.Wait()
+	close(watching)
+	<-watched
+	st := v.in.Stats()
+	t.Logf("after the flood: most pending %d, %+v", most.Load(), st)
+	if most.Load() > 16 || st.TCPSynDropped == 0 || st.TCPOpened != 0 {
+		t.Errorf("most pending %d (bound 16), %d SYNs dropped, %d opened", most.Load(), st.TCPSynDropped, st.TCPOpened)
+	}
+	testkit.Wait(10*time.Second, func() bool { s := v.in.Stats(); return s.TCPPending == 0 && s.TCPActive == 0 })
+	if s := v.in.Stats(); s.TCPPending != 0 || s.TCPActive != 0 {
+		t.Fatalf("after the flood gave up: %d pending, %d active", s.TCPPending, s.TCPActive)
+	}
+	far, err := v.lab.Listen(netlab.Server, "tcp", farAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	go func() {
+		if c, err := far.Accept(); err == nil {
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	c, err := v.lab.Dialer(netlab.Client, &net.Dialer{})(ctx, "tcp", far.Addr().String())
+	if err != nil {
+		t.Fatalf("a connection after the flood: %v", err)
+	}
+	defer c.Close()
+	if b, err := io.ReadAll(c); err != nil || string(b) != "hi" {
+		t.Fatalf("after the flood: read %q, %v", b, err)
 	}
 }
 

@@ -66,6 +66,7 @@ func (in *Ingress) inject(p []byte) {
 		return
 	}
 	in.stats.in.Add(1)
+	in.noteSYN(p)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
 	in.ep.InjectInbound(proto, pkt)
 	pkt.DecRef()

@@ -28,6 +28,7 @@ func (in *Ingress) handleTCP(r *tcp.ForwarderRequest) {
 	defer in.leave()
 	id := r.ID()
 	ident := l3.Identity{Proto: l3.TCP, Src: addrPort(id.RemoteAddress, id.RemotePort), Dst: addrPort(id.LocalAddress, id.LocalPort)}
+	defer in.syns.take(ident) // its SYN is no longer needed, whatever became of it
 	if !in.admit(ident) {
 		in.stats.synDropped.Add(1)
 		r.Complete(false)
@@ -46,7 +47,14 @@ func (in *Ingress) handleTCP(r *tcp.ForwarderRequest) {
 	in.release(ident)
 	if err != nil {
 		in.stats.tcpActive.Add(-1)
-		if errors.Is(err, rendr.ErrDestTimeout) || errors.Is(err, rendr.ErrDestUnreachable) || errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(err, rendr.ErrDestUnreachable) {
+			// What the host's own network would answer: ICMP host unreachable, which
+			// ends its connect at once ("no route to host").
+			r.Complete(false)
+			if !in.hostUnreachable(ident) {
+				in.stats.tcpUnanswered.Add(1)
+			}
+		} else if errors.Is(err, rendr.ErrDestTimeout) || errors.Is(err, context.DeadlineExceeded) {
 			// What the host would see without the tunnel: no answer. Its TCP sends the
 			// SYN again a few times, then reports the timeout.
 			in.stats.tcpUnanswered.Add(1)

@@ -8,8 +8,9 @@
 //     connected (rendr.Conn.WaitAccepted); a refused destination gets an RST, one that does
 //     not answer gets nothing. The flow carries the bytes, not the packets, so a path's death
 //     is invisible to the application's TCP and a Bond never reorders it.
+//     A destination the far side cannot reach gets an ICMP host unreachable.
 //   - each UDP flow (one per source and destination address and port) becomes a packet flow,
-//     closed after an idle time.
+//     closed after an idle time; a closed destination port gets an ICMP port unreachable.
 //
 // The listening side carries the flows on to their destinations with its Egress
 // (rendr.ListenConfig.Egress, docs/egress.md). Everything the ingress holds is bounded and
@@ -20,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -84,18 +86,22 @@ type Config struct {
 
 // Stats counts what an Ingress did.
 type Stats struct {
-	// TCP connections terminated now, and since the start: opened (the far side connected),
-	// answered with an RST (refused or turned down by the far side, or past MaxTCP), left
-	// unanswered (no answer in time, or unreachable), and SYNs dropped past MaxPending.
-	TCPActive                                         int
+	// TCP connections terminated now (TCPActive, those being connected included) and SYNs
+	// whose far side is being reached now (TCPPending); since the start: opened (the far
+	// side connected), answered with an RST (refused or turned down by the far side, or past
+	// MaxTCP), left unanswered (no answer in time, or unreachable), and SYNs dropped past
+	// MaxPending or MaxPendingPerSource.
+	TCPActive, TCPPending                             int
 	TCPOpened, TCPReset, TCPUnanswered, TCPSynDropped uint64
 	// UDP flows open now, and since the start: opened, closed for idleness, and dropped past
 	// MaxUDP (flows, not datagrams).
 	UDPActive                       int
 	UDPOpened, UDPIdled, UDPDropped uint64
 	// Packets read from the device and written to it, and those dropped: not IP, or the
-	// stack's queue to the device full.
-	PacketsIn, PacketsOut, PacketsDropped uint64
+	// stack's queue to the device full. ICMPErrors counts the ICMP errors written to the
+	// device: host unreachable for a TCP connection whose destination the far side could
+	// not reach, port unreachable for a UDP flow whose destination port was closed.
+	PacketsIn, PacketsOut, PacketsDropped, ICMPErrors uint64
 }
 
 // Ingress is a running TUN ingress.
@@ -117,12 +123,13 @@ type Ingress struct {
 	pendMu  sync.Mutex
 	pending map[netip.Addr]int // SYNs being connected, by source address
 	npend   int
+	syns    *synTable // the start of recent SYNs, for the ICMP errors that quote them
 
 	stats struct {
 		tcpActive, udpActive                           atomic.Int64
 		tcpOpened, tcpReset, tcpUnanswered, synDropped atomic.Uint64
 		udpOpened, udpIdled, udpDropped                atomic.Uint64
-		in, out, dropped                               atomic.Uint64
+		in, out, dropped, icmp                         atomic.Uint64
 	}
 }
 
@@ -174,7 +181,8 @@ func Start(cfg Config) (*Ingress, error) {
 			return nil, fmt.Errorf("rendr/tun: the device's MTU (set Config.MTU when the device is in another namespace): %w", err)
 		}
 	}
-	in := &Ingress{cfg: cfg, log: cfg.Logger, dev: cfg.Device, pending: map[netip.Addr]int{}}
+	in := &Ingress{cfg: cfg, log: cfg.Logger, dev: cfg.Device, pending: map[netip.Addr]int{},
+		syns: &synTable{seed: maphash.MakeSeed()}}
 	if in.log == nil {
 		in.log = slog.New(slog.DiscardHandler)
 	}
@@ -256,12 +264,16 @@ func (in *Ingress) leave() { in.wg.Done() }
 // Stats returns the counters.
 func (in *Ingress) Stats() Stats {
 	s := &in.stats
-	return Stats{
+	in.pendMu.Lock()
+	pending := in.npend
+	in.pendMu.Unlock()
+	return Stats{TCPPending: pending,
 		TCPActive: int(s.tcpActive.Load()), TCPOpened: s.tcpOpened.Load(), TCPReset: s.tcpReset.Load(),
 		TCPUnanswered: s.tcpUnanswered.Load(), TCPSynDropped: s.synDropped.Load(),
 		UDPActive: int(s.udpActive.Load()), UDPOpened: s.udpOpened.Load(), UDPIdled: s.udpIdled.Load(),
 		UDPDropped: s.udpDropped.Load(),
 		PacketsIn:  s.in.Load(), PacketsOut: s.out.Load(), PacketsDropped: s.dropped.Load(),
+		ICMPErrors: s.icmp.Load(),
 	}
 }
 

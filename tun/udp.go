@@ -61,9 +61,12 @@ func (in *Ingress) handleUDP(r *udp.ForwarderRequest) bool {
 			return
 		}
 		in.stats.udpOpened.Add(1)
-		splice.Datagrams(pc, host, idle, rendr.MaxDatagram, func(_, hostErr error) {
+		splice.Datagrams(pc, host, idle, rendr.MaxDatagram, func(flowErr, hostErr error) {
 			if errors.Is(hostErr, splice.ErrIdle) {
 				in.stats.udpIdled.Add(1)
+			}
+			if errors.Is(flowErr, rendr.ErrDestRefused) {
+				in.portUnreachable(ident) // the far side's ICMP port unreachable, passed on
 			}
 		})
 	}()
