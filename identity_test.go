@@ -165,3 +165,33 @@ func TestSynctestIdentitySurvivesPathLoss(t *testing.T) {
 		}
 	})
 }
+
+// TestKeyText: keys go to text and back (base64, as wg writes them); a private key that is not
+// 32 bytes of base64, or is all zero, is refused with a message that says how to make one.
+func TestKeyText(t *testing.T) {
+	k := rendr.MustNewKey()
+	b, err := k.MarshalText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back rendr.PrivateKey
+	if err := back.UnmarshalText(b); err != nil || back != k {
+		t.Fatalf("private key back: %v", err)
+	}
+	if p, err := rendr.ParsePrivateKey(" " + string(b) + "\n"); err != nil || p != k {
+		t.Fatalf("with white space around it: %v", err)
+	}
+	pb, _ := k.Public().MarshalText()
+	var pub rendr.PublicKey
+	if err := pub.UnmarshalText(pb); err != nil || pub != k.Public() {
+		t.Fatalf("public key back: %v", err)
+	}
+	for _, bad := range []string{"", "abc", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", strings.Repeat("A", 44)} {
+		if _, err := rendr.ParsePrivateKey(bad); err == nil {
+			t.Errorf("%q taken as a private key", bad)
+		}
+	}
+	if _, err := rendr.ParsePrivateKey("abc"); err == nil || !strings.Contains(err.Error(), "genkey") {
+		t.Errorf("the error does not say how to make a key: %v", err)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/internal/handshake"
@@ -139,6 +140,50 @@ func ParsePublicKey(s string) (PublicKey, error) {
 		return k, fmt.Errorf("rendr: bad public key %q", s)
 	}
 	copy(k[:], b)
+	return k, nil
+}
+
+// MarshalText encodes the public key in base64, for configuration files.
+func (k PublicKey) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText decodes a base64 public key.
+func (k *PublicKey) UnmarshalText(b []byte) error {
+	p, err := ParsePublicKey(string(b))
+	if err != nil {
+		return err
+	}
+	*k = p
+	return nil
+}
+
+// MarshalText encodes the private key in base64 (as wg's keys are), for a configuration file
+// only its owner reads. PrivateKey has no String, so that printing one by mistake prints
+// bytes, not a key a reader could paste.
+func (k PrivateKey) MarshalText() ([]byte, error) {
+	return []byte(base64.StdEncoding.EncodeToString(k[:])), nil
+}
+
+// UnmarshalText decodes a base64 private key; an all-zero key is refused.
+func (k *PrivateKey) UnmarshalText(b []byte) error {
+	p, err := ParsePrivateKey(string(b))
+	if err != nil {
+		return err
+	}
+	*k = p
+	return nil
+}
+
+// ParsePrivateKey decodes a base64 private key (what MarshalText and NewKey's key encode to).
+func ParsePrivateKey(s string) (PrivateKey, error) {
+	var k PrivateKey
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != len(k) {
+		return k, errors.New("rendr: bad private key: want 32 bytes in base64 (tunvpn genkey makes one)")
+	}
+	copy(k[:], b)
+	if err := k.check("private key"); err != nil {
+		return PrivateKey{}, err
+	}
 	return k, nil
 }
 

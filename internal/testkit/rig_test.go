@@ -30,12 +30,18 @@ func TestRigEachCarrier(t *testing.T) {
 			t.Fatal(err)
 		}
 		WaitUp(t, "dialer", r.D.Status, 2, 20*time.Second)
+		// The reader may have had the last bytes before the listener's write of them
+		// returned and was counted: wait for the count, bounded.
 		var written int64
-		for _, s := range r.Srcs {
-			for _, c := range s.Carriers() {
-				written += c.Written.Load()
+		Wait(10*time.Second, func() bool {
+			written = 0
+			for _, s := range r.Srcs {
+				for _, c := range s.Carriers() {
+					written += c.Written.Load()
+				}
 			}
-		}
+			return written >= 256<<10
+		})
 		if written < 256<<10 {
 			t.Fatalf("sources saw %d bytes written by the listener, want at least %d", written, 256<<10)
 		}

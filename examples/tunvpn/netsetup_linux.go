@@ -1,0 +1,145 @@
+package main
+
+// The client's place in the host's network: the TUN's addresses and routes, and the policy
+// rules that keep the uplinks' own carriers out of the tunnel (the layout wg-quick and
+// tailscale use).
+//
+// Every route through the tunnel is in its own table. A rule sends traffic without the
+// carriers' firewall mark to that table first; the carriers' sockets carry the mark, so
+// they skip it and leave by the main table, over their uplinks, even under a full tunnel.
+// For a full tunnel a second rule, before it, lets the main table's more specific routes win
+// (the local networks stay local), as "suppress_prefixlength 0" does for wg-quick.
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// netSetup is what the client added to the host's network configuration.
+type netSetup struct {
+	rules []*netlink.Rule
+}
+
+// prefixNet is p as a net.IPNet.
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// tunnelRules are the rules of c, by family.
+func tunnelRules(c *clientConfig) []*netlink.Rule {
+	v4full, v6full := c.fullTunnel()
+	fams := map[int]bool{}
+	for _, r := range c.Routes {
+		if r.Addr().Is4() {
+			fams[unix.AF_INET] = true
+		} else {
+			fams[unix.AF_INET6] = true
+		}
+	}
+	var rules []*netlink.Rule
+	mask := uint32(0xffffffff)
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		if !fams[fam] {
+			continue
+		}
+		if full := (fam == unix.AF_INET && v4full) || (fam == unix.AF_INET6 && v6full); full {
+			r := netlink.NewRule()
+			r.Family, r.Priority, r.Table, r.SuppressPrefixlen = fam, c.Table-1, unix.RT_TABLE_MAIN, 0
+			rules = append(rules, r)
+		}
+		r := netlink.NewRule()
+		r.Family, r.Priority, r.Table, r.Mark, r.Mask, r.Invert = fam, c.Table, c.Table, c.Mark, &mask, true
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+// setupNet gives the TUN its addresses, brings it up, routes c.Routes through it and adds the
+// rules. On an error it takes back what it added.
+func setupNet(c *clientConfig) (*netSetup, error) {
+	link, err := netlink.LinkByName(c.TUN)
+	if err != nil {
+		return nil, fmt.Errorf("the TUN %s: %w", c.TUN, err)
+	}
+	for _, a := range c.Addresses {
+		if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: prefixNet(a)}); err != nil {
+			return nil, fmt.Errorf("address %v on %s: %w", a, c.TUN, err)
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("bringing %s up: %w", c.TUN, err)
+	}
+	for _, r := range c.Routes {
+		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixNet(r), Table: c.Table, Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteAdd(rt); err != nil {
+			return nil, fmt.Errorf("route %v through %s: %w", r, c.TUN, err)
+		}
+	}
+	s := &netSetup{}
+	for _, r := range tunnelRules(c) {
+		if err := netlink.RuleAdd(r); err != nil {
+			s.teardown()
+			return nil, fmt.Errorf("rule %v: %w", r, err)
+		}
+		s.rules = append(s.rules, r)
+	}
+	return s, nil
+}
+
+// teardown deletes the rules. The routes and addresses go with the TUN, when it closes.
+func (s *netSetup) teardown() error {
+	var errs []error
+	for _, r := range s.rules {
+		if err := netlink.RuleDel(r); err != nil && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("deleting %v: %w", r, err))
+		}
+	}
+	s.rules = nil
+	return errors.Join(errs...)
+}
+
+// cleanLeftovers deletes what a client with this configuration that was killed left behind:
+// its rules (a TUN and its routes die with the process that held it), and a TUN of its name
+// a crashed process left, if any.
+func cleanLeftovers(c *clientConfig) error {
+	var errs []error
+	for _, r := range tunnelRules(c) {
+		for netlink.RuleDel(r) == nil {
+		}
+	}
+	if l, err := netlink.LinkByName(c.TUN); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("deleting the leftover %s: %w", c.TUN, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// carrierControl marks a carrier's socket, so the tunnel's rules let it by, and binds it to
+// its uplink's interface when it has one.
+func carrierControl(mark uint32, iface string) func(network, address string, rc syscall.RawConn) error {
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark)); serr != nil {
+				serr = fmt.Errorf("SO_MARK: %w", serr)
+				return
+			}
+			if iface != "" {
+				if serr = unix.BindToDevice(int(fd), iface); serr != nil {
+					serr = fmt.Errorf("binding to %s: %w", iface, serr)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+}

@@ -1,0 +1,263 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/netlab"
+	"github.com/rendr-go/rendr/internal/testkit"
+)
+
+// farAddr is the network behind the server: on the server namespace's loopback, reached from
+// the client namespace only through the tunnel.
+const farAddr = "10.99.0.1"
+
+// payload is the test download: size bytes from a fixed seed.
+type payload struct{ size int64 }
+
+func (p payload) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Length", fmt.Sprint(p.size))
+	rng := rand.New(rand.NewPCG(5, 5))
+	b := make([]byte, 64<<10)
+	for n := int64(0); n < p.size; n += int64(len(b)) {
+		fillRand(b, rng)
+		if _, err := w.Write(b[:min(int64(len(b)), p.size-n)]); err != nil {
+			return
+		}
+	}
+}
+
+func fillRand(b []byte, rng *rand.Rand) {
+	for i := 0; i+8 <= len(b); i += 8 {
+		v := rng.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+}
+
+// sideProc is a tunvpn process in a namespace.
+type sideProc struct {
+	cmd  *exec.Cmd
+	out  *strings.Builder
+	done chan error
+}
+
+// start runs this test binary as "tunvpn args" in namespace ns.
+func start(t *testing.T, ns string, args ...string) *sideProc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &sideProc{out: &strings.Builder{}, done: make(chan error, 1)}
+	p.cmd = exec.Command("ip", "netns", "exec", ns, exe)
+	p.cmd.Env = append(os.Environ(), mainEnv+"="+strings.Join(args, " "))
+	r, w := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			p.out.WriteString(sc.Text() + "\n")
+		}
+	}()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait(); w.Close() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s's output:\n%s", args[0], p.out.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *sideProc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Errorf("tunvpn after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("tunvpn did not stop within 30s of SIGTERM")
+	}
+}
+
+// TestNetnsTunvpn: tunvpn's server and client, each a process in its namespace, the client
+// with two uplinks under a Selector. curl downloads 64 MiB from a web server behind the
+// server through the tunnel while the active uplink is blackholed: exit status 0, SHA-256
+// equal. tunvpn status shows the paths and the move. After SIGTERM no rule, route or TUN of
+// the client's is left; after SIGKILL, the next start clears what the killed one left, and
+// stops clean in turn.
+func TestNetnsTunvpn(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "tvpn"})
+	if _, err := lab.Exec(netlab.Server, "ip", "addr", "add", farAddr+"/32", "dev", "lo"); err != nil {
+		t.Fatal(err)
+	}
+	web, err := lab.Listen(netlab.Server, "tcp", farAddr+":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 20
+	srv := &http.Server{Handler: payload{size}}
+	go srv.Serve(web)
+	defer srv.Close()
+
+	dir := t.TempDir()
+	sk, ck := rendr.MustNewKey(), rendr.MustNewKey()
+	skText, _ := sk.MarshalText()
+	ckText, _ := ck.MarshalText()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var listen, uplinks []string
+	for i := range lab.Paths() {
+		listen = append(listen, fmt.Sprintf("%q", fmt.Sprintf("%s:7000", lab.ServerAddr(i))))
+		uplinks = append(uplinks, fmt.Sprintf("[[uplink]]\nname = \"up%d\"\nserver = \"%s:7000\"\nsource = \"%s\"\ninterface = %q\n",
+			i, lab.ServerAddr(i), lab.ClientAddr(i), lab.ClientIface(i)))
+	}
+	serverSock, clientSock := filepath.Join(dir, "server.sock"), filepath.Join(dir, "client.sock")
+	serverCfg := write("server.toml", fmt.Sprintf("private_key = %q\npeers = [%q]\nlisten = [%s]\nallow = [\"10.99.0.0/16\"]\nstatus_socket = %q\n",
+		skText, ck.Public(), strings.Join(listen, ", "), serverSock))
+	clientCfg := write("client.toml", fmt.Sprintf("private_key = %q\nserver_key = %q\naddresses = [\"10.98.0.2/32\"]\nroutes = [\"10.99.0.0/16\"]\nmtu = 1420\nstatus_socket = %q\n%s",
+		ckText, sk.Public(), clientSock, strings.Join(uplinks, "\n")))
+
+	server := start(t, lab.ServerNS(), "server", "-c", serverCfg)
+	client := start(t, lab.ClientNS(), "client", "-c", clientCfg)
+	if !testkit.Wait(30*time.Second, func() bool { _, err := readStatus(clientSock); return err == nil }) {
+		t.Fatalf("the client's status socket did not answer")
+	}
+
+	// The download, with the active uplink blackholed a quarter of the way in.
+	curl := exec.Command("ip", "netns", "exec", lab.ClientNS(), "curl", "-sS", "--max-time", "120", "http://"+farAddr+":8080/64m")
+	stdout, err := curl.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var curlErr strings.Builder
+	curl.Stderr = &curlErr
+	if err := curl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int64
+	h := sha256.New()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.MultiWriter(h, countWriter{&got}), stdout)
+		copied <- err
+	}()
+	blackholed := -1
+	testkit.Wait(2*time.Minute, func() bool { return got.Load() >= size/4 })
+	if r, err := readStatus(clientSock); err == nil && len(r.Sessions) == 1 {
+		for i, p := range r.Sessions[0].Paths {
+			if p.Active {
+				blackholed = i
+			}
+		}
+	}
+	if blackholed < 0 {
+		t.Fatalf("no active uplink at a quarter of the download (%d bytes)", got.Load())
+	}
+	if err := lab.Blackhole(blackholed, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-copied; err != nil {
+		t.Fatal(err)
+	}
+	if err := curl.Wait(); err != nil {
+		t.Fatalf("curl: %v: %s", err, curlErr.String())
+	}
+	want := sha256.New()
+	payload{size}.ServeHTTP(hashWriter{want}, nil)
+	if got.Load() != size || string(h.Sum(nil)) != string(want.Sum(nil)) {
+		t.Fatalf("curl read %d bytes, want %d, or they differ", got.Load(), size)
+	}
+	r, err := readStatus(clientSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	printStatus(&sb, r)
+	t.Logf("64 MiB through the tunnel with up%d blackholed at 16 MiB; tunvpn status:\n%s", blackholed, sb.String())
+	if len(r.Migrations) < 2 || r.Ingress == nil || r.Ingress.TCPOpened < 1 {
+		t.Errorf("the status shows no move off the blackholed uplink, or no connection")
+	}
+	if _, err := readStatus(serverSock); err != nil {
+		t.Errorf("the server's status: %v", err)
+	}
+
+	client.stop(t)
+	checkClean(t, lab)
+	// Killed, the client leaves its rules behind; the next start clears them.
+	killed := start(t, lab.ClientNS(), "client", "-c", clientCfg)
+	if !testkit.Wait(30*time.Second, func() bool { _, err := readStatus(clientSock); return err == nil }) {
+		t.Fatal("the second client's status socket did not answer")
+	}
+	killed.cmd.Process.Kill()
+	<-killed.done
+	killed.done <- nil
+	if rules, _ := lab.Exec(netlab.Client, "ip", "rule", "list"); !strings.Contains(string(rules), "7264") {
+		t.Logf("after SIGKILL, no rule was left to clear:\n%s", rules)
+	}
+	again := start(t, lab.ClientNS(), "client", "-c", clientCfg)
+	if !testkit.Wait(30*time.Second, func() bool { _, err := readStatus(clientSock); return err == nil }) {
+		t.Fatalf("the client did not start again after a SIGKILL")
+	}
+	again.stop(t)
+	checkClean(t, lab)
+	server.stop(t)
+}
+
+// checkClean fails the test if the client namespace holds a rule, route or TUN of tunvpn's.
+func checkClean(t *testing.T, lab *netlab.Lab) {
+	t.Helper()
+	for _, args := range [][]string{{"ip", "rule", "list"}, {"ip", "-6", "rule", "list"}, {"ip", "route", "show", "table", "all"}, {"ip", "link"}} {
+		out, err := lab.Exec(netlab.Client, args[0], args[1:]...)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if s := string(out); strings.Contains(s, "7264") || strings.Contains(s, "tunvpn0") {
+			t.Errorf("left behind (%s):\n%s", strings.Join(args, " "), s)
+		}
+	}
+}
+
+type countWriter struct{ n *atomic.Int64 }
+
+func (w countWriter) Write(p []byte) (int, error) { w.n.Add(int64(len(p))); return len(p), nil }
+
+// hashWriter lets payload.ServeHTTP write into a hash.
+type hashWriter struct{ w io.Writer }
+
+func (h hashWriter) Header() http.Header         { return http.Header{} }
+func (h hashWriter) Write(p []byte) (int, error) { return h.w.Write(p) }
+func (h hashWriter) WriteHeader(int)             {}
