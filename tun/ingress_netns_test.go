@@ -37,6 +37,10 @@ const (
 	farAddr  = "10.99.0.1"
 	farNet   = "10.99.0.0/16"
 	deadNet  = "10.99.2.0/24" // no route to it in the server namespace
+	farAddr6 = "fd99::1"
+	farNet6  = "fd99::/16"
+	deadNet6 = "fd99:2::/64"
+	tunAddr6 = "fd98::2/128"
 	tunAddr  = "10.98.0.2/32"
 	tunName  = "rtun0"
 	tunMTU   = 1500
@@ -59,6 +63,8 @@ func newVPNLab(t *testing.T, edit func(*tun.Config)) *vpnLab {
 	for _, args := range [][]string{
 		{"ip", "addr", "add", farAddr + "/32", "dev", "lo"},
 		{"ip", "route", "add", "unreachable", deadNet},
+		{"ip", "-6", "addr", "add", farAddr6 + "/128", "dev", "lo", "nodad"},
+		{"ip", "-6", "route", "add", "unreachable", deadNet6},
 	} {
 		if _, err := lab.Exec(netlab.Server, args[0], args[1:]...); err != nil {
 			t.Fatal(err)
@@ -109,8 +115,10 @@ func newVPNLab(t *testing.T, edit func(*tun.Config)) *vpnLab {
 	}
 	for _, args := range [][]string{
 		{"ip", "addr", "add", tunAddr, "dev", tunName},
+		{"ip", "-6", "addr", "add", tunAddr6, "dev", tunName, "nodad"},
 		{"ip", "link", "set", tunName, "up"},
 		{"ip", "route", "add", farNet, "dev", tunName},
+		{"ip", "-6", "route", "add", farNet6, "dev", tunName},
 	} {
 		if _, err := lab.Exec(netlab.Client, args[0], args[1:]...); err != nil {
 			dev.Close()
@@ -394,6 +402,84 @@ func TestNetnsIngressSynFlood(t *testing.T) {
 	defer c.Close()
 	if b, err := io.ReadAll(c); err != nil || string(b) != "hi" {
 		t.Fatalf("after the flood: read %q, %v", b, err)
+	}
+}
+
+// TestNetnsIngressIPv6: the same through the TUN over IPv6 (the uplinks stay IPv4): a TCP
+// connection carries 4 MiB each way exact, a UDP datagram is echoed, and a network the far
+// side has no route to gives "no route to host" at once (ICMPv6 address unreachable).
+func TestNetnsIngressIPv6(t *testing.T) {
+	v := newVPNLab(t, nil)
+	far, err := v.lab.Listen(netlab.Server, "tcp", "["+farAddr6+"]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	go func() {
+		c, err := far.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c) // echo, to the client's half-close
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	dial := v.lab.Dialer(netlab.Client, &net.Dialer{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	c, err := dial(ctx, "tcp", far.Addr().String())
+	if err != nil {
+		t.Fatalf("connect over IPv6 through the TUN: %v", err)
+	}
+	defer c.Close()
+	data := make([]byte, 4<<20)
+	fill(data, rand.New(rand.NewPCG(6, 6)))
+	go func() {
+		c.Write(data)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	back, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(back, data) {
+		t.Fatalf("echo over IPv6: %d of %d bytes (%v), or they differ", len(back), len(data), err)
+	}
+
+	pc, err := v.lab.ListenPacket(netlab.Server, "udp", "["+farAddr6+"]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	u, err := dial(ctx, "udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	buf := make([]byte, 64)
+	for try := 0; ; try++ {
+		if try == 20 {
+			t.Fatalf("no UDP echo over IPv6: %+v", v.in.Stats())
+		}
+		u.Write([]byte("v6?"))
+		u.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err := u.Read(buf); err == nil && string(buf[:n]) == "v6?" {
+			break
+		}
+	}
+
+	if _, err := dial(ctx, "tcp", "[fd99:2::1]:80"); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Errorf("an unreachable IPv6 network: %v, want no route to host", err)
+	}
+	if st := v.in.Stats(); st.TCPOpened != 1 || st.UDPOpened != 1 || st.ICMPErrors != 1 {
+		t.Errorf("ingress stats %+v, want 1 TCP and 1 UDP flow, 1 ICMP error", st)
 	}
 }
 
