@@ -66,6 +66,18 @@ func (c *Conn) Close() error {
 	return c.st.Close()
 }
 
+// Reset abandons the flow both ways, as a TCP RST does: what was written and not yet
+// delivered is dropped, the peer's reads return ErrReset and its writes ErrStopped, and this
+// side's calls return ErrClosed. A TUN ingress resets the flow of a connection its
+// application reset, so the far end sees the reset too.
+func (c *Conn) Reset() error {
+	c.s.mu.Lock()
+	delete(c.s.mu.watchers, c)
+	c.s.mu.Unlock()
+	c.st.Reject(flow.CodeClosed)
+	return nil
+}
+
 // CloseWrite half-closes the flow: the peer reads io.EOF after everything written; reading
 // goes on.
 func (c *Conn) CloseWrite() error { return c.st.CloseWrite() }

@@ -195,3 +195,38 @@ func TestKeyText(t *testing.T) {
 		t.Errorf("the error does not say how to make a key: %v", err)
 	}
 }
+
+// TestSynctestConnReset: Reset abandons a flow both ways: the peer reads ErrReset (not
+// io.EOF) and its writes fail with ErrStopped; this side's calls return ErrClosed.
+func TestSynctestConnReset(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := idLab(t, false)
+		dc, lc := lb.Open()
+		defer lc.Close()
+		if _, err := dc.Write([]byte("partial")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(lc, make([]byte, 7)); err != nil {
+			t.Fatal(err)
+		}
+		if err := dc.Reset(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(lc); !errors.Is(err, rendr.ErrReset) {
+			t.Fatalf("the peer read %v after Reset, want ErrReset", err)
+		}
+		var werr error
+		for range 100 {
+			if _, werr = lc.Write([]byte("x")); werr != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !errors.Is(werr, rendr.ErrStopped) {
+			t.Fatalf("the peer's write after Reset: %v, want ErrStopped", werr)
+		}
+		if _, err := dc.Write([]byte("y")); !errors.Is(err, rendr.ErrClosed) {
+			t.Fatalf("Write after Reset: %v, want ErrClosed", err)
+		}
+	})
+}

@@ -483,6 +483,63 @@ func TestNetnsIngressIPv6(t *testing.T) {
 	}
 }
 
+// TestNetnsIngressResets: an RST crosses the tunnel both ways. The far server resets its
+// connection: the program reads "connection reset by peer". The program resets its own: the
+// far server's read fails the same way, not with an end of stream.
+func TestNetnsIngressResets(t *testing.T) {
+	v := newVPNLab(t, nil)
+	far, err := v.lab.Listen(netlab.Server, "tcp", farAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	accepted := make(chan *net.TCPConn, 2)
+	go func() {
+		for {
+			c, err := far.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c.(*net.TCPConn)
+		}
+	}()
+	dial := v.lab.Dialer(netlab.Client, &net.Dialer{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+
+	c, err := dial(ctx, "tcp", far.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv := <-accepted
+	srv.SetLinger(0)
+	srv.Close()
+	c.SetReadDeadline(time.Now().Add(waitLong))
+	if _, err := io.ReadAll(c); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the far server's RST: the program read %v, want connection reset", err)
+	}
+
+	c2, err := dial(ctx, "tcp", far.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv2 := <-accepted
+	defer srv2.Close()
+	if _, err := c2.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(srv2, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	c2.(*net.TCPConn).SetLinger(0)
+	c2.Close()
+	srv2.SetReadDeadline(time.Now().Add(waitLong))
+	if _, err := io.ReadAll(srv2); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the program's RST: the far server read %v, want connection reset", err)
+	}
+}
+
 func fill(b []byte, rng *rand.Rand) {
 	for i := 0; i+8 <= len(b); i += 8 {
 		v := rng.Uint64()

@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -78,7 +79,7 @@ func (in *Ingress) handleTCP(r *tcp.ForwarderRequest) {
 	r.Complete(false)
 	in.stats.tcpOpened.Add(1)
 	defer in.stats.tcpActive.Add(-1)
-	spliceTCP(gonet.NewTCPConn(&wq, ep), c)
+	spliceTCP(gonet.NewTCPConn(&wq, ep), ep, c)
 }
 
 // connect opens the connection's flow and waits, bounded by ConnectTimeout, until the far
@@ -129,22 +130,58 @@ type halfCloser interface {
 
 // spliceTCP copies both ways between the host's connection and its flow until both directions
 // end. Each end of stream is passed on as a half-close, so a side that shuts its sending side
-// still reads the whole reply; an error on either side ends both.
-func spliceTCP(host *gonet.TCPConn, flow *rendr.Conn) {
-	var wg sync.WaitGroup
-	one := func(dst halfCloser, src net.Conn) {
-		defer wg.Done()
-		if _, err := io.Copy(dst, src); err != nil {
+// still reads the whole reply. A reset on either side resets the other: the host's RST resets
+// the flow (the far end's connection is cut with an RST), and a flow reset (the destination
+// reset its connection) aborts the host's connection with an RST.
+func spliceTCP(host *gonet.TCPConn, ep tcpip.Endpoint, flow *rendr.Conn) {
+	var once sync.Once
+	abort := func(hostFailed bool) {
+		once.Do(func() {
+			if hostFailed {
+				flow.Reset()
+			} else {
+				ep.Abort()
+			}
 			host.Close()
 			flow.Close()
-			return
+		})
+	}
+	var wg sync.WaitGroup
+	one := func(dst halfCloser, src net.Conn, fromHost bool) {
+		defer wg.Done()
+		readErr, writeErr := copyHalf(dst, src, make([]byte, 32<<10))
+		switch {
+		case readErr != nil:
+			abort(fromHost) // the side read from broke
+		case writeErr != nil:
+			abort(!fromHost) // the side written to broke
+		default:
+			dst.CloseWrite()
 		}
-		dst.CloseWrite()
 	}
 	wg.Add(2)
-	go one(flow, host)
-	go one(host, flow)
+	go one(flow, host, true)
+	go one(host, flow, false)
 	wg.Wait()
 	host.Close()
 	flow.Close()
+}
+
+// copyHalf copies src to dst until src's end of stream, and says which side failed if one
+// did: src's read, or dst's write.
+func copyHalf(dst io.Writer, src io.Reader, buf []byte) (readErr, writeErr error) {
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return nil, werr
+			}
+		}
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err != nil {
+			return err, nil
+		}
+	}
 }
