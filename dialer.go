@@ -157,7 +157,16 @@ func (d *Dialer) DialContext(ctx context.Context) (*Conn, error) {
 	return newConn(s, st), nil
 }
 
-// open waits for the session and opens a flow on it with open.
+// Connect starts the session now, without opening a flow, and waits (bounded by ctx) until a
+// path is attached: a VPN client, say, that wants its uplinks up before the first connection.
+// Without it the session starts with the first Dial. It returns at once when the session is
+// up already. A session that fails before any path comes up is started again, as Dial does.
+func (d *Dialer) Connect(ctx context.Context) error {
+	_, _, err := d.open(ctx, nil)
+	return err
+}
+
+// open waits for the session and opens a flow on it with open (none when open is nil).
 func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream, error)) (*session, *flow.Stream, error) {
 	for range 3 {
 		s, err := d.session()
@@ -175,6 +184,9 @@ func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream
 				return nil, nil, fmt.Errorf("rendr: dial: %w (last path error: %w)", ctx.Err(), le)
 			}
 			return nil, nil, fmt.Errorf("rendr: dial: %w (no path attached yet)", ctx.Err())
+		}
+		if open == nil {
+			return s, nil, nil
 		}
 		st, err := openWaiting(ctx, s.engine, open)
 		if err != nil {

@@ -230,3 +230,30 @@ func TestSynctestConnReset(t *testing.T) {
 		}
 	})
 }
+
+// TestSynctestDialerConnect: Connect brings the session up without a flow, so the paths are
+// up before the first Dial; again, it returns at once; on a closed Dialer it says so.
+func TestSynctestDialerConnect(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := idLab(t, false)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if st := lb.Status(); len(st.Paths) != 0 {
+			t.Fatalf("paths before Connect: %s", testkit.Describe(st))
+		}
+		if err := lb.D.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		lb.MustWait("both paths up", 10*time.Second, lb.AllUp)
+		if st := lb.Status(); st.Flows != 0 {
+			t.Fatalf("Connect opened %d flows", st.Flows)
+		}
+		if err := lb.D.Connect(ctx); err != nil {
+			t.Fatalf("Connect again: %v", err)
+		}
+		lb.D.Close()
+		if err := lb.D.Connect(ctx); !errors.Is(err, rendr.ErrClosed) {
+			t.Fatalf("Connect on a closed Dialer: %v, want ErrClosed", err)
+		}
+	})
+}

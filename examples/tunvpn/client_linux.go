@@ -58,6 +58,13 @@ func runClient(ctx context.Context, c *clientConfig, log *slog.Logger) error {
 		return err
 	}
 	defer in.Close()
+	// The uplinks come up now, not at the first connection; any that works brings the tunnel
+	// up, and the others join as they can.
+	go func() {
+		if err := d.Connect(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("tunvpn: no uplink is up yet", "err", err)
+		}
+	}()
 	st, err := serveStatus(c.Status, func() report {
 		s := in.Stats()
 		return report{Role: "client", Sessions: []sessionView{viewSession(d.Status())}, Migrations: moves.recent(), Ingress: &s}

@@ -53,9 +53,10 @@ func fillRand(b []byte, rng *rand.Rand) {
 
 // sideProc is a tunvpn process in a namespace.
 type sideProc struct {
-	cmd  *exec.Cmd
-	out  *strings.Builder
-	done chan error
+	cmd     *exec.Cmd
+	out     *strings.Builder // written until scanned is closed
+	scanned chan struct{}
+	done    chan error
 }
 
 // start runs this test binary as "tunvpn args" in namespace ns.
@@ -65,16 +66,18 @@ func start(t *testing.T, ns string, args ...string) *sideProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &sideProc{out: &strings.Builder{}, done: make(chan error, 1)}
+	p := &sideProc{out: &strings.Builder{}, scanned: make(chan struct{}), done: make(chan error, 1)}
 	p.cmd = exec.Command("ip", "netns", "exec", ns, exe)
 	p.cmd.Env = append(os.Environ(), mainEnv+"="+strings.Join(args, " "))
 	r, w := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	go func() {
+		defer close(p.scanned)
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			p.out.WriteString(sc.Text() + "\n")
 		}
+		io.Copy(io.Discard, r)
 	}()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -83,6 +86,7 @@ func start(t *testing.T, ns string, args ...string) *sideProc {
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
+		<-p.scanned
 		if t.Failed() {
 			t.Logf("%s's output:\n%s", args[0], p.out.String())
 		}
@@ -111,7 +115,15 @@ func (p *sideProc) stop(t *testing.T) {
 // equal. tunvpn status shows the paths and the move. After SIGTERM no rule, route or TUN of
 // the client's is left; after SIGKILL, the next start clears what the killed one left, and
 // stops clean in turn.
-func TestNetnsTunvpn(t *testing.T) {
+// tunvpnLab is the lab of the tunvpn tests: two namespaces with two uplinks, a web server
+// serving size bytes in the far network behind the server, keys, and both configuration
+// files.
+type tunvpnLab struct {
+	lab                                          *netlab.Lab
+	serverCfg, clientCfg, serverSock, clientSock string
+}
+
+func newTunvpnLab(t *testing.T, size int64) *tunvpnLab {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
@@ -123,10 +135,9 @@ func TestNetnsTunvpn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const size = 64 << 20
 	srv := &http.Server{Handler: payload{size}}
 	go srv.Serve(web)
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
 
 	dir := t.TempDir()
 	sk, ck := rendr.MustNewKey(), rendr.MustNewKey()
@@ -145,13 +156,19 @@ func TestNetnsTunvpn(t *testing.T) {
 		uplinks = append(uplinks, fmt.Sprintf("[[uplink]]\nname = \"up%d\"\nserver = \"%s:7000\"\nsource = \"%s\"\ninterface = %q\n",
 			i, lab.ServerAddr(i), lab.ClientAddr(i), lab.ClientIface(i)))
 	}
-	serverSock, clientSock := filepath.Join(dir, "server.sock"), filepath.Join(dir, "client.sock")
-	serverCfg := write("server.toml", fmt.Sprintf("private_key = %q\npeers = [%q]\nlisten = [%s]\nallow = [\"10.99.0.0/16\"]\nstatus_socket = %q\n",
-		skText, ck.Public(), strings.Join(listen, ", "), serverSock))
-	clientCfg := write("client.toml", fmt.Sprintf("private_key = %q\nserver_key = %q\naddresses = [\"10.98.0.2/32\"]\nroutes = [\"10.99.0.0/16\"]\nmtu = 1420\nstatus_socket = %q\n%s",
-		ckText, sk.Public(), clientSock, strings.Join(uplinks, "\n")))
+	v := &tunvpnLab{lab: lab, serverSock: filepath.Join(dir, "server.sock"), clientSock: filepath.Join(dir, "client.sock")}
+	v.serverCfg = write("server.toml", fmt.Sprintf("private_key = %q\npeers = [%q]\nlisten = [%s]\nallow = [\"10.99.0.0/16\"]\nstatus_socket = %q\n",
+		skText, ck.Public(), strings.Join(listen, ", "), v.serverSock))
+	v.clientCfg = write("client.toml", fmt.Sprintf("private_key = %q\nserver_key = %q\naddresses = [\"10.98.0.2/32\"]\nroutes = [\"10.99.0.0/16\"]\nmtu = 1420\nstatus_socket = %q\n%s",
+		ckText, sk.Public(), v.clientSock, strings.Join(uplinks, "\n")))
+	return v
+}
 
-	server := start(t, lab.ServerNS(), "server", "-c", serverCfg)
+func TestNetnsTunvpn(t *testing.T) {
+	const size = 64 << 20
+	v := newTunvpnLab(t, size)
+	lab, clientCfg, clientSock, serverSock := v.lab, v.clientCfg, v.clientSock, v.serverSock
+	server := start(t, lab.ServerNS(), "server", "-c", v.serverCfg)
 	client := start(t, lab.ClientNS(), "client", "-c", clientCfg)
 	if !testkit.Wait(30*time.Second, func() bool { _, err := readStatus(clientSock); return err == nil }) {
 		t.Fatalf("the client's status socket did not answer")
@@ -261,3 +278,51 @@ type hashWriter struct{ w io.Writer }
 func (h hashWriter) Header() http.Header         { return http.Header{} }
 func (h hashWriter) Write(p []byte) (int, error) { return h.w.Write(p) }
 func (h hashWriter) WriteHeader(int)             {}
+
+// TestNetnsTunvpnFirstUplinkDown: the client starts with its first-listed uplink's interface
+// down. It comes up on the other (no uplink is the master), a download through it is whole,
+// and when the interface comes back the uplink rejoins without a restart.
+func TestNetnsTunvpnFirstUplinkDown(t *testing.T) {
+	const size = 4 << 20
+	v := newTunvpnLab(t, size)
+	if _, err := v.lab.Exec(netlab.Client, "ip", "link", "set", v.lab.ClientIface(0), "down"); err != nil {
+		t.Fatal(err)
+	}
+	server := start(t, v.lab.ServerNS(), "server", "-c", v.serverCfg)
+	client := start(t, v.lab.ClientNS(), "client", "-c", v.clientCfg)
+	up := func(name string) bool {
+		r, err := readStatus(v.clientSock)
+		if err != nil || len(r.Sessions) != 1 {
+			return false
+		}
+		for _, p := range r.Sessions[0].Paths {
+			if p.Name == name && p.State == "up" {
+				return true
+			}
+		}
+		return false
+	}
+	if !testkit.Wait(30*time.Second, func() bool { return up("up1") }) {
+		t.Fatal("the client did not come up on its second uplink")
+	}
+	out, err := exec.Command("ip", "netns", "exec", v.lab.ClientNS(), "curl", "-sS", "--max-time", "60", "http://"+farAddr+":8080/").Output()
+	if err != nil {
+		t.Fatalf("curl with the first uplink down: %v", err)
+	}
+	want := sha256.New()
+	payload{size}.ServeHTTP(hashWriter{want}, nil)
+	if len(out) != size || sha256.Sum256(out) != [sha256.Size]byte(want.Sum(nil)) {
+		t.Fatalf("curl read %d bytes, want %d, or they differ", len(out), size)
+	}
+	if _, err := v.lab.Exec(netlab.Client, "ip", "link", "set", v.lab.ClientIface(0), "up"); err != nil {
+		t.Fatal(err)
+	}
+	if !testkit.Wait(60*time.Second, func() bool { return up("up0") }) {
+		r, _ := readStatus(v.clientSock)
+		var sb strings.Builder
+		printStatus(&sb, r)
+		t.Fatalf("the first uplink did not rejoin after its interface came back:\n%s", sb.String())
+	}
+	client.stop(t)
+	server.stop(t)
+}
