@@ -27,6 +27,10 @@ import (
 // the client namespace only through the tunnel.
 const farAddr = "10.99.0.1"
 
+// carrierAddr is where the server's carriers listen under a full tunnel: beyond the
+// uplinks' subnets, reached by their default routes.
+const carrierAddr = "10.88.0.1"
+
 // payload is the test download: size bytes from a fixed seed.
 type payload struct{ size int64 }
 
@@ -123,13 +127,33 @@ type tunvpnLab struct {
 	serverCfg, clientCfg, serverSock, clientSock string
 }
 
-func newTunvpnLab(t *testing.T, size int64) *tunvpnLab {
+// newTunvpnLab builds the lab. With full, the client routes everything through the tunnel,
+// and the server's carriers listen on an address (10.88.0.1) the client reaches only by the
+// default routes of its uplinks, as a real host reaches a server: only the carriers' mark
+// keeps them out of the tunnel.
+func newTunvpnLab(t *testing.T, size int64, full bool) *tunvpnLab {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
 	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "tvpn"})
 	if _, err := lab.Exec(netlab.Server, "ip", "addr", "add", farAddr+"/32", "dev", "lo"); err != nil {
 		t.Fatal(err)
+	}
+	if full {
+		cmds := [][]string{{"ip", "addr", "add", carrierAddr + "/32", "dev", "lo"}}
+		for i := range lab.Paths() {
+			cmds = append(cmds, []string{"client", "ip", "route", "add", "default", "via", lab.ServerAddr(i).String(),
+				"dev", lab.ClientIface(i), "metric", fmt.Sprint(100 * (i + 1))})
+		}
+		for _, c := range cmds {
+			side := netlab.Server
+			if c[0] == "client" {
+				side, c = netlab.Client, c[1:]
+			}
+			if _, err := lab.Exec(side, c[0], c[1:]...); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	web, err := lab.Listen(netlab.Server, "tcp", farAddr+":8080")
 	if err != nil {
@@ -151,22 +175,38 @@ func newTunvpnLab(t *testing.T, size int64) *tunvpnLab {
 		return p
 	}
 	var listen, uplinks []string
+	routes := `["10.99.0.0/16"]`
 	for i := range lab.Paths() {
-		listen = append(listen, fmt.Sprintf("%q", fmt.Sprintf("%s:7000", lab.ServerAddr(i))))
-		uplinks = append(uplinks, fmt.Sprintf("[[uplink]]\nname = \"up%d\"\nserver = \"%s:7000\"\nsource = \"%s\"\ninterface = %q\n",
-			i, lab.ServerAddr(i), lab.ClientAddr(i), lab.ClientIface(i)))
+		server := fmt.Sprintf("%s:7000", lab.ServerAddr(i))
+		if full {
+			server = carrierAddr + ":7000"
+		}
+		if !full || i == 0 {
+			listen = append(listen, fmt.Sprintf("%q", server))
+		}
+		// Under a full tunnel the second uplink is bound by its source address alone: no
+		// interface keeps its carrier's route out of the tunnel's table, only the mark.
+		iface := fmt.Sprintf("interface = %q\n", lab.ClientIface(i))
+		if full && i == 1 {
+			iface = ""
+		}
+		uplinks = append(uplinks, fmt.Sprintf("[[uplink]]\nname = \"up%d\"\nserver = %q\nsource = \"%s\"\n%s",
+			i, server, lab.ClientAddr(i), iface))
+	}
+	if full {
+		routes = `["0.0.0.0/0"]`
 	}
 	v := &tunvpnLab{lab: lab, serverSock: filepath.Join(dir, "server.sock"), clientSock: filepath.Join(dir, "client.sock")}
 	v.serverCfg = write("server.toml", fmt.Sprintf("private_key = %q\npeers = [%q]\nlisten = [%s]\nallow = [\"10.99.0.0/16\"]\nstatus_socket = %q\n",
 		skText, ck.Public(), strings.Join(listen, ", "), v.serverSock))
-	v.clientCfg = write("client.toml", fmt.Sprintf("private_key = %q\nserver_key = %q\naddresses = [\"10.98.0.2/32\"]\nroutes = [\"10.99.0.0/16\"]\nmtu = 1420\nstatus_socket = %q\n%s",
-		ckText, sk.Public(), v.clientSock, strings.Join(uplinks, "\n")))
+	v.clientCfg = write("client.toml", fmt.Sprintf("private_key = %q\nserver_key = %q\naddresses = [\"10.98.0.2/32\"]\nroutes = %s\nmtu = 1420\nstatus_socket = %q\n%s",
+		ckText, sk.Public(), routes, v.clientSock, strings.Join(uplinks, "\n")))
 	return v
 }
 
 func TestNetnsTunvpn(t *testing.T) {
 	const size = 64 << 20
-	v := newTunvpnLab(t, size)
+	v := newTunvpnLab(t, size, false)
 	lab, clientCfg, clientSock, serverSock := v.lab, v.clientCfg, v.clientSock, v.serverSock
 	server := start(t, lab.ServerNS(), "server", "-c", v.serverCfg)
 	client := start(t, lab.ClientNS(), "client", "-c", clientCfg)
@@ -284,7 +324,7 @@ func (h hashWriter) WriteHeader(int)             {}
 // and when the interface comes back the uplink rejoins without a restart.
 func TestNetnsTunvpnFirstUplinkDown(t *testing.T) {
 	const size = 4 << 20
-	v := newTunvpnLab(t, size)
+	v := newTunvpnLab(t, size, false)
 	if _, err := v.lab.Exec(netlab.Client, "ip", "link", "set", v.lab.ClientIface(0), "down"); err != nil {
 		t.Fatal(err)
 	}
@@ -324,5 +364,67 @@ func TestNetnsTunvpnFirstUplinkDown(t *testing.T) {
 		t.Fatalf("the first uplink did not rejoin after its interface came back:\n%s", sb.String())
 	}
 	client.stop(t)
+	server.stop(t)
+}
+
+// TestNetnsTunvpnFullTunnel: the client routes everything through the tunnel (0.0.0.0/0),
+// and the server's carriers are reached only by the uplinks' default routes. The carriers'
+// firewall mark keeps them out of the tunnel (no packet to the server's carrier address
+// leaves by the TUN: an nftables counter says so), both uplinks come up, a 4 MiB download
+// through the tunnel is whole, and after SIGTERM nothing of the client's is left.
+func TestNetnsTunvpnFullTunnel(t *testing.T) {
+	const size = 4 << 20
+	v := newTunvpnLab(t, size, true)
+	if _, err := v.lab.Exec(netlab.Client, "nft", "add table inet tvcount"); err != nil {
+		t.Fatal(err)
+	}
+	for _, rule := range []string{
+		"add chain inet tvcount out { type filter hook output priority 0; policy accept; }",
+		"add rule inet tvcount out oifname \"tunvpn0\" ip daddr " + carrierAddr + " counter",
+	} {
+		if _, err := v.lab.Exec(netlab.Client, "nft", rule); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server := start(t, v.lab.ServerNS(), "server", "-c", v.serverCfg)
+	client := start(t, v.lab.ClientNS(), "client", "-c", v.clientCfg)
+	up := func() int {
+		r, err := readStatus(v.clientSock)
+		if err != nil || len(r.Sessions) != 1 {
+			return 0
+		}
+		n := 0
+		for _, p := range r.Sessions[0].Paths {
+			if p.State == "up" {
+				n++
+			}
+		}
+		return n
+	}
+	if !testkit.Wait(30*time.Second, func() bool { return up() == 2 }) {
+		t.Fatalf("%d of 2 uplinks up under a full tunnel", up())
+	}
+	rules, _ := v.lab.Exec(netlab.Client, "ip", "rule", "list")
+	if !strings.Contains(string(rules), "suppress_prefixlength 0") || !strings.Contains(string(rules), "not from all fwmark") {
+		t.Errorf("the full tunnel's rules are not in place:\n%s", rules)
+	}
+	out, err := exec.Command("ip", "netns", "exec", v.lab.ClientNS(), "curl", "-sS", "--max-time", "60", "http://"+farAddr+":8080/").Output()
+	if err != nil {
+		t.Fatalf("curl through a full tunnel: %v", err)
+	}
+	want := sha256.New()
+	payload{size}.ServeHTTP(hashWriter{want}, nil)
+	if len(out) != size || sha256.Sum256(out) != [sha256.Size]byte(want.Sum(nil)) {
+		t.Fatalf("curl read %d bytes, want %d, or they differ", len(out), size)
+	}
+	counted, err := v.lab.Exec(netlab.Client, "nft", "list", "chain", "inet", "tvcount", "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(counted), "counter packets 0 bytes 0") {
+		t.Errorf("packets to the server's carriers went into the tunnel:\n%s", counted)
+	}
+	client.stop(t)
+	checkClean(t, v.lab)
 	server.stop(t)
 }
