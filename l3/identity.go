@@ -10,10 +10,11 @@
 //	Family  (1 byte)    4 or 6: the length of both addresses, 4 or 16 bytes
 //	Source address, Source port (2 bytes), Destination address, Destination port (2 bytes)
 //
-// 15 bytes for IPv4, 39 for IPv6. Every identity has exactly one encoding, and decoding takes
-// only that one: an IPv4 address is never written as IPv4-mapped IPv6, there is no zone, a
-// protocol with ports (TCP, UDP, UDP-Lite, SCTP) has non-zero ports and any other has zero
-// ports, and nothing follows the last byte.
+// 15 bytes for IPv4, 39 for IPv6. Protocol 0 with the unspecified destination address is a
+// Raw identity: a flow of whole IP packets of one host. Every identity has exactly one
+// encoding, and decoding takes only that one: an IPv4 address is never written as IPv4-mapped
+// IPv6, there is no zone, a protocol with ports (TCP, UDP, UDP-Lite, SCTP) has non-zero ports
+// and any other has zero ports, and nothing follows the last byte.
 package l3
 
 import (
@@ -163,10 +164,31 @@ func (id Identity) String() string {
 	if id.IsZero() {
 		return "none"
 	}
+	if id.IsRaw() {
+		return fmt.Sprintf("raw %v", id.Src.Addr())
+	}
 	if !id.Proto.HasPorts() {
 		return fmt.Sprintf("%v %v > %v", id.Proto, id.Src.Addr(), id.Dst.Addr())
 	}
 	return fmt.Sprintf("%v %v > %v", id.Proto, id.Src, id.Dst)
+}
+
+// Raw is the identity of a flow that carries whole IP packets of every protocol but TCP and
+// UDP (ICMP echo, GRE...) from the host at src: protocol 0 with no ports, and the unspecified
+// address of src's family as the destination, since its packets go anywhere. A listener
+// writes such a flow's packets to an IP network of its own, and sends back the packets for
+// src.
+func Raw(src netip.Addr) Identity {
+	dst := netip.IPv4Unspecified()
+	if src.Is6() {
+		dst = netip.IPv6Unspecified()
+	}
+	return Identity{Src: netip.AddrPortFrom(src, 0), Dst: netip.AddrPortFrom(dst, 0)}
+}
+
+// IsRaw reports whether id is a Raw identity.
+func (id Identity) IsRaw() bool {
+	return id.Proto == 0 && id.Dst.Port() == 0 && id.Dst.Addr().IsUnspecified() && id.Src.Addr().IsValid()
 }
 
 // Reverse is the identity of the other direction: source and destination swapped.

@@ -30,6 +30,8 @@ var goldens = []struct {
 	{"icmp6", Identity{ICMPv6, ap("[fe80::1]:0"), ap("[ff02::1]:0")}},
 	{"sctp4", Identity{SCTP, ap("0.0.0.0:1"), ap("255.255.255.255:65535")}},
 	{"gre4", Identity{Proto(47), ap("10.0.0.2:0"), ap("10.0.0.1:0")}},
+	{"raw4", Raw(netip.MustParseAddr("10.98.0.2"))},
+	{"raw6", Raw(netip.MustParseAddr("fd98::2"))},
 }
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -66,6 +66,10 @@ func (in *Ingress) inject(p []byte) {
 		return
 	}
 	in.stats.in.Add(1)
+	if isRaw(p) {
+		in.sendRaw(p)
+		return
+	}
 	in.noteSYN(p)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
 	in.ep.InjectInbound(proto, pkt)

@@ -11,6 +11,8 @@
 //     A destination the far side cannot reach gets an ICMP host unreachable.
 //   - each UDP flow (one per source and destination address and port) becomes a packet flow,
 //     closed after an idle time; a closed destination port gets an ICMP port unreachable.
+//   - every other protocol (ICMP echo, GRE...) goes as whole IP packets on one packet flow per
+//     source address (l3.Raw), each pinned by its 5-tuple; nothing answers an echo here.
 //
 // The listening side carries the flows on to their destinations with its Egress
 // (rendr.ListenConfig.Egress, docs/egress.md). Everything the ingress holds is bounded and
@@ -102,6 +104,12 @@ type Stats struct {
 	// device: host unreachable for a TCP connection whose destination the far side could
 	// not reach, port unreachable for a UDP flow whose destination port was closed.
 	PacketsIn, PacketsOut, PacketsDropped, ICMPErrors uint64
+	// Packets of other protocols than TCP and UDP, carried whole: the raw flows open now
+	// (one per source address) and since the start, the packets sent to the far side and
+	// received from it, and those dropped: for the host's own link (multicast, link-local),
+	// past the backlog of a flow opening, or while the far side takes no raw flow.
+	RawFlows                             int
+	RawOpened, RawOut, RawIn, RawDropped uint64
 }
 
 // Ingress is a running TUN ingress.
@@ -124,12 +132,14 @@ type Ingress struct {
 	pending map[netip.Addr]int // SYNs being connected, by source address
 	npend   int
 	syns    *synTable // the start of recent SYNs, for the ICMP errors that quote them
+	rawState
 
 	stats struct {
 		tcpActive, udpActive                           atomic.Int64
 		tcpOpened, tcpReset, tcpUnanswered, synDropped atomic.Uint64
 		udpOpened, udpIdled, udpDropped                atomic.Uint64
 		in, out, dropped, icmp                         atomic.Uint64
+		rawOpened, rawOut, rawIn, rawDropped           atomic.Uint64
 	}
 }
 
@@ -183,6 +193,7 @@ func Start(cfg Config) (*Ingress, error) {
 	}
 	in := &Ingress{cfg: cfg, log: cfg.Logger, dev: cfg.Device, pending: map[netip.Addr]int{},
 		syns: &synTable{seed: maphash.MakeSeed()}}
+	in.raw = map[netip.Addr]*rawFlow{}
 	if in.log == nil {
 		in.log = slog.New(slog.DiscardHandler)
 	}
@@ -267,13 +278,22 @@ func (in *Ingress) Stats() Stats {
 	in.pendMu.Lock()
 	pending := in.npend
 	in.pendMu.Unlock()
-	return Stats{TCPPending: pending,
+	in.rawMu.Lock()
+	raw := 0
+	for _, f := range in.raw {
+		if f.pc != nil {
+			raw++
+		}
+	}
+	in.rawMu.Unlock()
+	return Stats{TCPPending: pending, RawFlows: raw,
 		TCPActive: int(s.tcpActive.Load()), TCPOpened: s.tcpOpened.Load(), TCPReset: s.tcpReset.Load(),
 		TCPUnanswered: s.tcpUnanswered.Load(), TCPSynDropped: s.synDropped.Load(),
 		UDPActive: int(s.udpActive.Load()), UDPOpened: s.udpOpened.Load(), UDPIdled: s.udpIdled.Load(),
 		UDPDropped: s.udpDropped.Load(),
 		PacketsIn:  s.in.Load(), PacketsOut: s.out.Load(), PacketsDropped: s.dropped.Load(),
-		ICMPErrors: s.icmp.Load(),
+		ICMPErrors: s.icmp.Load(), RawOpened: s.rawOpened.Load(), RawOut: s.rawOut.Load(),
+		RawIn: s.rawIn.Load(), RawDropped: s.rawDropped.Load(),
 	}
 }
 

@@ -23,6 +23,15 @@ type serverConfig struct {
 	// no default: "0.0.0.0/0" and "::/0" say everything, on purpose.
 	Allow  []netip.Prefix `toml:"allow"`
 	Status string         `toml:"status_socket"`
+	// TUN names the gateway's TUN, which takes the clients' packets of other protocols
+	// than TCP and UDP (ping): it has TUNAddresses, and the routes back to ClientNetworks
+	// (the clients' tunnel addresses) go through it. With Masquerade, forwarding is turned
+	// on and the clients' networks are masqueraded (nftables) out of every other
+	// interface. Without TUN such packets are not carried.
+	TUN            string         `toml:"tun"`
+	TUNAddresses   []netip.Prefix `toml:"tun_addresses"`
+	ClientNetworks []netip.Prefix `toml:"client_networks"`
+	Masquerade     bool           `toml:"masquerade"`
 }
 
 // clientConfig is the client's file.
@@ -97,6 +106,10 @@ func loadServer(path string) (*serverConfig, error) {
 		return nil, fmt.Errorf("%s: listen is empty: give the addresses the clients dial", path)
 	case len(c.Allow) == 0:
 		return nil, fmt.Errorf("%s: allow is empty: list the networks clients may reach (0.0.0.0/0 and ::/0 for all)", path)
+	case c.TUN != "" && len(c.ClientNetworks) == 0:
+		return nil, fmt.Errorf("%s: tun %q without client_networks: list the clients' tunnel addresses (say 10.98.0.0/16)", path, c.TUN)
+	case c.TUN == "" && (len(c.ClientNetworks) > 0 || len(c.TUNAddresses) > 0 || c.Masquerade):
+		return nil, fmt.Errorf("%s: client_networks, tun_addresses and masquerade need a gateway: set tun", path)
 	}
 	if c.Status == "" {
 		c.Status = defaultStatus

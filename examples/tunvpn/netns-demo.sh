@@ -2,8 +2,8 @@
 # A two-namespace walk through tunvpn: a client namespace with two uplinks (two veth pairs) to
 # a server namespace, which holds a "far network" (10.99.0.1) only the tunnel reaches. It
 # builds tunvpn, makes keys and both configuration files, starts both sides, downloads a file
-# through the tunnel while it cuts the uplink in use, shows `tunvpn status`, and removes
-# everything it made. Run it as root from the repository's root:
+# through the tunnel while it cuts the uplink in use, pings through it, shows `tunvpn status`,
+# and removes everything it made. Run it as root from the repository's root:
 #
 #   sudo bash examples/tunvpn/netns-demo.sh
 #
@@ -52,6 +52,9 @@ peers = ["$("$work/tunvpn" pubkey <"$work/client.key")"]
 listen = ["10.77.1.2:7000", "10.77.2.2:7000"]
 allow = ["10.99.0.0/16"]
 status_socket = "$work/server.sock"
+tun = "tvdemo-gw"
+tun_addresses = ["10.98.255.1/32"]
+client_networks = ["10.98.0.0/16"]
 EOF
 cat >"$work/client.toml" <<EOF
 private_key = "$(cat "$work/client.key")"
@@ -106,6 +109,9 @@ else
 	echo "== the download differs from the server's file" >&2
 	exit 1
 fi
+
+echo "== ping through the tunnel (as whole packets, to the server's gateway)"
+ip netns exec "$c" ping -c 3 -i 0.2 10.99.0.1
 
 echo "== tunvpn status on the client"
 ip netns exec "$c" "$work/tunvpn" status -s "$work/client.sock"

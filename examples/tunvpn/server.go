@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/tun"
 )
 
 func runServer(ctx context.Context, c *serverConfig, log *slog.Logger) error {
@@ -25,8 +26,25 @@ func runServer(ctx context.Context, c *serverConfig, log *slog.Logger) error {
 		}
 		srcs = append(srcs, l)
 	}
+	egress := rendr.AllowEgress(c.Allow, rendr.DirectEgress)
+	var gw *tun.Gateway
+	if c.TUN != "" {
+		g, teardown, err := startGateway(c)
+		if err != nil {
+			for _, s := range srcs {
+				s.Close()
+			}
+			return err
+		}
+		defer func() {
+			if err := teardown(); err != nil {
+				log.Warn("tunvpn: tearing the gateway down", "err", err)
+			}
+		}()
+		gw, egress = g, g.Egress(egress)
+	}
 	ln, err := rendr.Listen(rendr.ListenConfig{Key: c.PrivateKey, Peers: c.Peers,
-		Egress: rendr.AllowEgress(c.Allow, rendr.DirectEgress), Options: rendr.Options{Logger: log}}, srcs...)
+		Egress: egress, Options: rendr.Options{Logger: log}}, srcs...)
 	if err != nil {
 		for _, s := range srcs {
 			s.Close()
@@ -37,6 +55,10 @@ func runServer(ctx context.Context, c *serverConfig, log *slog.Logger) error {
 	st, err := serveStatus(c.Status, func() report {
 		l := ln.Stats()
 		r := report{Role: "server", Listener: &l}
+		if gw != nil {
+			s := gw.Stats()
+			r.Gateway = &s
+		}
 		for _, s := range ln.Sessions() {
 			r.Sessions = append(r.Sessions, viewSession(s))
 		}

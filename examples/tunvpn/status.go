@@ -19,11 +19,12 @@ import (
 
 // report is what a running side says of itself.
 type report struct {
-	Role       string           // "client" or "server"
-	Sessions   []sessionView    // the client's one session, or the server's
-	Migrations []migrationView  // the client's most recent moves, oldest first
-	Ingress    *tun.Stats       `json:",omitempty"` // the client's TUN ingress
-	Listener   *status.Listener `json:",omitempty"` // the server's listener
+	Role       string            // "client" or "server"
+	Sessions   []sessionView     // the client's one session, or the server's
+	Migrations []migrationView   // the client's most recent moves, oldest first
+	Ingress    *tun.Stats        `json:",omitempty"` // the client's TUN ingress
+	Listener   *status.Listener  `json:",omitempty"` // the server's listener
+	Gateway    *tun.GatewayStats `json:",omitempty"` // the server's gateway
 }
 
 type sessionView struct {
@@ -144,8 +145,11 @@ func printStatus(w io.Writer, r report) {
 		}
 	}
 	if in := r.Ingress; in != nil {
-		fmt.Fprintf(w, "tun: %d TCP connections (%d connecting), %d UDP flows; since start %d TCP opened, %d reset, %d unanswered, %d SYNs dropped, %d UDP flows, %d ICMP errors\n",
-			in.TCPActive, in.TCPPending, in.UDPActive, in.TCPOpened, in.TCPReset, in.TCPUnanswered, in.TCPSynDropped, in.UDPOpened, in.ICMPErrors)
+		fmt.Fprintf(w, "tun: %d TCP connections (%d connecting), %d UDP flows, %d raw flows; since start %d TCP opened, %d reset, %d unanswered, %d SYNs dropped, %d UDP flows, %d ICMP errors, %d raw packets out and %d in\n",
+			in.TCPActive, in.TCPPending, in.UDPActive, in.RawFlows, in.TCPOpened, in.TCPReset, in.TCPUnanswered, in.TCPSynDropped, in.UDPOpened, in.ICMPErrors, in.RawOut, in.RawIn)
+	}
+	if g := r.Gateway; g != nil {
+		fmt.Fprintf(w, "gateway: %d raw flows; %d packets out, %d in, %d dropped\n", g.Flows, g.Out, g.In, g.Dropped)
 	}
 	if l := r.Listener; l != nil {
 		fmt.Fprintf(w, "listener: %d sessions from %d peers; egress: %d carried now, %d since start, %d refused, %d unreachable, %d timed out, %d not allowed, %d over the limit\n",

@@ -25,7 +25,10 @@ import (
 
 // farAddr is the network behind the server: on the server namespace's loopback, reached from
 // the client namespace only through the tunnel.
-const farAddr = "10.99.0.1"
+const (
+	farAddr  = "10.99.0.1"
+	farAddr6 = "fd99::1"
+)
 
 // carrierAddr is where the server's carriers listen under a full tunnel: beyond the
 // uplinks' subnets, reached by their default routes.
@@ -136,8 +139,10 @@ func newTunvpnLab(t *testing.T, size int64, full bool) *tunvpnLab {
 		t.Skip("curl is not installed")
 	}
 	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "tvpn"})
-	if _, err := lab.Exec(netlab.Server, "ip", "addr", "add", farAddr+"/32", "dev", "lo"); err != nil {
-		t.Fatal(err)
+	for _, a := range []string{farAddr + "/32", farAddr6 + "/128"} {
+		if _, err := lab.Exec(netlab.Server, "ip", "addr", "add", a, "dev", "lo", "nodad"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if full {
 		cmds := [][]string{{"ip", "addr", "add", carrierAddr + "/32", "dev", "lo"}}
@@ -175,7 +180,7 @@ func newTunvpnLab(t *testing.T, size int64, full bool) *tunvpnLab {
 		return p
 	}
 	var listen, uplinks []string
-	routes := `["10.99.0.0/16"]`
+	routes := `["10.99.0.0/16", "fd99::/16"]`
 	for i := range lab.Paths() {
 		server := fmt.Sprintf("%s:7000", lab.ServerAddr(i))
 		if full {
@@ -194,12 +199,13 @@ func newTunvpnLab(t *testing.T, size int64, full bool) *tunvpnLab {
 			i, server, lab.ClientAddr(i), iface))
 	}
 	if full {
-		routes = `["0.0.0.0/0"]`
+		routes = `["0.0.0.0/0", "fd99::/16"]`
 	}
 	v := &tunvpnLab{lab: lab, serverSock: filepath.Join(dir, "server.sock"), clientSock: filepath.Join(dir, "client.sock")}
-	v.serverCfg = write("server.toml", fmt.Sprintf("private_key = %q\npeers = [%q]\nlisten = [%s]\nallow = [\"10.99.0.0/16\"]\nstatus_socket = %q\n",
+	v.serverCfg = write("server.toml", fmt.Sprintf("private_key = %q\npeers = [%q]\nlisten = [%s]\nallow = [\"10.99.0.0/16\", \"fd99::/16\"]\nstatus_socket = %q\n"+
+		"tun = \"tvgw0\"\ntun_addresses = [\"10.98.255.1/32\", \"fd98::ffff/128\"]\nclient_networks = [\"10.98.0.0/16\", \"fd98::/64\"]\nmasquerade = true\n",
 		skText, ck.Public(), strings.Join(listen, ", "), v.serverSock))
-	v.clientCfg = write("client.toml", fmt.Sprintf("private_key = %q\nserver_key = %q\naddresses = [\"10.98.0.2/32\"]\nroutes = %s\nmtu = 1420\nstatus_socket = %q\n%s",
+	v.clientCfg = write("client.toml", fmt.Sprintf("private_key = %q\nserver_key = %q\naddresses = [\"10.98.0.2/32\", \"fd98::2/128\"]\nroutes = %s\nmtu = 1420\nstatus_socket = %q\n%s",
 		ckText, sk.Public(), routes, v.clientSock, strings.Join(uplinks, "\n")))
 	return v
 }
@@ -427,4 +433,50 @@ func TestNetnsTunvpnFullTunnel(t *testing.T) {
 	client.stop(t)
 	checkClean(t, v.lab)
 	server.stop(t)
+}
+
+// TestNetnsTunvpnPing: ping crosses the tunnel, IPv4 and IPv6: its packets go whole over a raw
+// flow to the server's gateway, whose host answers (the client side answers nothing itself:
+// a host that does not exist gets no reply). The server's masquerade is in place while it
+// runs, and gone, with its gateway, after SIGTERM.
+func TestNetnsTunvpnPing(t *testing.T) {
+	if _, err := exec.LookPath("ping"); err != nil {
+		t.Skip("ping is not installed (iputils-ping)")
+	}
+	v := newTunvpnLab(t, 1<<20, false)
+	server := start(t, v.lab.ServerNS(), "server", "-c", v.serverCfg)
+	client := start(t, v.lab.ClientNS(), "client", "-c", v.clientCfg)
+	if !testkit.Wait(30*time.Second, func() bool { _, err := readStatus(v.clientSock); return err == nil }) {
+		t.Fatal("the client's status socket did not answer")
+	}
+	for _, args := range [][]string{
+		{"ping", "-c", "3", "-i", "0.2", "-W", "5", farAddr},
+		{"ping", "-6", "-c", "3", "-i", "0.2", "-W", "5", farAddr6},
+	} {
+		out, err := v.lab.Exec(netlab.Client, args[0], args[1:]...)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		if !strings.Contains(string(out), "3 received") {
+			t.Errorf("%s:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	if out, err := v.lab.Exec(netlab.Client, "ping", "-c", "2", "-i", "0.2", "-W", "1", "10.99.3.3"); err == nil {
+		t.Errorf("a host that does not exist answered:\n%s", out)
+	}
+	tables, err := v.lab.Exec(netlab.Server, "nft", "list", "tables")
+	if err != nil || !strings.Contains(string(tables), "tunvpn") {
+		t.Errorf("the server's masquerade table is missing (%v):\n%s", err, tables)
+	}
+	r, err := readStatus(v.clientSock)
+	if err != nil || r.Ingress == nil || r.Ingress.RawOut < 6 || r.Ingress.RawIn < 6 {
+		t.Errorf("the client's raw packets: %+v (%v)", r.Ingress, err)
+	}
+	client.stop(t)
+	server.stop(t)
+	tables, _ = v.lab.Exec(netlab.Server, "nft", "list", "tables")
+	links, _ := v.lab.Exec(netlab.Server, "ip", "link")
+	if strings.Contains(string(tables), "tunvpn") || strings.Contains(string(links), "tvgw0") {
+		t.Errorf("the server left its gateway behind:\n%s\n%s", tables, links)
+	}
 }
