@@ -561,6 +561,16 @@ func (e *Engine) maybeRemoveLocked(s *Stream) {
 	if s.removed || !s.appClosed || !s.sendDone() || !s.recvDone() {
 		return
 	}
+	if e.cfg.Dialer && !s.openAcked && !s.settled && s.err == nil {
+		// Done both ways, but the listening side never confirmed the OPEN: it may hold the
+		// flow without it (everything else came by another path) and wait for it for ever.
+		// The OPEN goes again; the flow is forgotten once it is confirmed.
+		if !s.openPending {
+			s.openPending = true
+			e.readyLocked(s)
+		}
+		return
+	}
 	s.removed = true
 	if s.ackLater {
 		// Its last delivery's ACK was to wait: it goes now, before the flow is forgotten

@@ -514,16 +514,28 @@ func TestEngineImplicitOpen(t *testing.T) {
 		if b := readN(t, ss[2], 5); string(b) != "three" {
 			t.Errorf("flow 5 read %q", b)
 		}
-		// An ACK or STOP for a flow never seen is an error: it cannot open a flow.
-		for _, typ := range []wire.Type{wire.TypeAck, wire.TypeStop} {
-			f := wire.Frame{Type: typ, Flow: 9}
-			if err := r.b.Handle(&f); err == nil {
-				t.Errorf("%v for an unknown flow was accepted", typ)
-			}
+		// An ACK for a flow never seen is an error: it cannot open a flow.
+		f = wire.Frame{Type: wire.TypeAck, Flow: 9}
+		if err := r.b.Handle(&f); err == nil {
+			t.Error("ACK for an unknown flow was accepted")
 		}
 		if st := r.b.Stats(); st.Flows != 3 {
 			t.Errorf("%d flows, want 3", st.Flows)
 		}
+		// A STOP may come before its flow's OPEN (which went by a slower path): it opens
+		// the flow, and the ones below it, which wait for their OPENs.
+		f = wire.Frame{Type: wire.TypeStop, Flow: 9}
+		if err := r.b.Handle(&f); err != nil {
+			t.Errorf("STOP before its OPEN: %v", err)
+		}
+		if st := r.b.Stats(); st.Flows != 5 {
+			t.Errorf("%d flows, want 5", st.Flows)
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+		if s, err := r.b.Accept(ctx); err == nil {
+			t.Errorf("flow %d accepted before its OPEN", s.ID())
+		}
+		cancel()
 	})
 }
 

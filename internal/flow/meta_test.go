@@ -273,3 +273,38 @@ func TestWaitOpenHeld(t *testing.T) {
 		}
 	})
 }
+
+// TestOpenLostFlowDone: a flow's record with its OPEN alone is lost with its path, and
+// everything else of the flow (its bytes, its FIN, the close of its reading side) arrives by
+// another, so the flow is done both ways before any rewind. The listening side holds it
+// without its OPEN; the dialing side does not forget it before the OPEN is confirmed, and
+// sends it again, so the listener's Accept gets it, and neither side keeps it after.
+func TestOpenLostFlowDone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{}, Config{CheckMeta: evenMeta})
+		s, err := r.a.OpenMeta(false, []byte{2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if fs := frames(t, r.ab.take()); len(fs) != 1 || fs[0].Type != wire.TypeOpen {
+			t.Fatalf("the first record: %+v, want the OPEN alone", fs)
+		}
+		second := &fakeLink{id: 1} // same id: a path joining, no rewind
+		r.ra.set(second)
+		if _, err := s.Write([]byte("all of it")); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		r.settle()
+		peer := accept(t, r.b)
+		if b := readN(t, peer, 9); string(b) != "all of it" {
+			t.Fatalf("read %q", b)
+		}
+		peer.Close()
+		r.settle()
+		if a, b := r.a.Stats().Flows, r.b.Stats().Flows; a != 0 || b != 0 {
+			t.Fatalf("flows left: dialer %d, listener %d", a, b)
+		}
+	})
+}

@@ -104,6 +104,7 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 				return fmt.Errorf("%w: flow %d: RESET final size %d beyond the session window", ErrFlowControl, s.id, f.Final)
 			}
 			s.resetRecv, s.resetCode = true, f.Code
+			s.settled = s.settled || f.Code != CodeClosed
 			s.wakeOpenLocked()
 			if n := s.rbuf.len(); n > 0 {
 				s.rbuf.reset()
@@ -131,6 +132,7 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 	case wire.TypeStop:
 		if !s.finAcked && !s.resetSent && !s.resetPending {
 			s.sendErr = codeErr(f.Code, ErrStopped)
+			s.settled = s.settled || f.Code != CodeClosed
 			s.wakeOpenLocked()
 			if f.Code == CodeRefused {
 				s.sendErr = ErrReset
@@ -180,7 +182,9 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	if e.cfg.Dialer {
 		return nil, fmt.Errorf("rendr: peer used flow %d, which was never opened", f.Flow)
 	}
-	if f.Type == wire.TypeAck || f.Type == wire.TypeStop {
+	if f.Type == wire.TypeAck {
+		// (A STOP may come first: the dialing side closed its reading side, and the
+		// record with the OPEN went by a slower path, or was lost.)
 		return nil, fmt.Errorf("rendr: %v for flow %d, which was never opened", f.Type, f.Flow)
 	}
 	if f.Type == wire.TypeOpen && f.Kind != kind {

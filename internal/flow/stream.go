@@ -41,6 +41,7 @@ type Stream struct {
 	queued, removed, outstanding bool
 	openPending, openAcked       bool          // dialing side: OPEN to send; the peer confirmed it (AckOpen)
 	openSeen                     bool          // listening side: the OPEN arrived
+	settled                      bool          // dialing side: the peer refused, rejected or forgot the flow
 	taken                        bool          // listening side: queued for Accept, or Confirmed: ACKs say AckOpen
 	openWait                     chan struct{} // dialing side: closed for WaitOpen's waiters when openAcked or failed
 	meta                         []byte
