@@ -92,21 +92,7 @@ func (g *Gateway) attach(peer rendr.PublicKey, host netip.Addr) (net.Conn, error
 // raw flow of its destination.
 func (g *Gateway) routineRead() {
 	defer g.wg.Done()
-	n := g.dev.BatchSize()
-	bufs := make([][]byte, n)
-	sizes := make([]int, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, offset+maxPacket)
-	}
-	for {
-		got, err := g.dev.Read(bufs, sizes, offset)
-		for i := range got {
-			g.deliver(bufs[i][offset : offset+sizes[i]])
-		}
-		if err != nil && !errors.Is(err, wgtun.ErrTooManySegments) {
-			return
-		}
-	}
+	readBatches(g.dev, g.deliver, &g.stats.dropped)
 }
 
 func (g *Gateway) deliver(p []byte) {

@@ -262,16 +262,7 @@ func TestNetnsIngressUDP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
+	testkit.EchoUDP(pc)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
 	c, err := v.lab.Dialer(netlab.Client, &net.Dialer{})(ctx, "udp", pc.LocalAddr().String())
@@ -448,16 +439,7 @@ func TestNetnsIngressIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
+	testkit.EchoUDP(pc)
 	u, err := dial(ctx, "udp", pc.LocalAddr().String())
 	if err != nil {
 		t.Fatal(err)

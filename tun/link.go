@@ -6,6 +6,7 @@ package tun
 import (
 	"errors"
 	"os"
+	"sync/atomic"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -29,26 +30,31 @@ const (
 // Its buffers, BatchSize of 64 KiB (8 MiB with the offloads on), are its whole memory.
 func (in *Ingress) routineRead() {
 	defer in.leave()
-	n := in.dev.BatchSize()
+	err := readBatches(in.dev, in.inject, &in.stats.dropped)
+	if in.ctx.Err() == nil && !errors.Is(err, os.ErrClosed) {
+		in.log.Debug("rendr/tun: device read", "err", err)
+	}
+}
+
+// readBatches reads packets from dev, a batch at a time, and hands each to take (which must
+// copy what it keeps), until a read fails; a segment that splits into more packets than a
+// batch holds is counted in dropped and read past.
+func readBatches(dev wgtun.Device, take func([]byte), dropped *atomic.Uint64) error {
+	n := dev.BatchSize()
 	bufs := make([][]byte, n)
 	sizes := make([]int, n)
 	for i := range bufs {
 		bufs[i] = make([]byte, offset+maxPacket)
 	}
 	for {
-		got, err := in.dev.Read(bufs, sizes, offset)
+		got, err := dev.Read(bufs, sizes, offset)
 		for i := range got {
-			in.inject(bufs[i][offset : offset+sizes[i]])
+			take(bufs[i][offset : offset+sizes[i]])
 		}
-		if err != nil {
-			if errors.Is(err, wgtun.ErrTooManySegments) {
-				in.stats.dropped.Add(1) // a segment split into more packets than a batch holds
-				continue
-			}
-			if in.ctx.Err() == nil && !errors.Is(err, os.ErrClosed) {
-				in.log.Debug("rendr/tun: device read", "err", err)
-			}
-			return
+		if errors.Is(err, wgtun.ErrTooManySegments) {
+			dropped.Add(1)
+		} else if err != nil {
+			return err
 		}
 	}
 }

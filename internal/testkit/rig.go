@@ -731,3 +731,18 @@ func (r *Rig) UDPRelay(i int) *relay.UDP {
 	}
 	return nil
 }
+
+// EchoUDP answers each datagram pc receives with the same bytes, to its sender, from a
+// goroutine that ends when pc is closed.
+func EchoUDP(pc net.PacketConn) {
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
