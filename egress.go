@@ -8,11 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -167,55 +165,16 @@ func (l *Listener) egressFailed(err error) uint64 {
 	return flow.CodeRejected
 }
 
-// spliceStream copies both ways between a stream flow and c until both directions end. Each
-// end of stream is passed on as a half-close (CloseWrite), so a peer that shuts its sending
-// side still reads the whole reply; a reset on either side resets the other.
+// spliceStream copies both ways between a stream flow and c, each end of stream passed on as
+// a half-close. A flow that fails (reset, or its session ended) cuts the destination's
+// connection with an RST where the kernel gives one; a destination that fails resets the flow
+// with CodeDestReset.
 func spliceStream(st *flow.Stream, c net.Conn) {
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_, err := io.Copy(c, st)
-		if err != nil {
-			// The flow was reset, or the session ended: the destination's connection is
-			// cut, with an RST where the kernel gives one.
-			if tc, ok := c.(*net.TCPConn); ok {
-				tc.SetLinger(0)
-			}
-			c.Close()
-			return
-		}
-		if cw, ok := c.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			c.Close()
+	splice.Streams(st, c, func() { st.Reject(flow.CodeDestReset) }, func() {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
 		}
 	})
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := c.Read(buf)
-		if n > 0 {
-			if _, werr := st.Write(buf[:n]); werr != nil {
-				// The dialing side will read no more (or the session ended): cut the
-				// destination's connection.
-				if tc, ok := c.(*net.TCPConn); ok {
-					tc.SetLinger(0)
-				}
-				break
-			}
-		}
-		if err == io.EOF {
-			st.CloseWrite()
-			break
-		}
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				st.Reject(flow.CodeDestReset) // the destination reset its connection
-			}
-			break
-		}
-	}
-	wg.Wait()
-	c.Close()
-	st.Close()
 }
 
 // spliceDatagrams copies datagrams both ways between a packet flow and c until either ends, no

@@ -251,16 +251,7 @@ func TestEgressResets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	conns := make(chan *net.TCPConn, 2)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns <- c.(*net.TCPConn)
-		}
-	}()
+	conns := testkit.AcceptTCP(ln)
 	lb := egressLab(t, rendr.DirectEgress, 0, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

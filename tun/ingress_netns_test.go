@@ -475,16 +475,7 @@ func TestNetnsIngressResets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer far.Close()
-	accepted := make(chan *net.TCPConn, 2)
-	go func() {
-		for {
-			c, err := far.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c.(*net.TCPConn)
-		}
-	}()
+	accepted := testkit.AcceptTCP(far)
 	dial := v.lab.Dialer(netlab.Client, &net.Dialer{})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()

@@ -6,9 +6,6 @@ package tun
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
-	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -16,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/splice"
 	"github.com/rendr-go/rendr/l3"
 )
 
@@ -122,66 +120,11 @@ func (in *Ingress) release(ident l3.Identity) {
 	}
 }
 
-// halfCloser is a connection whose sending side closes alone.
-type halfCloser interface {
-	net.Conn
-	CloseWrite() error
-}
-
-// spliceTCP copies both ways between the host's connection and its flow until both directions
-// end. Each end of stream is passed on as a half-close, so a side that shuts its sending side
-// still reads the whole reply. A reset on either side resets the other: the host's RST resets
-// the flow (the far end's connection is cut with an RST), and a flow reset (the destination
-// reset its connection) aborts the host's connection with an RST.
+// spliceTCP copies both ways between the host's connection and its flow, each end of stream
+// passed on as a half-close. A reset on either side resets the other: the host's RST resets
+// the flow (the far end's connection is cut with an RST), and a flow that fails (the
+// destination reset its connection, or the session ended) aborts the host's connection with
+// an RST.
 func spliceTCP(host *gonet.TCPConn, ep tcpip.Endpoint, flow *rendr.Conn) {
-	var once sync.Once
-	abort := func(hostFailed bool) {
-		once.Do(func() {
-			if hostFailed {
-				flow.Reset()
-			} else {
-				ep.Abort()
-			}
-			host.Close()
-			flow.Close()
-		})
-	}
-	var wg sync.WaitGroup
-	one := func(dst halfCloser, src net.Conn, fromHost bool) {
-		defer wg.Done()
-		readErr, writeErr := copyHalf(dst, src, make([]byte, 32<<10))
-		switch {
-		case readErr != nil:
-			abort(fromHost) // the side read from broke
-		case writeErr != nil:
-			abort(!fromHost) // the side written to broke
-		default:
-			dst.CloseWrite()
-		}
-	}
-	wg.Add(2)
-	go one(flow, host, true)
-	go one(host, flow, false)
-	wg.Wait()
-	host.Close()
-	flow.Close()
-}
-
-// copyHalf copies src to dst until src's end of stream, and says which side failed if one
-// did: src's read, or dst's write.
-func copyHalf(dst io.Writer, src io.Reader, buf []byte) (readErr, writeErr error) {
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return nil, werr
-			}
-		}
-		if err == io.EOF {
-			return nil, nil
-		}
-		if err != nil {
-			return err, nil
-		}
-	}
+	splice.Streams(host, flow, ep.Abort, func() { flow.Reset() })
 }

@@ -5,6 +5,7 @@ package splice
 
 import (
 	"errors"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -70,4 +71,55 @@ func Datagrams(a, b DatagramConn, idle time.Duration, size int, end func(aErr, b
 		a.Write(buf[:n])
 	}
 	wg.Wait()
+}
+
+// Streams copies both ways between a and b until both directions end. Each end of stream is
+// passed on as a half-close (CloseWrite where the side has one, else Close), so a side that
+// shuts its sending side still reads the whole reply. When a side fails (a read from it or a
+// write to it), the other is told with its abort (abortB when a failed, abortA when b did),
+// once, and both are closed: a reset crosses the splice. Both are closed when it returns.
+func Streams(a, b io.ReadWriteCloser, abortA, abortB func()) {
+	var once sync.Once
+	failed := func(abortOther func()) {
+		once.Do(func() {
+			abortOther()
+			a.Close()
+			b.Close()
+		})
+	}
+	half := func(dst, src io.ReadWriteCloser, abortSrcPeer, abortDstPeer func()) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					failed(abortDstPeer)
+					return
+				}
+			}
+			if err == io.EOF {
+				closeWrite(dst)
+				return
+			}
+			if err != nil {
+				failed(abortSrcPeer)
+				return
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { half(b, a, abortB, abortA) })
+	half(a, b, abortA, abortB)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+// closeWrite half-closes c, or closes it when it cannot half-close.
+func closeWrite(c io.Closer) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
 }

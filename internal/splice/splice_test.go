@@ -2,7 +2,9 @@ package splice_test
 
 import (
 	"errors"
+	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -62,4 +64,69 @@ func TestDatagrams(t *testing.T) {
 			t.Fatal("b is still open")
 		}
 	})
+}
+
+// tcpPair is two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// TestStreams: each end of stream crosses as a half-close, so the side that shut its sending
+// side still reads the whole reply, and no abort is called; a side that fails makes the splice
+// call the other side's abort, once, and end.
+func TestStreams(t *testing.T) {
+	a, aPeer := tcpPair(t)
+	b, bPeer := tcpPair(t)
+	var abortedA, abortedB atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		splice.Streams(a, b, func() { abortedA.Add(1) }, func() { abortedB.Add(1) })
+		close(done)
+	}()
+	aPeer.Write([]byte("request"))
+	aPeer.CloseWrite()
+	if got, err := io.ReadAll(bPeer); err != nil || string(got) != "request" {
+		t.Fatalf("b's peer read %q, %v", got, err)
+	}
+	bPeer.Write([]byte("the whole reply"))
+	bPeer.CloseWrite()
+	if got, err := io.ReadAll(aPeer); err != nil || string(got) != "the whole reply" {
+		t.Fatalf("a's peer read %q, %v", got, err)
+	}
+	<-done
+	if abortedA.Load() != 0 || abortedB.Load() != 0 {
+		t.Fatalf("aborts called %d, %d on a clean end", abortedA.Load(), abortedB.Load())
+	}
+
+	a, aPeer = tcpPair(t)
+	b, bPeer = tcpPair(t)
+	done = make(chan struct{})
+	go func() {
+		splice.Streams(a, b, func() { abortedA.Add(1) }, func() { abortedB.Add(1) })
+		close(done)
+	}()
+	bPeer.SetLinger(0)
+	bPeer.Close() // b fails: a is told
+	<-done
+	if abortedA.Load() != 1 || abortedB.Load() != 0 {
+		t.Fatalf("after b failed: aborts of a %d, of b %d; want 1 and 0", abortedA.Load(), abortedB.Load())
+	}
+	if _, err := aPeer.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a is still open")
+	}
 }

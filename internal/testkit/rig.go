@@ -746,3 +746,19 @@ func EchoUDP(pc net.PacketConn) {
 		}
 	}()
 }
+
+// AcceptTCP accepts ln's TCP connections in a goroutine, until ln is closed, and hands them
+// over in order (up to 16 waiting).
+func AcceptTCP(ln net.Listener) <-chan *net.TCPConn {
+	out := make(chan *net.TCPConn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out <- c.(*net.TCPConn)
+		}
+	}()
+	return out
+}
