@@ -141,14 +141,7 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 				e.mu.sendUsed -= min(s.sendHigh, e.mu.sendUsed)
 				e.wakeCreditLocked()
 			}
-			e.mu.sendBuffered -= s.sbuf.len()
-			s.sbuf.reset()
-			if s.pk != nil {
-				s.releaseSendLocked()
-			}
-			s.sendNext, s.sendBase = s.sendHigh, s.sendHigh
-			s.resetPending = true
-			e.readyLocked(s)
+			s.abandonSendLocked()
 			signal(s.writeSig)
 			e.wakeCapLocked()
 		}

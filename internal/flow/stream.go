@@ -451,21 +451,29 @@ func (s *Stream) rejectLocked(code uint64) {
 	s.code = code
 	s.closeReadLocked()
 	if !s.finAcked && !s.resetSent && !s.resetPending && s.err == nil {
-		e.mu.sendBuffered -= s.sbuf.len()
-		s.sbuf.reset()
-		s.retx = s.retx[:0]
-		if s.pk != nil {
-			s.releaseSendLocked()
-		}
-		s.sendNext, s.sendBase = s.sendHigh, s.sendHigh
-		s.resetPending = true
-		e.readyLocked(s)
+		s.abandonSendLocked()
 	}
 	if s.sendErr == nil {
 		s.sendErr = ErrClosed
 	}
 	s.appClosed = true
 	e.maybeRemoveLocked(s)
+}
+
+// abandonSendLocked gives up this side's sending direction, for a STOP from the peer or a
+// Reject: what is buffered or queued to send again is dropped, nothing more goes, and a RESET
+// at the highest offset sent is queued.
+func (s *Stream) abandonSendLocked() {
+	e := s.e
+	e.mu.sendBuffered -= s.sbuf.len()
+	s.sbuf.reset()
+	s.retx = s.retx[:0]
+	if s.pk != nil {
+		s.releaseSendLocked()
+	}
+	s.sendNext, s.sendBase = s.sendHigh, s.sendHigh
+	s.resetPending = true
+	e.readyLocked(s)
 }
 
 // Meta is the flow's metadata: given to OpenMeta on the dialing side, carried by its OPEN to
