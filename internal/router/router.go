@@ -128,7 +128,10 @@ type Router struct {
 	moves        [status.Causes]int
 	// Stall moves (stall.go): the last one, the doublings of the least time between two,
 	// and how many proved spurious and were moved back.
-	lastStall        time.Time
+	lastStall time.Time
+	// resumed is when the peer's backlog after a pause it just resumed from may still be
+	// draining (stall.go): no path's silence is judged before it.
+	resumed          time.Time
 	gap              backoff
 	spurious, undone int
 }

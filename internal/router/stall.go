@@ -11,8 +11,9 @@ package router
 // answered a probe since the verdict (each is probed for it) within its usual round trip, and
 // the silent path has stayed silent a moment longer, since a peer that resumes sends on every
 // path at once and the answers of one may come a little behind another's. An answer far later
-// than its path's round trip says the peer had stopped and just resumed: the verdict starts
-// again. A path that is heard while its data waits for
+// than its path's round trip says the peer had stopped and just resumed: while what it queued
+// meanwhile drains (as long as it was stopped, at most a second), no silence is judged, and
+// then the verdict starts again. A path that is heard while its data waits for
 // acknowledgement is slow (a queue filling), not silent, and keeps its traffic.
 //
 // A move can still prove spurious, as a TCP retransmission timeout can (Eifel, RFC 3522;
@@ -128,19 +129,25 @@ func (r *Router) otherUpLocked(p Path) bool {
 // waits for fallback, or for a probe answer to make the engine ask again sooner.
 func (r *Router) evidenceLocked(p Path, since, now time.Time, fallback time.Duration) time.Duration {
 	st := p.Standing()
+	if w := r.resumed.Sub(now); w > 0 {
+		st.pendAt = time.Time{}
+		return max(w, fallback)
+	}
 	if st.pendAt.IsZero() || st.pendAt.Before(since) {
 		st.pendAt, st.heardAt = now, time.Time{}
 		r.probeOthersLocked(p)
 		return fallback
 	}
 	if st.heardAt.IsZero() {
-		prompt, late := r.answeredElsewhereLocked(p, st.pendAt)
-		if late && !prompt {
+		prompt, pause := r.answeredElsewhereLocked(p, st.pendAt)
+		if pause > 0 && !prompt {
 			// Another path answered, but far later than its round trip: the peer (or this
-			// host) had stopped, and has just resumed. Its answers on p may come a while
-			// behind, as the backlog of the pause drains: judge afresh from here.
+			// host) had stopped, for about pause, and has just resumed. What it queued
+			// meanwhile drains for about as long, and its answers on p may come behind
+			// it: no path is judged before that, then afresh.
+			r.resumed = now.Add(min(pause, maxDrain))
 			st.pendAt = time.Time{}
-			return fallback
+			return max(min(pause, maxDrain), fallback)
 		}
 		if !prompt {
 			return fallback
@@ -161,11 +168,12 @@ func (r *Router) evidenceLocked(p Path, since, now time.Time, fallback time.Dura
 }
 
 // answeredElsewhereLocked reports whether a path other than p answered a probe after t within
-// its usual round trip (prompt), and whether one answered after t only later than that (late).
+// its usual round trip (prompt), and, of those answered after t only later than that, by how
+// much the latest was late (pause: about how long the peer was stopped).
 // Only a prompt answer shows the peer was running while p was silent: records that merely
 // arrive after t may have waited out a pause of the peer in its queues, and come on every path
 // at once when it resumes.
-func (r *Router) answeredElsewhereLocked(p Path, t time.Time) (prompt, late bool) {
+func (r *Router) answeredElsewhereLocked(p Path, t time.Time) (prompt bool, pause time.Duration) {
 	for _, o := range r.paths {
 		if o == p {
 			continue
@@ -175,14 +183,18 @@ func (r *Router) answeredElsewhereLocked(p Path, t time.Time) (prompt, late bool
 			continue
 		}
 		q := o.Quality()
-		if at.Sub(sent) <= max(2*q.SRTT+4*q.RTTVar, promptFloor) {
+		if bound := max(2*q.SRTT+4*q.RTTVar, promptFloor); at.Sub(sent) <= bound {
 			prompt = true
 		} else {
-			late = true
+			pause = max(pause, at.Sub(sent)-bound)
 		}
 	}
-	return prompt, late
+	return prompt, pause
 }
+
+// maxDrain bounds the wait after a pause of the peer, so that a path that died while the peer
+// was stopped long is still left within about a second of its resumption.
+const maxDrain = time.Second
 
 // promptFloor is the least round trip a probe answer may take and still count as prompt: this
 // host's scheduling alone can delay an answer by several milliseconds.

@@ -85,16 +85,22 @@ func TestStallNeedsEvidence(t *testing.T) {
 	if a.rs.State != status.Up || b.probes != 1 || len(g.moves) != 1 {
 		t.Fatalf("after 2 s of silence everywhere: a %v, b probed %d times, %d moves", a.rs.State, b.probes, len(g.moves))
 	}
-	// b answers, far later than its round trip: the peer had stopped. The verdict starts
-	// again, with a new probe.
+	// b answers, far later than its round trip: the peer had stopped, for about 2 s. While
+	// its backlog drains (as long again, at most a second) nothing is judged; then the
+	// verdict starts again, with a new probe.
 	g.now = g.now.Add(time.Millisecond)
 	b.answer(g.now, 2*time.Second)
-	if acted, retry := g.stalled(a, since, 40*time.Millisecond); acted || retry <= 0 || a.rs.State != status.Up {
-		t.Fatalf("b answered late: acted %v, retry %v, a %v; want no move", acted, retry, a.rs.State)
+	acted, retry := g.stalled(a, since, 40*time.Millisecond)
+	if acted || retry < time.Second || a.rs.State != status.Up {
+		t.Fatalf("b answered late: acted %v, retry %v, a %v; want no move, and a wait of about the pause", acted, retry, a.rs.State)
 	}
-	g.now = g.now.Add(time.Millisecond)
-	if acted, retry := g.stalled(a, since, 40*time.Millisecond); acted || retry <= 0 || b.probes != 2 {
-		t.Fatalf("the next verdict: acted %v, retry %v, b probed %d times; want b probed again", acted, retry, b.probes)
+	g.now = g.now.Add(retry / 2)
+	if acted, again := g.stalled(a, since, 40*time.Millisecond); acted || again <= 0 || b.probes != 1 {
+		t.Fatalf("within the pause's length after it: acted %v, retry %v, b probed %d times; want a wait", acted, again, b.probes)
+	}
+	g.now = g.now.Add(retry)
+	if acted, again := g.stalled(a, since, 40*time.Millisecond); acted || again <= 0 || b.probes != 2 {
+		t.Fatalf("the next verdict: acted %v, retry %v, b probed %d times; want b probed again", acted, again, b.probes)
 	}
 	// b answers within its round trip; a stays silent through the grace: a stall.
 	g.now = g.now.Add(time.Millisecond)
