@@ -142,9 +142,18 @@ func newVPNLab(t *testing.T, edit func(*tun.Config)) *vpnLab {
 // in the far network. 16 MiB go each way, exact; the client then shuts its sending side and
 // still reads the server's last reply whole. Meanwhile the active uplink is blackholed, and
 // the program's connection sees no error. A connection to a closed port is refused (an RST),
-// and one to an address nothing answers for is not.
+// and one to an address nothing answers for is not. It runs with the device's offloads on
+// (the kernel's and the stack's segments cross the device whole: counted) and off (none do).
 func TestNetnsIngressTCP(t *testing.T) {
-	v := newVPNLab(t, nil)
+	for _, offload := range []bool{true, false} {
+		t.Run(map[bool]string{true: "offload", false: "no-offload"}[offload], func(t *testing.T) {
+			testIngressTCP(t, offload)
+		})
+	}
+}
+
+func testIngressTCP(t *testing.T, offload bool) {
+	v := newVPNLab(t, func(c *tun.Config) { c.NoOffload = !offload })
 	far, err := v.lab.Listen(netlab.Server, "tcp", farAddr+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +259,12 @@ func TestNetnsIngressTCP(t *testing.T) {
 	t.Logf("ingress: %+v", st)
 	if st.TCPOpened != 1 || st.TCPReset != 1 || st.ICMPErrors != 1 || st.TCPUnanswered != 0 {
 		t.Errorf("ingress stats %+v, want 1 opened, 1 reset and 1 ICMP error", st)
+	}
+	if offload && (!st.Offload || st.SegmentsIn == 0 || st.SegmentsOut == 0) {
+		t.Errorf("offloads on, yet no segment of more than one packet crossed the device each way: %+v", st)
+	}
+	if !offload && (st.Offload || st.SegmentsIn != 0 || st.SegmentsOut != 0) {
+		t.Errorf("offloads off, yet segments crossed the device: %+v", st)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -26,11 +27,17 @@ const (
 	queueLen = 1024
 )
 
-// routineRead reads packets from the device, a batch at a time, and hands each to the stack.
-// Its buffers, BatchSize of 64 KiB (8 MiB with the offloads on), are its whole memory.
+// routineRead reads packets from the device and hands each to the stack: a 64 KiB segment at a
+// time from a Linux TUN with its offloads (vnet.go), else a batch at a time. Its buffers (one
+// of 64 KiB, or BatchSize of them) are its whole memory.
 func (in *Ingress) routineRead() {
 	defer in.leave()
-	err := readBatches(in.dev, in.inject, &in.stats.dropped)
+	var err error
+	if in.vnet != nil {
+		err = in.vnet.readLoop(in.inject, &in.stats.dropped)
+	} else {
+		err = readBatches(in.dev, in.inject, &in.stats.dropped)
+	}
 	if in.ctx.Err() == nil && !errors.Is(err, os.ErrClosed) {
 		in.log.Debug("rendr/tun: device read", "err", err)
 	}
@@ -82,10 +89,15 @@ func (in *Ingress) inject(p []byte) {
 	pkt.DecRef()
 }
 
-// routineWrite writes what the stack sends to the device, as many packets a write as are
-// queued (up to the device's batch), which the device may coalesce.
+// routineWrite writes what the stack sends to the device: each packet (a segment of up to
+// 64 KiB) with its virtio-net header on a Linux TUN with its offloads, else as many packets a
+// write as are queued (up to the device's batch), which the device may coalesce.
 func (in *Ingress) routineWrite() {
 	defer in.leave()
+	if in.vnet != nil {
+		in.writeVnet()
+		return
+	}
 	n := in.dev.BatchSize()
 	backing := make([][]byte, n)
 	for i := range backing {
@@ -121,3 +133,35 @@ func (in *Ingress) routineWrite() {
 		in.stats.out.Add(uint64(len(bufs)))
 	}
 }
+
+// writeVnet is routineWrite on a device read and written with virtio-net headers.
+func (in *Ingress) writeVnet() {
+	buf := make([]byte, vnetHdrLen, vnetHdrLen+maxPacket)
+	for {
+		pkt := in.ep.ReadContext(in.ctx)
+		if pkt == nil {
+			return
+		}
+		b := buf[:vnetHdrLen]
+		for _, s := range pkt.AsSlices() {
+			b = append(b, s...)
+		}
+		err := in.vnet.write(b, pkt)
+		pkt.DecRef()
+		if err != nil {
+			in.stats.dropped.Add(1)
+			if in.ctx.Err() != nil {
+				return
+			}
+			in.log.Debug("rendr/tun: device write", "err", err)
+			continue
+		}
+		in.stats.out.Add(1)
+	}
+}
+
+// gsoLink is the stack's link to a device that takes TCP segments of up to gsoMaxSize (the
+// channel endpoint says 32 KiB).
+type gsoLink struct{ *channel.Endpoint }
+
+func (gsoLink) GSOMaxSize() uint32 { return gsoMaxSize }
