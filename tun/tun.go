@@ -80,8 +80,11 @@ type Config struct {
 	UDPIdle, DNSIdle time.Duration
 	// TCP tunes the stack's TCP: its buffer ranges. Zero means 4 KiB / 1 MiB / 6 MiB to send
 	// and 4 KiB / 1 MiB / 8 MiB to receive: what a long fat path needs, grown only as the
-	// connection uses it.
-	TCP netstack.TCP
+	// connection uses it (Memory changes these defaults).
+	TCP TCPBuffers
+	// Memory picks the defaults of every bound above that is left zero: MemoryDefault, or
+	// MemorySmall for a router or a small box.
+	Memory Memory
 	// NoOffload turns the device's offloads off (on a Linux TUN opened with virtio-net
 	// headers, as Open does): the kernel then hands over every packet MTU-sized with its
 	// checksums done, and takes only such packets back. With them on (the default) the
@@ -93,6 +96,26 @@ type Config struct {
 	// Logger receives debug events; nil discards them.
 	Logger *slog.Logger
 }
+
+// TCPBuffers are the stack's TCP buffer ranges in bytes, to send and to receive: each
+// connection's buffers start at the default and grow, as it uses them, up to the maximum.
+type TCPBuffers = netstack.TCP
+
+// Memory is a set of defaults for an Ingress's bounds.
+type Memory int
+
+const (
+	// MemoryDefault: MaxTCP 4096, MaxPending 256 (64 per source), MaxUDP 4096, and TCP
+	// buffers of 4 KiB / 1 MiB / 6 MiB to send and 4 KiB / 1 MiB / 8 MiB to receive, which
+	// fill a 1 Gbit/s path at 50 ms.
+	MemoryDefault Memory = iota
+	// MemorySmall: MaxTCP 512, MaxPending 64 (16 per source), MaxUDP 512, and TCP buffers
+	// of 4 KiB / 64 KiB / 1 MiB each way: a connection holds at most 2 MiB in the stack,
+	// enough for 100 Mbit/s at 40 ms, and an idle one a few KiB. Beside the stack, each
+	// connection's flow has its receive window (the Dialer's MaxWindow and
+	// MaxSessionWindow bound those) and a 32 KiB copy buffer each way.
+	MemorySmall
+)
 
 // Stats counts what an Ingress did.
 type Stats struct {
@@ -182,10 +205,20 @@ func Start(cfg Config) (*Ingress, error) {
 			*v = d
 		}
 	}
-	def(&cfg.MaxTCP, 4096)
-	def(&cfg.MaxPending, 256)
-	def(&cfg.MaxPendingPerSource, 64)
-	def(&cfg.MaxUDP, 4096)
+	if cfg.Memory != MemoryDefault && cfg.Memory != MemorySmall {
+		return nil, fmt.Errorf("rendr/tun: Config.Memory %d: want MemoryDefault or MemorySmall", cfg.Memory)
+	}
+	small := cfg.Memory == MemorySmall
+	pick := func(dflt, sm int) int {
+		if small {
+			return sm
+		}
+		return dflt
+	}
+	def(&cfg.MaxTCP, pick(4096, 512))
+	def(&cfg.MaxPending, pick(256, 64))
+	def(&cfg.MaxPendingPerSource, pick(64, 16))
+	def(&cfg.MaxUDP, pick(4096, 512))
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 30 * time.Second
 	}
@@ -195,8 +228,11 @@ func Start(cfg Config) (*Ingress, error) {
 	if cfg.DNSIdle <= 0 {
 		cfg.DNSIdle = 30 * time.Second
 	}
-	if cfg.TCP == (netstack.TCP{}) {
-		cfg.TCP = netstack.TCP{SendDefault: 1 << 20, SendMax: 6 << 20, RecvDefault: 1 << 20, RecvMax: 8 << 20}
+	if cfg.TCP == (TCPBuffers{}) {
+		cfg.TCP = TCPBuffers{SendDefault: 1 << 20, SendMax: 6 << 20, RecvDefault: 1 << 20, RecvMax: 8 << 20}
+		if small {
+			cfg.TCP = TCPBuffers{SendDefault: 64 << 10, SendMax: 1 << 20, RecvDefault: 64 << 10, RecvMax: 1 << 20}
+		}
 	}
 	mtu := cfg.MTU
 	if mtu <= 0 {

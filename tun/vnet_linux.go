@@ -19,6 +19,9 @@ func openVnet(dev wgtun.Device, offload bool) (*vnetDevice, error) {
 		return nil, nil
 	}
 	f := fd.File()
+	if f == nil {
+		return nil, nil // a device of the embedder's that has no file (wireguard's tuntest)
+	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, nil
