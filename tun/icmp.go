@@ -6,10 +6,12 @@ package tun
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"net/netip"
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
+	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/l3"
 )
 
@@ -125,6 +127,31 @@ func (in *Ingress) portUnreachable(id l3.Identity) bool {
 // sendICMP writes to the device an ICMP (ICMPv6) error of type and code about the packet whose
 // start is quote, of the connection id: from its destination, to its source.
 func (in *Ingress) sendICMP(id l3.Identity, typ, code byte, quote []byte) bool {
+	return in.sendICMPRest(id, typ, code, 0, quote)
+}
+
+// tooBig tells the host that its packet p is larger than a flow carries: ICMP fragmentation
+// needed (ICMPv6 packet too big) with an MTU of rendr.MaxDatagram, quoting as much of p as an
+// error may carry, as a router on a narrower link would. It reports whether it did: an IPv4
+// packet that may be fragmented gets no such error (a router would fragment it; the ingress
+// drops it).
+func (in *Ingress) tooBig(p []byte) bool {
+	src, dst, ok := addrs(p)
+	if !ok {
+		return false
+	}
+	id := l3.Identity{Src: netip.AddrPortFrom(src, 0), Dst: netip.AddrPortFrom(dst, 0)}
+	if src.Is4() {
+		if p[6]&0x40 == 0 { // DF not set
+			return false
+		}
+		return in.sendICMPRest(id, 3, 4, rendr.MaxDatagram, p[:min(len(p), 576-28)])
+	}
+	return in.sendICMPRest(id, 2, 0, rendr.MaxDatagram, p[:min(len(p), 1280-48)])
+}
+
+// sendICMPRest is sendICMP with rest in the header's last four bytes (an MTU, for some types).
+func (in *Ingress) sendICMPRest(id l3.Identity, typ, code byte, rest uint32, quote []byte) bool {
 	b := make([]byte, offset, offset+40+8+len(quote))
 	src, dst := id.Dst.Addr(), id.Src.Addr()
 	if src.Is4() {
@@ -135,7 +162,7 @@ func (in *Ingress) sendICMP(id l3.Identity, typ, code byte, quote []byte) bool {
 		copy(ip[12:], s[:])
 		copy(ip[16:], d[:])
 		binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip, 0))
-		icmp := append([]byte{typ, code, 0, 0, 0, 0, 0, 0}, quote...)
+		icmp := append(binary.BigEndian.AppendUint32([]byte{typ, code, 0, 0}, rest), quote...)
 		binary.BigEndian.PutUint16(icmp[2:], ^checksum.Checksum(icmp, 0))
 		b = append(append(b, ip...), icmp...)
 	} else {
@@ -145,7 +172,7 @@ func (in *Ingress) sendICMP(id l3.Identity, typ, code byte, quote []byte) bool {
 		s, d := src.As16(), dst.As16()
 		copy(ip[8:], s[:])
 		copy(ip[24:], d[:])
-		icmp := append([]byte{typ, code, 0, 0, 0, 0, 0, 0}, quote...)
+		icmp := append(binary.BigEndian.AppendUint32([]byte{typ, code, 0, 0}, rest), quote...)
 		// The ICMPv6 checksum covers a pseudo-header: both addresses, the length, the
 		// next header.
 		pseudo := make([]byte, 0, 40)

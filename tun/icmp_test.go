@@ -11,6 +11,7 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
+	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/l3"
 )
 
@@ -120,5 +121,69 @@ func checkICMP(t *testing.T, p []byte, id l3.Identity, want []byte) {
 	}
 	if q, ok := l3.FromPacket(quote); !ok || q != id {
 		t.Fatalf("the quote is of %v (%v), want %v", q, ok, id)
+	}
+}
+
+// TestTooBig: a raw packet over what a flow carries gets ICMP fragmentation needed (ICMPv6
+// packet too big) from its destination, with rendr.MaxDatagram as the MTU and the packet's
+// start quoted; an IPv4 packet that may be fragmented gets none. Neither is sent on.
+func TestTooBig(t *testing.T) {
+	for _, c := range []struct {
+		src, dst string
+		df, want bool
+	}{
+		{"10.98.0.2", "10.99.0.1", true, true},
+		{"10.98.0.2", "10.99.0.1", false, false},
+		{"fd98::2", "fd99::1", false, true},
+	} {
+		src, dst := netip.MustParseAddr(c.src), netip.MustParseAddr(c.dst)
+		var p []byte
+		if src.Is4() {
+			p = make([]byte, rendr.MaxDatagram+1)
+			p[0], p[8], p[9] = 0x45, 64, 47 // GRE
+			if c.df {
+				p[6] = 0x40
+			}
+			binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+			copy(p[12:], src.AsSlice())
+			copy(p[16:], dst.AsSlice())
+		} else {
+			p = make([]byte, rendr.MaxDatagram+1)
+			p[0], p[6], p[7] = 0x60, 47, 64
+			binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
+			copy(p[8:], src.AsSlice())
+			copy(p[24:], dst.AsSlice())
+		}
+		dev := &recordDevice{}
+		in := &Ingress{dev: dev, syns: &synTable{}}
+		in.log = slog.New(slog.DiscardHandler)
+		in.raw = map[netip.Addr]*rawFlow{}
+		in.sendRaw(p)
+		if len(in.raw) != 0 || in.stats.rawDropped.Load() != 1 {
+			t.Errorf("%s: the packet was not dropped, or a flow was opened for it", c.src)
+		}
+		if !c.want {
+			if len(dev.writes) != 0 {
+				t.Errorf("%s: an ICMP error for a packet that may be fragmented", c.src)
+			}
+			continue
+		}
+		if len(dev.writes) != 1 {
+			t.Fatalf("%s: %d ICMP errors, want 1", c.src, len(dev.writes))
+		}
+		w := dev.writes[0]
+		hl, typ := 20, byte(3)
+		if !src.Is4() {
+			hl, typ = 40, 2
+		}
+		if w[hl] != typ || binary.BigEndian.Uint32(w[hl+4:]) != rendr.MaxDatagram {
+			t.Errorf("%s: ICMP %x, want type %d with MTU %d", c.src, w[hl:hl+8], typ, rendr.MaxDatagram)
+		}
+		if q := w[hl+8:]; len(w) > 1280 || !bytes.Equal(q, p[:len(q)]) || len(q) < 28 {
+			t.Errorf("%s: an error of %d bytes quoting %d", c.src, len(w), len(q))
+		}
+		if s, d, _ := addrs(w); s != dst || d != src {
+			t.Errorf("%s: the error goes from %v to %v", c.src, s, d)
+		}
 	}
 }

@@ -52,6 +52,12 @@ func isRaw(p []byte) bool {
 // sendRaw sends the raw packet p on the flow of its source address, opening it first.
 func (in *Ingress) sendRaw(p []byte) {
 	src, dst, ok := addrs(p)
+	if ok && len(p) > rendr.MaxDatagram {
+		// Only a TUN whose MTU is above what a flow carries sends one.
+		in.tooBig(p)
+		in.stats.rawDropped.Add(1)
+		return
+	}
 	if !ok || !dst.IsGlobalUnicast() {
 		// Multicast, link-local and the like belong to the host's own link (IPv6 router
 		// and multicast listener messages, say): never to the far side.

@@ -26,7 +26,8 @@ type DatagramConn interface {
 // Datagrams copies datagrams both ways between a and b, with a buffer of size bytes each
 // way, until a Read of either fails or no datagram has passed either way for idle. Then it
 // calls end, when not nil, with why: the error of a's Read or of b's (the other nil), or
-// ErrIdle as bErr; and closes both. A datagram a Write does not take is lost, as UDP loses it.
+// ErrIdle as bErr; and closes both. A datagram a Write does not take is lost, as UDP loses it,
+// and so is one longer than size (never cut short: a read of size+1 bytes tells them apart).
 func Datagrams(a, b DatagramConn, idle time.Duration, size int, end func(aErr, bErr error)) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
@@ -42,7 +43,7 @@ func Datagrams(a, b DatagramConn, idle time.Duration, size int, end func(aErr, b
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		buf := make([]byte, size)
+		buf := make([]byte, size+1)
 		for {
 			n, err := a.Read(buf)
 			if err != nil {
@@ -50,10 +51,12 @@ func Datagrams(a, b DatagramConn, idle time.Duration, size int, end func(aErr, b
 				return
 			}
 			last.Store(time.Now().UnixNano())
-			b.Write(buf[:n])
+			if n <= size {
+				b.Write(buf[:n])
+			}
 		}
 	})
-	buf := make([]byte, size)
+	buf := make([]byte, size+1)
 	for {
 		b.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
 		n, err := b.Read(buf)
@@ -68,7 +71,9 @@ func Datagrams(a, b DatagramConn, idle time.Duration, size int, end func(aErr, b
 			break
 		}
 		last.Store(time.Now().UnixNano())
-		a.Write(buf[:n])
+		if n <= size {
+			a.Write(buf[:n])
+		}
 	}
 	wg.Wait()
 }

@@ -130,3 +130,51 @@ func TestStreams(t *testing.T) {
 		t.Fatal("a is still open")
 	}
 }
+
+// udpPair is two UDP sockets on loopback, each connected to the other.
+func udpPair(t *testing.T) (x, y *net.UDPConn) {
+	t.Helper()
+	lx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err = net.DialUDP("udp", nil, lx.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lx.Close()
+	x, err = net.DialUDP("udp", lx.LocalAddr().(*net.UDPAddr), y.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x, y
+}
+
+// TestDatagramsTooLong: a datagram longer than the splice's size is dropped whole, each way,
+// never passed on cut short; the next one passes.
+func TestDatagramsTooLong(t *testing.T) {
+	a, aPeer := udpPair(t)
+	b, bPeer := udpPair(t)
+	done := make(chan struct{})
+	go func() {
+		splice.Datagrams(a, b, time.Minute, 1000, nil)
+		close(done)
+	}()
+	defer func() { aPeer.Close(); bPeer.Close(); a.Close(); <-done }()
+	for _, c := range []struct{ from, to *net.UDPConn }{{aPeer, bPeer}, {bPeer, aPeer}} {
+		if _, err := c.from.Write(make([]byte, 1001)); err != nil {
+			t.Fatal(err)
+		}
+		ok := make([]byte, 1000)
+		ok[0] = 7
+		if _, err := c.from.Write(ok); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2000)
+		c.to.SetReadDeadline(time.Now().Add(time.Minute))
+		n, err := c.to.Read(buf)
+		if err != nil || n != 1000 || buf[0] != 7 {
+			t.Fatalf("read %d bytes (first %d), %v: want the 1000-byte datagram, the 1001-byte one dropped", n, buf[0], err)
+		}
+	}
+}
