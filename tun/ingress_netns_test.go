@@ -536,3 +536,71 @@ func fill(b []byte, rng *rand.Rand) {
 		}
 	}
 }
+
+// TestNetnsIngressUDPFlood: with MaxUDP 8, one flow echoing, 100 more sockets send 3
+// datagrams each to the far network. The flows open never pass 8 (one of them the first);
+// every datagram of the 93 sockets that find no room is dropped and counted; and the first
+// flow keeps echoing throughout.
+func TestNetnsIngressUDPFlood(t *testing.T) {
+	const maxUDP = 8
+	v := newVPNLab(t, func(c *tun.Config) { c.MaxUDP = maxUDP })
+	pc, err := v.lab.ListenPacket(netlab.Server, "udp", farAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	testkit.EchoUDP(pc)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	dial := v.lab.Dialer(netlab.Client, &net.Dialer{})
+	buf := make([]byte, 2048)
+	echo := func(c net.Conn, msg []byte) bool {
+		for range 20 {
+			c.Write(msg)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			if n, err := c.Read(buf); err == nil && bytes.Equal(buf[:n], msg) {
+				return true
+			}
+		}
+		return false
+	}
+	first, err := dial(ctx, "udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if !echo(first, []byte("before")) {
+		t.Fatalf("no echo before the flood: %+v", v.in.Stats())
+	}
+	most := 0
+	for i := range 100 {
+		c, err := dial(ctx, "udp", pc.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for range 3 {
+			c.Write(fmt.Appendf(nil, "flood %d", i))
+		}
+		most = max(most, v.in.Stats().UDPActive)
+		if i%25 == 24 && !echo(first, fmt.Appendf(nil, "during %d", i)) {
+			t.Fatalf("the first flow stopped echoing during the flood: %+v", v.in.Stats())
+		}
+	}
+	const refused = 3 * (100 - (maxUDP - 1))
+	if !testkit.Wait(waitLong, func() bool {
+		st := v.in.Stats()
+		most = max(most, st.UDPActive)
+		return st.UDPDropped >= refused
+	}) {
+		t.Fatalf("not every datagram past MaxUDP was counted: %+v, want %d dropped", v.in.Stats(), refused)
+	}
+	st := v.in.Stats()
+	t.Logf("ingress: %+v; at most %d UDP flows open", st, most)
+	if most > maxUDP || st.UDPOpened != maxUDP {
+		t.Errorf("MaxUDP %d: at most %d open, %d opened, %d dropped", maxUDP, most, st.UDPOpened, st.UDPDropped)
+	}
+	if !echo(first, []byte("after")) {
+		t.Fatalf("the first flow stopped echoing after the flood: %+v", st)
+	}
+}

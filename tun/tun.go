@@ -74,7 +74,8 @@ type Config struct {
 	// and the application's own connect times out, as it would without the tunnel.
 	ConnectTimeout time.Duration
 	// MaxUDP bounds the UDP flows open at once (4096). Past it a new flow's datagrams are
-	// dropped. UDPIdle closes a UDP flow after that long without a datagram either way (2
+	// dropped (counted in Stats.UDPDropped), as a full socket table drops them; one sent
+	// once a flow has closed opens it. UDPIdle closes a UDP flow after that long without a datagram either way (2
 	// minutes); DNSIdle for flows to port 53 (30s).
 	MaxUDP           int
 	UDPIdle, DNSIdle time.Duration
@@ -126,8 +127,8 @@ type Stats struct {
 	// MaxPending or MaxPendingPerSource.
 	TCPActive, TCPPending                             int
 	TCPOpened, TCPReset, TCPUnanswered, TCPSynDropped uint64
-	// UDP flows open now, and since the start: opened, closed for idleness, and dropped past
-	// MaxUDP (flows, not datagrams).
+	// UDP flows open now, and since the start: opened, closed for idleness; and datagrams
+	// dropped for want of a flow (each datagram of a flow past MaxUDP).
 	UDPActive                       int
 	UDPOpened, UDPIdled, UDPDropped uint64
 	// Packets read from the device and written to it, and those dropped: not IP, or the
