@@ -1,7 +1,6 @@
 // Package tun turns a host's IP traffic into rendr flows: the TUN ingress. Packets an
-// operating system routes into a TUN device are read (in batches, with the Linux offloads of
-// golang.zx2c4.com/wireguard/tun: one read may carry a 64 KiB TCP segment) and handed to a
-// gVisor user-space stack, which terminates them:
+// operating system routes into a TUN device (golang.zx2c4.com/wireguard/tun's) are read and
+// handed to a gVisor user-space stack, which terminates them:
 //
 //   - each TCP connection becomes a stream flow opened with the connection's L3 identity
 //     (rendr.Dialer.DialIdentity). The application's SYN is answered only once the far side
@@ -16,7 +15,11 @@
 //
 // The listening side carries the flows on to their destinations with its Egress
 // (rendr.ListenConfig.Egress, docs/egress.md). Everything the ingress holds is bounded and
-// counted: see Config and Stats.
+// counted: see Config, Memory and Stats.
+//
+// On a Linux TUN opened with virtio-net headers (Open does), the kernel's TCP segments of up
+// to 64 KiB enter the stack whole, and the stack's own go out whole for the kernel to cut
+// (Config.NoOffload turns this off; Stats.SegmentsIn and SegmentsOut count them).
 package tun
 
 import (
