@@ -1,10 +1,13 @@
 // Command rendrbench measures rendr against baselines run in the same invocation and prints
 // one JSON object per result line on stdout (progress goes to stderr; -v=false silences it).
 //
-//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|attack|stability|all]
+//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|attack|stability|vpn|vpn-bond|vpn-failover|all]
 //		[-runs N] [-bytes N] [-seconds N] [-cpuprofile DIR] [-flows N]
 //
-// -scenario takes several names, comma-separated, and runs them in that order.
+// -scenario takes several names, comma-separated, and runs them in that order. all is every
+// scenario but the vpn ones, which are named on their own: they add about 6 minutes, and
+// they need the go command and this repository at run time (they build tunvpn and
+// wireguard-go) and iperf3.
 //
 // Scenarios:
 //   - throughput: one flow over one loopback TCP path, bulk transfer one way (-bytes, or
@@ -43,6 +46,18 @@
 //     with the hidden -stability-peer flag) stopped by SIGSTOP for 300ms every 5 s. Every
 //     move but a path's first choice is a false alarm, and every carrier dialed again a
 //     healthy path declared dead: moves on both sides per minute, and deaths.
+//   - vpn: tunvpn (examples/tunvpn, built for the run) against wireguard-go (built from the
+//     module rendr requires, configured through its UAPI socket), one tunnel at a time in the
+//     same lab, over one unshaped veth path (needs root and iperf3): one iperf3 TCP connection
+//     from the client namespace to an address behind the server for 10 s (-seconds), Mbit/s
+//     and the tunnel processes' CPU per GiB (both sides, user+sys from /proc).
+//   - vpn-bond: tunvpn with policy bond over two uplinks of 100+100 and 100+20 Mbit/s (tbf),
+//     beside tunvpn over the 100 Mbit/s uplink alone: one iperf3 TCP connection, 8 s measured
+//     after 2 s omitted (-seconds), goodput against the nominal sum of the rates.
+//   - vpn-failover: a 1 KiB-per-ms TCP stream through the tunnel while the uplink carrying it
+//     is blackholed for 1 s: the longest delivery gap, tunvpn (selector over two unshaped
+//     uplinks) against wireguard-go (one uplink, nothing to move to); target: tunvpn's gap
+//     at most 100 ms. -runs is the events per tunnel.
 //
 // Every line carries scenario, metric, value, unit, baseline, baseline_value, ratio, runs,
 // target and pass (null where they do not apply), plus min and max of the runs and a note.
@@ -252,10 +267,10 @@ func cleanUp(code int) {
 func main() {
 	handleSignals()
 	var c config
-	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps, attack, stability or all; several, comma-separated, run in that order")
+	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps, attack, stability, vpn, vpn-bond, vpn-failover or all (all but the vpn ones); several, comma-separated, run in that order")
 	flag.IntVar(&c.runs, "runs", 5, "measured runs per row; each row reports the median")
 	flag.Int64Var(&c.bytes, "bytes", 1<<30, "throughput: bytes per transfer")
-	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes; bond: measure this many seconds per transfer instead of 8")
+	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes; bond, vpn-bond: measure this many seconds per transfer instead of 8; vpn: per iperf3 test instead of 10")
 	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory; attack: of the listener under each handshake flood, of each greedy round (transfers alone and beside, the idle second beside), and heap profiles around the flowids attack")
 	flag.IntVar(&c.flows, "flows", 10000, "idle: flows to open")
 	flag.BoolVar(&c.verbose, "v", true, "progress on stderr")
@@ -297,14 +312,17 @@ func main() {
 		os.Exit(2)
 	}
 	scenarios := map[string]func(*config) []result{
-		"throughput": runThroughput,
-		"failover":   runFailover,
-		"idle":       runIdle,
-		"bond":       runBond,
-		"race":       runRace,
-		"pps":        runPPS,
-		"attack":     runAttack,
-		"stability":  runStability,
+		"throughput":   runThroughput,
+		"failover":     runFailover,
+		"idle":         runIdle,
+		"bond":         runBond,
+		"race":         runRace,
+		"pps":          runPPS,
+		"attack":       runAttack,
+		"stability":    runStability,
+		"vpn":          runVPN,
+		"vpn-bond":     runVPNBond,
+		"vpn-failover": runVPNFailover,
 	}
 	var order []string
 	for _, name := range strings.Split(c.scenario, ",") {
@@ -314,7 +332,7 @@ func main() {
 		case scenarios[name] != nil:
 			order = append(order, name)
 		default:
-			fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race, pps, attack, stability or all)\n", name)
+			fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race, pps, attack, stability, vpn, vpn-bond, vpn-failover or all)\n", name)
 			os.Exit(2)
 		}
 	}
