@@ -19,18 +19,25 @@ func runClient(ctx context.Context, c *clientConfig, log *slog.Logger) error {
 		log.Warn("tunvpn: leftovers of an earlier run", "err", err)
 	}
 	var paths []*rendr.Target
+	var carriers []*carrierSlot
 	for _, u := range c.Uplinks {
 		d := &net.Dialer{Timeout: 10 * time.Second, Control: carrierControl(c.Mark, u.Interface)}
 		if u.Source.IsValid() {
 			d.LocalAddr = &net.TCPAddr{IP: u.Source.AsSlice()}
 		}
 		server := u.Server
+		slot := &carrierSlot{} // the watcher closes a carrier that lost its address
 		paths = append(paths, rendr.Path(u.Name, func(ctx context.Context) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", server)
+			conn, err := d.DialContext(ctx, "tcp", server)
+			if err == nil {
+				slot.set(conn)
+			}
+			return conn, err
 		}, rendr.Tier(u.Tier)))
+		carriers = append(carriers, slot)
 	}
 	root := map[string]func(string, ...*rendr.Target) *rendr.Target{
-		"selector": rendr.Selector, "race": rendr.Race, "bond": rendr.Bond}[c.Policy]("uplinks", paths...)
+		"selector": rendr.Selector, "race": rendr.Race, "bond": rendr.Bond}[c.Policy](uplinksGroup, paths...)
 	moves := &moveLog{}
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: c.PrivateKey, PeerKey: c.ServerKey, Root: root,
 		Options: rendr.Options{Logger: log, OnMigrate: moves.add}})
@@ -58,6 +65,17 @@ func runClient(ctx context.Context, c *clientConfig, log *slog.Logger) error {
 		return err
 	}
 	defer in.Close()
+	// The uplinks are followed as their interfaces and addresses change, and the rules and
+	// routes kept in place. Deferred after the teardown and the TUN's closing, the watcher
+	// stops, and waits, before them: nothing puts a rule back after teardown deleted it. It
+	// starts before the uplinks dial, so one whose interface is missing is out from the start.
+	var out func() []uplinkOut
+	if w, err := startWatch(c, d, setup, paths, carriers, log); err != nil {
+		log.Warn("tunvpn: not following the uplinks' interfaces", "err", err)
+	} else {
+		defer w.stop()
+		out = w.out
+	}
 	// The uplinks come up now, not at the first connection; any that works brings the tunnel
 	// up, and the others join as they can.
 	go func() {
@@ -67,7 +85,11 @@ func runClient(ctx context.Context, c *clientConfig, log *slog.Logger) error {
 	}()
 	st, err := serveStatus(c.Status, func() report {
 		s := in.Stats()
-		return report{Role: "client", Sessions: []sessionView{viewSession(d.Status())}, Migrations: moves.recent(), Ingress: &s}
+		r := report{Role: "client", Sessions: []sessionView{viewSession(d.Status())}, Migrations: moves.recent(), Ingress: &s}
+		if out != nil {
+			r.Out = out()
+		}
+		return r
 	})
 	if err != nil {
 		return err

@@ -24,6 +24,10 @@ import (
 // netSetup is what the client added to the host's network configuration.
 type netSetup struct {
 	rules []*netlink.Rule
+	// routes and tun (the TUN's index) are what the watcher puts back if someone deletes
+	// them while the TUN lives; they go with it, so teardown need not delete them.
+	routes []*netlink.Route
+	tun    int
 }
 
 // prefixNet is p as a net.IPNet.
@@ -75,13 +79,14 @@ func setupNet(c *clientConfig) (*netSetup, error) {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("bringing %s up: %w", c.TUN, err)
 	}
+	s := &netSetup{tun: link.Attrs().Index}
 	for _, r := range c.Routes {
 		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixNet(r), Table: c.Table, Scope: netlink.SCOPE_LINK}
 		if err := netlink.RouteAdd(rt); err != nil {
 			return nil, fmt.Errorf("route %v through %s: %w", r, c.TUN, err)
 		}
+		s.routes = append(s.routes, rt)
 	}
-	s := &netSetup{}
 	for _, r := range tunnelRules(c) {
 		if err := netlink.RuleAdd(r); err != nil {
 			s.teardown()

@@ -25,6 +25,9 @@ type report struct {
 	Ingress    *tun.Stats        `json:",omitempty"` // the client's TUN ingress
 	Listener   *status.Listener  `json:",omitempty"` // the server's listener
 	Gateway    *tun.GatewayStats `json:",omitempty"` // the server's gateway
+	// Out are the client's uplinks out of use (interface gone or down, address gone), whose
+	// paths were taken out of the graph, or, for the last one, stay and fail.
+	Out []uplinkOut `json:",omitempty"`
 }
 
 type sessionView struct {
@@ -41,6 +44,17 @@ type pathView struct {
 	SRTT, Jitter, Loss string
 	Sent, Received     int64
 	LastError          string `json:",omitempty"`
+	// ID is the path's carrier's (a re-dial gives a new one), Local the carrier's own
+	// address, Dials the carriers dialed so far.
+	ID    uint32
+	Local string `json:",omitempty"`
+	Dials int
+}
+
+// uplinkOut is a client's uplink out of use, and why.
+type uplinkOut struct {
+	Name, Why string
+	Stuck     bool // the last uplink: its path stays in the graph and keeps dialing
 }
 
 type migrationView struct {
@@ -56,9 +70,14 @@ func viewSession(s status.Session) sessionView {
 		}
 	}
 	for _, p := range s.Paths {
-		v.Paths = append(v.Paths, pathView{Name: p.Name, State: p.State.String(), Active: p.Active, Tier: p.Tier,
+		pv := pathView{Name: p.Name, State: p.State.String(), Active: p.Active, Tier: p.Tier,
 			SRTT: p.SRTT.Round(time.Microsecond).String(), Jitter: p.Jitter.Round(time.Microsecond).String(),
-			Loss: fmt.Sprintf("%.1f%%", 100*p.Loss), Sent: p.BytesSent, Received: p.BytesRecv, LastError: p.LastError})
+			Loss: fmt.Sprintf("%.1f%%", 100*p.Loss), Sent: p.BytesSent, Received: p.BytesRecv, LastError: p.LastError,
+			ID: p.ID, Dials: p.Dials}
+		if p.Local != nil {
+			pv.Local = p.Local.String()
+		}
+		v.Paths = append(v.Paths, pv)
 	}
 	return v
 }
@@ -137,6 +156,13 @@ func printStatus(w io.Writer, r report) {
 			}
 			fmt.Fprintf(w, "  %-1s %-12s %-9s %4d %10s %10s %6s %12d %12d %s\n", mark, p.Name, p.State, p.Tier, p.SRTT, p.Jitter, p.Loss, p.Sent, p.Received, p.LastError)
 		}
+	}
+	for _, o := range r.Out {
+		stays := ""
+		if o.Stuck {
+			stays = " (the last uplink: its path stays)"
+		}
+		fmt.Fprintf(w, "  uplink %s out of use: %s%s\n", o.Name, o.Why, stays)
 	}
 	if len(r.Migrations) > 0 {
 		fmt.Fprintln(w, "recent migrations:")
