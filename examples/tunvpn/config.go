@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 
@@ -17,7 +19,8 @@ import (
 type serverConfig struct {
 	PrivateKey rendr.PrivateKey  `toml:"private_key"`
 	Peers      []rendr.PublicKey `toml:"peers"`
-	// Listen is the TCP addresses the clients' uplinks dial (host:port).
+	// Listen is the addresses the clients' uplinks dial: "host:port" or "tcp://host:port"
+	// for TCP, "quic://host:port" for QUIC, "udp://host:port" for rendr's own UDP carrier.
 	Listen []string `toml:"listen"`
 	// Allow is where clients may go through the server: the networks behind it. There is
 	// no default: "0.0.0.0/0" and "::/0" say everything, on purpose.
@@ -50,17 +53,28 @@ type clientConfig struct {
 	Routes    []netip.Prefix `toml:"routes"`
 	// Mark is the firewall mark of the carriers' sockets and Table the routing table of
 	// the tunnel's routes: traffic without the mark is routed by Table first.
-	Mark    uint32   `toml:"mark"`
-	Table   int      `toml:"table"`
-	Status  string   `toml:"status_socket"`
+	Mark   uint32 `toml:"mark"`
+	Table  int    `toml:"table"`
+	Status string `toml:"status_socket"`
+	// Memory is the TUN ingress's bounds: "default", or "small" for a router or a small
+	// box (tun.MemorySmall).
+	Memory string `toml:"memory"`
+	// Offload, when false, turns the TUN's offloads off (tun.Config.NoOffload): for a
+	// kernel that mishandles them.
+	Offload *bool    `toml:"offload"`
 	Uplinks []uplink `toml:"uplink"`
 }
 
 // uplink is one way to the server.
 type uplink struct {
 	Name string `toml:"name"`
-	// Server is the server's address this uplink dials (host:port, an IP literal).
+	// Server is the server's address this uplink dials, an IP literal and a port, with the
+	// carrier as in the server's listen: "192.0.2.10:7000" (TCP), "quic://192.0.2.10:7443",
+	// "udp://192.0.2.10:7001".
 	Server string `toml:"server"`
+	// carrier and addr are Server read.
+	carrier string
+	addr    netip.AddrPort
 	// Source and Interface bind the uplink's carriers (either or both): its address, and
 	// its network interface.
 	Source    netip.Addr `toml:"source"`
@@ -111,10 +125,34 @@ func loadServer(path string) (*serverConfig, error) {
 	case c.TUN == "" && (len(c.ClientNetworks) > 0 || len(c.TUNAddresses) > 0 || c.Masquerade):
 		return nil, fmt.Errorf("%s: client_networks, tun_addresses and masquerade need a gateway: set tun", path)
 	}
+	for _, l := range c.Listen {
+		if _, _, err := parseCarrier(l); err != nil {
+			return nil, fmt.Errorf("%s: listen %q: %w", path, l, err)
+		}
+	}
 	if c.Status == "" {
 		c.Status = defaultStatus
 	}
 	return c, nil
+}
+
+// carriers are the carriers tunvpn speaks, by their scheme in an address.
+var carriers = []string{"tcp", "quic", "udp"}
+
+// parseCarrier reads an address of listen or of an uplink's server: an optional scheme
+// (tcp://, quic://, udp://; TCP without one), an IP literal and a port.
+func parseCarrier(s string) (carrier string, addr netip.AddrPort, err error) {
+	carrier, rest, found := strings.Cut(s, "://")
+	if !found {
+		carrier, rest = "tcp", s
+	}
+	if !slices.Contains(carriers, carrier) {
+		return "", addr, fmt.Errorf("carrier %q: want tcp://, quic:// or udp:// (TCP without one)", carrier)
+	}
+	if addr, err = netip.ParseAddrPort(rest); err != nil {
+		return "", addr, fmt.Errorf("want an IP and a port: %w", err)
+	}
+	return carrier, addr, nil
 }
 
 func loadClient(path string) (*clientConfig, error) {
@@ -158,6 +196,9 @@ func loadClient(path string) (*clientConfig, error) {
 	if c.Status == "" {
 		c.Status = defaultStatus
 	}
+	if c.Memory != "" && c.Memory != "default" && c.Memory != "small" {
+		return nil, fmt.Errorf("%s: memory %q: want default or small", path, c.Memory)
+	}
 	seen := map[string]bool{}
 	for i, u := range c.Uplinks {
 		switch {
@@ -170,12 +211,33 @@ func loadClient(path string) (*clientConfig, error) {
 		case u.Tier < 0:
 			return nil, fmt.Errorf("%s: uplink %q: tier %d is below 0", path, u.Name, u.Tier)
 		}
-		if _, err := netip.ParseAddrPort(u.Server); err != nil {
-			return nil, fmt.Errorf("%s: uplink %q: server %q: want an IP and a port: %w", path, u.Name, u.Server, err)
+		var err error
+		if c.Uplinks[i].carrier, c.Uplinks[i].addr, err = parseCarrier(u.Server); err != nil {
+			return nil, fmt.Errorf("%s: uplink %q: server %q: %w", path, u.Name, u.Server, err)
 		}
 		seen[u.Name] = true
 	}
 	return c, nil
+}
+
+// blocked is the default route of the family a full tunnel of the other family would
+// otherwise leak: with 0.0.0.0/0 through the tunnel and no IPv6 route in it, the host's IPv6
+// would leave by the uplinks, bypassing the tunnel. That family's traffic gets an
+// unreachable route in the tunnel's table instead (its local networks stay reachable, as
+// under a full tunnel). Invalid when nothing is blocked.
+func (c *clientConfig) blocked() netip.Prefix {
+	v4full, v6full := c.fullTunnel()
+	var v4, v6 bool
+	for _, r := range c.Routes {
+		v4, v6 = v4 || r.Addr().Is4(), v6 || !r.Addr().Is4()
+	}
+	switch {
+	case v4full && !v6:
+		return netip.MustParsePrefix("::/0")
+	case v6full && !v4:
+		return netip.MustParsePrefix("0.0.0.0/0")
+	}
+	return netip.Prefix{}
 }
 
 // fullTunnel reports whether routes send everything through the tunnel, by family.

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -39,7 +40,14 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 func tunnelRules(c *clientConfig) []*netlink.Rule {
 	v4full, v6full := c.fullTunnel()
 	fams := map[int]bool{}
-	for _, r := range c.Routes {
+	routes := c.Routes
+	if b := c.blocked(); b.IsValid() {
+		// The blocked family's rules are a full tunnel's: its unreachable default route
+		// is in the tunnel's table, and its local networks win over it.
+		v4full, v6full = v4full || b.Addr().Is4(), v6full || !b.Addr().Is4()
+		routes = append(slices.Clip(routes), b)
+	}
+	for _, r := range routes {
 		if r.Addr().Is4() {
 			fams[unix.AF_INET] = true
 		} else {
@@ -87,6 +95,13 @@ func setupNet(c *clientConfig) (*netSetup, error) {
 		}
 		s.routes = append(s.routes, rt)
 	}
+	if b := c.blocked(); b.IsValid() {
+		rt := &netlink.Route{Dst: prefixNet(b), Table: c.Table, Type: unix.RTN_UNREACHABLE}
+		if err := netlink.RouteAdd(rt); err != nil {
+			return nil, fmt.Errorf("route unreachable %v (the family the full tunnel does not carry): %w", b, err)
+		}
+		s.routes = append(s.routes, rt)
+	}
 	for _, r := range tunnelRules(c) {
 		if err := netlink.RuleAdd(r); err != nil {
 			s.teardown()
@@ -97,9 +112,17 @@ func setupNet(c *clientConfig) (*netSetup, error) {
 	return s, nil
 }
 
-// teardown deletes the rules. The routes and addresses go with the TUN, when it closes.
+// teardown deletes the rules, and the blocking route. The TUN's routes and addresses go with
+// it, when it closes.
 func (s *netSetup) teardown() error {
 	var errs []error
+	for _, r := range s.routes {
+		if r.Type == unix.RTN_UNREACHABLE {
+			if err := netlink.RouteDel(r); err != nil && !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("deleting route unreachable %v: %w", r.Dst, err))
+			}
+		}
+	}
 	for _, r := range s.rules {
 		if err := netlink.RuleDel(r); err != nil && !errors.Is(err, syscall.ENOENT) {
 			errs = append(errs, fmt.Errorf("deleting %v: %w", r, err))
@@ -116,6 +139,10 @@ func cleanLeftovers(c *clientConfig) error {
 	var errs []error
 	for _, r := range tunnelRules(c) {
 		for netlink.RuleDel(r) == nil {
+		}
+	}
+	if b := c.blocked(); b.IsValid() {
+		for netlink.RouteDel(&netlink.Route{Dst: prefixNet(b), Table: c.Table, Type: unix.RTN_UNREACHABLE}) == nil {
 		}
 	}
 	if l, err := netlink.LinkByName(c.TUN); err == nil {

@@ -70,9 +70,11 @@ type carrierSlot struct {
 }
 
 func (s *carrierSlot) set(c net.Conn) {
+	// A UDP carrier's socket may have no address of its own (bound to a device only): the
+	// kernel then picks the source of each datagram, and there is nothing to go stale.
 	var local netip.Addr
-	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
-		local = a.AddrPort().Addr().Unmap()
+	if a, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil && !a.Addr().IsUnspecified() {
+		local = a.Addr().Unmap()
 	}
 	s.mu.Lock()
 	s.conn, s.local, s.dialed = c, local, time.Now()
@@ -176,7 +178,7 @@ func startWatch(c *clientConfig, d *rendr.Dialer, setup *netSetup, paths []*rend
 	w := &watcher{c: c, d: d, setup: setup, log: log, failing: map[string]bool{}, done: make(chan struct{})}
 	for i, u := range c.Uplinks {
 		fam := unix.AF_INET
-		if ap, err := netip.ParseAddrPort(u.Server); err == nil && !ap.Addr().Unmap().Is4() {
+		if !u.addr.Addr().Unmap().Is4() {
 			fam = unix.AF_INET6
 		}
 		w.ups = append(w.ups, &watchedUplink{u: u, path: paths[i], carrier: carriers[i], family: fam, inGraph: true})
@@ -743,12 +745,18 @@ func (w *watcher) restoreRoutes() bool {
 			continue
 		}
 		for _, r := range ours {
+			// The blocking route (unreachable) has no device of ours: the kernel shows lo.
 			if slices.ContainsFunc(have, func(h netlink.Route) bool {
-				return h.LinkIndex == r.LinkIndex && h.Dst != nil && h.Dst.String() == r.Dst.String()
+				unreachable := r.Type == unix.RTN_UNREACHABLE
+				return (h.LinkIndex == r.LinkIndex || unreachable) && (h.Type == unix.RTN_UNREACHABLE) == unreachable &&
+					h.Dst != nil && h.Dst.String() == r.Dst.String()
 			}) {
 				continue
 			}
 			what := fmt.Sprintf("route %v dev %s table %d", r.Dst, w.c.TUN, w.c.Table)
+			if r.Type == unix.RTN_UNREACHABLE {
+				what = fmt.Sprintf("route unreachable %v table %d", r.Dst, w.c.Table)
+			}
 			if err := netlink.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
 				w.failed(what, err)
 				finished = false

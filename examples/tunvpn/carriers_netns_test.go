@@ -1,0 +1,119 @@
+//go:build linux
+
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rendr-go/rendr/internal/testkit"
+)
+
+// TestNetnsTunvpnCarriers: the uplinks over QUIC (up0) and over rendr's UDP carrier (up1),
+// the server listening on both beside TCP. Both come up; a 16 MiB download through the
+// tunnel, with the active uplink blackholed a quarter of the way in, is whole.
+func TestNetnsTunvpnCarriers(t *testing.T) {
+	const size = 16 << 20
+	v := newTunvpnLab(t, size, false)
+	lab := v.lab
+	quicAddr := fmt.Sprintf("%s:7443", lab.ServerAddr(0))
+	udpAddr := fmt.Sprintf("%s:7001", lab.ServerAddr(1))
+	rewrite := func(path string, edit func(string) string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := edit(string(b))
+		if s == string(b) {
+			t.Fatalf("%s: nothing rewritten", path)
+		}
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rewrite(v.serverCfg, func(s string) string {
+		return strings.Replace(s, "listen = [", fmt.Sprintf("listen = [\"quic://%s\", \"udp://%s\", ", quicAddr, udpAddr), 1)
+	})
+	rewrite(v.clientCfg, func(s string) string {
+		s = strings.Replace(s, fmt.Sprintf("server = \"%s:7000\"", lab.ServerAddr(0)), fmt.Sprintf("server = \"quic://%s\"", quicAddr), 1)
+		return strings.Replace(s, fmt.Sprintf("server = \"%s:7000\"", lab.ServerAddr(1)), fmt.Sprintf("server = \"udp://%s\"", udpAddr), 1)
+	})
+	server := start(t, lab.ServerNS(), "server", "-c", v.serverCfg)
+	client := start(t, lab.ClientNS(), "client", "-c", v.clientCfg)
+	bothUp := func() bool {
+		r, err := readStatus(v.clientSock)
+		if err != nil || len(r.Sessions) != 1 || len(r.Sessions[0].Paths) != 2 {
+			return false
+		}
+		for _, p := range r.Sessions[0].Paths {
+			if p.State != "up" {
+				return false
+			}
+		}
+		return true
+	}
+	if !testkit.Wait(30*time.Second, bothUp) {
+		r, _ := readStatus(v.clientSock)
+		var sb strings.Builder
+		printStatus(&sb, r)
+		t.Fatalf("the QUIC and UDP uplinks did not both come up:\n%s", sb.String())
+	}
+	curl := exec.Command("ip", "netns", "exec", lab.ClientNS(), "curl", "-sS", "--max-time", "120", "http://"+farAddr+":8080/")
+	stdout, err := curl.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var curlErr strings.Builder
+	curl.Stderr = &curlErr
+	if err := curl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int64
+	h := sha256.New()
+	copied := make(chan error, 1)
+	go func() {
+		b := make([]byte, 64<<10)
+		for {
+			n, err := stdout.Read(b)
+			h.Write(b[:n])
+			got.Add(int64(n))
+			if err != nil {
+				copied <- nil
+				return
+			}
+		}
+	}()
+	testkit.Wait(time.Minute, func() bool { return got.Load() >= size/4 })
+	active := -1
+	if r, err := readStatus(v.clientSock); err == nil && len(r.Sessions) == 1 {
+		for i, p := range r.Sessions[0].Paths {
+			if p.Active {
+				active = i
+			}
+		}
+	}
+	if active < 0 {
+		t.Fatalf("no active uplink a quarter of the way in (%d bytes)", got.Load())
+	}
+	if err := lab.Blackhole(active, true); err != nil {
+		t.Fatal(err)
+	}
+	<-copied
+	if err := curl.Wait(); err != nil {
+		t.Fatalf("curl: %v: %s", err, curlErr.String())
+	}
+	want := sha256.New()
+	payload{size}.ServeHTTP(hashWriter{want}, nil)
+	if got.Load() != size || string(h.Sum(nil)) != string(want.Sum(nil)) {
+		t.Fatalf("curl read %d bytes, want %d, or they differ", got.Load(), size)
+	}
+	t.Logf("16 MiB with up%d (%s) blackholed a quarter of the way in", active, map[int]string{0: "QUIC", 1: "UDP"}[active])
+	client.stop(t)
+	server.stop(t)
+}
