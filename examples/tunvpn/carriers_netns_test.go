@@ -3,12 +3,9 @@
 package main
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,55 +61,7 @@ func TestNetnsTunvpnCarriers(t *testing.T) {
 		printStatus(&sb, r)
 		t.Fatalf("the QUIC and UDP uplinks did not both come up:\n%s", sb.String())
 	}
-	curl := exec.Command("ip", "netns", "exec", lab.ClientNS(), "curl", "-sS", "--max-time", "120", "http://"+farAddr+":8080/")
-	stdout, err := curl.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var curlErr strings.Builder
-	curl.Stderr = &curlErr
-	if err := curl.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var got atomic.Int64
-	h := sha256.New()
-	copied := make(chan error, 1)
-	go func() {
-		b := make([]byte, 64<<10)
-		for {
-			n, err := stdout.Read(b)
-			h.Write(b[:n])
-			got.Add(int64(n))
-			if err != nil {
-				copied <- nil
-				return
-			}
-		}
-	}()
-	testkit.Wait(time.Minute, func() bool { return got.Load() >= size/4 })
-	active := -1
-	if r, err := readStatus(v.clientSock); err == nil && len(r.Sessions) == 1 {
-		for i, p := range r.Sessions[0].Paths {
-			if p.Active {
-				active = i
-			}
-		}
-	}
-	if active < 0 {
-		t.Fatalf("no active uplink a quarter of the way in (%d bytes)", got.Load())
-	}
-	if err := lab.Blackhole(active, true); err != nil {
-		t.Fatal(err)
-	}
-	<-copied
-	if err := curl.Wait(); err != nil {
-		t.Fatalf("curl: %v: %s", err, curlErr.String())
-	}
-	want := sha256.New()
-	payload{size}.ServeHTTP(hashWriter{want}, nil)
-	if got.Load() != size || string(h.Sum(nil)) != string(want.Sum(nil)) {
-		t.Fatalf("curl read %d bytes, want %d, or they differ", got.Load(), size)
-	}
+	active := downloadCutting(t, v, size)
 	t.Logf("16 MiB with up%d (%s) blackholed a quarter of the way in", active, map[int]string{0: "QUIC", 1: "UDP"}[active])
 	client.stop(t)
 	server.stop(t)

@@ -220,50 +220,7 @@ func TestNetnsTunvpn(t *testing.T) {
 		t.Fatalf("the client's status socket did not answer")
 	}
 
-	// The download, with the active uplink blackholed a quarter of the way in.
-	curl := exec.Command("ip", "netns", "exec", lab.ClientNS(), "curl", "-sS", "--max-time", "120", "http://"+farAddr+":8080/64m")
-	stdout, err := curl.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var curlErr strings.Builder
-	curl.Stderr = &curlErr
-	if err := curl.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var got atomic.Int64
-	h := sha256.New()
-	copied := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.MultiWriter(h, countWriter{&got}), stdout)
-		copied <- err
-	}()
-	blackholed := -1
-	testkit.Wait(2*time.Minute, func() bool { return got.Load() >= size/4 })
-	if r, err := readStatus(clientSock); err == nil && len(r.Sessions) == 1 {
-		for i, p := range r.Sessions[0].Paths {
-			if p.Active {
-				blackholed = i
-			}
-		}
-	}
-	if blackholed < 0 {
-		t.Fatalf("no active uplink at a quarter of the download (%d bytes)", got.Load())
-	}
-	if err := lab.Blackhole(blackholed, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-copied; err != nil {
-		t.Fatal(err)
-	}
-	if err := curl.Wait(); err != nil {
-		t.Fatalf("curl: %v: %s", err, curlErr.String())
-	}
-	want := sha256.New()
-	payload{size}.ServeHTTP(hashWriter{want}, nil)
-	if got.Load() != size || string(h.Sum(nil)) != string(want.Sum(nil)) {
-		t.Fatalf("curl read %d bytes, want %d, or they differ", got.Load(), size)
-	}
+	blackholed := downloadCutting(t, v, size)
 	r, err := readStatus(clientSock)
 	if err != nil {
 		t.Fatal(err)
@@ -298,6 +255,60 @@ func TestNetnsTunvpn(t *testing.T) {
 	again.stop(t)
 	checkClean(t, lab)
 	server.stop(t)
+}
+
+// downloadCutting downloads the far web server's size bytes with curl in the client namespace
+// through the tunnel, blackholes the active uplink once a quarter has come, and fails the
+// test unless every byte arrives, exact. It returns the uplink it cut.
+func downloadCutting(t *testing.T, v *tunvpnLab, size int64) int {
+	t.Helper()
+	curl := exec.Command("ip", "netns", "exec", v.lab.ClientNS(), "curl", "-sS", "--max-time", "120", "http://"+farAddr+":8080/")
+	stdout, err := curl.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var curlErr strings.Builder
+	curl.Stderr = &curlErr
+	if err := curl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int64
+	h := sha256.New()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.MultiWriter(h, countWriter{&got}), stdout)
+		copied <- err
+	}()
+	cut := -1
+	testkit.Wait(2*time.Minute, func() bool { return got.Load() >= size/4 })
+	if r, err := readStatus(v.clientSock); err == nil && len(r.Sessions) == 1 {
+		for i, p := range r.Sessions[0].Paths {
+			if p.Active {
+				cut = i
+			}
+		}
+	}
+	if cut < 0 {
+		curl.Process.Kill()
+		<-copied
+		curl.Wait()
+		t.Fatalf("no active uplink at a quarter of the download (%d bytes)", got.Load())
+	}
+	if err := v.lab.Blackhole(cut, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-copied; err != nil {
+		t.Fatal(err)
+	}
+	if err := curl.Wait(); err != nil {
+		t.Fatalf("curl: %v: %s", err, curlErr.String())
+	}
+	want := sha256.New()
+	payload{size}.ServeHTTP(hashWriter{want}, nil)
+	if got.Load() != size || string(h.Sum(nil)) != string(want.Sum(nil)) {
+		t.Fatalf("curl read %d bytes, want %d, or they differ", got.Load(), size)
+	}
+	return cut
 }
 
 // checkClean fails the test if the client namespace holds a rule, route or TUN of tunvpn's.

@@ -659,14 +659,9 @@ func (w *watcher) restoreRules() bool {
 			if slices.ContainsFunc(have, func(h netlink.Rule) bool { return sameRule(&h, r) }) {
 				continue
 			}
-			what := "rule " + ruleText(r)
-			if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
-				w.failed(what, err)
+			if !w.putBack("rule "+ruleText(r), func() error { return netlink.RuleAdd(r) }) {
 				finished = false
-				continue
 			}
-			delete(w.failing, what)
-			w.log.Warn(fmt.Sprintf("tunvpn: %s deleted by someone else; put back", what))
 		}
 	}
 	return finished
@@ -757,16 +752,24 @@ func (w *watcher) restoreRoutes() bool {
 			if r.Type == unix.RTN_UNREACHABLE {
 				what = fmt.Sprintf("route unreachable %v table %d", r.Dst, w.c.Table)
 			}
-			if err := netlink.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
-				w.failed(what, err)
+			if !w.putBack(what, func() error { return netlink.RouteAdd(r) }) {
 				finished = false
-				continue
 			}
-			delete(w.failing, what)
-			w.log.Warn(fmt.Sprintf("tunvpn: %s deleted by someone else; put back", what))
 		}
 	}
 	return finished
+}
+
+// putBack adds back what someone else deleted, with add, and warns that it did; it reports
+// whether it could (what is there again, by this add or another's).
+func (w *watcher) putBack(what string, add func() error) bool {
+	if err := add(); err != nil && !errors.Is(err, unix.EEXIST) {
+		w.failed(what, err)
+		return false
+	}
+	delete(w.failing, what)
+	w.log.Warn(fmt.Sprintf("tunvpn: %s deleted by someone else; put back", what))
+	return true
 }
 
 // failed warns that putting what back failed, once until it succeeds: the watcher retries
