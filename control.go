@@ -150,7 +150,7 @@ func (s *session) reconfigure(d *Dialer, root *Target, selected string) {
 	for n, t := range targets {
 		ls := s.mu.targets[t.name]
 		if ls == nil {
-			ls = &leafState{state: status.Connecting, since: time.Now(), stop: make(chan struct{})}
+			ls = &leafState{state: status.Connecting, since: time.Now(), stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 			s.mu.targets[t.name] = ls
 			start = append(start, ls)
 		}
@@ -190,6 +190,47 @@ func (s *session) reconfigure(d *Dialer, root *Target, selected string) {
 	for _, ls := range start {
 		go d.routineLeaf(s, ls)
 	}
+}
+
+// errRedial is the cause of a carrier closed by Dialer.Redial.
+var errRedial = errors.New("rendr: path redialed")
+
+// Redial closes the carrier of the path with that name, if it has one, and has the path dial
+// again at once, without the wait between attempts that follows a failure: for an embedder
+// who knows the network under a path changed (its interface got a new address, or its link
+// came back) before the path's silence would show it. Flows carry on: the carrier's
+// unacknowledged bytes are resent, as after any carrier's death.
+func (d *Dialer) Redial(name string) error {
+	d.mu.Lock()
+	if d.mu.closed {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	t, s := d.mu.root.find(name), d.mu.s
+	d.mu.Unlock()
+	switch {
+	case t == nil:
+		return fmt.Errorf("rendr: Redial: no target named %q", name)
+	case t.kind != kindPath:
+		return fmt.Errorf("rendr: Redial: %q is a group, not a path", name)
+	case s == nil:
+		return nil // no session yet: the first one dials every path at once
+	}
+	s.mu.Lock()
+	ls := s.mu.targets[name]
+	var l *link
+	if ls != nil {
+		l = ls.link
+		select {
+		case ls.kick <- struct{}{}:
+		default: // a kick is pending already
+		}
+	}
+	s.mu.Unlock()
+	if l != nil {
+		l.p.Close(errRedial)
+	}
+	return nil
 }
 
 // find returns the target named name in t's graph, or nil.

@@ -214,3 +214,55 @@ func TestGraphLimits(t *testing.T) {
 		t.Errorf("16 children: %v", err)
 	}
 }
+
+// TestSynctestRedial: Redial of a path that lost its network ends its wait between dials. Once
+// its network is back the path dials at the instant of the call (no virtual time passes),
+// where it would have waited up to 2 s. Redial of a live path closes its carrier and dials
+// another, and every byte of the flows arrives once. A name that is not a path is an error.
+func TestSynctestRedial(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lb := testkit.NewMemLab(t, rendr.Options{}, testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink},
+			testkit.LinkSpec{Name: "b", AB: stGoodLink, BA: stGoodLink})
+		dc, lc := lb.Open()
+		lb.MustWait("a and b up", 10*time.Second, func() bool { return lb.AllUp() })
+		up, down := stDuplex(dc, lc, 8<<20, 91)
+
+		// b loses its network: its carrier dies and every dial fails, long enough for the
+		// wait between dials to grow to its longest.
+		b := lb.Paths["b"]
+		b.SetCut(true)
+		b.Live().Kill(false)
+		time.Sleep(10 * time.Second)
+		if st := lb.PathStatus("b").State; st == status.Up {
+			t.Fatalf("b is %v with its network gone", st)
+		}
+		b.SetCut(false)
+		before, start := b.Dials(), time.Now()
+		if err := lb.D.Redial("b"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if b.Dials() != before+1 || time.Since(start) != 0 {
+			t.Fatalf("after Redial: %d dials (want %d) after %v of virtual time (want none)", b.Dials(), before+1, time.Since(start))
+		}
+		lb.MustWait("b up again", 5*time.Second, func() bool { return lb.PathStatus("b").State == status.Up })
+
+		// A live path: its carrier is closed and another dialed.
+		a := lb.Paths["a"]
+		live := a.Live()
+		if err := lb.D.Redial("a"); err != nil {
+			t.Fatal(err)
+		}
+		lb.MustWait("a on a new carrier", 5*time.Second, func() bool {
+			return a.Live() != live && lb.PathStatus("a").State == status.Up
+		})
+		up.check(t, "up", 2*time.Minute)
+		down.check(t, "down", 2*time.Minute)
+
+		for _, name := range []string{"nope", "root"} {
+			if err := lb.D.Redial(name); err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("Redial(%q): %v", name, err)
+			}
+		}
+	})
+}

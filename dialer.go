@@ -269,7 +269,8 @@ func (d *Dialer) session() (*session, error) {
 	}
 	s.mu.Lock() // the engine may already ask for a route
 	for _, n := range root.Leaves() {
-		ls := &leafState{target: leaves[n], node: n, state: status.Connecting, since: time.Now(), stop: make(chan struct{})}
+		ls := &leafState{target: leaves[n], node: n, state: status.Connecting, since: time.Now(), stop: make(chan struct{}),
+			kick: make(chan struct{}, 1)}
 		s.mu.leaves[n] = ls
 		s.mu.targets[leaves[n].name] = ls
 	}
@@ -331,6 +332,8 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 		if backoff > 0 {
 			select {
 			case <-time.After(backoff):
+			case <-ls.kick: // Dialer.Redial: the network changed, dial now
+				backoff = 0
 			case <-s.done:
 				return
 			case <-ls.stop:

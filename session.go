@@ -84,6 +84,7 @@ type leafState struct {
 	target  *Target
 	node    *policy.Node
 	stop    chan struct{} // closed when the path is removed from the graph (Dialer.Remove)
+	kick    chan struct{} // Dialer.Redial: end the wait before the next dial (one pending)
 	removed bool
 	link    *link
 	state   status.PathState

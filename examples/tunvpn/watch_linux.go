@@ -38,6 +38,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/status"
 )
 
 // uplinksGroup is the name of the graph's root, the group of every uplink's path.
@@ -101,6 +102,7 @@ type watchedUplink struct {
 	seen    bool     // ifindex is from a look
 	ifindex int      // its interface's index, 0 without one (or while it is gone)
 	closed  net.Conn // the carrier last closed (by the watcher, or by Remove): left alone
+	addrs   string   // its usable addresses at the last look, listed
 	// gone are the deletions of its carrier's address, and deleted the last of its interface
 	// (by ifindex), since its last look that finished: a look that fails must not make the
 	// next one forget them.
@@ -545,6 +547,12 @@ func (w *watcher) syncUplinks(gone []addrGone, deleted []linkGone) bool {
 			} else {
 				w.redialIfStale(u, l)
 			}
+			if u.seen && addrList(l.addrs) != u.addrs && !w.pathUp(u) {
+				// An address came (back) to an uplink whose path is down: it dials now,
+				// not when its wait between failed dials ends (up to 2 s).
+				w.log.Info(fmt.Sprintf("tunvpn: uplink %s: addresses now %s; dialing", u.u.Name, addrList(l.addrs)))
+				w.d.Redial(u.u.Name)
+			}
 		case u.inGraph && inGraph > 1:
 			if err := w.d.Remove(u.u.Name); err != nil {
 				w.log.Warn("tunvpn: uplink "+u.u.Name+": removing its path", "err", err)
@@ -570,7 +578,7 @@ func (w *watcher) syncUplinks(gone []addrGone, deleted []linkGone) bool {
 			}
 			u.why = l.why
 		}
-		u.seen, u.ifindex, u.gone, u.deleted = true, l.ifindex, nil, time.Time{}
+		u.seen, u.ifindex, u.gone, u.deleted, u.addrs = true, l.ifindex, nil, time.Time{}, addrList(l.addrs)
 	}
 	var outs []uplinkOut
 	for _, u := range w.ups {
@@ -619,12 +627,23 @@ func (w *watcher) redialIfStale(u *watchedUplink, l look) {
 }
 
 // closeCarrier closes u's most recent carrier, once: the engine sees the carrier die, moves
-// its flows' unacknowledged bytes to the other paths and re-dials.
+// its flows' unacknowledged bytes to the other paths and re-dials at once (Dialer.Redial).
 func (w *watcher) closeCarrier(u *watchedUplink) {
 	if c, _, _ := u.carrier.get(); c != nil && c != u.closed {
 		c.Close()
 		u.closed = c
+		w.d.Redial(u.u.Name)
 	}
+}
+
+// pathUp reports whether u's path is up, by the Dialer's status.
+func (w *watcher) pathUp(u *watchedUplink) bool {
+	for _, p := range w.d.Status().Paths {
+		if p.Name == u.u.Name {
+			return p.State == status.Up
+		}
+	}
+	return false
 }
 
 func addrList(addrs map[netip.Addr]bool) string {
