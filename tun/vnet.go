@@ -16,7 +16,7 @@ package tun
 import (
 	"encoding/binary"
 	"errors"
-	"os"
+	"io"
 	"sync/atomic"
 	"syscall"
 
@@ -67,10 +67,12 @@ func (h *vnetHdr) encode(b []byte) {
 
 // vnetDevice is a TUN's file, read and written with virtio-net headers.
 type vnetDevice struct {
-	f *os.File
-	// offload says the kernel took TUN_F_CSUM|TSO4|TSO6: it sends segments and unfinished
-	// checksums, so the stack is told its received checksums are checked (they are, here,
-	// where the kernel did not vouch for them), and it makes segments of its own.
+	f io.ReadWriter // the device's *os.File
+	// offload says the offloads are on: the kernel took TUN_F_CSUM (and TSO4|TSO6 with it,
+	// unless it refused them), so it sends unfinished checksums (and segments), and the
+	// stack is told its received checksums are checked (they are, here, where the kernel
+	// did not vouch for them); and the stack makes segments of its own, which the kernel
+	// takes whatever it sends (soft covers one that refuses them).
 	offload bool
 	// soft is set once the kernel refused a segment or an unfinished checksum on a write
 	// (some kernels answer EINVAL): from then on they are cut and finished here.

@@ -10,9 +10,9 @@ import (
 
 // openVnet returns dev's file for reading and writing with virtio-net headers, when dev is a
 // Linux TUN opened with them; nil otherwise. With offload it asks the kernel for TCP
-// segments and unfinished checksums (TUN_F_CSUM|TSO4|TSO6, never UDP segments), and goes on
-// without them if the kernel refuses; without, it turns every offload off, so the kernel
-// sends whole, checked packets.
+// segments and unfinished checksums (TUN_F_CSUM|TSO4|TSO6, never UDP segments), then for
+// unfinished checksums alone if the kernel refuses, and goes on without either if it refuses
+// both; without, it turns every offload off, so the kernel sends whole, checked packets.
 func openVnet(dev wgtun.Device, offload bool) (*vnetDevice, error) {
 	fd, ok := dev.(interface{ File() *os.File })
 	if !ok {
@@ -42,9 +42,13 @@ func openVnet(dev wgtun.Device, offload bool) (*vnetDevice, error) {
 			v = nil
 			return
 		}
-		if offload && unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6) == nil {
-			v.offload = true
-			return
+		// Each offload is asked for on its own terms: segments need unfinished checksums,
+		// so a kernel that refuses segments may still take those.
+		for _, flags := range []int{unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6, unix.TUN_F_CSUM} {
+			if offload && unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, flags) == nil {
+				v.offload = true
+				return
+			}
 		}
 		if err := unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, 0); err != nil {
 			ioErr = fmt.Errorf("TUNSETOFFLOAD: %w", err)

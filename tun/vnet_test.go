@@ -3,9 +3,13 @@ package tun
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
+	"syscall"
 	"testing"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // tcpSegment builds a TCP segment of the given IP version carrying data, its checksum left
@@ -205,4 +209,71 @@ func FuzzVnet(f *testing.F) {
 			t.Fatalf("%d bytes out of %d", total, len(p))
 		}
 	})
+}
+
+// refusingDevice takes packets whole, each after its virtio-net header, and refuses with
+// EINVAL a header asking for segmentation or a checksum, as some kernels do.
+type refusingDevice struct {
+	refused int
+	got     [][]byte // each write's packet, its header checked to be all zero
+}
+
+func (d *refusingDevice) Read([]byte) (int, error) { return 0, io.EOF }
+func (d *refusingDevice) Write(b []byte) (int, error) {
+	var h vnetHdr
+	h.decode(b)
+	if h != (vnetHdr{}) {
+		d.refused++
+		return 0, syscall.EINVAL
+	}
+	d.got = append(d.got, bytes.Clone(b[vnetHdrLen:]))
+	return len(b), nil
+}
+
+// TestWriteRefused: when the kernel refuses a segment from the stack, the device cuts it
+// itself and writes the packets with finished checksums, and does so from then on without
+// asking again; a packet within one segment size has its checksum finished.
+func TestWriteRefused(t *testing.T) {
+	data := make([]byte, 3000)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	seg, hl := tcpSegment(false, data, 0x18)
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: hl,
+		Payload: buffer.MakeWithData(seg[vnetHdrLen+hl:])})
+	defer pkt.DecRef()
+	copy(pkt.TransportHeader().Push(hl-20), seg[vnetHdrLen+20:vnetHdrLen+hl])
+	copy(pkt.NetworkHeader().Push(20), seg[vnetHdrLen:vnetHdrLen+20])
+	pkt.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: 16, MSS: 1400, L3HdrLen: 20}
+	dev := &refusingDevice{}
+	v := &vnetDevice{f: dev, offload: true}
+	gather := func() []byte {
+		b := make([]byte, vnetHdrLen, vnetHdrLen+pkt.Size())
+		for _, s := range pkt.AsSlices() {
+			b = append(b, s...)
+		}
+		return b
+	}
+	for round := range 2 {
+		dev.got = nil
+		if err := v.write(gather(), pkt); err != nil {
+			t.Fatal(err)
+		}
+		if dev.refused != 1 || len(dev.got) != 3 {
+			t.Fatalf("round %d: %d refused, %d packets written; want 1 refusal in all and 3 packets", round, dev.refused, len(dev.got))
+		}
+		var out []byte
+		for _, p := range dev.got {
+			if !checksumsValid(p) {
+				t.Fatalf("round %d: a packet with a wrong checksum", round)
+			}
+			out = append(out, p[hl:]...)
+		}
+		if !bytes.Equal(out, data) {
+			t.Fatalf("round %d: the data came out changed", round)
+		}
+	}
+	if v.segOut.Load() != 2 {
+		t.Errorf("%d segments counted, want 2", v.segOut.Load())
+	}
 }
