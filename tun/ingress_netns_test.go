@@ -255,6 +255,9 @@ func testIngressTCP(t *testing.T, offload bool) {
 	if _, err := dialClient(ctx, "tcp", "10.99.2.1:80"); !errors.Is(err, syscall.EHOSTUNREACH) {
 		t.Errorf("an unreachable network through the TUN: %v, want no route to host", err)
 	}
+	// The counters go up once the reset or the error is written, which may be after the
+	// program has seen it.
+	testkit.Wait(waitLong, func() bool { st := v.in.Stats(); return st.TCPReset >= 1 && st.ICMPErrors >= 1 })
 	st := v.in.Stats()
 	t.Logf("ingress: %+v", st)
 	if st.TCPOpened != 1 || st.TCPReset != 1 || st.ICMPErrors != 1 || st.TCPUnanswered != 0 {
@@ -330,6 +333,7 @@ func TestNetnsIngressUDP(t *testing.T) {
 			t.Fatalf("reading from a closed port: %v, want connection refused", err)
 		}
 	}
+	testkit.Wait(waitLong, func() bool { return v.in.Stats().ICMPErrors >= 1 }) // counted once written
 	if st := v.in.Stats(); st.ICMPErrors != 1 {
 		t.Errorf("ingress stats %+v, want 1 ICMP error", st)
 	}
@@ -475,6 +479,7 @@ func TestNetnsIngressIPv6(t *testing.T) {
 	if _, err := dial(ctx, "tcp", "[fd99:2::1]:80"); !errors.Is(err, syscall.EHOSTUNREACH) {
 		t.Errorf("an unreachable IPv6 network: %v, want no route to host", err)
 	}
+	testkit.Wait(waitLong, func() bool { return v.in.Stats().ICMPErrors >= 1 }) // counted once written
 	if st := v.in.Stats(); st.TCPOpened != 1 || st.UDPOpened != 1 || st.ICMPErrors != 1 {
 		t.Errorf("ingress stats %+v, want 1 TCP and 1 UDP flow, 1 ICMP error", st)
 	}

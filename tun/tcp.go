@@ -35,9 +35,8 @@ func (in *Ingress) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	// A place among the connections is taken before the far side is asked, so that past
 	// MaxTCP nothing is connected there only to be cut.
-	if in.stats.tcpActive.Add(1) > int64(in.cfg.MaxTCP) {
+	if !takePlace(&in.stats.tcpActive, in.cfg.MaxTCP) {
 		in.release(ident)
-		in.stats.tcpActive.Add(-1)
 		in.stats.tcpReset.Add(1)
 		r.Complete(true)
 		return

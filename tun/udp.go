@@ -6,6 +6,7 @@ package tun
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
@@ -30,9 +31,8 @@ func (in *Ingress) handleUDP(r *udp.ForwarderRequest) bool {
 		in.stats.udpDropped.Add(1) // port 0: no flow can stand for it
 		return true
 	}
-	if in.stats.udpActive.Add(1) > int64(in.cfg.MaxUDP) {
+	if !takePlace(&in.stats.udpActive, in.cfg.MaxUDP) {
 		in.leave()
-		in.stats.udpActive.Add(-1)
 		in.stats.udpDropped.Add(1)
 		return true // dropped, as a full socket table drops it
 	}
@@ -71,4 +71,18 @@ func (in *Ingress) handleUDP(r *udp.ForwarderRequest) bool {
 		})
 	}()
 	return true
+}
+
+// takePlace adds one to n unless it is at limit already, and reports whether it did. n is
+// never seen above limit, not even for an instant: Stats reads it.
+func takePlace(n *atomic.Int64, limit int) bool {
+	for {
+		v := n.Load()
+		if v >= int64(limit) {
+			return false
+		}
+		if n.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
 }
