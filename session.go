@@ -486,6 +486,7 @@ func (l *link) Quality() router.Quality {
 	return router.Quality{SRTT: q.SRTT, RTTVar: q.RTTVar, Recent: q.Recent, Loss: q.Loss, Samples: q.Samples}
 }
 func (l *link) Heard() time.Time               { return l.p.Heard() }
+func (l *link) Unread() bool                   { return l.p.Unread() }
 func (l *link) ProbeNow() time.Time            { return l.p.ProbeNow() }
 func (l *link) Answered() (sent, at time.Time) { return l.p.Answered() }
 func (l *link) Alone() *flow.Route             { return &l.one }

@@ -444,8 +444,9 @@ func (p *Path) silentSinceLocked() time.Time {
 // Silence is held against the path only when it is the path's own. A timer that fires late
 // means this process was not running (stopped, a stalled VM, a long pause): answers may wait
 // unread, so the verdict waits until the reader has had as long again. And while the peer
-// has not been heard on any other path either (SilenceJudge), the peer or this host stopped,
-// not the path: the verdict waits, up to DeadCeil.
+// has not been heard on any other path either (SilenceJudge), or while bytes from the peer
+// wait unread in the carrier's socket (Unread), the peer or this host stopped, not the path:
+// the verdict waits, up to DeadCeil.
 func (p *Path) probe() {
 	now := time.Now()
 	p.mu.Lock()
@@ -461,6 +462,16 @@ func (p *Path) probe() {
 				return
 			}
 			p.mu.Unlock()
+			// Bytes waiting unread in the socket are the peer heard, by a reader this host
+			// has not run yet: its silence, not the path's.
+			if now.Sub(since) < max(d, p.cfg.DeadCeil) && unread(p.conn) {
+				p.mu.Lock()
+				if !p.mu.closed {
+					p.armProbeLocked(now, max(d/4, time.Millisecond))
+				}
+				p.mu.Unlock()
+				return
+			}
 			if j, ok := p.h.(SilenceJudge); ok && now.Sub(since) < max(d, p.cfg.DeadCeil) && !j.HeardElsewhere(p, since) {
 				p.mu.Lock()
 				if !p.mu.closed {

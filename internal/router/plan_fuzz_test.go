@@ -27,6 +27,7 @@ type fake struct {
 	probes                   int
 	answeredSent, answeredAt time.Time
 	clock                    *time.Time // the rig's virtual time, once attached
+	unread                   bool       // bytes wait unread in its socket
 }
 
 // answer has the fake answer its outstanding probe (one sent 1ms before, when none is) at
@@ -48,6 +49,7 @@ func (f *fake) Joined() bool           { return f.joined }
 func (f *fake) Quality() Quality       { return f.q }
 func (f *fake) Silence() time.Duration { return f.silence }
 func (f *fake) Heard() time.Time       { return f.heard }
+func (f *fake) Unread() bool           { return f.unread }
 func (f *fake) ProbeNow() time.Time {
 	f.probes++
 	if f.probeAt.IsZero() {

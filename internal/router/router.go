@@ -60,6 +60,9 @@ type Path interface {
 	Silence() time.Duration
 	// Heard is when the path last received anything from the peer.
 	Heard() time.Time
+	// Unread reports whether bytes from the peer wait unread in the carrier's socket: heard,
+	// though this host has not read them yet.
+	Unread() bool
 	// ProbeNow sends a probe unless one is outstanding, and returns when the outstanding
 	// probe was sent (zero if the path is closed).
 	ProbeNow() time.Time

@@ -157,9 +157,11 @@ func (r *Router) evidenceLocked(p Path, since, now time.Time, fallback time.Dura
 	if w := st.heardAt.Add(grace(p)).Sub(now); w > 0 {
 		return w
 	}
-	if p.Heard().After(st.pendAt) {
+	if p.Heard().After(st.pendAt) || p.Unread() {
 		// p is heard too: slow (a queue filling), not silent. It is not a stall while it
-		// is; the verdict starts again at the engine's next look.
+		// is; the verdict starts again at the engine's next look. Bytes waiting unread in
+		// its socket are heard too: this host is behind in reading them (its reader not
+		// scheduled yet, under load), which says nothing against the path.
 		st.pendAt = time.Time{}
 		return fallback
 	}
@@ -297,12 +299,13 @@ func (r *Router) judgeStallLocked(p Path, now time.Time) {
 		r.stallJudgedLocked(st, false, now)
 		return
 	}
+	after := at.Sub(st.stallAt)
 	r.stallJudgedLocked(st, true, now)
 	st.State, st.Since, st.undo = status.Up, now, true
 	r.countSpuriousLocked(st)
 	st.widen.up(now)
 	r.dirty.Store(true)
-	r.c.Log.Debug("rendr: stall move spurious", "path", p.Name(), "answered after", at.Sub(st.stallAt))
+	r.c.Log.Debug("rendr: stall move spurious", "path", p.Name(), "answered after", after)
 }
 
 // SpuriousDeathLocked counts the death of p's predecessor as spurious: declared dead of

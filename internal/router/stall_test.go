@@ -297,3 +297,35 @@ func TestGroupSilenceNeedsEvidence(t *testing.T) {
 		t.Fatalf("route %v, a %v after the grace, want a routed around", got, a.rs.State)
 	}
 }
+
+// TestStallUnreadIsHeard: a path whose socket holds bytes from the peer not read yet is heard,
+// though this host is behind in reading them (its reader not scheduled, under load): at the
+// grace's end it is kept, and the verdict starts again; once nothing waits, a silence through
+// a new grace is a stall.
+func TestStallUnreadIsHeard(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	since, acted, wait := g.heardAfterVerdict(a, b)
+	if acted || wait != grace(a) {
+		t.Fatalf("acted %v, wait %v with b just heard: want the grace %v", acted, wait, grace(a))
+	}
+	a.unread = true
+	g.now = g.now.Add(wait)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted || a.rs.State != status.Up {
+		t.Fatalf("bytes wait unread on a: acted %v, a %v; want it kept", acted, a.rs.State)
+	}
+	a.unread = false
+	g.now = g.now.Add(time.Millisecond)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted {
+		t.Fatal("a new verdict acted on the old one's evidence")
+	}
+	g.now = g.now.Add(time.Millisecond)
+	b.answer(g.now, time.Millisecond)
+	acted, wait = g.stalled(a, since, 40*time.Millisecond)
+	if acted || wait != grace(a) {
+		t.Fatalf("b heard again: acted %v, wait %v", acted, wait)
+	}
+	g.now = g.now.Add(wait)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); !acted || a.rs.State != status.Suspect {
+		t.Fatalf("a silent with nothing unread through the grace: acted %v, a %v; want a stall", acted, a.rs.State)
+	}
+}
