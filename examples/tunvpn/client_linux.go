@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/rendr-go/rendr"
@@ -107,13 +108,17 @@ func runClient(ctx context.Context, c *clientConfig, log *slog.Logger) error {
 }
 
 // uplinkDialer dials u's carrier to the server: its socket marked, so the tunnel's rules let
-// it by, and bound to u's interface and source address. TCP carriers get rendr's tuning
+// it by, and bound to u's interface and source address (an uplink given by its source alone is
+// bound to the interface that has that address at each dial, so its carrier leaves by that
+// interface's routes, not by whichever default route the main table prefers). TCP carriers get rendr's tuning
 // (transport/tcp: little unsent data in the kernel, so a dying uplink holds little). A QUIC
 // carrier does not check the server's certificate, which the server makes afresh at each
 // start: rendr's own handshake inside it authenticates the server by its key, and encrypts.
 func uplinkDialer(c *clientConfig, u uplink) transport.DialFunc {
 	server := u.addr.String()
-	control := carrierControl(c.Mark, u.Interface)
+	control := func(network, address string, rc syscall.RawConn) error {
+		return carrierControl(c.Mark, uplinkInterface(u))(network, address, rc)
+	}
 	packet := func(network, address string) (net.PacketConn, error) {
 		lc := net.ListenConfig{Control: control}
 		return lc.ListenPacket(context.Background(), network, address)

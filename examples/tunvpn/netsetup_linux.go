@@ -175,3 +175,28 @@ func carrierControl(mark uint32, iface string) func(network, address string, rc 
 		return serr
 	}
 }
+
+// uplinkInterface is the interface u's carriers are bound to: its own, or, for an uplink given
+// by its source address alone, the interface that has that address now ("" if none has it:
+// the dial then fails to bind the address).
+func uplinkInterface(u uplink) string {
+	if u.Interface != "" || !u.Source.IsValid() {
+		return u.Interface
+	}
+	fam := netlink.FAMILY_V4
+	if !u.Source.Is4() {
+		fam = netlink.FAMILY_V6
+	}
+	addrs, err := netlink.AddrList(nil, fam)
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == u.Source.Unmap() {
+			if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
+				return l.Attrs().Name
+			}
+		}
+	}
+	return ""
+}

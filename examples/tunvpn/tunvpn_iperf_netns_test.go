@@ -331,7 +331,6 @@ func TestNetnsTunvpnIperfBlackhole(t *testing.T) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		t.Skip("iperf3 is not installed")
 	}
-	t.Parallel()
 	const (
 		duration = 20 * time.Second
 		cutAt    = 5 * time.Second
@@ -442,7 +441,6 @@ func TestNetnsTunvpnIperfUDP(t *testing.T) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		t.Skip("iperf3 is not installed")
 	}
-	t.Parallel()
 	v := trafficUp(t, false)
 	for _, tc := range []struct {
 		name, far string

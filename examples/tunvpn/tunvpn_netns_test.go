@@ -189,8 +189,9 @@ func newTunvpnLab(t *testing.T, size int64, full bool) *tunvpnLab {
 		if !full || i == 0 {
 			listen = append(listen, fmt.Sprintf("%q", server))
 		}
-		// Under a full tunnel the second uplink is bound by its source address alone: no
-		// interface keeps its carrier's route out of the tunnel's table, only the mark.
+		// Under a full tunnel the second uplink is given by its source address alone: tunvpn
+		// finds its interface, and its carrier must leave by it, not by the first uplink's
+		// default route (the main table prefers that one).
 		iface := fmt.Sprintf("interface = %q\n", lab.ClientIface(i))
 		if full && i == 1 {
 			iface = ""
@@ -398,6 +399,8 @@ func TestNetnsTunvpnFullTunnel(t *testing.T) {
 	for _, rule := range []string{
 		"add chain inet tvcount out { type filter hook output priority 0; policy accept; }",
 		"add rule inet tvcount out oifname \"tunvpn0\" ip daddr " + carrierAddr + " counter",
+		"add chain inet tvcount up1 { type filter hook output priority 0; policy accept; }",
+		"add rule inet tvcount up1 oifname \"" + v.lab.ClientIface(1) + "\" ip saddr " + v.lab.ClientAddr(1).String() + " ip daddr " + carrierAddr + " counter",
 	} {
 		if _, err := v.lab.Exec(netlab.Client, "nft", rule); err != nil {
 			t.Fatal(err)
@@ -440,6 +443,14 @@ func TestNetnsTunvpnFullTunnel(t *testing.T) {
 	}
 	if !strings.Contains(string(counted), "counter packets 0 bytes 0") {
 		t.Errorf("packets to the server's carriers went into the tunnel:\n%s", counted)
+	}
+	// up1, given by its source alone, left by its own interface.
+	own, err := v.lab.Exec(netlab.Client, "nft", "list", "chain", "inet", "tvcount", "up1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(own), "counter packets 0 bytes 0") {
+		t.Errorf("the uplink given by its source address did not leave by its own interface:\n%s", own)
 	}
 	client.stop(t)
 	checkClean(t, v.lab)

@@ -38,7 +38,6 @@ func TestNetnsTunvpnIPv6TCP(t *testing.T) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		t.Skip("iperf3 is not installed")
 	}
-	t.Parallel()
 	const size = 8 << 20
 	v := trafficUp(t, false)
 	web, err := v.lab.Listen(netlab.Server, "tcp", "["+farAddr6+"]:8080")
@@ -205,7 +204,6 @@ func TestNetnsTunvpnDNSFullTunnel(t *testing.T) {
 	if _, err := exec.LookPath("getent"); err != nil {
 		t.Skip("getent is not installed")
 	}
-	t.Parallel()
 	v := trafficUp(t, true)
 	if _, err := v.lab.Exec(netlab.Server, "ip", "addr", "add", trafficResolverAddr+"/32", "dev", "lo"); err != nil {
 		t.Fatal(err)
@@ -289,7 +287,6 @@ func TestNetnsTunvpnDNSFullTunnel(t *testing.T) {
 // tun package's test covers the ingress alone; this one adds the server's egress and both
 // processes).
 func TestNetnsTunvpnHalfClose(t *testing.T) {
-	t.Parallel()
 	const (
 		reqSize   = 64 << 10
 		replySize = 1 << 20
