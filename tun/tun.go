@@ -9,9 +9,12 @@
 //     is invisible to the application's TCP and a Bond never reorders it.
 //     A destination the far side cannot reach gets an ICMP host unreachable.
 //   - each UDP flow (one per source and destination address and port) becomes a packet flow,
-//     closed after an idle time; a closed destination port gets an ICMP port unreachable.
+//     closed after an idle time; a closed destination port gets an ICMP port unreachable. A
+//     datagram over rendr.MaxDatagram (one the host fragmented) is dropped whole.
 //   - every other protocol (ICMP echo, GRE...) goes as whole IP packets on one packet flow per
-//     source address (l3.Raw), each pinned by its 5-tuple; nothing answers an echo here.
+//     source address (l3.Raw), each pinned by its 5-tuple; nothing answers an echo here. One
+//     over rendr.MaxDatagram (from a TUN with a larger MTU) gets ICMP fragmentation needed
+//     (packet too big) with that MTU.
 //
 // The listening side carries the flows on to their destinations with its Egress
 // (rendr.ListenConfig.Egress, docs/egress.md). Everything the ingress holds is bounded and
