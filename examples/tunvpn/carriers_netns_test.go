@@ -43,18 +43,7 @@ func TestNetnsTunvpnCarriers(t *testing.T) {
 	})
 	server := start(t, lab.ServerNS(), "server", "-c", v.serverCfg)
 	client := start(t, lab.ClientNS(), "client", "-c", v.clientCfg)
-	bothUp := func() bool {
-		r, err := readStatus(v.clientSock)
-		if err != nil || len(r.Sessions) != 1 || len(r.Sessions[0].Paths) != 2 {
-			return false
-		}
-		for _, p := range r.Sessions[0].Paths {
-			if p.State != "up" {
-				return false
-			}
-		}
-		return true
-	}
+	bothUp := func() bool { return upCount(v.clientSock) == 2 }
 	if !testkit.Wait(30*time.Second, bothUp) {
 		r, _ := readStatus(v.clientSock)
 		var sb strings.Builder

@@ -33,19 +33,7 @@ func trafficUp(t *testing.T, full bool) *tunvpnLab {
 	v := newTunvpnLab(t, 1<<20, full)
 	start(t, v.lab.ServerNS(), "server", "-c", v.serverCfg)
 	start(t, v.lab.ClientNS(), "client", "-c", v.clientCfg)
-	up := func() int {
-		r, err := readStatus(v.clientSock)
-		if err != nil || len(r.Sessions) != 1 {
-			return 0
-		}
-		n := 0
-		for _, p := range r.Sessions[0].Paths {
-			if p.State == "up" {
-				n++
-			}
-		}
-		return n
-	}
+	up := func() int { return upCount(v.clientSock) }
 	// Polled every 20 ms: each poll is a round on the status socket, which the client under
 	// the race detector should not spend its time answering.
 	if _, ok := testkit.WaitUntil(30*time.Second, 20*time.Millisecond, func() bool { return up() == 2 }); !ok {

@@ -312,6 +312,21 @@ func downloadCutting(t *testing.T, v *tunvpnLab, size int64) int {
 	return cut
 }
 
+// upCount is how many of the client's paths its status (on sock) shows up.
+func upCount(sock string) int {
+	r, err := readStatus(sock)
+	if err != nil || len(r.Sessions) != 1 {
+		return 0
+	}
+	n := 0
+	for _, p := range r.Sessions[0].Paths {
+		if p.State == "up" {
+			n++
+		}
+	}
+	return n
+}
+
 // checkClean fails the test if the client namespace holds a rule, route or TUN of tunvpn's.
 func checkClean(t *testing.T, lab *netlab.Lab) {
 	t.Helper()
@@ -408,19 +423,7 @@ func TestNetnsTunvpnFullTunnel(t *testing.T) {
 	}
 	server := start(t, v.lab.ServerNS(), "server", "-c", v.serverCfg)
 	client := start(t, v.lab.ClientNS(), "client", "-c", v.clientCfg)
-	up := func() int {
-		r, err := readStatus(v.clientSock)
-		if err != nil || len(r.Sessions) != 1 {
-			return 0
-		}
-		n := 0
-		for _, p := range r.Sessions[0].Paths {
-			if p.State == "up" {
-				n++
-			}
-		}
-		return n
-	}
+	up := func() int { return upCount(v.clientSock) }
 	if !testkit.Wait(30*time.Second, func() bool { return up() == 2 }) {
 		t.Fatalf("%d of 2 uplinks up under a full tunnel", up())
 	}
