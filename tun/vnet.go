@@ -138,7 +138,7 @@ func (v *vnetDevice) write(buf []byte, pkt *stack.PacketBuffer) error {
 	var h vnetHdr
 	o := pkt.GSOOptions
 	if o.Type == stack.GSOTCPv4 || o.Type == stack.GSOTCPv6 {
-		l3 := pkt.NetworkHeader().View().Size()
+		l3 := len(pkt.NetworkHeader().Slice())
 		if o.NeedsCsum {
 			h.flags, h.csumStart, h.csumOffset = vnetNeedsCsum, uint16(l3), o.CsumOffset
 		}
