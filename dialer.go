@@ -425,6 +425,11 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	if err != nil {
 		return err
 	}
+	if conn == nil {
+		// The embedder's dial function broke its contract; say so rather than crash in the
+		// handshake.
+		return fmt.Errorf("rendr: path %q: its dial function returned neither a connection nor an error", t.name)
+	}
 	if mode == handshake.ModeNew {
 		// A fresh id for every founding attempt: if an earlier attempt's reply was lost, the
 		// listener holds an orphan session under the old id and would refuse a second NEW.

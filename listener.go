@@ -202,6 +202,11 @@ func (l *Listener) routineSource(src net.Listener, o sourceOpts) {
 	delay := time.Duration(0)
 	for {
 		c, err := src.Accept()
+		if err == nil && c == nil {
+			// A source of the embedder's that broke the net.Listener contract: treated
+			// as a failed accept (logged once, backed off), never handled as a carrier.
+			err = errors.New("rendr: a source's Accept returned neither a connection nor an error")
+		}
 		if err != nil {
 			select {
 			case <-l.done:
@@ -212,6 +217,9 @@ func (l *Listener) routineSource(src net.Listener, o sourceOpts) {
 				return
 			}
 			// Out of file descriptors and the like: back off instead of spinning.
+			if delay == 0 {
+				l.c.log.Warn("rendr: a source's Accept failed; retrying with backoff", "err", err)
+			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			select {
 			case <-time.After(delay):
