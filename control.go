@@ -69,7 +69,7 @@ func (d *Dialer) SetTier(name string, tier int) error {
 		if t == nil {
 			return fmt.Errorf("rendr: SetTier: no target named %q", name)
 		}
-		t.tier = max(tier, 0)
+		t.tier = tier // checked with the graph
 		return nil
 	})
 }

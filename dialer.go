@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,6 +84,16 @@ const (
 )
 
 // checkGraph checks a whole target graph.
+// quoteShort quotes s, or its start when it is long: an error names what was wrong, it does
+// not echo kilobytes of it back.
+func quoteShort(s string) string {
+	const most = 32
+	if len(s) <= most {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", strings.ToValidUTF8(s[:most], ""), len(s))
+}
+
 func checkGraph(root *Target) error {
 	count := 0
 	return checkTarget(root, map[string]bool{}, 1, &count)
@@ -90,7 +101,10 @@ func checkGraph(root *Target) error {
 
 func checkTarget(t *Target, names map[string]bool, depth int, count *int) error {
 	if t.name == "" || len(t.name) > maxNameLen {
-		return fmt.Errorf("rendr: target name %q: names are 1 to %d bytes", t.name, maxNameLen)
+		return fmt.Errorf("rendr: target name %s: names are 1 to %d bytes", quoteShort(t.name), maxNameLen)
+	}
+	if t.tier < 0 || t.tier > MaxTier {
+		return fmt.Errorf("rendr: target %q: tier %d: tiers are 0 (primary) to %d", t.name, t.tier, MaxTier)
 	}
 	if names[t.name] {
 		return fmt.Errorf("rendr: two targets are named %q", t.name)

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,24 +174,45 @@ func Listen(cfg ListenConfig, sources ...net.Listener) (*Listener, error) {
 	l.mu.joining = map[*session]int{}
 	l.resp = handshake.Responder{Key: l.c.key, Replay: &handshake.Replay{}, Guard: &l.guard,
 		Allow: func(k [32]byte) bool { return l.peers[PublicKey(k)] }}
-	for _, src := range sources {
-		if err := l.AddSource(src); err != nil {
-			return nil, err
+	for i, src := range sources {
+		if err := l.addSource(src, sourceOpts{}); err != nil {
+			l.Close() // and the sources added before it
+			return nil, fmt.Errorf("rendr: Listen: source %d: %w", i, err)
 		}
 	}
 	return l, nil
 }
 
-// AddSource starts accepting carriers from src.
+// AddSource starts accepting carriers from src. A nil source, or one added already, is an
+// error.
 func (l *Listener) AddSource(src net.Listener, opts ...SourceOption) error {
 	var o sourceOpts
 	for _, f := range opts {
 		f(&o)
 	}
+	if err := l.addSource(src, o); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return err
+		}
+		return fmt.Errorf("rendr: AddSource: %w", err)
+	}
+	return nil
+}
+
+// addSource is AddSource, its errors without the "rendr: " of the caller's.
+func (l *Listener) addSource(src net.Listener, o sourceOpts) error {
+	if src == nil {
+		return errors.New("the source is nil")
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.closed {
 		return ErrClosed
+	}
+	// Compared only when its type can be: a listener that is a struct value with a func or
+	// slice in it cannot be added twice by mistake anyway, being a copy each time.
+	if reflect.TypeOf(src).Comparable() && slices.Contains(l.mu.sources, src) {
+		return fmt.Errorf("%v is a source already: each carrier would be accepted by two loops", src.Addr())
 	}
 	l.mu.sources = append(l.mu.sources, src)
 	l.wg.Add(1)

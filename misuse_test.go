@@ -5,6 +5,8 @@ package rendr_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -78,3 +80,56 @@ func (s *nilSource) count() int {
 
 func (s *nilSource) Close() error   { s.once.Do(func() { close(s.closed) }); return nil }
 func (s *nilSource) Addr() net.Addr { return &net.TCPAddr{} }
+
+// TestGraphAndSourceMistakes: a tier below 0 or above MaxTier, by Tier or SetTier, is refused
+// with an error that names the target and the range; a name too long is named by its start,
+// not echoed whole; a source passed twice, or a nil one, is refused, and a Listen refused so
+// closes what it had started.
+func TestGraphAndSourceMistakes(t *testing.T) {
+	dial := func(context.Context) (net.Conn, error) { return nil, net.ErrClosed }
+	key, peer := rendr.MustNewKey(), rendr.MustNewKey().Public()
+	for _, tier := range []int{-1, rendr.MaxTier + 1} {
+		_, err := rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peer,
+			Root: rendr.Selector("up", rendr.Path("a", dial), rendr.Path("b", dial, rendr.Tier(tier)))})
+		if err == nil || !strings.Contains(err.Error(), `target "b": tier`) || !strings.Contains(err.Error(), "0 (primary) to 255") {
+			t.Errorf("Tier(%d): %v", tier, err)
+		}
+	}
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peer, Root: rendr.Selector("up", rendr.Path("a", dial), rendr.Path("b", dial))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetTier("b", -1); err == nil || !strings.Contains(err.Error(), "tier -1") {
+		t.Errorf("SetTier(-1): %v", err)
+	}
+	if err := d.SetTier("b", 1); err != nil {
+		t.Errorf("SetTier(1): %v", err)
+	}
+	d.Close()
+	long := strings.Repeat("x", 5000)
+	_, err = rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peer, Root: rendr.Path(long, dial)})
+	if err == nil || len(err.Error()) > 200 || !strings.Contains(err.Error(), "5000 bytes") {
+		t.Errorf("a 5,000-byte name: %d bytes of error: %.200v", len(fmt.Sprint(err)), err)
+	}
+
+	src, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rendr.ListenConfig{Key: rendr.MustNewKey(), Peers: []rendr.PublicKey{peer}}
+	if _, err := rendr.Listen(cfg, src, src); err == nil || !strings.Contains(err.Error(), "source 1") ||
+		!strings.Contains(err.Error(), "a source already") || strings.Count(err.Error(), "rendr:") != 1 {
+		t.Errorf("a source passed twice: %v", err)
+	}
+	if _, err := src.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("after a refused Listen its source is open: %v", err)
+	}
+	ln, err := rendr.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := ln.AddSource(nil); err == nil || !strings.Contains(err.Error(), "nil") {
+		t.Errorf("AddSource(nil): %v", err)
+	}
+}

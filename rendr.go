@@ -222,8 +222,11 @@ type PathOption func(*Target)
 func Backup() PathOption { return func(t *Target) { t.tier = 1 } }
 
 // Tier sets the priority tier directly (0 is primary; higher is used only when every lower
-// tier is unusable).
-func Tier(n int) PathOption { return func(t *Target) { t.tier = max(n, 0) } }
+// tier is unusable), from 0 to MaxTier: NewDialer refuses a graph with any other.
+func Tier(n int) PathOption { return func(t *Target) { t.tier = n } }
+
+// MaxTier is the highest tier.
+const MaxTier = 255
 
 // SecureCarrier declares that the path's carrier is already encrypted and authenticated (TLS,
 // an SSH channel, WireGuard): after the handshake, which still authenticates both ends and the
