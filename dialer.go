@@ -182,22 +182,26 @@ func (d *Dialer) Connect(ctx context.Context) error {
 
 // open waits for the session and opens a flow on it with open (none when open is nil).
 func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream, error)) (*session, *flow.Stream, error) {
+	var last *session
 	for range 3 {
 		s, err := d.session()
 		if err != nil {
 			return nil, nil, err
 		}
+		last = s
 		select {
 		case <-s.established:
 		case <-s.done:
-			continue // failed before it started: a fresh session may succeed
-		case <-ctx.Done():
-			if le := lastDialError(s); le != nil {
-				// Both match with errors.Is: the deadline, and why no path came up
-				// (ErrLimit, ErrPeerRestarted...).
-				return nil, nil, fmt.Errorf("rendr: dial: %w (last path error: %w)", ctx.Err(), le)
+			if errors.Is(s.err(), ErrNoPath) {
+				// No path came up for the whole reconnect timeout: another session
+				// would only wait as long again.
+				return nil, nil, dialFailed(s.err(), lastDialError(s))
 			}
-			return nil, nil, fmt.Errorf("rendr: dial: %w (no path attached yet)", ctx.Err())
+			continue // failed before it started (the peer restarted): a fresh one may succeed
+		case <-ctx.Done():
+			// Both match with errors.Is: the deadline, and why no path came up
+			// (ErrLimit, ErrPeerRestarted, a refused connection...).
+			return nil, nil, dialFailed(ctx.Err(), lastDialError(s))
 		}
 		if open == nil {
 			return s, nil, nil
@@ -211,7 +215,35 @@ func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream
 		}
 		return s, st, nil
 	}
-	return nil, nil, fmt.Errorf("rendr: dial: %w", d.lastErr())
+	var le error
+	if last != nil {
+		le = lastDialError(last)
+	}
+	return nil, nil, dialFailed(d.lastErr(), le)
+}
+
+// dialError is a dial's failure. Its text says "rendr:" once, the texts of the errors it
+// wraps stripped of their own, and errors.Is finds each of them.
+type dialError struct {
+	text string
+	errs []error
+}
+
+func (e *dialError) Error() string   { return e.text }
+func (e *dialError) Unwrap() []error { return e.errs }
+
+// dialFailed is the error of a dial that failed for why, with the last path's error (nil when
+// no path has failed yet).
+func dialFailed(why, pathErr error) error {
+	bare := func(err error) string { return strings.TrimPrefix(err.Error(), "rendr: ") }
+	e := &dialError{text: "rendr: dial: " + bare(why), errs: []error{why}}
+	if pathErr != nil {
+		e.text += " (last path error: " + bare(pathErr) + ")"
+		e.errs = append(e.errs, pathErr)
+	} else {
+		e.text += " (no path attached yet)"
+	}
+	return e
 }
 
 // openWaiting opens a flow, waiting while flow.MaxOpening flows already wait for the

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -132,4 +133,39 @@ func TestGraphAndSourceMistakes(t *testing.T) {
 	if err := ln.AddSource(nil); err == nil || !strings.Contains(err.Error(), "nil") {
 		t.Errorf("AddSource(nil): %v", err)
 	}
+}
+
+// TestSynctestDialRefused: Dial without a deadline to a peer whose every path is refused ends
+// after one reconnect timeout (it used to try three sessions, three times as long), with an
+// error that says "rendr:" once and what the paths met, matching both ErrNoPath and the
+// refusal with errors.Is; a dial with a deadline says the same of its deadline.
+func TestSynctestDialRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		refused := func(context.Context) (net.Conn, error) {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+		}
+		d, err := rendr.NewDialer(rendr.DialerConfig{Key: rendr.MustNewKey(), PeerKey: rendr.MustNewKey().Public(),
+			Root: rendr.Path("down", refused), Options: rendr.Options{ReconnectTimeout: 10 * time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		start := time.Now()
+		_, err = d.Dial()
+		took := time.Since(start)
+		if err == nil || strings.Count(err.Error(), "rendr:") != 1 || !strings.Contains(err.Error(), "connection refused") ||
+			!errors.Is(err, rendr.ErrNoPath) || !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("Dial to a refusing peer: %v", err)
+		}
+		if took > 15*time.Second {
+			t.Fatalf("Dial to a refusing peer took %v of virtual time, over one reconnect timeout (10s)", took)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = d.DialContext(ctx)
+		if err == nil || strings.Count(err.Error(), "rendr:") != 1 || !errors.Is(err, context.DeadlineExceeded) ||
+			!errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("DialContext with a deadline to a refusing peer: %v", err)
+		}
+	})
 }
