@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rendr-go/rendr/internal/flow"
@@ -504,7 +505,7 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	res, err := handshake.Initiate(ctx, conn, d.c.key, d.peer, h, &ls.cookies)
 	if err != nil {
 		conn.Close()
-		return err
+		return handshakeFailed(t.name, err)
 	}
 	switch res.Reply.Status {
 	case handshake.StatusOK:
@@ -574,4 +575,19 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 	}
 	l.p.Wait()
 	return nil
+}
+
+// handshakeFailed says what a handshake's failure most likely means. A listener answers
+// nothing to a key it does not know, nor to a hello it cannot read (sealed to another key): it
+// only closes the connection, or lets it wait, so that a stranger learns nothing. The dialer
+// can still say what it saw, and what to check.
+func handshakeFailed(path string, err error) error {
+	const check = "is this Dialer's public key in the listener's ListenConfig.Peers, and DialerConfig.PeerKey the listener's public key?"
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("rendr: path %q: the listener closed the connection without answering the handshake (%s): %w", path, check, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("rendr: path %q: no answer to the handshake (%s): %w", path, check, err)
+	}
+	return err
 }

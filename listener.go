@@ -96,8 +96,10 @@ type Listener struct {
 	lim      listenLimits
 	mem      *budget.Pool // the whole budget; each peer's share is in mu.peerMem
 	guard    handshake.Guard
-	wg       sync.WaitGroup
-	stats    listenStats
+	// warnUnknown paces the warnings of handshakes from keys not in Peers.
+	warnUnknown warnLimit
+	wg          sync.WaitGroup
+	stats       listenStats
 	// egressLim is the Egress and its bounds (nil Egress: flows with identity go to Accept).
 	egressLim   egressLimits
 	egressStats egressStats
@@ -428,6 +430,13 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts, start time.Time) {
 			l.stats.hsTimeouts.Add(1)
 		case errors.Is(err, handshake.ErrUnknownKey):
 			l.stats.unknownKey.Add(1)
+			var uk *handshake.UnknownKeyError
+			if ok, skipped := l.warnUnknown.allow(time.Now()); ok && errors.As(err, &uk) {
+				// The commonest mistake in setting up a pair: say it where it is seen, at
+				// most once every unknownKeyWarnEvery, whatever a flood of keys sends.
+				l.c.log.Warn("rendr: handshake refused: this key is not in ListenConfig.Peers", "key", PublicKey(uk.Key).String(),
+					"remote", c.RemoteAddr(), "others refused since the last warning", skipped)
+			}
 		case errors.Is(err, handshake.ErrReplay):
 			l.stats.replayed.Add(1)
 		}
@@ -820,4 +829,27 @@ func (l *Listener) Close() error {
 	wg.Wait()
 	l.wg.Wait()
 	return err
+}
+
+// unknownKeyWarnEvery is the least time between two warnings of a refused key.
+const unknownKeyWarnEvery = 10 * time.Second
+
+// warnLimit lets one warning through every unknownKeyWarnEvery and counts the others.
+type warnLimit struct {
+	mu      sync.Mutex
+	last    time.Time
+	skipped int
+}
+
+// allow reports whether a warning may be logged at now, and how many were held back since
+// the last one that was.
+func (w *warnLimit) allow(now time.Time) (ok bool, skipped int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.last.IsZero() && now.Sub(w.last) < unknownKeyWarnEvery {
+		w.skipped++
+		return false, 0
+	}
+	skipped, w.last, w.skipped = w.skipped, now, 0
+	return true, skipped
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -168,4 +169,45 @@ func TestSynctestDialRefused(t *testing.T) {
 			t.Fatalf("DialContext with a deadline to a refusing peer: %v", err)
 		}
 	})
+}
+
+// TestWrongKey: a dialer whose key the listener does not list hears nothing back (the
+// listener answers strangers nothing), yet its error says what it saw and what to check, not
+// "EOF"; the listener warns once, at WARN, with the refused key, however often the dialer
+// tries within the warning's pace.
+func TestWrongKey(t *testing.T) {
+	src, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	lk, stranger := rendr.MustNewKey(), rendr.MustNewKey()
+	ln, err := rendr.Listen(rendr.ListenConfig{Key: lk, Peers: []rendr.PublicKey{rendr.MustNewKey().Public()},
+		Options: rendr.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: stranger, PeerKey: lk.Public(),
+		Root: rendr.Path("lo", func(ctx context.Context) (net.Conn, error) {
+			var nd net.Dialer
+			return nd.DialContext(ctx, "tcp", src.Addr().String())
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = d.DialContext(ctx)
+	if err == nil || !strings.Contains(err.Error(), "without answering the handshake") || !strings.Contains(err.Error(), "ListenConfig.Peers") {
+		t.Fatalf("a dialer the listener does not know: %v", err)
+	}
+	if refused := ln.Stats().UnknownKey; refused < 2 {
+		t.Fatalf("%d handshakes refused; want the dialer to have tried more than once", refused)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "this key is not in ListenConfig.Peers"); n != 1 || !strings.Contains(out, stranger.Public().String()) || !strings.Contains(out, "WARN") {
+		t.Fatalf("the listener's log (%d warnings, want 1 naming %s):\n%s", n, stranger.Public(), out)
+	}
 }

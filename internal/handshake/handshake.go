@@ -71,6 +71,13 @@ const (
 	StatusLimit = 3
 )
 
+// UnknownKeyError is ErrUnknownKey with the key the initiator proved it holds (its first
+// message authenticates under it), for the responder's log.
+type UnknownKeyError struct{ Key [KeySize]byte }
+
+func (e *UnknownKeyError) Error() string        { return ErrUnknownKey.Error() }
+func (e *UnknownKeyError) Is(target error) bool { return target == ErrUnknownKey }
+
 // Errors.
 var (
 	ErrBadPreface = errors.New("handshake: bad preface or unsupported version")
@@ -280,7 +287,7 @@ func (r *Responder) Respond(ctx context.Context, c net.Conn, decide func(peer [K
 	var peer [KeySize]byte
 	copy(peer[:], hs.PeerStatic())
 	if r.Allow == nil || !r.Allow(peer) {
-		return nil, ErrUnknownKey
+		return nil, &UnknownKeyError{Key: peer}
 	}
 	h, err := decodeHello(payload)
 	if err != nil {
