@@ -211,3 +211,35 @@ func TestWrongKey(t *testing.T) {
 		t.Fatalf("the listener's log (%d warnings, want 1 naming %s):\n%s", n, stranger.Public(), out)
 	}
 }
+
+// TestPrivateKeyNotPrinted: no fmt verb, no printing of a configuration holding a key, and no
+// log line shows a private key, in base64, hex or bytes; MarshalText still writes it, for a
+// configuration file.
+func TestPrivateKeyNotPrinted(t *testing.T) {
+	k := rendr.MustNewKey()
+	text, _ := k.MarshalText()
+	raw := [32]byte(k)
+	secrets := []string{string(text), fmt.Sprintf("%x", raw[:]), fmt.Sprintf("%X", raw[:]), fmt.Sprint(raw), fmt.Sprintf("%v", raw[:])}
+	var logs strings.Builder
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("text", "key", k, "cfg", rendr.DialerConfig{Key: k})
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("json", "key", k)
+	var outs []string
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d"} {
+		outs = append(outs, fmt.Sprintf(verb, k), fmt.Sprintf(verb, rendr.DialerConfig{Key: k}))
+	}
+	outs = append(outs, fmt.Sprint(k), fmt.Sprintln(&k), logs.String())
+	for _, out := range outs {
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				t.Fatalf("a private key shows in %q", out)
+			}
+		}
+	}
+	if want := "PrivateKey(public " + k.Public().String() + ")"; fmt.Sprint(k) != want {
+		t.Errorf("printed as %q, want %q", fmt.Sprint(k), want)
+	}
+	var back rendr.PrivateKey
+	if err := back.UnmarshalText(text); err != nil || back != k {
+		t.Errorf("MarshalText and UnmarshalText do not round-trip: %v", err)
+	}
+}

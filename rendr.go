@@ -23,6 +23,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"strings"
 
@@ -156,9 +158,23 @@ func (k *PublicKey) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// String names the key by its public half, never showing it: "PrivateKey(public ...)".
+func (k PrivateKey) String() string {
+	if k == (PrivateKey{}) {
+		return "PrivateKey(zero)"
+	}
+	return "PrivateKey(public " + k.Public().String() + ")"
+}
+
+// Format prints String for every verb (%v, %x, %#v, %d...), so that no printing of a key, or
+// of a configuration that holds one, shows it by accident.
+func (k PrivateKey) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
+
+// LogValue is String for log/slog, which would otherwise log MarshalText's base64.
+func (k PrivateKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
 // MarshalText encodes the private key in base64 (as wg's keys are), for a configuration file
-// only its owner reads. PrivateKey has no String, so that printing one by mistake prints
-// bytes, not a key a reader could paste.
+// only its owner reads: the one deliberate way to write a key out.
 func (k PrivateKey) MarshalText() ([]byte, error) {
 	return []byte(base64.StdEncoding.EncodeToString(k[:])), nil
 }
