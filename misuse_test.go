@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/internal/testkit"
+	"github.com/rendr-go/rendr/status"
 )
 
 // TestSynctestNilConnection: a dial function that returns neither a connection nor an error
@@ -241,5 +244,54 @@ func TestPrivateKeyNotPrinted(t *testing.T) {
 	var back rendr.PrivateKey
 	if err := back.UnmarshalText(text); err != nil || back != k {
 		t.Errorf("MarshalText and UnmarshalText do not round-trip: %v", err)
+	}
+}
+
+// TestCloseIsNoMigration: closing a Dialer with two kernel TCP paths up and a flow open
+// reports no migration to OnMigrate on either side (the closing paths' routes used to be
+// reported as deaths), while the session's first choice was.
+func TestCloseIsNoMigration(t *testing.T) {
+	var mu sync.Mutex
+	var moves []status.Migration
+	d, ln := pair(t, 2, rendr.Options{OnMigrate: func(m status.Migration) {
+		mu.Lock()
+		moves = append(moves, m)
+		mu.Unlock()
+	}})
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(s, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if !testkit.Wait(time.Minute, func() bool { return testkit.AllUp(d.Status(), 2) }) {
+		t.Fatalf("the two paths did not come up: %s", testkit.Describe(d.Status()))
+	}
+	mu.Lock()
+	before := len(moves)
+	mu.Unlock()
+	if before == 0 {
+		t.Fatal("no first choice reported")
+	}
+	d.Close()
+	// The listener's session ends once the Dialer's close reaches it.
+	if !testkit.Wait(time.Minute, func() bool { return len(ln.Sessions()) == 0 }) {
+		t.Fatal("the listener's session did not end after the Dialer closed")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range moves[before:] {
+		t.Errorf("closing the Dialer reported a migration: %+v", m)
 	}
 }

@@ -67,6 +67,7 @@ type session struct {
 		secret   [32]byte
 		peerInst [16]byte
 		founding bool
+		closing  bool             // close has begun: routes from now on are no migrations
 		pending  map[uint32]*link // started, not yet attached (a join awaiting its proof)
 		nextID   uint32
 		full     *policy.Node          // dialing side: the whole graph (the router routes on it, or the part Select chose)
@@ -198,34 +199,52 @@ func (s *session) close() {
 		case <-s.done:
 		}
 	}
+	drained := s.engine.Drained()
 	s.mu.Lock()
-	var r *link
+	s.mu.closing = true
+	// The CLOSE goes behind any data still queued on the active path, so that the peer reads
+	// everything first. With nothing left unacknowledged it goes on every path: each path's
+	// end then comes behind a CLOSE, and the peer never takes the first carrier to end for a
+	// path's death.
+	var to []*link
 	if active := s.router.ActiveLocked(); len(active) > 0 {
-		r = active[0].(*link)
+		to = append(to, active[0].(*link))
 	}
-	alive := r != nil && r.rs.State != status.Down // guarded by mu: a path may be dying now
+	if drained {
+		for _, p := range s.router.PathsLocked() {
+			if l := p.(*link); !slices.Contains(to, l) {
+				to = append(to, l)
+			}
+		}
+	}
+	// guarded by mu: a path may be dying now
+	to = slices.DeleteFunc(to, func(l *link) bool { return l.rs.State == status.Down })
 	s.mu.Unlock()
-	if alive {
-		// Behind any data still queued on the path, so the peer reads everything first. A
-		// packet path may lose it and nothing would resend it once the session is gone: it
-		// goes three times, in three packets (a second CLOSE is ignored).
-		copies, sent := 1, true
+	var sent []*link
+	for _, r := range to {
+		// A packet path may lose it and nothing would resend it once the session is gone:
+		// it goes three times, in three packets (a second CLOSE is ignored).
+		copies, ok := 1, true
 		if r.p.Packets() {
 			copies = 3
 		}
 		for range copies {
 			rec := path.NewRecord()
 			rec.B = wire.AppendClose(rec.B, 0)
-			sent = sent && r.p.Send(rec)
+			ok = ok && r.p.Send(rec)
 		}
-		if sent {
-			flushed := time.Now().Add(100 * time.Millisecond)
-			for !r.p.Flushed() && time.Now().Before(flushed) {
-				select {
-				case <-time.After(2 * time.Millisecond):
-				case <-r.p.Closed():
-					flushed = time.Time{}
-				}
+		if ok {
+			sent = append(sent, r)
+		}
+	}
+	flushed := time.Now().Add(100 * time.Millisecond)
+	for _, r := range sent {
+	wait:
+		for !r.p.Flushed() && time.Now().Before(flushed) {
+			select {
+			case <-time.After(2 * time.Millisecond):
+			case <-r.p.Closed():
+				break wait
 			}
 		}
 	}
@@ -321,6 +340,12 @@ func (s *session) detach(l *link, cause error) {
 func (s *session) Route() *flow.Route {
 	s.mu.Lock()
 	rt, routeFrame, ev := s.router.RouteLocked(time.Now())
+	if s.mu.err != nil || s.mu.closing {
+		// The session is ending (closing, closed by the peer, or failed): its paths close
+		// one after another, the peer's too once its CLOSE arrived, and the routes among
+		// them are no migrations to report (a Dialer's Close is no death).
+		ev = nil
+	}
 	var watchers []func(status.Migration)
 	if ev != nil {
 		ev.Session = s.id
