@@ -271,6 +271,20 @@ func testIngressTCP(t *testing.T, offload bool) {
 	}
 }
 
+// udpEcho sends msg on c until it comes back (a datagram may be lost, or wait behind its
+// flow's opening), at most 20 times a second apart, and reports whether it did.
+func udpEcho(c net.Conn, msg []byte) bool {
+	buf := make([]byte, 2048)
+	for range 20 {
+		c.Write(msg)
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err := c.Read(buf); err == nil && bytes.Equal(buf[:n], msg) {
+			return true
+		}
+	}
+	return false
+}
+
 // TestNetnsIngressUDP: datagrams through the TUN to a UDP echo server in the far network come
 // back, each.
 func TestNetnsIngressUDP(t *testing.T) {
@@ -288,18 +302,9 @@ func TestNetnsIngressUDP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	buf := make([]byte, 2048)
 	for i := range 20 {
-		msg := fmt.Appendf(nil, "datagram %d", i)
-		for try := 0; ; try++ {
-			if try == 20 {
-				t.Fatalf("no echo of datagram %d: %+v", i, v.in.Stats())
-			}
-			c.Write(msg)
-			c.SetReadDeadline(time.Now().Add(time.Second))
-			if n, err := c.Read(buf); err == nil && bytes.Equal(buf[:n], msg) {
-				break
-			}
+		if !udpEcho(c, fmt.Appendf(nil, "datagram %d", i)) {
+			t.Fatalf("no echo of datagram %d: %+v", i, v.in.Stats())
 		}
 	}
 	if st := v.in.Stats(); st.UDPOpened != 1 || st.UDPActive != 1 {
@@ -325,7 +330,7 @@ func TestNetnsIngressUDP(t *testing.T) {
 		}
 		c2.Write([]byte("anyone?"))
 		c2.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		_, err := c2.Read(buf)
+		_, err := c2.Read(make([]byte, 64))
 		if errors.Is(err, syscall.ECONNREFUSED) {
 			break
 		}
@@ -464,16 +469,8 @@ func TestNetnsIngressIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	buf := make([]byte, 64)
-	for try := 0; ; try++ {
-		if try == 20 {
-			t.Fatalf("no UDP echo over IPv6: %+v", v.in.Stats())
-		}
-		u.Write([]byte("v6?"))
-		u.SetReadDeadline(time.Now().Add(time.Second))
-		if n, err := u.Read(buf); err == nil && string(buf[:n]) == "v6?" {
-			break
-		}
+	if !udpEcho(u, []byte("v6?")) {
+		t.Fatalf("no UDP echo over IPv6: %+v", v.in.Stats())
 	}
 
 	if _, err := dial(ctx, "tcp", "[fd99:2::1]:80"); !errors.Is(err, syscall.EHOSTUNREACH) {
@@ -558,23 +555,12 @@ func TestNetnsIngressUDPFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
 	dial := v.lab.Dialer(netlab.Client, &net.Dialer{})
-	buf := make([]byte, 2048)
-	echo := func(c net.Conn, msg []byte) bool {
-		for range 20 {
-			c.Write(msg)
-			c.SetReadDeadline(time.Now().Add(time.Second))
-			if n, err := c.Read(buf); err == nil && bytes.Equal(buf[:n], msg) {
-				return true
-			}
-		}
-		return false
-	}
 	first, err := dial(ctx, "udp", pc.LocalAddr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	if !echo(first, []byte("before")) {
+	if !udpEcho(first, []byte("before")) {
 		t.Fatalf("no echo before the flood: %+v", v.in.Stats())
 	}
 	most := 0
@@ -588,7 +574,7 @@ func TestNetnsIngressUDPFlood(t *testing.T) {
 			c.Write(fmt.Appendf(nil, "flood %d", i))
 		}
 		most = max(most, v.in.Stats().UDPActive)
-		if i%25 == 24 && !echo(first, fmt.Appendf(nil, "during %d", i)) {
+		if i%25 == 24 && !udpEcho(first, fmt.Appendf(nil, "during %d", i)) {
 			t.Fatalf("the first flow stopped echoing during the flood: %+v", v.in.Stats())
 		}
 	}
@@ -605,7 +591,7 @@ func TestNetnsIngressUDPFlood(t *testing.T) {
 	if most > maxUDP || st.UDPOpened != maxUDP {
 		t.Errorf("MaxUDP %d: at most %d open, %d opened, %d dropped", maxUDP, most, st.UDPOpened, st.UDPDropped)
 	}
-	if !echo(first, []byte("after")) {
+	if !udpEcho(first, []byte("after")) {
 		t.Fatalf("the first flow stopped echoing after the flood: %+v", st)
 	}
 }
