@@ -175,11 +175,7 @@ func (in *Ingress) sendICMPRest(id l3.Identity, typ, code byte, rest uint32, quo
 		icmp := append(binary.BigEndian.AppendUint32([]byte{typ, code, 0, 0}, rest), quote...)
 		// The ICMPv6 checksum covers a pseudo-header: both addresses, the length, the
 		// next header.
-		pseudo := make([]byte, 0, 40)
-		pseudo = append(append(pseudo, s[:]...), d[:]...)
-		pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(icmp)))
-		pseudo = append(pseudo, 0, 0, 0, 58)
-		binary.BigEndian.PutUint16(icmp[2:], ^checksum.Checksum(icmp, checksum.Checksum(pseudo, 0)))
+		binary.BigEndian.PutUint16(icmp[2:], ^checksum.Checksum(icmp, pseudoSum(ip, 58, len(icmp))))
 		b = append(append(b, ip...), icmp...)
 	}
 	if _, err := in.dev.Write([][]byte{b}, offset); err != nil {
