@@ -19,6 +19,7 @@ import (
 	"github.com/rendr-go/rendr/internal/flow"
 	"github.com/rendr-go/rendr/internal/handshake"
 	"github.com/rendr-go/rendr/internal/pending"
+	"github.com/rendr-go/rendr/internal/rate"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
 )
@@ -837,7 +838,7 @@ const unknownKeyWarnEvery = 10 * time.Second
 // warnLimit lets one warning through every unknownKeyWarnEvery and counts the others.
 type warnLimit struct {
 	mu      sync.Mutex
-	last    time.Time
+	b       rate.Bucket
 	skipped int
 }
 
@@ -846,10 +847,10 @@ type warnLimit struct {
 func (w *warnLimit) allow(now time.Time) (ok bool, skipped int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.last.IsZero() && now.Sub(w.last) < unknownKeyWarnEvery {
+	if !w.b.Take(now, float64(time.Second)/float64(unknownKeyWarnEvery), 1) {
 		w.skipped++
 		return false, 0
 	}
-	skipped, w.last, w.skipped = w.skipped, now, 0
+	skipped, w.skipped = w.skipped, 0
 	return true, skipped
 }
