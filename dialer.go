@@ -193,12 +193,14 @@ func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream
 		select {
 		case <-s.established:
 		case <-s.done:
-			if errors.Is(s.err(), ErrNoPath) {
-				// No path came up for the whole reconnect timeout: another session
-				// would only wait as long again.
-				return nil, nil, dialFailed(s.err(), lastDialError(s))
+			if le := lastDialError(s); errors.Is(s.err(), ErrNoPath) && refused(le) {
+				// No path came up for the whole reconnect timeout, and the network says
+				// nothing listens there: another session would only be refused as long
+				// again. (Paths still dialing, timing out or turned away by a busy
+				// listener may well come up in a fresh one.)
+				return nil, nil, dialFailed(s.err(), le)
 			}
-			continue // failed before it started (the peer restarted): a fresh one may succeed
+			continue // failed before it started: a fresh session may succeed
 		case <-ctx.Done():
 			// Both match with errors.Is: the deadline, and why no path came up
 			// (ErrLimit, ErrPeerRestarted, a refused connection...).
@@ -221,6 +223,12 @@ func (d *Dialer) open(ctx context.Context, open func(*flow.Engine) (*flow.Stream
 		le = lastDialError(last)
 	}
 	return nil, nil, dialFailed(d.lastErr(), le)
+}
+
+// refused reports whether err is the network's answer that nothing listens, or that there is
+// no way there: a refusal that another attempt soon after would meet again.
+func refused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)
 }
 
 // dialError is a dial's failure. Its text says "rendr:" once, the texts of the errors it
