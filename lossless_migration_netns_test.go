@@ -198,7 +198,7 @@ func TestNetnsQUICAddressChange(t *testing.T) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	old := lab.ClientAddr(0)
-	qd := quic.NewDialer(src.Addr().String(), cliTLS, quic.LocalAddr(old.String()), in(netlab.Client))
+	qd := quic.NewClient(src.Addr().String(), cliTLS, quic.LocalAddr(old.String()), in(netlab.Client))
 	mig := &testkit.Migrations{}
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
 		Root: rendr.Path("p0", qd.Dial), Options: rendr.Options{OnMigrate: mig.Record}})

@@ -409,7 +409,7 @@ func TestQUICMigratesInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	qd := quic.NewDialer(src.Addr().String(), cliTLS, quic.LocalAddr("127.0.0.1"))
+	qd := quic.NewClient(src.Addr().String(), cliTLS, quic.LocalAddr("127.0.0.1"))
 	mig := &testkit.Migrations{}
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
 		Root: rendr.Path("p0", qd.Dial), Options: rendr.Options{OnMigrate: mig.Record}})

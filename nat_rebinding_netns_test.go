@@ -76,7 +76,7 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 			return lab.ListenPacket(side, network, address)
 		})
 	}
-	src, err := udpflow.Listen("udp4", netip.AddrPortFrom(lab.ServerAddr(0), 0).String(), in(netlab.Server))
+	src, err := udpflow.Listen(netip.AddrPortFrom(lab.ServerAddr(0), 0).String(), in(netlab.Server))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +87,11 @@ func TestNetnsUDPFlowNATRebinding(t *testing.T) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	oldIP, newIP := lab.ClientAddr(0), lab.ClientAddr(1)
-	ud := udpflow.NewDialer(src.Addr().String(), udpflow.LocalAddr(oldIP.String()), in(netlab.Client))
+	ud := udpflow.Dialer(src.Addr().String(), udpflow.LocalAddr(oldIP.String()), in(netlab.Client))
 	var tapMu sync.Mutex
 	var taps []*rtTapConn
 	dial := func(ctx context.Context) (net.Conn, error) {
-		c, err := ud.Dial(ctx)
+		c, err := ud(ctx)
 		if err != nil {
 			return nil, err
 		}

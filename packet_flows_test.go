@@ -278,7 +278,7 @@ func testPacketFlowOverQUIC(t *testing.T, secure, hide bool) {
 	if err := ln.AddSource(rtCountingSource{Listener: ql, sent: &lnSent}, sopts...); err != nil {
 		t.Fatal(err)
 	}
-	qd := quic.NewDialer(ql.Addr().String(), cliTLS)
+	qd := quic.NewClient(ql.Addr().String(), cliTLS)
 	dial := func(ctx context.Context) (net.Conn, error) {
 		c, err := qd.Dial(ctx)
 		if err != nil {

@@ -49,9 +49,9 @@ func TestReliabilityChurn(t *testing.T) {
 					dial = tcp.Dialer(src.Addr().String())
 				}
 			} else {
-				src, err = udpflow.Listen("udp4", "127.0.0.1:0")
+				src, err = udpflow.Listen("127.0.0.1:0")
 				if err == nil {
-					dial = udpflow.NewDialer(src.Addr().String()).Dial
+					dial = udpflow.Dialer(src.Addr().String())
 				}
 			}
 			if err != nil {

@@ -31,7 +31,7 @@ func TestReliabilityMangledDatagramsNetns(t *testing.T) {
 		})
 	}
 	srvAddr := netip.AddrPortFrom(lab.ServerAddr(0), 0).String()
-	src, err := udpflow.Listen("udp4", srvAddr, in(netlab.Server))
+	src, err := udpflow.Listen(srvAddr, in(netlab.Server))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +59,8 @@ func TestReliabilityMangledDatagramsNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	ud := udpflow.NewDialer(u.Addr(), udpflow.LocalAddr(lab.ClientAddr(0).String()), in(netlab.Client))
-	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(), Root: rendr.Path("p0", ud.Dial),
+	ud := udpflow.Dialer(u.Addr(), udpflow.LocalAddr(lab.ClientAddr(0).String()), in(netlab.Client))
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(), Root: rendr.Path("p0", ud),
 		Options: opts})
 	if err != nil {
 		t.Fatal(err)

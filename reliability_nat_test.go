@@ -45,7 +45,7 @@ func TestReliabilityNATRebinding(t *testing.T) {
 			return lab.ListenPacket(side, network, address)
 		})
 	}
-	src, err := udpflow.Listen("udp4", netip.AddrPortFrom(lab.ServerAddr(0), 0).String(), in(netlab.Server))
+	src, err := udpflow.Listen(netip.AddrPortFrom(lab.ServerAddr(0), 0).String(), in(netlab.Server))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,9 +63,9 @@ func TestReliabilityNATRebinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	ud := udpflow.NewDialer(src.Addr().String(), udpflow.LocalAddr(lab.ClientAddr(0).String()), in(netlab.Client))
+	ud := udpflow.Dialer(src.Addr().String(), udpflow.LocalAddr(lab.ClientAddr(0).String()), in(netlab.Client))
 	mig := &testkit.Migrations{}
-	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(), Root: rendr.Path("p0", ud.Dial),
+	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(), Root: rendr.Path("p0", ud),
 		Options: rendr.Options{OnMigrate: mig.Record}})
 	if err != nil {
 		t.Fatal(err)

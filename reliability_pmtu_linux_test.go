@@ -39,7 +39,7 @@ func TestReliabilityPMTUBlackHoleNetns(t *testing.T) {
 	// One datagram per packet: a veth hands a UDP GSO send to the other namespace whole, so
 	// the filter would see one long packet where a real link carries segments of the size
 	// rendr chose, and drop what fits.
-	src, err := udpflow.Listen("udp4", netip.AddrPortFrom(lab.ServerAddr(0), 0).String(), in(netlab.Server), udpflow.NoBatching())
+	src, err := udpflow.Listen(netip.AddrPortFrom(lab.ServerAddr(0), 0).String(), in(netlab.Server), udpflow.NoBatching())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,12 +49,12 @@ func TestReliabilityPMTUBlackHoleNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	ud := udpflow.NewDialer(src.Addr().String(), udpflow.LocalAddr(lab.ClientAddr(0).String()), in(netlab.Client), udpflow.NoBatching())
+	ud := udpflow.Dialer(src.Addr().String(), udpflow.LocalAddr(lab.ClientAddr(0).String()), in(netlab.Client), udpflow.NoBatching())
 	// udpflow takes its own header out of each datagram: the sizes rendr sees are that much
 	// smaller than the UDP payload.
 	var base atomic.Int64
 	dial := func(ctx context.Context) (net.Conn, error) {
-		c, err := ud.Dial(ctx)
+		c, err := ud(ctx)
 		if err == nil {
 			base.Store(int64(c.(*udpflow.Conn).BaseDatagramSize()))
 		}

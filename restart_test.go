@@ -261,7 +261,7 @@ func TestUDPFlowStatelessResetAfterRestart(t *testing.T) {
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()
 	var resetKey [32]byte
 	copy(resetKey[:], "a reset key kept across restarts")
-	ul, err := udpflow.Listen("udp4", "127.0.0.1:0", udpflow.StatelessResetKey(resetKey))
+	ul, err := udpflow.Listen("127.0.0.1:0", udpflow.StatelessResetKey(resetKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestUDPFlowStatelessResetAfterRestart(t *testing.T) {
 	lmEcho(t, ln)
 	// ProbeIdle of a minute: a reset is the only way this path can die quickly.
 	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cli, PeerKey: srv.Public(),
-		Root:    rendr.Path("udp", udpflow.NewDialer(addr).Dial),
+		Root:    rendr.Path("udp", udpflow.Dialer(addr)),
 		Options: rendr.Options{ProbeIdle: time.Minute, HandshakeTimeout: 5 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +294,7 @@ func TestUDPFlowStatelessResetAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln.Close() // closes ul too; nothing tells the dialer
-	ul2, err := udpflow.Listen("udp4", addr, udpflow.StatelessResetKey(resetKey))
+	ul2, err := udpflow.Listen(addr, udpflow.StatelessResetKey(resetKey))
 	if err != nil {
 		t.Fatal(err)
 	}

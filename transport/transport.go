@@ -5,7 +5,11 @@
 // listening side's source is any net.Listener.
 //
 // Implementations live in sub-packages (transport/tcp, transport/quic, transport/udpflow,
-// transport/gvisor); they never import rendr's engine.
+// transport/gvisor); they never import rendr's engine. Each is used the same way:
+// Dialer(address, opts...) returns a path's DialFunc and Listen(address, opts...) a source, with
+// the package's typed Options (QUIC takes its *tls.Config after the address, as tls.Dial does).
+// A package whose live carriers can do more than be dialed returns that handle from a New
+// function (quic.NewClient: its Migrate moves live connections to a new local address).
 package transport
 
 import (

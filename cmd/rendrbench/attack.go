@@ -365,7 +365,7 @@ func attackUDPFlood(c *config) []result {
 	if err != nil {
 		return fail(err)
 	}
-	src, err := udpflow.Listen("udp4", "127.0.0.1:0")
+	src, err := udpflow.Listen("127.0.0.1:0")
 	if err != nil {
 		return fail(err)
 	}
@@ -375,7 +375,7 @@ func attackUDPFlood(c *config) []result {
 		return fail(err)
 	}
 	defer al.close()
-	dial := udpflow.NewDialer(addr).Dial
+	dial := udpflow.Dialer(addr)
 	heap0 := heapInuse()
 	base := concurrentDials(k, dial, dials, every, dialTime)
 	// The dials under the flood use another allowed key: the baseline's sessions outlive

@@ -31,7 +31,7 @@ func setupQUIC(ctx context.Context, cfg *tlsConfigs) (*stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := quic.NewDialer(ln.Addr().String(), cfg.client)
+	d := quic.NewClient(ln.Addr().String(), cfg.client)
 	// The listener sees the stream once a byte is on it; the receiver drops that byte.
 	snd, rcv, err := tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
 		c, err := d.Dial(ctx)
@@ -65,7 +65,7 @@ func setupRendrQUIC(ctx context.Context, k benchKeys, cfg *tlsConfigs, secure bo
 	if err != nil {
 		return nil, err
 	}
-	return setupRendrOver(ctx, k, src, quic.NewDialer(src.Addr().String(), cfg.client).Dial, secure)
+	return setupRendrOver(ctx, k, src, quic.Dialer(src.Addr().String(), cfg.client), secure)
 }
 
 // setupGVisor connects transport/gvisor's dialer to its listener on loopback: two user-space
@@ -99,11 +99,11 @@ func setupRendrGVisor(ctx context.Context, k benchKeys) (*stream, error) {
 // setupRendrUDPFlow is setupRendr over one transport/udpflow path; maxDatagram caps the UDP
 // payload (0: none), batch turns on sendmmsg, recvmmsg, GSO and GRO.
 func setupRendrUDPFlow(ctx context.Context, k benchKeys, maxDatagram int, batch bool) (*stream, error) {
-	src, err := udpflow.Listen("udp4", "127.0.0.1:0", udpflowOpts(maxDatagram, batch)...)
+	src, err := udpflow.Listen("127.0.0.1:0", udpflowOpts(maxDatagram, batch)...)
 	if err != nil {
 		return nil, err
 	}
-	return setupRendrOver(ctx, k, src, udpflow.NewDialer(src.Addr().String(), udpflowOpts(maxDatagram, batch)...).Dial, false)
+	return setupRendrOver(ctx, k, src, udpflow.Dialer(src.Addr().String(), udpflowOpts(maxDatagram, batch)...), false)
 }
 
 func udpflowOpts(maxDatagram int, batch bool) []udpflow.Option {
@@ -119,9 +119,9 @@ func udpflowOpts(maxDatagram int, batch bool) []udpflow.Option {
 
 // ppsUDPFlow is a ppsCarrier over udpflow.
 func ppsUDPFlow() (net.Listener, transport.DialFunc, error) {
-	src, err := udpflow.Listen("udp4", "127.0.0.1:0")
+	src, err := udpflow.Listen("127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
 	}
-	return src, udpflow.NewDialer(src.Addr().String()).Dial, nil
+	return src, udpflow.Dialer(src.Addr().String()), nil
 }

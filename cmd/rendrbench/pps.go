@@ -138,7 +138,7 @@ func ppsQUIC(cfg *tlsConfigs) ppsCarrier {
 		if err != nil {
 			return nil, nil, err
 		}
-		return src, quic.NewDialer(src.Addr().String(), cfg.client).Dial, nil
+		return src, quic.Dialer(src.Addr().String(), cfg.client), nil
 	}
 }
 

@@ -129,13 +129,13 @@ func uplinkDialer(c *clientConfig, u uplink) transport.DialFunc {
 		if u.Source.IsValid() {
 			opts = append(opts, quic.LocalAddr(u.Source.String()))
 		}
-		return quic.NewDialer(server, &tls.Config{InsecureSkipVerify: true}, opts...).Dial
+		return quic.Dialer(server, &tls.Config{InsecureSkipVerify: true}, opts...)
 	case "udp":
 		opts := []udpflow.Option{udpflow.ListenPacket(packet)}
 		if u.Source.IsValid() {
 			opts = append(opts, udpflow.LocalAddr(u.Source.String()))
 		}
-		return udpflow.NewDialer(server, opts...).Dial
+		return udpflow.Dialer(server, opts...)
 	}
 	d := &net.Dialer{Timeout: 10 * time.Second, Control: control}
 	if u.Source.IsValid() {

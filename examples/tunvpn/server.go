@@ -41,7 +41,7 @@ func runServer(ctx context.Context, c *serverConfig, log *slog.Logger) error {
 				l, err = quic.Listen(addr.String(), tlsConf)
 			}
 		case "udp":
-			l, err = udpflow.Listen("udp", addr.String())
+			l, err = udpflow.Listen(addr.String())
 		default:
 			l, err = tcp.Listen(addr.String())
 		}

@@ -336,11 +336,11 @@ func (r *Rig) AnyClosed(i int) bool {
 func (r *Rig) RawDialer(addr string) transport.DialFunc {
 	switch r.cfg.carrier(0) {
 	case "quic":
-		return quic.NewDialer(addr, r.cliTLS, quic.LocalAddr("127.0.0.1")).Dial
+		return quic.Dialer(addr, r.cliTLS, quic.LocalAddr("127.0.0.1"))
 	case "gvisor":
 		return gvisor.Dialer(addr, gvisor.LocalAddr("127.0.0.1"))
 	case "udpflow":
-		return udpflow.NewDialer(addr, udpflow.LocalAddr("127.0.0.1")).Dial
+		return udpflow.Dialer(addr, udpflow.LocalAddr("127.0.0.1"))
 	}
 	return tcp.Dialer(addr)
 }
@@ -397,7 +397,7 @@ func NewRig(t testing.TB, cfg RigConfig) *Rig {
 			}
 			s = &Source{Listener: l}
 		case "udpflow":
-			l, err := udpflow.Listen("udp4", "127.0.0.1:0")
+			l, err := udpflow.Listen("127.0.0.1:0")
 			if err != nil {
 				t.Fatalf("listen udpflow: %v", err)
 			}
@@ -422,9 +422,9 @@ func NewRig(t testing.TB, cfg RigConfig) *Rig {
 			r.Relays = append(r.Relays, q)
 			switch cfg.carrier(i) {
 			case "quic":
-				dial = q.dial(quic.NewDialer(u.Addr(), cliTLS).Dial)
+				dial = q.dial(quic.Dialer(u.Addr(), cliTLS))
 			case "udpflow":
-				dial = q.dial(udpflow.NewDialer(u.Addr()).Dial)
+				dial = q.dial(udpflow.Dialer(u.Addr()))
 			default:
 				dial = q.dial(gvisor.Dialer(u.Addr()))
 			}
@@ -539,7 +539,7 @@ func (r *Rig) listenAgain(kind, addr string) *Source {
 		case "quic":
 			l, err = quic.Listen(addr, r.srvTLS)
 		case "udpflow":
-			l, err = udpflow.Listen("udp4", addr)
+			l, err = udpflow.Listen(addr)
 		default:
 			l, err = gvisor.Listen(addr)
 		}
@@ -566,7 +566,7 @@ func (r *Rig) ExtraSource() *Source {
 		}
 		s = &Source{Listener: l}
 	case "udpflow":
-		l, err := udpflow.Listen("udp4", "127.0.0.1:0")
+		l, err := udpflow.Listen("127.0.0.1:0")
 		if err != nil {
 			r.T.Fatal(err)
 		}

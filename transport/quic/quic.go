@@ -4,7 +4,7 @@
 // larger than a QUIC packet can hold travels in the stream instead.
 //
 // Each dialed connection has a UDP socket and a quic.Transport of its own, so it can move in
-// place: when the host's address changes (Wi-Fi to cellular), Dialer.Migrate probes the new
+// place: when the host's address changes (Wi-Fi to cellular), Client.Migrate probes the new
 // local address, switches the live connections to it (QUIC connection migration, RFC 9000
 // section 9) and keeps the path up: rendr sees no failover at all. A dialer whose socket is not
 // bound to an address needs no call: the kernel picks the new source address by itself and
@@ -39,7 +39,7 @@ import (
 // ALPN is the application protocol rendr negotiates when the tls.Config names none.
 const ALPN = "rendr/1"
 
-// Option configures a Dialer or a Listener.
+// Option configures a Dialer, a Client or a Listener.
 type Option func(*options)
 
 type options struct {
@@ -53,10 +53,10 @@ type options struct {
 }
 
 // LocalAddr binds the dialing socket to a local address (an interface's address, to pin a
-// path to one uplink). Dialer.Migrate moves it later.
+// path to one uplink). Client.Migrate moves it later.
 func LocalAddr(ip string) Option { return func(o *options) { o.local = ip } }
 
-// ListenPacket opens every UDP socket the Dialer or Listener uses with f instead of
+// ListenPacket opens every UDP socket the Client or Listener uses with f instead of
 // net.ListenPacket: to set socket options, bind to a device, or open sockets in another
 // network namespace. address is "ip:port", the ip empty for any address.
 func ListenPacket(f func(network, address string) (net.PacketConn, error)) Option {
@@ -190,9 +190,16 @@ func tlsConfig(t *tls.Config) *tls.Config {
 	return t
 }
 
-// Dialer opens QUIC carriers to one address and can move the live ones to a new local address.
+// Dialer returns the dial function of a path that opens QUIC carriers to address ("host:port")
+// with the embedder's TLS configuration. Use NewClient instead to move live carriers to a new
+// local address.
+func Dialer(address string, tlsConf *tls.Config, opts ...Option) transport.DialFunc {
+	return NewClient(address, tlsConf, opts...).Dial
+}
+
+// Client opens QUIC carriers to one address and can move the live ones to a new local address.
 // Its Dial method is a transport.DialFunc.
-type Dialer struct {
+type Client struct {
 	addr   string
 	tls    *tls.Config
 	conf   *qgo.Config
@@ -205,17 +212,17 @@ type Dialer struct {
 	}
 }
 
-// NewDialer returns a Dialer for address ("host:port") with the embedder's TLS configuration.
-func NewDialer(address string, tlsConf *tls.Config, opts ...Option) *Dialer {
+// NewClient returns a Client for address ("host:port") with the embedder's TLS configuration.
+func NewClient(address string, tlsConf *tls.Config, opts ...Option) *Client {
 	o := build(opts)
-	d := &Dialer{addr: address, tls: tlsConfig(tlsConf), conf: o.config(), listen: o.listen}
+	d := &Client{addr: address, tls: tlsConfig(tlsConf), conf: o.config(), listen: o.listen}
 	d.mu.local = o.local
 	d.mu.live = map[*Carrier]struct{}{}
 	return d
 }
 
 // Dial opens one carrier: a UDP socket of its own, a QUIC connection and its first stream.
-func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
+func (d *Client) Dial(ctx context.Context) (net.Conn, error) {
 	raddr, err := net.ResolveUDPAddr("udp", d.addr)
 	if err != nil {
 		return nil, err
@@ -248,7 +255,7 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
-func (d *Dialer) forget(c *Carrier) {
+func (d *Client) forget(c *Carrier) {
 	d.mu.Lock()
 	delete(d.mu.live, c)
 	d.mu.Unlock()
@@ -257,7 +264,7 @@ func (d *Dialer) forget(c *Carrier) {
 // Migrate moves every live carrier to a socket on localIP ("" for any address) without
 // closing it, and makes later dials use localIP. It returns the first error; a carrier that
 // cannot move stays where it was, and rendr fails over from it if its old address is gone.
-func (d *Dialer) Migrate(ctx context.Context, localIP string) error {
+func (d *Client) Migrate(ctx context.Context, localIP string) error {
 	if err := checkIP(localIP); err != nil {
 		return err // and later dials keep the address they had
 	}
@@ -333,6 +340,11 @@ type Listener struct {
 // Listen listens for QUIC connections on address ("host:port") with the embedder's TLS
 // configuration (it needs a certificate).
 func Listen(address string, tlsConf *tls.Config, opts ...Option) (*Listener, error) {
+	if tlsConf == nil || len(tlsConf.Certificates) == 0 && tlsConf.GetCertificate == nil &&
+		tlsConf.GetConfigForClient == nil {
+		// quic-go would listen and then fail every handshake; say it where it can be fixed.
+		return nil, errors.New("quic: Listen needs a TLS certificate: set Certificates or GetCertificate in its *tls.Config")
+	}
 	o := build(opts)
 	pc, err := o.listen("udp", address)
 	if err != nil {

@@ -23,7 +23,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // pair dials one carrier from local to a listener on 127.0.0.1 and accepts it.
-func pair(t *testing.T, local string) (*quic.Dialer, *quic.Carrier, *quic.Carrier) {
+func pair(t *testing.T, local string) (*quic.Client, *quic.Carrier, *quic.Carrier) {
 	t.Helper()
 	srv, cli := testcert.Must()
 	ln, err := quic.Listen("127.0.0.1:0", srv)
@@ -31,7 +31,7 @@ func pair(t *testing.T, local string) (*quic.Dialer, *quic.Carrier, *quic.Carrie
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	d := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr(local))
+	d := quic.NewClient(ln.Addr().String(), cli, quic.LocalAddr(local))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := d.Dial(ctx)
@@ -163,7 +163,7 @@ func TestFailedMigrateKeepsCarrier(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	d := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"), sockets(1))
+	d := quic.NewClient(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"), sockets(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := d.Dial(ctx)
@@ -192,7 +192,7 @@ func TestFailedMigrateKeepsCarrier(t *testing.T) {
 	}
 	carriertest.Stream(t, c, s, 1<<20, nil)
 	// A bad address is refused without touching later dials.
-	d2 := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
+	d2 := quic.NewClient(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
 	if err := d2.Migrate(context.Background(), "wlan0"); err == nil {
 		t.Fatal("Migrate to a name that is not an address succeeded")
 	}
@@ -211,7 +211,7 @@ func TestMigrateEndsWithCarrier(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	d := quic.NewDialer(ln.Addr().String(), cli, sockets(1))
+	d := quic.NewClient(ln.Addr().String(), cli, sockets(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := d.Dial(ctx)
@@ -245,7 +245,7 @@ func TestPendingEvictsOldest(t *testing.T) {
 	defer cancel()
 	var idle []net.Conn
 	for range 2 {
-		c, err := quic.NewDialer(ln.Addr().String(), cli).Dial(ctx) // no byte ever sent
+		c, err := quic.Dialer(ln.Addr().String(), cli)(ctx) // no byte ever sent
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -256,7 +256,7 @@ func TestPendingEvictsOldest(t *testing.T) {
 		// the queue the order of the dials, so idle[0] is the oldest.
 		time.Sleep(200 * time.Millisecond)
 	}
-	c, err := quic.NewDialer(ln.Addr().String(), cli).Dial(ctx)
+	c, err := quic.Dialer(ln.Addr().String(), cli)(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestRetryUnderLoad(t *testing.T) {
 			}
 			defer ln.Close()
 			for i := range c.dials {
-				d := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
+				d := quic.NewClient(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				cc, err := d.Dial(ctx)
 				cancel()
@@ -366,7 +366,7 @@ func TestRetryPending(t *testing.T) {
 	defer ln.Close()
 	echo := func(i int) {
 		t.Helper()
-		d := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
+		d := quic.NewClient(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		cc, err := d.Dial(ctx)
@@ -403,7 +403,7 @@ func TestRetryPending(t *testing.T) {
 	stuckDone := make(chan struct{})
 	go func() {
 		defer close(stuckDone)
-		d := quic.NewDialer(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"),
+		d := quic.NewClient(ln.Addr().String(), cli, quic.LocalAddr("127.0.0.1"),
 			quic.ListenPacket(func(network, addr string) (net.PacketConn, error) {
 				pc, err := net.ListenPacket(network, addr)
 				return deaf{pc}, err

@@ -11,12 +11,12 @@ import (
 // 256 so the socket drops none: the cost per datagram of the socket, the demultiplexer and
 // the receive queue.
 func BenchmarkReceiveQueue(b *testing.B) {
-	l, err := Listen("udp4", "127.0.0.1:0")
+	l, err := Listen("127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	nc, err := NewDialer(l.Addr().String(), LocalAddr("127.0.0.1")).Dial(b.Context())
+	nc, err := Dialer(l.Addr().String(), LocalAddr("127.0.0.1"))(b.Context())
 	if err != nil {
 		b.Fatal(err)
 	}

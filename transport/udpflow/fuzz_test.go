@@ -81,7 +81,7 @@ func FuzzListenerDemux(f *testing.F) {
 			}
 			return true // nothing leaves the machine
 		}
-		l, err := Listen("udp4", "127.0.0.1:0", RetryPending(2), MaxPending(4), NoBatching(),
+		l, err := Listen("127.0.0.1:0", RetryPending(2), MaxPending(4), NoBatching(),
 			func(o *options) { o.tap = tap })
 		if err != nil {
 			t.Fatal(err)

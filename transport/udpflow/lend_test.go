@@ -153,7 +153,7 @@ func TestIPv6(t *testing.T) {
 			if !batch {
 				opts = append(opts, NoBatching())
 			}
-			l, err := Listen("udp6", "[::1]:0", opts...)
+			l, err := Listen("[::1]:0", opts...)
 			if err != nil {
 				t.Fatalf("no IPv6 loopback: %v", err)
 			}

@@ -70,8 +70,9 @@ func (l *Listener) Stats() ListenerStats {
 		ResetsLimited: s.resetsLimited.Load(), Unknown: s.unknown.Load(), RetriesLimited: s.retriesLimited.Load()}
 }
 
-// Listen opens a Listener on address ("ip:port"). network is "udp", "udp4" or "udp6".
-func Listen(network, address string, opts ...Option) (*Listener, error) {
+// Listen opens a Listener on address ("ip:port"; an IPv4 address listens on IPv4 alone, ":port"
+// on both families).
+func Listen(address string, opts ...Option) (*Listener, error) {
 	o := build(opts)
 	var retryKey, resetKey [32]byte
 	if _, err := rand.Read(retryKey[:]); err != nil {
@@ -82,7 +83,7 @@ func Listen(network, address string, opts ...Option) (*Listener, error) {
 	} else if _, err := rand.Read(resetKey[:]); err != nil {
 		return nil, err
 	}
-	u, err := o.udp(network, address)
+	u, err := o.udp("udp", address)
 	if err != nil {
 		return nil, err
 	}

@@ -67,7 +67,7 @@ func TestStatelessReset(t *testing.T) {
 			if !sameKey {
 				key2 = [32]byte(randomBytes(32))
 			}
-			l2, err := Listen("udp4", addr, StatelessResetKey(key2))
+			l2, err := Listen(addr, StatelessResetKey(key2))
 			must(t, err)
 			defer l2.Close()
 			read := async(func() error { _, err := d.Read(make([]byte, 100)); return err })

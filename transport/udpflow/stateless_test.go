@@ -225,7 +225,7 @@ func TestRetry(t *testing.T) {
 func TestRetryDial(t *testing.T) {
 	for _, ip := range []string{"127.0.0.1", "::1"} {
 		t.Run(ip, func(t *testing.T) {
-			l, err := Listen("udp", net.JoinHostPort(ip, "0"), RetryPending(0))
+			l, err := Listen(net.JoinHostPort(ip, "0"), RetryPending(0))
 			must(t, err)
 			defer l.Close()
 			d := dialFrom(t, ip, l.Addr())

@@ -188,20 +188,21 @@ func (o *options) udp(network, address string) (*net.UDPConn, error) {
 	return u, nil
 }
 
-// Dialer dials one address.
-type Dialer struct {
+// Dialer returns the dial function of a path that opens udpflow carriers to addr
+// ("host:port"): each a UDP socket of its own, connected to the address, with a fresh
+// connection id. Nothing is sent until rendr's handshake.
+func Dialer(addr string, opts ...Option) transport.DialFunc {
+	return (&dialer{addr: addr, o: build(opts)}).dial
+}
+
+// dialer dials one address.
+type dialer struct {
 	addr string
 	o    options
 }
 
-// NewDialer returns a Dialer for addr ("host:port").
-func NewDialer(addr string, opts ...Option) *Dialer {
-	return &Dialer{addr: addr, o: build(opts)}
-}
-
-// Dial opens a carrier: a UDP socket of its own, connected to the address, and a fresh
-// connection id. It implements transport.DialFunc. Nothing is sent until rendr's handshake.
-func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
+// dial opens one carrier.
+func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
 	ra, err := (&net.Resolver{}).LookupNetIP(ctx, "ip", hostOf(d.addr))
 	if err != nil {
 		return nil, err

@@ -38,7 +38,7 @@ func must(t *testing.T, err error) {
 
 func listen(t *testing.T, opts ...Option) *Listener {
 	t.Helper()
-	l, err := Listen("udp4", "127.0.0.1:0", opts...)
+	l, err := Listen("127.0.0.1:0", opts...)
 	must(t, err)
 	t.Cleanup(func() { l.Close() })
 	return l
@@ -55,7 +55,7 @@ func dialFrom(t *testing.T, ip string, addr net.Addr, opts ...Option) *Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	nc, err := NewDialer(addr.String(), append([]Option{LocalAddr(ip)}, opts...)...).Dial(ctx)
+	nc, err := Dialer(addr.String(), append([]Option{LocalAddr(ip)}, opts...)...)(ctx)
 	must(t, err)
 	t.Cleanup(func() { nc.Close() })
 	return nc.(*Conn)
