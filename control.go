@@ -81,6 +81,10 @@ func (d *Dialer) Select(name string) error {
 	d.ctl.Lock() // one change at a time, applied to the session in the order made
 	defer d.ctl.Unlock()
 	d.mu.Lock()
+	if d.mu.closed {
+		d.mu.Unlock()
+		return errDialerClosed
+	}
 	if name != "" && d.mu.root.find(name) == nil {
 		d.mu.Unlock()
 		return fmt.Errorf("rendr: Select: no target named %q", name)
@@ -97,7 +101,7 @@ func (d *Dialer) change(edit func(root *Target) error) error {
 	d.mu.Lock()
 	if d.mu.closed {
 		d.mu.Unlock()
-		return ErrClosed
+		return errDialerClosed
 	}
 	next := d.mu.root.clone()
 	if err := edit(next); err != nil {
@@ -204,7 +208,7 @@ func (d *Dialer) Redial(name string) error {
 	d.mu.Lock()
 	if d.mu.closed {
 		d.mu.Unlock()
-		return ErrClosed
+		return errDialerClosed
 	}
 	t, s := d.mu.root.find(name), d.mu.s
 	d.mu.Unlock()

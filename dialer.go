@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,13 @@ type DialerConfig struct {
 	Key     PrivateKey // this side's static key
 	PeerKey PublicKey  // the listener's static key
 	Root    *Target    // the target graph: a Path or a Selector of targets
+	// BackupHeadStart is how long a fresh session keeps traffic off backup paths (tiers
+	// above 0) while a path of a lower tier is still setting up its first carrier, as Happy
+	// Eyeballs gives the preferred address family a head start: a backup that connects first
+	// (a metered link, say) carries nothing that a primary connecting a moment later could.
+	// A primary that fails to connect ends its wait at once; one that is up ends it too.
+	// Zero means 250ms; negative means none.
+	BackupHeadStart time.Duration
 	Options
 }
 
@@ -35,9 +43,10 @@ type DialerConfig struct {
 // session fails (the peer restarted, or no path came back within ReconnectTimeout), the next
 // DialContext starts a new one.
 type Dialer struct {
-	c     *common
-	peer  PublicKey
-	clock handshake.Clock
+	c         *common
+	peer      PublicKey
+	clock     handshake.Clock
+	headStart time.Duration // BackupHeadStart; <0: none
 
 	ctl sync.Mutex // held by each change of the graph (Add, Remove, SetTier, Select) from start to end
 
@@ -69,10 +78,18 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 		return nil, errors.New("rendr: DialerConfig.PeerKey is this Dialer's own public key: set it to the listener's")
 	}
 	// The graph is copied: the Dialer changes it (Add, Remove...), never the caller's Targets.
-	d := &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey}
+	d := &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey, headStart: cfg.BackupHeadStart}
+	if d.headStart == 0 {
+		d.headStart = defaultHeadStart
+	}
 	d.mu.root = cfg.Root.clone()
 	return d, nil
 }
+
+// defaultHeadStart is BackupHeadStart's default: Happy Eyeballs' head start for the preferred
+// address family (RFC 8305), long enough for a primary a little slower to set up than its
+// backup, short enough that a dead primary costs a new session little.
+const defaultHeadStart = 250 * time.Millisecond
 
 // Graph limits, so that every route the graph can take fits a ROUTE frame (docs/wire.md 8.9):
 // names of 1..64 bytes (the Hello carries a path's name), at most 16 children per group, 64
@@ -170,6 +187,31 @@ func (d *Dialer) DialContext(ctx context.Context) (*Conn, error) {
 		return nil, err
 	}
 	return newConn(s, st), nil
+}
+
+// DialNetwork opens a flow as DialContext or DialPacket does, for code that dials with the
+// signature of net.Dialer.DialContext: http.Transport's DialContext, grpc.WithContextDialer,
+// golang.org/x/net/proxy's ContextDialer. network picks the kind of flow: "tcp", "tcp4" or
+// "tcp6" a stream flow (a *Conn), "udp", "udp4" or "udp6" a packet flow (a *PacketConn).
+// address is not used: every flow goes to this Dialer's listener, whose Accept takes it (the
+// listener is the far end's net.Listener: an http.Server or a gRPC server serves on it). To
+// have the listener carry a flow on to an address, see DialIdentity and ListenConfig.Egress.
+func (d *Dialer) DialNetwork(ctx context.Context, network, address string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		c, err := d.DialContext(ctx)
+		if err != nil {
+			return nil, err // not a nil *Conn in a non-nil net.Conn
+		}
+		return c, nil
+	case "udp", "udp4", "udp6":
+		pc, err := d.DialPacket(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return pc, nil
+	}
+	return nil, fmt.Errorf("rendr: DialNetwork(%q, %s): a flow is a stream (\"tcp\") or a packet flow (\"udp\")", network, quoteShort(address))
 }
 
 // Connect starts the session now, without opening a flow, and waits (bounded by ctx) until a
@@ -276,7 +318,7 @@ func (d *Dialer) lastErr() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.mu.closed {
-		return ErrClosed
+		return errDialerClosed
 	}
 	if d.mu.s != nil {
 		if err := d.mu.s.err(); err != nil {
@@ -302,7 +344,7 @@ func (d *Dialer) session() (*session, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.mu.closed {
-		return nil, ErrClosed
+		return nil, errDialerClosed
 	}
 	if s := d.mu.s; s != nil && s.err() == nil {
 		return s, nil
@@ -333,6 +375,10 @@ func (d *Dialer) session() (*session, error) {
 		if sel := root.Find(d.mu.selected); sel != nil {
 			s.router.SetGraphLocked(sel, false)
 		}
+	}
+	if d.headStart > 0 {
+		s.mu.headStart = time.Now().Add(d.headStart)
+		s.mu.headTimer = time.AfterFunc(d.headStart, s.routeAgain)
 	}
 	s.mu.Unlock()
 	for _, n := range root.Leaves() {
@@ -365,7 +411,7 @@ func (d *Dialer) Close() error {
 	d.mu.s = nil
 	d.mu.Unlock()
 	if s != nil {
-		s.close()
+		s.close(errDialerClosed)
 	}
 	return nil
 }
@@ -401,16 +447,10 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 		default:
 		}
 		backoff = min(max(2*backoff, minBackoff), maxBackoff)
-		mode, ok := d.founder(s)
-		if !ok {
-			return
-		}
 		started := time.Now()
-		err := d.attempt(s, ls, mode)
-		if mode == handshake.ModeNew {
-			s.mu.Lock()
-			s.mu.founding = false
-			s.mu.Unlock()
+		err := d.attempt(s, ls)
+		if errors.Is(err, errSessionOver) {
+			return
 		}
 		if err != nil {
 			s.mu.Lock()
@@ -418,7 +458,12 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 			if ls.state != status.Down {
 				ls.state, ls.since = status.Down, time.Now()
 			}
+			waited := !ls.settled && time.Now().Before(s.mu.headStart)
+			ls.settled = true
 			s.mu.Unlock()
+			if waited {
+				s.routeAgain() // a backup may have been held back for this path
+			}
 			if errors.Is(err, ErrPeerRestarted) {
 				s.fail(err)
 				return
@@ -431,9 +476,11 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 	}
 }
 
-// founder decides whether this leaf founds the session (mode New) or joins it, waiting while
-// another leaf is founding. ok is false once the session is over.
-func (d *Dialer) founder(s *session) (mode uint8, ok bool) {
+// founder decides whether a leaf whose carrier is connected founds the session (mode New) or
+// joins it, waiting while another leaf is founding. ok is false once the session is over.
+// Paths dial at once and only their handshakes wait here: a founding path whose dial hangs
+// must not hold back one that is already connected.
+func (d *Dialer) founder(ctx context.Context, s *session) (mode uint8, ok bool) {
 	for {
 		select {
 		case <-s.established:
@@ -453,13 +500,18 @@ func (d *Dialer) founder(s *session) (mode uint8, ok bool) {
 		case <-s.established:
 		case <-s.done:
 			return 0, false
+		case <-ctx.Done():
+			return 0, false
 		case <-time.After(minBackoff):
 		}
 	}
 }
 
+// errSessionOver is attempt's error when the session ended before its carrier could join it.
+var errSessionOver = errors.New("rendr: session over")
+
 // attempt dials one carrier, handshakes, attaches it and returns when it dies.
-func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
+func (d *Dialer) attempt(s *session, ls *leafState) error {
 	s.mu.Lock()
 	t := ls.target // a Target is never changed once in a graph; SetTier replaces it
 	ls.dials++
@@ -485,7 +537,20 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		// handshake.
 		return fmt.Errorf("rendr: path %q: its dial function returned neither a connection nor an error", t.name)
 	}
+	mode, ok := d.founder(ctx, s)
+	if !ok {
+		conn.Close()
+		if err := ctx.Err(); err != nil && s.ctx.Err() == nil {
+			return fmt.Errorf("rendr: path %q: connected, and waited for another path's handshake until %w", t.name, err)
+		}
+		return errSessionOver
+	}
 	if mode == handshake.ModeNew {
+		defer func() {
+			s.mu.Lock()
+			s.mu.founding = false
+			s.mu.Unlock()
+		}()
 		// A fresh id for every founding attempt: if an earlier attempt's reply was lost, the
 		// listener holds an orphan session under the old id and would refuse a second NEW.
 		var id [16]byte

@@ -210,7 +210,7 @@ func (l *Listener) addSource(src net.Listener, o sourceOpts) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.closed {
-		return ErrClosed
+		return errListenerClosed
 	}
 	// Compared only when its type can be: a listener that is a struct value with a func or
 	// slice in it cannot be added twice by mistake anyway, being a copy each time.
@@ -555,7 +555,7 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session, j
 	l.mu.Lock()
 	if l.mu.closed {
 		l.mu.Unlock()
-		return ErrClosed
+		return errListenerClosed
 	}
 	s := l.mu.sessions[h.Session]
 	var restarted []*session
@@ -761,7 +761,7 @@ func acceptFrom[T any](ctx context.Context, ch <-chan T, done <-chan struct{}) (
 	case c := <-ch:
 		return c, nil
 	case <-done:
-		return none, ErrClosed
+		return none, errListenerClosed
 	case <-ctx.Done():
 		return none, ctx.Err()
 	}
@@ -825,7 +825,7 @@ func (l *Listener) Close() error {
 	}
 	var wg sync.WaitGroup
 	for _, s := range ss {
-		wg.Go(s.close) // each may linger to deliver what its flows wrote
+		wg.Go(func() { s.close(errListenerClosed) }) // each may linger to deliver what its flows wrote
 	}
 	wg.Wait()
 	l.wg.Wait()

@@ -295,3 +295,118 @@ func TestCloseIsNoMigration(t *testing.T) {
 		t.Errorf("closing the Dialer reported a migration: %+v", m)
 	}
 }
+
+// TestClosedSaysWhat: a call on a closed Dialer or Listener, and a flow of a session its own
+// side closed, say which was closed ("rendr: dialer closed"), not "flow closed", and still
+// match ErrClosed and net.ErrClosed. A flow the listener never accepted ends on the dialing
+// side as every flow of a closed session does, with ErrSessionClosed: not io.EOF, which reads
+// as the listener's clean end of a reply, nor ErrStopped.
+func TestClosedSaysWhat(t *testing.T) {
+	d, ln := pair(t, 1, rendr.Options{})
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	accepted, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := accepted.Write([]byte("accepted")); err != nil {
+		t.Fatal(err)
+	}
+	lc, err := ln.AcceptContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	never, err := d.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := never.Write([]byte("never accepted")); err != nil {
+		t.Fatal(err)
+	}
+	// The listener's session has the second flow queued for Accept once its first bytes are
+	// acknowledged.
+	testkit.MustWait(t, "the second flow's bytes acknowledged", 10*time.Second, d.Status, func() bool {
+		return never.Status().Flows == 2 && lc.Status().Flows == 2
+	})
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closedAs := func(what string, err error, want string) {
+		t.Helper()
+		if err == nil || err.Error() != want || !errors.Is(err, rendr.ErrClosed) || !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s: %v, want %q matching ErrClosed and net.ErrClosed", what, err, want)
+		}
+	}
+	_, err = ln.Accept()
+	closedAs("Accept on a closed Listener", err, "rendr: listener closed")
+	_, err = lc.Read(make([]byte, 64))
+	if err != nil && !errors.Is(err, rendr.ErrClosed) {
+		t.Errorf("the listener's own flow after its Close: %v", err)
+	}
+	_, err = lc.Write([]byte("x"))
+	closedAs("Write on a flow of a closed Listener", err, "rendr: listener closed")
+	if err := ln.AddSource(nil); err == nil {
+		t.Error("AddSource on a closed Listener: no error")
+	}
+
+	for name, c := range map[string]*rendr.Conn{"accepted": accepted, "never accepted": never} {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadAll(c); !errors.Is(err, rendr.ErrSessionClosed) {
+			t.Errorf("%s flow, read after the listener closed: %v, want ErrSessionClosed", name, err)
+		}
+		if _, err := c.Write([]byte("x")); !errors.Is(err, rendr.ErrSessionClosed) {
+			t.Errorf("%s flow, write after the listener closed: %v, want ErrSessionClosed", name, err)
+		}
+	}
+
+	d2, ln2 := pair(t, 1, rendr.Options{})
+	c, err := d2.DialContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Write([]byte("x"))
+	closedAs("Write on a flow of a closed Dialer", err, "rendr: dialer closed")
+	_, err = d2.DialContext(ctx)
+	closedAs("DialContext on a closed Dialer", err, "rendr: dialer closed")
+	closedAs("Select on a closed Dialer", d2.Select(""), "rendr: dialer closed")
+	closedAs("Redial on a closed Dialer", d2.Redial("p0"), "rendr: dialer closed")
+	ln2.Close()
+}
+
+// TestDialNetwork: DialNetwork opens a stream flow for "tcp", a packet flow for "udp", and
+// refuses any other network by name; on a closed Dialer it returns a nil net.Conn, not a nil
+// *Conn inside a non-nil interface.
+func TestDialNetwork(t *testing.T) {
+	d, ln := pair(t, 1, rendr.Options{})
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := d.DialNetwork(ctx, "tcp", "ignored:1")
+	if _, ok := c.(*rendr.Conn); err != nil || !ok {
+		t.Fatalf("tcp: %T, %v", c, err)
+	}
+	pc, err := d.DialNetwork(ctx, "udp6", "ignored:1")
+	if _, ok := pc.(*rendr.PacketConn); err != nil || !ok {
+		t.Fatalf("udp6: %T, %v", pc, err)
+	}
+	if _, err := ln.AcceptContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ln.AcceptPacket(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DialNetwork(ctx, "unix", "/x"); err == nil || !strings.Contains(err.Error(), `"unix"`) {
+		t.Fatalf("unix: %v", err)
+	}
+	d.Close()
+	for _, network := range []string{"tcp", "udp"} {
+		c, err := d.DialNetwork(ctx, network, "x:1")
+		if c != nil || !errors.Is(err, rendr.ErrClosed) {
+			t.Fatalf("%s on a closed Dialer: %#v, %v", network, c, err)
+		}
+	}
+}

@@ -139,10 +139,11 @@ func handOff[C interface{ Close() error }](l *Listener, s *session,
 		select {
 		case out <- c:
 		case <-s.done:
-			c.Close()
 			return
 		case <-l.done:
-			c.Close()
+			// Not closed one by one: the session's CLOSE, coming next, fails the peer's
+			// side of the flow with ErrSessionClosed, as it does every flow of the session;
+			// a FIN of its own would read there as the listener's clean end (io.EOF).
 			return
 		}
 	}

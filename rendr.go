@@ -33,9 +33,27 @@ import (
 	"github.com/rendr-go/rendr/transport"
 )
 
+// closedError is ErrClosed naming what was closed: a call on a closed Dialer should not say
+// "flow closed".
+type closedError string
+
+func (e closedError) Error() string { return "rendr: " + string(e) + " closed" }
+
+// Is makes errors.Is match ErrClosed and net.ErrClosed, as ErrClosed itself does.
+func (e closedError) Is(target error) bool { return target == ErrClosed || target == net.ErrClosed }
+
+// errDialerClosed and errListenerClosed are ErrClosed from a closed Dialer or Listener, and
+// from the flows and calls of its sessions.
+const (
+	errDialerClosed   = closedError("dialer")
+	errListenerClosed = closedError("listener")
+)
+
 // Errors. Match them with errors.Is.
 var (
 	// ErrClosed: the Conn, Dialer or Listener was closed locally. It wraps net.ErrClosed.
+	// The error returned says which was closed (a Dialer's "rendr: dialer closed", say) and
+	// matches ErrClosed under errors.Is.
 	ErrClosed = flow.ErrClosed
 	// ErrSessionClosed: the peer closed the session (its Dialer or Listener closed). It wraps
 	// net.ErrClosed.
@@ -234,7 +252,9 @@ func (t *Target) Name() string { return t.name }
 type PathOption func(*Target)
 
 // Backup puts the target in the backup tier: it carries traffic only while no primary sibling
-// is usable.
+// is usable. A fresh session gives its primaries a head start (DialerConfig.BackupHeadStart,
+// 250ms by default): a backup that connects first carries nothing until a primary is up, has
+// failed to connect, or the head start is over.
 func Backup() PathOption { return func(t *Target) { t.tier = 1 } }
 
 // Tier sets the priority tier directly (0 is primary; higher is used only when every lower

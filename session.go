@@ -77,6 +77,10 @@ type session struct {
 		leaves   map[*policy.Node]*leafState
 		watchers map[*Conn]func(status.Migration)
 		memBase  int64
+		// Dialing side: until headStart, paths of a lower tier that have not settled keep
+		// traffic off backups; headTimer routes again when it ends.
+		headStart time.Time
+		headTimer *time.Timer
 	}
 }
 
@@ -100,6 +104,9 @@ type leafState struct {
 	// dead (zero when the last death was for another cause).
 	silentAt  time.Time
 	silentFor time.Duration
+	// settled: the path has had a carrier, or failed to get its first one. Until then, and
+	// within the session's head start, the policy keeps traffic off backups (policy.Lookup).
+	settled bool
 }
 
 // newSession makes a session; mem is the listening side's share of its memory budget for
@@ -114,6 +121,10 @@ func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *polic
 				return ls.link
 			}
 			return nil
+		},
+		Waiting: func(n *policy.Node) bool {
+			ls := s.mu.leaves[n]
+			return ls != nil && !ls.settled && !ls.removed && time.Now().Before(s.mu.headStart)
 		}})
 	if root != nil {
 		s.router.SetGraphLocked(root, false) // not shared yet
@@ -161,6 +172,9 @@ func (s *session) fail(err error) {
 	}
 	s.mu.err = err
 	s.mu.noPath.Stop()
+	if s.mu.headTimer != nil {
+		s.mu.headTimer.Stop()
+	}
 	s.mem.Release(s.mu.memBase)
 	s.mu.memBase = 0
 	attached := s.router.PathsLocked()
@@ -189,9 +203,9 @@ func (s *session) fail(err error) {
 // acknowledged, as a TCP close delivers what was written before its FIN.
 const closeLinger = 2 * time.Second
 
-// close ends the session locally: it lets written bytes (and FINs of closed flows) reach the
+// close ends the session locally with err (what its flows fail with): it lets written bytes (and FINs of closed flows) reach the
 // peer for up to closeLinger while a path is up, then sends CLOSE behind them and tears down.
-func (s *session) close() {
+func (s *session) close(err error) {
 	deadline := time.Now().Add(closeLinger)
 	for s.pathCount() > 0 && !s.engine.Drained() && time.Now().Before(deadline) {
 		select {
@@ -248,7 +262,7 @@ func (s *session) close() {
 			}
 		}
 	}
-	s.fail(ErrClosed)
+	s.fail(err)
 	s.wg.Wait()
 }
 
@@ -300,7 +314,7 @@ func (s *session) attach(l *link) error {
 	now := time.Now()
 	s.router.AttachLocked(l, now)
 	if ls := l.ls; ls != nil {
-		ls.link, ls.state, ls.since = l, status.Up, now
+		ls.link, ls.state, ls.since, ls.settled = l, status.Up, now, true
 		if !ls.silentAt.IsZero() && now.Sub(ls.silentAt) <= ls.silentFor {
 			s.router.SpuriousDeathLocked(l)
 		}
@@ -597,4 +611,11 @@ func (l *link) Down(p *path.Path, cause error) {
 	l.s.c.log.Debug("rendr: path down", "path", l.name, "cause", cause)
 	l.s.detach(l, cause)
 	l.s.wg.Done()
+}
+
+// routeAgain has the route evaluated again at once: what the policy may use changed with no
+// path attaching or dying (a head start ended).
+func (s *session) routeAgain() {
+	s.router.Changed()
+	s.engine.Kick()
 }

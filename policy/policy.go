@@ -12,7 +12,9 @@
 //  1. Only usable children count: a leaf is usable when its path is Up; a group when one of
 //     its children is. If nothing is Up, Suspect paths are used rather than none.
 //  2. Priority tiers: only children of the lowest usable tier are candidates, so a backup
-//     (tier 1) carries traffic only while no primary (tier 0) is usable.
+//     (tier 1) carries traffic only while no primary (tier 0) is usable. While a child of a
+//     lower tier still waits for its first carrier (the Lookup says so), the children of
+//     higher tiers are not candidates either: a fresh session's primaries get a head start.
 //  3. When the current child stops being a candidate (died, stalled, or a lower tier became
 //     usable and stayed usable for RecoverDwell), the best candidate takes over at once.
 //  4. A child the last move for a stall left, whose stall proved spurious (Candidate.Undo),
@@ -48,6 +50,9 @@ type Candidate struct {
 	// left it for that stall goes back to it at once if it is of a preferred tier, or better
 	// by the Hysteresis margin.
 	Undo bool
+	// Waiting, on a leaf whose Lookup is false: its path still waits for its first carrier
+	// and has a head start over higher tiers (package doc, rule 2).
+	Waiting bool
 }
 
 // Score is the candidate's score; lower is better.
@@ -134,7 +139,10 @@ type Node struct {
 	tier        int               // Race, Bond: the tier in use, -1 for none
 }
 
-// Lookup returns the live candidate for a leaf, if its path is attached.
+// Lookup returns the live candidate for a leaf, if its path is attached. A leaf that is not
+// attached but still has its head start (a fresh session's path waiting for its first
+// carrier, which a backup must not overtake) returns false with a Candidate whose Waiting is
+// set.
 type Lookup func(leaf *Node) (Candidate, bool)
 
 // Choose returns what should carry traffic now (nil: nothing is usable) and, when the choice
@@ -162,14 +170,25 @@ type child struct {
 }
 
 // children evaluates every child and returns them with the lowest tier among usable ones
-// (-1: none) and whether any is Up.
+// (-1: none) and whether any is Up. While a child that is not usable yet waits for its first
+// carrier (Waiting), children of a higher tier count as not usable: a backup gets no traffic
+// while a primary still has its head start.
 func (n *Node) children(now time.Time, look Lookup) (opts []child, bestTier int, anyUp bool) {
 	opts = make([]child, len(n.Children))
 	bestTier = -1
+	hold := -1 // the lowest tier with a child still waiting, -1 for none
 	for i, c := range n.Children {
 		ch, sub, chg := c.Choose(now, look)
 		opts[i] = child{ch, c.Tier, sub, chg}
-		if ch != nil && ch.C.State == status.Up {
+		if ch == nil && c.waiting(look) && (hold < 0 || c.Tier < hold) {
+			hold = c.Tier
+		}
+	}
+	for i := range opts {
+		if hold >= 0 && opts[i].tier > hold {
+			opts[i].ch = nil
+		}
+		if opts[i].ch != nil && opts[i].ch.C.State == status.Up {
 			anyUp = true
 		}
 	}
@@ -374,6 +393,21 @@ func (n *Node) chooseGroup(now time.Time, look Lookup) (*Choice, status.Cause, b
 		}
 	}
 	return g, cause, chg
+}
+
+// waiting reports whether a leaf under n still waits for its first carrier (the lookup says so
+// with false and a Candidate whose Waiting is set).
+func (n *Node) waiting(look Lookup) bool {
+	if n.Kind == KindPath {
+		c, ok := look(n)
+		return !ok && c.Waiting
+	}
+	for _, c := range n.Children {
+		if c.waiting(look) {
+			return true
+		}
+	}
+	return false
 }
 
 // Find returns the node of the graph with that name, or nil.

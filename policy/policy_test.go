@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,8 +14,11 @@ type world map[string]policy.Candidate
 
 func (w world) look(n *policy.Node) (policy.Candidate, bool) {
 	c, ok := w[n.Name]
-	return c, ok
+	return c, ok && !c.Waiting
 }
+
+// waiting is a leaf with no path yet that still has its head start.
+var waiting = policy.Candidate{Waiting: true}
 
 func up(rtt time.Duration) policy.Candidate {
 	return policy.Candidate{State: status.Up, RTT: rtt, Samples: 5}
@@ -338,5 +342,51 @@ func TestSelectorUndoesSpuriousStall(t *testing.T) {
 	q.at(0, world{"a": suspect(10 * time.Millisecond), "b": up(10 * time.Millisecond)})
 	if got := q.at(0, world{"a": undo(up(2 * time.Millisecond)), "b": up(10 * time.Millisecond)}); got != (pick{"a", status.CauseUndo, true}) {
 		t.Fatalf("same tier, clearly better: %+v, want back on a", got)
+	}
+}
+
+// TestHeadStart: while a primary waits for its first carrier, a backup that is up is no
+// candidate, in a Selector and in a Race or Bond, and through a nested group; a primary that
+// stopped waiting (failed, or the head start ended) lets the backup in; children of the same
+// tier never wait for each other.
+func TestHeadStart(t *testing.T) {
+	var tn policy.Tuning
+	for _, tc := range []struct {
+		name  string
+		graph func() *policy.Node
+		w     world
+		want  []string // leaves chosen, nil for none
+	}{
+		{"selector holds", func() *policy.Node { return selector("s", tn, leaf("p", 0), leaf("b", 1)) },
+			world{"p": waiting, "b": up(time.Millisecond)}, nil},
+		{"selector after the wait", func() *policy.Node { return selector("s", tn, leaf("p", 0), leaf("b", 1)) },
+			world{"b": up(time.Millisecond)}, []string{"b"}},
+		{"primary up first", func() *policy.Node { return selector("s", tn, leaf("p", 0), leaf("b", 1)) },
+			world{"p": up(50 * time.Millisecond), "b": up(time.Millisecond)}, []string{"p"}},
+		{"same tier does not wait", func() *policy.Node { return selector("s", tn, leaf("p", 0), leaf("q", 0)) },
+			world{"p": waiting, "q": up(time.Millisecond)}, []string{"q"}},
+		{"bond holds its backup", func() *policy.Node {
+			return group(policy.KindBond, "g", tn, leaf("p", 0), leaf("q", 0), leaf("b", 1))
+		}, world{"p": waiting, "b": up(time.Millisecond)}, nil},
+		{"bond starts on the primary up", func() *policy.Node {
+			return group(policy.KindBond, "g", tn, leaf("p", 0), leaf("q", 0), leaf("b", 1))
+		}, world{"p": waiting, "q": up(time.Millisecond), "b": up(time.Millisecond)}, []string{"q"}},
+		{"nested primary group", func() *policy.Node {
+			return selector("s", tn, group(policy.KindRace, "wifi", tn, leaf("p", 0), leaf("q", 0)), leaf("b", 1))
+		}, world{"p": waiting, "b": up(time.Millisecond)}, nil},
+		{"backup tier 2 waits for tier 1", func() *policy.Node {
+			return selector("s", tn, leaf("p", 0), leaf("b1", 1), leaf("b2", 2))
+		}, world{"b1": waiting, "b2": up(time.Millisecond)}, nil},
+	} {
+		n := tc.graph()
+		n.Init()
+		ch, _, _ := n.Choose(time.Unix(1000, 0), tc.w.look)
+		var got []string
+		for _, l := range ch.Leaves(nil) {
+			got = append(got, l.Name)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: chose %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

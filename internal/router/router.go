@@ -92,6 +92,10 @@ type Config struct {
 	// Leaf returns the path serving a leaf of the policy graph, or nil while it has none
 	// (dialing side; called under Lock).
 	Leaf func(*policy.Node) Path
+	// Waiting reports whether a leaf with no path still has its head start: a fresh
+	// session's path dialing its first carrier, which the policy does not let a backup
+	// overtake (dialing side; called under Lock; nil: none has).
+	Waiting func(*policy.Node) bool
 }
 
 // cacheFor bounds how often the policy graph is evaluated when nothing changed: the engine
@@ -276,6 +280,9 @@ func (r *Router) activeUpLocked() bool {
 func (r *Router) candidateOf(n *policy.Node) (policy.Candidate, bool) {
 	p := r.c.Leaf(n)
 	if p == nil || p.Standing().State == status.Down {
+		if p == nil && r.c.Waiting != nil && r.c.Waiting(n) {
+			return policy.Candidate{Waiting: true}, false
+		}
 		return policy.Candidate{}, false
 	}
 	return candidate(p), true
@@ -450,6 +457,12 @@ func (r *Router) followLocked() (Path, status.Cause) {
 		if better {
 			best, bestC = p, c
 		}
+	}
+	if best != nil && best.Tier() > 0 && !r.spoke {
+		// The peer has not said where it sends yet, and a backup may only be up first
+		// because the peer's primary has a head start: wait for its word (its first route
+		// comes at once with a ROUTE frame) rather than guess a metered link.
+		return nil, 0
 	}
 	return best, status.CauseDeath
 }
