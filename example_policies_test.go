@@ -300,8 +300,8 @@ func ExampleConn_Status() {
 	d, err := rendr.NewDialer(rendr.DialerConfig{
 		Key: cliKey, PeerKey: srvKey.Public(),
 		Root: rendr.Selector("uplinks",
-			rendr.Path("lte", tcp.Dialer(l2.Addr().String()), rendr.Backup()),
 			rendr.Path("fiber", tcp.Dialer(l1.Addr().String())),
+			rendr.Path("lte", tcp.Dialer(l2.Addr().String()), rendr.Backup()),
 		),
 	})
 	if err != nil {
