@@ -35,6 +35,10 @@ type DialerConfig struct {
 	// A primary that fails to connect ends its wait at once; one that is up ends it too.
 	// Zero means 250ms; negative means none.
 	BackupHeadStart time.Duration
+	// AcceptFlows lets the listening side open flows towards this Dialer
+	// (Listener.DialPeer): they wait for Accept and AcceptPacket, up to Options.Backlog.
+	// Without it they are refused, and the listener's flow fails with ErrReset.
+	AcceptFlows bool
 	Options
 }
 
@@ -47,6 +51,13 @@ type Dialer struct {
 	peer      PublicKey
 	clock     handshake.Clock
 	headStart time.Duration // BackupHeadStart; <0: none
+
+	// Flows the listening side opened (AcceptFlows), for Accept and AcceptPacket; done is
+	// closed by Close.
+	acceptFlows bool
+	accept      chan *Conn
+	acceptPk    chan *PacketConn
+	done        chan struct{}
 
 	ctl sync.Mutex // held by each change of the graph (Add, Remove, SetTier, Select) from start to end
 
@@ -78,7 +89,9 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 		return nil, errors.New("rendr: DialerConfig.PeerKey is this Dialer's own public key: set it to the listener's")
 	}
 	// The graph is copied: the Dialer changes it (Add, Remove...), never the caller's Targets.
-	d := &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey, headStart: cfg.BackupHeadStart}
+	d := &Dialer{c: cfg.Options.common(cfg.Key), peer: cfg.PeerKey, headStart: cfg.BackupHeadStart,
+		acceptFlows: cfg.AcceptFlows, accept: make(chan *Conn), acceptPk: make(chan *PacketConn), done: make(chan struct{})}
+	d.c.engine.RefuseFlows = !cfg.AcceptFlows
 	if d.headStart == 0 {
 		d.headStart = defaultHeadStart
 	}
@@ -385,6 +398,7 @@ func (d *Dialer) session() (*session, error) {
 		s.wg.Add(1)
 		go d.routineLeaf(s, s.mu.leaves[n])
 	}
+	d.startAccepting(s)
 	d.mu.s = s
 	return s, nil
 }
@@ -407,9 +421,13 @@ func (d *Dialer) Status() status.Session {
 func (d *Dialer) Close() error {
 	d.mu.Lock()
 	s := d.mu.s
+	was := d.mu.closed
 	d.mu.closed = true
 	d.mu.s = nil
 	d.mu.Unlock()
+	if !was {
+		close(d.done)
+	}
 	if s != nil {
 		s.close(errDialerClosed)
 	}

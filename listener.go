@@ -108,7 +108,10 @@ type Listener struct {
 	mu struct {
 		sync.Mutex
 		sessions map[[16]byte]*session
-		sources  []net.Listener
+		// sessionUp is closed (and forgotten) when a session is established: DialPeer waits
+		// on it for its peer's.
+		sessionUp chan struct{}
+		sources   []net.Listener
 		closed   bool
 		hs       map[net.Conn]time.Time // handshakes in progress, by start time
 		perPeer  map[PublicKey]int      // sessions by peer key
@@ -575,6 +578,10 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session, j
 		s.wg.Add(2)
 		go l.routineSessionAccept(s)
 		go l.routineSessionAcceptPacket(s)
+		if l.mu.sessionUp != nil {
+			close(l.mu.sessionUp)
+			l.mu.sessionUp = nil
+		}
 	} else if s == nil || s.peerKey != peer {
 		l.mu.Unlock()
 		return errors.New("rendr: unknown session")
@@ -737,7 +744,17 @@ func (l *Listener) Stats() status.Listener {
 
 // routineSessionAccept hands a session's new flows to Accept.
 func (l *Listener) routineSessionAccept(s *session) {
-	handOff(l, s, (*flow.Engine).Accept, newConn, l.accept)
+	handOff(s, (*flow.Engine).Accept, newConn, l.accept, l.done, l.carries)
+}
+
+// carries carries a flow with an L3 identity on itself when the listener has an Egress, and
+// reports whether it did.
+func (l *Listener) carries(s *session, st *flow.Stream) bool {
+	if l.egressLim.egress == nil || st.Meta() == nil {
+		return false
+	}
+	l.carry(s, st)
+	return true
 }
 
 // Accept waits for the next flow. It implements net.Listener; the net.Conn is a *Conn.
@@ -751,17 +768,18 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // AcceptContext waits for the next flow or for ctx.
 func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
-	return acceptFrom(ctx, l.accept, l.done)
+	return acceptFrom(ctx, l.accept, l.done, errListenerClosed)
 }
 
-// acceptFrom waits for the next flow on ch, the listener's Close (done) or ctx.
-func acceptFrom[T any](ctx context.Context, ch <-chan T, done <-chan struct{}) (T, error) {
+// acceptFrom waits for the next flow on ch, the Close of the side taking it (done: then it
+// returns closed) or ctx.
+func acceptFrom[T any](ctx context.Context, ch <-chan T, done <-chan struct{}, closed error) (T, error) {
 	var none T
 	select {
 	case c := <-ch:
 		return c, nil
 	case <-done:
-		return none, errListenerClosed
+		return none, closed
 	case <-ctx.Done():
 		return none, ctx.Err()
 	}

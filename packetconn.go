@@ -112,39 +112,10 @@ func (d *Dialer) DialPacket(ctx context.Context) (*PacketConn, error) {
 
 // AcceptPacket waits for the next packet flow a peer opened.
 func (l *Listener) AcceptPacket(ctx context.Context) (*PacketConn, error) {
-	return acceptFrom(ctx, l.acceptPk, l.done)
+	return acceptFrom(ctx, l.acceptPk, l.done, errListenerClosed)
 }
 
 // routineSessionAcceptPacket hands a session's new packet flows to AcceptPacket.
 func (l *Listener) routineSessionAcceptPacket(s *session) {
-	handOff(l, s, (*flow.Engine).AcceptPacket, newPacketConn, l.acceptPk)
-}
-
-// handOff passes the flows a session accepts with accept, wrapped, to out until the session
-// or the Listener ends; a flow nobody takes by then is closed.
-func handOff[C interface{ Close() error }](l *Listener, s *session,
-	accept func(*flow.Engine, context.Context) (*flow.Stream, error),
-	wrap func(*session, *flow.Stream) C, out chan C) {
-	defer s.wg.Done()
-	for {
-		st, err := accept(s.engine, s.ctx)
-		if err != nil {
-			return
-		}
-		if l.egressLim.egress != nil && st.Meta() != nil {
-			l.carry(s, st)
-			continue
-		}
-		c := wrap(s, st)
-		select {
-		case out <- c:
-		case <-s.done:
-			return
-		case <-l.done:
-			// Not closed one by one: the session's CLOSE, coming next, fails the peer's
-			// side of the flow with ErrSessionClosed, as it does every flow of the session;
-			// a FIN of its own would read there as the listener's clean end (io.EOF).
-			return
-		}
-	}
+	handOff(s, (*flow.Engine).AcceptPacket, newPacketConn, l.acceptPk, l.done, l.carries)
 }

@@ -93,8 +93,12 @@ type Router interface {
 
 // Config tunes an engine. The zero value gives the documented defaults.
 type Config struct {
-	// Dialer is true on the side that opens flows.
+	// Dialer is true on the dialing side. Both sides open flows, each in its own id space
+	// (ListenerIDs); only the dialing side's may carry metadata.
 	Dialer bool
+	// RefuseFlows refuses every flow the peer opens, as a full backlog does: a side whose
+	// application takes no flows (a Dialer without AcceptFlows).
+	RefuseFlows bool
 	// InitialWindow is a flow's starting receive window; zero means 256 KiB. It grows
 	// (doubling) while the application drains it within two round trips, up to MaxWindow.
 	InitialWindow int
@@ -193,14 +197,15 @@ type Engine struct {
 		flows    map[uint64]*Stream
 		ready    streamQueue // streams with something to send
 		sessWait []*Stream   // streams whose data waits for session credit
-		nextID   [2]uint64   // by kind: last flow id opened locally (dialer) or seen (listener)
+		own      [2]uint64   // by kind: the last flow id this side opened
+		seen     [2]uint64   // by kind: the highest flow id the peer opened that this side has seen
 		linkIDs  []uint32    // links of the last round's route
 		err      error       // set when the session failed or closed
 
 		sendMax, sendUsed          uint64        // session credit: peer's limit, new bytes sent
 		recvMax, recvUsed          uint64        // session limit we gave, new bytes received
 		budgetHeld                 int64         // what this engine holds of cfg.Budget
-		opening                    int           // dialing side: flows whose OPEN has no answer yet
+		opening                    int           // flows this side opened whose OPEN has no answer yet
 		openRoom                   chan struct{} // closed when opening falls: WaitOpening's wake-up
 		budgetDenied               uint64        // reservations cfg.Budget refused
 		recvRead, recvWindow       uint64        // bytes consumed by the application; window size
@@ -294,15 +299,15 @@ func (e *Engine) OpenMeta(packet bool, meta []byte) (*Stream, error) {
 	return e.open(wire.KindStream, meta)
 }
 
-// open starts a new flow of a kind (dialer side).
+// open starts a new flow of a kind, numbered in this side's id space (docs/wire.md 8.1).
 func (e *Engine) open(kind uint8, meta []byte) (*Stream, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.err != nil {
 		return nil, e.mu.err
 	}
-	if !e.cfg.Dialer {
-		return nil, errors.New("rendr: only the dialing side opens flows")
+	if len(meta) > 0 && !e.cfg.Dialer {
+		return nil, errors.New("rendr: only the dialing side opens flows with metadata")
 	}
 	if len(e.mu.flows) >= e.cfg.MaxFlows {
 		return nil, ErrTooManyFlows
@@ -311,6 +316,7 @@ func (e *Engine) open(kind uint8, meta []byte) (*Stream, error) {
 		return nil, ErrOpening
 	}
 	s := e.newStreamLocked(e.nextIDLocked(kind))
+	s.local = true
 	if kind == wire.KindPacket {
 		s.pk = newPacketState()
 	}
@@ -373,16 +379,29 @@ func (s *Stream) settleOpenLocked() {
 	}
 }
 
-// nextIDLocked allocates the next flow id of a kind: streams are odd, packet flows even.
+// nextIDLocked allocates the next flow id of a kind in this side's id space: streams are odd,
+// packet flows even.
 func (e *Engine) nextIDLocked(kind uint8) uint64 {
-	hi := &e.mu.nextID[kind]
+	hi := &e.mu.own[kind]
 	if *hi == 0 {
-		*hi = firstID(kind)
+		*hi = firstID(kind, e.cfg.Dialer)
 	} else {
 		*hi += 2
 	}
 	return *hi
 }
+
+// ListenerIDs is where the ids of the flows the listening side opens begin (docs/wire.md
+// 8.1): the dialing side's flows are numbered from 1, the listening side's from ListenerIDs+1,
+// so that neither side's ids can run into the other's. It is even: an id's parity still says
+// its kind.
+const ListenerIDs = 1 << 61
+
+// byDialer reports whether a flow id is in the dialing side's id space.
+func byDialer(id uint64) bool { return id < ListenerIDs }
+
+// ownID reports whether a flow id is in this side's id space: the flow was opened here.
+func (e *Engine) ownID(id uint64) bool { return byDialer(id) == e.cfg.Dialer }
 
 // kindOf is the kind of a flow id (docs/wire.md 8.1): streams are odd, packet flows even.
 func kindOf(id uint64) uint8 {
@@ -392,12 +411,17 @@ func kindOf(id uint64) uint8 {
 	return wire.KindPacket
 }
 
-// firstID is the first flow id of a kind.
-func firstID(kind uint8) uint64 {
-	if kind == wire.KindStream {
-		return 1
+// firstID is the first flow id of a kind in the id space of the dialing side (dialer) or of
+// the listening side.
+func firstID(kind uint8, dialer bool) uint64 {
+	base := uint64(0)
+	if !dialer {
+		base = ListenerIDs
 	}
-	return 2
+	if kind == wire.KindStream {
+		return base + 1
+	}
+	return base + 2
 }
 
 // Accept waits for a stream flow the peer opened.
@@ -561,8 +585,8 @@ func (e *Engine) maybeRemoveLocked(s *Stream) {
 	if s.removed || !s.appClosed || !s.sendDone() || !s.recvDone() {
 		return
 	}
-	if e.cfg.Dialer && !s.openAcked && !s.settled && s.err == nil {
-		// Done both ways, but the listening side never confirmed the OPEN: it may hold the
+	if s.local && !s.openAcked && !s.settled && s.err == nil {
+		// Done both ways, but the peer never confirmed the OPEN: it may hold the
 		// flow without it (everything else came by another path) and wait for it for ever.
 		// The OPEN goes again; the flow is forgotten once it is confirmed.
 		if !s.openPending {

@@ -27,7 +27,8 @@ import (
 //
 // Mode bits: 1 dialing side (it opens flows and writes first), 2 the Holder lets payloads be
 // kept by reference, 4 the link is a datagram path (records are small and list what they
-// carry, so losses can be reported).
+// carry, so losses can be reported), 8 the frames' flow ids are moved into the listening
+// side's id space (flows the listener opens).
 func FuzzEngineFrames(f *testing.F) {
 	for _, s := range fuzzSeeds() {
 		f.Add(s)
@@ -96,6 +97,11 @@ func fuzzRun(t *testing.T, mode byte, in []byte) {
 		}
 		in = in[n:]
 		frames++
+		if mode&8 != 0 && f.Flow != 0 && f.Flow <= wire.MaxVarint-ListenerIDs {
+			// Into the listening side's id space: a dialer's flows the listener opened, a
+			// listener's own flows.
+			f.Flow += ListenerIDs
+		}
 		if f.Type == wire.TypePing {
 			x.action(f.Seq)
 		} else {
@@ -210,7 +216,9 @@ func (x *fuzzState) action(seq uint64) {
 	case 0:
 		x.send()
 	case 1:
-		if x.e.cfg.Dialer {
+		// The dialing side opens, the listening side accepts; from 1<<20 on, the other way
+		// round (both sides open flows, each in its own id space).
+		if x.e.cfg.Dialer == (arg < 1<<20) {
 			x.open(uint8(arg % 16)) // bit 0 the kind, bit 1 with metadata, bit 2 odd
 			return
 		}
@@ -485,8 +493,8 @@ func fuzzSeeds() [][]byte {
 		p[i] = byte(i)
 	}
 	var out [][]byte
-	for _, mode := range []byte{0, 2, 4, 6} {
-		// A listener's ordinary flows: open, data, a gap filled later, FIN, reads.
+	for _, mode := range []byte{0, 2, 4, 6, 9, 13} {
+		// A listener's ordinary flows (modes 9 and 13: a dialer's, the listener opened): open, data, a gap filled later, FIN, reads.
 		out = append(out, seed(mode, func(b []byte) []byte {
 			b = wire.AppendOpen(b, 1, wire.KindStream, nil)
 			b = wire.AppendData(b, 1, 0, false, p[:100])

@@ -24,9 +24,28 @@ func listener(t *testing.T, cfg Config) *Engine {
 // listening side refuse them one by one under its lock (time and memory linear in the id);
 // now a frame implying more flows than the backlog and the refused ids can take is a protocol
 // error that changes nothing.
+//
+// The same holds on the dialing side for the ids of the flows the listening side opens, and an
+// id of a side's own space that it never opened (the peer cannot open it) opens nothing
+// either.
 func TestOpenFarAheadIsBounded(t *testing.T) {
-	for _, id := range []uint64{4_000_001, 1<<40 + 1, 1 << 40, wire.MaxVarint, wire.MaxVarint - 1} {
-		e := listener(t, Config{})
+	cases := []struct {
+		dialer   bool
+		id       uint64
+		overflow uint64 // 1: too far ahead; 0: not the peer's to open at all
+	}{
+		{false, 4_000_001, 1}, {false, 1<<40 + 1, 1}, {false, 1 << 40, 1},
+		{false, ListenerIDs - 1, 1}, {false, ListenerIDs - 2, 1},
+		{false, ListenerIDs + 1, 0}, {false, wire.MaxVarint, 0}, {false, wire.MaxVarint - 1, 0},
+		{true, ListenerIDs + 4_000_001, 1}, {true, ListenerIDs + 1<<40, 1},
+		{true, wire.MaxVarint, 1}, {true, wire.MaxVarint - 1, 1},
+		{true, 1, 0}, {true, 4_000_002, 0},
+	}
+	for _, tc := range cases {
+		id := tc.id
+		cfg := Config{Dialer: tc.dialer}
+		e := New(cfg, &fakeRouter{})
+		t.Cleanup(func() { e.Fail(ErrClosed) })
 		f := wire.Frame{Type: wire.TypeOpen, Flow: id, Kind: kindOf(id)}
 		// Fatal, not Error: the ids after the first would take the old code hours.
 		if err := e.Handle(&f); err == nil {
@@ -36,19 +55,20 @@ func TestOpenFarAheadIsBounded(t *testing.T) {
 		if st.Flows != 0 || st.Opened != 0 || st.Refused != 0 || st.RefusedPending != 0 {
 			t.Fatalf("OPEN of flow %d left %d flows (%d opened), %d refused (%d pending)", id, st.Flows, st.Opened, st.Refused, st.RefusedPending)
 		}
-		if st.OpenOverflow != 1 || st.Violations != 1 {
-			t.Errorf("OPEN of flow %d: OpenOverflow %d, Violations %d, want 1 and 1", id, st.OpenOverflow, st.Violations)
+		if st.OpenOverflow != tc.overflow || st.Violations != 1 {
+			t.Errorf("OPEN of flow %d (dialer %v): OpenOverflow %d, Violations %d, want %d and 1", id, tc.dialer, st.OpenOverflow, st.Violations, tc.overflow)
 		}
 		e.mu.Lock()
-		ctrl, hi := len(e.mu.ctrl), e.mu.nextID
+		ctrl, seen, own := len(e.mu.ctrl), e.mu.seen, e.mu.own
 		e.mu.Unlock()
-		if ctrl != 0 || hi != [2]uint64{} {
-			t.Errorf("OPEN of flow %d queued %d reply bytes and moved the highest ids to %v", id, ctrl, hi)
+		if ctrl != 0 || seen != [2]uint64{} || own != [2]uint64{} {
+			t.Errorf("OPEN of flow %d queued %d reply bytes and moved the highest ids to %v and %v", id, ctrl, seen, own)
 		}
 		// Nothing else is harmed: the flows the peer may open still open.
-		f = wire.Frame{Type: wire.TypeData, Flow: 1, Payload: []byte("x")}
+		first := firstID(wire.KindStream, !tc.dialer)
+		f = wire.Frame{Type: wire.TypeData, Flow: first, Payload: []byte("x")}
 		if err := e.Handle(&f); err != nil {
-			t.Fatalf("DATA on flow 1 after the refused OPEN: %v", err)
+			t.Fatalf("DATA on flow %d after the refused OPEN: %v", first, err)
 		}
 		if st := e.Stats(); st.Flows != 1 {
 			t.Errorf("%d flows after opening flow 1, want 1", st.Flows)
@@ -63,7 +83,7 @@ func TestOpenAheadFillsTheRoomExactly(t *testing.T) {
 	for _, kind := range []uint8{wire.KindStream, wire.KindPacket} {
 		e := listener(t, Config{Backlog: 3})
 		room := uint64(3 + maxRefused)
-		id := firstID(kind) + 2*(room-1)
+		id := firstID(kind, true) + 2*(room-1)
 		f := wire.Frame{Type: wire.TypeOpen, Flow: id, Kind: kind}
 		if err := e.Handle(&f); err != nil {
 			t.Fatalf("kind %d: OPEN of %d flows, exactly the room: %v", kind, room, err)

@@ -2,8 +2,8 @@
 //
 //  1. HandleFrom takes the engine's lock; handleLocked checks the frame's values.
 //  2. MAX_DATA raises the session credit (window.go). Any other frame finds its flow
-//     (lookupLocked), which on the listening side may open new flows or refuse them; a frame
-//     for a flow that is gone gets a stateless reply.
+//     (lookupLocked), which for an id of the peer's space may open new flows or refuse them;
+//     a frame for a flow that is gone gets a stateless reply.
 //  3. DATA is checked against the flow and session windows, then delivered in order
 //     (acceptLocked, stream.go) or held ahead of a gap (reorder.go); ACK lets acknowledged
 //     bytes go and raises the peer's flow window; RESET and STOP end a direction; DATAGRAM
@@ -77,8 +77,8 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 	if s == nil || err != nil {
 		return err
 	}
-	// Any frame of the listening side's for a flow says its OPEN arrived (it took the flow
-	// or refused it).
+	// Any frame of the peer's for a flow this side opened says its OPEN arrived (it took the
+	// flow or refused it).
 	s.settleOpenLocked()
 	switch f.Type {
 	case wire.TypeOpen:
@@ -149,18 +149,22 @@ func (e *Engine) handleLocked(f *wire.Frame, src Holder) error {
 	return nil
 }
 
-// lookupLocked finds the stream a frame is for. On the listening side a new id opens it (and
-// every lower id not yet seen, as flows are numbered in order). For a flow that no longer
-// exists it queues the stateless reply that lets the peer finish, and returns nil.
+// lookupLocked finds the stream a frame is for. A new id of the peer's id space opens it (and
+// every lower id of that space not yet seen, as flows are numbered in order). For a flow that
+// no longer exists it queues the stateless reply that lets the peer finish, and returns nil.
 func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	if s := e.mu.flows[f.Flow]; s != nil {
 		return s, nil
 	}
-	if f.Flow == 0 {
-		return nil, fmt.Errorf("rendr: frame for flow 0")
+	if f.Flow == 0 || f.Flow == ListenerIDs {
+		return nil, fmt.Errorf("rendr: frame for flow %d, an id never used", f.Flow)
 	}
 	kind := kindOf(f.Flow)
-	hi := &e.mu.nextID[kind]
+	hi := &e.mu.seen[kind]
+	own := e.ownID(f.Flow)
+	if own {
+		hi = &e.mu.own[kind]
+	}
 	if f.Flow <= *hi {
 		if f.Type == wire.TypeDatagram {
 			return nil, nil // a datagram for a flow that is gone: nothing to answer
@@ -172,8 +176,8 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 		}
 		return nil, nil
 	}
-	if e.cfg.Dialer {
-		return nil, fmt.Errorf("rendr: peer used flow %d, which was never opened", f.Flow)
+	if own {
+		return nil, fmt.Errorf("rendr: peer used flow %d, which this side never opened", f.Flow)
 	}
 	if f.Type == wire.TypeAck {
 		// (A STOP may come first: the dialing side closed its reading side, and the
@@ -191,7 +195,7 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	}
 	first := *hi + 2
 	if *hi == 0 {
-		first = firstID(kind)
+		first = firstID(kind, !e.cfg.Dialer)
 	}
 	// Every id from first to f.Flow opens now: as a flow while the backlog and the flow
 	// limit have room, refused beyond. The count is checked against that room before any of
@@ -200,12 +204,15 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	n := (f.Flow-first)/2 + 1
 	waiting := len(e.mu.accept[kind]) + e.mu.unopened[kind]
 	room := uint64(max(min(e.cfg.MaxFlows-len(e.mu.flows), e.cfg.Backlog-waiting), 0))
+	if e.cfg.RefuseFlows {
+		room = 0
+	}
 	if n > room+uint64(max(maxRefused-len(e.mu.refused), 0)) {
 		e.mu.openOverflow++
 		return nil, fmt.Errorf("rendr: flow %d opens %d flows at once; room for %d, and %d refused of %d", f.Flow, n, room, len(e.mu.refused), maxRefused)
 	}
 	for id := first; id <= f.Flow; id += 2 {
-		if len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept[kind])+e.mu.unopened[kind] >= e.cfg.Backlog {
+		if e.cfg.RefuseFlows || len(e.mu.flows) >= e.cfg.MaxFlows || len(e.mu.accept[kind])+e.mu.unopened[kind] >= e.cfg.Backlog {
 			*hi = id
 			e.refuseLocked(id)
 			continue
@@ -249,7 +256,7 @@ func (e *Engine) lookupLocked(f *wire.Frame) (*Stream, error) {
 	return nil, nil
 }
 
-// openLocked takes a flow's OPEN (listening side). The first hands the flow to Accept, or
+// openLocked takes the OPEN of a flow the peer opened. The first hands the flow to Accept, or
 // turns it down when its metadata is not accepted (Config.CheckMeta). One sent again after a
 // rewind is answered as well: every ACK of the flow now says AckOpen, so the dialing side
 // stops sending it.
@@ -257,8 +264,8 @@ func (s *Stream) openLocked(f *wire.Frame) error {
 	e := s.e
 	kind := kindOf(s.id)
 	switch {
-	case e.cfg.Dialer:
-		return fmt.Errorf("rendr: OPEN for flow %d from the listening side", s.id)
+	case s.local:
+		return fmt.Errorf("rendr: OPEN for flow %d, which this side opened", s.id)
 	case f.Kind != kind:
 		return fmt.Errorf("rendr: OPEN of kind %d for flow %d, whose id says kind %d", f.Kind, s.id, kind)
 	case s.openSeen && !bytes.Equal(f.Payload, s.meta):
@@ -282,7 +289,7 @@ func (s *Stream) openLocked(f *wire.Frame) error {
 			return nil
 		}
 	}
-	// In the order the dialing side opened them, whatever order their OPENs came in.
+	// In the order the peer opened them, whatever order their OPENs came in.
 	q := e.mu.accept[kind]
 	i, _ := slices.BinarySearchFunc(q, s.id, func(o *Stream, id uint64) int { return cmp.Compare(o.id, id) })
 	e.mu.accept[kind] = slices.Insert(q, i, s)
@@ -463,7 +470,7 @@ func (s *Stream) ackLocked(f *wire.Frame) error {
 	if d > s.sendHigh {
 		return fmt.Errorf("rendr: flow %d: ACK of %d, only %d sent", s.id, d, s.sendHigh)
 	}
-	if f.Flags&wire.AckOpen != 0 && !s.openAcked && e.cfg.Dialer {
+	if f.Flags&wire.AckOpen != 0 && !s.openAcked && s.local {
 		s.openAcked = true // the OPEN need not go again after a rewind
 		s.wakeOpenLocked()
 	}

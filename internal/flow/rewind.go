@@ -111,7 +111,7 @@ func (e *Engine) rewindLocked() {
 				s.resetPending = true
 			}
 		}
-		if !s.openAcked && e.cfg.Dialer {
+		if !s.openAcked && s.local {
 			s.openPending = true
 		}
 		if s.stopSent && !s.recvDone() {

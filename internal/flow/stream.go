@@ -39,16 +39,17 @@ type Stream struct {
 
 	// Guarded by e.mu.
 	queued, removed, outstanding bool
-	openPending, openAcked       bool          // dialing side: OPEN to send; the peer confirmed it (AckOpen)
-	openSeen                     bool          // listening side: the OPEN arrived
-	settled                      bool          // dialing side: the peer refused, rejected or forgot the flow
-	taken                        bool          // listening side: queued for Accept, or Confirmed: ACKs say AckOpen
-	openWait                     chan struct{} // dialing side: closed for WaitOpen's waiters when openAcked or failed
+	openPending, openAcked       bool          // opened here: OPEN to send; the peer confirmed it (AckOpen)
+	openSeen                     bool          // opened by the peer: the OPEN arrived
+	settled                      bool          // opened here: the peer refused, rejected or forgot the flow
+	taken                        bool          // opened by the peer: queued for Accept, or Confirmed: ACKs say AckOpen
+	openWait                     chan struct{} // opened here: closed for WaitOpen's waiters when openAcked or failed
 	meta                         []byte
 	code                         uint64 // the code of this side's STOP and RESET
 	resetCode                    uint64 // the code of the peer's RESET, once resetRecv
 	charged                      bool   // holds FlowCost of the engine's Config.Budget
-	opening                      bool   // dialing side: counted in the engine's opening
+	opening                      bool   // counted in the engine's opening
+	local                        bool   // this side opened the flow (its id is in this side's space)
 
 	sbuf                         buffer    // bytes from sendBase to the end of what was written
 	retx                         spans     // bytes below sendNext to send again: a lossy link lost them
@@ -487,7 +488,7 @@ func (s *Stream) Confirm() {
 	e := s.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if s.taken || s.appClosed || s.err != nil || e.cfg.Dialer {
+	if s.taken || s.appClosed || s.err != nil || s.local {
 		return
 	}
 	s.taken = true
