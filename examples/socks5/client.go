@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -54,7 +55,7 @@ func newClient(args []string, stderr io.Writer, h host) (*client, error) {
 	authFile := fs.String("auth", "", "file of user:password lines; without it no authentication is asked")
 	verbose := fs.Bool("v", false, "log every connection and rendr's debug events")
 	var paths listFlag
-	fs.Var(&paths, "path", "a path to the server: ADDR[,from=IP][,backup][,name=NAME] (repeat for more)")
+	fs.Var(&paths, "path", "a path to the server: ADDR[,from=IP][,backup|,tier=N][,name=NAME] (repeat for more)")
 	if err := fs.Parse(args); err != nil {
 		return nil, errUsage
 	}
@@ -119,7 +120,7 @@ func pathGraph(policy string, specs []string, h host) (*rendr.Target, error) {
 	return nil, fmt.Errorf("-policy %q: selector, race or bond", policy)
 }
 
-// parsePath reads ADDR[,from=IP][,backup][,name=NAME].
+// parsePath reads ADDR[,from=IP][,backup|,tier=N][,name=NAME].
 func parsePath(spec, name string, h host) (*rendr.Target, error) {
 	fields := strings.Split(spec, ",")
 	addr := fields[0]
@@ -138,13 +139,19 @@ func parsePath(spec, name string, h host) (*rendr.Target, error) {
 			topts = append(topts, tcp.LocalAddr(v))
 		case "backup":
 			popts = append(popts, rendr.Backup())
+		case "tier":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("-path %q: tier is a number, 0 for a primary path", spec)
+			}
+			popts = append(popts, rendr.Tier(n))
 		case "name":
 			if v == "" {
 				return nil, fmt.Errorf("-path %q: an empty name", spec)
 			}
 			name = v
 		default:
-			return nil, fmt.Errorf("-path %q: unknown option %q (from=IP, backup, name=NAME)", spec, k)
+			return nil, fmt.Errorf("-path %q: unknown option %q (from=IP, backup, tier=N, name=NAME)", spec, k)
 		}
 	}
 	return rendr.Path(name, h.dialCarrier(addr, topts...), popts...), nil
@@ -230,7 +237,9 @@ func (c *client) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 	c.log.Debug("socks5: connected", "client", conn.RemoteAddr(), "dest", req, "flow", f.FlowID())
-	splice(conn, f)
+	if err := splice(conn, f); err != nil {
+		c.log.Debug("socks5: connection ended", "client", conn.RemoteAddr(), "dest", req, "err", err)
+	}
 }
 
 // negotiate runs the method negotiation, authentication when required, and reads a CONNECT

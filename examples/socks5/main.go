@@ -45,7 +45,7 @@ func main() {
 const usage = `usage:
   socks5 genkey
   socks5 pubkey < private-key
-  socks5 client -key FILE -peer KEY -path ADDR[,from=IP][,backup] ... [-listen ADDR]
+  socks5 client -key FILE -peer KEY -path ADDR[,from=IP][,backup|,tier=N] ... [-listen ADDR]
                 [-policy selector|race|bond] [-auth FILE] [-v]
   socks5 server -key FILE -peer KEY ... -listen ADDR ... -allow PREFIX ... [-v]`
 

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +30,7 @@ import (
 	"github.com/rendr-go/rendr/internal/netlab"
 	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/l3"
+	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
@@ -74,6 +76,18 @@ func labHost(lab *netlab.Lab, side netlab.Side, lookup lookupFunc) host {
 		},
 		lookup: lookup,
 	}
+}
+
+// pathStatus is the dialer's path of that name.
+func pathStatus(t *testing.T, d *rendr.Dialer, name string) status.Path {
+	t.Helper()
+	for _, p := range d.Status().Paths {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no path %s", name)
+	return status.Path{}
 }
 
 // held is a payload served in two parts: the handler sends the first, says so on sent, and
@@ -178,15 +192,25 @@ func TestCurlNetns(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("curl ended before the first %d bytes were served: %v: %s", first, err, stderr.String())
 	}
-	// The first path is the primary, the second a backup: the first carries the download.
+	// Cut the path that carries the download (the backup when it came up first: the
+	// Selector stays on it while it is healthy).
+	// The paths are named path<i> after the lab's path i (the -path flags' order).
 	st := cli.d.Status()
-	if len(st.Paths) != 2 || !st.Paths[0].Active {
-		t.Fatalf("path0 should carry the download: %+v", st.Paths)
+	cut := -1
+	for _, p := range st.Paths {
+		if p.Active {
+			cut, _ = strconv.Atoi(strings.TrimPrefix(p.Name, "path"))
+		}
 	}
-	before := st.Paths[1].BytesRecv
-	if err := lab.Blackhole(0, true); err != nil {
+	if len(st.Paths) != 2 || cut < 0 {
+		t.Fatalf("no path carries the download: %+v", st.Paths)
+	}
+	other := fmt.Sprintf("path%d", 1-cut)
+	before := pathStatus(t, cli.d, other).BytesRecv
+	if err := lab.Blackhole(cut, true); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("path%d cut after %d bytes", cut, first)
 	web.resume()
 	if err := <-done; err != nil {
 		t.Fatalf("curl: %v: %s", err, stderr.String())
@@ -201,8 +225,8 @@ func TestCurlNetns(t *testing.T) {
 	if n := lookups.Load(); n != 1 {
 		t.Errorf("the server resolved the name %d times, want once", n)
 	}
-	if moved := cli.d.Status().Paths[1].BytesRecv - before; moved < size-first {
-		t.Errorf("path1 received %d bytes after the cut, less than the %d sent after it", moved, size-first)
+	if moved := pathStatus(t, cli.d, other).BytesRecv - before; moved < size-first {
+		t.Errorf("%s received %d bytes after the cut, less than the %d sent after it", other, moved, size-first)
 	}
 
 	// A closed port: the server's egress is refused, and curl hears the SOCKS refusal.

@@ -9,15 +9,18 @@ import (
 )
 
 // splice copies both ways between the application's TCP connection and its flow until both
-// directions have ended, then closes both. An end of stream is passed on as a half-close
-// (CloseWrite), so a client that shuts its sending side still reads the whole reply. A failure
-// either way aborts both: a reset flow (the destination reset its connection, or the
-// destination could not be reached) resets the application's connection, and an application
-// that reset its connection resets the flow, so the far side's destination sees an RST too.
-func splice(app net.Conn, f *rendr.Conn) {
+// directions have ended, then closes both, and returns the first failure. An end of stream is
+// passed on as a half-close (CloseWrite), so a client that shuts its sending side still reads
+// the whole reply. A failure either way aborts both: a reset flow (the destination reset its
+// connection, or it could not be reached) resets the application's connection, and an
+// application that reset its connection resets the flow, so the far side's destination sees
+// an RST too.
+func splice(app net.Conn, f *rendr.Conn) error {
 	var once sync.Once
-	abort := func() {
+	var first error
+	abort := func(err error) {
 		once.Do(func() {
+			first = err
 			if tc, ok := app.(*net.TCPConn); ok {
 				tc.SetLinger(0) // Close sends an RST
 			}
@@ -29,20 +32,21 @@ func splice(app net.Conn, f *rendr.Conn) {
 	wg.Go(func() {
 		// Flow to application.
 		if _, err := io.Copy(app, f); err != nil {
-			abort()
+			abort(err)
 			return
 		}
 		closeWrite(app)
 	})
 	// Application to flow.
 	if _, err := io.Copy(f, app); err != nil {
-		abort()
+		abort(err)
 	} else {
 		f.CloseWrite()
 	}
 	wg.Wait()
 	app.Close()
 	f.Close()
+	return first
 }
 
 // closeWrite half-closes c where it can, and closes it where it cannot.
