@@ -1,0 +1,163 @@
+// Command socks5 is a SOCKS5 proxy in two halves joined by rendr: the client half is a SOCKS5
+// server on the user's machine, the server half the egress at a remote site. Each CONNECT
+// becomes a rendr flow carrying its destination, over every path the client has to the
+// server, and a connection survives the loss of the path it was using.
+//
+//	socks5 genkey > client.key            a private key
+//	socks5 pubkey < client.key            its public key, for the other side's flags
+//	socks5 server -key server.key -peer CLIENTPUB -listen :7001 -listen :7002 -allow 0.0.0.0/0
+//	socks5 client -key client.key -peer SERVERPUB -listen 127.0.0.1:1080 \
+//	    -path 203.0.113.7:7001 -path 203.0.113.7:7002,from=10.20.0.5,backup
+//
+// README.md beside this file says more.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/transport"
+	"github.com/rendr-go/rendr/transport/tcp"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, osHost())
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "socks5:", err)
+		if errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, usage)
+		}
+		os.Exit(1)
+	}
+}
+
+const usage = `usage:
+  socks5 genkey
+  socks5 pubkey < private-key
+  socks5 client -key FILE -peer KEY -path ADDR[,from=IP][,backup|,tier=N] ... [-listen ADDR]
+                [-policy selector|race|bond] [-auth FILE] [-v]
+  socks5 server -key FILE -peer KEY ... -listen ADDR ... -allow PREFIX ... [-v]`
+
+var errUsage = errors.New("usage")
+
+// host is how the program reaches the network: the operating system's sockets in main, a
+// test's network namespaces in the tests.
+type host struct {
+	// listen opens the SOCKS5 listener.
+	listen func(address string) (net.Listener, error)
+	// listenCarrier opens a listener for rendr's carriers.
+	listenCarrier func(address string) (net.Listener, error)
+	// dialCarrier is a path's dial function.
+	dialCarrier func(address string, opts ...tcp.Option) transport.DialFunc
+	// egress connects the server to a destination.
+	egress rendr.Egress
+	// lookup is the server's resolver.
+	lookup lookupFunc
+}
+
+func osHost() host {
+	return host{
+		listen:        func(a string) (net.Listener, error) { return net.Listen("tcp", a) },
+		listenCarrier: func(a string) (net.Listener, error) { return tcp.Listen(a) },
+		dialCarrier:   tcp.Dialer,
+		egress:        rendr.DirectEgress,
+		lookup:        systemLookup,
+	}
+}
+
+// run is the program: args without the program's name. It returns when ctx ends (nil) or the
+// proxy fails.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, h host) error {
+	if len(args) == 0 {
+		return errUsage
+	}
+	switch args[0] {
+	case "genkey":
+		k, err := rendr.NewKey()
+		if err != nil {
+			return err
+		}
+		b, _ := k.MarshalText()
+		fmt.Fprintf(stdout, "%s\n", b)
+		return nil
+	case "pubkey":
+		b, err := io.ReadAll(io.LimitReader(stdin, 1024))
+		if err != nil {
+			return err
+		}
+		k, err := rendr.ParsePrivateKey(strings.TrimSpace(string(b)))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, k.Public())
+		return nil
+	case "client":
+		c, err := newClient(args[1:], stderr, h)
+		if err != nil {
+			return err
+		}
+		return c.serve(ctx)
+	case "server":
+		s, err := newServer(args[1:], stderr, h)
+		if err != nil {
+			return err
+		}
+		return s.serve(ctx)
+	}
+	return errUsage
+}
+
+// listFlag is a flag given any number of times.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// logger writes to w; debug events (rendr's own included) only when verbose.
+func logger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// readKey reads a private key from a file, as genkey writes it.
+func readKey(path string) (rendr.PrivateKey, error) {
+	if path == "" {
+		return rendr.PrivateKey{}, errors.New("-key is required: a file holding this side's private key (socks5 genkey > FILE)")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return rendr.PrivateKey{}, fmt.Errorf("-key: %w", err)
+	}
+	k, err := rendr.ParsePrivateKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return rendr.PrivateKey{}, fmt.Errorf("-key %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// parsePeers reads public keys, as pubkey prints them.
+func parsePeers(keys []string) ([]rendr.PublicKey, error) {
+	var out []rendr.PublicKey
+	for _, s := range keys {
+		k, err := rendr.ParsePublicKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("-peer %q: %w", s, err)
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
