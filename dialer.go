@@ -459,7 +459,7 @@ func (d *Dialer) founder(s *session) (mode uint8, ok bool) {
 }
 
 // attempt dials one carrier, handshakes, attaches it and returns when it dies.
-func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
+func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) (err error) {
 	s.mu.Lock()
 	t := ls.target // a Target is never changed once in a graph; SetTier replaces it
 	ls.dials++
@@ -467,6 +467,9 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		ls.state, ls.since = status.Connecting, time.Now()
 	}
 	s.mu.Unlock()
+	if d.c.trace != nil {
+		s.traceConnecting(t.name)
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, d.c.hsTimeout)
 	defer cancel()
 	go func() {
@@ -477,6 +480,9 @@ func (d *Dialer) attempt(s *session, ls *leafState, mode uint8) error {
 		}
 	}()
 	conn, err := t.dial(ctx)
+	if d.c.trace != nil {
+		defer s.traceAttempt(t.name, conn != nil, &err)
+	}
 	if err != nil {
 		return err
 	}

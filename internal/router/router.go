@@ -92,6 +92,16 @@ type Config struct {
 	// Leaf returns the path serving a leaf of the policy graph, or nil while it has none
 	// (dialing side; called under Lock).
 	Leaf func(*policy.Node) Path
+	// OnState, if set, is told when the Router turns a path Suspect, or Up again, and why
+	// (a word or two). It is called under Lock, so it must not call the Router.
+	OnState func(p Path, why string)
+}
+
+// stateLocked tells Config.OnState of p's new state.
+func (r *Router) stateLocked(p Path, why string) {
+	if r.c.OnState != nil {
+		r.c.OnState(p, why)
+	}
 }
 
 // cacheFor bounds how often the policy graph is evaluated when nothing changed: the engine
