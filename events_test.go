@@ -155,6 +155,10 @@ func TestTraceEvents(t *testing.T) {
 	ll.wait(t, "listener's session_ended", func(ev status.Event) bool {
 		return ev.Kind == status.SessionEnded && ev.Session == sid
 	})
+	down := dl.wait(t, "path_down", func(ev status.Event) bool { return ev.Kind == status.PathDown && ev.Path == to })
+	if down.Err == "" || down.PathID != mv.ToID || down.Session != sid {
+		t.Errorf("path_down: %+v", down)
+	}
 }
 
 // activePath names the path carrying traffic, "" for none.
