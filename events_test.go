@@ -170,12 +170,3 @@ func activePath(st status.Session) string {
 	}
 	return ""
 }
-
-// TestTraceKindsNamed: every kind has its name in a trace.
-func TestTraceKindsNamed(t *testing.T) {
-	for k := status.PathConnecting; k <= status.SessionEnded; k++ {
-		if s := k.String(); s == "" || s[0] == 'E' {
-			t.Errorf("EventKind %d has no name: %q", k, s)
-		}
-	}
-}
