@@ -22,6 +22,13 @@ type Options struct {
 	// OnMigrate is called after traffic of a session moves from one path to another. It runs
 	// on rendr's engine goroutine and must return quickly; it may call Status.
 	OnMigrate func(status.Migration)
+	// Trace, if set, receives every decision of the engine as it is made: paths connecting,
+	// up, suspect and down with why, migrations, rewinds, handshakes accepted or refused
+	// (listening side) or failed (dialing side), sessions ended. Package trace writes them as
+	// JSON lines; package metrics counts them. It is called on rendr's goroutines, possibly
+	// several at once, and must return quickly (hand the event off; never block on I/O). It
+	// must not call Close. Nil costs nothing.
+	Trace func(status.Event)
 	// ReconnectTimeout is how long a session waits with no path attached before its flows
 	// fail with ErrNoPath; zero means 60s.
 	ReconnectTimeout time.Duration
@@ -53,6 +60,7 @@ func (o *Options) common(key PrivateKey) *common {
 	c := &common{
 		log:       o.Logger,
 		onMigrate: o.OnMigrate,
+		trace:     o.Trace,
 		reconnect: o.ReconnectTimeout,
 		hsTimeout: o.HandshakeTimeout,
 		engine: flow.Config{InitialWindow: o.InitialWindow, MaxWindow: o.MaxWindow,

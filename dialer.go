@@ -529,7 +529,7 @@ func (d *Dialer) founder(ctx context.Context, s *session) (mode uint8, ok bool) 
 var errSessionOver = errors.New("rendr: session over")
 
 // attempt dials one carrier, handshakes, attaches it and returns when it dies.
-func (d *Dialer) attempt(s *session, ls *leafState) error {
+func (d *Dialer) attempt(s *session, ls *leafState) (err error) {
 	s.mu.Lock()
 	t := ls.target // a Target is never changed once in a graph; SetTier replaces it
 	ls.dials++
@@ -537,6 +537,9 @@ func (d *Dialer) attempt(s *session, ls *leafState) error {
 		ls.state, ls.since = status.Connecting, time.Now()
 	}
 	s.mu.Unlock()
+	if d.c.trace != nil {
+		s.traceConnecting(t.name)
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, d.c.hsTimeout)
 	defer cancel()
 	go func() {
@@ -547,6 +550,9 @@ func (d *Dialer) attempt(s *session, ls *leafState) error {
 		}
 	}()
 	conn, err := t.dial(ctx)
+	if d.c.trace != nil {
+		defer s.traceAttempt(t.name, conn != nil, &err)
+	}
 	if err != nil {
 		return err
 	}

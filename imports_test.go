@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,6 +33,10 @@ func TestImportBoundaries(t *testing.T) {
 		{dir: ".", forbidden: []string{mod + "internal/testkit"}},
 		{dir: "examples", forbidden: []string{mod + "internal/"},
 			allowed: []string{mod + "internal/relay"}},
+		// Observability reads the public snapshots and events only: the trace and the metrics
+		// stand apart from the engine, and only metrics/ speaks Prometheus.
+		{dir: "trace", forbidden: []string{"github.com/rendr-go/rendr", mod + "internal/", "github.com/prometheus"}},
+		{dir: "metrics", forbidden: []string{"github.com/rendr-go/rendr", mod + "internal/"}},
 	}
 	for _, r := range rules {
 		filepath.WalkDir(r.dir, func(p string, d fs.DirEntry, err error) error {
@@ -65,5 +70,36 @@ func TestImportBoundaries(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestPrometheusOnlyInMetrics: an embedder who does not import package metrics gets no
+// Prometheus code, directly or through any dependency: no package of the module but metrics/
+// (and the examples and commands, programs that may import it on purpose) depends on it.
+func TestPrometheusOnlyInMetrics(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Deps " "}}`, "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	const mod = "github.com/rendr-go/rendr"
+	checked := 0
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		pkg := fields[0]
+		if pkg == mod+"/metrics" || strings.HasPrefix(pkg, mod+"/examples/") || strings.HasPrefix(pkg, mod+"/cmd/") {
+			continue
+		}
+		checked++
+		for _, dep := range fields[1:] {
+			if strings.HasPrefix(dep, "github.com/prometheus/") || dep == mod+"/metrics" {
+				t.Errorf("%s depends on %s: only package metrics may pull in Prometheus", pkg, dep)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("only %d packages listed: %q", checked, out)
 	}
 }

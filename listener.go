@@ -445,10 +445,16 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts, start time.Time) {
 			l.stats.replayed.Add(1)
 		}
 		l.c.log.Debug("rendr: handshake refused", "remote", c.RemoteAddr(), "err", err)
+		if l.c.trace != nil {
+			l.traceHandshake(c, nil, refusalOf(err), err)
+		}
 		c.Close()
 		return
 	}
 	if res.Reply.Status != handshake.StatusOK {
+		if l.c.trace != nil {
+			l.traceHandshake(c, res, replyRefusal(res.Reply.Status), nil)
+		}
 		l.closeAfterReply(c)
 		return
 	}
@@ -457,7 +463,14 @@ func (l *Listener) routineHandshake(c net.Conn, o sourceOpts, start time.Time) {
 			created.fail(err)
 		}
 		l.c.log.Debug("rendr: path not attached", "remote", c.RemoteAddr(), "err", err)
+		if l.c.trace != nil {
+			l.traceHandshake(c, res, status.RefuseOther, err)
+		}
 		c.Close()
+		return
+	}
+	if l.c.trace != nil {
+		l.traceHandshake(c, res, "", nil)
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 type common struct {
 	log       *slog.Logger
 	onMigrate func(status.Migration)
+	trace     func(status.Event) // Options.Trace; nil: no event is built (events.go)
 	reconnect time.Duration
 	hsTimeout time.Duration
 	engine    flow.Config
@@ -81,6 +82,7 @@ type session struct {
 		// traffic off backups; headTimer routes again when it ends.
 		headStart time.Time
 		headTimer *time.Timer
+		events    []status.Event // made under mu, for Options.Trace once mu is let go (events.go)
 	}
 }
 
@@ -115,7 +117,7 @@ func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *polic
 	s := &session{c: c, id: id, peerKey: peer, dialer: dialer, mem: mem,
 		established: make(chan struct{}), done: make(chan struct{})}
 	s.mu.full = root
-	s.router = router.New(router.Config{Dialer: dialer, Lock: &s.mu.Mutex, Log: c.log,
+	s.router = router.New(router.Config{Dialer: dialer, Lock: &s.mu.Mutex, Log: c.log, OnState: s.routerStateLocked(),
 		Leaf: func(n *policy.Node) router.Path {
 			if ls := s.mu.leaves[n]; ls != nil && ls.link != nil {
 				return ls.link
@@ -136,6 +138,7 @@ func newSession(c *common, id [16]byte, peer PublicKey, dialer bool, root *polic
 	ec := c.engine
 	ec.Dialer = dialer
 	ec.Budget = mem
+	ec.OnRewind = s.rewound()
 	s.engine = flow.New(ec, s)
 	// Large payloads stay in the read blocks they arrived in until the application reads
 	// them, instead of being copied into the flow's buffer. What that keeps alive beyond
@@ -188,6 +191,9 @@ func (s *session) fail(err error) {
 	id := s.id
 	s.mu.Unlock()
 	s.c.log.Debug("rendr: session ended", "session", fmt.Sprintf("%x", id[:4]), "err", err)
+	if s.c.trace != nil {
+		s.c.emit(status.Event{Kind: status.SessionEnded, Dialer: s.dialer, Session: id, Err: errText(err)})
+	}
 	close(s.done)
 	s.cancel()
 	s.engine.Fail(err)
@@ -321,7 +327,12 @@ func (s *session) attach(l *link) error {
 		ls.silentAt = time.Time{}
 	}
 	s.mu.noPath.Stop()
+	id := s.id
 	s.mu.Unlock()
+	if s.c.trace != nil {
+		s.c.emit(status.Event{Kind: status.PathUp, Dialer: s.dialer, Session: id, Path: l.name, PathID: l.id,
+			Remote: addrText(l.p.RemoteAddr()), SRTT: l.p.Quality().SRTT})
+	}
 	s.engine.Kick()
 	return nil
 }
@@ -361,6 +372,7 @@ func (s *session) Route() *flow.Route {
 		ev = nil
 	}
 	var watchers []func(status.Migration)
+	events := s.takeEventsLocked()
 	if ev != nil {
 		ev.Session = s.id
 		for _, w := range s.mu.watchers {
@@ -371,8 +383,12 @@ func (s *session) Route() *flow.Route {
 	if routeFrame != nil {
 		s.engine.SetRoute(routeFrame)
 	}
+	s.c.emitAll(events)
 	if ev != nil {
 		s.c.log.Debug("rendr: migration", "from", ev.From, "to", ev.To, "cause", ev.Cause.String(), "active", ev.Active)
+		if s.c.trace != nil {
+			s.c.emitMigration(s.dialer, ev)
+		}
 		if s.c.onMigrate != nil {
 			s.c.onMigrate(*ev)
 		}
@@ -451,6 +467,10 @@ func (s *session) snapshot() status.Session {
 	out.Flows = es.Flows
 	out.Refused, out.Violations, out.OpenOverflow, out.BudgetDenied = es.Refused, es.Violations, es.OpenOverflow, es.BudgetDenied
 	out.Rejected = es.Rejected
+	out.Rewinds, out.Resent = es.Migrations, es.Rewound+es.LostResent
+	out.Drops = status.Drops{SendQueue: es.Datagrams.SendDrops, RecvQueue: es.Datagrams.RecvDrops,
+		Duplicate: es.Datagrams.Duplicates, TooOld: es.Datagrams.TooOld, Late: es.Datagrams.Late,
+		Oversize: es.Datagrams.Oversize, DupBytes: es.DupBytes, GapFrames: es.GapDrops}
 	return out
 }
 
@@ -609,6 +629,9 @@ func (l *link) Writable(*path.Path) { l.s.engine.Kick() }
 // Down implements path.Handler.
 func (l *link) Down(p *path.Path, cause error) {
 	l.s.c.log.Debug("rendr: path down", "path", l.name, "cause", cause)
+	if l.s.c.trace != nil {
+		l.s.pathDown(l, cause)
+	}
 	l.s.detach(l, cause)
 	l.s.wg.Done()
 }

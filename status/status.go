@@ -108,6 +108,28 @@ type Session struct {
 	// Rejected counts flows turned down for the L3 identity they carry (the listener takes
 	// none, or it was not in its canonical encoding).
 	Rejected uint64
+	// Rewinds counts the path changes that sent flows back to their acknowledged offsets,
+	// and Resent the bytes sent again: those rewinds' unacknowledged bytes, and what a
+	// datagram path reported lost.
+	Rewinds int
+	Resent  uint64
+	// Drops counts what the session dropped, by cause, over all its flows.
+	Drops Drops
+}
+
+// Drops counts what a session dropped, by cause. Datagrams of packet flows are dropped by
+// design (a full queue, a copy); stream bytes are only ever dropped as copies of bytes
+// already delivered, or ahead of a gap, to come again.
+type Drops struct {
+	SendQueue uint64 // datagrams the send queue had no room for
+	RecvQueue uint64 // datagrams the receive queue had no room for
+	Duplicate uint64 // datagrams received twice (a Race sends each on every path)
+	TooOld    uint64 // datagrams too far behind the newest to tell whether they are copies
+	Late      uint64 // datagrams that arrived after their flow's end
+	Oversize  uint64 // datagrams larger than the packets of the path they were to go on
+	// DupBytes counts stream bytes received again after their delivery (a Race, a rewind),
+	// and GapFrames the DATA frames dropped ahead of a gap (sent again by the peer).
+	DupBytes, GapFrames uint64
 }
 
 // Cause says why traffic moved.

@@ -128,6 +128,9 @@ type Config struct {
 	// beyond InitialSessionWindow (growth that does not fit does not happen). The caller
 	// accounts for the initial window itself. Fail gives everything back.
 	Budget *budget.Pool
+	// OnRewind, if set, is told of each rewind after a link left the route: how many flows
+	// and bytes go again. It is called from the engine goroutine without the engine's lock.
+	OnRewind func(flows int, bytes uint64)
 }
 
 // FlowCost is what a flow the peer opens reserves of Config.Budget: a Stream's state with
@@ -181,6 +184,10 @@ type Engine struct {
 
 	links, dests []Link   // scratch for fill, which only the engine goroutine runs
 	ids          []uint32 // the same, for routeLocked
+	// The last rewind, for Config.OnRewind once the lock is let go (engine goroutine only).
+	rewindFlows int
+	rewindBytes uint64
+	rewindNew   bool
 	// While fill builds a record: whether it lists what it carries (a lossy link takes it).
 	collect bool
 	// While fill builds a record: the links pinned datagrams are spread over (ordered by id;
@@ -240,6 +247,11 @@ type Engine struct {
 		violations                 uint64              // frames that broke a rule (HandleFrom's errors)
 		ackLater                   []*Stream           // streams with a delayed ACK (ackLater), due at ackAt
 		ackAt                      time.Time
+
+		// Counters for Stats: bytes sent again after a link left the route, and every
+		// packet flow's counters summed.
+		rewound uint64
+		dg      PacketStats
 	}
 }
 
@@ -533,6 +545,10 @@ type Stats struct {
 	BudgetHeld   int64
 	// Rejected counts flows turned down for their metadata (Config.CheckMeta).
 	Rejected uint64
+	// Rewound counts the bytes sent again because a link left the route (Migrations such
+	// rewinds); Datagrams sums the counters of every packet flow the session has had.
+	Rewound   uint64
+	Datagrams PacketStats
 }
 
 // Stats returns the counters.
@@ -543,7 +559,8 @@ func (e *Engine) Stats() Stats {
 		DupBytes: e.mu.dupBytes, GapDrops: e.mu.gapDrops, Reordered: e.mu.reordered, Resends: e.mu.resends,
 		LostResent: e.mu.lostResent, Busy: e.mu.outstanding, Refused: e.mu.refusedFlows,
 		RefusedPending: len(e.mu.refused), OpenOverflow: e.mu.openOverflow, Violations: e.mu.violations,
-		BudgetDenied: e.mu.budgetDenied, BudgetHeld: e.mu.budgetHeld, Rejected: e.mu.rejectedFlows}
+		BudgetDenied: e.mu.budgetDenied, BudgetHeld: e.mu.budgetHeld, Rejected: e.mu.rejectedFlows,
+		Rewound: e.mu.rewound, Datagrams: e.mu.dg}
 }
 
 // Drained reports whether everything written has been acknowledged and nothing is left to

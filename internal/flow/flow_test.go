@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -300,7 +301,12 @@ func rewindSetup(t *testing.T, r *rig, data []byte) (*Stream, int) {
 
 func TestEngineRewindFromAcked(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(t, Config{}, Config{})
+		var rewinds atomic.Int64
+		var rewound atomic.Uint64
+		r := newRig(t, Config{OnRewind: func(flows int, bytes uint64) {
+			rewinds.Add(int64(flows))
+			rewound.Add(bytes)
+		}}, Config{})
 		data := payload(200<<10, 2)
 		s, got := rewindSetup(t, r, data)
 		// b's ACK arrives, then a's link dies and traffic moves to another.
@@ -324,8 +330,11 @@ func TestEngineRewindFromAcked(t *testing.T) {
 			t.Fatalf("first DATA on the new link = %+v, want offset %d (the acknowledged one)", first, got)
 		}
 		r.deliver(r.b, fs)
-		if st := r.a.Stats(); st.Migrations != 1 {
-			t.Errorf("Migrations = %d, want 1", st.Migrations)
+		if st := r.a.Stats(); st.Migrations != 1 || st.Rewound != uint64(len(data)-got) {
+			t.Errorf("Migrations = %d, Rewound = %d; want 1, %d (what was sent past the ACK)", st.Migrations, st.Rewound, len(data)-got)
+		}
+		if rewinds.Load() != 1 || rewound.Load() != uint64(len(data)-got) {
+			t.Errorf("OnRewind told of %d flows and %d bytes; want 1 and %d", rewinds.Load(), rewound.Load(), len(data)-got)
 		}
 		peer := accept(t, r.b)
 		if b := readN(t, peer, len(data)); !bytes.Equal(b, data) {

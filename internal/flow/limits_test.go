@@ -332,6 +332,9 @@ func TestDatagramSeqExtremes(t *testing.T) {
 	if st.Received != 2 || st.TooOld != 2 || st.Duplicates != 2 {
 		t.Errorf("received %d, too old %d, duplicates %d; want 2, 2, 2", st.Received, st.TooOld, st.Duplicates)
 	}
+	if st := e.Stats().Datagrams; st.Received != 2 || st.TooOld != 2 || st.Duplicates != 2 {
+		t.Errorf("session totals: received %d, too old %d, duplicates %d; want 2, 2, 2", st.Received, st.TooOld, st.Duplicates)
+	}
 }
 
 // A peer raising its MAX_DATA a byte at a time wakes one flow waiting for session credit per

@@ -233,6 +233,7 @@ func (s *Stream) writeDatagram(p []byte, hash uint64, pinned bool) error {
 	}
 	if !s.pk.send.pushPinned(p, hash, pinned) {
 		s.pk.stats.SendDrops++
+		e.mu.dg.SendDrops++
 		return nil
 	}
 	if pinned {
@@ -301,21 +302,25 @@ func (s *Stream) datagramLocked(f *wire.Frame) error {
 		// Sent before the FIN but over a slower path (a Bond): the reader may have seen
 		// io.EOF already, so it is dropped rather than delivered after the end.
 		pk.stats.Late++
+		s.e.mu.dg.Late++
 		return nil
 	}
 	seq := f.Seq
 	switch {
 	case seq <= pk.top && pk.top-seq >= dedupWindow:
 		pk.stats.TooOld++
+		s.e.mu.dg.TooOld++
 		return nil
 	case seq <= pk.top && pk.marked(pk.top-seq):
 		pk.stats.Duplicates++
+		s.e.mu.dg.Duplicates++
 		return nil
 	}
 	e := s.e
 	if e.mu.dgQueued+bufClass(len(f.Payload)) > e.cfg.MaxSessionWindow || !pk.recv.push(f.Payload) {
 		// Not marked as received: a copy on another path may still find room.
 		pk.stats.RecvDrops++
+		e.mu.dg.RecvDrops++
 		return nil
 	}
 	e.mu.dgQueued += bufClass(len(f.Payload))
@@ -325,6 +330,7 @@ func (s *Stream) datagramLocked(f *wire.Frame) error {
 	}
 	pk.mark(pk.top - seq)
 	pk.stats.Received++
+	e.mu.dg.Received++
 	signal(s.readSig)
 	return nil
 }
@@ -379,6 +385,7 @@ func (s *Stream) emitDatagramsLocked(r *record.Record) bool {
 			}
 			pk.send.remove(i)
 			pk.stats.Oversize++
+			e.mu.dg.Oversize++
 			continue
 		}
 		if wire.DatagramOverhead(s.id, pk.nextSeq+1, len(d.b))+len(d.b) > r.Room() {
@@ -394,6 +401,7 @@ func (s *Stream) emitDatagramsLocked(r *record.Record) bool {
 		}
 		pk.send.remove(i)
 		pk.stats.Sent++
+		e.mu.dg.Sent++
 	}
 	return pk.send.n > 0
 }

@@ -102,7 +102,12 @@ func (e *Engine) rewindLocked() {
 	for id := range e.mu.refused {
 		e.queueRefusalLocked(id)
 	}
+	flows, bytes := 0, uint64(0)
 	for _, s := range e.mu.flows {
+		if s.sendNext > s.sendBase {
+			flows++
+			bytes += s.sendNext - s.sendBase
+		}
 		s.sendNext = s.sendBase
 		s.retx = s.retx[:0] // all of it goes again from sendBase
 		if !s.finAcked {
@@ -120,6 +125,8 @@ func (e *Engine) rewindLocked() {
 		s.ackPending = s.ackPending || s.recvNext > 0 || s.finRecv || s.resetRecv
 		e.readyLocked(s)
 	}
+	e.mu.rewound += bytes
+	e.rewindFlows, e.rewindBytes, e.rewindNew = flows, bytes, true
 }
 
 // minResendAfter is the shortest time a flow waits for an acknowledgement before it sends its

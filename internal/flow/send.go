@@ -70,6 +70,12 @@ func (e *Engine) pump() time.Duration {
 			return 0 // the Router kicks us when a link appears
 		}
 		v := e.fill(rt)
+		if e.rewindNew {
+			e.rewindNew = false
+			if e.cfg.OnRewind != nil {
+				e.cfg.OnRewind(e.rewindFlows, e.rewindBytes)
+			}
+		}
 		if v.link == nil {
 			return e.untilAck(v.wait)
 		}

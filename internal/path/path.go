@@ -393,6 +393,9 @@ func (p *Path) PacketStats() PacketStats {
 	return k
 }
 
+// RemoteAddr is the carrier's remote address.
+func (p *Path) RemoteAddr() net.Addr { return p.conn.RemoteAddr() }
+
 // Fill writes the path's part of a status snapshot.
 func (p *Path) Fill(s *status.Path) {
 	q := p.Quality()

@@ -96,6 +96,16 @@ type Config struct {
 	// session's path dialing its first carrier, which the policy does not let a backup
 	// overtake (dialing side; called under Lock; nil: none has).
 	Waiting func(*policy.Node) bool
+	// OnState, if set, is told when the Router turns a path Suspect, or Up again, and why
+	// (a word or two). It is called under Lock, so it must not call the Router.
+	OnState func(p Path, why string)
+}
+
+// stateLocked tells Config.OnState of p's new state.
+func (r *Router) stateLocked(p Path, why string) {
+	if r.c.OnState != nil {
+		r.c.OnState(p, why)
+	}
 }
 
 // cacheFor bounds how often the policy graph is evaluated when nothing changed: the engine

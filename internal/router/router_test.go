@@ -24,11 +24,16 @@ type rig struct {
 	now   time.Time
 	moves []status.Migration
 	plans [][]byte
+	// states lists what OnState was told, "path state why" (under mu).
+	states []string
 }
 
 func newRig(t *testing.T, dialer bool) *rig {
 	g := &rig{t: t, leaf: map[*policy.Node]*fake{}, now: time.Unix(1000, 0)}
 	g.r = New(Config{Dialer: dialer, Lock: &g.mu, Log: discard(),
+		OnState: func(p Path, why string) {
+			g.states = append(g.states, p.Name()+" "+p.Standing().State.String()+" "+why)
+		},
 		Leaf: func(n *policy.Node) Path {
 			if f := g.leaf[n]; f != nil {
 				return f

@@ -100,6 +100,7 @@ func (r *Router) Stalled(id uint32, since time.Time, limit time.Duration, now ti
 		return false, w
 	}
 	r.stallLocked(p, now)
+	r.stateLocked(p, "stall")
 	r.c.Log.Debug("rendr: path stalled", "path", p.Name())
 	return true, 0
 }
@@ -259,6 +260,7 @@ func (r *Router) refreshSuspectsLocked(now time.Time) {
 		}
 		if st.State == status.Suspect && p.Quality().Samples >= st.suspectSamples+2 {
 			st.State, st.Since = status.Up, now
+			r.stateLocked(p, "answered")
 		}
 	}
 	if len(r.active) < 2 {
@@ -271,6 +273,7 @@ func (r *Router) refreshSuspectsLocked(now time.Time) {
 		q := p.Quality()
 		if s := p.Silence(); s > max(3*q.SRTT+4*q.RTTVar, silenceFloor) && r.otherUpLocked(p) && r.evidenceLocked(p, now.Add(-s), now, silenceFloor) == 0 {
 			r.stallLocked(p, now)
+			r.stateLocked(p, "silent")
 			r.c.Log.Debug("rendr: path silent", "path", p.Name())
 		}
 	}
@@ -305,6 +308,7 @@ func (r *Router) judgeStallLocked(p Path, now time.Time) {
 	r.countSpuriousLocked(st)
 	st.widen.up(now)
 	r.dirty.Store(true)
+	r.stateLocked(p, "spurious stall")
 	r.c.Log.Debug("rendr: stall move spurious", "path", p.Name(), "answered after", after)
 }
 
@@ -369,6 +373,7 @@ func (r *Router) PeerData(p Path) bool {
 		return false
 	}
 	r.stallLocked(cur, now)
+	r.stateLocked(cur, "peer moved")
 	r.c.Log.Debug("rendr: peer moved away from route", "route", cur.Name(), "peer", p.Name())
 	return true
 }

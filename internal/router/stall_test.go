@@ -1,6 +1,7 @@
 package router
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -175,7 +176,11 @@ func TestSpuriousStallUndone(t *testing.T) {
 	}
 	g.mu.Lock()
 	c := g.r.CountsLocked()
+	states := slices.Clone(g.states)
 	g.mu.Unlock()
+	if want := []string{"primary suspect stall", "primary up spurious stall"}; !slices.Equal(states, want) {
+		t.Errorf("OnState told %q, want %q", states, want)
+	}
 	if a.rs.Spurious != 1 || a.rs.Undone != 1 || c.Spurious != 1 || c.Undone != 1 ||
 		c.Moves[status.CauseStall] != 1 || c.Moves[status.CauseUndo] != 1 || c.Moves[status.CauseFirst] != 1 {
 		t.Fatalf("path spurious %d undone %d; session %+v", a.rs.Spurious, a.rs.Undone, c)
