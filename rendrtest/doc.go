@@ -33,4 +33,20 @@
 //
 // The relays are for tests: they listen on loopback (unless ListenAddr says otherwise), keep
 // no global state, and stop every goroutine they started when closed.
+//
+// # Limits
+//
+// A Relay ends TCP on each side: a connection through it is two kernel connections and a
+// copy between them, not packets through a router. So the ends' TCP never sees the faults as
+// loss: a byte the relay read is acknowledged to its sender whatever happens to it next. A
+// blackhole therefore discards bytes the sender believes delivered, and a connection that
+// lost any cannot carry on: Heal resets it. A dialer's connect to the relay always succeeds
+// (the kernel answers before the relay sees the connection) unless the relay is closed;
+// Refuse, or a target that does not answer, resets the connection instead. A delay holds at
+// most 2 MiB per connection and direction, so it also bounds each connection's throughput to
+// 2 MiB per delay. A rate is shared by all connections through the relay.
+//
+// A UDPRelay keeps a mapping per client address until Rebind or Close (it never expires
+// them on its own), forwards datagrams of up to 64 KiB, and queues at most 1024 datagrams
+// per direction for a delay or a rate.
 package rendrtest

@@ -24,11 +24,15 @@ import (
 	"time"
 )
 
-// chunkSize is the most a reader reads at once; queueLen how many chunks may wait in a
-// direction's delay line before the reader stops reading (and TCP pushes back).
+// chunkSize is the most a reader reads at once. maxDelayed is how many bytes may wait in a
+// direction's delay line before the reader stops reading (and TCP pushes back); without a
+// delay the reader waits for each chunk to be written before it reads the next, so the relay
+// holds no more than a chunk each way, as a plain copy would. queueLen bounds the chunks
+// waiting, whatever their sizes.
 const (
-	chunkSize = 32 << 10
-	queueLen  = 64
+	chunkSize  = 32 << 10
+	maxDelayed = 2 << 20
+	queueLen   = 1024
 )
 
 // Relay forwards the TCP connections it accepts to a target, and breaks them on demand. Its
@@ -340,10 +344,9 @@ func (r *Relay) routineDial(cn *conn) {
 		if dirs[i] == Down {
 			src, dst = t, cn.c
 		}
-		q := make(chan chunk, queueLen)
-		end := new(ending)
-		go r.routineRead(cn, i, src, q, end)
-		go r.routineWrite(cn, i, dst, q, end)
+		l := &lane{q: make(chan chunk, queueLen), written: make(chan struct{}, 1)}
+		go r.routineRead(cn, i, src, l)
+		go r.routineWrite(cn, i, dst, l)
 	}
 }
 
@@ -354,8 +357,15 @@ type chunk struct {
 	at time.Time // when it was read
 }
 
-// ending is how a direction's source ended and when, set by its reader before it closes the
-// queue.
+// lane is one direction of a connection, from its reader to its writer.
+type lane struct {
+	q       chan chunk
+	queued  atomic.Int64  // bytes the reader queued that the writer has not written or dropped
+	written chan struct{} // the writer took bytes off queued; holds one signal
+	end     ending        // set by the reader before it closes q
+}
+
+// ending is how a direction's source ended and when.
 type ending struct {
 	kind endKind
 	at   time.Time
@@ -395,9 +405,9 @@ func (r *Relay) judge(c *conn, i int, n int) verdict {
 	return pass
 }
 
-func (r *Relay) routineRead(c *conn, i int, src *net.TCPConn, q chan<- chunk, end *ending) {
+func (r *Relay) routineRead(c *conn, i int, src *net.TCPConn, l *lane) {
 	defer r.wg.Done()
-	defer close(q)
+	defer close(l.q)
 	for {
 		b := r.pool.Get().(*[chunkSize]byte)
 		n, err := src.Read(b[:r.readSize(i)])
@@ -413,9 +423,13 @@ func (r *Relay) routineRead(c *conn, i int, src *net.TCPConn, q chan<- chunk, en
 				if !r.waitRate(c, i, n) {
 					return
 				}
+				l.queued.Add(int64(n))
 				select {
-				case q <- chunk{b: b, n: n, at: time.Now()}:
+				case l.q <- chunk{b: b, n: n, at: time.Now()}:
 				case <-c.done:
+					return
+				}
+				if !r.waitQueue(c, i, l) {
 					return
 				}
 			}
@@ -429,9 +443,9 @@ func (r *Relay) routineRead(c *conn, i int, src *net.TCPConn, q chan<- chunk, en
 				// A FIN or RST into a blackhole is lost like the bytes; after CloseConns
 				// the relay already sent its own FIN.
 			case err == io.EOF:
-				*end = ending{endFIN, time.Now()}
+				l.end = ending{endFIN, time.Now()}
 			default:
-				*end = ending{endRST, time.Now()}
+				l.end = ending{endRST, time.Now()}
 			}
 			return
 		}
@@ -482,36 +496,19 @@ func (r *Relay) waitDue(c *conn, i int, at time.Time) bool {
 	}
 }
 
-func (r *Relay) routineWrite(c *conn, i int, dst *net.TCPConn, q <-chan chunk, end *ending) {
+func (r *Relay) routineWrite(c *conn, i int, dst *net.TCPConn, l *lane) {
 	defer r.wg.Done()
-	for ch := range q {
-		if !r.waitDue(c, i, ch.at) {
-			r.pool.Put(ch.b)
-			continue // the reader sees c.done and closes q
+	for ch := range l.q {
+		r.writeChunk(c, i, dst, ch)
+		l.queued.Add(-int64(ch.n))
+		select {
+		case l.written <- struct{}{}:
+		default: // a signal is pending already
 		}
-		switch r.judge(c, i, ch.n) {
-		case drop:
-			r.pool.Put(ch.b)
-			continue
-		case holed:
-			r.pool.Put(ch.b)
-			c.end(true)
-			continue
-		}
-		_, err := dst.Write(ch.b[:ch.n])
-		r.pool.Put(ch.b)
-		if err != nil {
-			// The other side is gone, unless CloseConns shut it down for writing under
-			// this Write: then its FIN stands.
-			if r.judge(c, i, 0) != drop {
-				c.end(true)
-			}
-			continue
-		}
-		r.fwd[i].Add(int64(ch.n))
 	}
 	// The reader has ended and every chunk before its end is written: pass the end on, as
 	// late as the delay says.
+	end := l.end
 	if end.kind != endNone && r.waitDue(c, i, end.at) && r.judge(c, i, 0) == pass {
 		if end.kind == endFIN {
 			dst.CloseWrite()
@@ -521,6 +518,55 @@ func (r *Relay) routineWrite(c *conn, i int, dst *net.TCPConn, q <-chan chunk, e
 	}
 	if c.halves.Add(1) == 2 {
 		c.end(false) // both directions are over
+	}
+}
+
+// writeChunk writes ch to dst once direction i's delay has passed, unless the direction
+// went dark or c ended meanwhile.
+func (r *Relay) writeChunk(c *conn, i int, dst *net.TCPConn, ch chunk) {
+	defer r.pool.Put(ch.b)
+	if !r.waitDue(c, i, ch.at) {
+		return // c ended: the reader sees it and closes the queue
+	}
+	switch r.judge(c, i, ch.n) {
+	case drop:
+		return
+	case holed:
+		c.end(true)
+		return
+	}
+	if _, err := dst.Write(ch.b[:ch.n]); err != nil {
+		// The other side is gone, unless CloseConns shut it down for writing under this
+		// Write: then its FIN stands.
+		if r.judge(c, i, 0) != drop {
+			c.end(true)
+		}
+		return
+	}
+	r.fwd[i].Add(int64(ch.n))
+}
+
+// waitQueue holds the reader of direction i while the bytes queued exceed what the delay
+// allows: none but the chunk being written without a delay, maxDelayed with one. It returns
+// false if c ended first.
+func (r *Relay) waitQueue(c *conn, i int, l *lane) bool {
+	for {
+		r.mu.Lock()
+		limit := int64(0)
+		if r.mu.delay[i] > 0 {
+			limit = maxDelayed - chunkSize
+		}
+		changed := r.mu.changed
+		r.mu.Unlock()
+		if l.queued.Load() <= limit {
+			return true
+		}
+		select {
+		case <-l.written:
+		case <-changed:
+		case <-c.done:
+			return false
+		}
 	}
 }
 
