@@ -3,15 +3,17 @@
 //
 // A Relay listens on a loopback port and forwards every TCP connection it accepts to a
 // target. A test puts one in front of each path: the program dials the relay's Addr instead
-// of the target, and the test breaks the path while the program runs. A fault applies to every
-// connection through the relay, those open now and those made later, until Heal:
+// of the target, and the test breaks the path while the program runs:
 //
-//   - CloseConns ends the open connections with a FIN each way (the ends read EOF);
+//   - CloseConns ends the connections open now with a FIN each way (the ends read EOF);
 //     ResetConns ends them with an RST (ECONNRESET). New connections pass.
 //   - Refuse resets every new connection as soon as it arrives.
 //   - Blackhole swallows the bytes going one way or both: nothing errors, nothing moves, the
 //     connections stay open.
 //   - Delay adds one-way latency; Rate caps the bytes per second each way.
+//
+// Refuse, Blackhole, Delay and Rate last until Heal, and apply to every connection through
+// the relay, those open now and those made later.
 //
 // A UDPRelay does the same for datagram carriers (QUIC, rendr's udpflow): blackholes, loss,
 // delay and a rate, per direction, and Rebind, which makes the target see every client
