@@ -100,26 +100,40 @@ func TestFailoverEcho(t *testing.T) {
 	healed := make(chan struct{})
 	var seen []status.Migration // the moves the faults caused; read once faults has sent
 	faults := make(chan error, 1)
+	reached := func(at <-chan struct{}) error {
+		select {
+		case <-at:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	go func() {
 		faults <- func() error {
-			<-quarter
+			if err := reached(quarter); err != nil {
+				return err
+			}
 			dark, err := active(ctx, c)
 			if err != nil {
 				return err
 			}
+			darkID := pathID(c.Status(), dark)
 			relays[dark].Blackhole(rendrtest.Both)
 			if err := movedOff(ctx, moves, dark, &seen); err != nil {
 				return err
 			}
+			// The carrier that lost bytes in the dark is reset; the path dials a new one.
 			relays[dark].Heal()
-			for !up(c.Status(), dark) {
+			for id := darkID; id == darkID || !up(c.Status(), dark); id = pathID(c.Status(), dark) {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
 				time.Sleep(time.Millisecond)
 			}
 			close(healed)
-			<-twoThirds
+			if err := reached(twoThirds); err != nil {
+				return err
+			}
 			reset, err := active(ctx, c)
 			if err != nil {
 				return err
@@ -179,6 +193,16 @@ func active(ctx context.Context, c *rendr.Conn) (string, error) {
 		time.Sleep(time.Millisecond)
 	}
 	return "", ctx.Err()
+}
+
+// pathID is the id of the path called name: a new one for each carrier.
+func pathID(s status.Session, name string) uint32 {
+	for _, p := range s.Paths {
+		if p.Name == name {
+			return p.ID
+		}
+	}
+	return 0
 }
 
 // up reports whether the path called name is up.
