@@ -14,8 +14,8 @@ import (
 )
 
 // TestImportBoundaries keeps the layering of DESIGN.md honest: carriers never reach into the
-// engine, the engine never opens sockets through a transport, and examples use only the
-// public API (plus the fault-injecting relay the demo needs to kill paths).
+// engine, the engine never opens sockets through a transport, examples use only the public
+// API, and the public test kit stands on the standard library alone.
 func TestImportBoundaries(t *testing.T) {
 	const mod = "github.com/rendr-go/rendr/"
 	rules := []struct {
@@ -31,8 +31,9 @@ func TestImportBoundaries(t *testing.T) {
 		{dir: "internal/router", forbidden: []string{mod + "transport", "github.com/rendr-go/rendr"}},
 		// The test rigs are for tests: no shipped code leans on them.
 		{dir: ".", forbidden: []string{mod + "internal/testkit"}},
-		{dir: "examples", forbidden: []string{mod + "internal/"},
-			allowed: []string{mod + "internal/relay"}},
+		{dir: "examples", forbidden: []string{mod + "internal/"}},
+		// rendrtest is what users test their own programs with: no rendr internals in it.
+		{dir: "rendrtest", forbidden: []string{mod}},
 		// Observability reads the public snapshots and events only: the trace and the metrics
 		// stand apart from the engine, and only metrics/ speaks Prometheus.
 		{dir: "trace", forbidden: []string{"github.com/rendr-go/rendr", mod + "internal/", "github.com/prometheus"}},

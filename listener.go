@@ -112,11 +112,11 @@ type Listener struct {
 		// on it for its peer's.
 		sessionUp chan struct{}
 		sources   []net.Listener
-		closed   bool
-		hs       map[net.Conn]time.Time // handshakes in progress, by start time
-		perPeer  map[PublicKey]int      // sessions by peer key
-		peerMem  map[PublicKey]*budget.Pool
-		joining  map[*session]int // joins past decide, not yet tracked by their session
+		closed    bool
+		hs        map[net.Conn]time.Time // handshakes in progress, by start time
+		perPeer   map[PublicKey]int      // sessions by peer key
+		peerMem   map[PublicKey]*budget.Pool
+		joining   map[*session]int // joins past decide, not yet tracked by their session
 		// pend holds stream carriers until their first message is whole (pendingSet).
 		pend      *pending.Set
 		pendTried bool

@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
-	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/rendrtest"
 	"github.com/rendr-go/rendr/status"
 )
 
@@ -20,16 +20,27 @@ const (
 	quietEnd = 3 * time.Second
 )
 
+// killMode is a way to kill a path, through its relay.
+type killMode int
+
+const (
+	byClose killMode = iota // a FIN to both ends
+	byReset                 // an RST to both ends
+	byStall                 // a blackhole both ways
+)
+
+func (k killMode) String() string { return [...]string{"close", "reset", "stall"}[k] }
+
 // faults kills and restores paths through their relays.
 type faults struct {
-	relays  map[string]*relay.Relay // by path name
-	conn    *rendr.Conn             // its Status says which path is active
+	relays  map[string]*rendrtest.Relay // by path name
+	conn    *rendr.Conn                 // its Status says which path is active
 	rep     *report
 	stalled map[string]time.Time // stalled path -> when to restore it
 }
 
 func (f *faults) run(duration time.Duration, stop <-chan struct{}) {
-	modes := []relay.Mode{relay.Close, relay.Reset, relay.Stall}
+	modes := []killMode{byClose, byReset, byStall}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	next := f.rep.start.Add(killEvery)
@@ -54,7 +65,7 @@ func (f *faults) run(duration time.Duration, stop <-chan struct{}) {
 }
 
 // kill kills the active path by m and reports whether there was one.
-func (f *faults) kill(m relay.Mode) bool {
+func (f *faults) kill(m killMode) bool {
 	name := activePath(f.conn.Status())
 	if name == "" {
 		return false
@@ -62,16 +73,20 @@ func (f *faults) kill(m relay.Mode) bool {
 	r := f.relays[name]
 	f.rep.kills.Add(1)
 	// The event goes first: the migration it causes is logged from rendr's goroutine.
-	if m == relay.Stall {
+	switch m {
+	case byStall:
 		f.rep.event("KILL %s by silent stall (blackhole for %v)", name, stallFor)
-		// Block, not just Kill(Stall): the re-dialed connections must stall too, or the path
-		// would come straight back.
-		r.Block(true)
+		// The blackhole takes the re-dialed connections too, or the path would come
+		// straight back.
+		r.Blackhole(rendrtest.Both)
 		f.stalled[name] = time.Now().Add(stallFor)
-		return true
+	case byClose:
+		f.rep.event("KILL %s by %s", name, m)
+		r.CloseConns()
+	case byReset:
+		f.rep.event("KILL %s by %s", name, m)
+		r.ResetConns()
 	}
-	f.rep.event("KILL %s by %s", name, m)
-	r.Kill(m)
 	return true
 }
 
@@ -81,12 +96,10 @@ func (f *faults) restore(now time.Time) {
 		if !now.IsZero() && now.Before(at) {
 			continue
 		}
-		r := f.relays[name]
-		r.Block(false)
-		// The connections that stalled are still open and silent. Close them, so the
-		// handshake rendr is waiting on fails now and the path is re-dialed at once, rather
-		// than after the handshake timeout.
-		r.Kill(relay.Close)
+		// Heal resets the connections that lost bytes in the blackhole, so the handshake
+		// rendr is waiting on fails now and the path is re-dialed at once, rather than
+		// after the handshake timeout.
+		f.relays[name].Heal()
 		delete(f.stalled, name)
 		f.rep.event("restore %s", name)
 	}

@@ -2,11 +2,11 @@
 // the paths under it. It needs no root and ends on its own.
 //
 // The dialer reaches the listener over three loopback TCP paths, "wifi", "ethernet" and a
-// backup "lte", each through a relay that can kill the connections through it the ways real
-// paths die: closed, reset, or silently stalled. One flow streams pseudo-random data both
-// ways while, every two seconds, the path carrying it is killed; short flows come and go
-// beside it. At the end both ends compare SHA-256 digests of what was sent and what was
-// received, and the demo prints one verdict line. It exits non-zero if any byte was lost,
+// backup "lte", each through a rendrtest.Relay that can kill the connections through it the
+// ways real paths die: closed, reset, or silently stalled. One flow streams pseudo-random
+// data both ways while, every two seconds, the path carrying it is killed; short flows come
+// and go beside it. At the end both ends compare SHA-256 digests of what was sent and what
+// was received, and the demo prints one verdict line. It exits non-zero if any byte was lost,
 // duplicated or corrupted, or if any Read or Write on a flow failed.
 //
 //	go run ./examples/demo [-duration 20s] [-seed 1] [-rate 32] [-plain]
@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
-	"github.com/rendr-go/rendr/internal/relay"
+	"github.com/rendr-go/rendr/rendrtest"
 	"github.com/rendr-go/rendr/status"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
@@ -93,14 +93,14 @@ func run(ctx context.Context, cfg config) int {
 	// relay. The dialer dials the relays, so killing a relay's connections kills a path.
 	srvKey, cliKey := rendr.MustNewKey(), rendr.MustNewKey()
 	var sources []net.Listener
-	relays := map[string]*relay.Relay{}
+	relays := map[string]*rendrtest.Relay{}
 	for _, name := range []string{"wifi", "ethernet", "lte"} {
 		src, err := tcp.Listen("127.0.0.1:0")
 		if err != nil {
 			return fail(err)
 		}
 		sources = append(sources, src)
-		r, err := relay.New(src.Addr().String())
+		r, err := rendrtest.NewRelay(src.Addr().String())
 		if err != nil {
 			src.Close()
 			return fail(err)

@@ -1,6 +1,9 @@
 // Package relay is a loopback TCP relay that can kill the connections through it in the ways
 // real paths die: closed (FIN), reset (RST), or silently stalled (a blackhole: nothing moves,
-// nothing errors). Tests and the demo put one in front of each path.
+// nothing errors). rendr's own tests put one in front of each path. Programs, and the demo,
+// use the public package rendrtest instead; this one stays for what rendrtest leaves out:
+// stalling the open connections alone, mangling datagrams, and sockets placed in network
+// namespaces.
 package relay
 
 import (
