@@ -13,52 +13,64 @@ import (
 const (
 	failPlotBefore = 300 * time.Millisecond // shown before the cut
 	failPlotAfter  = 700 * time.Millisecond // shown after it, at least
-	bondPlotBin    = 250 * time.Millisecond // rates are averaged over bins this long
-	bondPlotEvery  = 100 * time.Millisecond // how often a plotted Bond's paths are sampled
+	// A Bond's reader gets bytes in bursts, as the slow path's fill the gaps, and a carrier
+	// writes in batches: rates over a second read better than their bursts.
+	bondPlotWindow = time.Second
+	bondPlotEvery  = 100 * time.Millisecond // how often a plotted Bond's paths are sampled, and its rates drawn
 )
 
-// failoverChart draws the data delivered around a blackhole, one step line per stack: each
-// chunk delivered lifts its line by 1 KiB, so a gap is a flat stretch and the resend after it
-// a jump. trace is a run's delivery times from the cut (gapRun.trace); nil leaves a line out.
-func failoverChart(rendrTrace, mptcpTrace []time.Duration) *chart {
+// failTrace is one failover run to draw: when each chunk was delivered, from the cut
+// (gapRun.trace), and the run's gap as the scenario measured it.
+type failTrace struct {
+	trace []time.Duration
+	gap   time.Duration
+}
+
+// failoverChart draws the data delivered around a blackhole, one step line per stack,
+// counted from the cut so that both lines meet there whatever rate each sender kept up on
+// a busy machine: each chunk delivered lifts a line by 1 KiB, so a gap is a flat stretch from
+// zero and the resend after it a jump. A run without a trace is left out.
+func failoverChart(rendrRun, mptcpRun failTrace) *chart {
 	end := failPlotAfter
-	for _, tr := range [][]time.Duration{rendrTrace, mptcpTrace} {
-		if _, at := longestWait(tr); at+200*time.Millisecond > end {
-			end = (at + 300*time.Millisecond).Round(100 * time.Millisecond)
-		}
+	for _, r := range []failTrace{rendrRun, mptcpRun} {
+		end = max(end, (r.gap + 400*time.Millisecond).Round(100*time.Millisecond))
 	}
 	c := &chart{
 		title:  "A blackholed path: a 1 KiB-per-ms stream over two 100 Mbit/s paths",
 		xLabel: "ms from the instant the path carrying the stream went dark",
-		yLabel: "KiB delivered",
+		yLabel: "KiB delivered, counted from that instant",
 		width:  800, height: 400,
 		xMin: -ms(failPlotBefore), xMax: ms(end),
 		marks: []mark{{x: 0, label: "path blackholed"}},
 	}
 	for _, l := range []struct {
-		name  string
-		trace []time.Duration
-		s     series
+		name string
+		run  failTrace
+		s    series
 	}{
-		{"Linux MPTCP", mptcpTrace, series{color: plotOrange}},
-		{"rendr", rendrTrace, series{color: plotBlue}},
+		{"Linux MPTCP", mptcpRun, series{color: plotOrange}},
+		{"rendr", rendrRun, series{color: plotBlue}},
 	} {
-		if len(l.trace) == 0 {
+		if len(l.run.trace) == 0 {
 			continue
 		}
-		wait, _ := longestWait(l.trace)
-		l.s.name = fmt.Sprintf("%s: longest wait %.0f ms", l.name, ms(wait))
-		l.s.xs, l.s.ys = deliverySteps(l.trace, -failPlotBefore, end, float64(gapChunk)/1024)
+		l.s.name = fmt.Sprintf("%s: gap %.0f ms", l.name, ms(l.run.gap))
+		l.s.xs, l.s.ys = deliverySteps(l.run.trace, -failPlotBefore, end, float64(gapChunk)/1024)
 		c.series = append(c.series, l.s)
 	}
 	return c
 }
 
-// deliverySteps turns delivery times into a step line of the amount delivered since from,
-// each delivery adding per, up to to.
+// deliverySteps turns delivery times into a step line of the amount delivered, counted from
+// time 0 (negative before it), each delivery adding per, from from to to.
 func deliverySteps(trace []time.Duration, from, to time.Duration, per float64) (xs, ys []float64) {
-	xs, ys = []float64{ms(from)}, []float64{0}
 	n := 0.0
+	for _, t := range trace {
+		if t >= from && t <= 0 {
+			n -= per
+		}
+	}
+	xs, ys = []float64{ms(from)}, []float64{n}
 	for _, t := range trace {
 		if t < from || t > to {
 			continue
@@ -68,16 +80,6 @@ func deliverySteps(trace []time.Duration, from, to time.Duration, per float64) (
 		xs, ys = append(xs, ms(t)), append(ys, n)
 	}
 	return append(xs, ms(to)), append(ys, n)
-}
-
-// longestWait is the longest time between two deliveries after the cut, and when it ended.
-func longestWait(trace []time.Duration) (wait, end time.Duration) {
-	for i := 1; i < len(trace); i++ {
-		if trace[i] > 0 && trace[i]-trace[i-1] > wait {
-			wait, end = trace[i]-trace[i-1], trace[i]
-		}
-	}
-	return wait, end
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -100,7 +102,7 @@ func bondChart(rates []int, warm time.Duration, rendrTr, mptcpTr *bulkTrace) *ch
 	}
 	c := &chart{
 		title:  fmt.Sprintf("One flow, Bond over %s Mbit/s paths: what each path carries, and goodput", joinInts(rates, " + ")),
-		xLabel: fmt.Sprintf("seconds from the first write (rates over %v bins)", bondPlotBin),
+		xLabel: fmt.Sprintf("seconds from the first write (each rate over the %v before)", bondPlotWindow),
 		yLabel: "Mbit/s",
 		width:  800, height: 400,
 		yMin: 0, yMax: math.Ceil(float64(nominal)*1.15/20) * 20,
@@ -108,7 +110,7 @@ func bondChart(rates []int, warm time.Duration, rendrTr, mptcpTr *bulkTrace) *ch
 	}
 	colors := []rgbaName{{plotGreen, "rendr, path 0 sends"}, {plotPurple, "rendr, path 1 sends"}, {plotRed, "rendr, path 2 sends"}}
 	if mptcpTr != nil && len(mptcpTr.arrivals) > 0 {
-		xs, ys := rateSeries(mptcpTr.arrivals, chunkCounts(len(mptcpTr.arrivals)), bondPlotBin, true)
+		xs, ys := rateSeries(mptcpTr.arrivals, chunkCounts(len(mptcpTr.arrivals)), bondPlotWindow, bondPlotEvery, true)
 		c.series = append(c.series, series{name: "Linux MPTCP, goodput", color: plotOrange, xs: xs, ys: ys})
 	}
 	if rendrTr != nil {
@@ -120,11 +122,11 @@ func bondChart(rates []int, warm time.Duration, rendrTr, mptcpTr *bulkTrace) *ch
 			for i, s := range rendrTr.sent {
 				cum[i] = float64(s[p])
 			}
-			xs, ys := rateSeries(rendrTr.sampled, cum, bondPlotBin, false)
+			xs, ys := rateSeries(rendrTr.sampled, cum, bondPlotWindow, bondPlotEvery, false)
 			c.series = append(c.series, series{name: fmt.Sprintf("%s (%d Mbit/s)", colors[p].name, rates[p]), color: colors[p].color, xs: xs, ys: ys})
 		}
 		if len(rendrTr.arrivals) > 0 {
-			xs, ys := rateSeries(rendrTr.arrivals, chunkCounts(len(rendrTr.arrivals)), bondPlotBin, true)
+			xs, ys := rateSeries(rendrTr.arrivals, chunkCounts(len(rendrTr.arrivals)), bondPlotWindow, bondPlotEvery, true)
 			c.series = append(c.series, series{name: "rendr, goodput", color: plotBlue, xs: xs, ys: ys})
 		}
 	}
@@ -151,10 +153,11 @@ func chunkCounts(n int) []float64 {
 	return cum
 }
 
-// rateSeries turns a cumulative byte count, known at the times at, into Mbit/s over
-// consecutive bins from 0, each point at its bin's middle. With step, the count changes only
-// at those times (deliveries); otherwise it is taken as linear between them (samples).
-func rateSeries(at []time.Duration, cum []float64, bin time.Duration, step bool) (xs, ys []float64) {
+// rateSeries turns a cumulative byte count, known at the times at, into Mbit/s averaged over
+// the window before each point, a point every every from one window in. With step, the count
+// changes only at those times (deliveries); otherwise it is taken as linear between them
+// (samples).
+func rateSeries(at []time.Duration, cum []float64, window, every time.Duration, step bool) (xs, ys []float64) {
 	if len(at) == 0 || len(at) != len(cum) {
 		return nil, nil
 	}
@@ -179,9 +182,9 @@ func rateSeries(at []time.Duration, cum []float64, bin time.Duration, step bool)
 		f := float64(t-at[i-1]) / float64(at[i]-at[i-1])
 		return cum[i-1] + f*(cum[i]-cum[i-1])
 	}
-	for t := time.Duration(0); t+bin <= at[len(at)-1]; t += bin {
-		xs = append(xs, (t + bin/2).Seconds())
-		ys = append(ys, (value(t+bin)-value(t))*8/bin.Seconds()/1e6)
+	for t := window; t <= at[len(at)-1]; t += every {
+		xs = append(xs, t.Seconds())
+		ys = append(ys, (value(t)-value(t-window))*8/window.Seconds()/1e6)
 	}
 	return xs, ys
 }

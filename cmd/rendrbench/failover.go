@@ -154,7 +154,7 @@ func runFailover(c *config) []result {
 	}
 	if c.plotDir != "" {
 		// Cases 0 and 1 are the blackhole's: the fault a failover has to detect by itself.
-		r, m := medianTrace(accs[0].gap, accs[0].traces), medianTrace(accs[1].gap, accs[1].traces)
+		r, m := medianRun(accs[0].gap, accs[0].traces), medianRun(accs[1].gap, accs[1].traces)
 		path := filepath.Join(c.plotDir, "failover.png")
 		if err := failoverChart(r, m).writePNG(path); err != nil {
 			out = append(out, failure("failover", fmt.Errorf("plot: %w", err)))
@@ -165,18 +165,19 @@ func runFailover(c *config) []result {
 	return out
 }
 
-// medianTrace is the delivery trace of the run whose gap is the median (the lower middle one
-// of an even count); nil without runs.
-func medianTrace(gaps []float64, traces [][]time.Duration) []time.Duration {
+// medianRun is the run whose gap (in ms) is the median, the lower middle one of an even
+// count; the zero failTrace without runs.
+func medianRun(gaps []float64, traces [][]time.Duration) failTrace {
 	if len(gaps) == 0 || len(gaps) != len(traces) {
-		return nil
+		return failTrace{}
 	}
 	idx := make([]int, len(gaps))
 	for i := range idx {
 		idx[i] = i
 	}
 	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(gaps[a], gaps[b]) })
-	return traces[idx[(len(idx)-1)/2]]
+	i := idx[(len(idx)-1)/2]
+	return failTrace{trace: traces[i], gap: time.Duration(gaps[i] * float64(time.Millisecond))}
 }
 
 // rendrRun runs one rendr case: a fresh Listener in the server namespace with a source on

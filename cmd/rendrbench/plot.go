@@ -84,7 +84,7 @@ func (c *chart) ranges() (x0, x1, y0, y1 float64) {
 		x0, x1 = math.Inf(1), math.Inf(-1)
 	}
 	if fitY {
-		y0, y1 = 0, math.Inf(-1) // every quantity plotted here is counted from zero
+		y0, y1 = 0, math.Inf(-1) // zero is always shown
 	}
 	for _, s := range c.series {
 		for i := range s.xs {
@@ -103,9 +103,10 @@ func (c *chart) ranges() (x0, x1, y0, y1 float64) {
 		y1 = y0 + 1
 	}
 	if fitY {
-		// Headroom above the highest point, rounded to a tick.
+		// Headroom above the highest point; both ends on a tick.
 		step := niceStep(y1-y0, 6)
-		y1 = math.Ceil(y1*1.05/step) * step
+		y0 = math.Floor(y0/step) * step
+		y1 = math.Ceil((y1+(y1-y0)*0.05)/step) * step
 	}
 	return x0, x1, y0, y1
 }

@@ -129,9 +129,9 @@ func TestRateSeries(t *testing.T) {
 		at = append(at, time.Duration(i)*100*time.Millisecond)
 		cum = append(cum, float64(i)*1.25e6)
 	}
-	xs, ys := rateSeries(at, cum, 250*time.Millisecond, false)
-	if len(xs) != 16 || xs[0] != 0.125 || xs[15] != 3.875 {
-		t.Fatalf("bins at %v, want 16 from 0.125 s to 3.875 s", xs)
+	xs, ys := rateSeries(at, cum, 250*time.Millisecond, 250*time.Millisecond, false)
+	if len(xs) != 16 || xs[0] != 0.25 || xs[15] != 4 {
+		t.Fatalf("points at %v, want 16 from 0.25 s to 4 s", xs)
 	}
 	for i, y := range ys {
 		if math.Abs(y-100) > 1e-9 {
@@ -144,14 +144,18 @@ func TestRateSeries(t *testing.T) {
 			at[i] += time.Second
 		}
 	}
-	_, ys = rateSeries(at, cum, 500*time.Millisecond, true)
+	_, ys = rateSeries(at, cum, 500*time.Millisecond, 500*time.Millisecond, true)
 	if ys[0] != 100 || ys[2] != 0 || ys[3] != 0 || ys[4] != 100 {
 		t.Errorf("rates %v, want 100 Mbit/s, nothing from 1 to 2 s, then 100 again", ys)
 	}
+	// A window longer than the spacing of the points: a moving average.
+	xs, ys = rateSeries(at, cum, time.Second, 500*time.Millisecond, true)
+	if xs[0] != 1 || ys[0] != 100 || ys[2] != 0 || ys[3] != 50 {
+		t.Errorf("moving rates %v at %v, want 100 Mbit/s at 1 s, 0 at 2 s, 50 at 2.5 s", ys, xs)
+	}
 }
 
-// TestDeliverySteps: a flat stretch for each gap, a step per delivery, and the longest wait
-// after the cut found where it ends.
+// TestDeliverySteps: a flat stretch for each gap, a step per delivery, counted from the cut.
 func TestDeliverySteps(t *testing.T) {
 	ms := func(v ...int) (d []time.Duration) {
 		for _, x := range v {
@@ -162,16 +166,13 @@ func TestDeliverySteps(t *testing.T) {
 	tr := ms(-400, -2, -1, 0, 40, 41, 300)
 	xs, ys := deliverySteps(tr, -300*time.Millisecond, 200*time.Millisecond, 1)
 	wantX := []float64{-300, -2, -2, -1, -1, 0, 0, 40, 40, 41, 41, 200}
-	wantY := []float64{0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5}
+	wantY := []float64{-3, -3, -2, -2, -1, -1, 0, 0, 1, 1, 2, 2}
 	if !slices.Equal(xs, wantX) || !slices.Equal(ys, wantY) {
 		t.Errorf("steps\n x %v\n y %v\nwant\n x %v\n y %v", xs, ys, wantX, wantY)
 	}
-	if w, end := longestWait(tr); w != 259*time.Millisecond || end != 300*time.Millisecond {
-		t.Errorf("longest wait %v ending at %v, want 259ms ending at 300ms", w, end)
-	}
-	// A wait that ends late widens the chart to show its end.
-	c := failoverChart(tr, nil)
-	if c.xMax < 500 || len(c.series) != 1 {
-		t.Errorf("chart to %g ms with %d series, want at least 500 ms and one", c.xMax, len(c.series))
+	// A long gap widens the chart to show its end; a run without a trace is left out.
+	c := failoverChart(failTrace{trace: tr, gap: 900 * time.Millisecond}, failTrace{})
+	if c.xMax < 1200 || len(c.series) != 1 || c.series[0].name != "rendr: gap 900 ms" {
+		t.Errorf("chart to %g ms with %d series, want at least 1200 ms and rendr's alone", c.xMax, len(c.series))
 	}
 }
