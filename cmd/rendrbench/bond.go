@@ -117,7 +117,7 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase, plotted bool) ([]result
 				mptcpTr = nil
 			}
 			path := filepath.Join(c.plotDir, "bond.png")
-			if err := bondChart(bc.rates, bondWarm, rendrTr, mptcpTr).writePNG(path); err != nil {
+			if err := bondChart(bc.rates, bondWarm, measure, rendrTr, mptcpTr).writePNG(path); err != nil {
 				return nil, fmt.Errorf("plot: %w", err)
 			}
 			c.logf("bond %s: wrote %s", bc.name, path)

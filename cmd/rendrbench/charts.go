@@ -37,7 +37,7 @@ func failoverChart(rendrRun, mptcpRun failTrace) *chart {
 	}
 	c := &chart{
 		title:  "A blackholed path: a 1 KiB-per-ms stream over two 100 Mbit/s paths",
-		xLabel: "ms from the instant the path carrying the stream went dark",
+		xLabel: "ms from the cut of the path carrying the stream (the fault command's start)",
 		yLabel: "KiB delivered, counted from that instant",
 		width:  800, height: 400,
 		xMin: -ms(failPlotBefore), xMax: ms(end),
@@ -95,7 +95,7 @@ type bulkTrace struct {
 
 // bondChart draws a Bond's transfer over time: the rate each path's carrier sent at (records
 // and their headers), the goodput the reader got, and MPTCP's goodput over the same paths.
-func bondChart(rates []int, warm time.Duration, rendrTr, mptcpTr *bulkTrace) *chart {
+func bondChart(rates []int, warm, measure time.Duration, rendrTr, mptcpTr *bulkTrace) *chart {
 	nominal := 0
 	for _, r := range rates {
 		nominal += r
@@ -105,6 +105,7 @@ func bondChart(rates []int, warm time.Duration, rendrTr, mptcpTr *bulkTrace) *ch
 		xLabel: fmt.Sprintf("seconds from the first write (each rate over the %v before)", bondPlotWindow),
 		yLabel: "Mbit/s",
 		width:  800, height: 400,
+		xMin: 0, xMax: (warm + measure).Seconds(),
 		yMin: 0, yMax: math.Ceil(float64(nominal)*1.15/20) * 20,
 		marks: []mark{{x: warm.Seconds(), label: "measured window starts"}},
 	}
@@ -130,8 +131,9 @@ func bondChart(rates []int, warm time.Duration, rendrTr, mptcpTr *bulkTrace) *ch
 			c.series = append(c.series, series{name: "rendr, goodput", color: plotBlue, xs: xs, ys: ys})
 		}
 	}
-	// Between the slow path's line and the fast one's, where nothing runs.
-	c.legendAt = &[2]float64{0, float64(nominal) * 0.68}
+	// Between the slow path's line and the fast one's, low, where nothing runs but the
+	// deepest dips.
+	c.legendAt = &[2]float64{0, float64(nominal) * 0.52}
 	if len(c.series) > 0 {
 		xs := c.series[0].xs
 		c.legendAt[0] = xs[len(xs)-1] * 0.45

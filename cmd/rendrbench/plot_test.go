@@ -176,3 +176,45 @@ func TestDeliverySteps(t *testing.T) {
 		t.Errorf("chart to %g ms with %d series, want at least 1200 ms and rendr's alone", c.xMax, len(c.series))
 	}
 }
+
+// TestBondChart: a line per path at the rate it sent, the goodput, and MPTCP's beside.
+func TestBondChart(t *testing.T) {
+	const end = 4 * time.Second
+	rendrTr, mptcpTr := &bulkTrace{}, &bulkTrace{}
+	for at := time.Duration(0); at <= end; at += bondPlotEvery {
+		rendrTr.sampled = append(rendrTr.sampled, at)
+		rendrTr.sent = append(rendrTr.sent, []int64{int64(at.Seconds() * 95e6 / 8), int64(at.Seconds() * 19e6 / 8)})
+	}
+	chunks := func(mbit float64) (arr []time.Duration) {
+		every := time.Duration(float64(time.Second) * bondChunk * 8 / (mbit * 1e6))
+		for at := every; at <= end; at += every {
+			arr = append(arr, at)
+		}
+		return arr
+	}
+	rendrTr.arrivals, mptcpTr.arrivals = chunks(114), chunks(112)
+	c := bondChart([]int{100, 20}, 2*time.Second, 2*time.Second, rendrTr, mptcpTr)
+	want := map[string]float64{
+		"Linux MPTCP, goodput":             112,
+		"rendr, path 0 sends (100 Mbit/s)": 95,
+		"rendr, path 1 sends (20 Mbit/s)":  19,
+		"rendr, goodput":                   114,
+	}
+	if len(c.series) != len(want) {
+		t.Fatalf("%d series, want %d", len(c.series), len(want))
+	}
+	for _, s := range c.series {
+		w, ok := want[s.name]
+		if !ok || len(s.ys) == 0 {
+			t.Errorf("series %q (%d points) not expected", s.name, len(s.ys))
+			continue
+		}
+		// Goodput counts whole 64 KiB chunks, a few percent either way over one second.
+		if m := median(s.ys); math.Abs(m-w) > w*0.05 {
+			t.Errorf("%s: median %.1f Mbit/s, want %.0f", s.name, m, w)
+		}
+	}
+	if img := c.render(); img.Bounds().Dx() != c.width {
+		t.Errorf("rendered %v", img.Bounds())
+	}
+}
