@@ -38,7 +38,7 @@ func failoverChart(rendrRun, mptcpRun failTrace) *chart {
 	c := &chart{
 		title:  "A blackholed path: a 1 KiB-per-ms stream over two 100 Mbit/s paths",
 		xLabel: "ms from the cut of the path carrying the stream (the fault command's start)",
-		yLabel: "KiB delivered, counted from that instant",
+		yLabel: "KiB delivered, counted from the cut",
 		width:  800, height: 400,
 		xMin: -ms(failPlotBefore), xMax: ms(end),
 		marks: []mark{{x: 0, label: "path blackholed"}},
