@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/rendr-go/rendr"
@@ -47,8 +49,9 @@ func runBond(c *config) []result {
 		return []result{failure("bond", err)}
 	}
 	var out []result
-	for _, bc := range []bondCase{{"100+100", []int{100, 100}}, {"100+20", []int{100, 20}}} {
-		res, err := bondCaseRun(c, keys, bc)
+	cases := []bondCase{{"100+100", []int{100, 100}}, {"100+20", []int{100, 20}}}
+	for i, bc := range cases {
+		res, err := bondCaseRun(c, keys, bc, i == len(cases)-1)
 		if err != nil {
 			return append(out, failure("bond", fmt.Errorf("%s: %w", bc.name, err)))
 		}
@@ -57,7 +60,8 @@ func runBond(c *config) []result {
 	return out
 }
 
-func bondCaseRun(c *config, keys benchKeys, bc bondCase) ([]result, error) {
+// plotted says whether -plot draws this case.
+func bondCaseRun(c *config, keys benchKeys, bc bondCase, plotted bool) ([]result, error) {
 	lab, err := netlab.New(netlab.Config{Paths: len(bc.rates), RateMbit: bc.rates, Name: "rbond"})
 	if err != nil {
 		return nil, fmt.Errorf("building the lab: %w", err)
@@ -78,7 +82,14 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase) ([]result, error) {
 		measure = time.Duration(c.seconds * float64(time.Second))
 	}
 	c.logf("bond %s: %d runs, %v warm-up + %v measured per transfer", bc.name, c.runs, bondWarm, measure)
+	// -plot draws the first run of the last case, where the paths' rates differ.
+	var rendrTr, mptcpTr *bulkTrace
 	for run := range c.runs {
+		if c.plotDir != "" && run == 0 && plotted {
+			rendrTr, mptcpTr = &bulkTrace{}, &bulkTrace{}
+		} else {
+			rendrTr, mptcpTr = nil, nil
+		}
 		for i := range lab.Paths() {
 			r, err := tcpBulk(lab, i, measure)
 			if err != nil {
@@ -87,19 +98,29 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase) ([]result, error) {
 			c.logf("bond %s: run %d tcp_path%d %7.1f Mbit/s p99 delay %v", bc.name, run, i, r.mbit, r.p99)
 			single[i] = append(single[i], r)
 		}
-		r, err := rendrBulk(lab, keys, measure)
+		r, err := rendrBulk(lab, keys, measure, rendrTr)
 		if err != nil {
 			return nil, fmt.Errorf("rendr: %w", err)
 		}
 		c.logf("bond %s: run %d rendr_bond %7.1f Mbit/s p99 delay %v, %d route changes", bc.name, run, r.mbit, r.p99, r.moves)
 		rendrRuns = append(rendrRuns, r)
 		if mptcpSkip == "" {
-			r, err := mptcpBulk(lab, measure)
+			r, err := mptcpBulk(lab, measure, mptcpTr)
 			if err != nil {
 				return nil, fmt.Errorf("mptcp: %w", err)
 			}
 			c.logf("bond %s: run %d mptcp %7.1f Mbit/s p99 delay %v", bc.name, run, r.mbit, r.p99)
 			mptcpRuns = append(mptcpRuns, r)
+		}
+		if rendrTr != nil {
+			if mptcpSkip != "" {
+				mptcpTr = nil
+			}
+			path := filepath.Join(c.plotDir, "bond.png")
+			if err := bondChart(bc.rates, bondWarm, measure, rendrTr, mptcpTr).writePNG(path); err != nil {
+				return nil, fmt.Errorf("plot: %w", err)
+			}
+			c.logf("bond %s: wrote %s", bc.name, path)
 		}
 	}
 	mbits := func(rs []bulkRun) []float64 {
@@ -164,9 +185,13 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase) ([]result, error) {
 }
 
 // bulk writes stamped chunks from snd as fast as it takes them for warm-up plus measure, and
-// returns the goodput and chunk delays the receiver saw over the measured window.
-func bulk(snd, rcv net.Conn, measure time.Duration) (bulkRun, error) {
+// returns the goodput and chunk delays the receiver saw over the measured window. With tr,
+// it records when each chunk arrived, from tr.start (from its own start if tr.start is zero).
+func bulk(snd, rcv net.Conn, measure time.Duration, tr *bulkTrace) (bulkRun, error) {
 	start := time.Now()
+	if tr != nil && tr.start.IsZero() {
+		tr.start = start
+	}
 	stop := start.Add(bondWarm + measure)
 	werr := make(chan error, 1)
 	go func() {
@@ -196,6 +221,9 @@ func bulk(snd, rcv net.Conn, measure time.Duration) (bulkRun, error) {
 		now := time.Now()
 		if now.After(stop) {
 			break
+		}
+		if tr != nil {
+			tr.arrivals = append(tr.arrivals, now.Sub(tr.start))
 		}
 		if now.After(measureFrom) {
 			counted += bondChunk
@@ -242,11 +270,12 @@ func tcpBulk(lab *netlab.Lab, i int, measure time.Duration) (bulkRun, error) {
 	if err != nil {
 		return bulkRun{}, err
 	}
-	return bulk(snd, rcv, measure)
+	return bulk(snd, rcv, measure, nil)
 }
 
-// rendrBulk is one rendr flow over Bond(p0, p1, ...).
-func rendrBulk(lab *netlab.Lab, k benchKeys, measure time.Duration) (bulkRun, error) {
+// rendrBulk is one rendr flow over Bond(p0, p1, ...). With tr, it also samples the bytes each
+// path has sent, every bondPlotEvery.
+func rendrBulk(lab *netlab.Lab, k benchKeys, measure time.Duration, tr *bulkTrace) (bulkRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ln, d, err := labRendr(lab, k, func(paths []*rendr.Target) *rendr.Target { return rendr.Bond("bond", paths...) })
@@ -263,13 +292,54 @@ func rendrBulk(lab *netlab.Lab, k benchKeys, measure time.Duration) (bulkRun, er
 		return bulkRun{}, err
 	}
 	m0 := snd.Status().Migrations
-	r, err := bulk(snd, rcv, measure)
+	var stopSampling func()
+	if tr != nil {
+		tr.start = time.Now()
+		stopSampling = samplePaths(snd, tr, lab.Paths())
+	}
+	r, err := bulk(snd, rcv, measure, tr)
+	if stopSampling != nil {
+		stopSampling()
+	}
 	r.moves = d.Status().Migrations - m0
 	return r, err
 }
 
+// samplePaths records the bytes each of n paths (named p0, p1, ...) has sent, from tr.start
+// every bondPlotEvery, into tr.sampled and tr.sent until the returned func is called.
+func samplePaths(c *rendr.Conn, tr *bulkTrace, n int) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var at []time.Duration
+	var sent [][]int64
+	wg.Go(func() {
+		t := time.NewTicker(bondPlotEvery)
+		defer t.Stop()
+		for {
+			row := make([]int64, n)
+			for _, p := range c.Status().Paths {
+				var i int
+				if _, err := fmt.Sscanf(p.Name, "p%d", &i); err == nil && i >= 0 && i < n {
+					row[i] = p.BytesSent
+				}
+			}
+			at, sent = append(at, time.Since(tr.start)), append(sent, row)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+		tr.sampled, tr.sent = at, sent
+	}
+}
+
 // mptcpBulk is one MPTCP connection with a subflow per path.
-func mptcpBulk(lab *netlab.Lab, measure time.Duration) (bulkRun, error) {
+func mptcpBulk(lab *netlab.Lab, measure time.Duration, tr *bulkTrace) (bulkRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ln, snd, rcv, err := mptcpPair(ctx, lab)
@@ -277,7 +347,7 @@ func mptcpBulk(lab *netlab.Lab, measure time.Duration) (bulkRun, error) {
 		return bulkRun{}, err
 	}
 	defer ln.Close()
-	return bulk(snd, rcv, measure)
+	return bulk(snd, rcv, measure, tr)
 }
 
 // mptcpPair connects an MPTCP client on path 0's client address to an MPTCP listener on path

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,10 +66,10 @@ func runFailover(c *config) []result {
 	type acc struct {
 		gap, raw, delay, steady, fault, detect []float64
 		stuck                                  int
+		traces                                 [][]time.Duration // per run, for -plot
 	}
 	accs := make([]acc, len(cases))
 	errs := make([]string, len(cases))
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	c.logf("failover: 2 paths at %d Mbit/s, %d runs per case", failRateMbit, c.runs)
 	for run := range c.runs {
 		for i, fc := range cases {
@@ -97,6 +99,7 @@ func runFailover(c *config) []result {
 			a.delay = append(a.delay, ms(r.delay))
 			a.steady = append(a.steady, ms(r.steady))
 			a.fault = append(a.fault, ms(r.fault))
+			a.traces = append(a.traces, r.trace)
 			if r.stuck {
 				a.stuck++
 			}
@@ -149,7 +152,32 @@ func runFailover(c *config) []result {
 		measured(&det, accs[i].detect)
 		out = append(out, det)
 	}
+	if c.plotDir != "" {
+		// Cases 0 and 1 are the blackhole's: the fault a failover has to detect by itself.
+		r, m := medianRun(accs[0].gap, accs[0].traces), medianRun(accs[1].gap, accs[1].traces)
+		path := filepath.Join(c.plotDir, "failover.png")
+		if err := failoverChart(r, m).writePNG(path); err != nil {
+			out = append(out, failure("failover", fmt.Errorf("plot: %w", err)))
+		} else {
+			c.logf("failover: wrote %s", path)
+		}
+	}
 	return out
+}
+
+// medianRun is the run whose gap (in ms) is the median, the lower middle one of an even
+// count; the zero failTrace without runs.
+func medianRun(gaps []float64, traces [][]time.Duration) failTrace {
+	if len(gaps) == 0 || len(gaps) != len(traces) {
+		return failTrace{}
+	}
+	idx := make([]int, len(gaps))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(gaps[a], gaps[b]) })
+	i := idx[(len(idx)-1)/2]
+	return failTrace{trace: traces[i], gap: time.Duration(gaps[i] * float64(time.Millisecond))}
 }
 
 // rendrRun runs one rendr case: a fresh Listener in the server namespace with a source on

@@ -48,6 +48,9 @@ type gapRun struct {
 	fault  time.Duration // how long applying the fault took
 	// stuck: the stream had not recovered when the run ended; gap is then a lower bound.
 	stuck bool
+	// trace is when each chunk was delivered, from the instant the fault began (negative
+	// before it): what -plot draws.
+	trace []time.Duration
 }
 
 type arrival struct {
@@ -139,6 +142,9 @@ func measureGap(e *gapEnds, steady, after time.Duration, fault func(path int) er
 			case a.at.After(tf.Add(-time.Second)):
 				run.steady = max(run.steady, g)
 			}
+		}
+		if !a.sent.IsZero() {
+			run.trace = append(run.trace, a.at.Sub(tf))
 		}
 		if a.at.After(tf) && !a.sent.IsZero() {
 			delivered = true

@@ -2,7 +2,7 @@
 // one JSON object per result line on stdout (progress goes to stderr; -v=false silences it).
 //
 //	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|attack|stability|vpn|vpn-bond|vpn-failover|all]
-//		[-runs N] [-bytes N] [-seconds N] [-cpuprofile DIR] [-flows N]
+//		[-runs N] [-bytes N] [-seconds N] [-cpuprofile DIR] [-flows N] [-rows a,b] [-plot DIR]
 //
 // -scenario takes several names, comma-separated, and runs them in that order. all is every
 // scenario but the vpn ones, which are named on their own: they add about 6 minutes, and
@@ -20,12 +20,14 @@
 //   - failover: two 100 Mbit/s veth paths between two network namespaces (needs root); a
 //     paced stream client to server; the longest delivery gap when the path carrying it is
 //     silently blackholed or reset, for rendr and, in the same lab, for Linux MPTCP.
+//     -plot DIR writes DIR/failover.png: data delivered over time around the cut.
 //   - idle: -flows idle flows on one session; goroutines and live heap per flow.
 //   - bond: one flow over Bond(p0, p1) on veth paths of 100+100 and 100+20 Mbit/s (needs
 //     root): goodput against the sum of plain TCP's on each path alone, beside one Linux
 //     MPTCP connection with a subflow per path; p99 delay of a 64 KiB write. Each transfer
 //     is measured for 8 s after 2 s of warm-up, or for -seconds: a Bond delivers in bursts
 //     as the slow path's bytes fill gaps, so a longer window judges small differences better.
+//     -plot DIR writes DIR/bond.png: each path's rate and the goodput over time, 100+20.
 //   - race: paced 1 KiB chunks over Race(clean, lossy) where the lossy path drops 10% by
 //     nftables (needs root), beside each path alone: p99 send-to-delivery delay.
 //   - pps: one packet flow over one loopback path, 1200-byte datagrams: datagrams per second
@@ -91,6 +93,7 @@ type config struct {
 	flows    int
 	verbose  bool
 	rows     string // comma-separated row names to run (throughput, pps); empty: all
+	plotDir  string // failover, bond: write PNG plots here; empty: none
 }
 
 // onlyRows keeps the rows -rows names, in their order; all of them when -rows is empty.
@@ -274,6 +277,7 @@ func main() {
 	flag.StringVar(&c.cpuDir, "cpuprofile", "", "throughput: write a CPU profile of every measured transfer to this directory; attack: of the listener under each handshake flood, of each greedy round (transfers alone and beside, the idle second beside), and heap profiles around the flowids attack")
 	flag.IntVar(&c.flows, "flows", 10000, "idle: flows to open")
 	flag.BoolVar(&c.verbose, "v", true, "progress on stderr")
+	flag.StringVar(&c.plotDir, "plot", "", "failover: write DIR/failover.png, delivery over time across a blackholed path, rendr beside MPTCP (the run of median gap); bond: write DIR/bond.png, the bytes each path carries and the goodput over time on 100+20 Mbit/s (the first run), beside MPTCP's goodput")
 	flag.StringVar(&c.rows, "rows", "", "throughput, pps: only these rows (comma-separated names), a ratio needing its baseline row too; attack: only these attacks (flowids, udpflood, hsflood, greedy, gvisor)")
 	// Hidden: the attack scenario starts this binary again as an attacker (attackers.go).
 	var atk attackerArgs
@@ -339,6 +343,12 @@ func main() {
 	if c.cpuDir != "" {
 		if err := os.MkdirAll(c.cpuDir, 0o755); err != nil {
 			fmt.Fprintln(os.Stderr, "rendrbench: -cpuprofile:", err)
+			os.Exit(2)
+		}
+	}
+	if c.plotDir != "" {
+		if err := os.MkdirAll(c.plotDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "rendrbench: -plot:", err)
 			os.Exit(2)
 		}
 	}
