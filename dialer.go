@@ -193,7 +193,10 @@ func (t *Target) node(tuning policy.Tuning, leaves map[*policy.Node]*Target) *po
 func (d *Dialer) Dial() (*Conn, error) { return d.DialContext(context.Background()) }
 
 // DialContext opens a new flow. The first call waits for the session's first path (bounded by
-// ctx); later calls cost no round trip.
+// ctx); later calls cost no round trip. When every path of a session that never came up is
+// refused twice (nothing listens: connection refused, no route), it fails at once, as net.Dial
+// does, with an error that matches ErrNoPath and the refusal; once a session has been up, its
+// paths keep being dialed through refusals (the peer may be restarting) for ReconnectTimeout.
 func (d *Dialer) DialContext(ctx context.Context) (*Conn, error) {
 	s, st, err := d.open(ctx, (*flow.Engine).Open)
 	if err != nil {
@@ -478,6 +481,7 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 			}
 			waited := !ls.settled && time.Now().Before(s.mu.headStart)
 			ls.settled = true
+			refusedAll := refused(err) && s.refusedEverywhereLocked()
 			s.mu.Unlock()
 			if waited {
 				s.routeAgain() // a backup may have been held back for this path
@@ -486,12 +490,53 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 				s.fail(err)
 				return
 			}
+			if refusedAll {
+				// Nothing listens at any path's end: a dial fails now, as net.Dial does,
+				// rather than after the reconnect timeout. (A session that was up keeps
+				// trying: there, a refusal is a peer restarting.)
+				s.fail(errAllRefused{})
+				return
+			}
 			continue
 		}
 		if time.Since(started) >= stableAfter {
 			backoff = 0
 		}
 	}
+}
+
+// errAllRefused ends a session that never came up because every path was refused. It is an
+// ErrNoPath.
+type errAllRefused struct{}
+
+func (errAllRefused) Error() string {
+	return "rendr: every path was refused twice: nothing listens at their addresses"
+}
+func (errAllRefused) Unwrap() error { return ErrNoPath }
+
+// refusedTries is how many times in a row every path of a session that never came up must be
+// refused before a dial gives up: twice, so that one refusal from a listener that is just
+// starting does not end it.
+const refusedTries = 2
+
+// refusedEverywhereLocked reports whether the session never came up and every path's last
+// refusedTries attempts were refused (approximated by its last error being a refusal after at
+// least refusedTries dials).
+func (s *session) refusedEverywhereLocked() bool {
+	select {
+	case <-s.established:
+		return false
+	default:
+	}
+	for _, ls := range s.mu.leaves {
+		if ls.removed {
+			continue
+		}
+		if ls.dials < refusedTries || !refused(ls.lastErr) {
+			return false
+		}
+	}
+	return len(s.mu.leaves) > 0
 }
 
 // founder decides whether a leaf whose carrier is connected founds the session (mode New) or

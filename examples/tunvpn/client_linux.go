@@ -85,8 +85,21 @@ func runClient(ctx context.Context, c *clientConfig, log *slog.Logger) error {
 	// The uplinks come up now, not at the first connection; any that works brings the tunnel
 	// up, and the others join as they can.
 	go func() {
-		if err := d.Connect(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("tunvpn: no uplink is up yet", "err", err)
+		// A server that refuses every uplink ends a Connect at once, as net.Dial would: try
+		// again, less and less often, until one comes up.
+		wait := time.Second
+		for {
+			err := d.Connect(ctx)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			log.Warn("tunvpn: no uplink is up yet", "err", err, "again in", wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 30*time.Second)
 		}
 	}()
 	st, err := serveStatus(c.Status, func() report {
