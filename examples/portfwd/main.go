@@ -18,15 +18,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
-	"github.com/rendr-go/rendr"
-	"github.com/rendr-go/rendr/transport"
+	"github.com/rendr-go/rendr/examples/internal/excli"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
 
@@ -60,7 +57,7 @@ type host struct {
 	// listenCarrier opens a listener for rendr's carriers.
 	listenCarrier func(address string) (net.Listener, error)
 	// dialCarrier is a path's dial function.
-	dialCarrier func(address string, opts ...tcp.Option) transport.DialFunc
+	dialCarrier excli.DialCarrier
 	// dial connects the serving side to its target.
 	dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
@@ -83,24 +80,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	switch args[0] {
 	case "genkey":
-		k, err := rendr.NewKey()
-		if err != nil {
-			return err
-		}
-		b, _ := k.MarshalText()
-		fmt.Fprintf(stdout, "%s\n", b)
-		return nil
+		return excli.GenKey(stdout)
 	case "pubkey":
-		b, err := io.ReadAll(io.LimitReader(stdin, 1024))
-		if err != nil {
-			return err
-		}
-		k, err := rendr.ParsePrivateKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, k.Public())
-		return nil
+		return excli.PubKey(stdin, stdout)
 	case "serve":
 		s, err := newServer(args[1:], stderr, h)
 		if err != nil {
@@ -115,35 +97,4 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return f.serve(ctx)
 	}
 	return errUsage
-}
-
-// listFlag is a flag given any number of times.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-// logger writes to w; debug events (rendr's own included) only when verbose.
-func logger(w io.Writer, verbose bool) *slog.Logger {
-	level := slog.LevelInfo
-	if verbose {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-// readKey reads a private key from a file, as genkey writes it.
-func readKey(path string) (rendr.PrivateKey, error) {
-	if path == "" {
-		return rendr.PrivateKey{}, errors.New("-key is required: a file holding this side's private key (portfwd genkey > FILE)")
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return rendr.PrivateKey{}, fmt.Errorf("-key: %w", err)
-	}
-	k, err := rendr.ParsePrivateKey(strings.TrimSpace(string(b)))
-	if err != nil {
-		return rendr.PrivateKey{}, fmt.Errorf("-key %s: %w", path, err)
-	}
-	return k, nil
 }

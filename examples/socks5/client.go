@@ -16,14 +16,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/excli"
 	"github.com/rendr-go/rendr/l3"
-	"github.com/rendr-go/rendr/transport/tcp"
 )
 
 const (
@@ -54,12 +53,12 @@ func newClient(args []string, stderr io.Writer, h host) (*client, error) {
 	policy := fs.String("policy", "selector", "how the paths are used: selector, race or bond")
 	authFile := fs.String("auth", "", "file of user:password lines; without it no authentication is asked")
 	verbose := fs.Bool("v", false, "log every connection and rendr's debug events")
-	var paths listFlag
+	var paths excli.ListFlag
 	fs.Var(&paths, "path", "a path to the server: ADDR[,from=IP][,backup|,tier=N][,name=NAME] (repeat for more)")
 	if err := fs.Parse(args); err != nil {
 		return nil, errUsage
 	}
-	key, err := readKey(*keyFile)
+	key, err := excli.LoadKey(*keyFile, "socks5")
 	if err != nil {
 		return nil, err
 	}
@@ -70,19 +69,17 @@ func newClient(args []string, stderr io.Writer, h host) (*client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-peer: %w", err)
 	}
-	root, err := pathGraph(*policy, paths, h)
+	root, err := excli.PathGraph(*policy, paths, "server", h.dialCarrier)
 	if err != nil {
 		return nil, err
 	}
-	c := &client{log: logger(stderr, *verbose)}
+	c := &client{}
+	var rlog *slog.Logger
+	c.log, rlog = excli.Logger(stderr, *verbose)
 	if *authFile != "" {
 		if c.users, err = readUsers(*authFile); err != nil {
 			return nil, err
 		}
-	}
-	var rlog *slog.Logger
-	if *verbose {
-		rlog = c.log
 	}
 	c.d, err = rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peerKey, Root: root,
 		Options: rendr.Options{Logger: rlog}})
@@ -94,67 +91,6 @@ func newClient(args []string, stderr io.Writer, h host) (*client, error) {
 		return nil, fmt.Errorf("-listen: %w", err)
 	}
 	return c, nil
-}
-
-// pathGraph is the dialer's target graph: each -path under one group of the policy.
-func pathGraph(policy string, specs []string, h host) (*rendr.Target, error) {
-	if len(specs) == 0 {
-		return nil, errors.New("-path is required: the server's address (give it once per path)")
-	}
-	var targets []*rendr.Target
-	for i, s := range specs {
-		t, err := parsePath(s, fmt.Sprintf("path%d", i), h)
-		if err != nil {
-			return nil, err
-		}
-		targets = append(targets, t)
-	}
-	switch policy {
-	case "selector":
-		return rendr.Selector("paths", targets...), nil
-	case "race":
-		return rendr.Race("paths", targets...), nil
-	case "bond":
-		return rendr.Bond("paths", targets...), nil
-	}
-	return nil, fmt.Errorf("-policy %q: selector, race or bond", policy)
-}
-
-// parsePath reads ADDR[,from=IP][,backup|,tier=N][,name=NAME].
-func parsePath(spec, name string, h host) (*rendr.Target, error) {
-	fields := strings.Split(spec, ",")
-	addr := fields[0]
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("-path %q: %w", spec, err)
-	}
-	var topts []tcp.Option
-	var popts []rendr.PathOption
-	for _, f := range fields[1:] {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case "from":
-			if _, err := netip.ParseAddr(v); err != nil {
-				return nil, fmt.Errorf("-path %q: from: %w", spec, err)
-			}
-			topts = append(topts, tcp.LocalAddr(v))
-		case "backup":
-			popts = append(popts, rendr.Backup())
-		case "tier":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return nil, fmt.Errorf("-path %q: tier is a number, 0 for a primary path", spec)
-			}
-			popts = append(popts, rendr.Tier(n))
-		case "name":
-			if v == "" {
-				return nil, fmt.Errorf("-path %q: an empty name", spec)
-			}
-			name = v
-		default:
-			return nil, fmt.Errorf("-path %q: unknown option %q (from=IP, backup, tier=N, name=NAME)", spec, k)
-		}
-	}
-	return rendr.Path(name, h.dialCarrier(addr, topts...), popts...), nil
 }
 
 // readUsers reads user:password lines.
@@ -237,7 +173,7 @@ func (c *client) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 	c.log.Debug("socks5: connected", "client", conn.RemoteAddr(), "dest", req, "flow", f.FlowID())
-	if err := splice(conn, f); err != nil {
+	if err := excli.Splice(conn, f); err != nil {
 		c.log.Debug("socks5: connection ended", "client", conn.RemoteAddr(), "dest", req, "err", err)
 	}
 }

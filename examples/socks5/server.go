@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/excli"
 	"github.com/rendr-go/rendr/l3"
 )
 
@@ -34,21 +35,18 @@ func newServer(args []string, stderr io.Writer, h host) (*server, error) {
 	fs.SetOutput(stderr)
 	keyFile := fs.String("key", "", "file holding this side's private key")
 	verbose := fs.Bool("v", false, "log rendr's debug events, each connection's among them")
-	var peers, listen, allow listFlag
+	var peers, listen, allow excli.ListFlag
 	fs.Var(&peers, "peer", "a client's public key (repeat for more)")
 	fs.Var(&listen, "listen", "an address the clients' paths dial (repeat for more)")
 	fs.Var(&allow, "allow", "a prefix clients may connect to; 0.0.0.0/0 and ::/0 for all (repeat for more)")
 	if err := fs.Parse(args); err != nil {
 		return nil, errUsage
 	}
-	key, err := readKey(*keyFile)
+	key, err := excli.LoadKey(*keyFile, "socks5")
 	if err != nil {
 		return nil, err
 	}
-	if len(peers) == 0 {
-		return nil, errors.New("-peer is required: a client's public key (socks5 pubkey < client.key)")
-	}
-	peerKeys, err := parsePeers(peers)
+	peerKeys, err := excli.ParsePeers(peers, "a client's public key (socks5 pubkey < client.key)")
 	if err != nil {
 		return nil, err
 	}
@@ -68,30 +66,18 @@ func newServer(args []string, stderr io.Writer, h host) (*server, error) {
 		}
 		prefixes = append(prefixes, p.Masked())
 	}
-	s := &server{lookup: h.lookup, log: logger(stderr, *verbose)}
-	var srcs []net.Listener
-	closeAll := func() {
-		for _, l := range srcs {
-			l.Close()
-		}
+	srcs, err := excli.ListenAll(listen, h.listenCarrier)
+	if err != nil {
+		return nil, err
 	}
-	for _, a := range listen {
-		l, err := h.listenCarrier(a)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("-listen %s: %w", a, err)
-		}
-		srcs = append(srcs, l)
-	}
+	s := &server{lookup: h.lookup}
 	var rlog *slog.Logger
-	if *verbose {
-		rlog = s.log
-	}
+	s.log, rlog = excli.Logger(stderr, *verbose)
 	s.ln, err = rendr.Listen(rendr.ListenConfig{Key: key, Peers: peerKeys,
 		Egress:  rendr.AllowEgress(prefixes, tcpOnly(h.egress)),
 		Options: rendr.Options{Logger: rlog}}, srcs...)
 	if err != nil {
-		closeAll()
+		excli.CloseAll(srcs)
 		return nil, err
 	}
 	return s, nil
