@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/rendr-go/rendr"
@@ -40,7 +39,7 @@ func newForwarder(args []string, stderr io.Writer, h host) (*forwarder, error) {
 	var paths excli.ListFlag
 	fs.Var(&paths, "path", "a path to the serving side: ADDR[,from=IP][,backup|,tier=N][,name=NAME] (repeat for more)")
 	if err := fs.Parse(args); err != nil {
-		return nil, errUsage
+		return nil, excli.ErrUsage
 	}
 	key, err := excli.LoadKey(*keyFile, "portfwd")
 	if err != nil {
@@ -78,24 +77,7 @@ func newForwarder(args []string, stderr io.Writer, h host) (*forwarder, error) {
 // serve accepts local connections until ctx ends, then closes every connection and flow.
 func (f *forwarder) serve(ctx context.Context) error {
 	f.log.Info("portfwd forward: listening", "addr", f.ln.Addr())
-	stop := context.AfterFunc(ctx, func() { f.ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	var err error
-	for {
-		conn, aerr := f.ln.Accept()
-		if aerr != nil {
-			if ctx.Err() == nil {
-				err = aerr
-			}
-			break
-		}
-		wg.Go(func() { f.handle(ctx, conn) })
-	}
-	f.ln.Close()
-	f.d.Close() // every flow ends, and with it every splice
-	wg.Wait()
-	return err
+	return excli.Serve(ctx, f.ln, func(c net.Conn) { f.handle(ctx, c) }, func() { f.d.Close() })
 }
 
 // handle carries one local connection.

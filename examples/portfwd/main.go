@@ -15,29 +15,18 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/rendr-go/rendr/examples/internal/excli"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, osHost())
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "portfwd:", err)
-		if errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, usage)
-		}
-		os.Exit(1)
-	}
+	excli.Main("portfwd", usage, func(ctx context.Context, args []string) error {
+		return run(ctx, args, os.Stdin, os.Stdout, os.Stderr, osHost())
+	})
 }
 
 const usage = `usage:
@@ -46,8 +35,6 @@ const usage = `usage:
   portfwd serve -key FILE -peer KEY ... -listen ADDR ... -target HOST:PORT [-v]
   portfwd forward -key FILE -peer KEY -listen ADDR -path ADDR[,from=IP][,backup|,tier=N] ...
                   [-policy selector|race|bond] [-v]`
-
-var errUsage = errors.New("usage")
 
 // host is how the program reaches the network: the operating system's sockets in main, a
 // test's network namespaces in the tests.
@@ -75,26 +62,20 @@ func osHost() host {
 // run is the program: args without the program's name. It returns when ctx ends (nil) or the
 // program fails.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, h host) error {
-	if len(args) == 0 {
-		return errUsage
-	}
-	switch args[0] {
-	case "genkey":
-		return excli.GenKey(stdout)
-	case "pubkey":
-		return excli.PubKey(stdin, stdout)
-	case "serve":
-		s, err := newServer(args[1:], stderr, h)
-		if err != nil {
-			return err
-		}
-		return s.serve(ctx)
-	case "forward":
-		f, err := newForwarder(args[1:], stderr, h)
-		if err != nil {
-			return err
-		}
-		return f.serve(ctx)
-	}
-	return errUsage
+	return excli.Dispatch(args, stdin, stdout, map[string]func([]string) error{
+		"serve": func(args []string) error {
+			s, err := newServer(args, stderr, h)
+			if err != nil {
+				return err
+			}
+			return s.serve(ctx)
+		},
+		"forward": func(args []string) error {
+			f, err := newForwarder(args, stderr, h)
+			if err != nil {
+				return err
+			}
+			return f.serve(ctx)
+		},
+	})
 }

@@ -34,7 +34,7 @@ func newServer(args []string, stderr io.Writer, h host) (*server, error) {
 	fs.Var(&peers, "peer", "a forwarding side's public key (repeat for more)")
 	fs.Var(&listen, "listen", "an address the forwarding side's paths dial (repeat for more)")
 	if err := fs.Parse(args); err != nil {
-		return nil, errUsage
+		return nil, excli.ErrUsage
 	}
 	key, err := excli.LoadKey(*keyFile, "portfwd")
 	if err != nil {

@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rendr-go/rendr"
@@ -56,7 +55,7 @@ func newClient(args []string, stderr io.Writer, h host) (*client, error) {
 	var paths excli.ListFlag
 	fs.Var(&paths, "path", "a path to the server: ADDR[,from=IP][,backup|,tier=N][,name=NAME] (repeat for more)")
 	if err := fs.Parse(args); err != nil {
-		return nil, errUsage
+		return nil, excli.ErrUsage
 	}
 	key, err := excli.LoadKey(*keyFile, "socks5")
 	if err != nil {
@@ -125,24 +124,7 @@ func readUsers(path string) (map[string]string, error) {
 // serve accepts SOCKS connections until ctx ends, then closes every connection and flow.
 func (c *client) serve(ctx context.Context) error {
 	c.log.Info("socks5 client: listening", "addr", c.ln.Addr())
-	stop := context.AfterFunc(ctx, func() { c.ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	var err error
-	for {
-		conn, aerr := c.ln.Accept()
-		if aerr != nil {
-			if ctx.Err() == nil {
-				err = aerr
-			}
-			break
-		}
-		wg.Go(func() { c.handle(ctx, conn) })
-	}
-	c.ln.Close()
-	c.d.Close() // every flow ends, and with it every splice
-	wg.Wait()
-	return err
+	return excli.Serve(ctx, c.ln, func(conn net.Conn) { c.handle(ctx, conn) }, func() { c.d.Close() })
 }
 
 // handle serves one SOCKS connection.

@@ -14,13 +14,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/examples/internal/excli"
@@ -28,16 +24,9 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, osHost())
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "socks5:", err)
-		if errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, usage)
-		}
-		os.Exit(1)
-	}
+	excli.Main("socks5", usage, func(ctx context.Context, args []string) error {
+		return run(ctx, args, os.Stdin, os.Stdout, os.Stderr, osHost())
+	})
 }
 
 const usage = `usage:
@@ -46,8 +35,6 @@ const usage = `usage:
   socks5 client -key FILE -peer KEY -path ADDR[,from=IP][,backup|,tier=N] ... [-listen ADDR]
                 [-policy selector|race|bond] [-auth FILE] [-v]
   socks5 server -key FILE -peer KEY ... -listen ADDR ... -allow PREFIX ... [-v]`
-
-var errUsage = errors.New("usage")
 
 // host is how the program reaches the network: the operating system's sockets in main, a
 // test's network namespaces in the tests.
@@ -77,26 +64,20 @@ func osHost() host {
 // run is the program: args without the program's name. It returns when ctx ends (nil) or the
 // proxy fails.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, h host) error {
-	if len(args) == 0 {
-		return errUsage
-	}
-	switch args[0] {
-	case "genkey":
-		return excli.GenKey(stdout)
-	case "pubkey":
-		return excli.PubKey(stdin, stdout)
-	case "client":
-		c, err := newClient(args[1:], stderr, h)
-		if err != nil {
-			return err
-		}
-		return c.serve(ctx)
-	case "server":
-		s, err := newServer(args[1:], stderr, h)
-		if err != nil {
-			return err
-		}
-		return s.serve(ctx)
-	}
-	return errUsage
+	return excli.Dispatch(args, stdin, stdout, map[string]func([]string) error{
+		"client": func(args []string) error {
+			c, err := newClient(args, stderr, h)
+			if err != nil {
+				return err
+			}
+			return c.serve(ctx)
+		},
+		"server": func(args []string) error {
+			s, err := newServer(args, stderr, h)
+			if err != nil {
+				return err
+			}
+			return s.serve(ctx)
+		},
+	})
 }

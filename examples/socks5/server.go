@@ -40,7 +40,7 @@ func newServer(args []string, stderr io.Writer, h host) (*server, error) {
 	fs.Var(&listen, "listen", "an address the clients' paths dial (repeat for more)")
 	fs.Var(&allow, "allow", "a prefix clients may connect to; 0.0.0.0/0 and ::/0 for all (repeat for more)")
 	if err := fs.Parse(args); err != nil {
-		return nil, errUsage
+		return nil, excli.ErrUsage
 	}
 	key, err := excli.LoadKey(*keyFile, "socks5")
 	if err != nil {
