@@ -31,40 +31,17 @@ type forwarder struct {
 func newForwarder(args []string, stderr io.Writer, h host) (*forwarder, error) {
 	fs := flag.NewFlagSet("forward", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keyFile := fs.String("key", "", "file holding this side's private key")
-	peer := fs.String("peer", "", "the serving side's public key")
+	side := excli.DialFlags(fs, "portfwd", "serving side")
 	listen := fs.String("listen", "", "the forwarded port's local address, as 127.0.0.1:8080")
-	policy := fs.String("policy", "selector", "how the paths are used: selector, race or bond")
-	verbose := fs.Bool("v", false, "log every connection and rendr's debug events")
-	var paths excli.ListFlag
-	fs.Var(&paths, "path", "a path to the serving side: ADDR[,from=IP][,backup|,tier=N][,name=NAME] (repeat for more)")
 	if err := fs.Parse(args); err != nil {
 		return nil, excli.ErrUsage
-	}
-	key, err := excli.LoadKey(*keyFile, "portfwd")
-	if err != nil {
-		return nil, err
-	}
-	if *peer == "" {
-		return nil, errors.New("-peer is required: the serving side's public key (portfwd pubkey < its key)")
-	}
-	peerKey, err := rendr.ParsePublicKey(*peer)
-	if err != nil {
-		return nil, fmt.Errorf("-peer: %w", err)
 	}
 	if *listen == "" {
 		return nil, errors.New("-listen is required: the local address to forward, as 127.0.0.1:8080")
 	}
-	root, err := excli.PathGraph(*policy, paths, "serving side", h.dialCarrier)
-	if err != nil {
-		return nil, err
-	}
 	f := &forwarder{}
-	var rlog *slog.Logger
-	f.log, rlog = excli.Logger(stderr, *verbose)
-	f.d, err = rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peerKey, Root: root,
-		Options: rendr.Options{Logger: rlog}})
-	if err != nil {
+	var err error
+	if f.d, f.log, err = side.Dialer(stderr, h.dialCarrier); err != nil {
 		return nil, err
 	}
 	if f.ln, err = h.listen(*listen); err != nil {

@@ -46,43 +46,20 @@ type client struct {
 func newClient(args []string, stderr io.Writer, h host) (*client, error) {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keyFile := fs.String("key", "", "file holding this side's private key")
-	peer := fs.String("peer", "", "the server's public key")
+	side := excli.DialFlags(fs, "socks5", "server")
 	listen := fs.String("listen", "127.0.0.1:1080", "the SOCKS5 listener's address")
-	policy := fs.String("policy", "selector", "how the paths are used: selector, race or bond")
 	authFile := fs.String("auth", "", "file of user:password lines; without it no authentication is asked")
-	verbose := fs.Bool("v", false, "log every connection and rendr's debug events")
-	var paths excli.ListFlag
-	fs.Var(&paths, "path", "a path to the server: ADDR[,from=IP][,backup|,tier=N][,name=NAME] (repeat for more)")
 	if err := fs.Parse(args); err != nil {
 		return nil, excli.ErrUsage
 	}
-	key, err := excli.LoadKey(*keyFile, "socks5")
-	if err != nil {
-		return nil, err
-	}
-	if *peer == "" {
-		return nil, errors.New("-peer is required: the server's public key (socks5 pubkey < server.key)")
-	}
-	peerKey, err := rendr.ParsePublicKey(*peer)
-	if err != nil {
-		return nil, fmt.Errorf("-peer: %w", err)
-	}
-	root, err := excli.PathGraph(*policy, paths, "server", h.dialCarrier)
-	if err != nil {
-		return nil, err
-	}
 	c := &client{}
-	var rlog *slog.Logger
-	c.log, rlog = excli.Logger(stderr, *verbose)
+	var err error
 	if *authFile != "" {
 		if c.users, err = readUsers(*authFile); err != nil {
 			return nil, err
 		}
 	}
-	c.d, err = rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peerKey, Root: root,
-		Options: rendr.Options{Logger: rlog}})
-	if err != nil {
+	if c.d, c.log, err = side.Dialer(stderr, h.dialCarrier); err != nil {
 		return nil, err
 	}
 	if c.ln, err = h.listen(*listen); err != nil {

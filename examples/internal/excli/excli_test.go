@@ -114,7 +114,7 @@ func equal(a, b []string) bool {
 	return strings.Join(a, "\n") == strings.Join(b, "\n") && len(a) == len(b)
 }
 
-// TestKeys: a key genkey writes to a file loads, pubkey gives its public key, and LoadKey
+// TestKeys: a key genkey writes to a file loads, pubkey gives its public key, and loadKey
 // refuses a missing flag, a file others can read and a file that is no key.
 func TestKeys(t *testing.T) {
 	dir := t.TempDir()
@@ -132,9 +132,9 @@ func TestKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := LoadKey(path, "prog")
+	k, err := loadKey(path, "prog")
 	if err != nil {
-		t.Fatalf("LoadKey of what genkey wrote: %v", err)
+		t.Fatalf("loadKey of what genkey wrote: %v", err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -147,39 +147,39 @@ func TestKeys(t *testing.T) {
 	if got := strings.TrimSpace(pub.String()); got != k.Public().String() {
 		t.Fatalf("pubkey %q, want %q", got, k.Public())
 	}
-	peers, err := ParsePeers([]string{pub.String()[:len(pub.String())-1]}, "a client's key")
+	peers, err := parsePeers([]string{pub.String()[:len(pub.String())-1]}, "a client's key")
 	if err != nil || len(peers) != 1 || peers[0] != k.Public() {
-		t.Fatalf("ParsePeers: %v, %v", peers, err)
+		t.Fatalf("parsePeers: %v, %v", peers, err)
 	}
 
-	if _, err := LoadKey("", "prog"); err == nil || !strings.Contains(err.Error(), "-key is required") || !strings.Contains(err.Error(), "prog genkey") {
+	if _, err := loadKey("", "prog"); err == nil || !strings.Contains(err.Error(), "-key is required") || !strings.Contains(err.Error(), "prog genkey") {
 		t.Errorf("no -key: %v", err)
 	}
-	if _, err := LoadKey(filepath.Join(dir, "none"), "prog"); err == nil || !strings.HasPrefix(err.Error(), "-key: ") {
+	if _, err := loadKey(filepath.Join(dir, "none"), "prog"); err == nil || !strings.HasPrefix(err.Error(), "-key: ") {
 		t.Errorf("a missing file: %v", err)
 	}
 	notKey := filepath.Join(dir, "not.key")
 	if err := os.WriteFile(notKey, []byte("hello\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadKey(notKey, "prog"); err == nil || !strings.HasPrefix(err.Error(), "-key: ") {
+	if _, err := loadKey(notKey, "prog"); err == nil || !strings.HasPrefix(err.Error(), "-key: ") {
 		t.Errorf("a file that is no key: %v", err)
 	}
 	if runtime.GOOS != "windows" {
 		if err := os.Chmod(path, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := LoadKey(path, "prog"); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		if _, err := loadKey(path, "prog"); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 			t.Errorf("a key others can read: %v, want it refused", err)
 		}
 	}
 	if err := PubKey(strings.NewReader("nonsense"), io.Discard); err == nil {
 		t.Error("pubkey of nonsense: no error")
 	}
-	if _, err := ParsePeers(nil, "a client's public key"); err == nil || !strings.Contains(err.Error(), "-peer is required: a client's public key") {
+	if _, err := parsePeers(nil, "a client's public key"); err == nil || !strings.Contains(err.Error(), "-peer is required: a client's public key") {
 		t.Errorf("no -peer: %v", err)
 	}
-	if _, err := ParsePeers([]string{"nonsense"}, "x"); err == nil || !strings.Contains(err.Error(), `-peer "nonsense"`) {
+	if _, err := parsePeers([]string{"nonsense"}, "x"); err == nil || !strings.Contains(err.Error(), `-peer "nonsense"`) {
 		t.Errorf("a malformed -peer: %v", err)
 	}
 }
@@ -194,25 +194,25 @@ func TestListenAll(t *testing.T) {
 		}
 		return l, err
 	}
-	lns, err := ListenAll([]string{"127.0.0.1:0", "127.0.0.1:0", "not an address"}, listen)
+	lns, err := listenAll([]string{"127.0.0.1:0", "127.0.0.1:0", "not an address"}, listen)
 	if err == nil || !strings.Contains(err.Error(), "-listen not an address") || lns != nil {
-		t.Fatalf("ListenAll: %v, %v, want an error naming the address", lns, err)
+		t.Fatalf("listenAll: %v, %v, want an error naming the address", lns, err)
 	}
 	for _, l := range opened {
 		if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
 			t.Errorf("%v left open: %v", l.Addr(), err)
 		}
 	}
-	lns, err = ListenAll([]string{"127.0.0.1:0", "127.0.0.1:0"}, listen)
+	lns, err = listenAll([]string{"127.0.0.1:0", "127.0.0.1:0"}, listen)
 	if err != nil || len(lns) != 2 {
-		t.Fatalf("ListenAll: %v, %v", lns, err)
+		t.Fatalf("listenAll: %v, %v", lns, err)
 	}
-	CloseAll(lns)
+	closeAll(lns)
 }
 
 func TestLogger(t *testing.T) {
 	var buf bytes.Buffer
-	log, rlog := Logger(&buf, false)
+	log, rlog := logger(&buf, false)
 	log.Debug("hidden")
 	log.Info("shown")
 	if rlog != nil {
@@ -222,7 +222,7 @@ func TestLogger(t *testing.T) {
 		t.Errorf("without -v: %q", s)
 	}
 	buf.Reset()
-	log, rlog = Logger(&buf, true)
+	log, rlog = logger(&buf, true)
 	log.Debug("debug")
 	if rlog != log || !strings.Contains(buf.String(), "debug") {
 		t.Errorf("with -v: rendr's logger %p, the program's %p, log %q", rlog, log, buf.String())

@@ -14,10 +14,10 @@ type ListFlag []string
 func (l *ListFlag) String() string     { return strings.Join(*l, " ") }
 func (l *ListFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-// Logger writes to w; debug events only when verbose. The second logger is the one to give
+// logger writes to w; debug events only when verbose. The second logger is the one to give
 // rendr's Options: the same when verbose, and nil (rendr discards its debug events) when not,
 // so that rendr does not build events nobody reads.
-func Logger(w io.Writer, verbose bool) (log, rendrLog *slog.Logger) {
+func logger(w io.Writer, verbose bool) (log, rendrLog *slog.Logger) {
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
@@ -29,14 +29,14 @@ func Logger(w io.Writer, verbose bool) (log, rendrLog *slog.Logger) {
 	return log, rendrLog
 }
 
-// ListenAll opens a listener with listen on each of addrs, the repeated -listen flags of a
+// listenAll opens a listener with listen on each of addrs, the repeated -listen flags of a
 // serving side. When one fails, those already open are closed.
-func ListenAll(addrs []string, listen func(address string) (net.Listener, error)) ([]net.Listener, error) {
+func listenAll(addrs []string, listen func(address string) (net.Listener, error)) ([]net.Listener, error) {
 	var out []net.Listener
 	for _, a := range addrs {
 		l, err := listen(a)
 		if err != nil {
-			CloseAll(out)
+			closeAll(out)
 			return nil, fmt.Errorf("-listen %s: %w", a, err)
 		}
 		out = append(out, l)
@@ -44,8 +44,8 @@ func ListenAll(addrs []string, listen func(address string) (net.Listener, error)
 	return out, nil
 }
 
-// CloseAll closes every listener of lns.
-func CloseAll(lns []net.Listener) {
+// closeAll closes every listener of lns.
+func closeAll(lns []net.Listener) {
 	for _, l := range lns {
 		l.Close()
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // GenKey writes a new private key to stdout, one line of base64. When stdout is a regular
-// file (genkey > FILE), it is made readable by its owner alone first: LoadKey refuses a key
+// file (genkey > FILE), it is made readable by its owner alone first: loadKey refuses a key
 // file others can read, and the shell creates the file with the umask's mode.
 func GenKey(stdout io.Writer) error {
 	k, err := rendr.NewKey()
@@ -47,9 +47,9 @@ func PubKey(stdin io.Reader, stdout io.Writer) error {
 	return err
 }
 
-// LoadKey reads the private key in the file the -key flag names. prog is the program's name,
+// loadKey reads the private key in the file the -key flag names. prog is the program's name,
 // for the error that says how to make one.
-func LoadKey(path, prog string) (rendr.PrivateKey, error) {
+func loadKey(path, prog string) (rendr.PrivateKey, error) {
 	if path == "" {
 		return rendr.PrivateKey{}, fmt.Errorf("-key is required: a file holding this side's private key (%s genkey > FILE)", prog)
 	}
@@ -60,10 +60,10 @@ func LoadKey(path, prog string) (rendr.PrivateKey, error) {
 	return k, nil
 }
 
-// ParsePeers reads the public keys of repeated -peer flags, as pubkey prints them. what names
+// parsePeers reads the public keys of repeated -peer flags, as pubkey prints them. what names
 // the peers, for the error when there is none: "a client's public key (socks5 pubkey <
 // client.key)".
-func ParsePeers(keys []string, what string) ([]rendr.PublicKey, error) {
+func parsePeers(keys []string, what string) ([]rendr.PublicKey, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("-peer is required: " + what)
 	}
