@@ -59,8 +59,6 @@ func (f *forwarder) serve(ctx context.Context) error {
 
 // handle carries one local connection.
 func (f *forwarder) handle(ctx context.Context, conn net.Conn) {
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
 	id, err := identity(conn)
 	if err != nil {
 		f.log.Warn("portfwd forward: a connection without a TCP identity", "err", err)

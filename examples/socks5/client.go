@@ -106,8 +106,6 @@ func (c *client) serve(ctx context.Context) error {
 
 // handle serves one SOCKS connection.
 func (c *client) handle(ctx context.Context, conn net.Conn) {
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	req, err := c.negotiate(conn)
 	if err != nil {

@@ -54,7 +54,7 @@ func Dispatch(args []string, stdin io.Reader, stdout io.Writer, cmds map[string]
 }
 
 // Serve accepts connections on ln until ctx ends, each given to handle in a goroutine of its
-// own. Then it closes ln, calls stop, which must make every handler return (closing the
+// own, and closed when ctx ends if handle has not returned by then. Then it closes ln, calls stop, which must make every handler return (closing the
 // program's rendr.Dialer ends every flow, and with it every splice), and waits for them. It
 // returns nil when ctx ended, or the error that stopped it accepting.
 func Serve(ctx context.Context, ln net.Listener, handle func(net.Conn), stop func()) error {
@@ -70,7 +70,11 @@ func Serve(ctx context.Context, ln net.Listener, handle func(net.Conn), stop fun
 			}
 			break
 		}
-		wg.Go(func() { handle(conn) })
+		wg.Go(func() {
+			unhook := context.AfterFunc(ctx, func() { conn.Close() })
+			defer unhook()
+			handle(conn)
+		})
 	}
 	ln.Close()
 	stop()

@@ -91,6 +91,34 @@ var errBroken = errors.New("broken")
 
 func (failingListener) Accept() (net.Conn, error) { return nil, errBroken }
 
+// TestServeClosesConns: a handler blocked reading its connection returns once ctx ends,
+// Serve having closed the connection, though stop does nothing.
+func TestServeClosesConns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reading := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- Serve(ctx, ln, func(c net.Conn) {
+			close(reading)
+			c.Read(make([]byte, 1))
+		}, func() {})
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-reading
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
+
 func TestServeFails(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
