@@ -3,7 +3,6 @@ package excli
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"net"
@@ -11,12 +10,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
 
-	"github.com/rendr-go/rendr"
 	"github.com/rendr-go/rendr/transport"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
@@ -232,101 +229,5 @@ func TestLogger(t *testing.T) {
 	l.Set("b")
 	if l.String() != "a b" || len(l) != 2 {
 		t.Errorf("ListFlag: %q", l)
-	}
-}
-
-// TestSplice carries a connection over a flow both ways, each direction ended by a
-// half-close, through a rendr session over loopback; the bytes are checked by SHA-256.
-func TestSplice(t *testing.T) {
-	cliKey, err := rendr.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvKey, err := rendr.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	carrier, err := tcp.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := rendr.Listen(rendr.ListenConfig{Key: srvKey, Peers: []rendr.PublicKey{cliKey.Public()}}, carrier)
-	if err != nil {
-		carrier.Close()
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	d, err := rendr.NewDialer(rendr.DialerConfig{Key: cliKey, PeerKey: srvKey.Public(),
-		Root: rendr.Path("p", tcp.Dialer(carrier.Addr().String()))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-
-	// The far side echoes the SHA-256 of what it read, then a reply, then its end of stream.
-	reply := bytes.Repeat([]byte("reply "), 100_000)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() {
-		f, err := ln.Accept()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer f.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
-			t.Error(err)
-			return
-		}
-		f.Write(h.Sum(nil))
-		f.Write(reply)
-	})
-
-	// The application's TCP connection: app is the program's end, user the application's.
-	appLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer appLn.Close()
-	user, err := net.Dial("tcp", appLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer user.Close()
-	app, err := appLn.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fl, err := d.DialContext(context.Background())
-	if err != nil {
-		app.Close()
-		t.Fatal(err)
-	}
-	spliced := make(chan error, 1)
-	go func() { spliced <- Splice(app, fl) }()
-
-	up := bytes.Repeat([]byte("up "), 200_000)
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := user.Write(up)
-		if err == nil {
-			err = user.(*net.TCPConn).CloseWrite()
-		}
-		wrote <- err
-	}()
-	got, err := io.ReadAll(user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(up)
-	if want := append(sum[:], reply...); !bytes.Equal(got, want) {
-		t.Fatalf("got %d bytes back (sha256 %x), want %d (sha256 %x)", len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
-	}
-	if err := <-spliced; err != nil {
-		t.Fatalf("Splice: %v", err)
 	}
 }
