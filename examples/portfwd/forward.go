@@ -14,14 +14,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/excli"
 	"github.com/rendr-go/rendr/l3"
-	"github.com/rendr-go/rendr/transport/tcp"
 )
 
 type forwarder struct {
@@ -34,42 +31,17 @@ type forwarder struct {
 func newForwarder(args []string, stderr io.Writer, h host) (*forwarder, error) {
 	fs := flag.NewFlagSet("forward", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keyFile := fs.String("key", "", "file holding this side's private key")
-	peer := fs.String("peer", "", "the serving side's public key")
+	side := excli.DialFlags(fs, "portfwd", "serving side")
 	listen := fs.String("listen", "", "the forwarded port's local address, as 127.0.0.1:8080")
-	policy := fs.String("policy", "selector", "how the paths are used: selector, race or bond")
-	verbose := fs.Bool("v", false, "log every connection and rendr's debug events")
-	var paths listFlag
-	fs.Var(&paths, "path", "a path to the serving side: ADDR[,from=IP][,backup|,tier=N][,name=NAME] (repeat for more)")
 	if err := fs.Parse(args); err != nil {
-		return nil, errUsage
-	}
-	key, err := readKey(*keyFile)
-	if err != nil {
-		return nil, err
-	}
-	if *peer == "" {
-		return nil, errors.New("-peer is required: the serving side's public key (portfwd pubkey < its key)")
-	}
-	peerKey, err := rendr.ParsePublicKey(*peer)
-	if err != nil {
-		return nil, fmt.Errorf("-peer: %w", err)
+		return nil, excli.ErrUsage
 	}
 	if *listen == "" {
 		return nil, errors.New("-listen is required: the local address to forward, as 127.0.0.1:8080")
 	}
-	root, err := pathGraph(*policy, paths, h)
-	if err != nil {
-		return nil, err
-	}
-	f := &forwarder{log: logger(stderr, *verbose)}
-	var rlog *slog.Logger
-	if *verbose {
-		rlog = f.log
-	}
-	f.d, err = rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peerKey, Root: root,
-		Options: rendr.Options{Logger: rlog}})
-	if err != nil {
+	f := &forwarder{}
+	var err error
+	if f.d, f.log, err = side.Dialer(stderr, h.dialCarrier); err != nil {
 		return nil, err
 	}
 	if f.ln, err = h.listen(*listen); err != nil {
@@ -79,94 +51,14 @@ func newForwarder(args []string, stderr io.Writer, h host) (*forwarder, error) {
 	return f, nil
 }
 
-// pathGraph is the dialer's target graph: each -path under one group of the policy.
-func pathGraph(policy string, specs []string, h host) (*rendr.Target, error) {
-	if len(specs) == 0 {
-		return nil, errors.New("-path is required: the serving side's address (give it once per path)")
-	}
-	var targets []*rendr.Target
-	for i, s := range specs {
-		t, err := parsePath(s, fmt.Sprintf("path%d", i), h)
-		if err != nil {
-			return nil, err
-		}
-		targets = append(targets, t)
-	}
-	switch policy {
-	case "selector":
-		return rendr.Selector("paths", targets...), nil
-	case "race":
-		return rendr.Race("paths", targets...), nil
-	case "bond":
-		return rendr.Bond("paths", targets...), nil
-	}
-	return nil, fmt.Errorf("-policy %q: selector, race or bond", policy)
-}
-
-// parsePath reads ADDR[,from=IP][,backup|,tier=N][,name=NAME].
-func parsePath(spec, name string, h host) (*rendr.Target, error) {
-	fields := strings.Split(spec, ",")
-	addr := fields[0]
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("-path %q: %w", spec, err)
-	}
-	var topts []tcp.Option
-	var popts []rendr.PathOption
-	for _, f := range fields[1:] {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case "from":
-			if _, err := netip.ParseAddr(v); err != nil {
-				return nil, fmt.Errorf("-path %q: from: %w", spec, err)
-			}
-			topts = append(topts, tcp.LocalAddr(v))
-		case "backup":
-			popts = append(popts, rendr.Backup())
-		case "tier":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return nil, fmt.Errorf("-path %q: tier is a number, 0 for a primary path", spec)
-			}
-			popts = append(popts, rendr.Tier(n))
-		case "name":
-			if v == "" {
-				return nil, fmt.Errorf("-path %q: an empty name", spec)
-			}
-			name = v
-		default:
-			return nil, fmt.Errorf("-path %q: unknown option %q (from=IP, backup, tier=N, name=NAME)", spec, k)
-		}
-	}
-	return rendr.Path(name, h.dialCarrier(addr, topts...), popts...), nil
-}
-
 // serve accepts local connections until ctx ends, then closes every connection and flow.
 func (f *forwarder) serve(ctx context.Context) error {
 	f.log.Info("portfwd forward: listening", "addr", f.ln.Addr())
-	stop := context.AfterFunc(ctx, func() { f.ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	var err error
-	for {
-		conn, aerr := f.ln.Accept()
-		if aerr != nil {
-			if ctx.Err() == nil {
-				err = aerr
-			}
-			break
-		}
-		wg.Go(func() { f.handle(ctx, conn) })
-	}
-	f.ln.Close()
-	f.d.Close() // every flow ends, and with it every splice
-	wg.Wait()
-	return err
+	return excli.Serve(ctx, f.ln, func(c net.Conn) { f.handle(ctx, c) }, func() { f.d.Close() })
 }
 
 // handle carries one local connection.
 func (f *forwarder) handle(ctx context.Context, conn net.Conn) {
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
 	id, err := identity(conn)
 	if err != nil {
 		f.log.Warn("portfwd forward: a connection without a TCP identity", "err", err)
@@ -184,7 +76,7 @@ func (f *forwarder) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 	f.log.Debug("portfwd forward: connection", "client", id.Src, "flow", fl.FlowID())
-	if err := splice(conn, fl); err != nil {
+	if err := excli.Splice(conn, fl); err != nil {
 		f.log.Debug("portfwd forward: connection ended", "client", id.Src, "err", err)
 	}
 }

@@ -2,16 +2,13 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -20,6 +17,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/rendr-go/rendr/examples/internal/extest"
 )
 
 // mainEnv makes this test binary portfwd itself: TestSignals starts it again with the
@@ -38,23 +37,8 @@ func TestMain(m *testing.M) {
 // keyFiles writes a fresh private key for each side and returns their files and public keys.
 func keyFiles(t *testing.T) (fwdFile, srvFile string, fwdPub, srvPub string) {
 	t.Helper()
-	dir := t.TempDir()
-	write := func(name string) (string, string) {
-		var priv, pub bytes.Buffer
-		if err := run(context.Background(), []string{"genkey"}, nil, &priv, io.Discard, host{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := run(context.Background(), []string{"pubkey"}, bytes.NewReader(priv.Bytes()), &pub, io.Discard, host{}); err != nil {
-			t.Fatal(err)
-		}
-		f := filepath.Join(dir, name)
-		if err := os.WriteFile(f, priv.Bytes(), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f, strings.TrimSpace(pub.String())
-	}
-	fwdFile, fwdPub = write("forward.key")
-	srvFile, srvPub = write("serve.key")
+	fwdFile, fwdPub = extest.KeyFile(t)
+	srvFile, srvPub = extest.KeyFile(t)
 	return
 }
 
@@ -81,22 +65,7 @@ func startPair(t *testing.T, fwdHost, srvHost host, fwdListen string, srvListen,
 		srv.ln.Close()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := srv.serve(ctx); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	wg.Go(func() {
-		if err := fwd.serve(ctx); err != nil {
-			t.Errorf("forward: %v", err)
-		}
-	})
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-	})
+	extest.Run(t, map[string]func(context.Context) error{"serve": srv.serve, "forward": fwd.serve})
 	return fwd, srv
 }
 
@@ -126,31 +95,8 @@ func loopbackPair(t *testing.T, target string) *forwarder {
 		srv.ln.Close()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := srv.serve(ctx); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	wg.Go(func() {
-		if err := fwd.serve(ctx); err != nil {
-			t.Errorf("forward: %v", err)
-		}
-	})
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-	})
+	extest.Run(t, map[string]func(context.Context) error{"serve": srv.serve, "forward": fwd.serve})
 	return fwd
-}
-
-// payload is n bytes from seed.
-func payload(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
-	r.Read(b)
-	return b
 }
 
 // digestServer is the forwarded service in the tests: it reads until the client's end of
@@ -207,60 +153,30 @@ func startDigestServer(t *testing.T, ln net.Listener, reply []byte, first int) *
 // resume lets every reply go on past its first part.
 func (s *digestServer) resume() { s.relOnce.Do(func() { close(s.release) }) }
 
-// exchange sends up, half-closes, and reads everything back; it returns what came back or
-// the first error.
-func exchange(c net.Conn, up []byte) ([]byte, error) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(up)
-		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
-		}
-		errc <- err
-	}()
-	got, err := io.ReadAll(c)
-	if werr := <-errc; werr != nil {
-		return got, werr
-	}
-	return got, err
-}
-
-// checkExchange checks that the service saw exactly up and that exactly down came back.
-func checkExchange(t *testing.T, got, up, down []byte) {
-	t.Helper()
-	sum := sha256.Sum256(up)
-	want := append(sum[:], down...)
-	if !bytes.Equal(got, want) {
-		t.Fatalf("got %d bytes back (sha256 %x), want %d (sha256 %x)", len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
-	}
-}
-
 // TestForward carries several connections at once, each both ways with a half-close.
 func TestForward(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	down := payload(2, 2<<20)
+	down := extest.Payload(2, 2<<20)
 	startDigestServer(t, ln, down, len(down))
 	fwd := loopbackPair(t, ln.Addr().String())
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Go(func() {
-			up := payload(uint64(10+i), (i+1)<<18)
+			up := extest.Payload(uint64(10+i), (i+1)<<18)
 			c, err := net.Dial("tcp", fwd.ln.Addr().String())
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			got, err := exchange(c, up)
+			got, err := extest.Exchange(c, up)
 			if err != nil {
 				t.Errorf("connection %d: %v", i, err)
 				return
 			}
-			checkExchange(t, got, up, down)
+			extest.CheckDigestReply(t, got, up, down)
 		})
 	}
 	wg.Wait()

@@ -13,7 +13,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -21,49 +20,20 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/extest"
 	"github.com/rendr-go/rendr/internal/netlab"
 	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/status"
-	"github.com/rendr-go/rendr/transport"
-	"github.com/rendr-go/rendr/transport/tcp"
 )
-
-// needTool returns the path of a program the test runs. CI installs it (.ci/run), so there
-// its absence is a failure, not a reason to skip.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not installed: .ci/run installs it", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
 
 // labHost is the program's network in one of the lab's namespaces: its sockets are made there.
 func labHost(lab *netlab.Lab, side netlab.Side) host {
+	open := func(mk func() (io.Closer, error)) (io.Closer, error) { return lab.Open(side, mk) }
 	return host{
-		listen: func(a string) (net.Listener, error) { return lab.Listen(side, "tcp", a) },
-		listenCarrier: func(a string) (net.Listener, error) {
-			l, err := lab.Open(side, func() (io.Closer, error) { return tcp.Listen(a) })
-			if err != nil {
-				return nil, err
-			}
-			return l.(net.Listener), nil
-		},
-		dialCarrier: func(a string, opts ...tcp.Option) transport.DialFunc {
-			d := tcp.Dialer(a, opts...)
-			return func(ctx context.Context) (net.Conn, error) {
-				c, err := lab.Open(side, func() (io.Closer, error) { return d(ctx) })
-				if err != nil {
-					return nil, err
-				}
-				return c.(net.Conn), nil
-			}
-		},
-		dial: lab.Dialer(side, nil),
+		listen:        func(a string) (net.Listener, error) { return lab.Listen(side, "tcp", a) },
+		listenCarrier: extest.ListenCarrier(open),
+		dialCarrier:   extest.DialCarrier(open),
+		dial:          lab.Dialer(side, nil),
 	}
 }
 
@@ -136,7 +106,7 @@ type iperfReport struct {
 // must succeed, its server must have received what its client sent, and each path must have
 // carried its share.
 func TestIperf3Netns(t *testing.T) {
-	iperf := needTool(t, "iperf3")
+	iperf := extest.NeedTool(t, "iperf3")
 	const port = 5201 // both namespaces are the test's own
 	lab := testkit.NetLab(t, netlab.Config{Paths: 3, Name: "portfwd"})
 	fwd := labPair(t, lab, port, fmt.Sprintf("127.0.0.1:%d", port))
@@ -220,7 +190,7 @@ func TestTransferNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	const size, first = 32 << 20, 8 << 20
-	svc := startDigestServer(t, ln, payload(5, size), first)
+	svc := startDigestServer(t, ln, extest.Payload(5, size), first)
 	fwd := labPair(t, lab, port, fmt.Sprintf("127.0.0.1:%d", port))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -229,14 +199,14 @@ func TestTransferNetns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := payload(6, 4<<20)
+	up := extest.Payload(6, 4<<20)
 	type result struct {
 		got []byte
 		err error
 	}
 	res := make(chan result, 1)
 	go func() {
-		got, err := exchange(c, up)
+		got, err := extest.Exchange(c, up)
 		res <- result{got, err}
 	}()
 	select {
@@ -258,7 +228,7 @@ func TestTransferNetns(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("exchange: %v after %d bytes", r.err, len(r.got))
 	}
-	checkExchange(t, r.got, up, svc.reply)
+	extest.CheckDigestReply(t, r.got, up, svc.reply)
 	if moved := fwdRecvOn(fwd.d, next) - base; moved < size-first {
 		t.Fatalf("path%d received %d bytes after the cut, less than the %d sent after it", next, moved, size-first)
 	}

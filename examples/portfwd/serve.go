@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"net"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/excli"
 	"github.com/rendr-go/rendr/l3"
 )
 
@@ -26,67 +26,28 @@ type server struct {
 func newServer(args []string, stderr io.Writer, h host) (*server, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keyFile := fs.String("key", "", "file holding this side's private key")
+	side := excli.ServeFlags(fs, "portfwd", "a forwarding side", "the forwarding side's paths")
 	target := fs.String("target", "", "the service every connection goes to, as 127.0.0.1:5432")
-	verbose := fs.Bool("v", false, "log rendr's debug events, each connection's among them")
-	var peers, listen listFlag
-	fs.Var(&peers, "peer", "a forwarding side's public key (repeat for more)")
-	fs.Var(&listen, "listen", "an address the forwarding side's paths dial (repeat for more)")
 	if err := fs.Parse(args); err != nil {
-		return nil, errUsage
+		return nil, excli.ErrUsage
 	}
-	key, err := readKey(*keyFile)
+	cfg, log, err := side.Config(stderr)
 	if err != nil {
 		return nil, err
-	}
-	if len(peers) == 0 {
-		return nil, errors.New("-peer is required: a forwarding side's public key (portfwd pubkey < its key)")
-	}
-	var peerKeys []rendr.PublicKey
-	for _, p := range peers {
-		k, err := rendr.ParsePublicKey(p)
-		if err != nil {
-			return nil, fmt.Errorf("-peer %q: %w", p, err)
-		}
-		peerKeys = append(peerKeys, k)
-	}
-	if len(listen) == 0 {
-		return nil, errors.New("-listen is required: an address for the forwarding side's paths (give it once per path)")
 	}
 	if _, _, err := net.SplitHostPort(*target); err != nil {
 		return nil, fmt.Errorf("-target is required, as host:port: %q: %w", *target, err)
 	}
-	s := &server{target: *target, log: logger(stderr, *verbose)}
-	var srcs []net.Listener
-	closeAll := func() {
-		for _, l := range srcs {
-			l.Close()
-		}
-	}
-	for _, a := range listen {
-		l, err := h.listenCarrier(a)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("-listen %s: %w", a, err)
-		}
-		srcs = append(srcs, l)
-	}
-	var rlog *slog.Logger
-	if *verbose {
-		rlog = s.log
-	}
+	s := &server{target: *target, log: log}
 	// rendr splices each flow to the connection the Egress returns (half-closes and resets
 	// carried both ways), and tells the forwarding side when the target refused it.
-	egress := func(ctx context.Context, _ rendr.PublicKey, id l3.Identity) (net.Conn, error) {
+	cfg.Egress = func(ctx context.Context, _ rendr.PublicKey, id l3.Identity) (net.Conn, error) {
 		if id.Proto != l3.TCP {
 			return nil, fmt.Errorf("portfwd serve: %v: only TCP is forwarded", id)
 		}
 		return h.dial(ctx, "tcp", s.target)
 	}
-	s.ln, err = rendr.Listen(rendr.ListenConfig{Key: key, Peers: peerKeys, Egress: egress,
-		Options: rendr.Options{Logger: rlog}}, srcs...)
-	if err != nil {
-		closeAll()
+	if s.ln, err = side.Listen(cfg, h.listenCarrier); err != nil {
 		return nil, err
 	}
 	return s, nil

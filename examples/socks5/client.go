@@ -16,14 +16,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/excli"
 	"github.com/rendr-go/rendr/l3"
-	"github.com/rendr-go/rendr/transport/tcp"
 )
 
 const (
@@ -48,45 +46,20 @@ type client struct {
 func newClient(args []string, stderr io.Writer, h host) (*client, error) {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keyFile := fs.String("key", "", "file holding this side's private key")
-	peer := fs.String("peer", "", "the server's public key")
+	side := excli.DialFlags(fs, "socks5", "server")
 	listen := fs.String("listen", "127.0.0.1:1080", "the SOCKS5 listener's address")
-	policy := fs.String("policy", "selector", "how the paths are used: selector, race or bond")
 	authFile := fs.String("auth", "", "file of user:password lines; without it no authentication is asked")
-	verbose := fs.Bool("v", false, "log every connection and rendr's debug events")
-	var paths listFlag
-	fs.Var(&paths, "path", "a path to the server: ADDR[,from=IP][,backup|,tier=N][,name=NAME] (repeat for more)")
 	if err := fs.Parse(args); err != nil {
-		return nil, errUsage
+		return nil, excli.ErrUsage
 	}
-	key, err := readKey(*keyFile)
-	if err != nil {
-		return nil, err
-	}
-	if *peer == "" {
-		return nil, errors.New("-peer is required: the server's public key (socks5 pubkey < server.key)")
-	}
-	peerKey, err := rendr.ParsePublicKey(*peer)
-	if err != nil {
-		return nil, fmt.Errorf("-peer: %w", err)
-	}
-	root, err := pathGraph(*policy, paths, h)
-	if err != nil {
-		return nil, err
-	}
-	c := &client{log: logger(stderr, *verbose)}
+	c := &client{}
+	var err error
 	if *authFile != "" {
 		if c.users, err = readUsers(*authFile); err != nil {
 			return nil, err
 		}
 	}
-	var rlog *slog.Logger
-	if *verbose {
-		rlog = c.log
-	}
-	c.d, err = rendr.NewDialer(rendr.DialerConfig{Key: key, PeerKey: peerKey, Root: root,
-		Options: rendr.Options{Logger: rlog}})
-	if err != nil {
+	if c.d, c.log, err = side.Dialer(stderr, h.dialCarrier); err != nil {
 		return nil, err
 	}
 	if c.ln, err = h.listen(*listen); err != nil {
@@ -94,67 +67,6 @@ func newClient(args []string, stderr io.Writer, h host) (*client, error) {
 		return nil, fmt.Errorf("-listen: %w", err)
 	}
 	return c, nil
-}
-
-// pathGraph is the dialer's target graph: each -path under one group of the policy.
-func pathGraph(policy string, specs []string, h host) (*rendr.Target, error) {
-	if len(specs) == 0 {
-		return nil, errors.New("-path is required: the server's address (give it once per path)")
-	}
-	var targets []*rendr.Target
-	for i, s := range specs {
-		t, err := parsePath(s, fmt.Sprintf("path%d", i), h)
-		if err != nil {
-			return nil, err
-		}
-		targets = append(targets, t)
-	}
-	switch policy {
-	case "selector":
-		return rendr.Selector("paths", targets...), nil
-	case "race":
-		return rendr.Race("paths", targets...), nil
-	case "bond":
-		return rendr.Bond("paths", targets...), nil
-	}
-	return nil, fmt.Errorf("-policy %q: selector, race or bond", policy)
-}
-
-// parsePath reads ADDR[,from=IP][,backup|,tier=N][,name=NAME].
-func parsePath(spec, name string, h host) (*rendr.Target, error) {
-	fields := strings.Split(spec, ",")
-	addr := fields[0]
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("-path %q: %w", spec, err)
-	}
-	var topts []tcp.Option
-	var popts []rendr.PathOption
-	for _, f := range fields[1:] {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case "from":
-			if _, err := netip.ParseAddr(v); err != nil {
-				return nil, fmt.Errorf("-path %q: from: %w", spec, err)
-			}
-			topts = append(topts, tcp.LocalAddr(v))
-		case "backup":
-			popts = append(popts, rendr.Backup())
-		case "tier":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return nil, fmt.Errorf("-path %q: tier is a number, 0 for a primary path", spec)
-			}
-			popts = append(popts, rendr.Tier(n))
-		case "name":
-			if v == "" {
-				return nil, fmt.Errorf("-path %q: an empty name", spec)
-			}
-			name = v
-		default:
-			return nil, fmt.Errorf("-path %q: unknown option %q (from=IP, backup, tier=N, name=NAME)", spec, k)
-		}
-	}
-	return rendr.Path(name, h.dialCarrier(addr, topts...), popts...), nil
 }
 
 // readUsers reads user:password lines.
@@ -189,30 +101,11 @@ func readUsers(path string) (map[string]string, error) {
 // serve accepts SOCKS connections until ctx ends, then closes every connection and flow.
 func (c *client) serve(ctx context.Context) error {
 	c.log.Info("socks5 client: listening", "addr", c.ln.Addr())
-	stop := context.AfterFunc(ctx, func() { c.ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	var err error
-	for {
-		conn, aerr := c.ln.Accept()
-		if aerr != nil {
-			if ctx.Err() == nil {
-				err = aerr
-			}
-			break
-		}
-		wg.Go(func() { c.handle(ctx, conn) })
-	}
-	c.ln.Close()
-	c.d.Close() // every flow ends, and with it every splice
-	wg.Wait()
-	return err
+	return excli.Serve(ctx, c.ln, func(conn net.Conn) { c.handle(ctx, conn) }, func() { c.d.Close() })
 }
 
 // handle serves one SOCKS connection.
 func (c *client) handle(ctx context.Context, conn net.Conn) {
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	req, err := c.negotiate(conn)
 	if err != nil {
@@ -237,7 +130,7 @@ func (c *client) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 	c.log.Debug("socks5: connected", "client", conn.RemoteAddr(), "dest", req, "flow", f.FlowID())
-	if err := splice(conn, f); err != nil {
+	if err := excli.Splice(conn, f); err != nil {
 		c.log.Debug("socks5: connection ended", "client", conn.RemoteAddr(), "dest", req, "err", err)
 	}
 }

@@ -14,32 +14,19 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 
 	"github.com/rendr-go/rendr"
-	"github.com/rendr-go/rendr/transport"
+	"github.com/rendr-go/rendr/examples/internal/excli"
 	"github.com/rendr-go/rendr/transport/tcp"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, osHost())
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "socks5:", err)
-		if errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, usage)
-		}
-		os.Exit(1)
-	}
+	excli.Main("socks5", usage, func(ctx context.Context, args []string) error {
+		return run(ctx, args, os.Stdin, os.Stdout, os.Stderr, osHost())
+	})
 }
 
 const usage = `usage:
@@ -49,8 +36,6 @@ const usage = `usage:
                 [-policy selector|race|bond] [-auth FILE] [-v]
   socks5 server -key FILE -peer KEY ... -listen ADDR ... -allow PREFIX ... [-v]`
 
-var errUsage = errors.New("usage")
-
 // host is how the program reaches the network: the operating system's sockets in main, a
 // test's network namespaces in the tests.
 type host struct {
@@ -59,7 +44,7 @@ type host struct {
 	// listenCarrier opens a listener for rendr's carriers.
 	listenCarrier func(address string) (net.Listener, error)
 	// dialCarrier is a path's dial function.
-	dialCarrier func(address string, opts ...tcp.Option) transport.DialFunc
+	dialCarrier excli.DialCarrier
 	// egress connects the server to a destination.
 	egress rendr.Egress
 	// lookup is the server's resolver.
@@ -79,85 +64,20 @@ func osHost() host {
 // run is the program: args without the program's name. It returns when ctx ends (nil) or the
 // proxy fails.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, h host) error {
-	if len(args) == 0 {
-		return errUsage
-	}
-	switch args[0] {
-	case "genkey":
-		k, err := rendr.NewKey()
-		if err != nil {
-			return err
-		}
-		b, _ := k.MarshalText()
-		fmt.Fprintf(stdout, "%s\n", b)
-		return nil
-	case "pubkey":
-		b, err := io.ReadAll(io.LimitReader(stdin, 1024))
-		if err != nil {
-			return err
-		}
-		k, err := rendr.ParsePrivateKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, k.Public())
-		return nil
-	case "client":
-		c, err := newClient(args[1:], stderr, h)
-		if err != nil {
-			return err
-		}
-		return c.serve(ctx)
-	case "server":
-		s, err := newServer(args[1:], stderr, h)
-		if err != nil {
-			return err
-		}
-		return s.serve(ctx)
-	}
-	return errUsage
-}
-
-// listFlag is a flag given any number of times.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-// logger writes to w; debug events (rendr's own included) only when verbose.
-func logger(w io.Writer, verbose bool) *slog.Logger {
-	level := slog.LevelInfo
-	if verbose {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-// readKey reads a private key from a file, as genkey writes it.
-func readKey(path string) (rendr.PrivateKey, error) {
-	if path == "" {
-		return rendr.PrivateKey{}, errors.New("-key is required: a file holding this side's private key (socks5 genkey > FILE)")
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return rendr.PrivateKey{}, fmt.Errorf("-key: %w", err)
-	}
-	k, err := rendr.ParsePrivateKey(strings.TrimSpace(string(b)))
-	if err != nil {
-		return rendr.PrivateKey{}, fmt.Errorf("-key %s: %w", path, err)
-	}
-	return k, nil
-}
-
-// parsePeers reads public keys, as pubkey prints them.
-func parsePeers(keys []string) ([]rendr.PublicKey, error) {
-	var out []rendr.PublicKey
-	for _, s := range keys {
-		k, err := rendr.ParsePublicKey(s)
-		if err != nil {
-			return nil, fmt.Errorf("-peer %q: %w", s, err)
-		}
-		out = append(out, k)
-	}
-	return out, nil
+	return excli.Dispatch(args, stdin, stdout, map[string]func([]string) error{
+		"client": func(args []string) error {
+			c, err := newClient(args, stderr, h)
+			if err != nil {
+				return err
+			}
+			return c.serve(ctx)
+		},
+		"server": func(args []string) error {
+			s, err := newServer(args, stderr, h)
+			if err != nil {
+				return err
+			}
+			return s.serve(ctx)
+		},
+	})
 }

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/extest"
 )
 
 func TestMain(m *testing.M) {
@@ -29,23 +28,8 @@ func TestMain(m *testing.M) {
 // keyFiles writes a fresh private key for each side and returns their files and public keys.
 func keyFiles(t *testing.T) (cliFile, srvFile string, cliPub, srvPub string) {
 	t.Helper()
-	dir := t.TempDir()
-	write := func(name string) (string, string) {
-		var priv, pub bytes.Buffer
-		if err := run(context.Background(), []string{"genkey"}, nil, &priv, io.Discard, host{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := run(context.Background(), []string{"pubkey"}, bytes.NewReader(priv.Bytes()), &pub, io.Discard, host{}); err != nil {
-			t.Fatal(err)
-		}
-		f := filepath.Join(dir, name)
-		if err := os.WriteFile(f, priv.Bytes(), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f, strings.TrimSpace(pub.String())
-	}
-	cliFile, cliPub = write("client.key")
-	srvFile, srvPub = write("server.key")
+	cliFile, cliPub = extest.KeyFile(t)
+	srvFile, srvPub = extest.KeyFile(t)
 	return
 }
 
@@ -95,22 +79,7 @@ func startProxy(t *testing.T, extraCli, extraSrv []string) *proxy {
 		srv.ln.Close()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := srv.serve(ctx); err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
-	wg.Go(func() {
-		if err := cli.serve(ctx); err != nil {
-			t.Errorf("client: %v", err)
-		}
-	})
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-	})
+	extest.Run(t, map[string]func(context.Context) error{"server": srv.serve, "client": cli.serve})
 	return &proxy{addr: cli.ln.Addr().String(), cli: cli, srv: srv}
 }
 
@@ -174,14 +143,6 @@ func socksConnect(t *testing.T, proxy string, req request, user, pass string) (n
 	return c, rep[1], nil
 }
 
-// payload is n bytes from seed.
-func payload(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
-	r.Read(b)
-	return b
-}
-
 // startTarget is a destination on network (tcp4 or tcp6 loopback): it reads until the
 // client's end of stream, answers the SHA-256 of what it read, then sends reply and closes.
 // Its listener closes when the test ends.
@@ -221,35 +182,18 @@ func startTarget(t *testing.T, network, addr string, reply []byte) (*net.TCPList
 // down came back.
 func exchange(t *testing.T, c net.Conn, up, down []byte) {
 	t.Helper()
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(up)
-		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
-		}
-		errc <- err
-	}()
-	got, err := io.ReadAll(c)
-	if werr := <-errc; werr != nil {
-		t.Fatalf("write: %v", werr)
-	}
+	got, err := extest.Exchange(c, up)
 	if err != nil {
-		t.Fatalf("read: %v", err)
+		t.Fatal(err)
 	}
-	sum := sha256.Sum256(up)
-	want := append(sum[:], down...)
-	if !bytes.Equal(got, want) {
-		t.Fatalf("got %d bytes back (sha256 %x), want %d (sha256 %x)", len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
-	}
+	extest.CheckDigestReply(t, got, up, down)
 }
 
 // TestConnect carries connections to an IPv4 address, an IPv6 address, a name the server
 // resolves, and an address sent as a name, each both ways with a half-close.
 func TestConnect(t *testing.T) {
 	p := startProxy(t, nil, []string{"-allow", "127.0.0.0/8", "-allow", "::1/128"})
-	up, down := payload(1, 1<<20), payload(2, 3<<20)
+	up, down := extest.Payload(1, 1<<20), extest.Payload(2, 3<<20)
 	ln4, _ := startTarget(t, "tcp4", "127.0.0.1:0", down)
 	port := uint16(ln4.Addr().(*net.TCPAddr).Port)
 	reqs := []request{
@@ -337,7 +281,7 @@ func TestAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startProxy(t, []string{"-auth", users}, []string{"-allow", "127.0.0.0/8"})
-	down := payload(3, 64<<10)
+	down := extest.Payload(3, 64<<10)
 	ln, _ := startTarget(t, "tcp4", "127.0.0.1:0", down)
 	req := request{cmd: cmdConnect, addr: netip.MustParseAddr("127.0.0.1"), port: uint16(ln.Addr().(*net.TCPAddr).Port)}
 

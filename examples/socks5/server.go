@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/excli"
 	"github.com/rendr-go/rendr/l3"
 )
 
@@ -32,28 +33,15 @@ type server struct {
 func newServer(args []string, stderr io.Writer, h host) (*server, error) {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keyFile := fs.String("key", "", "file holding this side's private key")
-	verbose := fs.Bool("v", false, "log rendr's debug events, each connection's among them")
-	var peers, listen, allow listFlag
-	fs.Var(&peers, "peer", "a client's public key (repeat for more)")
-	fs.Var(&listen, "listen", "an address the clients' paths dial (repeat for more)")
+	side := excli.ServeFlags(fs, "socks5", "a client", "the clients' paths")
+	var allow excli.ListFlag
 	fs.Var(&allow, "allow", "a prefix clients may connect to; 0.0.0.0/0 and ::/0 for all (repeat for more)")
 	if err := fs.Parse(args); err != nil {
-		return nil, errUsage
+		return nil, excli.ErrUsage
 	}
-	key, err := readKey(*keyFile)
+	cfg, log, err := side.Config(stderr)
 	if err != nil {
 		return nil, err
-	}
-	if len(peers) == 0 {
-		return nil, errors.New("-peer is required: a client's public key (socks5 pubkey < client.key)")
-	}
-	peerKeys, err := parsePeers(peers)
-	if err != nil {
-		return nil, err
-	}
-	if len(listen) == 0 {
-		return nil, errors.New("-listen is required: an address for the clients' paths (give it once per path)")
 	}
 	// No default: an open proxy into the server's networks, its own loopback included, is
 	// something to ask for.
@@ -68,30 +56,9 @@ func newServer(args []string, stderr io.Writer, h host) (*server, error) {
 		}
 		prefixes = append(prefixes, p.Masked())
 	}
-	s := &server{lookup: h.lookup, log: logger(stderr, *verbose)}
-	var srcs []net.Listener
-	closeAll := func() {
-		for _, l := range srcs {
-			l.Close()
-		}
-	}
-	for _, a := range listen {
-		l, err := h.listenCarrier(a)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("-listen %s: %w", a, err)
-		}
-		srcs = append(srcs, l)
-	}
-	var rlog *slog.Logger
-	if *verbose {
-		rlog = s.log
-	}
-	s.ln, err = rendr.Listen(rendr.ListenConfig{Key: key, Peers: peerKeys,
-		Egress:  rendr.AllowEgress(prefixes, tcpOnly(h.egress)),
-		Options: rendr.Options{Logger: rlog}}, srcs...)
-	if err != nil {
-		closeAll()
+	s := &server{lookup: h.lookup, log: log}
+	cfg.Egress = rendr.AllowEgress(prefixes, tcpOnly(h.egress))
+	if s.ln, err = side.Listen(cfg, h.listenCarrier); err != nil {
 		return nil, err
 	}
 	return s, nil

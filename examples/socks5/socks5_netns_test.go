@@ -27,50 +27,21 @@ import (
 	"time"
 
 	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/extest"
 	"github.com/rendr-go/rendr/internal/netlab"
 	"github.com/rendr-go/rendr/internal/testkit"
 	"github.com/rendr-go/rendr/l3"
 	"github.com/rendr-go/rendr/status"
-	"github.com/rendr-go/rendr/transport"
-	"github.com/rendr-go/rendr/transport/tcp"
 )
-
-// needTool returns the path of a program the test runs. CI installs it (.ci/run), so there
-// its absence is a failure, not a reason to skip.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not installed: .ci/run installs it", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
 
 // labHost is the program's network in one of the lab's namespaces: its sockets are made there.
 func labHost(lab *netlab.Lab, side netlab.Side, lookup lookupFunc) host {
+	open := func(mk func() (io.Closer, error)) (io.Closer, error) { return lab.Open(side, mk) }
 	dial := lab.Dialer(side, nil)
 	return host{
-		listen: func(a string) (net.Listener, error) { return lab.Listen(side, "tcp", a) },
-		listenCarrier: func(a string) (net.Listener, error) {
-			l, err := lab.Open(side, func() (io.Closer, error) { return tcp.Listen(a) })
-			if err != nil {
-				return nil, err
-			}
-			return l.(net.Listener), nil
-		},
-		dialCarrier: func(a string, opts ...tcp.Option) transport.DialFunc {
-			d := tcp.Dialer(a, opts...)
-			return func(ctx context.Context) (net.Conn, error) {
-				c, err := lab.Open(side, func() (io.Closer, error) { return d(ctx) })
-				if err != nil {
-					return nil, err
-				}
-				return c.(net.Conn), nil
-			}
-		},
+		listen:        func(a string) (net.Listener, error) { return lab.Listen(side, "tcp", a) },
+		listenCarrier: extest.ListenCarrier(open),
+		dialCarrier:   extest.DialCarrier(open),
 		egress: func(ctx context.Context, _ rendr.PublicKey, id l3.Identity) (net.Conn, error) {
 			return dial(ctx, "tcp", id.Dst.String())
 		},
@@ -123,7 +94,7 @@ func (h *held) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // exactly the served bytes, and the bytes sent after the cut must have crossed the other path.
 // Then a connect to a closed port must reach curl as the proxy's refusal.
 func TestCurlNetns(t *testing.T) {
-	curl := needTool(t, "curl")
+	curl := extest.NeedTool(t, "curl")
 	lab := testkit.NetLab(t, netlab.Config{Paths: 2, Name: "socks5"})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -131,7 +102,7 @@ func TestCurlNetns(t *testing.T) {
 	// The web server, on the server namespace's loopback: only a connection made there
 	// reaches it.
 	const size, first = 48 << 20, 8 << 20
-	web := &held{body: payload(7, size), first: first, sent: make(chan struct{}), release: make(chan struct{})}
+	web := &held{body: extest.Payload(7, size), first: first, sent: make(chan struct{}), release: make(chan struct{})}
 	webLn, err := lab.Listen(netlab.Server, "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -20,10 +20,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
-	"github.com/rendr-go/rendr"
+	"github.com/rendr-go/rendr/examples/internal/excli"
 )
 
 func main() {
@@ -63,22 +62,9 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 	defer stop()
 	switch args[0] {
 	case "genkey":
-		k, err := rendr.NewKey()
-		if err != nil {
-			return err
-		}
-		b, _ := k.MarshalText()
-		fmt.Fprintf(stdout, "%s\n", b)
+		return excli.GenKey(stdout)
 	case "pubkey":
-		b, err := io.ReadAll(io.LimitReader(stdin, 1024))
-		if err != nil {
-			return err
-		}
-		k, err := rendr.ParsePrivateKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, k.Public())
+		return excli.PubKey(stdin, stdout)
 	case "server":
 		c, err := loadServer(*cfgPath)
 		if err != nil {

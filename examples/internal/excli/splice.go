@@ -1,4 +1,4 @@
-package main
+package excli
 
 import (
 	"io"
@@ -8,14 +8,14 @@ import (
 	"github.com/rendr-go/rendr"
 )
 
-// splice copies both ways between the application's TCP connection and its flow until both
+// Splice copies both ways between the application's TCP connection and its flow until both
 // directions have ended, then closes both, and returns the first failure. An end of stream is
 // passed on as a half-close (CloseWrite), so a client that shuts its sending side still reads
 // the whole reply. A failure either way aborts both: a reset flow (the destination reset its
 // connection, or it could not be reached) resets the application's connection, and an
 // application that reset its connection resets the flow, so the far side's destination sees
 // an RST too.
-func splice(app net.Conn, f *rendr.Conn) error {
+func Splice(app net.Conn, f *rendr.Conn) error {
 	var once sync.Once
 	var first error
 	abort := func(err error) {
