@@ -137,7 +137,13 @@ type evidence struct{ pendAt, heardAt time.Time }
 // peer resumed from a pause (a late answer, or a gap in which no path heard anything), no
 // silence is judged while what it queued may still drain.
 func (r *Router) evidenceLocked(p Path, ev *evidence, since, now time.Time, fallback time.Duration) time.Duration {
-	if w := max(r.resumed.Sub(now), r.heard.drained().Sub(now)); w > 0 {
+	// A gap that the verdict's own probes ended (the other paths idle until probed) is no
+	// pause: only one that ended before the verdict began defers it.
+	w := r.resumed.Sub(now)
+	if end, drained := r.heard.pause(); !end.IsZero() && (ev.pendAt.IsZero() || end.Before(ev.pendAt)) {
+		w = max(w, drained.Sub(now))
+	}
+	if w > 0 {
 		ev.pendAt = time.Time{}
 		return max(w, fallback)
 	}
@@ -215,15 +221,15 @@ func (h *hearing) note(at time.Time) {
 	}
 }
 
-// drained is when what the peer queued in the last pause has had as long to come as the
-// pause lasted (at most maxDrain).
-func (h *hearing) drained() time.Time {
+// pause is when the last pause ended, and when what the peer queued in it has had as long to
+// come as the pause lasted (at most maxDrain); zero times before the first.
+func (h *hearing) pause() (end, drained time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.end.IsZero() {
-		return time.Time{}
+		return time.Time{}, time.Time{}
 	}
-	return h.end.Add(min(h.span, maxDrain))
+	return h.end, h.end.Add(min(h.span, maxDrain))
 }
 
 // Heard notes that the peer was heard on a path at at (when its record was read). It takes
