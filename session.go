@@ -422,7 +422,7 @@ func (s *session) Stalled(l flow.Link, since time.Time, limit time.Duration) (bo
 // HeardElsewhere implements path.SilenceJudge: a path dies of silence only when the peer was
 // heard on another path meanwhile, or at its DeadCeil.
 func (l *link) HeardElsewhere(_ *path.Path, since time.Time) bool {
-	return l.s.router.HeardElsewhere(l.id, since)
+	return l.s.router.HeardElsewhere(l.id, since, time.Now())
 }
 
 // snapshot builds a status.Session.
@@ -556,6 +556,7 @@ var errJoin = errors.New("rendr: path did not prove session membership")
 // Frame implements path.Handler.
 func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 	s := l.s
+	s.router.Heard(p.Heard())
 	if !l.joined.Load() {
 		if f.Type == wire.TypeDatagram {
 			// From the peer (the path's records authenticate), sent as a carrier datagram
@@ -618,7 +619,8 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 // Measured implements path.Handler: re-evaluate the route, so a suspect path that answers
 // again, or a primary path back past its recovery dwell, is taken up without waiting for
 // traffic to ask.
-func (l *link) Measured(*path.Path) {
+func (l *link) Measured(p *path.Path) {
+	l.s.router.Heard(p.Heard())
 	l.s.router.Changed()
 	l.s.engine.Kick()
 }

@@ -60,9 +60,10 @@ type Handler interface {
 // dead, because silence on every path at once says nothing against any one of them: the
 // peer, or this host, stopped. A Handler that is not one leaves the path to judge alone.
 type SilenceJudge interface {
-	// HeardElsewhere reports whether the peer has been heard on another path since since.
-	// When it has not, the judge may probe the others, so that the question has an answer
-	// soon; the path asks again later, and is declared dead at DeadCeil whatever the answer.
+	// HeardElsewhere reports whether the path's silence since since is its own: the peer
+	// has been heard on another path while this one stayed silent. When it has not (yet),
+	// the judge may probe the others, so that the question has an answer soon; the path
+	// asks again later, and is declared dead at DeadCeil whatever the answer.
 	HeardElsewhere(p *Path, since time.Time) bool
 }
 

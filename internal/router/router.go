@@ -37,9 +37,8 @@ type Standing struct {
 	// suspectSamples is the path's probe count when it was suspected: two more answers make
 	// it Up again.
 	suspectSamples int
-	// A stall verdict waiting for evidence (stall.go): taken at pendAt; another path was
-	// first heard after it at heardAt.
-	pendAt, heardAt time.Time
+	// A stall verdict waiting for evidence (stall.go), and a death by silence (HeardElsewhere).
+	stallEv, deathEv evidence
 	// A suspicion for a stall, not judged yet: when, and when the probe outstanding then was
 	// sent, whose answer judges it.
 	stallAt, stallProbe time.Time
@@ -148,7 +147,10 @@ type Router struct {
 	lastStall time.Time
 	// resumed is when the peer's backlog after a pause it just resumed from may still be
 	// draining (stall.go): no path's silence is judged before it.
-	resumed          time.Time
+	resumed time.Time
+	// heard is when the peer was last heard on any path, and the last long gap in that
+	// (stall.go): a pause of the peer's, or of this host's.
+	heard            hearing
 	gap              backoff
 	spurious, undone int
 }

@@ -25,6 +25,8 @@ package router
 
 import (
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rendr-go/rendr/status"
@@ -96,7 +98,7 @@ func (r *Router) Stalled(id uint32, since time.Time, limit time.Duration, now ti
 			return false, w
 		}
 	}
-	if w := r.evidenceLocked(p, since, now, limit); w > 0 {
+	if w := r.evidenceLocked(p, &st.stallEv, since, now, limit); w > 0 {
 		return false, w
 	}
 	r.stallLocked(p, now)
@@ -123,52 +125,116 @@ func (r *Router) otherUpLocked(p Path) bool {
 	return false
 }
 
+// evidence is a verdict of silence waiting for evidence against its path: taken at pendAt;
+// another path first answered promptly after it at heardAt.
+type evidence struct{ pendAt, heardAt time.Time }
+
 // evidenceLocked is how long to wait before p's silence since since may be held against it
 // (zero: now). It waits for another path to answer a probe promptly after the verdict,
 // probing each the first time, and then for a grace of p's own round trip, in which p's answers may still
 // come; p must have stayed silent all along. Without another path heard, or with p heard, it
-// waits for fallback, or for a probe answer to make the engine ask again sooner.
-func (r *Router) evidenceLocked(p Path, since, now time.Time, fallback time.Duration) time.Duration {
-	st := p.Standing()
-	if w := r.resumed.Sub(now); w > 0 {
-		st.pendAt = time.Time{}
+// waits for fallback, or for a probe answer to make the engine ask again sooner. After the
+// peer resumed from a pause (a late answer, or a gap in which no path heard anything), no
+// silence is judged while what it queued may still drain.
+func (r *Router) evidenceLocked(p Path, ev *evidence, since, now time.Time, fallback time.Duration) time.Duration {
+	// A gap that the verdict's own probes ended (the other paths idle until probed) is no
+	// pause: only one that ended before the verdict began defers it.
+	w := r.resumed.Sub(now)
+	if end, drained := r.heard.pause(); !end.IsZero() && (ev.pendAt.IsZero() || end.Before(ev.pendAt)) {
+		w = max(w, drained.Sub(now))
+	}
+	if w > 0 {
+		ev.pendAt = time.Time{}
 		return max(w, fallback)
 	}
-	if st.pendAt.IsZero() || st.pendAt.Before(since) {
-		st.pendAt, st.heardAt = now, time.Time{}
+	if ev.pendAt.IsZero() || ev.pendAt.Before(since) {
+		ev.pendAt, ev.heardAt = now, time.Time{}
 		r.probeOthersLocked(p)
 		return fallback
 	}
-	if st.heardAt.IsZero() {
-		prompt, pause := r.answeredElsewhereLocked(p, st.pendAt)
+	if ev.heardAt.IsZero() {
+		prompt, pause := r.answeredElsewhereLocked(p, ev.pendAt)
 		if pause > 0 && !prompt {
 			// Another path answered, but far later than its round trip: the peer (or this
 			// host) had stopped, for about pause, and has just resumed. What it queued
 			// meanwhile drains for about as long, and its answers on p may come behind
 			// it: no path is judged before that, then afresh.
 			r.resumed = now.Add(min(pause, maxDrain))
-			st.pendAt = time.Time{}
+			ev.pendAt = time.Time{}
 			return max(min(pause, maxDrain), fallback)
 		}
 		if !prompt {
 			return fallback
 		}
-		st.heardAt = now
+		ev.heardAt = now
 	}
-	if w := st.heardAt.Add(grace(p)).Sub(now); w > 0 {
+	if w := ev.heardAt.Add(grace(p)).Sub(now); w > 0 {
 		return w
 	}
-	if p.Heard().After(st.pendAt) || p.Unread() {
+	if p.Heard().After(ev.pendAt) || p.Unread() {
 		// p is heard too: slow (a queue filling), not silent. It is not a stall while it
 		// is; the verdict starts again at the engine's next look. Bytes waiting unread in
 		// its socket are heard too: this host is behind in reading them (its reader not
 		// scheduled yet, under load), which says nothing against the path.
-		st.pendAt = time.Time{}
+		ev.pendAt = time.Time{}
 		return fallback
 	}
-	st.pendAt = time.Time{}
+	ev.pendAt = time.Time{}
 	return 0
 }
+
+// hearing is when the peer was last heard on any path of the session, and the last gap in
+// that longer than pauseMin: when it ended and how long it was. While the peer sends on any
+// path, it is heard every few milliseconds; a gap on every path at once means it stopped
+// (SIGSTOP, a stalled VM), or that this host did (its readers not scheduled). Either way,
+// what the peer queued meanwhile comes after the gap, on each path at its own pace, and a
+// path a little behind the others then is not silent. A probe answer that comes late says
+// the same (answeredElsewhereLocked), but only when a probe happened to span the gap.
+type hearing struct {
+	last atomic.Int64 // unix nanos
+	mu   sync.Mutex
+	end  time.Time
+	span time.Duration
+}
+
+// pauseMin is the least gap in hearing the peer on every path that counts as a pause: far
+// longer than a sending peer leaves between records, shorter than any verdict of silence.
+const pauseMin = 2 * promptFloor
+
+// note records that the peer was heard at at.
+func (h *hearing) note(at time.Time) {
+	n := at.UnixNano()
+	for {
+		prev := h.last.Load()
+		if n <= prev {
+			return
+		}
+		if !h.last.CompareAndSwap(prev, n) {
+			continue
+		}
+		if gap := time.Duration(n - prev); prev != 0 && gap >= pauseMin {
+			h.mu.Lock()
+			h.end, h.span = at, gap
+			h.mu.Unlock()
+		}
+		return
+	}
+}
+
+// pause is when the last pause ended, and when what the peer queued in it has had as long to
+// come as the pause lasted (at most maxDrain); zero times before the first.
+func (h *hearing) pause() (end, drained time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.end.IsZero() {
+		return time.Time{}, time.Time{}
+	}
+	return h.end, h.end.Add(min(h.span, maxDrain))
+}
+
+// Heard notes that the peer was heard on a path at at (when its record was read). It takes
+// no lock: it is called for every record.
+func (r *Router) Heard(at time.Time) { r.heard.note(at) }
 
 // answeredElsewhereLocked reports whether a path other than p answered a probe after t within
 // its usual round trip (prompt), and, of those answered after t only later than that, by how
@@ -210,28 +276,20 @@ func grace(p Path) time.Duration {
 	return q.SRTT + 2*q.RTTVar + 2*time.Millisecond
 }
 
-// heardElsewhereLocked reports whether the peer was heard on another path after t.
-func (r *Router) heardElsewhereLocked(p Path, t time.Time) bool {
-	for _, o := range r.paths {
-		if o != p && o.Heard().After(t) {
-			return true
-		}
-	}
-	return false
-}
-
-// HeardElsewhere is a path's question before it declares itself dead of silence: was the peer
-// heard on another path since since? When not, the others are probed, so that it is known
-// soon. A path the Router does not route (not attached yet) is left to judge alone.
-func (r *Router) HeardElsewhere(id uint32, since time.Time) bool {
+// HeardElsewhere is a path's question before it declares itself dead of silence, since since:
+// is the silence its own? It is once another path answered a probe promptly after the
+// question, and the path stayed silent a grace longer (evidenceLocked): the peer was running
+// then, and heard elsewhere. Another path merely heard after since is no evidence: the peer,
+// or this host, may have stopped right after. A path the Router does not route (not attached
+// yet) is left to judge alone.
+func (r *Router) HeardElsewhere(id uint32, since, now time.Time) bool {
 	r.c.Lock.Lock()
 	defer r.c.Lock.Unlock()
 	p := r.paths[id]
-	if p == nil || r.heardElsewhereLocked(p, since) {
+	if p == nil {
 		return true
 	}
-	r.probeOthersLocked(p)
-	return false
+	return r.evidenceLocked(p, &p.Standing().deathEv, since, now, time.Millisecond) == 0
 }
 
 // probeOthersLocked probes every attached path but p, so that whether the peer can be heard
@@ -271,7 +329,7 @@ func (r *Router) refreshSuspectsLocked(now time.Time) {
 			continue
 		}
 		q := p.Quality()
-		if s := p.Silence(); s > max(3*q.SRTT+4*q.RTTVar, silenceFloor) && r.otherUpLocked(p) && r.evidenceLocked(p, now.Add(-s), now, silenceFloor) == 0 {
+		if s := p.Silence(); s > max(3*q.SRTT+4*q.RTTVar, silenceFloor) && r.otherUpLocked(p) && r.evidenceLocked(p, &p.Standing().stallEv, now.Add(-s), now, silenceFloor) == 0 {
 			r.stallLocked(p, now)
 			r.stateLocked(p, "silent")
 			r.c.Log.Debug("rendr: path silent", "path", p.Name())
@@ -342,7 +400,7 @@ func (r *Router) suspectLocked(p Path, now time.Time) {
 	st := p.Standing()
 	st.State, st.Since = status.Suspect, now
 	st.suspectSamples = p.Quality().Samples
-	st.pendAt = time.Time{}
+	st.stallEv = evidence{}
 	r.dirty.Store(true)
 }
 

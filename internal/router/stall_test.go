@@ -244,24 +244,60 @@ func TestRealStallKept(t *testing.T) {
 	}
 }
 
-// TestHeardElsewhere: a path asks before it dies of silence; the answer is yes only when the
-// peer was heard on another path since its silence began, and a no probes the others.
+// TestHeardElsewhere: a path asks before it dies of silence; the answer is yes only once
+// another path answered a probe promptly after the question and the path stayed silent a
+// grace longer. Another path heard after the silence began, and then quiet (the peer or this
+// host stopped right after), is no evidence.
 func TestHeardElsewhere(t *testing.T) {
 	g := newRig(t, true)
 	a, b := g.selector("a", "b", false)
 	g.attach(a)
 	g.attach(b)
 	since := g.now
-	b.heard = since.Add(-time.Second)
-	if g.r.HeardElsewhere(a.id, since) || b.probes != 1 || a.probes != 0 {
-		t.Fatalf("every path silent: heard elsewhere, or probes a %d b %d", a.probes, b.probes)
-	}
 	b.heard = since.Add(time.Millisecond)
-	if !g.r.HeardElsewhere(a.id, since) {
-		t.Fatal("b heard since, and a may not die")
+	g.now = since.Add(400 * time.Millisecond)
+	if g.r.HeardElsewhere(a.id, since, g.now) || b.probes != 1 || a.probes != 0 {
+		t.Fatalf("b heard only before a pause: heard elsewhere, or probes a %d b %d", a.probes, b.probes)
 	}
-	if !g.r.HeardElsewhere(99, since) {
+	g.now = g.now.Add(2 * time.Millisecond)
+	b.answer(g.now, time.Millisecond)
+	if g.r.HeardElsewhere(a.id, since, g.now) {
+		t.Fatal("a may still answer behind b: it dies only after a grace")
+	}
+	g.now = g.now.Add(grace(a))
+	if !g.r.HeardElsewhere(a.id, since, g.now) {
+		t.Fatal("b answered promptly and a stayed silent: a may die")
+	}
+	if !g.r.HeardElsewhere(99, since, g.now) {
 		t.Fatal("a path the Router does not route must judge alone")
+	}
+}
+
+// TestPauseOnEveryPathDefersVerdict: the peer was heard on no path for 300ms (it, or this
+// host, stopped) and then on the other path first, promptly: the primary, behind with what
+// the peer queued meanwhile, is not judged until it has had as long again, then afresh.
+func TestPauseOnEveryPathDefersVerdict(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	start := g.now
+	g.r.Heard(start)
+	g.now = start.Add(300 * time.Millisecond)
+	g.r.Heard(g.now) // b, after the pause
+	since := start
+	g.now = g.now.Add(10 * time.Millisecond)
+	b.answer(g.now, time.Millisecond)
+	acted, wait := g.stalled(a, since, 40*time.Millisecond)
+	if acted || a.rs.State != status.Up || wait < 290*time.Millisecond {
+		t.Fatalf("acted %v, a %v, wait %v right after a pause of every path: want a wait for the drain", acted, a.rs.State, wait)
+	}
+	g.now = g.now.Add(wait)
+	g.r.Heard(g.now)
+	a.heard = g.now // a drained and is heard again
+	for range 3 {
+		g.now = g.now.Add(time.Millisecond)
+		b.answer(g.now, time.Millisecond)
+		if acted, _ := g.stalled(a, g.now.Add(-50*time.Millisecond), 40*time.Millisecond); acted {
+			t.Fatal("a was heard after the pause: moved")
+		}
 	}
 }
 
