@@ -556,7 +556,7 @@ var errJoin = errors.New("rendr: path did not prove session membership")
 // Frame implements path.Handler.
 func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 	s := l.s
-	s.router.Heard(p.Heard())
+	s.router.Heard(p.Heard(), s.engine.BusySince())
 	if !l.joined.Load() {
 		if f.Type == wire.TypeDatagram {
 			// From the peer (the path's records authenticate), sent as a carrier datagram
@@ -620,7 +620,7 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 // again, or a primary path back past its recovery dwell, is taken up without waiting for
 // traffic to ask.
 func (l *link) Measured(p *path.Path) {
-	l.s.router.Heard(p.Heard())
+	l.s.router.Heard(p.Heard(), l.s.engine.BusySince())
 	l.s.router.Changed()
 	l.s.engine.Kick()
 }

@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rendr-go/rendr/internal/budget"
@@ -196,6 +197,10 @@ type Engine struct {
 	pin        []Link
 	dest       Link
 	pinnedOnly bool
+
+	// busySince mirrors, without the lock, when mu.outstanding last became non-zero (unix
+	// nanos; zero while it is zero): BusySince.
+	busySince atomic.Int64
 
 	// mu guards everything below and every Stream's state. Lock order: Engine.mu, then a
 	// Link's own lock (Space/Send). The engine never calls the Router with mu held.
@@ -625,7 +630,7 @@ func (e *Engine) maybeRemoveLocked(s *Stream) {
 	}
 	if s.outstanding {
 		s.outstanding = false
-		e.mu.outstanding--
+		e.outstandingDownLocked()
 	}
 	if s.charged {
 		s.charged = false

@@ -26,12 +26,32 @@ func (e *Engine) setOutstandingLocked(s *Stream) {
 	if o {
 		if e.mu.outstanding == 0 {
 			e.mu.progress = time.Now()
+			e.busySince.Store(e.mu.progress.UnixNano())
 		}
 		s.ackedAt = time.Now()
 		e.mu.outstanding++
 	} else {
-		e.mu.outstanding--
+		e.outstandingDownLocked()
 	}
+}
+
+// outstandingDownLocked counts one stream fewer with bytes the peer has not acknowledged.
+func (e *Engine) outstandingDownLocked() {
+	e.mu.outstanding--
+	if e.mu.outstanding == 0 {
+		e.busySince.Store(0)
+	}
+}
+
+// BusySince is when bytes the peer has not acknowledged began to be outstanding without a
+// break, zero while none are. It takes no lock: a path's reader asks it for every record,
+// to tell a peer that went quiet with data owed (paused, or this host not scheduled) from one
+// with nothing to answer.
+func (e *Engine) BusySince() time.Time {
+	if n := e.busySince.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // culprit picks the link to blame when acknowledgements stop. Over one link, that link. Over

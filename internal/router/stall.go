@@ -184,9 +184,12 @@ func (r *Router) evidenceLocked(p Path, ev *evidence, since, now time.Time, fall
 }
 
 // hearing is when the peer was last heard on any path of the session, and the last gap in
-// that longer than pauseMin: when it ended and how long it was. While the peer sends on any
-// path, it is heard every few milliseconds; a gap on every path at once means it stopped
-// (SIGSTOP, a stalled VM), or that this host did (its readers not scheduled). Either way,
+// that longer than pauseMin while it owed this side an answer (bytes of this side's were
+// unacknowledged): when it ended and how long it was. While the peer has anything to answer,
+// it is heard within a round trip; such a gap on every path at once means it stopped
+// (SIGSTOP, a stalled VM), or that this host did (its readers not scheduled). A gap with
+// nothing owed is only a quiet session (idle, or an interactive flow between keystrokes), and
+// must not slow the verdicts that follow it. Either way,
 // what the peer queued meanwhile comes after the gap, on each path at its own pace, and a
 // path a little behind the others then is not silent. A probe answer that comes late says
 // the same (answeredElsewhereLocked), but only when a probe happened to span the gap.
@@ -201,8 +204,9 @@ type hearing struct {
 // longer than a sending peer leaves between records, shorter than any verdict of silence.
 const pauseMin = 2 * promptFloor
 
-// note records that the peer was heard at at.
-func (h *hearing) note(at time.Time) {
+// note records that the peer was heard at at, with bytes of this side's unacknowledged since
+// owed (zero: none).
+func (h *hearing) note(at, owed time.Time) {
 	n := at.UnixNano()
 	for {
 		prev := h.last.Load()
@@ -212,7 +216,12 @@ func (h *hearing) note(at time.Time) {
 		if !h.last.CompareAndSwap(prev, n) {
 			continue
 		}
-		if gap := time.Duration(n - prev); prev != 0 && gap >= pauseMin {
+		// The part of the gap in which the peer owed an answer.
+		from := time.Unix(0, prev)
+		if owed.After(from) {
+			from = owed
+		}
+		if gap := at.Sub(from); prev != 0 && !owed.IsZero() && gap >= pauseMin {
 			h.mu.Lock()
 			h.end, h.span = at, gap
 			h.mu.Unlock()
@@ -232,9 +241,10 @@ func (h *hearing) pause() (end, drained time.Time) {
 	return h.end, h.end.Add(min(h.span, maxDrain))
 }
 
-// Heard notes that the peer was heard on a path at at (when its record was read). It takes
-// no lock: it is called for every record.
-func (r *Router) Heard(at time.Time) { r.heard.note(at) }
+// Heard notes that the peer was heard on a path at at (when its record was read), while bytes
+// of this side's had been unacknowledged since owed (zero: none were). It takes no lock: it is
+// called for every record.
+func (r *Router) Heard(at, owed time.Time) { r.heard.note(at, owed) }
 
 // answeredElsewhereLocked reports whether a path other than p answered a probe after t within
 // its usual round trip (prompt), and, of those answered after t only later than that, by how

@@ -279,9 +279,9 @@ func TestHeardElsewhere(t *testing.T) {
 func TestPauseOnEveryPathDefersVerdict(t *testing.T) {
 	g, a, b := twoPaths(t, "a", "b", false)
 	start := g.now
-	g.r.Heard(start)
+	g.r.Heard(start, start) // this side's bytes unacknowledged from here on
 	g.now = start.Add(300 * time.Millisecond)
-	g.r.Heard(g.now) // b, after the pause
+	g.r.Heard(g.now, start) // b, after the pause
 	since := start
 	g.now = g.now.Add(10 * time.Millisecond)
 	b.answer(g.now, time.Millisecond)
@@ -290,7 +290,7 @@ func TestPauseOnEveryPathDefersVerdict(t *testing.T) {
 		t.Fatalf("acted %v, a %v, wait %v right after a pause of every path: want a wait for the drain", acted, a.rs.State, wait)
 	}
 	g.now = g.now.Add(wait)
-	g.r.Heard(g.now)
+	g.r.Heard(g.now, time.Time{})
 	a.heard = g.now // a drained and is heard again
 	for range 3 {
 		g.now = g.now.Add(time.Millisecond)
@@ -298,6 +298,37 @@ func TestPauseOnEveryPathDefersVerdict(t *testing.T) {
 		if acted, _ := g.stalled(a, g.now.Add(-50*time.Millisecond), 40*time.Millisecond); acted {
 			t.Fatal("a was heard after the pause: moved")
 		}
+	}
+}
+
+// TestQuietGapIsNoPause: a gap in hearing the peer in which it owed this side nothing (an
+// idle session, or an interactive flow between keystrokes: this side's bytes were sent only
+// just before the gap ended) is no pause, and does not hold back the verdict on a path that
+// then goes silent with bytes outstanding.
+func TestQuietGapIsNoPause(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	start := g.now
+	g.r.Heard(start, time.Time{}) // the peer answered everything: nothing owed
+	g.now = start.Add(300 * time.Millisecond)
+	g.r.Heard(g.now, g.now.Add(-5*time.Millisecond)) // a keystroke's answer, 5ms after it
+	// a goes silent with bytes outstanding: the verdict runs as after no gap at all, a grace
+	// after b's prompt answer, and moves traffic.
+	g.stallOff(a, b)
+	if got := g.route(0); got[0] != "b" {
+		t.Fatalf("route %v after a's stall: want b", got)
+	}
+}
+
+// The same gap with bytes owed all along is a pause: the verdict waits for the drain.
+func TestOwedGapIsPause(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	start := g.now
+	g.r.Heard(start, start.Add(-time.Millisecond))
+	g.now = start.Add(300 * time.Millisecond)
+	g.r.Heard(g.now, start.Add(-time.Millisecond))
+	_, acted, wait := g.heardAfterVerdict(a, b)
+	if acted || wait < 200*time.Millisecond {
+		t.Fatalf("after a 300ms gap with bytes owed: acted %v, wait %v; want a wait for the drain", acted, wait)
 	}
 }
 
