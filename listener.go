@@ -584,7 +584,7 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session, j
 		// A new instance of a peer whose old sessions have no path left: it restarted.
 		// (Sessions that still have paths may belong to another live process with the key.)
 		for _, o := range l.mu.sessions {
-			if o != s && o.peerKey == peer && o.peerInstance() != h.Instance && o.pathCount() == 0 {
+			if o != s && o.peerKey == peer && o.peerInstance() != h.Instance && o.deserted() {
 				restarted = append(restarted, o)
 			}
 		}
@@ -642,6 +642,15 @@ func (s *session) pathCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.router.PathsLocked())
+}
+
+// deserted reports whether the session had a path and has none left, attached or joining. A
+// session whose founding path is not attached yet is not: another instance of its peer's key
+// arriving meanwhile must not take it for the remains of a restarted one.
+func (s *session) deserted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.everUp && len(s.router.PathsLocked()) == 0 && len(s.mu.pending) == 0
 }
 
 // pathsHeld counts the session's paths, attached or still joining.

@@ -68,6 +68,7 @@ type session struct {
 		secret   [32]byte
 		peerInst [16]byte
 		founding bool
+		everUp   bool             // a path has been attached
 		closing  bool             // close has begun: routes from now on are no migrations
 		pending  map[uint32]*link // started, not yet attached (a join awaiting its proof)
 		nextID   uint32
@@ -318,6 +319,7 @@ func (s *session) attach(l *link) error {
 	}
 	delete(s.mu.pending, l.id)
 	now := time.Now()
+	s.mu.everUp = true
 	s.router.AttachLocked(l, now)
 	if ls := l.ls; ls != nil {
 		ls.link, ls.state, ls.since, ls.settled = l, status.Up, now, true
