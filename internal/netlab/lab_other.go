@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 )
 
@@ -25,4 +26,8 @@ func within[T io.Closer](ns string, _ func() (T, error)) (T, error) {
 
 func flushConntrack() error {
 	return fmt.Errorf("netlab: conntrack flush: %w", platformErr())
+}
+
+func openTUN(name string) (*os.File, error) {
+	return nil, fmt.Errorf("netlab: create TUN %s: %w", name, platformErr())
 }

@@ -6,6 +6,14 @@
 // pair whose client end is named c<i> and whose server end is named s<i>.
 // Traffic never leaves the lab's namespaces, so tests may use it freely.
 //
+// A path can carry a delay node (Config.Delay): an emulated WAN link with a one-way delay,
+// jitter, a rate with a queue of bounded depth, and random loss, in each direction. Its
+// packets then cross a third, "router", namespace, where Go code running in the lab's
+// process forwards them between two TUN devices through a delay line per direction; the
+// client and server addresses stay as they are. The kernel has no netem here, and this
+// carries kernel TCP, MPTCP, QUIC and UDP alike over the same emulated link. See
+// DelayConfig for the model and its limits.
+//
 // Labs need Linux. Elsewhere the package builds, but Available and New
 // return an error wrapping errors.ErrUnsupported, so tests skip with that
 // reason and benchmarks report it.
@@ -59,6 +67,9 @@ type Config struct {
 	// RateMbit is the tbf rate of path i in Mbit/s, applied on the egress
 	// of both ends. Missing entries and 0 leave the path unshaped.
 	RateMbit []int
+	// Delay puts a delay node on path i when Delay[i] is not the zero value; missing
+	// entries leave their paths plain veth pairs.
+	Delay []DelayConfig
 	// Name is an optional prefix for the namespace names; a random suffix
 	// is always added so that parallel labs, even in different
 	// processes, never collide. It defaults to "netlab".
@@ -69,6 +80,7 @@ type Config struct {
 // use. Close it to remove the namespaces.
 type Lab struct {
 	client, server string // namespace names
+	router         string // namespace of the delay nodes; "" without any
 	paths          []path // fixed after New except the fault fields
 
 	mu      sync.Mutex // guards the fault fields of paths, created, closed
@@ -80,6 +92,12 @@ type path struct {
 	clientIf, serverIf     string
 	clientAddr, serverAddr netip.Addr
 	clientMAC, serverMAC   string
+
+	// With a delay node, the MACs of the router's ends facing the client and the
+	// server, its settings, and the running node; fixed after New.
+	routerCMAC, routerSMAC string
+	delay                  DelayConfig
+	node                   *delayNode
 
 	// Fault state, guarded by Lab.mu. The nftables chain of a path is
 	// rebuilt from these on every change so that blackhole and loss never
@@ -177,6 +195,16 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 			return nil, fmt.Errorf("netlab: RateMbit[%d] is negative (%d)", i, r)
 		}
 	}
+	if len(cfg.Delay) > n {
+		return nil, fmt.Errorf("netlab: Delay has %d entries for %d paths", len(cfg.Delay), n)
+	}
+	delayed := false
+	for i, d := range cfg.Delay {
+		if err := d.validate(i); err != nil {
+			return nil, err
+		}
+		delayed = delayed || !d.isZero()
+	}
 	prefix := cfg.Name
 	if prefix == "" {
 		prefix = defaultName
@@ -196,6 +224,9 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 		server: prefix + "-" + suffix + "-s",
 		paths:  make([]path, n),
 	}
+	if delayed {
+		l.router = prefix + "-" + suffix + "-r"
+	}
 	first := subnetSeq.Add(uint64(n)) - uint64(n)
 	for i := range l.paths {
 		p := &l.paths[i]
@@ -206,6 +237,11 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 		// they only need to differ within a pair.
 		p.clientMAC = fmt.Sprintf("02:6e:6c:%02x:%02x:01", i>>8, i&0xff)
 		p.serverMAC = fmt.Sprintf("02:6e:6c:%02x:%02x:02", i>>8, i&0xff)
+		if i < len(cfg.Delay) && !cfg.Delay[i].isZero() {
+			p.delay = cfg.Delay[i]
+			p.routerCMAC = fmt.Sprintf("02:6e:6c:%02x:%02x:03", i>>8, i&0xff)
+			p.routerSMAC = fmt.Sprintf("02:6e:6c:%02x:%02x:04", i>>8, i&0xff)
+		}
 	}
 	// Every failure path below returns nil, which clears l, so the
 	// cleanup holds its own reference.
@@ -222,7 +258,11 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 		return hook(name)
 	}
 
-	for _, ns := range []string{l.client, l.server} {
+	namespaces := []string{l.client, l.server}
+	if l.router != "" {
+		namespaces = append(namespaces, l.router)
+	}
+	for _, ns := range namespaces {
 		if err := stage("netns"); err != nil {
 			return nil, err
 		}
@@ -230,6 +270,14 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 			return nil, err
 		}
 		l.created = append(l.created, ns)
+	}
+	if l.router != "" {
+		if err := stage("router"); err != nil {
+			return nil, err
+		}
+		if err := l.setupRouterSysctls(); err != nil {
+			return nil, err
+		}
 	}
 	if err := stage("links"); err != nil {
 		return nil, err
@@ -253,6 +301,14 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 			}
 		}
 	}
+	if l.router != "" {
+		if err := stage("delay"); err != nil {
+			return nil, err
+		}
+		if err := l.setupDelays(); err != nil {
+			return nil, err
+		}
+	}
 	return l, nil
 }
 
@@ -261,19 +317,32 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 // permanent neighbour entries. Static neighbours keep ARP out of the
 // picture: with random loss or a blackhole, ARP retries would add
 // second-long stalls that have nothing to do with what is being tested.
+// A delayed path is two veth pairs through the router namespace instead,
+// and each end's neighbour entry names the router's end it faces (see
+// router.go); setupDelays finishes the router's side.
 func (l *Lab) setupLinks() error {
 	var cb, sb strings.Builder
 	cb.WriteString("link set lo up\n")
 	sb.WriteString("link set lo up\n")
-	for _, p := range l.paths {
-		fmt.Fprintf(&cb, "link add %s address %s type veth peer name %s address %s netns %s\n",
-			p.clientIf, p.clientMAC, p.serverIf, p.serverMAC, l.server)
+	for i, p := range l.paths {
+		peerOfC, peerOfS := p.serverMAC, p.clientMAC
+		if p.delay.isZero() {
+			fmt.Fprintf(&cb, "link add %s address %s type veth peer name %s address %s netns %s\n",
+				p.clientIf, p.clientMAC, p.serverIf, p.serverMAC, l.server)
+		} else {
+			n := routerIfNames(i)
+			peerOfC, peerOfS = p.routerCMAC, p.routerSMAC
+			fmt.Fprintf(&cb, "link add %s address %s type veth peer name %s address %s netns %s\n",
+				p.clientIf, p.clientMAC, n.rc, p.routerCMAC, l.router)
+			fmt.Fprintf(&sb, "link add %s address %s type veth peer name %s address %s netns %s\n",
+				p.serverIf, p.serverMAC, n.rs, p.routerSMAC, l.router)
+		}
 		fmt.Fprintf(&cb, "addr add %s/24 dev %s\n", p.clientAddr, p.clientIf)
 		fmt.Fprintf(&cb, "link set %s up\n", p.clientIf)
-		fmt.Fprintf(&cb, "neigh replace %s lladdr %s dev %s nud permanent\n", p.serverAddr, p.serverMAC, p.clientIf)
+		fmt.Fprintf(&cb, "neigh replace %s lladdr %s dev %s nud permanent\n", p.serverAddr, peerOfC, p.clientIf)
 		fmt.Fprintf(&sb, "addr add %s/24 dev %s\n", p.serverAddr, p.serverIf)
 		fmt.Fprintf(&sb, "link set %s up\n", p.serverIf)
-		fmt.Fprintf(&sb, "neigh replace %s lladdr %s dev %s nud permanent\n", p.clientAddr, p.clientMAC, p.serverIf)
+		fmt.Fprintf(&sb, "neigh replace %s lladdr %s dev %s nud permanent\n", p.clientAddr, peerOfS, p.serverIf)
 	}
 	// The client batch must finish first: it creates the server ends.
 	if _, err := run(cb.String(), "ip", "-n", l.client, "-batch", "-"); err != nil {
@@ -283,7 +352,8 @@ func (l *Lab) setupLinks() error {
 	return err
 }
 
-// Close deletes the namespaces, which also removes the veths. It is
+// Close stops the delay nodes, whose goroutines have all returned when it
+// does, and deletes the namespaces, which also removes the veths. It is
 // idempotent. Sockets created in the lab keep their namespace alive in the
 // kernel until they are closed, but the names are gone at once.
 func (l *Lab) Close() error {
@@ -294,6 +364,9 @@ func (l *Lab) Close() error {
 	}
 	l.closed = true
 	var errs []error
+	if err := l.stopDelays(); err != nil {
+		errs = append(errs, err)
+	}
 	for i := len(l.created) - 1; i >= 0; i-- {
 		if _, err := run("", "ip", "netns", "del", l.created[i]); err != nil {
 			errs = append(errs, err)

@@ -102,7 +102,12 @@ func (l *Lab) writeFileIn(side Side, name, data string) error {
 	if err != nil {
 		return err
 	}
-	_, err = within(ns, func() (nopCloser, error) {
+	return writeFileNS(ns, name, data)
+}
+
+// writeFileNS is writeFileIn for a namespace given by name, such as the router's.
+func writeFileNS(ns, name, data string) error {
+	_, err := within(ns, func() (nopCloser, error) {
 		if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
 			return nopCloser{}, fmt.Errorf("netlab: write %s in %s: %w", name, ns, err)
 		}
