@@ -18,7 +18,7 @@ import (
 
 // waitFor polls cond until it holds or a generous bound passes; the bound only stops a
 // broken run.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+func waitFor(t *testing.T, l *Lab, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -27,7 +27,7 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: never held; last: %s", what, state)
+			t.Fatalf("%s: never held; last: %s\ndevices:%s", what, state, linkState(l))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -183,7 +183,7 @@ func TestDelayTransferRate(t *testing.T) {
 	// forwarded one reached the kernel on the other side: the node's counters agree with
 	// the devices' once the flow's last packets have crossed.
 	n := routerIfNames(0)
-	waitFor(t, "node counters match the TUN devices", func() (bool, string) {
+	waitFor(t, l, "node counters match the TUN devices", func() (bool, string) {
 		st := delayStats(t, l, 0)
 		cRX, cTX := tunStats(t, l, n.tunc)
 		sRX, sTX := tunStats(t, l, n.tuns)
@@ -250,7 +250,7 @@ func TestDelayQueueDrops(t *testing.T) {
 	// once unless sending it took seconds.
 	l := newLab(t, Config{Paths: 1, Delay: []DelayConfig{{Delay: 5 * time.Millisecond, RateBits: 200_000, QueueBytes: 4000}}, Name: "nlt-queue"})
 	arrived := udpBurst(t, l, 0, count, 1200)
-	waitFor(t, "every datagram forwarded or dropped", func() (bool, string) {
+	waitFor(t, l, "every datagram forwarded or dropped", func() (bool, string) {
 		st := delayStats(t, l, 0).ToServer
 		return st.Forwarded+st.Dropped == count, fmt.Sprintf("%+v", st)
 	})
@@ -265,7 +265,7 @@ func TestDelayLoss(t *testing.T) {
 	const count = 200
 	l := newLab(t, Config{Paths: 1, Delay: []DelayConfig{{Delay: time.Millisecond, LossPercent: 30, Seed: 3}}, Name: "nlt-dloss"})
 	arrived := udpBurst(t, l, 0, count, 100)
-	waitFor(t, "every datagram forwarded or lost", func() (bool, string) {
+	waitFor(t, l, "every datagram forwarded or lost", func() (bool, string) {
 		st := delayStats(t, l, 0).ToServer
 		return st.Forwarded+st.Lost == count, fmt.Sprintf("%+v", st)
 	})
@@ -306,4 +306,17 @@ func TestDelayCleansUpOnFailure(t *testing.T) {
 	if l.RouterNS() != "" {
 		t.Fatalf("RouterNS = %q without delays", l.RouterNS())
 	}
+}
+
+// linkState is the packet counters of every device of the lab, for a failure message.
+func linkState(l *Lab) string {
+	var b strings.Builder
+	for _, ns := range []string{l.ClientNS(), l.RouterNS(), l.ServerNS()} {
+		if ns == "" {
+			continue
+		}
+		out, err := run("", "ip", "-n", ns, "-s", "link", "show")
+		fmt.Fprintf(&b, "\n%s: %v\n%s", ns, err, out)
+	}
+	return b.String()
 }

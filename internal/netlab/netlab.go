@@ -23,6 +23,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -309,6 +310,9 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 			return nil, err
 		}
 	}
+	if err := l.waitLinksUp(); err != nil {
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -317,7 +321,8 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 // permanent neighbour entries. Static neighbours keep ARP out of the
 // picture: with random loss or a blackhole, ARP retries would add
 // second-long stalls that have nothing to do with what is being tested.
-// A delayed path is two veth pairs through the router namespace instead,
+// Each end gets an interface index of its own (see ifindexClient). A
+// delayed path is two veth pairs through the router namespace instead,
 // and each end's neighbour entry names the router's end it faces (see
 // router.go); setupDelays finishes the router's side.
 func (l *Lab) setupLinks() error {
@@ -327,15 +332,15 @@ func (l *Lab) setupLinks() error {
 	for i, p := range l.paths {
 		peerOfC, peerOfS := p.serverMAC, p.clientMAC
 		if p.delay.isZero() {
-			fmt.Fprintf(&cb, "link add %s address %s type veth peer name %s address %s netns %s\n",
-				p.clientIf, p.clientMAC, p.serverIf, p.serverMAC, l.server)
+			fmt.Fprintf(&cb, "link add %s index %d address %s type veth peer name %s index %d address %s netns %s\n",
+				p.clientIf, ifindexClient+i, p.clientMAC, p.serverIf, ifindexServer+i, p.serverMAC, l.server)
 		} else {
 			n := routerIfNames(i)
 			peerOfC, peerOfS = p.routerCMAC, p.routerSMAC
-			fmt.Fprintf(&cb, "link add %s address %s type veth peer name %s address %s netns %s\n",
-				p.clientIf, p.clientMAC, n.rc, p.routerCMAC, l.router)
-			fmt.Fprintf(&sb, "link add %s address %s type veth peer name %s address %s netns %s\n",
-				p.serverIf, p.serverMAC, n.rs, p.routerSMAC, l.router)
+			fmt.Fprintf(&cb, "link add %s index %d address %s type veth peer name %s index %d address %s netns %s\n",
+				p.clientIf, ifindexClient+i, p.clientMAC, n.rc, ifindexRouterC+i, p.routerCMAC, l.router)
+			fmt.Fprintf(&sb, "link add %s index %d address %s type veth peer name %s index %d address %s netns %s\n",
+				p.serverIf, ifindexServer+i, p.serverMAC, n.rs, ifindexRouterS+i, p.routerSMAC, l.router)
 		}
 		fmt.Fprintf(&cb, "addr add %s/24 dev %s\n", p.clientAddr, p.clientIf)
 		fmt.Fprintf(&cb, "link set %s up\n", p.clientIf)
@@ -350,6 +355,81 @@ func (l *Lab) setupLinks() error {
 	}
 	_, err := run(sb.String(), "ip", "-n", l.server, "-batch", "-")
 	return err
+}
+
+// Interface indices of the veth ends of path i: base+i. Each namespace
+// numbers its devices from 1, so without them both ends of a pair get the
+// same index, and the kernel's link watcher then takes a veth's carrier-on
+// for an unimportant event that it may put off by up to a second, during
+// which the device drops what is sent (see waitLinksUp). With the two ends'
+// indices different it handles the event at once.
+const (
+	ifindexClient  = 1000
+	ifindexServer  = 2000
+	ifindexRouterC = 3000
+	ifindexRouterS = 4000
+)
+
+// linksUpTimeout bounds waitLinksUp; the kernel takes at most about a
+// second, so only a broken setup meets it.
+const linksUpTimeout = 10 * time.Second
+
+// waitLinksUp returns once every veth end of every path is operationally
+// up. A veth's qdisc only starts passing packets when the kernel's link
+// watcher has handled its carrier-on event, which it may put off by up to
+// a second; until then the device drops whatever is sent. A lab returned by New must carry its first packet, so New waits
+// for the operational state, which the watcher sets in the same step.
+func (l *Lab) waitLinksUp() error {
+	want := map[string][]string{}
+	for i, p := range l.paths {
+		want[l.client] = append(want[l.client], p.clientIf)
+		want[l.server] = append(want[l.server], p.serverIf)
+		if !p.delay.isZero() {
+			n := routerIfNames(i)
+			want[l.router] = append(want[l.router], n.rc, n.rs)
+		}
+	}
+	deadline := time.Now().Add(linksUpTimeout)
+	for ns, devs := range want {
+		for {
+			down, err := linksNotUp(ns, devs)
+			if err != nil {
+				return err
+			}
+			if len(down) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("netlab: links %s in %s not up after %v", strings.Join(down, ", "), ns, linksUpTimeout)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// linksNotUp returns those of devs in namespace ns whose operational
+// state is not UP.
+func linksNotUp(ns string, devs []string) ([]string, error) {
+	out, err := run("", "ip", "-n", ns, "-j", "link", "show")
+	if err != nil {
+		return nil, err
+	}
+	var links []struct{ Ifname, Operstate string }
+	if err := json.Unmarshal(out, &links); err != nil {
+		return nil, fmt.Errorf("netlab: ip -n %s -j link show: %w", ns, err)
+	}
+	up := map[string]bool{}
+	for _, k := range links {
+		up[k.Ifname] = k.Operstate == "UP"
+	}
+	var down []string
+	for _, d := range devs {
+		if !up[d] {
+			down = append(down, d)
+		}
+	}
+	return down, nil
 }
 
 // Close stops the delay nodes, whose goroutines have all returned when it

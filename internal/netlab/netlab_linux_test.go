@@ -338,3 +338,15 @@ func TestEnableMPTCP(t *testing.T) {
 		}
 	}
 }
+
+// A lab carries packets from the moment New returns: a veth that the kernel has not yet
+// switched on drops what is sent, and a burst of datagrams has no retransmission to hide it.
+func TestFirstPacketsArrive(t *testing.T) {
+	const count = 50
+	l := newLab(t, Config{Paths: 2, Delay: []DelayConfig{{}, {Delay: time.Millisecond}}, Name: "nlt-first"})
+	for i := range l.Paths() {
+		if n := sendUDP(t, l, i, count); n != count {
+			t.Fatalf("path %d: %d of %d datagrams sent right after New arrived\n%s", i, n, count, linkState(l))
+		}
+	}
+}
