@@ -194,9 +194,11 @@ func (d *Dialer) Dial() (*Conn, error) { return d.DialContext(context.Background
 
 // DialContext opens a new flow. The first call waits for the session's first path (bounded by
 // ctx); later calls cost no round trip. When every path of a session that never came up is
-// refused twice (nothing listens: connection refused, no route), it fails at once, as net.Dial
-// does, with an error that matches ErrNoPath and the refusal; once a session has been up, its
-// paths keep being dialed through refusals (the peer may be restarting) for ReconnectTimeout.
+// refused twice in a row (connection refused: the host is there and nothing listens), it
+// fails at once, as net.Dial does, with an error that matches ErrNoPath and ECONNREFUSED. A
+// network that is not there yet (no route to it) is waited for, up to ReconnectTimeout; and
+// once a session has been up, its paths keep being dialed through refusals (the peer may be
+// restarting).
 func (d *Dialer) DialContext(ctx context.Context) (*Conn, error) {
 	s, st, err := d.open(ctx, (*flow.Engine).Open)
 	if err != nil {
@@ -233,7 +235,8 @@ func (d *Dialer) DialNetwork(ctx context.Context, network, address string) (net.
 // Connect starts the session now, without opening a flow, and waits (bounded by ctx) until a
 // path is attached: a VPN client, say, that wants its uplinks up before the first connection.
 // Without it the session starts with the first Dial. It returns at once when the session is
-// up already. A session that fails before any path comes up is started again, as Dial does.
+// up already. A session that fails before any path comes up is started again, as Dial does;
+// like Dial, it fails at once when every path is refused (see DialContext).
 func (d *Dialer) Connect(ctx context.Context) error {
 	_, _, err := d.open(ctx, nil)
 	return err
@@ -481,7 +484,12 @@ func (d *Dialer) routineLeaf(s *session, ls *leafState) {
 			}
 			waited := !ls.settled && time.Now().Before(s.mu.headStart)
 			ls.settled = true
-			refusedAll := refused(err) && s.refusedEverywhereLocked()
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				ls.refusals++
+			} else {
+				ls.refusals = 0
+			}
+			refusedAll := ls.refusals > 0 && s.refusedEverywhereLocked()
 			s.mu.Unlock()
 			if waited {
 				s.routeAgain() // a backup may have been held back for this path
@@ -512,31 +520,38 @@ type errAllRefused struct{}
 func (errAllRefused) Error() string {
 	return "rendr: every path was refused twice: nothing listens at their addresses"
 }
-func (errAllRefused) Unwrap() error { return ErrNoPath }
+
+// Is makes errors.Is match ECONNREFUSED too: it is what every path met.
+func (errAllRefused) Is(target error) bool { return target == syscall.ECONNREFUSED }
+func (errAllRefused) Unwrap() error        { return ErrNoPath }
 
 // refusedTries is how many times in a row every path of a session that never came up must be
 // refused before a dial gives up: twice, so that one refusal from a listener that is just
-// starting does not end it.
+// starting does not end it. Only "connection refused" counts: the host is there and nothing
+// listens. A network not there yet (no route, host unreachable: a laptop waking, Wi-Fi
+// coming up) may be there in a moment, and is waited for.
 const refusedTries = 2
 
 // refusedEverywhereLocked reports whether the session never came up and every path's last
-// refusedTries attempts were refused (approximated by its last error being a refusal after at
-// least refusedTries dials).
+// refusedTries attempts in a row were refused (a path that connected since, and may be
+// handshaking now, has a count of zero).
 func (s *session) refusedEverywhereLocked() bool {
 	select {
 	case <-s.established:
 		return false
 	default:
 	}
+	n := 0
 	for _, ls := range s.mu.leaves {
 		if ls.removed {
 			continue
 		}
-		if ls.dials < refusedTries || !refused(ls.lastErr) {
+		if ls.refusals < refusedTries {
 			return false
 		}
+		n++
 	}
-	return len(s.mu.leaves) > 0
+	return n > 0
 }
 
 // founder decides whether a leaf whose carrier is connected founds the session (mode New) or
@@ -585,15 +600,19 @@ func (d *Dialer) attempt(s *session, ls *leafState) (err error) {
 	if d.c.trace != nil {
 		s.traceConnecting(t.name)
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, d.c.hsTimeout)
-	defer cancel()
+	// base ends with the session, or when the path is removed while dialing, waiting or
+	// handshaking; the dial and the handshake each get HandshakeTimeout within it.
+	base, cancelBase := context.WithCancel(s.ctx)
+	defer cancelBase()
 	go func() {
 		select {
 		case <-ls.stop:
-			cancel() // removed while dialing or handshaking
-		case <-ctx.Done():
+			cancelBase()
+		case <-base.Done():
 		}
 	}()
+	ctx, cancel := context.WithTimeout(base, d.c.hsTimeout)
+	defer cancel()
 	conn, err := t.dial(ctx)
 	if d.c.trace != nil {
 		defer s.traceAttempt(t.name, conn != nil, &err)
@@ -606,14 +625,24 @@ func (d *Dialer) attempt(s *session, ls *leafState) (err error) {
 		// handshake.
 		return fmt.Errorf("rendr: path %q: its dial function returned neither a connection nor an error", t.name)
 	}
-	mode, ok := d.founder(ctx, s)
+	s.mu.Lock()
+	ls.refusals = 0 // it connected: whatever refused it before listens now
+	s.mu.Unlock()
+	// Waiting for another path's founding handshake takes nothing from this one's: its
+	// handshake gets a HandshakeTimeout of its own once it may start (otherwise a founder
+	// whose handshake is never answered would time out every path waiting behind it, and
+	// win the next race for founding again).
+	mode, ok := d.founder(base, s)
 	if !ok {
 		conn.Close()
-		if err := ctx.Err(); err != nil && s.ctx.Err() == nil {
-			return fmt.Errorf("rendr: path %q: connected, and waited for another path's handshake until %w", t.name, err)
+		if s.ctx.Err() == nil {
+			return errRemoved
 		}
 		return errSessionOver
 	}
+	cancel()
+	ctx, cancel = context.WithTimeout(base, d.c.hsTimeout)
+	defer cancel()
 	if mode == handshake.ModeNew {
 		defer func() {
 			s.mu.Lock()

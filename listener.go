@@ -584,7 +584,7 @@ func (l *Listener) attach(c net.Conn, res *handshake.Result, created *session, j
 		// A new instance of a peer whose old sessions have no path left: it restarted.
 		// (Sessions that still have paths may belong to another live process with the key.)
 		for _, o := range l.mu.sessions {
-			if o != s && o.peerKey == peer && o.peerInstance() != h.Instance && o.deserted() {
+			if o != s && o.peerKey == peer && o.peerInstance() != h.Instance && o.deserted() && l.mu.joining[o] == 0 {
 				restarted = append(restarted, o)
 			}
 		}

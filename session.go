@@ -110,6 +110,10 @@ type leafState struct {
 	// settled: the path has had a carrier, or failed to get its first one. Until then, and
 	// within the session's head start, the policy keeps traffic off backups (policy.Lookup).
 	settled bool
+	// refusals counts the path's attempts refused in a row ("connection refused"), reset
+	// when a dial connects: a session that never came up ends when every path has
+	// refusedTries (Dialer.routineLeaf).
+	refusals int
 }
 
 // newSession makes a session; mem is the listening side's share of its memory budget for
@@ -621,8 +625,9 @@ func (l *link) Frame(p *path.Path, f *wire.Frame) error {
 // Measured implements path.Handler: re-evaluate the route, so a suspect path that answers
 // again, or a primary path back past its recovery dwell, is taken up without waiting for
 // traffic to ask.
-func (l *link) Measured(p *path.Path) {
-	l.s.router.Heard(p.Heard(), l.s.engine.BusySince())
+func (l *link) Measured(*path.Path) {
+	sent, at := l.Answered()
+	l.s.router.HeardAnswer(l.Quality(), sent, at, l.s.engine.BusySince())
 	l.s.router.Changed()
 	l.s.engine.Kick()
 }

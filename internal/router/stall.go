@@ -246,6 +246,17 @@ func (h *hearing) pause() (end, drained time.Time) {
 // called for every record.
 func (r *Router) Heard(at, owed time.Time) { r.heard.note(at, owed) }
 
+// HeardAnswer notes a probe answer on a path with quality q: asked at sent, answered at at. An
+// answer within the path's usual round trip shows the peer was running when it was asked, so
+// the gap it ends is no pause (an idle path's probe answered while the busy path went dark
+// must not pass for one); a late answer is heard as any record is.
+func (r *Router) HeardAnswer(q Quality, sent, at, owed time.Time) {
+	if bound := max(2*q.SRTT+4*q.RTTVar, promptFloor); at.Sub(sent) <= bound {
+		owed = time.Time{}
+	}
+	r.heard.note(at, owed)
+}
+
 // answeredElsewhereLocked reports whether a path other than p answered a probe after t within
 // its usual round trip (prompt), and, of those answered after t only later than that, by how
 // much the latest was late (pause: about how long the peer was stopped).

@@ -319,6 +319,28 @@ func TestQuietGapIsNoPause(t *testing.T) {
 	}
 }
 
+// TestPromptAnswerIsNoPause: the busy path goes dark with bytes owed, and the idle path's
+// probe, asked during the gap, is answered promptly: the peer is running, so the gap that
+// answer ends is no pause, and the verdict on the dark path runs at once (a late answer to
+// that probe would be one).
+func TestPromptAnswerIsNoPause(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	start := g.now
+	g.r.Heard(start, start.Add(-time.Millisecond)) // a, streaming: bytes owed
+	g.now = start.Add(300 * time.Millisecond)
+	g.r.HeardAnswer(b.q, g.now.Add(-time.Millisecond), g.now, start.Add(-time.Millisecond)) // b's keepalive
+	g.stallOff(a, b)
+
+	g2, a2, b2 := twoPaths(t, "a", "b", false)
+	start = g2.now
+	g2.r.Heard(start, start.Add(-time.Millisecond))
+	g2.now = start.Add(300 * time.Millisecond)
+	g2.r.HeardAnswer(b2.q, start.Add(10*time.Millisecond), g2.now, start.Add(-time.Millisecond)) // asked early, answered late
+	if _, acted, wait := g2.heardAfterVerdict(a2, b2); acted || wait < 200*time.Millisecond {
+		t.Fatalf("after a late answer ending a 300ms gap: acted %v, wait %v; want a wait for the drain", acted, wait)
+	}
+}
+
 // The same gap with bytes owed all along is a pause: the verdict waits for the drain.
 func TestOwedGapIsPause(t *testing.T) {
 	g, a, b := twoPaths(t, "a", "b", false)
