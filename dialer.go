@@ -114,7 +114,6 @@ const (
 	maxDepth    = 8
 )
 
-// checkGraph checks a whole target graph.
 // quoteShort quotes s, or its start when it is long: an error names what was wrong, it does
 // not echo kilobytes of it back.
 func quoteShort(s string) string {
@@ -125,6 +124,7 @@ func quoteShort(s string) string {
 	return fmt.Sprintf("%q... (%d bytes)", strings.ToValidUTF8(s[:most], ""), len(s))
 }
 
+// checkGraph checks a whole target graph.
 func checkGraph(root *Target) error {
 	count := 0
 	return checkTarget(root, map[string]bool{}, 1, &count)

@@ -214,8 +214,9 @@ func (s *session) fail(err error) {
 // acknowledged, as a TCP close delivers what was written before its FIN.
 const closeLinger = 2 * time.Second
 
-// close ends the session locally with err (what its flows fail with): it lets written bytes (and FINs of closed flows) reach the
-// peer for up to closeLinger while a path is up, then sends CLOSE behind them and tears down.
+// close ends the session locally with err (what its flows fail with): it lets written bytes
+// (and FINs of closed flows) reach the peer for up to closeLinger while a path is up, then
+// sends CLOSE behind them and tears down.
 func (s *session) close(err error) {
 	deadline := time.Now().Add(closeLinger)
 	for s.pathCount() > 0 && !s.engine.Drained() && time.Now().Before(deadline) {
