@@ -500,7 +500,13 @@ func (s *Stream) scheduleAckLocked(later bool) {
 		return
 	}
 	s.ackLater = true
-	e.mu.ackLater = append(e.mu.ackLater, s)
+	if !s.ackListed {
+		// Listed once until the flush: an ACK sent meanwhile clears ackLater, not the
+		// list, and a stream delayed again must not be listed twice (the list would grow
+		// with every frame until the flush).
+		s.ackListed = true
+		e.mu.ackLater = append(e.mu.ackLater, s)
+	}
 	if e.mu.ackAt.IsZero() {
 		e.mu.ackAt = time.Now().Add(ackDelay)
 		e.Kick() // to set the engine's timer
@@ -517,6 +523,7 @@ func (e *Engine) delayedAcksLocked(now time.Time) time.Duration {
 		return d
 	}
 	for _, s := range e.mu.ackLater {
+		s.ackListed = false
 		if s.ackLater {
 			s.ackPending = true
 			e.readyLocked(s)

@@ -71,6 +71,7 @@ type Stream struct {
 	finOffset              uint64 // the peer's final size, once finRecv
 	ackPending             bool
 	ackLater               bool   // an ACK is due by the engine's ackAt (delayed, 8.4)
+	ackListed              bool   // in the engine's ackLater list (until its next flush)
 	ackedNext              uint64 // recvNext as the last ACK sent said
 	stopPending, stopSent  bool
 	readClosed, appClosed  bool
