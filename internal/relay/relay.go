@@ -176,6 +176,10 @@ func (r *Relay) routineCopy(p *pair, src, dst *net.TCPConn) {
 			// forwarding it, until the connection is closed.
 			src.SetReadDeadline(time.Time{})
 			io.Copy(io.Discard, src)
+			// One end left: the pair is over. Both sockets close here, or they would stay
+			// open (in CLOSE_WAIT) once dropped, out of Close's reach.
+			src.Close()
+			dst.Close()
 			r.drop(p)
 			return
 		default:
