@@ -94,6 +94,7 @@ type config struct {
 	verbose  bool
 	rows     string // comma-separated row names to run (throughput, pps); empty: all
 	plotDir  string // failover, bond: write PNG plots here; empty: none
+	cases    string // wan: comma-separated prefixes of the cases to run; empty: all
 }
 
 // onlyRows keeps the rows -rows names, in their order; all of them when -rows is empty.
@@ -278,6 +279,7 @@ func main() {
 	flag.IntVar(&c.flows, "flows", 10000, "idle: flows to open")
 	flag.BoolVar(&c.verbose, "v", true, "progress on stderr")
 	flag.StringVar(&c.plotDir, "plot", "", "failover: write DIR/failover.png, delivery over time across a blackholed path, rendr beside MPTCP (the run of median gap); bond: write DIR/bond.png, the bytes each path carries and the goodput over time on 100+20 Mbit/s (the first run), beside MPTCP's goodput")
+	flag.StringVar(&c.cases, "cases", "", "wan: run only the cases whose names start with one of these comma-separated prefixes (50ms_1G, 200ms, bond, failover, race...)")
 	flag.StringVar(&c.rows, "rows", "", "throughput, pps: only these rows (comma-separated names), a ratio needing its baseline row too; attack: only these attacks (flowids, udpflood, hsflood, greedy, gvisor)")
 	// Hidden: the attack scenario starts this binary again as an attacker (attackers.go).
 	var atk attackerArgs
@@ -327,6 +329,7 @@ func main() {
 		"vpn":          runVPN,
 		"vpn-bond":     runVPNBond,
 		"vpn-failover": runVPNFailover,
+		"wan":          runWAN,
 	}
 	var order []string
 	for _, name := range strings.Split(c.scenario, ",") {

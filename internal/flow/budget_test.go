@@ -37,15 +37,16 @@ func TestBudgetFlowsAndWindow(t *testing.T) {
 				t.Fatalf("flow %d past the budget was not refused", s.ID())
 			}
 		}
-		// A bulk transfer wants the session window to grow; the budget has no room for it:
-		// the 1 MiB window stays, and every byte still arrives.
+		// A bulk transfer read at 2 MiB per round trip (10 ms) wants the session window to
+		// grow to 4 MiB; the budget has no room for it: the 1 MiB window stays, and every
+		// byte still arrives.
 		peer := accept(t, r.b)
 		data := payload(4<<20, 3)
 		go func() {
 			opened[0].Write(data)
 			opened[0].CloseWrite()
 		}()
-		got := pumpRead(t, r, peer, 1+len(data))
+		got := pacedRead(t, r, peer, 1+len(data), 512<<10, 2500*time.Microsecond)
 		if !bytes.Equal(got[1:], data) {
 			t.Fatalf("delivered %d of %d bytes", len(got), 1+len(data))
 		}

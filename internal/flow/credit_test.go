@@ -31,6 +31,26 @@ func pumpRead(t *testing.T, r *rig, s *Stream, n int) []byte {
 	return <-got
 }
 
+// pacedRead reads n bytes from s in reads of at most chunk bytes, one every `every` of virtual
+// time, while the engines exchange what they have: a reader with a rate the windows can
+// measure (pumpRead's reader takes everything at once, in no time).
+func pacedRead(t *testing.T, r *rig, s *Stream, n, chunk int, every time.Duration) []byte {
+	t.Helper()
+	got := make([]byte, 0, n)
+	b := make([]byte, chunk)
+	s.SetReadDeadline(time.Now().Add(time.Minute)) // virtual: a stuck flow ends the read
+	for len(got) < n {
+		r.settle()
+		k, err := s.Read(b[:min(chunk, n-len(got))])
+		got = append(got, b[:k]...)
+		if err != nil {
+			break
+		}
+		time.Sleep(every)
+	}
+	return got
+}
+
 // Bytes the dialer sent on flows the listener refused are counted against the session credit
 // on the dialing side (emitLocked) but never on the listening side (refusedLocked counts
 // nothing, and the RESET's final size is not taken as consumed), so the peer never returns

@@ -100,8 +100,8 @@ type Config struct {
 	// RefuseFlows refuses every flow the peer opens, as a full backlog does: a side whose
 	// application takes no flows (a Dialer without AcceptFlows).
 	RefuseFlows bool
-	// InitialWindow is a flow's starting receive window; zero means 256 KiB. It grows
-	// (doubling) while the application drains it within two round trips, up to MaxWindow.
+	// InitialWindow is a flow's starting receive window; zero means 256 KiB. It grows to
+	// twice what the application reads per round trip, up to MaxWindow (window.go).
 	InitialWindow int
 	// MaxWindow bounds a flow's receive window; zero means 16 MiB.
 	MaxWindow int
@@ -221,7 +221,8 @@ type Engine struct {
 		openRoom                   chan struct{} // closed when opening falls: WaitOpening's wake-up
 		budgetDenied               uint64        // reservations cfg.Budget refused
 		recvRead, recvWindow       uint64        // bytes consumed by the application; window size
-		recvTuned                  time.Time
+		recvTuned                  time.Time     // when the current window measurement began
+		recvTunedRead              uint64        // recvRead then
 		maxDataPending             bool
 		outstanding                int // streams with bytes or a FIN/RESET not yet acknowledged
 		progress                   time.Time

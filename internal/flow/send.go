@@ -365,6 +365,7 @@ func (s *Stream) emitLocked(r *record.Record, zc bool) bool {
 		if s.taken {
 			flags |= wire.AckOpen
 		}
+		s.freshLimitLocked()
 		r.B = wire.AppendAck(r.B, s.id, s.recvNext, max(s.recvLimit, s.recvNext), flags)
 		s.ackPending, s.ackLater, s.ackedNext = false, false, s.recvNext
 		// Off and Fin let a lost final ACK go again after the flow is forgotten (Lost).

@@ -66,7 +66,8 @@ type Stream struct {
 	recvNext, recvRead     uint64   // delivered offset; read offset
 	recvHigh               uint64   // one past the highest offset received
 	recvLimit, window      uint64
-	tuned                  time.Time
+	tuned                  time.Time // when the current window measurement began
+	tunedRead              uint64    // recvRead then
 	finRecv, resetRecv     bool
 	finOffset              uint64 // the peer's final size, once finRecv
 	ackPending             bool

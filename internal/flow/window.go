@@ -1,7 +1,7 @@
 // Window stage: flow control. The receiving side grants windows per flow (an ACK's limit) and
-// per session (MAX_DATA) as the application reads, and doubles them, up to MaxWindow and
-// MaxSessionWindow, while the application drains them within two round trips (the session
-// window also when a Read waits while the peer is nearly out of credit). The sending side
+// per session (MAX_DATA) as the application reads, and grows them, up to MaxWindow and
+// MaxSessionWindow, to twice what the application reads per round trip (the session window
+// also when a Read waits while the peer is nearly out of credit). The sending side
 // spends the peer's session credit, and wakes the flows and writers that waited for credit or
 // for room in the send buffers.
 
@@ -9,39 +9,85 @@ package flow
 
 import "time"
 
-// tuneIntervalLocked is how soon after the last window update the next must be due for the
-// window to double: two round trips, and at least a millisecond so that loopback scheduling
-// noise does not read as a tiny round trip.
-func (e *Engine) tuneIntervalLocked() time.Duration { return max(2*e.mu.srtt, time.Millisecond) }
+// Credit goes back to the peer as the application reads, in steps of an eighth of the window
+// (creditStep), and every ACK the flow sends carries the newest limit too: a sender that waited
+// for half the window to be read (as this did before) kept only about half of it in flight, so
+// one flow moved half a window per round trip on a long path.
+//
+// A window grows once per round trip (tuneEvery) to twice what the application read in that
+// round trip, up to its maximum, as Linux sizes a socket's receive buffer. A flow held back by
+// its window reads about a whole window per round trip, so its window doubles each round trip
+// until it carries the path's bandwidth-delay product; one held back by the network or by its
+// reader reads less and stays where it is: the window follows what the application drains,
+// never what the peer would like to send.
+
+// creditStep is the share of a window read before new credit goes out on its own.
+const creditStep = 8
+
+// tuneEvery is the round trip over which reads are measured: the slowest link's smoothed
+// round trip, at least a millisecond so that loopback scheduling noise does not read as a tiny
+// round trip.
+func (e *Engine) tuneEvery() time.Duration { return max(e.mu.srtt, time.Millisecond) }
+
+// grownWindow returns the window a reader that read `read` bytes since `since` earns: twice
+// what it read per round trip, if that is more than window, up to most. It reports whether a
+// round trip has passed (then the caller starts a new measurement).
+func grownWindow(window, most, read uint64, since, now time.Time, rtt time.Duration) (uint64, bool) {
+	el := now.Sub(since)
+	if el < rtt {
+		return window, false
+	}
+	perRTT := uint64(float64(read) * float64(rtt) / float64(el))
+	if w := min(2*perRTT, most); w > window {
+		window = w
+	}
+	return window, true
+}
 
 // consumedLocked returns n read (or discarded) bytes to the flow and session windows, growing
-// a window that the application drains within two round trips.
+// a window that the application drains within a round trip.
 func (s *Stream) consumedLocked(n uint64) {
 	e := s.e
 	s.recvRead += n
-	if s.recvLimit-s.recvRead < s.window/2 && !s.recvDone() {
+	if !s.recvDone() {
 		now := time.Now()
-		if !s.tuned.IsZero() && now.Sub(s.tuned) < e.tuneIntervalLocked() && s.window < uint64(e.cfg.MaxWindow) {
-			s.window = min(2*s.window, uint64(e.cfg.MaxWindow))
+		if s.tuned.IsZero() {
+			s.tuned, s.tunedRead = now, s.recvRead-n
 		}
-		s.tuned = now
-		s.recvLimit = s.recvRead + s.window
-		s.ackPending = true
-		e.readyLocked(s)
+		if w, next := grownWindow(s.window, uint64(e.cfg.MaxWindow), s.recvRead-s.tunedRead, s.tuned, now, e.tuneEvery()); next {
+			s.window, s.tuned, s.tunedRead = w, now, s.recvRead
+		}
+		// The limit never falls: the protocol's initial window may exceed the configured one.
+		if end := s.recvRead + s.window; end > s.recvLimit && end-s.recvLimit >= s.window/creditStep {
+			s.recvLimit = end
+			s.ackPending = true
+			e.readyLocked(s)
+		}
 	}
 	e.consumedLocked(n)
+}
+
+// freshLimitLocked raises the flow's limit to what the reader has earned by now, for an ACK
+// about to go out: credit never waits for a step when a frame goes to the peer anyway.
+func (s *Stream) freshLimitLocked() {
+	if !s.recvDone() {
+		s.recvLimit = max(s.recvLimit, s.recvRead+s.window)
+	}
 }
 
 // consumedLocked returns n bytes of session credit (read, discarded or never coming).
 func (e *Engine) consumedLocked(n uint64) {
 	e.mu.recvRead += n
-	if e.mu.recvMax-e.mu.recvRead < e.mu.recvWindow/2 {
-		now := time.Now()
-		if !e.mu.recvTuned.IsZero() && now.Sub(e.mu.recvTuned) < e.tuneIntervalLocked() && e.mu.recvWindow < uint64(e.cfg.MaxSessionWindow) {
-			e.widenLocked()
-		}
-		e.mu.recvTuned = now
-		e.mu.recvMax = e.mu.recvRead + e.mu.recvWindow
+	now := time.Now()
+	if e.mu.recvTuned.IsZero() {
+		e.mu.recvTuned, e.mu.recvTunedRead = now, e.mu.recvRead-n
+	}
+	if w, next := grownWindow(e.mu.recvWindow, uint64(e.cfg.MaxSessionWindow), e.mu.recvRead-e.mu.recvTunedRead, e.mu.recvTuned, now, e.tuneEvery()); next {
+		e.widenLocked(w)
+		e.mu.recvTuned, e.mu.recvTunedRead = now, e.mu.recvRead
+	}
+	if end := e.mu.recvRead + e.mu.recvWindow; end > e.mu.recvMax && end-e.mu.recvMax >= e.mu.recvWindow/creditStep {
+		e.mu.recvMax = end
 		e.mu.maxDataPending = true
 		e.Kick()
 	}
@@ -56,7 +102,7 @@ func (e *Engine) growSessionWindowLocked() {
 	if left >= uint64(e.cfg.InitialWindow) || e.mu.recvWindow >= uint64(e.cfg.MaxSessionWindow) {
 		return
 	}
-	e.widenLocked()
+	e.widenLocked(2 * e.mu.recvWindow)
 	if m := e.mu.recvRead + e.mu.recvWindow; m > e.mu.recvMax {
 		e.mu.recvMax = m
 		e.mu.maxDataPending = true
@@ -64,11 +110,11 @@ func (e *Engine) growSessionWindowLocked() {
 	}
 }
 
-// widenLocked doubles the session receive window, up to MaxSessionWindow, if the budget has
+// widenLocked grows the session receive window to w, up to MaxSessionWindow, if the budget has
 // room for what it adds: the peer may fill the whole window before anyone reads, so that is
 // memory promised.
-func (e *Engine) widenLocked() {
-	w := min(2*e.mu.recvWindow, uint64(e.cfg.MaxSessionWindow))
+func (e *Engine) widenLocked(w uint64) {
+	w = min(w, uint64(e.cfg.MaxSessionWindow))
 	if w <= e.mu.recvWindow {
 		return
 	}
