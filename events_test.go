@@ -95,7 +95,11 @@ func TestTraceEvents(t *testing.T) {
 		}
 	}
 
-	// A move the application asks for: off the path carrying traffic, onto the other.
+	// A move the application asks for: off the path carrying traffic, onto the other. Both
+	// paths up, the route may not be chosen yet.
+	if !testkit.Wait(20*time.Second, func() bool { return activePath(d.Status()) != "" }) {
+		t.Fatalf("no path carries traffic: %+v", d.Status().Paths)
+	}
 	from := activePath(d.Status())
 	to := map[string]string{"a": "b", "b": "a"}[from]
 	if _, err := c.Write(make([]byte, 64<<10)); err != nil {

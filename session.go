@@ -426,6 +426,12 @@ func (s *session) Stalled(l flow.Link, since time.Time, limit time.Duration) (bo
 	return s.router.Stalled(l.LinkID(), since, limit, time.Now())
 }
 
+// Doubt implements flow.Doubter: half way to a stall verdict against l, the other paths are
+// probed.
+func (s *session) Doubt(l flow.Link, since time.Time) {
+	s.router.Doubt(l.LinkID(), since, time.Now())
+}
+
 // HeardElsewhere implements path.SilenceJudge: a path dies of silence only when the peer was
 // heard on another path meanwhile, or at its DeadCeil.
 func (l *link) HeardElsewhere(_ *path.Path, since time.Time) bool {
@@ -518,12 +524,13 @@ func (l *link) MaxRecord() int { return l.p.MaxRecord() }
 // Lost implements path.LossHandler: what a lost packet carried goes again.
 func (l *link) Lost(_ *path.Path, cs []path.Carried) { l.s.engine.Lost(cs) }
 
-func (l *link) LinkID() uint32           { return l.id }
-func (l *link) Backlog() int             { return l.p.Backlog() }
-func (l *link) Rate() float64            { return l.p.Rate() }
-func (l *link) Silence() time.Duration   { return l.p.Silence() }
-func (l *link) Space() int               { return l.p.Space() }
-func (l *link) Send(r *path.Record) bool { return l.p.Send(r) }
+func (l *link) LinkID() uint32                      { return l.id }
+func (l *link) Backlog() int                        { return l.p.Backlog() }
+func (l *link) Arrival(n int) (time.Duration, bool) { return l.p.Arrival(n) }
+func (l *link) Rate() float64                       { return l.p.Rate() }
+func (l *link) Silence() time.Duration              { return l.p.Silence() }
+func (l *link) Space() int                          { return l.p.Space() }
+func (l *link) Send(r *path.Record) bool            { return l.p.Send(r) }
 
 // ZeroCopy implements flow.Link: a path takes payload by reference, writing it as it is on a
 // secure carrier and sealing it from the send buffer otherwise.

@@ -69,6 +69,11 @@ type Link interface {
 	// is 0 (unknown).
 	Backlog() int
 	Rate() float64
+	// Arrival estimates how long a record of n bytes queued now would take to reach the
+	// peer, counting what the link's carrier holds in the network beyond the path's own
+	// round trip (a TCP carrier on a deep queue); ok is false when the link cannot tell, and
+	// a Bond then estimates from Backlog, Rate and SRTT.
+	Arrival(n int) (at time.Duration, ok bool)
 	// Silence is how long the link has waited to hear from the peer (an unanswered probe),
 	// 0 if it does not know. Over a route of several links it tells a stalled link from a
 	// healthy one whose acknowledgements are merely late.
@@ -90,6 +95,14 @@ type Router interface {
 	// asks for the route again, and backs its timeout off until data moves. Otherwise retry
 	// is when to look again (zero: nowhere else to go; the engine backs off all the same).
 	Stalled(l Link, since time.Time, limit time.Duration) (acted bool, retry time.Duration)
+}
+
+// Doubter is a Router that hears of a stall half way to the verdict: data sent on l has gone
+// unacknowledged since since, for half the stall timeout. It may gather its evidence for a
+// verdict then (probe the other links), so that the verdict need not wait for it. Once per
+// stretch without progress; from the engine goroutine without the engine's lock.
+type Doubter interface {
+	Doubt(l Link, since time.Time)
 }
 
 // Config tunes an engine. The zero value gives the documented defaults.
@@ -226,6 +239,7 @@ type Engine struct {
 		maxDataPending             bool
 		outstanding                int // streams with bytes or a FIN/RESET not yet acknowledged
 		progress                   time.Time
+		doubted                    time.Time    // progress when a Doubter last heard of a stall
 		stallShift                 uint         // stall timeout backoff: doubled per verdict, reset on progress
 		checkDue                   time.Time    // when the stall check is next due
 		accept                     [2][]*Stream // by kind: flows the peer opened, not yet accepted

@@ -25,11 +25,12 @@ import (
 // references to send buffers, no estimates. Test links embed it and answer what they need.
 type linkDefaults struct{}
 
-func (linkDefaults) MaxRecord() int         { return 0 }
-func (linkDefaults) ZeroCopy() bool         { return false }
-func (linkDefaults) Backlog() int           { return 0 }
-func (linkDefaults) Rate() float64          { return 0 }
-func (linkDefaults) Silence() time.Duration { return 0 }
+func (linkDefaults) MaxRecord() int                    { return 0 }
+func (linkDefaults) ZeroCopy() bool                    { return false }
+func (linkDefaults) Backlog() int                      { return 0 }
+func (linkDefaults) Rate() float64                     { return 0 }
+func (linkDefaults) Silence() time.Duration            { return 0 }
+func (linkDefaults) Arrival(int) (time.Duration, bool) { return 0, false }
 
 type fakeLink struct {
 	linkDefaults

@@ -75,49 +75,84 @@ func (rt *Route) pick(dst []Link) []Link {
 			dst = k.pick(dst)
 		}
 	case ModeBond:
-		// Ties (equal round trips, rates not known yet) go to the shorter backlog, which
-		// spreads records until the rates are measured.
-		var best *Route
-		bestAt, bestQ := time.Duration(math.MaxInt64), 0
+		// Earliest completion first (ECF, BLEST): the record is for the child expected to
+		// deliver it first, counting what each has queued. When that child has no room and
+		// its estimate is sure (Link.Arrival: what the kernel says of a TCP carrier), nothing
+		// goes now: a slower child would deliver the record later than waiting for the
+		// quicker one does, and the flow's later bytes would wait for it at the receiver, so
+		// a Bond would do worse than its best path alone. Estimates from probes and write
+		// rates alone cannot see the queues a carrier builds, and too low a one would leave
+		// the other children idle: then the quickest child with room takes the record. Ties
+		// (equal round trips, rates not known yet) go to the shorter backlog, which spreads
+		// records until the rates are measured.
+		var best, open *Route
+		bestAt, openAt := time.Duration(math.MaxInt64), time.Duration(math.MaxInt64)
+		bestQ, openQ := 0, 0
+		bestRoom, bestSure := false, false
 		for _, k := range rt.Kids {
-			if at, q, ok := k.eta(); ok && (at < bestAt || (at == bestAt && q < bestQ)) {
-				best, bestAt, bestQ = k, at, q
+			at, q, room, sure, ok := k.eta()
+			if !ok {
+				continue
+			}
+			if at < bestAt || (at == bestAt && (q < bestQ || q == bestQ && room && !bestRoom)) {
+				best, bestAt, bestQ, bestRoom, bestSure = k, at, q, room, sure
+			}
+			if room && (at < openAt || (at == openAt && q < openQ)) {
+				open, openAt, openQ = k, at, q
 			}
 		}
-		if best != nil {
+		switch {
+		case best != nil && bestRoom:
 			dst = best.pick(dst)
+		case open != nil && !bestSure:
+			dst = open.pick(dst)
 		}
 	}
 	return dst
 }
 
-// eta estimates how long a full record sent now on rt would take to arrive: the time to
-// write out the link's backlog and the record at its rate, plus half a round trip (earliest
-// completion first, in the spirit of ECF and BLEST), and the backlog it waits behind. ok is
-// false when rt has no room.
-func (rt *Route) eta() (at time.Duration, backlog int, ok bool) {
+// eta estimates how long a full record sent now on rt would take to arrive (earliest
+// completion first, in the spirit of ECF and BLEST): the link's own estimate where it has one
+// (Link.Arrival; sure is then true), or else the time to write out the link's backlog and the
+// record at its rate, plus half a round trip; and the backlog it waits behind. room says
+// whether rt takes a record now; ok is false when rt has no link at all.
+func (rt *Route) eta() (at time.Duration, backlog int, room, sure, ok bool) {
 	switch rt.Mode {
 	case ModeLink:
 		l := rt.Link
-		if l == nil || l.Space() <= 0 {
-			return 0, 0, false
+		if l == nil {
+			return 0, 0, false, false, false
+		}
+		backlog = l.Backlog()
+		if a, known := l.Arrival(wire.MaxRecord); known {
+			return a, backlog, l.Space() > 0, true, true
 		}
 		srtt, _ := l.SRTT()
 		at = srtt / 2
-		backlog = l.Backlog()
 		if rate := l.Rate(); rate > 0 {
 			at += time.Duration(float64(backlog+wire.MaxRecord) / rate * float64(time.Second))
 		}
-		return at, backlog, true
+		return at, backlog, l.Space() > 0, false, true
 	default:
 		// A group delivers a record as soon as its quickest child does (a Race sends it on
-		// every child with room; a Bond on its quickest).
+		// every child with room; a Bond on its quickest, or on none while that one is full
+		// and sure of itself).
 		at = time.Duration(math.MaxInt64)
+		anyRoom, bestRoom := false, false
 		for _, k := range rt.Kids {
-			if a, q, kok := k.eta(); kok && (a < at || (a == at && q < backlog)) {
-				at, backlog, ok = a, q, true
+			a, q, r, su, kok := k.eta()
+			if !kok {
+				continue
+			}
+			anyRoom = anyRoom || r
+			if a < at || (a == at && q < backlog) {
+				at, backlog, bestRoom, sure, ok = a, q, r, su, true
 			}
 		}
-		return at, backlog, ok
+		room = anyRoom
+		if rt.Mode == ModeBond && sure {
+			room = bestRoom
+		}
+		return at, backlog, room, sure, ok
 	}
 }

@@ -77,6 +77,9 @@ func (e *Engine) pump() time.Duration {
 			}
 		}
 		if v.link == nil {
+			if d, ok := e.router.(Doubter); ok && v.doubt != nil {
+				d.Doubt(v.doubt, v.since)
+			}
 			return e.untilAck(v.wait)
 		}
 		acted, retry := e.router.Stalled(v.link, v.since, v.limit)
@@ -96,6 +99,7 @@ func (e *Engine) pump() time.Duration {
 // the timeout, or else when to look again.
 type stallVerdict struct {
 	link        Link
+	doubt       Link // half way to a verdict against it: for a Doubter
 	since       time.Time
 	limit, wait time.Duration
 }
@@ -246,6 +250,12 @@ func (e *Engine) fill(rt *Route) (v stallVerdict) {
 	v.limit = limit
 	if since := now.Sub(e.mu.progress); since < limit {
 		v.wait = limit - since
+		if since < limit/2 {
+			v.wait = limit/2 - since // to tell a Doubter half way
+		} else if e.mu.doubted != e.mu.progress {
+			e.mu.doubted = e.mu.progress
+			v.doubt, v.since = culprit(links), e.mu.progress
+		}
 		e.mu.checkDue = now.Add(v.wait)
 		return v
 	}

@@ -621,6 +621,19 @@ func (p *Path) Silence() time.Duration {
 	return time.Since(p.silentSinceLocked())
 }
 
+// Arrival estimates how long a record of n bytes queued now would take to reach the peer,
+// from what the kernel says of a TCP carrier (kernelq.go): ok is false on any other carrier,
+// and until the kernel has measured the path.
+func (p *Path) Arrival(n int) (time.Duration, bool) {
+	if p.pk != nil || p.stream.kq == nil {
+		return 0, false
+	}
+	p.mu.Lock()
+	q := p.mu.qBytes
+	p.mu.Unlock()
+	return p.stream.kq.arrival(q, n, time.Now())
+}
+
 // Backlog is the bytes of data records queued and not yet written to the carrier.
 func (p *Path) Backlog() int {
 	p.mu.Lock()

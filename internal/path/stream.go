@@ -24,12 +24,18 @@ type streamState struct {
 	opener opener     // reader goroutine only
 	dg     *dgChannel // nil unless the carrier carries datagrams too
 	gather bool       // the carrier has no vectored write: gather each batch (writeGathered)
+	kq     *kernelQueue
+	// bound rechecks a carrier over its kernel bound (kernelQueue.over) until it is under
+	// it again, and wakes the engine then; armed says it is pending. Guarded by p.mu.
+	bound *time.Timer
+	armed bool
 }
 
 // init sets the stream path up over conn.
 func (s *streamState) init(conn net.Conn, send, recv *noise.CipherState, cfg *Config) {
 	s.sealer = sealer{cs: newRecordCipher(send)}
 	s.opener = opener{r: conn, cs: newRecordCipher(recv), hold: cfg.Hold}
+	s.kq = newKernelQueue(conn)
 	if dc, ok := conn.(transport.Datagrammer); ok && cfg.Datagrams {
 		s.dg = newDgChannel(dc, send, recv)
 	}
@@ -56,13 +62,56 @@ func (s *streamState) run(p *Path) {
 	p.mu.Unlock()
 }
 
-// spaceLocked is the queue's room alone: the carrier takes what it can and blocks the writer.
-func (s *streamState) spaceLocked(p *Path) int { return p.queueSpaceLocked() }
+// spaceLocked is the queue's room: the carrier takes what it can and blocks the writer. A TCP
+// carrier with more in flight than its path delivers in two round trips has none
+// (kernelQueue.over), until a recheck finds it under that bound again.
+func (s *streamState) spaceLocked(p *Path) int {
+	if over, again := s.kq.over(time.Now()); over && !p.mu.closed {
+		if !s.armed {
+			s.armed = true
+			if s.bound == nil {
+				s.bound = time.AfterFunc(again, func() { s.recheck(p) })
+			} else {
+				s.bound.Reset(again)
+			}
+		}
+		return 0
+	}
+	return p.queueSpaceLocked()
+}
 
-// stopLocked ends the datagram reader's wait for the carrier.
+// recheck runs when a carrier over its bound may be under it again: it wakes the engine if it
+// is and waits for it (Space said no), or looks again later.
+func (s *streamState) recheck(p *Path) {
+	p.mu.Lock()
+	s.armed = false
+	if p.mu.closed {
+		p.mu.Unlock()
+		return
+	}
+	if over, again := s.kq.over(time.Now()); over {
+		s.armed = true
+		s.bound.Reset(again)
+		p.mu.Unlock()
+		return
+	}
+	notify := p.mu.wantWritable && p.queueSpaceLocked() > 0
+	if notify {
+		p.mu.wantWritable = false
+	}
+	p.mu.Unlock()
+	if notify {
+		p.h.Writable(p)
+	}
+}
+
+// stopLocked ends the datagram reader's wait for the carrier and the bound's rechecks.
 func (s *streamState) stopLocked(*Path) {
 	if s.dg != nil {
 		s.dg.cancel()
+	}
+	if s.bound != nil {
+		s.bound.Stop()
 	}
 }
 
@@ -167,7 +216,9 @@ func (p *Path) routineWrite() {
 					_, err = bufs.WriteTo(p.conn)
 					*bufs = nil
 				}
-				p.sampleRate(total, time.Since(t0))
+				now := time.Now()
+				p.sampleRate(total, now.Sub(t0))
+				s.kq.refresh(now) // the rate is sampled while the carrier is busy
 			}
 			clear(iov)
 			for _, r := range batch {

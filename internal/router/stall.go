@@ -107,6 +107,25 @@ func (r *Router) Stalled(id uint32, since time.Time, limit time.Duration, now ti
 	return true, 0
 }
 
+// Doubt is the flow engine's word half way to a Stalled verdict: data sent on the path of id
+// has gone unacknowledged since since. The verdict will need another path to answer a probe
+// promptly after it was asked (evidenceLocked): the other paths are probed now, so that their
+// answers are in when the verdict is due, a round trip sooner than if they were asked then.
+func (r *Router) Doubt(id uint32, since, now time.Time) {
+	r.c.Lock.Lock()
+	defer r.c.Lock.Unlock()
+	p := r.paths[id]
+	if p == nil || p.Standing().State != status.Up || !r.otherUpLocked(p) {
+		return
+	}
+	ev := &p.Standing().stallEv
+	if !ev.pendAt.IsZero() && !ev.pendAt.Before(since) {
+		return // asked already, for this silence
+	}
+	ev.pendAt, ev.heardAt = now, time.Time{}
+	r.probeOthersLocked(p)
+}
+
 // stallLocked suspects p for a stall, keeping the probe it has outstanding (sending one if it
 // has none) to judge the move by (judgeStallLocked).
 func (r *Router) stallLocked(p Path, now time.Time) {
@@ -153,7 +172,7 @@ func (r *Router) evidenceLocked(p Path, ev *evidence, since, now time.Time, fall
 		return fallback
 	}
 	if ev.heardAt.IsZero() {
-		prompt, pause := r.answeredElsewhereLocked(p, ev.pendAt)
+		prompt, pause, at := r.answeredElsewhereLocked(p, ev.pendAt)
 		if pause > 0 && !prompt {
 			// Another path answered, but far later than its round trip: the peer (or this
 			// host) had stopped, for about pause, and has just resumed. What it queued
@@ -166,7 +185,7 @@ func (r *Router) evidenceLocked(p Path, ev *evidence, since, now time.Time, fall
 		if !prompt {
 			return fallback
 		}
-		ev.heardAt = now
+		ev.heardAt = at // the grace runs from the answer, however late the engine asks
 	}
 	if w := ev.heardAt.Add(grace(p)).Sub(now); w > 0 {
 		return w
@@ -263,28 +282,32 @@ func (r *Router) HeardAnswer(q Quality, sent, at, owed time.Time) {
 }
 
 // answeredElsewhereLocked reports whether a path other than p answered a probe after t within
-// its usual round trip (prompt), and, of those answered after t only later than that, by how
-// much the latest was late (pause: about how long the peer was stopped).
+// its usual round trip (prompt, the first such answer at at), and, of those answered after t
+// only later than that, by how much the latest was late (pause: about how long the peer was
+// stopped).
 // Only a prompt answer shows the peer was running while p was silent: records that merely
 // arrive after t may have waited out a pause of the peer in its queues, and come on every path
 // at once when it resumes.
-func (r *Router) answeredElsewhereLocked(p Path, t time.Time) (prompt bool, pause time.Duration) {
+func (r *Router) answeredElsewhereLocked(p Path, t time.Time) (prompt bool, pause time.Duration, at time.Time) {
 	for _, o := range r.paths {
 		if o == p {
 			continue
 		}
-		sent, at := o.Answered()
-		if !at.After(t) {
+		sent, got := o.Answered()
+		if !got.After(t) {
 			continue
 		}
 		q := o.Quality()
-		if bound := max(2*q.SRTT+4*q.RTTVar, promptFloor); at.Sub(sent) <= bound {
+		if bound := max(2*q.SRTT+4*q.RTTVar, promptFloor); got.Sub(sent) <= bound {
+			if !prompt || got.Before(at) {
+				at = got
+			}
 			prompt = true
 		} else {
-			pause = max(pause, at.Sub(sent)-bound)
+			pause = max(pause, got.Sub(sent)-bound)
 		}
 	}
-	return prompt, pause
+	return prompt, pause, at
 }
 
 // maxDrain bounds the wait after a pause of the peer, so that a path that died while the peer

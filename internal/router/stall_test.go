@@ -384,7 +384,8 @@ func TestGroupSilenceNeedsEvidence(t *testing.T) {
 	}
 	b.silence = 0
 	b.answer(g.now.Add(time.Millisecond), time.Millisecond)
-	if got := g.route(30 * time.Millisecond); len(got) != 2 {
+	// The grace runs from b's answer.
+	if got := g.route(grace(a) / 2); len(got) != 2 {
 		t.Fatalf("b just heard: route %v, want a kept through the grace", got)
 	}
 	if got := g.route(max(grace(a), cacheFor)); len(got) != 1 || got[0] != "b" || a.rs.State != status.Suspect {
@@ -421,5 +422,39 @@ func TestStallUnreadIsHeard(t *testing.T) {
 	g.now = g.now.Add(wait)
 	if acted, _ := g.stalled(a, since, 40*time.Millisecond); !acted || a.rs.State != status.Suspect {
 		t.Fatalf("a silent with nothing unread through the grace: acted %v, a %v; want a stall", acted, a.rs.State)
+	}
+}
+
+// TestDoubtGathersEvidenceEarly: told half way to a verdict (Doubt), the Router probes the
+// other paths then, so that when the verdict comes their answers are in and it acts at once,
+// a grace after the answer, instead of probing at the verdict and waiting a round trip more.
+// A second Doubt for the same silence probes nothing more; a silent path's own hearing since
+// still keeps it.
+func TestDoubtGathersEvidenceEarly(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	since := g.now
+	const limit = 100 * time.Millisecond
+	g.now = g.now.Add(limit / 2)
+	g.r.Doubt(a.id, since, g.now)
+	g.r.Doubt(a.id, since, g.now)
+	if b.probes != 1 {
+		t.Fatalf("b probed %d times half way to the verdict, want 1", b.probes)
+	}
+	g.now = g.now.Add(10 * time.Millisecond)
+	b.answer(g.now, 10*time.Millisecond)
+	g.now = since.Add(limit)
+	if acted, retry := g.stalled(a, since, limit); !acted || a.rs.State != status.Suspect {
+		t.Fatalf("verdict with b's answer in and its grace over: acted %v, retry %v, a %v; want a routed around", acted, retry, a.rs.State)
+	}
+	if b.probes != 1 {
+		t.Fatalf("b probed %d times, want only the early probe", b.probes)
+	}
+
+	// Without the early word the same verdict probes b then, and waits for its answer.
+	g2, a2, b2 := twoPaths(t, "a", "b", false)
+	since = g2.now
+	g2.now = g2.now.Add(limit)
+	if acted, retry := g2.stalled(a2, since, limit); acted || retry <= 0 || b2.probes != 1 {
+		t.Fatalf("verdict without evidence: acted %v, retry %v, b probed %d times; want a probe and a wait", acted, retry, b2.probes)
 	}
 }

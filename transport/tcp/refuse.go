@@ -20,6 +20,7 @@ const maxRefused = 32
 type listener struct {
 	net.Listener
 	lowat int
+	pace  bool
 
 	mu      sync.Mutex
 	refused map[netip.Prefix]time.Time // until when
@@ -36,7 +37,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
-			tune(rc, l.lowat)
+			tune(rc, l.lowat, l.pace)
 			l.mu.Lock()
 			filtered := l.filter
 			l.mu.Unlock()
