@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rendr-go/rendr"
@@ -91,21 +92,21 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase, plotted bool) ([]result
 			rendrTr, mptcpTr = nil, nil
 		}
 		for i := range lab.Paths() {
-			r, err := tcpBulk(lab, i, measure)
+			r, err := tcpBulk(lab, i, measure, "")
 			if err != nil {
 				return nil, fmt.Errorf("tcp on path %d: %w", i, err)
 			}
 			c.logf("bond %s: run %d tcp_path%d %7.1f Mbit/s p99 delay %v", bc.name, run, i, r.mbit, r.p99)
 			single[i] = append(single[i], r)
 		}
-		r, err := rendrBulk(lab, keys, measure, rendrTr)
+		r, err := rendrBulk(lab, keys, measure, rendrTr, "")
 		if err != nil {
 			return nil, fmt.Errorf("rendr: %w", err)
 		}
 		c.logf("bond %s: run %d rendr_bond %7.1f Mbit/s p99 delay %v, %d route changes", bc.name, run, r.mbit, r.p99, r.moves)
 		rendrRuns = append(rendrRuns, r)
 		if mptcpSkip == "" {
-			r, err := mptcpBulk(lab, measure, mptcpTr)
+			r, err := mptcpBulk(lab, measure, mptcpTr, "")
 			if err != nil {
 				return nil, fmt.Errorf("mptcp: %w", err)
 			}
@@ -257,17 +258,18 @@ func isConnReset(err error) bool {
 	return errors.As(err, &ne) || errors.Is(err, rendr.ErrClosed) || errors.Is(err, rendr.ErrReset)
 }
 
-// tcpBulk is plain TCP alone on path i (with rendr's socket options).
-func tcpBulk(lab *netlab.Lab, i int, measure time.Duration) (bulkRun, error) {
+// tcpBulk is plain TCP alone on path i (with rendr's socket options), with congestion control
+// cc ("": the namespace's default).
+func tcpBulk(lab *netlab.Lab, i int, measure time.Duration, cc string) (bulkRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	lc := &net.ListenConfig{KeepAlive: -1, Control: lowatControl}
+	lc := &net.ListenConfig{KeepAlive: -1, Control: labControl(true, cc)}
 	ln, err := lab.ListenConfig(netlab.Server, lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(i), 0).String())
 	if err != nil {
 		return bulkRun{}, err
 	}
 	defer ln.Close()
-	dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: lowatControl,
+	dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: labControl(true, cc),
 		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(i), 0))})
 	snd, rcv, err := tcpPair(ctx, lowatListener{ln}, func(ctx context.Context) (net.Conn, error) {
 		return dial(ctx, "tcp", ln.Addr().String())
@@ -278,12 +280,13 @@ func tcpBulk(lab *netlab.Lab, i int, measure time.Duration) (bulkRun, error) {
 	return bulk(snd, rcv, measure, nil)
 }
 
-// rendrBulk is one rendr flow over Bond(p0, p1, ...). With tr, it also samples the bytes each
-// path has sent, every bondPlotEvery.
-func rendrBulk(lab *netlab.Lab, k benchKeys, measure time.Duration, tr *bulkTrace) (bulkRun, error) {
+// rendrBulk is one rendr flow over Bond(p0, p1, ...), its TCP paths with congestion control cc
+// ("": the default). With tr, it also samples the bytes each path has sent, every
+// bondPlotEvery.
+func rendrBulk(lab *netlab.Lab, k benchKeys, measure time.Duration, tr *bulkTrace, cc string) (bulkRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ln, d, err := labRendr(lab, k, func(paths []*rendr.Target) *rendr.Target { return rendr.Bond("bond", paths...) })
+	ln, d, err := labRendr(lab, k, func(paths []*rendr.Target) *rendr.Target { return rendr.Bond("bond", paths...) }, cc)
 	if err != nil {
 		return bulkRun{}, err
 	}
@@ -343,11 +346,12 @@ func samplePaths(c *rendr.Conn, tr *bulkTrace, n int) (stop func()) {
 	}
 }
 
-// mptcpBulk is one MPTCP connection with a subflow per path.
-func mptcpBulk(lab *netlab.Lab, measure time.Duration, tr *bulkTrace) (bulkRun, error) {
+// mptcpBulk is one MPTCP connection with a subflow per path, congestion control cc ("": the
+// default).
+func mptcpBulk(lab *netlab.Lab, measure time.Duration, tr *bulkTrace, cc string) (bulkRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ln, snd, rcv, err := mptcpPair(ctx, lab)
+	ln, snd, rcv, err := mptcpPair(ctx, lab, cc)
 	if err != nil {
 		return bulkRun{}, err
 	}
@@ -357,14 +361,14 @@ func mptcpBulk(lab *netlab.Lab, measure time.Duration, tr *bulkTrace) (bulkRun, 
 
 // mptcpPair connects an MPTCP client on path 0's client address to an MPTCP listener on path
 // 0's server address; the kernel adds a subflow per other path once data flows.
-func mptcpPair(ctx context.Context, lab *netlab.Lab) (ln net.Listener, snd, rcv net.Conn, err error) {
-	var lc net.ListenConfig
+func mptcpPair(ctx context.Context, lab *netlab.Lab, cc string) (ln net.Listener, snd, rcv net.Conn, err error) {
+	lc := net.ListenConfig{Control: labControl(false, cc)}
 	lc.SetMultipathTCP(true)
 	ln, err = lab.ListenConfig(netlab.Server, &lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(0), 0).String())
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(0), 0))}
+	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(0), 0)), Control: labControl(false, cc)}
 	d.SetMultipathTCP(true)
 	snd, rcv, err = tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
 		return lab.Dialer(netlab.Client, d)(ctx, "tcp", ln.Addr().String())
@@ -386,15 +390,15 @@ func mptcpPair(ctx context.Context, lab *netlab.Lab) (ln net.Listener, snd, rcv 
 
 // labRendr starts a Listener in the server namespace with one source per path and a Dialer in
 // the client namespace whose paths each dial from their own client address, under the graph
-// root makes of them.
-func labRendr(lab *netlab.Lab, k benchKeys, root func([]*rendr.Target) *rendr.Target) (*rendr.Listener, *rendr.Dialer, error) {
+// root makes of them, with congestion control cc ("": the default).
+func labRendr(lab *netlab.Lab, k benchKeys, root func([]*rendr.Target) *rendr.Target, cc string) (*rendr.Listener, *rendr.Dialer, error) {
 	ln, err := rendr.Listen(rendr.ListenConfig{Key: k.srv, Peers: []rendr.PublicKey{k.cli.Public()}})
 	if err != nil {
 		return nil, nil, err
 	}
 	var paths []*rendr.Target
 	for i := range lab.Paths() {
-		lc := &net.ListenConfig{KeepAlive: -1, Control: lowatControl}
+		lc := &net.ListenConfig{KeepAlive: -1, Control: labControl(true, cc)}
 		src, err := lab.ListenConfig(netlab.Server, lc, "tcp", netip.AddrPortFrom(lab.ServerAddr(i), 0).String())
 		if err != nil {
 			ln.Close()
@@ -405,7 +409,7 @@ func labRendr(lab *netlab.Lab, k benchKeys, root func([]*rendr.Target) *rendr.Ta
 			ln.Close()
 			return nil, nil, err
 		}
-		dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: lowatControl,
+		dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: labControl(true, cc),
 			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(i), 0))})
 		addr := src.Addr().String()
 		paths = append(paths, rendr.Path(fmt.Sprintf("p%d", i), func(ctx context.Context) (net.Conn, error) {
@@ -418,4 +422,20 @@ func labRendr(lab *netlab.Lab, k benchKeys, root func([]*rendr.Target) *rendr.Ta
 		return nil, nil, err
 	}
 	return ln, d, nil
+}
+
+// labControl is the Control of the lab's TCP sockets: rendr's TCP_NOTSENT_LOWAT when lowat is
+// set (see lowatControl), and congestion control cc unless it is "".
+func labControl(lowat bool, cc string) func(network, address string, rc syscall.RawConn) error {
+	return func(network, address string, rc syscall.RawConn) error {
+		if lowat {
+			if err := lowatControl(network, address, rc); err != nil {
+				return err
+			}
+		}
+		if cc != "" {
+			return setCongestion(rc, cc)
+		}
+		return nil
+	}
 }

@@ -51,6 +51,23 @@ func runFailover(c *config) []result {
 	if err != nil {
 		return []result{failure("failover", err)}
 	}
+	c.logf("failover: 2 paths at %d Mbit/s, %d runs per case", failRateMbit, c.runs)
+	return failoverIn(c, failLab{scenario: "failover", lab: lab, keys: keys, plot: c.plotDir != ""})
+}
+
+// failLab is where failoverIn runs its cases: a lab of two paths, the scenario and metric
+// prefix its lines carry, and the congestion control of its TCP sockets ("": the default).
+type failLab struct {
+	scenario, prefix, cc string
+	lab                  *netlab.Lab
+	keys                 benchKeys
+	plot                 bool    // -plot draws this lab's runs
+	ratioTarget          float64 // rendr's gap at most this share of MPTCP's; 0: failTargetMs
+}
+
+// failoverIn measures every failover case in fl.lab, run after run, and returns the lines.
+func failoverIn(c *config, fl failLab) []result {
+	lab, keys := fl.lab, fl.keys
 	mptcpSkip := ""
 	if _, err := os.Stat("/proc/sys/net/mptcp/enabled"); err != nil {
 		mptcpSkip = "kernel without MPTCP: " + err.Error()
@@ -70,7 +87,6 @@ func runFailover(c *config) []result {
 	}
 	accs := make([]acc, len(cases))
 	errs := make([]string, len(cases))
-	c.logf("failover: 2 paths at %d Mbit/s, %d runs per case", failRateMbit, c.runs)
 	for run := range c.runs {
 		for i, fc := range cases {
 			if fc.mptcp && mptcpSkip != "" {
@@ -80,16 +96,16 @@ func runFailover(c *config) []result {
 			var det time.Duration
 			var err error
 			if fc.mptcp {
-				r, err = mptcpRun(lab, fc.reset)
+				r, err = mptcpRun(lab, fc.reset, fl.cc)
 			} else {
-				r, det, err = rendrRun(lab, keys, fc.reset, c.logf)
+				r, det, err = rendrRun(lab, keys, fc.reset, fl.cc, c.logf)
 			}
 			// Heal the lab whatever happened, so the next case starts clean.
 			if herr := heal(lab, r.path); herr != nil {
 				err = errors.Join(err, herr)
 			}
 			if err != nil {
-				c.logf("failover: run %d %s: %v", run, fc.metric, err)
+				c.logf("%s: run %d %s%s: %v", fl.scenario, run, fl.prefix, fc.metric, err)
 				errs[i] = fmt.Sprintf("run %d: %v", run, err)
 				continue
 			}
@@ -106,14 +122,14 @@ func runFailover(c *config) []result {
 			if det > 0 {
 				a.detect = append(a.detect, ms(det))
 			}
-			c.logf("failover: run %d %-20s path %d gap %6.1f ms (raw %6.1f, worst delay %6.1f, before fault %5.1f, fault applied in %5.1f, detect %5.1f)",
-				run, fc.metric, r.path, ms(r.gap), ms(r.rawGap), ms(r.delay), ms(r.steady), ms(r.fault), ms(det))
+			c.logf("%s: run %d %-20s path %d gap %6.1f ms (raw %6.1f, worst delay %6.1f, before fault %5.1f, fault applied in %5.1f, detect %5.1f)",
+				fl.scenario, run, fl.prefix+fc.metric, r.path, ms(r.gap), ms(r.rawGap), ms(r.delay), ms(r.steady), ms(r.fault), ms(det))
 		}
 	}
 	out := make([]result, len(cases))
 	for i, fc := range cases {
 		r := &out[i]
-		*r = result{Scenario: "failover", Metric: fc.metric, Unit: "ms"}
+		*r = result{Scenario: fl.scenario, Metric: fl.prefix + fc.metric, Unit: "ms"}
 		if fc.mptcp && mptcpSkip != "" {
 			r.Skipped = mptcpSkip
 			continue
@@ -136,8 +152,8 @@ func runFailover(c *config) []result {
 	// Cases come in pairs: rendr, then MPTCP under the same fault.
 	for i := 0; i < len(cases); i += 2 {
 		rr, mr := &out[i], &out[i+1]
-		against(rr, mr, 0, false)
-		if rr.Value != nil {
+		against(rr, mr, fl.ratioTarget, false)
+		if fl.ratioTarget == 0 && rr.Value != nil {
 			rr.Target = ptr(fmt.Sprintf("value <= %d ms", failTargetMs))
 			rr.Pass = ptr(*rr.Value <= failTargetMs)
 		}
@@ -147,12 +163,12 @@ func runFailover(c *config) []result {
 			continue
 		}
 		kind := pick(fc.reset, "reset", "blackhole")
-		det := result{Scenario: "failover", Metric: "rendr_" + kind + "_detect", Unit: "ms",
+		det := result{Scenario: fl.scenario, Metric: fl.prefix + "rendr_" + kind + "_detect", Unit: "ms",
 			Note: "informational: from the start of the fault command to the migration event (Conn.OnMigrate); the gap is the outage at the receiver"}
 		measured(&det, accs[i].detect)
 		out = append(out, det)
 	}
-	if c.plotDir != "" {
+	if fl.plot {
 		// Cases 0 and 1 are the blackhole's: the fault a failover has to detect by itself.
 		r, m := medianRun(accs[0].gap, accs[0].traces), medianRun(accs[1].gap, accs[1].traces)
 		path := filepath.Join(c.plotDir, "failover.png")
@@ -182,11 +198,10 @@ func medianRun(gaps []float64, traces [][]time.Duration) failTrace {
 
 // rendrRun runs one rendr case: a fresh Listener in the server namespace with a source on
 // each path, a fresh Dialer in the client namespace with a path per veth pair.
-func rendrRun(lab *netlab.Lab, k benchKeys, reset bool, logf func(string, ...any)) (gapRun, time.Duration, error) {
-
+func rendrRun(lab *netlab.Lab, k benchKeys, reset bool, cc string, logf func(string, ...any)) (gapRun, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ln, d, err := labRendr(lab, k, func(paths []*rendr.Target) *rendr.Target { return rendr.Selector("paths", paths...) })
+	ln, d, err := labRendr(lab, k, func(paths []*rendr.Target) *rendr.Target { return rendr.Selector("paths", paths...) }, cc)
 	if err != nil {
 		return gapRun{}, 0, err
 	}
@@ -366,10 +381,10 @@ func killPath(lab *netlab.Lab, i int) error {
 
 // mptcpRun runs one Linux MPTCP case in the same lab: the initial subflow on path 0, the
 // second added by the kernel from the client's endpoint on path 1.
-func mptcpRun(lab *netlab.Lab, reset bool) (gapRun, error) {
+func mptcpRun(lab *netlab.Lab, reset bool, cc string) (gapRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ln, snd, rcv, err := mptcpPair(ctx, lab)
+	ln, snd, rcv, err := mptcpPair(ctx, lab, cc)
 	if err != nil {
 		return gapRun{}, err
 	}

@@ -1,13 +1,13 @@
 // Command rendrbench measures rendr against baselines run in the same invocation and prints
 // one JSON object per result line on stdout (progress goes to stderr; -v=false silences it).
 //
-//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|attack|stability|vpn|vpn-bond|vpn-failover|all]
-//		[-runs N] [-bytes N] [-seconds N] [-cpuprofile DIR] [-flows N] [-rows a,b] [-plot DIR]
+//	go run ./cmd/rendrbench [-scenario throughput|failover|idle|bond|race|pps|attack|stability|wan|vpn|vpn-bond|vpn-failover|all]
+//		[-runs N] [-bytes N] [-seconds N] [-cpuprofile DIR] [-flows N] [-rows a,b] [-cases a,b] [-plot DIR]
 //
 // -scenario takes several names, comma-separated, and runs them in that order. all is every
-// scenario but the vpn ones, which are named on their own: they add about 6 minutes, and
-// they need the go command and this repository at run time (they build tunvpn and
-// wireguard-go) and iperf3.
+// scenario but wan and the vpn ones, which are named on their own: wan takes about 15 minutes
+// with -runs 3; the vpn ones add about 6 minutes, and they need the go command and this
+// repository at run time (they build tunvpn and wireguard-go) and iperf3.
 //
 // Scenarios:
 //   - throughput: one flow over one loopback TCP path, bulk transfer one way (-bytes, or
@@ -48,6 +48,22 @@
 //     with the hidden -stability-peer flag) stopped by SIGSTOP for 300ms every 5 s. Every
 //     move but a path's first choice is a false alarm, and every carrier dialed again a
 //     healthy path declared dead: moves on both sides per minute, and deaths.
+//   - wan: everything crosses the lab's delay node (netlab.DelayConfig, needs root), an
+//     emulated WAN link with a round trip, a rate and a queue of a chosen depth; the lab's
+//     hosts allow 64 MiB socket buffers and every TCP socket runs CUBIC, Linux's default
+//     (the machine's own may differ; BBR would never fill a deep queue). Cases (-cases takes
+//     prefixes of their names):
+//     bond_deep and bond_shallow: one flow over Bond(100 Mbit/s at 50 ms, 20 Mbit/s at 80 ms)
+//     with 2 s and 10 ms of queue on the slow link, beside plain TCP alone on each link and
+//     one MPTCP connection; targets: the worst run at least the best link alone, at least
+//     0.9 of the sum with the shallow queue, p99 delay of a 64 KiB write at most twice plain
+//     TCP's on the fast link. failover_50ms_100M_: the failover scenario's cases on two
+//     such links, target rendr's gap at most half MPTCP's. 50ms_100M_race_: the race
+//     scenario's rows on two such links. 50ms_1G, 50ms_100M, 200ms_1G, 200ms_100M: one
+//     flow (-rows tcp, rendr_tcp, rendr_udpflow, quic), 3 s warm-up and 8 s (-seconds)
+//     measured; targets: rendr over TCP at least 0.9 of kernel TCP, rendr over udpflow at
+//     least 0.9 of rendr over TCP and at least quic-go's rate. At 1 Gbit/s the node's Go
+//     code and both ends share this machine's CPU.
 //   - vpn: tunvpn (examples/tunvpn, built for the run) against wireguard-go (built from the
 //     module rendr requires, configured through its UAPI socket), one tunnel at a time in the
 //     same lab, over one unshaped veth path (needs root and iperf3): one iperf3 TCP connection
@@ -271,7 +287,7 @@ func cleanUp(code int) {
 func main() {
 	handleSignals()
 	var c config
-	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps, attack, stability, vpn, vpn-bond, vpn-failover or all (all but the vpn ones); several, comma-separated, run in that order")
+	flag.StringVar(&c.scenario, "scenario", "all", "throughput, failover, idle, bond, race, pps, attack, stability, wan, vpn, vpn-bond, vpn-failover or all (all but wan and the vpn ones); several, comma-separated, run in that order")
 	flag.IntVar(&c.runs, "runs", 5, "measured runs per row; each row reports the median")
 	flag.Int64Var(&c.bytes, "bytes", 1<<30, "throughput: bytes per transfer")
 	flag.Float64Var(&c.seconds, "seconds", 0, "throughput: transfer for this many seconds instead of -bytes; bond, vpn-bond: measure this many seconds per transfer instead of 8; vpn: per iperf3 test instead of 10")
@@ -339,7 +355,7 @@ func main() {
 		case scenarios[name] != nil:
 			order = append(order, name)
 		default:
-			fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race, pps, attack, stability, vpn, vpn-bond, vpn-failover or all)\n", name)
+			fmt.Fprintf(os.Stderr, "rendrbench: unknown scenario %q (throughput, failover, idle, bond, race, pps, attack, stability, wan, vpn, vpn-bond, vpn-failover or all)\n", name)
 			os.Exit(2)
 		}
 	}

@@ -42,8 +42,15 @@ func runRace(c *config) []result {
 	}
 	defer lab.Close()
 	defer atExit(func() { lab.Close() })()
+	c.logf("race: 2 paths at %d Mbit/s, path 1 losing %d%%, %v of 1 KiB chunks every %v, %d runs", raceRateMbit, raceLoss, raceStream, chunkEvery, c.runs)
+	return raceIn(c, "race", "", lab, keys, "")
+}
+
+// raceIn measures the race rows in lab (path 1 made to lose raceLoss% here), under scenario,
+// each metric prefixed, TCP sockets with congestion control cc ("": the default).
+func raceIn(c *config, scenario, prefix string, lab *netlab.Lab, keys benchKeys, cc string) []result {
 	if err := lab.Loss(1, raceLoss); err != nil {
-		return []result{failure("race", err)}
+		return []result{failure(scenario, err)}
 	}
 	rows := []struct {
 		metric, note string
@@ -59,21 +66,20 @@ func runRace(c *config) []result {
 	}
 	runs := make([][]raceRun, len(rows))
 	pruns := make([][]raceRun, len(rows))
-	c.logf("race: 2 paths at %d Mbit/s, path 1 losing %d%%, %v of 1 KiB chunks every %v, %d runs", raceRateMbit, raceLoss, raceStream, chunkEvery, c.runs)
 	for run := range c.runs {
 		for k := range rows {
 			i := (k + run) % len(rows)
-			r, err := raceOnce(lab, keys, rows[i].paths, rows[i].root)
+			r, err := raceOnce(lab, keys, rows[i].paths, rows[i].root, cc)
 			if err != nil {
-				return []result{failure("race", fmt.Errorf("%s run %d: %w", rows[i].metric, run, err))}
+				return []result{failure(scenario, fmt.Errorf("%s run %d: %w", rows[i].metric, run, err))}
 			}
-			c.logf("race: run %d %-17s stream  p50 %v p99 %v max %v", run, rows[i].metric, r.p50, r.p99, r.max)
+			c.logf("%s: run %d %-17s stream  p50 %v p99 %v max %v", scenario, run, prefix+rows[i].metric, r.p50, r.p99, r.max)
 			runs[i] = append(runs[i], r)
-			pr, err := raceOncePacket(lab, keys, rows[i].paths, rows[i].root)
+			pr, err := raceOncePacket(lab, keys, rows[i].paths, rows[i].root, cc)
 			if err != nil {
-				return []result{failure("race", fmt.Errorf("%s packet run %d: %w", rows[i].metric, run, err))}
+				return []result{failure(scenario, fmt.Errorf("%s packet run %d: %w", rows[i].metric, run, err))}
 			}
-			c.logf("race: run %d %-17s packet  p50 %v p99 %v max %v lost %d of %d", run, rows[i].metric, pr.p50, pr.p99, pr.max, pr.lost, pr.sent)
+			c.logf("%s: run %d %-17s packet  p50 %v p99 %v max %v lost %d of %d", scenario, run, prefix+rows[i].metric, pr.p50, pr.p99, pr.max, pr.lost, pr.sent)
 			pruns[i] = append(pruns[i], pr)
 		}
 	}
@@ -85,7 +91,7 @@ func runRace(c *config) []result {
 		for _, r := range runs[i] {
 			p99s = append(p99s, ms(r.p99))
 		}
-		d := result{Scenario: "race", Metric: row.metric + "_p99_delay", Unit: "ms",
+		d := result{Scenario: scenario, Metric: prefix + row.metric + "_p99_delay", Unit: "ms",
 			Note: row.note + ": p99 send-to-delivery delay of a chunk; every chunk arrived, in order"}
 		measured(&d, p99s)
 		if clean != nil {
@@ -108,13 +114,13 @@ func runRace(c *config) []result {
 			p99s = append(p99s, ms(r.p99))
 			lost = append(lost, float64(r.lost))
 		}
-		d := result{Scenario: "race", Metric: "race_packet_" + strings.TrimPrefix(row.metric, "race_") + "_p99_delay", Unit: "ms",
+		d := result{Scenario: scenario, Metric: prefix + "race_packet_" + strings.TrimPrefix(row.metric, "race_") + "_p99_delay", Unit: "ms",
 			Note: row.note + ", a packet flow: p99 send-to-delivery delay of a 1 KiB datagram"}
 		measured(&d, p99s)
 		if pclean != nil {
 			against(&d, pclean, 0, false)
 		}
-		l := result{Scenario: "race", Metric: "race_packet_" + strings.TrimPrefix(row.metric, "race_") + "_lost", Unit: "datagrams",
+		l := result{Scenario: scenario, Metric: prefix + "race_packet_" + strings.TrimPrefix(row.metric, "race_") + "_lost", Unit: "datagrams",
 			Note: row.note + fmt.Sprintf(", a packet flow: datagrams of %d never delivered (none may arrive twice; each run checks)", int(raceStream/chunkEvery))}
 		measured(&l, lost)
 		out = append(out, d, l)
@@ -127,10 +133,10 @@ func runRace(c *config) []result {
 
 // raceOncePacket streams paced 1 KiB datagrams with their number and send time and returns
 // the delays of those delivered and how many never were.
-func raceOncePacket(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.Target) *rendr.Target) (raceRun, error) {
+func raceOncePacket(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.Target) *rendr.Target, cc string) (raceRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ln, d, err := labRendr(lab, k, root)
+	ln, d, err := labRendr(lab, k, root, cc)
 	if err != nil {
 		return raceRun{}, err
 	}
@@ -197,10 +203,10 @@ func raceOncePacket(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.
 		lost: n - len(delays), sent: n}, nil
 }
 
-func raceOnce(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.Target) *rendr.Target) (raceRun, error) {
+func raceOnce(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.Target) *rendr.Target, cc string) (raceRun, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ln, d, err := labRendr(lab, k, root)
+	ln, d, err := labRendr(lab, k, root, cc)
 	if err != nil {
 		return raceRun{}, err
 	}

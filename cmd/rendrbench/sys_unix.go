@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/rendr-go/rendr/transport/tcp"
 )
 
@@ -31,16 +29,11 @@ func setNice(nice int) error {
 	return nil
 }
 
-// lowatControl gives the lab's sockets the TCP_NOTSENT_LOWAT transport/tcp gives its own, since
-// the lab creates sockets inside a namespace with its own dialer and listener.
-func lowatControl(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, tcp.DefaultNotSentLowat)
-	}); err != nil {
-		return err
-	}
-	return serr
+// lowatControl gives the lab's sockets the options transport/tcp gives its own
+// (TCP_NOTSENT_LOWAT and pacing), since the lab creates sockets inside a namespace with its own
+// dialer and listener.
+func lowatControl(network, address string, rc syscall.RawConn) error {
+	return tcp.Control(network, address, rc)
 }
 
 // stopProcess stops p (SIGSTOP) until resumeProcess continues it.

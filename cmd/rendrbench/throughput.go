@@ -52,7 +52,7 @@ func runThroughput(c *config) []result {
 	rows := []tputRow{
 		{name: "raw_tcp", note: "net.Dial/net.Listen on 127.0.0.1, default socket options",
 			setup: setupRawTCP},
-		{name: "raw_tcp_tuned", note: "informational: net TCP with transport/tcp's socket options (TCP_NOTSENT_LOWAT 128 KiB), the carrier rendr runs on",
+		{name: "raw_tcp_tuned", note: "informational: net TCP with transport/tcp's socket options (TCP_NOTSENT_LOWAT 128 KiB, pacing), the carrier rendr runs on",
 			setup: setupTunedTCP},
 		{name: "tls13", note: "crypto/tls 1.3, self-signed ECDSA P-256 certificate made at start",
 			setup: func(ctx context.Context) (*stream, error) { return setupTLS(ctx, tlsCfg) }},

@@ -25,6 +25,10 @@ const (
 	// long fat paths: the Linux default wmem limit (4 MiB) holds a 1 Gbit/s transfer to
 	// 160 Mbit/s at a 200 ms round trip, whatever the protocol above it does.
 	wanSockBuf = 64 << 20
+	// wanCC is the TCP congestion control of every TCP socket the scenario makes: Linux's
+	// default, whatever the machine's own namespace uses (a namespace inherits it). It fills
+	// a deep queue, as the TCP of most hosts does; BBR would not.
+	wanCC      = "cubic"
 	wanWarm    = 3 * time.Second // slow start at 200 ms takes a dozen round trips
 	wanMeasure = 8 * time.Second
 )
@@ -44,11 +48,11 @@ func (w wanLink) name() string {
 	return fmt.Sprintf("%dms_%s", w.rtt.Milliseconds(), r)
 }
 
+// queueTime is how long the node's queue takes to drain at the link's rate.
+func (w wanLink) queueTime() time.Duration { return pick(w.queue == 0, w.rtt, w.queue) }
+
 func (w wanLink) delay(seed uint64) netlab.DelayConfig {
-	q := w.queue
-	if q == 0 {
-		q = w.rtt
-	}
+	q := w.queueTime()
 	rate := int64(w.mbit) * 1e6
 	return netlab.DelayConfig{Delay: w.rtt / 2, RateBits: rate, Seed: seed,
 		QueueBytes: int(rate / 8 * int64(q) / int64(time.Second))}
@@ -96,6 +100,23 @@ func runWAN(c *config) []result {
 		return []result{failure("wan", err)}
 	}
 	var out []result
+	for _, bc := range wanBondCases() {
+		if !wantCase(c, bc.name) {
+			continue
+		}
+		res, err := wanBondCase(c, keys, bc)
+		if err != nil {
+			return append(out, failure("wan", fmt.Errorf("%s: %w", bc.name, err)))
+		}
+		out = append(out, res...)
+	}
+	wan50 := wanLink{rtt: 50 * time.Millisecond, mbit: 100}
+	if wantCase(c, "failover") {
+		out = append(out, wanFailover(c, keys, wan50)...)
+	}
+	if wantCase(c, "race") {
+		out = append(out, wanRace(c, keys, wan50)...)
+	}
 	for _, w := range []wanLink{{rtt: 50 * time.Millisecond, mbit: 1000}, {rtt: 50 * time.Millisecond, mbit: 100},
 		{rtt: 200 * time.Millisecond, mbit: 1000}, {rtt: 200 * time.Millisecond, mbit: 100}} {
 		if !wantCase(c, w.name()) {
@@ -138,7 +159,7 @@ func wanFlowCase(c *config, k benchKeys, tc *tlsConfigs, w wanLink) ([]result, e
 	}
 	defer done()
 	rows := []wanRow{
-		{"tcp", "kernel TCP, default socket options", func(lab *netlab.Lab) (net.Conn, net.Conn, func(), error) {
+		{"tcp", "kernel TCP (CUBIC), default socket options", func(lab *netlab.Lab) (net.Conn, net.Conn, func(), error) {
 			return wanTCP(lab)
 		}},
 		{"rendr_tcp", "one rendr flow over a transport/tcp path (encrypted records)", func(lab *netlab.Lab) (net.Conn, net.Conn, func(), error) {
@@ -180,7 +201,7 @@ func wanFlowCase(c *config, k benchKeys, tc *tlsConfigs, w wanLink) ([]result, e
 	res := map[string]*result{}
 	for i, r := range rows {
 		out[i] = result{Scenario: "wan", Metric: w.name() + "_" + r.name, Unit: "Mbit/s",
-			Note: fmt.Sprintf("%s; %v round trip, %d Mbit/s, %v of queue", r.note, w.rtt, w.mbit, pick(w.queue == 0, w.rtt, w.queue))}
+			Note: fmt.Sprintf("%s; %v round trip, %d Mbit/s, %v of queue", r.note, w.rtt, w.mbit, w.queueTime())}
 		measured(&out[i], runs[i])
 		res[r.name] = &out[i]
 	}
@@ -201,12 +222,12 @@ func wanFlowCase(c *config, k benchKeys, tc *tlsConfigs, w wanLink) ([]result, e
 func wanTCP(lab *netlab.Lab) (net.Conn, net.Conn, func(), error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ln, err := lab.Listen(netlab.Server, "tcp", netip.AddrPortFrom(lab.ServerAddr(0), 0).String())
+	ln, err := lab.ListenConfig(netlab.Server, &net.ListenConfig{Control: labControl(false, wanCC)}, "tcp", netip.AddrPortFrom(lab.ServerAddr(0), 0).String())
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	defer ln.Close()
-	dial := lab.Dialer(netlab.Client, &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(0), 0))})
+	dial := lab.Dialer(netlab.Client, &net.Dialer{Control: labControl(false, wanCC), LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(0), 0))})
 	snd, rcv, err := tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", ln.Addr().String()) })
 	if err != nil {
 		return nil, nil, nil, err
@@ -225,11 +246,11 @@ func wanSource(lab *netlab.Lab, i int, carrier string, tc *tlsConfigs) (net.List
 	local := lab.ClientAddr(i).String()
 	switch carrier {
 	case "tcp":
-		src, err := lab.ListenConfig(netlab.Server, &net.ListenConfig{KeepAlive: -1, Control: lowatControl}, "tcp", srvAddr)
+		src, err := lab.ListenConfig(netlab.Server, &net.ListenConfig{KeepAlive: -1, Control: labControl(true, wanCC)}, "tcp", srvAddr)
 		if err != nil {
 			return nil, nil, err
 		}
-		dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: lowatControl,
+		dial := lab.Dialer(netlab.Client, &net.Dialer{KeepAlive: -1, Control: labControl(true, wanCC),
 			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(lab.ClientAddr(i), 0))})
 		addr := src.Addr().String()
 		return lowatListener{src}, func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", addr) }, nil
@@ -321,4 +342,28 @@ func wanQUIC(lab *netlab.Lab, tc *tlsConfigs) (net.Conn, net.Conn, func(), error
 		return nil, nil, nil, err
 	}
 	return snd, rcv, func() { snd.Close(); rcv.Close(); src.Close() }, nil
+}
+
+// wanFailover is the failover scenario's cases (blackhole and reset of the path carrying a
+// paced stream, rendr beside MPTCP) on two emulated links w.
+func wanFailover(c *config, keys benchKeys, w wanLink) []result {
+	lab, done, err := wanLab("rwfail", []wanLink{w, w})
+	if err != nil {
+		return []result{failure("wan", fmt.Errorf("failover: %w", err))}
+	}
+	defer done()
+	c.logf("wan failover: 2 paths of %v at %d Mbit/s, %d runs per case", w.rtt, w.mbit, c.runs)
+	return failoverIn(c, failLab{scenario: "wan", prefix: "failover_" + w.name() + "_", cc: wanCC, lab: lab, keys: keys, ratioTarget: 0.5})
+}
+
+// wanRace is the race scenario's rows (paced chunks over Race(clean, lossy), beside each path
+// alone) on two emulated links w, path 1 losing raceLoss%.
+func wanRace(c *config, keys benchKeys, w wanLink) []result {
+	lab, done, err := wanLab("rwrace", []wanLink{w, w})
+	if err != nil {
+		return []result{failure("wan", fmt.Errorf("race: %w", err))}
+	}
+	defer done()
+	c.logf("wan race: 2 paths of %v at %d Mbit/s, path 1 losing %d%%, %d runs", w.rtt, w.mbit, raceLoss, c.runs)
+	return raceIn(c, "wan", w.name()+"_", lab, keys, wanCC)
 }
