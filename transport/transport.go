@@ -118,13 +118,17 @@ type BatchWriter interface {
 }
 
 // CongestionMarker is a PacketCarrier that can say a datagram met congestion on its way in,
-// before it was lost to it: the carrier's own receive queue was filling when the datagram
-// left it (its reader is falling behind), or, for a carrier that reads IP headers, the ECN
-// field said Congestion Experienced. rendr counts such packets in its acknowledgements
-// (PATH_ACK_CE), and the sender slows down as for a loss (RFC 9002, 7.1), without losing the
-// packet, resending it or reordering the stream. udpflow marks a datagram that leaves its
-// queue with 1 MiB or 1024 datagrams or more still behind it: on a path where the receiver, not the network,
-// is the bottleneck (loopback, a fast LAN to a slow host), the window then stops short of
+// before it was lost to it: the carrier's own receive queue stood or was filling when the
+// datagram left it (its reader is falling behind), or, for a carrier that reads IP headers,
+// the ECN field said Congestion Experienced. rendr counts such packets in its
+// acknowledgements (PATH_ACK_CE), and the sender answers the share of its packets marked per
+// round trip, as DCTCP does (RFC 8257): a few marks shrink its window a little, marks on
+// every packet halve it each round trip, and nothing is lost, resent or reordered. A mark
+// should therefore mean a queue that persists, not a reader's pause that it then reads away.
+// udpflow marks a datagram when every one read for 100 ms waited 5 ms or more with 8 or more
+// behind it (CoDel's target and interval), or when a quarter of its queue's bounds (2 MiB or
+// 2048 datagrams) is still behind it: on a path where the receiver, not the network, is the
+// bottleneck (loopback, a fast LAN to a slow host), the window then stops short of
 // overflowing the queue.
 type CongestionMarker interface {
 	PacketCarrier

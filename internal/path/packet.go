@@ -456,16 +456,19 @@ func (p *Path) onAck(f *wire.Frame) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: PATH_ACK of packet %d, never sent", ErrRecord, f.Seq)
 	}
-	if f.Type == wire.TypePathAckCE && f.Limit > k.marked {
-		// More of our packets met congestion (RFC 9002, 7.1, before the acknowledged
-		// packets grow the window): it shrinks as for a loss, once per round trip, and
-		// nothing is resent. Only an acknowledgement of something new says when.
-		if sp := k.newestAcked(f); sp != nil {
-			k.marked = f.Limit
-			k.cc.lost(sp.at, now)
-		}
+	marks := 0 // our packets newly reported marked
+	if f.Type == wire.TypePathAckCE && f.Limit > k.marked && k.newestAcked(f) != nil {
+		// More of our packets met congestion (RFC 9002, 7.1), noted before the
+		// acknowledged packets grow the window. The window answers the share marked when
+		// the round ends (cubic.ackedRound); nothing is resent. Only an acknowledgement of
+		// something new counts: a copy, or one overtaken by a later one, says nothing new.
+		// A peer's count cannot make the round's sum overflow.
+		marks = int(min(f.Limit-k.marked, 1<<30))
+		k.marked = f.Limit
+		k.cc.marked()
 	}
 	var newest *sentPacket
+	newly := 0 // packets this acknowledgement acknowledges for the first time
 	for rg := range wire.AckRanges(f) {
 		for i, l := range k.recentLost {
 			if l != 0 && l-1 >= rg.Lo && l-1 <= rg.Hi {
@@ -486,6 +489,7 @@ func (p *Path) onAck(f *wire.Frame) error {
 				k.pongsOut--
 			}
 			k.acked++
+			newly++
 			if newest == nil || sp.pn > newest.pn {
 				newest = sp
 			}
@@ -515,6 +519,7 @@ func (p *Path) onAck(f *wire.Frame) error {
 		}
 	}
 	if newest != nil {
+		k.cc.ackedRound(newly, marks, newest.at, now)
 		if !k.hasAcked || f.Seq > k.largestAcked {
 			k.hasAcked, k.largestAcked = true, f.Seq
 		}
@@ -638,9 +643,9 @@ func (p *Path) receivedLocked(pn uint64, eliciting, marked bool, now time.Time) 
 	if k.received > 100 {
 		every = 10
 	}
-	// A mark is urgent once a round trip: the sender shrinks its window once per round trip
-	// however many more it hears of, so an acknowledgement for each would only cost the
-	// receiver, which is already behind.
+	// A mark is urgent once a round trip: the sender answers the share of packets marked
+	// once per round trip, and every later acknowledgement carries the count, so an
+	// acknowledgement for each would only cost the receiver, which is already behind.
 	urgent := marked && now.Sub(k.markAckAt) >= p.mu.est.srtt
 	if k.unacked >= every || !inOrder || urgent {
 		k.ackAt = now

@@ -33,9 +33,12 @@ type pktConfig struct {
 	// The receiving end: it spends ReadCost on each datagram it reads (a slow host), holds at
 	// most Queue datagrams waiting (more are dropped; 0: 1<<14), and, as a
 	// transport.CongestionMarker, marks one read with at least MarkAt still waiting (0: none).
-	ReadCost time.Duration
-	Queue    int
-	MarkAt   int
+	// MarkEvery marks every MarkEvery-th datagram read whatever the queue holds: a reader
+	// that falls behind for a moment now and then (0: none).
+	ReadCost  time.Duration
+	Queue     int
+	MarkAt    int
+	MarkEvery int
 }
 
 type pktAddr string
@@ -64,6 +67,7 @@ type pktEnd struct {
 	bytes map[string]int // bytes written, by destination
 	tap   func([]byte)   // sees every datagram written, when set
 	mark  bool           // the datagram read last was marked (the reader's alone)
+	reads int            // datagrams read (the reader's alone)
 }
 
 var (
@@ -198,7 +202,8 @@ func (e *pktEnd) ReadFrom(b []byte) (int, net.Addr, error) {
 	select {
 	case d := <-e.q:
 		cfg := e.in()
-		e.mark = cfg.MarkAt > 0 && len(e.q) >= cfg.MarkAt
+		e.reads++
+		e.mark = cfg.MarkAt > 0 && len(e.q) >= cfg.MarkAt || cfg.MarkEvery > 0 && e.reads%cfg.MarkEvery == 0
 		if cfg.ReadCost > 0 {
 			time.Sleep(cfg.ReadCost)
 		}

@@ -21,6 +21,7 @@ type inbound struct {
 	data   []byte  // the payload, in b or in rb
 	charge int     // what it counts against queueBytes
 	from   netip.AddrPort
+	at     time.Duration // when it was queued, on the socket's clock
 }
 
 // done gives the datagram's memory back.
@@ -95,7 +96,11 @@ type Conn struct {
 
 	// The reader's alone.
 	lent   inbound // the datagram ReadPacket returned last
-	marked bool    // the datagram read last met a filling queue
+	marked bool    // the datagram read last met a queue that stood or filled
+	// standing: the datagrams read since standSince all waited markDelay or more with
+	// markMinLen or more behind them.
+	standing   bool
+	standSince time.Duration
 
 	// qmu guards the receive queue and what follows.
 	qmu      sync.Mutex
@@ -263,7 +268,7 @@ func (c *Conn) enqueue(b []byte, from netip.AddrPort, rb *rxBuf) (kept bool) {
 		}
 		c.qmu.Unlock() // promoted meanwhile
 	}
-	in := inbound{from: from}
+	in := inbound{from: from, at: c.s.now()}
 	if rb != nil {
 		in.rb = rb
 		in.charge = rb.charge(len(b))
@@ -308,7 +313,7 @@ func (c *Conn) enqueuePendingLocked(b []byte, from netip.AddrPort) bool {
 		c.ln.pendingQueued.Add(-n)
 		return false
 	}
-	c.q.push(inbound{from: from, data: append(make([]byte, 0, n), b[headerSize:]...), charge: int(n)}, c.qlen)
+	c.q.push(inbound{from: from, data: append(make([]byte, 0, n), b[headerSize:]...), charge: int(n), at: c.s.now()}, c.qlen)
 	c.queued += n
 	c.pcharge += n
 	return true
@@ -382,7 +387,7 @@ func (c *Conn) next() (inbound, error) {
 				c.pcharge -= int64(in.charge)
 				c.ln.pendingQueued.Add(-int64(in.charge))
 			}
-			c.marked = c.queued >= markBytes || c.q.n >= markLen
+			c.marked = c.markLocked(in.at)
 			c.qmu.Unlock()
 			c.mu.Lock()
 			if in.from == c.peer {
@@ -421,8 +426,42 @@ func (c *Conn) queuedBytes() int64 {
 	return c.queued
 }
 
-// Marked reports whether the datagram read last left a queue that was filling: an eighth of
-// its bounds or more still behind it (transport.CongestionMarker).
+// markLocked says whether a datagram queued at at, just taken off the queue, met congestion
+// (transport.CongestionMarker): the reader has fallen behind for good, not for a moment.
+//
+// A reader that pauses (the scheduler ran something else, a collection ran) finds datagrams
+// that waited, and catches up: that queue did its work, and marking it would cost the sender
+// window it then needs, most of all on a long fast path, where a window regrows slowly. A
+// reader slower than the sender leaves a queue that stands: as CoDel tells a standing queue
+// from a burst (RFC 8289), a datagram is marked once every one read for markStand has waited
+// markDelay or more, with markMinLen or more still behind it. Waiting time, not bytes, is what
+// says so at any rate: 1 MiB is 8 ms at 1 Gbit/s but under a millisecond at 10.
+//
+// A queue a quarter full (markBytes, markLen) marks whatever the waits: at loopback rates the
+// bounds fill faster than markStand, and the sender, in slow start, doubles its window each
+// round trip; the rest of the queue absorbs the round trip it takes to hear of it.
+func (c *Conn) markLocked(at time.Duration) bool {
+	if c.queued >= markBytes || c.q.n >= markLen {
+		return true
+	}
+	if c.q.n < markMinLen {
+		c.standing = false
+		return false
+	}
+	now := c.s.now()
+	switch {
+	case now-at < markDelay:
+		c.standing = false
+		return false
+	case !c.standing:
+		c.standing, c.standSince = true, now
+		return false
+	}
+	return now-c.standSince >= markStand
+}
+
+// Marked reports whether the datagram read last met congestion: it left a queue that stood
+// or was a quarter full (transport.CongestionMarker).
 func (c *Conn) Marked() bool { return c.marked }
 
 // Keep makes the datagram ReadPacket returned last outlive the next ReadPacket, when it was lent

@@ -93,6 +93,7 @@ func Listen(address string, opts ...Option) (*Listener, error) {
 		return nil, err
 	}
 	s.tap = o.tap
+	s.clock = o.clock
 	l := &Listener{s: s, o: o, accept: make(chan *Conn, o.pending), done: make(chan struct{}),
 		conns: map[[8]byte]route{}, retryKey: &retryKey, resetKey: &resetKey, now: time.Now}
 	l.wg.Add(1)

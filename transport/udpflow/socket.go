@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/rendr-go/rendr/transport"
 )
@@ -25,6 +26,18 @@ type socket struct {
 	// tap, when set (by tests, before the socket is used), sees each datagram writeTo
 	// sends, and sends it in the socket's stead when it returns true.
 	tap func(b []byte, to netip.AddrPort) bool
+	// clock, when set (by tests, before the socket is used), stands in for the monotonic
+	// time since epoch that the socket's connections time their queues by.
+	clock func() time.Duration
+	epoch time.Time
+}
+
+// now is the time on the socket's clock: since the socket opened, on the monotonic clock.
+func (s *socket) now() time.Duration {
+	if s.clock != nil {
+		return s.clock()
+	}
+	return time.Since(s.epoch)
 }
 
 // sockBuffer is the socket buffer size asked for: a window's worth at the rates rendr runs,
@@ -37,7 +50,7 @@ func newSocket(u *net.UDPConn, batch bool) (*socket, error) {
 	}
 	u.SetReadBuffer(sockBuffer) // best effort: the system's limit may be lower
 	u.SetWriteBuffer(sockBuffer)
-	s := &socket{u: u}
+	s := &socket{u: u, epoch: time.Now()}
 	if batch {
 		s.bat = newBatcher(u)
 	}

@@ -94,12 +94,18 @@ const (
 	pendingLen    = 4
 	pendingBytes  = 1024
 	pendingBudget = 256 << 10
-	// A datagram that leaves the queue with more than markBytes or markLen still behind it is
-	// marked as having met congestion (transport.CongestionMarker): the sender's window then
-	// shrinks before the queue overflows, and nothing is lost. An eighth of the bounds leaves
-	// the reader a queue to work from after a pause, and the sender a round trip to react.
-	markBytes = queueBytes / 8
-	markLen   = queueLen / 8
+	// A datagram read from a queue that stood marks congestion (transport.CongestionMarker,
+	// Conn.markLocked): every datagram read for markStand waited markDelay or more, with
+	// markMinLen or more behind it. So does one leaving a queue a quarter full (markBytes,
+	// markLen), whatever the waits: the sender's window then shrinks before the queue
+	// overflows, and nothing is lost. markDelay is CoDel's target and markStand its interval
+	// (RFC 8289): a reader's pause shorter than that, and the catching up after it, mark
+	// nothing.
+	markDelay  = 5 * time.Millisecond
+	markStand  = 100 * time.Millisecond
+	markMinLen = 8
+	markBytes  = queueBytes / 4
+	markLen    = queueLen / 4
 	// defaultRetryPending is RetryPending's default.
 	defaultRetryPending = 64
 )
@@ -118,6 +124,7 @@ type options struct {
 	retryAt  int
 	resetKey *[32]byte
 	tap      func(b []byte, to netip.AddrPort) bool // tests: the sockets' tap
+	clock    func() time.Duration                   // tests: the sockets' clock
 }
 
 // LocalAddr binds the dialing socket to a local address (to pin a path to one uplink).
@@ -231,6 +238,7 @@ func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
 		return nil, err
 	}
 	s.tap = d.o.tap
+	s.clock = d.o.clock
 	var id [8]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		s.close()
