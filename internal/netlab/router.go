@@ -77,8 +77,15 @@ func (l *Lab) setupDelays() error {
 		for _, dev := range []string{n.rc, n.rs, n.tunc, n.tuns} {
 			fmt.Fprintf(&b, "link set %s up\n", dev)
 		}
-		fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud permanent\n", p.clientAddr, p.clientMAC, n.rc)
-		fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud permanent\n", p.serverAddr, p.serverMAC, n.rs)
+		// Every address of the far side, as on the ends themselves (see setupLinks): a
+		// packet for another path's address that entered this path leaves it here. The
+		// entries must be static: with no address of its own the router has no local
+		// table, so the kernel takes any other destination for a broadcast and sends it
+		// to ff:ff:ff:ff:ff:ff, which the far end's TCP drops without a counter.
+		for _, q := range l.paths {
+			fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud permanent\n", q.clientAddr, p.clientMAC, n.rc)
+			fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud permanent\n", q.serverAddr, p.serverMAC, n.rs)
+		}
 		for k, hop := range []struct{ in, out string }{
 			{n.rc, n.tunc}, {n.tuns, n.rs}, // client to server
 			{n.rs, n.tuns}, {n.tunc, n.rc}, // server to client
