@@ -193,7 +193,7 @@ func wanFlowCase(c *config, k benchKeys, tc *tlsConfigs, w wanLink) ([]result, e
 				return nil, fmt.Errorf("%s run %d: %w", r.name, run, err)
 			}
 			st, _ := lab.DelayStats(0)
-			c.logf("wan %s: run %d %-14s %7.1f Mbit/s p99 delay %v (node: dropped %d to server)", w.name(), run, r.name, br.mbit, br.p99, st.ToServer.Dropped)
+			c.logf("wan %s: run %d %-14s %7.1f Mbit/s p99 delay %v (node: offload %v, dropped %d to server)", w.name(), run, r.name, br.mbit, br.p99, st.Offload, st.ToServer.Dropped)
 			runs[i] = append(runs[i], br.mbit)
 		}
 	}

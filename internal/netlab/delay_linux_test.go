@@ -3,6 +3,7 @@ package netlab
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // waitFor polls cond until it holds or a generous bound passes; the bound only stops a
@@ -118,17 +121,15 @@ func tunStats(t *testing.T, l *Lab, dev string) (rx, tx uint64) {
 	return links[0].Stats64.RX.Packets, links[0].Stats64.TX.Packets
 }
 
-func TestDelayTransferRate(t *testing.T) {
-	const (
-		size = 4 << 20
-		rate = 40_000_000
-	)
-	l := newLab(t, Config{Paths: 1, Delay: []DelayConfig{{Delay: 5 * time.Millisecond, RateBits: rate}}, Name: "nlt-rate"})
+// checkedTransfer sends size random bytes from the client to the server over path i and
+// returns the time from the first byte sent until the server has confirmed a SHA-256 match.
+func checkedTransfer(t *testing.T, l *Lab, i, size int) time.Duration {
+	t.Helper()
 	data := make([]byte, size)
-	rand.NewChaCha8([32]byte{1}).Read(data)
+	rand.NewChaCha8([32]byte{byte(i + 1)}).Read(data)
 	want := sha256.Sum256(data)
 
-	ln, err := l.Listen(Server, "tcp", netip.AddrPortFrom(l.ServerAddr(0), 0).String())
+	ln, err := l.Listen(Server, "tcp", netip.AddrPortFrom(l.ServerAddr(i), 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func TestDelayTransferRate(t *testing.T) {
 		}
 		got <- r
 	}()
-	c, err := dialPath(l, 0, ln.Addr().String(), 5*time.Second)
+	c, err := dialPath(l, i, ln.Addr().String(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,11 +174,30 @@ func TestDelayTransferRate(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	r := <-got
-	if r.err != nil || r.n != size || r.sum != want {
+	if r.err != nil || r.n != int64(size) || r.sum != want {
 		t.Fatalf("receiver: %d bytes, sha256 match %v, err %v; want %d bytes, match", r.n, r.sum == want, r.err, size)
 	}
-	c.Close()
-	t.Logf("%d MiB through a %d Mbit/s node: %.1f Mbit/s", size>>20, rate/1_000_000, float64(size)*8/elapsed.Seconds()/1e6)
+	return elapsed
+}
+
+// maxGoodput is the most TCP payload a node at rate bit/s lets through: each full segment
+// carries 1448 bytes (an MTU of 1500 less the IPv4 header and a TCP header with timestamps)
+// and takes 1500 of the rate. The node never sends faster than its rate, whatever the load,
+// so a transfer above this bound means the rate stage undercounts.
+func maxGoodput(rate float64) float64 { return rate * 1448 / 1500 * 1.001 }
+
+func TestDelayTransferRate(t *testing.T) {
+	const (
+		size = 4 << 20
+		rate = 40_000_000
+	)
+	l := newLab(t, Config{Paths: 1, Delay: []DelayConfig{{Delay: 5 * time.Millisecond, RateBits: rate}}, Name: "nlt-rate"})
+	elapsed := checkedTransfer(t, l, 0, size)
+	goodput := float64(size) * 8 / elapsed.Seconds()
+	t.Logf("%d MiB through a %d Mbit/s node: %.1f Mbit/s", size>>20, rate/1_000_000, goodput/1e6)
+	if goodput > maxGoodput(rate) {
+		t.Errorf("%.1f Mbit/s of payload through a %d Mbit/s node", goodput/1e6, rate/1_000_000)
+	}
 
 	// Every packet the kernel handed to a line was forwarded, dropped or lost, and every
 	// forwarded one reached the kernel on the other side: the node's counters agree with
@@ -196,7 +216,162 @@ func TestDelayTransferRate(t *testing.T) {
 	if st.ToServer.ForwardedBytes < size || st.ToServer.Lost != 0 || st.ToClient.Lost != 0 {
 		t.Fatalf("node counters %+v: want at least %d bytes to the server and no loss", st, size)
 	}
+	// 64 KiB take 13 ms at 40 Mbit/s: this node reads packet by packet, so the counters
+	// above, which count packets, are the devices' own.
+	if st.Offload != OffloadNone || st.ToServer.Reads != st.ToServer.Forwarded+st.ToServer.Dropped {
+		t.Fatalf("node counters %+v: want no offloads", st)
+	}
 	t.Logf("node counters %+v", st)
+}
+
+// A node with offloads forwards the kernel's super-packets whole, without a rate and at a
+// rate that allows them, and its counters of reads and writes are the devices' own.
+func TestDelayOffloadTransfer(t *testing.T) {
+	const (
+		size = 64 << 20
+		rate = 1_000_000_000
+	)
+	l := newLab(t, Config{Paths: 2, Name: "nlt-tso", Delay: []DelayConfig{
+		{Delay: 2 * time.Millisecond},
+		{Delay: 5 * time.Millisecond, RateBits: rate},
+	}})
+	for i := range 2 {
+		elapsed := checkedTransfer(t, l, i, size)
+		goodput := float64(size) * 8 / elapsed.Seconds()
+		st := delayStats(t, l, i)
+		t.Logf("path %d: %d MiB at %.1f Mbit/s; node %+v", i, size>>20, goodput/1e6, st)
+		if st.Offload == OffloadNone {
+			t.Fatalf("path %d: node without offloads", i)
+		}
+		if i == 1 && goodput > maxGoodput(rate) {
+			t.Errorf("%.1f Mbit/s of payload through a %d Mbit/s node", goodput/1e6, rate/1_000_000)
+		}
+		n := routerIfNames(i)
+		waitFor(t, l, "node counters match the TUN devices", func() (bool, string) {
+			st := delayStats(t, l, i)
+			cRX, cTX := tunStats(t, l, n.tunc)
+			sRX, sTX := tunStats(t, l, n.tuns)
+			up, down := st.ToServer, st.ToClient
+			ok := up.Reads == cTX && up.Writes == sRX && down.Reads == sTX && down.Writes == cRX
+			return ok, fmt.Sprintf("node %+v; tunc rx %d tx %d, tuns rx %d tx %d", st, cRX, cTX, sRX, sTX)
+		})
+		up := delayStats(t, l, i).ToServer
+		// 64 MiB are at least 46341 segments of 1448 bytes; a write that the kernel
+		// refused would count as a drop.
+		if up.Forwarded < size/1448 || up.Writes*4 > up.Forwarded || up.ForwardedBytes < size+up.Forwarded*52 {
+			t.Errorf("path %d: counters %+v; want at least %d packets, in super-packets of 4 and more on average, of 52 bytes of headers each", i, up, size/1448)
+		}
+		if i == 0 && (up.Dropped != 0 || up.Lost != 0) {
+			t.Errorf("path %d: counters %+v; want no drops without a rate", i, up)
+		}
+	}
+}
+
+// udpSegments sends count super-packets of segs datagrams of segSize bytes each from the
+// client over path i, with UDP_SEGMENT, and returns how many datagrams arrived intact.
+func udpSegments(t *testing.T, l *Lab, i, count, segs, segSize int) int {
+	t.Helper()
+	srv, err := l.ListenPacket(Server, "udp", netip.AddrPortFrom(l.ServerAddr(i), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := l.ListenPacket(Client, "udp", netip.AddrPortFrom(l.ClientAddr(i), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	rc, err := cli.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, segSize)
+	}); err != nil || serr != nil {
+		t.Fatalf("UDP_SEGMENT: %v %v", err, serr)
+	}
+	datagram := func(k int) []byte {
+		d := bytes.Repeat([]byte{byte(k)}, segSize)
+		binary.BigEndian.PutUint32(d, uint32(k))
+		return d
+	}
+	got := make(chan int, 1)
+	go func() {
+		seen := make(map[int]bool)
+		buf := make([]byte, segSize+1)
+		for len(seen) < count*segs {
+			// The line is quiet for a while once the rest were lost.
+			srv.SetReadDeadline(time.Now().Add(time.Second))
+			m, _, err := srv.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			k := int(binary.BigEndian.Uint32(buf))
+			if m == segSize && k < count*segs && !seen[k] && bytes.Equal(buf[:m], datagram(k)) {
+				seen[k] = true
+			}
+		}
+		got <- len(seen)
+	}()
+	msg := make([]byte, 0, segs*segSize)
+	for n := range count {
+		msg = msg[:0]
+		for s := range segs {
+			msg = append(msg, datagram(n*segs+s)...)
+		}
+		if _, err := cli.WriteTo(msg, srv.LocalAddr()); err != nil {
+			t.Fatalf("send %d: %v", n, err)
+		}
+		// Slow enough for the receiving socket's buffer.
+		time.Sleep(time.Millisecond)
+	}
+	return <-got
+}
+
+// UDP super-packets cross a node with offloads whole and arrive as their datagrams; a lossy
+// node reads and loses the same datagrams one by one.
+func TestDelayOffloadUDP(t *testing.T) {
+	const count, segs, segSize = 50, 10, 1200
+	l := newLab(t, Config{Paths: 2, Name: "nlt-uso", Delay: []DelayConfig{
+		{Delay: 2 * time.Millisecond},
+		{Delay: 2 * time.Millisecond, LossPercent: 30, Seed: 5},
+	}})
+	if arrived := udpSegments(t, l, 0, count, segs, segSize); arrived != count*segs {
+		t.Fatalf("%d of %d datagrams arrived through a node without loss", arrived, count*segs)
+	}
+	waitFor(t, l, "every datagram forwarded", func() (bool, string) {
+		st := delayStats(t, l, 0)
+		return st.ToServer.Forwarded == count*segs, fmt.Sprintf("%+v", st)
+	})
+	st := delayStats(t, l, 0)
+	t.Logf("no loss: node %+v", st)
+	if st.ToServer.ForwardedBytes != count*segs*(segSize+28) {
+		t.Errorf("node counters %+v; want %d bytes", st, count*segs*(segSize+28))
+	}
+	switch st.Offload {
+	case OffloadTCPUDP:
+		if st.ToServer.Reads != count || st.ToServer.Writes != count {
+			t.Errorf("node counters %+v; want %d reads and writes of super-packets", st, count)
+		}
+	case OffloadTCP:
+		t.Logf("the kernel has no UDP segmentation offload")
+	default:
+		t.Errorf("node without offloads: %+v", st)
+	}
+
+	arrived := udpSegments(t, l, 1, count, segs, segSize)
+	waitFor(t, l, "every datagram forwarded or lost", func() (bool, string) {
+		st := delayStats(t, l, 1).ToServer
+		return st.Forwarded+st.Lost == count*segs, fmt.Sprintf("%+v", st)
+	})
+	st = delayStats(t, l, 1)
+	t.Logf("30%% loss: %d of %d arrived, node %+v", arrived, count*segs, st)
+	up := st.ToServer
+	if st.Offload != OffloadNone || up.Reads != count*segs || uint64(arrived) != up.Forwarded ||
+		up.Lost < count*segs*15/100 || up.Lost > count*segs*45/100 {
+		t.Fatalf("node counters %+v, %d arrived; want no offloads, a read per datagram, about 30%% of them lost, arrivals = forwarded", st, arrived)
+	}
 }
 
 // udpBurst sends count datagrams of size bytes from the client over path i as fast as it

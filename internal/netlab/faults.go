@@ -177,6 +177,12 @@ func (l *Lab) applyRate(i int, mbit int) error {
 // the client a subflow endpoint for the address of every path but the
 // first, which carries the initial subflow. Calling it again resets the
 // client endpoints.
+//
+// The kernel opens the extra subflow of a connection from path i's client
+// address bound to c<i>, towards the server address the first subflow
+// used, which belongs to another path's subnet. The lab's neighbour entries
+// cover every path's addresses on every link (see setupLinks), so that
+// subflow crosses path i, and its delay node if it has one, both ways.
 func (l *Lab) EnableMPTCP() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

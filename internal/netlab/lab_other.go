@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 )
 
@@ -28,6 +27,6 @@ func flushConntrack() error {
 	return fmt.Errorf("netlab: conntrack flush: %w", platformErr())
 }
 
-func openTUN(name string) (*os.File, error) {
-	return nil, fmt.Errorf("netlab: create TUN %s: %w", name, platformErr())
+func openTUN(name string, _ Offload) (tunDev, error) {
+	return tunDev{}, fmt.Errorf("netlab: create TUN %s: %w", name, platformErr())
 }

@@ -325,6 +325,15 @@ func build(cfg Config, hook func(stage string) error) (l *Lab, err error) {
 // delayed path is two veth pairs through the router namespace instead,
 // and each end's neighbour entry names the router's end it faces (see
 // router.go); setupDelays finishes the router's side.
+//
+// Each end has an entry for the far addresses of every path, not only of
+// its own. A socket bound to c<i> that sends to another path's server
+// address (an MPTCP subflow endpoint with "dev" does, towards the address
+// the first subflow used) finds no route through c<i>, so the kernel takes
+// the address for on-link there and needs its neighbour. On a plain veth
+// the far end would answer ARP for it, but the router of a delayed path
+// holds no address and ARP does not cross its TUN devices, so the subflow
+// would never leave.
 func (l *Lab) setupLinks() error {
 	var cb, sb strings.Builder
 	cb.WriteString("link set lo up\n")
@@ -344,10 +353,12 @@ func (l *Lab) setupLinks() error {
 		}
 		fmt.Fprintf(&cb, "addr add %s/24 dev %s\n", p.clientAddr, p.clientIf)
 		fmt.Fprintf(&cb, "link set %s up\n", p.clientIf)
-		fmt.Fprintf(&cb, "neigh replace %s lladdr %s dev %s nud permanent\n", p.serverAddr, peerOfC, p.clientIf)
 		fmt.Fprintf(&sb, "addr add %s/24 dev %s\n", p.serverAddr, p.serverIf)
 		fmt.Fprintf(&sb, "link set %s up\n", p.serverIf)
-		fmt.Fprintf(&sb, "neigh replace %s lladdr %s dev %s nud permanent\n", p.clientAddr, peerOfS, p.serverIf)
+		for _, q := range l.paths {
+			fmt.Fprintf(&cb, "neigh replace %s lladdr %s dev %s nud permanent\n", q.serverAddr, peerOfC, p.clientIf)
+			fmt.Fprintf(&sb, "neigh replace %s lladdr %s dev %s nud permanent\n", q.clientAddr, peerOfS, p.serverIf)
+		}
 	}
 	// The client batch must finish first: it creates the server ends.
 	if _, err := run(cb.String(), "ip", "-n", l.client, "-batch", "-"); err != nil {

@@ -67,22 +67,25 @@ func (l *Lab) setupDelays() error {
 			continue
 		}
 		n := routerIfNames(i)
-		ct, err := within(l.router, func() (*os.File, error) { return openTUN(n.tunc) })
+		ct, st, err := l.openTUNPair(n, p.delay.offload())
 		if err != nil {
 			return err
 		}
-		st, err := within(l.router, func() (*os.File, error) { return openTUN(n.tuns) })
-		if err != nil {
-			ct.Close()
-			return err
-		}
-		p.node = newDelayNode(p.delay, ct, st)
+		p.node = newDelayNode(p.delay, min(ct.offload, st.offload), ct, st)
+		p.node.start()
 
 		for _, dev := range []string{n.rc, n.rs, n.tunc, n.tuns} {
 			fmt.Fprintf(&b, "link set %s up\n", dev)
 		}
-		fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud permanent\n", p.clientAddr, p.clientMAC, n.rc)
-		fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud permanent\n", p.serverAddr, p.serverMAC, n.rs)
+		// Every address of the far side, as on the ends themselves (see setupLinks): a
+		// packet for another path's address that entered this path leaves it here. The
+		// entries must be static: with no address of its own the router has no local
+		// table, so the kernel takes any other destination for a broadcast and sends it
+		// to ff:ff:ff:ff:ff:ff, which the far end's TCP drops without a counter.
+		for _, q := range l.paths {
+			fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud permanent\n", q.clientAddr, p.clientMAC, n.rc)
+			fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud permanent\n", q.serverAddr, p.serverMAC, n.rs)
+		}
 		for k, hop := range []struct{ in, out string }{
 			{n.rc, n.tunc}, {n.tuns, n.rs}, // client to server
 			{n.rs, n.tuns}, {n.tunc, n.rc}, // server to client
@@ -94,6 +97,36 @@ func (l *Lab) setupDelays() error {
 	}
 	_, err := run(b.String(), "ip", "-n", l.router, "-batch", "-")
 	return err
+}
+
+// tunDev is an open TUN device and what it hands over per read.
+type tunDev struct {
+	*os.File
+	offload Offload
+}
+
+// openTUNPair opens the two devices of a node in the router namespace, asking for the
+// offloads of want. A node writes what it reads from one device to the other as it is, so
+// either both frame their packets with a virtio header or neither does.
+func (l *Lab) openTUNPair(n routerIfs, want Offload) (ct, st tunDev, err error) {
+	open := func(name string, want Offload) (tunDev, error) {
+		return within(l.router, func() (tunDev, error) { return openTUN(name, want) })
+	}
+	if ct, err = open(n.tunc, want); err != nil {
+		return ct, st, err
+	}
+	if st, err = open(n.tuns, ct.offload); err != nil {
+		ct.Close()
+		return ct, st, err
+	}
+	if ct.offload != OffloadNone && st.offload == OffloadNone {
+		ct.Close()
+		if ct, err = open(n.tunc, OffloadNone); err != nil {
+			st.Close()
+			return ct, st, err
+		}
+	}
+	return ct, st, nil
 }
 
 // stopDelays stops every delay node; Close calls it before removing the namespaces.
