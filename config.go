@@ -35,8 +35,10 @@ type Options struct {
 	// HandshakeTimeout bounds dialing plus handshaking one carrier; zero means 10s.
 	HandshakeTimeout time.Duration
 	// InitialWindow and MaxWindow bound each flow's receive window, which starts at
-	// InitialWindow and doubles while the application drains it faster than two round trips
-	// (so it follows the bandwidth-delay product); zero means 256 KiB and 16 MiB.
+	// InitialWindow and grows, once a round trip, to twice what the application read in it
+	// (so it follows the bandwidth-delay product); zero means 256 KiB and 32 MiB, which
+	// carries 1 Gbit/s over a 200 ms round trip. A window is memory the peer may fill; the
+	// session window bounds the sum over flows.
 	InitialWindow, MaxWindow int
 	// MaxSessionWindow bounds the bytes buffered for all flows of a session in each
 	// direction; zero means 64 MiB.

@@ -29,7 +29,8 @@
 //     as the slow path's bytes fill gaps, so a longer window judges small differences better.
 //     -plot DIR writes DIR/bond.png: each path's rate and the goodput over time, 100+20.
 //   - race: paced 1 KiB chunks over Race(clean, lossy) where the lossy path drops 10% by
-//     nftables (needs root), beside each path alone: p99 send-to-delivery delay.
+//     nftables (needs root), beside each path alone: p99 send-to-delivery delay of the chunks
+//     sent after the first second (slow start), every chunk checked to arrive in order.
 //   - pps: one packet flow over one loopback path, 1200-byte datagrams: datagrams per second
 //     delivered and heap allocations per datagram, encrypted and over a secure carrier.
 //   - attack: floods and greedy peers against a rendr listener on 127.0.0.1 while a

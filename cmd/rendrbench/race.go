@@ -16,6 +16,10 @@ const (
 	raceRateMbit = 100
 	raceLoss     = 10 // percent, on path 1, both directions
 	raceStream   = 10 * time.Second
+	// raceWarm is the start of a stream whose delays are not counted (every chunk must still
+	// arrive, in order): TCP's slow start, which at a WAN round trip takes several of them,
+	// and the paths' first measurements. The delays are those of the steady stream.
+	raceWarm = time.Second
 )
 
 // raceRun is one paced stream's send-to-delivery delays; every chunk arrived, in order (the
@@ -179,8 +183,9 @@ func raceOncePacket(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.
 	}()
 	seen := make([]bool, n)
 	var delays []time.Duration
+	got := 0
 	rcv.SetReadDeadline(time.Now().Add(raceStream + 3*time.Second))
-	for len(delays) < n {
+	for got < n {
 		k, err := rcv.Read(b)
 		if err != nil {
 			break // the deadline: the rest is lost
@@ -193,14 +198,17 @@ func raceOncePacket(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.
 			return raceRun{}, fmt.Errorf("datagram %d delivered twice or out of range", i)
 		}
 		seen[i] = true
-		delays = append(delays, time.Since(time.Unix(0, int64(binary.BigEndian.Uint64(b[8:])))))
+		got++
+		if i >= uint64(raceWarm/chunkEvery) {
+			delays = append(delays, time.Since(time.Unix(0, int64(binary.BigEndian.Uint64(b[8:])))))
+		}
 	}
 	if len(delays) == 0 {
-		return raceRun{}, fmt.Errorf("no datagram arrived")
+		return raceRun{}, fmt.Errorf("no datagram sent after the first %v arrived", raceWarm)
 	}
 	slices.Sort(delays)
 	return raceRun{p50: delays[len(delays)/2], p99: delays[len(delays)*99/100], max: delays[len(delays)-1],
-		lost: n - len(delays), sent: n}, nil
+		lost: n - got, sent: n}, nil
 }
 
 func raceOnce(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.Target) *rendr.Target, cc string) (raceRun, error) {
@@ -249,9 +257,14 @@ func raceOnce(lab *netlab.Lab, k benchKeys, paths int, root func([]*rendr.Target
 	if len(arr) == 0 {
 		return raceRun{}, fmt.Errorf("nothing arrived")
 	}
-	delays := make([]time.Duration, len(arr))
-	for i, a := range arr {
-		delays[i] = a.at.Sub(a.sent)
+	var delays []time.Duration
+	for _, a := range arr {
+		if a.sent.Sub(base) >= raceWarm {
+			delays = append(delays, a.at.Sub(a.sent))
+		}
+	}
+	if len(delays) == 0 {
+		return raceRun{}, fmt.Errorf("nothing sent after the first %v arrived", raceWarm)
 	}
 	slices.Sort(delays)
 	return raceRun{p50: delays[len(delays)/2], p99: delays[len(delays)*99/100], max: delays[len(delays)-1]}, nil

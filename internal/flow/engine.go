@@ -116,7 +116,9 @@ type Config struct {
 	// InitialWindow is a flow's starting receive window; zero means 256 KiB. It grows to
 	// twice what the application reads per round trip, up to MaxWindow (window.go).
 	InitialWindow int
-	// MaxWindow bounds a flow's receive window; zero means 16 MiB.
+	// MaxWindow bounds a flow's receive window; zero means 32 MiB: the bandwidth-delay
+	// product of 1 Gbit/s at a 200 ms round trip (25 MB), with room for credit returned in
+	// eighths of the window.
 	MaxWindow int
 	// InitialSessionWindow and MaxSessionWindow do the same for the sum over all flows; zero
 	// means 1 MiB and 64 MiB.
@@ -158,7 +160,7 @@ func (c *Config) defaults() {
 		}
 	}
 	def(&c.InitialWindow, 256<<10)
-	def(&c.MaxWindow, 16<<20)
+	def(&c.MaxWindow, 32<<20)
 	def(&c.InitialSessionWindow, 1<<20)
 	def(&c.MaxSessionWindow, 64<<20)
 	def(&c.MaxFlows, 65536)
