@@ -124,20 +124,6 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase, plotted bool) ([]result
 			c.logf("bond %s: wrote %s", bc.name, path)
 		}
 	}
-	mbits := func(rs []bulkRun) []float64 {
-		var v []float64
-		for _, r := range rs {
-			v = append(v, r.mbit)
-		}
-		return v
-	}
-	p99s := func(rs []bulkRun) []float64 {
-		var v []float64
-		for _, r := range rs {
-			v = append(v, float64(r.p99)/float64(time.Millisecond))
-		}
-		return v
-	}
 	sum := 0.0
 	nominal := 0
 	for i, rs := range single {
@@ -438,4 +424,22 @@ func labControl(lowat bool, cc string) func(network, address string, rc syscall.
 		}
 		return nil
 	}
+}
+
+// mbits is the goodput of each run.
+func mbits(rs []bulkRun) []float64 {
+	var v []float64
+	for _, r := range rs {
+		v = append(v, r.mbit)
+	}
+	return v
+}
+
+// p99s is the p99 delay of each run, in milliseconds.
+func p99s(rs []bulkRun) []float64 {
+	var v []float64
+	for _, r := range rs {
+		v = append(v, float64(r.p99)/float64(time.Millisecond))
+	}
+	return v
 }

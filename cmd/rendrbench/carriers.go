@@ -32,22 +32,7 @@ func setupQUIC(ctx context.Context, cfg *tlsConfigs) (*stream, error) {
 		return nil, err
 	}
 	d := quic.NewClient(ln.Addr().String(), cfg.client)
-	// The listener sees the stream once a byte is on it; the receiver drops that byte.
-	snd, rcv, err := tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
-		c, err := d.Dial(ctx)
-		if err == nil {
-			if _, err = c.Write([]byte{0}); err != nil {
-				c.Close()
-			}
-		}
-		return c, err
-	})
-	if err == nil {
-		if _, err = rcv.Read(make([]byte, 1)); err != nil {
-			snd.Close()
-			rcv.Close()
-		}
-	}
+	snd, rcv, err := quicPair(ctx, ln, d.Dial)
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("quic pair: %w", err)
@@ -124,4 +109,25 @@ func ppsUDPFlow() (net.Listener, transport.DialFunc, error) {
 		return nil, nil, err
 	}
 	return src, udpflow.Dialer(src.Addr().String()), nil
+}
+
+// quicPair opens one QUIC stream with dial and accepts it from ln. The listener sees a stream
+// once a byte is on it: the dialer writes one, which the receiver drops.
+func quicPair(ctx context.Context, ln net.Listener, dial transport.DialFunc) (snd, rcv net.Conn, err error) {
+	snd, rcv, err = tcpPair(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+		c, err := dial(ctx)
+		if err == nil {
+			if _, err = c.Write([]byte{0}); err != nil {
+				c.Close()
+			}
+		}
+		return c, err
+	})
+	if err == nil {
+		if _, err = rcv.Read(make([]byte, 1)); err != nil {
+			snd.Close()
+			rcv.Close()
+		}
+	}
+	return snd, rcv, err
 }

@@ -321,22 +321,7 @@ func wanQUIC(lab *netlab.Lab, tc *tlsConfigs) (net.Conn, net.Conn, func(), error
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	// The listener sees the stream once a byte is on it; the receiver drops that byte.
-	snd, rcv, err := tcpPair(ctx, src, func(ctx context.Context) (net.Conn, error) {
-		c, err := dial(ctx)
-		if err == nil {
-			if _, err = c.Write([]byte{0}); err != nil {
-				c.Close()
-			}
-		}
-		return c, err
-	})
-	if err == nil {
-		if _, err = rcv.Read(make([]byte, 1)); err != nil {
-			snd.Close()
-			rcv.Close()
-		}
-	}
+	snd, rcv, err := quicPair(ctx, src, dial)
 	if err != nil {
 		src.Close()
 		return nil, nil, nil, err

@@ -78,20 +78,6 @@ func wanBondCase(c *config, keys benchKeys, bc wanBond) ([]result, error) {
 			mptcpRuns = append(mptcpRuns, r)
 		}
 	}
-	mbits := func(rs []bulkRun) []float64 {
-		var v []float64
-		for _, r := range rs {
-			v = append(v, r.mbit)
-		}
-		return v
-	}
-	p99s := func(rs []bulkRun) []float64 {
-		var v []float64
-		for _, r := range rs {
-			v = append(v, float64(r.p99)/float64(time.Millisecond))
-		}
-		return v
-	}
 	desc := fmt.Sprintf("links %v/%v at %d/%d Mbit/s, queues %v/%v",
 		bc.links[0].rtt, bc.links[1].rtt, bc.links[0].mbit, bc.links[1].mbit, bc.links[0].queueTime(), bc.links[1].queueTime())
 	var out []result

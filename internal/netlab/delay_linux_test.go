@@ -271,16 +271,8 @@ func TestDelayOffloadTransfer(t *testing.T) {
 // client over path i, with UDP_SEGMENT, and returns how many datagrams arrived intact.
 func udpSegments(t *testing.T, l *Lab, i, count, segs, segSize int) int {
 	t.Helper()
-	srv, err := l.ListenPacket(Server, "udp", netip.AddrPortFrom(l.ServerAddr(i), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := l.ListenPacket(Client, "udp", netip.AddrPortFrom(l.ClientAddr(i), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	srv, cli, closeBoth := udpPair(t, l, i)
+	defer closeBoth()
 	rc, err := cli.(*net.UDPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -378,16 +370,8 @@ func TestDelayOffloadUDP(t *testing.T) {
 // can and returns how many arrived.
 func udpBurst(t *testing.T, l *Lab, i, count, size int) int {
 	t.Helper()
-	srv, err := l.ListenPacket(Server, "udp", netip.AddrPortFrom(l.ServerAddr(i), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := l.ListenPacket(Client, "udp", netip.AddrPortFrom(l.ClientAddr(i), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	srv, cli, closeBoth := udpPair(t, l, i)
+	defer closeBoth()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	got := make(chan int, 1)

@@ -159,16 +159,8 @@ func (zeros) Read(p []byte) (int, error) {
 // sendUDP sends count datagrams over path i and returns how many arrived.
 func sendUDP(t *testing.T, l *Lab, i, count int) int {
 	t.Helper()
-	srv, err := l.ListenPacket(Server, "udp", netip.AddrPortFrom(l.ServerAddr(i), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := l.ListenPacket(Client, "udp", netip.AddrPortFrom(l.ClientAddr(i), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	srv, cli, closeBoth := udpPair(t, l, i)
+	defer closeBoth()
 
 	got := make(chan int, 1)
 	go func() {
@@ -196,4 +188,19 @@ func sendUDP(t *testing.T, l *Lab, i, count int) int {
 		}
 	}
 	return <-got
+}
+
+// udpPair opens a UDP socket on each end of path i; closeBoth closes them.
+func udpPair(t *testing.T, l *Lab, i int) (srv, cli net.PacketConn, closeBoth func()) {
+	t.Helper()
+	srv, err := l.ListenPacket(Server, "udp", netip.AddrPortFrom(l.ServerAddr(i), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err = l.ListenPacket(Client, "udp", netip.AddrPortFrom(l.ClientAddr(i), 0).String())
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	return srv, cli, func() { srv.Close(); cli.Close() }
 }
