@@ -28,11 +28,10 @@ type kernelInfo struct {
 type kernelQueue struct {
 	read func() (kernelInfo, bool) // nil: the carrier is not a kernel TCP socket
 
-	mu     sync.Mutex
-	at     time.Time // the last reading
-	info   kernelInfo
-	rate   float64 // the decaying maximum of the delivery rate samples
-	rateAt time.Time
+	mu   sync.Mutex
+	at   time.Time // the last reading
+	info kernelInfo
+	rate float64 // the decaying maximum of the delivery rate samples, as of at
 }
 
 const (
@@ -73,11 +72,10 @@ func (k *kernelQueue) sample(now time.Time) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.at, k.info = now, info
-	if !k.rateAt.IsZero() {
-		k.rate *= math.Exp(-now.Sub(k.rateAt).Seconds() / kernelRateMemory.Seconds())
+	if !k.at.IsZero() {
+		k.rate *= math.Exp(-now.Sub(k.at).Seconds() / kernelRateMemory.Seconds())
 	}
-	k.rate, k.rateAt = max(k.rate, info.rate), now
+	k.at, k.info, k.rate = now, info, max(k.rate, info.rate)
 }
 
 // pathRateLocked is the delivery rate, at least TCP's initial window per smallest round trip.
