@@ -140,35 +140,37 @@ func bondCaseRun(c *config, keys benchKeys, bc bondCase, plotted bool) ([]result
 	measured(&rendrRes, mbits(rendrRuns))
 	against(&rendrRes, &sumRes, bondTarget, true)
 	out := []result{sumRes, rendrRes}
-	mptcpRes := result{Scenario: "bond", Metric: name + "_mptcp", Unit: "Mbit/s",
+	out = append(out, bondTail("bond", name, &sumRes, single[0], rendrRuns, mptcpRuns, mptcpSkip, 0)...)
+	return out, nil
+}
+
+// bondTail is the lines a Bond case ends with: MPTCP's goodput against sum (or why it was
+// skipped), and the p99 delay of a 64 KiB write through plain TCP alone on path 0, through
+// rendr's Bond (at most delayTarget times TCP's; 0: no target) and through MPTCP.
+func bondTail(scenario, name string, sum *result, path0, rendrRuns, mptcpRuns []bulkRun, mptcpSkip string, delayTarget float64) []result {
+	mptcpRes := result{Scenario: scenario, Metric: name + "_mptcp", Unit: "Mbit/s",
 		Note: "one Linux MPTCP connection, a subflow per path, default scheduler"}
 	if mptcpSkip != "" {
 		mptcpRes.Skipped = mptcpSkip
 	} else {
 		measured(&mptcpRes, mbits(mptcpRuns))
-		against(&mptcpRes, &sumRes, 0, true)
-		mptcpRes.Target, mptcpRes.Pass = nil, nil
+		against(&mptcpRes, sum, 0, true)
 	}
-	out = append(out, mptcpRes)
-	// Delay: send-to-delivery of a 64 KiB chunk, p99, against plain TCP on the fastest path.
-	base := result{Scenario: "bond", Metric: name + "_tcp_path0_p99_delay", Unit: "ms",
-		Note: "p99 send-to-delivery delay of a 64 KiB write, plain TCP alone on path 0 (bulk)"}
-	measured(&base, p99s(single[0]))
-	rd := result{Scenario: "bond", Metric: name + "_rendr_p99_delay", Unit: "ms",
-		Note: "p99 send-to-delivery delay of a 64 KiB write through the bond (bulk); ratio against plain TCP on path 0"}
+	base := result{Scenario: scenario, Metric: name + "_tcp_path0_p99_delay", Unit: "ms",
+		Note: "p99 send-to-delivery delay of a 64 KiB write, plain TCP alone on path 0 (bulk, TCP_NOTSENT_LOWAT 128 KiB)"}
+	measured(&base, p99s(path0))
+	rd := result{Scenario: scenario, Metric: name + "_rendr_p99_delay", Unit: "ms",
+		Note: "p99 send-to-delivery delay of a 64 KiB write through the Bond (bulk); against plain TCP on path 0"}
 	measured(&rd, p99s(rendrRuns))
-	against(&rd, &base, 0, false)
-	rd.Target, rd.Pass = nil, nil
-	out = append(out, base, rd)
+	against(&rd, &base, delayTarget, false)
+	out := []result{mptcpRes, base, rd}
 	if mptcpSkip == "" {
-		md := result{Scenario: "bond", Metric: name + "_mptcp_p99_delay", Unit: "ms",
-			Note: "the same through MPTCP"}
+		md := result{Scenario: scenario, Metric: name + "_mptcp_p99_delay", Unit: "ms", Note: "the same through MPTCP"}
 		measured(&md, p99s(mptcpRuns))
 		against(&md, &base, 0, false)
-		md.Target, md.Pass = nil, nil
 		out = append(out, md)
 	}
-	return out, nil
+	return out
 }
 
 // bulk writes stamped chunks from snd as fast as it takes them for warm-up plus measure, and

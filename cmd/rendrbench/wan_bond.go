@@ -115,28 +115,6 @@ func wanBondCase(c *config, keys benchKeys, bc wanBond) ([]result, error) {
 		against(&v, &sumRes, 0.9, true)
 		out = append(out, v)
 	}
-	mptcpRes := result{Scenario: "wan", Metric: bc.name + "_mptcp", Unit: "Mbit/s",
-		Note: "one Linux MPTCP connection, a subflow per path, default scheduler"}
-	if mptcpSkip != "" {
-		mptcpRes.Skipped = mptcpSkip
-	} else {
-		measured(&mptcpRes, mbits(mptcpRuns))
-		against(&mptcpRes, &sumRes, 0, true)
-	}
-	out = append(out, mptcpRes)
-	base := result{Scenario: "wan", Metric: bc.name + "_tcp_path0_p99_delay", Unit: "ms",
-		Note: "p99 send-to-delivery delay of a 64 KiB write, plain TCP alone on the fast path (bulk, TCP_NOTSENT_LOWAT 128 KiB)"}
-	measured(&base, p99s(single[0]))
-	rd := result{Scenario: "wan", Metric: bc.name + "_rendr_p99_delay", Unit: "ms",
-		Note: "p99 send-to-delivery delay of a 64 KiB write through the Bond (bulk); against plain TCP on the fast path"}
-	measured(&rd, p99s(rendrRuns))
-	against(&rd, &base, 2.0, false)
-	out = append(out, base, rd)
-	if mptcpSkip == "" {
-		md := result{Scenario: "wan", Metric: bc.name + "_mptcp_p99_delay", Unit: "ms", Note: "the same through MPTCP"}
-		measured(&md, p99s(mptcpRuns))
-		against(&md, &base, 0, false)
-		out = append(out, md)
-	}
+	out = append(out, bondTail("wan", bc.name, &sumRes, single[0], rendrRuns, mptcpRuns, mptcpSkip, 2.0)...)
 	return out, nil
 }
