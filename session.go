@@ -438,6 +438,12 @@ func (l *link) HeardElsewhere(_ *path.Path, since time.Time) bool {
 	return l.s.router.HeardElsewhere(l.id, since, time.Now())
 }
 
+// Spanned implements path.PauseJudge: a round trip that spans a pause of the peer on every
+// path measured the pause.
+func (l *link) Spanned(sent, at time.Time) bool {
+	return l.s.router.Spanned(sent, at, l.s.engine.BusySince())
+}
+
 // snapshot builds a status.Session.
 func (s *session) snapshot() status.Session {
 	s.mu.Lock()
@@ -541,6 +547,7 @@ var (
 	_ path.Handler      = (*link)(nil)
 	_ path.LossHandler  = (*link)(nil)
 	_ path.SilenceJudge = (*link)(nil)
+	_ path.PauseJudge   = (*link)(nil)
 	_ router.Path       = (*link)(nil)
 )
 
@@ -560,6 +567,7 @@ func (l *link) Quality() router.Quality {
 }
 func (l *link) Heard() time.Time               { return l.p.Heard() }
 func (l *link) Unread() bool                   { return l.p.Unread() }
+func (l *link) Delivered() (time.Time, bool)   { return l.p.Delivered() }
 func (l *link) ProbeNow() time.Time            { return l.p.ProbeNow() }
 func (l *link) Answered() (sent, at time.Time) { return l.p.Answered() }
 func (l *link) Alone() *flow.Route             { return &l.one }

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -87,7 +88,8 @@ func stoppedPeer(t *testing.T, role string) {
 			t.Logf("last log lines:\n%s", ring)
 		}
 	})
-	opts := rendr.Options{Logger: testkit.Logger(ring, "test")}
+	log := testkit.Logger(ring, "test")
+	opts := rendr.Options{Logger: log}
 	pub := mine.Public()
 	env := []string{peerRoleEnv + "=" + role, peerKeyEnv + "=" + hex.EncodeToString(theirs[:]),
 		peerPubEnv + "=" + hex.EncodeToString(pub[:])}
@@ -183,10 +185,12 @@ func stoppedPeer(t *testing.T, role string) {
 		if err := peer.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
+		log.Info("peer stopped")
 		time.Sleep(300 * time.Millisecond)
 		if err := peer.Process.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
+		log.Info("peer continued")
 		time.Sleep(400 * time.Millisecond)
 	}
 	var want, got [sha256.Size]byte
@@ -297,6 +301,8 @@ func runPeer(t *testing.T, role string) {
 		t.Fatal("peer: bad keys")
 	}
 	mine, theirs := rendr.PrivateKey(key), rendr.PublicKey(pub)
+	// Its log goes to its standard error, which the test prints when it fails.
+	opts := rendr.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	addrs := strings.Split(os.Getenv(peerAddrsEnv), ",")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -313,7 +319,7 @@ func runPeer(t *testing.T, role string) {
 			srcs = append(srcs, l)
 			bound = append(bound, l.Addr().String())
 		}
-		ln, err := rendr.Listen(rendr.ListenConfig{Key: mine, Peers: []rendr.PublicKey{theirs}}, srcs...)
+		ln, err := rendr.Listen(rendr.ListenConfig{Key: mine, Peers: []rendr.PublicKey{theirs}, Options: opts}, srcs...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,7 +339,7 @@ func runPeer(t *testing.T, role string) {
 				return d.DialContext(ctx, "tcp", a)
 			}))
 		}
-		d, err := rendr.NewDialer(rendr.DialerConfig{Key: mine, PeerKey: theirs, Root: rendr.Selector("root", paths...)})
+		d, err := rendr.NewDialer(rendr.DialerConfig{Key: mine, PeerKey: theirs, Root: rendr.Selector("root", paths...), Options: opts})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,8 @@ type kernelInfo struct {
 	unacked int           // bytes sent and not yet acknowledged
 	mss     int           // bytes per segment
 	notsent int           // bytes written to the socket and not yet sent
+	acked   uint64        // bytes the peer's host has acknowledged, in all
+	lastAck time.Duration // how long ago the last acknowledgement came
 }
 
 // kernelQueue samples a TCP carrier's state (kernelq_linux.go) and keeps the highest recent
@@ -32,6 +34,8 @@ type kernelQueue struct {
 	at   time.Time // the last reading
 	info kernelInfo
 	rate float64 // the decaying maximum of the delivery rate samples, as of at
+	// deliveredAt is about when the peer's host last acknowledged new bytes (zero: never).
+	deliveredAt time.Time
 }
 
 const (
@@ -75,7 +79,29 @@ func (k *kernelQueue) sample(now time.Time) {
 	if !k.at.IsZero() {
 		k.rate *= math.Exp(-now.Sub(k.at).Seconds() / kernelRateMemory.Seconds())
 	}
+	if info.acked > k.info.acked {
+		// New bytes were acknowledged since the last reading: by the last acknowledgement,
+		// as near as its millisecond count says, and not before that reading.
+		at := now.Add(-info.lastAck)
+		if at.Before(k.at) {
+			at = k.at
+		}
+		k.deliveredAt = at
+	}
 	k.at, k.info, k.rate = now, info, max(k.rate, info.rate)
+}
+
+// delivered is about when the peer's host last acknowledged new bytes, and whether it has
+// acknowledged every byte written to the socket, from a reading at most kernelQueueFresh old
+// (zero and false: not a kernel TCP socket).
+func (k *kernelQueue) delivered(now time.Time) (time.Time, bool) {
+	if k.read == nil {
+		return time.Time{}, false
+	}
+	k.refresh(now)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.deliveredAt, k.info.unacked == 0 && k.info.notsent == 0
 }
 
 // pathRateLocked is the delivery rate, at least TCP's initial window per smallest round trip.
@@ -130,4 +156,25 @@ func (k *kernelQueue) arrival(queued, n int, now time.Time) (time.Duration, bool
 	rate := k.pathRateLocked()
 	ahead := float64(queued+k.info.notsent+k.info.unacked+n) - rate*k.info.minRTT.Seconds()
 	return k.info.minRTT/2 + time.Duration(max(ahead, 0)/rate*float64(time.Second)), true
+}
+
+// Delivered is about when the carrier's far end last acknowledged new bytes of this side's at
+// the transport level (TCP's own acknowledgements, which its kernel sends whether or not its
+// process reads them), and whether it has acknowledged all this path has written, with none
+// queued: zero and false when unknown (only kernel TCP carriers on Linux know). Bytes taken
+// there show the path carrying, whatever the peer's process is doing: one that is behind
+// (starved of CPU) or stopped with room left in its socket answers late on this path, and not
+// because of it. A TCP-terminating middlebox (a proxy) acknowledges too, while its buffer has
+// room, even when the hop beyond it died: the Router believes this for a bounded time only.
+func (p *Path) Delivered() (at time.Time, all bool) {
+	if p.pk != nil || p.stream.kq == nil {
+		return time.Time{}, false
+	}
+	at, all = p.stream.kq.delivered(time.Now())
+	if all {
+		p.mu.Lock()
+		all = p.mu.qBytes == 0
+		p.mu.Unlock()
+	}
+	return at, all
 }

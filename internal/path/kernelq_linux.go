@@ -40,5 +40,7 @@ func tcpInfo(rc syscall.RawConn) (kernelInfo, bool) {
 		unacked: int(ti.Unacked) * int(ti.Snd_mss),
 		notsent: int(ti.Notsent_bytes),
 		mss:     int(ti.Snd_mss),
+		acked:   ti.Bytes_acked,
+		lastAck: time.Duration(ti.Last_ack_recv) * time.Millisecond,
 	}, true
 }

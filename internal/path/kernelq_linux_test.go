@@ -8,7 +8,7 @@ import (
 )
 
 // Over a real TCP connection the kernel's reading comes through: a round trip, a segment
-// size, a rate once data was acknowledged; and nothing for a carrier that is not TCP.
+// size, a rate once data was acknowledged, when bytes were acknowledged; and nothing for a carrier that is not TCP.
 func TestKernelQueueReadsTCP(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,6 +55,21 @@ func TestKernelQueueReadsTCP(t *testing.T) {
 	}
 	if _, ok := k.arrival(0, 1<<10, time.Now()); !ok {
 		t.Fatal("no arrival estimate over a measured TCP connection")
+	}
+	// The peer's kernel acknowledged the megabyte: when, and that nothing is left in flight.
+	for {
+		now := time.Now()
+		at, all := k.delivered(now)
+		if all && !at.IsZero() && !at.After(now) {
+			if info, _ := k.read(); info.acked < 1<<20 {
+				t.Fatalf("all delivered with %d bytes acknowledged of 1 MiB", info.acked)
+			}
+			break
+		}
+		if now.After(deadline) {
+			t.Fatalf("delivered %v, all %v: the 1 MiB was never all acknowledged", at, all)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	a, b := net.Pipe()
 	defer a.Close()

@@ -166,3 +166,35 @@ func TestStreamPathKernelBound(t *testing.T) {
 		}
 	})
 }
+
+// TestKernelQueueDelivered: the time new bytes were last acknowledged is the last
+// acknowledgement's, when the acknowledged count rose since the previous reading, and never
+// before that reading; a reading without a rise leaves it. All is whether nothing is
+// unacknowledged or unsent.
+func TestKernelQueueDelivered(t *testing.T) {
+	info := kernelInfo{minRTT: 10 * time.Millisecond, mss: 1448}
+	k := &kernelQueue{read: func() (kernelInfo, bool) { return info, true }}
+	t0 := time.Unix(100, 0)
+	if at, all := k.delivered(t0); !at.IsZero() || !all {
+		t.Fatalf("nothing ever sent: %v, %v; want zero and all", at, all)
+	}
+	info.acked, info.lastAck, info.unacked = 50_000, 3*time.Millisecond, 2896
+	if at, all := k.delivered(t0.Add(10 * time.Millisecond)); !at.Equal(t0.Add(7*time.Millisecond)) || all {
+		t.Fatalf("50 kB acknowledged 3ms ago, 2896 bytes in flight: %v, %v", at, all)
+	}
+	// No new bytes acknowledged: the time stays, however recent the last acknowledgement
+	// (a window update, a duplicate).
+	info.lastAck, info.unacked = 0, 0
+	if at, all := k.delivered(t0.Add(20 * time.Millisecond)); !at.Equal(t0.Add(7*time.Millisecond)) || !all {
+		t.Fatalf("no new bytes acknowledged: %v, %v", at, all)
+	}
+	// New bytes, with the last acknowledgement older than the previous reading by its count
+	// (its millisecond resolution): not before that reading.
+	info.acked, info.lastAck, info.notsent = 60_000, 15*time.Millisecond, 100
+	if at, all := k.delivered(t0.Add(30 * time.Millisecond)); !at.Equal(t0.Add(20*time.Millisecond)) || all {
+		t.Fatalf("new bytes since the reading at 20ms: %v, %v; want 20ms, not all (bytes unsent)", at, all)
+	}
+	if at, all := (&kernelQueue{}).delivered(t0); !at.IsZero() || all {
+		t.Fatalf("not a kernel socket: %v, %v; want zero and not all", at, all)
+	}
+}

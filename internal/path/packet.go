@@ -533,7 +533,9 @@ func (p *Path) onAck(f *wire.Frame) error {
 			if e := &p.mu.est; e.samples > 0 && rtt-delay >= e.minRTT {
 				rtt -= delay
 			}
-			p.mu.est.sample(now, rtt, false)
+			if !p.spansPauseLocked(newest.at, now, rtt) {
+				p.mu.est.sample(now, rtt, false)
+			}
 			if srtt := p.mu.est.srtt; srtt > 0 && float64(k.inflight+newest.size) >= k.cc.cwnd/2 {
 				// The rate a Bond reads: what the window lets through per round trip, once
 				// the window was what limited the path. Before that it stays unknown (0), so

@@ -67,6 +67,29 @@ type SilenceJudge interface {
 	HeardElsewhere(p *Path, since time.Time) bool
 }
 
+// PauseJudge is a Handler that knows when the peer was last heard on any path of the session.
+// A probe answered late whose round trip spans a gap in which the peer was heard on no path
+// while it owed an answer measured a pause of the peer (SIGSTOP, a stalled VM), not the path:
+// the path leaves it out of its estimate. Taken in, it would raise an idle path's srtt and
+// rttvar for seconds (such a path is probed about once a second), and the next pause's answer
+// would pass for a prompt one: evidence that the peer was running while it was not.
+type PauseJudge interface {
+	// Spanned reports whether the peer went unheard on every path of the session, while it
+	// owed an answer, for long enough to count as a pause, at some time between sent and at.
+	Spanned(sent, at time.Time) bool
+}
+
+// spansPauseLocked reports whether a round trip of rtt, from sent to now, is later than the
+// estimate allows and spanned a pause of the peer (PauseJudge): then it measured the pause.
+func (p *Path) spansPauseLocked(sent, now time.Time, rtt time.Duration) bool {
+	e := &p.mu.est
+	if e.samples == 0 || rtt <= 2*e.srtt+4*e.rttvar {
+		return false
+	}
+	j, ok := p.h.(PauseJudge)
+	return ok && j.Spanned(sent, now)
+}
+
 // Config tunes a path. The zero value gives the documented defaults.
 type Config struct {
 	Name string

@@ -2,7 +2,9 @@ package path
 
 import (
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -107,4 +109,60 @@ func TestLateProbeTimerIsNotEvidence(t *testing.T) {
 			t.Fatalf("%d probes answered, want the held one and later ones", q.Samples)
 		}
 	})
+}
+
+// pausing is a handler that is also a PauseJudge: it says whether a round trip spanned a
+// pause of the peer, and counts the questions.
+type pausing struct {
+	*handler
+	spanned bool
+	asked   atomic.Int32
+}
+
+func (j *pausing) Spanned(time.Time, time.Time) bool {
+	j.asked.Add(1)
+	return j.spanned
+}
+
+// TestPauseSpanningProbeNotSampled: a probe answered late because the peer stopped (the link
+// held, as a SIGSTOP looks from it) is left out of the round-trip estimate when the judge says
+// its round trip spanned a pause of the peer, and taken in when it says not. Prompt answers
+// are not even asked about.
+func TestPauseSpanningProbeNotSampled(t *testing.T) {
+	for _, spanned := range []bool{true, false} {
+		t.Run(fmt.Sprintf("spanned=%v", spanned), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				j := &pausing{handler: newHandler(), spanned: spanned}
+				d := testlink.Config{Delay: 5 * time.Millisecond}
+				a, _, l := startPair(t, Config{}, Config{DeadCeil: time.Minute}, j, newHandler(), d, d)
+				time.Sleep(3 * time.Second) // idle probes, answered in 10ms
+				before := a.Quality()
+				if before.Samples < 2 || j.asked.Load() != 0 {
+					t.Fatalf("%d samples, the judge asked %d times before any pause", before.Samples, j.asked.Load())
+				}
+				l.Hold(time.Now().Add(300 * time.Millisecond))
+				a.mu.Lock()
+				a.mu.nextPing = time.Now()
+				a.armProbeLocked(time.Now(), 0)
+				a.mu.Unlock()
+				time.Sleep(500 * time.Millisecond) // before the next idle probe
+				sent, at := a.Answered()
+				if rtt := at.Sub(sent); rtt < 300*time.Millisecond {
+					t.Fatalf("the probe across the hold took %v", rtt)
+				}
+				after := a.Quality()
+				if j.asked.Load() != 1 {
+					t.Fatalf("the judge was asked %d times, want once", j.asked.Load())
+				}
+				if spanned && (after.Samples != before.Samples || after.SRTT != before.SRTT) {
+					t.Errorf("a pause's round trip was sampled: %d samples, srtt %v; before it %d, %v",
+						after.Samples, after.SRTT, before.Samples, before.SRTT)
+				}
+				if !spanned && (after.Samples != before.Samples+1 || after.SRTT < before.SRTT+30*time.Millisecond) {
+					t.Errorf("a late answer not across a pause was left out: %d samples, srtt %v; before it %d, %v",
+						after.Samples, after.SRTT, before.Samples, before.SRTT)
+				}
+			})
+		})
+	}
 }

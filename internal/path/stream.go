@@ -116,8 +116,12 @@ func (s *streamState) stopLocked(*Path) {
 }
 
 // probeAnsweredLocked feeds the estimator: probes are the only round trips a stream path
-// times, and one answered later than the estimate allows counts toward loss.
+// times, and one answered later than the estimate allows counts toward loss, unless it
+// waited out a pause of the peer, which says nothing of the path.
 func (s *streamState) probeAnsweredLocked(p *Path, now time.Time, rtt time.Duration) {
+	if p.spansPauseLocked(now.Add(-rtt), now, rtt) {
+		return
+	}
 	late := p.mu.est.samples > 0 && rtt > 2*p.mu.est.srtt+4*p.mu.est.rttvar
 	p.mu.est.sample(now, rtt, late)
 }

@@ -28,6 +28,8 @@ type fake struct {
 	answeredSent, answeredAt time.Time
 	clock                    *time.Time // the rig's virtual time, once attached
 	unread                   bool       // bytes wait unread in its socket
+	delivered                time.Time  // when its carrier last took new bytes
+	deliveredAll             bool       // its carrier took all it was given
 }
 
 // answer has the fake answer its outstanding probe (one sent 1ms before, when none is) at
@@ -42,14 +44,15 @@ func newFake(id uint32, name string, st status.PathState) *fake {
 	return f
 }
 
-func (f *fake) ID() uint32             { return f.id }
-func (f *fake) Name() string           { return f.name }
-func (f *fake) Tier() int              { return f.tier }
-func (f *fake) Joined() bool           { return f.joined }
-func (f *fake) Quality() Quality       { return f.q }
-func (f *fake) Silence() time.Duration { return f.silence }
-func (f *fake) Heard() time.Time       { return f.heard }
-func (f *fake) Unread() bool           { return f.unread }
+func (f *fake) ID() uint32                   { return f.id }
+func (f *fake) Name() string                 { return f.name }
+func (f *fake) Tier() int                    { return f.tier }
+func (f *fake) Joined() bool                 { return f.joined }
+func (f *fake) Quality() Quality             { return f.q }
+func (f *fake) Silence() time.Duration       { return f.silence }
+func (f *fake) Heard() time.Time             { return f.heard }
+func (f *fake) Unread() bool                 { return f.unread }
+func (f *fake) Delivered() (time.Time, bool) { return f.delivered, f.deliveredAll }
 func (f *fake) ProbeNow() time.Time {
 	f.probes++
 	if f.probeAt.IsZero() {

@@ -62,6 +62,10 @@ type Path interface {
 	// Unread reports whether bytes from the peer wait unread in the carrier's socket: heard,
 	// though this host has not read them yet.
 	Unread() bool
+	// Delivered is about when the carrier's far end last acknowledged new bytes at the
+	// transport level, and whether it has acknowledged all the path has written (zero and
+	// false: unknown): the path carries, whatever the peer's process is doing.
+	Delivered() (at time.Time, all bool)
 	// ProbeNow sends a probe unless one is outstanding, and returns when the outstanding
 	// probe was sent (zero if the path is closed).
 	ProbeNow() time.Time

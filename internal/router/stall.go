@@ -14,7 +14,12 @@ package router
 // than its path's round trip says the peer had stopped and just resumed: while what it queued
 // meanwhile drains (as long as it was stopped, at most a second), no silence is judged, and
 // then the verdict starts again. A path that is heard while its data waits for
-// acknowledgement is slow (a queue filling), not silent, and keeps its traffic.
+// acknowledgement is slow (a queue filling), not silent, and keeps its traffic; so, for up to
+// maxDrain, is one whose carrier shows the peer's host taking its bytes (TCP's own
+// acknowledgements): a peer starved of CPU answers an idle path's probe at once and reads what
+// came on the busy one tens of milliseconds later. A round trip that spans a pause measured
+// the pause, and is kept out of the path's estimate (Spanned), which the promptness of the
+// next answer is judged by.
 //
 // A move can still prove spurious, as a TCP retransmission timeout can (Eifel, RFC 3522;
 // F-RTO, RFC 5682): the path left answers the probe it had outstanding when it was suspected
@@ -190,16 +195,36 @@ func (r *Router) evidenceLocked(p Path, ev *evidence, since, now time.Time, fall
 	if w := ev.heardAt.Add(grace(p)).Sub(now); w > 0 {
 		return w
 	}
-	if p.Heard().After(ev.pendAt) || p.Unread() {
+	if p.Heard().After(ev.pendAt) || p.Unread() || carries(p, ev.pendAt, since, now) {
 		// p is heard too: slow (a queue filling), not silent. It is not a stall while it
 		// is; the verdict starts again at the engine's next look. Bytes waiting unread in
 		// its socket are heard too: this host is behind in reading them (its reader not
-		// scheduled yet, under load), which says nothing against the path.
+		// scheduled yet, under load), which says nothing against the path. So, for a while,
+		// is a carrier that shows the peer's host taking this side's bytes (carries).
 		ev.pendAt = time.Time{}
 		return fallback
 	}
 	ev.pendAt = time.Time{}
 	return 0
+}
+
+// carries reports whether p's carrier shows the peer's host taking this side's bytes at the
+// transport level (Path.Delivered), while the silence since since is younger than maxDrain:
+// new bytes acknowledged after the verdict began at pendAt, or every byte written
+// acknowledged. Then the path carries and the peer's process is behind: starved of CPU, it
+// may answer a probe on an idle path at once and take tens of milliseconds to read what came
+// on the busy one. With nothing left in flight there is nothing to judge the path by, so it
+// is probed: a probe its carrier never acknowledges ends the excuse. The bound is for a
+// TCP-terminating proxy, which acknowledges while the hop beyond it is dead.
+func carries(p Path, pendAt, since, now time.Time) bool {
+	if now.Sub(since) >= maxDrain {
+		return false
+	}
+	at, all := p.Delivered()
+	if all {
+		p.ProbeNow()
+	}
+	return all || at.After(pendAt)
 }
 
 // hearing is when the peer was last heard on any path of the session, and the last gap in
@@ -254,6 +279,24 @@ func (h *hearing) note(at, owed time.Time) {
 	}
 }
 
+// spanned reports whether the peer was unheard on every path for pauseMin or longer, with
+// bytes of this side's unacknowledged since owed (zero: none), at some time between sent and
+// at: in a gap that at ends, or in one that ended after sent.
+func (h *hearing) spanned(sent, at, owed time.Time) bool {
+	if last := h.last.Load(); last != 0 && !owed.IsZero() {
+		from := time.Unix(0, last)
+		if owed.After(from) {
+			from = owed
+		}
+		if at.Sub(from) >= pauseMin {
+			return true
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.end.IsZero() && h.end.After(sent) && !h.end.After(at)
+}
+
 // pause is when the last pause ended, and when what the peer queued in it has had as long to
 // come as the pause lasted (at most maxDrain); zero times before the first.
 func (h *hearing) pause() (end, drained time.Time) {
@@ -269,6 +312,13 @@ func (h *hearing) pause() (end, drained time.Time) {
 // of this side's had been unacknowledged since owed (zero: none were). It takes no lock: it is
 // called for every record.
 func (r *Router) Heard(at, owed time.Time) { r.heard.note(at, owed) }
+
+// Spanned reports whether a round trip from sent to at spanned a pause of the peer: a gap of
+// pauseMin or more in which it was heard on no path while bytes of this side's were
+// unacknowledged since owed (zero: none were). Such a round trip measured the pause, and the
+// path leaves it out of its estimate, which the prompt answers are judged by. It takes no lock
+// of the Router's.
+func (r *Router) Spanned(sent, at, owed time.Time) bool { return r.heard.spanned(sent, at, owed) }
 
 // HeardAnswer notes a probe answer on a path with quality q: asked at sent, answered at at. An
 // answer within the path's usual round trip shows the peer was running when it was asked, so

@@ -458,3 +458,89 @@ func TestDoubtGathersEvidenceEarly(t *testing.T) {
 		t.Fatalf("verdict without evidence: acted %v, retry %v, b probed %d times; want a probe and a wait", acted, retry, b2.probes)
 	}
 }
+
+// TestStallCarrierTakingBytesIsSlow: a silent path whose carrier shows the peer's host taking
+// this side's bytes (TCP's own acknowledgements: new bytes after the verdict began, or every
+// byte written) is slow, not silent: the peer's process is behind, starved of CPU, while it
+// answers an idle path's probe at once. It is kept, and with nothing left in flight it is
+// probed, so that a carrier that stops taking bytes ends the excuse. The carrier's word holds
+// for maxDrain of silence only: a TCP-terminating proxy acknowledges bytes for a dead hop.
+func TestStallCarrierTakingBytesIsSlow(t *testing.T) {
+	g, a, b := twoPaths(t, "a", "b", false)
+	since, acted, wait := g.heardAfterVerdict(a, b)
+	if acted || wait != grace(a) {
+		t.Fatalf("acted %v, wait %v with b just heard: want the grace %v", acted, wait, grace(a))
+	}
+	a.delivered = g.now // new bytes acknowledged after the verdict began
+	g.now = g.now.Add(wait)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted || a.rs.State != status.Up {
+		t.Fatalf("a's carrier took new bytes: acted %v, a %v; want it kept", acted, a.rs.State)
+	}
+
+	// Every byte acknowledged, none since the verdict: kept too, and probed.
+	a.deliveredAll = true
+	probes := a.probes
+	g.now = g.now.Add(time.Millisecond)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted {
+		t.Fatal("a new verdict acted on the old one's evidence")
+	}
+	g.now = g.now.Add(time.Millisecond)
+	b.answer(g.now, time.Millisecond)
+	if acted, wait = g.stalled(a, since, 40*time.Millisecond); acted || wait != grace(a) {
+		t.Fatalf("b heard again: acted %v, wait %v", acted, wait)
+	}
+	g.now = g.now.Add(wait)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted || a.rs.State != status.Up || a.probes == probes {
+		t.Fatalf("a's carrier took every byte: acted %v, a %v, probed %d times (%d before); want it kept and probed",
+			acted, a.rs.State, a.probes, probes)
+	}
+
+	// The same, maxDrain after the silence began: the verdict stands.
+	g.now = since.Add(maxDrain)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted {
+		t.Fatal("a new verdict acted on the old one's evidence")
+	}
+	g.now = g.now.Add(time.Millisecond)
+	b.answer(g.now, time.Millisecond)
+	if acted, wait = g.stalled(a, since, 40*time.Millisecond); acted || wait != grace(a) {
+		t.Fatalf("b heard again: acted %v, wait %v", acted, wait)
+	}
+	g.now = g.now.Add(wait)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); !acted || a.rs.State != status.Suspect {
+		t.Fatalf("a silent for %v, its carrier taking bytes: acted %v, a %v; want a stall", g.now.Sub(since), acted, a.rs.State)
+	}
+}
+
+// TestSpannedRoundTrip: a round trip spans a pause of the peer when the peer went unheard on
+// every path, with bytes owed, for pauseMin or more within it: in a gap its answer ends, or
+// in one that ended after it was asked. Without bytes owed, a gap is only a quiet session.
+func TestSpannedRoundTrip(t *testing.T) {
+	g, _, _ := twoPaths(t, "a", "b", false)
+	start := g.now
+	owed := start.Add(-time.Millisecond)
+	g.r.Heard(start, owed)
+	ms := func(n int) time.Time { return start.Add(time.Duration(n) * time.Millisecond) }
+	for _, c := range []struct {
+		name          string
+		sent, at, owe time.Time
+		want          bool
+	}{
+		{"answer ends a 300ms gap with bytes owed", ms(10), ms(300), owed, true},
+		{"nothing owed: a quiet session", ms(10), ms(300), time.Time{}, false},
+		{"owed only for the last 10ms", ms(10), ms(300), ms(290), false},
+		{"a short round trip in a short gap", ms(20), ms(30), owed, false},
+	} {
+		if got := g.r.Spanned(c.sent, c.at, c.owe); got != c.want {
+			t.Errorf("%s: spanned %v, want %v", c.name, got, c.want)
+		}
+	}
+	// The peer is heard again at 280ms, ending that gap: a pause, which a round trip asked
+	// before it spans and one asked after it does not.
+	g.r.Heard(ms(280), owed)
+	if !g.r.Spanned(ms(10), ms(300), owed) {
+		t.Error("a round trip across a pause that ended within it: not spanned")
+	}
+	if g.r.Spanned(ms(285), ms(300), owed) {
+		t.Error("a round trip asked after the pause ended: spanned")
+	}
+}
