@@ -161,7 +161,9 @@ func testAdversarialUnknownKey(t *testing.T, carrier string) {
 // TestAdversarialForeignJoin: attempts to attach a path to the live session without the right
 // to: an unknown key, another allowed peer, and the session's own key without the session's
 // secret. None may attach a path, read or inject a byte.
-func TestAdversarialForeignJoin(t *testing.T) { testkit.EachCarrier(t, testAdversarialForeignJoin) }
+func TestAdversarialForeignJoin(t *testing.T) {
+	testkit.EachCarrierAtOnce(t, testAdversarialForeignJoin)
+}
 
 func testAdversarialForeignJoin(t *testing.T, carrier string) {
 	other := rendr.MustNewKey()
@@ -417,7 +419,7 @@ func rtFirstMessage(t *testing.T, key rendr.PrivateKey, peer rendr.PublicKey, h 
 
 // TestAdversarialGarbage: input that is not a handshake gets no byte back and its carrier is
 // closed (at the latest by the handshake timeout); the live flow does not notice.
-func TestAdversarialGarbage(t *testing.T) { testkit.EachCarrier(t, testAdversarialGarbage) }
+func TestAdversarialGarbage(t *testing.T) { testkit.EachCarrierAtOnce(t, testAdversarialGarbage) }
 
 func testAdversarialGarbage(t *testing.T, carrier string) {
 	v := rtNewVictim(t, carrier)
@@ -581,7 +583,7 @@ func testAdversarialCorruption(t *testing.T, carrier string) {
 // TestAdversarialReplay: the first handshake message of a real path, recorded as it went into
 // the carrier and replayed on a fresh carrier of the same kind, gets no byte back and creates
 // nothing.
-func TestAdversarialReplay(t *testing.T) { testkit.EachCarrier(t, testAdversarialReplay) }
+func TestAdversarialReplay(t *testing.T) { testkit.EachCarrierAtOnce(t, testAdversarialReplay) }
 
 func testAdversarialReplay(t *testing.T, carrier string) {
 	type recorder struct {

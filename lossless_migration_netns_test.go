@@ -29,6 +29,7 @@ import (
 // move because of the stall or the silence, and the path must come back once the link does.
 // Twice, so each round starts from a recovered session.
 func TestNetnsBlackhole(t *testing.T) {
+	t.Parallel() // a lab of its own, and mostly waiting
 	lab := testkit.NetLab(t, netlab.Config{Paths: 2, RateMbit: []int{100, 100}, Name: "rendr"})
 
 	srv, cli := rendr.MustNewKey(), rendr.MustNewKey()

@@ -30,9 +30,7 @@ import (
 // the shortest subtest does its I/O across a migration: it must be invisible to every net.Conn
 // behaviour.
 func TestNettestMigrating(t *testing.T) {
-	for _, carrier := range testkit.CarrierKinds() {
-		t.Run(carrier, func(t *testing.T) { testNettestMigrating(t, carrier) })
-	}
+	testkit.EachCarrierAtOnce(t, testNettestMigrating)
 }
 
 func testNettestMigrating(t *testing.T, carrier string) {

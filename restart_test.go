@@ -94,7 +94,7 @@ func testRestartListener(t *testing.T, carrier string) {
 // TestRestartDialer: the dialing process dies without a word (its carriers are reset and its
 // paths go dark) and a new process with the same key dials again. Once the new session is up,
 // the listener's old flow must fail with ErrPeerRestarted, and the new flow must work.
-func TestRestartDialer(t *testing.T) { testkit.EachCarrier(t, testRestartDialer) }
+func TestRestartDialer(t *testing.T) { testkit.EachCarrierAtOnce(t, testRestartDialer) }
 
 func testRestartDialer(t *testing.T, carrier string) {
 	r := testkit.NewRig(t, testkit.RigConfig{Paths: 2, Carrier: carrier, Options: rendr.Options{HandshakeTimeout: time.Second}})

@@ -75,7 +75,10 @@ func TestNetnsStoppedPeer(t *testing.T) {
 		return
 	}
 	for _, stopped := range []string{"listen", "dial"} {
-		t.Run(stopped+"er-stopped", func(t *testing.T) { stoppedPeer(t, stopped) })
+		t.Run(stopped+"er-stopped", func(t *testing.T) {
+			t.Parallel() // each in a lab of its own; most of the time is the pauses'
+			stoppedPeer(t, stopped)
+		})
 	}
 }
 

@@ -720,6 +720,18 @@ func EachCarrier(t *testing.T, f func(t *testing.T, carrier string)) {
 	}
 }
 
+// EachCarrierAtOnce is EachCarrier with the carriers' runs side by side, for suites that
+// mostly wait (for a listener's handshake timeout) on a rig of their own per run, and check
+// no goroutines of the process's.
+func EachCarrierAtOnce(t *testing.T, f func(t *testing.T, carrier string)) {
+	for _, carrier := range CarrierKinds() {
+		t.Run(carrier, func(t *testing.T) {
+			t.Parallel()
+			f(t, carrier)
+		})
+	}
+}
+
 // CarrierKinds are the carrier kinds the shared suites run over, each a RigConfig.Carrier.
 func CarrierKinds() []string { return []string{"tcp", "quic", "gvisor", "udpflow"} }
 
