@@ -481,6 +481,11 @@ func (s *Stream) ackLocked(f *wire.Frame) error {
 		s.sendBase = d
 		s.sendNext = max(s.sendNext, d)
 		s.retx.trim(d)
+		if d >= s.ahead.hi {
+			s.ahead = span{}
+		} else if d > s.ahead.lo {
+			s.ahead.lo = d
+		}
 		e.mu.progress = time.Now()
 		s.ackedAt = e.mu.progress
 		e.mu.stallShift = 0

@@ -105,16 +105,16 @@ func (e *Engine) routeLocked(links []Link, now time.Time) {
 		return
 	}
 	if lost {
-		e.rewindLocked()
+		e.rewindLocked(now)
 		e.mu.migrations++
 	}
 	e.mu.linkIDs = append(e.mu.linkIDs[:0], ids...)
 	e.mu.progress = now
 }
 
-// rewindLocked makes every flow resend from its acknowledged offset and re-arms control state
-// the old link may have lost.
-func (e *Engine) rewindLocked() {
+// rewindLocked makes every flow resend from its acknowledged offset (rewindStreamLocked) and
+// re-arms control state the old link may have lost.
+func (e *Engine) rewindLocked(now time.Time) {
 	e.mu.maxDataPending = true
 	e.mu.routePending = len(e.mu.routeFrame) > 0
 	// Resent bytes need no session credit: every flow is visited again, blocked or not.
@@ -128,8 +128,7 @@ func (e *Engine) rewindLocked() {
 			flows++
 			bytes += s.sendNext - s.sendBase
 		}
-		s.sendNext = s.sendBase
-		s.retx = s.retx[:0] // all of it goes again from sendBase
+		s.rewindStreamLocked(now) // all of it goes again, the last half round trip's first
 		if !s.finAcked {
 			s.finSent = false
 			if s.resetSent {
@@ -149,6 +148,75 @@ func (e *Engine) rewindLocked() {
 	e.rewindFlows, e.rewindBytes, e.rewindNew = flows, bytes, true
 }
 
+// sentMark says that the flow's bytes from off on were first sent at at or later.
+type sentMark struct {
+	at  time.Time
+	off uint64
+}
+
+// sentMarks is how many marks a flow keeps, a new one at most every eighth of a round trip,
+// and none while no acknowledgement has come for a round trip: they reach back two round
+// trips from the last acknowledgement, more than a rewind looks, however long the path was
+// silent before it.
+const sentMarks = 16
+
+// markSentLocked notes that bytes from s.sendHigh on are being sent first now.
+func (s *Stream) markSentLocked(now time.Time) {
+	srtt := s.e.mu.srtt
+	last := s.sentAt[sentMarks-1]
+	if !last.at.IsZero() && (now.Sub(last.at) < max(srtt/8, time.Millisecond) || now.Sub(s.ackedAt) > srtt) {
+		return
+	}
+	copy(s.sentAt[:], s.sentAt[1:])
+	s.sentAt[sentMarks-1] = sentMark{at: now, off: s.sendHigh}
+}
+
+// rewindStreamLocked makes s send again everything not acknowledged. When the path died just
+// after its last acknowledgement, the bytes sent since half a round trip before that go first:
+// those were most likely still on their way and lost with it, while the ones before them most
+// likely arrived, their acknowledgement still coming back. Sent in order from the acknowledged offset, over a path whose
+// congestion window starts small after idling, the bytes the receiver already has would take
+// a whole round trip's first flights before the ones it waits for; MPTCP's reinjection, which
+// resends at the data level, has the same in mind. The rest follows at once, then new bytes.
+func (s *Stream) rewindStreamLocked(now time.Time) {
+	next := s.sendNext
+	s.sendNext, s.ahead = s.sendBase, span{}
+	s.retx = s.retx[:0]
+	if s.pk != nil {
+		return
+	}
+	// Only a path left within half a round trip of its last acknowledgement (a reset, a
+	// closed connection) died about when that came: the receiver has what was sent until half
+	// a round trip before it. One left later, for a stall, died some time before; where its
+	// queues dropped what was in flight is not known within a one-way trip, and a tail begun
+	// too late would hold the bytes before it back behind all of it.
+	srtt := s.e.mu.srtt
+	if now.Sub(s.ackedAt) > srtt/2 {
+		return
+	}
+	cut := s.ackedAt.Add(-srtt / 2)
+	// The tail begins at the first mark at or after the cut, when a mark before the cut says
+	// the marks reach back far enough; else it is not known, and nothing goes ahead.
+	tail, before := next, false
+	for _, m := range s.sentAt {
+		if m.at.IsZero() {
+			continue
+		}
+		if m.at.Before(cut) {
+			before = true
+			continue
+		}
+		if before {
+			tail = m.off
+		}
+		break
+	}
+	if tail > s.sendBase && tail < next {
+		s.retx.add(tail, next)
+		s.ahead = span{tail, next}
+	}
+}
+
 // minResendAfter is the shortest time a flow waits for an acknowledgement before it sends its
 // unacknowledged bytes again on its own.
 const minResendAfter = 200 * time.Millisecond
@@ -163,7 +231,7 @@ func (e *Engine) resendStuckLocked(now time.Time, after time.Duration) {
 		if !s.outstanding || now.Sub(s.ackedAt) < after || s.sendNext == s.sendBase && (s.finAcked || !s.finSent) {
 			continue
 		}
-		s.sendNext = s.sendBase
+		s.sendNext, s.ahead = s.sendBase, span{}
 		s.retx = s.retx[:0]
 		if !s.finAcked {
 			s.finSent = false

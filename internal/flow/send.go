@@ -401,12 +401,18 @@ func (s *Stream) emitLocked(r *record.Record, zc bool) bool {
 	if s.retx.trim(s.sendBase); len(s.retx) > 0 {
 		return s.emitRetxLocked(r, zc)
 	}
+	if s.ahead.hi > s.ahead.lo && s.sendNext >= s.ahead.lo {
+		s.sendNext, s.ahead = max(s.sendNext, s.ahead.hi), span{} // sent again first already
+	}
 	end := s.sendBase + uint64(s.sbuf.len())
 	limit := min(end, s.peerLimit)
 	if s.sendNext >= limit && !(s.finQueued && !s.finSent && s.sendNext == end) {
 		return false // nothing to send, or blocked by the flow window until an ACK
 	}
 	n := min(limit-s.sendNext, e.quantumLocked())
+	if s.ahead.hi > s.ahead.lo {
+		n = min(n, s.ahead.lo-s.sendNext)
+	}
 	room := r.Room() - wire.DataOverhead(s.id, s.sendNext, int(n))
 	if room <= 0 {
 		return true
@@ -437,6 +443,7 @@ func (s *Stream) emitLocked(r *record.Record, zc bool) bool {
 		signal(s.writeSig)
 	}
 	if s.sendNext > s.sendHigh {
+		s.markSentLocked(time.Now())
 		e.mu.sendUsed += s.sendNext - s.sendHigh
 		s.sendHigh = s.sendNext
 	}

@@ -51,8 +51,10 @@ type Stream struct {
 	opening                      bool   // counted in the engine's opening
 	local                        bool   // this side opened the flow (its id is in this side's space)
 
-	sbuf                         buffer    // bytes from sendBase to the end of what was written
-	retx                         spans     // bytes below sendNext to send again: a lossy link lost them
+	sbuf                         buffer // bytes from sendBase to the end of what was written
+	retx                         spans  // bytes below sendNext to send again: a lossy link lost them, or a rewind sends them first
+	ahead                        span   // bytes a rewind sent again first (in retx): sendNext skips them
+	sentAt                       [sentMarks]sentMark
 	sendBase, sendNext, sendHigh uint64    // acknowledged; next to send; highest ever sent
 	peerLimit                    uint64    // the peer's flow window end
 	ackedAt                      time.Time // last acknowledgement progress (or when data became outstanding)
@@ -470,7 +472,7 @@ func (s *Stream) abandonSendLocked() {
 	e := s.e
 	e.mu.sendBuffered -= s.sbuf.len()
 	s.sbuf.reset()
-	s.retx = s.retx[:0]
+	s.retx, s.ahead = s.retx[:0], span{}
 	if s.pk != nil {
 		s.releaseSendLocked()
 	}
