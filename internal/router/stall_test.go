@@ -55,6 +55,22 @@ func (g *rig) stallOff(a, b *fake) {
 	}
 }
 
+// verdictAgain starts a new verdict on a (its last one ended without a move), has b answer
+// promptly, and runs through the grace after that answer.
+func (g *rig) verdictAgain(a, b *fake, since time.Time) {
+	g.t.Helper()
+	g.now = g.now.Add(time.Millisecond)
+	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted {
+		g.t.Fatal("a new verdict acted on the old one's evidence")
+	}
+	g.now = g.now.Add(time.Millisecond)
+	b.answer(g.now, time.Millisecond)
+	if acted, wait := g.stalled(a, since, 40*time.Millisecond); acted || wait != grace(a) {
+		g.t.Fatalf("b heard again: acted %v, wait %v; want the grace %v", acted, wait, grace(a))
+	}
+	g.now = g.now.Add(grace(a))
+}
+
 // TestStallNeedsEvidence: a stall verdict moves traffic only when another path is Up to take
 // it, and another path has answered a probe within its round trip since the verdict (each is
 // probed for it), and the stalled path stayed silent for a grace after that. However long
@@ -480,16 +496,7 @@ func TestStallCarrierTakingBytesIsSlow(t *testing.T) {
 	// Every byte acknowledged, none since the verdict: kept too, and probed.
 	a.deliveredAll = true
 	probes := a.probes
-	g.now = g.now.Add(time.Millisecond)
-	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted {
-		t.Fatal("a new verdict acted on the old one's evidence")
-	}
-	g.now = g.now.Add(time.Millisecond)
-	b.answer(g.now, time.Millisecond)
-	if acted, wait = g.stalled(a, since, 40*time.Millisecond); acted || wait != grace(a) {
-		t.Fatalf("b heard again: acted %v, wait %v", acted, wait)
-	}
-	g.now = g.now.Add(wait)
+	g.verdictAgain(a, b, since)
 	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted || a.rs.State != status.Up || a.probes == probes {
 		t.Fatalf("a's carrier took every byte: acted %v, a %v, probed %d times (%d before); want it kept and probed",
 			acted, a.rs.State, a.probes, probes)
@@ -497,15 +504,7 @@ func TestStallCarrierTakingBytesIsSlow(t *testing.T) {
 
 	// The same, maxDrain after the silence began: the verdict stands.
 	g.now = since.Add(maxDrain)
-	if acted, _ := g.stalled(a, since, 40*time.Millisecond); acted {
-		t.Fatal("a new verdict acted on the old one's evidence")
-	}
-	g.now = g.now.Add(time.Millisecond)
-	b.answer(g.now, time.Millisecond)
-	if acted, wait = g.stalled(a, since, 40*time.Millisecond); acted || wait != grace(a) {
-		t.Fatalf("b heard again: acted %v, wait %v", acted, wait)
-	}
-	g.now = g.now.Add(wait)
+	g.verdictAgain(a, b, since)
 	if acted, _ := g.stalled(a, since, 40*time.Millisecond); !acted || a.rs.State != status.Suspect {
 		t.Fatalf("a silent for %v, its carrier taking bytes: acted %v, a %v; want a stall", g.now.Sub(since), acted, a.rs.State)
 	}
