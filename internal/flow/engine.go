@@ -197,6 +197,7 @@ type Engine struct {
 	kick   chan struct{}
 	done   chan struct{}
 	wg     sync.WaitGroup
+	epoch  time.Time // when it was made: flows keep times as offsets from it (sentMark)
 
 	links, dests []Link   // scratch for fill, which only the engine goroutine runs
 	ids          []uint32 // the same, for routeLocked
@@ -280,7 +281,7 @@ type Engine struct {
 // New returns a running engine. Close stops it.
 func New(cfg Config, r Router) *Engine {
 	cfg.defaults()
-	e := &Engine{cfg: cfg, router: r, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	e := &Engine{cfg: cfg, router: r, kick: make(chan struct{}, 1), done: make(chan struct{}), epoch: time.Now()}
 	e.mu.flows = make(map[uint64]*Stream)
 	e.mu.sendMax = PeerInitialSessionWindow
 	e.mu.recvWindow = uint64(cfg.InitialSessionWindow)

@@ -828,7 +828,7 @@ func rewindTailFirst(t *testing.T, dies time.Duration, first uint64) {
 		}
 		synctest.Wait()
 	}
-	// 0: the first 100 KiB, which arrive; their ACK comes back at 18ms.
+	// 0: the first 100 KiB, which arrive; their ACK comes back at 10ms.
 	write(0, 100)
 	r.deliver(r.b, frames(t, r.ab.take()))
 	time.Sleep(2 * time.Millisecond)
@@ -838,13 +838,14 @@ func rewindTailFirst(t *testing.T, dies time.Duration, first uint64) {
 	r.deliver(r.b, frames(t, r.ab.take()))
 	time.Sleep(2 * time.Millisecond)
 	r.ba.take()
-	time.Sleep(14 * time.Millisecond)
-	r.deliver(r.a, frames(t, ack))
-	// 20ms: the last 50 KiB are lost with the link.
+	// 6ms, after the cut (half a round trip before the ACK): the last 50 KiB, lost with
+	// the link.
 	time.Sleep(2 * time.Millisecond)
 	write(200, 250)
 	r.ab.take()
-	time.Sleep(dies - 2*time.Millisecond)
+	time.Sleep(4 * time.Millisecond)
+	r.deliver(r.a, frames(t, ack))
+	time.Sleep(dies)
 	nl := &fakeLink{id: 2}
 	r.ra.set(nl)
 	r.a.Kick()

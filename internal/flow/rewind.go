@@ -148,9 +148,10 @@ func (e *Engine) rewindLocked(now time.Time) {
 	e.rewindFlows, e.rewindBytes, e.rewindNew = flows, bytes, true
 }
 
-// sentMark says that the flow's bytes from off on were first sent at at or later.
+// sentMark says that the flow's bytes from off on were first sent at at (since the engine's
+// epoch) or later. A flow keeps sentMarks of them, 16 bytes each.
 type sentMark struct {
-	at  time.Time
+	at  time.Duration
 	off uint64
 }
 
@@ -162,22 +163,23 @@ const sentMarks = 16
 
 // markSentLocked notes that bytes from s.sendHigh on are being sent first now.
 func (s *Stream) markSentLocked(now time.Time) {
-	srtt := s.e.mu.srtt
+	srtt, at := s.e.mu.srtt, now.Sub(s.e.epoch)
 	last := s.sentAt[sentMarks-1]
-	if !last.at.IsZero() && (now.Sub(last.at) < max(srtt/8, time.Millisecond) || now.Sub(s.ackedAt) > srtt) {
+	if last.at != 0 && (at-last.at < max(srtt/8, time.Millisecond) || now.Sub(s.ackedAt) > srtt) {
 		return
 	}
 	copy(s.sentAt[:], s.sentAt[1:])
-	s.sentAt[sentMarks-1] = sentMark{at: now, off: s.sendHigh}
+	s.sentAt[sentMarks-1] = sentMark{at: at, off: s.sendHigh}
 }
 
 // rewindStreamLocked makes s send again everything not acknowledged. When the path died just
-// after its last acknowledgement, the bytes sent since half a round trip before that go first:
-// those were most likely still on their way and lost with it, while the ones before them most
-// likely arrived, their acknowledgement still coming back. Sent in order from the acknowledged offset, over a path whose
-// congestion window starts small after idling, the bytes the receiver already has would take
-// a whole round trip's first flights before the ones it waits for; MPTCP's reinjection, which
-// resends at the data level, has the same in mind. The rest follows at once, then new bytes.
+// after its last acknowledgement, the bytes sent since half a round trip before that go
+// first: those were most likely still on their way and lost with it, while the ones before
+// them most likely arrived, their acknowledgement still coming back. Sent in order from the
+// acknowledged offset, over a path whose congestion window starts small after idling, the
+// bytes the receiver has already would take the new path's first flights, before the ones it
+// waits for; MPTCP's reinjection, which resends at the data level, has the same in mind. The
+// rest follows at once, each byte once, then new bytes.
 func (s *Stream) rewindStreamLocked(now time.Time) {
 	next := s.sendNext
 	s.sendNext, s.ahead = s.sendBase, span{}
@@ -194,15 +196,18 @@ func (s *Stream) rewindStreamLocked(now time.Time) {
 	if now.Sub(s.ackedAt) > srtt/2 {
 		return
 	}
-	cut := s.ackedAt.Add(-srtt / 2)
+	cut := s.ackedAt.Sub(s.e.epoch) - srtt/2
 	// The tail begins at the first mark at or after the cut, when a mark before the cut says
-	// the marks reach back far enough; else it is not known, and nothing goes ahead.
+	// the marks reach back that far; else where it begins is not known, and nothing goes
+	// ahead. Begun at the cut, it may leave behind a few bytes the receiver lacks; begun
+	// before it, it takes bytes the receiver has, and the new path's first flight (TCP's
+	// initial window, ten segments) is soon full of them.
 	tail, before := next, false
 	for _, m := range s.sentAt {
-		if m.at.IsZero() {
+		if m.at == 0 {
 			continue
 		}
-		if m.at.Before(cut) {
+		if m.at < cut {
 			before = true
 			continue
 		}
