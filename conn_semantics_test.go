@@ -184,6 +184,7 @@ func TestSynctestDeadlines(t *testing.T) {
 }
 
 func TestSynctestCloseDuringMigration(t *testing.T) {
+	t.Parallel() // virtual time: its verdict owes nothing to what runs beside it
 	for i := range 4 {
 		synctest.Test(t, func(t *testing.T) {
 			lb, dc, lc := stTwoGoodPaths(t)

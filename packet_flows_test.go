@@ -149,6 +149,7 @@ func TestSynctestPacketRace(t *testing.T) {
 // Only datagrams in flight on the killed path may be lost; none is delivered twice, and
 // everything sent once the path is gone arrives.
 func TestSynctestPacketBondKill(t *testing.T) {
+	t.Parallel() // virtual time: its verdict owes nothing to what runs beside it
 	fast := testlink.Config{Delay: 5 * time.Millisecond, Rate: 4 << 20, Buffer: 256 << 10, Seed: 31}
 	slow := testlink.Config{Delay: 20 * time.Millisecond, Rate: 2 << 20, Buffer: 256 << 10, Seed: 32}
 	for _, how := range []string{"close", "reset", "stall"} {

@@ -45,6 +45,7 @@ func stLatency(t *testing.T, w, r net.Conn, n int, every time.Duration) []time.D
 // blackholed delivers every chunk, in order, with a p99 one-way latency within 10% of the
 // good path alone.
 func TestSynctestRaceFlatLatency(t *testing.T) {
+	t.Parallel() // virtual time: its verdict owes nothing to what runs beside it
 	const chunks, every = 1500, 4 * time.Millisecond
 	var alone, lossy, raced time.Duration
 	synctest.Test(t, func(t *testing.T) {
@@ -121,6 +122,7 @@ func TestSynctestRaceLossless(t *testing.T) {
 // faster than its fastest path could alone, with every path carrying a share; a child killed
 // mid-transfer and later restored loses nothing.
 func TestSynctestBondAddsUp(t *testing.T) {
+	t.Parallel() // virtual time: its verdict owes nothing to what runs beside it
 	fast := testlink.Config{Delay: 5 * time.Millisecond, Rate: 4 << 20, Buffer: 256 << 10, Seed: 11}
 	slow := testlink.Config{Delay: 20 * time.Millisecond, Rate: 2 << 20, Buffer: 256 << 10, Seed: 12}
 	mid := testlink.Config{Delay: 10 * time.Millisecond, Rate: 3 << 20, Buffer: 256 << 10, Seed: 13}

@@ -18,6 +18,7 @@ import (
 )
 
 func TestSynctestKillActiveRepeatedly(t *testing.T) {
+	t.Parallel() // virtual time: its verdict owes nothing to what runs beside it
 	synctest.Test(t, func(t *testing.T) {
 		lb := testkit.NewMemLab(t, rendr.Options{},
 			testkit.LinkSpec{Name: "a", AB: stGoodLink, BA: stGoodLink},

@@ -49,6 +49,7 @@ func onlyFirstMoves(t *testing.T, side string, st status.Session) {
 // and every byte arrives. (The busy path's probes span most pauses and the idle one's few:
 // a policy that compared smoothed round trips would leave the busy path.)
 func TestSynctestPausedPeerMovesNothing(t *testing.T) {
+	t.Parallel() // virtual time: its verdict owes nothing to what runs beside it
 	synctest.Test(t, func(t *testing.T) {
 		lb := stTwoLinks(t)
 		streams := stSteadyFlows(lb, 20, 25*time.Second)
@@ -90,6 +91,7 @@ func TestSynctestPausedPeerMovesNothing(t *testing.T) {
 // (a queue filling) while the other stays fast. Traffic leaves it at most once, and does not
 // come back while the difference lasts.
 func TestSynctestSlowPathLeftOnce(t *testing.T) {
+	t.Parallel() // virtual time: its verdict owes nothing to what runs beside it
 	synctest.Test(t, func(t *testing.T) {
 		lb := stTwoLinks(t)
 		streams := stSteadyFlows(lb, 10, 15*time.Second)
@@ -153,6 +155,7 @@ func TestSynctestSpuriousStallUndone(t *testing.T) {
 // deadline the dead one had, so the death is counted spurious (the path was slow, not dead).
 // A path cut for 2 s, whose carriers cannot come back meanwhile, is not counted.
 func TestSynctestSpuriousDeathCounted(t *testing.T) {
+	t.Parallel() // virtual time: its verdict owes nothing to what runs beside it
 	synctest.Test(t, func(t *testing.T) {
 		lb := stTwoLinks(t)
 		streams := stSteadyFlows(lb, 4, 12*time.Second)
