@@ -182,8 +182,7 @@ func (s *Stream) markSentLocked(now time.Time) {
 // rest follows at once, each byte once, then new bytes.
 func (s *Stream) rewindStreamLocked(now time.Time) {
 	next := s.sendNext
-	s.sendNext, s.ahead = s.sendBase, span{}
-	s.retx = s.retx[:0]
+	s.resendAllLocked()
 	if s.pk != nil {
 		return
 	}
@@ -222,6 +221,12 @@ func (s *Stream) rewindStreamLocked(now time.Time) {
 	}
 }
 
+// resendAllLocked makes every byte from the acknowledged offset on go again, in order.
+func (s *Stream) resendAllLocked() {
+	s.sendNext, s.ahead = s.sendBase, span{}
+	s.retx = s.retx[:0]
+}
+
 // minResendAfter is the shortest time a flow waits for an acknowledgement before it sends its
 // unacknowledged bytes again on its own.
 const minResendAfter = 200 * time.Millisecond
@@ -236,8 +241,7 @@ func (e *Engine) resendStuckLocked(now time.Time, after time.Duration) {
 		if !s.outstanding || now.Sub(s.ackedAt) < after || s.sendNext == s.sendBase && (s.finAcked || !s.finSent) {
 			continue
 		}
-		s.sendNext, s.ahead = s.sendBase, span{}
-		s.retx = s.retx[:0]
+		s.resendAllLocked()
 		if !s.finAcked {
 			s.finSent = false
 			if s.resetSent {

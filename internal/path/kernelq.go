@@ -171,10 +171,5 @@ func (p *Path) Delivered() (at time.Time, all bool) {
 		return time.Time{}, false
 	}
 	at, all = p.stream.kq.delivered(time.Now())
-	if all {
-		p.mu.Lock()
-		all = p.mu.qBytes == 0
-		p.mu.Unlock()
-	}
-	return at, all
+	return at, all && p.Backlog() == 0
 }

@@ -265,12 +265,7 @@ func (h *hearing) note(at, owed time.Time) {
 		if !h.last.CompareAndSwap(prev, n) {
 			continue
 		}
-		// The part of the gap in which the peer owed an answer.
-		from := time.Unix(0, prev)
-		if owed.After(from) {
-			from = owed
-		}
-		if gap := at.Sub(from); prev != 0 && !owed.IsZero() && gap >= pauseMin {
+		if gap, ok := pauseGap(prev, at, owed); ok {
 			h.mu.Lock()
 			h.end, h.span = at, gap
 			h.mu.Unlock()
@@ -279,18 +274,27 @@ func (h *hearing) note(at, owed time.Time) {
 	}
 }
 
+// pauseGap is the part of the gap from prev (unix nanos; zero: never heard) to at in which the
+// peer owed an answer (bytes unacknowledged since owed; zero: none), and whether it is a
+// pause: pauseMin or longer.
+func pauseGap(prev int64, at, owed time.Time) (time.Duration, bool) {
+	if prev == 0 || owed.IsZero() {
+		return 0, false
+	}
+	from := time.Unix(0, prev)
+	if owed.After(from) {
+		from = owed
+	}
+	gap := at.Sub(from)
+	return gap, gap >= pauseMin
+}
+
 // spanned reports whether the peer was unheard on every path for pauseMin or longer, with
 // bytes of this side's unacknowledged since owed (zero: none), at some time between sent and
 // at: in a gap that at ends, or in one that ended after sent.
 func (h *hearing) spanned(sent, at, owed time.Time) bool {
-	if last := h.last.Load(); last != 0 && !owed.IsZero() {
-		from := time.Unix(0, last)
-		if owed.After(from) {
-			from = owed
-		}
-		if at.Sub(from) >= pauseMin {
-			return true
-		}
+	if _, ok := pauseGap(h.last.Load(), at, owed); ok {
+		return true
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
